@@ -1,0 +1,100 @@
+"""The data lake: paths and atomic Parquet reads/writes on any fsspec filesystem.
+
+Kept free of Dagster so that benchmarks, reports and tests can read the lake directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+DATE_COLUMN = "date"
+
+
+def lake_root(root: str | os.PathLike[str]) -> UPath:
+    return UPath(str(root))
+
+
+def is_local(path: UPath) -> bool:
+    return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def write_bytes_atomic(path: UPath, data: bytes) -> None:
+    """Write ``data`` so that readers see either the old file or the new one, never half.
+
+    Locally: a temporary file in the same folder, fsync, then ``os.replace``. On object stores
+    (s3://, gs://, memory://) a single PUT is already atomic.
+    """
+    if is_local(path):
+        target = Path(path.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(data)
+    tmp.fs.mv(tmp.path, path.path)
+
+
+def frame_to_parquet_bytes(df: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=not isinstance(df.index, pd.RangeIndex))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_parquet(path: UPath, df: pd.DataFrame) -> None:
+    write_bytes_atomic(path, frame_to_parquet_bytes(df))
+
+
+def read_parquet(path: UPath) -> pd.DataFrame:
+    with path.open("rb") as fh:
+        return pq.read_table(fh).to_pandas()
+
+
+def concat_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return pd.DataFrame()
+    non_empty = [f for f in frames if len(f)]
+    if not non_empty:
+        return frames[0].iloc[0:0]
+    return pd.concat(non_empty, ignore_index=isinstance(non_empty[0].index, pd.RangeIndex))
+
+
+def split_by_date(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN) -> dict[str, pd.DataFrame]:
+    """Split a multi-day frame into one frame per daily partition key (``YYYY-MM-DD``).
+
+    Every key gets a frame (possibly empty) so that a re-run of a day replaces its old data.
+    """
+    if date_column not in df.columns:
+        raise ValueError(
+            f"an output covering {len(keys)} partitions needs a {date_column!r} column to be split "
+            f"into partitions; columns are {list(df.columns)}"
+        )
+    day = pd.to_datetime(df[date_column]).dt.strftime("%Y-%m-%d")
+    unexpected = sorted(set(day.unique()) - set(keys))
+    if unexpected:
+        raise ValueError(
+            f"output has rows for dates outside its partitions {keys[0]}..{keys[-1]}: {unexpected[:5]}"
+        )
+    groups = {k: g for k, g in df.groupby(day.to_numpy(), sort=False)}
+    return {k: groups.get(k, df.iloc[0:0]).reset_index(drop=True) for k in keys}

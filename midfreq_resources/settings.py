@@ -1,0 +1,23 @@
+"""Environment variables that point midfreq at services and storage (defaults: the live services)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFILLAMA_YIELDS_URL_ENV = "MIDFREQ_DEFILLAMA_YIELDS_URL"
+DEFILLAMA_COINS_URL_ENV = "MIDFREQ_DEFILLAMA_COINS_URL"
+BINANCE_ARCHIVE_URL_ENV = "MIDFREQ_BINANCE_ARCHIVE_URL"
+DATA_LAKE_ENV = "MIDFREQ_DATA_LAKE"
+
+LIVE_DEFILLAMA_YIELDS_URL = "https://yields.llama.fi"
+LIVE_DEFILLAMA_COINS_URL = "https://coins.llama.fi"
+LIVE_BINANCE_ARCHIVE_URL = "https://data.binance.vision"
+DEFAULT_DATA_LAKE = str(REPO_ROOT / "data_lake")
+
+
+def env_or(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
