@@ -76,7 +76,9 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-PAYMENT_REQUIRED_BODY = "Payment Required: this endpoint needs a DefiLlama API plan (https://defillama.com/subscription)"
+PAYMENT_REQUIRED_BODY = (
+    "Payment Required: this endpoint needs a DefiLlama API plan (https://defillama.com/subscription)"
+)
 
 
 def is_pool_uuid(value: str) -> bool:
@@ -90,7 +92,11 @@ def coins_chart_filename(coins: str, query: str | Mapping[str, Any] = "") -> str
     Deterministic and file-safe on every OS: `quote(coins, safe="")` (`:` -> `%3A`, `,` -> `%2C`),
     plus `__<quote(sorted query)>` when there is a query, plus `.json`.
     """
-    pairs = sorted(query.items()) if isinstance(query, Mapping) else sorted(parse_qsl(query, keep_blank_values=True))
+    pairs = (
+        sorted(query.items())
+        if isinstance(query, Mapping)
+        else sorted(parse_qsl(query, keep_blank_values=True))
+    )
     name = quote(coins, safe="")
     if pairs:
         name += "__" + quote(urlencode([(str(k), str(v)) for k, v in pairs]), safe="")
@@ -364,7 +370,10 @@ class ReplayServer:
         if self._thread is None:
             assert self._httpd is not None
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="replay-server", daemon=True
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="replay-server",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -438,7 +447,9 @@ class ReplayServer:
         return sum(
             1
             for r in self.requests
-            if rx.search(r.path) and (status is None or r.status == status) and (method is None or r.method == method)
+            if rx.search(r.path)
+            and (status is None or r.status == status)
+            and (method is None or r.method == method)
         )
 
     def clear_requests(self) -> None:
@@ -510,7 +521,9 @@ class ReplayServer:
             )
         )
 
-    def payment_required(self, pattern: str, times: int | None = None, body: str = PAYMENT_REQUIRED_BODY) -> ForcedRule:
+    def payment_required(
+        self, pattern: str, times: int | None = None, body: str = PAYMENT_REQUIRED_BODY
+    ) -> ForcedRule:
         """HTTP 402 with a plain-text body, like DefiLlama's paid endpoints on the free host."""
         return self.force(pattern, 402, body=body, times=times, content_type=TEXT_TYPE)
 
@@ -564,7 +577,9 @@ class ReplayServer:
         if delay_ms > 0:
             time.sleep(delay_ms / 1000.0)  # per request, in this connection's thread
         if rule is not None and rule.action == "respond":
-            return handler.send_answer(Response(rule.status, rule.body, rule.content_type, dict(rule.headers)), head)
+            return handler.send_answer(
+                Response(rule.status, rule.body, rule.content_type, dict(rule.headers)), head
+            )
 
         draw = rng.random()
         if draw < faults.error_rate:
