@@ -114,8 +114,11 @@ def parse_pools(body: Any, url: str) -> list[PoolRecord]:
     return _validate_records(PoolRecord, _envelope_data(body, url), f"/pools ({url})")
 
 
-def parse_chart(body: Any, pool_id: str, url: str) -> list[ChartRecord]:
-    return _validate_records(ChartRecord, _envelope_data(body, url), f"pool {pool_id} /chart ({url})")
+def parse_chart(body: Any, pool_id: str, url: str) -> list[dict[str, Any]]:
+    """Validate a ``/chart`` body; return the raw rows (cheap to frame) once they are known good."""
+    rows = _envelope_data(body, url)
+    _validate_records(ChartRecord, rows, f"pool {pool_id} /chart ({url})")
+    return rows
 
 
 class DefiLlamaClient(ConfigurableResource):
@@ -144,24 +147,24 @@ class DefiLlamaClient(ConfigurableResource):
             body = get_with_retries(client, url, self.policy)
         return parse_pools(body, url)
 
-    def chart(self, pool_id: str) -> list[ChartRecord]:
+    def chart(self, pool_id: str) -> list[dict[str, Any]]:
         url = self._chart_url(pool_id)
         with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
             body = get_with_retries(client, url, self.policy)
         return parse_chart(body, pool_id, url)
 
-    async def _charts(self, pool_ids: list[str]) -> BatchResult[str, list[ChartRecord]]:
+    async def _charts(self, pool_ids: list[str]) -> BatchResult[str, list[dict[str, Any]]]:
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
 
-            async def fetch(pool_id: str) -> list[ChartRecord]:
+            async def fetch(pool_id: str) -> list[dict[str, Any]]:
                 url = self._chart_url(pool_id)
                 body = await aget_with_retries(client, url, self.policy)
                 return parse_chart(body, pool_id, url)
 
             return await gather_bounded(pool_ids, fetch, self.max_concurrency)
 
-    def charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[ChartRecord]]:
+    def charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[dict[str, Any]]]:
         """Fetch many histories concurrently; each pool either succeeds or is reported failed."""
         ids = list(dict.fromkeys(pool_ids))
         return asyncio.run(self._charts(ids))

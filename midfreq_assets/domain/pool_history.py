@@ -1,0 +1,73 @@
+"""DefiLlama ``/chart`` records -> the typed ``pool_history`` frame (one row per pool and day).
+
+Yields become fractions per year; timestamps become UTC days; a day reported twice keeps its
+latest snapshot (DefiLlama's daily row is the last hourly snapshot of the day).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from midfreq_assets.domain.units import percent_to_fraction, utc_day
+
+HISTORY_COLUMNS = ["date", "pool", "tvl_usd", "apy", "apy_base", "apy_reward", "il7d", "apy_base7d"]
+_SOURCE_COLUMNS = {
+    "timestamp": "timestamp",
+    "tvlUsd": "tvl_usd",
+    "apy": "apy",
+    "apyBase": "apy_base",
+    "apyReward": "apy_reward",
+    "il7d": "il7d",
+    "apyBase7d": "apy_base7d",
+}
+PERCENT_COLUMNS = ["apy", "apy_base", "apy_reward", "il7d", "apy_base7d"]
+
+
+def empty_history() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in HISTORY_COLUMNS})
+    frame["date"] = frame["date"].astype("datetime64[ns]")
+    frame["pool"] = frame["pool"].astype(object)
+    return frame
+
+
+def chart_frame(pool_id: str, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One pool's chart rows (raw dicts with the API's camelCase keys) as history rows."""
+    if not records:
+        return empty_history()
+    raw = pd.DataFrame.from_records(records)
+    frame = pd.DataFrame(index=raw.index)
+    for source, target in _SOURCE_COLUMNS.items():
+        frame[target] = raw[source] if source in raw.columns else np.nan
+    frame["date"] = utc_day(frame.pop("timestamp").astype(str))
+    numeric = ["tvl_usd", *PERCENT_COLUMNS]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+    frame[PERCENT_COLUMNS] = percent_to_fraction(frame[PERCENT_COLUMNS])
+    frame["pool"] = pool_id
+    return frame[HISTORY_COLUMNS]
+
+
+def combine_histories(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Stack pools' histories, keep the last row of a duplicated (pool, date), sort."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_history()
+    history = pd.concat(frames, ignore_index=True)
+    history = history.drop_duplicates(subset=["pool", "date"], keep="last")
+    return history.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
+
+
+def restrict_to_days(history: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Rows with ``start <= date <= end`` (inclusive UTC days)."""
+    mask = (history["date"] >= start) & (history["date"] <= end)
+    return history.loc[mask].reset_index(drop=True)
+
+
+def apy_outliers(history: pd.DataFrame, max_abs_apy: float) -> pd.DataFrame:
+    """Rows whose APY is not finite or beyond ``max_abs_apy`` (a fraction): flagged, never dropped."""
+    apy = history["apy"].to_numpy(dtype="float64")
+    bad = ~np.isfinite(apy) | (np.abs(apy) > max_abs_apy)
+    return history.loc[bad, ["date", "pool", "apy"]]
