@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from midfreq_assets.domain.adjusted_yields import YieldAdjustmentConfig
+
 ReferenceAsset = Literal["usd", "eth", "btc"]
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -58,6 +60,7 @@ class VaultConfig(StrictModel):
     min_pool_tvl_usd: float = Field(default=0.0, ge=0)
     min_protocol_tvl_usd: float | None = Field(default=None, ge=0)
     exclude: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
 
     @field_validator("protocols")
     @classmethod
