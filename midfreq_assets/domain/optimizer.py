@@ -1,0 +1,599 @@
+"""Rebalancing optimizer (docs: /work/shared/REFERENCE.md section 1, "Rebalancing").
+
+One convex problem per rebalance date, in weights of wealth ``W``::
+
+    maximize   a.x - c.|x - x0| - x' diag(a W / tvl) x
+    subject to sum(x) <= 1 - base_buffer,  0 <= x <= concentration_limit
+               (+ optional protocol/chain caps, pool-TVL share, turnover cap)
+
+``c = cost / (horizon_days / 365)`` amortizes the one-off trading cost over the holding horizon so
+it is in the same units (per year) as the APY ``a``; the quadratic term is yield dilution.
+
+Plain Python (no dagster): the nightly asset and the backtest both build one
+:class:`VaultOptimizer` per universe and call :meth:`VaultOptimizer.solve` every step, so
+production decisions and backtested decisions come from the same code.
+
+Two solvers give the same answer:
+
+- an exact specialised solver for the separable case (no group caps, no turnover cap): the
+  Lagrangian of the budget splits into per-pool piecewise-quadratic 1-D problems with a
+  closed-form solution; the budget multiplier is found exactly from the sorted breakpoints of the
+  piecewise-linear total-weight curve (no iterative tolerance);
+- a DPP cvxpy problem built once per universe with ``cp.Parameter``s and re-solved with new
+  values (warm start), used when group caps or a turnover cap are configured, and as fallback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from midfreq_assets.domain.config import StrictModel, normalize_slug
+
+#: Solver noise below this (in weight) is snapped back to "no trade".
+SNAP_TOL = 1e-9
+#: Feasibility tolerance (weights) when checking a solver's answer.
+FEAS_TOL = 1e-7
+#: Dilution coefficients below this are treated as zero by the exact solver (linear pool); the
+#: objective error is at most this value, and it avoids 1/(2q) blowing up.
+Q_EPS = 1e-9
+
+
+Weight = Annotated[float, Field(ge=0, le=1)]
+
+
+class StrategyConfig(StrictModel):
+    """The ``strategy:`` section of a vault YAML: costs, risk limits and solver settings."""
+
+    cost: float = Field(default=0.0005, ge=0, description="one-off cost per unit of traded notional")
+    horizon_days: float = Field(default=30.0, gt=0, description="assumed holding horizon (amortizes cost)")
+    gas_usd: float = Field(default=0.0, ge=0, description="fixed dollar cost per transaction")
+    gas_multiple: float = Field(
+        default=2.0, ge=0, description="keep a trade only if its expected gain >= gas_multiple * gas_usd"
+    )
+    base_buffer: float = Field(default=0.0, ge=0, lt=1, description="fraction of wealth kept idle")
+    concentration_limit: float = Field(default=1.0, gt=0, le=1, description="max weight per pool")
+    protocol_caps: dict[str, Weight] = Field(
+        default_factory=dict, description="project slug -> max total weight"
+    )
+    chain_caps: dict[str, Weight] = Field(default_factory=dict, description="chain -> max total weight")
+    max_pool_tvl_share: float | None = Field(
+        default=None, gt=0, le=1, description="x_i * W <= share * tvl_i"
+    )
+    max_turnover: float | None = Field(default=None, ge=0, description="sum |x - x0| per rebalance")
+    min_trade_usd: float = Field(default=0.0, ge=0, description="smaller trades are dropped after solve")
+    primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
+    fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
+    use_fast_path: bool = Field(
+        default=True, description="exact separable solver when no group caps and no turnover cap"
+    )
+
+    def amortized_cost(self) -> float:
+        """Cost per year of holding horizon: same units as the APY."""
+        return self.cost / (self.horizon_days / 365.0)
+
+
+@dataclass(frozen=True)
+class RebalanceResult:
+    """One rebalance decision. Weights are fractions of wealth; the rest of W stays idle."""
+
+    pools: tuple[str, ...]
+    target_weights: np.ndarray
+    current_weights: np.ndarray
+    trades_usd: np.ndarray
+    objective: float
+    status: str  # 'optimal' | 'optimal_fallback_solver' | 'kept_holdings'
+    solver: str  # 'exact_separable' | cvxpy solver name | 'none'
+    solve_time_s: float
+    message: str
+    dilution_factor: np.ndarray  # 1 / (1 + x_i W / tvl_i); NaN where the TVL is unknown
+    n_pruned: int  # trades dropped for gas / min trade size
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "kept_holdings"
+
+    @property
+    def n_trades(self) -> int:
+        """Transactions to send (each pays gas)."""
+        return int(np.count_nonzero(self.trades_usd))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per pool, for assets and backtest records."""
+        return pd.DataFrame(
+            {
+                "pool": list(self.pools),
+                "current_weight": self.current_weights,
+                "target_weight": self.target_weights,
+                "trade_usd": self.trades_usd,
+                "dilution_factor": self.dilution_factor,
+            }
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Cleaned numeric inputs of one solve (shared by both solvers and the objective)."""
+
+    a: np.ndarray  # predicted APY, >= 0, 0 where unknown
+    q: np.ndarray  # dilution coefficient a W / tvl, 0 where tvl unknown
+    x0: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    c: float
+    budget: float
+    buyable: np.ndarray
+    wealth: float
+    tvl: np.ndarray
+
+
+def _clean_inputs(
+    strategy: StrategyConfig,
+    predicted_apy: np.ndarray,
+    tvl: np.ndarray,
+    wealth: float,
+    current_weights: np.ndarray,
+) -> _Inputs:
+    """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold."""
+    a_raw = np.asarray(predicted_apy, dtype=float)
+    tvl = np.asarray(tvl, dtype=float)
+    x0 = np.asarray(current_weights, dtype=float)
+    n = a_raw.shape[0]
+    if a_raw.shape != (n,) or tvl.shape != (n,) or x0.shape != (n,):
+        raise ValueError(f"shape mismatch: apy {a_raw.shape}, tvl {tvl.shape}, weights {x0.shape}")
+    if not (math.isfinite(wealth) and wealth > 0):
+        raise ValueError(f"wealth must be a positive finite number, got {wealth!r}")
+    if not np.all(np.isfinite(x0)) or np.any(x0 < -1e-12):
+        raise ValueError("current_weights must be finite and >= 0")
+    x0 = np.maximum(x0, 0.0)
+    tvl_ok = np.isfinite(tvl) & (tvl > 0)
+    buyable = np.isfinite(a_raw) & tvl_ok
+    a = np.where(np.isfinite(a_raw), np.maximum(a_raw, 0.0), 0.0)
+    safe_tvl = np.where(tvl_ok, tvl, 1.0)
+    q = np.where(tvl_ok, a * wealth / safe_tvl, 0.0)
+    hi = np.full(n, strategy.concentration_limit)
+    if strategy.max_pool_tvl_share is not None:
+        hi = np.where(tvl_ok, np.minimum(hi, strategy.max_pool_tvl_share * safe_tvl / wealth), hi)
+    hi = np.where(buyable, hi, np.minimum(hi, x0))
+    return _Inputs(
+        a=a,
+        q=q,
+        x0=x0,
+        lo=np.zeros(n),
+        hi=hi,
+        c=strategy.amortized_cost(),
+        budget=1.0 - strategy.base_buffer,
+        buyable=buyable,
+        wealth=float(wealth),
+        tvl=np.where(tvl_ok, tvl, np.nan),
+    )
+
+
+def objective_value(
+    x: np.ndarray,
+    predicted_apy: np.ndarray,
+    tvl: np.ndarray,
+    wealth: float,
+    current_weights: np.ndarray,
+    strategy: StrategyConfig,
+) -> float:
+    """The rebalancing objective (per year) of weights ``x``, with the same input cleaning as the solve."""
+    inp = _clean_inputs(strategy, predicted_apy, tvl, wealth, current_weights)
+    return _objective(inp, np.asarray(x, dtype=float))
+
+
+def _objective(inp: _Inputs, x: np.ndarray) -> float:
+    return float(inp.a @ x - inp.c * np.abs(x - inp.x0).sum() - inp.q @ (x * x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact separable solver
+
+
+class SolverFailure(RuntimeError):
+    """A solver returned no usable answer (internal: turned into a status, never raised to callers)."""
+
+
+
+def solve_separable(
+    a: np.ndarray,
+    q: np.ndarray,
+    x0: np.ndarray,
+    c: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    budget: float,
+) -> np.ndarray:
+    """Exact maximizer of ``sum_i a_i x_i - c|x_i - x0_i| - q_i x_i^2`` s.t. ``lo <= x <= hi``,
+    ``sum(x) <= budget``.
+
+    For a budget multiplier ``lam`` each pool's problem is a concave 1-D piecewise quadratic with a
+    closed-form maximizer ``x_i(lam)``. Written as a function of ``lam`` it is ``lo_i`` plus at most
+    two "ramps" (the buy side above ``x0`` and the sell side below), each the difference of two
+    hinges ``w (p - lam)^+`` with ``w = 1/(2q)`` (a step when ``q = 0``). The total weight S(lam) is
+    then evaluated at every breakpoint with sorted suffix sums, the crossing S(lam) = budget is
+    found exactly, and pools tied at a step (linear pools) share the remaining budget.
+    """
+    n = a.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    lin = q <= Q_EPS
+    q2 = np.where(lin, 0.0, 2.0 * q)
+    w = np.where(lin, 0.0, 1.0 / np.where(lin, 1.0, q2))
+    # pieces: [buy side (n), sell side (n)]; value v on a piece is optimal while lam <= p(v)
+    up_start = np.maximum(x0, lo)
+    dn_end = np.minimum(x0, hi)
+    length = np.concatenate([np.maximum(hi - up_start, 0.0), np.maximum(dn_end - lo, 0.0)])
+    base = np.concatenate([a - c, a + c])
+    qq = np.concatenate([q2, q2])
+    ww = np.concatenate([w, w])
+    p_hi = base - qq * np.concatenate([up_start, lo])  # ramp starts (piece empty above)
+    p_lo = base - qq * np.concatenate([hi, dn_end])  # ramp ends (piece full below)
+    linear = np.concatenate([lin, lin])
+    live = length > 0
+    ramp = live & ~linear
+    step = live & linear
+
+    lo_sum = float(lo.sum())
+    if lo_sum > budget:
+        raise SolverFailure(f"exact_separable: lower bounds sum to {lo_sum:.6g} > budget {budget:.6g}")
+    # hinges: +w at p_hi, -w at p_lo for ramps
+    hp = np.concatenate([p_hi[ramp], p_lo[ramp]])
+    hw = np.concatenate([ww[ramp], -ww[ramp]])
+    order = np.argsort(hp)
+    hp, hw = hp[order], hw[order]
+    suf_w = np.concatenate([np.cumsum(hw[::-1])[::-1], [0.0]])
+    suf_wp = np.concatenate([np.cumsum((hw * hp)[::-1])[::-1], [0.0]])
+    sp = p_hi[step]
+    sl = length[step]
+    order = np.argsort(sp)
+    sp, sl = sp[order], sl[order]
+    suf_l = np.concatenate([np.cumsum(sl[::-1])[::-1], [0.0]])
+
+    def total(lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """S just right of lam (steps at lam empty) and just left (steps at lam full)."""
+        k = np.searchsorted(hp, lams, side="right")
+        hinge = suf_wp[k] - lams * suf_w[k]
+        right = lo_sum + hinge + suf_l[np.searchsorted(sp, lams, side="right")]
+        left = lo_sum + hinge + suf_l[np.searchsorted(sp, lams, side="left")]
+        return right, left
+
+    events = np.concatenate([[0.0], np.unique(np.concatenate([hp, sp]))])
+    events = events[(events > 0) | (np.arange(events.size) == 0)]
+    s_right, s_left = total(events)
+    if s_right[0] <= budget:
+        lam, tie = 0.0, s_left[0] > budget or bool(np.any(sp == 0.0))
+    else:
+        k = int(np.argmax(s_right <= budget))  # exists: beyond the last event S = sum(lo) <= budget
+        if s_left[k] <= budget:
+            e0, e1 = events[k - 1], events[k]
+            lam = e0 + (s_right[k - 1] - budget) * (e1 - e0) / (s_right[k - 1] - s_left[k])
+            lam = min(max(lam, e0), e1)
+            tie = False
+        else:
+            lam, tie = float(events[k]), True
+
+    # per-piece fill at lam
+    fill = np.where(ramp, np.clip(ww * (p_hi - lam), 0.0, length), 0.0)
+    fill = np.where(step & (p_hi > lam), length, fill)
+    tied = step & (p_hi == lam) if tie else np.zeros_like(step)
+    x = lo + fill[:n] + fill[n:]
+    if tied.any():
+        # tied linear pools: anything in [x_right, x_left] is optimal; start from "no trade"
+        span = np.where(tied, length, 0.0)
+        x_left = x + span[:n] + span[n:]
+        x = np.clip(x0, x, x_left)
+        rest = budget - x.sum()
+        if lam > 0 or rest < 0:
+            room = np.where(rest > 0, x_left - x, x - (x_left - span[:n] - span[n:]))
+            tot = room.sum()
+            if tot > 0:
+                x = x + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
+    elif lam > 0:
+        # Newton step on lam to remove float error: shift the pools strictly inside a ramp
+        active = ramp & (fill > 0) & (fill < length)
+        wa = np.where(active, ww, 0.0)
+        wsum = wa.sum()
+        if wsum > 0:
+            x = np.clip(x + (wa[:n] + wa[n:]) * (budget - x.sum()) / wsum, lo, hi)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer
+
+
+class VaultOptimizer:
+    """The rebalancing problem of one universe (pools + their protocol/chain groups).
+
+    Built once; :meth:`solve` is called every rebalance with new predictions, TVLs, wealth and
+    holdings. The cvxpy problem (DPP, parameters only) is built lazily on first need and re-solved
+    with warm start.
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[str],
+        strategy: StrategyConfig | None = None,
+        protocols: Sequence[str] | None = None,
+        chains: Sequence[str] | None = None,
+    ) -> None:
+        self.pools = tuple(pools)
+        self.strategy = strategy or StrategyConfig()
+        n = len(self.pools)
+        for name, labels in (("protocols", protocols), ("chains", chains)):
+            if labels is not None and len(labels) != n:
+                raise ValueError(f"{name} has {len(labels)} entries for {n} pools")
+        rows: list[np.ndarray] = []
+        caps: list[float] = []
+        self.group_names: list[str] = []
+        for kind, labels, cap_map in (
+            ("protocol", protocols, self.strategy.protocol_caps),
+            ("chain", chains, self.strategy.chain_caps),
+        ):
+            if not cap_map:
+                continue
+            if labels is None:
+                raise ValueError(f"strategy has {kind} caps but no {kind} per pool was given")
+            norm = [normalize_slug(str(lbl)) for lbl in labels]
+            for group, cap in cap_map.items():
+                member = np.array([lbl == normalize_slug(group) for lbl in norm], dtype=float)
+                if member.any():
+                    rows.append(member)
+                    caps.append(float(cap))
+                    self.group_names.append(f"{kind}:{group}")
+        self.group_matrix = np.vstack(rows) if rows else np.zeros((0, n))
+        self.group_caps = np.asarray(caps, dtype=float)
+        self.separable = not rows and self.strategy.max_turnover is None
+        self._problem: cp.Problem | None = None
+        self._params: dict[str, cp.Parameter] = {}
+        self._x: cp.Variable | None = None
+
+    # -- cvxpy problem -------------------------------------------------------------------------
+
+    @property
+    def problem(self) -> cp.Problem:
+        """The parametrized cvxpy problem (built on first use, then reused)."""
+        if self._problem is None:
+            self._build()
+        assert self._problem is not None
+        return self._problem
+
+    def _build(self) -> None:
+        n = len(self.pools)
+        x = cp.Variable(n, name="x")
+        z = cp.Variable(n, name="trade")  # z == x - x0 keeps |.| of a parameter expression DPP
+        p = {
+            "a": cp.Parameter(n, nonneg=True, name="a"),
+            "s": cp.Parameter(n, nonneg=True, name="s"),  # sqrt(a W / tvl)
+            "x0": cp.Parameter(n, name="x0"),
+            "lo": cp.Parameter(n, name="lo"),
+            "hi": cp.Parameter(n, name="hi"),
+            "c": cp.Parameter(nonneg=True, name="c"),
+            "budget": cp.Parameter(nonneg=True, name="budget"),
+        }
+        traded = cp.sum(cp.abs(z))
+        cons = [z == x - p["x0"], x >= p["lo"], x <= p["hi"], cp.sum(x) <= p["budget"]]
+        if self.group_matrix.shape[0]:
+            p["caps"] = cp.Parameter(self.group_matrix.shape[0], nonneg=True, name="group_caps")
+            cons.append(self.group_matrix @ x <= p["caps"])
+        if self.strategy.max_turnover is not None:
+            p["turnover"] = cp.Parameter(nonneg=True, name="turnover")
+            cons.append(traded <= p["turnover"])
+        obj = p["a"] @ x - p["c"] * traded - cp.sum_squares(cp.multiply(p["s"], x))
+        self._problem = cp.Problem(cp.Maximize(obj), cons)
+        self._params = p
+        self._x = x
+
+    def _solve_cvxpy(self, inp: _Inputs, solver: str, turnover: float | None) -> np.ndarray:
+        prob = self.problem
+        p = self._params
+        p["a"].value = inp.a
+        p["s"].value = np.sqrt(inp.q)
+        p["x0"].value = inp.x0
+        p["lo"].value = inp.lo
+        p["hi"].value = inp.hi
+        p["c"].value = inp.c
+        p["budget"].value = inp.budget
+        if "caps" in p:
+            p["caps"].value = self.group_caps
+        if "turnover" in p:
+            p["turnover"].value = turnover
+        try:
+            prob.solve(solver=solver, warm_start=True)
+        except Exception as exc:  # any solver-side error becomes a status, never a crash
+            raise SolverFailure(f"{solver}: {type(exc).__name__}: {exc}") from exc
+        assert self._x is not None
+        if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self._x.value is None:
+            raise SolverFailure(f"{solver}: status {prob.status}")
+        return np.asarray(self._x.value, dtype=float)
+
+    # -- feasibility -----------------------------------------------------------------------------
+
+    def _feasible_holdings(self, inp: _Inputs) -> np.ndarray:
+        """x0 moved to the feasible set by selling only: clip to bounds, scale down over-cap groups
+        and then the whole book (scaling down never breaks a cap already met)."""
+        x = np.clip(inp.x0, inp.lo, np.maximum(inp.hi, inp.lo))
+        for row, cap in zip(self.group_matrix, self.group_caps, strict=True):
+            g = row > 0
+            free = g & (x > inp.lo)
+            tot = x[g].sum()
+            if tot > cap and free.any():
+                excess = (tot - cap) / (x[free] - inp.lo[free]).sum()
+                x[free] -= (x[free] - inp.lo[free]) * min(excess, 1.0)
+        tot = x.sum()
+        if tot > inp.budget:
+            excess = (tot - inp.budget) / max((x - inp.lo).sum(), 1e-300)
+            x -= (x - inp.lo) * min(excess, 1.0)
+        return x
+
+    def _violation(self, inp: _Inputs, x: np.ndarray, turnover: float | None) -> float:
+        v = [
+            np.max(inp.lo - x, initial=0.0),
+            np.max(x - inp.hi, initial=0.0),
+            x.sum() - inp.budget,
+        ]
+        if self.group_matrix.shape[0]:
+            v.append(np.max(self.group_matrix @ x - self.group_caps))
+        if turnover is not None:
+            v.append(np.abs(x - inp.x0).sum() - turnover)
+        return float(max(v))
+
+    def _polish(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
+        """Remove solver noise: clip to bounds, and snap near-zero trades to exactly none."""
+        x = np.clip(x, inp.lo, np.maximum(inp.hi, inp.lo))
+        snap = (np.abs(x - inp.x0) < SNAP_TOL) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
+        snapped = np.where(snap, inp.x0, x)
+        if snapped.sum() <= inp.budget + 1e-12:
+            x = snapped
+        return x
+
+    # -- solve -----------------------------------------------------------------------------------
+
+    def _solve_once(self, inp: _Inputs, turnover: float | None) -> tuple[np.ndarray, str, str, list[str]]:
+        """Fast path, then primary, then fallback solver. Returns x, status, solver, notes."""
+        notes: list[str] = []
+        attempts: list[tuple[str, str]] = []
+        if self.separable and self.strategy.use_fast_path:
+            attempts.append(("exact_separable", "optimal"))
+        attempts.append((self.strategy.primary_solver, "optimal"))
+        fb = self.strategy.fallback_solver
+        if fb and fb != self.strategy.primary_solver:
+            attempts.append((fb, "optimal_fallback_solver"))
+        for solver, status in attempts:
+            try:
+                if solver == "exact_separable":
+                    with np.errstate(divide="raise", invalid="raise", over="raise"):
+                        x = solve_separable(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget)
+                else:
+                    x = self._solve_cvxpy(inp, solver, turnover)
+                if not np.all(np.isfinite(x)):
+                    raise SolverFailure(f"{solver}: non-finite solution")
+                x = self._polish(inp, x)
+                viol = self._violation(inp, x, turnover)
+                if viol > FEAS_TOL:
+                    raise SolverFailure(f"{solver}: solution violates constraints by {viol:.2e}")
+                return x, status, solver, notes
+            except (SolverFailure, FloatingPointError) as exc:
+                notes.append(str(exc))
+        raise SolverFailure("; ".join(notes))
+
+    def solve(
+        self,
+        predicted_apy: np.ndarray,
+        tvl: np.ndarray,
+        wealth: float,
+        current_weights: np.ndarray,
+    ) -> RebalanceResult:
+        """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble."""
+        t0 = time.perf_counter()
+        n = len(self.pools)
+        inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights)
+        if inp.a.shape[0] != n:
+            raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
+        notes: list[str] = []
+        n_unbuyable = int((~inp.buyable).sum())
+        if n_unbuyable:
+            notes.append(f"{n_unbuyable} pool(s) without prediction/TVL: sell-only")
+        turnover = self.strategy.max_turnover
+        if turnover is not None:
+            needed = float(np.abs(self._feasible_holdings(inp) - inp.x0).sum())
+            if needed > turnover:
+                notes.append(f"turnover cap {turnover:g} relaxed to {needed:.6g} to reach feasibility")
+                turnover = needed + 1e-9
+        n_pruned = 0
+        try:
+            x, status, solver, errs = self._solve_once(inp, turnover)
+            notes += errs
+            x, n_pruned, prune_notes = self._prune(inp, x, turnover)
+            notes += prune_notes
+        except SolverFailure as exc:
+            x = self._feasible_holdings(inp)
+            status, solver = "kept_holdings", "none"
+            notes.append(f"all solvers failed, keeping current holdings: {exc}")
+            if np.any(np.abs(x - inp.x0) > 0):
+                notes.append("holdings clipped to the constraints")
+        dx = x - inp.x0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)
+        return RebalanceResult(
+            pools=self.pools,
+            target_weights=x,
+            current_weights=inp.x0,
+            trades_usd=dx * inp.wealth,
+            objective=_objective(inp, x),
+            status=status,
+            solver=solver,
+            solve_time_s=time.perf_counter() - t0,
+            message="; ".join(notes),
+            dilution_factor=dilution,
+            n_pruned=n_pruned,
+        )
+
+    def _small_trades(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
+        """Trades not worth sending: expected gain over the horizon below gas_multiple x gas, or
+        notional below min_trade_usd. Forced trades (current weight outside its bounds) are kept."""
+        s = self.strategy
+        notional = np.abs(x - inp.x0) * inp.wealth
+        trade = notional > 0
+        gain = inp.a * notional * s.horizon_days / 365.0
+        small = trade & ((gain < s.gas_multiple * s.gas_usd) | (notional < s.min_trade_usd))
+        forced = (inp.x0 < inp.lo) | (inp.x0 > inp.hi)
+        return small & ~forced
+
+    def _prune(
+        self, inp: _Inputs, x: np.ndarray, turnover: float | None
+    ) -> tuple[np.ndarray, int, list[str]]:
+        """Freeze small trades (x_i = x0_i) and re-solve, until no small trade is left.
+
+        Re-solving (rather than dropping trades from the answer) keeps every constraint and the
+        budget: the money a dropped trade would have moved is re-allocated optimally.
+        """
+        s = self.strategy
+        if s.gas_usd * s.gas_multiple <= 0 and s.min_trade_usd <= 0:
+            return x, 0, []
+        frozen = np.zeros(len(x), dtype=bool)
+        cur = inp
+        for _ in range(len(x) + 1):
+            small = self._small_trades(inp, x) & ~frozen
+            if not small.any():
+                break
+            frozen |= small
+            lo = np.where(frozen, inp.x0, inp.lo)
+            hi = np.where(frozen, inp.x0, inp.hi)
+            trial = replace(cur, lo=lo, hi=hi)
+            if lo.sum() > inp.budget or (
+                self.group_matrix.shape[0] and np.any(self.group_matrix @ lo > self.group_caps)
+            ):
+                return x, int((frozen & ~small).sum()), ["gas pruning stopped: frozen trades break a cap"]
+            try:
+                x_new, _, _, _ = self._solve_once(trial, turnover)
+            except SolverFailure as exc:
+                return x, int((frozen & ~small).sum()), [f"gas pruning stopped, re-solve failed: {exc}"]
+            x, cur = x_new, trial
+        n_pruned = int((frozen & (x == inp.x0)).sum())
+        return x, n_pruned, []
+
+
+def optimizer_for_vault(
+    pools: pd.DataFrame, strategy: StrategyConfig
+) -> VaultOptimizer:
+    """Convenience: build from a frame with columns ``pool`` and optionally ``project``, ``chain``."""
+    return VaultOptimizer(
+        pools["pool"].astype(str).tolist(),
+        strategy,
+        protocols=pools["project"].tolist() if "project" in pools else None,
+        chains=pools["chain"].tolist() if "chain" in pools else None,
+    )
