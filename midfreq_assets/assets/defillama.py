@@ -24,7 +24,7 @@ from dagster import (
     multi_asset,
 )
 
-from midfreq_assets.domain.pool_history import apy_outliers, chart_frame, combine_histories, restrict_to_days
+from midfreq_assets.domain.pool_history import apy_outliers, charts_frame, restrict_to_days
 from midfreq_assets.domain.universe import select_universe, snapshot_frame, static_candidates
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
@@ -75,7 +75,7 @@ def pool_history(context: AssetExecutionContext, defillama: DefiLlamaClient, pro
             metadata={"failed_pools": markdown_table(_failures_frame(batch.failed))},
         )
     history = restrict_to_days(
-        combine_histories(chart_frame(pool, rows) for pool, rows in batch.ok.items()),
+        charts_frame(batch.ok),
         pd.Timestamp(first), pd.Timestamp(last),
     )
     if candidates and history.empty:
