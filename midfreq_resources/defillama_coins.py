@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pandas as pd
@@ -31,6 +32,7 @@ from midfreq_resources.settings import DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_C
 DAY_S = 86_400
 PRICE_COLUMNS = ["date", "coin", "symbol", "price", "confidence", "timestamp"]
 
+_SEP = quote(",", safe="")
 _COIN_RE = re.compile(r"^[a-z0-9_-]+:[A-Za-z0-9._-]+$")
 
 
@@ -115,18 +117,17 @@ def charts_frame(charts: dict[str, CoinChart]) -> pd.DataFrame:
 
 
 def batches(coins: list[str], max_coins: int, max_chars: int) -> list[list[str]]:
-    """Split coins so each request's coin list stays under both limits."""
+    """Split coins so each request's percent-encoded coin list stays under both limits."""
     out: list[list[str]] = []
     current: list[str] = []
     length = 0
     for coin in coins:
-        extra = len(coin) + (1 if current else 0)
-        if current and (len(current) >= max_coins or length + extra > max_chars):
+        size = len(quote(coin, safe=""))
+        if current and (len(current) >= max_coins or length + len(_SEP) + size > max_chars):
             out.append(current)
             current, length = [], 0
-            extra = len(coin)
+        length += size + (len(_SEP) if current else 0)
         current.append(coin)
-        length += extra
     if current:
         out.append(current)
     return out
@@ -142,7 +143,11 @@ class DefiLlamaCoinsClient(ConfigurableResource):
     backoff_max_s: float = 30.0
     max_concurrency: int = Field(default=4, ge=1, le=32)
     max_coins_per_request: int = Field(default=25, ge=1, le=100)
-    max_coins_chars: int = Field(default=1500, ge=100, description="coin list length per URL")
+    max_coins_chars: int = Field(
+        default=190, ge=60, le=4000,
+        description="percent-encoded coin list length per request; 190 keeps each batch's recorded "
+        "file name, query suffix included (replay layout), under the 255-byte filesystem limit",
+    )
     max_span_days: int = Field(default=400, ge=1, le=1000, description="days per request")
     time_of_day_s: int = Field(
         default=12 * 3600, ge=0, lt=DAY_S,

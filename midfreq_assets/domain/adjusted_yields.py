@@ -155,6 +155,11 @@ class YieldAdjustmentConfig(StrictModel):
         return f"{prefix}:{address}"
 
 
+def price_coins_for(configs: Iterable[YieldAdjustmentConfig]) -> list[str]:
+    """The coins ``token_prices`` fetches for several vaults (in vault order, no duplicates)."""
+    return list(dict.fromkeys(c for config in configs for c in config.price_coins()))
+
+
 # --------------------------------------------------------------------------------------------
 # Pool -> tokens
 # --------------------------------------------------------------------------------------------
@@ -349,13 +354,13 @@ def adjusted_yield_panel(
         for reward_coins, group in _group_by_tokens({p: t.reward_coins for p, t in tokens.items()}).items():
             has_reward = apy_reward[group] > 0
             if not reward_coins:
-                discount[group] = rh.missing_price_discount
+                discount[group] = discount[group].where(~has_reward, rh.missing_price_discount)
                 tokens_unknown[group] = has_reward
                 continue
             per_coin = coin_discount[list(reward_coins)]
             missing = per_coin.isna().any(axis=1)
             worst = per_coin.fillna(rh.missing_price_discount).min(axis=1)
-            discount[group] = _broadcast(worst, group)
+            discount[group] = _broadcast(worst, group).where(has_reward, 1.0)
             price_missing[group] = has_reward & _broadcast(missing, group)
             price_filled[group] = has_reward & _broadcast(panel.filled[list(reward_coins)].any(axis=1), group)
     reward_haircut = (1.0 - discount) * apy_reward
