@@ -10,10 +10,15 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:  # bound at runtime by _bind_research_sections (circular: they subclass StrictModel)
+    from midfreq_assets.domain.features import FeatureMapConfig
+    from midfreq_assets.domain.labels import LabelMapConfig
+    from midfreq_assets.domain.models import ModelsConfig
 
 from midfreq_assets.domain.adjusted_yields import YieldAdjustmentConfig
 
@@ -60,6 +65,10 @@ class VaultConfig(StrictModel):
     min_pool_tvl_usd: float = Field(default=0.0, ge=0)
     min_protocol_tvl_usd: float | None = Field(default=None, ge=0)
     exclude: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    # research engine (features.py / labels.py / models.py); types bound by _bind_research_sections
+    feature_map: FeatureMapConfig = Field(default_factory=lambda: FeatureMapConfig())
+    label_map: LabelMapConfig = Field(default_factory=lambda: LabelMapConfig())
+    models: ModelsConfig = Field(default_factory=lambda: ModelsConfig())
     yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
 
     @field_validator("protocols")
@@ -91,6 +100,19 @@ class VaultConfig(StrictModel):
             if normalize_slug(slug) in slugs:
                 return tier
         return None
+
+
+def _bind_research_sections() -> None:
+    """Resolve VaultConfig's research fields. Their classes subclass StrictModel, so their modules
+    import this one; whichever side is imported first, the last one to finish binds them."""
+    try:
+        from midfreq_assets.domain.features import FeatureMapConfig
+        from midfreq_assets.domain.labels import LabelMapConfig
+        from midfreq_assets.domain.models import ModelsConfig
+    except ImportError:  # a research module is still initializing: it calls this when done
+        return
+    globals().update(FeatureMapConfig=FeatureMapConfig, LabelMapConfig=LabelMapConfig, ModelsConfig=ModelsConfig)
+    VaultConfig.model_rebuild()
 
 
 class TokenRegistry(StrictModel):
@@ -180,3 +202,6 @@ def load_vault_configs(directory: Path | str | None = None) -> dict[str, VaultCo
 
 def load_token_registry(path: Path | str | None = None) -> TokenRegistry:
     return load_model(TokenRegistry, path or config_dir() / "tokens.yaml")
+
+
+_bind_research_sections()
