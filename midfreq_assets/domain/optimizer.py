@@ -42,6 +42,11 @@ from midfreq_assets.domain.config import StrictModel, normalize_slug
 SNAP_TOL = 1e-9
 #: Feasibility tolerance (weights) when checking a solver's answer.
 FEAS_TOL = 1e-7
+#: Tight tolerances for first-order solvers (their defaults leave ~1e-5 constraint violations).
+SOLVER_OPTIONS: dict[str, dict[str, object]] = {
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 100_000, "polish": True},
+    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100_000},
+}
 #: Dilution coefficients below this are treated as zero by the exact solver (linear pool); the
 #: objective error is at most this value, and it avoids 1/(2q) blowing up.
 Q_EPS = 1e-9
@@ -412,7 +417,7 @@ class VaultOptimizer:
         if "turnover" in p:
             p["turnover"].value = turnover
         try:
-            prob.solve(solver=solver, warm_start=True)
+            prob.solve(solver=solver, warm_start=True, **SOLVER_OPTIONS.get(solver, {}))
         except Exception as exc:  # any solver-side error becomes a status, never a crash
             raise SolverFailure(f"{solver}: {type(exc).__name__}: {exc}") from exc
         assert self._x is not None
@@ -423,20 +428,23 @@ class VaultOptimizer:
     # -- feasibility -----------------------------------------------------------------------------
 
     def _feasible_holdings(self, inp: _Inputs) -> np.ndarray:
-        """x0 moved to the feasible set by selling only: clip to bounds, scale down over-cap groups
-        and then the whole book (scaling down never breaks a cap already met)."""
-        x = np.clip(inp.x0, inp.lo, np.maximum(inp.hi, inp.lo))
+        """x0 moved to the feasible set by selling only (used when every solver failed)."""
+        return self._sell_into_constraints(inp, inp.x0)
+
+    def _sell_into_constraints(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
+        """Clip to bounds, scale down over-cap groups, then the whole book. Scaling down towards the
+        lower bounds never breaks a cap already met, so one pass gives a feasible point."""
+        x = np.clip(x, inp.lo, np.maximum(inp.hi, inp.lo))
         for row, cap in zip(self.group_matrix, self.group_caps, strict=True):
             g = row > 0
-            free = g & (x > inp.lo)
             tot = x[g].sum()
-            if tot > cap and free.any():
-                excess = (tot - cap) / (x[free] - inp.lo[free]).sum()
-                x[free] -= (x[free] - inp.lo[free]) * min(excess, 1.0)
+            room = (x[g] - inp.lo[g]).sum()
+            if tot > cap and room > 0:
+                x[g] -= (x[g] - inp.lo[g]) * min((tot - cap) / room, 1.0)
         tot = x.sum()
-        if tot > inp.budget:
-            excess = (tot - inp.budget) / max((x - inp.lo).sum(), 1e-300)
-            x -= (x - inp.lo) * min(excess, 1.0)
+        room = (x - inp.lo).sum()
+        if tot > inp.budget and room > 0:
+            x -= (x - inp.lo) * min((tot - inp.budget) / room, 1.0)
         return x
 
     def _violation(self, inp: _Inputs, x: np.ndarray, turnover: float | None) -> float:
@@ -452,8 +460,9 @@ class VaultOptimizer:
         return float(max(v))
 
     def _polish(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
-        """Remove solver noise: clip to bounds, and snap near-zero trades to exactly none."""
-        x = np.clip(x, inp.lo, np.maximum(inp.hi, inp.lo))
+        """Remove solver noise: pull tiny violations back into the constraints, and snap near-zero
+        trades to exactly none."""
+        x = self._sell_into_constraints(inp, x)
         snap = (np.abs(x - inp.x0) < SNAP_TOL) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
         snapped = np.where(snap, inp.x0, x)
         if snapped.sum() <= inp.budget + 1e-12:
