@@ -314,9 +314,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if truncate == "close":
             self.send_header("Connection", "close")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        # Headers and body in one write: one segment per small answer, fewer client wake-ups.
+        self._headers_buffer.append(b"\r\n")  # what end_headers() adds before flushing
+        payload = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        self.wfile.write(payload if head else payload + body)
         if truncate == "close":
             with contextlib.suppress(OSError):
                 self.wfile.flush()
