@@ -406,7 +406,7 @@ def adjusted_yield_panel(
     if il.enabled:
         il7d = _wide(history, "il7d", dates, pools)
         scale = 0.01 if il.il7d_unit == "percent" else 1.0
-        il_annual = -(il7d.abs() * scale * il.periods_per_year).fillna(0.0)
+        il_annual = (-il7d.abs() * scale * il.periods_per_year).fillna(0.0)
 
     adjusted = apy - reward_haircut + underlying_apy + peg_yield + il_annual
 
