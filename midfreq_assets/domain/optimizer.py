@@ -234,85 +234,79 @@ def solve_separable(
     n = a.shape[0]
     if n == 0:
         return np.zeros(0)
-    lin = q <= Q_EPS
-    q2 = np.where(lin, 0.0, 2.0 * q)
-    w = np.where(lin, 0.0, 1.0 / np.where(lin, 1.0, q2))
-    # pieces: [buy side (n), sell side (n)]; value v on a piece is optimal while lam <= p(v)
-    up_start = np.maximum(x0, lo)
-    dn_end = np.minimum(x0, hi)
-    length = np.concatenate([np.maximum(hi - up_start, 0.0), np.maximum(dn_end - lo, 0.0)])
+    lo_sum = float(lo.sum())
+    if lo_sum > budget:
+        raise SolverFailure(f"exact_separable: lower bounds sum to {lo_sum:.6g} > budget {budget:.6g}")
+    # pieces: [buy side (n), sell side (n)]; a value v on a piece is optimal while lam <= p(v)
+    qq = np.concatenate([q, q])
+    qq *= 2.0
+    linear = qq <= 2.0 * Q_EPS
+    ww = np.divide(1.0, qq, out=np.zeros(2 * n), where=~linear)  # 1/(2q), 0 for linear pools
+    start = np.concatenate([np.maximum(x0, lo), lo])
+    end = np.concatenate([hi, np.minimum(x0, hi)])
+    length = np.maximum(end - start, 0.0)
     base = np.concatenate([a - c, a + c])
-    qq = np.concatenate([q2, q2])
-    ww = np.concatenate([w, w])
-    p_hi = base - qq * np.concatenate([up_start, lo])  # ramp starts (piece empty above)
-    p_lo = base - qq * np.concatenate([hi, dn_end])  # ramp ends (piece full below)
-    linear = np.concatenate([lin, lin])
+    p_hi = base - qq * start  # piece empty for lam >= p_hi
+    p_lo = base - qq * end  # piece full for lam <= p_lo
     live = length > 0
     ramp = live & ~linear
     step = live & linear
 
-    lo_sum = float(lo.sum())
-    if lo_sum > budget:
-        raise SolverFailure(f"exact_separable: lower bounds sum to {lo_sum:.6g} > budget {budget:.6g}")
-    # hinges: +w at p_hi, -w at p_lo for ramps
+    # S(lam) = sum(lo) + sum over ramps of w[(p_hi - lam)^+ - (p_lo - lam)^+] + steps above lam
     hp = np.concatenate([p_hi[ramp], p_lo[ramp]])
-    hw = np.concatenate([ww[ramp], -ww[ramp]])
+    w_r = ww[ramp]
+    hw = np.concatenate([w_r, -w_r])
     order = np.argsort(hp)
     hp, hw = hp[order], hw[order]
-    suf_w = np.concatenate([np.cumsum(hw[::-1])[::-1], [0.0]])
-    suf_wp = np.concatenate([np.cumsum((hw * hp)[::-1])[::-1], [0.0]])
-    sp = p_hi[step]
-    sl = length[step]
-    order = np.argsort(sp)
-    sp, sl = sp[order], sl[order]
-    suf_l = np.concatenate([np.cumsum(sl[::-1])[::-1], [0.0]])
+    suf_w = np.zeros(hp.size + 1)
+    suf_wp = np.zeros(hp.size + 1)
+    suf_w[:-1] = np.cumsum(hw[::-1])[::-1]
+    suf_wp[:-1] = np.cumsum((hw * hp)[::-1])[::-1]
+    sp = np.sort(p_hi[step])
+    sl = length[step][np.argsort(p_hi[step])]
+    suf_l = np.zeros(sp.size + 1)
+    suf_l[:-1] = np.cumsum(sl[::-1])[::-1]
 
-    def total(lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """S just right of lam (steps at lam empty) and just left (steps at lam full)."""
-        k = np.searchsorted(hp, lams, side="right")
-        hinge = suf_wp[k] - lams * suf_w[k]
-        right = lo_sum + hinge + suf_l[np.searchsorted(sp, lams, side="right")]
-        left = lo_sum + hinge + suf_l[np.searchsorted(sp, lams, side="left")]
-        return right, left
-
-    events = np.concatenate([[0.0], np.unique(np.concatenate([hp, sp]))])
-    events = events[(events > 0) | (np.arange(events.size) == 0)]
-    s_right, s_left = total(events)
+    events = np.sort(np.concatenate([hp, sp]))
+    events = np.concatenate([[0.0], events[np.searchsorted(events, 0.0, side="right") :]])
+    k_h = np.searchsorted(hp, events, side="right")
+    hinge = suf_wp[k_h] - events * suf_w[k_h]
+    s_right = lo_sum + hinge + suf_l[np.searchsorted(sp, events, side="right")]
+    s_left = lo_sum + hinge + suf_l[np.searchsorted(sp, events, side="left")]
     if s_right[0] <= budget:
-        lam, tie = 0.0, s_left[0] > budget or bool(np.any(sp == 0.0))
+        lam, tie = 0.0, bool(s_left[0] > budget or np.any(sp == 0.0))  # ties at 0: prefer no trade
     else:
         k = int(np.argmax(s_right <= budget))  # exists: beyond the last event S = sum(lo) <= budget
-        if s_left[k] <= budget:
+        if s_left[k] <= budget:  # crossing inside (e[k-1], e[k]] where S is affine
             e0, e1 = events[k - 1], events[k]
             lam = e0 + (s_right[k - 1] - budget) * (e1 - e0) / (s_right[k - 1] - s_left[k])
-            lam = min(max(lam, e0), e1)
-            tie = False
-        else:
+            lam, tie = min(max(lam, e0), e1), False
+        else:  # S jumps over the budget at a step: the tied linear pools share what is left
             lam, tie = float(events[k]), True
 
-    # per-piece fill at lam
-    fill = np.where(ramp, np.clip(ww * (p_hi - lam), 0.0, length), 0.0)
-    fill = np.where(step & (p_hi > lam), length, fill)
-    tied = step & (p_hi == lam) if tie else np.zeros_like(step)
+    fill = np.minimum(np.maximum(ww * (p_hi - lam), 0.0), length)
+    fill[step] = np.where(p_hi[step] > lam, length[step], 0.0)
     x = lo + fill[:n] + fill[n:]
-    if tied.any():
+    if tie:
         # tied linear pools: anything in [x_right, x_left] is optimal; start from "no trade"
-        span = np.where(tied, length, 0.0)
-        x_left = x + span[:n] + span[n:]
-        x = np.clip(x0, x, x_left)
-        rest = budget - x.sum()
+        span = np.where(step & (p_hi == lam), length, 0.0)
+        span = span[:n] + span[n:]
+        x_left = x + span
+        x_tied = np.minimum(np.maximum(x0, x), x_left)
+        rest = budget - x_tied.sum()
         if lam > 0 or rest < 0:
-            room = np.where(rest > 0, x_left - x, x - (x_left - span[:n] - span[n:]))
+            room = x_left - x_tied if rest > 0 else x_tied - x
             tot = room.sum()
             if tot > 0:
-                x = x + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
+                x_tied = x_tied + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
+        x = x_tied
     elif lam > 0:
         # Newton step on lam to remove float error: shift the pools strictly inside a ramp
-        active = ramp & (fill > 0) & (fill < length)
-        wa = np.where(active, ww, 0.0)
+        wa = np.where(ramp & (fill > 0) & (fill < length), ww, 0.0)
+        wa = wa[:n] + wa[n:]
         wsum = wa.sum()
         if wsum > 0:
-            x = np.clip(x + (wa[:n] + wa[n:]) * (budget - x.sum()) / wsum, lo, hi)
+            x = np.minimum(np.maximum(x + wa * ((budget - x.sum()) / wsum), lo), hi)
     return x
 
 
@@ -484,8 +478,7 @@ class VaultOptimizer:
         for solver, status in attempts:
             try:
                 if solver == "exact_separable":
-                    with np.errstate(divide="raise", invalid="raise", over="raise"):
-                        x = solve_separable(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget)
+                    x = solve_separable(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget)
                 else:
                     x = self._solve_cvxpy(inp, solver, turnover)
                 if not np.all(np.isfinite(x)):
@@ -495,7 +488,7 @@ class VaultOptimizer:
                 if viol > FEAS_TOL:
                     raise SolverFailure(f"{solver}: solution violates constraints by {viol:.2e}")
                 return x, status, solver, notes
-            except (SolverFailure, FloatingPointError) as exc:
+            except (SolverFailure, FloatingPointError, ValueError) as exc:
                 notes.append(str(exc))
         raise SolverFailure("; ".join(notes))
 
@@ -535,8 +528,7 @@ class VaultOptimizer:
             if np.any(np.abs(x - inp.x0) > 0):
                 notes.append("holdings clipped to the constraints")
         dx = x - inp.x0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)
+        dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)  # NaN where the TVL is unknown (tvl > 0)
         return RebalanceResult(
             pools=self.pools,
             target_weights=x,
