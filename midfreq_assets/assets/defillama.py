@@ -74,19 +74,16 @@ def pool_history(context: AssetExecutionContext, defillama: DefiLlamaClient, pro
             f"no pool history could be fetched for {first}..{last} ({len(batch.failed)} pools failed)",
             metadata={"failed_pools": markdown_table(_failures_frame(batch.failed))},
         )
-    history = restrict_to_days(
-        charts_frame(batch.ok),
-        pd.Timestamp(first), pd.Timestamp(last),
-    )
+    full = charts_frame(batch.ok)
+    history = restrict_to_days(full, pd.Timestamp(first), pd.Timestamp(last))
     if candidates and history.empty:
         raise Failure(f"the {len(batch.ok)} fetched histories have no row in {first}..{last}: nothing to write")
 
     days = pd.date_range(first, last, freq="D")
     present = history.groupby("date")["pool"].nunique().reindex(days, fill_value=0)
-    expected = pd.MultiIndex.from_product([days, batch.ok.keys()], names=["date", "pool"])
-    have = pd.MultiIndex.from_frame(history[["date", "pool"]])
-    missing_rows = expected.difference(have)
-    missing_pools = sorted(set(missing_rows.get_level_values("pool")) | set(batch.failed))
+    missing_rows = missing_pool_days(full, history, days)
+    no_history = sorted(p for p, rows in batch.ok.items() if not rows)
+    missing_pools = sorted(set(missing_rows.get_level_values("pool")) | set(batch.failed) | set(no_history))
     empty_days = [d.date().isoformat() for d, n in present.items() if n == 0]
     if empty_days:
         context.log.warning(f"pool_history: no rows for {len(empty_days)} day(s): {listing(empty_days)}")
@@ -101,6 +98,7 @@ def pool_history(context: AssetExecutionContext, defillama: DefiLlamaClient, pro
             "candidate_pools": len(candidates),
             "failed_pools": len(batch.failed),
             "failed_pool_details": markdown_table(_failures_frame(batch.failed)),
+            "pools_without_history": listing(no_history),
             "pools_missing_some_day": len(missing_pools),
             "days": len(days),
             "days_without_rows": len(empty_days),
@@ -127,6 +125,19 @@ def pool_history(context: AssetExecutionContext, defillama: DefiLlamaClient, pro
             "pools_missing_some_day": listing(missing_pools),
         },
     )
+
+
+def missing_pool_days(full: pd.DataFrame, window: pd.DataFrame, days: pd.DatetimeIndex) -> pd.MultiIndex:
+    """(date, pool) pairs inside a pool's lifetime (first..last day it reports) that have no row.
+
+    Days before a pool's first row are not missing: the pool did not exist yet.
+    """
+    life = full.groupby("pool")["date"].agg(["min", "max"])
+    grid = pd.MultiIndex.from_product([days, life.index], names=["date", "pool"]).to_frame(index=False)
+    grid = grid.join(life, on="pool")
+    alive = grid[(grid["date"] >= grid["min"]) & (grid["date"] <= grid["max"])]
+    expected = pd.MultiIndex.from_frame(alive[["date", "pool"]])
+    return expected.difference(pd.MultiIndex.from_frame(window[["date", "pool"]]))
 
 
 def _failures_frame(failed: dict[str, str]) -> pd.DataFrame:
