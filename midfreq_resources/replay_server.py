@@ -609,8 +609,11 @@ class ReplayServer:
         rel = posixpath.normpath("/".join(parts)).lstrip("/")
         if rel.startswith("..") or not rel or rel == ".":
             return None
-        candidate = (self.root / rel).resolve()
-        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+        try:
+            candidate = (self.root / rel).resolve()
+            if not candidate.is_relative_to(self.root) or not candidate.is_file():
+                return None
+        except OSError:  # e.g. a name longer than the filesystem allows: nothing recorded there
             return None
         return candidate
 
