@@ -345,3 +345,23 @@ def test_result_frame_and_input_errors() -> None:
         opt.solve(np.array([0.05, 0.04]), np.array([1e8, 1e8]), -1.0, np.zeros(2))
     with pytest.raises(ValueError, match="protocol caps"):
         VaultOptimizer(pools(2), StrategyConfig(protocol_caps={"aave-v3": 0.5}))
+
+
+def test_vault_yaml_strategy_section(tmp_path) -> None:
+    from midfreq_assets.domain.config import ConfigError, load_vault_config, read_yaml
+
+    vault = load_vault_config("configs/vaults/usd_lending.yaml")
+    assert isinstance(vault.strategy, StrategyConfig)
+    assert vault.strategy.concentration_limit <= 1
+    data = read_yaml("configs/vaults/usd_lending.yaml")
+    data["strategy"]["conentration_limit"] = 0.2
+    bad = tmp_path / "usd_lending.yaml"
+    import yaml
+
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="strategy.conentration_limit"):
+        load_vault_config(bad)
+    # the section optimizes a real universe: aave/morpho/fluid/euler pools with protocol caps
+    opt = VaultOptimizer(pools(4), vault.strategy, protocols=["aave-v3", "morpho-blue", "fluid-lending", "euler-v2"])
+    r = opt.solve(np.array([0.05, 0.06, 0.08, 0.09]), np.full(4, 5e8), W, np.zeros(4))
+    assert r.ok and r.target_weights[3] <= 0.25 + TOL

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # bound at runtime by _bind_research_sections (circular: they
     from midfreq_assets.domain.features import FeatureMapConfig
     from midfreq_assets.domain.labels import LabelMapConfig
     from midfreq_assets.domain.models import ModelsConfig
+    from midfreq_assets.domain.optimizer import StrategyConfig
 
 from midfreq_assets.domain.adjusted_yields import YieldAdjustmentConfig
 
@@ -70,6 +71,8 @@ class VaultConfig(StrictModel):
     label_map: LabelMapConfig = Field(default_factory=lambda: LabelMapConfig())
     models: ModelsConfig = Field(default_factory=lambda: ModelsConfig())
     yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
+    # rebalancing (optimizer.py); type bound by _bind_research_sections like the research sections
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig())
 
     @field_validator("protocols")
     @classmethod
@@ -109,9 +112,11 @@ def _bind_research_sections() -> None:
         from midfreq_assets.domain.features import FeatureMapConfig
         from midfreq_assets.domain.labels import LabelMapConfig
         from midfreq_assets.domain.models import ModelsConfig
+        from midfreq_assets.domain.optimizer import StrategyConfig
     except ImportError:  # a research module is still initializing: it calls this when done
         return
     globals().update(FeatureMapConfig=FeatureMapConfig, LabelMapConfig=LabelMapConfig, ModelsConfig=ModelsConfig)
+    globals().update(StrategyConfig=StrategyConfig)
     VaultConfig.model_rebuild()
 
 

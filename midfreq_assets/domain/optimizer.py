@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from midfreq_assets.domain import config as _config
 from midfreq_assets.domain.config import StrictModel, normalize_slug
 
 #: Solver noise below this (in weight) is snapped back to "no trade".
@@ -598,3 +599,6 @@ def optimizer_for_vault(
         protocols=pools["project"].tolist() if "project" in pools else None,
         chains=pools["chain"].tolist() if "chain" in pools else None,
     )
+
+
+_config._bind_research_sections()  # VaultConfig.strategy is typed by StrategyConfig (circular import)
