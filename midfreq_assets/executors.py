@@ -1,0 +1,80 @@
+"""Executor switch: where a run's steps execute, chosen by the deployment, not by the code.
+
+``MIDFREQ_EXECUTOR`` selects one of:
+
+- ``multiprocess`` (default): one process per step on the machine running the run;
+  ``MIDFREQ_MAX_CONCURRENT_STEPS`` caps the parallel steps (default: Dagster's, the CPU count).
+- ``in_process``: every step in the run's own process (debugging, tiny machines).
+- ``k8s``: each step in its own Kubernetes Job (``pip install dagster-k8s``); the Job image,
+  namespace and resources come from the run launcher / Helm values or the run config.
+- ``celery``: steps sent to Celery workers (``pip install dagster-celery``); broker and backend
+  from the run config or ``DAGSTER_CELERY_BROKER_URL`` / ``DAGSTER_CELERY_BACKEND_URL``.
+
+The integrations are imported only when selected, so the default install does not need them.
+"""
+
+import os
+
+from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+
+EXECUTOR_ENV = "MIDFREQ_EXECUTOR"
+MAX_CONCURRENT_ENV = "MIDFREQ_MAX_CONCURRENT_STEPS"
+DEFAULT_EXECUTOR = "multiprocess"
+EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
+
+_ALIASES = {"in-process": "in_process", "inprocess": "in_process", "multi_process": "multiprocess",
+            "kubernetes": "k8s", "k8s_job": "k8s"}
+
+
+class ExecutorSelectionError(ValueError):
+    """``MIDFREQ_EXECUTOR`` names an unknown executor or one whose package is not installed."""
+
+
+def _normalize(name: str) -> str:
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in EXECUTORS:
+        raise ExecutorSelectionError(
+            f"{EXECUTOR_ENV}={name!r} is not a known executor; choose one of {', '.join(EXECUTORS)}"
+        )
+    return key
+
+
+def _missing(package: str, name: str, err: ImportError) -> ExecutorSelectionError:
+    return ExecutorSelectionError(
+        f"{EXECUTOR_ENV}={name} needs the {package} package, which is not installed "
+        f"(pip install {package}, matching your dagster version): {err}"
+    )
+
+
+def _multiprocess() -> ExecutorDefinition:
+    raw = os.environ.get(MAX_CONCURRENT_ENV, "").strip()
+    if not raw:
+        return multiprocess_executor
+    try:
+        limit = int(raw)
+    except ValueError as err:
+        raise ExecutorSelectionError(f"{MAX_CONCURRENT_ENV}={raw!r} is not an integer") from err
+    if limit < 0:
+        raise ExecutorSelectionError(f"{MAX_CONCURRENT_ENV}={raw!r} must be >= 0 (0 = CPU count)")
+    return multiprocess_executor.configured({"max_concurrent": limit}, name="multiprocess_executor")
+
+
+def select_executor(name: str | None = None) -> ExecutorDefinition:
+    """The executor named by ``name`` or ``$MIDFREQ_EXECUTOR`` (default ``multiprocess``)."""
+    chosen = _normalize(name if name is not None else os.environ.get(EXECUTOR_ENV, "") or DEFAULT_EXECUTOR)
+    if chosen == "in_process":
+        return in_process_executor
+    if chosen == "multiprocess":
+        return _multiprocess()
+    if chosen == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as err:
+            raise _missing("dagster-k8s", chosen, err) from err
+        return k8s_job_executor
+    try:
+        from dagster_celery import celery_executor
+    except ImportError as err:
+        raise _missing("dagster-celery", chosen, err) from err
+    return celery_executor

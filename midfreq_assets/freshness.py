@@ -1,0 +1,43 @@
+"""Freshness of the nightly ingestion: checks on pool_history / pool_metadata and the sensor that runs them.
+
+The nightly schedule starts at 01:30 UTC (``schedules.py``) and usually finishes within the
+hour. From ``FRESHNESS_DEADLINE_CRON`` (04:00 UTC) on, each asset must have a materialization
+recorded after 01:30 UTC that day (``deadline - LOWER_BOUND``); otherwise its
+``freshness_check`` fails (severity WARN: shown in the UI and on the asset, the run is not blocked).
+The sensor evaluates the checks in the daemon, without launching runs of the assets.
+Wire into ``Definitions(asset_checks=freshness_checks, sensors=[freshness_sensor])``.
+"""
+
+import datetime as dt
+
+from dagster import (
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetKey,
+    DefaultSensorStatus,
+    SensorDefinition,
+    build_last_update_freshness_checks,
+    build_sensor_for_freshness_checks,
+)
+
+FRESH_ASSETS: tuple[AssetKey, ...] = (AssetKey("pool_history"), AssetKey("pool_metadata"))
+FRESHNESS_DEADLINE_CRON = "0 4 * * *"  # 04:00 UTC, 2h30 after the 01:30 UTC nightly schedule
+LOWER_BOUND = dt.timedelta(hours=2, minutes=30)  # materialized at or after 01:30 UTC that day
+SENSOR_INTERVAL_S = 600
+
+freshness_checks: list[AssetChecksDefinition] = list(
+    build_last_update_freshness_checks(
+        assets=list(FRESH_ASSETS),
+        lower_bound_delta=LOWER_BOUND,
+        deadline_cron=FRESHNESS_DEADLINE_CRON,
+        timezone="UTC",
+        severity=AssetCheckSeverity.WARN,
+    )
+)
+
+freshness_sensor: SensorDefinition = build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    name="ingestion_freshness_sensor",
+    default_status=DefaultSensorStatus.RUNNING,
+)
