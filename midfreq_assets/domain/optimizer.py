@@ -457,7 +457,9 @@ class VaultOptimizer:
     def _polish(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
         """Remove solver noise: pull tiny violations back into the constraints, and snap near-zero
         trades to exactly none."""
-        x = self._sell_into_constraints(inp, x)
+        x = np.minimum(np.maximum(x, inp.lo), np.maximum(inp.hi, inp.lo))
+        if self.group_matrix.shape[0] or x.sum() > inp.budget:
+            x = self._sell_into_constraints(inp, x)
         snap = (np.abs(x - inp.x0) < SNAP_TOL) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
         snapped = np.where(snap, inp.x0, x)
         if snapped.sum() <= inp.budget + 1e-12:
