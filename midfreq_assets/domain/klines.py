@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +47,7 @@ _DAY_NS = DAY_SECONDS * 1_000_000_000
 # microseconds (this many us is 1973, before any Binance bar).
 _MICROSECOND_THRESHOLD = 10**14
 _NS_PER_UNIT = {"ms": 1_000_000, "us": 1_000}
+_NON_SPACE = re.compile(rb"\S")
 
 
 class KlinesParseError(ValueError):
@@ -112,8 +114,17 @@ def read_single_csv(zip_bytes: bytes, source: str) -> tuple[str, bytes]:
 
 
 def _has_header(data: bytes) -> bool:
-    first = data.lstrip()[:1]
-    return bool(first) and not (first.isdigit() or first in b"-+")
+    first = _NON_SPACE.search(data)
+    return first is not None and not (first.group().isdigit() or first.group() in b"-+")
+
+
+def _has_rows(data: bytes) -> bool:
+    """Anything after the (optional) header line; scans without copying a month of bytes."""
+    start = 0
+    if _has_header(data):
+        newline = data.find(b"\n")
+        start = len(data) if newline < 0 else newline + 1
+    return _NON_SPACE.search(data, start) is not None
 
 
 def _diagnose(data: bytes, source: str, header: bool, names: Sequence[str]) -> str | None:
@@ -192,7 +203,7 @@ def empty_klines_frame() -> pd.DataFrame:
 
 def parse_klines_csv(data: bytes, *, source: str, symbol: str, interval: str) -> pd.DataFrame:
     """One archive CSV (kline or premium-index-kline layout) -> typed ``binance_klines`` rows."""
-    if not data.strip() or (_has_header(data) and len(data.strip().splitlines()) == 1):
+    if not _has_rows(data):
         return empty_klines_frame()
     types: dict[str, pa.DataType] = {c: pa.int64() for c in INT_COLUMNS}
     types.update({c: pa.float64() for c in FLOAT_COLUMNS})
@@ -234,7 +245,7 @@ def parse_funding_rate_zip(zip_bytes: bytes, *, source: str, symbol: str) -> pd.
     """A futures ``fundingRate`` zip -> ``date, symbol, calc_time, funding_interval_hours, funding_rate``."""
     member, data = read_single_csv(zip_bytes, source)
     where = f"{source}:{member}"
-    if not data.strip() or (_has_header(data) and len(data.strip().splitlines()) == 1):
+    if not _has_rows(data):
         table = pa.table({"calc_time": pa.array([], pa.int64()), "funding_interval_hours": pa.array([], pa.int64()),
                           "funding_rate": pa.array([], pa.float64())})
     else:
