@@ -45,6 +45,11 @@ HISTORY_CHECKS = [
 ]
 
 
+def underlying_yield_pools(vaults) -> set[str]:
+    """Pools whose own APY is a yield-bearing underlying's yield (e.g. sUSDS): fetched too."""
+    return {uuid for v in vaults for uuid in v.yields.underlying_yield.pools.values()}
+
+
 def _fetch_snapshot(client: DefiLlamaClient) -> pd.DataFrame:
     return snapshot_frame([p.model_dump() for p in client.pools()])
 
@@ -68,6 +73,7 @@ def pool_history(context: AssetExecutionContext, defillama: DefiLlamaClient, pro
     vaults, tokens = project.vaults(), project.tokens()
     snapshot = _fetch_snapshot(defillama)
     candidates = static_candidates(snapshot, vaults, tokens)
+    candidates += sorted(underlying_yield_pools(vaults.values()) - set(candidates))
     batch = defillama.charts(candidates)
     if candidates and not batch.ok:
         raise Failure(
