@@ -222,13 +222,20 @@ class PanelIndex:
         if len(uniq) and (uniq == uniq.normalize()).all() and len(uniq) > 1:
             uniq = pd.date_range(uniq[0], uniq[-1], freq="D", unit=uniq.unit)
         ti = uniq.get_indexer(t)
-        instruments = pd.Index(pd.unique(df[instrument_col].to_numpy())).sort_values()
-        ii = instruments.get_indexer(df[instrument_col].to_numpy())
+        ii, instruments = pd.factorize(df[instrument_col], sort=True)
+        instruments = pd.Index(instruments)
         flat = ti.astype(np.int64) * len(instruments) + ii
-        if len(np.unique(flat)) != len(flat):
+        if len(flat) and np.bincount(flat).max() > 1:
             dup = df.loc[pd.Index(flat).duplicated(), [time_col, instrument_col]].head(3)
             raise ValueError(f"panel has duplicate ({time_col}, {instrument_col}) rows, e.g.\n{dup}")
         return cls(uniq, instruments, ti, ii, time_col, instrument_col)
+
+    def order(self) -> np.ndarray:
+        """Row order by time then instrument (identity when the input is already sorted)."""
+        key = self.ti.astype(np.int64) * len(self.instruments) + self.ii
+        if len(key) < 2 or (np.diff(key) > 0).all():
+            return np.arange(len(key))
+        return np.argsort(key, kind="stable")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -265,22 +272,89 @@ def apply_transform(spec: ColumnSpec, col: str, wide: dict[str, pd.DataFrame]) -
     return np.arctanh(imbalance)
 
 
+def _window_sums(a: np.ndarray, window: int) -> np.ndarray:
+    """Sum over the last ``window`` rows (fewer at the start) of every column."""
+    c = np.zeros((a.shape[0] + 1, a.shape[1]))
+    np.cumsum(a, axis=0, out=c[1:])
+    lo = np.maximum(np.arange(1, a.shape[0] + 1) - window, 0)
+    return c[1:] - c[lo]
+
+
+def rolling_mean_std(x: pd.DataFrame, window: int, min_periods: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rolling mean and std (ddof=1) of every column at once, from cumulative sums (pandas'
+    rolling loops over columns in Python, which dominates the cost on wide panels)."""
+    a = x.to_numpy(dtype=np.float64)
+    valid = ~np.isnan(a)
+    # centre each column on its first valid value to keep the sums of squares well conditioned
+    ref = np.where(valid.any(axis=0), a[valid.argmax(axis=0), np.arange(a.shape[1])], 0.0)
+    v = np.where(valid, a - ref, 0.0)
+    n = _window_sums(valid.astype(np.float64), window)
+    m1 = _window_sums(v, window)
+    m2 = _window_sums(v * v, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = m1 / n
+        var = np.maximum(m2 - m1 * mean, 0.0) / (n - 1)
+    enough = n >= min_periods
+    mean = np.where(enough, mean + ref, np.nan)
+    std = np.where(enough & (n > 1), np.sqrt(var), np.nan)
+    return (pd.DataFrame(mean, index=x.index, columns=x.columns), pd.DataFrame(std, index=x.index, columns=x.columns))
+
+
+def rolling_extreme(x: pd.DataFrame, window: int, kind: str) -> pd.DataFrame:
+    """Rolling min/max ignoring NaN (min_periods=1), all columns at once over a strided view."""
+    a = x.to_numpy(dtype=np.float64)
+    padded = np.vstack([np.full((window - 1, a.shape[1]), np.nan), a])
+    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
+    ufunc = np.fmin if kind == "min" else np.fmax
+    return pd.DataFrame(ufunc.reduce(view, axis=-1), index=x.index, columns=x.columns)
+
+
 def _normalize(df: pd.DataFrame, how: str, window: int) -> pd.DataFrame:
     if how == "none":
         return df
-    roll = df.rolling(window, min_periods=max(2, window // 2))
+    min_periods = max(2, window // 2)
     if how == "rank":
-        return roll.rank(pct=True)
-    z = (df - roll.mean()) / roll.std()
-    return z.replace([np.inf, -np.inf], np.nan)
+        return df.rolling(window, min_periods=min_periods).rank(pct=True)
+    mean, std = rolling_mean_std(df, window, min_periods)
+    return (df - mean) / std.where(std > 0)
+
+
+def ewm_mean(x: pd.DataFrame, halflife: float, min_periods: int = 0) -> pd.DataFrame:
+    """``x.ewm(halflife, min_periods).mean()`` (adjust=True, NaN-aware). Wide panels (many
+    columns, few rows) run a loop over rows vectorized across columns: pandas loops over columns."""
+    if x.shape[0] > 20 * x.shape[1]:
+        return x.ewm(halflife=halflife, min_periods=min_periods).mean()
+    a = x.to_numpy(dtype=np.float64)
+    decay = 0.5 ** (1.0 / halflife)
+    out = np.empty_like(a)
+    weighted = a[0].copy()
+    old_wt = np.ones(a.shape[1])
+    nobs = (~np.isnan(a[0])).astype(np.int64)
+    out[0] = weighted
+    for i in range(1, len(a)):
+        cur = a[i]
+        obs = ~np.isnan(cur)
+        nobs += obs
+        have = ~np.isnan(weighted)
+        old_wt = np.where(have, old_wt * decay, old_wt)
+        upd = have & obs
+        weighted = np.where(upd, (old_wt * weighted + cur) / (old_wt + 1.0), weighted)
+        old_wt = np.where(upd, old_wt + 1.0, old_wt)
+        start = ~have & obs
+        weighted = np.where(start, cur, weighted)
+        old_wt = np.where(start, 1.0, old_wt)
+        out[i] = weighted
+    nobs_all = np.cumsum(~np.isnan(a), axis=0)
+    out[nobs_all < max(min_periods, 1)] = np.nan
+    return pd.DataFrame(out, index=x.index, columns=x.columns)
 
 
 def _ewm_mean(x: pd.DataFrame, halflife: int, weight: pd.DataFrame | None) -> pd.DataFrame:
     if weight is None:
-        return x.ewm(halflife=halflife, min_periods=halflife).mean()
+        return ewm_mean(x, halflife, halflife)
     w = weight.where(x.notna())
-    num = (x * w).ewm(halflife=halflife, min_periods=halflife).mean()
-    den = w.ewm(halflife=halflife, min_periods=halflife).mean()
+    num = ewm_mean(x * w, halflife, halflife)
+    den = ewm_mean(w, halflife, halflife)
     return num / den.where(den > 0)
 
 
@@ -384,9 +458,7 @@ def compute_features_wide(
             out[name] = _normalize(_hvol(x, spec.transform, k, h), hv.normalize, hv.norm_mult * h)
         else:
             a, b = recipe[2], recipe[3]
-            shifted = x.shift(a) if a else x
-            roll = shifted.rolling(b - a, min_periods=1)
-            out[name] = roll.min() if kind == "min" else roll.max()
+            out[name] = rolling_extreme(x.shift(a) if a else x, b - a, kind)
     return out
 
 
@@ -402,11 +474,11 @@ def compute_features(
     idx = PanelIndex.from_long(panel, time_col, instrument_col)
     wide = {c: idx.wide(panel[c]) for c in feature_map.raw_columns() if c in panel.columns}
     feats = compute_features_wide(feature_map, wide)
-    order = np.lexsort((idx.ii, idx.ti))
+    order = idx.order()
     data: dict[str, Any] = {time_col: panel[time_col].to_numpy()[order]}
     if time_col != "date" and "date" in panel.columns:
         data["date"] = panel["date"].to_numpy()[order]
-    data["instrument"] = panel[idx.instrument_col].to_numpy()[order]
+    data["instrument"] = panel[idx.instrument_col].iloc[order].reset_index(drop=True)
     ti, ii = idx.ti[order], idx.ii[order]
     for name, frame in feats.items():
         data[name] = frame.to_numpy()[ti, ii]

@@ -187,13 +187,13 @@ def compute_labels(
     targets = {i.target for i in label_map.labels()}
     wide = {c: idx.wide(panel[c]) for c in targets if c in panel.columns}
     values = compute_labels_wide(label_map, wide)
-    order = np.lexsort((idx.ii, idx.ti))
+    order = idx.order()
     ti, ii = idx.ti[order], idx.ii[order]
     time_values = panel[time_col].to_numpy()[order]
     data: dict[str, Any] = {time_col: time_values}
     if time_col != "date" and "date" in panel.columns:
         data["date"] = panel["date"].to_numpy()[order]
-    data["instrument"] = panel[idx.instrument_col].to_numpy()[order]
+    data["instrument"] = panel[idx.instrument_col].iloc[order].reset_index(drop=True)
     tz = getattr(panel[time_col].dtype, "tz", None)
     latest = np.full(len(ti), np.iinfo(np.int64).min)
     for info in label_map.labels():
