@@ -94,8 +94,7 @@ class ArchiveFile:
 
     @property
     def label(self) -> str:
-        return f"{self.market} {self.dataset} {self.symbol} {self.interval or ''} {self.freq} {self.period}".replace(
-            "  ", " ")
+        return " ".join(p for p in (self.market, self.dataset, self.symbol, self.interval, self.freq, self.period) if p)
 
 
 def parse_checksum(body: bytes, expected_name: str, url: str) -> str:

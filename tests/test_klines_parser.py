@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from midfreq_assets.domain.binance_config import BinanceConfig, load_binance_config
 from midfreq_assets.domain.config import ConfigError
@@ -291,8 +292,6 @@ def test_bundled_config_matches_the_bundled_slice():
     ({"interval": ["1h"]}, "unknown key"),
 ])
 def test_config_errors_name_file_and_problem(tmp_path: Path, change: dict, message: str):
-    import yaml
-
     data = {"market": "spot", "symbols": ["BTCUSDT"], "intervals": ["1h"], "start_date": "2023-02-01", **change}
     path = tmp_path / "binance.yaml"
     path.write_text(yaml.safe_dump(data))
