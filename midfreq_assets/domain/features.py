@@ -263,7 +263,8 @@ def apply_transform(spec: ColumnSpec, col: str, wide: dict[str, pd.DataFrame]) -
     if spec.transform == "log":
         return np.log(x.clip(lower=LOG_FLOOR))
     if spec.transform == "compound":
-        years = np.diff(x.index.asi8, prepend=x.index.asi8[0]) / (86_400e9 * DAYS_PER_YEAR)
+        ns = pd.DatetimeIndex(x.index).as_unit("ns").asi8
+        years = np.diff(ns, prepend=ns[0]) / (86_400e9 * DAYS_PER_YEAR)
         growth = x.mul(years, axis=0).fillna(0.0).cumsum()
         return np.exp(growth).where(x.notna())
     # arctanh of the taker-buy imbalance

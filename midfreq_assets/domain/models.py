@@ -83,7 +83,7 @@ def halflife_rows(halflife: str | float, times: pd.Index | None = None) -> float
     if times is None or len(times) < 2:
         step = pd.Timedelta(days=1)
     else:
-        step = pd.Timedelta(np.median(np.diff(pd.DatetimeIndex(times).asi8)))
+        step = pd.Timedelta(np.median(np.diff(pd.DatetimeIndex(times).as_unit("ns").asi8)))
     return span / step
 
 
