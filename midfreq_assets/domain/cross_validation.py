@@ -204,5 +204,6 @@ def cross_validate_estimator(
     out = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=cols[3:] + ["fold"])
     out = out.assign(label=label, estimator=name)[cols]
     out["fold"] = out["fold"].astype(str)
+    out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
     imps = pd.concat(importances, ignore_index=True).assign(label=label, estimator=name) if importances else pd.DataFrame()
     return out, imps
