@@ -257,8 +257,9 @@ def run_backtest(
     inputs = inputs.window(config.start, config.end)
     pools = inputs.pools
     pred = predictions.reindex(index=inputs.dates, columns=pools).to_numpy(dtype=float)
-    protocols = inputs.protocols.reindex(pools).fillna("").tolist() if inputs.protocols is not None else None
-    chains = inputs.chains.reindex(pools).fillna("").tolist() if inputs.chains is not None else None
+    # pools without a known project/chain (no metadata) fall under no cap
+    protocols = inputs.protocols.reindex(pools).fillna("").tolist() if inputs.protocols is not None else [""] * len(pools)
+    chains = inputs.chains.reindex(pools).fillna("").tolist() if inputs.chains is not None else [""] * len(pools)
     optimizer = VaultOptimizer(pools, strategy,
                                protocols=protocols if strategy.protocol_caps else None,
                                chains=chains if strategy.chain_caps else None)
@@ -293,7 +294,7 @@ def simulate(
     elig = inputs.eligible.to_numpy(dtype=bool)
     # TVL for dilution at t+1: the last reported value (a missing day does not undo dilution)
     tvl_filled = inputs.tvl.ffill().to_numpy(dtype=float)
-    days = np.diff(dates.asi8) / 86_400e9
+    days = np.diff(dates.as_unit("ns").asi8) / 86_400e9
     n_pools = apy.shape[1]
     h = np.zeros(n_pools)
     base = float(config.initial_wealth)
@@ -450,3 +451,68 @@ def run_vault_backtest(
     preds = prediction_panel(history, vault, estimator=config.estimator, label=config.label,
                              refit_every_days=config.refit_every_days)
     return run_backtest(inputs, preds, vault.strategy, config, name=name), preds
+
+
+# --------------------------------------------------------------------------------------------
+# Stored shapes (what the Dagster assets write)
+# --------------------------------------------------------------------------------------------
+
+
+def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: VaultConfig) -> pd.DataFrame:
+    """``pool_history`` rows of the pools ever in ``vault``'s universe, with ``eligible`` (in the
+    universe that day), ``project`` and ``chain``: everything a backtest of the vault reads."""
+    inputs = BacktestInputs.from_long(history, vault, metadata)
+    hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
+    rows = hist[hist["pool"].isin(inputs.pools)].copy()
+    elig = inputs.eligible.stack()
+    elig.index.names = ["date", "pool"]
+    rows["eligible"] = pd.MultiIndex.from_frame(rows[["date", "pool"]]).map(elig.to_dict()).fillna(False)
+    rows["eligible"] = rows["eligible"].astype(bool)
+    for col, ser in (("project", inputs.protocols), ("chain", inputs.chains)):
+        rows[col] = rows["pool"].map(ser) if ser is not None else None
+    return rows.sort_values(["date", "pool"]).reset_index(drop=True)
+
+
+def inputs_from_panel(panel: pd.DataFrame, vault: VaultConfig, apy_column: str = "apy") -> BacktestInputs:
+    """:func:`vault_panel` rows -> :class:`BacktestInputs`."""
+    meta = panel.loc[panel["eligible"].astype(bool), ["date", "pool", "project", "chain"]].copy()
+    meta["vaults"] = [[vault.name]] * len(meta)
+    return BacktestInputs.from_long(panel, vault, meta, apy_column=apy_column)
+
+
+def result_frame(result: BacktestResult) -> pd.DataFrame:
+    """Steps plus one ``w__<pool>`` weight column per pool held at some point (one row per day)."""
+    steps = result.steps.copy()
+    if len(result.weights):
+        wide = result.weight_panel().reindex(pd.DatetimeIndex(steps["date"])).fillna(0.0)
+        wide.columns = [f"w__{c}" for c in wide.columns]
+        steps = pd.concat([steps.reset_index(drop=True), wide.reset_index(drop=True)], axis=1)
+    return steps
+
+
+def result_from_frame(frame: pd.DataFrame, name: str, initial_wealth: float) -> BacktestResult:
+    """Inverse of :func:`result_frame` (weights as a long frame; per-pool APYs are not stored)."""
+    wcols = [c for c in frame.columns if c.startswith("w__")]
+    steps = frame.drop(columns=wcols)
+    long = frame[["date", *wcols]].melt(id_vars="date", var_name="pool", value_name="weight")
+    long = long[long["weight"] > 0].assign(pool=lambda d: d["pool"].str.removeprefix("w__"))
+    return BacktestResult(name, steps.reset_index(drop=True), long.reset_index(drop=True), initial_wealth)
+
+
+def top_pools(panel: pd.DataFrame, n: int = 10, window_days: int = 30, column: str = "apy") -> pd.DataFrame:
+    """Historical top-N pools by mean ``column`` over the last ``window_days`` (eligible days only)."""
+    panel = panel.assign(date=pd.to_datetime(panel["date"]))
+    end = panel["date"].max()
+    recent = panel[panel["date"] > end - pd.Timedelta(days=window_days)]
+    if "eligible" in recent:
+        recent = recent[recent["eligible"].astype(bool)]
+    agg = {f"mean_{column}": (column, "mean"), f"min_{column}": (column, "min"), f"max_{column}": (column, "max"),
+           "days": (column, "count"), "last_tvl_usd": ("tvl_usd", "last")}
+    for col in ("project", "chain"):
+        if col in recent:
+            agg[col] = (col, "last")
+    table = recent.sort_values("date").groupby("pool").agg(**agg).reset_index()
+    table = table.sort_values(f"mean_{column}", ascending=False).head(n).reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table["window_end"] = end
+    return table

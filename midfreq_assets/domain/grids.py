@@ -12,7 +12,7 @@
 
 Keys use the YAML shape of the vault file (``models.<family>.<estimator>.<param>``, not pydantic's
 internal ``families``/``estimators``/``params``). Every point gets a stable readable name made of
-its values only (``cost-0.0005_halflife-3d``), valid as a Dagster partition key and a file name:
+its values only, keys sorted (``cost-0.0005_halflife-3d``), valid as a Dagster partition key and a file name:
 the same point in two grid files is the same partition, and adding a point renames nothing.
 """
 
@@ -59,7 +59,7 @@ class Grid:
         out = []
         for values in itertools.product(*(self.parameters[k] for k in keys)):
             overrides = tuple(zip(keys, values, strict=True))
-            name = point_name([(shorts[k], v) for k, v in overrides])
+            name = point_name(sorted((shorts[k], v) for k, v in overrides))  # key order in the file is irrelevant
             out.append(GridPoint(name, overrides, self.name))
         dup = {p.name for p in out if sum(q.name == p.name for q in out) > 1}
         if dup:
@@ -215,3 +215,30 @@ def find_point(name: str, directory: Path | str | None = None) -> GridPoint:
             if p.name == name:
                 return p
     raise KeyError(f"no grid point named {name!r} in {directory or grids_dir()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Running points
+# --------------------------------------------------------------------------------------------
+
+
+def run_point(
+    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None
+) -> tuple[Any, dict[str, float]]:
+    """One grid point: overrides -> causal predictions -> backtest -> metrics.
+
+    ``panel`` is a :func:`backtest.vault_panel` frame. Returns (stored frame, metrics)."""
+    import json
+
+    from midfreq_assets.domain import backtest as bt
+    from midfreq_assets.domain.metrics import backtest_metrics
+
+    v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
+    inputs = bt.inputs_from_panel(panel, v, cfg.apy_column)
+    result, _ = bt.run_vault_backtest(panel, inputs, v, cfg, name=point.name)
+    metrics = backtest_metrics(result)
+    frame = bt.result_frame(result)
+    frame.insert(0, "point", point.name)
+    frame["params"] = json.dumps({k: v for k, v in point.overrides}, default=str)
+    frame["initial_wealth"] = cfg.initial_wealth
+    return frame, metrics

@@ -36,7 +36,7 @@ def wealth_metrics(wealth: pd.Series, risk_free: float = 0.0) -> dict[str, float
     w = wealth.astype(float)
     years = (w.index[-1] - w.index[0]).days / DAYS_PER_YEAR if len(w) > 1 else 0.0
     r = np.diff(np.log(w.to_numpy()))
-    dt = np.diff(w.index.asi8) / (86_400e9 * DAYS_PER_YEAR)
+    dt = np.diff(pd.DatetimeIndex(w.index).as_unit("ns").asi8) / (86_400e9 * DAYS_PER_YEAR)
     growth = float(np.log(w.iloc[-1] / w.iloc[0]) / years) if years > 0 else float("nan")
     per_year = 1.0 / float(np.mean(dt)) if len(dt) else float("nan")
     vol = float(np.std(r, ddof=1) * np.sqrt(per_year)) if len(r) > 1 else float("nan")

@@ -1,0 +1,123 @@
+"""Backtest report: plots (matplotlib Agg, base64 PNG) and one self-contained HTML page.
+
+A grid report shows every point's metrics next to the benchmarks, the wealth and drawdown paths,
+the best point's weights, each metric's sensitivity to each hyperparameter, and predicted vs
+realized APY (is the predictor any good, and is it biased?).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+HEADLINE_COLUMNS = ["name", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag",
+                    "entropy", "tracking_error"]
+
+
+def fig_to_base64(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def img_tag(b64: str, alt: str = "") -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"/>'
+
+
+def plot_wealth(wealth: dict[str, pd.Series], highlight: list[str] | None = None) -> str:
+    fig, ax = plt.subplots(figsize=(9, 4))
+    highlight = highlight or []
+    for name, w in wealth.items():
+        strong = name in highlight
+        ax.plot(w.index, w / w.iloc[0], lw=2 if strong else 0.7, alpha=1 if strong else 0.4,
+                label=name if strong else None)
+    ax.set_title("Wealth (W / W0)")
+    if highlight:
+        ax.legend(fontsize=7)
+    return fig_to_base64(fig)
+
+
+def plot_drawdowns(wealth: dict[str, pd.Series], highlight: list[str]) -> str:
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for name in highlight:
+        w = wealth[name]
+        ax.plot(w.index, w / w.cummax() - 1.0, lw=1, label=name)
+    ax.set_title("Drawdown")
+    ax.legend(fontsize=7)
+    return fig_to_base64(fig)
+
+
+def plot_weights(weights: pd.DataFrame, top: int = 10, title: str = "Weights") -> str:
+    """Stacked weights (dates x pools), the ``top`` largest on average, the rest as 'other'."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if weights.empty:
+        ax.set_title(f"{title}: nothing held")
+        return fig_to_base64(fig)
+    order = weights.mean().sort_values(ascending=False).index
+    shown = weights[order[:top]]
+    other = weights[order[top:]].sum(axis=1)
+    ax.stackplot(weights.index, *[shown[c] for c in shown.columns], other,
+                 labels=[str(c)[:8] for c in shown.columns] + ["other"])
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    return fig_to_base64(fig)
+
+
+def plot_sensitivity(table: pd.DataFrame, params: list[str], metrics: list[str]) -> str:
+    """Mean of each metric per value of each parameter (other parameters averaged out)."""
+    params = [p for p in params if table[p].nunique() > 1] or params[:1]
+    fig, axes = plt.subplots(len(metrics), max(len(params), 1), figsize=(3 * max(len(params), 1), 2.4 * len(metrics)),
+                             squeeze=False)
+    for i, m in enumerate(metrics):
+        for j, p in enumerate(params):
+            g = table.groupby(table[p].astype(str), sort=False)[m].agg(["mean", "min", "max"])
+            ax = axes[i][j]
+            x = np.arange(len(g))
+            ax.plot(x, g["mean"], marker="o")
+            ax.fill_between(x, g["min"], g["max"], alpha=0.2)
+            ax.set_xticks(x, g.index, fontsize=7)
+            ax.set_title(f"{m} vs {p.split('.')[-1]}", fontsize=8)
+    fig.tight_layout()
+    return fig_to_base64(fig)
+
+
+def plot_predicted_vs_realized(steps: pd.DataFrame, title: str = "Predicted vs realized APY") -> str:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    s = steps.dropna(subset=["predicted_apy", "realized_apy"])
+    a1.plot(pd.to_datetime(s["date"]), s["predicted_apy"], lw=1, label="predicted")
+    a1.plot(pd.to_datetime(s["date"]), s["realized_apy"], lw=0.7, label="realized")
+    a1.legend(fontsize=7)
+    a1.set_title(title, fontsize=9)
+    a2.scatter(s["predicted_apy"], s["realized_apy"], s=4, alpha=0.5)
+    if len(s):
+        lo, hi = float(s[["predicted_apy", "realized_apy"]].min().min()), float(s[["predicted_apy", "realized_apy"]].max().max())
+        a2.plot([lo, hi], [lo, hi], "k--", lw=0.7)
+    a2.set_xlabel("predicted")
+    a2.set_ylabel("realized")
+    return fig_to_base64(fig)
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
+
+
+def html_report(title: str, table: pd.DataFrame, sections: list[tuple[str, str]], notes: list[str] | None = None) -> str:
+    """A self-contained page: headline table, then (heading, base64 PNG) sections."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
+    body.append(_table_html(table))
+    for heading, b64 in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>{img_tag(b64, heading)}")
+    style = ("body{font-family:sans-serif;margin:2em} table.t{border-collapse:collapse;font-size:12px}"
+             "table.t td,table.t th{padding:2px 6px;border-bottom:1px solid #ddd}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
