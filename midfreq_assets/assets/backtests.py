@@ -43,7 +43,14 @@ from dagster import (
 from midfreq_assets.domain import backtest as bt
 from midfreq_assets.domain import report
 from midfreq_assets.domain.config import VaultConfig
-from midfreq_assets.domain.grids import grid_file_names, grids_dir, load_grid, load_grids, run_point, validate_grid
+from midfreq_assets.domain.grids import (
+    grid_file_names,
+    grids_dir,
+    load_grid,
+    load_grids,
+    run_point,
+    validate_grid,
+)
 from midfreq_assets.domain.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.lake import lake_root, read_parquet, write_bytes_atomic

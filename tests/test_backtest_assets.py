@@ -1,0 +1,71 @@
+"""Dagster layer: dynamic grid-point partitions, per-grid report partition, HTML in the lake."""
+
+from __future__ import annotations
+
+import yaml
+from dagster import AssetKey, AssetSpec, DagsterInstance, build_sensor_context, materialize
+
+from midfreq_assets.assets.backtests import (
+    build_backtest_assets,
+    build_grid_points_sensor,
+    grid_partitions_name,
+    register_grid_points,
+)
+from midfreq_assets.domain.config import load_vault_config
+from midfreq_assets.partitions import daily_partitions
+from midfreq_resources.lake import read_parquet, write_parquet
+from midfreq_resources.parquet_io_manager import ParquetIOManager
+from tests.test_backtest import synthetic_history
+
+VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
+
+
+def test_grid_runs_and_report(tmp_path):
+    lake = tmp_path / "lake"
+    io = ParquetIOManager(root=str(lake))
+    hist = synthetic_history(days=60)
+    meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    for day, rows in hist.groupby("date"):
+        key = day.strftime("%Y-%m-%d")
+        write_parquet(io.partition_path(["pool_history"], key), rows)
+        write_parquet(io.partition_path(["pool_metadata"], key), meta[meta["date"] == day])
+    gdir = tmp_path / "grids"
+    gdir.mkdir()
+    (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002]}}))
+
+    assets = build_backtest_assets(VAULT, gdir)
+    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+                for k in ("pool_history", "pool_metadata")]
+    instance = DagsterInstance.ephemeral()
+    added = register_grid_points(instance, [VAULT], gdir)
+    assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
+    resources = {"parquet_io_manager": io}
+    panel_key, runs_key, report_key, top_key = (AssetKey([VAULT.name, n]) for n in
+                                                ("backtest_panel", "backtest_runs", "backtest_report", "top_pools"))
+    assert materialize([*assets, *upstream], selection=[panel_key, top_key], instance=instance,
+                       resources=resources).success
+    for key in added[VAULT.name]:
+        assert materialize([*assets, *upstream], selection=[runs_key], partition_key=key, instance=instance,
+                           resources=resources).success
+    run_file = lake / VAULT.name / "backtest_runs" / "cost-0.002.parquet"
+    assert run_file.exists() and len(read_parquet(run_file)) == 59
+    result = materialize([*assets, *upstream], selection=[report_key], partition_key="small", instance=instance,
+                         resources=resources)
+    assert result.success
+    table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
+    assert list(table["kind"]) == ["grid_point"] * 2 + ["benchmark"] * 3
+    assert table.loc[0, "log_growth"] >= table.loc[1, "log_growth"] - 1e-9  # more cost, no more growth
+    html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    meta_out = result.get_asset_materialization_events()[0].materialization.metadata
+    assert "data:image/png;base64," in meta_out["summary"].value
+    top = read_parquet(lake / VAULT.name / "top_pools.parquet")
+    assert len(top) == 5 and top["rank"].tolist() == [1, 2, 3, 4, 5]
+
+    # a new grid value: only the new point is registered (and run) by the sensor
+    (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))
+    sensor = build_grid_points_sensor([VAULT], gdir)
+    out = sensor(build_sensor_context(instance=instance))
+    assert [r.partition_key for r in out.run_requests] == ["cost-0.01"]
+    assert out.dynamic_partitions_requests[0].partition_keys == ["cost-0.01"]
+    assert instance.get_dynamic_partitions(grid_partitions_name(VAULT.name)) == ["cost-0.0005", "cost-0.002"]
