@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
+from scipy.signal import lfilter
 
 from midfreq_assets.domain import config as _config
 from midfreq_assets.domain.config import StrictModel
@@ -321,32 +322,17 @@ def _normalize(df: pd.DataFrame, how: str, window: int) -> pd.DataFrame:
 
 
 def ewm_mean(x: pd.DataFrame, halflife: float, min_periods: int = 0) -> pd.DataFrame:
-    """``x.ewm(halflife, min_periods).mean()`` (adjust=True, NaN-aware). Wide panels (many
-    columns, few rows) run a loop over rows vectorized across columns: pandas loops over columns."""
-    if x.shape[0] > 20 * x.shape[1]:
-        return x.ewm(halflife=halflife, min_periods=min_periods).mean()
+    """``x.ewm(halflife, min_periods).mean()`` (adjust=True, NaN-aware) for all columns at once:
+    the ratio of two first-order recursive filters, num_t = d*num_{t-1} + x_t and
+    den_t = d*den_{t-1} + 1 over observed points (pandas loops over columns in Python)."""
     a = x.to_numpy(dtype=np.float64)
+    obs = ~np.isnan(a)
     decay = 0.5 ** (1.0 / halflife)
-    out = np.empty_like(a)
-    weighted = a[0].copy()
-    old_wt = np.ones(a.shape[1])
-    nobs = (~np.isnan(a[0])).astype(np.int64)
-    out[0] = weighted
-    for i in range(1, len(a)):
-        cur = a[i]
-        obs = ~np.isnan(cur)
-        nobs += obs
-        have = ~np.isnan(weighted)
-        old_wt = np.where(have, old_wt * decay, old_wt)
-        upd = have & obs
-        weighted = np.where(upd, (old_wt * weighted + cur) / (old_wt + 1.0), weighted)
-        old_wt = np.where(upd, old_wt + 1.0, old_wt)
-        start = ~have & obs
-        weighted = np.where(start, cur, weighted)
-        old_wt = np.where(start, 1.0, old_wt)
-        out[i] = weighted
-    nobs_all = np.cumsum(~np.isnan(a), axis=0)
-    out[nobs_all < max(min_periods, 1)] = np.nan
+    num = lfilter([1.0], [1.0, -decay], np.where(obs, a, 0.0), axis=0)
+    den = lfilter([1.0], [1.0, -decay], obs.astype(np.float64), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[np.cumsum(obs, axis=0) < max(min_periods, 1)] = np.nan
     return pd.DataFrame(out, index=x.index, columns=x.columns)
 
 
@@ -476,14 +462,19 @@ def compute_features(
     wide = {c: idx.wide(panel[c]) for c in feature_map.raw_columns() if c in panel.columns}
     feats = compute_features_wide(feature_map, wide)
     order = idx.order()
-    data: dict[str, Any] = {time_col: panel[time_col].to_numpy()[order]}
-    if time_col != "date" and "date" in panel.columns:
-        data["date"] = panel["date"].to_numpy()[order]
-    data["instrument"] = panel[idx.instrument_col].iloc[order].reset_index(drop=True)
     ti, ii = idx.ti[order], idx.ii[order]
-    for name, frame in feats.items():
-        data[name] = frame.to_numpy()[ti, ii]
-    return pd.DataFrame(data)
+    n_t, n_i = idx.shape
+    block = np.empty((len(order), len(feats)))
+    for j, frame in enumerate(feats.values()):
+        arr = frame.to_numpy()
+        # pandas stores a wide frame column-major: gather from the contiguous transpose (no copy)
+        block[:, j] = arr.T.ravel()[ii * n_t + ti] if arr.flags.f_contiguous else arr.ravel()[ti * n_i + ii]
+    out = pd.DataFrame(block, columns=list(feats), copy=False)
+    out.insert(0, "instrument", panel[idx.instrument_col].iloc[order].reset_index(drop=True))
+    if time_col != "date" and "date" in panel.columns:
+        out.insert(0, "date", panel["date"].to_numpy()[order])
+    out.insert(0, time_col, panel[time_col].to_numpy()[order])
+    return out
 
 
 _config._bind_research_sections()
