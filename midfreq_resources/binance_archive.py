@@ -144,7 +144,14 @@ class ArchiveBatch:
 class BinanceArchiveClient(ConfigurableResource):
     """data.binance.vision with timeouts, bounded retries, bounded concurrency and SHA-256 checks."""
 
-    base_url: str = Field(default_factory=lambda: env_or(BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL))
+    base_url: str = Field(
+        default="", description=f"service root; empty: ${BINANCE_ARCHIVE_URL_ENV} at run time, else {LIVE_BINANCE_ARCHIVE_URL}"
+    )
+
+    @property
+    def root_url(self) -> str:
+        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
+        return (self.base_url or env_or(BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL)).rstrip("/")
     timeout_s: float = 60.0
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
@@ -156,7 +163,7 @@ class BinanceArchiveClient(ConfigurableResource):
         return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def url(self, file: ArchiveFile) -> str:
-        return f"{self.base_url.rstrip('/')}/{file.path}"
+        return f"{self.root_url}/{file.path}"
 
     def download(self, file: ArchiveFile) -> bytes:
         """One verified zip (sync). Raises ``NotFoundError`` (404), ``ChecksumError`` or another

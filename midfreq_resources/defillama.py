@@ -131,7 +131,14 @@ def parse_chart(body: Any, pool_id: str, url: str) -> list[dict[str, Any]]:
 class DefiLlamaClient(ConfigurableResource):
     """DefiLlama yields API with timeouts, bounded retries and bounded concurrency."""
 
-    base_url: str = Field(default_factory=lambda: env_or(DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL))
+    base_url: str = Field(
+        default="", description=f"service root; empty: ${DEFILLAMA_YIELDS_URL_ENV} at run time, else {LIVE_DEFILLAMA_YIELDS_URL}"
+    )
+
+    @property
+    def root_url(self) -> str:
+        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
+        return (self.base_url or env_or(DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL)).rstrip("/")
     timeout_s: float = 30.0
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
@@ -143,7 +150,7 @@ class DefiLlamaClient(ConfigurableResource):
         return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def _url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
+        return self.root_url + path
 
     def _chart_url(self, pool_id: str) -> str:
         return self._url(f"/chart/{validate_pool_id(pool_id)}")

@@ -136,7 +136,14 @@ def batches(coins: list[str], max_coins: int, max_chars: int) -> list[list[str]]
 class DefiLlamaCoinsClient(ConfigurableResource):
     """coins.llama.fi daily price charts with timeouts, bounded retries, batching and concurrency."""
 
-    base_url: str = Field(default_factory=lambda: env_or(DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_COINS_URL))
+    base_url: str = Field(
+        default="", description=f"service root; empty: ${DEFILLAMA_COINS_URL_ENV} at run time, else {LIVE_DEFILLAMA_COINS_URL}"
+    )
+
+    @property
+    def root_url(self) -> str:
+        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
+        return (self.base_url or env_or(DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_COINS_URL)).rstrip("/")
     timeout_s: float = 30.0
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
@@ -159,7 +166,7 @@ class DefiLlamaCoinsClient(ConfigurableResource):
         return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def _url(self, coins: list[str]) -> str:
-        return self.base_url.rstrip("/") + "/chart/" + ",".join(coins)
+        return self.root_url + "/chart/" + ",".join(coins)
 
     def _spans(self, first: dt.date, last: dt.date) -> list[tuple[int, int]]:
         """(start unix, number of daily points) windows covering first..last."""

@@ -20,7 +20,7 @@ from midfreq_resources.lake import (
     split_by_date,
     write_parquet,
 )
-from midfreq_resources.settings import DEFAULT_DATA_LAKE
+from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
 
 def table_schema(df: pd.DataFrame) -> TableSchema:
@@ -30,13 +30,18 @@ def table_schema(df: pd.DataFrame) -> TableSchema:
 class ParquetIOManager(ConfigurableIOManager):
     """Stores DataFrame assets as Parquet under ``root`` (a local path or any fsspec URL)."""
 
-    root: str = Field(default=DEFAULT_DATA_LAKE, description="lake root: a folder or an fsspec URL (s3://...)")
+    root: str = Field(default="", description="lake root: a folder or an fsspec URL (s3://...); "
+                      "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/")
+
+    @property
+    def lake(self) -> UPath:
+        return lake_root(self.root or env_or(DATA_LAKE_ENV, DEFAULT_DATA_LAKE))
 
     def _asset_dir(self, context: InputContext | OutputContext) -> UPath:
-        return lake_root(self.root).joinpath(*context.asset_key.path)
+        return self.lake.joinpath(*context.asset_key.path)
 
     def partition_path(self, asset_path: list[str], partition_key: str | None) -> UPath:
-        base = lake_root(self.root).joinpath(*asset_path)
+        base = self.lake.joinpath(*asset_path)
         if partition_key is None:
             return base.with_name(base.name + ".parquet")
         return base / f"{partition_key}.parquet"

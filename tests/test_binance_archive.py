@@ -44,7 +44,7 @@ def test_base_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MIDFREQ_BINANCE_ARCHIVE_URL", "http://127.0.0.1:9/binance")
     assert BinanceArchiveClient().url(DAY).startswith("http://127.0.0.1:9/binance/data/spot/daily/")
     monkeypatch.delenv("MIDFREQ_BINANCE_ARCHIVE_URL")
-    assert BinanceArchiveClient().base_url == "https://data.binance.vision"
+    assert BinanceArchiveClient().root_url == "https://data.binance.vision"
 
 
 @pytest.mark.parametrize("kwargs", [
