@@ -286,12 +286,14 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path = unquote(split.path)
         status = 0
+        self._logged = False
         try:
             status = replay._answer(self, method, path, split.query, head)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            replay._log(RequestRecord(method, self.path, status))
+            if not self._logged:
+                replay._log(RequestRecord(method, self.path, status))
 
     def send_answer(
         self,
@@ -318,6 +320,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_buffer.append(b"\r\n")  # what end_headers() adds before flushing
         payload = b"".join(self._headers_buffer)
         self._headers_buffer = []
+        # Logged before the bytes leave, so a client that got its answer always finds it logged.
+        self.server.replay._log(RequestRecord("HEAD" if head else "GET", self.path, resp.status))
+        self._logged = True
         self.wfile.write(payload if head else payload + body)
         if truncate == "close":
             with contextlib.suppress(OSError):
