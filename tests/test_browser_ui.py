@@ -167,8 +167,10 @@ def webserver(tmp_path: Path, replay_env) -> Iterator[Webserver]:
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     server = Webserver(url=f"http://127.0.0.1:{port}", lake=lake, log=log, proc=proc)
+    started = time.monotonic()
     try:
         wait_until_ready(server)
+        print(f"webserver ready in {time.monotonic() - started:.0f}s")
         yield server
     finally:
         stop(proc)
@@ -263,6 +265,8 @@ def test_ui_shows_lineage_and_runs_a_partition(webserver: Webserver) -> None:
     names = {p[-1] for p in expected}
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    run_id = launch_partition(webserver, "pool_history", DAY)  # runs while the pages are checked
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -285,8 +289,9 @@ def test_ui_shows_lineage_and_runs_a_partition(webserver: Webserver) -> None:
             assert_names_visible(page, names, "asset catalog")
             page.screenshot(path=str(SCREENSHOTS / "asset_catalog.png"), full_page=True)
 
-            run_id = launch_partition(webserver, "pool_history", DAY)
+            print(f"UI pages checked in {time.monotonic() - started:.0f}s")
             assert wait_for_run(webserver, run_id) == "SUCCESS"
+            print(f"run {run_id} succeeded in {time.monotonic() - started:.0f}s")
 
             page.goto(f"{webserver.url}/runs/{run_id}", wait_until="domcontentloaded")
             page.get_by_text("Success").first.wait_for()
