@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from midfreq_assets.assets.backtests import (
+    build_backtest_assets,
+    build_backtest_jobs,
+    build_grid_points_sensor,
+)
 from midfreq_assets.assets.binance import binance_assets, binance_checks
 from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.assets.prices import build_price_assets
+from midfreq_assets.assets.research import research_assets
 from midfreq_assets.domain.config import load_vault_configs
-from midfreq_assets.jobs import binance_klines_job, nightly_refresh_job
+from midfreq_assets.executors import select_executor
+from midfreq_assets.freshness import freshness_checks, freshness_sensor
+from midfreq_assets.jobs import binance_klines_job, nightly_refresh_job, research_jobs
 from midfreq_assets.schedules import binance_klines_schedule, nightly_refresh_schedule
 from midfreq_resources.binance_archive import BinanceArchiveClient
 from midfreq_resources.defillama import DefiLlamaClient
 from midfreq_resources.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.model_io_manager import ModelIOManager
 from midfreq_resources.parquet_io_manager import ParquetIOManager
 from midfreq_resources.project_config import ProjectConfig
 
@@ -27,13 +36,22 @@ def build_resources() -> dict[str, object]:
         "defillama_coins": DefiLlamaCoinsClient(),
         "binance_archive": BinanceArchiveClient(),
         "project": ProjectConfig(),
+        "model_io_manager": ModelIOManager(),
     }
 
 
 defs = Definitions(
-    assets=[*defillama_assets, *build_price_assets(VAULTS), *binance_assets],
-    asset_checks=[*binance_checks],
-    jobs=[nightly_refresh_job, binance_klines_job],
+    assets=[
+        *defillama_assets,
+        *build_price_assets(VAULTS),
+        *binance_assets,
+        *research_assets(VAULTS),
+        *(a for v in VAULTS for a in build_backtest_assets(v)),
+    ],
+    asset_checks=[*binance_checks, *freshness_checks],
+    jobs=[nightly_refresh_job, binance_klines_job, *research_jobs(VAULTS), *(j for v in VAULTS for j in build_backtest_jobs(v))],
+    sensors=[build_grid_points_sensor(VAULTS), freshness_sensor],
     schedules=[nightly_refresh_schedule, binance_klines_schedule],
     resources=build_resources(),
+    executor=select_executor(),
 )

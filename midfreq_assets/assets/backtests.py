@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -53,7 +54,7 @@ from midfreq_assets.domain.grids import (
 )
 from midfreq_assets.domain.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
 from midfreq_assets.metadata import markdown_table
-from midfreq_resources.lake import lake_root, read_parquet, write_bytes_atomic
+from midfreq_resources.lake import read_parquet, write_bytes_atomic
 
 TOP_N = 10
 TOP_WINDOW_DAYS = 30
@@ -146,7 +147,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path | None = Non
     @asset(
         key=AssetKey([prefix, "backtest_report"]),
         ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
-        deps=[backtest_runs],
+        deps=[AssetDep(backtest_runs, partition_mapping=AllPartitionMapping())],
         partitions_def=grid_files,
         io_manager_key="parquet_io_manager",
         required_resource_keys={"parquet_io_manager"},
@@ -180,7 +181,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path | None = Non
         table = table[["grid", "name", "kind", *grid.parameters, *METRIC_COLUMNS]]
         html_doc, headline_png = _html(vault, grid.name, table, list(grid.parameters), results, benches, panel)
         io = context.resources.parquet_io_manager
-        html_path = lake_root(io.root).joinpath(prefix, "backtest_report", f"{grid.name}.html")
+        html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         head = table[["name", "kind", *[c for c in report.HEADLINE_COLUMNS if c in table and c != "name"]]]
         best = table[table["kind"] == "grid_point"].sort_values("log_growth", ascending=False).iloc[0]
