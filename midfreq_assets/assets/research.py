@@ -568,3 +568,17 @@ def _tz_naive_as_of(bundles: dict[str, dict[str, object]]) -> dict[str, dict[str
     return {k: {**b, "as_of": pd.Timestamp(b["as_of"]).tz_localize(None) if pd.Timestamp(b["as_of"]).tzinfo else
                 b["as_of"]} for k, b in bundles.items() if b is not None}
 
+
+
+def research_assets(vaults) -> list[AssetsDefinition]:
+    """Everything this module and ``rebalance`` add to the code location: per vault features,
+    fitted_models, predictions and rebalance_weights; the price research per kline interval."""
+    from midfreq_assets.assets.binance import binance_partitions
+    from midfreq_assets.assets.rebalance import build_rebalance_assets
+
+    out = [a for v in vaults for a in [*build_research_assets(v), *build_rebalance_assets(v)]]
+    return out + build_price_research_assets(binance_partitions)
+
+
+def price_intervals(config_path=None) -> list[str]:
+    return list(research.load_price_research_config(config_path or config_dir() / PRICE_CONFIG).intervals)
