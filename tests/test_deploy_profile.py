@@ -115,6 +115,7 @@ def test_postgres_storage_config_resolves_env(monkeypatch: pytest.MonkeyPatch) -
     db = result.value["postgres_db"]
     assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
         "db.internal", 6543, "dagster", "s3cret", "dagster_midfreq")
+    assert db["scheme"] == "postgresql+psycopg2"  # SQLAlchemy 2.1's default psycopg 3 breaks NOTIFY
 
 
 def test_production_workspace_yaml_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,7 +177,7 @@ def test_lake_on_object_store_filesystem(replay_env, memory_lake: str, tmp_path:
     # a downstream read through the same IO manager, as the next asset of a run would do
     reread = materialize(
         [*defillama_assets], resources=replay_resources(replay_env, memory_lake), partition_key=DAY,
-        selection=["pool_metadata"],
+        selection=["pool_metadata", "universe_exclusions"],
     )
     assert reread.success
     assert read_parquet(meta_path).equals(meta)
