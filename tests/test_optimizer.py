@@ -251,7 +251,8 @@ def test_missing_prediction_or_tvl_is_sell_only() -> None:
 
 
 def test_solver_failure_falls_back_then_keeps_holdings(monkeypatch: pytest.MonkeyPatch) -> None:
-    strat = StrategyConfig(concentration_limit=0.3, protocol_caps={"aave-v3": 0.5})
+    # protocol caps alone are solved exactly; the fast path is off to exercise the cvxpy chain
+    strat = StrategyConfig(concentration_limit=0.3, protocol_caps={"aave-v3": 0.5}, use_fast_path=False)
     opt = VaultOptimizer(pools(3), strat, protocols=["aave-v3", "aave-v3", "euler-v2"])
     a = np.array([0.05, 0.08, 0.02])
     tvl = np.full(3, 1e9)
@@ -365,3 +366,110 @@ def test_vault_yaml_strategy_section(tmp_path) -> None:
     opt = VaultOptimizer(pools(4), vault.strategy, protocols=["aave-v3", "morpho-blue", "fluid-lending", "euler-v2"])
     r = opt.solve(np.array([0.05, 0.06, 0.08, 0.09]), np.full(4, 5e8), W, np.zeros(4))
     assert r.ok and r.target_weights[3] <= 0.25 + TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact solver with group caps (laminar: protocol caps, chain caps, or both when nested)
+
+PROTOCOLS = ["aave-v3", "morpho-blue", "euler-v2", "fluid-lending"]
+
+
+def grouped_instance(rng: np.random.Generator, n: int, nested: bool):
+    a, tvl, x0 = random_instance(rng, n)
+    a[rng.random(n) < 0.1] = 0.0
+    tvl[rng.random(n) < 0.1] = 1e300  # linear pools (ties)
+    protocols = rng.choice(PROTOCOLS, n).tolist()
+    if nested:  # every protocol on one chain: chain groups contain whole protocol groups
+        home = {"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Arbitrum"}
+        chains = [home[p] for p in protocols]
+    else:
+        chains = rng.choice(["Ethereum", "Base", "Arbitrum"], n).tolist()
+    return a, tvl, x0, protocols, chains
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_exact_group_caps_match_cvxpy(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(3, 70))
+    kind = ["protocol", "chain", "nested"][seed % 3]
+    a, tvl, x0, protocols, chains = grouped_instance(rng, n, nested=kind == "nested")
+    cap = lambda: float(rng.choice([0.02, 0.1, 0.3, 0.6, 1.0]))  # noqa: E731 - binding or not
+    caps = {}
+    if kind in ("protocol", "nested"):
+        caps["protocol_caps"] = {p: cap() for p in rng.choice(PROTOCOLS, int(rng.integers(1, 5)), replace=False)}
+    if kind in ("chain", "nested"):
+        caps["chain_caps"] = {c: cap() for c in rng.choice(["Ethereum", "Base", "Arbitrum"], int(rng.integers(1, 4)),
+                                                           replace=False)}
+    strat = StrategyConfig(
+        cost=float(rng.choice([0.0, 1e-7, 0.0005, 0.005, 10.0])),  # zero, tiny, normal, huge (no trade)
+        base_buffer=float(rng.choice([0.0, 0.1, 0.6])),
+        concentration_limit=float(rng.choice([1.0, 0.2, 0.05])),
+        max_pool_tvl_share=float(rng.choice([0.01, 0.05, 1.0])),
+        **caps,
+    )
+    w = float(rng.choice([1e5, W, 1e9]))  # little to strong dilution
+    x0 = x0 * float(rng.choice([0.5, 1.0, 1.5]))  # sometimes over the caps: forced sales
+    fast = VaultOptimizer(pools(n), strat, protocols=protocols, chains=chains)
+    slow = VaultOptimizer(pools(n), strat.model_copy(update={"use_fast_path": False}),
+                          protocols=protocols, chains=chains)
+    assert fast.exact
+    rf, rs = fast.solve(a, tvl, w, x0), slow.solve(a, tvl, w, x0)
+    assert rf.solver == "exact_separable", rf.message
+    assert rs.solver in ("CLARABEL", "OSQP"), rs.message
+    # <= 1e-6 (relative when the objective is large: a huge cost puts it near -100, where CLARABEL
+    # itself is accurate to ~1e-8 relative); the exact answer is never worse than the solver's
+    assert abs(rf.objective - rs.objective) <= 1e-6 * max(1.0, abs(rs.objective))
+    assert rf.objective >= rs.objective - 1e-9
+    x = rf.target_weights
+    assert np.all(x >= 0) and np.all(x <= strat.concentration_limit + 1e-12)
+    assert x.sum() <= 1 - strat.base_buffer + 1e-12
+    assert np.all(fast.group_matrix @ x <= fast.group_caps + 1e-12)
+    assert np.all(x * w <= strat.max_pool_tvl_share * tvl * (1 + 1e-12))
+
+
+def test_binding_group_cap_is_exact_and_nonbinding_cap_changes_nothing() -> None:
+    a = np.array([0.10, 0.09, 0.05, 0.04])
+    tvl = np.full(4, 1e15)  # linear: fill the best yields
+    x0 = np.zeros(4)
+    protocols = ["euler-v2", "euler-v2", "aave-v3", "aave-v3"]
+    strat = StrategyConfig(cost=0.0, concentration_limit=0.4, protocol_caps={"euler-v2": 0.5})
+    r = VaultOptimizer(pools(4), strat, protocols=protocols).solve(a, tvl, W, x0)
+    assert r.solver == "exact_separable"
+    np.testing.assert_allclose(r.target_weights, [0.4, 0.1, 0.4, 0.1], atol=1e-12)
+    loose = strat.model_copy(update={"protocol_caps": {"euler-v2": 0.9}})
+    r2 = VaultOptimizer(pools(4), loose, protocols=protocols).solve(a, tvl, W, x0)
+    r3 = VaultOptimizer(pools(4), loose.model_copy(update={"protocol_caps": {}})).solve(a, tvl, W, x0)
+    np.testing.assert_array_equal(r2.target_weights, r3.target_weights)
+
+
+def test_overlapping_groups_fall_back_to_cvxpy() -> None:
+    strat = StrategyConfig(protocol_caps={"aave-v3": 0.5}, chain_caps={"base": 0.3})
+    opt = VaultOptimizer(pools(4), strat, protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
+                         chains=["Base", "Ethereum", "Base", "Ethereum"])
+    assert not opt.exact
+    r = opt.solve(np.full(4, 0.05), np.full(4, 1e9), W, np.zeros(4))
+    assert r.solver == "CLARABEL"
+    nested = VaultOptimizer(pools(4), strat, protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
+                            chains=["Base", "Base", "Base", "Ethereum"])
+    assert nested.exact  # aave-v3 lies inside Base
+    with_turnover = VaultOptimizer(pools(2), StrategyConfig(max_turnover=0.2))
+    assert not with_turnover.exact
+
+
+def test_vault_strategy_uses_exact_solver() -> None:
+    from midfreq_assets.domain.config import load_vault_config
+
+    vault = load_vault_config("configs/vaults/usd_lending.yaml")
+    rng = np.random.default_rng(9)
+    n = 55
+    protocols = rng.choice(PROTOCOLS, n).tolist()
+    fast = VaultOptimizer(pools(n), vault.strategy, protocols=protocols)
+    slow = VaultOptimizer(pools(n), vault.strategy.model_copy(update={"use_fast_path": False}), protocols=protocols)
+    x = np.zeros(n)
+    for _ in range(10):
+        a, tvl, _ = random_instance(rng, n)
+        rf, rs = fast.solve(a, tvl, W, x), slow.solve(a, tvl, W, x)
+        assert rf.solver == "exact_separable"
+        assert np.all(fast.group_matrix @ rf.target_weights <= fast.group_caps + 1e-12)
+        assert rf.target_weights.sum() <= 1 - vault.strategy.base_buffer + 1e-12
+        x = rf.target_weights

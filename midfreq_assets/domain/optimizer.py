@@ -51,6 +51,8 @@ SOLVER_OPTIONS: dict[str, dict[str, object]] = {
 #: Dilution coefficients below this are treated as zero by the exact solver (linear pool); the
 #: objective error is at most this value, and it avoids 1/(2q) blowing up.
 Q_EPS = 1e-9
+#: Gas pruning re-solves per rebalance at most (then small trades are dropped without re-solving).
+MAX_PRUNE_RESOLVES = 2
 
 
 Weight = Annotated[float, Field(ge=0, le=1)]
@@ -311,6 +313,42 @@ def solve_separable(
     return x
 
 
+def solve_nested(
+    a: np.ndarray,
+    q: np.ndarray,
+    x0: np.ndarray,
+    c: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    budget: float,
+    groups: Sequence[tuple[np.ndarray, float]],
+) -> np.ndarray:
+    """Exact maximizer of the separable problem of :func:`solve_separable` plus group caps
+    ``sum(x[idx]) <= cap`` for a *laminar* family of groups (any two groups are disjoint or nested,
+    e.g. protocol caps, chain caps, or both when every capped protocol lives on one chain), given
+    inner groups first.
+
+    With a global multiplier ``lam``, a group's pools see the multiplier ``max(lam, nu_g)`` where
+    ``nu_g`` is the multiplier of the group's own problem with budget ``cap`` (0 when the cap does
+    not bind). Since each pool's maximizer ``x_i(mu)`` is non-increasing in ``mu``,
+    ``x_i(max(lam, nu_g)) = min(x_i(lam), x_i(nu_g))``: the cap is *exactly* an upper bound
+    ``hi_i <- x*_i`` where ``x*`` solves the group alone (:func:`solve_separable` with budget
+    ``cap``, ties included). Inner groups first, then each enclosing group on the tightened bounds,
+    then the global budget: one exact O(n log n) solve per capped group and one for the budget;
+    no bisection. (Proof sketch: any optimum of the capped problem can be chosen <= x*; the KKT
+    multiplier of the group is ``max(0, nu_g - mu)`` with ``mu`` the multiplier of the enclosing
+    constraints, and a point <= x* satisfies the cap, so the tightened problem has the same optimum.)
+    """
+    if groups:
+        hi = hi.copy()
+        for idx, cap in groups:
+            if hi[idx].sum() <= cap:  # cannot bind
+                continue
+            xg = solve_separable(a[idx], q[idx], x0[idx], c, lo[idx], hi[idx], cap)
+            hi[idx] = np.maximum(np.minimum(hi[idx], xg), lo[idx])
+    return solve_separable(a, q, x0, c, lo, hi, budget)
+
+
 # ----------------------------------------------------------------------------------------------
 # Optimizer
 
@@ -356,6 +394,11 @@ class VaultOptimizer:
                     self.group_names.append(f"{kind}:{group}")
         self.group_matrix = np.vstack(rows) if rows else np.zeros((0, n))
         self.group_caps = np.asarray(caps, dtype=float)
+        #: Capped groups as (pool indices, cap), inner groups first, when the family is laminar
+        #: (disjoint or nested); None when two groups overlap partially (cvxpy only).
+        self.fast_groups = _laminar_groups(self.group_matrix, self.group_caps)
+        #: The exact solver applies: groups are laminar and there is no turnover cap.
+        self.exact = self.fast_groups is not None and self.strategy.max_turnover is None
         self.separable = not rows and self.strategy.max_turnover is None
         self._problem: cp.Problem | None = None
         self._params: dict[str, cp.Parameter] = {}
@@ -462,7 +505,9 @@ class VaultOptimizer:
             x = self._sell_into_constraints(inp, x)
         snap = (np.abs(x - inp.x0) < SNAP_TOL) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
         snapped = np.where(snap, inp.x0, x)
-        if snapped.sum() <= inp.budget + 1e-12:
+        if snapped.sum() <= inp.budget + 1e-12 and (
+            not self.group_matrix.shape[0] or np.all(self.group_matrix @ snapped <= self.group_caps + 1e-12)
+        ):
             x = snapped
         return x
 
@@ -472,7 +517,7 @@ class VaultOptimizer:
         """Fast path, then primary, then fallback solver. Returns x, status, solver, notes."""
         notes: list[str] = []
         attempts: list[tuple[str, str]] = []
-        if self.separable and self.strategy.use_fast_path:
+        if self.exact and self.strategy.use_fast_path:
             attempts.append(("exact_separable", "optimal"))
         attempts.append((self.strategy.primary_solver, "optimal"))
         fb = self.strategy.fallback_solver
@@ -481,7 +526,8 @@ class VaultOptimizer:
         for solver, status in attempts:
             try:
                 if solver == "exact_separable":
-                    x = solve_separable(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget)
+                    x = solve_nested(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget,
+                                     self.fast_groups or ())
                 else:
                     x = self._solve_cvxpy(inp, solver, turnover)
                 if not np.all(np.isfinite(x)):
@@ -546,6 +592,16 @@ class VaultOptimizer:
             n_pruned=n_pruned,
         )
 
+    def _min_trade(self, inp: _Inputs) -> np.ndarray:
+        """Smallest worthwhile |x_i - x0_i| (weight): gain over the horizon >= gas_multiple x gas and
+        notional >= min_trade_usd (inf where the pool has no yield and gas is charged)."""
+        s = self.strategy
+        need_gain = s.gas_multiple * s.gas_usd  # dollars over the horizon
+        per_weight = inp.a * inp.wealth * s.horizon_days / 365.0  # gain per unit of weight
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gas_thr = np.where(per_weight > 0, need_gain / per_weight, np.inf) if need_gain > 0 else 0.0
+        return np.maximum(gas_thr, s.min_trade_usd / inp.wealth)
+
     def _small_trades(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
         """Trades not worth sending: expected gain over the horizon below gas_multiple x gas, or
         notional below min_trade_usd. Forced trades (current weight outside its bounds) are kept."""
@@ -560,35 +616,107 @@ class VaultOptimizer:
     def _prune(
         self, inp: _Inputs, x: np.ndarray, turnover: float | None
     ) -> tuple[np.ndarray, int, list[str]]:
-        """Freeze small trades (x_i = x0_i) and re-solve, until no small trade is left.
+        """Drop trades not worth their gas / below the minimum size, keeping every constraint.
 
-        Re-solving (rather than dropping trades from the answer) keeps every constraint and the
-        budget: the money a dropped trade would have moved is re-allocated optimally.
+        1. Freeze (``lo = hi = x0``) every pool with a small trade *and every pool that does not
+           trade*, then re-solve; at most :data:`MAX_PRUNE_RESOLVES` times. Freezing the idle pools
+           stops the cascade where each re-solve shifts the budget multiplier a little and makes
+           dozens of interior pools trade a few dollars (previously up to ~40 re-solves a step).
+           Each re-solve is a full solve with all constraints, so it is feasible; the money of a
+           dropped trade is re-allocated optimally among the pools that still trade.
+        2. Trades still small after that are dropped without re-solving (:meth:`_drop_small`), in a
+           way that keeps bounds, budget, group caps and turnover.
         """
         s = self.strategy
         if s.gas_usd * s.gas_multiple <= 0 and s.min_trade_usd <= 0:
             return x, 0, []
-        frozen = np.zeros(len(x), dtype=bool)
-        cur = inp
-        for _ in range(len(x) + 1):
-            small = self._small_trades(inp, x) & ~frozen
+        notes: list[str] = []
+        pruned = np.zeros(len(x), dtype=bool)
+        small = self._small_trades(inp, x)
+        if not small.any():
+            return x, 0, []
+        frozen = x == inp.x0
+        for _ in range(MAX_PRUNE_RESOLVES):
             if not small.any():
                 break
+            pruned |= small
             frozen |= small
             lo = np.where(frozen, inp.x0, inp.lo)
             hi = np.where(frozen, inp.x0, inp.hi)
-            trial = replace(cur, lo=lo, hi=hi)
-            if lo.sum() > inp.budget or (
-                self.group_matrix.shape[0] and np.any(self.group_matrix @ lo > self.group_caps)
+            if lo.sum() > inp.budget + 1e-12 or (
+                self.group_matrix.shape[0] and np.any(self.group_matrix @ lo > self.group_caps + 1e-12)
             ):
-                return x, int((frozen & ~small).sum()), ["gas pruning stopped: frozen trades break a cap"]
+                notes.append("gas pruning: frozen trades break a cap, dropped without re-solve")
+                break
             try:
-                x_new, _, _, _ = self._solve_once(trial, turnover)
+                x_new, _, _, _ = self._solve_once(replace(inp, lo=lo, hi=hi), turnover)
             except SolverFailure as exc:
-                return x, int((frozen & ~small).sum()), [f"gas pruning stopped, re-solve failed: {exc}"]
-            x, cur = x_new, trial
-        n_pruned = int((frozen & (x == inp.x0)).sum())
-        return x, n_pruned, []
+                notes.append(f"gas pruning: re-solve failed ({exc}), dropped without re-solve")
+                break
+            x = x_new
+            small = self._small_trades(inp, x)
+        if small.any():
+            pruned |= small
+            x, kept = self._drop_small(inp, x, small)
+            if kept:
+                notes.append(f"gas pruning: {kept} small sale(s) kept (needed for the budget/caps)")
+        n_pruned = int((pruned & (x == inp.x0)).sum())
+        return x, n_pruned, notes
+
+    def _drop_small(self, inp: _Inputs, x: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, int]:
+        """Undo small trades without re-solving, keeping every constraint.
+
+        - a small buy is undone (``x_i <- x0_i``): sums and turnover only fall, and ``x0_i`` is
+          within its bounds (forced trades are never small);
+        - a small sale is undone if the budget and every group containing the pool have room for
+          it; otherwise the missing room is taken from the buys of pools that lie in *every* group
+          containing it (so each of those constraints gains the same room), pro rata to how far
+          each buy is above its own minimum trade, so no buy becomes small. If that is not enough,
+          the sale is kept. Turnover only falls.
+        """
+        x = x.copy()
+        dx = x - inp.x0
+        buys = small & (dx > 0)
+        x[buys] = inp.x0[buys]
+        sells = np.flatnonzero(small & (dx < 0))
+        if not sells.size:
+            return x, 0
+        thr = self._min_trade(inp) * (1 + 1e-9)
+        members = self.group_matrix > 0
+        kept = 0
+        for i in sells[np.argsort(dx[sells])[::-1]]:  # smallest sales first
+            d = inp.x0[i] - x[i]
+            rows = members[:, i]
+            room = inp.budget - x.sum()
+            scope = np.ones(len(x), dtype=bool)
+            if rows.any():
+                room = min(room, float(np.min(self.group_caps[rows] - self.group_matrix[rows] @ x)))
+                scope = members[rows].all(axis=0)
+            need = d - max(room, 0.0)
+            if need > 0:
+                excess = np.where(scope & ~small & (x > inp.x0), x - inp.x0 - thr, 0.0).clip(min=0.0)
+                total = excess.sum()
+                if total < need:
+                    kept += 1
+                    continue
+                x -= excess * (need / total)
+            x[i] = inp.x0[i]
+        return x, kept
+
+
+def _laminar_groups(
+    matrix: np.ndarray, caps: np.ndarray
+) -> list[tuple[np.ndarray, float]] | None:
+    """Groups as (indices, cap) sorted inner first, or None if two groups overlap without nesting."""
+    members = matrix > 0
+    sizes = members.sum(axis=1)
+    for i in range(len(members)):
+        for j in range(i + 1, len(members)):
+            common = int(np.count_nonzero(members[i] & members[j]))
+            if common and common != min(sizes[i], sizes[j]):
+                return None
+    order = np.argsort(sizes, kind="stable")
+    return [(np.flatnonzero(members[k]), float(caps[k])) for k in order]
 
 
 def optimizer_for_vault(
