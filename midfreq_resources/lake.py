@@ -98,3 +98,19 @@ def split_by_date(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COL
         )
     groups = {k: g for k, g in df.groupby(day.to_numpy(), sort=False)}
     return {k: groups.get(k, df.iloc[0:0]).reset_index(drop=True) for k in keys}
+
+
+def split_by_column(df: pd.DataFrame, keys: list[str], column: str) -> dict[str, pd.DataFrame]:
+    """Split a frame covering several partitions by a column holding the partition key (e.g. the
+    grid point of a multi-partition backtest run). Every key gets a frame (possibly empty)."""
+    if column not in df.columns:
+        raise ValueError(
+            f"an output covering {len(keys)} partitions needs a {column!r} column to be split "
+            f"into partitions; columns are {list(df.columns)}"
+        )
+    values = df[column].astype(str)
+    unexpected = sorted(set(values.unique()) - set(keys))
+    if unexpected:
+        raise ValueError(f"output has rows for {column} values outside its partitions: {unexpected[:5]}")
+    groups = {k: g for k, g in df.groupby(values.to_numpy(), sort=False)}
+    return {k: groups.get(k, df.iloc[0:0]).reset_index(drop=True) for k in keys}

@@ -2,8 +2,9 @@
 
 ``{root}/{asset/key/path}/{partition_key}.parquet``. Dagster's ``UPathIOManager`` refuses
 outputs that cover several partitions (single-run backfills) and returns a dict when several
-partitions are loaded; this manager splits range outputs by their ``date`` column and always
-loads one DataFrame.
+partitions are loaded; this manager splits range outputs by their ``date`` column (or by the
+column named in the asset's ``partition_column`` metadata, e.g. a grid point for dynamic
+partitions) and always loads one DataFrame.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from midfreq_resources.lake import (
     concat_frames,
     lake_root,
     read_parquet,
+    split_by_column,
     split_by_date,
     write_parquet,
 )
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
+
+
+#: Asset/output definition metadata naming the column that holds each row's partition key, used
+#: to split an output covering several partitions (default: split daily partitions by ``date``).
+PARTITION_COLUMN_KEY = "partition_column"
 
 
 def table_schema(df: pd.DataFrame) -> TableSchema:
@@ -57,7 +64,13 @@ class ParquetIOManager(ConfigurableIOManager):
         path_parts = list(context.asset_key.path)
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
-            parts = {keys[0]: obj} if len(keys) == 1 else split_by_date(obj, keys)
+            column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY)
+            if len(keys) == 1:
+                parts = {keys[0]: obj}
+            elif column:
+                parts = split_by_column(obj, keys, str(column))
+            else:
+                parts = split_by_date(obj, keys)
         else:
             parts = {None: obj}
         for key, frame in parts.items():

@@ -12,6 +12,7 @@ from dagster import (
     AssetIn,
     BackfillPolicy,
     DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
     materialize,
@@ -120,3 +121,31 @@ def test_fsspec_memory_filesystem(tmp_path):
     path = lake.lake_root("memory://midfreq-test-lake") / "daily_values" / "2024-01-03.parquet"
     assert path.exists()
     assert len(lake.read_parquet(path)) == 2
+
+
+points = DynamicPartitionsDefinition(name="points")
+
+
+@asset(partitions_def=points, backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=4),
+       io_manager_key="io", metadata={"partition_column": "point"})
+def point_values(context: AssetExecutionContext) -> pd.DataFrame:
+    keys = context.partition_keys
+    return pd.DataFrame({"point": [k for k in keys for _ in range(2)], "value": range(2 * len(keys))})
+
+
+def test_multi_partition_output_split_by_partition_column(tmp_path):
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("points", ["p1", "p2", "p3"])
+    io = ParquetIOManager(root=str(tmp_path))
+    tags = {"dagster/asset_partition_range_start": "p1", "dagster/asset_partition_range_end": "p3"}
+    result = materialize([point_values], resources={"io": io}, tags=tags, instance=instance)
+    assert result.success
+    assert sorted(p.name for p in (tmp_path / "point_values").iterdir()) == ["p1.parquet", "p2.parquet", "p3.parquet"]
+    assert pd.read_parquet(tmp_path / "point_values" / "p2.parquet")["value"].tolist() == [2, 3]
+    assert len(result.get_asset_materialization_events()) == 3
+    with pytest.raises(ValueError, match="'point' column"):
+        lake.split_by_column(pd.DataFrame({"v": [1]}), ["p1", "p2"], "point")
+    with pytest.raises(ValueError, match="outside its partitions"):
+        lake.split_by_column(pd.DataFrame({"point": ["p9"]}), ["p1", "p2"], "point")
