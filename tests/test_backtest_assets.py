@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import yaml
 from dagster import AssetKey, AssetSpec, DagsterInstance, build_sensor_context, materialize
 
@@ -69,3 +70,53 @@ def test_grid_runs_and_report(tmp_path):
     assert [r.partition_key for r in out.run_requests] == ["cost-0.01"]
     assert out.dynamic_partitions_requests[0].partition_keys == ["cost-0.01"]
     assert instance.get_dynamic_partitions(grid_partitions_name(VAULT.name)) == ["cost-0.0005", "cost-0.002"]
+
+
+def test_backfill_runs_several_grid_points_per_run(tmp_path):
+    """BackfillPolicy.multi_run: one run computes a range of grid points; one file per point."""
+    from midfreq_assets.assets.backtests import GRID_POINTS_PER_RUN, RANGE_END_TAG, RANGE_START_TAG
+
+    lake = tmp_path / "lake"
+    io = ParquetIOManager(root=str(lake))
+    hist = synthetic_history(days=40)
+    meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    from midfreq_assets.domain import backtest as bt
+
+    write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), bt.vault_panel(hist, meta, VAULT))
+    gdir = tmp_path / "grids"
+    gdir.mkdir()
+    (gdir / "g.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0, 0.0005, 0.002]}}))
+    assets = build_backtest_assets(VAULT, gdir)
+    runs_def = next(a for a in assets if a.key == AssetKey([VAULT.name, "backtest_runs"]))
+    policy = runs_def.backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == GRID_POINTS_PER_RUN
+    instance = DagsterInstance.ephemeral()
+    keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
+    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+                for k in ("pool_history", "pool_metadata")]
+    result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
+                         resources={"parquet_io_manager": io},
+                         tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert result.success
+    events = result.get_asset_materialization_events()
+    assert sorted(e.materialization.partition for e in events) == sorted(keys)
+    frames = {k: read_parquet(lake / VAULT.name / "backtest_runs" / f"{k}.parquet") for k in keys}
+    for key, frame in frames.items():
+        assert len(frame) == 39 and set(frame["point"]) == {key}
+    # same numbers as a one-point run
+    single = materialize([*assets, *upstream], selection=[runs_def.key], partition_key=keys[1], instance=instance,
+                         resources={"parquet_io_manager": io})
+    assert single.success
+    again = read_parquet(lake / VAULT.name / "backtest_runs" / f"{keys[1]}.parquet")
+    pd.testing.assert_frame_equal(again, frames[keys[1]])
+
+    # the sensor requests one range run per GRID_POINTS_PER_RUN new points
+    many = [round(0.0001 * i, 4) for i in range(1, GRID_POINTS_PER_RUN + 3)]
+    (gdir / "g.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": many}}))
+    out = build_grid_points_sensor([VAULT], gdir)(build_sensor_context(instance=instance))
+    new = out.dynamic_partitions_requests[0].partition_keys
+    assert len(new) == len(many) - 1  # 0.0005 exists already
+    ranges = [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG), r.partition_key) for r in out.run_requests]
+    assert len(ranges) == 2
+    assert ranges[0][:2] == (new[0], new[GRID_POINTS_PER_RUN - 1]) and ranges[0][2] is None
+    assert ranges[1] == (None, None, new[-1])
