@@ -25,9 +25,13 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 @dataclass(frozen=True)
 class Stage:
+    """One demo step: a job over a partition range, one partition, every grid point of a vault, or unpartitioned."""
+
     job: str
     start: str | None = None
     end: str | None = None
+    partition: str | None = None
+    grid_points_of: str | None = None
 
 
 def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
@@ -37,12 +41,25 @@ def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
     return REPO_ROOT / raw.get("recorded_root", "recorded"), stages
 
 
-def run_stage(defs, instance, stage: Stage) -> tuple[bool, float, object]:
-    job = defs.get_job_def(stage.job)
+def stage_partitions(instance, stage: Stage) -> list[str | None]:
+    if stage.grid_points_of:
+        from midfreq_assets.assets.backtests import grid_partitions_name, register_grid_points
+        from midfreq_assets.definitions import VAULTS
+
+        register_grid_points(instance, [v for v in VAULTS if v.name == stage.grid_points_of])
+        return list(instance.get_dynamic_partitions(grid_partitions_name(stage.grid_points_of)))
+    return [stage.partition]
+
+
+def run_stage(defs, instance, stage: Stage) -> tuple[bool, float, list]:
+    job = defs.resolve_job_def(stage.job)
     tags = {RANGE_START_TAG: stage.start, RANGE_END_TAG: stage.end} if stage.start else {}
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
-    return result.success, time.perf_counter() - started, result
+    results = [
+        job.execute_in_process(instance=instance, tags=tags, partition_key=key, raise_on_error=False)
+        for key in stage_partitions(instance, stage)
+    ]
+    return all(r.success for r in results), time.perf_counter() - started, results
 
 
 def summarize(result) -> list[str]:
@@ -85,11 +102,12 @@ def main() -> int:
         print(f"midfreq demo: replaying {recorded_root} at {server.base_url}")
         ok = True
         for stage in stages:
-            span = f" {stage.start}...{stage.end}" if stage.start else ""
+            span = f" {stage.start}...{stage.end}" if stage.start else f" {stage.partition or stage.grid_points_of or ''}"
             print(f"\n== {stage.job}{span}")
-            success, seconds, result = run_stage(defs, instance, stage)
-            print(f"  {'succeeded' if success else 'FAILED'} in {seconds:.1f}s (run {result.run_id})")
-            print("\n".join(summarize(result)))
+            success, seconds, results = run_stage(defs, instance, stage)
+            print(f"  {'succeeded' if success else 'FAILED'} in {seconds:.1f}s ({len(results)} run(s))")
+            for result in results:
+                print("\n".join(summarize(result)))
             ok &= success
             if not success:
                 break

@@ -266,14 +266,18 @@ def _html(vault: VaultConfig, grid: str, table: pd.DataFrame, params: list[str],
 
 
 def build_backtest_jobs(vault: VaultConfig):
-    """``<vault>_backtest_runs`` (one grid point per run) and ``<vault>_backtest_report``."""
+    """``<vault>_backtest_inputs`` (panel, top pools), ``<vault>_backtest_runs`` (grid points) and
+    ``<vault>_backtest_report`` (one grid file)."""
+    inputs = define_asset_job(f"{vault.name}_backtest_inputs",
+                              selection=[AssetKey([vault.name, "backtest_panel"]), AssetKey([vault.name, "top_pools"])],
+                              description="The vault's backtest panel over the whole history, and its top pools.")
     runs = define_asset_job(f"{vault.name}_backtest_runs", selection=[AssetKey([vault.name, "backtest_runs"])],
                             partitions_def=grid_partitions(vault.name),
                             description="Backtest grid points of the vault (one partition per point).")
     rep = define_asset_job(f"{vault.name}_backtest_report",
                            selection=[AssetKey([vault.name, "backtest_report"])],
                            description="Report of one grid file (partition = grid file name).")
-    return [runs, rep]
+    return [inputs, runs, rep]
 
 
 def build_grid_points_sensor(vaults: Sequence[VaultConfig], directory: Path | None = None,
