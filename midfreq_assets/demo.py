@@ -31,7 +31,8 @@ class Stage:
     start: str | None = None
     end: str | None = None
     partition: str | None = None
-    grid_points_of: str | None = None
+    vault: str | None = None
+    grid: str | None = None
 
 
 def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
@@ -42,12 +43,14 @@ def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
 
 
 def stage_partitions(instance, stage: Stage) -> list[str | None]:
-    if stage.grid_points_of:
-        from midfreq_assets.assets.backtests import grid_partitions_name, register_grid_points
+    if stage.grid:
+        from midfreq_assets.assets.backtests import register_grid_points
         from midfreq_assets.definitions import VAULTS
+        from midfreq_assets.domain.grids import grids_dir, load_grid, validate_grid
 
-        register_grid_points(instance, [v for v in VAULTS if v.name == stage.grid_points_of])
-        return list(instance.get_dynamic_partitions(grid_partitions_name(stage.grid_points_of)))
+        vault = next(v for v in VAULTS if v.name == stage.vault)
+        register_grid_points(instance, [vault])
+        return [p.name for p in validate_grid(load_grid(grids_dir() / f"{stage.grid}.yaml"), vault)]
     return [stage.partition]
 
 
@@ -102,7 +105,7 @@ def main() -> int:
         print(f"midfreq demo: replaying {recorded_root} at {server.base_url}")
         ok = True
         for stage in stages:
-            span = f" {stage.start}...{stage.end}" if stage.start else f" {stage.partition or stage.grid_points_of or ''}"
+            span = f" {stage.start}...{stage.end}" if stage.start else f" {stage.partition or stage.grid or ''}"
             print(f"\n== {stage.job}{span}")
             success, seconds, results = run_stage(defs, instance, stage)
             print(f"  {'succeeded' if success else 'FAILED'} in {seconds:.1f}s ({len(results)} run(s))")
