@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from midfreq_resources.lake import read_parquet
 from midfreq_resources.replay_server import ReplayServer
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_ROOT, env_or
 
@@ -93,6 +94,27 @@ def summarize(result) -> list[str]:
     return lines + failed_checks
 
 
+HEADLINE = ["name", "kind", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag", "entropy"]
+
+
+def print_backtest_headlines(stages: list[Stage]) -> None:
+    """The report's grid points beside the benchmarks, and where the HTML report is."""
+    from midfreq_resources.parquet_io_manager import ParquetIOManager
+
+    io = ParquetIOManager()
+    for stage in stages:
+        if not stage.job.endswith("_backtest_report") or not stage.partition:
+            continue
+        vault = stage.job.removesuffix("_backtest_report")
+        path = io.partition_path([vault, "backtest_report"], stage.partition)
+        if not path.exists():
+            continue
+        table = read_parquet(path)
+        print(f"\n== {vault} backtest report '{stage.partition}' (grid points beside benchmarks)")
+        print(table[[c for c in HEADLINE if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"  HTML report: {path.with_suffix('.html')}")
+
+
 def main() -> int:
     recorded_root, stages = load_stages()
     with ReplayServer(recorded_root) as server:
@@ -115,6 +137,8 @@ def main() -> int:
             if not success:
                 break
     lake = env_or(DATA_LAKE_ENV, DEFAULT_DATA_LAKE)
+    if ok:
+        print_backtest_headlines(stages)
     print(f"\nData lake: {lake}")
     print(f"Run history: {os.environ.get('DAGSTER_HOME', '(ephemeral)')}; browse with `make dev`")
     return 0 if ok else 1
