@@ -17,7 +17,7 @@ from midfreq_assets.domain.config import load_vault_configs
 from midfreq_assets.executors import select_executor
 from midfreq_assets.freshness import freshness_checks, freshness_sensor
 from midfreq_assets.jobs import binance_klines_job, nightly_refresh_job, research_jobs
-from midfreq_assets.schedules import binance_klines_schedule, nightly_refresh_schedule
+from midfreq_assets.schedules import binance_klines_schedule, build_vault_schedules, nightly_refresh_schedule
 from midfreq_resources.binance_archive import BinanceArchiveClient
 from midfreq_resources.defillama import DefiLlamaClient
 from midfreq_resources.defillama_coins import DefiLlamaCoinsClient
@@ -26,6 +26,13 @@ from midfreq_resources.parquet_io_manager import ParquetIOManager
 from midfreq_resources.project_config import ProjectConfig
 
 VAULTS = list(load_vault_configs().values())
+
+JOBS = [
+    nightly_refresh_job,
+    binance_klines_job,
+    *research_jobs(VAULTS),
+    *(j for v in VAULTS for j in build_backtest_jobs(v)),
+]
 
 
 def build_resources() -> dict[str, object]:
@@ -49,9 +56,13 @@ defs = Definitions(
         *(a for v in VAULTS for a in build_backtest_assets(v)),
     ],
     asset_checks=[*binance_checks, *freshness_checks],
-    jobs=[nightly_refresh_job, binance_klines_job, *research_jobs(VAULTS), *(j for v in VAULTS for j in build_backtest_jobs(v))],
+    jobs=JOBS,
     sensors=[build_grid_points_sensor(VAULTS), freshness_sensor],
-    schedules=[nightly_refresh_schedule, binance_klines_schedule],
+    schedules=[
+        nightly_refresh_schedule,
+        binance_klines_schedule,
+        *build_vault_schedules([v.name for v in VAULTS], {j.name: j for j in JOBS}),
+    ],
     resources=build_resources(),
     executor=select_executor(),
 )

@@ -34,8 +34,10 @@ def build_vault_jobs(vault_name: str) -> list:
                          partitions_def=daily_partitions,
                          description="The vault's nightly chain for one day: adjusted yields, features, predictions "
                          "(with the week's model) and the rebalance."),
-        define_asset_job(f"{vault_name}_features", selection=AssetSelection.assets(key("features")),
-                         partitions_def=daily_partitions, description="Research features of the vault."),
+        define_asset_job(f"{vault_name}_features",
+                         selection=AssetSelection.assets(key("adjusted_yields"), key("features")),
+                         partitions_def=daily_partitions,
+                         description="Adjusted yields and research features of the vault."),
         define_asset_job(f"{vault_name}_fitted_models", selection=AssetSelection.assets(key("fitted_models")),
                          description="Weekly refit of the vault's models (partition = the week's Monday, as_of)."),
         define_asset_job(f"{vault_name}_decisions",
