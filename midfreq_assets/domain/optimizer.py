@@ -36,8 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from midfreq_assets.domain import config as _config
-from midfreq_assets.domain.config import StrictModel, normalize_slug
+from midfreq_assets.domain.config_base import StrictModel, normalize_slug
 
 #: Solver noise below this (in weight) is snapped back to "no trade".
 SNAP_TOL = 1e-9
@@ -54,6 +53,12 @@ Q_EPS = 1e-9
 #: Gas pruning re-solves per rebalance at most (then small trades are dropped without re-solving).
 MAX_PRUNE_RESOLVES = 2
 
+
+# Reductions without the ndarray-method dispatch (a few us each at ~100 elements, which matters
+# when a whole solve is ~100 us).
+_sum = np.add.reduce
+_cumsum = np.add.accumulate
+_any = np.logical_or.reduce
 
 Weight = Annotated[float, Field(ge=0, le=1)]
 
@@ -231,13 +236,15 @@ def solve_separable(
     closed-form maximizer ``x_i(lam)``. Written as a function of ``lam`` it is ``lo_i`` plus at most
     two "ramps" (the buy side above ``x0`` and the sell side below), each the difference of two
     hinges ``w (p - lam)^+`` with ``w = 1/(2q)`` (a step when ``q = 0``). The total weight S(lam) is
-    then evaluated at every breakpoint with sorted suffix sums, the crossing S(lam) = budget is
-    found exactly, and pools tied at a step (linear pools) share the remaining budget.
+    evaluated at every breakpoint at once (events sorted by decreasing ``lam``, prefix sums of hinge
+    weights, weight x breakpoint and step lengths), the crossing S(lam) = budget is found exactly,
+    and pools tied at a step (linear pools) share the remaining budget. When the budget has slack
+    at ``lam = 0`` (e.g. a group cap that does not bind) the answer is immediate.
     """
     n = a.shape[0]
     if n == 0:
         return np.zeros(0)
-    lo_sum = float(lo.sum())
+    lo_sum = float(_sum(lo))
     if lo_sum > budget:
         raise SolverFailure(f"exact_separable: lower bounds sum to {lo_sum:.6g} > budget {budget:.6g}")
     # pieces: [buy side (n), sell side (n)]; a value v on a piece is optimal while lam <= p(v)
@@ -251,9 +258,80 @@ def solve_separable(
     base = np.concatenate([a - c, a + c])
     p_hi = base - qq * start  # piece empty for lam >= p_hi
     p_lo = base - qq * end  # piece full for lam <= p_lo
-    live = length > 0
-    ramp = live & ~linear
-    step = live & linear
+    step = linear & (length > 0)
+    has_step = bool(_any(step))
+    if has_step:
+        step_len = np.where(step, length, 0.0)
+        at0 = step & (p_hi == 0.0)
+
+    def fill_at(lam: float) -> np.ndarray:
+        fill = np.minimum(np.maximum(ww * (p_hi - lam), 0.0), length)
+        if has_step:
+            fill = np.where(step, np.where(p_hi > lam, length, 0.0), fill)
+        return fill
+
+    def tied(x: np.ndarray, lam: float, ties: np.ndarray) -> np.ndarray:
+        """Linear pools tied at ``lam``: anything in [x, x + span] is optimal; start from "no trade"
+        and move the tied pools together to use exactly the budget (or, at lam = 0, what fits)."""
+        span = np.where(ties, length, 0.0)
+        x_left = x + span[:n] + span[n:]
+        x_tied = np.minimum(np.maximum(x0, x), x_left)
+        rest = budget - float(_sum(x_tied))
+        if lam > 0 or rest < 0:
+            room = x_left - x_tied if rest > 0 else x_tied - x
+            tot = float(_sum(room))
+            if tot > 0:
+                x_tied = x_tied + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
+        return x_tied
+
+    # lam = 0: budget slack (ties at 0 included) -> done
+    fill = fill_at(0.0)
+    x = lo + fill[:n] + fill[n:]
+    slack0 = budget - float(_sum(x))
+    if slack0 >= 0:
+        return tied(x, 0.0, at0) if has_step and _any(at0) else x
+
+    # events in decreasing lam: hinge starts (+w at p_hi), hinge ends (-w at p_lo), steps (+len at p_hi)
+    wr = np.where(linear | (length <= 0), 0.0, ww)  # live ramps only
+    ev = np.concatenate([p_hi, p_lo])
+    wv = np.concatenate([wr, -wr])
+    order = np.argsort(-ev, kind="stable")
+    ev = ev[order]
+    wv = wv[order]
+    cw = _cumsum(wv)
+    cwp = _cumsum(wv * ev)
+    value = cwp - ev * cw + lo_sum  # S(lam = ev[m]) with events 0..m counted
+    if has_step:
+        jv = np.concatenate([step_len, np.zeros(2 * n)])[order]
+        cj = _cumsum(jv)
+        value += cj
+    over = value > budget
+    m = int(np.argmax(over))  # exists: S(0) > budget and S is flat below the lowest event
+    if not over[m]:  # S(0) exceeded the budget by float noise only
+        return tied(x, 0.0, at0) if has_step and _any(at0) else x
+    e = float(ev[m])
+    if m == 0:
+        w_prev, wp_prev, j_prev = 0.0, 0.0, 0.0
+    else:
+        w_prev, wp_prev = float(cw[m - 1]), float(cwp[m - 1])
+        j_prev = float(cj[m - 1]) if has_step else 0.0
+    right = lo_sum + wp_prev - e * w_prev + j_prev  # S just above e (events before m only)
+    if right > budget:  # crossing on the affine piece (e, previous event]
+        # (clamped to the piece: prefix sums can leave a ~1e-16 slope where it is really 0)
+        lam = min(e + (right - budget) / w_prev, float(ev[m - 1])) if m > 0 else e
+        fill = fill_at(lam)
+        x = lo + fill[:n] + fill[n:]
+        # Newton step on lam to remove float error: shift the pools strictly inside a ramp
+        wa = np.where((fill > 0) & (fill < length), wr, 0.0)
+        wa = wa[:n] + wa[n:]
+        wsum = float(_sum(wa))
+        if wsum > 0:
+            x = np.minimum(np.maximum(x + wa * ((budget - float(_sum(x))) / wsum), lo), hi)
+        return x
+    # S jumps over the budget at a step at e: the tied linear pools share what is left
+    fill = fill_at(e)
+    x = lo + fill[:n] + fill[n:]
+    return tied(x, max(e, 0.0), step & (p_hi == e))
 
     # S(lam) = sum(lo) + sum over ramps of w[(p_hi - lam)^+ - (p_lo - lam)^+] + steps above lam
     hp = np.concatenate([p_hi[ramp], p_lo[ramp]])
@@ -296,10 +374,10 @@ def solve_separable(
         span = span[:n] + span[n:]
         x_left = x + span
         x_tied = np.minimum(np.maximum(x0, x), x_left)
-        rest = budget - x_tied.sum()
+        rest = budget - float(_sum(x_tied))
         if lam > 0 or rest < 0:
             room = x_left - x_tied if rest > 0 else x_tied - x
-            tot = room.sum()
+            tot = float(_sum(room))
             if tot > 0:
                 x_tied = x_tied + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
         x = x_tied
@@ -307,9 +385,9 @@ def solve_separable(
         # Newton step on lam to remove float error: shift the pools strictly inside a ramp
         wa = np.where(ramp & (fill > 0) & (fill < length), ww, 0.0)
         wa = wa[:n] + wa[n:]
-        wsum = wa.sum()
+        wsum = float(_sum(wa))
         if wsum > 0:
-            x = np.minimum(np.maximum(x + wa * ((budget - x.sum()) / wsum), lo), hi)
+            x = np.minimum(np.maximum(x + wa * ((budget - float(_sum(x))) / wsum), lo), hi)
     return x
 
 
@@ -501,14 +579,16 @@ class VaultOptimizer:
         """Remove solver noise: pull tiny violations back into the constraints, and snap near-zero
         trades to exactly none."""
         x = np.minimum(np.maximum(x, inp.lo), np.maximum(inp.hi, inp.lo))
-        if self.group_matrix.shape[0] or x.sum() > inp.budget:
+        groups = self.group_matrix.shape[0] > 0
+        if _sum(x) > inp.budget or (groups and _any(self.group_matrix @ x > self.group_caps)):
             x = self._sell_into_constraints(inp, x)
         snap = (np.abs(x - inp.x0) < SNAP_TOL) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
-        snapped = np.where(snap, inp.x0, x)
-        if snapped.sum() <= inp.budget + 1e-12 and (
-            not self.group_matrix.shape[0] or np.all(self.group_matrix @ snapped <= self.group_caps + 1e-12)
-        ):
-            x = snapped
+        if _any(snap):
+            snapped = np.where(snap, inp.x0, x)
+            if _sum(snapped) <= inp.budget + 1e-12 and (
+                not groups or np.all(self.group_matrix @ snapped <= self.group_caps + 1e-12)
+            ):
+                x = snapped
         return x
 
     # -- solve -----------------------------------------------------------------------------------
@@ -731,4 +811,3 @@ def optimizer_for_vault(
     )
 
 
-_config._bind_research_sections()  # VaultConfig.strategy is typed by StrategyConfig (circular import)
