@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from midfreq_assets.domain.config import ConfigError, load_token_registry, load_vault_config, load_vault_configs
+from midfreq_assets.domain.config import (
+    ConfigError,
+    load_token_registry,
+    load_vault_config,
+    load_vault_configs,
+)
 
 REPO = Path(__file__).parents[1]
 VAULT = REPO / "configs" / "vaults" / "usd_lending.yaml"

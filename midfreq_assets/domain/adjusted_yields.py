@@ -23,7 +23,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from midfreq_assets.domain.config_base import StrictModel
 
 DAYS_PER_YEAR = 365.0
 
@@ -51,13 +53,6 @@ DEFAULT_CHAIN_PREFIXES: dict[str, str] = {
 # --------------------------------------------------------------------------------------------
 # Configuration (the vault YAML `yields:` section)
 # --------------------------------------------------------------------------------------------
-
-
-class StrictModel(BaseModel):
-    """Same rules as ``config.StrictModel`` (unknown keys are errors); defined here because
-    ``config.VaultConfig`` imports this module, so importing ``config`` back would be circular."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RewardHaircutConfig(StrictModel):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from midfreq_assets.domain.config import StrictModel, config_dir, load_model
+from midfreq_assets.domain.config_base import StrictModel, config_dir, load_model
 from midfreq_assets.domain.klines import INTERVAL_SECONDS
 
 Market = Literal["spot", "futures/um", "futures/cm"]

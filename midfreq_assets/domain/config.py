@@ -7,40 +7,36 @@ the backtest lives in a vault YAML file under ``configs/vaults/``.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-if TYPE_CHECKING:  # bound at runtime by _bind_research_sections (circular: they subclass StrictModel)
-    from midfreq_assets.domain.features import FeatureMapConfig
-    from midfreq_assets.domain.labels import LabelMapConfig
-    from midfreq_assets.domain.models import ModelsConfig
-    from midfreq_assets.domain.optimizer import StrategyConfig
+from pydantic import Field, field_validator, model_validator
 
 from midfreq_assets.domain.adjusted_yields import YieldAdjustmentConfig
+from midfreq_assets.domain.backtest_config import BacktestConfig
+from midfreq_assets.domain.config_base import (
+    DEFAULT_CONFIG_DIR,
+    ConfigError,
+    StrictModel,
+    config_dir,
+    format_validation_error,
+    load_model,
+    normalize_slug,
+    read_yaml,
+    validate_model,
+)
+from midfreq_assets.domain.features import FeatureMapConfig
+from midfreq_assets.domain.labels import LabelMapConfig
+from midfreq_assets.domain.models import ModelsConfig
+from midfreq_assets.domain.optimizer import StrategyConfig
+
+__all__ = [
+    "DEFAULT_CONFIG_DIR", "BacktestConfig", "ConfigError", "ExclusionConfig", "StrictModel", "TokenRegistry",
+    "VaultConfig", "config_dir", "format_validation_error", "load_model", "load_token_registry",
+    "load_vault_config", "load_vault_configs", "normalize_slug", "read_yaml", "validate_model",
+]
 
 ReferenceAsset = Literal["usd", "eth", "btc"]
-
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration file is unreadable or invalid; the message names file, key and problem."""
-
-
-class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors (catches typos)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def normalize_slug(name: str) -> str:
-    """DefiLlama project slug: lower-case, spaces -> '-'."""
-    return re.sub(r"\s+", "-", name.strip().lower())
 
 
 class ExclusionConfig(StrictModel):
@@ -66,13 +62,12 @@ class VaultConfig(StrictModel):
     min_pool_tvl_usd: float = Field(default=0.0, ge=0)
     min_protocol_tvl_usd: float | None = Field(default=None, ge=0)
     exclude: ExclusionConfig = Field(default_factory=ExclusionConfig)
-    # research engine (features.py / labels.py / models.py); types bound by _bind_research_sections
-    feature_map: FeatureMapConfig = Field(default_factory=lambda: FeatureMapConfig())
-    label_map: LabelMapConfig = Field(default_factory=lambda: LabelMapConfig())
-    models: ModelsConfig = Field(default_factory=lambda: ModelsConfig())
     yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
-    # rebalancing (optimizer.py); type bound by _bind_research_sections like the research sections
-    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig())
+    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
+    label_map: LabelMapConfig = Field(default_factory=LabelMapConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
 
     @field_validator("protocols")
     @classmethod
@@ -105,21 +100,6 @@ class VaultConfig(StrictModel):
         return None
 
 
-def _bind_research_sections() -> None:
-    """Resolve VaultConfig's research fields. Their classes subclass StrictModel, so their modules
-    import this one; whichever side is imported first, the last one to finish binds them."""
-    try:
-        from midfreq_assets.domain.features import FeatureMapConfig
-        from midfreq_assets.domain.labels import LabelMapConfig
-        from midfreq_assets.domain.models import ModelsConfig
-        from midfreq_assets.domain.optimizer import StrategyConfig
-    except ImportError:  # a research module is still initializing: it calls this when done
-        return
-    globals().update(FeatureMapConfig=FeatureMapConfig, LabelMapConfig=LabelMapConfig, ModelsConfig=ModelsConfig)
-    globals().update(StrategyConfig=StrategyConfig)
-    VaultConfig.model_rebuild()
-
-
 class TokenRegistry(StrictModel):
     """Token address -> symbol per chain, and the pegged symbols of each reference asset."""
 
@@ -143,50 +123,6 @@ class TokenRegistry(StrictModel):
         return self.addresses.get(chain.lower(), {}).get(address.lower())
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def format_validation_error(path: Path | str, err: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
-        if e["type"] == "extra_forbidden":
-            problem = "unknown key (typo?)"
-        else:
-            problem = e["msg"]
-            if "input" in e and e["type"] != "missing":
-                problem += f" (got {e['input']!r})"
-        lines.append(f"  - {key}: {problem}")
-    return "\n".join(lines)
-
-
-def read_yaml(path: Path | str) -> Any:
-    path = Path(path)
-    try:
-        with path.open() as fh:
-            return yaml.safe_load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
-def validate_model(model: type[M], data: Any, source: Path | str) -> M:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
-
-
-def load_model(model: type[M], path: Path | str) -> M:
-    return validate_model(model, read_yaml(path), path)
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("MIDFREQ_CONFIG_DIR", DEFAULT_CONFIG_DIR))
-
 
 def load_vault_config(path: Path | str) -> VaultConfig:
     vault = load_model(VaultConfig, path)
@@ -208,5 +144,3 @@ def load_vault_configs(directory: Path | str | None = None) -> dict[str, VaultCo
 def load_token_registry(path: Path | str | None = None) -> TokenRegistry:
     return load_model(TokenRegistry, path or config_dir() / "tokens.yaml")
 
-
-_bind_research_sections()

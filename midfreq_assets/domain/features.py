@@ -47,8 +47,7 @@ import pandas as pd
 from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 from scipy.signal import lfilter
 
-from midfreq_assets.domain import config as _config
-from midfreq_assets.domain.config import StrictModel
+from midfreq_assets.domain.config_base import StrictModel
 
 LOG_FLOOR = 1e-32
 ARCTANH_EPS = 1e-8
@@ -477,4 +476,3 @@ def compute_features(
     return out
 
 
-_config._bind_research_sections()

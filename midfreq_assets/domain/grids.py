@@ -190,7 +190,7 @@ def apply_overrides(
     ``source`` (the grid file) is named in every error, with the dotted key."""
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides)
     vdata = vault_yaml_shape(vault)
-    bdata = (backtest or BacktestConfig()).model_dump(mode="python")
+    bdata = (backtest or vault.backtest).model_dump(mode="python")
     for key, value in items:
         if key.startswith("backtest."):
             _set_dotted(bdata, key.removeprefix("backtest."), value, source)

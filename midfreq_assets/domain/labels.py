@@ -32,8 +32,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BeforeValidator, Field, NonNegativeInt, PositiveInt, model_validator
 
-from midfreq_assets.domain import config as _config
-from midfreq_assets.domain.config import StrictModel
+from midfreq_assets.domain.config_base import StrictModel
 from midfreq_assets.domain.features import PanelIndex, _listify
 
 IntList = Annotated[list[PositiveInt], BeforeValidator(_listify)]
@@ -210,4 +209,3 @@ def _as_time(ns: np.ndarray, tz: Any) -> pd.DatetimeIndex:
     return out.tz_localize("UTC").tz_convert(tz) if tz is not None else out
 
 
-_config._bind_research_sections()

@@ -38,8 +38,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-from midfreq_assets.domain import config as _config
-from midfreq_assets.domain.config import StrictModel
+from midfreq_assets.domain.config_base import StrictModel
 from midfreq_assets.domain.features import PanelIndex
 
 Mode = Literal["pooled", "per_instrument"]
@@ -431,4 +430,3 @@ def fit_estimator(
     return fitted
 
 
-_config._bind_research_sections()

@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import Field
 from sklearn.base import is_classifier
 
-from midfreq_assets.domain.config import StrictModel, load_model
+from midfreq_assets.domain.config_base import StrictModel, load_model
 from midfreq_assets.domain.cross_validation import cross_validate_estimator
 from midfreq_assets.domain.features import (
     FeatureMapConfig,
