@@ -168,18 +168,30 @@ def _clean_inputs(
         raise ValueError(f"shape mismatch: apy {a_raw.shape}, tvl {tvl.shape}, weights {x0.shape}")
     if not (math.isfinite(wealth) and wealth > 0):
         raise ValueError(f"wealth must be a positive finite number, got {wealth!r}")
-    if not np.all(np.isfinite(x0)) or np.any(x0 < -1e-12):
+    x0_sum = float(_sum(x0))
+    if not (math.isfinite(x0_sum) and float(np.minimum.reduce(x0, initial=0.0)) >= -1e-12):
         raise ValueError("current_weights must be finite and >= 0")
     x0 = np.maximum(x0, 0.0)
-    tvl_ok = np.isfinite(tvl) & (tvl > 0)
-    buyable = np.isfinite(a_raw) & tvl_ok
-    a = np.where(np.isfinite(a_raw), np.maximum(a_raw, 0.0), 0.0)
-    safe_tvl = np.where(tvl_ok, tvl, 1.0)
-    q = np.where(tvl_ok, a * wealth / safe_tvl, 0.0)
-    hi = np.full(n, strategy.concentration_limit)
-    if strategy.max_pool_tvl_share is not None:
-        hi = np.where(tvl_ok, np.minimum(hi, strategy.max_pool_tvl_share * safe_tvl / wealth), hi)
-    hi = np.where(buyable, hi, np.minimum(hi, x0))
+    limit, share = strategy.concentration_limit, strategy.max_pool_tvl_share
+    if math.isfinite(float(_sum(a_raw)) + float(_sum(tvl))) and float(np.minimum.reduce(tvl, initial=1.0)) > 0:
+        # the common case: every pool has a finite prediction and a positive, finite TVL
+        tvl_ok = buyable = np.ones(n, dtype=bool)
+        a = np.maximum(a_raw, 0.0)
+        q = a * (wealth / tvl)
+        hi = np.minimum(limit, (share * tvl) / wealth) if share is not None else np.full(n, limit)
+        tvl_out = tvl
+    else:
+        tvl_ok = np.isfinite(tvl) & (tvl > 0)
+        a_fin = np.isfinite(a_raw)
+        buyable = a_fin & tvl_ok
+        a = np.where(a_fin, np.maximum(a_raw, 0.0), 0.0)
+        safe_tvl = np.where(tvl_ok, tvl, 1.0)
+        q = np.where(tvl_ok, a * wealth / safe_tvl, 0.0)
+        hi = np.full(n, limit)
+        if share is not None:
+            hi = np.where(tvl_ok, np.minimum(hi, share * safe_tvl / wealth), hi)
+        hi = np.where(buyable, hi, np.minimum(hi, x0))
+        tvl_out = np.where(tvl_ok, tvl, np.nan)
     return _Inputs(
         a=a,
         q=q,
@@ -190,7 +202,7 @@ def _clean_inputs(
         budget=1.0 - strategy.base_buffer,
         buyable=buyable,
         wealth=float(wealth),
-        tvl=np.where(tvl_ok, tvl, np.nan),
+        tvl=tvl_out,
     )
 
 
