@@ -97,7 +97,11 @@ class ParquetIOManager(ConfigurableIOManager):
             else:
                 missing.append(key)
         if missing:
-            allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions", False))
+            meta = context.definition_metadata or {}
+            allow_missing = bool(meta.get("allow_missing_partitions", False))
+            if allow_missing and not frames and meta.get("optional", False):
+                context.log.info(f"{context.asset_key.to_user_string()}: optional input not materialized yet")
+                return pd.DataFrame()
             if not allow_missing or not frames:
                 raise FileNotFoundError(
                     f"{context.asset_key.to_user_string()}: partitions not materialized: "

@@ -125,3 +125,18 @@ def test_top_pools_and_stored_frame_round_trip():
     back = bt.result_from_frame(bt.result_frame(res), "x", res.initial_wealth)
     pd.testing.assert_series_equal(back.wealth, res.wealth.rename("x"))
     pd.testing.assert_frame_equal(back.weight_panel(), res.weight_panel(), check_names=False)
+
+
+def test_backtest_can_earn_adjusted_yields():
+    hist = synthetic_history(days=60)
+    adjusted = hist[["date", "pool"]].assign(adjusted_apy=hist["apy"] - 0.02)  # e.g. a reward haircut
+    merged = bt.with_adjusted_apy(hist, adjusted)
+    assert (merged["apy"] - merged["adjusted_apy"]).round(12).eq(0.02).all()
+    assert bt.with_adjusted_apy(hist, pd.DataFrame()) is hist
+    growth = {}
+    for column in ("apy", "adjusted_apy"):
+        cfg = bt.BacktestConfig(apy_column=column)
+        inputs = bt.BacktestInputs.from_long(merged, VAULT, apy_column=column)
+        res, _ = bt.run_vault_backtest(merged, inputs, VAULT, cfg)
+        growth[column] = math.log(res.wealth.iloc[-1] / res.wealth.iloc[0])
+    assert growth["adjusted_apy"] < growth["apy"] - 0.5 * 0.02 * 59 / 365

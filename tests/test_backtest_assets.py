@@ -36,7 +36,7 @@ def test_grid_runs_and_report(tmp_path):
 
     assets = build_backtest_assets(VAULT, gdir)
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata")]
+                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
@@ -93,7 +93,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path):
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata")]
+                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
     result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
                          resources={"parquet_io_manager": io},
                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})

@@ -118,6 +118,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path | None = Non
                                     metadata=all_days),
             "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=AllPartitionMapping(),
                                      metadata=all_days),
+            "adjusted_yields": AssetIn(key=AssetKey([prefix, "adjusted_yields"]),
+                                       partition_mapping=AllPartitionMapping(),
+                                       metadata={**all_days, "optional": True}),
         },
         io_manager_key="parquet_io_manager",
         group_name=f"{prefix}_backtests",
@@ -125,8 +128,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path | None = Non
         description=f"Vault {vault.name}: pool rows over the whole history with eligible (in the universe "
         "that day), project and chain. The input every backtest of the vault reads.",
     )
-    def backtest_panel(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame):
-        panel = bt.vault_panel(pool_history, pool_metadata, vault)
+    def backtest_panel(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
+                       adjusted_yields: pd.DataFrame):
+        panel = bt.vault_panel(bt.with_adjusted_apy(pool_history, adjusted_yields), pool_metadata, vault)
         return Output(panel, metadata={
             "dagster/row_count": len(panel),
             "pools": int(panel["pool"].nunique()),

@@ -439,6 +439,16 @@ def run_vault_backtest(
 # --------------------------------------------------------------------------------------------
 
 
+def with_adjusted_apy(history: pd.DataFrame, adjusted: pd.DataFrame | None) -> pd.DataFrame:
+    """``history`` plus the ``adjusted_apy`` column of ``adjusted_yields`` where it exists, so a
+    backtest can earn adjusted yields (``backtest.apy_column: adjusted_apy``)."""
+    if adjusted is None or adjusted.empty or "adjusted_apy" not in adjusted:
+        return history
+    adj = adjusted[["date", "pool", "adjusted_apy"]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize())
+    hist = history.drop(columns=["adjusted_apy"], errors="ignore")
+    return hist.assign(date=pd.to_datetime(hist["date"]).dt.normalize()).merge(adj, on=["date", "pool"], how="left")
+
+
 def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: VaultConfig) -> pd.DataFrame:
     """``pool_history`` rows of the pools ever in ``vault``'s universe, with ``eligible`` (in the
     universe that day), ``project`` and ``chain``: everything a backtest of the vault reads."""
