@@ -473,3 +473,70 @@ def test_vault_strategy_uses_exact_solver() -> None:
         assert np.all(fast.group_matrix @ rf.target_weights <= fast.group_caps + 1e-12)
         assert rf.target_weights.sum() <= 1 - vault.strategy.base_buffer + 1e-12
         x = rf.target_weights
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gas_pruning_with_caps_resolves_at_most_twice(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning freezes idle + small trades, re-solves <= MAX_PRUNE_RESOLVES times, then drops what is
+    still small without breaking the budget, the caps or the bounds."""
+    import midfreq_assets.domain.optimizer as mod
+    from midfreq_assets.domain.optimizer import _clean_inputs
+
+    rng = np.random.default_rng(500 + seed)
+    n = 40
+    protocols = rng.choice(PROTOCOLS, n).tolist()
+    chains = [{"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Base"}[p]
+              for p in protocols]
+    strat = StrategyConfig(cost=0.0005, base_buffer=0.02, concentration_limit=0.1, max_pool_tvl_share=0.05,
+                           protocol_caps={"euler-v2": 0.2, "fluid-lending": 0.15}, chain_caps={"base": 0.3},
+                           gas_usd=float(rng.choice([5.0, 50.0])), min_trade_usd=1000.0)
+    opt = VaultOptimizer(pools(n), strat, protocols=protocols, chains=chains)
+    assert opt.exact
+    calls = []
+    real = VaultOptimizer._solve_once
+    monkeypatch.setattr(VaultOptimizer, "_solve_once", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    wealth = 1e6
+    x = np.zeros(n)
+    for _ in range(15):
+        a, tvl, _ = random_instance(rng, n)
+        calls.clear()
+        r = opt.solve(a, tvl, wealth, x)
+        assert r.ok and r.solver == "exact_separable"
+        assert len(calls) <= 1 + mod.MAX_PRUNE_RESOLVES
+        y = r.target_weights
+        assert np.all(y >= 0) and np.all(y <= strat.concentration_limit + 1e-12)
+        assert y.sum() <= 1 - strat.base_buffer + 1e-9
+        assert np.all(opt.group_matrix @ y <= opt.group_caps + 1e-9)
+        assert np.all(y * wealth <= strat.max_pool_tvl_share * tvl * (1 + 1e-9) + 1e-9)
+        inp = _clean_inputs(strat, a, tvl, wealth, x)
+        forced = (inp.x0 > inp.hi) | (np.abs(opt.group_matrix.T @ np.maximum(opt.group_matrix @ inp.x0 - opt.group_caps, 0)) > 0)
+        notional = np.abs(r.trades_usd)
+        buys = (r.trades_usd > 0) & ~forced  # small sales may be kept when the budget needs them; buys never
+        sells = (r.trades_usd < 0) & ~forced
+        assert np.all(notional[buys] >= strat.min_trade_usd * (1 - 1e-9))
+        if "kept" not in r.message:
+            assert np.all(notional[sells] >= strat.min_trade_usd * (1 - 1e-9))
+        gain = a * notional * strat.horizon_days / 365
+        assert np.all(gain[buys] >= strat.gas_multiple * strat.gas_usd * (1 - 1e-9))
+        x = y * rng.uniform(0.98, 1.02, n)  # drift
+
+
+def test_drop_small_keeps_budget_and_caps() -> None:
+    from midfreq_assets.domain.optimizer import _clean_inputs
+
+    strat = StrategyConfig(cost=0.0, concentration_limit=0.5, protocol_caps={"euler-v2": 0.3}, gas_usd=10.0)
+    opt = VaultOptimizer(pools(5), strat, protocols=["euler-v2"] * 3 + ["aave-v3"] * 2)
+    a = np.full(5, 0.05)
+    x0 = np.array([0.2, 0.05, 0.05, 0.3, 0.2])  # euler at its cap
+    inp = _clean_inputs(strat, a, np.full(5, 1e12), 1e6, x0)
+    # a small sale of pool 0 helps fund a big buy of pool 1 inside the binding euler cap; a small
+    # buy of pool 4
+    x = np.array([0.199, 0.101, 0.0, 0.3, 0.2005])
+    assert opt.group_matrix[0] @ x <= 0.3 + 1e-12
+    small = np.array([True, False, False, False, True])
+    y, kept = opt._drop_small(inp, x, small)
+    assert kept == 0
+    assert y[0] == x0[0] and y[4] == x0[4]
+    assert opt.group_matrix[0] @ y <= 0.3 + 1e-12 and y.sum() <= 1.0 + 1e-12
+    assert y[1] - x0[1] >= opt._min_trade(inp)[1]  # the big buy stays worth its gas
+    assert y[2] == 0.0 and y[3] == 0.3
