@@ -66,7 +66,7 @@ def _run_chunk(args):
 
     if not _STATE:
         upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                    for k in ("pool_history", "pool_metadata")]
+                    for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
         _STATE["assets"] = [*build_backtest_assets(VAULT), *upstream]
         _STATE["instance"] = DagsterInstance.get()
     if len(keys) == 1:
