@@ -15,12 +15,18 @@ production decisions and backtested decisions come from the same code.
 
 Two solvers give the same answer:
 
-- an exact specialised solver for the separable case (no group caps, no turnover cap): the
+- an exact specialised solver (no turnover cap; protocol caps, chain caps, or both when they
+  nest, i.e. any laminar family of groups; per-pool TVL share is a per-pool bound): the
   Lagrangian of the budget splits into per-pool piecewise-quadratic 1-D problems with a
   closed-form solution; the budget multiplier is found exactly from the sorted breakpoints of the
-  piecewise-linear total-weight curve (no iterative tolerance);
+  piecewise-linear total-weight curve (no iterative tolerance). A group cap is exactly a tighter
+  upper bound per pool, from the group's own exact solve (:func:`solve_nested`);
 - a DPP cvxpy problem built once per universe with ``cp.Parameter``s and re-solved with new
-  values (warm start), used when group caps or a turnover cap are configured, and as fallback.
+  values (warm start), used with a turnover cap or overlapping (non-nested) group caps, and as
+  fallback.
+
+Gas / min-trade pruning freezes small and idle trades and re-solves at most
+:data:`MAX_PRUNE_RESOLVES` times, then drops what is still small without re-solving.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ class StrategyConfig(StrictModel):
     primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
     fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
     use_fast_path: bool = Field(
-        default=True, description="exact separable solver when no group caps and no turnover cap"
+        default=True, description="exact solver when no turnover cap and the group caps nest (else cvxpy)"
     )
 
     def amortized_cost(self) -> float:
@@ -489,7 +495,7 @@ class VaultOptimizer:
         self.fast_groups = _laminar_groups(self.group_matrix, self.group_caps)
         #: The exact solver applies: groups are laminar and there is no turnover cap.
         self.exact = self.fast_groups is not None and self.strategy.max_turnover is None
-        self.separable = not rows and self.strategy.max_turnover is None
+        self.separable = not rows and self.strategy.max_turnover is None  # no groups at all (kept for callers)
         self._problem: cp.Problem | None = None
         self._params: dict[str, cp.Parameter] = {}
         self._x: cp.Variable | None = None
