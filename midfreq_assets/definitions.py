@@ -13,6 +13,7 @@ from midfreq_assets.assets.binance import binance_assets, binance_checks
 from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.assets.prices import build_price_assets
 from midfreq_assets.assets.research import research_assets
+from midfreq_assets.assets.signals import build_signal_report_assets
 from midfreq_assets.domain.config import load_vault_configs
 from midfreq_assets.executors import select_executor
 from midfreq_assets.freshness import freshness_checks, freshness_sensor
@@ -53,6 +54,7 @@ defs = Definitions(
         *build_price_assets(VAULTS),
         *binance_assets,
         *research_assets(VAULTS),
+        *build_signal_report_assets(),
         *(a for v in VAULTS for a in build_backtest_assets(v)),
     ],
     asset_checks=[*binance_checks, *freshness_checks],

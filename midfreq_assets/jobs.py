@@ -58,6 +58,9 @@ def build_price_research_jobs(intervals: list[str]) -> list:
                          selection=AssetSelection.assets(*(key(i, "predictions") for i in intervals)),
                          partitions_def=binance_partitions, description="Price predictions, every interval."),
     ]
+    jobs.append(define_asset_job("price_research_signal_reports",
+                                 selection=AssetSelection.assets(*(key(i, "signal_report") for i in intervals)),
+                                 description="Price models traded as signals, per interval (unpartitioned)."))
     jobs += [define_asset_job(f"price_research_{i}_fitted_models", selection=AssetSelection.assets(key(i, "fitted_models")),
                               description=f"Weekly refit of the {i} price models.") for i in intervals]
     return jobs
