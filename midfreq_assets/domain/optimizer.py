@@ -431,11 +431,16 @@ def solve_nested(
     ``hi_i <- x*_i`` where ``x*`` solves the group alone (:func:`solve_separable` with budget
     ``cap``, ties included). Inner groups first, then each enclosing group on the tightened bounds,
     then the global budget: one exact O(n log n) solve per capped group and one for the budget;
-    no bisection. (Proof sketch: any optimum of the capped problem can be chosen <= x*; the KKT
+    no bisection. The uncapped problem is solved first: when its answer meets every cap (most
+    rebalances), that is the answer. (Proof sketch: any optimum of the capped problem can be chosen <= x*; the KKT
     multiplier of the group is ``max(0, nu_g - mu)`` with ``mu`` the multiplier of the enclosing
     constraints, and a point <= x* satisfies the cap, so the tightened problem has the same optimum.)
     """
     if groups:
+        # most rebalances do not hit a cap: if the uncapped optimum satisfies every cap, it is optimal
+        x = solve_separable(a, q, x0, c, lo, hi, budget)
+        if all(_sum(x[idx]) <= cap for idx, cap in groups):
+            return x
         hi = hi.copy()
         for idx, cap in groups:
             if hi[idx].sum() <= cap:  # cannot bind
