@@ -22,6 +22,8 @@ from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_RO
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def run_stage(defs, instance, stage: Stage) -> tuple[bool, float, list]:
     tags = {RANGE_START_TAG: stage.start, RANGE_END_TAG: stage.end} if stage.start else {}
     started = time.perf_counter()
     results = [
-        job.execute_in_process(instance=instance, tags=tags, partition_key=key, raise_on_error=False)
+        job.execute_in_process(run_config=QUIET, instance=instance, tags=tags, partition_key=key, raise_on_error=False)
         for key in stage_partitions(instance, stage)
     ]
     return all(r.success for r in results), time.perf_counter() - started, results
