@@ -24,7 +24,6 @@ from midfreq_resources.lake import (
 )
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
-
 #: Asset/output definition metadata naming the column that holds each row's partition key, used
 #: to split an output covering several partitions (default: split daily partitions by ``date``).
 PARTITION_COLUMN_KEY = "partition_column"

@@ -469,7 +469,8 @@ def test_vault_strategy_uses_exact_solver() -> None:
     for _ in range(10):
         a, tvl, _ = random_instance(rng, n)
         rf, rs = fast.solve(a, tvl, W, x), slow.solve(a, tvl, W, x)
-        assert rf.solver == "exact_separable"
+        assert rf.solver == "exact_separable" and rs.solver == "CLARABEL"
+        assert abs(rf.objective - rs.objective) <= 1e-6
         assert np.all(fast.group_matrix @ rf.target_weights <= fast.group_caps + 1e-12)
         assert rf.target_weights.sum() <= 1 - vault.strategy.base_buffer + 1e-12
         x = rf.target_weights

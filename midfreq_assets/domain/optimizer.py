@@ -269,7 +269,8 @@ def solve_separable(
     qq = np.concatenate([q, q])
     qq *= 2.0
     linear = qq <= 2.0 * Q_EPS
-    ww = np.divide(1.0, qq, out=np.zeros(2 * n), where=~linear)  # 1/(2q), 0 for linear pools
+    # 1/(2q); finite but meaningless for linear pools, whose pieces are steps (handled apart)
+    ww = 1.0 / np.maximum(qq, 2.0 * Q_EPS)
     start = np.concatenate([np.maximum(x0, lo), lo])
     end = np.concatenate([hi, np.minimum(x0, hi)])
     length = np.maximum(end - start, 0.0)
@@ -350,63 +351,6 @@ def solve_separable(
     fill = fill_at(e)
     x = lo + fill[:n] + fill[n:]
     return tied(x, max(e, 0.0), step & (p_hi == e))
-
-    # S(lam) = sum(lo) + sum over ramps of w[(p_hi - lam)^+ - (p_lo - lam)^+] + steps above lam
-    hp = np.concatenate([p_hi[ramp], p_lo[ramp]])
-    w_r = ww[ramp]
-    hw = np.concatenate([w_r, -w_r])
-    order = np.argsort(hp)
-    hp, hw = hp[order], hw[order]
-    suf_w = np.zeros(hp.size + 1)
-    suf_wp = np.zeros(hp.size + 1)
-    suf_w[:-1] = np.cumsum(hw[::-1])[::-1]
-    suf_wp[:-1] = np.cumsum((hw * hp)[::-1])[::-1]
-    sp = np.sort(p_hi[step])
-    sl = length[step][np.argsort(p_hi[step])]
-    suf_l = np.zeros(sp.size + 1)
-    suf_l[:-1] = np.cumsum(sl[::-1])[::-1]
-
-    events = np.sort(np.concatenate([hp, sp]))
-    events = np.concatenate([[0.0], events[np.searchsorted(events, 0.0, side="right") :]])
-    k_h = np.searchsorted(hp, events, side="right")
-    hinge = suf_wp[k_h] - events * suf_w[k_h]
-    s_right = lo_sum + hinge + suf_l[np.searchsorted(sp, events, side="right")]
-    s_left = lo_sum + hinge + suf_l[np.searchsorted(sp, events, side="left")]
-    if s_right[0] <= budget:
-        lam, tie = 0.0, bool(s_left[0] > budget or np.any(sp == 0.0))  # ties at 0: prefer no trade
-    else:
-        k = int(np.argmax(s_right <= budget))  # exists: beyond the last event S = sum(lo) <= budget
-        if s_left[k] <= budget:  # crossing inside (e[k-1], e[k]] where S is affine
-            e0, e1 = events[k - 1], events[k]
-            lam = e0 + (s_right[k - 1] - budget) * (e1 - e0) / (s_right[k - 1] - s_left[k])
-            lam, tie = min(max(lam, e0), e1), False
-        else:  # S jumps over the budget at a step: the tied linear pools share what is left
-            lam, tie = float(events[k]), True
-
-    fill = np.minimum(np.maximum(ww * (p_hi - lam), 0.0), length)
-    fill[step] = np.where(p_hi[step] > lam, length[step], 0.0)
-    x = lo + fill[:n] + fill[n:]
-    if tie:
-        # tied linear pools: anything in [x_right, x_left] is optimal; start from "no trade"
-        span = np.where(step & (p_hi == lam), length, 0.0)
-        span = span[:n] + span[n:]
-        x_left = x + span
-        x_tied = np.minimum(np.maximum(x0, x), x_left)
-        rest = budget - float(_sum(x_tied))
-        if lam > 0 or rest < 0:
-            room = x_left - x_tied if rest > 0 else x_tied - x
-            tot = float(_sum(room))
-            if tot > 0:
-                x_tied = x_tied + np.sign(rest) * room * min(abs(rest) / tot, 1.0)
-        x = x_tied
-    elif lam > 0:
-        # Newton step on lam to remove float error: shift the pools strictly inside a ramp
-        wa = np.where(ramp & (fill > 0) & (fill < length), ww, 0.0)
-        wa = wa[:n] + wa[n:]
-        wsum = float(_sum(wa))
-        if wsum > 0:
-            x = np.minimum(np.maximum(x + wa * ((budget - float(_sum(x))) / wsum), lo), hi)
-    return x
 
 
 def solve_nested(
@@ -588,9 +532,9 @@ class VaultOptimizer:
 
     def _violation(self, inp: _Inputs, x: np.ndarray, turnover: float | None) -> float:
         v = [
-            np.max(inp.lo - x, initial=0.0),
-            np.max(x - inp.hi, initial=0.0),
-            x.sum() - inp.budget,
+            np.maximum.reduce(inp.lo - x, initial=0.0),
+            np.maximum.reduce(x - inp.hi, initial=0.0),
+            _sum(x) - inp.budget,
         ]
         if self.group_matrix.shape[0]:
             v.append(np.max(self.group_matrix @ x - self.group_caps))
