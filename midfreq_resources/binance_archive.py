@@ -14,21 +14,20 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import httpx
-from dagster import ConfigurableResource
 from pydantic import Field
 
 from midfreq_resources.http_retry import (
+    HttpSourceResource,
     NotFoundError,
-    RetryPolicy,
     SourceError,
     aget_with_retries,
     gather_bounded,
     get_with_retries,
 )
-from midfreq_resources.settings import BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL, env_or
+from midfreq_resources.settings import BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL
 
 Market = Literal["spot", "futures/um", "futures/cm"]
 Freq = Literal["daily", "monthly"]
@@ -141,26 +140,13 @@ class ArchiveBatch:
     failed: dict[ArchiveFile, str] = field(default_factory=dict)
 
 
-class BinanceArchiveClient(ConfigurableResource):
+class BinanceArchiveClient(HttpSourceResource):
     """data.binance.vision with timeouts, bounded retries, bounded concurrency and SHA-256 checks."""
 
-    base_url: str = Field(
-        default="", description=f"service root; empty: ${BINANCE_ARCHIVE_URL_ENV} at run time, else {LIVE_BINANCE_ARCHIVE_URL}"
-    )
-
-    @property
-    def root_url(self) -> str:
-        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
-        return (self.base_url or env_or(BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL)).rstrip("/")
+    ENV_VAR: ClassVar[str] = BINANCE_ARCHIVE_URL_ENV
+    LIVE_URL: ClassVar[str] = LIVE_BINANCE_ARCHIVE_URL
     timeout_s: float = 60.0
-    max_attempts: int = Field(default=5, ge=1, le=10)
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
     max_concurrency: int = Field(default=8, ge=1, le=64)
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def url(self, file: ArchiveFile) -> str:
         return f"{self.root_url}/{file.path}"

@@ -10,22 +10,21 @@ import asyncio
 import functools
 import uuid
 from collections.abc import Iterable
-from typing import Any, Required
+from typing import Any, ClassVar, Required
 
 import httpx
-from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from midfreq_resources.http_retry import (
     BatchResult,
+    HttpSourceResource,
     MalformedResponseError,
-    RetryPolicy,
     aget_with_retries,
     gather_bounded,
     get_with_retries,
 )
-from midfreq_resources.settings import DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL, env_or
+from midfreq_resources.settings import DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL
 
 
 class InvalidPoolIdError(ValueError):
@@ -128,26 +127,12 @@ def parse_chart(body: Any, pool_id: str, url: str) -> list[dict[str, Any]]:
     return rows
 
 
-class DefiLlamaClient(ConfigurableResource):
+class DefiLlamaClient(HttpSourceResource):
     """DefiLlama yields API with timeouts, bounded retries and bounded concurrency."""
 
-    base_url: str = Field(
-        default="", description=f"service root; empty: ${DEFILLAMA_YIELDS_URL_ENV} at run time, else {LIVE_DEFILLAMA_YIELDS_URL}"
-    )
-
-    @property
-    def root_url(self) -> str:
-        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
-        return (self.base_url or env_or(DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL)).rstrip("/")
-    timeout_s: float = 30.0
-    max_attempts: int = Field(default=5, ge=1, le=10)
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    ENV_VAR: ClassVar[str] = DEFILLAMA_YIELDS_URL_ENV
+    LIVE_URL: ClassVar[str] = LIVE_DEFILLAMA_YIELDS_URL
     max_concurrency: int = Field(default=10, ge=1, le=64)
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def _url(self, path: str) -> str:
         return self.root_url + path

@@ -13,21 +13,20 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 import pandas as pd
-from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from midfreq_resources.http_retry import (
+    HttpSourceResource,
     MalformedResponseError,
-    RetryPolicy,
     aget_with_retries,
     gather_bounded,
 )
-from midfreq_resources.settings import DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_COINS_URL, env_or
+from midfreq_resources.settings import DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_COINS_URL
 
 DAY_S = 86_400
 PRICE_COLUMNS = ["date", "coin", "symbol", "price", "confidence", "timestamp"]
@@ -133,21 +132,11 @@ def batches(coins: list[str], max_coins: int, max_chars: int) -> list[list[str]]
     return out
 
 
-class DefiLlamaCoinsClient(ConfigurableResource):
+class DefiLlamaCoinsClient(HttpSourceResource):
     """coins.llama.fi daily price charts with timeouts, bounded retries, batching and concurrency."""
 
-    base_url: str = Field(
-        default="", description=f"service root; empty: ${DEFILLAMA_COINS_URL_ENV} at run time, else {LIVE_DEFILLAMA_COINS_URL}"
-    )
-
-    @property
-    def root_url(self) -> str:
-        """Resolved when a run uses it, so pointing the env var elsewhere needs no reload."""
-        return (self.base_url or env_or(DEFILLAMA_COINS_URL_ENV, LIVE_DEFILLAMA_COINS_URL)).rstrip("/")
-    timeout_s: float = 30.0
-    max_attempts: int = Field(default=5, ge=1, le=10)
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    ENV_VAR: ClassVar[str] = DEFILLAMA_COINS_URL_ENV
+    LIVE_URL: ClassVar[str] = LIVE_DEFILLAMA_COINS_URL
     max_concurrency: int = Field(default=4, ge=1, le=32)
     max_coins_per_request: int = Field(default=25, ge=1, le=100)
     max_coins_chars: int = Field(
@@ -160,10 +149,6 @@ class DefiLlamaCoinsClient(ConfigurableResource):
         default=12 * 3600, ge=0, lt=DAY_S,
         description="price time within each UTC day (noon: the API's search window never crosses midnight)",
     )
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
 
     def _url(self, coins: list[str]) -> str:
         return self.root_url + "/chart/" + ",".join(coins)

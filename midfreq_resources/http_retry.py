@@ -13,9 +13,11 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
+from dagster import ConfigurableResource
+from pydantic import Field
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,6 +26,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential,
 )
+
+from midfreq_resources.settings import env_or
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -213,3 +217,29 @@ async def gather_bounded(keys: Iterable[K], fetch: Callable[[K], Awaitable[T]], 
 
     await asyncio.gather(*(one(k) for k in keys))
     return result
+
+
+class HttpSourceResource(ConfigurableResource):
+    """Settings every HTTP data source shares: where it is, how long to wait, how often to retry.
+
+    ``base_url`` empty means the source's environment variable, read when a run uses it (so
+    pointing midfreq at a replay server needs no reload), else the live service.
+    """
+
+    ENV_VAR: ClassVar[str]
+    LIVE_URL: ClassVar[str]
+
+    base_url: str = Field(default="", description="service root; empty: the source's MIDFREQ_*_URL "
+                          "environment variable at run time, else the live service")
+    timeout_s: float = 30.0
+    max_attempts: int = Field(default=5, ge=1, le=10)
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    @property
+    def root_url(self) -> str:
+        return (self.base_url or env_or(self.ENV_VAR, self.LIVE_URL)).rstrip("/")
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)

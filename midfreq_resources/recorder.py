@@ -13,8 +13,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from midfreq_resources.lake import lake_root, write_bytes_atomic
 from midfreq_resources.replay_server import coins_chart_filename, is_pool_uuid
 from midfreq_resources.settings import (
     BINANCE_ARCHIVE_URL_ENV,
@@ -70,18 +69,8 @@ class RecordReport:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Readers never see half a recorded file (the lake's atomic write)."""
+    write_bytes_atomic(lake_root(path), data)
 
 
 def binance_key(path: str) -> str:
