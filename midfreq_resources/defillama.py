@@ -6,7 +6,6 @@ returns but reject what we cannot use (a record without ``apy``), naming pool an
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
 from collections.abc import Iterable
@@ -20,9 +19,8 @@ from midfreq_resources.http_retry import (
     BatchResult,
     HttpSourceResource,
     MalformedResponseError,
-    aget_with_retries,
-    gather_bounded,
     get_with_retries,
+    map_bounded,
 )
 from midfreq_resources.settings import DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL
 
@@ -152,18 +150,14 @@ class DefiLlamaClient(HttpSourceResource):
             body = get_with_retries(client, url, self.policy)
         return parse_chart(body, pool_id, url)
 
-    async def _charts(self, pool_ids: list[str]) -> BatchResult[str, list[dict[str, Any]]]:
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
-
-            async def fetch(pool_id: str) -> list[dict[str, Any]]:
-                url = self._chart_url(pool_id)
-                body = await aget_with_retries(client, url, self.policy)
-                return parse_chart(body, pool_id, url)
-
-            return await gather_bounded(pool_ids, fetch, self.max_concurrency)
-
     def charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[dict[str, Any]]]:
         """Fetch many histories concurrently; each pool either succeeds or is reported failed."""
         ids = list(dict.fromkeys(pool_ids))
-        return asyncio.run(self._charts(ids))
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        with httpx.Client(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
+
+            def fetch(pool_id: str) -> list[dict[str, Any]]:
+                url = self._chart_url(pool_id)
+                return parse_chart(get_with_retries(client, url, self.policy), pool_id, url)
+
+            return map_bounded(ids, fetch, self.max_concurrency)
