@@ -10,7 +10,14 @@ partitions) and always loads one DataFrame.
 from __future__ import annotations
 
 import pandas as pd
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
 from pydantic import Field
 from upath import UPath
 
