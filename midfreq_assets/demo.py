@@ -89,7 +89,8 @@ def summarize(result) -> list[str]:
             parts.append(f"-> {Path(str(path.value)).parent}")
         lines.append(" ".join(parts))
     failed_checks = [
-        f"  check {e.asset_key.to_user_string()}:{e.check_name} {'passed' if e.passed else 'FAILED'} ({e.severity.value})"
+        f"  check {e.asset_key.to_user_string()}:{e.check_name}: "
+        f"{'warning (reported, see its metadata in the UI)' if e.severity.value == 'WARN' else 'FAILED'}"
         for e in result.get_asset_check_evaluations()
         if not e.passed
     ]
