@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Annotated, Any, Literal
@@ -50,6 +51,7 @@ from scipy.signal import lfilter
 from midfreq_assets.domain.config_base import StrictModel
 
 LOG_FLOOR = 1e-32
+FEATURE_THREADS = 2  # the machines this runs on have 2 cores; more threads only contend
 ARCTANH_EPS = 1e-8
 DAYS_PER_YEAR = 365.0
 INSTRUMENT_COLUMNS = ("instrument", "pool", "symbol")
@@ -423,28 +425,32 @@ def compute_features_wide(
             ewm_cache[(col, w)] = _ewm_mean(transformed[col], w, weight)
         return ewm_cache[(col, w)]
 
-    out: dict[str, pd.DataFrame] = {}
-    for name, recipe in _feature_plan(feature_map):
+    def one(recipe: tuple) -> pd.DataFrame:
         col, kind = recipe[0], recipe[1]
         spec = feature_map.columns[col]
         x = transformed[col]
         ew = spec.expansions.ewma
         how, mult = (ew.normalize, ew.norm_mult) if ew is not None else ("zscore", 5)
         if kind == "level":
-            out[name] = x
-        elif kind == "ewma":
-            out[name] = _normalize(ewm(col, recipe[2]), how, mult * recipe[2])
-        elif kind == "xewma":
+            return x
+        if kind == "ewma":
+            return _normalize(ewm(col, recipe[2]), how, mult * recipe[2])
+        if kind == "xewma":
             a, b = recipe[2], recipe[3]
-            out[name] = _normalize(ewm(col, a) - ewm(col, b), how, mult * max(a, b))
-        elif kind == "hvol":
+            return _normalize(ewm(col, a) - ewm(col, b), how, mult * max(a, b))
+        if kind == "hvol":
             hv = spec.expansions.hvol
             assert hv is not None
             k, h = recipe[2], recipe[3]
-            out[name] = _normalize(_hvol(x, spec.transform, k, h), hv.normalize, hv.norm_mult * h)
-        else:
-            a, b = recipe[2], recipe[3]
-            out[name] = rolling_extreme(x.shift(a) if a else x, b - a, kind)
+            return _normalize(_hvol(x, spec.transform, k, h), hv.normalize, hv.norm_mult * h)
+        a, b = recipe[2], recipe[3]
+        return rolling_extreme(x.shift(a) if a else x, b - a, kind)
+
+    plan = list(_feature_plan(feature_map))
+    # numpy/scipy release the GIL in the heavy whole-panel kernels: two threads use both cores
+    with ThreadPoolExecutor(max_workers=FEATURE_THREADS) as pool:
+        frames = list(pool.map(one, [recipe for _, recipe in plan]))
+    out = {name: frame for (name, _), frame in zip(plan, frames, strict=True)}
     return out
 
 
