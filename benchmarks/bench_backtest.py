@@ -132,6 +132,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home, lake = Path(tmp) / "home", str(Path(tmp) / "lake")
         home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
         io = ParquetIOManager(root=lake)
         write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), panel)
