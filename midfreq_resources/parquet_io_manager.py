@@ -88,6 +88,12 @@ class ParquetIOManager(ConfigurableIOManager):
         }
         if len(parts) > 1:
             meta["partitions_written"] = len(parts)
+            meta["rows_in_run"] = meta.pop("dagster/row_count")
+            for key, frame in parts.items():
+                context.step_context.add_asset_metadata(
+                    {"dagster/row_count": len(frame), "path": MetadataValue.path(str(self.partition_path(path_parts, key)))},
+                    asset_key=context.asset_key, partition_key=key,
+                )
         context.add_output_metadata(meta)
 
     def load_input(self, context: InputContext) -> pd.DataFrame:

@@ -51,8 +51,11 @@ def test_range_output_split_into_day_files_and_loaded_as_one_frame(tmp_path):
     assert files == ["2024-01-02.parquet", "2024-01-03.parquet", "2024-01-04.parquet"]
     one = pd.read_parquet(tmp_path / "daily_values" / "2024-01-03.parquet")
     assert list(one["pool"]) == ["a", "b"] and (one["date"] == pd.Timestamp("2024-01-03")).all()
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["dagster/row_count"].value == 6
+    events = result.get_asset_materialization_events()
+    meta = events[0].materialization.metadata
+    assert {e.materialization.partition: e.materialization.metadata["dagster/row_count"].value for e in events} == {
+        "2024-01-02": 2, "2024-01-03": 2, "2024-01-04": 2}  # each day's own rows
+    assert meta["rows_in_run"].value == 6 and meta["partitions_written"].value == 3
     assert {c.name for c in meta["dagster/column_schema"].value.columns} == {"date", "pool", "value"}
 
     result = materialize([daily_values, windowed], resources={"io": io}, partition_key="2024-01-04",
