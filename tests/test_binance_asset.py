@@ -152,7 +152,7 @@ def test_backfill_uses_a_monthly_file_for_a_whole_month(replay_env: ReplayServer
     assert len(files) == 30 and files[0] == "2023-02-01" and files[-1] == "2023-03-02"
     assert {len(lake_frame(tmp_path, day)) for day in ("2023-02-01", "2023-02-28", "2023-03-02")} == {24}
     m = meta(result)
-    assert m["dagster/row_count"] == 30 * 24 and m["files_planned"] == 3 and m["files_missing"] == 0
+    assert m["rows_in_run"] == 30 * 24 and m["dagster/row_count"] == 24 and m["files_planned"] == 3 and m["files_missing"] == 0
     assert m["gap_count"] == 0 and m["duplicate_bars_dropped"] == 0
     assert all(e.passed for e in checks(result).values())
 
@@ -197,7 +197,7 @@ def test_unknown_symbol_is_reported_per_day_and_others_are_collected(replay_env:
     result = run([klines, *check_defs], replay_env, tmp_path, window=("2023-03-01", "2023-03-03"))
     assert result.success
     m = meta(result)
-    assert m["dagster/row_count"] == 72 and m["symbols_collected"] == "BTCUSDT"
+    assert m["rows_in_run"] == 72 and m["symbols_collected"] == "BTCUSDT"
     assert m["files_missing"] == 3
     for day in ("2023-03-01", "2023-03-02", "2023-03-03"):
         assert f"| DOGEUSDT | 1h         | daily  | {day}" in m["missing_files"]
