@@ -55,11 +55,6 @@ def charts_frame(charts: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFr
     return combine_histories([frame[HISTORY_COLUMNS]])
 
 
-def chart_frame(pool_id: str, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One pool's chart rows as history rows."""
-    return charts_frame({pool_id: records})
-
-
 def combine_histories(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Stack pools' histories, keep the last row of a duplicated (pool, date), sort."""
     frames = [f for f in frames if len(f)]

@@ -22,6 +22,3 @@ def utc_day(timestamps: pd.Series) -> pd.Series:
         "datetime64[ns]"
     )
 
-
-def day_range(start: str | pd.Timestamp, end: str | pd.Timestamp) -> pd.DatetimeIndex:
-    return pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D")
