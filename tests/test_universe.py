@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 from midfreq_assets.domain.config import load_token_registry, load_vault_config
-from midfreq_assets.domain.universe import select_universe, static_candidates, static_screen, underlying_symbols
+from midfreq_assets.domain.universe import (
+    select_universe,
+    static_candidates,
+    static_screen,
+    underlying_symbols,
+)
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
 TOKENS = load_token_registry()
