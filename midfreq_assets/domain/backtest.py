@@ -461,7 +461,18 @@ def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: Vau
     rows["eligible"] = rows["eligible"].astype(bool)
     for col, ser in (("project", inputs.protocols), ("chain", inputs.chains)):
         rows[col] = rows["pool"].map(ser) if ser is not None else None
+    if metadata is not None and "symbol" in metadata:
+        rows["symbol"] = rows["pool"].map(metadata.drop_duplicates("pool", keep="last").set_index("pool")["symbol"])
     return rows.sort_values(["date", "pool"]).reset_index(drop=True)
+
+
+def pool_labels(panel: pd.DataFrame) -> dict[str, str]:
+    """Readable pool names for plots: ``SYMBOL project`` (the uuid prefix when unknown)."""
+    last = panel.drop_duplicates("pool", keep="last").set_index("pool")
+    symbol = last["symbol"] if "symbol" in last else pd.Series(index=last.index, dtype=object)
+    project = last["project"] if "project" in last else pd.Series(index=last.index, dtype=object)
+    return {p: (f"{symbol[p]} {project[p] or ''}".strip() if isinstance(symbol[p], str) else str(p)[:8])
+            for p in last.index}
 
 
 def inputs_from_panel(panel: pd.DataFrame, vault: VaultConfig, apy_column: str = "apy") -> BacktestInputs:

@@ -56,7 +56,8 @@ def plot_drawdowns(wealth: dict[str, pd.Series], highlight: list[str]) -> str:
     return fig_to_base64(fig)
 
 
-def plot_weights(weights: pd.DataFrame, top: int = 10, title: str = "Weights") -> str:
+def plot_weights(weights: pd.DataFrame, top: int = 10, title: str = "Weights",
+                 labels: dict[str, str] | None = None) -> str:
     """Stacked weights (dates x pools), the ``top`` largest on average, the rest as 'other'."""
     fig, ax = plt.subplots(figsize=(9, 4))
     if weights.empty:
@@ -66,7 +67,7 @@ def plot_weights(weights: pd.DataFrame, top: int = 10, title: str = "Weights") -
     shown = weights[order[:top]]
     other = weights[order[top:]].sum(axis=1)
     ax.stackplot(weights.index, *[shown[c] for c in shown.columns], other,
-                 labels=[str(c)[:8] for c in shown.columns] + ["other"])
+                 labels=[(labels or {}).get(c, str(c)[:8]) for c in shown.columns] + ["other"])
     ax.set_title(title)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
     return fig_to_base64(fig)
