@@ -77,7 +77,7 @@ def summarize(result) -> list[str]:
             continue
         seen.add(key)
         meta = event.materialization.metadata
-        rows = meta.get("dagster/row_count")
+        rows = meta.get("rows_in_run") or meta.get("dagster/row_count")
         path = meta.get("path")
         parts = [f"  {key:<40}"]
         if rows is not None:
