@@ -97,8 +97,7 @@ def build_signal_report_assets(config_path=None) -> list[AssetsDefinition]:
 
 
 def _signal_report(interval: str, spec) -> AssetsDefinition:
-    signal_cfg = SignalConfig(threshold=0.5, max_leverage=1.0, scale=0.5, cost=0.0005,
-                              bars_per_year=float(BARS_PER_YEAR.get(interval, 365)))
+    signal_cfg = spec.signal.model_copy(update={"bars_per_year": float(BARS_PER_YEAR.get(interval, 365))})
 
     @asset(
         key=AssetKey(["price_research", interval, "signal_report"]),

@@ -47,6 +47,7 @@ from midfreq_assets.domain.models import (
     fit_estimator,
     halflife_rows,
 )
+from midfreq_assets.domain.signal_backtest import SignalConfig
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
 _LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls)_(?P<h>\d+)$")
@@ -315,6 +316,7 @@ class PriceStudyConfig(StrictModel):
     feature_map: FeatureMapConfig
     label_map: LabelMapConfig
     models: ModelsConfig
+    signal: SignalConfig = Field(default_factory=SignalConfig)
 
 
 class PriceResearchConfig(StrictModel):

@@ -8,19 +8,22 @@ plays the same role. P&L per bar: ``position_t * fwd_return_t - cost * |position
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
+from pydantic import Field
+
+from midfreq_assets.domain.config_base import StrictModel
 
 
-@dataclass(frozen=True)
-class SignalConfig:
-    threshold: float = 0.5  # |expected class value| (or |predicted return|) needed to take a position
-    max_leverage: float = 1.0
-    scale: float = 1.0  # position = signal * scale, capped
-    cost: float = 0.0005  # per unit of position change
-    bars_per_year: float = 365.0
+class SignalConfig(StrictModel):
+    """How predictions become positions (the ``signal:`` section of a price-research interval)."""
+
+    threshold: float = Field(default=0.5, ge=0, description="|expected class value| (or scaled predicted "
+                             "return) needed to take a position")
+    max_leverage: float = Field(default=1.0, gt=0, description="cap on |position|")
+    scale: float = Field(default=1.0, gt=0, description="position = signal * scale, capped")
+    cost: float = Field(default=0.0005, ge=0, description="cost per unit of position change")
+    bars_per_year: float = Field(default=365.0, gt=0, description="annualization (set from the interval)")
 
 
 def expected_class_value(proba: pd.DataFrame, class_values: list[float] | None = None) -> pd.Series:
