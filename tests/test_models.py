@@ -91,12 +91,12 @@ def test_pooled_vs_per_instrument_and_last_value():
     kw = dict(label="y", family="apy", name="lin", task="regression", feature_columns=["f1"])
     pooled = fit_estimator(spec, X, y, mode="pooled", **kw)
     per = fit_estimator(spec, X, y, mode="per_instrument", **kw)
-    assert set(pooled.estimators) == {"all"} and set(per.estimators) == {"i0", "i1", "i2"}
+    assert set(pooled.estimators) == {"all"} and set(per.estimators) == {"i0", "i1", "i2", "all"}
     np.testing.assert_allclose([per.estimators[f"i{i}"].coef_[0] for i in range(3)], [1, 2, 3], atol=1e-9)
     assert pooled.estimators["all"].coef_[0] == pytest.approx(2.0, abs=0.3)
     np.testing.assert_allclose(per.predict(X), y, atol=1e-9)
     imp = per.importances()
-    assert set(imp["instrument"]) == {"i0", "i1", "i2"} and (imp["feature"] == "f1").all()
+    assert set(imp["instrument"]) == {"i0", "i1", "i2", "all"} and (imp["feature"] == "f1").all()
     # rows with missing features predict NaN instead of failing
     Xn = X.copy()
     Xn.loc[0, "f1"] = np.nan
@@ -116,3 +116,19 @@ def test_classifier_probabilities_cover_all_classes():
     with pytest.raises(ValueError, match="not a classifier"):
         fit_estimator(EstimatorSpec(estimator="ridge"), X, cls, label="c", family="apy", name="r", task="classification",
                       mode="pooled", feature_columns=["f1"])
+
+
+def test_per_instrument_falls_back_to_the_pooled_model_for_a_new_instrument():
+    X, y = linear_panel()
+    young = pd.DataFrame({"date": pd.date_range("2024-04-01", periods=5), "instrument": "new", "f1": np.ones(5),
+                          "apy": 0.05})
+    X2 = pd.concat([X, young], ignore_index=True)
+    y2 = np.concatenate([y, np.full(5, 2.0)])
+    spec = EstimatorSpec(estimator="linear")
+    kw = dict(label="y", family="apy", name="lin", task="regression", feature_columns=["f1"])
+    per = fit_estimator(spec, X2, y2, mode="per_instrument", **kw)
+    assert "new" not in per.estimators  # 5 rows < min_rows
+    pred = per.predict(X2)
+    pooled = fit_estimator(spec, X2, y2, mode="pooled", **kw).predict(X2)
+    np.testing.assert_allclose(pred[-5:], pooled[-5:])  # the pooled model, not NaN
+    np.testing.assert_allclose(pred[:-5], y, atol=1e-9)  # the others keep their own models

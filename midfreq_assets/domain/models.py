@@ -42,6 +42,8 @@ from midfreq_assets.domain.config_base import StrictModel
 from midfreq_assets.domain.features import PanelIndex
 
 Mode = Literal["pooled", "per_instrument"]
+#: Key of the pooled model a per-instrument fit keeps for instruments without enough rows of their own.
+POOLED_FALLBACK = "all"
 TIME_COLUMNS = ("open_time", "date")
 
 ALIASES: dict[str, str] = {
@@ -341,7 +343,7 @@ class FittedModel:
         out = np.full((len(X), width), np.nan)
         complete = X[self.feature_columns].notna().all(axis=1).to_numpy() if self.feature_columns else None
         for key, rows in self._rows(X).items():
-            est = self.estimators.get(key)
+            est = self.estimators.get(key, self.estimators.get(POOLED_FALLBACK) if self.mode == "per_instrument" else None)
             if est is None or len(rows) == 0:
                 continue
             if self._frame_input(est):
@@ -427,6 +429,12 @@ def fit_estimator(
         if task == "classification" and len(np.unique(yr)) < 2:
             est = DummyClassifier(strategy="prior")
         fitted.estimators[key] = est.fit(Xr, yr)
+    pooled_rows = np.flatnonzero(ok)
+    if mode == "per_instrument" and not frame_input and len(pooled_rows) >= min_rows:
+        # instruments too young for their own model (a new pool) are predicted by one pooled model
+        yr = y[pooled_rows].astype(int) if task == "classification" else y[pooled_rows]
+        est = clone(template) if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
+        fitted.estimators[POOLED_FALLBACK] = est.fit(X.iloc[pooled_rows][cols], yr)
     return fitted
 
 
