@@ -4,7 +4,7 @@ backtest's accrual, and a day rerun alone reproduces the range's answer."""
 import numpy as np
 import pandas as pd
 import pytest
-from test_research_assets import FIRST, build_pipeline
+from test_research_assets import FIRST, pipeline_env
 
 from midfreq_assets.assets.rebalance import INITIAL_WEALTH, build_rebalance_assets
 from midfreq_assets.domain.backtest import DAYS_PER_YEAR
@@ -15,13 +15,7 @@ START, END, RERUN = "2024-06-28", "2024-07-12", "2024-07-06"
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory, replay_server):
-    lake = tmp_path_factory.mktemp("lake")
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in replay_server.env().items():
-            mp.setenv(name, value)
-        mp.setenv("MIDFREQ_DATA_LAKE", str(lake))
-        replay_server.reset()
-        p = build_pipeline(lake)
+    with pipeline_env(tmp_path_factory, replay_server) as p:
         features, models, predictions = p.research
         p.rebalance = build_rebalance_assets(p.vault)
         p.all += p.rebalance
@@ -30,7 +24,6 @@ def pipe(tmp_path_factory, replay_server):
         p.run(p.all, [predictions], FIRST, END)
         p.result = p.run(p.all, p.rebalance, START, END)
         yield p
-        replay_server.reset()
 
 
 def days(start: str, end: str) -> list[str]:

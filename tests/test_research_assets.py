@@ -1,6 +1,7 @@
 """Research assets through Dagster: features per partition == full history, models see only the
 past, predictions use the latest model fitted at or before the day."""
 
+import contextlib
 import datetime as dt
 import warnings
 from pathlib import Path
@@ -72,20 +73,26 @@ def build_pipeline(lake: Path, vault=None) -> Pipeline:
     return p
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory, replay_server):
+@contextlib.contextmanager
+def pipeline_env(tmp_path_factory, replay_server):
+    """A pipeline on a fresh lake with the MIDFREQ_* variables pointing at the replay server."""
     lake = tmp_path_factory.mktemp("lake")
     with pytest.MonkeyPatch.context() as mp:
         for name, value in replay_server.env().items():
             mp.setenv(name, value)
         mp.setenv("MIDFREQ_DATA_LAKE", str(lake))
         replay_server.reset()
-        p = build_pipeline(lake)
+        yield build_pipeline(lake)
+        replay_server.reset()
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory, replay_server):
+    with pipeline_env(tmp_path_factory, replay_server) as p:
         features, models, _ = p.research
         p.run(p.research, [features], FIRST, LAST)
         p.run(p.research, [models], "2024-06-24", "2024-07-29")
         yield p
-        replay_server.reset()
 
 
 def history(lake: Path) -> pd.DataFrame:
