@@ -28,10 +28,10 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")
 
-from midfreq_assets.domain import backtest as bt  # noqa: E402
-from midfreq_assets.domain.config import load_token_registry, load_vault_config  # noqa: E402
-from midfreq_assets.domain.grids import load_grids, run_point  # noqa: E402
-from midfreq_assets.domain.universe import select_universe  # noqa: E402
+from midfreq_assets.domain.backtest import engine as bt  # noqa: E402
+from midfreq_assets.domain.config.vault import load_token_registry, load_vault_config  # noqa: E402
+from midfreq_assets.domain.backtest.grids import load_grids, run_point  # noqa: E402
+from midfreq_assets.domain.ingest.universe import select_universe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VAULT = load_vault_config(REPO / "configs" / "vaults" / "usd_lending.yaml")
@@ -62,7 +62,7 @@ def _run_chunk(args):
 
     from midfreq_assets.assets.backtests import RANGE_END_TAG, RANGE_START_TAG, build_backtest_assets
     from midfreq_assets.partitions import daily_partitions
-    from midfreq_resources.parquet_io_manager import ParquetIOManager
+    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     if not _STATE:
         upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
@@ -126,8 +126,8 @@ def main() -> None:
     from dagster import DagsterInstance
 
     from midfreq_assets.assets.backtests import GRID_POINTS_PER_RUN, register_grid_points
-    from midfreq_resources.lake import write_parquet
-    from midfreq_resources.parquet_io_manager import ParquetIOManager
+    from midfreq_resources.io.lake import write_parquet
+    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     with tempfile.TemporaryDirectory() as tmp:
         home, lake = Path(tmp) / "home", str(Path(tmp) / "lake")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from midfreq_assets.domain.pool_history import charts_frame
-from midfreq_resources.defillama import DefiLlamaClient
+from midfreq_assets.domain.ingest.pool_history import charts_frame
+from midfreq_resources.clients.defillama import DefiLlamaClient
 
 REPO = Path(__file__).resolve().parents[1]
 N_POOLS = 500
@@ -66,7 +66,7 @@ def main() -> None:
         rows = sum(len(json.loads(p.read_text())["data"]) for p in (root / "defillama/yields/chart").glob("*.json"))
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "midfreq_resources.cli", "replay", str(root), "--port", str(port),
+            [sys.executable, "-m", "midfreq_resources.replay.cli", "replay", str(root), "--port", str(port),
              "--latency-ms", str(LATENCY_MS)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
         )

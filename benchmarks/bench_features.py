@@ -16,10 +16,10 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain import research
-from midfreq_assets.domain.features import FeatureMapConfig
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_assets.domain.models import ModelsConfig
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import ModelsConfig
 
 
 def synthetic_history(pools: int, days: int, seed: int = 0) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 import pyarrow as pa
 
-from midfreq_assets.domain.klines import parse_klines_zip
+from midfreq_assets.domain.ingest.klines import parse_klines_zip
 
 ROWS = 31 * 24 * 60
 TIME_BUDGET_S = 0.3

@@ -23,8 +23,8 @@ from pathlib import Path
 import cvxpy as cp
 import numpy as np
 
-from midfreq_assets.domain.config import load_vault_config
-from midfreq_assets.domain.optimizer import StrategyConfig, VaultOptimizer, objective_value
+from midfreq_assets.domain.config.vault import load_vault_config
+from midfreq_assets.domain.portfolio.optimizer import StrategyConfig, VaultOptimizer, objective_value
 
 TARGET_MS = {55: 0.5, 500: 5.0}
 

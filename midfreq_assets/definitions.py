@@ -14,16 +14,16 @@ from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.assets.prices import build_price_assets
 from midfreq_assets.assets.research import research_assets
 from midfreq_assets.assets.signals import build_signal_report_assets
-from midfreq_assets.domain.config import load_vault_configs
+from midfreq_assets.domain.config.vault import load_vault_configs
 from midfreq_assets.executors import select_executor
 from midfreq_assets.freshness import freshness_checks, freshness_sensor
 from midfreq_assets.jobs import binance_klines_job, nightly_refresh_job, research_jobs
 from midfreq_assets.schedules import binance_klines_schedule, build_vault_schedules, nightly_refresh_schedule
-from midfreq_resources.binance_archive import BinanceArchiveClient
-from midfreq_resources.defillama import DefiLlamaClient
-from midfreq_resources.defillama_coins import DefiLlamaCoinsClient
-from midfreq_resources.model_io_manager import ModelIOManager
-from midfreq_resources.parquet_io_manager import ParquetIOManager
+from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.clients.defillama import DefiLlamaClient
+from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.io.model_io_manager import ModelIOManager
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.project_config import ProjectConfig
 
 VAULTS = list(load_vault_configs().values())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from midfreq_resources.lake import read_parquet
-from midfreq_resources.replay_server import ReplayServer
+from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.replay.server import ReplayServer
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_ROOT, env_or
 
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -49,7 +49,7 @@ def stage_partitions(instance, stage: Stage) -> list[str | None]:
     if stage.grid:
         from midfreq_assets.assets.backtests import register_grid_points
         from midfreq_assets.definitions import VAULTS
-        from midfreq_assets.domain.grids import grids_dir, load_grid, validate_grid
+        from midfreq_assets.domain.backtest.grids import grids_dir, load_grid, validate_grid
 
         vault = next(v for v in VAULTS if v.name == stage.vault)
         register_grid_points(instance, [vault])
@@ -102,7 +102,7 @@ HEADLINE = ["name", "kind", "log_growth", "volatility", "sharpe", "max_drawdown"
 
 def print_backtest_headlines(stages: list[Stage]) -> None:
     """The report's grid points beside the benchmarks, and where the HTML report is."""
-    from midfreq_resources.parquet_io_manager import ParquetIOManager
+    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     io = ParquetIOManager()
     for stage in stages:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from dagster import DailyPartitionsDefinition, TimeWindow
 
-from midfreq_assets.domain.config import load_vault_configs
+from midfreq_assets.domain.config.vault import load_vault_configs
 
 
 def earliest_vault_start() -> dt.date:

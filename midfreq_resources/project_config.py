@@ -7,7 +7,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from midfreq_assets.domain.config import (
+from midfreq_assets.domain.config.vault import (
     TokenRegistry,
     VaultConfig,
     config_dir,

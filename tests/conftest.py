@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from midfreq_resources.replay_server import ReplayServer
+from midfreq_resources.replay.server import ReplayServer
 
 REPO_ROOT = Path(__file__).parents[1]
 RECORDED_DIR = REPO_ROOT / "recorded"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from midfreq_assets.domain.adjusted_yields import (
+from midfreq_assets.domain.yields.adjusted import (
     COMPONENT_COLUMNS,
     FLAG_COLUMNS,
     PoolTokens,
@@ -251,7 +251,7 @@ def test_config_rejects_typos_and_bad_values():
 
 
 def test_domain_module_does_not_import_dagster():
-    import midfreq_assets.domain.adjusted_yields as module
+    import midfreq_assets.domain.yields.adjusted as module
 
     source = Path(module.__file__).read_text()
     assert "dagster" not in source.replace("no Dagster", "")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midfreq_assets.domain import backtest as bt
-from midfreq_assets.domain.config import load_vault_config
-from midfreq_assets.domain.optimizer import StrategyConfig, VaultOptimizer
-from midfreq_assets.domain.rebalance import accrue_step, rebalance_step, target_step
+from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.config.vault import load_vault_config
+from midfreq_assets.domain.portfolio.optimizer import StrategyConfig, VaultOptimizer
+from midfreq_assets.domain.portfolio.step import accrue_step, rebalance_step, target_step
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
 DAYS = pd.date_range("2024-01-01", periods=3, freq="D", name="date")

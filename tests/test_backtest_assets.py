@@ -12,10 +12,10 @@ from midfreq_assets.assets.backtests import (
     grid_partitions_name,
     register_grid_points,
 )
-from midfreq_assets.domain.config import load_vault_config
+from midfreq_assets.domain.config.vault import load_vault_config
 from midfreq_assets.partitions import daily_partitions
-from midfreq_resources.lake import read_parquet, write_parquet
-from midfreq_resources.parquet_io_manager import ParquetIOManager
+from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from tests.test_backtest import synthetic_history
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
@@ -80,7 +80,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path):
     io = ParquetIOManager(root=str(lake))
     hist = synthetic_history(days=40)
     meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
-    from midfreq_assets.domain import backtest as bt
+    from midfreq_assets.domain.backtest import engine as bt
 
     write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), bt.vault_panel(hist, meta, VAULT))
     gdir = tmp_path / "grids"

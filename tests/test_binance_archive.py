@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from midfreq_resources.binance_archive import (
+from midfreq_resources.clients.binance_archive import (
     ArchiveFile,
     BinanceArchiveClient,
     ChecksumError,
     parse_checksum,
 )
-from midfreq_resources.http_retry import NotFoundError, TransientSourceError
-from midfreq_resources.replay_server import ReplayServer
+from midfreq_resources.clients.http_retry import NotFoundError, TransientSourceError
+from midfreq_resources.replay.server import ReplayServer
 
 DAY = ArchiveFile("spot", "klines", "BTCUSDT", "1h", "daily", "2023-03-01")
 OTHER_DAY = ArchiveFile("spot", "klines", "BTCUSDT", "1h", "daily", "2023-03-02")

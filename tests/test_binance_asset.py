@@ -22,10 +22,10 @@ from midfreq_assets.assets.binance import (
     build_binance_assets,
     collect_klines,
 )
-from midfreq_assets.domain.binance_config import BinanceConfig
-from midfreq_resources.binance_archive import BinanceArchiveClient
-from midfreq_resources.parquet_io_manager import ParquetIOManager
-from midfreq_resources.replay_server import ReplayServer
+from midfreq_assets.domain.ingest.binance_config import BinanceConfig
+from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+from midfreq_resources.replay.server import ReplayServer
 
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 

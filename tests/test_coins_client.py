@@ -8,13 +8,13 @@ import json
 import pandas as pd
 import pytest
 
-from midfreq_resources.defillama_coins import (
+from midfreq_resources.clients.defillama_coins import (
     DefiLlamaCoinsClient,
     InvalidCoinIdError,
     batches,
     parse_coins_chart,
 )
-from midfreq_resources.http_retry import InvalidRequestError, MalformedResponseError
+from midfreq_resources.clients.http_retry import InvalidRequestError, MalformedResponseError
 
 USDC = "ethereum:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 USDT = "ethereum:0xdAC17F958D2ee523a2206206994597C13D831ec7"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from midfreq_assets.domain.config import (
+from midfreq_assets.domain.config.vault import (
     ConfigError,
     load_token_registry,
     load_vault_config,

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from test_features import recorded_history
 
-from midfreq_assets.domain import research
-from midfreq_assets.domain.cross_validation import score_predictions, walk_forward_splits
-from midfreq_assets.domain.features import FeatureMapConfig
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_assets.domain.models import CVConfig, EstimatorSpec, ModelsConfig, fit_estimator
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.research.cross_validation import score_predictions, walk_forward_splits
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import CVConfig, EstimatorSpec, ModelsConfig, fit_estimator
 
 
 def grid_rows(n_times: int = 100, n_inst: int = 2, horizon: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from midfreq_resources.defillama import DefiLlamaClient, InvalidPoolIdError, parse_chart, validate_pool_id
-from midfreq_resources.http_retry import (
+from midfreq_resources.clients.defillama import DefiLlamaClient, InvalidPoolIdError, parse_chart, validate_pool_id
+from midfreq_resources.clients.http_retry import (
     InvalidRequestError,
     MalformedResponseError,
     NotFoundError,

@@ -6,7 +6,7 @@ import pandas as pd
 
 from midfreq_assets.definitions import VAULTS, defs
 from midfreq_assets.demo import load_stages
-from midfreq_assets.domain.grids import grids_dir, load_grid, validate_grid
+from midfreq_assets.domain.backtest.grids import grids_dir, load_grid, validate_grid
 
 
 def test_every_stage_is_a_job_of_the_code_location():

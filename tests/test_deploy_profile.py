@@ -40,9 +40,9 @@ from upath import UPath
 from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.definitions import build_resources
 from midfreq_assets.executors import EXECUTOR_ENV, MAX_CONCURRENT_ENV, ExecutorSelectionError, select_executor
-from midfreq_resources.defillama import DefiLlamaClient
-from midfreq_resources.lake import read_parquet
-from midfreq_resources.parquet_io_manager import ParquetIOManager
+from midfreq_resources.clients.defillama import DefiLlamaClient
+from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 REPO = Path(__file__).parents[1]
 PROFILE = REPO / "deploy" / "production"

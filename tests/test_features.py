@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from midfreq_assets.domain.config import VaultConfig, load_vault_config
-from midfreq_assets.domain.features import FeatureMapConfig, compute_features, required_lookback
+from midfreq_assets.domain.config.vault import VaultConfig, load_vault_config
+from midfreq_assets.domain.research.features import FeatureMapConfig, compute_features, required_lookback
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ROOT / "recorded" / "defillama" / "yields" / "chart"

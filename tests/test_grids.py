@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from midfreq_assets.domain.backtest import prediction_panel
-from midfreq_assets.domain.config import ConfigError, load_vault_config
-from midfreq_assets.domain.grids import apply_overrides, find_point, load_grid, load_grids, validate_grid
+from midfreq_assets.domain.backtest.engine import prediction_panel
+from midfreq_assets.domain.config.vault import ConfigError, load_vault_config
+from midfreq_assets.domain.backtest.grids import apply_overrides, find_point, load_grid, load_grids, validate_grid
 from tests.test_backtest import synthetic_history
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")

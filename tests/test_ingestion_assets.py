@@ -12,7 +12,7 @@ from dagster import materialize
 
 from midfreq_assets.assets.defillama import defillama_assets, pool_history
 from midfreq_assets.definitions import build_resources
-from midfreq_resources.defillama import DefiLlamaClient
+from midfreq_resources.clients.defillama import DefiLlamaClient
 
 REPO = Path(__file__).parents[1]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, full year

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from midfreq_assets.domain.binance_config import BinanceConfig, load_binance_config
-from midfreq_assets.domain.config import ConfigError
-from midfreq_assets.domain.klines import (
+from midfreq_assets.domain.ingest.binance_config import BinanceConfig, load_binance_config
+from midfreq_assets.domain.config.vault import ConfigError
+from midfreq_assets.domain.ingest.klines import (
     KLINES_COLUMNS,
     KlinesParseError,
     bar_gaps,

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from test_features import recorded_history
 
-from midfreq_assets.domain.labels import LabelMapConfig, compute_labels
+from midfreq_assets.domain.research.labels import LabelMapConfig, compute_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 KLINES_1D = ROOT / "recorded" / "binance" / "data" / "spot" / "monthly" / "klines" / "BTCUSDT" / "1d"
@@ -83,7 +83,7 @@ def test_label_config_validation():
 
 
 def test_btc_price_research_config_runs_on_recorded_klines():
-    from midfreq_assets.domain import research
+    from midfreq_assets.domain.research import engine as research
 
     cfg = research.load_price_research_config(ROOT / "configs" / "research" / "btc_price.yaml")
     assert set(cfg.intervals) == {"1h", "1d"} and cfg.symbols == ["BTCUSDT"]

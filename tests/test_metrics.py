@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midfreq_assets.domain.backtest import normalized_entropy
-from midfreq_assets.domain.metrics import max_drawdown, wealth_metrics
+from midfreq_assets.domain.backtest.engine import normalized_entropy
+from midfreq_assets.domain.backtest.metrics import max_drawdown, wealth_metrics
 
 
 def test_constant_growth_path():

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
-from midfreq_assets.domain.models import (
+from midfreq_assets.domain.research.models import (
     EstimatorSpec,
     EWMYieldPredictor,
     LastValueBaseline,

@@ -8,7 +8,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from midfreq_assets.domain.optimizer import (
+from midfreq_assets.domain.portfolio.optimizer import (
     StrategyConfig,
     VaultOptimizer,
     objective_value,
@@ -88,7 +88,7 @@ def test_constraints_hold_on_random_instances(seed: int) -> None:
     for _ in range(3):
         a, tvl, _ = random_instance(rng, n)
         x0 = opt._feasible_holdings(  # start from a feasible book so the turnover cap is binding as set
-            __import__("midfreq_assets.domain.optimizer", fromlist=["_clean_inputs"])._clean_inputs(
+            __import__("midfreq_assets.domain.portfolio.optimizer", fromlist=["_clean_inputs"])._clean_inputs(
                 strat, a, tvl, W, rng.dirichlet(np.ones(n)) * 0.9
             )
         )
@@ -289,7 +289,7 @@ def test_solver_failure_falls_back_then_keeps_holdings(monkeypatch: pytest.Monke
 
 
 def test_fast_path_failure_falls_back_to_cvxpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    import midfreq_assets.domain.optimizer as mod
+    import midfreq_assets.domain.portfolio.optimizer as mod
 
     def broken(*args, **kwargs):
         return np.full(len(args[0]), np.nan)
@@ -349,7 +349,7 @@ def test_result_frame_and_input_errors() -> None:
 
 
 def test_vault_yaml_strategy_section(tmp_path) -> None:
-    from midfreq_assets.domain.config import ConfigError, load_vault_config, read_yaml
+    from midfreq_assets.domain.config.vault import ConfigError, load_vault_config, read_yaml
 
     vault = load_vault_config("configs/vaults/usd_lending.yaml")
     assert isinstance(vault.strategy, StrategyConfig)
@@ -457,7 +457,7 @@ def test_overlapping_groups_fall_back_to_cvxpy() -> None:
 
 
 def test_vault_strategy_uses_exact_solver() -> None:
-    from midfreq_assets.domain.config import load_vault_config
+    from midfreq_assets.domain.config.vault import load_vault_config
 
     vault = load_vault_config("configs/vaults/usd_lending.yaml")
     rng = np.random.default_rng(9)
@@ -480,8 +480,8 @@ def test_vault_strategy_uses_exact_solver() -> None:
 def test_gas_pruning_with_caps_resolves_at_most_twice(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pruning freezes idle + small trades, re-solves <= MAX_PRUNE_RESOLVES times, then drops what is
     still small without breaking the budget, the caps or the bounds."""
-    import midfreq_assets.domain.optimizer as mod
-    from midfreq_assets.domain.optimizer import _clean_inputs
+    import midfreq_assets.domain.portfolio.optimizer as mod
+    from midfreq_assets.domain.portfolio.optimizer import _clean_inputs
 
     rng = np.random.default_rng(500 + seed)
     n = 40
@@ -523,7 +523,7 @@ def test_gas_pruning_with_caps_resolves_at_most_twice(seed: int, monkeypatch: py
 
 
 def test_drop_small_keeps_budget_and_caps() -> None:
-    from midfreq_assets.domain.optimizer import _clean_inputs
+    from midfreq_assets.domain.portfolio.optimizer import _clean_inputs
 
     strat = StrategyConfig(cost=0.0, concentration_limit=0.5, protocol_caps={"euler-v2": 0.3}, gas_usd=10.0)
     opt = VaultOptimizer(pools(5), strat, protocols=["euler-v2"] * 3 + ["aave-v3"] * 2)

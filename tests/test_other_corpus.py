@@ -11,7 +11,7 @@ from dagster import materialize
 
 from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.definitions import build_resources
-from midfreq_resources.replay_server import ReplayServer
+from midfreq_resources.replay.server import ReplayServer
 
 REPO = Path(__file__).parents[1]
 SOURCE = REPO / "recorded/defillama/yields"

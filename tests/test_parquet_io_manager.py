@@ -18,8 +18,8 @@ from dagster import (
     materialize,
 )
 
-from midfreq_resources import lake
-from midfreq_resources.parquet_io_manager import ParquetIOManager
+from midfreq_resources.io import lake
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 parts = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10", timezone="UTC")
 RANGE = {"dagster/asset_partition_range_start": "2024-01-02", "dagster/asset_partition_range_end": "2024-01-04"}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midfreq_assets.domain.pool_history import HISTORY_COLUMNS, apy_outliers, charts_frame
+from midfreq_assets.domain.ingest.pool_history import HISTORY_COLUMNS, apy_outliers, charts_frame
 
 EXAMPLE = Path(__file__).parents[1] / "recorded/defillama/examples/chart_5fd328af-4203-471b-bd16-1705c726d926.json"
 

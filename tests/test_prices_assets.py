@@ -16,11 +16,11 @@ import yaml
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
 from midfreq_assets.assets.prices import build_adjusted_yield_assets, build_price_assets, token_prices
-from midfreq_assets.domain.config import DEFAULT_CONFIG_DIR, load_vault_config
+from midfreq_assets.domain.config.vault import DEFAULT_CONFIG_DIR, load_vault_config
 from midfreq_assets.partitions import daily_partitions
-from midfreq_resources.defillama_coins import DefiLlamaCoinsClient
-from midfreq_resources.lake import read_parquet, write_parquet
-from midfreq_resources.parquet_io_manager import ParquetIOManager
+from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.project_config import ProjectConfig
 
 VAULT = load_vault_config(DEFAULT_CONFIG_DIR / "vaults" / "usd_lending.yaml")

@@ -7,8 +7,8 @@ import pytest
 from test_research_assets import FIRST, pipeline_env
 
 from midfreq_assets.assets.rebalance import INITIAL_WEALTH, build_rebalance_assets
-from midfreq_assets.domain.backtest import DAYS_PER_YEAR
-from midfreq_assets.domain.rebalance import accrue_step
+from midfreq_assets.domain.backtest.engine import DAYS_PER_YEAR
+from midfreq_assets.domain.portfolio.step import accrue_step
 
 START, END, RERUN = "2024-06-28", "2024-07-12", "2024-07-06"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from midfreq_resources.cli import main
-from midfreq_resources.recorder import atomic_write_bytes, binance_key, record
-from midfreq_resources.replay_server import ReplayServer, coins_chart_filename
+from midfreq_resources.replay.cli import main
+from midfreq_resources.replay.recorder import atomic_write_bytes, binance_key, record
+from midfreq_resources.replay.server import ReplayServer, coins_chart_filename
 
 REPO_ROOT = Path(__file__).parents[1]
 RECORDED = REPO_ROOT / "recorded"

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from midfreq_resources.cli import main
-from midfreq_resources.replay_server import (
+from midfreq_resources.replay.cli import main
+from midfreq_resources.replay.server import (
     FaultConfig,
     ReplayServer,
     coins_chart_filename,
@@ -359,7 +359,7 @@ def test_cli_replay_runs_until_sigterm(archive_root: Path) -> None:
         [
             sys.executable,
             "-m",
-            "midfreq_resources.cli",
+            "midfreq_resources.replay.cli",
             "replay",
             str(archive_root),
             "--port",

@@ -15,12 +15,12 @@ from upath import UPath
 from midfreq_assets.assets.defillama import defillama_assets
 from midfreq_assets.assets.research import build_research_assets
 from midfreq_assets.definitions import build_resources
-from midfreq_assets.domain import research
-from midfreq_assets.domain.config import load_vault_configs
-from midfreq_assets.domain.features import FeatureMapConfig
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_resources.lake import read_parquet, write_parquet
-from midfreq_resources.model_io_manager import load_path
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.config.vault import load_vault_configs
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.model_io_manager import load_path
 
 FIRST, LAST = "2024-06-06", "2024-07-31"
 WEEK = "2024-07-15"  # a fitted_models partition (Monday): as_of

@@ -14,10 +14,10 @@ import pytest
 from test_features import recorded_history
 from test_labels import recorded_klines_1d
 
-from midfreq_assets.domain import research
-from midfreq_assets.domain.features import FeatureMapConfig
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_assets.domain.models import ModelsConfig
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import ModelsConfig
 
 T = pd.Timestamp("2025-01-15")
 LM = LabelMapConfig.model_validate({"apy": {"horizons": [7, 30]}})

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midfreq_assets.domain.signal_backtest import (
+from midfreq_assets.domain.backtest.signals import (
     SignalConfig,
     expected_class_value,
     positions,

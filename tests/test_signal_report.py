@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from midfreq_assets.assets.signals import next_bar_returns, signal_table
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_assets.domain.signal_backtest import SignalConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.backtest.signals import SignalConfig
 
 LABELS = LabelMapConfig.model_validate({"close": {"kind": "log_return", "horizons": [1], "lag": 1, "buckets": {
     "thresholds": [-2, -0.5, 0.5, 2], "names": ["big_down", "down", "flat", "up", "big_up"], "sigma_halflife": 24}}})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from midfreq_assets.domain.config import load_token_registry, load_vault_config
-from midfreq_assets.domain.universe import (
+from midfreq_assets.domain.config.vault import load_token_registry, load_vault_config
+from midfreq_assets.domain.ingest.universe import (
     select_universe,
     static_candidates,
     static_screen,

@@ -45,10 +45,10 @@ from dagster import (
     sensor,
 )
 
-from midfreq_assets.domain import backtest as bt
-from midfreq_assets.domain import report
-from midfreq_assets.domain.config import VaultConfig
-from midfreq_assets.domain.grids import (
+from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.backtest import report
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.backtest.grids import (
     grid_file_names,
     grids_dir,
     load_grid,
@@ -56,9 +56,9 @@ from midfreq_assets.domain.grids import (
     run_point,
     validate_grid,
 )
-from midfreq_assets.domain.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
+from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
 from midfreq_assets.metadata import markdown_table
-from midfreq_resources.lake import read_parquet, write_bytes_atomic
+from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
 TOP_N = 10
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
@@ -242,7 +242,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path | None = Non
 
 
 def _point(name: str, directory: Path):
-    from midfreq_assets.domain.grids import find_point
+    from midfreq_assets.domain.backtest.grids import find_point
 
     return find_point(name, directory)
 

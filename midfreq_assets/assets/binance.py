@@ -29,8 +29,8 @@ from dagster import (
     asset_check,
 )
 
-from midfreq_assets.domain.binance_config import BinanceConfig, load_binance_config
-from midfreq_assets.domain.klines import (
+from midfreq_assets.domain.ingest.binance_config import BinanceConfig, load_binance_config
+from midfreq_assets.domain.ingest.klines import (
     KlinesParseError,
     bar_gaps,
     combine_klines,
@@ -40,7 +40,7 @@ from midfreq_assets.domain.klines import (
     plan_archive_files,
 )
 from midfreq_assets.metadata import listing, markdown_table
-from midfreq_resources.binance_archive import ArchiveBatch, ArchiveFile, BinanceArchiveClient
+from midfreq_resources.clients.binance_archive import ArchiveBatch, ArchiveFile, BinanceArchiveClient
 
 RESOURCE_KEY = "binance_archive"
 

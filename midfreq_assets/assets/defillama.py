@@ -24,11 +24,11 @@ from dagster import (
     multi_asset,
 )
 
-from midfreq_assets.domain.pool_history import apy_outliers, charts_frame, restrict_to_days
-from midfreq_assets.domain.universe import select_universe, snapshot_frame, static_candidates
+from midfreq_assets.domain.ingest.pool_history import apy_outliers, charts_frame, restrict_to_days
+from midfreq_assets.domain.ingest.universe import select_universe, snapshot_frame, static_candidates
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
-from midfreq_resources.defillama import DefiLlamaClient
+from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.project_config import ProjectConfig
 
 MAX_ABS_APY = 10.0  # 1000%/yr: beyond this a DefiLlama APY is almost surely a glitch (flagged, kept)

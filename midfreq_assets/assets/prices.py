@@ -29,7 +29,7 @@ from dagster import (
     asset,
 )
 
-from midfreq_assets.domain.adjusted_yields import (
+from midfreq_assets.domain.yields.adjusted import (
     COMPONENT_COLUMNS,
     FLAG_COLUMNS,
     OUTPUT_COLUMNS,
@@ -37,10 +37,10 @@ from midfreq_assets.domain.adjusted_yields import (
     price_coins_for,
     resolve_pool_tokens,
 )
-from midfreq_assets.domain.config import VaultConfig
+from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
-from midfreq_resources.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
 from midfreq_resources.project_config import ProjectConfig
 
 TOKEN_PRICE_COLUMNS = ["date", "coin", "symbol", "price", "confidence"]

@@ -40,13 +40,13 @@ from dagster import (
     asset,
 )
 
-from midfreq_assets.domain.backtest import DAYS_PER_YEAR, BacktestConfig
-from midfreq_assets.domain.config import VaultConfig
-from midfreq_assets.domain.optimizer import VaultOptimizer, optimizer_for_vault
-from midfreq_assets.domain.rebalance import StepDecision, accrue_step, rebalance_step
+from midfreq_assets.domain.backtest.engine import DAYS_PER_YEAR, BacktestConfig
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer, optimizer_for_vault
+from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step
 from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
-from midfreq_resources.lake import read_parquet
+from midfreq_resources.io.lake import read_parquet
 
 #: Starting wealth (USD) of a vault with no previous partition: the backtest's default.
 INITIAL_WEALTH = BacktestConfig().initial_wealth

@@ -45,11 +45,11 @@ from dagster import (
     asset,
 )
 
-from midfreq_assets.domain import research
-from midfreq_assets.domain.config import VaultConfig, config_dir
-from midfreq_assets.domain.features import FeatureMapConfig, ewm_memory
-from midfreq_assets.domain.labels import LabelMapConfig
-from midfreq_assets.domain.models import FittedModel, ModelsConfig, halflife_rows
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.config.vault import VaultConfig, config_dir
+from midfreq_assets.domain.research.features import FeatureMapConfig, ewm_memory
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import FittedModel, ModelsConfig, halflife_rows
 from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
 

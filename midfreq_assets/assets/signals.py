@@ -18,10 +18,10 @@ from dagster import (
     asset,
 )
 
-from midfreq_assets.domain import research
-from midfreq_assets.domain.config import config_dir
-from midfreq_assets.domain.labels import LabelInfo, LabelMapConfig
-from midfreq_assets.domain.signal_backtest import SignalConfig, expected_class_value, signal_backtest
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.config.vault import config_dir
+from midfreq_assets.domain.research.labels import LabelInfo, LabelMapConfig
+from midfreq_assets.domain.backtest.signals import SignalConfig, expected_class_value, signal_backtest
 from midfreq_assets.metadata import markdown_table
 
 PRICE_CONFIG = "research/btc_price.yaml"

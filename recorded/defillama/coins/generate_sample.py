@@ -18,10 +18,10 @@ import math
 import random
 from pathlib import Path
 
-from midfreq_assets.domain.adjusted_yields import price_coins_for
-from midfreq_assets.domain.config import load_vault_configs
-from midfreq_resources.defillama_coins import DefiLlamaCoinsClient, batches
-from midfreq_resources.replay_server import coins_chart_filename
+from midfreq_assets.domain.yields.adjusted import price_coins_for
+from midfreq_assets.domain.config.vault import load_vault_configs
+from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient, batches
+from midfreq_resources.replay.server import coins_chart_filename
 
 HERE = Path(__file__).resolve().parent
 FIRST, LAST = dt.date(2024, 6, 6), dt.date(2025, 6, 5)

@@ -1,0 +1,146 @@
+"""Vault configuration: YAML files validated by pydantic, with errors that name file and key.
+
+Configuration is data: every tunable of the universe, the research engine, the optimizer and
+the backtest lives in a vault YAML file under ``configs/vaults/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from midfreq_assets.domain.yields.adjusted import YieldAdjustmentConfig
+from midfreq_assets.domain.backtest.config import BacktestConfig
+from midfreq_assets.domain.config.base import (
+    DEFAULT_CONFIG_DIR,
+    ConfigError,
+    StrictModel,
+    config_dir,
+    format_validation_error,
+    load_model,
+    normalize_slug,
+    read_yaml,
+    validate_model,
+)
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import ModelsConfig
+from midfreq_assets.domain.portfolio.optimizer import StrategyConfig
+
+__all__ = [
+    "DEFAULT_CONFIG_DIR", "BacktestConfig", "ConfigError", "ExclusionConfig", "StrictModel", "TokenRegistry",
+    "VaultConfig", "config_dir", "format_validation_error", "load_model", "load_token_registry",
+    "load_vault_config", "load_vault_configs", "normalize_slug", "read_yaml", "validate_model",
+]
+
+ReferenceAsset = Literal["usd", "eth", "btc"]
+
+
+class ExclusionConfig(StrictModel):
+    pools: list[str] = Field(default_factory=list, description="pool uuids never held")
+    symbols: list[str] = Field(default_factory=list, description="pool symbols never held (case-insensitive)")
+    projects: list[str] = Field(default_factory=list, description="project slugs never held")
+
+
+class VaultConfig(StrictModel):
+    """One vault: its universe, and (in later sections) its research, strategy and backtest."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="used as the asset key prefix")
+    reference_asset: ReferenceAsset
+    start_date: dt.date
+    chains: list[str] = Field(min_length=1)
+    protocols: dict[str, list[str]] = Field(
+        min_length=1, description="protocol tiers: tier name -> DefiLlama project slugs"
+    )
+    underlying_tokens: list[str] | None = Field(
+        default=None,
+        description="whitelisted underlying symbols; default: the pegged symbols of the reference asset",
+    )
+    min_pool_tvl_usd: float = Field(default=0.0, ge=0)
+    min_protocol_tvl_usd: float | None = Field(default=None, ge=0)
+    exclude: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
+    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
+    label_map: LabelMapConfig = Field(default_factory=LabelMapConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+
+    @field_validator("protocols")
+    @classmethod
+    def _normalize_protocols(cls, tiers: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {tier: [normalize_slug(p) for p in slugs] for tier, slugs in tiers.items()}
+
+    @field_validator("chains")
+    @classmethod
+    def _strip_chains(cls, chains: list[str]) -> list[str]:
+        return [c.strip() for c in chains]
+
+    @model_validator(mode="after")
+    def _no_duplicate_protocols(self) -> VaultConfig:
+        seen: dict[str, str] = {}
+        for tier, slugs in self.protocols.items():
+            for slug in slugs:
+                if slug in seen and seen[slug] != tier:
+                    raise ValueError(f"protocol {slug!r} is in two tiers: {seen[slug]!r} and {tier!r}")
+                seen[slug] = tier
+        return self
+
+    @property
+    def protocol_slugs(self) -> set[str]:
+        return {slug for slugs in self.protocols.values() for slug in slugs}
+
+    def protocol_tier(self, slug: str) -> str | None:
+        for tier, slugs in self.protocols.items():
+            if normalize_slug(slug) in slugs:
+                return tier
+        return None
+
+
+class TokenRegistry(StrictModel):
+    """Token address -> symbol per chain, and the pegged symbols of each reference asset."""
+
+    pegged_symbols: dict[ReferenceAsset, list[str]]
+    addresses: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("pegged_symbols")
+    @classmethod
+    def _lower_symbols(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {asset: [s.lower() for s in symbols] for asset, symbols in value.items()}
+
+    @field_validator("addresses")
+    @classmethod
+    def _lower_addresses(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {
+            chain.lower(): {addr.lower(): sym.lower() for addr, sym in table.items()}
+            for chain, table in value.items()
+        }
+
+    def symbol_of(self, chain: str, address: str) -> str | None:
+        return self.addresses.get(chain.lower(), {}).get(address.lower())
+
+
+
+def load_vault_config(path: Path | str) -> VaultConfig:
+    vault = load_model(VaultConfig, path)
+    stem = Path(path).stem
+    if stem != vault.name:
+        raise ConfigError(f"{path}: name: must match the file name {stem!r} (got {vault.name!r})")
+    return vault
+
+
+def load_vault_configs(directory: Path | str | None = None) -> dict[str, VaultConfig]:
+    """All vaults in ``configs/vaults`` keyed by name (sorted, so asset graphs are stable)."""
+    directory = Path(directory) if directory else config_dir() / "vaults"
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{directory}: no vault configuration (*.yaml) found")
+    return {v.name: v for v in (load_vault_config(f) for f in files)}
+
+
+def load_token_registry(path: Path | str | None = None) -> TokenRegistry:
+    return load_model(TokenRegistry, path or config_dir() / "tokens.yaml")
+

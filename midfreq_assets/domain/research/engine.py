@@ -1,0 +1,330 @@
+"""Entry points of the research engine, called by the Dagster assets and by notebooks alike.
+
+Yields: the long ``pool_history`` (``date, pool, apy, tvl_usd, ...``; ``adjusted_apy`` when
+available) is the panel. Prices: ``binance_klines`` via :func:`klines_panel` (instrument =
+symbol, time = ``open_time``, windows in bars).
+
+Typical nightly flow for partition day D::
+
+    lookback = required_lookback(vault.feature_map, vault.models)          # rows of history
+    feats = build_features(history_window, vault.feature_map)               # then keep rows >= D
+    labs = build_labels(history, vault.label_map)                           # ends known < D
+    fitted = fit_model(feats_all, labs, vault.models, as_of=D, label_map=vault.label_map)
+    apy_hat = predict(fitted, feats_window, date=D)                         # Series by instrument
+
+No look-ahead: features at t use rows <= t; ``fit_model(as_of=T)`` trains only on rows whose label
+ends before T; predictions at t use features at t (and, for history estimators, earlier rows).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.base import is_classifier
+
+from midfreq_assets.domain.config.base import StrictModel, load_model
+from midfreq_assets.domain.research.cross_validation import cross_validate_estimator
+from midfreq_assets.domain.research.features import (
+    FeatureMapConfig,
+    compute_features,
+    ewm_memory,
+)
+from midfreq_assets.domain.research.features import (
+    required_lookback as feature_lookback,
+)
+from midfreq_assets.domain.research.labels import LabelInfo, LabelMapConfig, compute_labels
+from midfreq_assets.domain.research.models import (
+    TIME_COLUMNS,
+    EstimatorSpec,
+    FittedModel,
+    ModelsConfig,
+    fit_estimator,
+    halflife_rows,
+)
+from midfreq_assets.domain.backtest.signals import SignalConfig
+
+KEY_COLUMNS = ("open_time", "date", "instrument")
+_LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls)_(?P<h>\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# Panels, features, labels
+# --------------------------------------------------------------------------------------------
+
+
+def klines_panel(klines: pd.DataFrame, interval: str | None = None) -> pd.DataFrame:
+    """``binance_klines`` rows -> research panel ``[open_time, date, instrument, close, volume,
+    taker_buy_volume, ...]`` for one interval (klines of several intervals cannot share a grid)."""
+    df = klines
+    if "interval" in df.columns:
+        intervals = df["interval"].unique()
+        if interval is None and len(intervals) > 1:
+            raise ValueError(f"klines hold several intervals {sorted(intervals)}: pass interval=")
+        if interval is not None:
+            df = df[df["interval"] == interval]
+    df = df.rename(columns={"symbol": "instrument"})
+    return df.sort_values(["open_time", "instrument"], kind="stable").reset_index(drop=True)
+
+
+def time_column(df: pd.DataFrame) -> str:
+    for col in TIME_COLUMNS:
+        if col in df.columns:
+            return col
+    raise KeyError(f"no time column {TIME_COLUMNS} in {list(df.columns)[:10]}")
+
+
+def build_features(
+    panel: pd.DataFrame, feature_map: FeatureMapConfig, *, time_col: str | None = None
+) -> pd.DataFrame:
+    """Long panel (pool_history or klines_panel) -> ``[time, (date,) instrument, features...]``."""
+    return compute_features(panel, feature_map, time_col=time_col or time_column(panel))
+
+
+def build_labels(panel: pd.DataFrame, label_map: LabelMapConfig, *, time_col: str | None = None) -> pd.DataFrame:
+    """Long panel -> ``[time, (date,) instrument, label, label__end, ..., label_end]``."""
+    return compute_labels(panel, label_map, time_col=time_col or time_column(panel))
+
+
+def required_lookback(
+    feature_map: FeatureMapConfig, models: ModelsConfig | None = None, tolerance: float = 1e-6
+) -> int:
+    """Rows (days or bars) of history to load before the first partition row so that features
+    and history-based predictions equal their full-history values within ``tolerance``."""
+    need = feature_lookback(feature_map, tolerance)
+    for fam in (models.families.values() if models else []):
+        for spec in fam.estimators.values():
+            hl = spec.params.get("halflife")
+            if getattr(spec.estimator_class, "uses_history", False) and hl is not None:
+                need = max(need, ewm_memory(halflife_rows(hl), tolerance))
+    return need
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting, prediction, cross-validation
+# --------------------------------------------------------------------------------------------
+
+
+def label_info(label: str, label_map: LabelMapConfig | None) -> LabelInfo:
+    if label_map is not None:
+        return label_map.label(label)
+    m = _LABEL_RE.match(label)
+    if m is None:
+        raise ValueError(f"cannot parse label {label!r}: pass label_map=")
+    task = "classification" if m["kind"] == "cls" else "regression"
+    return LabelInfo(label, m["family"], m["family"], int(m["h"]), 0, task)
+
+
+def feature_columns(features: pd.DataFrame) -> list[str]:
+    return [c for c in features.columns if c not in KEY_COLUMNS]
+
+
+def join_features_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Features and labels side by side, sorted by time then instrument."""
+    tcol = time_column(features)
+    keys = [tcol, "instrument"]
+    extra = [c for c in labels.columns if c not in KEY_COLUMNS]
+    if len(features) == len(labels) and all(features[k].reset_index(drop=True).equals(labels[k].reset_index(drop=True)) for k in keys):
+        out = pd.concat([features.reset_index(drop=True), labels[extra].reset_index(drop=True)], axis=1)
+    else:
+        out = features.merge(labels[keys + extra], on=keys, how="inner")
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _pick(models: ModelsConfig, labels: pd.DataFrame, label: str | None, label_map: LabelMapConfig | None) -> LabelInfo:
+    if label is None:
+        cands = [c for c in labels.columns if c.endswith("__end") is False and f"{c}__end" in labels.columns]
+        cands = [c for c in cands if label_info(c, label_map).family in models.families]
+        if not cands:
+            raise ValueError(f"no label column of a family in models ({sorted(models.families)})")
+        label = cands[0]
+    return label_info(label, label_map)
+
+
+def _as_of(ts: pd.Timestamp | str, like: pd.Series) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    tz = getattr(like.dtype, "tz", None)
+    if tz is not None and ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts
+
+
+def fit_model(
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    models: ModelsConfig,
+    as_of: pd.Timestamp | str,
+    *,
+    label: str | None = None,
+    estimator: str | None = None,
+    label_map: LabelMapConfig | None = None,
+) -> FittedModel:
+    """Train one estimator on one label with the rows whose label ended strictly before ``as_of``
+    (so the model stored for day D never saw an outcome known after D). Defaults: the first label
+    of a configured family, and that family's primary estimator."""
+    info = _pick(models, labels, label, label_map)
+    fam = models.family(info.family)
+    name = estimator or fam.primary_name
+    spec = fam.estimators[name]
+    data = join_features_labels(features, labels)
+    cutoff = _as_of(as_of, data[info.end_col])
+    train = data[(data[info.end_col] < cutoff).to_numpy()]
+    return fit_estimator(
+        spec,
+        train,
+        train[info.name].to_numpy(dtype=np.float64),
+        label=info.name,
+        family=info.family,
+        name=name,
+        task=info.task,
+        mode=spec.mode or models.mode,
+        source=info.target,
+        feature_columns=feature_columns(features),
+        as_of=pd.Timestamp(cutoff),
+        class_names=list(info.classes) if info.classes else None,
+    )
+
+
+def fit_models(
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    models: ModelsConfig,
+    as_of: pd.Timestamp | str,
+    *,
+    label_map: LabelMapConfig | None = None,
+) -> dict[str, FittedModel]:
+    """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"``."""
+    out = {}
+    for col in labels.columns:
+        if f"{col}__end" not in labels.columns:
+            continue
+        info = label_info(col, label_map)
+        if info.family not in models.families:
+            continue
+        for name, spec in models.families[info.family].estimators.items():
+            if is_classifier(spec.build(info.target)) != (info.task == "classification"):
+                continue
+            out[f"{col}/{name}"] = fit_model(features, labels, models, as_of, label=col, estimator=name, label_map=label_map)
+    return out
+
+
+def _rows_for_date(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    tcol = time_column(features)
+    feats = features.sort_values([tcol, "instrument"], kind="stable").reset_index(drop=True)
+    when = feats[tcol].max() if date is None else _as_of(date, feats[tcol])
+    upto = feats[feats[tcol] <= when] if fitted.uses_history else feats[feats[tcol] == when]
+    rows = np.flatnonzero((upto[tcol] == when).to_numpy())
+    return upto.reset_index(drop=True), rows
+
+
+def predict(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None = None) -> pd.Series:
+    """Predictions at ``date`` (default: the latest time in ``features``), indexed by instrument.
+    History estimators (EWM predictor) also read the earlier rows of ``features``."""
+    frame, rows = _rows_for_date(fitted, features, date)
+    pred = fitted.predict(frame)[rows]
+    if fitted.task == "classification":
+        pred = pred.astype(float)
+    return pd.Series(pred, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), name=fitted.label)
+
+
+def predict_proba(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None = None) -> pd.DataFrame:
+    """Class probabilities at ``date``: index instrument, one column per class name."""
+    frame, rows = _rows_for_date(fitted, features, date)
+    proba = fitted.predict_proba(frame)[rows]
+    assert fitted.classes is not None
+    names = fitted.class_names or [str(c) for c in fitted.classes]
+    cols = [names[c] if c < len(names) else str(c) for c in fitted.classes]
+    return pd.DataFrame(proba, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), columns=cols)
+
+
+@dataclass
+class CVResult:
+    scores: pd.DataFrame  # label, estimator, fold ('0'.. or 'all'), instrument (or 'all'), metric, model, baseline, n
+    importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
+
+    def summary(self) -> pd.DataFrame:
+        """Overall scores (fold 'all', instrument 'all'): one row per label, estimator, metric."""
+        s = self.scores
+        return s[(s["fold"] == "all") & (s["instrument"] == "all")].reset_index(drop=True)
+
+
+def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
+    """Naive benchmark: class priors; today's value for forward means; zero for returns."""
+    if info.task == "classification":
+        return EstimatorSpec(estimator="sklearn.dummy.DummyClassifier", params={"strategy": "prior"})
+    if info.name.startswith(f"{info.family}_fwd_") and info.target in features.columns:
+        return EstimatorSpec(estimator="last_value", params={"source": info.target})
+    return EstimatorSpec(estimator="midfreq_assets.domain.research.models.ZeroBaseline")
+
+
+def cross_validate(
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    models: ModelsConfig,
+    *,
+    label: str | None = None,
+    estimators: list[str] | None = None,
+    label_map: LabelMapConfig | None = None,
+) -> CVResult:
+    """Purged walk-forward CV (``models.cv``) of the family's estimators on one label."""
+    info = _pick(models, labels, label, label_map)
+    fam = models.family(info.family)
+    max_h = label_map.max_horizon() if label_map is not None else info.horizon + info.lag
+    embargo = models.cv.embargo if models.cv.embargo is not None else max_h
+    if embargo < info.horizon + info.lag:
+        raise ValueError(f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}")
+    data = join_features_labels(features, labels)
+    feats = feature_columns(features)
+    scores, imps = [], []
+    for name in estimators or list(fam.estimators):
+        spec = fam.estimators[name]
+        s, i = cross_validate_estimator(
+            data,
+            time_col=time_column(features),
+            label=info.name,
+            end_col=info.end_col,
+            family=info.family,
+            task=info.task,
+            spec=spec,
+            name=name,
+            baseline=baseline_spec(info, features),
+            mode=spec.mode or models.mode,
+            cv=models.cv,
+            embargo=embargo,
+            feature_columns=feats,
+            source=info.target,
+            class_names=list(info.classes) if info.classes else None,
+        )
+        scores.append(s)
+        imps.append(i)
+    return CVResult(pd.concat(scores, ignore_index=True), pd.concat(imps, ignore_index=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Price research configs (configs/research/*.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+class PriceStudyConfig(StrictModel):
+    """One kline interval: its features, labels and models (windows in bars)."""
+
+    feature_map: FeatureMapConfig
+    label_map: LabelMapConfig
+    models: ModelsConfig
+    signal: SignalConfig = Field(default_factory=SignalConfig)
+
+
+class PriceResearchConfig(StrictModel):
+    symbols: list[str] = Field(min_length=1)
+    market: Literal["spot", "futures/um", "futures/cm"] = "spot"
+    intervals: dict[str, PriceStudyConfig] = Field(min_length=1)
+
+
+def load_price_research_config(path: Path | str) -> PriceResearchConfig:
+    """``configs/research/<name>.yaml``; errors name the file and the dotted key."""
+    return load_model(PriceResearchConfig, path)

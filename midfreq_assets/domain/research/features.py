@@ -1,0 +1,484 @@
+"""Feature engine: raw panel columns -> causal features, vectorized over the whole panel.
+
+Every computation runs on wide frames (index time, columns instrument), so pandas' Cython
+``ewm``/``rolling`` kernels do the work for all instruments at once: there is no loop over
+instruments. Every feature at time t uses only rows at or before t.
+
+YAML shape (section ``feature_map`` of a vault or research config; raw column -> spec)::
+
+    feature_map:
+      apy:                          # a raw column of the long panel
+        transform: as_is            # as_is | log | compound | arctanh
+        expansions:
+          level: true               # emit the transformed value itself (column "apy")
+          ewma:                     # EWM mean, halflife w (days for daily data, bars for klines)
+            windows: [3, 7, 30]
+            weight: null            # optional raw column v: EWM(x*v) / EWM(v)
+            normalize: zscore       # zscore (over a rolling norm_mult*w window) | rank | none
+            norm_mult: 5
+          cross_ewma: [[3, 30]]     # EWM(a) - EWM(b), normalized over norm_mult*max(a, b); true = all pairs
+          hvol: {increments: [1], halflives: [7]}   # EWM std of k-step log increments, z-scored
+          min: [7, 30]              # rolling min over lags [0,7), [7,30)
+          max: [7, 30]
+      taker_buy_volume:
+        transform: arctanh          # arctanh(clip(2*taker_buy_volume/volume - 1)), denominator `volume`
+        volume: volume
+
+Feature names: ``{col}`` (level of as_is) or ``{col}__{transform}``, ``{col}__ewma_{w}``,
+``{col}__xewma_{a}_{b}``, ``{col}__hvol_{k}_{h}``, ``{col}__min_{a}_{b}``, ``{col}__max_{a}_{b}``.
+
+Partition stability: EWMs have infinite memory, so a feature computed from a window of history
+equals the full-history value up to the EWM weight left outside the window;
+:func:`required_lookback` sizes the window so that this weight is below ``tolerance``.
+``compound`` levels depend on the first row loaded, so only scale-free expansions
+(normalized ewma/cross_ewma, hvol) are allowed on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
+from scipy.signal import lfilter
+
+from midfreq_assets.domain.config.base import StrictModel
+
+LOG_FLOOR = 1e-32
+FEATURE_THREADS = 2  # the machines this runs on have 2 cores; more threads only contend
+ARCTANH_EPS = 1e-8
+DAYS_PER_YEAR = 365.0
+INSTRUMENT_COLUMNS = ("instrument", "pool", "symbol")
+
+
+def _listify(value: Any) -> Any:
+    """Accept a scalar where a list is expected (dotted overrides like ``...windows: 7``)."""
+    if value is None or isinstance(value, list | tuple):
+        return value
+    return [value]
+
+
+IntList = Annotated[list[PositiveInt], BeforeValidator(_listify)]
+
+
+class EwmaSpec(StrictModel):
+    windows: IntList = Field(min_length=1, description="EWM halflives (days or bars)")
+    weight: str | None = Field(default=None, description="raw column v for EWM(x*v)/EWM(v)")
+    normalize: Literal["zscore", "rank", "none"] = "zscore"
+    norm_mult: PositiveInt = Field(default=5, description="normalization window = norm_mult * w")
+
+
+class HvolSpec(StrictModel):
+    increments: IntList = Field(default_factory=lambda: [1], min_length=1)
+    halflives: IntList = Field(min_length=1)
+    normalize: Literal["zscore", "none"] = "zscore"
+    norm_mult: PositiveInt = 5
+
+
+class Expansions(StrictModel):
+    level: bool = False
+    ewma: EwmaSpec | None = None
+    cross_ewma: bool | list[tuple[PositiveInt, PositiveInt]] = False
+    hvol: HvolSpec | None = None
+    min: IntList = Field(default_factory=list)
+    max: IntList = Field(default_factory=list)
+
+    @field_validator("min", "max")
+    @classmethod
+    def _increasing(cls, ladder: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(ladder, ladder[1:], strict=False)):
+            raise ValueError(f"window ladder must be strictly increasing (got {ladder})")
+        return ladder
+
+    @model_validator(mode="after")
+    def _cross_needs_windows(self) -> Expansions:
+        if self.cross_ewma is True and (self.ewma is None or len(self.ewma.windows) < 2):
+            raise ValueError("cross_ewma: true needs an ewma block with at least two windows")
+        if isinstance(self.cross_ewma, list) and any(a == b for a, b in self.cross_ewma):
+            raise ValueError("cross_ewma pairs need two different windows")
+        return self
+
+    def cross_pairs(self) -> list[tuple[int, int]]:
+        if self.cross_ewma is True:
+            assert self.ewma is not None
+            return [tuple(sorted(p)) for p in combinations(sorted(self.ewma.windows), 2)]  # type: ignore[misc]
+        return list(self.cross_ewma) if self.cross_ewma else []
+
+
+class ColumnSpec(StrictModel):
+    transform: Literal["as_is", "log", "compound", "arctanh"] = "as_is"
+    volume: str = Field(default="volume", description="denominator column of the arctanh imbalance")
+    expansions: Expansions = Field(default_factory=Expansions)
+
+    @model_validator(mode="after")
+    def _compound_scale_free(self) -> ColumnSpec:
+        if self.transform != "compound":
+            return self
+        e = self.expansions
+        bad = []
+        if e.level:
+            bad.append("level")
+        if e.min or e.max:
+            bad.append("min/max")
+        if (e.ewma is not None or e.cross_ewma) and (e.ewma is None or e.ewma.normalize == "none"):
+            bad.append("ewma/cross_ewma without normalize")
+        if bad:
+            raise ValueError(
+                "compound levels depend on the first row loaded (not partition-stable); "
+                f"use scale-free expansions only, not: {', '.join(bad)}"
+            )
+        return self
+
+
+class FeatureMapConfig(StrictModel):
+    """Raw column -> transform and expansions. Accepts the plain YAML mapping (see module doc)."""
+
+    columns: dict[str, ColumnSpec] = Field(default_factory=lambda: dict(_default_yield_columns()))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap_mapping(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data and set(data) != {"columns"}:
+            return {"columns": data}
+        return data
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> FeatureMapConfig:
+        if not self.columns:
+            raise ValueError("feature_map needs at least one column")
+        return self
+
+    def raw_columns(self) -> list[str]:
+        """Raw panel columns read (keys, weights, arctanh denominators)."""
+        cols: list[str] = []
+        for name, spec in self.columns.items():
+            cols.append(name)
+            if spec.transform == "arctanh":
+                cols.append(spec.volume)
+            if spec.expansions.ewma is not None and spec.expansions.ewma.weight:
+                cols.append(spec.expansions.ewma.weight)
+        return list(dict.fromkeys(cols))
+
+    def feature_names(self) -> list[str]:
+        return [name for name, _ in _feature_plan(self)]
+
+
+def _default_yield_columns() -> dict[str, ColumnSpec]:
+    """Default yield feature set of a vault: APY level, trend, range; TVL trend and volatility."""
+    return {
+        "apy": ColumnSpec(
+            transform="as_is",
+            expansions=Expansions(
+                level=True,
+                ewma=EwmaSpec(windows=[3, 7, 30]),
+                cross_ewma=[(3, 30)],
+                min=[7, 30],
+                max=[7, 30],
+            ),
+        ),
+        "tvl_usd": ColumnSpec(
+            transform="log",
+            expansions=Expansions(ewma=EwmaSpec(windows=[7, 30]), hvol=HvolSpec(increments=[1], halflives=[7])),
+        ),
+    }
+
+
+DEFAULT_FEATURE_MAP = FeatureMapConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Panel layout: long rows <-> wide (time x instrument) arrays, by integer codes (no pivot_table)
+# --------------------------------------------------------------------------------------------
+
+
+def instrument_column(df: pd.DataFrame) -> str:
+    for col in INSTRUMENT_COLUMNS:
+        if col in df.columns:
+            return col
+    raise KeyError(f"no instrument column: expected one of {INSTRUMENT_COLUMNS}, got {list(df.columns)}")
+
+
+@dataclass(frozen=True)
+class PanelIndex:
+    """Row <-> cell mapping of a long panel. Daily data is completed to a full calendar so that
+    windows in days are windows in rows; bar data keeps the observed bars (windows in bars)."""
+
+    times: pd.Index
+    instruments: pd.Index
+    ti: np.ndarray
+    ii: np.ndarray
+    time_col: str
+    instrument_col: str
+
+    @classmethod
+    def from_long(cls, df: pd.DataFrame, time_col: str = "date", instrument_col: str | None = None) -> PanelIndex:
+        instrument_col = instrument_col or instrument_column(df)
+        t = pd.DatetimeIndex(df[time_col])
+        uniq = pd.DatetimeIndex(t.unique()).sort_values()
+        if len(uniq) and (uniq == uniq.normalize()).all() and len(uniq) > 1:
+            uniq = pd.date_range(uniq[0], uniq[-1], freq="D", unit=uniq.unit)
+        ti = uniq.get_indexer(t)
+        ii, instruments = pd.factorize(df[instrument_col], sort=True)
+        instruments = pd.Index(instruments)
+        flat = ti.astype(np.int64) * len(instruments) + ii
+        if len(flat) and np.bincount(flat).max() > 1:
+            dup = df.loc[pd.Index(flat).duplicated(), [time_col, instrument_col]].head(3)
+            raise ValueError(f"panel has duplicate ({time_col}, {instrument_col}) rows, e.g.\n{dup}")
+        return cls(uniq, instruments, ti, ii, time_col, instrument_col)
+
+    def order(self) -> np.ndarray:
+        """Row order by time then instrument (identity when the input is already sorted)."""
+        key = self.ti.astype(np.int64) * len(self.instruments) + self.ii
+        if len(key) < 2 or (np.diff(key) > 0).all():
+            return np.arange(len(key))
+        return np.argsort(key, kind="stable")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.times), len(self.instruments)
+
+    def wide(self, values: np.ndarray | pd.Series) -> pd.DataFrame:
+        arr = np.full(self.shape, np.nan)
+        arr[self.ti, self.ii] = np.asarray(values, dtype=np.float64)
+        return pd.DataFrame(arr, index=self.times, columns=self.instruments)
+
+    def gather(self, wide: pd.DataFrame | np.ndarray) -> np.ndarray:
+        arr = wide.to_numpy() if isinstance(wide, pd.DataFrame) else wide
+        return arr[self.ti, self.ii]
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms and expansions on wide frames
+# --------------------------------------------------------------------------------------------
+
+
+def apply_transform(spec: ColumnSpec, col: str, wide: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    x = wide[col]
+    if spec.transform == "as_is":
+        return x
+    if spec.transform == "log":
+        return np.log(x.clip(lower=LOG_FLOOR))
+    if spec.transform == "compound":
+        ns = pd.DatetimeIndex(x.index).as_unit("ns").asi8
+        years = np.diff(ns, prepend=ns[0]) / (86_400e9 * DAYS_PER_YEAR)
+        growth = x.mul(years, axis=0).fillna(0.0).cumsum()
+        return np.exp(growth).where(x.notna())
+    # arctanh of the taker-buy imbalance
+    v = wide[spec.volume]
+    imbalance = (2.0 * x / v.where(v > 0) - 1.0).clip(-1 + ARCTANH_EPS, 1 - ARCTANH_EPS)
+    return np.arctanh(imbalance)
+
+
+def _window_sums(a: np.ndarray, window: int) -> np.ndarray:
+    """Sum over the last ``window`` rows (fewer at the start) of every column."""
+    c = np.zeros((a.shape[0] + 1, a.shape[1]))
+    np.cumsum(a, axis=0, out=c[1:])
+    lo = np.maximum(np.arange(1, a.shape[0] + 1) - window, 0)
+    return c[1:] - c[lo]
+
+
+def rolling_mean_std(x: pd.DataFrame, window: int, min_periods: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rolling mean and std (ddof=1) of every column at once, from cumulative sums (pandas'
+    rolling loops over columns in Python, which dominates the cost on wide panels)."""
+    a = x.to_numpy(dtype=np.float64)
+    valid = ~np.isnan(a)
+    # centre each column on its first valid value to keep the sums of squares well conditioned
+    ref = np.where(valid.any(axis=0), a[valid.argmax(axis=0), np.arange(a.shape[1])], 0.0)
+    v = np.where(valid, a - ref, 0.0)
+    n = _window_sums(valid.astype(np.float64), window)
+    m1 = _window_sums(v, window)
+    m2 = _window_sums(v * v, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = m1 / n
+        var = np.maximum(m2 - m1 * mean, 0.0) / (n - 1)
+    enough = n >= min_periods
+    mean = np.where(enough, mean + ref, np.nan)
+    std = np.where(enough & (n > 1), np.sqrt(var), np.nan)
+    return (pd.DataFrame(mean, index=x.index, columns=x.columns), pd.DataFrame(std, index=x.index, columns=x.columns))
+
+
+def rolling_extreme(x: pd.DataFrame, window: int, kind: str) -> pd.DataFrame:
+    """Rolling min/max ignoring NaN (min_periods=1), all columns at once over a strided view."""
+    a = x.to_numpy(dtype=np.float64)
+    padded = np.vstack([np.full((window - 1, a.shape[1]), np.nan), a])
+    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
+    ufunc = np.fmin if kind == "min" else np.fmax
+    return pd.DataFrame(ufunc.reduce(view, axis=-1), index=x.index, columns=x.columns)
+
+
+def _normalize(df: pd.DataFrame, how: str, window: int) -> pd.DataFrame:
+    if how == "none":
+        return df
+    min_periods = max(2, window // 2)
+    if how == "rank":
+        return df.rolling(window, min_periods=min_periods).rank(pct=True)
+    mean, std = rolling_mean_std(df, window, min_periods)
+    return (df - mean) / std.where(std > 0)
+
+
+def ewm_mean(x: pd.DataFrame, halflife: float, min_periods: int = 0) -> pd.DataFrame:
+    """``x.ewm(halflife, min_periods).mean()`` (adjust=True, NaN-aware) for all columns at once:
+    the ratio of two first-order recursive filters, num_t = d*num_{t-1} + x_t and
+    den_t = d*den_{t-1} + 1 over observed points (pandas loops over columns in Python)."""
+    a = x.to_numpy(dtype=np.float64)
+    obs = ~np.isnan(a)
+    decay = 0.5 ** (1.0 / halflife)
+    num = lfilter([1.0], [1.0, -decay], np.where(obs, a, 0.0), axis=0)
+    den = lfilter([1.0], [1.0, -decay], obs.astype(np.float64), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[np.cumsum(obs, axis=0) < max(min_periods, 1)] = np.nan
+    return pd.DataFrame(out, index=x.index, columns=x.columns)
+
+
+def _ewm_mean(x: pd.DataFrame, halflife: int, weight: pd.DataFrame | None) -> pd.DataFrame:
+    if weight is None:
+        return ewm_mean(x, halflife, halflife)
+    w = weight.where(x.notna())
+    num = ewm_mean(x * w, halflife, halflife)
+    den = ewm_mean(w, halflife, halflife)
+    return num / den.where(den > 0)
+
+
+def _feature_plan(cfg: FeatureMapConfig) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """(feature name, recipe) in output order; shared by naming, lookback and computation."""
+    for col, spec in cfg.columns.items():
+        e = spec.expansions
+        if e.level:
+            yield (col if spec.transform == "as_is" else f"{col}__{spec.transform}"), (col, "level")
+        if e.ewma is not None:
+            for w in e.ewma.windows:
+                yield f"{col}__ewma_{w}", (col, "ewma", w)
+        for a, b in e.cross_pairs():
+            yield f"{col}__xewma_{a}_{b}", (col, "xewma", a, b)
+        if e.hvol is not None:
+            for k in e.hvol.increments:
+                for h in e.hvol.halflives:
+                    yield f"{col}__hvol_{k}_{h}", (col, "hvol", k, h)
+        for kind in ("min", "max"):
+            ladder = getattr(e, kind)
+            for a, b in zip([0, *ladder][: len(ladder)], ladder, strict=True):
+                yield f"{col}__{kind}_{a}_{b}", (col, kind, a, b)
+
+
+def ewm_memory(halflife: float, tolerance: float) -> int:
+    """Rows after which the EWM weight left out is below ``tolerance``: 2**(-n/h) <= tol."""
+    return math.ceil(halflife * math.log2(1.0 / tolerance))
+
+
+def required_lookback(feature_map: FeatureMapConfig, tolerance: float = 1e-6) -> int:
+    """Rows (days for daily data, bars for klines) of history to load before the first row whose
+    features are wanted, so that they equal the full-history values within ``tolerance``."""
+    need = 0
+    for _, recipe in _feature_plan(feature_map):
+        col, kind = recipe[0], recipe[1]
+        spec = feature_map.columns[col]
+        if kind == "level":
+            n = 0
+        elif kind == "ewma":
+            assert spec.expansions.ewma is not None
+            w = recipe[2]
+            norm = 0 if spec.expansions.ewma.normalize == "none" else spec.expansions.ewma.norm_mult * w
+            n = ewm_memory(w, tolerance) + norm
+        elif kind == "xewma":
+            ew = spec.expansions.ewma
+            w = max(recipe[2], recipe[3])
+            norm = 0 if ew is not None and ew.normalize == "none" else (ew.norm_mult if ew else 5) * w
+            n = ewm_memory(w, tolerance) + norm
+        elif kind == "hvol":
+            hv = spec.expansions.hvol
+            assert hv is not None
+            k, h = recipe[2], recipe[3]
+            n = k + ewm_memory(h, tolerance) + (0 if hv.normalize == "none" else hv.norm_mult * h)
+        else:  # min / max over lags [a, b)
+            n = recipe[3]
+        need = max(need, n)
+    return need
+
+
+def _hvol(y: pd.DataFrame, transform: str, k: int, h: int) -> pd.DataFrame:
+    logy = y if transform in ("log", "arctanh") else np.log(y.clip(lower=LOG_FLOOR))
+    inc = logy - logy.shift(k)
+    return inc.ewm(halflife=h, min_periods=h).std()
+
+
+def compute_features_wide(
+    feature_map: FeatureMapConfig, wide: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """All features as wide frames, from raw wide frames (index time, columns instrument)."""
+    missing = [c for c in feature_map.raw_columns() if c not in wide]
+    if missing:
+        raise KeyError(f"feature_map needs raw columns {missing}; panel has {sorted(wide)}")
+    transformed = {col: apply_transform(spec, col, wide) for col, spec in feature_map.columns.items()}
+    ewm_cache: dict[tuple[str, int], pd.DataFrame] = {}
+
+    def ewm(col: str, w: int) -> pd.DataFrame:
+        if (col, w) not in ewm_cache:
+            ew = feature_map.columns[col].expansions.ewma
+            weight = wide[ew.weight] if ew is not None and ew.weight else None
+            ewm_cache[(col, w)] = _ewm_mean(transformed[col], w, weight)
+        return ewm_cache[(col, w)]
+
+    def one(recipe: tuple) -> pd.DataFrame:
+        col, kind = recipe[0], recipe[1]
+        spec = feature_map.columns[col]
+        x = transformed[col]
+        ew = spec.expansions.ewma
+        how, mult = (ew.normalize, ew.norm_mult) if ew is not None else ("zscore", 5)
+        if kind == "level":
+            return x
+        if kind == "ewma":
+            return _normalize(ewm(col, recipe[2]), how, mult * recipe[2])
+        if kind == "xewma":
+            a, b = recipe[2], recipe[3]
+            return _normalize(ewm(col, a) - ewm(col, b), how, mult * max(a, b))
+        if kind == "hvol":
+            hv = spec.expansions.hvol
+            assert hv is not None
+            k, h = recipe[2], recipe[3]
+            return _normalize(_hvol(x, spec.transform, k, h), hv.normalize, hv.norm_mult * h)
+        a, b = recipe[2], recipe[3]
+        return rolling_extreme(x.shift(a) if a else x, b - a, kind)
+
+    plan = list(_feature_plan(feature_map))
+    # numpy/scipy release the GIL in the heavy whole-panel kernels: two threads use both cores
+    with ThreadPoolExecutor(max_workers=FEATURE_THREADS) as pool:
+        frames = list(pool.map(one, [recipe for _, recipe in plan]))
+    out = {name: frame for (name, _), frame in zip(plan, frames, strict=True)}
+    return out
+
+
+def compute_features(
+    panel: pd.DataFrame,
+    feature_map: FeatureMapConfig,
+    *,
+    time_col: str = "date",
+    instrument_col: str | None = None,
+) -> pd.DataFrame:
+    """Long panel -> long features ``[time_col, (date,) instrument, features...]``, one row per
+    input row, sorted by time then instrument."""
+    idx = PanelIndex.from_long(panel, time_col, instrument_col)
+    wide = {c: idx.wide(panel[c]) for c in feature_map.raw_columns() if c in panel.columns}
+    feats = compute_features_wide(feature_map, wide)
+    order = idx.order()
+    ti, ii = idx.ti[order], idx.ii[order]
+    n_t, n_i = idx.shape
+    block = np.empty((len(order), len(feats)))
+    for j, frame in enumerate(feats.values()):
+        arr = frame.to_numpy()
+        # pandas stores a wide frame column-major: gather from the contiguous transpose (no copy)
+        block[:, j] = arr.T.ravel()[ii * n_t + ti] if arr.flags.f_contiguous else arr.ravel()[ti * n_i + ii]
+    out = pd.DataFrame(block, columns=list(feats), copy=False)
+    out.insert(0, "instrument", panel[idx.instrument_col].iloc[order].reset_index(drop=True))
+    if time_col != "date" and "date" in panel.columns:
+        out.insert(0, "date", panel["date"].to_numpy()[order])
+    out.insert(0, time_col, panel[time_col].to_numpy()[order])
+    return out
+
+

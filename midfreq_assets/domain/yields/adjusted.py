@@ -1,0 +1,432 @@
+"""Adjusted yields: what a pool's quoted APY is worth once its risks and extras are priced in.
+
+All yields are fractions per year. Components, each its own column so a reader can see why a
+pool's adjusted APY differs from its quote (REFERENCE.md section 1 "Yields"):
+
+- ``reward_haircut`` = ``(1 - discount) * apy_reward``, ``discount`` = min/max price ratio of
+  the pool's worst reward token over a lookback window (reward tokens get dumped);
+- ``underlying_apy``: a yield-bearing underlying's own APY, read from its own DefiLlama pool;
+- ``peg_yield`` = ``(E[p] - p) / p / T`` per year for pegged underlyings (rich -> negative);
+- ``il_annual`` = ``-|il7d| * 52`` (a loss, never a gain);
+- ``adjusted_apy = apy - reward_haircut + underlying_apy + peg_yield + il_annual``.
+
+Every component at date t uses only prices and yields dated <= t: windows look back, gaps are
+forward-filled (a bounded carry of the last good price; interpolating would read the future).
+Pure pandas, no Dagster: the nightly run and the backtest call the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from midfreq_assets.domain.config.base import StrictModel
+
+DAYS_PER_YEAR = 365.0
+
+COMPONENT_COLUMNS = ["apy", "reward_haircut", "underlying_apy", "peg_yield", "il_annual", "adjusted_apy"]
+FLAG_COLUMNS = [
+    "flag_reward_tokens_unknown",
+    "flag_reward_price_missing",
+    "flag_underlying_missing",
+    "flag_peg_price_missing",
+    "flag_price_filled",
+    "flag_depeg",
+]
+OUTPUT_COLUMNS = ["date", "pool", *COMPONENT_COLUMNS, "apy_reward", "reward_discount", *FLAG_COLUMNS]
+
+# DefiLlama pool chain names -> coins.llama.fi chain prefixes, where they differ.
+DEFAULT_CHAIN_PREFIXES: dict[str, str] = {
+    "avalanche": "avax",
+    "binance": "bsc",
+    "gnosis": "xdai",
+    "polygon zkevm": "polygon_zkevm",
+    "zksync era": "era",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration (the vault YAML `yields:` section)
+# --------------------------------------------------------------------------------------------
+
+
+class RewardHaircutConfig(StrictModel):
+    method: Literal["none", "min_max_ratio"] = Field(
+        default="none", description="none: keep reward APY; min_max_ratio: discount by price min/max"
+    )
+    lookback_days: int = Field(default=30, ge=2, le=365)
+    min_observations: int = Field(
+        default=7, ge=1, description="fewer prices in the window count as 'no price' (no haircut possible)"
+    )
+    missing_price_discount: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="discount used when a reward token has no price: 0 drops its reward APY, 1 keeps it",
+    )
+    default_reward_tokens: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="project slug -> reward coin ids, for pools whose rewardTokens DefiLlama leaves null",
+    )
+
+
+class PeggedToken(StrictModel):
+    coin: str = Field(pattern=r"^[a-z0-9_-]+:\S+$", description="coins.llama.fi id: chain:address or coingecko:id")
+    peg: float | None = Field(
+        default=1.0, gt=0, description="expected price E[p]; null = not pegged (price fetched, no peg yield)"
+    )
+
+
+class PegYieldConfig(StrictModel):
+    enabled: bool = False
+    horizon_days: float = Field(default=30.0, gt=0, description="T: how long until the peg is expected back")
+    deadband: float = Field(default=0.0, ge=0, description="|(E-p)/p| below this is noise -> 0")
+    max_abs_deviation: float = Field(
+        default=0.01, gt=0, description="|(E-p)/p| is clipped here, so a depeg spike has a bounded effect"
+    )
+    depeg_threshold: float = Field(default=0.01, gt=0, description="|p/E - 1| above this sets flag_depeg")
+
+
+class UnderlyingYieldConfig(StrictModel):
+    pools: dict[str, str] = Field(
+        default_factory=dict, description="underlying symbol -> DefiLlama pool uuid carrying its own APY"
+    )
+    max_gap_days: int = Field(default=3, ge=0, description="carry the underlying's last APY this many days")
+
+    @field_validator("pools")
+    @classmethod
+    def _lower(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.lower(): v for k, v in value.items()}
+
+
+class ImpermanentLossConfig(StrictModel):
+    enabled: bool = True
+    il7d_unit: Literal["fraction", "percent"] = Field(
+        default="fraction", description="pool_history stores fractions; 'percent' for raw DefiLlama values"
+    )
+    periods_per_year: float = Field(default=52.0, gt=0)
+
+
+class YieldAdjustmentConfig(StrictModel):
+    """The vault's `yields:` section. Everything defaults to 'no adjustment'."""
+
+    tokens: dict[str, PeggedToken] = Field(
+        default_factory=dict, description="underlying symbol (lower-case) -> price coin and expected peg"
+    )
+    reward_haircut: RewardHaircutConfig = Field(default_factory=RewardHaircutConfig)
+    peg: PegYieldConfig = Field(default_factory=PegYieldConfig)
+    underlying_yield: UnderlyingYieldConfig = Field(default_factory=UnderlyingYieldConfig)
+    impermanent_loss: ImpermanentLossConfig = Field(default_factory=ImpermanentLossConfig)
+    max_price_gap_days: int = Field(default=3, ge=0, description="forward-fill missing price days up to this")
+    extra_coins: list[str] = Field(default_factory=list, description="more coin ids to fetch into token_prices")
+    chain_prefixes: dict[str, str] = Field(
+        default_factory=dict, description="pool chain name -> coins.llama.fi prefix, on top of the defaults"
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _lower_tokens(cls, value: dict[str, PeggedToken]) -> dict[str, PeggedToken]:
+        return {k.lower(): v for k, v in value.items()}
+
+    @property
+    def lookback_days(self) -> int:
+        """History a day's computation needs (reward window plus the fill allowances)."""
+        return self.reward_haircut.lookback_days + max(self.max_price_gap_days, self.underlying_yield.max_gap_days)
+
+    def price_coins(self) -> list[str]:
+        """Every coin whose prices this configuration uses, in a stable order."""
+        coins = [t.coin for t in self.tokens.values()]
+        coins += [c for tokens in self.reward_haircut.default_reward_tokens.values() for c in tokens]
+        coins += self.extra_coins
+        return list(dict.fromkeys(coins))
+
+    def coin_id(self, chain: str, address: str) -> str:
+        """A pool's (chain, token address) as a coins.llama.fi id."""
+        name = chain.strip().lower()
+        prefix = {**DEFAULT_CHAIN_PREFIXES, **{k.lower(): v for k, v in self.chain_prefixes.items()}}.get(name, name)
+        return f"{prefix}:{address}"
+
+
+def price_coins_for(configs: Iterable[YieldAdjustmentConfig]) -> list[str]:
+    """The coins ``token_prices`` fetches for several vaults (in vault order, no duplicates)."""
+    return list(dict.fromkeys(c for config in configs for c in config.price_coins()))
+
+
+# --------------------------------------------------------------------------------------------
+# Pool -> tokens
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolTokens:
+    """What the adjustments need to know about one pool."""
+
+    reward_coins: tuple[str, ...] | None = None
+    underlying_symbols: tuple[str, ...] = ()
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, float) and np.isnan(value):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def resolve_pool_tokens(metadata: pd.DataFrame, config: YieldAdjustmentConfig) -> dict[str, PoolTokens]:
+    """Reward coins and underlying symbols per pool, from the latest ``pool_metadata`` row per pool.
+
+    Reward tokens are DefiLlama addresses on the pool's chain; when DefiLlama has none (null), the
+    project's configured default reward tokens are used.
+    """
+    if metadata.empty:
+        return {}
+    latest = metadata.sort_values("date").groupby("pool", sort=False).tail(1)
+    defaults = {k.lower(): v for k, v in config.reward_haircut.default_reward_tokens.items()}
+    out: dict[str, PoolTokens] = {}
+    for row in latest.itertuples(index=False):
+        rewards = _as_list(getattr(row, "reward_tokens", None))
+        chain = str(getattr(row, "chain", "") or "")
+        if rewards:
+            coins: tuple[str, ...] | None = tuple(
+                r if ":" in r else config.coin_id(chain, r) for r in rewards
+            )
+        else:
+            project = str(getattr(row, "project", "") or "").lower()
+            coins = tuple(defaults[project]) if project in defaults else None
+        symbols = tuple(s.lower() for s in _as_list(getattr(row, "underlying_symbols", None)))
+        out[str(row.pool)] = PoolTokens(reward_coins=coins, underlying_symbols=symbols)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Prices
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PricePanel:
+    """Daily prices (index date, columns coin) after cleaning, with what cleaning did."""
+
+    prices: pd.DataFrame
+    filled: pd.DataFrame
+    rejected: pd.DataFrame
+    report: dict[str, object] = field(default_factory=dict)
+
+
+def daily_index(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
+    return pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D", name="date")
+
+
+def price_panel(prices: pd.DataFrame, dates: pd.DatetimeIndex, coins: Iterable[str], max_gap_days: int) -> PricePanel:
+    """Long ``token_prices`` -> a clean daily panel over ``dates``.
+
+    Zero, negative and non-finite prices are rejected (NaN, counted); missing days are
+    forward-filled up to ``max_gap_days``; whatever is still missing stays NaN and is reported.
+    """
+    coins = list(dict.fromkeys(coins))
+    if prices.empty:
+        raw = pd.DataFrame(np.nan, index=dates, columns=coins, dtype=float)
+    else:
+        frame = prices.assign(date=pd.to_datetime(prices["date"]).dt.normalize())
+        raw = frame.pivot_table(index="date", columns="coin", values="price", aggfunc="last")
+        raw.columns = raw.columns.astype(object)
+        full = daily_index(min(raw.index.min(), dates.min()), max(raw.index.max(), dates.max()))
+        raw = raw.reindex(index=full, columns=coins).astype(float)
+    rejected = raw.notna() & ~(np.isfinite(raw) & (raw > 0))
+    clean = raw.where(~rejected)
+    filled_values = clean.ffill(limit=max_gap_days) if max_gap_days > 0 else clean
+    filled = clean.isna() & filled_values.notna()
+    panel = filled_values.reindex(dates)
+    filled = filled.reindex(dates, fill_value=False)
+    rejected = rejected.reindex(dates, fill_value=False)
+    report = {
+        "rejected_prices": {c: int(n) for c, n in rejected.sum().items() if n},
+        "filled_days": {c: int(n) for c, n in filled.sum().items() if n},
+        "missing_days": {c: int(n) for c, n in panel.isna().sum().items() if n},
+    }
+    return PricePanel(prices=panel, filled=filled, rejected=rejected, report=report)
+
+
+def reward_discount_panel(prices: pd.DataFrame, lookback_days: int, min_observations: int) -> pd.DataFrame:
+    """min/max price ratio per coin over the trailing window (1 = no drawdown).
+
+    NaN when today's price is missing (beyond the fill limit) or the window holds too few prices:
+    a stale window would claim a haircut nobody can observe.
+    """
+    window = prices.rolling(lookback_days, min_periods=min(min_observations, lookback_days))
+    ratio = window.min() / window.max()
+    return ratio.where(prices.notna()).clip(0.0, 1.0)
+
+
+def peg_deviation_panel(prices: pd.DataFrame, pegs: Mapping[str, float], config: PegYieldConfig) -> tuple[
+    pd.DataFrame, pd.DataFrame
+]:
+    """Per coin: annualized peg yield ``(E-p)/p / T`` (clipped, deadbanded) and the depeg flag."""
+    coins = [c for c in pegs if c in prices.columns]
+    p = prices[coins]
+    expected = pd.Series({c: float(pegs[c]) for c in coins}, dtype=float)
+    deviation = (expected - p) / p
+    deviation = deviation.where(deviation.abs() >= config.deadband, 0.0).where(p.notna())
+    bounded = deviation.clip(-config.max_abs_deviation, config.max_abs_deviation)
+    annual = bounded * (DAYS_PER_YEAR / config.horizon_days)
+    depeg = ((p / expected - 1.0).abs() > config.depeg_threshold).fillna(False)
+    return annual, depeg
+
+
+# --------------------------------------------------------------------------------------------
+# The panel
+# --------------------------------------------------------------------------------------------
+
+
+def _wide(history: pd.DataFrame, column: str, dates: pd.DatetimeIndex, pools: list[str]) -> pd.DataFrame:
+    if column not in history.columns or history.empty:
+        return pd.DataFrame(np.nan, index=dates, columns=pools, dtype=float)
+    wide = history.pivot_table(index="date", columns="pool", values=column, aggfunc="last", dropna=False)
+    wide.columns = wide.columns.astype(object)
+    return wide.reindex(index=dates, columns=pools).astype(float)
+
+
+def _group_by_tokens(mapping: Mapping[str, tuple[str, ...] | None]) -> dict[tuple[str, ...] | None, list[str]]:
+    groups: dict[tuple[str, ...] | None, list[str]] = {}
+    for pool, tokens in mapping.items():
+        groups.setdefault(tokens, []).append(pool)
+    return groups
+
+
+def _broadcast(values: pd.Series, pools: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(np.repeat(values.to_numpy()[:, None], len(pools), axis=1), index=values.index, columns=pools)
+
+
+def adjusted_yield_panel(
+    history: pd.DataFrame,
+    pool_tokens: Mapping[str, PoolTokens],
+    prices: pd.DataFrame,
+    config: YieldAdjustmentConfig,
+    pools: Iterable[str] | None = None,
+    output_dates: Iterable[pd.Timestamp] | None = None,
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Adjusted APY with each component and flag, one row per (date, pool).
+
+    ``history``: long ``pool_history`` (fractions) covering the output dates and the lookback;
+    ``prices``: long ``token_prices`` (date, coin, price); ``pools``: the pools to report
+    (default: every pool in ``history``); ``output_dates``: the days to report (default: all).
+    Returns the long frame and a report of what was filled, rejected or missing.
+    """
+    history = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
+    pools = list(dict.fromkeys(pools)) if pools is not None else list(dict.fromkeys(history["pool"]))
+    if history.empty:
+        return pd.DataFrame(columns=OUTPUT_COLUMNS), {}
+    start = history["date"].min()
+    if not prices.empty:
+        start = min(start, pd.to_datetime(prices["date"]).min().normalize())
+    dates = daily_index(start, history["date"].max())
+    tokens = {p: pool_tokens.get(p, PoolTokens()) for p in pools}
+
+    apy = _wide(history, "apy", dates, pools)
+    apy_reward = _wide(history, "apy_reward", dates, pools).fillna(0.0).clip(lower=0.0)
+    false = pd.DataFrame(False, index=dates, columns=pools)
+
+    coins = list(dict.fromkeys(
+        [t.coin for t in config.tokens.values()]
+        + [c for t in tokens.values() for c in (t.reward_coins or ())]
+    ))
+    panel = price_panel(prices, dates, coins, config.max_price_gap_days)
+
+    # Reward haircut: the worst reward token of the pool sets the discount.
+    rh = config.reward_haircut
+    discount = pd.DataFrame(1.0, index=dates, columns=pools)
+    tokens_unknown = false.copy()
+    price_missing = false.copy()
+    price_filled = false.copy()
+    if rh.method == "min_max_ratio":
+        coin_discount = reward_discount_panel(panel.prices, rh.lookback_days, rh.min_observations)
+        for reward_coins, group in _group_by_tokens({p: t.reward_coins for p, t in tokens.items()}).items():
+            has_reward = apy_reward[group] > 0
+            if not reward_coins:
+                discount[group] = discount[group].where(~has_reward, rh.missing_price_discount)
+                tokens_unknown[group] = has_reward
+                continue
+            per_coin = coin_discount[list(reward_coins)]
+            missing = per_coin.isna().any(axis=1)
+            worst = per_coin.fillna(rh.missing_price_discount).min(axis=1)
+            discount[group] = _broadcast(worst, group).where(has_reward, 1.0)
+            price_missing[group] = has_reward & _broadcast(missing, group)
+            price_filled[group] = has_reward & _broadcast(panel.filled[list(reward_coins)].any(axis=1), group)
+    reward_haircut = (1.0 - discount) * apy_reward
+
+    # Underlying yield from the underlying's own pool.
+    uy = config.underlying_yield
+    underlying_apy = pd.DataFrame(0.0, index=dates, columns=pools)
+    underlying_missing = false.copy()
+    if uy.pools:
+        source = _wide(history, "apy", dates, list(dict.fromkeys(uy.pools.values())))
+        source = source.ffill(limit=uy.max_gap_days) if uy.max_gap_days else source
+        by_symbols = _group_by_tokens({p: tuple(s for s in t.underlying_symbols if s in uy.pools)
+                                       for p, t in tokens.items()})
+        for symbols, group in by_symbols.items():
+            if not symbols:
+                continue
+            values = source[[uy.pools[s] for s in symbols]]
+            underlying_apy[group] = _broadcast(values.fillna(0.0).mean(axis=1), group)
+            underlying_missing[group] = _broadcast(values.isna().any(axis=1), group)
+
+    # Peg deviation as yield, averaged over the pool's pegged underlyings.
+    peg_yield = pd.DataFrame(0.0, index=dates, columns=pools)
+    peg_missing = false.copy()
+    depeg = false.copy()
+    if config.peg.enabled:
+        pegs = {t.coin: t.peg for t in config.tokens.values() if t.peg is not None}
+        coin_yield, coin_depeg = peg_deviation_panel(panel.prices, pegs, config.peg)
+        symbol_coin = {s: t.coin for s, t in config.tokens.items() if t.peg is not None}
+        by_coins = _group_by_tokens({p: tuple(symbol_coin[s] for s in t.underlying_symbols if s in symbol_coin)
+                                     for p, t in tokens.items()})
+        for pool_coins, group in by_coins.items():
+            if not pool_coins:
+                continue
+            cols = list(pool_coins)
+            peg_yield[group] = _broadcast(coin_yield[cols].fillna(0.0).mean(axis=1), group)
+            peg_missing[group] = _broadcast(coin_yield[cols].isna().any(axis=1), group)
+            depeg[group] = _broadcast(coin_depeg[cols].any(axis=1), group)
+            price_filled[group] = price_filled[group] | _broadcast(panel.filled[cols].any(axis=1), group)
+
+    # Impermanent loss: a loss whatever sign DefiLlama gives it.
+    il = config.impermanent_loss
+    il_annual = pd.DataFrame(0.0, index=dates, columns=pools)
+    if il.enabled:
+        il7d = _wide(history, "il7d", dates, pools)
+        scale = 0.01 if il.il7d_unit == "percent" else 1.0
+        il_annual = (-il7d.abs() * scale * il.periods_per_year).fillna(0.0)
+
+    adjusted = apy - reward_haircut + underlying_apy + peg_yield + il_annual
+
+    columns = {
+        "apy": apy, "reward_haircut": reward_haircut, "underlying_apy": underlying_apy,
+        "peg_yield": peg_yield, "il_annual": il_annual, "adjusted_apy": adjusted,
+        "apy_reward": apy_reward, "reward_discount": discount,
+        "flag_reward_tokens_unknown": tokens_unknown, "flag_reward_price_missing": price_missing,
+        "flag_underlying_missing": underlying_missing, "flag_peg_price_missing": peg_missing,
+        "flag_price_filled": price_filled, "flag_depeg": depeg,
+    }
+    present = history[history["pool"].isin(pools)][["date", "pool"]].drop_duplicates()
+    if output_dates is not None:
+        wanted = pd.DatetimeIndex(pd.to_datetime(list(output_dates))).normalize()
+        present = present[present["date"].isin(wanted)]
+    rows = pd.MultiIndex.from_frame(present)
+    stacked = {name: frame.rename_axis(index="date", columns="pool").stack(future_stack=True).reindex(rows)
+               for name, frame in columns.items()}
+    out = pd.DataFrame(stacked).reset_index()
+    for flag in FLAG_COLUMNS:
+        out[flag] = out[flag].fillna(False).astype(bool)
+    out["pool"] = out["pool"].astype(str)
+    out = out[OUTPUT_COLUMNS].sort_values(["date", "pool"]).reset_index(drop=True)
+    report: dict[str, object] = {
+        "prices": panel.report,
+        "flag_counts": {f: int(out[f].sum()) for f in FLAG_COLUMNS if out[f].any()},
+    }
+    return out, report
