@@ -29,12 +29,14 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 
 from midfreq_assets.domain.backtest import engine as bt  # noqa: E402
-from midfreq_assets.domain.config.vault import load_token_registry, load_vault_config  # noqa: E402
 from midfreq_assets.domain.backtest.grids import load_grids, run_point  # noqa: E402
+from midfreq_assets.domain.config.tokens import load_token_registry  # noqa: E402
+from midfreq_assets.domain.config.vault import load_vault_config  # noqa: E402
 from midfreq_assets.domain.ingest.universe import select_universe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VAULT = load_vault_config(REPO / "configs" / "vaults" / "usd_lending.yaml")
+GRIDS = REPO / "configs" / "grids"
 
 
 def bundled_panel():
@@ -60,14 +62,16 @@ def _run_chunk(args):
     warnings.filterwarnings("ignore")
     from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
-    from midfreq_assets.assets.backtests import RANGE_END_TAG, RANGE_START_TAG, build_backtest_assets
-    from midfreq_assets.partitions import daily_partitions
+    from midfreq_assets.defs.vault.backtests import build_backtest_assets
+    from midfreq_assets.defs.vault.grid_sensor import RANGE_END_TAG, RANGE_START_TAG
+    from midfreq_assets.partitions import daily_from
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     if not _STATE:
-        upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+        days = daily_from(VAULT.start_date)
+        upstream = [AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
                     for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
-        _STATE["assets"] = [*build_backtest_assets(VAULT), *upstream]
+        _STATE["assets"] = [*build_backtest_assets(VAULT, GRIDS), *upstream]
         _STATE["instance"] = DagsterInstance.get()
     if len(keys) == 1:
         part = {"partition_key": keys[0]}
@@ -113,7 +117,7 @@ def main() -> None:
     bt.prediction_panel(panel, VAULT)
     print(f"prediction panel (EWM, research engine): {time.perf_counter() - t0:.2f}s")
 
-    points = load_grids()[args.grid].points()
+    points = load_grids(GRIDS)[args.grid].points()
     t0, c0 = time.perf_counter(), time.process_time()
     for p in points:
         run_point(panel, VAULT, p)
@@ -125,7 +129,8 @@ def main() -> None:
 
     from dagster import DagsterInstance
 
-    from midfreq_assets.assets.backtests import GRID_POINTS_PER_RUN, register_grid_points
+    from midfreq_assets.defs.vault.backtests import GRID_POINTS_PER_RUN
+    from midfreq_assets.defs.vault.grid_sensor import register_grid_points
     from midfreq_resources.io.lake import write_parquet
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
@@ -137,7 +142,7 @@ def main() -> None:
         io = ParquetIOManager(root=lake)
         write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), panel)
         instance = DagsterInstance.get()
-        keys = register_grid_points(instance, [VAULT])[VAULT.name]
+        keys = register_grid_points(instance, [VAULT], GRIDS)[VAULT.name]
         keys = [p.name for p in points if p.name in set(keys)]
         per_run = args.points_per_run or GRID_POINTS_PER_RUN
         # the order of the dynamic partitions (registration order): ranges of consecutive keys

@@ -24,7 +24,8 @@ import cvxpy as cp
 import numpy as np
 
 from midfreq_assets.domain.config.vault import load_vault_config
-from midfreq_assets.domain.portfolio.optimizer import StrategyConfig, VaultOptimizer, objective_value
+from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer, objective_value
+from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 TARGET_MS = {55: 0.5, 500: 5.0}
 

@@ -1,4 +1,5 @@
-"""midfreq's Dagster code location (``defs``) and its pure-Python domain code (``domain``)."""
+"""midfreq: the Dagster code location (``midfreq_assets.definitions``: ``defs/``) and its pure-Python
+domain code (``midfreq_assets.domain``). Importing the package loads neither."""
 
 import warnings
 
@@ -8,7 +9,3 @@ from dagster import BetaWarning, PreviewWarning
 # allow_nonexistent_upstream_partitions); their warnings would drown every run's log.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
-
-from midfreq_assets.definitions import defs  # noqa: E402
-
-__all__ = ["defs"]

@@ -47,13 +47,14 @@ def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
 
 def stage_partitions(instance, stage: Stage) -> list[str | None]:
     if stage.grid:
-        from midfreq_assets.assets.backtests import register_grid_points
-        from midfreq_assets.definitions import VAULTS
-        from midfreq_assets.domain.backtest.grids import grids_dir, load_grid, validate_grid
+        from midfreq_assets.defs.vault.grid_sensor import register_grid_points
+        from midfreq_assets.domain.backtest.grids import load_grid, validate_grid
+        from midfreq_assets.project import current_project
 
-        vault = next(v for v in VAULTS if v.name == stage.vault)
-        register_grid_points(instance, [vault])
-        return [p.name for p in validate_grid(load_grid(grids_dir() / f"{stage.grid}.yaml"), vault)]
+        project = current_project()
+        vault = project.vault(stage.vault)
+        register_grid_points(instance, [vault], project.grids_dir)
+        return [p.name for p in validate_grid(load_grid(project.grids_dir / f"{stage.grid}.yaml"), vault)]
     return [stage.partition]
 
 

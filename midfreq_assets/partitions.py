@@ -1,21 +1,44 @@
-"""Partition definitions shared by the asset graph (one daily calendar in UTC)."""
+"""Partition definitions of the asset graph (UTC calendar days, weekly refits, Binance days)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
-from dagster import DailyPartitionsDefinition, TimeWindow
-
-from midfreq_assets.domain.config.vault import load_vault_configs
-
-
-def earliest_vault_start() -> dt.date:
-    return min(v.start_date for v in load_vault_configs().values())
-
-
-daily_partitions = DailyPartitionsDefinition(
-    start_date=earliest_vault_start().isoformat(), timezone="UTC", fmt="%Y-%m-%d"
+from dagster import (
+    DailyPartitionsDefinition,
+    TimeWindow,
+    TimeWindowPartitionMapping,
+    WeeklyPartitionsDefinition,
 )
+
+from midfreq_assets.domain.config.project import Project
+
+
+@functools.cache
+def daily_from(start: dt.date) -> DailyPartitionsDefinition:
+    """UTC days from ``start`` (``YYYY-MM-DD`` keys)."""
+    return DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", fmt="%Y-%m-%d")
+
+
+def daily_partitions(project: Project) -> DailyPartitionsDefinition:
+    """The yield calendar: every daily asset of DefiLlama and the vaults (from the earliest vault start)."""
+    return daily_from(project.earliest_start)
+
+
+def binance_partitions(project: Project) -> DailyPartitionsDefinition:
+    """The klines calendar (``configs/binance.yaml`` start_date)."""
+    if project.binance is None:
+        raise ValueError(f"{project.config_dir}: no binance.yaml, so no klines calendar")
+    return daily_from(project.binance.start_date)
+
+
+def weekly_partitions(start: dt.date) -> WeeklyPartitionsDefinition:
+    """Mondays (UTC) from the first Monday on or after ``start``; the current week exists as soon
+    as it starts (``end_offset=1``) so that today's predictions have this week's model."""
+    first = start + dt.timedelta(days=(7 - start.weekday()) % 7)
+    return WeeklyPartitionsDefinition(start_date=first.isoformat(), day_offset=1, timezone="UTC", fmt="%Y-%m-%d",
+                                      end_offset=1)
 
 
 def window_days(window: TimeWindow) -> tuple[dt.date, dt.date]:
@@ -23,3 +46,20 @@ def window_days(window: TimeWindow) -> tuple[dt.date, dt.date]:
     first = window.start.date()
     last = (window.end - dt.timedelta(days=1)).date()
     return first, last
+
+
+#: ``fitted_models`` reads this many weeks of daily partitions before ``as_of`` ("all history";
+#: clipped to the first daily partition).
+HISTORY_WEEKS = 520
+#: weekly partition W -> every daily partition before W's first day
+HISTORY_BEFORE_WEEK = TimeWindowPartitionMapping(start_offset=-HISTORY_WEEKS, end_offset=-1,
+                                                 allow_nonexistent_upstream_partitions=True)
+#: daily D -> the weekly partition containing D (its as_of, the Monday, is <= D)
+WEEK_OF_DAY = TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+#: day D -> D-1 (a self-dependency: today's holdings start from yesterday's)
+PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+
+
+def lookback(days: int) -> TimeWindowPartitionMapping:
+    """Partition D -> D-days..D (days before the start of the calendar are skipped)."""
+    return TimeWindowPartitionMapping(start_offset=-days, allow_nonexistent_upstream_partitions=True)

@@ -1,10 +1,15 @@
-"""Shared pytest fixtures. Keep each fixture small and documented; append new ones below."""
+"""Fixtures every test folder shares: the replay server and a synthetic yield history.
+
+Folders add their own in ``<folder>/conftest.py`` (``defs/``: the Dagster pipeline on a tmp lake).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from midfreq_resources.replay.server import ReplayServer
@@ -33,3 +38,22 @@ def replay_env(monkeypatch: pytest.MonkeyPatch, replay_server: ReplayServer) -> 
         monkeypatch.setenv(name, value)
     yield replay_server
     replay_server.reset()
+
+
+# --------------------------------------------------------------------------- synthetic data
+def make_synthetic_history(days: int = 90, pools: int = 5, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2024-06-06", periods=days, freq="D")
+    rows = []
+    for i in range(pools):
+        apy = np.clip(0.05 + 0.01 * i + np.cumsum(rng.normal(0, 0.003, days)), 0.0, None)
+        tvl = 5e7 * np.exp(np.cumsum(rng.normal(0, 0.02, days)))
+        rows.append(pd.DataFrame({"date": dates, "pool": f"p{i}", "apy": apy, "tvl_usd": tvl}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def synthetic_history() -> Callable[..., pd.DataFrame]:
+    """``synthetic_history(days=90, pools=5, seed=0)``: pools ``p0..`` with random-walk APY and TVL
+    from 2024-06-06 (long ``pool_history`` shape: date, pool, apy, tvl_usd)."""
+    return make_synthetic_history

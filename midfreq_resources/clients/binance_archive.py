@@ -14,11 +14,12 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import httpx
 from pydantic import Field
 
+from midfreq_assets.domain.ingest.archive_files import ArchiveFile
 from midfreq_resources.clients.http_retry import (
     HttpSourceResource,
     NotFoundError,
@@ -29,71 +30,11 @@ from midfreq_resources.clients.http_retry import (
 )
 from midfreq_resources.settings import BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL
 
-Market = Literal["spot", "futures/um", "futures/cm"]
-Freq = Literal["daily", "monthly"]
-Dataset = Literal["klines", "fundingRate", "premiumIndexKlines"]
-
-MARKETS: tuple[str, ...] = ("spot", "futures/um", "futures/cm")
-DATASETS_BY_MARKET: dict[str, frozenset[str]] = {
-    "spot": frozenset({"klines"}),
-    "futures/um": frozenset({"klines", "fundingRate", "premiumIndexKlines"}),
-    "futures/cm": frozenset({"klines", "fundingRate", "premiumIndexKlines"}),
-}
-MONTHLY_ONLY_DATASETS = frozenset({"fundingRate"})
-_SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,40}$")
-_INTERVAL_RE = re.compile(r"^[0-9]{1,2}(s|m|h|d|w|mo)$")
-_PERIOD_RE = {"daily": re.compile(r"^\d{4}-\d{2}-\d{2}$"), "monthly": re.compile(r"^\d{4}-\d{2}$")}
 CHECKSUM_ATTEMPTS = 2
 
 
 class ChecksumError(SourceError):
     """A zip does not match the SHA-256 published beside it (or the ``.CHECKSUM`` is unreadable)."""
-
-
-@dataclass(frozen=True, order=True)
-class ArchiveFile:
-    """One archive zip; validated so nothing odd reaches a URL."""
-
-    market: Market
-    dataset: Dataset
-    symbol: str
-    interval: str | None
-    freq: Freq
-    period: str
-
-    def __post_init__(self) -> None:
-        if self.market not in MARKETS:
-            raise ValueError(f"unknown market {self.market!r}; one of {MARKETS}")
-        if self.dataset not in DATASETS_BY_MARKET[self.market]:
-            raise ValueError(f"market {self.market!r} publishes no {self.dataset!r}")
-        if not _SYMBOL_RE.match(self.symbol):
-            raise ValueError(f"symbol {self.symbol!r} is not an archive symbol (A-Z, 0-9, _)")
-        if self.dataset == "fundingRate":
-            if self.interval is not None:
-                raise ValueError("fundingRate files have no interval")
-            if self.freq != "monthly":
-                raise ValueError("fundingRate is published monthly only")
-        elif self.interval is None or not _INTERVAL_RE.match(self.interval):
-            raise ValueError(f"{self.dataset} needs an interval like 1m/1h/1d, got {self.interval!r}")
-        if self.freq not in _PERIOD_RE or not _PERIOD_RE[self.freq].match(self.period):
-            raise ValueError(f"{self.freq} period must look like {'YYYY-MM-DD' if self.freq == 'daily' else 'YYYY-MM'}, "
-                             f"got {self.period!r}")
-
-    @property
-    def zip_name(self) -> str:
-        middle = self.dataset if self.interval is None else self.interval
-        return f"{self.symbol}-{middle}-{self.period}.zip"
-
-    @property
-    def path(self) -> str:
-        parts = ["data", self.market, self.freq, self.dataset, self.symbol]
-        if self.interval is not None:
-            parts.append(self.interval)
-        return "/".join([*parts, self.zip_name])
-
-    @property
-    def label(self) -> str:
-        return " ".join(p for p in (self.market, self.dataset, self.symbol, self.interval, self.freq, self.period) if p)
 
 
 def parse_checksum(body: bytes, expected_name: str, url: str) -> str:

@@ -7,7 +7,6 @@ returns but reject what we cannot use (a record without ``apy``), naming pool an
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar, Required
 
@@ -15,6 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
 from midfreq_resources.clients.http_retry import (
     BatchResult,
     HttpSourceResource,
@@ -23,20 +23,6 @@ from midfreq_resources.clients.http_retry import (
     map_bounded,
 )
 from midfreq_resources.settings import DEFILLAMA_YIELDS_URL_ENV, LIVE_DEFILLAMA_YIELDS_URL
-
-
-class InvalidPoolIdError(ValueError):
-    """A pool id that is not a UUID never reaches a URL or a file path."""
-
-
-def validate_pool_id(pool_id: str) -> str:
-    try:
-        parsed = uuid.UUID(str(pool_id))
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidPoolIdError(f"pool id {pool_id!r} is not a UUID") from None
-    if str(parsed) != str(pool_id).lower():
-        raise InvalidPoolIdError(f"pool id {pool_id!r} is not in canonical UUID form")
-    return str(pool_id)
 
 
 class _Lenient(BaseModel):

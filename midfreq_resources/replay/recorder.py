@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from midfreq_assets.domain.ingest.pool_ids import is_pool_uuid
 from midfreq_resources.io.lake import lake_root, write_bytes_atomic
-from midfreq_resources.replay.server import coins_chart_filename, is_pool_uuid
+from midfreq_resources.replay.server import coins_chart_filename
 from midfreq_resources.settings import (
     BINANCE_ARCHIVE_URL_ENV,
     DEFILLAMA_COINS_URL_ENV,

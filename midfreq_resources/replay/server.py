@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from midfreq_assets.domain.ingest.pool_ids import is_pool_uuid
+
 __all__ = [
     "FaultConfig",
     "ForcedRule",
@@ -64,7 +66,6 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 XML_TYPE = "application/xml"
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -79,11 +80,6 @@ _REASONS = {
 PAYMENT_REQUIRED_BODY = (
     "Payment Required: this endpoint needs a DefiLlama API plan (https://defillama.com/subscription)"
 )
-
-
-def is_pool_uuid(value: str) -> bool:
-    """True for ids DefiLlama accepts on `/chart/<id>` (anything else answers 400)."""
-    return _UUID_RE.fullmatch(value) is not None
 
 
 def coins_chart_filename(coins: str, query: str | Mapping[str, Any] = "") -> str:

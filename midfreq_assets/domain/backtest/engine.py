@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.backtest.config import BENCHMARKS, BacktestConfig
-from midfreq_assets.domain.config.vault import TokenRegistry, VaultConfig
-from midfreq_assets.domain.portfolio.optimizer import StrategyConfig, VaultOptimizer
+from midfreq_assets.domain.config.tokens import TokenRegistry
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step, target_step
-
-DAYS_PER_YEAR = 365.0
-
+from midfreq_assets.domain.portfolio.strategy import StrategyConfig
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.units import DAYS_PER_YEAR, WEEKS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
 # Inputs
@@ -94,7 +94,7 @@ class BacktestInputs:
         cols = list(keep[keep].index)
         il = None
         if "il7d" in hist.columns and hist["il7d"].notna().any():
-            il = (hist.pivot(index="date", columns="pool", values="il7d").reindex(days).abs() * 52.0)[cols]
+            il = (hist.pivot(index="date", columns="pool", values="il7d").reindex(days).abs() * WEEKS_PER_YEAR)[cols]
         apy.index.name = tvl.index.name = eligible.index.name = "date"
         return cls(apy[cols], tvl[cols], eligible[cols], il,
                    protocols.reindex(cols) if protocols is not None else None,
@@ -241,19 +241,21 @@ def run_backtest(
     # pools without a known project/chain (no metadata) fall under no cap
     protocols = inputs.protocols.reindex(pools).fillna("").tolist() if inputs.protocols is not None else [""] * len(pools)
     chains = inputs.chains.reindex(pools).fillna("").tolist() if inputs.chains is not None else [""] * len(pools)
+    costs = strategy.costs()
     optimizer = VaultOptimizer(pools, strategy,
                                protocols=protocols if strategy.protocol_caps else None,
-                               chains=chains if strategy.chain_caps else None)
+                               chains=chains if strategy.chain_caps else None, costs=costs)
     tvl = inputs.tvl.to_numpy(dtype=float)
     elig = inputs.eligible.to_numpy(dtype=bool)
     every = config.rebalance_every_days
 
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
         if t % every == 0:
-            return rebalance_step(optimizer, pred[t], tvl[t], h.sum() + base, h, eligible=elig[t], base=base)
+            return rebalance_step(optimizer, pred[t], tvl[t], h.sum() + base, h, costs=costs, eligible=elig[t],
+                                  base=base)
         wealth = h.sum() + base
-        return target_step(optimizer.pools, h / wealth, tvl[t], wealth, h, cost=strategy.cost,
-                           gas_usd=strategy.gas_usd, predicted_apy=pred[t], eligible=elig[t], base=base)
+        return target_step(optimizer.pools, h / wealth, tvl[t], wealth, h, costs=costs, predicted_apy=pred[t],
+                           eligible=elig[t], base=base)
 
     return simulate(inputs, policy, config, name=name, predictions=pred)
 
@@ -399,6 +401,7 @@ def run_benchmark(
     pools = tuple(inputs.pools)
     budget = 1.0 - strategy.base_buffer
     every = config.benchmark_rebalance_days
+    costs = strategy.costs()
 
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
         wealth = h.sum() + base
@@ -406,7 +409,7 @@ def run_benchmark(
             x = benchmark_weights(kind, apy, tvl, elig, t, budget, config.trailing_days)
         else:
             x = h / wealth  # hold (drift), only sell what left the universe
-        return target_step(pools, x, tvl[t], wealth, h, cost=strategy.cost, gas_usd=strategy.gas_usd,
+        return target_step(pools, x, tvl[t], wealth, h, costs=costs,
                            predicted_apy=apy[t], eligible=elig[t], base=base)
 
     return simulate(inputs, policy, config, name=kind)

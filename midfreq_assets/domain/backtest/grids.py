@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from midfreq_assets.domain.backtest.engine import BacktestConfig
-from midfreq_assets.domain.config.vault import ConfigError, VaultConfig, config_dir, read_yaml, validate_model
+from midfreq_assets.domain.config.base import ConfigError, config_dir, read_yaml, validate_model
+from midfreq_assets.domain.config.vault import VaultConfig
 
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 MAX_NAME_LEN = 200
@@ -206,6 +207,11 @@ def validate_grid(grid: Grid, vault: VaultConfig) -> list[GridPoint]:
     for p in points:
         apply_overrides(vault, p.overrides, source=str(grid.path))
     return points
+
+
+def grid_point_names(vault: VaultConfig, directory: Path | str | None = None) -> list[str]:
+    """Every point of every grid file, validated against ``vault`` (deduplicated, sorted)."""
+    return sorted({p.name for g in load_grids(directory).values() for p in validate_grid(g, vault)})
 
 
 def find_point(name: str, directory: Path | str | None = None) -> GridPoint:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from midfreq_assets.domain.backtest.engine import BacktestResult
+from midfreq_assets.domain.units import DAYS_PER_YEAR
 
-DAYS_PER_YEAR = 365.0
 METRIC_COLUMNS = [
     "log_growth", "volatility", "sharpe", "sortino", "max_drawdown", "calmar", "turnover",
     "cost_drag", "gas_usd", "entropy", "tracking_error", "final_wealth", "years", "solver_failures",

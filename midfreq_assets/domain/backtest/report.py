@@ -122,3 +122,48 @@ def html_report(title: str, table: pd.DataFrame, sections: list[tuple[str, str]]
              "table.t td,table.t th{padding:2px 6px;border-bottom:1px solid #ddd}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+# --------------------------------------------------------------------------------------------
+# One grid file's report: the table and the page
+# --------------------------------------------------------------------------------------------
+
+
+def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, dict[str, object], dict[str, float]]],
+                 benchmarks: pd.DataFrame, metric_columns: list[str]) -> pd.DataFrame:
+    """One row per grid point (its parameters and metrics) then the benchmarks (``kind`` says which)."""
+    rows = [{"name": name, "kind": "grid_point", **params, **metrics} for name, params, metrics in points]
+    table = pd.concat([pd.DataFrame(rows), benchmarks.assign(kind="benchmark")], ignore_index=True)
+    table.insert(0, "grid", grid_name)
+    return table[["grid", "name", "kind", *parameters, *metric_columns]]
+
+
+def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
+    """The grid point with the highest ``metric`` (in-sample over the whole history)."""
+    pts = table[table["kind"] == "grid_point"]
+    return pts.sort_values(metric, ascending=False).iloc[0]
+
+
+def headline_markdown(table: pd.DataFrame) -> str:
+    """The report's headline columns, best first, as a markdown table."""
+    head = table[["name", "kind", *[c for c in HEADLINE_COLUMNS if c in table and c != "name"]]]
+    return head.sort_values("log_growth", ascending=False).to_markdown(index=False, floatfmt=".4g")
+
+
+def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: dict[str, pd.Series],
+                  benchmarks: list[str], best_weights: pd.DataFrame, best_steps: pd.DataFrame,
+                  pool_labels: dict[str, str], notes: list[str]) -> tuple[str, str]:
+    """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata)."""
+    pts = table[table["kind"] == "grid_point"].sort_values("log_growth", ascending=False)
+    best = str(pts["name"].iloc[0])
+    highlight = [best, *benchmarks]
+    wealth_png = plot_wealth(wealth, highlight)
+    sections = [
+        ("Wealth: all grid points (thin), best point and benchmarks", wealth_png),
+        ("Drawdowns", plot_drawdowns(wealth, highlight)),
+        (f"Weights of the best point ({best})", plot_weights(best_weights, labels=pool_labels)),
+        ("Sensitivity of metrics to each hyperparameter",
+         plot_sensitivity(pts, params, ["log_growth", "sharpe", "cost_drag", "turnover"])),
+        (f"Predicted vs realized portfolio APY ({best})", plot_predicted_vs_realized(best_steps)),
+    ]
+    return html_report(title, table, sections, notes), wealth_png

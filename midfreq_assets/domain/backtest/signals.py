@@ -13,6 +13,8 @@ import pandas as pd
 from pydantic import Field
 
 from midfreq_assets.domain.config.base import StrictModel
+from midfreq_assets.domain.research.engine import klines_panel
+from midfreq_assets.domain.research.labels import LabelInfo, LabelMapConfig
 
 
 class SignalConfig(StrictModel):
@@ -68,3 +70,70 @@ def signal_backtest(frame: pd.DataFrame, cfg: SignalConfig, signal_col: str = "s
         pnl = signal_pnl(pos, g[return_col], cfg)
         rows.append({"fold": fold, "instrument": inst, "bars": len(g), **signal_metrics(pnl, pos, g[return_col], cfg)})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Price models as signals: per weekly fold and instrument
+# --------------------------------------------------------------------------------------------
+
+
+def next_bar_returns(klines: pd.DataFrame, interval: str, lag: int) -> pd.DataFrame:
+    """``[open_time, instrument, fwd_return, sigma]``: log return of the bar after the lag, and a
+    causal EWM volatility of bar returns (known at the bar's close)."""
+    panel = klines_panel(klines, interval).sort_values(["instrument", "open_time"])
+    log_close = np.log(panel["close"].astype(float))
+    grouped = log_close.groupby(panel["instrument"])
+    ret = grouped.diff()
+    fwd = grouped.shift(-(lag + 1)) - grouped.shift(-lag)
+    sigma = ret.groupby(panel["instrument"]).transform(lambda r: r.ewm(halflife=24, min_periods=12).std())
+    return pd.DataFrame({"open_time": panel["open_time"], "instrument": panel["instrument"],
+                         "fwd_return": fwd, "sigma": sigma})
+
+
+def model_signals(predictions: pd.DataFrame, labels: dict[str, LabelInfo]) -> dict[str, pd.DataFrame]:
+    """Per model key: ``[open_time, instrument, fold, signal, kind, horizon]``. Classifiers give the
+    expected class value of ``<key>:p_<class>`` (classes valued -K/2..K/2 in bucket order, i.e.
+    roughly in sigma units); regressors their predicted return (scaled later)."""
+    out = {}
+    keys = sorted({c.split(":")[0] for c in predictions.columns if "/" in c})
+    for key in keys:
+        info = labels.get(key.split("/")[0])
+        if info is None:
+            continue
+        base = predictions[["open_time", "instrument", "model_as_of"]].rename(columns={"model_as_of": "fold"})
+        probs = [f"{key}:p_{c}" for c in (info.classes or ()) if f"{key}:p_{c}" in predictions]
+        if probs:
+            signal = expected_class_value(predictions[probs].fillna(0.0))
+            kind = "class"
+        elif key in predictions:
+            signal = predictions[key]
+            kind = "return"
+        else:
+            continue
+        frame = base.assign(signal=signal.to_numpy(), kind=kind, horizon=info.horizon)
+        out[key] = frame.dropna(subset=["signal"])
+    return out
+
+
+def signal_table(predictions: pd.DataFrame, klines: pd.DataFrame, interval: str, label_map: LabelMapConfig,
+                 cfg: SignalConfig) -> pd.DataFrame:
+    """Metrics per (model, fold, instrument) and per model over all folds ('all')."""
+    if predictions.empty or klines.empty:
+        return pd.DataFrame()
+    labels = {info.name: info for info in label_map.labels()}
+    returns = next_bar_returns(klines, interval, max(info.lag for info in labels.values()))
+    rows = []
+    for key, sig in model_signals(predictions, labels).items():
+        frame = sig.merge(returns, on=["open_time", "instrument"], how="inner")
+        if sig["kind"].iloc[0] == "return":  # predicted h-bar return in sigma units of that horizon
+            frame["signal"] = frame["signal"] / (frame["sigma"] * np.sqrt(frame["horizon"]))
+        frame = frame.dropna(subset=["signal", "fwd_return"])
+        if frame.empty:
+            continue
+        per_fold = signal_backtest(frame.assign(fold=frame["fold"].astype(str)), cfg)
+        overall = signal_backtest(frame.assign(fold="all"), cfg)
+        rows.append(pd.concat([per_fold, overall], ignore_index=True).assign(model=key))
+    if not rows:
+        return pd.DataFrame()
+    table = pd.concat(rows, ignore_index=True)
+    return table[["model", "fold", "instrument", *[c for c in table.columns if c not in ("model", "fold", "instrument")]]]

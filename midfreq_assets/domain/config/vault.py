@@ -8,35 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from midfreq_assets.domain.yields.adjusted import YieldAdjustmentConfig
 from midfreq_assets.domain.backtest.config import BacktestConfig
-from midfreq_assets.domain.config.base import (
-    DEFAULT_CONFIG_DIR,
-    ConfigError,
-    StrictModel,
-    config_dir,
-    format_validation_error,
-    load_model,
-    normalize_slug,
-    read_yaml,
-    validate_model,
-)
+from midfreq_assets.domain.config.base import ConfigError, StrictModel, config_dir, load_model, normalize_slug
+from midfreq_assets.domain.config.tokens import ReferenceAsset
+from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.research.models import ModelsConfig
-from midfreq_assets.domain.portfolio.optimizer import StrategyConfig
-
-__all__ = [
-    "DEFAULT_CONFIG_DIR", "BacktestConfig", "ConfigError", "ExclusionConfig", "StrictModel", "TokenRegistry",
-    "VaultConfig", "config_dir", "format_validation_error", "load_model", "load_token_registry",
-    "load_vault_config", "load_vault_configs", "normalize_slug", "read_yaml", "validate_model",
-]
-
-ReferenceAsset = Literal["usd", "eth", "btc"]
+from midfreq_assets.domain.yields.config import YieldAdjustmentConfig
 
 
 class ExclusionConfig(StrictModel):
@@ -100,30 +82,6 @@ class VaultConfig(StrictModel):
         return None
 
 
-class TokenRegistry(StrictModel):
-    """Token address -> symbol per chain, and the pegged symbols of each reference asset."""
-
-    pegged_symbols: dict[ReferenceAsset, list[str]]
-    addresses: dict[str, dict[str, str]] = Field(default_factory=dict)
-
-    @field_validator("pegged_symbols")
-    @classmethod
-    def _lower_symbols(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return {asset: [s.lower() for s in symbols] for asset, symbols in value.items()}
-
-    @field_validator("addresses")
-    @classmethod
-    def _lower_addresses(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        return {
-            chain.lower(): {addr.lower(): sym.lower() for addr, sym in table.items()}
-            for chain, table in value.items()
-        }
-
-    def symbol_of(self, chain: str, address: str) -> str | None:
-        return self.addresses.get(chain.lower(), {}).get(address.lower())
-
-
-
 def load_vault_config(path: Path | str) -> VaultConfig:
     vault = load_model(VaultConfig, path)
     stem = Path(path).stem
@@ -139,8 +97,3 @@ def load_vault_configs(directory: Path | str | None = None) -> dict[str, VaultCo
     if not files:
         raise ConfigError(f"{directory}: no vault configuration (*.yaml) found")
     return {v.name: v for v in (load_vault_config(f) for f in files)}
-
-
-def load_token_registry(path: Path | str | None = None) -> TokenRegistry:
-    return load_model(TokenRegistry, path or config_dir() / "tokens.yaml")
-

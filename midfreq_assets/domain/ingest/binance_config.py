@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from midfreq_assets.domain.config.base import StrictModel, config_dir, load_model
+from midfreq_assets.domain.ingest.archive_files import DATASETS_BY_MARKET, Dataset, Market
 from midfreq_assets.domain.ingest.klines import INTERVAL_SECONDS
 
-Market = Literal["spot", "futures/um", "futures/cm"]
-Dataset = Literal["klines", "fundingRate", "premiumIndexKlines"]
-
-MARKET_DATASETS: dict[str, frozenset[str]] = {
-    "spot": frozenset({"klines"}),
-    "futures/um": frozenset({"klines", "fundingRate", "premiumIndexKlines"}),
-    "futures/cm": frozenset({"klines", "fundingRate", "premiumIndexKlines"}),
-}
 SPOT_ONLY_INTERVALS = frozenset({"1s"})
 
 
@@ -60,7 +52,7 @@ class BinanceConfig(StrictModel):
     def _market_has_them(self) -> BinanceConfig:
         if "klines" not in self.datasets:
             raise ValueError("datasets: 'klines' is required")
-        missing = sorted(set(self.datasets) - MARKET_DATASETS[self.market])
+        missing = sorted(set(self.datasets) - DATASETS_BY_MARKET[self.market])
         if missing:
             raise ValueError(f"datasets {missing} are not published for market {self.market!r}")
         if self.market != "spot" and SPOT_ONLY_INTERVALS & set(self.intervals):

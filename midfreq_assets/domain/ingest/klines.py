@@ -16,14 +16,13 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-Freq = Literal["daily", "monthly"]
+from midfreq_assets.domain.ingest.archive_files import Freq
 
 KLINE_CSV_COLUMNS: tuple[str, ...] = (
     "open_time", "open", "high", "low", "close", "volume", "close_time",

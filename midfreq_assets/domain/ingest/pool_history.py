@@ -76,3 +76,26 @@ def apy_outliers(history: pd.DataFrame, max_abs_apy: float) -> pd.DataFrame:
     apy = history["apy"].to_numpy(dtype="float64")
     bad = ~np.isfinite(apy) | (np.abs(apy) > max_abs_apy)
     return history.loc[bad, ["date", "pool", "apy"]]
+
+
+def duplicate_pool_days(frame: pd.DataFrame) -> pd.DataFrame:
+    """``[date, pool]`` of every row whose (pool, date) appears more than once."""
+    return frame.loc[frame.duplicated(["pool", "date"], keep=False), ["date", "pool"]]
+
+
+def missing_pool_days(full: pd.DataFrame, window: pd.DataFrame, days: pd.DatetimeIndex) -> pd.MultiIndex:
+    """(date, pool) pairs inside a pool's lifetime (first..last day it reports) that have no row.
+
+    Days before a pool's first row are not missing: the pool did not exist yet.
+    """
+    life = full.groupby("pool")["date"].agg(["min", "max"])
+    grid = pd.MultiIndex.from_product([days, life.index], names=["date", "pool"]).to_frame(index=False)
+    grid = grid.join(life, on="pool")
+    alive = grid[(grid["date"] >= grid["min"]) & (grid["date"] <= grid["max"])]
+    expected = pd.MultiIndex.from_frame(alive[["date", "pool"]])
+    return expected.difference(pd.MultiIndex.from_frame(window[["date", "pool"]]))
+
+
+def rows_per_day(history: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
+    """Number of pools with a row, per day of ``days`` (0 for a day without rows)."""
+    return history.groupby("date")["pool"].nunique().reindex(days, fill_value=0)

@@ -7,14 +7,23 @@ be screened with the TVL that pool histories show on that day.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.config.vault import TokenRegistry, VaultConfig, normalize_slug
+from midfreq_assets.domain.config.base import normalize_slug
+from midfreq_assets.domain.config.tokens import TokenRegistry
+from midfreq_assets.domain.config.vault import VaultConfig
 
+#: ``/pools`` describes "now": it stands for today and the last complete day.
+LIVE_SNAPSHOT_LAG_DAYS = 1
+METADATA_COLUMNS = [
+    "date", "pool", "chain", "project", "symbol", "tvl_usd", "apy", "apy_base", "apy_reward",
+    "underlying_tokens", "underlying_symbols", "reward_tokens", "pool_meta", "vaults", "reconstructed",
+]
 SNAPSHOT_COLUMNS = [
     "pool", "chain", "project", "symbol", "tvl_usd", "apy", "apy_base", "apy_reward",
     "underlying_tokens", "reward_tokens", "pool_meta",
@@ -153,3 +162,62 @@ def static_candidates(snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
     for vault in vaults.values():
         keep |= static_screen(snapshot, vault, tokens)["reason"].isna().to_numpy()
     return snapshot.loc[keep, "pool"].tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Membership: the one test of "is this pool in this vault's universe that day"
+# --------------------------------------------------------------------------------------------
+
+
+def in_vault(vaults: object, name: str) -> bool:
+    """True when a ``pool_metadata`` ``vaults`` cell (a list of vault names, or null) names ``name``."""
+    if vaults is None or isinstance(vaults, float | str):
+        return False
+    return name in list(vaults)  # type: ignore[call-overload]
+
+
+def vault_rows(metadata: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The ``pool_metadata`` rows of vault ``name``'s universe."""
+    if metadata is None or metadata.empty or "vaults" not in metadata:
+        return metadata.iloc[0:0] if metadata is not None else pd.DataFrame()
+    return metadata[metadata["vaults"].map(lambda v: in_vault(v, name)).to_numpy(dtype=bool)]
+
+
+def universe_pairs(metadata: pd.DataFrame, name: str) -> pd.MultiIndex:
+    """(date, pool) pairs of vault ``name``'s universe (dates normalized to the UTC day)."""
+    rows = vault_rows(metadata, name)
+    if rows.empty:
+        return pd.MultiIndex.from_arrays([pd.DatetimeIndex([]), pd.Index([], dtype=object)], names=["date", "pool"])
+    return pd.MultiIndex.from_arrays([pd.to_datetime(rows["date"]).dt.normalize(), rows["pool"].astype(str)],
+                                     names=["date", "pool"])
+
+
+# --------------------------------------------------------------------------------------------
+# The day's universe: live snapshot or reconstructed from histories
+# --------------------------------------------------------------------------------------------
+
+
+def live_days(first: dt.date, last: dt.date, today: dt.date) -> list[dt.date]:
+    """Days of ``first..last`` that today's ``/pools`` snapshot stands for (today and the last complete day)."""
+    cutoff = today - dt.timedelta(days=LIVE_SNAPSHOT_LAG_DAYS)
+    return [d.date() for d in pd.date_range(max(first, cutoff), last, freq="D")]
+
+
+def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
+                    tokens: TokenRegistry, live: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``pool_metadata`` rows and exclusions for the days of ``history`` plus the ``live`` days.
+
+    A past day is screened on its own history rows (``reconstructed=True``: no historical
+    ``/pools`` exists, so pools that vanished since are absent); a live day on the snapshot.
+    """
+    past = history.loc[~history["date"].dt.date.isin(live)]
+    snapshot_rows = [snapshot.assign(date=pd.Timestamp(d)) for d in live]
+    rows = pd.concat([past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
+                     ignore_index=True)
+    members, exclusions = select_universe(rows, snapshot, vaults, tokens)
+    return members[METADATA_COLUMNS], exclusions
+
+
+def pool_days_per_vault(members: pd.DataFrame, vaults: Mapping[str, VaultConfig]) -> dict[str, int]:
+    """How many (pool, day) rows each vault's universe holds."""
+    return {name: int(members["vaults"].map(lambda v, n=name: in_vault(v, n)).sum()) for name in vaults}

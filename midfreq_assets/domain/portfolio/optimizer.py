@@ -1,4 +1,4 @@
-"""Rebalancing optimizer (docs: /work/shared/REFERENCE.md section 1, "Rebalancing").
+"""Rebalancing optimizer (formulas: ``docs/METHOD.md`` "Rebalancing").
 
 One convex problem per rebalance date, in weights of wealth ``W``::
 
@@ -35,14 +35,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated
 
 import cvxpy as cp
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from midfreq_assets.domain.config.base import StrictModel, normalize_slug
+from midfreq_assets.domain.config.base import normalize_slug
+from midfreq_assets.domain.portfolio.costs import TradingCosts
+from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 #: Solver noise below this (in weight) is snapped back to "no trade".
 SNAP_TOL = 1e-9
@@ -65,40 +65,6 @@ MAX_PRUNE_RESOLVES = 2
 _sum = np.add.reduce
 _cumsum = np.add.accumulate
 _any = np.logical_or.reduce
-
-Weight = Annotated[float, Field(ge=0, le=1)]
-
-
-class StrategyConfig(StrictModel):
-    """The ``strategy:`` section of a vault YAML: costs, risk limits and solver settings."""
-
-    cost: float = Field(default=0.0005, ge=0, description="one-off cost per unit of traded notional")
-    horizon_days: float = Field(default=30.0, gt=0, description="assumed holding horizon (amortizes cost)")
-    gas_usd: float = Field(default=0.0, ge=0, description="fixed dollar cost per transaction")
-    gas_multiple: float = Field(
-        default=2.0, ge=0, description="keep a trade only if its expected gain >= gas_multiple * gas_usd"
-    )
-    base_buffer: float = Field(default=0.0, ge=0, lt=1, description="fraction of wealth kept idle")
-    concentration_limit: float = Field(default=1.0, gt=0, le=1, description="max weight per pool")
-    protocol_caps: dict[str, Weight] = Field(
-        default_factory=dict, description="project slug -> max total weight"
-    )
-    chain_caps: dict[str, Weight] = Field(default_factory=dict, description="chain -> max total weight")
-    max_pool_tvl_share: float | None = Field(
-        default=None, gt=0, le=1, description="x_i * W <= share * tvl_i"
-    )
-    max_turnover: float | None = Field(default=None, ge=0, description="sum |x - x0| per rebalance")
-    min_trade_usd: float = Field(default=0.0, ge=0, description="smaller trades are dropped after solve")
-    primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
-    fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
-    use_fast_path: bool = Field(
-        default=True, description="exact solver when no turnover cap and the group caps nest (else cvxpy)"
-    )
-
-    def amortized_cost(self) -> float:
-        """Cost per year of holding horizon: same units as the APY."""
-        return self.cost / (self.horizon_days / 365.0)
-
 
 @dataclass(frozen=True)
 class RebalanceResult:
@@ -164,6 +130,7 @@ def _clean_inputs(
     tvl: np.ndarray,
     wealth: float,
     current_weights: np.ndarray,
+    costs: TradingCosts | None = None,
 ) -> _Inputs:
     """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold."""
     a_raw = np.asarray(predicted_apy, dtype=float)
@@ -204,7 +171,7 @@ def _clean_inputs(
         x0=x0,
         lo=np.zeros(n),
         hi=hi,
-        c=strategy.amortized_cost(),
+        c=(costs or strategy.costs()).amortized(),
         budget=1.0 - strategy.base_buffer,
         buyable=buyable,
         wealth=float(wealth),
@@ -412,9 +379,12 @@ class VaultOptimizer:
         strategy: StrategyConfig | None = None,
         protocols: Sequence[str] | None = None,
         chains: Sequence[str] | None = None,
+        costs: TradingCosts | None = None,
     ) -> None:
         self.pools = tuple(pools)
         self.strategy = strategy or StrategyConfig()
+        #: What a trade costs; the same object prices the executed trades (``step.execute_trade``).
+        self.costs = costs if costs is not None else self.strategy.costs()
         n = len(self.pools)
         for name, labels in (("protocols", protocols), ("chains", chains)):
             if labels is not None and len(labels) != n:
@@ -598,7 +568,7 @@ class VaultOptimizer:
         """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble."""
         t0 = time.perf_counter()
         n = len(self.pools)
-        inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights)
+        inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights, self.costs)
         if inp.a.shape[0] != n:
             raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
         notes: list[str] = []
@@ -642,21 +612,21 @@ class VaultOptimizer:
     def _min_trade(self, inp: _Inputs) -> np.ndarray:
         """Smallest worthwhile |x_i - x0_i| (weight): gain over the horizon >= gas_multiple x gas and
         notional >= min_trade_usd (inf where the pool has no yield and gas is charged)."""
-        s = self.strategy
-        need_gain = s.gas_multiple * s.gas_usd  # dollars over the horizon
-        per_weight = inp.a * inp.wealth * s.horizon_days / 365.0  # gain per unit of weight
+        k = self.costs
+        need_gain = k.min_gain_usd  # dollars over the horizon
+        per_weight = k.horizon_gain_usd(inp.a, inp.wealth)  # gain per unit of weight
         with np.errstate(divide="ignore", invalid="ignore"):
             gas_thr = np.where(per_weight > 0, need_gain / per_weight, np.inf) if need_gain > 0 else 0.0
-        return np.maximum(gas_thr, s.min_trade_usd / inp.wealth)
+        return np.maximum(gas_thr, k.min_trade_usd / inp.wealth)
 
     def _small_trades(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
         """Trades not worth sending: expected gain over the horizon below gas_multiple x gas, or
         notional below min_trade_usd. Forced trades (current weight outside its bounds) are kept."""
-        s = self.strategy
+        k = self.costs
         notional = np.abs(x - inp.x0) * inp.wealth
         trade = notional > 0
-        gain = inp.a * notional * s.horizon_days / 365.0
-        small = trade & ((gain < s.gas_multiple * s.gas_usd) | (notional < s.min_trade_usd))
+        gain = k.horizon_gain_usd(inp.a, notional)
+        small = trade & ((gain < k.min_gain_usd) | (notional < k.min_trade_usd))
         forced = (inp.x0 < inp.lo) | (inp.x0 > inp.hi)
         return small & ~forced
 
@@ -674,8 +644,7 @@ class VaultOptimizer:
         2. Trades still small after that are dropped without re-solving (:meth:`_drop_small`), in a
            way that keeps bounds, budget, group caps and turnover.
         """
-        s = self.strategy
-        if s.gas_usd * s.gas_multiple <= 0 and s.min_trade_usd <= 0:
+        if not self.costs.prunes:
             return x, 0, []
         notes: list[str] = []
         pruned = np.zeros(len(x), dtype=bool)
@@ -767,7 +736,7 @@ def _laminar_groups(
 
 
 def optimizer_for_vault(
-    pools: pd.DataFrame, strategy: StrategyConfig
+    pools: pd.DataFrame, strategy: StrategyConfig, costs: TradingCosts | None = None
 ) -> VaultOptimizer:
     """Convenience: build from a frame with columns ``pool`` and optionally ``project``, ``chain``."""
     return VaultOptimizer(
@@ -775,6 +744,7 @@ def optimizer_for_vault(
         strategy,
         protocols=pools["project"].tolist() if "project" in pools else None,
         chains=pools["chain"].tolist() if "chain" in pools else None,
+        costs=costs,
     )
 
 

@@ -1,6 +1,6 @@
 """One policy step, shared by the nightly ``rebalance_weights`` asset and the backtest.
 
-Accounting contract (REFERENCE.md section 1 "Backtest"), per step t -> t+1:
+Accounting contract (``docs/METHOD.md`` "Backtest"), per step t -> t+1:
 
 - decide: :func:`rebalance_step` turns wealth ``W``, dollar holdings ``h`` and what is known at t
   (predicted APY, TVL, eligibility) into target weights ``x`` with :class:`VaultOptimizer`;
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import RebalanceResult, VaultOptimizer
 
 #: Trades smaller than this fraction of wealth are float noise, not transactions.
@@ -88,10 +89,12 @@ def rebalance_step(
     wealth: float,
     holdings: np.ndarray,
     *,
+    costs: TradingCosts,
     eligible: np.ndarray | None = None,
     base: float | None = None,
 ) -> StepDecision:
-    """Decide target weights with data known at t, and price the trade.
+    """Decide target weights with data known at t, and price the trade with ``costs`` (the object
+    the optimizer was built with: its objective and the executed trade price the same costs).
 
     ``holdings`` are dollars per pool of ``optimizer.pools``; ``wealth`` includes the idle base
     (``base`` defaults to ``wealth - sum(holdings)``). A pool is eligible when it is in the
@@ -104,9 +107,7 @@ def rebalance_step(
     x0 = np.where(forced, 0.0, np.maximum(h, 0.0) / wealth)
     result = optimizer.solve(a, tvl, wealth, x0)
     x = np.where(ok, result.target_weights, 0.0)
-    s = optimizer.strategy
-    return execute_trade(optimizer.pools, h, base, x, a, cost=s.cost, gas_usd=s.gas_usd, result=result,
-                         n_forced=int(forced.sum()))
+    return execute_trade(optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum()))
 
 
 def target_step(
@@ -116,8 +117,7 @@ def target_step(
     wealth: float,
     holdings: np.ndarray,
     *,
-    cost: float,
-    gas_usd: float,
+    costs: TradingCosts,
     predicted_apy: np.ndarray | None = None,
     eligible: np.ndarray | None = None,
     base: float | None = None,
@@ -129,7 +129,7 @@ def target_step(
     a, tvl, h, ok, wealth, base = _prepare(n, pred, tvl, wealth, holdings, eligible, base)
     forced = ~ok & (h > 0)
     x = np.where(ok, np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0), 0.0)
-    return execute_trade(pools, h, base, x, a, cost=cost, gas_usd=gas_usd, result=None, n_forced=int(forced.sum()))
+    return execute_trade(pools, h, base, x, a, costs=costs, result=None, n_forced=int(forced.sum()))
 
 
 def _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base):
@@ -158,12 +158,12 @@ def execute_trade(
     target_weights: np.ndarray,
     predicted_apy: np.ndarray,
     *,
-    cost: float,
-    gas_usd: float,
+    costs: TradingCosts,
     result: RebalanceResult | None,
     n_forced: int = 0,
 ) -> StepDecision:
-    """Trade ``holdings`` to ``W x``: ``cost * sum|W x - h|`` plus gas per trade, paid from the base."""
+    """Trade ``holdings`` to ``W x``: ``costs`` prices it (proportional cost plus gas per trade), paid from
+    the base."""
     h = holdings
     wealth = float(h.sum() + base)
     target = target_weights * wealth
@@ -171,9 +171,9 @@ def execute_trade(
     traded = np.abs(trades) > TRADE_EPS * wealth
     trades = np.where(traded, trades, 0.0)
     target = np.where(traded, target, h)
-    cost_usd = cost * float(np.abs(trades).sum())
+    cost_usd = costs.trade_cost_usd(trades)
     n_trades = int(traded.sum())
-    gas = gas_usd * n_trades
+    gas = costs.gas_cost_usd(n_trades)
     return StepDecision(
         pools=tuple(pools),
         wealth_before=wealth,

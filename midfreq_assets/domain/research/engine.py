@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 from sklearn.base import is_classifier
 
-from midfreq_assets.domain.config.base import StrictModel, load_model
 from midfreq_assets.domain.research.cross_validation import cross_validate_estimator
 from midfreq_assets.domain.research.features import (
     FeatureMapConfig,
@@ -47,7 +43,6 @@ from midfreq_assets.domain.research.models import (
     fit_estimator,
     halflife_rows,
 )
-from midfreq_assets.domain.backtest.signals import SignalConfig
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
 _LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls)_(?P<h>\d+)$")
@@ -303,28 +298,3 @@ def cross_validate(
         scores.append(s)
         imps.append(i)
     return CVResult(pd.concat(scores, ignore_index=True), pd.concat(imps, ignore_index=True))
-
-
-# --------------------------------------------------------------------------------------------
-# Price research configs (configs/research/*.yaml)
-# --------------------------------------------------------------------------------------------
-
-
-class PriceStudyConfig(StrictModel):
-    """One kline interval: its features, labels and models (windows in bars)."""
-
-    feature_map: FeatureMapConfig
-    label_map: LabelMapConfig
-    models: ModelsConfig
-    signal: SignalConfig = Field(default_factory=SignalConfig)
-
-
-class PriceResearchConfig(StrictModel):
-    symbols: list[str] = Field(min_length=1)
-    market: Literal["spot", "futures/um", "futures/cm"] = "spot"
-    intervals: dict[str, PriceStudyConfig] = Field(min_length=1)
-
-
-def load_price_research_config(path: Path | str) -> PriceResearchConfig:
-    """``configs/research/<name>.yaml``; errors name the file and the dotted key."""
-    return load_model(PriceResearchConfig, path)

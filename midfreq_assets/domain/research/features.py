@@ -49,11 +49,11 @@ from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model
 from scipy.signal import lfilter
 
 from midfreq_assets.domain.config.base import StrictModel
+from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 LOG_FLOOR = 1e-32
 FEATURE_THREADS = 2  # the machines this runs on have 2 cores; more threads only contend
 ARCTANH_EPS = 1e-8
-DAYS_PER_YEAR = 365.0
 INSTRUMENT_COLUMNS = ("instrument", "pool", "symbol")
 
 

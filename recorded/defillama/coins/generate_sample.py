@@ -18,8 +18,8 @@ import math
 import random
 from pathlib import Path
 
-from midfreq_assets.domain.yields.adjusted import price_coins_for
 from midfreq_assets.domain.config.vault import load_vault_configs
+from midfreq_assets.domain.yields.config import price_coins_for
 from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient, batches
 from midfreq_resources.replay.server import coins_chart_filename
 

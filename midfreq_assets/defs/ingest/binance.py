@@ -1,0 +1,125 @@
+"""``binance_klines``: Binance archive klines, one row per (symbol, interval, bar), daily partitions.
+
+What a range fetches and how files become bars: ``domain.ingest.klines_collection``. A file failing
+its checksum or parse is reported and the other symbols are still collected; only when nothing at
+all was collected does the run fail, so an empty partition is never written silently.
+"""
+
+import datetime as dt
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    Definitions,
+    Failure,
+    Output,
+    asset,
+    asset_check,
+    definitions,
+)
+
+from midfreq_assets.domain.ingest.binance_config import BinanceConfig
+from midfreq_assets.domain.ingest.klines import bar_gaps, duplicate_bars
+from midfreq_assets.domain.ingest.klines_collection import (
+    KlinesCollection,
+    bars_summary,
+    collect_klines,
+    file_table,
+)
+from midfreq_assets.metadata import listing, markdown_table
+from midfreq_assets.partitions import daily_from, window_days
+from midfreq_assets.project import current_project
+from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+
+
+def collection_metadata(result: KlinesCollection, first: dt.date, last: dt.date) -> dict[str, object]:
+    return {
+        "window": f"{first}..{last}",
+        "files_planned": len(result.planned),
+        "files_collected": len(result.collected),
+        "files_missing": len(result.missing),
+        "files_failed": len(result.failed),
+        "monthly_replaced_by_daily": len(result.monthly_replaced),
+        "missing_files": markdown_table(file_table(result.missing), max_rows=50),
+        "failed_files": markdown_table(file_table(result.failed), max_rows=50),
+        "duplicate_bars_dropped": result.duplicates_dropped,
+        "gap_count": int(result.gaps["missing"].sum()) if len(result.gaps) else 0,
+        "gap_days": len(result.gaps),
+        "gaps": markdown_table(result.gaps.astype({"date": str}) if len(result.gaps) else result.gaps),
+        "bars_by_symbol": markdown_table(bars_summary(result.bars), max_rows=50),
+        "symbols_collected": listing(sorted(result.bars["symbol"].unique().tolist())),
+    }
+
+
+def build_binance_assets(
+    config: BinanceConfig,
+) -> tuple[AssetsDefinition, list[AssetChecksDefinition], DailyPartitionsDefinition]:
+    """``binance_klines``, its checks and its partitions for one configuration (tests pass their own)."""
+    partitions = daily_from(config.start_date)
+
+    @asset(
+        name="binance_klines",
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        group_name="binance",
+        kinds={"python", "parquet"},
+        description="Binance archive klines, one row per (symbol, interval, bar); `date` is the UTC day of "
+        f"the bar's open. {config.market}: {', '.join(config.symbols)} at {', '.join(config.intervals)}. "
+        "Checksum-verified; missing/failed files and gaps are reported, never filled.",
+    )
+    def binance_klines(context: AssetExecutionContext, binance_archive: BinanceArchiveClient) -> Output[pd.DataFrame]:
+        first, last = window_days(context.partition_time_window)
+        result = collect_klines(binance_archive.download_many, config, first, last)
+        metadata = collection_metadata(result, first, last)
+        for file, reason in sorted(result.failed.items()):
+            context.log.error(f"binance {file.label}: {reason}")
+        if result.missing:
+            context.log.warning(f"binance: {len(result.missing)} file(s) not in the archive (404): "
+                                f"{listing([f.label for f in sorted(result.missing)], 10)}")
+        if result.bars.empty:
+            raise Failure(
+                f"binance_klines {first}..{last}: nothing collected ({len(result.missing)} file(s) missing, "
+                f"{len(result.failed)} failed of {len(result.planned)} planned); not writing an empty partition",
+                metadata=metadata,
+            )
+        return Output(result.bars, metadata=metadata)
+
+    @asset_check(asset=binance_klines, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
+                 description="one row per (symbol, interval, open_time)")
+    def no_duplicate_bars(binance_klines: pd.DataFrame) -> AssetCheckResult:
+        dups = duplicate_bars(binance_klines)
+        shown = dups[["symbol", "interval", "open_time"]].astype(str).head(20)
+        return AssetCheckResult(passed=dups.empty, metadata={"duplicate_rows": len(dups),
+                                                             "examples": markdown_table(shown)})
+
+    @asset_check(asset=binance_klines, name="bar_gaps", partitions_def=partitions,
+                 description="days holding fewer bars than the interval implies (reported, never filled)")
+    def bar_gaps_check(binance_klines: pd.DataFrame) -> AssetCheckResult:
+        gaps = bar_gaps(binance_klines)
+        return AssetCheckResult(
+            passed=gaps.empty,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "gap_count": int(gaps["missing"].sum()) if len(gaps) else 0,
+                "gap_days": len(gaps),
+                "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps),
+            },
+        )
+
+    return binance_klines, [no_duplicate_bars, bar_gaps_check], partitions
+
+
+@definitions
+def defs() -> Definitions:
+    config = current_project().binance
+    if config is None:
+        return Definitions()
+    klines, checks, _ = build_binance_assets(config)
+    return Definitions(assets=[klines], asset_checks=checks)

@@ -1,0 +1,164 @@
+"""Price research on Binance klines, per interval of ``configs/research/btc_price.yaml``.
+
+``price_research/<interval>/features`` (daily, on the klines calendar), ``.../fitted_models``
+(weekly :class:`~midfreq_assets.domain.research.bundles.ModelBundle`) and ``.../predictions``
+(regression outputs and class probabilities per bar).
+"""
+
+import datetime as dt
+import math
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    Output,
+    asset,
+)
+
+from midfreq_assets.domain.research import engine
+from midfreq_assets.domain.research.bundles import ModelBundle, fit_bundle, predict_days
+from midfreq_assets.domain.research.plan import history_lookback, in_window, warmup_rows
+from midfreq_assets.domain.research.price_config import PriceResearchConfig, PriceStudyConfig
+from midfreq_assets.domain.units import interval_days
+from midfreq_assets.metadata import TOLERATE_GAPS, bundle_metadata, markdown_table
+from midfreq_assets.partitions import (
+    HISTORY_BEFORE_WEEK,
+    WEEK_OF_DAY,
+    lookback,
+    weekly_partitions,
+    window_days,
+)
+
+MODEL_IO, PARQUET_IO = "model_io_manager", "parquet_io_manager"
+GROUP = "price_research"
+
+
+def _empty_bars() -> pd.DataFrame:
+    return pd.DataFrame({"open_time": pd.Series(dtype="datetime64[ns, UTC]"), "date": pd.Series(dtype="datetime64[ns]"),
+                         "instrument": pd.Series(dtype=object)})
+
+
+def build_price_research_assets(config: PriceResearchConfig, partitions_def: DailyPartitionsDefinition
+                                ) -> list[AssetsDefinition]:
+    """Per interval of the price research config: features, weekly fitted models, predictions."""
+    start = partitions_def.start.date()
+    out: list[AssetsDefinition] = []
+    for interval, study in config.intervals.items():
+        out += _price_assets(interval, study, list(config.symbols), partitions_def, start)
+    return out
+
+
+def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
+                  partitions_def: DailyPartitionsDefinition, start: dt.date) -> list[AssetsDefinition]:
+    feature_map, label_map, models = study.feature_map, study.label_map, study.models
+    prefix = [GROUP, interval]
+    bar = interval_days(interval)
+    feature_days = math.ceil(engine.required_lookback(feature_map, models) * bar) + 1
+    pred_days = math.ceil(history_lookback(models) * bar) + 1
+    weeks = weekly_partitions(start + dt.timedelta(days=math.ceil(warmup_rows(label_map, models) * bar)))
+    features_key = AssetKey([*prefix, "features"])
+    models_key = AssetKey([*prefix, "fitted_models"])
+    cv_label = next((i.name for i in label_map.labels() if i.task == "classification"), label_map.labels()[0].name)
+
+    def panel_of(klines: pd.DataFrame) -> pd.DataFrame:
+        if klines.empty:
+            return klines
+        panel = engine.klines_panel(klines, interval)
+        return panel[panel["instrument"].isin(symbols)].reset_index(drop=True)
+
+    @asset(
+        key=features_key,
+        ins={"binance_klines": AssetIn(key=AssetKey("binance_klines"), partition_mapping=lookback(feature_days),
+                                       metadata=TOLERATE_GAPS)},
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=PARQUET_IO,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        description=f"Price research features per {interval} bar (open_time, date, instrument) of "
+        f"{', '.join(symbols)}; reads {feature_days} days of klines before the partition.",
+    )
+    def price_features(context: AssetExecutionContext, binance_klines: pd.DataFrame):
+        first, last = window_days(context.partition_time_window)
+        panel = panel_of(binance_klines)
+        feats = engine.build_features(panel, feature_map) if len(panel) else _empty_bars()
+        out = in_window(feats, first, last)
+        if panel.empty:
+            context.log.warning(f"no {interval} klines in the window: empty features")
+        return Output(out, metadata={"dagster/row_count": len(out), "bars_read": len(panel),
+                                     "lookback_days": feature_days, "preview": markdown_table(out.tail(5))})
+
+    @asset(
+        key=models_key,
+        ins={
+            "features": AssetIn(key=features_key, partition_mapping=HISTORY_BEFORE_WEEK, metadata=TOLERATE_GAPS),
+            "binance_klines": AssetIn(key=AssetKey("binance_klines"), partition_mapping=HISTORY_BEFORE_WEEK,
+                                      metadata=TOLERATE_GAPS),
+        },
+        partitions_def=weeks,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=MODEL_IO,
+        group_name=GROUP,
+        kinds={"python", "scikitlearn"},
+        description=f"Price models ({interval}): every (label, estimator) refit weekly with as_of = Monday on "
+        f"bars whose label ended before it; purged walk-forward CV of {cv_label}.",
+    )
+    def price_models(context: AssetExecutionContext, features: pd.DataFrame, binance_klines: pd.DataFrame):
+        panel = panel_of(binance_klines)
+        labels = engine.build_labels(panel, label_map) if len(panel) else pd.DataFrame()
+        bundles: dict[str, ModelBundle] = {}
+        for key in context.partition_keys:
+            as_of = pd.Timestamp(key, tz="UTC")
+            if features.empty or labels.empty:
+                bundles[key] = ModelBundle.empty(as_of, "no klines before as_of")
+                continue
+            try:
+                bundles[key] = fit_bundle(features[features["open_time"] < as_of], labels, models, label_map, as_of,
+                                          cv_label=cv_label)
+            except ValueError as exc:  # e.g. no labelled rows yet
+                bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
+        value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
+        return Output(value, metadata=bundle_metadata(bundles))
+
+    @asset(
+        key=AssetKey([*prefix, "predictions"]),
+        ins={
+            "features": AssetIn(key=features_key, partition_mapping=lookback(pred_days), metadata=TOLERATE_GAPS),
+            "fitted_models": AssetIn(key=models_key, partition_mapping=WEEK_OF_DAY, metadata=TOLERATE_GAPS),
+        },
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=PARQUET_IO,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        description=f"Price predictions per {interval} bar: one column per regression model "
+        "(`<label>/<estimator>`, forward log return) and class probabilities (`<label>/<estimator>:p_<class>`), "
+        "from the latest weekly model with as_of <= the bar's day.",
+    )
+    def price_predictions(context: AssetExecutionContext, features: pd.DataFrame,
+                          fitted_models: dict[str, ModelBundle]):
+        first, last = window_days(context.partition_time_window)
+        days = pd.date_range(first, last, freq="D")
+        bundles = {k: b.with_naive_as_of() for k, b in fitted_models.items() if b is not None}
+        keys = sorted({k for b in bundles.values() for k in b.models})
+        out = pd.DataFrame()
+        for key in keys:
+            piece = predict_days(bundles, features, days, key, time_col="open_time") if len(features) else pd.DataFrame()
+            if piece.empty:
+                continue
+            piece = piece.rename(columns={c: key if c == "prediction" else f"{key}:{c}"
+                                          for c in piece.columns if c == "prediction" or c.startswith("p_")})
+            on = ["open_time", "date", "instrument", "model_as_of"]
+            out = piece if out.empty else out.merge(piece, on=on, how="outer")
+        if out.empty:
+            out = _empty_bars()
+            context.log.warning(f"price predictions {interval} {first}..{last}: no model or no features")
+        return Output(out, metadata={"dagster/row_count": len(out), "models": ", ".join(keys) or "(none)",
+                                     "preview": markdown_table(out.tail(5))})
+
+    return [price_features, price_models, price_predictions]

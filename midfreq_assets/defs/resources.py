@@ -1,0 +1,66 @@
+"""Resources per deployment, chosen by ``MIDFREQ_DEPLOYMENT`` (the code never changes between them).
+
+- ``local`` (default): the lake is ``$MIDFREQ_DATA_LAKE`` or ``data_lake/``; each source is its
+  ``MIDFREQ_*_URL`` when set, else the live public service.
+- ``replay``: every source **must** come from its ``MIDFREQ_*_URL`` (``midfreq replay`` prints
+  them): a run that forgot one fails at launch instead of reaching the internet.
+- ``production``: the lake **must** be ``$MIDFREQ_DATA_LAKE`` (e.g. ``s3://bucket/midfreq``); sources
+  default to the live services. Storage, run coordinator and daemon come from the instance's
+  ``dagster.yaml`` (``deploy/production/``); the executor from ``MIDFREQ_EXECUTOR``.
+"""
+
+import os
+
+from dagster import Definitions, EnvVar, definitions
+
+from midfreq_assets.executors import select_executor
+from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.clients.defillama import DefiLlamaClient
+from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.io.model_io_manager import ModelIOManager
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+from midfreq_resources.settings import (
+    BINANCE_ARCHIVE_URL_ENV,
+    DATA_LAKE_ENV,
+    DEFILLAMA_COINS_URL_ENV,
+    DEFILLAMA_YIELDS_URL_ENV,
+)
+
+DEPLOYMENT_ENV = "MIDFREQ_DEPLOYMENT"
+DEPLOYMENTS = ("local", "replay", "production")
+
+
+class DeploymentError(ValueError):
+    """``MIDFREQ_DEPLOYMENT`` names no known deployment."""
+
+
+def deployment_name(name: str | None = None) -> str:
+    chosen = (name if name is not None else os.environ.get(DEPLOYMENT_ENV, "")).strip().lower() or "local"
+    if chosen not in DEPLOYMENTS:
+        raise DeploymentError(f"{DEPLOYMENT_ENV}={chosen!r} is not a deployment; choose one of {', '.join(DEPLOYMENTS)}")
+    return chosen
+
+
+def build_resources(deployment: str | None = None) -> dict[str, object]:
+    """The resource set of ``deployment`` (default: ``$MIDFREQ_DEPLOYMENT``, else ``local``)."""
+    name = deployment_name(deployment)
+    if name == "replay":
+        sources = {
+            "defillama": DefiLlamaClient(base_url=EnvVar(DEFILLAMA_YIELDS_URL_ENV)),
+            "defillama_coins": DefiLlamaCoinsClient(base_url=EnvVar(DEFILLAMA_COINS_URL_ENV)),
+            "binance_archive": BinanceArchiveClient(base_url=EnvVar(BINANCE_ARCHIVE_URL_ENV)),
+        }
+    else:
+        sources = {"defillama": DefiLlamaClient(), "defillama_coins": DefiLlamaCoinsClient(),
+                   "binance_archive": BinanceArchiveClient()}
+    if name == "production":
+        lake = {"parquet_io_manager": ParquetIOManager(root=EnvVar(DATA_LAKE_ENV)),
+                "model_io_manager": ModelIOManager(root=EnvVar(DATA_LAKE_ENV))}
+    else:
+        lake = {"parquet_io_manager": ParquetIOManager(), "model_io_manager": ModelIOManager()}
+    return {**lake, **sources}
+
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(resources=build_resources(), executor=select_executor())

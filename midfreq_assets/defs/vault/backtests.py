@@ -1,0 +1,210 @@
+"""Backtests of one vault: ``backtest_panel``, ``backtest_runs`` (grid points), ``backtest_report``, ``top_pools``.
+
+- ``<vault>/backtest_panel``: the vault's pool rows over the whole history (all ``pool_history``
+  and ``pool_metadata`` partitions), read once so every grid point loads one file;
+- ``<vault>/backtest_runs``: one dynamic partition per grid point; a backfill runs up to
+  :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
+  points in one step; the IO manager splits the output by its ``point`` column;
+- ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
+  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake;
+- ``<vault>/top_pools``: historical top-N pools by APY over the last days.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DynamicPartitionsDefinition,
+    MetadataValue,
+    Output,
+    StaticPartitionsDefinition,
+    asset,
+    define_asset_job,
+)
+
+from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.backtest import report
+from midfreq_assets.domain.backtest.grids import (
+    find_point,
+    grid_file_names,
+    load_grid,
+    run_point,
+    validate_grid,
+)
+from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.metadata import markdown_table
+from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
+
+TOP_N = 10
+TOP_WINDOW_DAYS = 30
+#: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
+#: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
+GRID_POINTS_PER_RUN = 8
+
+
+def grid_partitions_name(vault_name: str) -> str:
+    return f"{vault_name}_grid_points"
+
+
+def grid_partitions(vault_name: str) -> DynamicPartitionsDefinition:
+    return DynamicPartitionsDefinition(name=grid_partitions_name(vault_name))
+
+
+def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[AssetsDefinition]:
+    """``[backtest_panel, backtest_runs, backtest_report, top_pools]`` of one vault."""
+    prefix = vault.name
+    gdir = Path(grids_directory)
+    grid_files = StaticPartitionsDefinition(grid_file_names(gdir) or ["default"])
+    all_days = {"allow_missing_partitions": True}
+    group = f"{prefix}_backtests"
+
+    @asset(
+        key=AssetKey([prefix, "backtest_panel"]),
+        ins={
+            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=AllPartitionMapping(),
+                                    metadata=all_days),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=AllPartitionMapping(),
+                                     metadata=all_days),
+            "adjusted_yields": AssetIn(key=AssetKey([prefix, "adjusted_yields"]),
+                                       partition_mapping=AllPartitionMapping(),
+                                       metadata={**all_days, "optional": True}),
+        },
+        io_manager_key="parquet_io_manager",
+        group_name=group,
+        kinds={"python", "parquet"},
+        description=f"Vault {vault.name}: pool rows over the whole history with eligible (in the universe "
+        "that day), project and chain. The input every backtest of the vault reads.",
+    )
+    def backtest_panel(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
+                       adjusted_yields: pd.DataFrame):
+        panel = bt.vault_panel(bt.with_adjusted_apy(pool_history, adjusted_yields), pool_metadata, vault)
+        return Output(panel, metadata={
+            "dagster/row_count": len(panel),
+            "pools": int(panel["pool"].nunique()),
+            "first_day": str(panel["date"].min().date()) if len(panel) else "",
+            "last_day": str(panel["date"].max().date()) if len(panel) else "",
+        })
+
+    @asset(
+        key=AssetKey([prefix, "backtest_runs"]),
+        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        partitions_def=grid_partitions(vault.name),
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=GRID_POINTS_PER_RUN),
+        metadata={"partition_column": "point"},  # ParquetIOManager: one file per point of a multi-point run
+        io_manager_key="parquet_io_manager",
+        group_name=group,
+        kinds={"python", "parquet"},
+        description=f"Vault {vault.name}: one backtest per grid point (partition = point name): per-day "
+        "wealth, costs, gas, predicted/realized APY, status and w__<pool> weights. A backfill runs up to "
+        f"{GRID_POINTS_PER_RUN} points per run.",
+    )
+    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame):
+        keys = list(context.partition_keys)
+        frames, rows = [], []
+        for key in keys:
+            point = find_point(key, gdir)
+            frame, metrics = run_point(panel, vault, point)
+            frames.append(frame)
+            rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
+        if len(keys) == 1:
+            return Output(frames[0], metadata={
+                "dagster/row_count": len(frames[0]),
+                "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
+                **{k: v for k, v in rows[0].items() if k != "point"},
+            })
+        return Output(pd.concat(frames, ignore_index=True), metadata={
+            "dagster/row_count": sum(len(f) for f in frames),
+            "points": len(keys),
+            "metrics": markdown_table(pd.DataFrame(rows)),
+        })
+
+    @asset(
+        key=AssetKey([prefix, "backtest_report"]),
+        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        deps=[AssetDep(backtest_runs, partition_mapping=AllPartitionMapping())],
+        partitions_def=grid_files,
+        io_manager_key="parquet_io_manager",
+        required_resource_keys={"parquet_io_manager"},
+        group_name=group,
+        kinds={"python", "parquet", "html"},
+        description=f"Vault {vault.name}: one row per grid point of the grid file (parameters + metrics) plus "
+        "benchmarks (equal weight, best trailing APY, TVL-weighted); HTML report written next to it.",
+    )
+    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
+        io = context.resources.parquet_io_manager
+        grid = load_grid(gdir / f"{context.partition_key}.yaml")
+        results, points, missing = {}, [], []
+        for p in validate_grid(grid, vault):
+            path = io.partition_path([prefix, "backtest_runs"], p.name)
+            if not path.exists():
+                missing.append(p.name)
+                continue
+            frame = read_parquet(path)
+            res = bt.result_from_frame(frame, p.name, float(frame["initial_wealth"].iloc[0]))
+            results[p.name] = res
+            points.append((p.name, dict(p.overrides), backtest_metrics(res)))
+        if missing:
+            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {missing[:5]}")
+        if not results:
+            raise ValueError(f"no backtest_runs partition of grid {grid.name} is materialized")
+        benches = bt.run_benchmarks(bt.inputs_from_panel(panel, vault), vault.strategy)
+        params = list(grid.parameters)
+        table = report.report_table(grid.name, params, points, metrics_table(benches), METRIC_COLUMNS)
+        best = report.best_point(table)
+        days = pd.to_datetime(panel["date"])
+        notes = [f"Vault {vault.name}, grid {grid.name}: {len(points)} points, {panel['pool'].nunique()} pools, "
+                 f"{days.min().date()}..{days.max().date()}.",
+                 "Yields are fractions per year; metrics per year. Benchmarks pay the same cost and gas."]
+        best_result = results[str(best["name"])]
+        html_doc, wealth_png = report.render_report(
+            f"{vault.name} backtest report: {grid.name}", table, params,
+            {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, r in benches.items()}},
+            list(benches), best_result.weight_panel(), best_result.steps, bt.pool_labels(panel), notes)
+        html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
+        write_bytes_atomic(html_path, html_doc.encode("utf-8"))
+        return Output(table.astype({c: str for c in params}), metadata={
+            "dagster/row_count": len(table),
+            "headline": f"best {best['name']}: log growth {best['log_growth']:.4f}/yr",
+            "report_html": MetadataValue.path(str(html_path)),
+            "missing_points": len(missing),
+            "summary": MetadataValue.md(report.headline_markdown(table)
+                                        + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
+        })
+
+    @asset(
+        key=AssetKey([prefix, "top_pools"]),
+        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        io_manager_key="parquet_io_manager",
+        group_name=group,
+        kinds={"python", "parquet"},
+        description=f"Vault {vault.name}: top {TOP_N} eligible pools by mean APY over the last {TOP_WINDOW_DAYS} days.",
+    )
+    def top_pools(context: AssetExecutionContext, panel: pd.DataFrame):
+        column = "adjusted_apy" if "adjusted_apy" in panel else "apy"
+        table = bt.top_pools(panel, TOP_N, TOP_WINDOW_DAYS, column)
+        return Output(table, metadata={"dagster/row_count": len(table), "table": markdown_table(table)})
+
+    return [backtest_panel, backtest_runs, backtest_report, top_pools]
+
+
+def build_backtest_jobs(vault: VaultConfig) -> list:
+    """``<vault>_backtest_inputs`` (panel, top pools), ``<vault>_backtest_runs`` (grid points) and
+    ``<vault>_backtest_report`` (one grid file)."""
+    key = lambda name: AssetKey([vault.name, name])  # noqa: E731
+    return [
+        define_asset_job(f"{vault.name}_backtest_inputs", selection=[key("backtest_panel"), key("top_pools")],
+                         description="The vault's backtest panel over the whole history, and its top pools."),
+        define_asset_job(f"{vault.name}_backtest_runs", selection=[key("backtest_runs")],
+                         partitions_def=grid_partitions(vault.name),
+                         description="Backtest grid points of the vault (one partition per point)."),
+        define_asset_job(f"{vault.name}_backtest_report", selection=[key("backtest_report")],
+                         description="Report of one grid file (partition = grid file name)."),
+    ]

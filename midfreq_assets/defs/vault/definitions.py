@@ -1,0 +1,43 @@
+"""Every vault of ``configs/vaults/``: one :func:`build_vault_defs` per vault, merged, plus the grid sensor."""
+
+from pathlib import Path
+
+from dagster import Definitions, definitions
+
+from midfreq_assets.defs.vault.automation import build_vault_jobs, build_vault_schedules
+from midfreq_assets.defs.vault.backtests import build_backtest_assets, build_backtest_jobs
+from midfreq_assets.defs.vault.grid_sensor import build_grid_points_sensor
+from midfreq_assets.defs.vault.rebalance import build_rebalance_assets
+from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
+from midfreq_assets.domain.config.project import Project
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.partitions import daily_partitions
+from midfreq_assets.project import current_project
+
+
+def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | None = None) -> Definitions:
+    """Every asset, check, job and schedule of one vault (key prefix and group = the vault's name)."""
+    days = daily_partitions(project)
+    jobs = build_vault_jobs(vault, days)
+    return Definitions(
+        assets=[
+            *build_adjusted_yield_assets(vault, days),
+            *build_research_assets(vault, days),
+            *build_rebalance_assets(vault, days),
+            *build_backtest_assets(vault, grids_dir or project.grids_dir),
+        ],
+        jobs=[*jobs.values(), *build_backtest_jobs(vault)],
+        schedules=build_vault_schedules(vault, jobs),
+    )
+
+
+def build_vaults_defs(project: Project) -> Definitions:
+    vaults = list(project.vaults.values())
+    return Definitions.merge(*(build_vault_defs(v, project) for v in vaults),
+                             Definitions(sensors=[build_grid_points_sensor(vaults, project.grids_dir)]))
+
+
+@definitions
+def defs() -> Definitions:
+    return build_vaults_defs(current_project())

@@ -1,0 +1,105 @@
+"""``<vault>/rebalance_weights``: the nightly rebalance (``domain.portfolio.nightly``, the backtest's accounting).
+
+For day D: start from the holdings of day D-1 (its own previous partition; cash at the vault's
+initial wealth when there is none), accrue them to D with D's realized APY, TVL and IL, then
+decide on D's predictions and universe; held pools that left the universe are sold. A range
+backfill computes its days in order inside one run, starting from the partition before the range.
+
+The previous day is declared as a self-dependency (``AssetDep`` with ``PREVIOUS_DAY``) for lineage
+and backfill ordering, but read directly from the lake: the mapped window of a range run [s, e]
+is [s-1, e-1], whose later days are stale outputs of an earlier run (only s-1 is wanted).
+"""
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.universe import vault_rows
+from midfreq_assets.domain.portfolio.nightly import (
+    WEIGHT_TOL,
+    CarriedState,
+    decide_range,
+    trades_table,
+    weight_violations,
+)
+from midfreq_assets.metadata import markdown_table
+from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
+from midfreq_resources.io.lake import read_parquet
+
+
+def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
+                           ) -> list[AssetsDefinition]:
+    """``[<vault>/rebalance_weights]`` with its weight-bounds check."""
+    partitions_def = partitions_def or daily_from(vault.start_date)
+    key = AssetKey([vault.name, "rebalance_weights"])
+    s = vault.strategy
+
+    @asset(
+        key=key,
+        ins={
+            "predictions": AssetIn(key=AssetKey([vault.name, "predictions"])),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
+            "pool_history": AssetIn(key=AssetKey("pool_history")),
+        },
+        deps=[AssetDep(key, partition_mapping=PREVIOUS_DAY)],
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        required_resource_keys={"parquet_io_manager"},
+        group_name=vault.name,
+        kinds={"python", "parquet"},
+        check_specs=[AssetCheckSpec(
+            "weights_within_limits", asset=key, blocking=True,
+            description=f"0 <= weight <= concentration_limit ({s.concentration_limit}) and "
+            f"sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")],
+        description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade USD, predicted "
+        "APY, dilution, holding USD) and vault wealth, idle share and solver status. Holdings carry over from the "
+        "previous day, accrued with pool_history's realized APY (the backtest's accounting).",
+    )
+    def rebalance_weights(context: AssetExecutionContext, predictions: pd.DataFrame, pool_metadata: pd.DataFrame,
+                          pool_history: pd.DataFrame):
+        first, last = window_days(context.partition_time_window)
+        before = (pd.Timestamp(first) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+        path = context.resources.parquet_io_manager.partition_path(list(key.path), before)
+        state = CarriedState.from_rows(read_parquet(path)) if path.exists() else None
+        if state is None:
+            context.log.info(f"{key.to_user_string()}: no partition {before}: starting from cash "
+                             f"({vault.backtest.initial_wealth:,.0f})")
+        out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
+                                             vault_rows(pool_metadata, vault.name), pool_history)
+        last_rows = out[out["date"] == out["date"].max()]
+        last_dec = decisions[-1]
+        trades = trades_table(last_rows)
+        statuses = out.drop_duplicates("date")["solver_status"].value_counts().to_dict()
+        yield Output(out, metadata={
+            "dagster/row_count": len(out),
+            "day": str(last),
+            "wealth": float(last_rows["wealth"].iloc[0]),
+            "idle_share": float(last_rows["idle_share"].iloc[0]),
+            "solver_status": str(last_rows["solver_status"].iloc[0]),
+            "solve_time_s": float(last_rows["solve_time_s"].iloc[0]),
+            "solver_message": last_dec.result.message if last_dec is not None and last_dec.result else "",
+            "trades": markdown_table(trades, max_rows=30),
+            "n_trades": len(trades),
+            "statuses": MetadataValue.json({str(k): int(v) for k, v in statuses.items()}),
+            "optimizer_builds": cache.builds,
+            "started_from_cash": state is None,
+        })
+        bad = weight_violations(out, vault)
+        yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
+                               metadata={"violations": len(bad), "examples": markdown_table(bad.astype(str))})
+
+    return [rebalance_weights]

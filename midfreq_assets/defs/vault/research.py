@@ -1,0 +1,193 @@
+"""``<vault>/features``, ``<vault>/fitted_models`` (weekly) and ``<vault>/predictions``.
+
+- ``features`` (daily, single-run backfills): features of every pool of the source panel
+  (``pool_history``; plus ``adjusted_yields`` when a label or feature reads ``adjusted_apy``) for
+  the partition's days. The input window starts ``required_lookback`` days earlier, so a
+  partition equals the full-history computation within the engine's tolerance.
+- ``fitted_models`` (weekly, Monday UTC): every (label, estimator), trained with ``as_of`` = the
+  week's Monday on the rows whose label ended before it, plus a purged walk-forward CV of the
+  primary label (``domain.research.bundles.ModelBundle``).
+- ``predictions`` (daily): for day D, the primary model of the week containing D (``as_of`` <= D)
+  applied to D's features; one row per pool of the vault's universe that day.
+
+Universe filtering happens at prediction (and training) time, not at feature time: features are
+computed on each pool's uninterrupted history, so a pool dipping below the TVL threshold for a
+few days does not punch holes into its EWMs.
+"""
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    Output,
+    asset,
+)
+
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.universe import universe_pairs
+from midfreq_assets.domain.research import engine
+from midfreq_assets.domain.research.bundles import ModelBundle, fit_bundle, predict_days
+from midfreq_assets.domain.research.plan import (
+    first_fit_day,
+    history_lookback,
+    in_window,
+    needs_adjusted,
+    primary_key,
+    yield_panel,
+)
+from midfreq_assets.metadata import TOLERATE_GAPS, bundle_metadata, markdown_table
+from midfreq_assets.partitions import (
+    HISTORY_BEFORE_WEEK,
+    WEEK_OF_DAY,
+    daily_from,
+    lookback,
+    weekly_partitions,
+    window_days,
+)
+
+MODEL_IO, PARQUET_IO = "model_io_manager", "parquet_io_manager"
+PREDICTION_COLUMNS = ["date", "pool", "predicted_apy", "model", "model_as_of"]
+
+
+def _empty_predictions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in ("date", "model_as_of") else
+                                      float if c == "predicted_apy" else object) for c in PREDICTION_COLUMNS})
+
+
+def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
+                          ) -> list[AssetsDefinition]:
+    """``[<vault>/features, <vault>/fitted_models, <vault>/predictions]``."""
+    partitions_def = partitions_def or daily_from(vault.start_date)
+    prefix = vault.name
+    feature_days = engine.required_lookback(vault.feature_map, vault.models)
+    pred_days = history_lookback(vault.models)
+    adjusted = needs_adjusted(vault)
+    label, estimator = primary_key(vault.label_map, vault.models)
+    model_key = f"{label}/{estimator}"
+    weeks = weekly_partitions(first_fit_day(vault))
+    features_key = AssetKey([prefix, "features"])
+    models_key = AssetKey([prefix, "fitted_models"])
+    adjusted_key = AssetKey([prefix, "adjusted_yields"])
+
+    source_ins = {"pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=lookback(feature_days),
+                                          metadata=TOLERATE_GAPS)}
+    if adjusted:
+        source_ins["adjusted_yields"] = AssetIn(key=adjusted_key, partition_mapping=lookback(feature_days),
+                                                metadata=TOLERATE_GAPS)
+
+    @asset(
+        key=features_key,
+        ins=source_ins,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=PARQUET_IO,
+        group_name=prefix,
+        kinds={"python", "parquet"},
+        description=f"Vault {vault.name}: research features per (date, instrument = pool) from the vault's "
+        f"feature_map, every pool of {'pool_history + adjusted_yields' if adjusted else 'pool_history'} "
+        f"(universe filtering happens at prediction time). Reads {feature_days} days of history before the "
+        "partition so values equal the full-history computation (EWM tolerance 1e-6).",
+    )
+    def features(context: AssetExecutionContext, pool_history: pd.DataFrame, **extra: pd.DataFrame):
+        first, last = window_days(context.partition_time_window)
+        panel = yield_panel(pool_history, extra.get("adjusted_yields"))
+        feats = engine.build_features(panel, vault.feature_map) if len(panel) else pd.DataFrame(
+            columns=["date", "instrument"])
+        out = in_window(feats, first, last)
+        return Output(out, metadata={
+            "dagster/row_count": len(out),
+            "instruments": int(out["instrument"].nunique()) if len(out) else 0,
+            "feature_columns": len(engine.feature_columns(out)),
+            "history_rows_read": len(panel),
+            "lookback_days": feature_days,
+            "preview": markdown_table(out.tail(5)),
+        })
+
+    @asset(
+        key=models_key,
+        ins={
+            "features": AssetIn(key=features_key, partition_mapping=HISTORY_BEFORE_WEEK, metadata=TOLERATE_GAPS),
+            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=HISTORY_BEFORE_WEEK,
+                                    metadata=TOLERATE_GAPS),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=HISTORY_BEFORE_WEEK,
+                                     metadata=TOLERATE_GAPS),
+            **({"adjusted_yields": AssetIn(key=adjusted_key, partition_mapping=HISTORY_BEFORE_WEEK,
+                                           metadata=TOLERATE_GAPS)} if adjusted else {}),
+        },
+        partitions_def=weeks,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=MODEL_IO,
+        group_name=prefix,
+        kinds={"python", "scikitlearn"},
+        description=f"Vault {vault.name}: every (label, estimator) of the vault's models, refit weekly with "
+        "as_of = the week's Monday on the rows (pools in the universe that day) whose label ended before it; "
+        f"purged walk-forward CV of {label} vs the naive baseline. Predictions use {model_key}.",
+    )
+    def fitted_models(context: AssetExecutionContext, features: pd.DataFrame, pool_history: pd.DataFrame,
+                      pool_metadata: pd.DataFrame, **extra: pd.DataFrame):
+        panel = yield_panel(pool_history, extra.get("adjusted_yields"))
+        labels = engine.build_labels(panel, vault.label_map) if len(panel) else pd.DataFrame()
+        feats = features
+        if len(feats):
+            feats = feats.assign(date=pd.to_datetime(feats["date"]).dt.normalize())
+            keys = pd.MultiIndex.from_arrays([feats["date"], feats["instrument"].astype(str)])
+            feats = feats[keys.isin(universe_pairs(pool_metadata, vault.name))].reset_index(drop=True)
+        bundles: dict[str, ModelBundle] = {}
+        for key in context.partition_keys:
+            as_of = pd.Timestamp(key)
+            if feats.empty or labels.empty:
+                bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
+                continue
+            bundles[key] = fit_bundle(feats[feats["date"] < as_of], labels, vault.models, vault.label_map, as_of,
+                                      cv_label=label)
+        value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
+        return Output(value, metadata={**bundle_metadata(bundles), "primary_model": model_key})
+
+    @asset(
+        key=AssetKey([prefix, "predictions"]),
+        ins={
+            "features": AssetIn(key=features_key, partition_mapping=lookback(pred_days), metadata=TOLERATE_GAPS),
+            "fitted_models": AssetIn(key=models_key, partition_mapping=WEEK_OF_DAY, metadata=TOLERATE_GAPS),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
+        },
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key=PARQUET_IO,
+        group_name=prefix,
+        kinds={"python", "parquet"},
+        description=f"Vault {vault.name}: predicted APY (fraction/yr, {model_key}) per (date, pool) of the "
+        "vault's universe that day, from the latest weekly model with as_of <= the day. No rows before the "
+        "first fitted week (the vault stays idle).",
+    )
+    def predictions(context: AssetExecutionContext, features: pd.DataFrame, fitted_models: dict[str, ModelBundle],
+                    pool_metadata: pd.DataFrame):
+        first, last = window_days(context.partition_time_window)
+        days = pd.date_range(first, last, freq="D")
+        raw = predict_days(fitted_models, features, days, model_key) if len(features) else pd.DataFrame()
+        if raw.empty:
+            out = _empty_predictions()
+        else:
+            out = raw.rename(columns={"instrument": "pool", "prediction": "predicted_apy"})
+            out["date"] = pd.to_datetime(out["date"]).dt.normalize()
+            out["pool"] = out["pool"].astype(str)
+            out = out[pd.MultiIndex.from_frame(out[["date", "pool"]]).isin(universe_pairs(pool_metadata, vault.name))]
+            out = out.assign(model=model_key)[PREDICTION_COLUMNS].reset_index(drop=True)
+        missing_days = [d.date().isoformat() for d in days if d not in set(out["date"])]
+        if missing_days:
+            context.log.warning(f"{prefix}/predictions: no prediction for {len(missing_days)} day(s) "
+                                f"(no model fitted yet, or no features): {missing_days[:5]}")
+        return Output(out, metadata={
+            "dagster/row_count": len(out),
+            "pools": int(out["pool"].nunique()) if len(out) else 0,
+            "model": model_key,
+            "model_as_of": ", ".join(sorted({str(pd.Timestamp(t).date()) for t in out["model_as_of"]})) or "(none)",
+            "days_without_predictions": len(missing_days),
+            "mean_predicted_apy": float(out["predicted_apy"].mean()) if len(out) else 0.0,
+            "preview": markdown_table(out.tail(10)),
+        })
+
+    return [features, fitted_models, predictions]

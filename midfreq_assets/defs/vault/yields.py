@@ -1,0 +1,89 @@
+"""``<vault>/adjusted_yields``: per (date, pool of the universe) APY, each adjustment and flags.
+
+Reads ``pool_history`` and ``token_prices`` over a lookback window so the reward haircut has
+history (``domain.yields.adjusted``).
+"""
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.yields.adjusted import COMPONENT_COLUMNS, flag_counts, vault_adjusted_yields
+from midfreq_assets.metadata import markdown_table
+from midfreq_assets.partitions import daily_from, window_days
+
+TOLERATE_GAPS = {"allow_missing_partitions": True}
+
+
+def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
+                                ) -> list[AssetsDefinition]:
+    """``[<vault>/adjusted_yields]`` (with its checks) for one vault."""
+    partitions_def = partitions_def or daily_from(vault.start_date)
+    key = AssetKey([vault.name, "adjusted_yields"])
+    config = vault.yields
+    lookback = TimeWindowPartitionMapping(start_offset=-config.lookback_days,
+                                          allow_nonexistent_upstream_partitions=True)
+
+    @asset(
+        key=key,
+        ins={
+            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=lookback, metadata=TOLERATE_GAPS),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
+            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=lookback, metadata=TOLERATE_GAPS),
+        },
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        group_name=vault.name,
+        kinds={"python", "parquet"},
+        check_specs=[
+            AssetCheckSpec("adjusted_apy_finite", asset=key, description="adjusted_apy is finite on every row"),
+            AssetCheckSpec("components_present", asset=key,
+                           description="every component column exists and is non-null"),
+            AssetCheckSpec("adjustment_inputs_complete", asset=key,
+                           description="no row lacks a reward price, peg price or underlying yield, no depeg"),
+        ],
+        description=f"Vault {vault.name}: per (date, pool) APY, reward haircut, underlying APY, peg-deviation "
+        "yield, annualized IL and adjusted_apy (fractions per year), with flags. Causal: day t uses data <= t.",
+    )
+    def adjusted_yields(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
+                        token_prices: pd.DataFrame):
+        first, last = window_days(context.partition_time_window)
+        out, report = vault_adjusted_yields(pool_history, pool_metadata, token_prices, vault.name, config,
+                                            pd.date_range(first, last, freq="D"))
+        flags = flag_counts(out)
+        yield Output(out, metadata={
+            "dagster/row_count": len(out),
+            "pools": int(out["pool"].nunique()) if len(out) else 0,
+            "flag_counts": MetadataValue.json(flags),
+            "price_report": MetadataValue.json(report.get("prices", {})),
+            "mean_adjustment": float((out["adjusted_apy"] - out["apy"]).mean()) if len(out) else 0.0,
+            "preview": markdown_table(out[["date", "pool", *COMPONENT_COLUMNS]].tail(10)),
+        })
+        components = out[COMPONENT_COLUMNS] if set(COMPONENT_COLUMNS) <= set(out.columns) else None
+        finite = np.isfinite(out["adjusted_apy"].astype(float)) if len(out) else pd.Series(dtype=bool)
+        yield AssetCheckResult(asset_key=key, check_name="adjusted_apy_finite", passed=bool(finite.all()),
+                               metadata={"non_finite_rows": int((~finite).sum())})
+        nulls = {c: int(n) for c, n in components.isna().sum().items() if n} if components is not None else {}
+        yield AssetCheckResult(asset_key=key, check_name="components_present",
+                               passed=components is not None and not nulls,
+                               metadata={"null_counts": MetadataValue.json(nulls)})
+        yield AssetCheckResult(asset_key=key, check_name="adjustment_inputs_complete", passed=not flags,
+                               severity=AssetCheckSeverity.WARN, metadata={"flag_counts": MetadataValue.json(flags)})
+
+    return [adjusted_yields]

@@ -1,0 +1,64 @@
+"""What a vault's research needs from the data: history lengths, inputs and the model it trades on."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.research.features import ewm_memory
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.models import ModelsConfig, halflife_rows
+
+
+def needs_adjusted(vault: VaultConfig) -> bool:
+    """True when a label family targets, or a feature reads, ``adjusted_apy``."""
+    targets = {spec.target or fam for fam, spec in vault.label_map.families.items()}
+    return "adjusted_apy" in targets or "adjusted_apy" in vault.feature_map.columns
+
+
+def history_lookback(models: ModelsConfig, tolerance: float = 1e-6) -> int:
+    """Rows of feature history a history estimator (EWM predictor) reads before the predicted row."""
+    need = 0
+    for fam in models.families.values():
+        for spec in fam.estimators.values():
+            hl = spec.params.get("halflife")
+            if getattr(spec.estimator_class, "uses_history", False) and hl is not None:
+                need = max(need, ewm_memory(halflife_rows(hl), tolerance))
+    return need
+
+
+def primary_key(label_map: LabelMapConfig, models: ModelsConfig, family: str = "apy") -> tuple[str, str]:
+    """(label, estimator) the nightly decision uses: the family's first regression label and its
+    primary estimator (the backtest's defaults)."""
+    label = next(i.name for i in label_map.labels() if i.family == family and i.task == "regression")
+    return label, models.family(family).primary_name
+
+
+def warmup_rows(label_map: LabelMapConfig, models: ModelsConfig) -> int:
+    """Rows (days or bars) before a first model can be trained: the longest label plus min_train."""
+    return label_map.max_horizon() + models.cv.min_train
+
+
+def first_fit_day(vault: VaultConfig) -> dt.date:
+    return vault.start_date + dt.timedelta(days=warmup_rows(vault.label_map, vault.models))
+
+
+def yield_panel(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``pool_history`` rows (with ``adjusted_apy`` merged in when given), sorted, date normalized."""
+    if pool_history.empty:
+        return pool_history
+    panel = pool_history.assign(date=pd.to_datetime(pool_history["date"]).dt.normalize())
+    if adjusted is not None and len(adjusted):
+        adj = adjusted[["date", "pool", "adjusted_apy"]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize())
+        panel = panel.merge(adj, on=["date", "pool"], how="left")
+    return panel.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
+
+
+def in_window(frame: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """Rows whose ``date`` falls in ``first..last`` (inclusive)."""
+    if frame.empty:
+        return frame
+    day = pd.to_datetime(frame["date"]).dt.normalize()
+    return frame[(day >= pd.Timestamp(first)) & (day <= pd.Timestamp(last))].reset_index(drop=True)

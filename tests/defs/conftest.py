@@ -1,0 +1,108 @@
+"""Fixtures of the Dagster-layer tests: the project, the ingestion assets and a research pipeline on a tmp lake."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetsDefinition, DagsterInstance, materialize
+
+from midfreq_assets.defs.ingest.defillama import build_defillama_assets
+from midfreq_assets.defs.resources import build_resources
+from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.domain.config.project import Project, load_project
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.partitions import daily_partitions
+from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.replay.server import ReplayServer
+
+FIRST, LAST = "2024-06-06", "2024-07-31"
+
+
+def range_tags(start: str, end: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+
+
+@pytest.fixture(scope="session")
+def project() -> Project:
+    """The repository's ``configs/``."""
+    return load_project()
+
+
+@pytest.fixture(scope="session")
+def defillama_assets(project: Project) -> list[AssetsDefinition]:
+    """The ingestion multi-asset (pool_history, pool_metadata, universe_exclusions) of ``configs/``."""
+    return build_defillama_assets(project, daily_partitions(project))
+
+
+def _small_vault(project: Project) -> VaultConfig:
+    """usd_lending with short windows and horizons, so models train within two months of data."""
+    v = project.vault("usd_lending")
+    fmap = FeatureMapConfig.model_validate({
+        "apy": {"transform": "as_is", "expansions": {"level": True, "ewma": {"windows": [3, 7], "norm_mult": 2},
+                                                     "min": [7]}},
+        "tvl_usd": {"transform": "log", "expansions": {"ewma": {"windows": [3], "norm_mult": 2}}},
+    })
+    labels = LabelMapConfig.model_validate({"apy": {"kind": "forward_mean", "horizons": [3, 7]}})
+    models = v.models.model_copy(update={"cv": v.models.cv.model_copy(update={"min_train": 7, "n_splits": 2})})
+    return v.model_copy(update={"feature_map": fmap, "label_map": labels, "models": models})
+
+
+@pytest.fixture(scope="session")
+def small_vault(project: Project) -> VaultConfig:
+    """usd_lending with short windows and horizons, so models train within two months of data."""
+    return _small_vault(project)
+
+
+class Pipeline:
+    """A tmp lake with pool_history/pool_metadata ``first..last`` and the vault's research assets."""
+
+    first, last = FIRST, LAST
+
+    def __init__(self, lake: Path, resources: dict, vault: VaultConfig, ingest: list[AssetsDefinition]) -> None:
+        self.lake, self.resources, self.vault, self.ingest = lake, resources, vault, ingest
+        self.instance = DagsterInstance.ephemeral()
+        self.research = build_research_assets(vault)
+        self.all = [*ingest, *self.research]
+
+    def run(self, assets, selection, start: str, end: str | None = None, extra=()):
+        tags = range_tags(start, end) if end else {}
+        kw = {} if end else {"partition_key": start}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = materialize([*self.all, *extra], selection=selection, resources=self.resources,
+                                 instance=self.instance, tags=tags, **kw)
+        assert result.success
+        return result
+
+    def frame(self, *key: str, partition: str) -> pd.DataFrame:
+        return read_parquet(self.lake.joinpath(*key, f"{partition}.parquet"))
+
+
+@contextlib.contextmanager
+def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -> Iterator[Pipeline]:
+    lake = tmp_path_factory.mktemp("lake")
+    ingest = build_defillama_assets(project, daily_partitions(project))
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in replay_server.env().items():
+            mp.setenv(name, value)
+        mp.setenv("MIDFREQ_DATA_LAKE", str(lake))
+        replay_server.reset()
+        p = Pipeline(lake, build_resources(), _small_vault(project), ingest)
+        p.run(ingest, ingest, FIRST, LAST)
+        yield p
+        replay_server.reset()
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(tmp_path_factory, replay_server, project) -> Callable[[], contextlib.AbstractContextManager[Pipeline]]:
+    """``with pipeline_env() as p``: a fresh lake holding the ingestion of ``FIRST..LAST``, the
+    ``MIDFREQ_*`` variables pointing at the replay server, and a small vault's research assets."""
+    return functools.partial(_pipeline, tmp_path_factory, replay_server, project)

@@ -1,0 +1,139 @@
+"""pool_history / pool_metadata through Dagster against the replay server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import materialize
+
+from midfreq_assets.defs.resources import build_resources
+from midfreq_resources.clients.defillama import DefiLlamaClient
+
+REPO = Path(__file__).parents[3]
+POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, full year
+CSUSDC = "66159102-0702-4387-862c-918bcd2a8a0d"
+DAY = "2024-07-01"
+
+
+def range_tags(start: str, end: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+
+
+@pytest.fixture
+def lake(tmp_path, replay_env, monkeypatch) -> Path:
+    monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path))
+    return tmp_path
+
+
+def resources(replay_env, **client):
+    res = build_resources()
+    res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", max_attempts=2,
+                                       backoff_base_s=0.01, **client)
+    return res
+
+
+def checks(result) -> dict[str, bool]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_one_day(lake, replay_env, defillama_assets):
+    result = materialize(defillama_assets, resources=resources(replay_env), partition_key=DAY)
+    assert result.success
+    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    assert (history["date"] == pd.Timestamp(DAY)).all()
+    assert not history.duplicated(["pool", "date"]).any()
+    row = history.set_index("pool").loc[POOL]
+    raw = json.loads((REPO / f"recorded/defillama/yields/chart/{POOL}.json").read_text())["data"]
+    expected = next(r for r in raw if r["timestamp"].startswith(DAY))
+    assert row["apy"] == pytest.approx(expected["apy"] / 100)  # fractions, not percent
+    assert row["tvl_usd"] == pytest.approx(expected["tvlUsd"])
+
+    meta = pd.read_parquet(lake / "pool_metadata" / f"{DAY}.parquet")
+    assert meta["reconstructed"].all()  # a past day: no historical /pools exists
+    assert (meta["tvl_usd"] >= 1_000_000).all()
+    assert all(v.tolist() == ["usd_lending"] for v in meta["vaults"])
+    assert set(meta["pool"]) <= set(history["pool"])
+    exclusions = pd.read_parquet(lake / "universe_exclusions" / f"{DAY}.parquet")
+    reasons = dict(zip(exclusions["pool"], exclusions["reason"], strict=True))
+    assert any("TVL below" in r for r in reasons.values())
+    assert CSUSDC not in set(history["pool"])  # statically excluded (csusdc underlying): never fetched
+    mat = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert mat["pool_metadata"]["reconstructed"].value is True
+    assert checks(result)["pool_history:no_duplicate_pool_days"]
+
+
+def test_range_backfill_fetches_each_chart_once_and_rerun_replaces(lake, replay_env, defillama_assets):
+    res = resources(replay_env)
+    result = materialize(defillama_assets, resources=res, tags=range_tags("2024-07-01", "2024-07-10"))
+    assert result.success
+    files = sorted(p.name for p in (lake / "pool_history").iterdir())
+    assert files == [f"2024-07-{d:02d}.parquet" for d in range(1, 11)]
+    chart_requests = [r.path for r in replay_env.requests if "/chart/" in r.path]
+    assert len(chart_requests) == len(set(chart_requests)) > 20  # one request per pool for 10 days
+    first = pd.read_parquet(lake / "pool_history" / "2024-07-05.parquet")
+
+    assert materialize(defillama_assets, resources=res, partition_key="2024-07-05").success
+    again = pd.read_parquet(lake / "pool_history" / "2024-07-05.parquet")
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_failed_pool_is_reported_and_the_night_goes_on(lake, replay_env, defillama_assets):
+    replay_env.force(rf"/chart/{POOL}$", 503, body="down", times=None)
+    result = materialize(defillama_assets, resources=resources(replay_env), partition_key=DAY)
+    assert result.success
+    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    assert POOL not in set(history["pool"]) and len(history) > 10
+    meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "pool_history")
+    assert meta["failed_pools"].value == 1
+    assert POOL in meta["failed_pool_details"].value and "503" in meta["failed_pool_details"].value
+    assert checks(result)["pool_history:universe_pools_present"] is False
+
+
+def test_all_pools_failing_fails_the_run_and_keeps_the_old_partition(lake, replay_env, defillama_assets):
+    res = resources(replay_env)
+    assert materialize(defillama_assets, selection=["pool_history"], resources=res, partition_key=DAY).success
+    before = (lake / "pool_history" / f"{DAY}.parquet").read_bytes()
+    replay_env.force(r"/chart/", 502, body="bad gateway", times=None)
+    result = materialize(defillama_assets, selection=["pool_history"], resources=res, partition_key=DAY, raise_on_error=False)
+    assert not result.success
+    assert (lake / "pool_history" / f"{DAY}.parquet").read_bytes() == before
+
+
+def test_duplicate_days_are_deduplicated(lake, replay_env, defillama_assets):
+    raw = json.loads((REPO / f"recorded/defillama/yields/chart/{POOL}.json").read_text())
+    day_rows = [r for r in raw["data"] if r["timestamp"].startswith(DAY)]
+    later = dict(day_rows[0], timestamp=f"{DAY}T23:59:00.000Z", apy=9.99)
+    raw["data"] = raw["data"] + [later]
+    replay_env.force(rf"/chart/{POOL}$", 200, body=raw, times=None)
+    assert materialize(defillama_assets, selection=["pool_history"], resources=resources(replay_env), partition_key=DAY).success
+    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    rows = history[history["pool"] == POOL]
+    assert len(rows) == 1 and rows["apy"].iloc[0] == pytest.approx(0.0999)  # the day's last snapshot
+
+
+def test_pool_without_history_is_reported_missing(lake, replay_env, defillama_assets):
+    replay_env.force(rf"/chart/{POOL}$", 200, body={"status": "success", "data": []}, times=None)
+    result = materialize(defillama_assets, selection=["pool_history"], resources=resources(replay_env), partition_key=DAY)
+    assert result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "universe_pools_present")
+    assert not evaluation.passed
+    assert POOL in evaluation.metadata["pools_missing_some_day"].value.split(", ")
+
+
+@pytest.mark.slow
+def test_cli_partition_range_backfill_in_one_run(lake, replay_env, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "midfreq_assets.definitions", "--select",
+         "pool_history", "--partition-range", "2024-07-01...2024-07-03"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == [
+        "2024-07-01.parquet", "2024-07-02.parquet", "2024-07-03.parquet"]

@@ -1,0 +1,125 @@
+"""Dagster layer: dynamic grid-point partitions, per-grid report partition, HTML in the lake."""
+
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+from dagster import AssetKey, AssetSpec, DagsterInstance, build_sensor_context, materialize
+
+from midfreq_assets.defs.vault.backtests import (
+    GRID_POINTS_PER_RUN,
+    build_backtest_assets,
+    grid_partitions_name,
+)
+from midfreq_assets.defs.vault.grid_sensor import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    build_grid_points_sensor,
+    register_grid_points,
+)
+from midfreq_assets.domain.config.vault import load_vault_config
+from midfreq_assets.partitions import daily_from
+from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+
+VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
+daily_partitions = daily_from(VAULT.start_date)
+
+
+def test_grid_runs_and_report(tmp_path, synthetic_history):
+    lake = tmp_path / "lake"
+    io = ParquetIOManager(root=str(lake))
+    hist = synthetic_history(days=60)
+    meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    for day, rows in hist.groupby("date"):
+        key = day.strftime("%Y-%m-%d")
+        write_parquet(io.partition_path(["pool_history"], key), rows)
+        write_parquet(io.partition_path(["pool_metadata"], key), meta[meta["date"] == day])
+    gdir = tmp_path / "grids"
+    gdir.mkdir()
+    (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002]}}))
+
+    assets = build_backtest_assets(VAULT, gdir)
+    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+    instance = DagsterInstance.ephemeral()
+    added = register_grid_points(instance, [VAULT], gdir)
+    assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
+    resources = {"parquet_io_manager": io}
+    panel_key, runs_key, report_key, top_key = (AssetKey([VAULT.name, n]) for n in
+                                                ("backtest_panel", "backtest_runs", "backtest_report", "top_pools"))
+    assert materialize([*assets, *upstream], selection=[panel_key, top_key], instance=instance,
+                       resources=resources).success
+    for key in added[VAULT.name]:
+        assert materialize([*assets, *upstream], selection=[runs_key], partition_key=key, instance=instance,
+                           resources=resources).success
+    run_file = lake / VAULT.name / "backtest_runs" / "cost-0.002.parquet"
+    assert run_file.exists() and len(read_parquet(run_file)) == 59
+    result = materialize([*assets, *upstream], selection=[report_key], partition_key="small", instance=instance,
+                         resources=resources)
+    assert result.success
+    table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
+    assert list(table["kind"]) == ["grid_point"] * 2 + ["benchmark"] * 3
+    assert table.loc[0, "log_growth"] >= table.loc[1, "log_growth"] - 1e-9  # more cost, no more growth
+    html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    meta_out = result.get_asset_materialization_events()[0].materialization.metadata
+    assert "data:image/png;base64," in meta_out["summary"].value
+    top = read_parquet(lake / VAULT.name / "top_pools.parquet")
+    assert len(top) == 5 and top["rank"].tolist() == [1, 2, 3, 4, 5]
+
+    # a new grid value: only the new point is registered (and run) by the sensor
+    (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))
+    sensor = build_grid_points_sensor([VAULT], gdir)
+    out = sensor(build_sensor_context(instance=instance))
+    assert [r.partition_key for r in out.run_requests] == ["cost-0.01"]
+    assert out.dynamic_partitions_requests[0].partition_keys == ["cost-0.01"]
+    assert instance.get_dynamic_partitions(grid_partitions_name(VAULT.name)) == ["cost-0.0005", "cost-0.002"]
+
+
+def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
+    """BackfillPolicy.multi_run: one run computes a range of grid points; one file per point."""
+    lake = tmp_path / "lake"
+    io = ParquetIOManager(root=str(lake))
+    hist = synthetic_history(days=40)
+    meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    from midfreq_assets.domain.backtest import engine as bt
+
+    write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), bt.vault_panel(hist, meta, VAULT))
+    gdir = tmp_path / "grids"
+    gdir.mkdir()
+    (gdir / "g.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0, 0.0005, 0.002]}}))
+    assets = build_backtest_assets(VAULT, gdir)
+    runs_def = next(a for a in assets if a.key == AssetKey([VAULT.name, "backtest_runs"]))
+    policy = runs_def.backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == GRID_POINTS_PER_RUN
+    instance = DagsterInstance.ephemeral()
+    keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
+    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+    result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
+                         resources={"parquet_io_manager": io},
+                         tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    assert result.success
+    events = result.get_asset_materialization_events()
+    assert sorted(e.materialization.partition for e in events) == sorted(keys)
+    frames = {k: read_parquet(lake / VAULT.name / "backtest_runs" / f"{k}.parquet") for k in keys}
+    for key, frame in frames.items():
+        assert len(frame) == 39 and set(frame["point"]) == {key}
+    # same numbers as a one-point run
+    single = materialize([*assets, *upstream], selection=[runs_def.key], partition_key=keys[1], instance=instance,
+                         resources={"parquet_io_manager": io})
+    assert single.success
+    again = read_parquet(lake / VAULT.name / "backtest_runs" / f"{keys[1]}.parquet")
+    pd.testing.assert_frame_equal(again, frames[keys[1]])
+
+    # the sensor requests one range run per GRID_POINTS_PER_RUN new points
+    many = [round(0.0001 * i, 4) for i in range(1, GRID_POINTS_PER_RUN + 3)]
+    (gdir / "g.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": many}}))
+    out = build_grid_points_sensor([VAULT], gdir)(build_sensor_context(instance=instance))
+    new = out.dynamic_partitions_requests[0].partition_keys
+    assert len(new) == len(many) - 1  # 0.0005 exists already
+    ranges = [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG), r.partition_key) for r in out.run_requests]
+    assert len(ranges) == 2
+    assert ranges[0][:2] == (new[0], new[GRID_POINTS_PER_RUN - 1]) and ranges[0][2] is None
+    assert ranges[1] == (None, None, new[-1])

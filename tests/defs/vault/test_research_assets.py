@@ -1,0 +1,114 @@
+"""Research assets through Dagster: features per partition == full history, models see only the
+past, predictions use the latest model fitted at or before the day."""
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.research.bundles import ModelBundle
+from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.model_io_manager import load_path
+
+FIRST, LAST = "2024-06-06", "2024-07-31"
+WEEK = "2024-07-15"  # a fitted_models partition (Monday): as_of
+
+
+@pytest.fixture(scope="module")
+def pipe(pipeline_env):
+    with pipeline_env() as p:
+        features, models, _ = p.research
+        p.run(p.research, [features], FIRST, LAST)
+        p.run(p.research, [models], "2024-06-24", "2024-07-29")
+        yield p
+
+
+def history(lake: Path) -> pd.DataFrame:
+    return pd.concat([read_parquet(f) for f in sorted((Path(lake) / "pool_history").glob("*.parquet"))],
+                     ignore_index=True)
+
+
+def test_features_per_partition_equal_full_history(pipe):
+    full = research.build_features(history(pipe.lake), pipe.vault.feature_map)
+    cols = research.feature_columns(full)
+    ranged = pipe.frame("usd_lending", "features", partition="2024-07-20")
+    pipe.run(pipe.research, [pipe.research[0]], "2024-07-20")  # the same day alone
+    alone = pipe.frame("usd_lending", "features", partition="2024-07-20")
+    expected = full[full["date"] == pd.Timestamp("2024-07-20")].reset_index(drop=True)
+    assert len(alone) == len(expected) > 20 and (alone["date"] == pd.Timestamp("2024-07-20")).all()
+    for got in (alone, ranged):
+        np.testing.assert_allclose(got[cols].to_numpy(float), expected[cols].to_numpy(float), rtol=1e-5, atol=1e-12)
+        assert list(got["instrument"]) == list(expected["instrument"])
+
+
+def _models(lake: Path, week: str) -> ModelBundle:
+    return load_path(Path(lake) / "usd_lending" / "fitted_models" / f"{week}.joblib")
+
+
+def test_fitted_models_see_only_labels_ended_before_as_of(pipe):
+    bundle = _models(pipe.lake, WEEK)
+    assert bundle.as_of == pd.Timestamp(WEEK)
+    ridge = bundle.models["apy_fwd_3/ridge"]
+    assert ridge.as_of == pd.Timestamp(WEEK) and ridge.n_train > 50 and ridge.estimators
+    assert len(bundle.cv) and set(bundle.cv["estimator"]) == {"ewm_predictor", "ridge"}
+    probe = pipe.frame("usd_lending", "features", partition="2024-07-20")
+    before = ridge.predict(probe)
+
+    # perturb everything from as_of on: the stored model must not change
+    for f in sorted((pipe.lake / "pool_history").glob("*.parquet")):
+        if f.stem >= WEEK:
+            df = read_parquet(f)
+            write_parquet(UPath(f), df.assign(apy=df["apy"] * 3 + 0.05, tvl_usd=df["tvl_usd"] * 0.5))
+    models_asset = pipe.research[1]
+    pipe.run(pipe.research, [models_asset], WEEK)
+    again = _models(pipe.lake, WEEK).models["apy_fwd_3/ridge"]
+    assert again.n_train == ridge.n_train
+    np.testing.assert_allclose(again.predict(probe), before, rtol=1e-12)
+
+    # sanity: a perturbation before as_of does change it (the test above is not vacuous)
+    f = pipe.lake / "pool_history" / "2024-07-05.parquet"
+    df = read_parquet(f)
+    write_parquet(UPath(f), df.assign(apy=df["apy"] * 3 + 0.05))
+    pipe.run(pipe.research, [models_asset], WEEK)
+    changed = _models(pipe.lake, WEEK).models["apy_fwd_3/ridge"]
+    assert not np.allclose(changed.predict(probe), before)
+
+
+def test_predictions_use_latest_model_at_or_before_the_day(pipe):
+    preds_asset = pipe.research[2]
+    result = pipe.run(pipe.research, [preds_asset], "2024-06-20", "2024-07-31")
+    frames = [pipe.frame("usd_lending", "predictions", partition=d.strftime("%Y-%m-%d"))
+              for d in pd.date_range("2024-06-20", "2024-07-31")]
+    out = pd.concat(frames, ignore_index=True)
+    assert out[out["date"] < pd.Timestamp("2024-06-24")].empty  # before the first weekly model: nothing
+    assert (out["model_as_of"] <= out["date"]).all()
+    monday = out["date"] - pd.to_timedelta(out["date"].dt.weekday, unit="D")
+    assert (out["model_as_of"] == monday).all()  # the latest weekly model, never a later one
+    assert (out["model"] == "apy_fwd_3/ewm_predictor").all()
+    # rows are the vault's universe of the day, with finite predictions
+    meta = pipe.frame("pool_metadata", partition="2024-07-10")
+    day = out[out["date"] == pd.Timestamp("2024-07-10")]
+    assert set(day["pool"]) == {p for p, v in zip(meta["pool"], meta["vaults"], strict=True) if "usd_lending" in v}
+    assert np.isfinite(day["predicted_apy"]).all()
+    # same number as the research engine with that week's model on the full feature history
+    feats = pd.concat([pipe.frame("usd_lending", "features", partition=d.strftime("%Y-%m-%d"))
+                       for d in pd.date_range(FIRST, "2024-07-10")], ignore_index=True)
+    fitted = _models(pipe.lake, "2024-07-08").models["apy_fwd_3/ewm_predictor"]
+    expected = research.predict(fitted, feats, date="2024-07-10")
+    got = day.set_index("pool")["predicted_apy"]
+    np.testing.assert_allclose(got.to_numpy(), expected.reindex(got.index).to_numpy(), rtol=1e-5)
+    mat = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+    assert mat["usd_lending/predictions"].materialization.metadata["days_without_predictions"].value == 4
+
+
+def test_weekly_partitions_start_after_warm_up(small_vault):
+    vault = small_vault
+    _, models, _ = build_research_assets(vault)
+    first = models.partitions_def.get_first_partition_key()
+    start = dt.date.fromisoformat(first)
+    assert start.weekday() == 0 and start >= vault.start_date + dt.timedelta(days=7 + 7)

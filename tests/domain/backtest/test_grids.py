@@ -1,0 +1,70 @@
+"""Grids: cartesian points, stable names, dotted overrides, clear errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from midfreq_assets.domain.backtest.engine import prediction_panel
+from midfreq_assets.domain.backtest.grids import (
+    apply_overrides,
+    find_point,
+    load_grid,
+    load_grids,
+    validate_grid,
+)
+from midfreq_assets.domain.config.base import ConfigError
+from midfreq_assets.domain.config.vault import load_vault_config
+
+VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
+
+
+def write(path, params):
+    path.write_text(yaml.safe_dump({"parameters": params}))
+    return path
+
+
+def test_points_names_and_stability(tmp_path):
+    g = load_grid(write(tmp_path / "g.yaml", {"strategy.cost": [0.0005, 0.001], "models.apy.ewm_predictor.halflife": ["3d", "14d"]}))
+    pts = validate_grid(g, VAULT)
+    assert len(pts) == 4 and pts[0].name == "cost-0.0005_halflife-3d"
+    assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", p.name) and "..." not in p.name for p in pts)
+    g2 = load_grid(write(tmp_path / "g.yaml", {"strategy.cost": [0.0005, 0.001, 0.002], "models.apy.ewm_predictor.halflife": ["3d", "14d"]}))
+    assert {p.name for p in pts} < {p.name for p in g2.points()}  # adding a value renames nothing
+    assert find_point("cost-0.002_halflife-14d", tmp_path).params["strategy.cost"] == 0.002
+
+
+def test_overrides_apply():
+    v, b = apply_overrides(VAULT, {"strategy.base_buffer": 0.1, "label_map.apy.horizons": 10,
+                                   "models.apy.ewm_predictor.halflife": "3d", "backtest.rebalance_every_days": 7})
+    assert v.strategy.base_buffer == 0.1 and v.label_map.families["apy"].horizons == [10]
+    assert v.models.families["apy"].estimators["ewm_predictor"].params["halflife"] == "3d"
+    assert b.rebalance_every_days == 7 and VAULT.strategy.base_buffer == 0.02  # original untouched
+
+
+def test_typo_names_grid_file_and_key(tmp_path):
+    g = load_grid(write(tmp_path / "bad.yaml", {"strategy.costt": [0.1]}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*strategy\.costt.*valid here: .*cost"):
+        validate_grid(g, VAULT)
+    g = load_grid(write(tmp_path / "bad2.yaml", {"strategy.cost": [-1.0]}))
+    with pytest.raises(ConfigError, match=r"bad2\.yaml.*strategy\.cost"):
+        validate_grid(g, VAULT)
+
+
+def test_shipped_grids_valid():
+    grids = load_grids()
+    assert {"default", "cost_sensitivity"} <= set(grids)
+    assert 4 <= len(validate_grid(grids["default"], VAULT)) <= 8
+    assert len(validate_grid(grids["cost_sensitivity"], VAULT)) == 64
+
+
+def test_grid_keys_change_predictions(synthetic_history):
+    hist = synthetic_history(days=150)
+    a = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "3d"})[0])
+    b = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "14d"})[0])
+    assert not a.equals(b)
+    r7 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 7})[0], estimator="ridge")
+    r30 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 30})[0], estimator="ridge")
+    assert r7.notna().sum().sum() > 0 and not r7.equals(r30)

@@ -1,0 +1,159 @@
+"""Feature engine: formulas against direct pandas references, config validation, real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from midfreq_assets.domain.config.vault import VaultConfig, load_vault_config
+from midfreq_assets.domain.research.features import FeatureMapConfig, compute_features, required_lookback
+
+ROOT = Path(__file__).resolve().parents[3]
+CHARTS = ROOT / "recorded" / "defillama" / "yields" / "chart"
+
+
+def recorded_history(n_pools: int = 8) -> pd.DataFrame:
+    """Real DefiLlama pool histories (apy percent -> fraction)."""
+    frames = []
+    for path in sorted(CHARTS.glob("*.json"))[:n_pools]:
+        data = json.loads(path.read_text())["data"]
+        df = pd.DataFrame(data)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": pd.to_datetime(df["timestamp"].str[:10]).astype("datetime64[ns]"),
+                    "pool": path.stem,
+                    "apy": df["apy"].astype(float) / 100,
+                    "tvl_usd": df["tvlUsd"].astype(float),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def synthetic_panel(days: int = 200, n: int = 4, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2024-01-01", periods=days, freq="D")
+    rows = []
+    for i in range(n):
+        apy = 0.05 + 0.01 * rng.standard_normal(days).cumsum() / 10
+        rows.append(pd.DataFrame({"date": dates, "instrument": f"p{i}", "apy": apy, "tvl_usd": np.exp(15 + rng.normal(0, 0.05, days).cumsum())}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def one(df: pd.DataFrame, inst: str, col: str) -> pd.Series:
+    return df[df["instrument"] == inst].set_index("date")[col]
+
+
+def zscore(s: pd.Series, w: int) -> pd.Series:
+    r = s.rolling(w, min_periods=max(2, w // 2))
+    return (s - r.mean()) / r.std()
+
+
+def test_ewma_zscore_cross_and_ladders_match_pandas_reference():
+    panel = synthetic_panel()
+    fm = FeatureMapConfig.model_validate(
+        {"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 10]}, "cross_ewma": True, "min": [5, 20], "max": [5]}}}
+    )
+    out = compute_features(panel, fm)
+    x = one(panel, "p2", "apy")
+    e3, e10 = x.ewm(halflife=3, min_periods=3).mean(), x.ewm(halflife=10, min_periods=10).mean()
+    pd.testing.assert_series_equal(one(out, "p2", "apy"), x)
+    np.testing.assert_allclose(one(out, "p2", "apy__ewma_3"), zscore(e3, 15), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(one(out, "p2", "apy__ewma_10"), zscore(e10, 50), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(one(out, "p2", "apy__xewma_3_10"), zscore(e3 - e10, 50), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(one(out, "p2", "apy__min_0_5"), x.rolling(5, min_periods=1).min())
+    np.testing.assert_allclose(one(out, "p2", "apy__min_5_20"), x.shift(5).rolling(15, min_periods=1).min())
+    np.testing.assert_allclose(one(out, "p2", "apy__max_0_5"), x.rolling(5, min_periods=1).max())
+
+
+def test_transforms_weighted_ewma_hvol_and_rank():
+    panel = synthetic_panel(days=120, n=3)
+    panel["volume"] = 100.0 + np.arange(len(panel)) % 17
+    panel["taker_buy_volume"] = panel["volume"] * np.linspace(0.0, 1.0, len(panel))
+    fm = FeatureMapConfig.model_validate(
+        {
+            "apy": {"transform": "compound", "expansions": {"ewma": {"windows": [5], "normalize": "rank"}}},
+            "tvl_usd": {"transform": "log", "expansions": {"level": True, "ewma": {"windows": [4], "weight": "volume", "normalize": "none"},
+                                                           "hvol": {"increments": [2], "halflives": [6]}}},
+            "taker_buy_volume": {"transform": "arctanh", "expansions": {"level": True}},
+        }
+    )
+    out = compute_features(panel, fm)
+    tvl, v, apy = one(panel, "p1", "tvl_usd"), one(panel, "p1", "volume"), one(panel, "p1", "apy")
+    lt = np.log(tvl)
+    np.testing.assert_allclose(one(out, "p1", "tvl_usd__log"), lt)
+    ref = (lt * v).ewm(halflife=4, min_periods=4).mean() / v.ewm(halflife=4, min_periods=4).mean()
+    np.testing.assert_allclose(one(out, "p1", "tvl_usd__ewma_4"), ref, rtol=1e-10)
+    vol = (lt - lt.shift(2)).ewm(halflife=6, min_periods=6).std()
+    np.testing.assert_allclose(one(out, "p1", "tvl_usd__hvol_2_6"), zscore(vol, 30), rtol=1e-6, atol=1e-8)
+    imb = (2 * one(panel, "p1", "taker_buy_volume") / v - 1).clip(-1 + 1e-8, 1 - 1e-8)
+    np.testing.assert_allclose(one(out, "p1", "taker_buy_volume__arctanh"), np.arctanh(imb))
+    comp = np.exp((apy / 365).shift(-0).where(apy.index > apy.index[0], 0).cumsum())
+    ranked = comp.ewm(halflife=5, min_periods=5).mean().rolling(25, min_periods=12).rank(pct=True)
+    np.testing.assert_allclose(one(out, "p1", "apy__ewma_5"), ranked, rtol=1e-9)
+
+
+def test_log_transform_floors_at_1e_32():
+    panel = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=3), "instrument": "a", "apy": [0.0, -1.0, 0.5]})
+    out = compute_features(panel, FeatureMapConfig.model_validate({"apy": {"transform": "log", "expansions": {"level": True}}}))
+    np.testing.assert_allclose(out["apy__log"], [np.log(1e-32), np.log(1e-32), np.log(0.5)])
+
+
+def test_rows_and_order_follow_the_input_on_real_pools():
+    hist = recorded_history()
+    out = compute_features(hist.sample(frac=1.0, random_state=0), FeatureMapConfig())
+    assert len(out) == len(hist)
+    assert list(out.columns[:2]) == ["date", "instrument"]
+    assert out[["date", "instrument"]].equals(out[["date", "instrument"]].sort_values(["date", "instrument"]).reset_index(drop=True))
+    feats = out.drop(columns=["date", "instrument"])
+    assert list(feats.columns) == FeatureMapConfig().feature_names()
+    assert (feats.notna().mean() > 0.4).all()
+    assert np.isfinite(feats.to_numpy()[~np.isnan(feats.to_numpy())]).all()
+    # each instrument's z-scores stay in a sane range on real data
+    assert feats["apy__ewma_7"].abs().quantile(0.99) < 10
+
+
+def test_duplicate_rows_are_refused():
+    panel = pd.DataFrame({"date": pd.to_datetime(["2024-01-01"] * 2), "pool": ["a", "a"], "apy": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="duplicate"):
+        compute_features(panel, FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True}}}))
+
+
+def test_config_errors_are_helpful_and_scalars_accepted():
+    with pytest.raises(ValidationError, match="extra"):
+        FeatureMapConfig.model_validate({"apy": {"expansions": {"ewmaa": {"windows": [3]}}}})
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        FeatureMapConfig.model_validate({"apy": {"expansions": {"min": [30, 7]}}})
+    with pytest.raises(ValidationError, match="first row loaded"):
+        FeatureMapConfig.model_validate({"apy": {"transform": "compound", "expansions": {"max": [7]}}})
+    fm = FeatureMapConfig.model_validate({"apy": {"expansions": {"ewma": {"windows": 7}}}})
+    assert fm.feature_names() == ["apy__ewma_7"]
+    with pytest.raises(KeyError, match="tvl_usd"):
+        compute_features(synthetic_panel().drop(columns="tvl_usd"), FeatureMapConfig())
+
+
+def test_vault_config_gets_research_defaults_and_overrides(tmp_path):
+    vault = load_vault_config(ROOT / "configs" / "vaults" / "usd_lending.yaml")
+    assert vault.feature_map == FeatureMapConfig()
+    assert vault.label_map.labels()[0].name == "apy_fwd_7"
+    assert vault.models.families["apy"].primary_name == "ewm_predictor"
+    data = vault.model_dump(exclude={"feature_map", "label_map", "models"})
+    data["label_map"] = {"apy": {"horizons": 10, "target": "adjusted_apy"}}
+    data["models"] = {"apy": {"ewm_predictor": {"halflife": "3d"}}}
+    v2 = VaultConfig.model_validate(data)
+    assert [i.name for i in v2.label_map.labels()] == ["apy_fwd_10"]
+    assert v2.label_map.labels()[0].target == "adjusted_apy"
+    assert v2.models.families["apy"].estimators["ewm_predictor"].params == {"halflife": "3d"}
+
+
+def test_required_lookback_covers_ewm_memory_and_windows():
+    fm = FeatureMapConfig.model_validate({"apy": {"expansions": {"ewma": {"windows": [10]}, "max": [40]}}})
+    # 2**(-n/10) <= 1e-6 -> n = 200, plus the 5*10 z-score window
+    assert required_lookback(fm) == 250
+    assert required_lookback(FeatureMapConfig.model_validate({"apy": {"expansions": {"max": [40]}}})) == 40

@@ -1,0 +1,335 @@
+"""The production profile (deploy/production/): instance and workspace YAML, object-store lake, executors.
+
+No cluster and no managed database needed: the YAML is validated against Dagster's schemas, the
+Parquet lake runs on fsspec's ``memory://`` filesystem, and, when PostgreSQL binaries and
+dagster-postgres are installed, one materialization goes through a throwaway local Postgres.
+"""
+
+import contextlib
+import glob
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecutorDefinition,
+    in_process_executor,
+    materialize,
+    multiprocess_executor,
+)
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.workspace.config_schema import process_workspace_config
+from upath import UPath
+
+from midfreq_assets.defs.ingest.defillama import build_defillama_assets
+from midfreq_assets.defs.resources import build_resources
+from midfreq_assets.executors import EXECUTOR_ENV, MAX_CONCURRENT_ENV, ExecutorSelectionError, select_executor
+from midfreq_assets.partitions import daily_partitions
+from midfreq_assets.project import current_project
+from midfreq_resources.clients.defillama import DefiLlamaClient
+from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+
+REPO = Path(__file__).parents[2]
+defillama_assets = build_defillama_assets(current_project(), daily_partitions(current_project()))
+PROFILE = REPO / "deploy" / "production"
+DAY = "2024-07-01"
+PG_ENV = {
+    "DAGSTER_PG_HOST": "db.internal",
+    "DAGSTER_PG_PORT": "6543",
+    "DAGSTER_PG_USER": "dagster",
+    "DAGSTER_PG_PASSWORD": "s3cret",
+    "DAGSTER_PG_DB": "dagster_midfreq",
+}
+HAS_DAGSTER_POSTGRES = importlib.util.find_spec("dagster_postgres") is not None
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def instance_dir(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROFILE / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+# --------------------------------------------------------------------------- instance / workspace YAML
+def test_production_instance_yaml_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, PG_ENV)
+    home = instance_dir(tmp_path)
+    config, custom_class = dagster_instance_config(str(home))  # raises on any schema error
+    assert custom_class is None
+    assert set(config["storage"]) == {"postgres"}
+    assert config["scheduler"]["class"] == "DagsterDaemonScheduler"
+    assert config["run_monitoring"]["enabled"] is True
+    assert config["run_retries"]["enabled"] is True and config["run_retries"]["max_retries"] >= 1
+    assert config["telemetry"]["enabled"] is False
+
+    ref = InstanceRef.from_dir(str(home))
+    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
+    coordinator = ref.run_coordinator  # built from its config: validates the class config too
+    assert isinstance(coordinator, QueuedRunCoordinator)
+    queue = coordinator.get_run_queue_config()
+    assert queue.max_concurrent_runs > 1
+    limits = {lim["key"]: lim for lim in queue.tag_concurrency_limits}
+    assert limits["dagster/backfill"]["limit"] >= 1
+    assert limits["dagster/partition"] == {"key": "dagster/partition", "limit": 1,
+                                           "value": {"applyLimitPerUniqueValue": True}}
+    assert type(ref.scheduler).__name__ == "DagsterDaemonScheduler"
+    assert type(ref.run_launcher).__name__ == "DefaultRunLauncher"
+
+
+def test_production_yaml_holds_no_secrets() -> None:
+    """Credentials are environment references (``{env: ...}``), never literal values."""
+    config = yaml.safe_load((PROFILE / "dagster.yaml").read_text())
+    pg = config["storage"]["postgres"]["postgres_db"]
+    for field in ("hostname", "port", "username", "password", "db_name"):
+        assert set(pg[field]) == {"env"}, f"postgres_db.{field} must come from the environment"
+        assert pg[field]["env"].startswith("DAGSTER_PG_")
+
+
+@pytest.mark.skipif(not HAS_DAGSTER_POSTGRES, reason="dagster-postgres not installed (pip install '.[deploy]')")
+def test_postgres_storage_config_resolves_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_postgres import DagsterPostgresStorage
+
+    set_env(monkeypatch, PG_ENV)
+    storage = yaml.safe_load((PROFILE / "dagster.yaml").read_text())["storage"]["postgres"]
+    result = process_config(DagsterPostgresStorage.config_type(), storage)
+    assert result.success, result.errors
+    db = result.value["postgres_db"]
+    assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
+        "db.internal", 6543, "dagster", "s3cret", "dagster_midfreq")
+    assert db["scheme"] == "postgresql+psycopg2"  # SQLAlchemy 2.1's default psycopg 3 breaks NOTIFY
+
+
+def test_production_workspace_yaml_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, {"MIDFREQ_CODE_SERVER_HOST": "user-code", "MIDFREQ_CODE_SERVER_PORT": "4000"})
+    workspace = yaml.safe_load((PROFILE / "workspace.yaml").read_text())
+    result = process_workspace_config(workspace)
+    assert result.success, result.errors
+    (entry,) = result.value["load_from"]
+    assert entry["grpc_server"]["host"] == "user-code"
+    assert entry["grpc_server"]["port"] == 4000
+    assert entry["grpc_server"]["location_name"] == "midfreq"
+
+
+# --------------------------------------------------------------------------- lake on a non-local filesystem
+def replay_resources(replay_env, lake_root: str) -> dict[str, object]:
+    res = build_resources()
+    res["parquet_io_manager"] = ParquetIOManager(root=lake_root)
+    res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", max_attempts=2,
+                                       backoff_base_s=0.01)
+    return res
+
+
+@pytest.fixture
+def memory_lake() -> Iterator[str]:
+    root = f"memory://midfreq-{uuid.uuid4().hex}/lake"
+    yield root
+    lake = UPath(root)
+    if lake.exists():
+        lake.fs.rm(lake.path, recursive=True)
+
+
+def test_lake_on_object_store_filesystem(replay_env, memory_lake: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """pool_history + pool_metadata for one day, stored through fsspec (``memory://`` stands in for s3://)."""
+    local_default = tmp_path / "local_lake"
+    monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(local_default))
+    result = materialize(defillama_assets, resources=replay_resources(replay_env, memory_lake), partition_key=DAY)
+    assert result.success
+
+    lake = UPath(memory_lake)
+    history_path = lake / "pool_history" / f"{DAY}.parquet"
+    meta_path = lake / "pool_metadata" / f"{DAY}.parquet"
+    assert history_path.exists() and meta_path.exists()
+    assert not local_default.exists(), "nothing may be written to the local default lake"
+    leftovers = [p for p in lake.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+    history = read_parquet(history_path)
+    assert len(history) > 0
+    assert (history["date"] == pd.Timestamp(DAY)).all()
+    assert not history.duplicated(["pool", "date"]).any()
+    meta = read_parquet(meta_path)
+    assert set(meta["pool"]) <= set(history["pool"])
+
+    mat = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert mat["pool_history"]["path"].value.startswith("memory://")
+    assert mat["pool_history"]["dagster/row_count"].value == len(history)
+
+    # a downstream read through the same IO manager, as the next asset of a run would do
+    reread = materialize(
+        [*defillama_assets], resources=replay_resources(replay_env, memory_lake), partition_key=DAY,
+        selection=["pool_metadata", "universe_exclusions"],
+    )
+    assert reread.success
+    assert read_parquet(meta_path).equals(meta)
+
+
+# --------------------------------------------------------------------------- executor switch
+@pytest.fixture
+def no_executor_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    return monkeypatch
+
+
+def job_executor(executor: ExecutorDefinition) -> ExecutorDefinition:
+    """The executor that the asset job of a Definitions built with ``executor`` actually uses."""
+    defs = Definitions(assets=defillama_assets, resources=build_resources(), executor=executor)
+    return defs.resolve_implicit_global_asset_job_def().executor_def
+
+
+def test_default_executor_is_multiprocess(no_executor_env) -> None:
+    assert select_executor() is multiprocess_executor
+    assert job_executor(select_executor()).name == "multiprocess"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("in_process", "in_process"), ("multiprocess", "multiprocess"),
+                                                 (" In-Process ", "in_process")])
+def test_executor_from_env(no_executor_env, value: str, expected: str) -> None:
+    no_executor_env.setenv(EXECUTOR_ENV, value)
+    chosen = select_executor()
+    assert chosen.name == expected
+    assert chosen is (in_process_executor if expected == "in_process" else multiprocess_executor)
+    assert job_executor(chosen).name == expected
+
+
+def test_multiprocess_step_limit(no_executor_env) -> None:
+    no_executor_env.setenv(MAX_CONCURRENT_ENV, "3")
+    chosen = select_executor("multiprocess")
+    assert chosen.name == "multiprocess_executor"
+    assert chosen is not multiprocess_executor
+    assert job_executor(chosen).name == "multiprocess_executor"
+    no_executor_env.setenv(MAX_CONCURRENT_ENV, "many")
+    with pytest.raises(ExecutorSelectionError, match=MAX_CONCURRENT_ENV):
+        select_executor("multiprocess")
+
+
+def test_in_process_executor_runs_assets(replay_env, memory_lake: str, no_executor_env) -> None:
+    no_executor_env.setenv(EXECUTOR_ENV, "in_process")
+    defs = Definitions(assets=defillama_assets, resources=replay_resources(replay_env, memory_lake),
+                       executor=select_executor())
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(partition_key=DAY, asset_selection=[AssetKey("pool_history")])
+    assert result.success
+    assert (UPath(memory_lake) / "pool_history" / f"{DAY}.parquet").exists()
+
+
+@pytest.mark.parametrize(("value", "package", "module", "name"), [
+    ("k8s", "dagster-k8s", "dagster_k8s", "k8s"),
+    ("celery", "dagster-celery", "dagster_celery", "celery"),
+])
+def test_cluster_executors(no_executor_env, value: str, package: str, module: str, name: str) -> None:
+    no_executor_env.setenv(EXECUTOR_ENV, value)
+    if importlib.util.find_spec(module) is None:
+        with pytest.raises(ExecutorSelectionError, match=f"pip install {package}"):
+            select_executor()
+    else:
+        assert name in select_executor().name
+
+
+def test_unknown_executor_is_a_clear_error(no_executor_env) -> None:
+    no_executor_env.setenv(EXECUTOR_ENV, "dask")
+    with pytest.raises(ExecutorSelectionError, match="in_process, multiprocess, k8s, celery"):
+        select_executor()
+
+
+# --------------------------------------------------------------------------- real Postgres (optional)
+def postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def local_postgres() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (skipped when the binaries are missing)."""
+    initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed (apt-get install postgresql)")
+    if not HAS_DAGSTER_POSTGRES:
+        pytest.skip("dagster-postgres not installed (pip install '.[deploy]')")
+    run_as: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="midfreq-pg-"))
+    if os.geteuid() == 0:  # initdb refuses to run as root: use the postgres account
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            pytest.skip("running as root and no 'postgres' account to run PostgreSQL as")
+        os.chown(root, account.pw_uid, account.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*run_as, *cmd], capture_output=True, text=True, timeout=120)
+
+    init = run(initdb, "-D", str(data), "-U", "dagster", "--auth=trust", "-E", "UTF8", "--no-sync")
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    start = run(pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start")
+    try:
+        assert start.returncode == 0, f"pg_ctl start failed: {start.stderr}\n{(root / 'server.log').read_text()}"
+        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": "dagster",
+               "DAGSTER_PG_PASSWORD": "unused-trust-auth", "DAGSTER_PG_DB": "postgres"}
+    finally:
+        with contextlib.suppress(Exception):
+            run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_materialization_on_postgres_storage(local_postgres: dict[str, str], replay_env, memory_lake: str,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production dagster.yaml, unchanged, against a real Postgres: runs, events and checks are stored."""
+    set_env(monkeypatch, local_postgres)
+    home = instance_dir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        result = materialize(defillama_assets, resources=replay_resources(replay_env, memory_lake),
+                             partition_key=DAY, instance=instance)
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None and run.is_success
+        assert run.tags["dagster/partition"] == DAY
+        for key in ("pool_history", "pool_metadata"):
+            event = instance.get_latest_materialization_event(AssetKey(key))
+            assert event is not None and event.dagster_event.partition == DAY
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [next(k for k in result.job_def.asset_layer.asset_graph.asset_check_keys
+                  if k.name == "no_duplicate_pool_days" and k.asset_key == AssetKey("pool_history"))]
+        )
+        assert check, "asset check results are stored in Postgres"
