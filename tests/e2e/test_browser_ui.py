@@ -9,7 +9,6 @@ for the run to succeed. Screenshots go to ``test-output/browser/`` (git-ignored)
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -81,12 +80,6 @@ query Stats($key: AssetKeyInput!) {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Webserver:
     url: str
@@ -153,7 +146,7 @@ def wait_until_ready(server: Webserver) -> None:
 
 
 @pytest.fixture
-def webserver(tmp_path: Path, replay_env) -> Iterator[Webserver]:
+def webserver(tmp_path: Path, replay_env, free_port) -> Iterator[Webserver]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     instance_yaml(home)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_features import recorded_history
 
 from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.research.cross_validation import score_predictions, walk_forward_splits
@@ -63,7 +62,7 @@ def test_scaler_is_fitted_on_training_rows_only():
     assert fitted.estimators["all"].named_steps["scale"].mean_[0] == pytest.approx(9.5)
 
 
-def test_cross_validate_on_recorded_pools_beats_nothing_silly():
+def test_cross_validate_on_recorded_pools_beats_nothing_silly(recorded_history):
     hist = recorded_history(12)
     lm = LabelMapConfig.model_validate({"apy": {"horizons": [7]}})
     models = ModelsConfig.model_validate({"cv": {"n_splits": 3, "min_train": 90},

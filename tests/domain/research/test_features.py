@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +13,6 @@ from midfreq_assets.domain.config.vault import VaultConfig, load_vault_config
 from midfreq_assets.domain.research.features import FeatureMapConfig, compute_features, required_lookback
 
 ROOT = Path(__file__).resolve().parents[3]
-CHARTS = ROOT / "recorded" / "defillama" / "yields" / "chart"
-
-
-def recorded_history(n_pools: int = 8) -> pd.DataFrame:
-    """Real DefiLlama pool histories (apy percent -> fraction)."""
-    frames = []
-    for path in sorted(CHARTS.glob("*.json"))[:n_pools]:
-        data = json.loads(path.read_text())["data"]
-        df = pd.DataFrame(data)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "date": pd.to_datetime(df["timestamp"].str[:10]).astype("datetime64[ns]"),
-                    "pool": path.stem,
-                    "apy": df["apy"].astype(float) / 100,
-                    "tvl_usd": df["tvlUsd"].astype(float),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
 
 
 def synthetic_panel(days: int = 200, n: int = 4, seed: int = 0) -> pd.DataFrame:
@@ -105,7 +84,7 @@ def test_log_transform_floors_at_1e_32():
     np.testing.assert_allclose(out["apy__log"], [np.log(1e-32), np.log(1e-32), np.log(0.5)])
 
 
-def test_rows_and_order_follow_the_input_on_real_pools():
+def test_rows_and_order_follow_the_input_on_real_pools(recorded_history):
     hist = recorded_history()
     out = compute_features(hist.sample(frac=1.0, random_state=0), FeatureMapConfig())
     assert len(out) == len(hist)

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-from test_features import recorded_history
 
 from midfreq_assets.domain.research.labels import LabelMapConfig, compute_labels
 
@@ -35,7 +34,7 @@ def recorded_klines_1d() -> pd.DataFrame:
     return df[["open_time", "date", "instrument", "close", "volume", "taker_buy_volume"]]
 
 
-def test_forward_mean_apy_matches_formula_on_recorded_pools():
+def test_forward_mean_apy_matches_formula_on_recorded_pools(recorded_history):
     hist = recorded_history(5)
     labels = compute_labels(hist, LabelMapConfig.model_validate({"apy": {"horizons": [7, 30]}}))
     assert len(labels) == len(hist)

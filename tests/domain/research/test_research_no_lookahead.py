@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_features import recorded_history
 from test_labels import recorded_klines_1d
 
 from midfreq_assets.domain.research import engine as research
@@ -42,7 +41,7 @@ def perturb_after(df: pd.DataFrame, t: pd.Timestamp, time_col: str, cols: list[s
 
 
 @pytest.fixture(scope="module")
-def yields():
+def yields(recorded_history):
     hist = recorded_history(12)
     alt = perturb_after(hist, T, "date", ["apy", "tvl_usd"])
     fm = FeatureMapConfig()

@@ -8,12 +8,8 @@ import time
 
 import pytest
 
-from midfreq_resources.clients.defillama import (
-    DefiLlamaClient,
-    InvalidPoolIdError,
-    parse_chart,
-    validate_pool_id,
-)
+from midfreq_assets.domain.ingest.pool_ids import InvalidPoolIdError, validate_pool_id
+from midfreq_resources.clients.defillama import DefiLlamaClient, parse_chart
 from midfreq_resources.clients.http_retry import (
     InvalidRequestError,
     MalformedResponseError,

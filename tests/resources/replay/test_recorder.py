@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,18 +30,10 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def archive_server(tmp_path: Path):
+def archive_server(tmp_path: Path, write_archive_zip):
     """Serves one synthetic Binance zip + checksum and one coins chart from a temp tree."""
     src = tmp_path / "source"
-    zip_path = src / "binance" / ZIP_KEY
-    zip_path.parent.mkdir(parents=True)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(zip_path.stem + ".csv", "1704067200000,1,2,0.5,1.5,10,1704153599999,15,7,5,7.5,0\n")
-    zip_path.write_bytes(buf.getvalue())
-    (src / "binance" / (ZIP_KEY + ".CHECKSUM")).write_text(
-        f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {zip_path.name}"
-    )
+    write_archive_zip(src, ZIP_KEY, "1704067200000,1,2,0.5,1.5,10,1704153599999,15,7,5,7.5,0\n")
     coins = (
         src / "defillama" / "coins" / "chart" / coins_chart_filename("coingecko:bitcoin", "span=3&start=1")
     )

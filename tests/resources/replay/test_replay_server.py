@@ -35,27 +35,13 @@ UNKNOWN_UUID = "00000000-1111-2222-3333-444444444444"
 ZIP_KEY = "data/spot/daily/klines/ETHUSDT/1h/ETHUSDT-1h-2023-01-01.zip"
 
 
-def _make_zip(name: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        rows = "\n".join(
-            f"{1672531200000 + h * 3600000},1,2,0.5,1.5,10,{1672534799999 + h * 3600000},15,7,5,7.5,0"
-            for h in range(24)
-        )
-        zf.writestr(name.removesuffix(".zip") + ".csv", rows + "\n")
-    return buf.getvalue()
-
-
 @pytest.fixture
-def archive_root(tmp_path: Path) -> Path:
+def archive_root(tmp_path: Path, write_archive_zip) -> Path:
     """A tiny served tree with one Binance zip + checksum and one coins chart."""
-    zip_path = tmp_path / "binance" / ZIP_KEY
-    zip_path.parent.mkdir(parents=True)
-    data = _make_zip(zip_path.name)
-    zip_path.write_bytes(data)
-    (zip_path.parent / (zip_path.name + ".CHECKSUM")).write_text(
-        f"{hashlib.sha256(data).hexdigest()}  {zip_path.name}"
+    rows = "\n".join(
+        f"{1672531200000 + h * 3600000},1,2,0.5,1.5,10,{1672534799999 + h * 3600000},15,7,5,7.5,0" for h in range(24)
     )
+    write_archive_zip(tmp_path, ZIP_KEY, rows + "\n")
     coins_dir = tmp_path / "defillama" / "coins" / "chart"
     coins_dir.mkdir(parents=True)
     (coins_dir / coins_chart_filename("coingecko:bitcoin")).write_text('{"coins":{"coingecko:bitcoin":{}}}')

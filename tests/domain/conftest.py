@@ -1,0 +1,32 @@
+"""Fixtures of the domain tests: the bundled recording as plain frames (no Dagster, no HTTP)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CHARTS = Path(__file__).resolve().parents[2] / "recorded" / "defillama" / "yields" / "chart"
+
+
+def _recorded_history(n_pools: int = 8) -> pd.DataFrame:
+    frames = []
+    for path in sorted(CHARTS.glob("*.json"))[:n_pools]:
+        df = pd.DataFrame(json.loads(path.read_text())["data"])
+        frames.append(pd.DataFrame({
+            "date": pd.to_datetime(df["timestamp"].str[:10]).astype("datetime64[ns]"),
+            "pool": path.stem,
+            "apy": df["apy"].astype(float) / 100,
+            "tvl_usd": df["tvlUsd"].astype(float),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def recorded_history() -> Callable[[int], pd.DataFrame]:
+    """``recorded_history(n_pools=8)``: real DefiLlama pool histories of the first pools of the
+    bundled recording (date, pool, apy as a fraction, tvl_usd)."""
+    return _recorded_history
