@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from midfreq_assets.domain.research import engine
-from midfreq_assets.domain.research.bundles import ModelBundle, fit_bundle, predict_days
+from midfreq_assets.domain.research.bundles import ModelBundle, predict_days, weekly_bundles
 from midfreq_assets.domain.research.plan import history_lookback, in_window, warmup_rows
 from midfreq_assets.domain.research.price_config import PriceResearchConfig, PriceStudyConfig
 from midfreq_assets.domain.units import interval_days
@@ -111,17 +111,8 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
     def price_models(context: AssetExecutionContext, features: pd.DataFrame, binance_klines: pd.DataFrame):
         panel = panel_of(binance_klines)
         labels = engine.build_labels(panel, label_map) if len(panel) else pd.DataFrame()
-        bundles: dict[str, ModelBundle] = {}
-        for key in context.partition_keys:
-            as_of = pd.Timestamp(key, tz="UTC")
-            if features.empty or labels.empty:
-                bundles[key] = ModelBundle.empty(as_of, "no klines before as_of")
-                continue
-            try:
-                bundles[key] = fit_bundle(features[features["open_time"] < as_of], labels, models, label_map, as_of,
-                                          cv_label=cv_label)
-            except ValueError as exc:  # e.g. no labelled rows yet
-                bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
+        bundles = weekly_bundles({k: pd.Timestamp(k, tz="UTC") for k in context.partition_keys}, features, labels,
+                                 models, label_map, cv_label=cv_label, time_col="open_time")
         value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
         return Output(value, metadata=bundle_metadata(bundles))
 

@@ -30,7 +30,7 @@ from dagster import (
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.universe import universe_pairs
 from midfreq_assets.domain.research import engine
-from midfreq_assets.domain.research.bundles import ModelBundle, fit_bundle, predict_days
+from midfreq_assets.domain.research.bundles import ModelBundle, predict_days, weekly_bundles
 from midfreq_assets.domain.research.plan import (
     first_fit_day,
     history_lookback,
@@ -136,14 +136,8 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
             feats = feats.assign(date=pd.to_datetime(feats["date"]).dt.normalize())
             keys = pd.MultiIndex.from_arrays([feats["date"], feats["instrument"].astype(str)])
             feats = feats[keys.isin(universe_pairs(pool_metadata, vault.name))].reset_index(drop=True)
-        bundles: dict[str, ModelBundle] = {}
-        for key in context.partition_keys:
-            as_of = pd.Timestamp(key)
-            if feats.empty or labels.empty:
-                bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
-                continue
-            bundles[key] = fit_bundle(feats[feats["date"] < as_of], labels, vault.models, vault.label_map, as_of,
-                                      cv_label=label)
+        bundles = weekly_bundles({k: pd.Timestamp(k) for k in context.partition_keys}, feats, labels, vault.models,
+                                 vault.label_map, cv_label=label)
         value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
         return Output(value, metadata={**bundle_metadata(bundles), "primary_model": model_key})
 

@@ -27,6 +27,7 @@ from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step, target_step
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
+from midfreq_assets.domain.research.plan import yield_panel
 from midfreq_assets.domain.units import DAYS_PER_YEAR, WEEKS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
@@ -447,9 +448,7 @@ def with_adjusted_apy(history: pd.DataFrame, adjusted: pd.DataFrame | None) -> p
     backtest can earn adjusted yields (``backtest.apy_column: adjusted_apy``)."""
     if adjusted is None or adjusted.empty or "adjusted_apy" not in adjusted:
         return history
-    adj = adjusted[["date", "pool", "adjusted_apy"]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize())
-    hist = history.drop(columns=["adjusted_apy"], errors="ignore")
-    return hist.assign(date=pd.to_datetime(hist["date"]).dt.normalize()).merge(adj, on=["date", "pool"], how="left")
+    return yield_panel(history, adjusted)
 
 
 def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: VaultConfig) -> pd.DataFrame:

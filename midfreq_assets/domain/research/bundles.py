@@ -71,6 +71,24 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
     return bundle
 
 
+def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, labels: pd.DataFrame,
+                   models: ModelsConfig, label_map: LabelMapConfig, cv_label: str | None,
+                   time_col: str = "date") -> dict[str, ModelBundle]:
+    """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
+    rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why."""
+    bundles: dict[str, ModelBundle] = {}
+    for key, as_of in as_ofs.items():
+        if features.empty or labels.empty:
+            bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
+            continue
+        try:
+            bundles[key] = fit_bundle(features[features[time_col] < as_of], labels, models, label_map, as_of,
+                                      cv_label=cv_label)
+        except ValueError as exc:  # e.g. no labelled rows yet
+            bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
+    return bundles
+
+
 def model_for_day(bundles: Mapping[str, ModelBundle | None], day: pd.Timestamp) -> ModelBundle | None:
     """The bundle with the latest ``as_of`` <= ``day`` (None before the first fit)."""
     best: ModelBundle | None = None

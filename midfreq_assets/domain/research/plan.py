@@ -50,9 +50,9 @@ def yield_panel(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None = None
     if pool_history.empty:
         return pool_history
     panel = pool_history.assign(date=pd.to_datetime(pool_history["date"]).dt.normalize())
-    if adjusted is not None and len(adjusted):
+    if adjusted is not None and len(adjusted) and "adjusted_apy" in adjusted:
         adj = adjusted[["date", "pool", "adjusted_apy"]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize())
-        panel = panel.merge(adj, on=["date", "pool"], how="left")
+        panel = panel.drop(columns=["adjusted_apy"], errors="ignore").merge(adj, on=["date", "pool"], how="left")
     return panel.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
 
 
