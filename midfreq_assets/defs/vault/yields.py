@@ -18,16 +18,13 @@ from dagster import (
     DailyPartitionsDefinition,
     MetadataValue,
     Output,
-    TimeWindowPartitionMapping,
     asset,
 )
 
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.yields.adjusted import COMPONENT_COLUMNS, flag_counts, vault_adjusted_yields
-from midfreq_assets.metadata import markdown_table
-from midfreq_assets.partitions import daily_from, window_days
-
-TOLERATE_GAPS = {"allow_missing_partitions": True}
+from midfreq_assets.metadata import TOLERATE_GAPS, markdown_table
+from midfreq_assets.partitions import daily_from, lookback, window_days
 
 
 def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
@@ -36,15 +33,14 @@ def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartiti
     partitions_def = partitions_def or daily_from(vault.start_date)
     key = AssetKey([vault.name, "adjusted_yields"])
     config = vault.yields
-    lookback = TimeWindowPartitionMapping(start_offset=-config.lookback_days,
-                                          allow_nonexistent_upstream_partitions=True)
+    window = lookback(config.lookback_days)
 
     @asset(
         key=key,
         ins={
-            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=lookback, metadata=TOLERATE_GAPS),
+            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=window, metadata=TOLERATE_GAPS),
             "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
-            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=lookback, metadata=TOLERATE_GAPS),
+            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=window, metadata=TOLERATE_GAPS),
         },
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),

@@ -15,6 +15,7 @@ from pydantic import Field
 from midfreq_assets.domain.config.base import StrictModel
 from midfreq_assets.domain.research.engine import klines_panel
 from midfreq_assets.domain.research.labels import LabelInfo, LabelMapConfig
+from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 
 class SignalConfig(StrictModel):
@@ -25,7 +26,7 @@ class SignalConfig(StrictModel):
     max_leverage: float = Field(default=1.0, gt=0, description="cap on |position|")
     scale: float = Field(default=1.0, gt=0, description="position = signal * scale, capped")
     cost: float = Field(default=0.0005, ge=0, description="cost per unit of position change")
-    bars_per_year: float = Field(default=365.0, gt=0, description="annualization (set from the interval)")
+    bars_per_year: float = Field(default=DAYS_PER_YEAR, gt=0, description="annualization (set from the interval)")
 
 
 def expected_class_value(proba: pd.DataFrame, class_values: list[float] | None = None) -> pd.Series:
