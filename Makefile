@@ -34,7 +34,7 @@ validate: $(STAMP)
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(PY) -m midfreq_assets.dev -w workspace.yaml
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

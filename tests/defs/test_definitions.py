@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterInvalidConfigError, load_from_defs_folder, materialize
+from dagster import DagsterInstance, DefaultScheduleStatus, DagsterInvalidConfigError, load_from_defs_folder, materialize
 
 from midfreq_assets.defs.ingest.defillama import build_defillama_assets
 from midfreq_assets.defs.resources import DeploymentError, build_resources, deployment_name
@@ -37,6 +37,8 @@ def test_defs_folder_builds_the_whole_code_location():
     assert {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
     assert {s.name for s in defs.schedules} == {"nightly_refresh_schedule", "binance_klines_schedule",
                                                 "usd_lending_weekly_refit_schedule", "usd_lending_daily_schedule"}
+    running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
+    assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
     assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor"}
     assert set(defs.resources) >= {"parquet_io_manager", "model_io_manager", "defillama", "defillama_coins",
                                    "binance_archive"}

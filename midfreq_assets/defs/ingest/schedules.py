@@ -1,7 +1,8 @@
 """Ingestion jobs and their nightly schedules, each for the last complete UTC day.
 
-``nightly_refresh`` (01:30 UTC): DefiLlama pools and histories and token prices;
-``binance_klines_refresh`` (06:00 UTC: the archive publishes a day's file the next day).
+``nightly_refresh`` (01:30 UTC): DefiLlama pools and histories and token prices — the one
+schedule running by default; ``binance_klines_refresh`` (06:00 UTC: the archive publishes a day's
+file the next day) is off until turned on (UI -> Automation, or ``dagster schedule start``).
 """
 
 from dagster import (
@@ -39,7 +40,7 @@ def build_ingest_automation(project: Project) -> Definitions:
         )
         jobs.append(klines)
         schedules.append(build_schedule_from_partitioned_job(klines, hour_of_day=6, minute_of_hour=0,
-                                                             default_status=DefaultScheduleStatus.RUNNING,
+                                                             default_status=DefaultScheduleStatus.STOPPED,
                                                              name="binance_klines_schedule"))
     return Definitions(jobs=jobs, schedules=schedules)
 

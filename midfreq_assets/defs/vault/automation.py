@@ -1,6 +1,8 @@
 """A vault's jobs and schedules: the nightly chain, the weekly refit and the halves of a first backfill.
 
-Schedules hold their job objects: nothing looks a job up by name.
+Schedules hold their job objects: nothing looks a job up by name. They are off by default (only
+the ingestion's ``nightly_refresh_schedule`` runs out of the box): a new vault trades nothing until
+its schedules are turned on (UI -> Automation, or ``dagster schedule start <name>``).
 """
 
 from typing import Any
@@ -50,8 +52,8 @@ def build_vault_schedules(vault: VaultConfig, jobs: dict[str, Any]) -> list[Sche
     return [
         build_schedule_from_partitioned_job(jobs["fitted_models"], name=f"{vault.name}_weekly_refit_schedule",
                                             hour_of_day=2, minute_of_hour=30, day_of_week=1,
-                                            default_status=DefaultScheduleStatus.RUNNING),
+                                            default_status=DefaultScheduleStatus.STOPPED),
         build_schedule_from_partitioned_job(jobs["daily"], name=f"{vault.name}_daily_schedule",
                                             hour_of_day=3, minute_of_hour=0,
-                                            default_status=DefaultScheduleStatus.RUNNING),
+                                            default_status=DefaultScheduleStatus.STOPPED),
     ]
