@@ -7,7 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance, DefaultScheduleStatus, DagsterInvalidConfigError, load_from_defs_folder, materialize
+from dagster import (
+    DagsterInstance,
+    DagsterInvalidConfigError,
+    DefaultScheduleStatus,
+    load_from_defs_folder,
+    materialize,
+)
 
 from midfreq_assets.defs.ingest.defillama import build_defillama_assets
 from midfreq_assets.defs.resources import DeploymentError, build_resources, deployment_name
