@@ -28,6 +28,21 @@ def is_local(path: UPath) -> bool:
     return getattr(path, "protocol", "") in ("", "file", "local")
 
 
+def list_names(folder: UPath) -> list[str]:
+    """Names of the entries of ``folder`` as the store holds them now ([] when it does not exist).
+
+    No listing is served from or left in fsspec's per-process listing cache (s3fs keeps one): other
+    processes, e.g. other Celery workers, write to the same lake."""
+    fs = folder.fs
+    fs.invalidate_cache(folder.path)
+    try:
+        return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(folder.path, detail=False)]
+    except FileNotFoundError:
+        return []
+    finally:
+        fs.invalidate_cache(folder.path)
+
+
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
     """Write ``data`` so that readers see either the old file or the new one, never half.
 
