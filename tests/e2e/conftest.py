@@ -147,11 +147,20 @@ def _http_ok(url: str) -> bool:
         return response.status == 200
 
 
-@pytest.fixture
-def s3_endpoint(tmp_path: Path) -> Iterator[str]:
-    """moto's standalone S3-compatible server on 127.0.0.1 (its own process); yields its endpoint URL.
+def _clear_s3fs_instances() -> None:
+    """fsspec reuses one S3FileSystem per set of arguments, built for the endpoint of its first use."""
+    import s3fs
 
-    Skipped when ``moto[server]`` (dev extra) or ``s3fs`` (deploy extra) is not installed."""
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto's standalone S3-compatible server on 127.0.0.1, in its own process.
+
+    Yields the variables that point s3fs/botocore at it (``AWS_ENDPOINT_URL_S3``, test credentials),
+    already set in this process. Skipped when ``moto[server]`` (dev extra) or ``s3fs`` (deploy
+    extra) is not installed."""
     for module, extra in (("moto", "dev"), ("flask", "dev"), ("s3fs", "deploy")):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} not installed (pip install '.[{extra}]')")
@@ -160,8 +169,14 @@ def s3_endpoint(tmp_path: Path) -> Iterator[str]:
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT)
+    env = {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "midfreq-test",
+           "AWS_SECRET_ACCESS_KEY": "midfreq-test", "AWS_REGION": "us-east-1"}
     try:
         _wait_for(lambda: _http_ok(f"{endpoint}/moto-api/"), proc, "moto_server", log)
-        yield endpoint
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        _clear_s3fs_instances()
+        yield env
     finally:
+        _clear_s3fs_instances()
         _stop(proc)

@@ -50,8 +50,6 @@ PANEL = [f"{VAULT}/backtest_panel"]
 GRID_RUNS, POINTS_PER_RUN = 2, 2
 WORKERS = ("midfreq-w0", "midfreq-w1")
 BUCKET, LAKE_PREFIX = "midfreq-lake", "lake"
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "midfreq-test", "AWS_SECRET_ACCESS_KEY": "midfreq-test",
-                  "AWS_REGION": "us-east-1"}
 RUN_TIMEOUT_S = 300
 WORKER_START_TIMEOUT_S = 120
 #: events a step emits while it executes (engine events about a step come from the launcher too)
@@ -106,9 +104,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def celery_workers(env: dict[str, str], logs: Path) -> Iterator[list[subprocess.Popen]]:
-    """The deployment's worker command, twice; yields once both answer a ping through the broker."""
-    from celery import Celery
-
+    """The deployment's worker command, twice (each in its own session, stopped on exit)."""
     procs = []
     try:
         for name in WORKERS:
@@ -118,19 +114,24 @@ def celery_workers(env: dict[str, str], logs: Path) -> Iterator[list[subprocess.
                      "-y", str(PROFILE / "celery.yaml"), "-n", name, "-i", "midfreq_assets.definitions",
                      "--", "--pool=solo"],
                     env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-        probe = Celery(broker=env["DAGSTER_CELERY_BROKER_URL"])
-        deadline, ready = time.monotonic() + WORKER_START_TIMEOUT_S, set()
-        while ready != set(WORKERS):
-            for name, proc in zip(WORKERS, procs, strict=True):
-                assert proc.poll() is None, f"worker {name} exited:\n{tail(logs / f'{name}.log')}"
-            assert time.monotonic() < deadline, "workers not ready: " + "\n".join(
-                tail(logs / f"{n}.log") for n in WORKERS)
-            ready = {host.split("@")[0] for reply in probe.control.ping(timeout=1) for host in reply}
-        probe.close()
         yield procs
     finally:
         for proc in procs:
             stop_group(proc)
+
+
+def wait_until_ready(broker: str, procs: list[subprocess.Popen], logs: Path) -> None:
+    """Until every worker answers a ping through the broker."""
+    from celery import Celery
+
+    probe = Celery(broker=broker)
+    deadline, ready = time.monotonic() + WORKER_START_TIMEOUT_S, set()
+    while ready != set(WORKERS):
+        for name, proc in zip(WORKERS, procs, strict=True):
+            assert proc.poll() is None, f"worker {name} exited:\n{tail(logs / f'{name}.log')}"
+        assert time.monotonic() < deadline, "workers not ready: " + "\n".join(tail(logs / f"{n}.log") for n in WORKERS)
+        ready = {host.split("@")[0] for reply in probe.control.ping(timeout=1) for host in reply}
+    probe.close()
 
 
 def dagster_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -156,24 +157,22 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START_TAG: first, RANGE_END_TAG: last}
 
 
-def distributed_runs(env: dict[str, str], home: Path, logs: Path) -> tuple[set[int], dict[int, int], list[str]]:
-    """Every run through the CLI on the workers; returns (CLI pids, worker pid -> worker index, grid points)."""
-    with celery_workers(env, logs) as workers, DagsterInstance.from_config(str(home)) as instance:
+def launch_runs(env: dict[str, str], home: Path, logs: Path) -> tuple[set[int], list[str]]:
+    """Every run through the CLI, as a deployment launches them; returns (CLI pids, grid points)."""
+    with DagsterInstance.from_config(str(home)) as instance:
         chunks = grid_points(instance)
-        launches = [(dagster_cli(["asset", "materialize", "--select", ",".join(INGEST),
-                                  "--partition-range", f"{FIRST_DAY}...{LAST_DAY}"], env, logs / "ingest.log"),
-                     logs / "ingest.log")]
-        wait_all(launches)
-        panel = (dagster_cli(["asset", "materialize", "--select", ",".join(PANEL)], env, logs / "panel.log"),
-                 logs / "panel.log")
-        wait_all([panel])
-        grid = [(dagster_cli(["job", "execute", "-j", f"{VAULT}_backtest_runs",
-                              "--tags", json.dumps(range_tags(c[0], c[-1]))], env, logs / f"grid{i}.log"),
-                 logs / f"grid{i}.log") for i, c in enumerate(chunks)]
-        wait_all(grid)
-        worker_of = {pid: i for i, w in enumerate(workers) for pid in process_tree(w.pid)}
-    cli_pids = {p.pid for p, _ in [*launches, panel, *grid]}
-    return cli_pids, worker_of, [k for c in chunks for k in c]
+    ingest = (dagster_cli(["asset", "materialize", "--select", ",".join(INGEST),
+                           "--partition-range", f"{FIRST_DAY}...{LAST_DAY}"], env, logs / "ingest.log"),
+              logs / "ingest.log")
+    wait_all([ingest])
+    panel = (dagster_cli(["asset", "materialize", "--select", ",".join(PANEL)], env, logs / "panel.log"),
+             logs / "panel.log")
+    wait_all([panel])
+    grid = [(dagster_cli(["job", "execute", "-j", f"{VAULT}_backtest_runs",
+                          "--tags", json.dumps(range_tags(c[0], c[-1]))], env, logs / f"grid{i}.log"),
+             logs / f"grid{i}.log") for i, c in enumerate(chunks)]
+    wait_all(grid)
+    return {p.pid for p, _ in [ingest, panel, *grid]}, [k for c in chunks for k in c]
 
 
 def local_reference(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,13 +240,12 @@ def check_lake_equals_local(fs, local_lake: Path, points: list[str]) -> None:
 
 @pytest.mark.skipif(missing_celery_stack() is not None, reason=str(missing_celery_stack()))
 def test_steps_run_on_celery_workers_and_partitions_land_in_s3(
-        local_postgres: dict[str, str], redis_url: str, s3_endpoint: str, replay_env, tmp_path: Path,
+        redis_url: str, s3_env: dict[str, str], local_postgres: dict[str, str], replay_env, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     import s3fs
 
     started = time.perf_counter()
-    s3 = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": s3_endpoint}
-    for name, value in {**local_postgres, **s3}.items():
+    for name, value in local_postgres.items():
         monkeypatch.setenv(name, value)
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir(BUCKET)
@@ -256,32 +254,33 @@ def test_steps_run_on_celery_workers_and_partitions_land_in_s3(
     home.mkdir()
     logs.mkdir()
     shutil.copy(PROFILE / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, **local_postgres, **s3, **replay_env.env(),
+    env = {**os.environ, **local_postgres, **s3_env, **replay_env.env(),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery runs `celery` from PATH
            "DAGSTER_HOME": str(home), "MIDFREQ_DEPLOYMENT": "production", "MIDFREQ_EXECUTOR": "celery",
            "MIDFREQ_DATA_LAKE": f"s3://{BUCKET}/{LAKE_PREFIX}",
            "DAGSTER_CELERY_BROKER_URL": f"{redis_url}/0", "DAGSTER_CELERY_BACKEND_URL": f"{redis_url}/1"}
-    cli_pids, worker_of, points = distributed_runs(env, home, logs)
-    distributed_s = time.perf_counter() - started
+    local_lake = tmp_path / "local_lake"
+    with celery_workers(env, logs) as workers:
+        local_reference(local_lake, monkeypatch)  # in this process, while the workers import the code
+        wait_until_ready(env["DAGSTER_CELERY_BROKER_URL"], workers, logs)
+        launched = time.perf_counter()
+        cli_pids, points = launch_runs(env, home, logs)
+        distributed_s = time.perf_counter() - launched
+        worker_of = {pid: i for i, w in enumerate(workers) for pid in process_tree(w.pid)}
 
     with DagsterInstance.from_config(str(home)) as instance:
         check_steps_ran_on_workers(instance, cli_pids, worker_of)
         (event,) = instance.fetch_materializations(AssetKey.from_user_string(PANEL[0]), limit=1).records
         assert str(event.asset_materialization.metadata["path"].value).startswith(f"s3://{BUCKET}/")
-
-    local_lake = tmp_path / "local_lake"
-    local_reference(local_lake, monkeypatch)
     check_lake_equals_local(fs, local_lake, points)
     print(f"distributed runs {distributed_s:.1f}s, whole test {time.perf_counter() - started:.1f}s")
 
 
-def test_lake_listing_sees_partitions_other_workers_wrote(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lake_listing_sees_partitions_other_workers_wrote(s3_env: dict[str, str]) -> None:
     """A worker lives for many steps, and s3fs caches listings per process: a partition another worker
     wrote since must still be found, by the IO manager's listing and by a later existence check."""
     import s3fs
 
-    for name, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
-        monkeypatch.setenv(name, value)
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
     io = ParquetIOManager(root=f"s3://{BUCKET}/{LAKE_PREFIX}")
     other_worker = s3fs.S3FileSystem(skip_instance_cache=True)
