@@ -7,8 +7,11 @@
 - ``in_process``: every step in the run's own process (debugging, tiny machines).
 - ``k8s``: each step in its own Kubernetes Job (``pip install dagster-k8s``); the Job image,
   namespace and resources come from the run launcher / Helm values or the run config.
-- ``celery``: steps sent to Celery workers (``pip install dagster-celery``); broker and backend
-  from the run config or ``DAGSTER_CELERY_BROKER_URL`` / ``DAGSTER_CELERY_BACKEND_URL``.
+- ``celery``: steps sent to Celery workers (``pip install dagster-celery``). dagster-celery itself
+  only reads broker and backend from the run config (``execution: config: broker:``); when
+  ``DAGSTER_CELERY_BROKER_URL`` (and ``DAGSTER_CELERY_BACKEND_URL``) are set, the executor is
+  configured from them instead, as ``{env: ...}`` references resolved in each run's process, so
+  runs launched by schedules and sensors reach the workers too and no URL lands in a job snapshot.
 
 The integrations are imported only when selected, so the default install does not need them.
 """
@@ -21,6 +24,8 @@ EXECUTOR_ENV = "MIDFREQ_EXECUTOR"
 MAX_CONCURRENT_ENV = "MIDFREQ_MAX_CONCURRENT_STEPS"
 DEFAULT_EXECUTOR = "multiprocess"
 EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
+CELERY_BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
+CELERY_BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
 
 _ALIASES = {"in-process": "in_process", "inprocess": "in_process", "multi_process": "multiprocess",
             "kubernetes": "k8s", "k8s_job": "k8s"}
@@ -77,4 +82,17 @@ def select_executor(name: str | None = None) -> ExecutorDefinition:
         from dagster_celery import celery_executor
     except ImportError as err:
         raise _missing("dagster-celery", chosen, err) from err
-    return celery_executor
+    return _celery(celery_executor)
+
+
+def _celery(celery_executor: ExecutorDefinition) -> ExecutorDefinition:
+    """``celery_executor`` with broker/backend from the environment when it names them."""
+    if not os.environ.get(CELERY_BROKER_ENV, "").strip():
+        if os.environ.get(CELERY_BACKEND_ENV, "").strip():
+            raise ExecutorSelectionError(f"{CELERY_BACKEND_ENV} is set but {CELERY_BROKER_ENV} is not: "
+                                         "the workers' broker must be named too")
+        return celery_executor
+    config = {"broker": {"env": CELERY_BROKER_ENV}}
+    if os.environ.get(CELERY_BACKEND_ENV, "").strip():
+        config["backend"] = {"env": CELERY_BACKEND_ENV}
+    return celery_executor.configured(config, name="celery_executor")

@@ -24,15 +24,40 @@ def lake_root(root: str | os.PathLike[str]) -> UPath:
     return UPath(str(root))
 
 
+#: Filesystems where one object PUT is atomic (readers see the old object or the new one): written
+#: directly. Other remote filesystems (sftp, hdfs, ...) get a temporary file and a rename.
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
+
+
 def is_local(path: UPath) -> bool:
     return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def is_object_store(path: UPath) -> bool:
+    return getattr(path, "protocol", "") in OBJECT_STORE_PROTOCOLS
+
+
+def list_names(folder: UPath) -> list[str]:
+    """Names of the entries of ``folder`` as the store holds them now ([] when it does not exist).
+
+    No listing is served from or left in fsspec's per-process listing cache (s3fs keeps one): other
+    processes, e.g. other Celery workers, write to the same lake."""
+    fs = folder.fs
+    fs.invalidate_cache(folder.path)
+    try:
+        return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(folder.path, detail=False)]
+    except FileNotFoundError:
+        return []
+    finally:
+        fs.invalidate_cache(folder.path)
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
     """Write ``data`` so that readers see either the old file or the new one, never half.
 
     Locally: a temporary file in the same folder, fsync, then ``os.replace``. On object stores
-    (s3://, gs://, memory://) a single PUT is already atomic.
+    (s3://, gs://, memory://) a single PUT is already atomic, and a temporary object plus a "rename"
+    (a copy and a delete there) would cost several requests instead of one.
     """
     if is_local(path):
         target = Path(path.path)
@@ -47,6 +72,9 @@ def write_bytes_atomic(path: UPath, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return
+    if is_object_store(path):
+        path.write_bytes(data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -24,6 +24,7 @@ from upath import UPath
 from midfreq_resources.io.lake import (
     concat_frames,
     lake_root,
+    list_names,
     read_parquet,
     split_by_column,
     split_by_date,
@@ -58,6 +59,12 @@ class ParquetIOManager(ConfigurableIOManager):
         if partition_key is None:
             return base.with_name(base.name + ".parquet")
         return base / f"{partition_key}.parquet"
+
+    def stored_partitions(self, asset_path: list[str]) -> set[str]:
+        """Partition keys with a file under the asset's folder, from one listing: on an object store
+        one request, where probing each key of a year-long input would be hundreds."""
+        suffix = ".parquet"
+        return {n.removesuffix(suffix) for n in list_names(self.lake.joinpath(*asset_path)) if n.endswith(suffix)}
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -100,14 +107,10 @@ class ParquetIOManager(ConfigurableIOManager):
         path_parts = list(context.asset_key.path)
         if not context.has_asset_partitions:
             return read_parquet(self.partition_path(path_parts, None))
-        frames = []
-        missing = []
-        for key in context.asset_partition_keys:
-            path = self.partition_path(path_parts, key)
-            if path.exists():
-                frames.append(read_parquet(path))
-            else:
-                missing.append(key)
+        present = self.stored_partitions(path_parts)
+        keys = list(context.asset_partition_keys)
+        frames = [read_parquet(self.partition_path(path_parts, key)) for key in keys if key in present]
+        missing = [key for key in keys if key not in present]
         if missing:
             meta = context.definition_metadata or {}
             allow_missing = bool(meta.get("allow_missing_partitions", False))

@@ -30,7 +30,14 @@ from upath import UPath
 
 from midfreq_assets.defs.ingest.defillama import build_defillama_assets
 from midfreq_assets.defs.resources import build_resources
-from midfreq_assets.executors import EXECUTOR_ENV, MAX_CONCURRENT_ENV, ExecutorSelectionError, select_executor
+from midfreq_assets.executors import (
+    CELERY_BACKEND_ENV,
+    CELERY_BROKER_ENV,
+    EXECUTOR_ENV,
+    MAX_CONCURRENT_ENV,
+    ExecutorSelectionError,
+    select_executor,
+)
 from midfreq_assets.partitions import daily_partitions
 from midfreq_assets.project import current_project
 from midfreq_resources.clients.defillama import DefiLlamaClient
@@ -229,6 +236,30 @@ def test_cluster_executors(no_executor_env, value: str, package: str, module: st
             select_executor()
     else:
         assert name in select_executor().name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dagster_celery") is None,
+                    reason="dagster-celery not installed (pip install '.[deploy]')")
+def test_celery_broker_and_backend_from_env(no_executor_env) -> None:
+    """Runs launched by schedules and sensors carry no run config: the URLs come from the environment,
+    read when a run resolves its config (the job snapshot holds only the variable names)."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+    from dagster_celery import celery_executor
+
+    for name in (CELERY_BROKER_ENV, CELERY_BACKEND_ENV):
+        no_executor_env.delenv(name, raising=False)
+    assert select_executor("celery") is celery_executor  # configured by the run config alone
+    no_executor_env.setenv(CELERY_BACKEND_ENV, "redis://broker.internal:6379/1")
+    with pytest.raises(ExecutorSelectionError, match=CELERY_BROKER_ENV):
+        select_executor("celery")
+    no_executor_env.setenv(CELERY_BROKER_ENV, "redis://broker.internal:6379/0")
+    chosen = select_executor("celery")
+    job = Definitions(assets=defillama_assets, resources=build_resources(), executor=chosen
+                      ).resolve_implicit_global_asset_job_def()
+    assert job.executor_def is chosen and "celery" in chosen.name
+    no_executor_env.setenv(CELERY_BROKER_ENV, "redis://other-broker:6379/0")  # read at run time, not at load
+    config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
+    assert (config["broker"], config["backend"]) == ("redis://other-broker:6379/0", "redis://broker.internal:6379/1")
 
 
 def test_unknown_executor_is_a_clear_error(no_executor_env) -> None:
