@@ -1,4 +1,4 @@
-"""Backtests of one vault: ``backtest_panel``, ``backtest_runs`` (grid points), ``backtest_report``, ``top_pools``.
+"""Backtests of one vault: ``backtest_panel``, ``backtest_runs`` (grid points), ``backtest_report``.
 
 - ``<vault>/backtest_panel``: the vault's pool rows over the whole history (all ``pool_history``
   and ``pool_metadata`` partitions), read once so every grid point loads one file;
@@ -6,8 +6,9 @@
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
   points in one step; the IO manager splits the output by its ``point`` column;
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
-  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake;
-- ``<vault>/top_pools``: historical top-N pools by APY over the last days.
+  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake.
+
+(``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
 
 from pathlib import Path
@@ -43,8 +44,6 @@ from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
-TOP_N = 10
-TOP_WINDOW_DAYS = 30
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
 GRID_POINTS_PER_RUN = 8
@@ -59,7 +58,7 @@ def grid_partitions(vault_name: str) -> DynamicPartitionsDefinition:
 
 
 def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[AssetsDefinition]:
-    """``[backtest_panel, backtest_runs, backtest_report, top_pools]`` of one vault."""
+    """``[backtest_panel, backtest_runs, backtest_report]`` of one vault."""
     prefix = vault.name
     gdir = Path(grids_directory)
     grid_files = StaticPartitionsDefinition(grid_file_names(gdir) or ["default"])
@@ -179,20 +178,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                                         + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
         })
 
-    @asset(
-        key=AssetKey([prefix, "top_pools"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
-        io_manager_key="parquet_io_manager",
-        group_name=group,
-        kinds={"python", "parquet"},
-        description=f"Vault {vault.name}: top {TOP_N} eligible pools by mean APY over the last {TOP_WINDOW_DAYS} days.",
-    )
-    def top_pools(context: AssetExecutionContext, panel: pd.DataFrame):
-        column = "adjusted_apy" if "adjusted_apy" in panel else "apy"
-        table = bt.top_pools(panel, TOP_N, TOP_WINDOW_DAYS, column)
-        return Output(table, metadata={"dagster/row_count": len(table), "table": markdown_table(table)})
-
-    return [backtest_panel, backtest_runs, backtest_report, top_pools]
+    return [backtest_panel, backtest_runs, backtest_report]
 
 
 def build_backtest_jobs(vault: VaultConfig) -> list:
