@@ -30,3 +30,23 @@ def recorded_history() -> Callable[[int], pd.DataFrame]:
     """``recorded_history(n_pools=8)``: real DefiLlama pool histories of the first pools of the
     bundled recording (date, pool, apy as a fraction, tvl_usd)."""
     return _recorded_history
+
+
+KLINES = Path(__file__).resolve().parents[2] / "recorded" / "binance" / "data" / "spot"
+
+
+def _recorded_klines(interval: str = "1d") -> pd.DataFrame:
+    from midfreq_assets.domain.ingest.klines import parse_klines_zip
+    from midfreq_assets.domain.research.engine import klines_panel
+
+    frames = [parse_klines_zip(p.read_bytes(), source=p.name, symbol="BTCUSDT", interval=interval)
+              for p in sorted(KLINES.glob(f"*/klines/BTCUSDT/{interval}/*.zip"))]
+    bars = pd.concat(frames, ignore_index=True).drop_duplicates(["symbol", "interval", "open_time"])
+    return klines_panel(bars, interval)
+
+
+@pytest.fixture(scope="session")
+def recorded_klines() -> Callable[[str], pd.DataFrame]:
+    """``recorded_klines(interval="1d")``: the bundled real BTCUSDT spot bars (monthly and daily files)
+    as a research panel (open_time, date, instrument, open, high, low, close, volume, ...)."""
+    return _recorded_klines

@@ -45,7 +45,7 @@ from midfreq_assets.domain.research.models import (
 )
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
-_LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls)_(?P<h>\d+)$")
+_LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls|sl)_(?P<h>\d+)$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def label_info(label: str, label_map: LabelMapConfig | None) -> LabelInfo:
     m = _LABEL_RE.match(label)
     if m is None:
         raise ValueError(f"cannot parse label {label!r}: pass label_map=")
-    task = "classification" if m["kind"] == "cls" else "regression"
+    task = "classification" if m["kind"] in ("cls", "sl") else "regression"
     return LabelInfo(label, m["family"], m["family"], int(m["h"]), 0, task)
 
 
