@@ -91,18 +91,26 @@ def build_binance_assets(
             )
         return Output(result.bars, metadata=metadata)
 
-    @asset_check(asset=binance_klines, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
+    return binance_klines, build_bar_checks(binance_klines, partitions), partitions
+
+
+def build_bar_checks(bars_asset: AssetsDefinition, partitions: DailyPartitionsDefinition
+                     ) -> list[AssetChecksDefinition]:
+    """``no_duplicate_bars`` (blocking) and ``bar_gaps`` (warning) of an asset of bars
+    (``binance_klines``, ``binance_premium_index_klines``)."""
+
+    @asset_check(asset=bars_asset, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
                  description="one row per (symbol, interval, open_time)")
-    def no_duplicate_bars(binance_klines: pd.DataFrame) -> AssetCheckResult:
-        dups = duplicate_bars(binance_klines)
+    def no_duplicate_bars(bars: pd.DataFrame) -> AssetCheckResult:
+        dups = duplicate_bars(bars)
         shown = dups[["symbol", "interval", "open_time"]].astype(str).head(20)
         return AssetCheckResult(passed=dups.empty, metadata={"duplicate_rows": len(dups),
                                                              "examples": markdown_table(shown)})
 
-    @asset_check(asset=binance_klines, name="bar_gaps", partitions_def=partitions,
+    @asset_check(asset=bars_asset, name="bar_gaps", partitions_def=partitions,
                  description="days holding fewer bars than the interval implies (reported, never filled)")
-    def bar_gaps_check(binance_klines: pd.DataFrame) -> AssetCheckResult:
-        gaps = bar_gaps(binance_klines)
+    def bar_gaps_check(bars: pd.DataFrame) -> AssetCheckResult:
+        gaps = bar_gaps(bars)
         return AssetCheckResult(
             passed=gaps.empty,
             severity=AssetCheckSeverity.WARN,
@@ -113,7 +121,7 @@ def build_binance_assets(
             },
         )
 
-    return binance_klines, [no_duplicate_bars, bar_gaps_check], partitions
+    return [no_duplicate_bars, bar_gaps_check]
 
 
 @definitions

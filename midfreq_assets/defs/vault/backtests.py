@@ -36,6 +36,7 @@ from midfreq_assets.domain.backtest.grids import (
     find_point,
     grid_file_names,
     load_grid,
+    point_result,
     run_point,
     validate_grid,
 )
@@ -140,8 +141,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
-        results, points, missing = {}, [], []
+        results, points, missing, by_name = {}, [], [], {}
         for p in validate_grid(grid, vault):
+            by_name[p.name] = p
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
                 missing.append(p.name)
@@ -163,10 +165,15 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                  f"{days.min().date()}..{days.max().date()}.",
                  "Yields are fractions per year; metrics per year. Benchmarks pay the same cost and gas."]
         best_result = results[str(best["name"])]
+        rerun, best_cfg = point_result(panel, vault, by_name[str(best["name"])])  # per-pool APYs for the analysis
+        labels = bt.pool_labels(panel)
+        analysis_part = report.analysis_sections(
+            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, r in benches.items()}},
+            panel, best_cfg.apy_column, labels, list(benches))
         html_doc, wealth_png = report.render_report(
             f"{vault.name} backtest report: {grid.name}", table, params,
             {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, r in benches.items()}},
-            list(benches), best_result.weight_panel(), best_result.steps, bt.pool_labels(panel), notes)
+            list(benches), best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
         html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         return Output(table.astype({c: str for c in params}), metadata={

@@ -62,7 +62,8 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert list(table["kind"]) == ["grid_point"] * 2 + ["benchmark"] * 3
     assert table.loc[0, "log_growth"] >= table.loc[1, "log_growth"] - 1e-9  # more cost, no more growth
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 9  # 5 plots, then the 4 analysis sections
+    assert "Tracking error per pool" in html and "mean_best_available_apy" in html and "tracking_rmse" in html
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
 
