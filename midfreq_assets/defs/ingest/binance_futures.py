@@ -29,7 +29,7 @@ from dagster import (
     definitions,
 )
 
-from midfreq_assets.defs.ingest.binance import build_bar_checks, collection_metadata
+from midfreq_assets.defs.ingest.binance import build_bar_checks, collection_metadata, files_metadata
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.funding import (
     FundingCollection,
@@ -37,7 +37,7 @@ from midfreq_assets.domain.ingest.funding import (
     duplicate_funding,
     funding_gaps,
 )
-from midfreq_assets.domain.ingest.klines_collection import collect_klines, file_table
+from midfreq_assets.domain.ingest.klines_collection import collect_klines
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_from, monthly_from, window_days
 from midfreq_assets.project import current_project
@@ -48,22 +48,10 @@ PREMIUM_DATASET = "premiumIndexKlines"
 
 
 def funding_metadata(result: FundingCollection, first, last) -> dict[str, object]:
-    gaps = result.gaps
-    return {
-        "window": f"{first}..{last}",
-        "files_planned": len(result.planned),
-        "files_collected": len(result.collected),
-        "files_missing": len(result.missing),
-        "files_failed": len(result.failed),
-        "missing_files": markdown_table(file_table(result.missing), max_rows=50),
-        "failed_files": markdown_table(file_table(result.failed), max_rows=50),
-        "duplicate_events_dropped": result.duplicates_dropped,
-        "gap_count": int(gaps["missing"].sum()) if len(gaps) else 0,
-        "gap_days": len(gaps),
-        "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps),
-        "events_by_symbol": markdown_table(result.rates.groupby("symbol").size().rename("events").reset_index()
-                                           if len(result.rates) else pd.DataFrame(columns=["symbol", "events"])),
-    }
+    events = (result.rates.groupby("symbol").size().rename("events").reset_index() if len(result.rates)
+              else pd.DataFrame(columns=["symbol", "events"]))
+    return {**files_metadata(result, first, last), "duplicate_events_dropped": result.duplicates_dropped,
+            "events_by_symbol": markdown_table(events)}
 
 
 def _log_problems(context: AssetExecutionContext, name: str, failed: dict, missing: dict) -> None:

@@ -20,14 +20,14 @@ need not list every share symbol by hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from midfreq_assets.domain.config.symbol_patterns import symbol_matcher
 from midfreq_assets.domain.config.vault import VaultConfig
-from midfreq_assets.domain.ingest.ranking import ranking_columns, ranking_reasons
+from midfreq_assets.domain.ingest.ranking import DayGrid, ranking_columns, ranking_reasons
 
 #: Window of DefiLlama's ``apyMean30d`` (and of its reconstruction from histories).
 APY_MEAN_DAYS = 30
@@ -82,13 +82,10 @@ def static_discovery_reasons(snapshot: pd.DataFrame, vault: VaultConfig) -> np.n
     return reasons
 
 
-def vouched_parts(parts: list[str], resolved: bool, vault: VaultConfig) -> set[str]:
-    """Symbol parts a symbol pattern vouches for (only when the underlying tokens were not
-    resolved from addresses: a resolved token is judged by the registry alone)."""
-    matches = symbol_matcher(vault.symbol_patterns)
-    if resolved or matches is None:
-        return set()
-    return {p for p in parts if matches(p)}
+def share_symbol_matcher(vault: VaultConfig) -> Callable[[str], bool] | None:
+    """The matcher that vouches for a symbol part of a pool whose underlying tokens the registry
+    could not resolve (a resolved token is judged by the registry alone); None without patterns."""
+    return symbol_matcher(vault.symbol_patterns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,15 +109,23 @@ def apy_mean_30d(rows: pd.DataFrame) -> np.ndarray:
     """Per row (``date, pool, apy``, optional ``apy_mean_30d``): DefiLlama's value where the row
     carries one (a live snapshot row), else the mean APY of the pool's rows over the 30 days
     ending that day (calendar days; missing days are skipped, as DefiLlama's mean does)."""
-    dates = pd.to_datetime(rows["date"]).dt.normalize()
-    days = pd.date_range(dates.min(), dates.max(), freq="D")
-    frame = pd.DataFrame({"date": dates.to_numpy(), "pool": rows["pool"].astype(str).to_numpy(),
-                          "apy": pd.to_numeric(rows["apy"], errors="coerce").to_numpy(dtype=float)})
-    wide = frame.pivot(index="date", columns="pool", values="apy").reindex(days)
-    trailing = wide.rolling(APY_MEAN_DAYS, min_periods=1).mean().stack()
-    computed = trailing.reindex(pd.MultiIndex.from_frame(frame[["date", "pool"]])).to_numpy(dtype=float)
+    grid = DayGrid.of(rows["date"], rows["pool"])
+    wide = grid.wide(pd.to_numeric(rows["apy"], errors="coerce")).to_numpy()
+    computed = _trailing_mean(wide, APY_MEAN_DAYS)[grid.ti, grid.ii]
     own = pd.to_numeric(_column(rows, "apy_mean_30d"), errors="coerce").to_numpy(dtype=float)
     return np.where(np.isfinite(own), own, computed)
+
+
+def _trailing_mean(a: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the finite values in the last ``window`` rows (this one included), every column at
+    once from cumulative sums (pandas' rolling loops over columns in Python); NaN when none."""
+    finite = np.isfinite(a)
+    sums = np.vstack([np.zeros((1, a.shape[1])), np.cumsum(np.where(finite, a, 0.0), axis=0)])
+    counts = np.vstack([np.zeros((1, a.shape[1])), np.cumsum(finite, axis=0)])
+    lo = np.maximum(np.arange(1, len(a) + 1) - window, 0)
+    n = counts[1:] - counts[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[1:] - sums[lo]) / n, np.nan)
 
 
 def apy_mean_reasons(mean_30d: np.ndarray, vault: VaultConfig) -> np.ndarray:

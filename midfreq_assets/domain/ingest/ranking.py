@@ -12,6 +12,7 @@ asset (the picks as of a date) use the same functions, so they agree.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -58,17 +59,41 @@ def daily_ranks(values: pd.DataFrame, eligible: pd.DataFrame) -> pd.DataFrame:
 def days_in_top(ranks: pd.DataFrame, config: TopPoolsConfig) -> pd.DataFrame:
     """Days in the top N over the ``window_days`` days *before* each day (dates x pools, on a
     complete daily calendar); NaN where the window reaches before the first day of ``ranks``."""
-    in_top = (ranks <= config.top_n).astype(np.float64)
-    return in_top.shift(1).rolling(config.window_days, min_periods=config.window_days).sum()
+    in_top = (ranks <= config.top_n).to_numpy(dtype=np.float64)
+    w = config.window_days
+    before = np.vstack([np.zeros((1, in_top.shape[1])), np.cumsum(in_top, axis=0)])  # before[k] = rows < k
+    out = np.full(in_top.shape, np.nan)
+    if len(in_top) > w:
+        out[w:] = before[w:-1] - before[: len(in_top) - w]  # rows t-w .. t-1, all columns at once
+    return pd.DataFrame(out, index=ranks.index, columns=ranks.columns)
 
 
-def _wide(rows: pd.DataFrame, values: str, days: pd.DatetimeIndex) -> pd.DataFrame:
-    return rows.pivot(index="date", columns="pool", values=values).reindex(days)
+@dataclass(frozen=True)
+class DayGrid:
+    """Rows (date, pool) <-> cells of a complete daily calendar x pools, by integer codes (a pivot
+    and a MultiIndex look-up cost seconds on a 17,000-pool live snapshot; this costs milliseconds)."""
 
+    days: pd.DatetimeIndex
+    pools: pd.Index
+    ti: np.ndarray
+    ii: np.ndarray
 
-def _calendar(dates: pd.Series, until: pd.Timestamp | None = None) -> pd.DatetimeIndex:
-    last = dates.max() if until is None else max(dates.max(), until)
-    return pd.date_range(dates.min(), last, freq="D")
+    @classmethod
+    def of(cls, dates: pd.Series, pools: pd.Series, until: pd.Timestamp | None = None) -> DayGrid:
+        day = pd.to_datetime(dates).dt.normalize()
+        last = day.max() if until is None else max(day.max(), until)
+        days = pd.date_range(day.min(), last, freq="D")
+        ii, uniq = pd.factorize(pools.astype(str), sort=True)
+        ti = ((day - days[0]) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+        return cls(days, pd.Index(uniq, name="pool"), ti, ii)
+
+    def wide(self, values: np.ndarray | pd.Series, fill: float = np.nan) -> pd.DataFrame:
+        arr = np.full((len(self.days), len(self.pools)), fill, dtype=np.float64)
+        arr[self.ti, self.ii] = np.asarray(values, dtype=np.float64)
+        return pd.DataFrame(arr, index=self.days.rename("date"), columns=self.pools)
+
+    def gather(self, wide: pd.DataFrame) -> np.ndarray:
+        return wide.to_numpy(dtype=np.float64)[self.ti, self.ii]
 
 
 #: Columns of the ``pool_rankings`` asset (one row per vault, day and screened pool).
@@ -91,15 +116,13 @@ def ranking_columns(rows: pd.DataFrame, eligible: np.ndarray, config: TopPoolsCo
     if frame.empty:
         return frame.assign(rank=np.nan, days_in_top=np.nan, picked=False, complete=False,
                             window_start=frame["date"], window_end=frame["date"]).drop(columns="eligible")
-    days = _calendar(frame["date"])
-    ranks = daily_ranks(_wide(frame, "value", days), _wide(frame, "eligible", days))
-    counts = days_in_top(ranks, config)
-    found = pd.MultiIndex.from_frame(frame[["date", "pool"]])
-    n = counts.stack().reindex(found).to_numpy(dtype=float)
-    complete = (frame["date"] >= days[0] + pd.Timedelta(days=config.window_days)).to_numpy(dtype=bool)
+    grid = DayGrid.of(frame["date"], frame["pool"])
+    ranks = daily_ranks(grid.wide(frame["value"]), grid.wide(frame["eligible"], fill=0.0) > 0)
+    n = grid.gather(days_in_top(ranks, config))
+    complete = (frame["date"] >= grid.days[0] + pd.Timedelta(days=config.window_days)).to_numpy(dtype=bool)
     return pd.DataFrame({
         "value": frame["value"],
-        "rank": ranks.stack().reindex(found).to_numpy(dtype=float),
+        "rank": grid.gather(ranks),
         "days_in_top": n,
         "picked": complete & (np.nan_to_num(n, nan=0.0) >= config.min_days_in_top),
         "complete": complete,
@@ -142,8 +165,8 @@ def ranking_table(rows: pd.DataFrame, config: TopPoolsConfig, as_of: pd.Timestam
                                   f"mean_{col}", "window_start", "window_end", "as_of"])
     if frame.empty or frame["date"].min() > pd.Timestamp(start):
         return empty  # no complete window before as_of: nothing is picked
-    days = _calendar(frame["date"], as_of)
-    ranks = daily_ranks(_wide(frame, col, days), _wide(frame.assign(eligible=True), "eligible", days))
+    grid = DayGrid.of(frame["date"], frame["pool"], until=as_of)
+    ranks = daily_ranks(grid.wide(pd.to_numeric(frame[col], errors="coerce")), grid.wide(np.ones(len(frame)), 0.0) > 0)
     counts = days_in_top(ranks, config).loc[as_of]
     window = ranks.loc[pd.Timestamp(start):pd.Timestamp(end)]
     recent = frame[frame["date"] >= pd.Timestamp(start)]

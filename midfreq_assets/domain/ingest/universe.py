@@ -47,11 +47,17 @@ def snapshot_frame(records: list[Mapping[str, object]]) -> pd.DataFrame:
 def underlying_symbols(chain: str, addresses: list[str] | None, pool_symbol: str,
                        tokens: TokenRegistry) -> list[str]:
     """Map underlying token addresses to symbols; fall back to the parts of the pool symbol."""
+    return resolve_underlying(chain, addresses, pool_symbol, tokens)[0]
+
+
+def resolve_underlying(chain: str, addresses: list[str] | None, pool_symbol: str,
+                       tokens: TokenRegistry) -> tuple[list[str], bool]:
+    """(underlying symbols, whether every address was known to the registry, i.e. no fallback)."""
     if addresses:
         mapped = [tokens.symbol_of(chain, a) for a in addresses]
         if all(m is not None for m in mapped):
-            return [m for m in mapped if m is not None]
-    return [s.lower() for s in _SYMBOL_SPLIT.split(pool_symbol) if s]
+            return [m for m in mapped if m is not None], True
+    return [s.lower() for s in _SYMBOL_SPLIT.split(pool_symbol) if s], False
 
 
 def whitelisted_tokens(vault: VaultConfig, tokens: TokenRegistry) -> set[str]:
@@ -74,15 +80,15 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
     ex_symbols = {s.lower() for s in vault.exclude.symbols}
     ex_projects = {normalize_slug(p) for p in vault.exclude.projects}
 
-    addresses = [u if isinstance(u, list) else (list(u) if u is not None else None) for u in snapshot["underlying_tokens"]]
-    symbols = [underlying_symbols(c, u, s, tokens)
-               for c, u, s in zip(snapshot["chain"], addresses, snapshot["symbol"], strict=True)]
+    resolved = [resolve_underlying(c, u if isinstance(u, list) else (list(u) if u is not None else None), s, tokens)
+                for c, u, s in zip(snapshot["chain"], snapshot["underlying_tokens"], snapshot["symbol"], strict=True)]
+    symbols = [syms for syms, _ in resolved]
+    vouch = discovery.share_symbol_matcher(vault)
     reasons: list[str | None] = []
-    for pool, chain, project, symbol, syms, addrs in zip(
-        snapshot["pool"], snapshot["chain"], snapshot["project"], snapshot["symbol"], symbols, addresses, strict=True
+    for pool, chain, project, symbol, (syms, known) in zip(
+        snapshot["pool"], snapshot["chain"], snapshot["project"], snapshot["symbol"], resolved, strict=True
     ):
-        vouched = discovery.vouched_parts(syms, _resolved(chain, addrs, tokens), vault)
-        bad_tokens = [t for t in syms if t not in allowed_tokens and t not in vouched]
+        bad_tokens = [t for t in syms if t not in allowed_tokens and not (vouch and not known and vouch(t))]
         if str(pool).lower() in ex_pools:
             reasons.append("excluded pool")
         elif str(symbol).lower() in ex_symbols:
@@ -104,10 +110,6 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
         index=snapshot.index,
     )
 
-
-def _resolved(chain: str, addresses: list[str] | None, tokens: TokenRegistry) -> bool:
-    """True when every underlying address maps to a registry symbol (no fallback to the pool symbol)."""
-    return bool(addresses) and all(tokens.symbol_of(chain, a) is not None for a in addresses)
 
 
 def protocol_tvl(rows: pd.DataFrame) -> pd.Series:
