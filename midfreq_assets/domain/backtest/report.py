@@ -122,10 +122,11 @@ def plot_lines(frame: pd.DataFrame, title: str, ylabel: str, labels: dict[str, s
     for col in frame.columns:
         strong = highlight is None or col in highlight
         ax.plot(frame.index, frame[col], lw=1.2 if strong else 0.6, alpha=1 if strong else 0.35,
-                label=(labels or {}).get(col, str(col)[:24]) if strong else None)
+                label=(labels or {}).get(col, str(col)[:48]) if strong else None)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.autofmt_xdate()
     return fig_to_base64(fig)
 
 
