@@ -2,7 +2,7 @@
 ``pool_rankings`` from one fetch.
 
 One step per run fetches ``/pools`` once and each candidate pool's ``/chart`` once for the whole
-range (a single-run backfill of N days does not fetch N times), then writes the three outputs
+range (a single-run backfill of N days does not fetch N times), then writes the four outputs
 together, so they describe the same fetch. ``pool_history`` comes first in the lineage because
 the live API has no historical ``/pools``: a past day's universe is reconstructed from what the
 histories show that day (and flagged so). Each output can be materialized on its own

@@ -1,8 +1,10 @@
 """Which pools a vault may hold on a day, and why every other pool was left out.
 
 The screen has two parts: a *static* one on pool attributes (chain, protocol, underlying
-tokens, exclusions) and a *TVL* one on the day's numbers, so that past days of a backfill can
-be screened with the TVL that pool histories show on that day.
+tokens, exclusions, DefiLlama flags, symbol patterns, allow-list) and a *per-day* one on the
+day's numbers (TVL, 30-day mean APY, the ``top_pools`` ranking of the window before the day), so
+that past days of a backfill are screened with what the pool histories show up to that day.
+The discovery rules live in ``discovery.py`` and ``ranking.py``.
 """
 
 from __future__ import annotations
@@ -111,7 +113,6 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
     )
 
 
-
 def protocol_tvl(rows: pd.DataFrame) -> pd.Series:
     """Sum of pool TVL per (date, project), aligned to ``rows`` (from the pools the data covers)."""
     return rows.groupby(["date", "project"])["tvl_usd"].transform("sum")
@@ -158,9 +159,9 @@ def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
     the pools' static attributes (``/pools``). The static screen runs once per pool, the TVL
     screen vectorized over all days. ``lookback``: history rows (any days; those within
     :func:`discovery.lookback_days` before the first day of ``rows`` are used) that the trailing
-    discovery rules read; they are screened the same way but never returned. Returns (members:
-    rows in at least one vault's universe, with ``underlying_symbols`` and ``vaults``;
-    exclusions: one row per (vault, date, pool) left out, with its ``reason``).
+    discovery rules read; they are screened the same way but never returned. Returns a
+    :class:`Universe` (members with ``underlying_symbols`` and ``vaults``, exclusions with their
+    ``reason``, and every vault's ``top_pools`` ranking of the days of ``rows``).
     """
     static_cols = ["pool", "chain", "project", "symbol", "underlying_tokens", "reward_tokens", "pool_meta",
                    *discovery.DISCOVERY_ATTRIBUTES]
