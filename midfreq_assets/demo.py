@@ -83,7 +83,7 @@ def summarize(result) -> list[str]:
         parts = [f"  {key:<40}"]
         if rows is not None:
             parts.append(f"rows={rows.value}")
-        for extra in ("pools", "headline"):
+        for extra in ("pools", "headline", "as_of", "picked"):
             if extra in meta:
                 parts.append(f"{extra}={meta[extra].value}")
         if path is not None:

@@ -7,6 +7,7 @@ import functools
 
 from dagster import (
     DailyPartitionsDefinition,
+    MonthlyPartitionsDefinition,
     TimeWindow,
     TimeWindowPartitionMapping,
     WeeklyPartitionsDefinition,
@@ -19,6 +20,12 @@ from midfreq_assets.domain.config.project import Project
 def daily_from(start: dt.date) -> DailyPartitionsDefinition:
     """UTC days from ``start`` (``YYYY-MM-DD`` keys)."""
     return DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", fmt="%Y-%m-%d")
+
+
+@functools.cache
+def monthly_from(start: dt.date) -> MonthlyPartitionsDefinition:
+    """UTC calendar months from the month of ``start`` (keys ``YYYY-MM-DD``, the month's first day)."""
+    return MonthlyPartitionsDefinition(start_date=start.replace(day=1).isoformat(), timezone="UTC", fmt="%Y-%m-%d")
 
 
 def daily_partitions(project: Project) -> DailyPartitionsDefinition:

@@ -48,6 +48,7 @@ class PoolRecord(_Lenient):
     exposure: str | None = None
     il7d: float | None = None
     apy_base7d: float | None = Field(default=None, alias="apyBase7d")
+    apy_mean_30d: float | None = Field(default=None, alias="apyMean30d")
 
 
 class ChartRecord(TypedDict, total=False):

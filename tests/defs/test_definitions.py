@@ -22,18 +22,21 @@ from midfreq_assets.project import current_project
 
 REPO = Path(__file__).parents[2]
 PACKAGE = REPO / "midfreq_assets"
+VAULTS = ("usd_curated", "usd_lending")
 KEYS = {
-    "pool_history", "pool_metadata", "universe_exclusions", "token_prices", "binance_klines",
-    *(f"usd_lending/{n}" for n in ("adjusted_yields", "features", "fitted_models", "predictions",
-                                    "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
-                                    "top_pools")),
+    "pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "token_prices", "binance_klines",
+    "binance_premium_index_klines", "binance_funding_rates",
+    *(f"{v}/{n}" for v in VAULTS for n in ("adjusted_yields", "features", "fitted_models", "predictions",
+                                           "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
+                                           "top_pools")),
     *(f"price_research/{i}/{n}" for i in ("1h", "1d") for n in ("features", "fitted_models", "predictions",
                                                                   "signal_report")),
 }
-JOBS = {"nightly_refresh", "binance_klines_refresh", "price_research_features", "price_research_predictions",
-        "price_research_signal_reports", "price_research_1h_fitted_models", "price_research_1d_fitted_models",
-        *(f"usd_lending_{n}" for n in ("daily", "features", "fitted_models", "decisions", "backtest_inputs",
-                                       "backtest_runs", "backtest_report"))}
+JOBS = {"nightly_refresh", "binance_klines_refresh", "binance_funding_refresh", "price_research_features",
+        "price_research_predictions", "price_research_signal_reports", "price_research_1h_fitted_models",
+        "price_research_1d_fitted_models",
+        *(f"{v}_{n}" for v in VAULTS for n in ("daily", "features", "fitted_models", "decisions", "backtest_inputs",
+                                               "backtest_runs", "backtest_report"))}
 
 
 def test_defs_folder_builds_the_whole_code_location():
@@ -42,7 +45,8 @@ def test_defs_folder_builds_the_whole_code_location():
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == KEYS
     assert {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
     assert {s.name for s in defs.schedules} == {"nightly_refresh_schedule", "binance_klines_schedule",
-                                                "usd_lending_weekly_refit_schedule", "usd_lending_daily_schedule"}
+                                                "binance_funding_schedule",
+                                                *(f"{v}_{n}_schedule" for v in VAULTS for n in ("weekly_refit", "daily"))}
     running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
     assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
     assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor"}

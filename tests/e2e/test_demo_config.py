@@ -35,5 +35,7 @@ def test_demo_covers_the_whole_lineage():
     expected = {"pool_history", "pool_metadata", "token_prices", "binance_klines", "usd_lending/adjusted_yields",
                 "usd_lending/features", "usd_lending/fitted_models", "usd_lending/predictions",
                 "usd_lending/rebalance_weights", "usd_lending/backtest_runs", "usd_lending/backtest_report",
-                "usd_lending/top_pools", "price_research/1h/signal_report"}
+                "usd_lending/top_pools", "price_research/1h/signal_report", "price_research/1d/signal_report",
+                "pool_rankings", "binance_premium_index_klines", "binance_funding_rates", "usd_curated/top_pools",
+                "usd_curated/backtest_runs", "usd_curated/backtest_report"}
     assert expected <= selected, expected - selected

@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
+from midfreq_assets.domain.ingest.funding import FundingCollection
 from midfreq_assets.domain.ingest.klines import bar_gaps, duplicate_bars
 from midfreq_assets.domain.ingest.klines_collection import (
     KlinesCollection,
@@ -38,20 +39,28 @@ from midfreq_assets.project import current_project
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 
 
-def collection_metadata(result: KlinesCollection, first: dt.date, last: dt.date) -> dict[str, object]:
+def files_metadata(result: KlinesCollection | FundingCollection, first: dt.date, last: dt.date) -> dict[str, object]:
+    """What an archive collection planned, got, missed (404) and failed, and its gaps."""
+    gaps = result.gaps
     return {
         "window": f"{first}..{last}",
         "files_planned": len(result.planned),
         "files_collected": len(result.collected),
         "files_missing": len(result.missing),
         "files_failed": len(result.failed),
-        "monthly_replaced_by_daily": len(result.monthly_replaced),
         "missing_files": markdown_table(file_table(result.missing), max_rows=50),
         "failed_files": markdown_table(file_table(result.failed), max_rows=50),
+        "gap_count": int(gaps["missing"].sum()) if len(gaps) else 0,
+        "gap_days": len(gaps),
+        "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps),
+    }
+
+
+def collection_metadata(result: KlinesCollection, first: dt.date, last: dt.date) -> dict[str, object]:
+    return {
+        **files_metadata(result, first, last),
+        "monthly_replaced_by_daily": len(result.monthly_replaced),
         "duplicate_bars_dropped": result.duplicates_dropped,
-        "gap_count": int(result.gaps["missing"].sum()) if len(result.gaps) else 0,
-        "gap_days": len(result.gaps),
-        "gaps": markdown_table(result.gaps.astype({"date": str}) if len(result.gaps) else result.gaps),
         "bars_by_symbol": markdown_table(bars_summary(result.bars), max_rows=50),
         "symbols_collected": listing(sorted(result.bars["symbol"].unique().tolist())),
     }
@@ -91,18 +100,26 @@ def build_binance_assets(
             )
         return Output(result.bars, metadata=metadata)
 
-    @asset_check(asset=binance_klines, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
+    return binance_klines, build_bar_checks(binance_klines, partitions), partitions
+
+
+def build_bar_checks(bars_asset: AssetsDefinition, partitions: DailyPartitionsDefinition
+                     ) -> list[AssetChecksDefinition]:
+    """``no_duplicate_bars`` (blocking) and ``bar_gaps`` (warning) of an asset of bars
+    (``binance_klines``, ``binance_premium_index_klines``)."""
+
+    @asset_check(asset=bars_asset, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
                  description="one row per (symbol, interval, open_time)")
-    def no_duplicate_bars(binance_klines: pd.DataFrame) -> AssetCheckResult:
-        dups = duplicate_bars(binance_klines)
+    def no_duplicate_bars(bars: pd.DataFrame) -> AssetCheckResult:
+        dups = duplicate_bars(bars)
         shown = dups[["symbol", "interval", "open_time"]].astype(str).head(20)
         return AssetCheckResult(passed=dups.empty, metadata={"duplicate_rows": len(dups),
                                                              "examples": markdown_table(shown)})
 
-    @asset_check(asset=binance_klines, name="bar_gaps", partitions_def=partitions,
+    @asset_check(asset=bars_asset, name="bar_gaps", partitions_def=partitions,
                  description="days holding fewer bars than the interval implies (reported, never filled)")
-    def bar_gaps_check(binance_klines: pd.DataFrame) -> AssetCheckResult:
-        gaps = bar_gaps(binance_klines)
+    def bar_gaps_check(bars: pd.DataFrame) -> AssetCheckResult:
+        gaps = bar_gaps(bars)
         return AssetCheckResult(
             passed=gaps.empty,
             severity=AssetCheckSeverity.WARN,
@@ -113,7 +130,7 @@ def build_binance_assets(
             },
         )
 
-    return binance_klines, [no_duplicate_bars, bar_gaps_check], partitions
+    return [no_duplicate_bars, bar_gaps_check]
 
 
 @definitions

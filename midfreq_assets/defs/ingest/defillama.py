@@ -1,7 +1,8 @@
-"""DefiLlama ingestion: ``pool_history``, ``pool_metadata`` and ``universe_exclusions`` from one fetch.
+"""DefiLlama ingestion: ``pool_history``, ``pool_metadata``, ``universe_exclusions`` and
+``pool_rankings`` from one fetch.
 
 One step per run fetches ``/pools`` once and each candidate pool's ``/chart`` once for the whole
-range (a single-run backfill of N days does not fetch N times), then writes the three outputs
+range (a single-run backfill of N days does not fetch N times), then writes the four outputs
 together, so they describe the same fetch. ``pool_history`` comes first in the lineage because
 the live API has no historical ``/pools``: a past day's universe is reconstructed from what the
 histories show that day (and flagged so). Each output can be materialized on its own
@@ -55,6 +56,7 @@ from midfreq_resources.clients.defillama import DefiLlamaClient
 
 MAX_ABS_APY = 10.0  # 1000%/yr: beyond this a DefiLlama APY is almost surely a glitch (flagged, kept)
 HISTORY, METADATA, EXCLUSIONS = AssetKey("pool_history"), AssetKey("pool_metadata"), AssetKey("universe_exclusions")
+RANKINGS = AssetKey("pool_rankings")
 
 CHECKS = [
     AssetCheckSpec("no_duplicate_pool_days", asset=HISTORY, blocking=True, description="one row per (pool, date)"),
@@ -97,8 +99,15 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
             "universe_exclusions": AssetOut(
                 key=EXCLUSIONS, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
                 description="Every (vault, day, pool) left out of a universe, with the reason."),
+            "pool_rankings": AssetOut(
+                key=RANKINGS, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
+                description="Each vault's top_pools ranking (configs: top_pools): per (vault, day, pool passing "
+                "the vault's other rules) the day's rank by APY, the days in the top N over the window before "
+                "the day (window_start..window_end) and whether the ranking picks it; a vault with "
+                "top_pools.allow_list keeps only the picked pools that day."),
         },
-        internal_asset_deps={"pool_metadata": {HISTORY}, "universe_exclusions": {HISTORY}},
+        internal_asset_deps={"pool_metadata": {HISTORY, RANKINGS}, "universe_exclusions": {HISTORY, RANKINGS},
+                             "pool_rankings": {HISTORY}},
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         group_name="defillama",
@@ -158,10 +167,12 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
                                        "pools_missing_some_day": listing(missing_pools)}),
         ])
 
-        if not selected & {METADATA, EXCLUSIONS}:
+        if not selected & {METADATA, EXCLUSIONS, RANKINGS}:
             return
         live = live_days(first, last, dt.datetime.now(dt.UTC).date())
-        members, exclusions = universe_by_day(history, snapshot, vaults, tokens, live)
+        members, exclusions, rankings = universe_by_day(history, snapshot, vaults, tokens, live, lookback=full)
+        if RANKINGS in selected:  # before pool_metadata, which takes its allow-lists from it
+            yield Output(rankings, output_name="pool_rankings", metadata=ranking_metadata(rankings, vaults))
         reconstructed_days = int(members.loc[members["reconstructed"], "date"].nunique())
         counts = exclusions.groupby(["vault", "reason"]).size().rename("pool_days").reset_index()
         if METADATA in selected:
@@ -190,6 +201,20 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         ])
 
     return [defillama_ingest]
+
+
+def ranking_metadata(rankings: pd.DataFrame, vaults: dict[str, VaultConfig]) -> dict[str, object]:
+    """Row count, each vault's ranking parameters and picks per day (a vault's universe uses them
+    only with ``top_pools.allow_list``)."""
+    picks = rankings[rankings["picked"]].groupby("vault")["pool"].count().to_dict() if len(rankings) else {}
+    days = rankings.groupby("vault")["date"].nunique().to_dict() if len(rankings) else {}
+    return {
+        "dagster/row_count": len(rankings),
+        "rankings": markdown_table(pd.DataFrame([
+            {"vault": name, "ranking": v.top_pools.describe(), "allow_list": v.top_pools.allow_list,
+             "picked_per_day": round(picks.get(name, 0) / max(days.get(name, 0), 1), 2)}
+            for name, v in vaults.items()])),
+    }
 
 
 def _selected(selected: set[AssetCheckKey], results: list[AssetCheckResult]) -> list[AssetCheckResult]:

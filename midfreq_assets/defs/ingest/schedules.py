@@ -1,8 +1,10 @@
-"""Ingestion jobs and their nightly schedules, each for the last complete UTC day.
+"""Ingestion jobs and their schedules, each for the last complete UTC day (or month).
 
 ``nightly_refresh`` (01:30 UTC): DefiLlama pools and histories and token prices — the one
 schedule running by default; ``binance_klines_refresh`` (06:00 UTC: the archive publishes a day's
-file the next day) is off until turned on (UI -> Automation, or ``dagster schedule start``).
+file the next day): klines and, with ``futures:``, premium index bars; ``binance_funding_refresh``
+(the 2nd of each month, 06:30 UTC): the last complete month of funding rates (published monthly
+only). The Binance schedules are off until turned on (UI -> Automation, or ``dagster schedule start``).
 """
 
 from dagster import (
@@ -15,8 +17,9 @@ from dagster import (
     definitions,
 )
 
+from midfreq_assets.defs.ingest.binance_futures import FUNDING, PREMIUM
 from midfreq_assets.domain.config.project import Project
-from midfreq_assets.partitions import binance_partitions, daily_partitions
+from midfreq_assets.partitions import binance_partitions, daily_partitions, monthly_from
 from midfreq_assets.project import current_project
 
 
@@ -32,9 +35,11 @@ def build_ingest_automation(project: Project) -> Definitions:
                                                      default_status=DefaultScheduleStatus.RUNNING,
                                                      name="nightly_refresh_schedule")]
     if project.binance is not None:
+        futures = project.binance.futures
+        bars = [AssetKey("binance_klines"), *([PREMIUM] if futures and futures.premium_index_intervals else [])]
         klines = define_asset_job(
             "binance_klines_refresh",
-            selection=AssetSelection.assets(AssetKey("binance_klines")),
+            selection=AssetSelection.assets(*bars),
             partitions_def=binance_partitions(project),
             description="Collect one day of Binance klines (the archive publishes a day's file the next day).",
         )
@@ -42,6 +47,15 @@ def build_ingest_automation(project: Project) -> Definitions:
         schedules.append(build_schedule_from_partitioned_job(klines, hour_of_day=6, minute_of_hour=0,
                                                              default_status=DefaultScheduleStatus.STOPPED,
                                                              name="binance_klines_schedule"))
+        if futures is not None and futures.funding_rate:
+            funding = define_asset_job(
+                "binance_funding_refresh", selection=AssetSelection.assets(FUNDING),
+                partitions_def=monthly_from(project.binance.start_date),
+                description="Collect one month of Binance funding rates (the archive publishes them monthly).")
+            jobs.append(funding)
+            schedules.append(build_schedule_from_partitioned_job(
+                funding, day_of_month=2, hour_of_day=6, minute_of_hour=30,
+                default_status=DefaultScheduleStatus.STOPPED, name="binance_funding_schedule"))
     return Definitions(jobs=jobs, schedules=schedules)
 
 

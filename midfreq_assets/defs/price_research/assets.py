@@ -53,6 +53,11 @@ def build_price_research_assets(config: PriceResearchConfig, partitions_def: Dai
     return out
 
 
+def needs_premium(study: PriceStudyConfig) -> bool:
+    """True when the study's features read ``close_premium`` (premium index bars)."""
+    return engine.PREMIUM_COLUMN in study.feature_map.raw_columns()
+
+
 def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
                   partitions_def: DailyPartitionsDefinition, start: dt.date) -> list[AssetsDefinition]:
     feature_map, label_map, models = study.feature_map, study.label_map, study.models
@@ -64,6 +69,10 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
     features_key = AssetKey([*prefix, "features"])
     models_key = AssetKey([*prefix, "fitted_models"])
     cv_label = next((i.name for i in label_map.labels() if i.task == "classification"), label_map.labels()[0].name)
+    premium_in = ({"binance_premium_index_klines": AssetIn(key=AssetKey("binance_premium_index_klines"),
+                                                           partition_mapping=lookback(feature_days),
+                                                           metadata=TOLERATE_GAPS)}
+                  if needs_premium(study) else {})
 
     def panel_of(klines: pd.DataFrame) -> pd.DataFrame:
         if klines.empty:
@@ -74,18 +83,24 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
     @asset(
         key=features_key,
         ins={"binance_klines": AssetIn(key=AssetKey("binance_klines"), partition_mapping=lookback(feature_days),
-                                       metadata=TOLERATE_GAPS)},
+                                       metadata=TOLERATE_GAPS), **premium_in},
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key=PARQUET_IO,
         group_name=GROUP,
         kinds={"python", "parquet"},
         description=f"Price research features per {interval} bar (open_time, date, instrument) of "
-        f"{', '.join(symbols)}; reads {feature_days} days of klines before the partition.",
+        f"{', '.join(symbols)}; reads {feature_days} days of klines (and, for close_premium, of premium "
+        "index bars) before the partition.",
     )
-    def price_features(context: AssetExecutionContext, binance_klines: pd.DataFrame):
+    def price_features(context: AssetExecutionContext, binance_klines: pd.DataFrame, **premium: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         panel = panel_of(binance_klines)
+        if premium_in and len(panel):
+            panel = engine.with_close_premium(panel, premium.get("binance_premium_index_klines"), interval)
+            missing = int(panel[engine.PREMIUM_COLUMN].isna().sum())
+            if missing:
+                context.log.warning(f"{interval}: {missing} of {len(panel)} bars have no premium index bar")
         feats = engine.build_features(panel, feature_map) if len(panel) else _empty_bars()
         out = in_window(feats, first, last)
         if panel.empty:

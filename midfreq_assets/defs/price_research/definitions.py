@@ -2,9 +2,10 @@
 
 from dagster import AssetKey, AssetSelection, Definitions, define_asset_job, definitions
 
-from midfreq_assets.defs.price_research.assets import build_price_research_assets
+from midfreq_assets.defs.price_research.assets import build_price_research_assets, needs_premium
 from midfreq_assets.defs.price_research.signals import build_signal_report_assets
-from midfreq_assets.domain.config.project import Project
+from midfreq_assets.domain.config.base import ConfigError
+from midfreq_assets.domain.config.project import BINANCE_FILE, PRICE_RESEARCH_FILE, Project
 from midfreq_assets.partitions import binance_partitions
 from midfreq_assets.project import current_project
 
@@ -33,6 +34,13 @@ def build_price_research_defs(project: Project) -> Definitions:
     config = project.price_research
     if config is None or project.binance is None:
         return Definitions()
+    futures = project.binance.futures
+    premium = set(futures.premium_index_intervals) if futures is not None else set()
+    for interval, study in config.intervals.items():
+        if needs_premium(study) and interval not in premium:
+            raise ConfigError(f"{project.config_dir / PRICE_RESEARCH_FILE}: intervals.{interval}.feature_map: "
+                              f"close_premium needs premium index bars at {interval}: add it to "
+                              f"{project.config_dir / BINANCE_FILE} futures.premium_index_intervals")
     partitions = binance_partitions(project)
     return Definitions(
         assets=[*build_price_research_assets(config, partitions), *build_signal_report_assets(config)],

@@ -43,18 +43,22 @@ def _signal_report(interval: str, study: PriceStudyConfig) -> AssetsDefinition:
         kinds={"python", "parquet"},
         description=f"{interval} price models as trading signals: annualized return, Sortino, max drawdown "
         "and hit ratio per weekly fold and instrument (position from class probabilities or scaled "
-        "predicted return, cost per unit of position change).",
+        f"predicted return, sizing {study.signal.sizing}, cost per unit of position change), the signal's "
+        "quantiles (signal_pNN) and the mean forward return per signal quantile bucket (return_bK).",
     )
     def signal_report(context: AssetExecutionContext, predictions: pd.DataFrame, binance_klines: pd.DataFrame):
         table = signal_table(predictions, binance_klines, interval, study.label_map, signal_cfg)
         if table.empty:
             context.log.warning(f"signal_report {interval}: no predictions with known forward returns yet")
         overall = table[table["fold"] == "all"] if len(table) else table
+        quantile_cols = [c for c in table.columns if c.startswith(("signal_p", "return_b"))]
         return Output(table, metadata={
             "dagster/row_count": len(table),
             "models": int(table["model"].nunique()) if len(table) else 0,
             "folds": int(table.loc[table["fold"] != "all", "fold"].nunique()) if len(table) else 0,
-            "overall": markdown_table(overall),
+            "overall": markdown_table(overall.drop(columns=quantile_cols)),
+            "quantiles": markdown_table(overall[["model", "instrument", *quantile_cols]] if len(overall) else overall),
+            "sizing": signal_cfg.sizing,
             "signal_config": str(signal_cfg),
         })
 

@@ -1,4 +1,4 @@
-"""Backtests of one vault: ``backtest_panel``, ``backtest_runs`` (grid points), ``backtest_report``, ``top_pools``.
+"""Backtests of one vault: ``backtest_panel``, ``backtest_runs`` (grid points), ``backtest_report``.
 
 - ``<vault>/backtest_panel``: the vault's pool rows over the whole history (all ``pool_history``
   and ``pool_metadata`` partitions), read once so every grid point loads one file;
@@ -6,8 +6,9 @@
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
   points in one step; the IO manager splits the output by its ``point`` column;
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
-  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake;
-- ``<vault>/top_pools``: historical top-N pools by APY over the last days.
+  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake.
+
+(``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
 
 from pathlib import Path
@@ -35,6 +36,7 @@ from midfreq_assets.domain.backtest.grids import (
     find_point,
     grid_file_names,
     load_grid,
+    point_result,
     run_point,
     validate_grid,
 )
@@ -43,8 +45,6 @@ from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
-TOP_N = 10
-TOP_WINDOW_DAYS = 30
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
 GRID_POINTS_PER_RUN = 8
@@ -59,7 +59,7 @@ def grid_partitions(vault_name: str) -> DynamicPartitionsDefinition:
 
 
 def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[AssetsDefinition]:
-    """``[backtest_panel, backtest_runs, backtest_report, top_pools]`` of one vault."""
+    """``[backtest_panel, backtest_runs, backtest_report]`` of one vault."""
     prefix = vault.name
     gdir = Path(grids_directory)
     grid_files = StaticPartitionsDefinition(grid_file_names(gdir) or ["default"])
@@ -141,8 +141,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
-        results, points, missing = {}, [], []
+        results, points, missing, by_name = {}, [], [], {}
         for p in validate_grid(grid, vault):
+            by_name[p.name] = p
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
                 missing.append(p.name)
@@ -164,10 +165,15 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                  f"{days.min().date()}..{days.max().date()}.",
                  "Yields are fractions per year; metrics per year. Benchmarks pay the same cost and gas."]
         best_result = results[str(best["name"])]
+        rerun, best_cfg = point_result(panel, vault, by_name[str(best["name"])])  # per-pool APYs for the analysis
+        labels = bt.pool_labels(panel)
+        analysis_part = report.analysis_sections(
+            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, r in benches.items()}},
+            panel, best_cfg.apy_column, labels, list(benches))
         html_doc, wealth_png = report.render_report(
             f"{vault.name} backtest report: {grid.name}", table, params,
             {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, r in benches.items()}},
-            list(benches), best_result.weight_panel(), best_result.steps, bt.pool_labels(panel), notes)
+            list(benches), best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
         html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         return Output(table.astype({c: str for c in params}), metadata={
@@ -179,20 +185,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                                         + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
         })
 
-    @asset(
-        key=AssetKey([prefix, "top_pools"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
-        io_manager_key="parquet_io_manager",
-        group_name=group,
-        kinds={"python", "parquet"},
-        description=f"Vault {vault.name}: top {TOP_N} eligible pools by mean APY over the last {TOP_WINDOW_DAYS} days.",
-    )
-    def top_pools(context: AssetExecutionContext, panel: pd.DataFrame):
-        column = "adjusted_apy" if "adjusted_apy" in panel else "apy"
-        table = bt.top_pools(panel, TOP_N, TOP_WINDOW_DAYS, column)
-        return Output(table, metadata={"dagster/row_count": len(table), "table": markdown_table(table)})
-
-    return [backtest_panel, backtest_runs, backtest_report, top_pools]
+    return [backtest_panel, backtest_runs, backtest_report]
 
 
 def build_backtest_jobs(vault: VaultConfig) -> list:

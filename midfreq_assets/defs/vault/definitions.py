@@ -9,6 +9,7 @@ from midfreq_assets.defs.vault.backtests import build_backtest_assets, build_bac
 from midfreq_assets.defs.vault.grid_sensor import build_grid_points_sensor
 from midfreq_assets.defs.vault.rebalance import build_rebalance_assets
 from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.defs.vault.top_pools import build_top_pools_asset
 from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
@@ -26,6 +27,7 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
             *build_research_assets(vault, days),
             *build_rebalance_assets(vault, days),
             *build_backtest_assets(vault, grids_dir or project.grids_dir),
+            build_top_pools_asset(vault),
         ],
         jobs=[*jobs.values(), *build_backtest_jobs(vault)],
         schedules=build_vault_schedules(vault, jobs),

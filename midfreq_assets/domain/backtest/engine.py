@@ -118,7 +118,8 @@ def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     history = charts_frame(charts)
     raw = json.loads((root / "pools.json").read_text())["data"]
     keys = {"tvlUsd": "tvl_usd", "apyBase": "apy_base", "apyReward": "apy_reward",
-            "underlyingTokens": "underlying_tokens", "rewardTokens": "reward_tokens", "poolMeta": "pool_meta"}
+            "underlyingTokens": "underlying_tokens", "rewardTokens": "reward_tokens", "poolMeta": "pool_meta",
+            "apyMean30d": "apy_mean_30d", "ilRisk": "il_risk"}
     snapshot = snapshot_frame([{keys.get(k, k): v for k, v in r.items()} for r in raw])
     return history, snapshot
 
@@ -501,22 +502,3 @@ def result_from_frame(frame: pd.DataFrame, name: str, initial_wealth: float) -> 
     long = frame[["date", *wcols]].melt(id_vars="date", var_name="pool", value_name="weight")
     long = long[long["weight"] > 0].assign(pool=lambda d: d["pool"].str.removeprefix("w__"))
     return BacktestResult(name, steps.reset_index(drop=True), long.reset_index(drop=True), initial_wealth)
-
-
-def top_pools(panel: pd.DataFrame, n: int = 10, window_days: int = 30, column: str = "apy") -> pd.DataFrame:
-    """Historical top-N pools by mean ``column`` over the last ``window_days`` (eligible days only)."""
-    panel = panel.assign(date=pd.to_datetime(panel["date"]))
-    end = panel["date"].max()
-    recent = panel[panel["date"] > end - pd.Timedelta(days=window_days)]
-    if "eligible" in recent:
-        recent = recent[recent["eligible"].astype(bool)]
-    agg = {f"mean_{column}": (column, "mean"), f"min_{column}": (column, "min"), f"max_{column}": (column, "max"),
-           "days": (column, "count"), "last_tvl_usd": ("tvl_usd", "last")}
-    for col in ("project", "chain"):
-        if col in recent:
-            agg[col] = (col, "last")
-    table = recent.sort_values("date").groupby("pool").agg(**agg).reset_index()
-    table = table.sort_values(f"mean_{column}", ascending=False).head(n).reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    table["window_end"] = end
-    return table

@@ -228,6 +228,19 @@ def find_point(name: str, directory: Path | str | None = None) -> GridPoint:
 # --------------------------------------------------------------------------------------------
 
 
+def point_result(
+    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None
+) -> tuple[Any, BacktestConfig]:
+    """One grid point's backtest (overrides -> causal predictions -> backtest) and its config;
+    the result keeps the per-pool predicted and realized APYs the stored frame drops."""
+    from midfreq_assets.domain.backtest import engine as bt
+
+    v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
+    inputs = bt.inputs_from_panel(panel, v, cfg.apy_column)
+    result, _ = bt.run_vault_backtest(panel, inputs, v, cfg, name=point.name)
+    return result, cfg
+
+
 def run_point(
     panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None
 ) -> tuple[Any, dict[str, float]]:
@@ -239,9 +252,7 @@ def run_point(
     from midfreq_assets.domain.backtest import engine as bt
     from midfreq_assets.domain.backtest.metrics import backtest_metrics
 
-    v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
-    inputs = bt.inputs_from_panel(panel, v, cfg.apy_column)
-    result, _ = bt.run_vault_backtest(panel, inputs, v, cfg, name=point.name)
+    result, cfg = point_result(panel, vault, point, backtest)
     metrics = backtest_metrics(result)
     frame = bt.result_frame(result)
     frame.insert(0, "point", point.name)

@@ -2,7 +2,9 @@
 
 A grid report shows every point's metrics next to the benchmarks, the wealth and drawdown paths,
 the best point's weights, each metric's sensitivity to each hyperparameter, and predicted vs
-realized APY (is the predictor any good, and is it biased?).
+realized APY (is the predictor any good, and is it biased?); then the analysis of the original
+research notebook (``analysis.py``): per-pool APY and tracking error over time, cumulative
+transaction costs, and the portfolio's APY against the best APY available each day.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import html
 import io
 
 import matplotlib
+
+from midfreq_assets.domain.backtest import analysis
+from midfreq_assets.domain.backtest.engine import BacktestResult
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -107,17 +112,62 @@ def plot_predicted_vs_realized(steps: pd.DataFrame, title: str = "Predicted vs r
     return fig_to_base64(fig)
 
 
+def plot_lines(frame: pd.DataFrame, title: str, ylabel: str, labels: dict[str, str] | None = None,
+               highlight: list[str] | None = None) -> str:
+    """One line per column of ``frame`` (index = dates); ``highlight`` columns drawn bold and named."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    if frame.empty:
+        ax.set_title(f"{title}: no data")
+        return fig_to_base64(fig)
+    for col in frame.columns:
+        strong = highlight is None or col in highlight
+        ax.plot(frame.index, frame[col], lw=1.2 if strong else 0.6, alpha=1 if strong else 0.35,
+                label=(labels or {}).get(col, str(col)[:48]) if strong else None)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.autofmt_xdate()
+    return fig_to_base64(fig)
+
+
+def analysis_sections(best: BacktestResult, steps: dict[str, pd.DataFrame], panel: pd.DataFrame,
+                      apy_column: str, pool_labels: dict[str, str], benchmarks: list[str], top: int = 8
+                      ) -> list[tuple[str, str, pd.DataFrame | None]]:
+    """The notebook's sections: ``best`` is a run of the best point (per-pool predictions kept),
+    ``steps`` the per-step records of every run (grid points and benchmarks) by name."""
+    held = analysis.most_held(best, top)
+    tracking = analysis.pool_tracking_table(best, pool_labels)
+    vs_best = analysis.apy_vs_best(best.steps, panel, apy_column)
+    costs = analysis.cumulative_costs(steps)
+    both = vs_best.set_index("date")[["portfolio_apy", "best_available_apy"]].rename(columns={
+        "portfolio_apy": f"portfolio ({best.name})", "best_available_apy": "best eligible pool (hindsight)"})
+    return [
+        (f"APY of the {len(held)} most held pools ({apy_column}, per day)",
+         plot_lines(analysis.pool_apy_over_time(panel, held, apy_column), "Pool APY", "APY (fraction/yr)",
+                    pool_labels), None),
+        ("Tracking error per pool over the days held (predicted - realized APY)",
+         plot_lines(analysis.pool_tracking_error(best, held), "Tracking error per pool", "APY (fraction/yr)",
+                    pool_labels), tracking.head(20)),
+        ("Cumulative transaction costs (proportional cost + gas, USD)",
+         plot_lines(costs, "Cumulative cost", "USD", highlight=[best.name, *benchmarks]), None),
+        ("Portfolio APY vs the best APY available each day (an eligible pool's, in hindsight)",
+         plot_lines(both, "Realized APY per step", "APY (fraction/yr)"), analysis.apy_vs_best_summary(vs_best)),
+    ]
+
+
 def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
 
-def html_report(title: str, table: pd.DataFrame, sections: list[tuple[str, str]], notes: list[str] | None = None) -> str:
-    """A self-contained page: headline table, then (heading, base64 PNG) sections."""
+def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: list[str] | None = None) -> str:
+    """A self-contained page: headline table, then (heading, base64 PNG[, table]) sections."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
     body.append(_table_html(table))
-    for heading, b64 in sections:
+    for heading, b64, *extra in sections:
         body.append(f"<h2>{html.escape(heading)}</h2>{img_tag(b64, heading)}")
+        if extra and extra[0] is not None:
+            body.append(_table_html(extra[0]))
     style = ("body{font-family:sans-serif;margin:2em} table.t{border-collapse:collapse;font-size:12px}"
              "table.t td,table.t th{padding:2px 6px;border-bottom:1px solid #ddd}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
@@ -152,8 +202,10 @@ def headline_markdown(table: pd.DataFrame) -> str:
 
 def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: dict[str, pd.Series],
                   benchmarks: list[str], best_weights: pd.DataFrame, best_steps: pd.DataFrame,
-                  pool_labels: dict[str, str], notes: list[str]) -> tuple[str, str]:
-    """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata)."""
+                  pool_labels: dict[str, str], notes: list[str],
+                  analysis_part: list[tuple[str, str, pd.DataFrame | None]] | None = None) -> tuple[str, str]:
+    """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata);
+    ``analysis_part``: :func:`analysis_sections`, appended."""
     pts = table[table["kind"] == "grid_point"].sort_values("log_growth", ascending=False)
     best = str(pts["name"].iloc[0])
     highlight = [best, *benchmarks]
@@ -165,5 +217,6 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
         ("Sensitivity of metrics to each hyperparameter",
          plot_sensitivity(pts, params, ["log_growth", "sharpe", "cost_drag", "turnover"])),
         (f"Predicted vs realized portfolio APY ({best})", plot_predicted_vs_realized(best_steps)),
+        *(analysis_part or []),
     ]
     return html_report(title, table, sections, notes), wealth_png

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.config.base import ConfigError, StrictModel, config_dir, load_model, normalize_slug
+from midfreq_assets.domain.config.symbol_patterns import compile_symbol_pattern
 from midfreq_assets.domain.config.tokens import ReferenceAsset
+from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
+from midfreq_assets.domain.ingest.ranking import TopPoolsConfig
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig
 from midfreq_assets.domain.research.labels import LabelMapConfig
@@ -44,6 +48,22 @@ class VaultConfig(StrictModel):
     min_pool_tvl_usd: float = Field(default=0.0, ge=0)
     min_protocol_tvl_usd: float | None = Field(default=None, ge=0)
     exclude: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    # discovery rules (domain/ingest/discovery.py), each with its exclusion reason
+    min_apy_mean_30d: float | None = Field(
+        default=None, description="floor on the pool's 30-day mean APY (fraction/yr; DefiLlama apyMean30d)"
+    )
+    exclude_il_risk: bool = Field(default=False, description="leave out pools DefiLlama flags ilRisk: yes")
+    stablecoin_only: bool = Field(default=False, description="keep only pools DefiLlama flags stablecoin: true")
+    exposure: Literal["single", "multi"] | None = Field(default=None, description="DefiLlama exposure required")
+    symbol_patterns: list[str] | None = Field(
+        default=None, min_length=1,
+        description="pool symbols held: globs or 're:' regexes, case-insensitive; a match also vouches for "
+        "symbol parts of pools whose underlying addresses the token registry does not know",
+    )
+    selected_pools: list[str] | None = Field(
+        default=None, min_length=1, description="allow-list of pool uuids (null: no allow-list)"
+    )
+    top_pools: TopPoolsConfig = Field(default_factory=TopPoolsConfig)
     yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
     feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
     label_map: LabelMapConfig = Field(default_factory=LabelMapConfig)
@@ -60,6 +80,23 @@ class VaultConfig(StrictModel):
     @classmethod
     def _strip_chains(cls, chains: list[str]) -> list[str]:
         return [c.strip() for c in chains]
+
+    @field_validator("symbol_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str] | None) -> list[str] | None:
+        for p in patterns or []:
+            compile_symbol_pattern(p)
+        return patterns
+
+    @field_validator("selected_pools")
+    @classmethod
+    def _pool_ids(cls, pools: list[str] | None) -> list[str] | None:
+        if pools is None:
+            return None
+        ids = [validate_pool_id(str(p).strip().lower()) for p in pools]
+        if len(set(ids)) != len(ids):
+            raise ValueError("selected_pools lists a pool twice")
+        return ids
 
     @model_validator(mode="after")
     def _no_duplicate_protocols(self) -> VaultConfig:

@@ -17,7 +17,6 @@ from typing import Protocol
 import pandas as pd
 
 from midfreq_assets.domain.ingest.archive_files import ArchiveFile
-from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.klines import (
     KlinesParseError,
     bar_gaps,
@@ -39,6 +38,17 @@ class ArchiveBatchLike(Protocol):
 DownloadMany = Callable[[Iterable[ArchiveFile]], ArchiveBatchLike]
 
 
+class BarSeries(Protocol):
+    """What a klines-style collection fetches: a market, its symbols and bar intervals
+    (:class:`BinanceConfig` for ``klines``, :class:`FuturesConfig` for ``premiumIndexKlines``)."""
+
+    market: str
+    symbols: list[str]
+
+    @property
+    def intervals(self) -> list[str]: ...
+
+
 @dataclass
 class KlinesCollection:
     """What one run fetched, and what it could not."""
@@ -53,9 +63,9 @@ class KlinesCollection:
     gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _files(config: BinanceConfig, plan: list[tuple[str, str]]) -> list[ArchiveFile]:
+def _files(config: BarSeries, plan: list[tuple[str, str]], dataset: str) -> list[ArchiveFile]:
     return [
-        ArchiveFile(config.market, "klines", symbol, interval, freq, period)  # type: ignore[arg-type]
+        ArchiveFile(config.market, dataset, symbol, interval, freq, period)  # type: ignore[arg-type]
         for symbol in config.symbols
         for interval in config.intervals
         for freq, period in plan
@@ -67,10 +77,10 @@ def _daily_of(file: ArchiveFile, first: dt.date, last: dt.date) -> list[ArchiveF
     return [ArchiveFile(file.market, file.dataset, file.symbol, file.interval, "daily", d.isoformat()) for d in days]
 
 
-def fetch_klines_files(download_many: DownloadMany, config: BinanceConfig, first: dt.date, last: dt.date
-                       ) -> tuple[list[ArchiveFile], ArchiveBatchLike, list[ArchiveFile]]:
+def fetch_klines_files(download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date,
+                       dataset: str = "klines") -> tuple[list[ArchiveFile], ArchiveBatchLike, list[ArchiveFile]]:
     """Download the planned files; a missing monthly file is replaced by its daily files."""
-    planned = _files(config, plan_archive_files(first, last))
+    planned = _files(config, plan_archive_files(first, last), dataset)
     batch = download_many(planned)
     replaced = [f for f in batch.missing if f.freq == "monthly"]
     if replaced:
@@ -83,11 +93,12 @@ def fetch_klines_files(download_many: DownloadMany, config: BinanceConfig, first
     return planned, batch, replaced
 
 
-def collect_klines(download_many: DownloadMany, config: BinanceConfig, first: dt.date, last: dt.date
-                   ) -> KlinesCollection:
+def collect_klines(download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date,
+                   dataset: str = "klines") -> KlinesCollection:
     """Fetch (``download_many``: verified zip bytes per file, or why not), parse and merge every
-    configured (symbol, interval) for days ``first..last``."""
-    planned, batch, replaced = fetch_klines_files(download_many, config, first, last)
+    configured (symbol, interval) for days ``first..last``. ``dataset``: ``klines``, or
+    ``premiumIndexKlines`` (same CSV layout) of a futures market."""
+    planned, batch, replaced = fetch_klines_files(download_many, config, first, last, dataset)
     failed = dict(batch.failed)
     frames: list[pd.DataFrame] = []
     collected: list[ArchiveFile] = []

@@ -1,8 +1,10 @@
 """Which pools a vault may hold on a day, and why every other pool was left out.
 
 The screen has two parts: a *static* one on pool attributes (chain, protocol, underlying
-tokens, exclusions) and a *TVL* one on the day's numbers, so that past days of a backfill can
-be screened with the TVL that pool histories show on that day.
+tokens, exclusions, DefiLlama flags, symbol patterns, allow-list) and a *per-day* one on the
+day's numbers (TVL, 30-day mean APY, the ``top_pools`` ranking of the window before the day), so
+that past days of a backfill are screened with what the pool histories show up to that day.
+The discovery rules live in ``discovery.py`` and ``ranking.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,8 @@ import pandas as pd
 from midfreq_assets.domain.config.base import normalize_slug
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest import discovery
+from midfreq_assets.domain.ingest.ranking import RANKING_COLUMNS
 
 #: ``/pools`` describes "now": it stands for today and the last complete day.
 LIVE_SNAPSHOT_LAG_DAYS = 1
@@ -26,7 +31,7 @@ METADATA_COLUMNS = [
 ]
 SNAPSHOT_COLUMNS = [
     "pool", "chain", "project", "symbol", "tvl_usd", "apy", "apy_base", "apy_reward",
-    "underlying_tokens", "reward_tokens", "pool_meta",
+    "underlying_tokens", "reward_tokens", "pool_meta", "apy_mean_30d", *discovery.DISCOVERY_ATTRIBUTES,
 ]
 _SYMBOL_SPLIT = re.compile(r"[-/_ +]+")
 
@@ -34,9 +39,9 @@ _SYMBOL_SPLIT = re.compile(r"[-/_ +]+")
 def snapshot_frame(records: list[Mapping[str, object]]) -> pd.DataFrame:
     """``/pools`` rows (snake_case keys, yields in percent) -> frame with yields as fractions."""
     frame = pd.DataFrame.from_records(records, columns=SNAPSHOT_COLUMNS)
-    for col in ("tvl_usd", "apy", "apy_base", "apy_reward"):
+    for col in ("tvl_usd", "apy", "apy_base", "apy_reward", "apy_mean_30d"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    frame[["apy", "apy_base", "apy_reward"]] /= 100.0
+    frame[["apy", "apy_base", "apy_reward", "apy_mean_30d"]] /= 100.0
     frame["project"] = frame["project"].map(normalize_slug)
     return frame
 
@@ -44,11 +49,17 @@ def snapshot_frame(records: list[Mapping[str, object]]) -> pd.DataFrame:
 def underlying_symbols(chain: str, addresses: list[str] | None, pool_symbol: str,
                        tokens: TokenRegistry) -> list[str]:
     """Map underlying token addresses to symbols; fall back to the parts of the pool symbol."""
+    return resolve_underlying(chain, addresses, pool_symbol, tokens)[0]
+
+
+def resolve_underlying(chain: str, addresses: list[str] | None, pool_symbol: str,
+                       tokens: TokenRegistry) -> tuple[list[str], bool]:
+    """(underlying symbols, whether every address was known to the registry, i.e. no fallback)."""
     if addresses:
         mapped = [tokens.symbol_of(chain, a) for a in addresses]
         if all(m is not None for m in mapped):
-            return [m for m in mapped if m is not None]
-    return [s.lower() for s in _SYMBOL_SPLIT.split(pool_symbol) if s]
+            return [m for m in mapped if m is not None], True
+    return [s.lower() for s in _SYMBOL_SPLIT.split(pool_symbol) if s], False
 
 
 def whitelisted_tokens(vault: VaultConfig, tokens: TokenRegistry) -> set[str]:
@@ -61,7 +72,8 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
     """Per pool of the snapshot: ``underlying_symbols`` and ``reason`` (None = passes).
 
     The first failing rule is the reason, in this order: excluded pool, excluded symbol,
-    excluded project, chain, protocol, underlying token.
+    excluded project, chain, protocol, underlying token, then the discovery rules
+    (:func:`discovery.static_discovery_reasons`).
     """
     allowed_tokens = whitelisted_tokens(vault, tokens)
     chains = {c.lower() for c in vault.chains}
@@ -70,15 +82,15 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
     ex_symbols = {s.lower() for s in vault.exclude.symbols}
     ex_projects = {normalize_slug(p) for p in vault.exclude.projects}
 
-    symbols = [
-        underlying_symbols(c, u if isinstance(u, list) else (list(u) if u is not None else None), s, tokens)
-        for c, u, s in zip(snapshot["chain"], snapshot["underlying_tokens"], snapshot["symbol"], strict=True)
-    ]
+    resolved = [resolve_underlying(c, u if isinstance(u, list) else (list(u) if u is not None else None), s, tokens)
+                for c, u, s in zip(snapshot["chain"], snapshot["underlying_tokens"], snapshot["symbol"], strict=True)]
+    symbols = [syms for syms, _ in resolved]
+    vouch = discovery.share_symbol_matcher(vault)
     reasons: list[str | None] = []
-    for pool, chain, project, symbol, syms in zip(
-        snapshot["pool"], snapshot["chain"], snapshot["project"], snapshot["symbol"], symbols, strict=True
+    for pool, chain, project, symbol, (syms, known) in zip(
+        snapshot["pool"], snapshot["chain"], snapshot["project"], snapshot["symbol"], resolved, strict=True
     ):
-        bad_tokens = [t for t in syms if t not in allowed_tokens]
+        bad_tokens = [t for t in syms if t not in allowed_tokens and not (vouch and not known and vouch(t))]
         if str(pool).lower() in ex_pools:
             reasons.append("excluded pool")
         elif str(symbol).lower() in ex_symbols:
@@ -93,6 +105,8 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
             reasons.append(f"underlying {','.join(bad_tokens)} not whitelisted for {vault.reference_asset}")
         else:
             reasons.append(None)
+    reasons = list(discovery.first_reason(np.asarray(reasons, dtype=object),
+                                          discovery.static_discovery_reasons(snapshot, vault)))
     return pd.DataFrame(
         {"pool": snapshot["pool"].to_numpy(), "underlying_symbols": symbols, "reason": reasons},
         index=snapshot.index,
@@ -119,31 +133,60 @@ def tvl_screen(rows: pd.DataFrame, vault: VaultConfig) -> pd.Series:
     return pd.Series(reasons, index=rows.index, dtype=object)
 
 
+@dataclass(frozen=True)
+class Universe:
+    """The screen of some days: ``members`` (rows in at least one vault's universe), ``exclusions``
+    (one row per (vault, date, pool) left out, with its reason) and ``rankings`` (every vault's
+    ``top_pools`` ranking of the pools passing its other rules, :data:`RANKING_COLUMNS`)."""
+
+    members: pd.DataFrame
+    exclusions: pd.DataFrame
+    rankings: pd.DataFrame
+
+
 def select_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
-                    tokens: TokenRegistry) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    tokens: TokenRegistry, *, lookback: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(members, exclusions) of :func:`screen_universe`."""
+    universe = screen_universe(rows, snapshot, vaults, tokens, lookback=lookback)
+    return universe.members, universe.exclusions
+
+
+def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
+                    tokens: TokenRegistry, *, lookback: pd.DataFrame | None = None) -> Universe:
     """Screen pools for every vault on every day of ``rows``.
 
     ``rows``: one row per (date, pool) with that day's ``tvl_usd`` (and yields); ``snapshot``:
     the pools' static attributes (``/pools``). The static screen runs once per pool, the TVL
-    screen vectorized over all days. Returns (members: rows in at least one vault's universe,
-    with ``underlying_symbols`` and ``vaults``; exclusions: one row per (vault, date, pool) left
-    out, with its ``reason``).
+    screen vectorized over all days. ``lookback``: history rows (any days; those within
+    :func:`discovery.lookback_days` before the first day of ``rows`` are used) that the trailing
+    discovery rules read; they are screened the same way but never returned. Returns a
+    :class:`Universe` (members with ``underlying_symbols`` and ``vaults``, exclusions with their
+    ``reason``, and every vault's ``top_pools`` ranking of the days of ``rows``).
     """
-    static_cols = ["pool", "chain", "project", "symbol", "underlying_tokens", "reward_tokens", "pool_meta"]
-    attrs = snapshot[static_cols].drop_duplicates("pool")
+    static_cols = ["pool", "chain", "project", "symbol", "underlying_tokens", "reward_tokens", "pool_meta",
+                   *discovery.DISCOVERY_ATTRIBUTES]
+    attrs = snapshot[[c for c in static_cols if c in snapshot]].drop_duplicates("pool")
     screens = {name: static_screen(attrs, vault, tokens).set_index("pool") for name, vault in vaults.items()}
+    rows = _with_lookback(rows, lookback, discovery.lookback_days(vaults))
     day_rows = rows.drop(columns=[c for c in static_cols[1:] if c in rows.columns]).merge(attrs, on="pool", how="inner")
+    in_range = ~day_rows.pop("_lookback").to_numpy(dtype=bool)
+    mean_30d = discovery.apy_mean_30d(day_rows) if len(day_rows) else np.zeros(0)
     member_masks = {}
     excluded = []
+    ranked = []
     for name, vault in vaults.items():
         static_reason = day_rows["pool"].map(screens[name]["reason"])
         reason = static_reason.where(static_reason.notna(), tvl_screen(day_rows, vault))
+        reason, ranking, screened = _day_discovery(day_rows, reason, mean_30d, vault)
+        ranked.append(ranking[in_range & screened].assign(vault=name))
+        reason = reason[in_range]
         ok = reason.isna().to_numpy()
         member_masks[name] = ok
-        out = day_rows.loc[~ok, ["date", "pool", "chain", "project", "symbol", "tvl_usd"]].copy()
+        out = day_rows[in_range].loc[~ok, ["date", "pool", "chain", "project", "symbol", "tvl_usd"]].copy()
         out.insert(0, "vault", name)
         out["reason"] = reason[~ok].astype(str)
         excluded.append(out)
+    day_rows = day_rows[in_range].drop(columns=["apy_mean_30d", *discovery.DISCOVERY_ATTRIBUTES], errors="ignore")
     names = np.array(list(vaults), dtype=object)
     stacked = np.column_stack([member_masks[n] for n in names]) if len(names) else np.zeros((len(day_rows), 0), bool)
     day_rows["vaults"] = [list(names[m]) for m in stacked]
@@ -153,7 +196,34 @@ def select_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
     exclusions = pd.concat(excluded, ignore_index=True) if excluded else pd.DataFrame(
         columns=["vault", "date", "pool", "chain", "project", "symbol", "tvl_usd", "reason"]
     )
-    return members, exclusions
+    rankings = pd.concat(ranked, ignore_index=True) if ranked else pd.DataFrame(columns=RANKING_COLUMNS)
+    return Universe(members, exclusions, rankings.sort_values(["vault", "date", "pool"])[RANKING_COLUMNS]
+                    .reset_index(drop=True))
+
+
+def _with_lookback(rows: pd.DataFrame, lookback: pd.DataFrame | None, days: int) -> pd.DataFrame:
+    """``rows`` flagged ``_lookback=False``, after the ``days`` days of ``lookback`` before them (``True``)."""
+    rows = rows.assign(_lookback=False)
+    if lookback is None or not days or rows.empty or lookback.empty:
+        return rows
+    first = pd.to_datetime(rows["date"]).min()
+    when = pd.to_datetime(lookback["date"])
+    before = lookback[(when < first) & (when >= first - pd.Timedelta(days=days))]
+    return pd.concat([before.assign(_lookback=True), rows], ignore_index=True)
+
+
+def _day_discovery(day_rows: pd.DataFrame, reason: pd.Series, mean_30d: np.ndarray, vault: VaultConfig
+                   ) -> tuple[pd.Series, pd.DataFrame, np.ndarray]:
+    """The day-level discovery rules after the static and TVL screens: the 30-day mean APY floor,
+    then the ``top_pools`` ranking of the rows passing every other rule (and its allow-list).
+    Returns the reasons, the ranking per row and which rows it ranked (passing every other rule)."""
+    out = discovery.first_reason(reason.to_numpy(dtype=object), discovery.apy_mean_reasons(mean_30d, vault))
+    screened = pd.isna(out)
+    ranking, allow = discovery.top_pools_screen(day_rows, screened, vault)
+    out = discovery.first_reason(out, allow)
+    ranking = pd.concat([day_rows[["date", "pool", "symbol", "project", "chain"]], ranking.drop(columns="date",
+                                                                                              errors="ignore")], axis=1)
+    return pd.Series(out, index=reason.index, dtype=object), ranking, screened
 
 
 def static_candidates(snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig], tokens: TokenRegistry) -> list[str]:
@@ -204,18 +274,20 @@ def live_days(first: dt.date, last: dt.date, today: dt.date) -> list[dt.date]:
 
 
 def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
-                    tokens: TokenRegistry, live: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``pool_metadata`` rows and exclusions for the days of ``history`` plus the ``live`` days.
+                    tokens: TokenRegistry, live: list[dt.date], *, lookback: pd.DataFrame | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``pool_metadata`` rows, exclusions and rankings for the days of ``history`` plus the ``live`` days.
 
     A past day is screened on its own history rows (``reconstructed=True``: no historical
     ``/pools`` exists, so pools that vanished since are absent); a live day on the snapshot.
+    ``lookback``: every fetched history row, for the trailing discovery rules (:func:`select_universe`).
     """
     past = history.loc[~history["date"].dt.date.isin(live)]
     snapshot_rows = [snapshot.assign(date=pd.Timestamp(d)) for d in live]
     rows = pd.concat([past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
                      ignore_index=True)
-    members, exclusions = select_universe(rows, snapshot, vaults, tokens)
-    return members[METADATA_COLUMNS], exclusions
+    universe = screen_universe(rows, snapshot, vaults, tokens, lookback=lookback)
+    return universe.members[METADATA_COLUMNS], universe.exclusions, universe.rankings
 
 
 def pool_days_per_vault(members: pd.DataFrame, vaults: Mapping[str, VaultConfig]) -> dict[str, int]:

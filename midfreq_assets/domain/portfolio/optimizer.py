@@ -46,13 +46,8 @@ from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 #: Solver noise below this (in weight) is snapped back to "no trade".
 SNAP_TOL = 1e-9
-#: Feasibility tolerance (weights) when checking a solver's answer.
-FEAS_TOL = 1e-7
-#: Tight tolerances for first-order solvers (their defaults leave ~1e-5 constraint violations).
-SOLVER_OPTIONS: dict[str, dict[str, object]] = {
-    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 100_000, "polish": True},
-    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100_000},
-}
+# Solver tolerances and the feasibility tolerance of an answer: ``strategy.solver_options`` and
+# ``strategy.feasibility_tolerance`` (defaults in ``portfolio/strategy.py``).
 #: Dilution coefficients below this are treated as zero by the exact solver (linear pool); the
 #: objective error is at most this value, and it avoids 1/(2q) blowing up.
 Q_EPS = 1e-9
@@ -470,7 +465,7 @@ class VaultOptimizer:
         if "turnover" in p:
             p["turnover"].value = turnover
         try:
-            prob.solve(solver=solver, warm_start=True, **SOLVER_OPTIONS.get(solver, {}))
+            prob.solve(solver=solver, warm_start=True, **self.strategy.solver_settings(solver))
         except Exception as exc:  # any solver-side error becomes a status, never a crash
             raise SolverFailure(f"{solver}: {type(exc).__name__}: {exc}") from exc
         assert self._x is not None
@@ -551,7 +546,7 @@ class VaultOptimizer:
                     raise SolverFailure(f"{solver}: non-finite solution")
                 x = self._polish(inp, x)
                 viol = self._violation(inp, x, turnover)
-                if viol > FEAS_TOL:
+                if viol > self.strategy.feasibility_tolerance:
                     raise SolverFailure(f"{solver}: solution violates constraints by {viol:.2e}")
                 return x, status, solver, notes
             except (SolverFailure, FloatingPointError, ValueError) as exc:

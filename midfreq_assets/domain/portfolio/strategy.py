@@ -4,12 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from midfreq_assets.domain.config.base import StrictModel
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 
 Weight = Annotated[float, Field(ge=0, le=1)]
+SolverValue = float | int | bool
+
+#: Tight tolerances for first-order solvers (their defaults leave ~1e-5 constraint violations);
+#: ``strategy.solver_options`` overrides them key by key.
+DEFAULT_SOLVER_OPTIONS: dict[str, dict[str, SolverValue]] = {
+    "OSQP": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 100_000, "polish": True},
+    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100_000},
+}
+#: The tolerance and iteration settings each cvxpy solver accepts (a typo fails at load, not in a
+#: nightly solve that silently ignores it).
+SOLVER_SETTING_KEYS: dict[str, frozenset[str]] = {
+    "CLARABEL": frozenset({"tol_gap_abs", "tol_gap_rel", "tol_feas", "tol_infeas_abs", "tol_infeas_rel",
+                           "tol_ktratio", "max_iter", "time_limit"}),
+    "OSQP": frozenset({"eps_abs", "eps_rel", "eps_prim_inf", "eps_dual_inf", "max_iter", "polish", "time_limit"}),
+    "SCS": frozenset({"eps_abs", "eps_rel", "eps_infeas", "max_iters", "time_limit_secs"}),
+    "ECOS": frozenset({"abstol", "reltol", "feastol", "max_iters"}),
+}
+#: A solver's answer violating a constraint by more than this (in weight) is rejected.
+DEFAULT_FEASIBILITY_TOLERANCE = 1e-7
 
 
 class StrategyConfig(StrictModel):
@@ -37,6 +56,36 @@ class StrategyConfig(StrictModel):
     use_fast_path: bool = Field(
         default=True, description="exact solver when no turnover cap and the group caps nest (else cvxpy)"
     )
+    solver_options: dict[str, dict[str, SolverValue]] = Field(
+        default_factory=dict,
+        description="per cvxpy solver: tolerances and iteration limits, merged over DEFAULT_SOLVER_OPTIONS",
+    )
+    feasibility_tolerance: float = Field(
+        default=DEFAULT_FEASIBILITY_TOLERANCE, gt=0, le=1e-3,
+        description="max constraint violation (weight) of an accepted solver answer",
+    )
+
+    @field_validator("solver_options")
+    @classmethod
+    def _known_settings(cls, options: dict[str, dict[str, SolverValue]]) -> dict[str, dict[str, SolverValue]]:
+        out = {}
+        for solver, settings in options.items():
+            name = solver.upper()
+            if name not in SOLVER_SETTING_KEYS:
+                raise ValueError(f"solver {solver!r} has no known settings; one of {sorted(SOLVER_SETTING_KEYS)}")
+            unknown = sorted(set(settings) - SOLVER_SETTING_KEYS[name])
+            if unknown:
+                raise ValueError(f"{solver}: unknown setting(s) {unknown}; known: {sorted(SOLVER_SETTING_KEYS[name])}")
+            bad = [k for k, v in settings.items() if not isinstance(v, bool) and v <= 0]
+            if bad:
+                raise ValueError(f"{solver}: {bad} must be positive")
+            out[name] = dict(settings)
+        return out
+
+    def solver_settings(self, solver: str) -> dict[str, SolverValue]:
+        """Keyword arguments for ``problem.solve(solver=...)``: the defaults, then this strategy's."""
+        name = solver.upper()
+        return {**DEFAULT_SOLVER_OPTIONS.get(name, {}), **self.solver_options.get(name, {})}
 
     def costs(self) -> TradingCosts:
         """The one cost definition the optimizer and the accounting share."""

@@ -45,7 +45,7 @@ from midfreq_assets.domain.research.models import (
 )
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
-_LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls)_(?P<h>\d+)$")
+_LABEL_RE = re.compile(r"^(?P<family>.+)_(?P<kind>fwd|ret|cls|sl)_(?P<h>\d+)$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,6 +65,23 @@ def klines_panel(klines: pd.DataFrame, interval: str | None = None) -> pd.DataFr
             df = df[df["interval"] == interval]
     df = df.rename(columns={"symbol": "instrument"})
     return df.sort_values(["open_time", "instrument"], kind="stable").reset_index(drop=True)
+
+
+#: The premium index close (``binance_premium_index_klines``) as a raw column of the price panel.
+PREMIUM_COLUMN = "close_premium"
+
+
+def with_close_premium(panel: pd.DataFrame, premium: pd.DataFrame | None, interval: str) -> pd.DataFrame:
+    """``panel`` (:func:`klines_panel`) plus ``close_premium``: the premium index bar's close of the
+    same instrument and ``open_time`` (the perpetual's premium over the index, a fraction; NaN where
+    no premium bar exists: never filled from another bar)."""
+    if premium is None or premium.empty:
+        return panel.assign(**{PREMIUM_COLUMN: np.nan})
+    bars = klines_panel(premium, interval)[["open_time", "instrument", "close"]]
+    bars = bars.rename(columns={"close": PREMIUM_COLUMN}).drop_duplicates(["open_time", "instrument"])
+    out = panel.drop(columns=[PREMIUM_COLUMN], errors="ignore").merge(bars, on=["open_time", "instrument"],
+                                                                       how="left")
+    return out.sort_values(["open_time", "instrument"], kind="stable").reset_index(drop=True)
 
 
 def time_column(df: pd.DataFrame) -> str:
@@ -111,7 +128,7 @@ def label_info(label: str, label_map: LabelMapConfig | None) -> LabelInfo:
     m = _LABEL_RE.match(label)
     if m is None:
         raise ValueError(f"cannot parse label {label!r}: pass label_map=")
-    task = "classification" if m["kind"] == "cls" else "regression"
+    task = "classification" if m["kind"] in ("cls", "sl") else "regression"
     return LabelInfo(label, m["family"], m["family"], int(m["h"]), 0, task)
 
 

@@ -17,7 +17,11 @@ YAML shape (section ``feature_map`` of a vault or research config; raw column ->
             normalize: zscore       # zscore (over a rolling norm_mult*w window) | rank | none
             norm_mult: 5
           cross_ewma: [[3, 30]]     # EWM(a) - EWM(b), normalized over norm_mult*max(a, b); true = all pairs
-          hvol: {increments: [1], halflives: [7]}   # EWM std of k-step log increments, z-scored
+          hvol:                     # EWM std of k-step log increments, z-scored (or ranked)
+            increments: [1]
+            halflives: [7]
+            weight_by: null         # optional raw column v: v-weighted EWM std (e.g. volume)
+            normalize: zscore       # zscore | rank (rolling percentile over norm_mult*h) | none
           min: [7, 30]              # rolling min over lags [0,7), [7,30)
           max: [7, 30]
       taker_buy_volume:
@@ -77,7 +81,8 @@ class EwmaSpec(StrictModel):
 class HvolSpec(StrictModel):
     increments: IntList = Field(default_factory=lambda: [1], min_length=1)
     halflives: IntList = Field(min_length=1)
-    normalize: Literal["zscore", "none"] = "zscore"
+    weight_by: str | None = Field(default=None, description="raw column v: sqrt(EWM_v(d^2) - EWM_v(d)^2)")
+    normalize: Literal["zscore", "rank", "none"] = "zscore"
     norm_mult: PositiveInt = 5
 
 
@@ -163,6 +168,8 @@ class FeatureMapConfig(StrictModel):
                 cols.append(spec.volume)
             if spec.expansions.ewma is not None and spec.expansions.ewma.weight:
                 cols.append(spec.expansions.ewma.weight)
+            if spec.expansions.hvol is not None and spec.expansions.hvol.weight_by:
+                cols.append(spec.expansions.hvol.weight_by)
         return list(dict.fromkeys(cols))
 
     def feature_names(self) -> list[str]:
@@ -402,10 +409,18 @@ def required_lookback(feature_map: FeatureMapConfig, tolerance: float = 1e-6) ->
     return need
 
 
-def _hvol(y: pd.DataFrame, transform: str, k: int, h: int) -> pd.DataFrame:
+def _hvol(y: pd.DataFrame, transform: str, k: int, h: int, weight: pd.DataFrame | None = None) -> pd.DataFrame:
+    """EWM std of k-step log increments; with ``weight`` (e.g. volume) the v-weighted EWM std
+    ``sqrt(EWM(v d^2)/EWM(v) - (EWM(v d)/EWM(v))^2)``, so high-volume bars count for more."""
     logy = y if transform in ("log", "arctanh") else np.log(y.clip(lower=LOG_FLOOR))
     inc = logy - logy.shift(k)
-    return inc.ewm(halflife=h, min_periods=h).std()
+    if weight is None:
+        return inc.ewm(halflife=h, min_periods=h).std()
+    w = weight.where(inc.notna() & (weight > 0))
+    den = ewm_mean(w, h, h)
+    mean = ewm_mean(inc * w, h, h) / den
+    var = ewm_mean(inc * inc * w, h, h) / den - mean * mean
+    return np.sqrt(var.clip(lower=0.0)).where(den > 0)
 
 
 def compute_features_wide(
@@ -442,7 +457,8 @@ def compute_features_wide(
             hv = spec.expansions.hvol
             assert hv is not None
             k, h = recipe[2], recipe[3]
-            return _normalize(_hvol(x, spec.transform, k, h), hv.normalize, hv.norm_mult * h)
+            weight = wide[hv.weight_by] if hv.weight_by else None
+            return _normalize(_hvol(x, spec.transform, k, h, weight), hv.normalize, hv.norm_mult * h)
         a, b = recipe[2], recipe[3]
         return rolling_extreme(x.shift(a) if a else x, b - a, kind)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from midfreq_assets.domain.backtest.signals import SignalConfig
 from midfreq_assets.domain.config.base import StrictModel, load_model
@@ -22,6 +22,17 @@ class PriceStudyConfig(StrictModel):
     label_map: LabelMapConfig
     models: ModelsConfig
     signal: SignalConfig = Field(default_factory=SignalConfig)
+
+    @model_validator(mode="after")
+    def _class_values_cover_the_classes(self) -> PriceStudyConfig:
+        values = self.signal.class_values
+        if values is None:
+            return self
+        for info in self.label_map.labels():
+            missing = [c for c in info.classes or () if c not in values]
+            if missing:
+                raise ValueError(f"signal.class_values has no value for class(es) {missing} of label {info.name}")
+        return self
 
 
 class PriceResearchConfig(StrictModel):

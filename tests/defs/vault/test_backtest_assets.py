@@ -46,9 +46,9 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
     resources = {"parquet_io_manager": io}
-    panel_key, runs_key, report_key, top_key = (AssetKey([VAULT.name, n]) for n in
-                                                ("backtest_panel", "backtest_runs", "backtest_report", "top_pools"))
-    assert materialize([*assets, *upstream], selection=[panel_key, top_key], instance=instance,
+    panel_key, runs_key, report_key = (AssetKey([VAULT.name, n]) for n in
+                                       ("backtest_panel", "backtest_runs", "backtest_report"))
+    assert materialize([*assets, *upstream], selection=[panel_key], instance=instance,
                        resources=resources).success
     for key in added[VAULT.name]:
         assert materialize([*assets, *upstream], selection=[runs_key], partition_key=key, instance=instance,
@@ -62,11 +62,10 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert list(table["kind"]) == ["grid_point"] * 2 + ["benchmark"] * 3
     assert table.loc[0, "log_growth"] >= table.loc[1, "log_growth"] - 1e-9  # more cost, no more growth
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 9  # 5 plots, then the 4 analysis sections
+    assert "Tracking error per pool" in html and "mean_best_available_apy" in html and "tracking_rmse" in html
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
-    top = read_parquet(lake / VAULT.name / "top_pools.parquet")
-    assert len(top) == 5 and top["rank"].tolist() == [1, 2, 3, 4, 5]
 
     # a new grid value: only the new point is registered (and run) by the sensor
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))

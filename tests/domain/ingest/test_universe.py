@@ -28,7 +28,8 @@ def snapshot() -> pd.DataFrame:
         ("symbol_fallback_bad", "Base", "morpho-blue", "USDC-FOO", None),
     ]
     return pd.DataFrame([{"pool": p, "chain": c, "project": pr, "symbol": s, "underlying_tokens": u,
-                          "reward_tokens": None, "pool_meta": None, "tvl_usd": 5e6, "apy": 0.05}
+                          "reward_tokens": None, "pool_meta": None, "tvl_usd": 5e6, "apy": 0.05,
+                          "il_risk": "no", "stablecoin": True, "exposure": "single"}
                          for p, c, pr, s, u in rows])
 
 

@@ -542,3 +542,69 @@ def test_drop_small_keeps_budget_and_caps() -> None:
     assert opt.group_matrix[0] @ y <= 0.3 + 1e-12 and y.sum() <= 1.0 + 1e-12
     assert y[1] - x0[1] >= opt._min_trade(inp)[1]  # the big buy stays worth its gas
     assert y[2] == 0.0 and y[3] == 0.3
+
+
+def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5,
+                           solver_options={"clarabel": {"tol_gap_abs": 1e-10, "max_iter": 400},
+                                           "OSQP": {"eps_abs": 1e-7}})
+    assert strat.solver_settings("CLARABEL") == {"tol_gap_abs": 1e-10, "max_iter": 400}
+    # merged key by key over the defaults
+    assert strat.solver_settings("OSQP") == {"eps_abs": 1e-7, "eps_rel": 1e-9, "max_iter": 100_000, "polish": True}
+    seen: list[dict] = []
+    real_solve = cp.Problem.solve
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        return real_solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(cp.Problem, "solve", spy)
+    opt = VaultOptimizer(pools(4), strat)
+    assert not opt.exact  # a turnover cap: cvxpy
+    r = opt.solve(np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4))
+    assert r.status == "optimal" and r.solver == "CLARABEL"
+    assert seen[0]["solver"] == "CLARABEL" and seen[0]["tol_gap_abs"] == 1e-10 and seen[0]["max_iter"] == 400
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_an_iteration_limit_reaches_the_solver() -> None:
+    """One interior-point iteration cannot solve the problem: the primary fails, the fallback answers."""
+    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5, solver_options={"CLARABEL": {"max_iter": 1}})
+    r = VaultOptimizer(pools(4), strat).solve(np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4))
+    assert r.status == "optimal_fallback_solver" and r.solver == "OSQP"
+    assert "CLARABEL" in r.message
+
+
+def test_feasibility_tolerance_rejects_loose_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import midfreq_assets.domain.portfolio.optimizer as mod
+
+    loose = StrategyConfig(concentration_limit=0.3, feasibility_tolerance=1e-3)
+    strict = StrategyConfig(concentration_limit=0.3)
+    real = mod.VaultOptimizer._violation
+    monkeypatch.setattr(mod.VaultOptimizer, "_violation", lambda self, *a: max(real(self, *a), 1e-5))
+    a, tvl = np.array([0.05, 0.06, 0.07]), np.full(3, 1e9)
+    assert VaultOptimizer(pools(3), loose).solve(a, tvl, W, np.zeros(3)).status == "optimal"
+    r = VaultOptimizer(pools(3), strict).solve(a, tvl, W, np.zeros(3))
+    assert r.status == "kept_holdings" and "violates constraints by 1.00e-05" in r.message
+
+
+def test_solver_options_are_validated_naming_the_key() -> None:
+    from midfreq_assets.domain.config.base import ConfigError
+
+    with pytest.raises(ConfigError, match=r"strategy.solver_options: .*CLARABEL: unknown setting\(s\) \['tol_gapp'\]"):
+        _vault_with_strategy({"solver_options": {"CLARABEL": {"tol_gapp": 1e-9}}})
+    with pytest.raises(ConfigError, match="no known settings"):
+        _vault_with_strategy({"solver_options": {"GUROBI": {"tol": 1e-9}}})
+    with pytest.raises(ConfigError, match="must be positive"):
+        _vault_with_strategy({"solver_options": {"OSQP": {"eps_abs": 0}}})
+    with pytest.raises(ConfigError, match="feasibility_tolerance"):
+        _vault_with_strategy({"feasibility_tolerance": 0.1})
+
+
+def _vault_with_strategy(strategy: dict):
+    from midfreq_assets.domain.config.base import read_yaml, validate_model
+    from midfreq_assets.domain.config.vault import VaultConfig
+
+    data = read_yaml("configs/vaults/usd_lending.yaml")
+    data["strategy"] = {**data["strategy"], **strategy}
+    return validate_model(VaultConfig, data, "vault.yaml")

@@ -136,3 +136,46 @@ def test_required_lookback_covers_ewm_memory_and_windows():
     # 2**(-n/10) <= 1e-6 -> n = 200, plus the 5*10 z-score window
     assert required_lookback(fm) == 250
     assert required_lookback(FeatureMapConfig.model_validate({"apy": {"expansions": {"max": [40]}}})) == 40
+
+
+def test_hvol_weight_by_and_rank_match_references():
+    panel = synthetic_panel(days=150, n=2, seed=4)
+    rng = np.random.default_rng(9)
+    panel["volume"] = rng.uniform(1.0, 50.0, len(panel))
+    fm = FeatureMapConfig.model_validate({"tvl_usd": {"transform": "log", "expansions": {
+        "hvol": {"increments": [1, 3], "halflives": [8], "weight_by": "volume", "normalize": "rank", "norm_mult": 4}}}})
+    assert "volume" in fm.raw_columns()
+    out = compute_features(panel, fm)
+    lt, v = np.log(one(panel, "p1", "tvl_usd")), one(panel, "p1", "volume")
+    for k in (1, 3):
+        d = lt - lt.shift(k)
+        w = v.where(d.notna())
+        ew = lambda s: s.ewm(halflife=8, min_periods=8).mean()  # noqa: E731
+        vol = np.sqrt((ew(w * d * d) / ew(w) - (ew(w * d) / ew(w)) ** 2).clip(lower=0))
+        expected = vol.rolling(32, min_periods=16).rank(pct=True)
+        np.testing.assert_allclose(one(out, "p1", f"tvl_usd__hvol_{k}_8"), expected, rtol=1e-7, atol=1e-9)
+    ranked = out["tvl_usd__hvol_1_8"].dropna()
+    assert ranked.between(0, 1).all() and len(ranked) > 200
+
+
+def test_hvol_weight_by_follows_the_weighted_bars():
+    """Constant weights give the (biased) EWM std; bars with no volume do not move the weighted vol."""
+    dates = pd.date_range("2024-01-01", periods=120, freq="D")
+    rng = np.random.default_rng(2)
+    price = np.exp(np.cumsum(rng.normal(0, 0.01, 120)))
+    price[60::2] *= 1.2  # wild jumps on alternate bars ...
+    volume = np.ones(120)
+    volume[60::2] = 0.0  # ... that traded nothing
+    panel = pd.DataFrame({"date": dates, "instrument": "x", "close": price, "volume": volume, "one": 1.0})
+    spec = {"transform": "log", "expansions": {"hvol": {"increments": [1], "halflives": [5], "normalize": "none"}}}
+    plain = compute_features(panel, FeatureMapConfig.model_validate({"close": spec}))["close__hvol_1_5"]
+    const = compute_features(panel, FeatureMapConfig.model_validate({"close": {**spec, "expansions": {"hvol": {
+        **spec["expansions"]["hvol"], "weight_by": "one"}}}}))["close__hvol_1_5"]
+    by_volume = compute_features(panel, FeatureMapConfig.model_validate({"close": {**spec, "expansions": {"hvol": {
+        **spec["expansions"]["hvol"], "weight_by": "volume"}}}}))["close__hvol_1_5"]
+    d = pd.Series(np.log(price)).diff()
+    np.testing.assert_allclose(const, d.ewm(halflife=5, min_periods=5).std(bias=True), rtol=1e-7, atol=1e-12)
+    assert plain.iloc[-1] > 5 * by_volume.iloc[-1]
+    with pytest.raises(KeyError, match="volume"):
+        compute_features(panel.drop(columns="volume"), FeatureMapConfig.model_validate({"close": {
+            **spec, "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "volume"}}}}))

@@ -81,14 +81,15 @@ def test_label_config_validation():
         LabelMapConfig.model_validate({"apy": {"horizon": [7]}})
 
 
-def test_btc_price_research_config_runs_on_recorded_klines():
+def test_btc_price_research_config_runs_on_recorded_klines(recorded_klines):
     from midfreq_assets.domain.research import engine as research
     from midfreq_assets.domain.research.price_config import load_price_research_config
 
     cfg = load_price_research_config(ROOT / "configs" / "research" / "btc_price.yaml")
     assert set(cfg.intervals) == {"1h", "1d"} and cfg.symbols == ["BTCUSDT"]
     study = cfg.intervals["1d"]
-    kl = recorded_klines_1d()
+    kl = recorded_klines("1d", premium=True)
+    assert kl["close_premium"].notna().all()
     feats = research.build_features(kl, study.feature_map)
     labels = research.build_labels(kl, study.label_map)
     assert list(feats.columns[:3]) == ["open_time", "date", "instrument"]
@@ -98,5 +99,6 @@ def test_btc_price_research_config_runs_on_recorded_klines():
     assert research.required_lookback(study.feature_map, study.models) >= 150
     fitted = research.fit_models(feats[["open_time", "date", "instrument", "close__ewma_3", "taker_buy_volume__ewma_3"]],
                                  labels, study.models, kl["open_time"].iloc[100], label_map=study.label_map)
-    assert set(fitted) == {f"close_{k}_{h}/{m}" for k, m in (("ret", "ridge"), ("cls", "logistic")) for h in (1, 5)}
+    assert set(fitted) == {f"close_{k}_{h}/{m}" for k, m in (("ret", "ridge"), ("cls", "logistic"), ("sl", "logistic"))
+                           for h in (1, 5)}
     assert fitted["close_cls_5/logistic"].classes == [0, 1, 2, 3, 4] or len(fitted["close_cls_5/logistic"].classes) >= 3
