@@ -107,7 +107,8 @@ def collect_klines(download_many: DownloadMany, config: BarSeries, first: dt.dat
     for file in sorted(batch.ok, key=lambda f: (f.freq != "daily", f)):
         try:
             frames.append(parse_klines_zip(batch.ok[file], source=file.zip_name, symbol=file.symbol,
-                                           interval=str(file.interval)))
+                                           interval=str(file.interval), max_bytes=config.max_csv_bytes,
+                                           max_ratio=config.max_compression_ratio))
         except KlinesParseError as exc:
             failed[file] = f"{type(exc).__name__}: {exc}"
             continue
