@@ -44,6 +44,7 @@ from midfreq_assets.domain.ingest.pool_history import (
     HISTORY_COLUMNS,
     MAX_ABS_APY,
     MAX_TVL_USD,
+    carry_previous_derived,
     charts_frame,
     combine_histories,
     duplicate_pool_days,
@@ -213,6 +214,11 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
             lookback = combine_histories([usable_rows(full), history])  # flagged rows never rank
             members, exclusions, rankings = universe_by_day(history, snapshot, vaults, tokens, live,
                                                             lookback=usable_rows(lookback))
+            derived = carry_previous_derived(
+                {"members": members, "exclusions": exclusions, "rankings": rankings},
+                {"members": _previous(io, METADATA, days, context), "exclusions": _previous(io, EXCLUSIONS, days, context),
+                 "rankings": _previous(io, RANKINGS, days, context)}, kept)
+            members, exclusions, rankings = derived["members"], derived["exclusions"], derived["rankings"]
         _refuse_blocking_problems(history, members)
 
         failed_meta = {"failed_pools": len(batch.failed), "failed_pool_details": markdown_table(

@@ -159,6 +159,37 @@ def merge_kept_rows(new: pd.DataFrame, previous: pd.DataFrame | None, keys: Sequ
     return merged.reset_index(drop=True), kept.reset_index(drop=True)
 
 
+def carry_previous_derived(new: Mapping[str, pd.DataFrame], previous: Mapping[str, pd.DataFrame],
+                           kept: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The completeness rule for what is derived from the history (universe rows, exclusions,
+    rankings): a (date, pool) whose history row was kept from the previous run keeps that run's
+    derived rows too, in every derived frame at once, so the partitions never disagree and a pool
+    that failed is not re-screened on less data. Pairs the previous run never derived are computed.
+    """
+    if kept.empty:
+        return dict(new)
+    stale = pd.MultiIndex.from_frame(kept[["date", "pool"]].assign(date=pd.to_datetime(kept["date"])))
+    covered = [pd.MultiIndex.from_frame(f[["date", "pool"]].assign(date=pd.to_datetime(f["date"])))
+               for f in previous.values() if f is not None and len(f)]
+    if not covered:
+        return dict(new)
+    union = covered[0].append(covered[1:]).unique() if len(covered) > 1 else covered[0].unique()
+    carry = union[union.isin(stale)]
+    out = {}
+    for name, frame in new.items():
+        prev = previous.get(name)
+        if prev is None or prev.empty or not len(carry):
+            out[name] = frame
+            continue
+        mine = pd.MultiIndex.from_frame(frame[["date", "pool"]].assign(date=pd.to_datetime(frame["date"])))
+        theirs = pd.MultiIndex.from_frame(prev[["date", "pool"]].assign(date=pd.to_datetime(prev["date"])))
+        taken = prev[theirs.isin(carry)].reindex(columns=frame.columns)
+        merged = pd.concat([frame[~mine.isin(carry)], taken], ignore_index=True)
+        order = [c for c in ("vault", "date", "pool") if c in merged.columns]
+        out[name] = merged.sort_values(order, kind="stable").reset_index(drop=True)
+    return out
+
+
 def restrict_to_days(history: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """Rows with ``start <= date <= end`` (inclusive UTC days)."""
     mask = (history["date"] >= start) & (history["date"] <= end)
