@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from midfreq_assets.domain.config.base import read_yaml
 from midfreq_resources.io.lake import read_parquet
 from midfreq_resources.replay.server import ReplayServer
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_ROOT, env_or
@@ -39,8 +38,7 @@ class Stage:
 
 
 def load_stages(path: Path = DEMO_CONFIG) -> tuple[Path, list[Stage]]:
-    with path.open() as fh:
-        raw = yaml.safe_load(fh)
+    raw = read_yaml(path)
     stages = [Stage(**s) for s in raw["stages"]]
     return REPO_ROOT / raw.get("recorded_root", "recorded"), stages
 

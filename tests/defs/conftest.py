@@ -20,6 +20,7 @@ from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.partitions import daily_partitions
+from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.io.lake import read_parquet
 from midfreq_resources.replay.server import ReplayServer
 
@@ -34,6 +35,27 @@ def range_tags(start: str, end: str) -> dict[str, str]:
 def project() -> Project:
     """The repository's ``configs/``."""
     return load_project()
+
+
+@pytest.fixture
+def lake(tmp_path, replay_env, monkeypatch) -> Path:
+    """A fresh lake (``MIDFREQ_DATA_LAKE``) with the sources pointed at the replay server."""
+    monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def ingest_resources(replay_env) -> Callable[..., dict]:
+    """``ingest_resources(**client)``: the local resources with a fast-retrying DefiLlama client on the
+    replay server (``max_attempts=2``; keyword arguments override its settings)."""
+
+    def make(**client) -> dict:
+        settings = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02, **client}
+        res = build_resources()
+        res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", **settings)
+        return res
+
+    return make
 
 
 @pytest.fixture(scope="session")

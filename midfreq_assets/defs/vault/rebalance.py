@@ -21,12 +21,14 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     DailyPartitionsDefinition,
+    Failure,
     MetadataValue,
     Output,
     asset,
 )
 
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.nightly import (
     WEIGHT_TOL,
@@ -75,11 +77,16 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         before = (pd.Timestamp(first) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
         path = context.resources.parquet_io_manager.partition_path(list(key.path), before)
         state = CarriedState.from_rows(read_parquet(path)) if path.exists() else None
+        first_day = partitions_def.start.date()
+        if state is None and first > first_day and vault.on_missing_upstream_days == "fail":
+            raise Failure(f"{key.to_user_string()}: the previous day {before} is not in the lake ({path}), so "
+                          f"{first} has no holdings to start from; materialize from the first missing day, or set "
+                          "on_missing_upstream_days: tolerate in the vault config to restart from cash")
         if state is None:
-            context.log.info(f"{key.to_user_string()}: no partition {before}: starting from cash "
-                             f"({vault.backtest.initial_wealth:,.0f})")
+            log = context.log.warning if first > first_day else context.log.info
+            log(f"{key.to_user_string()}: no partition {before}: starting from cash ({vault.backtest.initial_wealth:,.0f})")
         out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
-                                             vault_rows(pool_metadata, vault.name), pool_history)
+                                             vault_rows(pool_metadata, vault.name), usable_rows(pool_history))
         last_rows = out[out["date"] == out["date"].max()]
         last_dec = decisions[-1]
         trades = trades_table(last_rows)

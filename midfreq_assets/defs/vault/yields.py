@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.yields.adjusted import COMPONENT_COLUMNS, flag_counts, vault_adjusted_yields
 from midfreq_assets.metadata import TOLERATE_GAPS, markdown_table
 from midfreq_assets.partitions import daily_from, lookback, window_days
@@ -60,7 +61,7 @@ def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartiti
     def adjusted_yields(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
                         token_prices: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
-        out, report = vault_adjusted_yields(pool_history, pool_metadata, token_prices, vault.name, config,
+        out, report = vault_adjusted_yields(usable_rows(pool_history), pool_metadata, token_prices, vault.name, config,
                                             pd.date_range(first, last, freq="D"))
         flags = flag_counts(out)
         yield Output(out, metadata={

@@ -70,6 +70,10 @@ class VaultConfig(StrictModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    on_missing_upstream_days: Literal["fail", "tolerate"] = Field(
+        default="fail", description="fail: features and rebalance_weights refuse to compute when an upstream day "
+        "they read is not in the lake (pool_history in the features lookback, the previous day's holdings); "
+        "tolerate: compute on the days that exist (features) or restart from cash (rebalance), with a warning")
 
     @field_validator("protocols")
     @classmethod

@@ -21,6 +21,7 @@ from midfreq_assets.domain.config.base import normalize_slug
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest import discovery
+from midfreq_assets.domain.ingest.pool_history import FLAG, sanity_flags
 from midfreq_assets.domain.ingest.ranking import RANKING_COLUMNS
 
 #: ``/pools`` describes "now": it stands for today and the last complete day.
@@ -73,7 +74,8 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
 
     The first failing rule is the reason, in this order: excluded pool, excluded symbol,
     excluded project, chain, protocol, underlying token, then the discovery rules
-    (:func:`discovery.static_discovery_reasons`).
+    (:func:`discovery.static_discovery_reasons`). (Per day, a row flagged implausible comes next,
+    then the TVL screen.)
     """
     allowed_tokens = whitelisted_tokens(vault, tokens)
     chains = {c.lower() for c in vault.chains}
@@ -174,9 +176,12 @@ def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
     member_masks = {}
     excluded = []
     ranked = []
+    flag = day_rows[FLAG] if FLAG in day_rows.columns else pd.Series(None, index=day_rows.index, dtype=object)
+    flag_reason = ("implausible value: " + flag.astype(str)).where(flag.notna(), None)
     for name, vault in vaults.items():
         static_reason = day_rows["pool"].map(screens[name]["reason"])
-        reason = static_reason.where(static_reason.notna(), tvl_screen(day_rows, vault))
+        reason = static_reason.where(static_reason.notna(), flag_reason)
+        reason = reason.where(reason.notna(), tvl_screen(day_rows, vault))
         reason, ranking, screened = _day_discovery(day_rows, reason, mean_30d, vault)
         ranked.append(ranking[in_range & screened].assign(vault=name))
         reason = reason[in_range]
@@ -283,6 +288,7 @@ def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mappi
     ``lookback``: every fetched history row, for the trailing discovery rules (:func:`select_universe`).
     """
     past = history.loc[~history["date"].dt.date.isin(live)]
+    snapshot = snapshot.assign(**{FLAG: sanity_flags(snapshot)})
     snapshot_rows = [snapshot.assign(date=pd.Timestamp(d)) for d in live]
     rows = pd.concat([past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
                      ignore_index=True)

@@ -107,7 +107,7 @@ class RebalanceResult:
 class _Inputs:
     """Cleaned numeric inputs of one solve (shared by both solvers and the objective)."""
 
-    a: np.ndarray  # predicted APY, >= 0, 0 where unknown
+    a: np.ndarray  # predicted APY, >= 0, 0 where unknown or refused
     q: np.ndarray  # dilution coefficient a W / tvl, 0 where tvl unknown
     x0: np.ndarray
     lo: np.ndarray
@@ -117,6 +117,7 @@ class _Inputs:
     buyable: np.ndarray
     wealth: float
     tvl: np.ndarray
+    refused: np.ndarray  # predictions not finite or above strategy.max_predicted_apy
 
 
 def _clean_inputs(
@@ -127,7 +128,9 @@ def _clean_inputs(
     current_weights: np.ndarray,
     costs: TradingCosts | None = None,
 ) -> _Inputs:
-    """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold."""
+    """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold, and
+    so can one whose predicted APY is not finite or above ``strategy.max_predicted_apy`` (refused:
+    a glitch upstream must never become an allocation)."""
     a_raw = np.asarray(predicted_apy, dtype=float)
     tvl = np.asarray(tvl, dtype=float)
     x0 = np.asarray(current_weights, dtype=float)
@@ -141,16 +144,23 @@ def _clean_inputs(
         raise ValueError("current_weights must be finite and >= 0")
     x0 = np.maximum(x0, 0.0)
     limit, share = strategy.concentration_limit, strategy.max_pool_tvl_share
-    if math.isfinite(float(_sum(a_raw)) + float(_sum(tvl))) and float(np.minimum.reduce(tvl, initial=1.0)) > 0:
+    ceiling = strategy.max_predicted_apy
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums_finite = math.isfinite(float(_sum(a_raw)) + float(_sum(tvl)))
+    if (sums_finite and float(np.minimum.reduce(tvl, initial=1.0)) > 0
+            and float(np.maximum.reduce(a_raw, initial=0.0)) <= ceiling):
         # the common case: every pool has a finite prediction and a positive, finite TVL
         tvl_ok = buyable = np.ones(n, dtype=bool)
         a = np.maximum(a_raw, 0.0)
         q = a * (wealth / tvl)
         hi = np.minimum(limit, (share * tvl) / wealth) if share is not None else np.full(n, limit)
         tvl_out = tvl
+        refused = np.zeros(n, dtype=bool)
     else:
         tvl_ok = np.isfinite(tvl) & (tvl > 0)
-        a_fin = np.isfinite(a_raw)
+        refused = ~np.isfinite(a_raw) | (np.nan_to_num(a_raw, nan=0.0) > ceiling)
+        refused &= ~np.isnan(a_raw)  # a missing prediction is "unknown", not "absurd"
+        a_fin = np.isfinite(a_raw) & ~refused
         buyable = a_fin & tvl_ok
         a = np.where(a_fin, np.maximum(a_raw, 0.0), 0.0)
         safe_tvl = np.where(tvl_ok, tvl, 1.0)
@@ -171,6 +181,7 @@ def _clean_inputs(
         buyable=buyable,
         wealth=float(wealth),
         tvl=tvl_out,
+        refused=refused,
     )
 
 
@@ -568,8 +579,12 @@ class VaultOptimizer:
             raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
         notes: list[str] = []
         n_unbuyable = int((~inp.buyable).sum())
+        if inp.refused.any():
+            names = [p for p, r in zip(self.pools, inp.refused, strict=True) if r]
+            notes.append(f"refused {len(names)} absurd prediction(s) (not finite or above "
+                         f"{self.strategy.max_predicted_apy:g}/yr), sell-only: {', '.join(names[:5])}")
         if n_unbuyable:
-            notes.append(f"{n_unbuyable} pool(s) without prediction/TVL: sell-only")
+            notes.append(f"{n_unbuyable} pool(s) without prediction/TVL or refused: sell-only")
         turnover = self.strategy.max_turnover
         if turnover is not None:
             needed = float(np.abs(self._feasible_holdings(inp) - inp.x0).sum())

@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.research.features import ewm_memory
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.research.models import ModelsConfig, halflife_rows
@@ -46,7 +47,9 @@ def first_fit_day(vault: VaultConfig) -> dt.date:
 
 
 def yield_panel(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``pool_history`` rows (with ``adjusted_apy`` merged in when given), sorted, date normalized."""
+    """Usable ``pool_history`` rows (rows flagged implausible dropped; ``adjusted_apy`` merged in
+    when given), sorted, date normalized."""
+    pool_history = usable_rows(pool_history)
     if pool_history.empty:
         return pool_history
     panel = pool_history.assign(date=pd.to_datetime(pool_history["date"]).dt.normalize())

@@ -83,7 +83,7 @@ def test_token_prices_then_adjusted_yields(lake: Path):
     with DagsterInstance.ephemeral() as instance:
         prices = materialize([token_prices], resources=resources(lake), tags=RANGE_TAGS, instance=instance)
         assert prices.success
-        assert checks(prices) == {"prices_positive_and_finite": True, "requested_coins_present": True}
+        assert checks(prices) == {"requested_coins_fetched": True, "requested_coins_present": True}
         day_prices = read_parquet(ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY))
         assert list(day_prices.columns) == ["date", "coin", "symbol", "price", "confidence"]
         assert set(day_prices["symbol"]) == {"USDC", "USDT", "DAI", "USDS", "sUSDS", "FLUID"}
@@ -123,7 +123,7 @@ def test_token_prices_reports_coins_the_api_omits(lake: Path, tmp_path: Path):
     result = materialize([build_token_prices(load_project(configs), DAYS)],
                          resources=resources(lake, max_coins_per_request=1), partition_key=DAY)
     assert result.success
-    assert checks(result) == {"prices_positive_and_finite": True, "requested_coins_present": False}
+    assert checks(result) == {"requested_coins_fetched": True, "requested_coins_present": False}
     meta = result.asset_materializations_for_node("token_prices")[0].metadata
     assert unknown in meta["coins_missing"].value
 
@@ -134,6 +134,22 @@ def test_token_prices_fails_rather_than_write_a_partial_partition(lake: Path, re
                          raise_on_error=False)
     assert not result.success
     assert not ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY).exists()
+
+
+def test_a_failed_coin_keeps_its_previous_rows_and_fails_the_blocking_check(lake: Path, replay_env):
+    res = resources(lake, max_attempts=2, max_coins_per_request=1)
+    assert materialize([token_prices], resources=res, partition_key=DAY).success
+    path = ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY)
+    before = read_parquet(path)
+    victim = before["coin"].iloc[0]
+    replay_env.force(rf"/coins/chart/{victim}", 503, times=None)  # its batch fails (max_coins_per_request=1)
+    result = materialize([token_prices], resources=res, partition_key=DAY, raise_on_error=False)
+    assert not result.success
+    after = read_parquet(path)
+    pd.testing.assert_frame_equal(after.sort_values(["coin", "date"]).reset_index(drop=True),
+                                  before.sort_values(["coin", "date"]).reset_index(drop=True))
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "requested_coins_fetched")
+    assert not check.passed and victim in check.metadata["failed"].value
 
 
 def test_build_price_assets_keys():

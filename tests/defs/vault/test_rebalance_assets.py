@@ -4,6 +4,7 @@ backtest's accrual, and a day rerun alone reproduces the range's answer."""
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import materialize
 
 from midfreq_assets.defs.vault.rebalance import build_rebalance_assets
 from midfreq_assets.domain.portfolio.step import accrue_step
@@ -16,7 +17,8 @@ START, END, RERUN = "2024-06-28", "2024-07-12", "2024-07-06"
 def pipe(pipeline_env):
     with pipeline_env() as p:
         features, models, predictions = p.research
-        p.rebalance = build_rebalance_assets(p.vault)
+        # START is not the calendar's first day: restarting from cash there needs the documented option
+        p.rebalance = build_rebalance_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))
         p.all += p.rebalance
         p.run(p.all, [features], p.first, END)
         p.run(p.all, [models], "2024-06-24", "2024-07-08")
@@ -68,3 +70,14 @@ def test_rerun_of_one_day_equals_the_range(pipe):
     alone = pipe.frame("usd_lending", "rebalance_weights", partition=RERUN)
     cols = [c for c in alone.columns if c != "solve_time_s"]
     pd.testing.assert_frame_equal(alone[cols], in_range[cols], rtol=1e-9)
+
+
+def test_missing_previous_day_fails_loudly_by_default(pipe, tmp_path):
+    strict = build_rebalance_assets(pipe.vault)  # on_missing_upstream_days: fail (the default)
+    day = "2024-06-27"  # predictions exist; rebalance_weights of 06-26 was never materialized
+    result = materialize([*pipe.research, *pipe.ingest, *strict], selection=strict, resources=pipe.resources,
+                         instance=pipe.instance, partition_key=day, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "previous day 2024-06-26 is not in the lake" in failure and "on_missing_upstream_days" in failure
+    assert not (pipe.lake / "usd_lending" / "rebalance_weights" / f"{day}.parquet").exists()

@@ -47,7 +47,7 @@ def test_features_per_partition_equal_full_history(pipe):
 
 
 def _models(lake: Path, week: str) -> ModelBundle:
-    return load_path(Path(lake) / "usd_lending" / "fitted_models" / f"{week}.joblib")
+    return load_path(Path(lake) / "usd_lending" / "fitted_models" / f"{week}.skops")
 
 
 def test_fitted_models_see_only_labels_ended_before_as_of(pipe):
@@ -112,3 +112,23 @@ def test_weekly_partitions_start_after_warm_up(small_vault):
     first = models.partitions_def.get_first_partition_key()
     start = dt.date.fromisoformat(first)
     assert start.weekday() == 0 and start >= vault.start_date + dt.timedelta(days=7 + 7)
+
+
+def test_features_fail_loudly_on_a_missing_pool_history_day(pipeline_env):
+    from dagster import materialize
+
+    from midfreq_assets.defs.vault.research import build_research_assets
+
+    with pipeline_env() as p:
+        hole = p.lake / "pool_history" / "2024-07-10.parquet"
+        hole.unlink()
+        strict = build_research_assets(p.vault)[0]
+        result = materialize([*p.ingest, strict], selection=[strict], resources=p.resources, instance=p.instance,
+                             partition_key="2024-07-20", raise_on_error=False)
+        assert not result.success
+        error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+        assert "2024-07-10" in error.message + str(error.cause) and "not materialized" in error.message + str(error.cause)
+        tolerant = build_research_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))[0]
+        ok = materialize([*p.ingest, tolerant], selection=[tolerant], resources=p.resources, instance=p.instance,
+                         partition_key="2024-07-20")
+        assert ok.success

@@ -81,10 +81,18 @@ def test_html_page_fails_the_batch_after_retries_is_reported(replay_env):
     assert result.charts == {} and result.missing == []
 
 
-def test_truncated_json_is_reported(replay_env):
+def test_truncated_json_is_retried_then_reported(replay_env):
     replay_env.truncate(r"/coins/chart/", times=None)
+    result = client(max_coins_per_request=1, max_attempts=3).daily_prices([USDC], dt.date(2025, 1, 1),
+                                                                         dt.date(2025, 1, 2))
+    assert "truncated JSON" in result.failed[USDC]
+    assert len([r for r in replay_env.requests if "/coins/chart/" in r.path]) == 3  # retried like a 5xx
+
+
+def test_truncated_json_once_heals_on_retry(replay_env):
+    replay_env.truncate(r"/coins/chart/", times=1)
     result = client(max_coins_per_request=1).daily_prices([USDC], dt.date(2025, 1, 1), dt.date(2025, 1, 2))
-    assert "MalformedResponseError" in result.failed[USDC]
+    assert result.failed == {} and USDC in result.charts
 
 
 def test_persistent_5xx_gives_up_after_max_attempts(replay_env):
