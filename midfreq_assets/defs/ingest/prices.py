@@ -1,6 +1,7 @@
 """``token_prices``: daily prices of every coin the vaults' ``yields:`` sections name.
 
-Reward tokens and pegged underlyings, from the DefiLlama coins API. Coins the API silently omits
+Reward tokens, pegged underlyings and the USD price of each vault's reference asset (an ETH vault
+divides by ETH's price), from the DefiLlama coins API. Coins the API silently omits
 are reported (metadata + a WARN check); a failed batch fails the run (no partial partition).
 """
 
@@ -23,7 +24,6 @@ from dagster import (
 )
 
 from midfreq_assets.domain.config.project import Project
-from midfreq_assets.domain.yields.config import price_coins_for
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
 from midfreq_assets.project import current_project
@@ -45,7 +45,7 @@ def _empty_prices() -> pd.DataFrame:
 
 def build_token_prices(project: Project, partitions_def: DailyPartitionsDefinition) -> AssetsDefinition:
     """``token_prices`` for the coins of ``project``'s vaults."""
-    coins = price_coins_for(v.yields for v in project.vaults.values())
+    coins = project.price_coins()
 
     @asset(
         partitions_def=partitions_def,
@@ -55,7 +55,8 @@ def build_token_prices(project: Project, partitions_def: DailyPartitionsDefiniti
         kinds={"python", "parquet"},
         check_specs=PRICE_CHECKS,
         description="Daily token prices (USD, near 12:00 UTC) of the reward and pegged tokens named in the "
-        "vaults' `yields:` sections, from the DefiLlama coins API: date, coin, symbol, price, confidence.",
+        "vaults' `yields:` sections and of the vaults' reference assets (configs/tokens.yaml reference_coins), "
+        "from the DefiLlama coins API: date, coin, symbol, price, confidence.",
     )
     def token_prices(context: AssetExecutionContext, defillama_coins: DefiLlamaCoinsClient):
         first, last = window_days(context.partition_time_window)
