@@ -147,9 +147,8 @@ def _klines_segments(project, klines: KlinesCoverage | None, klines_range, notes
             return []
         s, e = _clip(*klines_range, b.start_date, None)
         return [(s, e)] if s <= e else []
-    segments = klines.segments(b.start_date, klines_range[1] if klines_range else None)
-    if klines_range:
-        segments = [(max(s, klines_range[0]), e) for s, e in segments if e >= klines_range[0]]
+    first, last = klines_range if klines_range else (None, None)
+    segments = klines.segments(max(b.start_date, first) if first else b.start_date, last)
     if not segments:
         notes.append(f"no Binance klines of {', '.join(b.symbols)} ({', '.join(b.intervals)}) in the corpus from "
                      f"{b.start_date}: klines and price research not run")

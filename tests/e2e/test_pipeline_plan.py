@@ -93,3 +93,26 @@ def test_a_corpus_without_klines_or_a_late_vault_is_reported(tmp_path):
     assert yields_coverage(corpus).unreadable == ("broken.json",)
     (corpus / "defillama" / "yields" / "chart" / "broken.json").write_text(json.dumps({"data": []}))
     assert yields_coverage(corpus).charts == 55
+
+
+def test_cli_refuses_what_it_cannot_plan(tmp_path, capsys):
+    from midfreq_assets.cli import main
+
+    assert main(["pipeline", "--start", "2024-06-06"]) == 2
+    assert "give --start and --end" in capsys.readouterr().out
+    assert main(["pipeline", "--corpus", str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().out
+    assert main(["pipeline", "--corpus", str(RECORDED), "--start", "2025-01-02", "--end", "2025-01-01"]) == 2
+    assert "is after --end" in capsys.readouterr().out
+
+
+def test_a_start_date_clips_every_range():
+    project = current_project()
+    y = yields_coverage(RECORDED)
+    b = project.binance
+    k = klines_coverage(RECORDED, b.market, b.symbols, b.intervals)
+    start = dt.date(2024, 12, 1)
+    plan = plan_stages(project, (start, y.last), k, ["default"], (start, None))
+    assert min(s.start for s in plan.stages if s.start) == start
+    assert [(s.start, s.end) for s in plan.stages if s.job == "binance_klines_refresh"] == [
+        (start, dt.date(2025, 2, 20))]
