@@ -233,9 +233,9 @@ def point_result(
 ) -> tuple[Any, BacktestConfig]:
     """One grid point's backtest (overrides -> causal predictions -> backtest) and its config;
     the result keeps the per-pool predicted and realized APYs the stored frame drops."""
-    from midfreq_assets.domain.backtest import engine as bt
-
     import pandas as pd
+
+    from midfreq_assets.domain.backtest import engine as bt
 
     v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
     if panel.empty:  # no pool ever in the universe: the vault holds cash
