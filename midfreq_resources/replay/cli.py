@@ -1,4 +1,8 @@
-"""`midfreq` console script: `replay` a recorded directory over HTTP, `record` one from live services."""
+"""`midfreq` console script: `replay` a recorded directory over HTTP, `record` one from live services.
+
+Packages above this one add their own subcommands (``midfreq pipeline`` lives in ``midfreq_assets``,
+which runs Dagster) through ``build_parser(commands=...)``; ``midfreq_assets.cli`` is the entry point.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,12 +57,17 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Adds one subcommand to the ``midfreq`` parser's subparsers.
+Command = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(commands: Sequence[Command] = ()) -> argparse.ArgumentParser:
     parser = _OneLineErrors(
         prog="midfreq",
-        description="midfreq tools: serve recorded market data offline, or record it from the live services.",
+        description="midfreq tools: serve recorded market data offline, or record it from the live services"
+        + (", or run the pipeline on it." if commands else "."),
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{replay,record}")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser(
         "replay",
@@ -141,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--concurrency", type=int, default=4, help="parallel requests (default: 4)")
     rc.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     rc.set_defaults(func=_cmd_record)
+    for add in commands:
+        add(sub)
     return parser
 
 
@@ -233,9 +244,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `midfreq` console script."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, commands: Sequence[Command] = ()) -> int:
+    """Run the `midfreq` tools (``commands``: extra subcommands)."""
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

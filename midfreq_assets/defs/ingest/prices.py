@@ -1,10 +1,11 @@
 """``token_prices``: daily prices of every coin the vaults' ``yields:`` sections name.
 
-Reward tokens and pegged underlyings, from the DefiLlama coins API. Coins the API silently omits
-are reported (metadata + a WARN check). The ingestion completeness rule (docs/RUNBOOK.md
-"Completeness", as for pool_history): a coin whose batch failed, or that came back with fewer days
-than the lake holds, keeps its previous rows, and the blocking ``requested_coins_fetched`` check
-fails naming it; the coins that did come back are written.
+Reward tokens, pegged underlyings and the USD price of each vault's reference asset (an ETH vault
+divides by ETH's price), from the DefiLlama coins API. Coins the API silently omits are reported
+(metadata + a WARN check). The ingestion completeness rule (docs/RUNBOOK.md "Completeness", as
+for pool_history): a coin whose batch failed, or that came back with fewer days than the lake
+holds, keeps its previous rows, and the blocking ``requested_coins_fetched`` check fails naming
+it; the coins that did come back are written.
 """
 
 import numpy as np
@@ -28,7 +29,6 @@ from dagster import (
 from midfreq_assets.concurrency import PRICES_POOL
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
-from midfreq_assets.domain.yields.config import price_coins_for
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
 from midfreq_assets.project import current_project
@@ -51,7 +51,7 @@ def _empty_prices() -> pd.DataFrame:
 
 def build_token_prices(project: Project, partitions_def: DailyPartitionsDefinition) -> AssetsDefinition:
     """``token_prices`` for the coins of ``project``'s vaults."""
-    coins = price_coins_for(v.yields for v in project.vaults.values())
+    coins = project.price_coins()
 
     @asset(
         partitions_def=partitions_def,
@@ -64,7 +64,8 @@ def build_token_prices(project: Project, partitions_def: DailyPartitionsDefiniti
         kinds={"python", "parquet"},
         check_specs=PRICE_CHECKS,
         description="Daily token prices (USD, near 12:00 UTC) of the reward and pegged tokens named in the "
-        "vaults' `yields:` sections, from the DefiLlama coins API: date, coin, symbol, price, confidence.",
+        "vaults' `yields:` sections and of the vaults' reference assets (configs/tokens.yaml reference_coins), "
+        "from the DefiLlama coins API: date, coin, symbol, price, confidence.",
     )
     def token_prices(context: AssetExecutionContext):
         first, last = window_days(context.partition_time_window)

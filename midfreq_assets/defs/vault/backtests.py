@@ -6,7 +6,8 @@
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
   points in one step; the IO manager splits the output by its ``point`` column;
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
-  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake.
+  (parameters + metrics) plus the benchmarks, run under each point's own constraints and costs
+  (and unconstrained, named ``*_unconstrained``), and a self-contained HTML report in the lake.
 
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
@@ -32,7 +33,9 @@ from dagster import (
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
+from midfreq_assets.domain.backtest.benchmarks import benchmark_sets, run_benchmark_sets
 from midfreq_assets.domain.backtest.grids import (
+    apply_overrides,
     find_point,
     grid_file_names,
     load_grid,
@@ -40,7 +43,7 @@ from midfreq_assets.domain.backtest.grids import (
     run_point,
     validate_grid,
 )
-from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
+from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
@@ -135,8 +138,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         required_resource_keys={"parquet_io_manager"},
         group_name=group,
         kinds={"python", "parquet", "html"},
-        description=f"Vault {vault.name}: one row per grid point of the grid file (parameters + metrics) plus "
-        "benchmarks (equal weight, best trailing APY, TVL-weighted); HTML report written next to it.",
+        description=f"Vault {vault.name}: one row per grid point of the grid file (parameters + metrics, ratios on "
+        "returns in excess of backtest.base_rate) plus benchmarks (equal weight, best trailing APY, TVL-weighted) "
+        "under each point's constraints and costs, and their *_unconstrained variants; HTML report next to it.",
     )
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
@@ -146,39 +150,68 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             by_name[p.name] = p
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
-                missing.append(p.name)
+                missing.append(p)
                 continue
-            frame = read_parquet(path)
-            res = bt.result_from_frame(frame, p.name, float(frame["initial_wealth"].iloc[0]))
+            _, cfg = apply_overrides(vault, p.overrides, source=p.grid)
+            res = bt.result_from_frame(read_parquet(path), p.name, cfg.initial_wealth)
             results[p.name] = res
-            points.append((p.name, dict(p.overrides), backtest_metrics(res)))
+            points.append((p, backtest_metrics(res, cfg.base_rate)))
         if missing:
-            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {missing[:5]}")
+            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {[p.name for p in missing][:5]}")
         if not results:
             raise ValueError(f"no backtest_runs partition of grid {grid.name} is materialized")
-        benches = bt.run_benchmarks(bt.inputs_from_panel(panel, vault), vault.strategy)
         params = list(grid.parameters)
-        table = report.report_table(grid.name, params, points, metrics_table(benches), METRIC_COLUMNS)
+        html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
+        title = f"{vault.name} backtest report: {grid.name}"
+        if panel.empty:
+            table = report.report_table(grid.name, params, [(p.name, {**dict(p.overrides), "benchmark_set": ""}, m)
+                                                            for p, m in points], pd.DataFrame(), METRIC_COLUMNS)
+            note = (f"Vault {vault.name} ({vault.reference_asset}): no pool was in its universe on any day of the data, "
+                    "so every grid point holds cash (no benchmark either). See universe_exclusions for the reasons.")
+            write_bytes_atomic(html_path, report.html_report(title, table, [], [note]).encode("utf-8"))
+            return Output(table.astype({c: str for c in params}), metadata={
+                "dagster/row_count": len(table), "headline": "empty universe: every point holds cash",
+                "report_html": MetadataValue.path(str(html_path)), "missing_points": len(missing),
+                "summary": MetadataValue.md(note)})
+        sets = benchmark_sets(vault, [p for p, _ in points])
+        benches = run_benchmark_sets(panel, sets)
+        suffix_of = {name: s.suffix for s in sets for name in s.points}
+        rows = [(p.name, {**dict(p.overrides), "benchmark_set": suffix_of[p.name]}, m) for p, m in points]
+        bench_rows = pd.DataFrame([{"name": name, "benchmark_set": s.suffix,
+                                    **backtest_metrics(res, s.config.base_rate)} for name, (res, s) in benches.items()])
+        table = report.report_table(grid.name, params, rows, bench_rows, METRIC_COLUMNS)
         best = report.best_point(table)
         days = pd.to_datetime(panel["date"])
-        notes = [f"Vault {vault.name}, grid {grid.name}: {len(points)} points, {panel['pool'].nunique()} pools, "
-                 f"{days.min().date()}..{days.max().date()}.",
-                 "Yields are fractions per year; metrics per year. Benchmarks pay the same cost and gas."]
+        base_rates = sorted({float(s.config.base_rate) for s in sets})
+        notes = [f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(points)} points, "
+                 f"{panel['pool'].nunique()} pools, {days.min().date()}..{days.max().date()}.",
+                 f"Yields are fractions per year, wealth in {vault.reference_asset}; metrics per year. The vault earns "
+                 f"{sets[0].config.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
+                 f"({', '.join(f'{r:g}' for r in base_rates)}/yr).",
+                 "Benchmarks face each point's own constraints (caps, concentration, TVL share, turnover), costs, gas "
+                 "and cadence; *_unconstrained variants drop the position limits. benchmark_set names the benchmarks "
+                 "a point compares with.",
+                 "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
+                 "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
+                 "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
         best_result = results[str(best["name"])]
+        best_set = suffix_of[str(best["name"])]
+        highlight = [n for n, (_, s) in benches.items() if s.suffix == best_set and not n.removesuffix(s.suffix)
+                     .endswith("_unconstrained")]
         rerun, best_cfg = point_result(panel, vault, by_name[str(best["name"])])  # per-pool APYs for the analysis
         labels = bt.pool_labels(panel)
         analysis_part = report.analysis_sections(
-            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, r in benches.items()}},
-            panel, best_cfg.apy_column, labels, list(benches))
+            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, (r, _) in benches.items()}},
+            panel, best_cfg.apy_column, labels, highlight)
         html_doc, wealth_png = report.render_report(
-            f"{vault.name} backtest report: {grid.name}", table, params,
-            {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, r in benches.items()}},
-            list(benches), best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
-        html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
+            title, table, params,
+            {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, (r, _) in benches.items()}},
+            highlight, best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         return Output(table.astype({c: str for c in params}), metadata={
             "dagster/row_count": len(table),
-            "headline": f"best {best['name']}: log growth {best['log_growth']:.4f}/yr",
+            "headline": f"best {best['name']}: log growth {best['log_growth']:.4f}/yr, excess over base "
+                        f"{best['excess_log_growth']:.4f}/yr",
             "report_html": MetadataValue.path(str(html_path)),
             "missing_points": len(missing),
             "summary": MetadataValue.md(report.headline_markdown(table)

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HEADLINE_COLUMNS = ["name", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag",
-                    "entropy", "tracking_error"]
+HEADLINE_COLUMNS = ["name", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
+                    "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "tracking_error"]
 
 
 def fig_to_base64(fig: plt.Figure) -> str:
@@ -181,11 +181,14 @@ def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: l
 
 def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, dict[str, object], dict[str, float]]],
                  benchmarks: pd.DataFrame, metric_columns: list[str]) -> pd.DataFrame:
-    """One row per grid point (its parameters and metrics) then the benchmarks (``kind`` says which)."""
+    """One row per grid point (its parameters and metrics) then the benchmarks (``kind`` says which;
+    ``benchmark_set`` names the benchmarks run under a point's own configuration)."""
     rows = [{"name": name, "kind": "grid_point", **params, **metrics} for name, params, metrics in points]
     table = pd.concat([pd.DataFrame(rows), benchmarks.assign(kind="benchmark")], ignore_index=True)
     table.insert(0, "grid", grid_name)
-    return table[["grid", "name", "kind", *parameters, *metric_columns]]
+    if "benchmark_set" not in table:
+        table["benchmark_set"] = ""
+    return table[["grid", "name", "kind", "benchmark_set", *parameters, *metric_columns]]
 
 
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
@@ -215,7 +218,7 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
         ("Drawdowns", plot_drawdowns(wealth, highlight)),
         (f"Weights of the best point ({best})", plot_weights(best_weights, labels=pool_labels)),
         ("Sensitivity of metrics to each hyperparameter",
-         plot_sensitivity(pts, params, ["log_growth", "sharpe", "cost_drag", "turnover"])),
+         plot_sensitivity(pts, params, ["log_growth", "excess_sharpe", "cost_drag", "turnover"])),
         (f"Predicted vs realized portfolio APY ({best})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]

@@ -69,15 +69,35 @@ def whitelisted_tokens(vault: VaultConfig, tokens: TokenRegistry) -> set[str]:
     return set(tokens.pegged_symbols.get(vault.reference_asset, []))
 
 
+def price_exposure_reason(symbols: list[str], vault: VaultConfig, pegged: frozenset[str]) -> str | None:
+    """Why a pool holding tokens not pegged to the vault's reference asset is refused (None: it may be held).
+
+    Refused unless the vault sets ``allow_price_exposure``; even then each such token needs a price
+    (``yields.tokens``), or its moves could not be accounted.
+    """
+    exposed = [t for t in symbols if t not in pegged]
+    if not exposed:
+        return None
+    if not vault.allow_price_exposure:
+        return (f"price exposure: {','.join(exposed)} not pegged to {vault.reference_asset} "
+                "(allow_price_exposure is false)")
+    unpriced = [t for t in exposed if t not in vault.yields.tokens]
+    if unpriced:
+        return f"price exposure: no price coin for {','.join(unpriced)} in yields.tokens"
+    return None
+
+
 def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegistry) -> pd.DataFrame:
     """Per pool of the snapshot: ``underlying_symbols`` and ``reason`` (None = passes).
 
     The first failing rule is the reason, in this order: excluded pool, excluded symbol,
-    excluded project, chain, protocol, underlying token, then the discovery rules
+    excluded project, chain, protocol, underlying token, price exposure (a share symbol vouched
+    for by ``symbol_patterns`` counts as pegged), then the discovery rules
     (:func:`discovery.static_discovery_reasons`). (Per day, a row flagged implausible comes next,
     then the TVL screen.)
     """
     allowed_tokens = whitelisted_tokens(vault, tokens)
+    pegged = tokens.pegged(vault.reference_asset)
     chains = {c.lower() for c in vault.chains}
     projects = vault.protocol_slugs
     ex_pools = {p.lower() for p in vault.exclude.pools}
@@ -106,7 +126,8 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
         elif bad_tokens:
             reasons.append(f"underlying {','.join(bad_tokens)} not whitelisted for {vault.reference_asset}")
         else:
-            reasons.append(None)
+            vouched = {t for t in syms if vouch and not known and vouch(t)}
+            reasons.append(price_exposure_reason([t for t in syms if t not in vouched], vault, pegged))
     reasons = list(discovery.first_reason(np.asarray(reasons, dtype=object),
                                           discovery.static_discovery_reasons(snapshot, vault)))
     return pd.DataFrame(

@@ -31,6 +31,7 @@ Gas / min-trade pruning freezes small and idle trades and re-solves at most
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -425,6 +426,16 @@ class VaultOptimizer:
         self._params: dict[str, cp.Parameter] = {}
         self._x: cp.Variable | None = None
 
+    def with_costs(self, costs: TradingCosts) -> VaultOptimizer:
+        """This optimizer pricing trades with ``costs`` (e.g. gas converted into the vault's reference
+        asset at the day's price); the cvxpy problem is shared (the costs only enter via parameters
+        and the gas pruning)."""
+        if costs == self.costs:
+            return self
+        clone = copy.copy(self)
+        clone.costs = costs
+        return clone
+
     # -- cvxpy problem -------------------------------------------------------------------------
 
     @property
@@ -570,13 +581,18 @@ class VaultOptimizer:
         tvl: np.ndarray,
         wealth: float,
         current_weights: np.ndarray,
+        frozen: np.ndarray | None = None,
     ) -> RebalanceResult:
-        """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble."""
+        """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble.
+
+        ``frozen`` pools keep their current weight (``lo = hi = x0``: a holding in a data gap)."""
         t0 = time.perf_counter()
         n = len(self.pools)
         inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights, self.costs)
         if inp.a.shape[0] != n:
             raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
+        if frozen is not None:
+            inp = _freeze(inp, np.asarray(frozen, dtype=bool))
         notes: list[str] = []
         n_unbuyable = int((~inp.buyable).sum())
         if inp.refused.any():
@@ -618,6 +634,39 @@ class VaultOptimizer:
             dilution_factor=dilution,
             n_pruned=n_pruned,
         )
+
+    def project(
+        self,
+        target_weights: np.ndarray,
+        tvl: np.ndarray,
+        wealth: float,
+        current_weights: np.ndarray,
+        frozen: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The feasible weights closest to ``target_weights`` (Euclidean), under every constraint of
+        the strategy (budget, concentration, TVL share, group caps, turnover) with ``frozen`` pools
+        kept. How a benchmark faces the strategy's own limits: maximizing ``2 t.x - x.x`` is the
+        projection, so the same two solvers apply (``a = 2 t``, unit dilution, no cost term). Trades
+        below ``min_trade_usd`` are then dropped where the constraints allow. Pools without a finite
+        TVL can only be sold. Falls back to selling into the constraints if every solver fails."""
+        t = np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0)
+        inp = _clean_inputs(self.strategy, np.where(np.isfinite(tvl), 1.0, np.nan), tvl, wealth, current_weights,
+                            self.costs)
+        inp = replace(inp, a=2.0 * np.maximum(t, 0.0), q=np.ones(len(t)), c=0.0)
+        if frozen is not None:
+            inp = _freeze(inp, np.asarray(frozen, dtype=bool))
+        turnover = self.strategy.max_turnover
+        if turnover is not None:
+            turnover = max(turnover, float(np.abs(self._feasible_holdings(inp) - inp.x0).sum()) + 1e-9)
+        try:
+            x, _, _, _ = self._solve_once(inp, turnover)
+        except SolverFailure:
+            return self._feasible_holdings(inp)
+        notional = np.abs(x - inp.x0) * inp.wealth
+        small = (notional > 0) & (notional < self.costs.min_trade_usd) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
+        if small.any():
+            x, _ = self._drop_small(replace(inp, a=np.zeros(len(t))), x, small)
+        return x
 
     def _min_trade(self, inp: _Inputs) -> np.ndarray:
         """Smallest worthwhile |x_i - x0_i| (weight): gain over the horizon >= gas_multiple x gas and
@@ -728,6 +777,13 @@ class VaultOptimizer:
                 x -= excess * (need / total)
             x[i] = inp.x0[i]
         return x, kept
+
+
+def _freeze(inp: _Inputs, frozen: np.ndarray) -> _Inputs:
+    """``lo = hi = x0`` on the frozen pools."""
+    if frozen.shape != inp.x0.shape:
+        raise ValueError(f"frozen has shape {frozen.shape}, expected {inp.x0.shape}")
+    return replace(inp, lo=np.where(frozen, inp.x0, inp.lo), hi=np.where(frozen, inp.x0, inp.hi))
 
 
 def _laminar_groups(

@@ -56,6 +56,11 @@ class StrategyConfig(StrictModel):
         "with a non-finite prediction, is refused (never bought, only sold) and named in the solver message")
     primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
     fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
+    max_gap_days: int = Field(
+        default=3, ge=0,
+        description="a held pool missing from the data up to this many days keeps its holding (accruing at "
+        "its last known yield, flagged); a longer absence or a universe exit forces a sale",
+    )
     use_fast_path: bool = Field(
         default=True, description="exact solver when no turnover cap and the group caps nest (else cvxpy)"
     )

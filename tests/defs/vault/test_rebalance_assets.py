@@ -44,9 +44,15 @@ def test_range_backfill_carries_holdings_over(pipe):
         assert cur["target_weight"].sum() <= 1 - s.base_buffer + 1e-6
         held = prev[prev["holding_usd"] > 0].set_index("pool")
         hist = pipe.frame("pool_history", partition=day).set_index("pool").reindex(held.index)
-        acc = accrue_step(held["holding_usd"].to_numpy(), float(prev["base_usd"].iloc[0]), hist["apy"].to_numpy(),
-                          hist["tvl_usd"].fillna(held["tvl_usd"]).to_numpy(), 1 / DAYS_PER_YEAR,
-                          il_next=hist["il7d"].abs().to_numpy() * 52)
+        adj = pipe.frame("usd_lending", "adjusted_yields", partition=day).set_index("pool").reindex(held.index)
+        # the vault earns adjusted_apy: IL inside it once, the undiluted parts apart from the pool-paid one
+        acc = accrue_step(held["holding_usd"].to_numpy(), float(prev["base_usd"].iloc[0]),
+                          adj["adjusted_apy"].to_numpy(), hist["tvl_usd"].fillna(held["tvl_usd"]).to_numpy(),
+                          1 / DAYS_PER_YEAR,
+                          undiluted_next=(adj["underlying_apy"] + adj["peg_yield"] + adj["il_annual"]).to_numpy(),
+                          il_next=adj["il_annual"].to_numpy(), price_return_next=adj["price_return"].to_numpy(),
+                          base_rate=pipe.vault.backtest.base_rate)
+        assert (cur.set_index("pool").loc[held.index, "earned_apy"] == adj["adjusted_apy"]).all()
         wealth = float(cur["wealth"].iloc[0])
         assert wealth == pytest.approx(acc.wealth, rel=1e-12)
         current = cur.set_index("pool")["current_weight"]

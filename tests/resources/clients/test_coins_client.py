@@ -30,7 +30,11 @@ def client(**kw: object) -> DefiLlamaCoinsClient:
 
 
 def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
-    result = client().daily_prices([USDC, USDT, DAI, USDS, SUSDS, FLUID], dt.date(2025, 1, 10), dt.date(2025, 1, 20))
+    from midfreq_assets.domain.config.project import load_project
+
+    coins = load_project().price_coins()  # what token_prices asks for the bundled usd, eth and btc vaults
+    assert {USDC, USDT, DAI, USDS, SUSDS, FLUID, "coingecko:ethereum", "coingecko:bitcoin"} <= set(coins)
+    result = client().daily_prices(coins, dt.date(2025, 1, 10), dt.date(2025, 1, 20))
     assert result.missing == [] and result.failed == {}
     frame = result.frame()
     assert list(frame.columns) == ["date", "coin", "symbol", "price", "confidence", "timestamp"]
@@ -40,8 +44,10 @@ def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
     assert per_coin[USDC] == 11
     assert per_coin[USDT] == 9  # the sample has no USDT point on 2025-01-14/15
     assert frame.loc[frame["coin"] == FLUID, "symbol"].unique().tolist() == ["FLUID"]
-    assert frame.loc[frame["coin"] != FLUID, "price"].between(0.95, 1.1).all()
-    assert replay_env.count("/defillama/coins/chart/") == 2  # 6 coins -> 2 batches, one span
+    usd = frame[frame["coin"].isin([USDC, USDT, DAI, USDS, SUSDS])]
+    assert usd["price"].between(0.95, 1.1).all()
+    batches_sent = len(batches(coins, 25, 190))
+    assert replay_env.count("/defillama/coins/chart/") == batches_sent == 5  # 16 coins, one span
 
 
 def test_unknown_coins_are_reported_missing(replay_env):
