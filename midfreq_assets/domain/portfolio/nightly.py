@@ -254,14 +254,18 @@ def trades_table(day_rows: pd.DataFrame) -> pd.DataFrame:
 def weight_violations(rows: pd.DataFrame, vault: VaultConfig) -> pd.DataFrame:
     """Days whose weights leave [0, concentration_limit] or whose sum exceeds 1 - base_buffer. A holding
     kept through a data gap is not a decision (it cannot be traded without data): its drift above the
-    limit is not a violation; it still counts in the sum."""
+    limit is not a violation, and it fills the sum first; the decided weights may only use the room it
+    leaves (none when the held-in-gap weights alone have accrued past 1 - base_buffer)."""
     s = vault.strategy
     r = rows[rows["pool"].notna()]
     decided = ~r["in_gap"].fillna(False).astype(bool) if "in_gap" in r else pd.Series(True, index=r.index)
     bad_pool = r[(r["target_weight"] < -WEIGHT_TOL)
                  | (decided & (r["target_weight"] > s.concentration_limit + WEIGHT_TOL))]
+    budget = 1 - s.base_buffer
     sums = r.groupby("date")["target_weight"].sum()
-    bad_sum = sums[sums > 1 - s.base_buffer + WEIGHT_TOL]
+    held_in_gap = r["target_weight"].where(~decided, 0.0).groupby(r["date"]).sum()
+    decided_sum = sums - held_in_gap
+    bad_sum = sums[(sums > budget + WEIGHT_TOL) & (decided_sum > (budget - held_in_gap).clip(lower=0.0) + WEIGHT_TOL)]
     out = [bad_pool[["date", "pool", "target_weight"]].assign(problem="weight out of bounds")]
     if len(bad_sum):
         out.append(pd.DataFrame({"date": bad_sum.index, "pool": None, "target_weight": bad_sum.to_numpy(),

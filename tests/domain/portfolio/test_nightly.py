@@ -97,6 +97,20 @@ def test_a_holding_drifting_above_the_cap_during_a_gap_is_not_a_violation():
     assert bad["pool"].tolist() == ["b"]  # the frozen one drifted; the decided one is a violation
 
 
+def test_held_in_gap_weights_fill_the_sum_first():
+    from midfreq_assets.domain.portfolio.nightly import weight_violations
+
+    budget = 1 - VAULT.strategy.base_buffer
+    frozen = [budget / 4 + 1e-5] * 4  # every holding in a gap, accrued just past the budget: no decision made
+    alone = pd.DataFrame({"date": DAYS[0], "pool": ["a", "b", "c", "d", "e"], "target_weight": [*frozen, 0.0],
+                          "in_gap": [True] * 4 + [False]})
+    assert weight_violations(alone, VAULT).empty
+    bought = alone.assign(target_weight=[*frozen, 1e-3])  # buying more on top of them is a violation
+    assert weight_violations(bought, VAULT)["problem"].tolist() == ["sum above 1 - base_buffer"]
+    room = alone.assign(target_weight=[0.2] * 4 + [budget - 0.8 + 1e-3])  # past the room the gaps leave
+    assert weight_violations(room, VAULT)["problem"].tolist() == ["sum above 1 - base_buffer"]
+
+
 def frames(pools: list[str], days: pd.DatetimeIndex, universe_days: pd.DatetimeIndex | None = None, apy: float = 0.05):
     """Predictions, universe (on ``universe_days``, default all) and history rows of ``pools``."""
     rows = pd.DataFrame([(d, p) for d in days for p in pools], columns=["date", "pool"])
