@@ -29,11 +29,38 @@ def history_lookback(models: ModelsConfig, tolerance: float = 1e-6) -> int:
     return need
 
 
-def primary_key(label_map: LabelMapConfig, models: ModelsConfig, family: str = "apy") -> tuple[str, str]:
-    """(label, estimator) the nightly decision uses: the family's first regression label and its
-    primary estimator (the backtest's defaults)."""
-    label = next(i.name for i in label_map.labels() if i.family == family and i.task == "regression")
-    return label, models.family(family).primary_name
+def traded_label(label_map: LabelMapConfig, family: str = "apy") -> str:
+    """The label the nightly decision (and, by default, the backtest) trades: the family's first
+    regression label. Its model is the one each refit selects (``ModelBundle.selection``)."""
+    labels = [i.name for i in label_map.labels() if i.family == family and i.task == "regression"]
+    if not labels:
+        raise ValueError(f"label_map defines no regression label of family {family!r}")
+    return labels[0]
+
+
+def selected_labels(label_map: LabelMapConfig, models: ModelsConfig) -> list[str]:
+    """Every label with configured models: each gets a CV and a selected model at every refit."""
+    return [i.name for i in label_map.labels() if i.family in models.families]
+
+
+def first_monday(day: dt.date) -> dt.date:
+    """The first Monday on or after ``day`` (refits happen on Mondays, UTC)."""
+    return day + dt.timedelta(days=(7 - day.weekday()) % 7)
+
+
+def refit_dates(first_fit: dt.date, last: dt.date, every_weeks: int) -> pd.DatetimeIndex:
+    """The refit calendar shared by production and the backtest: every ``every_weeks`` Mondays from
+    the first Monday on or after ``first_fit``, up to ``last``."""
+    start = first_monday(first_fit)
+    return pd.date_range(pd.Timestamp(start), pd.Timestamp(last), freq=f"{7 * every_weeks}D")
+
+
+def refit_as_of(week: dt.date, first_fit: dt.date, every_weeks: int) -> pd.Timestamp:
+    """The as_of a weekly partition's models are trained at: the latest refit date on or before its
+    Monday (the Monday itself when refitting every week)."""
+    start = first_monday(first_fit)
+    weeks = max((week - start).days // 7, 0)
+    return pd.Timestamp(start + dt.timedelta(weeks=weeks - weeks % every_weeks))
 
 
 def warmup_rows(label_map: LabelMapConfig, models: ModelsConfig) -> int:
