@@ -184,7 +184,7 @@ def prediction_panel(
     as_ofs = refit_dates(first_fit, days[-1].date(), models.refit_every_weeks)
     bundles = weekly_bundles({str(d.date()): d for d in as_ofs}, train, labels, models, vault.label_map,
                              cv_labels=None if estimator is not None else [label], only_labels=[label],
-                             only_estimators=[estimator] if estimator is not None else None, per_instrument=False)
+                             only_estimators=[estimator] if estimator is not None else None)
     raw = predict_days(bundles, features, days, lambda b: b.model_key(label, estimator))
     if raw.empty:
         wide = pd.DataFrame(np.nan, index=days, columns=sorted(features["instrument"].unique()))

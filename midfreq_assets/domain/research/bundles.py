@@ -69,7 +69,7 @@ def _is_classifier(spec, target: str) -> bool:
 
 def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfig, label_map: LabelMapConfig,
                as_of: pd.Timestamp, cv_labels: list[str] | str | None, *, only_labels: list[str] | None = None,
-               only_estimators: list[str] | None = None, per_instrument: bool = True) -> ModelBundle:
+               only_estimators: list[str] | None = None) -> ModelBundle:
     """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
@@ -87,7 +87,7 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
                 and (only_estimators is None or n in only_estimators)]
         try:
             cv = engine.cross_validate(features, known, models, label=label, estimators=ests, label_map=label_map,
-                                       per_instrument=per_instrument)
+                                       per_instrument=False)
         except Exception as exc:  # too little history for the configured folds: report, keep the fit
             notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
             bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
@@ -109,7 +109,7 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
                    time_col: str = "date", **fit: object) -> dict[str, ModelBundle]:
     """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
     rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why.
-    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``, ``per_instrument``)."""
+    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``)."""
     bundles: dict[str, ModelBundle] = {}
     times = features[time_col] if len(features) else None
     for key, as_of in as_ofs.items():

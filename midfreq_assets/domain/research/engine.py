@@ -207,6 +207,7 @@ def fit_model(
         feature_columns=feature_columns(features),
         as_of=pd.Timestamp(cutoff),
         class_names=list(info.classes) if info.classes else None,
+        threads=models.threads,
     )
 
 
@@ -274,7 +275,8 @@ def predict_proba(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestam
 class CVResult:
     scores: pd.DataFrame  # label, estimator, fold ('0'.. or 'all'), instrument (or 'all'), metric, model, baseline, n
     importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
-    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # label, estimator (incl. naive), fold, metric, score, n, coverage
+    #: label, estimator (incl. naive), fold, metric, score, n, coverage, test_start, test_end (times of its test rows)
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> pd.DataFrame:
         """Overall out-of-sample scores (fold 'all'): one row per label, estimator, metric, with the
@@ -326,7 +328,8 @@ def cross_validate(
     classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if info.task == "classification" else None
     splits = cv_splits(data, time_column(features), info.end_col, models.cv, embargo)
     common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
-                  feature_columns=feature_columns(features), class_names=list(info.classes) if info.classes else None)
+                  feature_columns=feature_columns(features), class_names=list(info.classes) if info.classes else None,
+                  threads=models.threads)
     baseline = oos_predictions(data, splits, baseline_spec(info, features), NAIVE, y=y, classes=classes,
                                mode=models.mode, **common)
     instruments = data["instrument"].to_numpy()
@@ -344,5 +347,11 @@ def cross_validate(
     out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
     out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
     folds = candidate_scores([*candidates, baseline], y, info.task, classes).assign(label=info.name)
+    times = data[time_column(features)]
+    spans = {str(s.fold): (times.iloc[s.test].min(), times.iloc[s.test].max()) for s in splits}
+    if splits:
+        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
+    folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
+    folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
     return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
                     folds[["label", *[c for c in folds.columns if c != "label"]]])
