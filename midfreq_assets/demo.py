@@ -98,11 +98,16 @@ def summarize(result) -> list[str]:
     return lines + failed_checks
 
 
-HEADLINE = ["name", "kind", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag", "entropy"]
+HEADLINE = ["name", "kind", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag", "entropy",
+            "pbo"]
 
 
-def print_backtest_headlines(stages: list[Stage]) -> None:
-    """The report's grid points beside the benchmarks, and where the HTML report is."""
+def print_backtest_headlines(stages: list[Stage], instance=None) -> None:
+    """The report's walk-forward row (its headline), the grid points beside the benchmarks on the
+    same out-of-sample days, how sure we are (PBO, deflated Sharpe, the excess's interval), the
+    chosen point per window, and where the HTML report is."""
+    from dagster import AssetKey
+
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     io = ParquetIOManager()
@@ -114,9 +119,26 @@ def print_backtest_headlines(stages: list[Stage]) -> None:
         if not path.exists():
             continue
         table = read_parquet(path)
-        print(f"\n== {vault} backtest report '{stage.partition}' (grid points beside benchmarks)")
+        meta = _report_metadata(instance, AssetKey([vault, "backtest_report"]), stage.partition)
+        print(f"\n== {vault} backtest report '{stage.partition}' (walk-forward, grid points and benchmarks on the "
+              "same out-of-sample days)")
+        if "headline" in meta:
+            print(f"  {meta['headline'].value}")
         print(table[[c for c in HEADLINE if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        for key in ("evaluation", "walk_forward_windows"):
+            if key in meta:
+                print(f"\n{meta[key].value}")
         print(f"  HTML report: {path.with_suffix('.html')}")
+
+
+def _report_metadata(instance, key, partition: str) -> dict:
+    """The latest materialization metadata of a report partition (empty without an instance)."""
+    if instance is None:
+        return {}
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None or event.asset_materialization.partition != partition:
+        return {}
+    return dict(event.asset_materialization.metadata)
 
 
 def main() -> int:
@@ -142,7 +164,7 @@ def main() -> int:
                 break
     lake = env_or(DATA_LAKE_ENV, DEFAULT_DATA_LAKE)
     if ok:
-        print_backtest_headlines(stages)
+        print_backtest_headlines(stages, instance)
     print(f"\nData lake: {lake}")
     print(f"Run history: {os.environ.get('DAGSTER_HOME', '(ephemeral)')}; browse with `make dev`")
     return 0 if ok else 1

@@ -5,8 +5,11 @@
 - ``<vault>/backtest_runs``: one dynamic partition per grid point; a backfill runs up to
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
   points in one step; the IO manager splits the output by its ``point`` column;
-- ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
-  (parameters + metrics) plus the benchmarks, and a self-contained HTML report in the lake.
+- ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
+  row (the policy chosen window by window on past data, traded out of sample), one row per point
+  (parameters + metrics) and the benchmarks, all on the walk-forward's days, with the grid's PBO,
+  the deflated Sharpe and a bootstrap interval of the excess over the best benchmark; a
+  self-contained HTML report in the lake.
 
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
@@ -32,6 +35,7 @@ from dagster import (
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
+from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
     find_point,
     grid_file_names,
@@ -40,7 +44,6 @@ from midfreq_assets.domain.backtest.grids import (
     run_point,
     validate_grid,
 )
-from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
@@ -135,52 +138,56 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         required_resource_keys={"parquet_io_manager"},
         group_name=group,
         kinds={"python", "parquet", "html"},
-        description=f"Vault {vault.name}: one row per grid point of the grid file (parameters + metrics) plus "
-        "benchmarks (equal weight, best trailing APY, TVL-weighted); HTML report written next to it.",
+        description=f"Vault {vault.name}: the walk-forward row first (each test window traded by the grid point "
+        "that scored best on the days before it, from the holdings the previous window left), then one row per "
+        "grid point (parameters + metrics) and the benchmarks (equal weight, best trailing APY, TVL-weighted), all "
+        "on the walk-forward's out-of-sample days; the grid's PBO (CSCV), the deflated Sharpe and a bootstrap "
+        "interval of the excess over the best benchmark; HTML report written next to it.",
     )
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
-        results, points, missing, by_name = {}, [], [], {}
-        for p in validate_grid(grid, vault):
-            by_name[p.name] = p
+        points = validate_grid(grid, vault)
+        by_name = {p.name: p for p in points}
+        results, missing = {}, []
+        for p in points:
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
                 missing.append(p.name)
                 continue
             frame = read_parquet(path)
-            res = bt.result_from_frame(frame, p.name, float(frame["initial_wealth"].iloc[0]))
-            results[p.name] = res
-            points.append((p.name, dict(p.overrides), backtest_metrics(res)))
+            results[p.name] = bt.result_from_frame(frame, p.name, float(frame["initial_wealth"].iloc[0]))
         if missing:
             context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {missing[:5]}")
         if not results:
             raise ValueError(f"no backtest_runs partition of grid {grid.name} is materialized")
-        benches = bt.run_benchmarks(bt.inputs_from_panel(panel, vault), vault.strategy)
+        evaluation = evaluate_vault_grid(panel, vault, points, results)
         params = list(grid.parameters)
-        table = report.report_table(grid.name, params, points, metrics_table(benches), METRIC_COLUMNS)
-        best = report.best_point(table)
         days = pd.to_datetime(panel["date"])
-        notes = [f"Vault {vault.name}, grid {grid.name}: {len(points)} points, {panel['pool'].nunique()} pools, "
+        notes = [f"Vault {vault.name}, grid {grid.name}: {len(results)} points, {panel['pool'].nunique()} pools, "
                  f"{days.min().date()}..{days.max().date()}.",
-                 "Yields are fractions per year; metrics per year. Benchmarks pay the same cost and gas."]
-        best_result = results[str(best["name"])]
-        rerun, best_cfg = point_result(panel, vault, by_name[str(best["name"])])  # per-pool APYs for the analysis
-        labels = bt.pool_labels(panel)
-        analysis_part = report.analysis_sections(
-            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, r in benches.items()}},
-            panel, best_cfg.apy_column, labels, list(benches))
-        html_doc, wealth_png = report.render_report(
-            f"{vault.name} backtest report: {grid.name}", table, params,
-            {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, r in benches.items()}},
-            list(benches), best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
+                 "Yields are fractions per year; metrics per year. Every row covers the walk-forward's out-of-sample "
+                 "days; the grid points are fixed over the whole history, so the best of them is picked with "
+                 "hindsight (an upper bound, not a result). Benchmarks pay the same cost and gas."]
+        table, html_doc, wealth_png = report.grid_report(
+            f"{vault.name} backtest report: {grid.name}", grid.name, params,
+            {p.name: dict(p.overrides) for p in points}, evaluation, panel, vault.backtest.apy_column,
+            bt.pool_labels(panel), notes, lambda name: point_result(panel, vault, by_name[name])[0],
+            vault.backtest.walk_forward.objective)
         html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
+        stats = evaluation.stats()
+        wf = evaluation.walk_forward
         return Output(table.astype({c: str for c in params}), metadata={
             "dagster/row_count": len(table),
-            "headline": f"best {best['name']}: log growth {best['log_growth']:.4f}/yr",
+            "headline": report.headline(table, stats),
             "report_html": MetadataValue.path(str(html_path)),
             "missing_points": len(missing),
+            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "deflated_sharpe", "excess_log_growth",
+                                                       "excess_ci_low", "excess_ci_high", "excess_over")},
+            "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
+            "walk_forward_windows": markdown_table(report.windows_table(wf.windows) if wf else pd.DataFrame(),
+                                                   max_rows=60),
             "summary": MetadataValue.md(report.headline_markdown(table)
                                         + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
         })

@@ -37,9 +37,11 @@ from midfreq_assets.domain.research.plan import (
     history_lookback,
     in_window,
     needs_adjusted,
+    needs_metadata,
     refit_as_of,
     selected_labels,
     traded_label,
+    with_universe,
     yield_panel,
 )
 from midfreq_assets.metadata import TOLERATE_GAPS, bundle_metadata, markdown_table
@@ -82,6 +84,10 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     if adjusted:
         source_ins["adjusted_yields"] = AssetIn(key=adjusted_key, partition_mapping=lookback(feature_days),
                                                 metadata=TOLERATE_GAPS)
+    universe_features = needs_metadata(vault.feature_map)
+    if universe_features:  # cross sections rank within the vault's universe; categories come from pool_metadata
+        source_ins["pool_metadata"] = AssetIn(key=AssetKey("pool_metadata"), partition_mapping=lookback(feature_days),
+                                              metadata=TOLERATE_GAPS)
 
     @asset(
         key=features_key,
@@ -99,6 +105,8 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     def features(context: AssetExecutionContext, pool_history: pd.DataFrame, **extra: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         panel = yield_panel(pool_history, extra.get("adjusted_yields"))
+        if universe_features and len(panel):
+            panel = with_universe(panel, extra["pool_metadata"], vault.name, vault.feature_map.universe_column)
         feats = engine.build_features(panel, vault.feature_map) if len(panel) else pd.DataFrame(
             columns=["date", "instrument"])
         out = in_window(feats, first, last)

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest.bootstrap import MeanInterval, bootstrap_mean_interval
 from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.backtest.engine import BacktestResult
+from midfreq_assets.domain.backtest.grids import GridPoint, PointRunner
 from midfreq_assets.domain.backtest.metrics import backtest_metrics
 from midfreq_assets.domain.backtest.overfitting import (
     DeflatedSharpe,
@@ -31,6 +33,7 @@ from midfreq_assets.domain.backtest.walk_forward import (
     slice_result,
     walk_forward,
 )
+from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 #: Benchmarks whose name ends so ignore the vault's constraints: shown, never the bar to beat.
@@ -134,3 +137,17 @@ def evaluate_grid(results: Mapping[str, BacktestResult], run_window: RunWindow, 
                                          n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed,
                                          scale=1.0 / float(np.mean(years)))
     return GridEvaluation(wf, points, benches, pbo, dsr, excess, over, notes)
+
+
+def evaluate_vault_grid(panel: pd.DataFrame, vault: VaultConfig, points: list[GridPoint],
+                        results: Mapping[str, BacktestResult]) -> GridEvaluation:
+    """:func:`evaluate_grid` of a vault's grid: chosen points re-simulated by :class:`PointRunner`,
+    benchmarks through the vault's backtest settings and strategy, from cash on the same days."""
+    runner = PointRunner(panel, vault, {p.name: p for p in points if p.name in results})
+    inputs = bt.inputs_from_panel(panel, vault, vault.backtest.apy_column)
+
+    def benchmarks(start: pd.Timestamp, end: pd.Timestamp) -> dict[str, BacktestResult]:
+        cfg = vault.backtest.model_copy(update={"start": start.date(), "end": end.date()})
+        return bt.run_benchmarks(inputs, vault.strategy, cfg)
+
+    return evaluate_grid(results, runner, benchmarks, vault.backtest)

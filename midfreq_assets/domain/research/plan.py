@@ -7,7 +7,8 @@ import datetime as dt
 import pandas as pd
 
 from midfreq_assets.domain.config.vault import VaultConfig
-from midfreq_assets.domain.research.features import ewm_memory
+from midfreq_assets.domain.ingest.universe import universe_pairs
+from midfreq_assets.domain.research.features import FeatureMapConfig, ewm_memory
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.research.models import ModelsConfig, halflife_rows
 
@@ -16,6 +17,32 @@ def needs_adjusted(vault: VaultConfig) -> bool:
     """True when a label family targets, or a feature reads, ``adjusted_apy``."""
     targets = {spec.target or fam for fam, spec in vault.label_map.families.items()}
     return "adjusted_apy" in targets or "adjusted_apy" in vault.feature_map.columns
+
+
+#: Columns of ``pool_metadata`` a feature map may read (categories), beside the universe flag.
+METADATA_COLUMNS = ("project", "chain")
+
+
+def needs_metadata(feature_map: FeatureMapConfig) -> bool:
+    """True when features read the universe (cross sections) or ``pool_metadata`` columns (categories)."""
+    return bool(feature_map.categories) or any(spec.expansions.cross_section for spec in feature_map.columns.values())
+
+
+def with_universe(panel: pd.DataFrame, metadata: pd.DataFrame, vault_name: str, universe_column: str) -> pd.DataFrame:
+    """``panel`` rows with ``universe_column`` (in the vault's universe that day) and each pool's
+    ``project`` / ``chain`` as known that day (carried forward from its last ``pool_metadata`` row)."""
+    keys = pd.MultiIndex.from_arrays([pd.to_datetime(panel["date"]).dt.normalize(), panel["pool"].astype(str)])
+    out = panel.assign(**{universe_column: keys.isin(universe_pairs(metadata, vault_name))})
+    cols = [c for c in METADATA_COLUMNS if c in metadata.columns]
+    if not cols:
+        return out
+    meta = metadata[["date", "pool", *cols]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize(),
+                                                    pool=lambda d: d["pool"].astype(str))
+    meta = meta.drop_duplicates(["date", "pool"], keep="last")
+    out = out.drop(columns=cols, errors="ignore").assign(pool=lambda d: d["pool"].astype(str))
+    out = out.merge(meta, on=["date", "pool"], how="left").sort_values(["pool", "date"], kind="stable")
+    out[cols] = out.groupby("pool", sort=False)[cols].ffill()
+    return out.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
 
 
 def history_lookback(models: ModelsConfig, tolerance: float = 1e-6) -> int:
