@@ -39,16 +39,21 @@ class GridPaths:
     def from_results(cls, results: Mapping[str, BacktestResult]) -> GridPaths:
         if not results:
             raise ValueError("no grid point paths to select from")
-        rets, inv, ends = {}, {}, {}
-        for name, res in results.items():
-            s = res.steps
-            idx = pd.DatetimeIndex(s["date"])
-            rets[name] = pd.Series(np.log(s["wealth"].to_numpy(float) / s["wealth_start"].to_numpy(float)), index=idx)
-            inv[name] = pd.Series(s["invested"].to_numpy(float), index=idx)
-            ends.update(zip(idx, pd.DatetimeIndex(s["date_end"]), strict=True))
-        returns = pd.DataFrame(rets).sort_index()
-        invested = pd.DataFrame(inv).reindex(returns.index)
-        return cls(returns, invested, pd.DatetimeIndex([ends[d] for d in returns.index]))
+        steps = [r.steps for r in results.values()]
+        dates = [s["date"].to_numpy("datetime64[ns]") for s in steps]
+        days = np.unique(np.concatenate(dates))  # the union calendar (a point may miss days)
+        shape = (len(days), len(steps))
+        returns, invested = np.full(shape, np.nan), np.full(shape, np.nan)
+        ends = np.full(len(days), np.datetime64("NaT"), dtype="datetime64[ns]")
+        for j, (s, d) in enumerate(zip(steps, dates, strict=True)):
+            pos = np.searchsorted(days, d)
+            returns[pos, j] = np.log(s["wealth"].to_numpy(float) / s["wealth_start"].to_numpy(float))
+            invested[pos, j] = s["invested"].to_numpy(float)
+            ends[pos] = s["date_end"].to_numpy("datetime64[ns]")
+        index = pd.DatetimeIndex(days, name="date")
+        names = list(results)
+        return cls(pd.DataFrame(returns, index=index, columns=names),
+                   pd.DataFrame(invested, index=index, columns=names), pd.DatetimeIndex(ends))
 
     @property
     def points(self) -> list[str]:

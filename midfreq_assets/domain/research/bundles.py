@@ -74,7 +74,7 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
     fitted = engine.fit_models(features, labels, models, as_of, label_map=label_map, only_labels=only_labels,
-                               only_estimators=only_estimators, with_naive=bool(cv_list))
+                               only_estimators=only_estimators, naive_for=cv_list)
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
     summaries, folds, imps, notes = [], [], [], []
     for label in cv_list:

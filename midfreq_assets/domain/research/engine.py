@@ -220,10 +220,10 @@ def fit_models(
     label_map: LabelMapConfig | None = None,
     only_labels: list[str] | None = None,
     only_estimators: list[str] | None = None,
-    with_naive: bool = False,
+    naive_for: list[str] | None = None,
 ) -> dict[str, FittedModel]:
     """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
-    given labels / estimators), plus each label's naive baseline (``"{label}/naive"``) when asked."""
+    given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
     out: dict[str, FittedModel] = {}
     joined = join_features_labels(features, labels)
     for col in labels.columns:
@@ -233,7 +233,7 @@ def fit_models(
         if info.family not in models.families:
             continue
         names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
-        for name in [*names, NAIVE] if with_naive and NAIVE not in names else names:
+        for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
             spec = baseline_spec(info, features) if name == NAIVE else models.families[info.family].estimators[name]
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
