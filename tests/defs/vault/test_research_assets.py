@@ -151,3 +151,20 @@ def test_cross_section_features_rank_within_the_vaults_universe(pipe, tmp_path):
     np.testing.assert_allclose(out.loc[inside, "apy__xs_rank"], expected)
     by_pool = meta.drop_duplicates("pool").set_index("pool")
     assert (out.loc[inside, "project"].to_numpy() == by_pool.loc[out.loc[inside, "instrument"], "project"].to_numpy()).all()
+
+
+def test_backtest_predictions_are_the_production_predictions(pipe):
+    """The backtest replays production's weekly refits: same model chosen each week, same numbers."""
+    from midfreq_assets.domain.backtest import engine as bt
+
+    days = pd.date_range("2024-07-01", "2024-07-31")
+    pipe.run(pipe.research, [pipe.research[2]], str(days[0].date()), str(days[-1].date()))
+    prod = pd.concat([pipe.frame("usd_lending", "predictions", partition=d.strftime("%Y-%m-%d")) for d in days],
+                     ignore_index=True)
+    meta = pd.concat([read_parquet(f) for f in sorted((pipe.lake / "pool_metadata").glob("*.parquet"))],
+                     ignore_index=True)
+    panel = bt.vault_panel(history(pipe.lake), meta, pipe.vault)
+    backtest = bt.prediction_panel(panel, pipe.vault).stack().rename("backtest")
+    got = prod.set_index(["date", "pool"])["predicted_apy"].to_frame().join(backtest, how="inner")
+    assert len(got) == len(prod) > 300
+    np.testing.assert_allclose(got["predicted_apy"], got["backtest"], rtol=1e-5, atol=1e-9)
