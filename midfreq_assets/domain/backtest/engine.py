@@ -241,7 +241,8 @@ class PortfolioState:
     def aligned(self, pools: list[str]) -> np.ndarray:
         """Holdings in the order of ``pools``; a held pool missing there is an error (its money would vanish)."""
         have = dict(zip(self.pools, self.holdings, strict=True))
-        lost = sorted(p for p, v in have.items() if v != 0 and p not in set(pools))
+        known = set(pools)
+        lost = sorted(p for p, v in have.items() if v != 0 and p not in known)
         if lost:
             raise ValueError(f"start state holds pools absent from the backtest inputs: {lost[:5]}")
         return np.array([have.get(p, 0.0) for p in pools], dtype=np.float64)

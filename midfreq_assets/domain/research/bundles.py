@@ -94,12 +94,12 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
             continue
         summaries.append(cv.summary())
         folds.append(cv.folds)
-        imps.append(cv.importances)
+        if not cv.importances.empty:
+            imps.append(cv.importances)
         bundle.selection.setdefault(label, select_model(cv.folds, label, info.task, models.selection))
     bundle.cv = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     bundle.folds = pd.concat(folds, ignore_index=True) if folds else pd.DataFrame()
-    bundle.importances = pd.concat([i for i in imps if not i.empty], ignore_index=True) if any(
-        not i.empty for i in imps) else pd.DataFrame()
+    bundle.importances = pd.concat(imps, ignore_index=True) if imps else pd.DataFrame()
     bundle.cv_note = "; ".join(notes)
     return bundle
 

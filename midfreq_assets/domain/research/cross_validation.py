@@ -8,7 +8,8 @@ blocks of that grid after ``min_train`` steps. A training row must lie before it
   are serially correlated with that fold's outcomes); ``embargo`` defaults to the longest
   horizon + lag, and a smaller value is refused.
 Preprocessing (scalers) lives inside the estimator Pipeline, so it is fitted on training rows
-only.
+only. Candidates (the estimators and the naive baseline) are tested on the same folds and scored
+on the rows they all predict (:func:`candidate_scores`), so their scores compare.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ every other key is a label family of ``label_map`` mapping estimator name -> spe
     models:
       mode: pooled              # pooled (one model over the stacked panel) | per_instrument
       cv: {n_splits: 5, scheme: expanding, train_size: null, embargo: null, min_train: 60}
-      selection: {by: cv, regression_metric: mae}   # cv: the traded model is the CV winner (or naive)
+      selection: {by: cv, regression_metric: mae, min_coverage: 0.9}   # cv: trade the CV winner (or naive)
       refit_every_weeks: 1      # production and backtest refit on the same Mondays
       threads: 1                # OpenMP threads per fit/predict (gradient boosting)
       apy:                      # label family
@@ -288,6 +288,8 @@ class SelectionConfig(StrictModel):
     by: Literal["cv", "fixed"] = "cv"
     regression_metric: Literal["mae", "r2"] = "mae"
     classification_metric: Literal["log_loss", "balanced_accuracy", "accuracy"] = "log_loss"
+    min_coverage: float = Field(default=0.9, ge=0, le=1, description="share of the labelled out-of-sample rows "
+                                "a model must predict to be chosen: a pool without a prediction cannot be held")
 
     def metric(self, task: str) -> str:
         return self.regression_metric if task == "regression" else self.classification_metric

@@ -3,8 +3,9 @@
 The candidates are the family's configured estimators and the naive baseline (today's value for a
 forward mean, class priors for a class label). Each is scored by the purged walk-forward CV on the
 same rows (:func:`~midfreq_assets.domain.research.cross_validation.candidate_scores`); the winner
-over all folds is traded. A model has to beat the baseline to be used: on a tie, or when no
-CV could be run yet, the baseline is traded and the note says why.
+over all folds is traded, among the models that predict at least ``selection.min_coverage`` of
+the labelled rows (a pool without a prediction cannot be held). A model has to beat the baseline to
+be used: on a tie, or when no CV could be run yet, the baseline is traded and the note says why.
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def select_model(folds: pd.DataFrame, label: str, task: str, config: SelectionCo
     metric = config.metric(task)
     f = folds[(folds["label"] == label) & (folds["fold"] == "all") & (folds["metric"] == metric)]
     scores = {str(e): float(v) for e, v in zip(f["estimator"], f["score"], strict=True)}
+    coverage = {str(e): float(c) for e, c in zip(f["estimator"], f["coverage"], strict=True)}
     if NAIVE not in scores or not np.isfinite(scores[NAIVE]):
         return no_evidence(label, "the baseline has no out-of-sample score")
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-    models = {e: v for e, v in scores.items() if e != NAIVE and np.isfinite(v)}
+    models = {e: v for e, v in scores.items() if e != NAIVE and np.isfinite(v) and coverage[e] >= config.min_coverage}
     if not models:
-        return Selection(label, NAIVE, metric, scores, False, "naive baseline traded: no model has an out-of-sample score")
+        return Selection(label, NAIVE, metric, scores, False, "naive baseline traded: no model has an out-of-sample "
+                         f"score on at least {config.min_coverage:.0%} of the labelled rows")
     best = min(models, key=lambda e: sign * models[e])
     if sign * models[best] < sign * scores[NAIVE]:
         note = f"{best} beats the naive baseline out of sample ({metric} {models[best]:.4g} vs {scores[NAIVE]:.4g})"

@@ -36,10 +36,10 @@ def panel(kind: str, days: int = 240, pools: int = 6, seed: int = 0) -> pd.DataF
     return pd.concat(rows, ignore_index=True)
 
 
-def bundle(kind: str, models: dict, as_of: str = "2024-08-20", seed: int = 0):
+def bundle(kind: str, models: dict, as_of: str = "2024-08-20", seed: int = 0, fm: FeatureMapConfig = FM):
     hist = panel(kind, seed=seed)
     cfg = ModelsConfig.model_validate(models)
-    feats = research.build_features(hist, FM)
+    feats = research.build_features(hist, fm)
     labels = research.build_labels(hist, LM)
     as_of = pd.Timestamp(as_of)
     return fit_bundle(feats[feats["date"] < as_of], labels, cfg, LM, as_of, cv_labels=["apy_fwd_7"]), feats
@@ -115,3 +115,16 @@ def test_refit_calendar_is_every_k_mondays():
 def test_naive_is_a_reserved_estimator_name():
     with pytest.raises(ValueError, match="reserved"):
         ModelsConfig.model_validate({"apy": {"naive": {"estimator": "ridge"}}})
+
+
+def test_a_model_predicting_too_few_pools_is_not_chosen():
+    # a 30-day z-scored trend needs 75 days of history: ridge cannot predict the first folds' rows
+    slow = FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 30]}}}})
+    models = {**EWM_RIDGE, "apy": {"ridge": {"scaler": "standard"}}}
+    b, _ = bundle("noisy", models, fm=slow)
+    f = b.folds[(b.folds["fold"] == "all") & (b.folds["metric"] == "mae")].set_index("estimator")
+    assert f.loc["ridge", "coverage"] < 0.9 <= f.loc[NAIVE, "coverage"]
+    sel = b.selection["apy_fwd_7"]
+    assert sel.chosen == NAIVE and "at least 90%" in sel.note
+    lenient, _ = bundle("noisy", {**models, "selection": {"min_coverage": 0.0}}, fm=slow)
+    assert lenient.selection["apy_fwd_7"].chosen == "ridge"  # it beats naive on the rows it predicts
