@@ -158,7 +158,11 @@ def test_backtest_predictions_are_the_production_predictions(pipe):
     from midfreq_assets.domain.backtest import engine as bt
 
     days = pd.date_range("2024-07-01", "2024-07-31")
-    pipe.run(pipe.research, [pipe.research[2]], str(days[0].date()), str(days[-1].date()))
+    features, models, predictions = pipe.research
+    # the whole chain from the lake's pool_history as it is now (another test perturbs it)
+    pipe.run(pipe.research, [features], FIRST, LAST)
+    pipe.run(pipe.research, [models], "2024-06-24", "2024-07-29")
+    pipe.run(pipe.research, [predictions], str(days[0].date()), str(days[-1].date()))
     prod = pd.concat([pipe.frame("usd_lending", "predictions", partition=d.strftime("%Y-%m-%d")) for d in days],
                      ignore_index=True)
     meta = pd.concat([read_parquet(f) for f in sorted((pipe.lake / "pool_metadata").glob("*.parquet"))],
