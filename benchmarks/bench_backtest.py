@@ -32,7 +32,6 @@ from midfreq_assets.domain.backtest import engine as bt  # noqa: E402
 from midfreq_assets.domain.backtest.grids import load_grids, run_point  # noqa: E402
 from midfreq_assets.domain.config.tokens import load_token_registry  # noqa: E402
 from midfreq_assets.domain.config.vault import load_vault_config  # noqa: E402
-from midfreq_assets.domain.ingest.universe import select_universe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VAULT = load_vault_config(REPO / "configs" / "vaults" / "usd_lending.yaml")
@@ -40,9 +39,8 @@ GRIDS = REPO / "configs" / "grids"
 
 
 def bundled_panel():
-    hist, snap = bt.load_recorded(REPO / "recorded")
-    members, _ = select_universe(hist, snap, {VAULT.name: VAULT}, load_token_registry())
-    return bt.vault_panel(hist, members, VAULT)
+    """The recording's panel with adjusted yields (what the vault earns), as backtest_panel builds it."""
+    return bt.recorded_panel(REPO / "recorded", VAULT, load_token_registry())
 
 
 def _cpu() -> float:

@@ -48,12 +48,13 @@ def make_synthetic_history(days: int = 90, pools: int = 5, seed: int = 0) -> pd.
     for i in range(pools):
         apy = np.clip(0.05 + 0.01 * i + np.cumsum(rng.normal(0, 0.003, days)), 0.0, None)
         tvl = 5e7 * np.exp(np.cumsum(rng.normal(0, 0.02, days)))
-        rows.append(pd.DataFrame({"date": dates, "pool": f"p{i}", "apy": apy, "tvl_usd": tvl}))
+        rows.append(pd.DataFrame({"date": dates, "pool": f"p{i}", "apy": apy, "adjusted_apy": apy, "tvl_usd": tvl}))
     return pd.concat(rows, ignore_index=True)
 
 
 @pytest.fixture(scope="session")
 def synthetic_history() -> Callable[..., pd.DataFrame]:
     """``synthetic_history(days=90, pools=5, seed=0)``: pools ``p0..`` with random-walk APY and TVL
-    from 2024-06-06 (long ``pool_history`` shape: date, pool, apy, tvl_usd)."""
+    from 2024-06-06 (long ``pool_history`` shape: date, pool, apy, tvl_usd; plus ``adjusted_apy`` equal
+    to ``apy``, as if no adjustment applied, since a vault earns adjusted yields by default)."""
     return make_synthetic_history

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from midfreq_assets.domain.ingest.archive_files import ArchiveFile
 from midfreq_resources.clients.http_retry import (
+    MIB,
     HttpSourceResource,
     NotFoundError,
     SourceError,
@@ -31,6 +32,8 @@ from midfreq_resources.clients.http_retry import (
 from midfreq_resources.settings import BINANCE_ARCHIVE_URL_ENV, LIVE_BINANCE_ARCHIVE_URL
 
 CHECKSUM_ATTEMPTS = 2
+#: A ``.CHECKSUM`` is one line (~100 bytes); anything much longer is not one.
+MAX_CHECKSUM_BYTES = 4096
 
 
 class ChecksumError(SourceError):
@@ -88,6 +91,11 @@ class BinanceArchiveClient(HttpSourceResource):
     LIVE_URL: ClassVar[str] = LIVE_BINANCE_ARCHIVE_URL
     timeout_s: float = 60.0
     max_concurrency: int = Field(default=8, ge=1, le=64)
+    max_zip_mb: float = Field(default=512.0, gt=0, description="size limit of one archive zip (a month of "
+                              "1s spot bars is ~100-200 MB)")
+
+    def _limits(self) -> tuple[int, int]:
+        return MAX_CHECKSUM_BYTES, int(self.max_zip_mb * MIB)
 
     def url(self, file: ArchiveFile) -> str:
         return f"{self.root_url}/{file.path}"
@@ -97,18 +105,21 @@ class BinanceArchiveClient(HttpSourceResource):
         ``SourceError``."""
         url = self.url(file)
         with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
+            small, large = self._limits()
             for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
-                checksum = get_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content)
-                data = get_with_retries(client, url, self.policy, parse=_content)
+                checksum = get_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content, max_bytes=small)
+                data = get_with_retries(client, url, self.policy, parse=_content, max_bytes=large)
                 if _verified(data, checksum, file, url, attempt):
                     return data
         raise AssertionError("unreachable")
 
     async def _adownload(self, client: httpx.AsyncClient, file: ArchiveFile) -> bytes:
         url = self.url(file)
+        small, large = self._limits()
         for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
-            checksum = await aget_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content)
-            data = await aget_with_retries(client, url, self.policy, parse=_content)
+            checksum = await aget_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content,
+                                               max_bytes=small)
+            data = await aget_with_retries(client, url, self.policy, parse=_content, max_bytes=large)
             if _verified(data, checksum, file, url, attempt):
                 return data
         raise AssertionError("unreachable")

@@ -14,8 +14,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from midfreq_assets.domain.ingest.pool_history import chart_problem
 from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
 from midfreq_resources.clients.http_retry import (
+    MIB,
     BatchResult,
     HttpSourceResource,
     MalformedResponseError,
@@ -106,9 +108,16 @@ def parse_pools(body: Any, url: str) -> list[PoolRecord]:
 
 
 def parse_chart(body: Any, pool_id: str, url: str) -> list[dict[str, Any]]:
-    """Validate a ``/chart`` body; return the raw rows (cheap to frame) once they are known good."""
+    """Validate a ``/chart`` body; return the raw rows (cheap to frame) once they are known good.
+
+    One impossible record (a timestamp that is not a date, a negative TVL) fails this pool, with
+    the pool, the URL and the record in the message; the other pools of the night go on."""
     rows = _envelope_data(body, url)
-    _validate_records(ChartRecord, rows, f"pool {pool_id} /chart ({url})")
+    where = f"pool {pool_id} /chart ({url})"
+    _validate_records(ChartRecord, rows, where)
+    problem = chart_problem(rows)
+    if problem:
+        raise MalformedResponseError(f"{where}: {problem}", url)
     return rows
 
 
@@ -118,6 +127,9 @@ class DefiLlamaClient(HttpSourceResource):
     ENV_VAR: ClassVar[str] = DEFILLAMA_YIELDS_URL_ENV
     LIVE_URL: ClassVar[str] = LIVE_DEFILLAMA_YIELDS_URL
     max_concurrency: int = Field(default=10, ge=1, le=64)
+    max_pools_mb: float = Field(default=200.0, gt=0, description="size limit of a /pools answer (live: ~20 MB)")
+    max_chart_mb: float = Field(default=32.0, gt=0, description="size limit of one /chart answer (years of "
+                                "daily rows are well under 1 MB)")
 
     def _url(self, path: str) -> str:
         return self.root_url + path
@@ -128,13 +140,13 @@ class DefiLlamaClient(HttpSourceResource):
     def pools(self) -> list[PoolRecord]:
         url = self._url("/pools")
         with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
-            body = get_with_retries(client, url, self.policy)
+            body = get_with_retries(client, url, self.policy, max_bytes=int(self.max_pools_mb * MIB))
         return parse_pools(body, url)
 
     def chart(self, pool_id: str) -> list[dict[str, Any]]:
         url = self._chart_url(pool_id)
         with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
-            body = get_with_retries(client, url, self.policy)
+            body = get_with_retries(client, url, self.policy, max_bytes=int(self.max_chart_mb * MIB))
         return parse_chart(body, pool_id, url)
 
     def charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[dict[str, Any]]]:
@@ -145,6 +157,7 @@ class DefiLlamaClient(HttpSourceResource):
 
             def fetch(pool_id: str) -> list[dict[str, Any]]:
                 url = self._chart_url(pool_id)
-                return parse_chart(get_with_retries(client, url, self.policy), pool_id, url)
+                body = get_with_retries(client, url, self.policy, max_bytes=int(self.max_chart_mb * MIB))
+                return parse_chart(body, pool_id, url)
 
             return map_bounded(ids, fetch, self.max_concurrency)

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from midfreq_resources.clients.http_retry import (
+    MIB,
     HttpSourceResource,
     MalformedResponseError,
     aget_with_retries,
@@ -144,6 +145,7 @@ class DefiLlamaCoinsClient(HttpSourceResource):
         description="percent-encoded coin list length per request; 190 keeps each batch's recorded "
         "file name, query suffix included (replay layout), under the 255-byte filesystem limit",
     )
+    max_response_mb: float = Field(default=32.0, gt=0, description="size limit of one /chart answer")
     max_span_days: int = Field(default=400, ge=1, le=1000, description="days per request")
     time_of_day_s: int = Field(
         default=12 * 3600, ge=0, lt=DAY_S,
@@ -172,7 +174,8 @@ class DefiLlamaCoinsClient(HttpSourceResource):
                 batch, start, span = job
                 url = self._url(list(batch))
                 body = await aget_with_retries(client, url, self.policy,
-                                               params={"start": start, "span": span, "period": "1d"})
+                                               params={"start": start, "span": span, "period": "1d"},
+                                               max_bytes=int(self.max_response_mb * MIB))
                 return parse_coins_chart(body, list(batch), url)
 
             result = await gather_bounded(jobs, fetch, self.max_concurrency)

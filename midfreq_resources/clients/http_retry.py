@@ -1,8 +1,16 @@
-"""Shared HTTP behaviour for every data source: timeouts, bounded retries, clear errors.
+"""Shared HTTP behaviour for every data source: timeouts, bounded retries, bounded bodies, clear errors.
 
-Transient failures (429 honouring ``Retry-After``, 5xx, timeouts, dropped connections) are
+Transient failures (429 honouring ``Retry-After``, 5xx, timeouts, dropped connections, and bodies
+that cannot be decoded: truncated JSON, an HTML/XML error page served with status 200) are
 retried with exponential backoff a bounded number of times; everything else raises a
 ``SourceError`` subclass whose message names the URL and what was wrong.
+
+Every request streams its body under two bounds: a maximum size per endpoint (``max_bytes``:
+``ResponseTooLargeError``, never retried, memory stays at most that) and an overall deadline
+(``RetryPolicy.request_deadline_s``): a server dripping a byte every few seconds never trips the
+per-read timeout, so the deadline is checked after every chunk. One attempt therefore lasts at
+most ``request_deadline_s + timeout_s`` (the last chunk wait), the whole call at most
+``max_attempts`` times that plus the backoffs.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,12 +77,31 @@ class MalformedResponseError(SourceError):
     """The body is not what the source promises: HTML instead of JSON, truncated, bad schema."""
 
 
+class UndecodableBodyError(MalformedResponseError, TransientSourceError):
+    """A body that is not JSON at all (truncated, an HTML/XML error page with status 200): what
+    overloaded CDNs and proxies send, so it is retried like a 5xx."""
+
+
+class ResponseTooLargeError(SourceError):
+    """The body exceeds the endpoint's size limit: refused (not retried), nothing buffered beyond it."""
+
+
+class DeadlineExceededError(TransientSourceError):
+    """The whole answer did not arrive within the request deadline (a slow-drip server)."""
+
+
+#: Default size limit of one answer (per endpoint, clients pass their own).
+MIB = 2**20
+DEFAULT_MAX_BYTES = 64 * MIB
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     retry_after_cap_s: float = 60.0
+    request_deadline_s: float = 120.0
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -127,13 +155,13 @@ def parse_json(response: httpx.Response) -> Any:
     content = response.content
     head = content.lstrip()[:15].lower()
     if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
-        raise MalformedResponseError(f"expected JSON from {url}, got an HTML/XML page: {_snippet(content)}", url,
-                                     response.status_code)
+        raise UndecodableBodyError(f"expected JSON from {url}, got an HTML/XML page: {_snippet(content)}", url,
+                                   response.status_code)
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         kind = "truncated" if exc.pos >= len(content) - 1 else "invalid"
-        raise MalformedResponseError(
+        raise UndecodableBodyError(
             f"{kind} JSON from {url} ({len(content)} bytes, error at byte {exc.pos}: {exc.msg})", url,
             response.status_code,
         ) from None
@@ -166,16 +194,108 @@ def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
     )
 
 
+_DROPPED_HEADERS = {"content-encoding", "content-length", "transfer-encoding"}
+#: The only compressions asked for (and decoded, under the size limit): a gzip bomb inflates no
+#: further than ``max_bytes``.
+ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _BodyReader:
+    """Accumulates a streamed body under the size limit and the deadline of one attempt, inflating
+    gzip/deflate itself so that the *decoded* size is what the limit bounds."""
+
+    def __init__(self, response: httpx.Response, url: str, max_bytes: int, deadline_s: float, started: float):
+        self.response, self.url, self.max_bytes = response, url, max_bytes
+        self.deadline_s, self.started = deadline_s, started
+        self.chunks: list[bytes] = []
+        self.size = 0
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+        if encoding not in (*_WBITS, "identity"):
+            raise MalformedResponseError(f"{url}: unsupported Content-Encoding {encoding!r} (asked for gzip or "
+                                         "deflate)", url, response.status_code)
+        self.inflater = zlib.decompressobj(_WBITS[encoding]) if encoding in _WBITS else None
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLargeError(
+                f"{url}: answer announces {int(declared):,} bytes, above this endpoint's limit of "
+                f"{max_bytes:,} bytes; refused", url, response.status_code)
+
+    def feed(self, raw: bytes) -> None:
+        """One chunk as it came off the wire (still compressed when the answer is)."""
+        if self.inflater is None:
+            self.add(raw)
+            return
+        try:
+            data = raw
+            while data:
+                self.add(self.inflater.decompress(data, self.max_bytes - self.size + 1))
+                data = self.inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise UndecodableBodyError(f"{self.url}: corrupt compressed body ({exc})", self.url,
+                                       self.response.status_code) from None
+
+    def finish(self) -> None:
+        if self.inflater is not None:
+            self.add(self.inflater.flush())
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise ResponseTooLargeError(
+                f"{self.url}: answer exceeds this endpoint's limit of {self.max_bytes:,} bytes; refused "
+                "after reading that much", self.url, self.response.status_code)
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.deadline_s:
+            raise DeadlineExceededError(
+                f"{self.url}: answer not complete after {elapsed:.1f} s (deadline {self.deadline_s:g} s, "
+                f"{self.size:,} bytes so far); abandoned", self.url, self.response.status_code)
+        self.chunks.append(chunk)
+
+    def response_with_body(self) -> httpx.Response:
+        """The answer with its (decoded) body in memory, as ``client.get`` would have returned it."""
+        headers = [(k, v) for k, v in self.response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS]
+        return httpx.Response(self.response.status_code, headers=headers, content=b"".join(self.chunks),
+                              request=self.response.request)
+
+
+def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int,
+              deadline_s: float) -> httpx.Response:
+    started = time.monotonic()
+    try:
+        with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING) as response:
+            reader = _BodyReader(response, url, max_bytes, deadline_s, started)
+            for chunk in response.iter_raw():
+                reader.feed(chunk)
+            reader.finish()
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, url) from exc
+    return reader.response_with_body()
+
+
+async def _aget_once(client: httpx.AsyncClient, url: str, params: dict[str, Any] | None, max_bytes: int,
+                     deadline_s: float) -> httpx.Response:
+    started = time.monotonic()
+    try:
+        async with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING) as response:
+            reader = _BodyReader(response, url, max_bytes, deadline_s, started)
+            async for chunk in response.aiter_raw():
+                reader.feed(chunk)
+            reader.finish()
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, url) from exc
+    return reader.response_with_body()
+
+
 def get_with_retries(client: httpx.Client, url: str, policy: RetryPolicy,
                      params: dict[str, Any] | None = None,
-                     parse: Callable[[httpx.Response], T] = parse_json) -> T:
-    """GET ``url`` and ``parse`` the answer, retrying transient failures (sync)."""
+                     parse: Callable[[httpx.Response], T] = parse_json,
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """GET ``url`` and ``parse`` the answer, retrying transient failures (sync), body bounded in
+    size (``max_bytes``) and time (``policy.request_deadline_s``)."""
     for attempt in Retrying(**_retrying_kwargs(policy)):
         with attempt:
-            try:
-                response = client.get(url, params=params)
-            except httpx.TransportError as exc:
-                raise _transport_error(exc, url) from exc
+            response = _get_once(client, url, params, max_bytes, policy.request_deadline_s)
             raise_for_response(response)
             return parse(response)
     raise AssertionError("unreachable")
@@ -183,14 +303,12 @@ def get_with_retries(client: httpx.Client, url: str, policy: RetryPolicy,
 
 async def aget_with_retries(client: httpx.AsyncClient, url: str, policy: RetryPolicy,
                             params: dict[str, Any] | None = None,
-                            parse: Callable[[httpx.Response], T] = parse_json) -> T:
-    """GET ``url`` and ``parse`` the answer, retrying transient failures (async)."""
+                            parse: Callable[[httpx.Response], T] = parse_json,
+                            max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """GET ``url`` and ``parse`` the answer, retrying transient failures (async); same bounds."""
     async for attempt in AsyncRetrying(**_retrying_kwargs(policy)):
         with attempt:
-            try:
-                response = await client.get(url, params=params)
-            except httpx.TransportError as exc:
-                raise _transport_error(exc, url) from exc
+            response = await _aget_once(client, url, params, max_bytes, policy.request_deadline_s)
             raise_for_response(response)
             return parse(response)
     raise AssertionError("unreachable")
@@ -251,7 +369,9 @@ class HttpSourceResource(ConfigurableResource):
 
     base_url: str = Field(default="", description="service root; empty: the source's MIDFREQ_*_URL "
                           "environment variable at run time, else the live service")
-    timeout_s: float = 30.0
+    timeout_s: float = Field(default=30.0, gt=0, description="connect / per-read timeout")
+    request_deadline_s: float = Field(default=120.0, gt=0, description="a whole answer must arrive within "
+                                      "this (checked per chunk: one attempt lasts at most this + timeout_s)")
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -262,4 +382,5 @@ class HttpSourceResource(ConfigurableResource):
 
     @property
     def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
+        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s,
+                           request_deadline_s=self.request_deadline_s)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -55,14 +54,17 @@ def list_names(folder: UPath) -> list[str]:
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
     """Write ``data`` so that readers see either the old file or the new one, never half.
 
-    Locally: a temporary file in the same folder, fsync, then ``os.replace``. On object stores
+    Locally: a temporary file in the same folder, fsync, then ``os.replace``; the file is created
+    with mode 0666 so the process umask decides its permissions, like any other file the
+    operator's tools write (``mkstemp`` would make every lake file owner-only). On object stores
     (s3://, gs://, memory://) a single PUT is already atomic, and a temporary object plus a "rename"
     (a copy and a delete there) would cost several requests instead of one.
     """
     if is_local(path):
         target = Path(path.path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -93,9 +95,52 @@ def write_parquet(path: UPath, df: pd.DataFrame) -> None:
     write_bytes_atomic(path, frame_to_parquet_bytes(df))
 
 
+class LakeReadError(OSError):
+    """A lake file that cannot be used: unreadable, truncated, or not the shape its asset promises.
+    The message names the file and what is wrong."""
+
+
 def read_parquet(path: UPath) -> pd.DataFrame:
-    with path.open("rb") as fh:
-        return pq.read_table(fh).to_pandas()
+    """One Parquet file; a truncated or foreign file raises :class:`LakeReadError` naming it."""
+    try:
+        with path.open("rb") as fh:
+            return pq.read_table(fh).to_pandas()
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        detail = str(exc).replace("source '<Buffer>': ", "")
+        raise LakeReadError(f"{path}: not a readable Parquet file ({_size(path)} bytes; {detail}); "
+                            "re-materialize this partition") from None
+
+
+def _size(path: UPath) -> str:
+    try:
+        return f"{path.stat().st_size:,}"
+    except OSError:
+        return "?"
+
+
+def check_partition_frame(frame: pd.DataFrame, path: UPath, required: list[str] | None,
+                          partition_key: str | None, date_column: str = DATE_COLUMN) -> None:
+    """A partition file holds what its asset promises: the ``required`` columns, and rows of its
+    own day only (a file copied from another day would otherwise surface as duplicate rows)."""
+    if required:
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise LakeReadError(f"{path}: missing column(s) {missing}; expected {list(required)}, found "
+                                f"{list(frame.columns)}; re-materialize this partition")
+    if partition_key is None or date_column not in frame.columns or frame.empty:
+        return
+    try:
+        expected = pd.Timestamp(partition_key)
+    except ValueError:
+        return
+    days = pd.to_datetime(frame[date_column], errors="coerce").dt.normalize()
+    wrong = days[days != expected]
+    if len(wrong):
+        shown = sorted({str(d)[:10] for d in wrong.head(50)})[:3]
+        raise LakeReadError(f"{path}: {len(wrong)} row(s) dated {shown}, not {partition_key} (the partition it "
+                            "is stored as); re-materialize this partition")
 
 
 def concat_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:

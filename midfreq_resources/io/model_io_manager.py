@@ -1,41 +1,131 @@
-"""Model IO manager: fitted research models as joblib files, one per asset partition, atomic.
+"""Model IO manager: fitted model bundles as skops files, one per asset partition, atomic.
 
-``{root}/{asset/key/path}/{partition_key}.joblib`` (``{root}/{asset/key/path}.joblib`` when
+``{root}/{asset/key/path}/{partition_key}.skops`` (``{root}/{asset/key/path}.skops`` when
 unpartitioned). An output covering several partitions (single-run backfill) must be a dict
-``{partition_key: object}``; loading a partitioned input always returns such a dict (one entry or
+``{partition_key: ModelBundle}``; loading a partitioned input always returns such a dict (one entry or
 many: callers never special-case a single partition). Missing partitions are skipped when the input's metadata carries
 ``{"allow_missing_partitions": True}``.
+
+Nothing read from the lake is executed. A joblib/pickle file runs whatever its ``__reduce__`` says
+when it is loaded, so a file dropped into the lake would run code inside ``predictions``. skops
+files are a zip of JSON describing the objects, rebuilt without unpickling; loading accepts only
+skops' default-trusted types (builtins, numpy, scikit-learn estimators) plus :data:`TRUSTED_TYPES`,
+and anything else (random bytes, a pickle, a skops file naming another type) fails with
+:class:`ModelFileError` naming the file. A :class:`ModelBundle` is stored as plain data (its frames
+as Parquet bytes, timestamps as ISO strings) around the fitted estimators.
 """
 
 from __future__ import annotations
 
 import io
+import zipfile
 from typing import Any
 
-import joblib
+import pandas as pd
+import pyarrow.parquet as pq
+import skops.io as sio
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from pydantic import Field
+from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+from sklearn.tree._tree import Tree
 from upath import UPath
 
-from midfreq_resources.io.lake import lake_root, write_bytes_atomic
+from midfreq_assets.domain.research.bundles import ModelBundle
+from midfreq_assets.domain.research.models import (
+    EWMYieldPredictor,
+    FittedModel,
+    LastValueBaseline,
+    ZeroBaseline,
+)
+from midfreq_resources.io.lake import frame_to_parquet_bytes, lake_root, write_bytes_atomic
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
-SUFFIX = ".joblib"
+SUFFIX = ".skops"
+FORMAT = "midfreq.ModelBundle/1"
 
 
-def dump_bytes(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    joblib.dump(obj, buf, compress=3)
-    return buf.getvalue()
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def load_path(path: UPath) -> Any:
+#: Types a model file may hold beyond skops' defaults: midfreq's own estimators and the tree
+#: structures inside scikit-learn's forests and gradient boosting. Nothing else is rebuilt.
+TRUSTED_TYPES: tuple[str, ...] = tuple(_type_name(c) for c in (
+    EWMYieldPredictor, LastValueBaseline, ZeroBaseline, Tree, TreePredictor))
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a midfreq model bundle in skops format; the message names it."""
+
+
+def _frame_bytes(frame: pd.DataFrame) -> bytes:
+    return frame_to_parquet_bytes(frame.reset_index(drop=True)) if len(frame.columns) else b""
+
+
+def _frame(data: bytes) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(data)).to_pandas() if data else pd.DataFrame()
+
+
+def _stamp(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None else pd.Timestamp(ts).isoformat()
+
+
+def _model_state(m: FittedModel) -> dict[str, Any]:
+    return {"label": m.label, "family": m.family, "name": m.name, "task": m.task, "mode": m.mode,
+            "feature_columns": list(m.feature_columns), "estimators": dict(m.estimators), "as_of": _stamp(m.as_of),
+            "n_train": int(m.n_train), "classes": m.classes, "class_names": m.class_names, "meta": dict(m.meta)}
+
+
+def bundle_state(bundle: ModelBundle) -> dict[str, Any]:
+    """A bundle as plain data skops can store without pickling."""
+    return {"format": FORMAT, "as_of": _stamp(bundle.as_of), "cv_note": bundle.cv_note,
+            "cv": _frame_bytes(bundle.cv), "importances": _frame_bytes(bundle.importances),
+            "models": {k: _model_state(m) for k, m in bundle.models.items()}}
+
+
+def bundle_from_state(state: Any, source: str) -> ModelBundle:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ModelFileError(f"{source}: not a {FORMAT} file (got {type(state).__name__})")
+    models = {}
+    for key, m in state["models"].items():
+        m = dict(m)
+        m["as_of"] = pd.Timestamp(m["as_of"]) if m["as_of"] is not None else None
+        models[key] = FittedModel(**m)
+    return ModelBundle(as_of=pd.Timestamp(state["as_of"]), models=models, cv=_frame(state["cv"]),
+                       importances=_frame(state["importances"]), cv_note=state["cv_note"])
+
+
+def dump_bytes(bundle: ModelBundle) -> bytes:
+    if not isinstance(bundle, ModelBundle):
+        raise TypeError(f"ModelIOManager stores ModelBundle objects, got {type(bundle).__name__}")
+    return sio.dumps(bundle_state(bundle))
+
+
+def load_bytes(data: bytes, source: str) -> ModelBundle:
+    """A bundle from skops bytes; refuses (without executing anything) whatever is not one."""
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{source}: not a skops model file ({len(data):,} bytes; {type(exc).__name__}: "
+                             f"{exc}); nothing was loaded. Re-materialize this partition.") from None
+    if untrusted:
+        raise ModelFileError(f"{source}: holds types outside the trusted list {untrusted}; refused, nothing "
+                             "was loaded (a model file from elsewhere, or a new estimator: add it to "
+                             "midfreq_resources.io.model_io_manager.TRUSTED_TYPES)")
+    try:
+        state = sio.loads(data, trusted=[*TRUSTED_TYPES])
+    except Exception as exc:  # skops raises many kinds on a damaged file; none of them runs code
+        raise ModelFileError(f"{source}: damaged skops model file ({type(exc).__name__}: {exc})") from None
+    return bundle_from_state(state, source)
+
+
+def load_path(path: UPath) -> ModelBundle:
     with path.open("rb") as fh:
-        return joblib.load(fh)
+        return load_bytes(fh.read(), str(path))
 
 
 class ModelIOManager(ConfigurableIOManager):
-    """Stores any picklable object (fitted models) with joblib under ``root``."""
+    """Stores fitted :class:`ModelBundle` objects as skops files under ``root`` (never pickle)."""
 
     root: str = Field(default="", description="lake root: a folder or an fsspec URL (s3://...); "
                       "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/")
@@ -68,7 +158,7 @@ class ModelIOManager(ConfigurableIOManager):
         for key, value in parts.items():
             write_bytes_atomic(self.partition_path(path, key), dump_bytes(value))
         first = next(iter(parts), None)
-        meta: dict[str, Any] = {"path": MetadataValue.path(str(self.partition_path(path, first)))}
+        meta: dict[str, Any] = {"path": MetadataValue.path(str(self.partition_path(path, first))), "format": "skops"}
         if len(parts) > 1:
             meta["partitions_written"] = len(parts)
         context.add_output_metadata(meta)

@@ -17,11 +17,14 @@ from dagster import (
     OutputContext,
     TableColumn,
     TableSchema,
+    TimeWindowPartitionsDefinition,
 )
 from pydantic import Field
 from upath import UPath
 
 from midfreq_resources.io.lake import (
+    LakeReadError,
+    check_partition_frame,
     concat_frames,
     lake_root,
     list_names,
@@ -35,6 +38,9 @@ from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 #: Asset/output definition metadata naming the column that holds each row's partition key, used
 #: to split an output covering several partitions (default: split daily partitions by ``date``).
 PARTITION_COLUMN_KEY = "partition_column"
+#: Asset/output definition metadata listing the columns every partition file must hold; loading a
+#: file without them fails naming the file and the expected columns.
+REQUIRED_COLUMNS = "required_columns"
 
 
 def table_schema(df: pd.DataFrame) -> TableSchema:
@@ -65,6 +71,23 @@ class ParquetIOManager(ConfigurableIOManager):
         one request, where probing each key of a year-long input would be hundreds."""
         suffix = ".parquet"
         return {n.removesuffix(suffix) for n in list_names(self.lake.joinpath(*asset_path)) if n.endswith(suffix)}
+    def read_existing(self, asset_path: list[str], keys: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        """The partitions of ``keys`` already in the lake (for merges): frames by key, and the
+        unreadable ones (path -> why), which a merge must not keep."""
+        frames: dict[str, pd.DataFrame] = {}
+        unreadable: dict[str, str] = {}
+        for key in keys:
+            path = self.partition_path(asset_path, key)
+            if not path.exists():
+                continue
+            try:
+                frame = read_parquet(path)
+                check_partition_frame(frame, path, None, key)
+            except LakeReadError as exc:
+                unreadable[str(path)] = str(exc)
+                continue
+            frames[key] = frame
+        return frames, unreadable
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -103,13 +126,37 @@ class ParquetIOManager(ConfigurableIOManager):
                 )
         context.add_output_metadata(meta)
 
+    @staticmethod
+    def _required(context: InputContext) -> list[str] | None:
+        upstream = context.upstream_output
+        meta = (upstream.definition_metadata if upstream is not None else None) or {}
+        value = meta.get(REQUIRED_COLUMNS)
+        return list(value) if value else None
+
+    @staticmethod
+    def _daily(context: InputContext) -> bool:
+        """Daily partitions: each file holds rows of its own day only (checked on load)."""
+        pdef = context.asset_partitions_def
+        return isinstance(pdef, TimeWindowPartitionsDefinition) and pdef.cron_schedule == "0 0 * * *"
+
     def load_input(self, context: InputContext) -> pd.DataFrame:
         path_parts = list(context.asset_key.path)
+        required = self._required(context)
         if not context.has_asset_partitions:
-            return read_parquet(self.partition_path(path_parts, None))
+            path = self.partition_path(path_parts, None)
+            frame = read_parquet(path)
+            check_partition_frame(frame, path, required, None)
+            return frame
         present = self.stored_partitions(path_parts)
         keys = list(context.asset_partition_keys)
-        frames = [read_parquet(self.partition_path(path_parts, key)) for key in keys if key in present]
+        daily = self._daily(context)
+        frames = []
+        for key in keys:
+            if key in present:
+                path = self.partition_path(path_parts, key)
+                frame = read_parquet(path)
+                check_partition_frame(frame, path, required, key if daily else None)
+                frames.append(frame)
         missing = [key for key in keys if key not in present]
         if missing:
             meta = context.definition_metadata or {}

@@ -1,4 +1,8 @@
-"""`midfreq` console script: `replay` a recorded directory over HTTP, `record` one from live services."""
+"""`midfreq` console script: `replay` a recorded directory over HTTP, `record` one from live services.
+
+Packages above this one add their own subcommands (``midfreq pipeline`` lives in ``midfreq_assets``,
+which runs Dagster) through ``build_parser(commands=...)``; ``midfreq_assets.cli`` is the entry point.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,34 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from midfreq_resources.replay.server import FaultConfig, ReplayServer
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+def _number(text: str, kind: type, lo: float, hi: float, expected: str, bounds: str) -> float:
+    """Parse a flag value of ``kind`` within [lo, hi]; mistakes are one-line argparse errors."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{expected} expected, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
     return value
+
+
+def _rate(text: str) -> float:
+    return _number(text, float, 0.0, 1.0, "a share within [0, 1]", "within [0, 1]")
+
+
+def _port(text: str) -> int:
+    return int(_number(text, int, 0, 65535, "a port number", "within 0..65535 (0 picks a free port)"))
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, float, 0.0, float("inf"), "a number", ">= 0")
 
 
 def _codes(text: str) -> tuple[int, ...]:
@@ -29,12 +50,24 @@ def _codes(text: str) -> tuple[int, ...]:
     return codes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (exit 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+#: Adds one subcommand to the ``midfreq`` parser's subparsers.
+Command = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(commands: Sequence[Command] = ()) -> argparse.ArgumentParser:
+    parser = _OneLineErrors(
         prog="midfreq",
-        description="midfreq tools: serve recorded market data offline, or record it from the live services.",
+        description="midfreq tools: serve recorded market data offline, or record it from the live services"
+        + (", or run the pipeline on it." if commands else "."),
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{replay,record}")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser(
         "replay",
@@ -43,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("root", type=Path, help="directory with defillama/ and binance/ subtrees")
     rp.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    rp.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
-    rp.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    rp.add_argument("--port", type=_port, default=8765, help="port (default: 8765; 0 picks a free one)")
+    rp.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added to every request")
     rp.add_argument("--error-rate", type=_rate, default=0.0, help="share answered with an error code")
     rp.add_argument(
         "--error-codes",
@@ -68,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--html-error-codes", type=_codes, default=(200, 502), help="status of HTML pages (default: 200,502)"
     )
+    rp.add_argument("--drip-rate", type=_rate, default=0.0,
+                    help="share of 200 bodies sent slowly, --drip-bytes every --drip-interval-ms")
+    rp.add_argument("--drip-interval-ms", type=_non_negative, default=1000.0, help="(default: 1000)")
+    rp.add_argument("--drip-bytes", type=int, default=1, help="bytes per dripped chunk (default: 1)")
     rp.add_argument("--seed", type=int, default=None, help="make random faults reproducible")
     rp.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     rp.set_defaults(func=_cmd_replay)
@@ -113,10 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--concurrency", type=int, default=4, help="parallel requests (default: 4)")
     rc.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     rc.set_defaults(func=_cmd_record)
+    for add in commands:
+        add(sub)
     return parser
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        server = _server(args)
+    except (ValueError, OSError, OverflowError) as exc:
+        print(f"midfreq replay: error: {exc}", file=sys.stderr)
+        return 2
+    return _serve(server)
+
+
+def _server(args: argparse.Namespace) -> ReplayServer:
+    """The configured server, bound (so a bad flag, root or port is one line, not a traceback)."""
+    if not args.root.is_dir():
+        raise ValueError(f"replay root {args.root} is not a directory (expected defillama/ and binance/ under it)")
     faults = FaultConfig(
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
@@ -126,11 +177,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         truncate_mode=args.truncate_mode,
         html_error_rate=args.html_error_rate,
         html_error_codes=args.html_error_codes,
+        drip_rate=args.drip_rate,
+        drip_interval_ms=args.drip_interval_ms,
+        drip_bytes=args.drip_bytes,
         seed=args.seed,
     )
-    server = ReplayServer(
-        args.root, host=args.host, port=args.port, faults=faults, verbose=args.verbose
-    ).bind()
+    return ReplayServer(args.root, host=args.host, port=args.port, faults=faults, verbose=args.verbose).bind()
+
+
+def _serve(server: ReplayServer) -> int:
     print(f"midfreq replay: serving {server.root} at {server.base_url}", flush=True)
     print("export these to point midfreq at it:", flush=True)
     for name, value in server.env().items():
@@ -189,9 +244,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `midfreq` console script."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, commands: Sequence[Command] = ()) -> int:
+    """Run the `midfreq` tools (``commands``: extra subcommands)."""
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -20,9 +20,10 @@ URL -> file mapping (ROOT is the served directory):
 - anything else -> 404.
 
 Faults: `FaultConfig` draws random faults per request (latency, 429/5xx, HTML error pages,
-truncated bodies). With a `seed`, the draw for the n-th request of a path depends only on
-(seed, path, n), so runs are reproducible even with concurrent clients. Targeted faults
-(`force`, `corrupt`, `truncate`, `slow`, `payment_required`) take precedence over random ones;
+truncated bodies, bodies dripped a few bytes at a time). With a `seed`, the draw for the n-th
+request of a path depends only on (seed, path, n), so runs are reproducible even with concurrent
+clients. Targeted faults (`force`, `corrupt`, `truncate`, `slow`, `drip`, `oversize`,
+`payment_required`) take precedence over random ones;
 the first matching rule with requests left wins, patterns are `re.search`ed against the URL path
 (without the query string).
 """
@@ -118,15 +119,21 @@ class FaultConfig:
     truncate_mode: Literal["short", "close"] = "short"
     html_error_rate: float = 0.0
     html_error_codes: tuple[int, ...] = (200, 502)
+    drip_rate: float = 0.0
+    drip_interval_ms: float = 1000.0
+    drip_bytes: int = 1
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "truncate_rate", "html_error_rate"):
+        if self.drip_interval_ms < 0 or self.drip_bytes < 1:
+            raise ValueError("drip_interval_ms must be >= 0 and drip_bytes >= 1")
+        for name in ("error_rate", "truncate_rate", "html_error_rate", "drip_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.error_rate + self.html_error_rate > 1.0:
-            raise ValueError("error_rate + html_error_rate must be <= 1")
+            raise ValueError(f"error rate ({self.error_rate:g}) + HTML error rate ({self.html_error_rate:g}) "
+                             "must be <= 1: they are disjoint shares of the requests")
         if self.latency_ms < 0 or self.retry_after_s < 0:
             raise ValueError("latency_ms and retry_after_s must be >= 0")
         if self.truncate_mode not in ("short", "close"):
@@ -157,7 +164,15 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-RuleAction = Literal["respond", "corrupt", "truncate", "delay"]
+RuleAction = Literal["respond", "corrupt", "truncate", "delay", "drip", "oversize"]
+
+
+@dataclass(frozen=True)
+class Drip:
+    """Send a body ``chunk`` bytes every ``interval_ms`` (a server that never quite stalls)."""
+
+    interval_ms: float
+    chunk: int = 1
 
 
 @dataclass
@@ -174,6 +189,9 @@ class ForcedRule:
     method: str | None = None
     delay_ms: float = 0.0
     truncate_mode: Literal["short", "close"] = "short"
+    drip: Drip | None = None
+    size: int = 0
+    announce_length: bool = True
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -242,6 +260,12 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     replay: ReplayServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-answer (refusing an oversize body, a deadline) is not an error here."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn, which can stall on machines without DNS.
         socketserver.TCPServer.server_bind(self)
@@ -291,11 +315,38 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._logged:
                 replay._log(RequestRecord(method, self.path, status))
 
+    def send_oversize(self, size: int, announce_length: bool, head: bool) -> int:
+        """200 with a ``size``-byte JSON-looking body streamed from a small buffer (never held whole);
+        without ``announce_length`` the body is close-delimited (no Content-Length)."""
+        self.send_response(200, "OK")
+        self.send_header("Content-Type", JSON_TYPE)
+        if announce_length:
+            self.send_header("Content-Length", str(size))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.server.replay._log(RequestRecord("HEAD" if head else "GET", self.path, 200))
+        self._logged = True
+        self.end_headers()
+        if head:
+            return 200
+        prefix = b'{"status":"success","data":['
+        block = b" " * 65536
+        self.wfile.write(prefix)
+        sent = len(prefix)
+        stop = self.server.replay._stopping
+        while sent < size and not stop.is_set():
+            piece = block[: min(len(block), size - sent)]
+            self.wfile.write(piece)
+            sent += len(piece)
+        return 200
+
     def send_answer(
         self,
         resp: Response,
         head: bool,
         truncate: Literal["short", "close"] | None = None,
+        drip: Drip | None = None,
     ) -> int:
         body = resp.body
         length = len(body)
@@ -319,6 +370,16 @@ class _Handler(BaseHTTPRequestHandler):
         # Logged before the bytes leave, so a client that got its answer always finds it logged.
         self.server.replay._log(RequestRecord("HEAD" if head else "GET", self.path, resp.status))
         self._logged = True
+        if drip is not None and not head:
+            self.wfile.write(payload)
+            self.wfile.flush()
+            stop = self.server.replay._stopping
+            for i in range(0, len(body), drip.chunk):
+                if stop.wait(drip.interval_ms / 1000.0):
+                    break
+                self.wfile.write(body[i : i + drip.chunk])
+                self.wfile.flush()
+            return resp.status
         self.wfile.write(payload if head else payload + body)
         if truncate == "close":
             with contextlib.suppress(OSError):
@@ -358,6 +419,7 @@ class ReplayServer:
         self._conns: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends dripped / oversize bodies at stop()
 
     # ----------------------------------------------------------------- lifecycle
     def bind(self) -> ReplayServer:
@@ -392,6 +454,7 @@ class ReplayServer:
         httpd = self._httpd
         if httpd is None:
             return
+        self._stopping.set()
         if self._thread is not None:
             httpd.shutdown()
             self._thread.join(timeout=5)
@@ -403,6 +466,7 @@ class ReplayServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         self._httpd = None
+        self._stopping.clear()
 
     def shutdown_from_signal(self) -> None:
         """Make a foreground `serve_forever` return; safe to call from another thread."""
@@ -548,6 +612,19 @@ class ReplayServer:
             ForcedRule(pattern=re.compile(pattern), action="delay", remaining=times, delay_ms=delay_ms)
         )
 
+    def drip(self, pattern: str, interval_ms: float, chunk_bytes: int = 1, times: int | None = None) -> ForcedRule:
+        """Send matching 200 bodies ``chunk_bytes`` at a time, one chunk every ``interval_ms``: each
+        read gets data (no read timeout fires), the whole answer takes ages (deadline tests)."""
+        return self._add_rule(ForcedRule(pattern=re.compile(pattern), action="drip", remaining=times,
+                                         drip=Drip(interval_ms, chunk_bytes)))
+
+    def oversize(self, pattern: str, size_bytes: int, announce_length: bool = True,
+                 times: int | None = None) -> ForcedRule:
+        """Answer matching requests with a 200 body of ``size_bytes`` (streamed, never in memory here);
+        ``announce_length=False`` sends no Content-Length (the client only finds out by reading)."""
+        return self._add_rule(ForcedRule(pattern=re.compile(pattern), action="oversize", remaining=times,
+                                         size=size_bytes, announce_length=announce_length))
+
     # ----------------------------------------------------------------- internals
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
@@ -583,6 +660,8 @@ class ReplayServer:
             return handler.send_answer(
                 Response(rule.status, rule.body, rule.content_type, dict(rule.headers)), head
             )
+        if rule is not None and rule.action == "oversize":
+            return handler.send_oversize(rule.size, rule.announce_length, head)
 
         draw = rng.random()
         if draw < faults.error_rate:
@@ -596,14 +675,19 @@ class ReplayServer:
 
         resp = self.resolve(path, query)
         truncate: Literal["short", "close"] | None = None
+        drip: Drip | None = None
         if resp.status == 200:
             if rule is not None and rule.action == "corrupt":
                 resp.body = corrupt_bytes(resp.body)
             elif rule is not None and rule.action == "truncate":
                 truncate = rule.truncate_mode
+            elif rule is not None and rule.action == "drip":
+                drip = rule.drip
             elif faults.truncate_rate and rng.random() < faults.truncate_rate:
                 truncate = faults.truncate_mode
-        return handler.send_answer(resp, head, truncate)
+            elif faults.drip_rate and rng.random() < faults.drip_rate:
+                drip = Drip(faults.drip_interval_ms, faults.drip_bytes)
+        return handler.send_answer(resp, head, truncate, drip)
 
     def _file(self, *parts: str) -> Path | None:
         """The file at ROOT/parts if it exists and stays inside ROOT (no `..` escapes)."""

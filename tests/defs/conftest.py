@@ -13,13 +13,17 @@ import pytest
 from dagster import AssetsDefinition, DagsterInstance, materialize
 
 from midfreq_assets.defs.ingest.defillama import build_defillama_assets
+from midfreq_assets.defs.ingest.prices import build_token_prices
 from midfreq_assets.defs.resources import build_resources
 from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.project import Project, load_project
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig
 from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.yields.adjusted import reference_pricing
 from midfreq_assets.partitions import daily_partitions
+from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.io.lake import read_parquet
 from midfreq_resources.replay.server import ReplayServer
 
@@ -34,6 +38,27 @@ def range_tags(start: str, end: str) -> dict[str, str]:
 def project() -> Project:
     """The repository's ``configs/``."""
     return load_project()
+
+
+@pytest.fixture
+def lake(tmp_path, replay_env, monkeypatch) -> Path:
+    """A fresh lake (``MIDFREQ_DATA_LAKE``) with the sources pointed at the replay server."""
+    monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def ingest_resources(replay_env) -> Callable[..., dict]:
+    """``ingest_resources(**client)``: the local resources with a fast-retrying DefiLlama client on the
+    replay server (``max_attempts=2``; keyword arguments override its settings)."""
+
+    def make(**client) -> dict:
+        settings = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02, **client}
+        res = build_resources()
+        res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", **settings)
+        return res
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -62,15 +87,19 @@ def small_vault(project: Project) -> VaultConfig:
 
 
 class Pipeline:
-    """A tmp lake with pool_history/pool_metadata ``first..last`` and the vault's research assets."""
+    """A tmp lake with pool_history/pool_metadata/token_prices and the vault's adjusted_yields
+    ``first..last``, and the vault's research assets."""
 
     first, last = FIRST, LAST
 
-    def __init__(self, lake: Path, resources: dict, vault: VaultConfig, ingest: list[AssetsDefinition]) -> None:
+    def __init__(self, lake: Path, resources: dict, vault: VaultConfig, ingest: list[AssetsDefinition],
+                 project: Project) -> None:
         self.lake, self.resources, self.vault, self.ingest = lake, resources, vault, ingest
         self.instance = DagsterInstance.ephemeral()
+        self.adjusted = build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens),
+                                                    daily_partitions(project))
         self.research = build_research_assets(vault)
-        self.all = [*ingest, *self.research]
+        self.all = [*ingest, *self.adjusted, *self.research]
 
     def run(self, assets, selection, start: str, end: str | None = None, extra=()):
         tags = range_tags(start, end) if end else {}
@@ -89,20 +118,23 @@ class Pipeline:
 @contextlib.contextmanager
 def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -> Iterator[Pipeline]:
     lake = tmp_path_factory.mktemp("lake")
-    ingest = build_defillama_assets(project, daily_partitions(project))
+    days = daily_partitions(project)
+    ingest = [*build_defillama_assets(project, days), build_token_prices(project, days)]
     with pytest.MonkeyPatch.context() as mp:
         for name, value in replay_server.env().items():
             mp.setenv(name, value)
         mp.setenv("MIDFREQ_DATA_LAKE", str(lake))
         replay_server.reset()
-        p = Pipeline(lake, build_resources(), _small_vault(project), ingest)
+        p = Pipeline(lake, build_resources(), _small_vault(project), ingest, project)
         p.run(ingest, ingest, FIRST, LAST)
+        p.run(p.all, p.adjusted, FIRST, LAST)
         yield p
         replay_server.reset()
 
 
 @pytest.fixture(scope="session")
 def pipeline_env(tmp_path_factory, replay_server, project) -> Callable[[], contextlib.AbstractContextManager[Pipeline]]:
-    """``with pipeline_env() as p``: a fresh lake holding the ingestion of ``FIRST..LAST``, the
-    ``MIDFREQ_*`` variables pointing at the replay server, and a small vault's research assets."""
+    """``with pipeline_env() as p``: a fresh lake holding the ingestion (pool_history, pool_metadata,
+    token_prices) and the small vault's adjusted_yields of ``FIRST..LAST``, the ``MIDFREQ_*``
+    variables pointing at the replay server, and the small vault's research assets."""
     return functools.partial(_pipeline, tmp_path_factory, replay_server, project)

@@ -22,7 +22,7 @@ from midfreq_assets.project import current_project
 
 REPO = Path(__file__).parents[2]
 PACKAGE = REPO / "midfreq_assets"
-VAULTS = ("usd_curated", "usd_lending")
+VAULTS = ("btc_lending", "eth_staking", "usd_curated", "usd_lending")  # the shipped example vaults
 KEYS = {
     "pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "token_prices", "binance_klines",
     "binance_premium_index_klines", "binance_funding_rates",

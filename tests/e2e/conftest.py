@@ -1,9 +1,11 @@
-"""Fixtures of the end-to-end tests: free ports, an in-memory object-store lake, and throwaway local
-services (Postgres, a Redis broker, an S3-compatible server)."""
+"""Fixtures of the end-to-end tests: free ports, an in-memory object-store lake, throwaway local
+services (Postgres, a Redis broker, an S3-compatible server), and `midfreq pipeline` on a GENERATED
+corpus of ETH, BTC and LP pools (which the bundled recording lacks)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import importlib.util
 import os
@@ -180,3 +182,155 @@ def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     finally:
         _clear_s3fs_instances()
         _stop(proc)
+
+
+# --------------------------------------------------------------------------- a generated ETH/BTC/LP corpus
+GEN_FIRST = "2024-06-06"
+GEN_DAYS = 100
+ADDR = {  # Ethereum token addresses (configs/tokens.yaml maps them to symbols)
+    "weth": "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", "steth": "0xae7ab96520DE3A18E5e111B5EaAb095312D7fE84",
+    "wsteth": "0x7f39C581F595B53c5cb19bD0b3f8dA6c935E2Ca0", "usdc": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+    "wbtc": "0x2260FAC5E5542a773Aa44fBCfeDf7C193bc2C599", "cbbtc": "0xcbB7C0000aB88B473b1f5aFd9ef808440eed33Bf",
+}
+LIDO = "747c1d2a-c668-4682-b9f9-296708a3dd90"
+GEN_POOLS = {
+    # pool: (project, symbol, underlying, apy %/yr, tvl USD, il7d % (None: not reported))
+    "00000000-0000-4000-8000-0000000e0001": ("aave-v3", "WETH", ["weth"], 2.0, 2e9, None),
+    "00000000-0000-4000-8000-0000000e0002": ("aave-v3", "WSTETH", ["wsteth"], 0.1, 1.5e9, None),
+    LIDO: ("lido", "STETH", ["steth"], 3.2, 2.5e10, None),
+    "00000000-0000-4000-8000-0000000e0004": ("curve-dex", "STETH-ETH", None, 2.5, 3e8, 0.01),
+    "00000000-0000-4000-8000-0000000e0005": ("uniswap-v3", "USDC-WETH", ["usdc", "weth"], 25.0, 2e8, "half"),
+    "00000000-0000-4000-8000-0000000e0006": ("aave-v3", "USDC", ["usdc"], 5.0, 1e9, None),
+    "00000000-0000-4000-8000-0000000b0001": ("aave-v3", "WBTC", ["wbtc"], 0.5, 1e9, None),
+    "00000000-0000-4000-8000-0000000b0002": ("aave-v3", "CBBTC", ["cbbtc"], 1.0, 5e8, None),
+    "00000000-0000-4000-8000-0000000b0003": ("uniswap-v3", "WBTC-USDC", ["wbtc", "usdc"], 20.0, 1e8, None),
+}
+GAP_POOL, GAP_DAYS = "00000000-0000-4000-8000-0000000e0001", (40, 41)  # aave WETH missing two days
+RESEARCH = {"label_map": {"apy": {"target": "adjusted_apy", "horizons": [7]}},
+            "models": {"cv": {"n_splits": 2, "min_train": 14}, "apy": {"ewm_predictor": {"halflife": "7d"}}}}
+
+
+def _gen_vaults() -> dict[str, dict]:
+    common = {"start_date": GEN_FIRST, "chains": ["Ethereum"], "min_pool_tvl_usd": 1e6, **RESEARCH}
+    return {
+        "eth_generated": {**common, "reference_asset": "eth", "protocols": {"tier1": ["aave-v3", "lido", "curve-dex"]},
+                          "yields": {"tokens": {t: {"coin": f"ethereum:{ADDR[t]}", "peg": p}
+                                                for t, p in (("weth", 1.0), ("steth", 1.0), ("wsteth", None))},
+                                     "peg": {"enabled": True}, "underlying_yield": {"pools": {"steth": LIDO,
+                                                                                              "wsteth": LIDO}}},
+                          "strategy": {"concentration_limit": 0.4, "gas_usd": 10.0, "min_trade_usd": 2000},
+                          "backtest": {"initial_wealth": 500.0}},
+        "usd_lp": {**common, "reference_asset": "usd", "protocols": {"tier1": ["uniswap-v3", "aave-v3"]},
+                   "underlying_tokens": ["usdc", "weth", "wbtc"], "allow_price_exposure": True,
+                   "yields": {"tokens": {"usdc": {"coin": f"ethereum:{ADDR['usdc']}", "peg": 1.0},
+                                         "weth": {"coin": f"ethereum:{ADDR['weth']}", "peg": None}}},
+                   "strategy": {"concentration_limit": 0.6, "gas_usd": 5.0},
+                   "backtest": {"initial_wealth": 1e6, "base_rate": 0.04}},
+        "btc_generated": {**common, "reference_asset": "btc", "protocols": {"tier1": ["aave-v3"]},
+                          "yields": {"tokens": {t: {"coin": f"ethereum:{ADDR[t]}", "peg": 1.0} for t in ("wbtc", "cbbtc")},
+                                     "peg": {"enabled": True}},
+                          "strategy": {"concentration_limit": 0.6, "gas_usd": 10.0},
+                          "backtest": {"initial_wealth": 20.0}},
+    }
+
+
+def _gen_prices(days: list) -> dict[str, list[float]]:
+    import numpy as np
+
+    rng = np.random.default_rng(2024)
+    eth = 3800 * np.exp(np.cumsum(rng.normal(0, 0.03, len(days))))
+    btc = 65000 * np.exp(np.cumsum(rng.normal(0, 0.025, len(days))))
+    t = np.arange(len(days)) / 365
+    return {"coingecko:ethereum": eth, "coingecko:bitcoin": btc, f"ethereum:{ADDR['weth']}": eth,
+            f"ethereum:{ADDR['steth']}": eth * 0.998, f"ethereum:{ADDR['wsteth']}": eth * 1.17 * np.exp(0.032 * t),
+            f"ethereum:{ADDR['usdc']}": 1.0 + rng.normal(0, 2e-4, len(days)),
+            f"ethereum:{ADDR['wbtc']}": btc * 0.9995, f"ethereum:{ADDR['cbbtc']}": btc}
+
+
+def write_generated_corpus(root: Path, configs: Path, vaults: list[str] | None = None,
+                           broken_prices: bool = False) -> dict[str, object]:
+    """A corpus of GENERATED data (ETH, BTC and LP pools, which the bundled recording lacks) in the live
+    layout, and a config dir with one vault of each reference asset (or ``vaults``); returns what was
+    generated. ``broken_prices`` answers the coins API with a malformed body."""
+    import datetime as dt
+    import json
+
+    import numpy as np
+    import yaml
+
+    from midfreq_assets.domain.config.project import load_project
+    from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient, batches
+    from midfreq_resources.replay.server import coins_chart_filename
+
+    repo = Path(__file__).parents[2]
+    (configs / "vaults").mkdir(parents=True)
+    (configs / "grids").mkdir()
+    shutil.copyfile(repo / "configs" / "tokens.yaml", configs / "tokens.yaml")
+    for name, body in _gen_vaults().items():
+        if vaults is None or name in vaults:
+            (configs / "vaults" / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **body}))
+    (configs / "grids" / "default.yaml").write_text(yaml.safe_dump(
+        {"description": "generated corpus", "parameters": {"strategy.cost": [0.0005, 0.002],
+                                                            "backtest.rebalance_every_days": [7]}}))
+    first = dt.date.fromisoformat(GEN_FIRST)
+    days = [first + dt.timedelta(days=i) for i in range(GEN_DAYS)]
+    rng = np.random.default_rng(7)
+    charts = root / "defillama" / "yields" / "chart"
+    charts.mkdir(parents=True)
+    snapshot = []
+    for pool, (project, symbol, tokens, apy, tvl, il7d) in GEN_POOLS.items():
+        rows = []
+        for i, day in enumerate(days):
+            if pool == GAP_POOL and i in GAP_DAYS:
+                continue
+            a = max(apy + rng.normal(0, apy * 0.05), 0.0)
+            il = None if il7d is None else (il7d if il7d != "half" else (0.05 if i < GEN_DAYS // 2 else None))
+            rows.append({"timestamp": f"{day.isoformat()}T23:01:00.000Z", "tvlUsd": tvl * (1 + rng.normal(0, 0.01)),
+                         "apy": a, "apyBase": a, "apyReward": None, "il7d": il, "apyBase7d": None})
+        (charts / f"{pool}.json").write_text(json.dumps({"status": "success", "data": rows}))
+        snapshot.append({"pool": pool, "chain": "Ethereum", "project": project, "symbol": symbol,
+                         "tvlUsd": tvl, "apy": apy, "apyBase": apy, "apyReward": None, "rewardTokens": None,
+                         "underlyingTokens": [ADDR[t] for t in tokens] if tokens else None, "poolMeta": None})
+    (root / "defillama" / "yields" / "pools.json").write_text(json.dumps({"status": "success", "data": snapshot}))
+    prices = _gen_prices(days)
+    coins_dir = root / "defillama" / "coins" / "chart"
+    coins_dir.mkdir(parents=True)
+
+    def body(coins: list[str]) -> dict:
+        return {"coins": {c: {"symbol": c.split(":")[-1][:6], "confidence": 0.99, "decimals": 18,
+                              "prices": [{"timestamp": int(dt.datetime.combine(d, dt.time(12), tzinfo=dt.UTC)
+                                                           .timestamp()), "price": float(p)}
+                                         for d, p in zip(days, prices[c], strict=True)]}
+                          for c in coins if c in prices}, "note": "GENERATED for a test"}
+
+    project = load_project(configs)
+    client = DefiLlamaCoinsClient()
+    for batch in batches(project.price_coins(), client.max_coins_per_request, client.max_coins_chars):
+        text = json.dumps({"coins": {batch[0]: {"prices": "not a list"}}}) if broken_prices else json.dumps(body(batch))
+        (coins_dir / coins_chart_filename(",".join(batch))).write_text(text)
+    return {"days": days, "prices": prices, "first": first, "last": days[-1]}
+
+
+def run_pipeline_cli(tmp: Path, *args: str, **corpus: object) -> dict[str, object]:
+    """``midfreq pipeline`` (the real console script, a fresh process, an ephemeral Dagster instance)
+    on a generated corpus: its output, exit status, lake and what was generated."""
+    root, configs, lake = tmp / "corpus", tmp / "configs", tmp / "lake"
+    info = write_generated_corpus(root, configs, **corpus)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDFREQ_", "DAGSTER_HOME"))}
+    script = Path(sys.executable).parent / "midfreq"
+    proc = subprocess.run([str(script), "pipeline", "--corpus", str(root), "--config-dir", str(configs),
+                           "--lake", str(lake), *args], capture_output=True, text=True, env=env, timeout=1500)
+    return {**info, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "lake": lake,
+            "corpus": root, "configs": configs}
+
+
+@pytest.fixture(scope="session")
+def generated_run(tmp_path_factory) -> dict[str, object]:
+    """The pipeline on the whole generated corpus (ETH, BTC and USD-with-price-exposure vaults)."""
+    return run_pipeline_cli(tmp_path_factory.mktemp("generated"))
+
+
+@pytest.fixture
+def pipeline_cli(tmp_path) -> Callable[..., dict[str, object]]:
+    """``pipeline_cli(*args, vaults=None, broken_prices=False)``: the pipeline on a fresh generated corpus."""
+    return functools.partial(run_pipeline_cli, tmp_path)

@@ -22,7 +22,7 @@ from dagster import (
     multiprocess_executor,
 )
 from dagster._config import process_config
-from dagster._core.instance.config import dagster_instance_config
+from dagster._core.instance.config import ConcurrencyConfig, dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.workspace.config_schema import process_workspace_config
@@ -86,7 +86,9 @@ def test_production_instance_yaml_is_valid(tmp_path: Path, monkeypatch: pytest.M
     assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
     coordinator = ref.run_coordinator  # built from its config: validates the class config too
     assert isinstance(coordinator, QueuedRunCoordinator)
-    queue = coordinator.get_run_queue_config()
+    effective = ConcurrencyConfig.from_concurrency_settings(config["concurrency"], coordinator.get_run_queue_config())
+    assert effective.pool_config.default_pool_limit == 1  # every lake-writing pool: one step at a time
+    queue = effective.run_queue_config
     assert queue.max_concurrent_runs > 1
     limits = {lim["key"]: lim for lim in queue.tag_concurrency_limits}
     assert limits["dagster/backfill"]["limit"] >= 1
@@ -289,6 +291,6 @@ def test_materialization_on_postgres_storage(local_postgres: dict[str, str], rep
             assert event is not None and event.dagster_event.partition == DAY
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [next(k for k in result.job_def.asset_layer.asset_graph.asset_check_keys
-                  if k.name == "no_duplicate_pool_days" and k.asset_key == AssetKey("pool_history"))]
+                  if k.name == "requested_pools_fetched" and k.asset_key == AssetKey("pool_history"))]
         )
         assert check, "asset check results are stored in Postgres"

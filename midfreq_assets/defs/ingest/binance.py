@@ -1,8 +1,11 @@
 """``binance_klines``: Binance archive klines, one row per (symbol, interval, bar), daily partitions.
 
 What a range fetches and how files become bars: ``domain.ingest.klines_collection``. A file failing
-its checksum or parse is reported and the other symbols are still collected; only when nothing at
-all was collected does the run fail, so an empty partition is never written silently.
+its checksum or parse is reported and the other symbols are still collected. The ingestion
+completeness rule (docs/RUNBOOK.md "Completeness", as for pool_history): every bar the lake holds
+that this run did not deliver (its file failed, 404'd, or came back shorter) is kept, and the
+blocking ``requested_files_fetched`` check fails naming the files; when nothing at all was collected
+the run fails and writes nothing, so an empty partition never replaces bars.
 """
 
 import datetime as dt
@@ -12,6 +15,7 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
@@ -24,19 +28,21 @@ from dagster import (
     definitions,
 )
 
+from midfreq_assets.concurrency import KLINES_POOL
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.funding import FundingCollection
-from midfreq_assets.domain.ingest.klines import bar_gaps, duplicate_bars
+from midfreq_assets.domain.ingest.klines import BAR_KEY, KLINES_COLUMNS, bar_gaps, duplicate_bars
 from midfreq_assets.domain.ingest.klines_collection import (
     KlinesCollection,
     bars_summary,
     collect_klines,
     file_table,
 )
+from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_from, window_days
 from midfreq_assets.project import current_project
-from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 
 
 def files_metadata(result: KlinesCollection | FundingCollection, first: dt.date, last: dt.date) -> dict[str, object]:
@@ -77,15 +83,22 @@ def build_binance_assets(
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
+        metadata={REQUIRED_COLUMNS: list(KLINES_COLUMNS)},
+        pool=KLINES_POOL,
+        required_resource_keys={"binance_archive", "parquet_io_manager"},
+        check_specs=[AssetCheckSpec("requested_files_fetched", asset="binance_klines", blocking=True,
+                                    description="every planned archive file was fetched and verified, and no bar "
+                                    "the lake held went missing; failed files keep their previous bars and "
+                                    "fail this check, naming them")],
         group_name="binance",
         kinds={"python", "parquet"},
         description="Binance archive klines, one row per (symbol, interval, bar); `date` is the UTC day of "
         f"the bar's open. {config.market}: {', '.join(config.symbols)} at {', '.join(config.intervals)}. "
         "Checksum-verified; missing/failed files and gaps are reported, never filled.",
     )
-    def binance_klines(context: AssetExecutionContext, binance_archive: BinanceArchiveClient) -> Output[pd.DataFrame]:
+    def binance_klines(context: AssetExecutionContext):
         first, last = window_days(context.partition_time_window)
-        result = collect_klines(binance_archive.download_many, config, first, last)
+        result = collect_klines(context.resources.binance_archive.download_many, config, first, last)
         metadata = collection_metadata(result, first, last)
         for file, reason in sorted(result.failed.items()):
             context.log.error(f"binance {file.label}: {reason}")
@@ -98,7 +111,24 @@ def build_binance_assets(
                 f"{len(result.failed)} failed of {len(result.planned)} planned); not writing an empty partition",
                 metadata=metadata,
             )
-        return Output(result.bars, metadata=metadata)
+        frames, unreadable = context.resources.parquet_io_manager.read_existing(
+            ["binance_klines"], [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")])
+        for path, why in unreadable.items():
+            context.log.warning(f"binance_klines: previous partition {path} is unreadable, replaced: {why}")
+        previous = pd.concat(frames.values(), ignore_index=True) if frames else result.bars.iloc[0:0]
+        configured = previous["symbol"].isin(config.symbols) & previous["interval"].isin(config.intervals)
+        bars, kept = merge_kept_rows(result.bars, previous, list(BAR_KEY), configured)
+        bars = bars.sort_values(list(BAR_KEY), kind="stable").reset_index(drop=True)
+        dups = duplicate_bars(bars)
+        if len(dups):
+            raise Failure(f"binance_klines {first}..{last}: refusing to write {len(dups)} duplicated bar rows")
+        short = file_table({}) if kept.empty else bars_summary(kept)
+        yield Output(bars, metadata={**metadata, "bars_kept_from_previous_run": len(kept),
+                                     "kept_bars": markdown_table(short)})
+        yield AssetCheckResult(check_name="requested_files_fetched", passed=not result.failed and kept.empty,
+                               metadata={"files_failed": len(result.failed),
+                                         "failed_files": markdown_table(file_table(result.failed), max_rows=50),
+                                         "bars_kept_from_previous_run": len(kept), "kept_bars": markdown_table(short)})
 
     return binance_klines, build_bar_checks(binance_klines, partitions), partitions
 

@@ -7,6 +7,10 @@ together, so they describe the same fetch. ``pool_history`` comes first in the l
 the live API has no historical ``/pools``: a past day's universe is reconstructed from what the
 histories show that day (and flagged so). Each output can be materialized on its own
 (``can_subset``): the step fetches what it needs and writes only what was selected.
+
+Every frame is validated before it is yielded (duplicates, negative TVL: the write is refused);
+a pool whose answer is invalid fails alone, keeps its previous rows and fails the blocking
+``requested_pools_fetched`` checks (the completeness rule: see ``defillama_ingest``).
 """
 
 import datetime as dt
@@ -32,17 +36,27 @@ from dagster import (
     multi_asset,
 )
 
+from midfreq_assets.concurrency import DEFILLAMA_POOL
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import (
-    apy_outliers,
+    FLAG,
+    HISTORY_COLUMNS,
+    MAX_ABS_APY,
+    MAX_TVL_USD,
+    carry_previous_derived,
     charts_frame,
+    combine_histories,
     duplicate_pool_days,
+    flagged_rows,
+    merge_kept_rows,
     missing_pool_days,
     restrict_to_days,
     rows_per_day,
+    usable_rows,
 )
 from midfreq_assets.domain.ingest.universe import (
+    METADATA_COLUMNS,
     live_days,
     pool_days_per_vault,
     snapshot_frame,
@@ -52,20 +66,25 @@ from midfreq_assets.domain.ingest.universe import (
 from midfreq_assets.metadata import listing, markdown_table
 from midfreq_assets.partitions import daily_partitions, window_days
 from midfreq_assets.project import current_project
-from midfreq_resources.clients.defillama import DefiLlamaClient
+from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS, ParquetIOManager
 
-MAX_ABS_APY = 10.0  # 1000%/yr: beyond this a DefiLlama APY is almost surely a glitch (flagged, kept)
 HISTORY, METADATA, EXCLUSIONS = AssetKey("pool_history"), AssetKey("pool_metadata"), AssetKey("universe_exclusions")
 RANKINGS = AssetKey("pool_rankings")
+OUTPUTS = {HISTORY: "pool_history", METADATA: "pool_metadata", EXCLUSIONS: "universe_exclusions",
+           RANKINGS: "pool_rankings"}
+FETCHED = "requested_pools_fetched"
 
 CHECKS = [
-    AssetCheckSpec("no_duplicate_pool_days", asset=HISTORY, blocking=True, description="one row per (pool, date)"),
+    *(AssetCheckSpec(FETCHED, asset=key, blocking=True,
+                     description="every requested pool's /chart was fetched, valid, and at least as complete as "
+                     "the lake; a pool that failed or delivered less keeps its previous rows (merge by pool) "
+                     "and fails this check, naming it")
+      for key in OUTPUTS),
     AssetCheckSpec("apy_finite_and_sane", asset=HISTORY,
-                   description=f"APY finite and |APY| <= {MAX_ABS_APY:.0%}/yr (outliers flagged, not dropped)"),
-    AssetCheckSpec("tvl_non_negative", asset=HISTORY, blocking=True, description="tvl_usd >= 0"),
+                   description=f"APY finite with |APY| <= {MAX_ABS_APY:.0%}/yr and TVL <= {MAX_TVL_USD:.0e} USD; "
+                   "rows outside are flagged (kept in the lake with the reason, never used)"),
     AssetCheckSpec("universe_pools_present", asset=HISTORY,
                    description="every candidate pool has a row each day, or is reported missing/failed"),
-    AssetCheckSpec("no_duplicate_pool_days", asset=METADATA, blocking=True, description="one row per (pool, date)"),
     AssetCheckSpec("universe_pools_have_history", asset=METADATA,
                    description="every universe pool has a pool_history row that day, or is reported"),
 ]
@@ -80,6 +99,33 @@ def _failures_frame(failed: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(sorted(failed.items()), columns=["pool", "error"])
 
 
+def _previous(io: ParquetIOManager, key: AssetKey, days: pd.DatetimeIndex, context: AssetExecutionContext
+              ) -> pd.DataFrame:
+    """What the lake holds for ``days`` of ``key`` before this run (unreadable days: warned, not kept)."""
+    frames, unreadable = io.read_existing(list(key.path), [d.strftime("%Y-%m-%d") for d in days])
+    for path, why in unreadable.items():
+        context.log.warning(f"{key.to_user_string()}: previous partition {path} is unreadable, replaced: {why}")
+    return pd.concat(frames.values(), ignore_index=True) if frames else pd.DataFrame()
+
+
+def _refuse_blocking_problems(history: pd.DataFrame, members: pd.DataFrame | None) -> None:
+    """Validate before writing: a frame that would break the lake's contract is never written."""
+    problems = []
+    for name, frame in (("pool_history", history), ("pool_metadata", members)):
+        if frame is None:
+            continue
+        dups = duplicate_pool_days(frame)
+        if len(dups):
+            problems.append(f"{name}: {len(dups)} duplicated (pool, date) rows, e.g. "
+                            f"{listing(dups.astype(str).agg(' '.join, axis=1).tolist(), 5)}")
+    negative = history.loc[history["tvl_usd"] < 0, ["date", "pool"]]
+    if len(negative):
+        problems.append(f"pool_history: {len(negative)} row(s) with negative tvl_usd, e.g. "
+                        f"{listing(negative['pool'].tolist(), 5)}")
+    if problems:
+        raise Failure("refusing to write: " + "; ".join(problems))
+
+
 def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     """The ingestion multi-asset of ``project``'s vaults on ``partitions_def``."""
     vaults, tokens = project.vaults, project.tokens
@@ -89,10 +135,13 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         outs={
             "pool_history": AssetOut(
                 key=HISTORY, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
+                metadata={REQUIRED_COLUMNS: [c for c in HISTORY_COLUMNS if c != FLAG]},
                 description="One row per (pool, UTC day): tvl_usd, apy, apy_base, apy_reward, il7d, apy_base7d "
-                "(yields as fractions per year) for every pool passing a vault's static screen."),
+                "(yields as fractions per year) for every pool passing a vault's static screen; `flag` names "
+                "why a row's numbers are implausible (kept, never used)."),
             "pool_metadata": AssetOut(
                 key=METADATA, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
+                metadata={REQUIRED_COLUMNS: METADATA_COLUMNS},
                 description="The union of the vaults' universes, one row per (pool, day): chain, project, "
                 "symbol, underlying tokens, TVL, yields (fractions), the vaults that may hold it, and "
                 "whether the day was reconstructed from histories (no historical /pools exists)."),
@@ -113,8 +162,17 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         group_name="defillama",
         can_subset=True,
         check_specs=CHECKS,
+        pool=DEFILLAMA_POOL,
+        required_resource_keys={"defillama", "parquet_io_manager"},
     )
-    def defillama_ingest(context: AssetExecutionContext, defillama: DefiLlamaClient):
+    def defillama_ingest(context: AssetExecutionContext):
+        """Completeness rule (docs/RUNBOOK.md "Completeness"): a day's files are rewritten with this
+        fetch, plus the previous rows of every requested pool this fetch could not deliver (failed,
+        invalid, or without that day), so nothing good is replaced by less; pool_metadata and
+        universe_exclusions are derived from that same merged history, so the three never disagree.
+        Any failed pool fails the blocking ``requested_pools_fetched`` checks after the write."""
+        defillama = context.resources.defillama
+        io = context.resources.parquet_io_manager
         first, last = window_days(context.partition_time_window)
         selected = set(context.selected_asset_keys)
         checks = set(context.selected_asset_check_keys)
@@ -124,81 +182,108 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         batch = defillama.charts(candidates)
         if candidates and not batch.ok:
             raise Failure(
-                f"no pool history could be fetched for {first}..{last} ({len(batch.failed)} pools failed)",
+                f"no pool history could be fetched for {first}..{last} ({len(batch.failed)} pools failed); "
+                "nothing written, the previous partitions are untouched",
                 metadata={"failed_pools": markdown_table(_failures_frame(batch.failed))},
             )
         full = charts_frame(batch.ok)
-        history = restrict_to_days(full, pd.Timestamp(first), pd.Timestamp(last))
+        fetched = restrict_to_days(full, pd.Timestamp(first), pd.Timestamp(last))
+        days = pd.date_range(first, last, freq="D")
+        previous = _previous(io, HISTORY, days, context)
+        requested = previous["pool"].isin(candidates) if len(previous) else None
+        history, kept = merge_kept_rows(fetched, previous, ["pool", "date"], requested)
+        history = combine_histories([history])
         if candidates and history.empty:
             raise Failure(f"the {len(batch.ok)} fetched histories have no row in {first}..{last}: nothing to write")
 
-        days = pd.date_range(first, last, freq="D")
         present = rows_per_day(history, days)
-        missing_rows = missing_pool_days(full, history, days)
+        missing_rows = missing_pool_days(full, fetched, days)
         no_history = sorted(p for p, rows in batch.ok.items() if not rows)
         missing_pools = sorted(set(missing_rows.get_level_values("pool")) | set(batch.failed) | set(no_history))
         empty_days = [d.date().isoformat() for d, n in present.items() if n == 0]
+        flagged = flagged_rows(history)
         if empty_days:
             context.log.warning(f"pool_history: no rows for {len(empty_days)} day(s): {listing(empty_days)}")
         if batch.failed:
-            context.log.warning(f"pool_history: {len(batch.failed)} pool(s) failed: {listing(sorted(batch.failed))}")
+            context.log.error(f"pool_history: {len(batch.failed)} pool(s) failed (previous rows kept: {len(kept)}): "
+                              f"{listing(sorted(batch.failed))}")
 
+        members = exclusions = rankings = None
+        if selected & {METADATA, EXCLUSIONS, RANKINGS}:
+            live = live_days(first, last, dt.datetime.now(dt.UTC).date())
+            lookback = combine_histories([usable_rows(full), history])  # flagged rows never rank
+            members, exclusions, rankings = universe_by_day(history, snapshot, vaults, tokens, live,
+                                                            lookback=usable_rows(lookback))
+            derived = carry_previous_derived(
+                {"members": members, "exclusions": exclusions, "rankings": rankings},
+                {"members": _previous(io, METADATA, days, context), "exclusions": _previous(io, EXCLUSIONS, days, context),
+                 "rankings": _previous(io, RANKINGS, days, context)}, kept)
+            members, exclusions, rankings = derived["members"], derived["exclusions"], derived["rankings"]
+        _refuse_blocking_problems(history, members)
+
+        failed_meta = {"failed_pools": len(batch.failed), "failed_pool_details": markdown_table(
+            _failures_frame(batch.failed)), "rows_kept_from_previous_run": len(kept)}
         if HISTORY in selected:
             yield Output(history, output_name="pool_history", metadata={
                 "dagster/row_count": len(history),
                 "pools": int(history["pool"].nunique()),
                 "candidate_pools": len(candidates),
-                "failed_pools": len(batch.failed),
-                "failed_pool_details": markdown_table(_failures_frame(batch.failed)),
+                **failed_meta,
+                "flagged_rows": len(flagged),
                 "pools_without_history": listing(no_history),
                 "pools_missing_some_day": len(missing_pools),
                 "days": len(days),
                 "days_without_rows": len(empty_days),
                 "preview": markdown_table(history.tail(10)),
             })
-        yield from _selected(checks, [
-            _duplicates_check(HISTORY, history),
-            _outlier_check(history),
-            _tvl_check(history),
+        if rankings is not None and RANKINGS in selected:  # before pool_metadata, which takes its allow-lists
+            yield Output(rankings, output_name="pool_rankings", metadata={**ranking_metadata(rankings, vaults),
+                                                                          **failed_meta})
+        if members is not None and exclusions is not None:
+            reconstructed_days = int(members.loc[members["reconstructed"], "date"].nunique())
+            counts = exclusions.groupby(["vault", "reason"]).size().rename("pool_days").reset_index()
+            if METADATA in selected:
+                yield Output(members, output_name="pool_metadata", metadata={
+                    "dagster/row_count": len(members),
+                    "pools": int(members["pool"].nunique()),
+                    "pool_days_per_vault": MetadataValue.json(pool_days_per_vault(members, vaults)),
+                    "reconstructed": reconstructed_days > 0,
+                    "reconstructed_days": reconstructed_days,
+                    "survivorship_note": "past days are screened on today's /pools list: pools that vanished "
+                    "since are absent" if reconstructed_days else "live snapshot",
+                    "exclusion_reasons": markdown_table(counts),
+                    **failed_meta,
+                    "preview": markdown_table(members.drop(columns=["underlying_tokens", "reward_tokens"]).tail(10)),
+                })
+            if EXCLUSIONS in selected:
+                yield Output(exclusions, output_name="universe_exclusions",
+                             metadata={"dagster/row_count": len(exclusions), "reasons": markdown_table(counts),
+                                       **failed_meta})
+
+        short = sorted(set(kept["pool"])) if len(kept) else []
+        results = [
+            *(AssetCheckResult(asset_key=key, check_name=FETCHED, passed=not batch.failed and not short, metadata={
+                **failed_meta, "failed": ", ".join(sorted(batch.failed)),
+                "delivered_less_than_the_lake_had": ", ".join(sorted(set(short) - set(batch.failed)))})
+              for key in OUTPUTS),
+            AssetCheckResult(asset_key=HISTORY, check_name="apy_finite_and_sane", passed=flagged.empty,
+                             severity=AssetCheckSeverity.WARN,
+                             metadata={"flagged_rows": len(flagged), "examples": markdown_table(flagged)}),
             AssetCheckResult(asset_key=HISTORY, check_name="universe_pools_present", passed=not missing_pools,
                              severity=AssetCheckSeverity.WARN,
                              metadata={"missing_pool_days": len(missing_rows),
                                        "failed_pools": listing(sorted(batch.failed)),
                                        "pools_missing_some_day": listing(missing_pools)}),
-        ])
-
-        if not selected & {METADATA, EXCLUSIONS, RANKINGS}:
-            return
-        live = live_days(first, last, dt.datetime.now(dt.UTC).date())
-        members, exclusions, rankings = universe_by_day(history, snapshot, vaults, tokens, live, lookback=full)
-        if RANKINGS in selected:  # before pool_metadata, which takes its allow-lists from it
-            yield Output(rankings, output_name="pool_rankings", metadata=ranking_metadata(rankings, vaults))
-        reconstructed_days = int(members.loc[members["reconstructed"], "date"].nunique())
-        counts = exclusions.groupby(["vault", "reason"]).size().rename("pool_days").reset_index()
-        if METADATA in selected:
-            yield Output(members, output_name="pool_metadata", metadata={
-                "dagster/row_count": len(members),
-                "pools": int(members["pool"].nunique()),
-                "pool_days_per_vault": MetadataValue.json(pool_days_per_vault(members, vaults)),
-                "reconstructed": reconstructed_days > 0,
-                "reconstructed_days": reconstructed_days,
-                "survivorship_note": "past days are screened on today's /pools list: pools that vanished "
-                "since are absent" if reconstructed_days else "live snapshot",
-                "exclusion_reasons": markdown_table(counts),
-                "preview": markdown_table(members.drop(columns=["underlying_tokens", "reward_tokens"]).tail(10)),
-            })
-        if EXCLUSIONS in selected:
-            yield Output(exclusions, output_name="universe_exclusions",
-                         metadata={"dagster/row_count": len(exclusions), "reasons": markdown_table(counts)})
-        have = pd.MultiIndex.from_frame(history[["date", "pool"]])
-        lacking = members.loc[~pd.MultiIndex.from_frame(members[["date", "pool"]]).isin(have),
-                              ["date", "pool", "symbol"]]
-        yield from _selected(checks, [
-            _duplicates_check(METADATA, members),
-            AssetCheckResult(asset_key=METADATA, check_name="universe_pools_have_history", passed=lacking.empty,
-                             severity=AssetCheckSeverity.WARN,
-                             metadata={"pool_days_without_history": len(lacking), "examples": markdown_table(lacking)}),
-        ])
+        ]
+        if members is not None:
+            have = pd.MultiIndex.from_frame(history[["date", "pool"]])
+            lacking = members.loc[~pd.MultiIndex.from_frame(members[["date", "pool"]]).isin(have),
+                                  ["date", "pool", "symbol"]]
+            results.append(AssetCheckResult(
+                asset_key=METADATA, check_name="universe_pools_have_history", passed=lacking.empty,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"pool_days_without_history": len(lacking), "examples": markdown_table(lacking)}))
+        yield from (r for r in results if AssetCheckKey(r.asset_key, r.check_name) in checks)
 
     return [defillama_ingest]
 
@@ -215,30 +300,6 @@ def ranking_metadata(rankings: pd.DataFrame, vaults: dict[str, VaultConfig]) -> 
              "picked_per_day": round(picks.get(name, 0) / max(days.get(name, 0), 1), 2)}
             for name, v in vaults.items()])),
     }
-
-
-def _selected(selected: set[AssetCheckKey], results: list[AssetCheckResult]) -> list[AssetCheckResult]:
-    """The results of the checks this run selected (a subset run yields only its own checks)."""
-    return [r for r in results if AssetCheckKey(r.asset_key, r.check_name) in selected]
-
-
-def _duplicates_check(key: AssetKey, frame: pd.DataFrame) -> AssetCheckResult:
-    dups = duplicate_pool_days(frame)
-    return AssetCheckResult(asset_key=key, check_name="no_duplicate_pool_days", passed=dups.empty,
-                            metadata={"duplicates": len(dups)})
-
-
-def _outlier_check(history: pd.DataFrame) -> AssetCheckResult:
-    outliers = apy_outliers(history, MAX_ABS_APY)
-    return AssetCheckResult(asset_key=HISTORY, check_name="apy_finite_and_sane", passed=outliers.empty,
-                            severity=AssetCheckSeverity.WARN,
-                            metadata={"outliers": len(outliers), "examples": markdown_table(outliers)})
-
-
-def _tvl_check(history: pd.DataFrame) -> AssetCheckResult:
-    negative = history.loc[history["tvl_usd"] < 0, ["date", "pool", "tvl_usd"]]
-    return AssetCheckResult(asset_key=HISTORY, check_name="tvl_non_negative", passed=negative.empty,
-                            metadata={"negative_rows": len(negative), "examples": markdown_table(negative)})
 
 
 @definitions

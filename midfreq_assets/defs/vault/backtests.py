@@ -7,7 +7,8 @@
   points in one step; the IO manager splits the output by its ``point`` column;
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
   row (the policy chosen window by window on past data, traded out of sample), one row per point
-  (parameters + metrics) and the benchmarks, all on the walk-forward's days, with the grid's PBO,
+  (parameters + metrics) and the benchmarks (under each point's own constraints and costs, and unconstrained,
+  named ``*_unconstrained``), all on the walk-forward's days, with the grid's PBO,
   the deflated Sharpe and a bootstrap interval of the excess over the best benchmark; a
   self-contained HTML report in the lake.
 
@@ -35,8 +36,10 @@ from dagster import (
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
+from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
 from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
+    apply_overrides,
     find_point,
     grid_file_names,
     load_grid,
@@ -44,6 +47,7 @@ from midfreq_assets.domain.backtest.grids import (
     run_point,
     validate_grid,
 )
+from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
@@ -141,7 +145,8 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         description=f"Vault {vault.name}: the walk-forward row first (each test window traded by the grid point "
         "that scored best on the days before it, from the holdings the previous window left), then one row per "
         "grid point (parameters + metrics) and the benchmarks (equal weight, best trailing APY, TVL-weighted), all "
-        "on the walk-forward's out-of-sample days; the grid's PBO (CSCV), the deflated Sharpe and a bootstrap "
+        "on the walk-forward's out-of-sample days, benchmarks under each point's constraints and costs (and their "
+        "*_unconstrained variants), ratios on returns in excess of backtest.base_rate; the grid's PBO (CSCV), the deflated Sharpe and a bootstrap "
         "interval of the excess over the best benchmark; HTML report written next to it.",
     )
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
@@ -153,28 +158,51 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         for p in points:
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
-                missing.append(p.name)
+                missing.append(p)
                 continue
-            frame = read_parquet(path)
-            results[p.name] = bt.result_from_frame(frame, p.name, float(frame["initial_wealth"].iloc[0]))
+            _, cfg = apply_overrides(vault, p.overrides, source=p.grid)
+            results[p.name] = bt.result_from_frame(read_parquet(path), p.name, cfg.initial_wealth)
         if missing:
-            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {missing[:5]}")
+            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {[p.name for p in missing][:5]}")
         if not results:
             raise ValueError(f"no backtest_runs partition of grid {grid.name} is materialized")
-        evaluation = evaluate_vault_grid(panel, vault, points, results)
         params = list(grid.parameters)
-        days = pd.to_datetime(panel["date"])
-        notes = [f"Vault {vault.name}, grid {grid.name}: {len(results)} points, {panel['pool'].nunique()} pools, "
-                 f"{days.min().date()}..{days.max().date()}.",
-                 "Yields are fractions per year; metrics per year. Every row covers the walk-forward's out-of-sample "
-                 "days; the grid points are fixed over the whole history, so the best of them is picked with "
-                 "hindsight (an upper bound, not a result). Benchmarks pay the same cost and gas."]
-        table, html_doc, wealth_png = report.grid_report(
-            f"{vault.name} backtest report: {grid.name}", grid.name, params,
-            {p.name: dict(p.overrides) for p in points}, evaluation, panel, vault.backtest.apy_column,
-            bt.pool_labels(panel), notes, lambda name: point_result(panel, vault, by_name[name])[0],
-            vault.backtest.walk_forward.objective)
         html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
+        title = f"{vault.name} backtest report: {grid.name}"
+        base_rate = vault.backtest.base_rate
+        if panel.empty:
+            rows = [(p.name, {**dict(p.overrides), "benchmark_set": ""}, backtest_metrics(r, base_rate))
+                    for p, r in ((by_name[k], r) for k, r in results.items())]
+            table = report.report_table(grid.name, params, rows, pd.DataFrame(), METRIC_COLUMNS)
+            note = (f"Vault {vault.name} ({vault.reference_asset}): no pool was in its universe on any day of the data, "
+                    "so every grid point holds cash (no benchmark either). See universe_exclusions for the reasons.")
+            write_bytes_atomic(html_path, report.html_report(title, table, [], [note]).encode("utf-8"))
+            return Output(table.astype({c: str for c in params}), metadata={
+                "dagster/row_count": len(table), "headline": "empty universe: every point holds cash",
+                "report_html": MetadataValue.path(str(html_path)), "missing_points": len(missing),
+                "summary": MetadataValue.md(note)})
+        evaluation = evaluate_vault_grid(panel, vault, points, results)
+        set_of = {name: s.suffix for s in benchmark_sets(vault, [p for p in points if p.name in results])
+                  for name in s.points}
+        days = pd.to_datetime(panel["date"])
+        notes = [f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(results)} points, "
+                 f"{panel['pool'].nunique()} pools, {days.min().date()}..{days.max().date()}.",
+                 f"Yields are fractions per year, wealth in {vault.reference_asset}; metrics per year. The vault earns "
+                 f"{vault.backtest.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
+                 f"({base_rate:g}/yr). Every row covers the walk-forward's out-of-sample days; the grid points are "
+                 "fixed over the whole history, so the best of them is picked with hindsight (an upper bound, not a "
+                 "result).",
+                 "Benchmarks face each point's own constraints (caps, concentration, TVL share, turnover), costs, gas "
+                 "and cadence; *_unconstrained variants drop the position limits. benchmark_set names the benchmarks "
+                 "a point compares with.",
+                 "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
+                 "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
+                 "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
+        table, html_doc, wealth_png = report.grid_report(
+            title, grid.name, params, {p.name: dict(p.overrides) for p in points}, evaluation, panel,
+            vault.backtest.apy_column, bt.pool_labels(panel), notes,
+            lambda name: point_result(panel, vault, by_name[name])[0], vault.backtest.walk_forward.objective,
+            base_rate, set_of)
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         stats = evaluation.stats()
         wf = evaluation.walk_forward
@@ -183,7 +211,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             "headline": report.headline(table, stats),
             "report_html": MetadataValue.path(str(html_path)),
             "missing_points": len(missing),
-            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "deflated_sharpe", "excess_log_growth",
+            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "deflated_sharpe", "excess_vs_benchmark",
                                                        "excess_ci_low", "excess_ci_high", "excess_over")},
             "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
             "walk_forward_windows": markdown_table(report.windows_table(wf.windows) if wf else pd.DataFrame(),

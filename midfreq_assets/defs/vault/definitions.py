@@ -13,6 +13,7 @@ from midfreq_assets.defs.vault.top_pools import build_top_pools_asset
 from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.yields.adjusted import reference_pricing
 from midfreq_assets.partitions import daily_partitions
 from midfreq_assets.project import current_project
 
@@ -23,7 +24,7 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
     jobs = build_vault_jobs(vault, days)
     return Definitions(
         assets=[
-            *build_adjusted_yield_assets(vault, days),
+            *build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens), days),
             *build_research_assets(vault, days),
             *build_rebalance_assets(vault, days),
             *build_backtest_assets(vault, grids_dir or project.grids_dir),

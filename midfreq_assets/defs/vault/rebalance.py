@@ -1,9 +1,11 @@
 """``<vault>/rebalance_weights``: the nightly rebalance (``domain.portfolio.nightly``, the backtest's accounting).
 
 For day D: start from the holdings of day D-1 (its own previous partition; cash at the vault's
-initial wealth when there is none), accrue them to D with D's realized APY, TVL and IL, then
-decide on D's predictions and universe; held pools that left the universe are sold. A range
-backfill computes its days in order inside one run, starting from the partition before the range.
+initial wealth when there is none), accrue them to D with D's earned yield (``adjusted_yields``:
+IL inside, once), TVL and the legs' price move, then decide on D's predictions and universe; held
+pools that left the universe are sold, held pools missing from D's data up to the strategy's
+``max_gap_days`` are kept. A range backfill computes its days in order inside one run, starting
+from the partition before the range.
 
 The previous day is declared as a self-dependency (``AssetDep`` with ``PREVIOUS_DAY``) for lineage
 and backfill ordering, but read directly from the lake: the mapped window of a range run [s, e]
@@ -21,12 +23,14 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     DailyPartitionsDefinition,
+    Failure,
     MetadataValue,
     Output,
     asset,
 )
 
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.nightly import (
     WEIGHT_TOL,
@@ -53,6 +57,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "predictions": AssetIn(key=AssetKey([vault.name, "predictions"])),
             "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
             "pool_history": AssetIn(key=AssetKey("pool_history")),
+            "adjusted_yields": AssetIn(key=AssetKey([vault.name, "adjusted_yields"])),
         },
         deps=[AssetDep(key, partition_mapping=PREVIOUS_DAY)],
         partitions_def=partitions_def,
@@ -63,23 +68,30 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         kinds={"python", "parquet"},
         check_specs=[AssetCheckSpec(
             "weights_within_limits", asset=key, blocking=True,
-            description=f"0 <= weight <= concentration_limit ({s.concentration_limit}) and "
-            f"sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")],
-        description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade USD, predicted "
-        "APY, dilution, holding USD) and vault wealth, idle share and solver status. Holdings carry over from the "
-        "previous day, accrued with pool_history's realized APY (the backtest's accounting).",
+            description=f"0 <= weight <= concentration_limit ({s.concentration_limit}; a holding kept through a "
+            f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")],
+        description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade, predicted "
+        f"and earned {vault.backtest.apy_column}, dilution, holding, data-gap flags) and vault wealth, idle share "
+        "and solver status, in the vault's reference asset. Holdings carry over from the previous day, accrued "
+        "with the backtest's accounting.",
     )
     def rebalance_weights(context: AssetExecutionContext, predictions: pd.DataFrame, pool_metadata: pd.DataFrame,
-                          pool_history: pd.DataFrame):
+                          pool_history: pd.DataFrame, adjusted_yields: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         before = (pd.Timestamp(first) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
         path = context.resources.parquet_io_manager.partition_path(list(key.path), before)
         state = CarriedState.from_rows(read_parquet(path)) if path.exists() else None
+        first_day = partitions_def.start.date()
+        if state is None and first > first_day and vault.on_missing_upstream_days == "fail":
+            raise Failure(f"{key.to_user_string()}: the previous day {before} is not in the lake ({path}), so "
+                          f"{first} has no holdings to start from; materialize from the first missing day, or set "
+                          "on_missing_upstream_days: tolerate in the vault config to restart from cash")
         if state is None:
-            context.log.info(f"{key.to_user_string()}: no partition {before}: starting from cash "
-                             f"({vault.backtest.initial_wealth:,.0f})")
+            log = context.log.warning if first > first_day else context.log.info
+            log(f"{key.to_user_string()}: no partition {before}: starting from cash ({vault.backtest.initial_wealth:,.0f})")
         out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
-                                             vault_rows(pool_metadata, vault.name), pool_history)
+                                             vault_rows(pool_metadata, vault.name), usable_rows(pool_history),
+                                             adjusted_yields)
         last_rows = out[out["date"] == out["date"].max()]
         last_dec = decisions[-1]
         trades = trades_table(last_rows)
@@ -97,6 +109,8 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "statuses": MetadataValue.json({str(k): int(v) for k, v in statuses.items()}),
             "optimizer_builds": cache.builds,
             "started_from_cash": state is None,
+            "days_without_universe": int(statuses.get("no_universe", 0)),
+            "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
         })
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,

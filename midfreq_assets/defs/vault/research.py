@@ -79,15 +79,17 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     models_key = AssetKey([prefix, "fitted_models"])
     adjusted_key = AssetKey([prefix, "adjusted_yields"])
 
+    # a missing day inside the lookback fails loudly unless the vault says to tolerate gaps
+    gaps = TOLERATE_GAPS if vault.on_missing_upstream_days == "tolerate" else {}
     source_ins = {"pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=lookback(feature_days),
-                                          metadata=TOLERATE_GAPS)}
+                                          metadata=gaps)}
     if adjusted:
         source_ins["adjusted_yields"] = AssetIn(key=adjusted_key, partition_mapping=lookback(feature_days),
-                                                metadata=TOLERATE_GAPS)
+                                                metadata=gaps)
     universe_features = needs_metadata(vault.feature_map)
     if universe_features:  # cross sections rank within the vault's universe; categories come from pool_metadata
         source_ins["pool_metadata"] = AssetIn(key=AssetKey("pool_metadata"), partition_mapping=lookback(feature_days),
-                                              metadata=TOLERATE_GAPS)
+                                              metadata=gaps)
 
     @asset(
         key=features_key,

@@ -1,7 +1,8 @@
 """``<vault>/adjusted_yields``: per (date, pool of the universe) APY, each adjustment and flags.
 
-Reads ``pool_history`` and ``token_prices`` over a lookback window so the reward haircut has
-history (``domain.yields.adjusted``).
+Reads ``pool_history`` and ``token_prices`` over a lookback window so the reward haircut and the
+IL estimate have history, and ``pool_metadata`` over the exit memory (pools recently in the
+universe keep their rows); prices are in the vault's reference asset (``domain.yields.adjusted``).
 """
 
 import numpy as np
@@ -22,25 +23,35 @@ from dagster import (
 )
 
 from midfreq_assets.domain.config.vault import VaultConfig
-from midfreq_assets.domain.yields.adjusted import COMPONENT_COLUMNS, flag_counts, vault_adjusted_yields
+from midfreq_assets.domain.ingest.pool_history import usable_rows
+from midfreq_assets.domain.yields.adjusted import (
+    COMPONENT_COLUMNS,
+    universe_flag_counts,
+    vault_adjusted_yields,
+)
+from midfreq_assets.domain.yields.exposure import ReferencePricing
 from midfreq_assets.metadata import TOLERATE_GAPS, markdown_table
 from midfreq_assets.partitions import daily_from, lookback, window_days
 
 
-def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
-                                ) -> list[AssetsDefinition]:
-    """``[<vault>/adjusted_yields]`` (with its checks) for one vault."""
+def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
+                                partitions_def: DailyPartitionsDefinition | None = None) -> list[AssetsDefinition]:
+    """``[<vault>/adjusted_yields]`` (with its checks) for one vault priced in ``reference``."""
     partitions_def = partitions_def or daily_from(vault.start_date)
     key = AssetKey([vault.name, "adjusted_yields"])
     config = vault.yields
     window = lookback(config.lookback_days)
+    memory = lookback(config.exit_memory_days)
 
     @asset(
         key=key,
         ins={
             "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=window, metadata=TOLERATE_GAPS),
-            "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
-            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=window, metadata=TOLERATE_GAPS),
+            "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=memory,
+                                     metadata=TOLERATE_GAPS),
+            # no prices at all (a failed or absent source) is not fatal: every row that needs one is flagged
+            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=window,
+                                    metadata={**TOLERATE_GAPS, "optional": True}),
         },
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
@@ -52,20 +63,26 @@ def build_adjusted_yield_assets(vault: VaultConfig, partitions_def: DailyPartiti
             AssetCheckSpec("components_present", asset=key,
                            description="every component column exists and is non-null"),
             AssetCheckSpec("adjustment_inputs_complete", asset=key,
-                           description="no row lacks a reward price, peg price or underlying yield, no depeg"),
+                           description="no universe row lacks a reward price, peg price, underlying yield, IL data "
+                           "or leg price, no depeg"),
         ],
         description=f"Vault {vault.name}: per (date, pool) APY, reward haircut, underlying APY, peg-deviation "
-        "yield, annualized IL and adjusted_apy (fractions per year), with flags. Causal: day t uses data <= t.",
+        "yield, annualized IL and adjusted_apy (fractions per year), the legs' price return against "
+        f"{reference.asset}, with flags; pools in the universe that day or within the last "
+        f"{config.exit_memory_days} days (in_universe says which). Causal: day t uses data <= t.",
     )
     def adjusted_yields(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
                         token_prices: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
-        out, report = vault_adjusted_yields(pool_history, pool_metadata, token_prices, vault.name, config,
-                                            pd.date_range(first, last, freq="D"))
-        flags = flag_counts(out)
+        out, report = vault_adjusted_yields(usable_rows(pool_history), pool_metadata, token_prices, vault.name, config,
+                                            pd.date_range(first, last, freq="D"), reference)
+        flags = universe_flag_counts(out)
         yield Output(out, metadata={
             "dagster/row_count": len(out),
             "pools": int(out["pool"].nunique()) if len(out) else 0,
+            "reference_asset": reference.asset,
+            "price_exposed_pools": int(out.loc[out["price_exposed"].astype(bool), "pool"].nunique()) if len(out) else 0,
+            "reference_price_missing_days": int(report.get("reference_price_missing_days", 0)),
             "flag_counts": MetadataValue.json(flags),
             "price_report": MetadataValue.json(report.get("prices", {})),
             "mean_adjustment": float((out["adjusted_apy"] - out["apy"]).mean()) if len(out) else 0.0,

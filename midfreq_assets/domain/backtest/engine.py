@@ -1,12 +1,12 @@
 """Backtest engine: the nightly decision replayed day by day on history (no dagster).
 
 Same code as production: predictions come from the research engine (:func:`prediction_panel`),
-each decision from :func:`rebalance.rebalance_step` (``VaultOptimizer``), accrual from
-:func:`rebalance.accrue_step`. Benchmarks (equal weight, best trailing APY, TVL-weighted) go
-through the same accounting with :func:`rebalance.target_step`.
+each decision from :func:`step.rebalance_step` (``VaultOptimizer``), accrual from
+:func:`step.accrue_step`. Benchmarks (``benchmarks.py``) go through the same loop (:func:`simulate`).
 
-No look-ahead: the decision at t reads predictions, TVLs and eligibility of row t only;
-the accrual t -> t+1 reads the APY and TVL of row t+1.
+No look-ahead: the decision at t reads predictions, TVLs and eligibility of row t only, with an
+optimizer over the pools known at t (the universe that day and the holdings); the accrual
+t -> t+1 reads the earned yield, TVL and price move of row t+1.
 """
 
 from __future__ import annotations
@@ -16,23 +16,25 @@ import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.backtest.config import BENCHMARKS, BacktestConfig
+from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.universe import in_vault, vault_rows
+from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step, target_step
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.research.bundles import predict_days, weekly_bundles
 from midfreq_assets.domain.research.models import NAIVE
-from midfreq_assets.domain.research.plan import refit_dates, traded_label, warmup_rows, yield_panel
-from midfreq_assets.domain.units import DAYS_PER_YEAR, WEEKS_PER_YEAR
+from midfreq_assets.domain.research.plan import merge_adjusted, refit_dates, traded_label, warmup_rows
+from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
 # Inputs
@@ -41,14 +43,28 @@ from midfreq_assets.domain.units import DAYS_PER_YEAR, WEEKS_PER_YEAR
 
 @dataclass(frozen=True)
 class BacktestInputs:
-    """Wide panels on one daily calendar (index ``date``, columns ``pool``)."""
+    """Wide panels on one daily calendar (index ``date``, columns ``pool``).
 
-    apy: pd.DataFrame  # realized APY, fraction/yr
+    ``apy`` is the yield the vault earns (``adjusted_apy``: IL, underlying and peg already inside;
+    or the raw quote); ``undiluted`` its part our own size does not dilute; ``il`` the IL inside it
+    (annual, <= 0, for attribution); ``price_return`` the day's log price move of the pool's legs
+    against the reference asset; ``present`` whether the pool had a data row that day (a short
+    absence keeps a holding, ``StrategyConfig.max_gap_days``). Amounts (wealth, TVL, trades, costs)
+    are in the vault's reference asset: ``ref_price`` is its USD price per day (None: USD), which
+    converts TVLs and the strategy's dollar gas and minimum trade.
+    """
+
+    apy: pd.DataFrame  # earned yield, fraction/yr
     tvl: pd.DataFrame
     eligible: pd.DataFrame  # bool: in the vault's universe that day
-    il: pd.DataFrame | None = None  # annualized IL loss rate >= 0
     protocols: pd.Series | None = None  # pool -> project slug (for protocol caps)
     chains: pd.Series | None = None  # pool -> chain
+    present: pd.DataFrame | None = None  # bool; None: where apy is finite
+    undiluted: pd.DataFrame | None = None
+    il: pd.DataFrame | None = None
+    il_missing: pd.DataFrame | None = None  # bool: multi-token pool-day without il7d
+    price_return: pd.DataFrame | None = None
+    ref_price: pd.Series | None = None
 
     @property
     def pools(self) -> list[str]:
@@ -58,11 +74,21 @@ class BacktestInputs:
     def dates(self) -> pd.DatetimeIndex:
         return pd.DatetimeIndex(self.apy.index)
 
+    @property
+    def reported(self) -> pd.DataFrame:
+        return self.present if self.present is not None else self.apy.notna()
+
     def window(self, start: dt.date | None, end: dt.date | None) -> BacktestInputs:
         sl = slice(pd.Timestamp(start) if start else None, pd.Timestamp(end) if end else None)
-        il = self.il.loc[sl] if self.il is not None else None
-        return BacktestInputs(self.apy.loc[sl], self.tvl.loc[sl], self.eligible.loc[sl], il, self.protocols,
-                              self.chains)
+        cut = {f.name: getattr(self, f.name).loc[sl] for f in fields(self)
+               if isinstance(getattr(self, f.name), pd.DataFrame)}
+        return replace(self, **cut, ref_price=self.ref_price.loc[sl] if self.ref_price is not None else None)
+
+    def costs_at(self, costs: TradingCosts, t: int) -> TradingCosts:
+        """``costs`` in the reference asset on day t (unchanged for a USD vault). Before the first
+        reference price nothing has a TVL in that asset, so nothing trades and the costs stay as given."""
+        price = float(self.ref_price.iloc[t]) if self.ref_price is not None else 1.0
+        return costs.in_reference(price) if np.isfinite(price) else costs
 
     @classmethod
     def from_long(
@@ -71,22 +97,42 @@ class BacktestInputs:
         vault: VaultConfig,
         metadata: pd.DataFrame | None = None,
         *,
-        apy_column: str = "apy",
+        apy_column: str | None = None,
+        in_reference: bool = True,
     ) -> BacktestInputs:
-        """``pool_history`` (or ``adjusted_yields`` + tvl) rows -> panels.
+        """``pool_history`` rows (with the ``adjusted_yields`` columns merged in) -> panels.
 
-        Eligibility: with ``metadata`` (``pool_metadata`` rows with a ``vaults`` list), a pool is
-        eligible on the days it is in ``vault``'s universe; without, on days its TVL clears
+        ``apy_column`` (default: the vault's ``backtest.apy_column``) is the yield earned; TVLs are
+        converted into the vault's reference asset (``in_reference=False``: left in USD). Eligibility:
+        with ``metadata`` (``pool_metadata`` rows with a ``vaults`` list), a pool is eligible on the
+        days it is in ``vault``'s universe; without, on days its TVL clears
         ``vault.min_pool_tvl_usd``. Pools never eligible are dropped.
         """
+        column = apy_column or vault.backtest.apy_column
+        if column not in history.columns:
+            raise KeyError(f"vault {vault.name}: backtest.apy_column {column!r} is not in the panel (columns: "
+                           f"{sorted(history.columns)}); adjusted_apy comes from <vault>/adjusted_yields")
         hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
-        days = pd.date_range(hist["date"].min(), hist["date"].max(), freq="D")
-        apy = hist.pivot(index="date", columns="pool", values=apy_column).reindex(days)
-        tvl = hist.pivot(index="date", columns="pool", values="tvl_usd").reindex(days)
+        days = pd.date_range(hist["date"].min(), hist["date"].max(), freq="D", name="date")
+
+        def wide(col: str) -> pd.DataFrame:
+            return hist.pivot(index="date", columns="pool", values=col).reindex(days).astype(float)
+
+        apy, tvl = wide(column), wide("tvl_usd")
+        ref_price = None
+        if vault.reference_asset != "usd" and in_reference:
+            if "reference_price" not in hist:
+                raise KeyError(f"vault {vault.name} counts in {vault.reference_asset}: the panel needs the "
+                               "reference_price column of <vault>/adjusted_yields")
+            ref_price = hist.groupby("date")["reference_price"].first().reindex(days).ffill()
+            tvl = tvl.div(ref_price, axis=0)
+        present = wide("_reported") if "_reported" in hist else hist.assign(_reported=1.0).pivot(
+            index="date", columns="pool", values="_reported").reindex(days)
+        present = present.notna()
         protocols = chains = None
         if metadata is not None and len(metadata):
             meta = metadata.assign(date=pd.to_datetime(metadata["date"]).dt.normalize())
-            member = meta[meta["vaults"].map(lambda v: _member(v, vault.name))]
+            member = meta[meta["vaults"].map(lambda v: in_vault(v, vault.name))]
             flag = member.assign(flag=True).pivot_table(index="date", columns="pool", values="flag",
                                                         aggfunc="any")
             eligible = flag.reindex(index=days, columns=apy.columns).fillna(False).astype(bool)
@@ -97,19 +143,52 @@ class BacktestInputs:
             eligible = (tvl >= vault.min_pool_tvl_usd) & apy.notna()
         keep = eligible.any(axis=0)
         cols = list(keep[keep].index)
-        il = None
-        if "il7d" in hist.columns and hist["il7d"].notna().any():
-            il = (hist.pivot(index="date", columns="pool", values="il7d").reindex(days).abs() * WEEKS_PER_YEAR)[cols]
-        apy.index.name = tvl.index.name = eligible.index.name = "date"
-        return cls(apy[cols], tvl[cols], eligible[cols], il,
+        earned = column == "adjusted_apy"
+        parts = [wide(c) for c in UNDILUTED_COLUMNS if c in hist] if earned else []
+        undiluted = sum(p.fillna(0.0) for p in parts).where(apy.notna())[cols] if parts else None
+        il = wide("il_annual")[cols] if earned and "il_annual" in hist else None
+        il_missing = wide("flag_il_missing").fillna(0.0).astype(bool)[cols] if "flag_il_missing" in hist else None
+        price = wide("price_return")[cols] if "price_return" in hist else None
+        return cls(apy[cols], tvl[cols], eligible[cols],
                    protocols.reindex(cols) if protocols is not None else None,
-                   chains.reindex(cols) if chains is not None else None)
+                   chains.reindex(cols) if chains is not None else None,
+                   present[cols], undiluted, il, il_missing, price, ref_price)
 
 
-def _member(vaults: object, name: str) -> bool:
-    if vaults is None or isinstance(vaults, float):
-        return False
-    return name in list(vaults)  # type: ignore[call-overload]
+#: Components of adjusted_apy that our own size does not dilute (a token's own yield, a peg
+#: reverting, an IL loss): only the pool-paid part ``apy - reward_haircut`` is shared with the TVL.
+UNDILUTED_COLUMNS = ("underlying_apy", "peg_yield", "il_annual")
+#: The adjusted_yields columns a backtest panel carries.
+ADJUSTED_COLUMNS = ["adjusted_apy", *UNDILUTED_COLUMNS, "price_return", "price_exposed", "flag_il_missing",
+                    "reference_price"]
+
+
+def gap_holds(inputs: BacktestInputs, max_gap_days: int) -> np.ndarray:
+    """(dates x pools) True where a pool has no data row but had one, in the universe, at most
+    ``max_gap_days`` days before: a holding there is kept, not sold."""
+    present = inputs.reported.to_numpy(dtype=bool)
+    elig = inputs.eligible.to_numpy(dtype=bool)
+    t = np.arange(present.shape[0], dtype=float)[:, None]
+    last = pd.DataFrame(np.where(present, t, np.nan)).ffill().to_numpy()
+    elig_last = pd.DataFrame(np.where(present, elig, np.nan)).ffill().to_numpy() == 1.0
+    return ~present & (t - last <= max_gap_days) & elig_last
+
+
+def accrual_panels(inputs: BacktestInputs, max_gap_days: int) -> dict[str, np.ndarray | None]:
+    """What each accrual reads: the earned yield, its undiluted part and its IL, carried over a data
+    gap of at most ``max_gap_days`` (the pool's last known values; flagged as gap days); the legs'
+    price move (0 on a day without a row: booked when the row comes back)."""
+    absent = ~inputs.reported
+
+    def carried(frame: pd.DataFrame | None) -> np.ndarray | None:
+        if frame is None:
+            return None
+        filled = frame.ffill(limit=max_gap_days) if max_gap_days else frame
+        return frame.where(~absent, filled).to_numpy(dtype=float)
+
+    return {"apy": carried(inputs.apy), "undiluted": carried(inputs.undiluted), "il": carried(inputs.il),
+            "price_return": inputs.price_return.fillna(0.0).to_numpy(dtype=float)
+            if inputs.price_return is not None else None}
 
 
 def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -128,13 +207,30 @@ def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return history, snapshot
 
 
-def recorded_inputs(root: Path | str, vault: VaultConfig, tokens: TokenRegistry) -> tuple[pd.DataFrame, BacktestInputs]:
-    """History and backtest panels of the bundled recording, universe screened like ``pool_metadata``."""
-    from midfreq_assets.domain.ingest.universe import select_universe
+def load_recorded_prices(root: Path | str) -> pd.DataFrame:
+    """The recording's coins charts -> long ``token_prices`` rows (date, coin, price), one per coin and day."""
+    rows = []
+    for path in sorted((Path(root) / "defillama" / "coins" / "chart").glob("*.json")):
+        for coin, chart in json.loads(path.read_text()).get("coins", {}).items():
+            rows += [(coin, p["timestamp"], float(p["price"])) for p in chart.get("prices", [])]
+    frame = pd.DataFrame(rows, columns=["coin", "timestamp", "price"])
+    frame["date"] = pd.to_datetime(frame["timestamp"], unit="s").dt.normalize().astype("datetime64[ns]")
+    return frame.drop_duplicates(["coin", "date"], keep="last")[["date", "coin", "price"]].reset_index(drop=True)
+
+
+def recorded_panel(root: Path | str, vault: VaultConfig, tokens: TokenRegistry) -> pd.DataFrame:
+    """The :func:`vault_panel` of the bundled recording: universe screened like ``pool_metadata``,
+    adjusted yields computed like ``<vault>/adjusted_yields`` (what benchmarks and tests replay)."""
+    from midfreq_assets.domain.ingest.universe import METADATA_COLUMNS, select_universe
+    from midfreq_assets.domain.yields.adjusted import reference_pricing, vault_adjusted_yields
 
     history, snapshot = load_recorded(root)
-    members, _ = select_universe(history, snapshot, {vault.name: vault}, tokens)
-    return history, BacktestInputs.from_long(history, vault, members)
+    members, _ = select_universe(history.assign(reconstructed=True), snapshot, {vault.name: vault}, tokens)
+    members = members[METADATA_COLUMNS]
+    days = pd.date_range(history["date"].min(), history["date"].max(), freq="D")
+    adjusted, _ = vault_adjusted_yields(history, members, load_recorded_prices(root), vault.name, vault.yields, days,
+                                        reference_pricing(vault, tokens))
+    return vault_panel(with_adjusted_apy(history, adjusted), members, vault)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,33 +382,85 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay the optimizer's decisions on ``inputs`` with ``predictions`` (dates x pools).
 
+    Causal universe: each decision's optimizer holds the pools known at t (in the universe that
+    day, or held), as the nightly run's does; it is rebuilt when that set changes.
     ``start_state``: holdings to start from (default: cash ``initial_wealth``); ``step_offset``: steps
     already taken before ``inputs`` starts, so the rebalance days stay on the original calendar
     (a walk-forward window continues the path the previous window left)."""
     config = config or BacktestConfig()
     inputs = inputs.window(config.start, config.end)
-    pools = inputs.pools
-    pred = predictions.reindex(index=inputs.dates, columns=pools).to_numpy(dtype=float)
-    # pools without a known project/chain (no metadata) fall under no cap
-    protocols = inputs.protocols.reindex(pools).fillna("").tolist() if inputs.protocols is not None else [""] * len(pools)
-    chains = inputs.chains.reindex(pools).fillna("").tolist() if inputs.chains is not None else [""] * len(pools)
+    pred = predictions.reindex(index=inputs.dates, columns=inputs.pools).to_numpy(dtype=float)
     costs = strategy.costs()
-    optimizer = VaultOptimizer(pools, strategy,
-                               protocols=protocols if strategy.protocol_caps else None,
-                               chains=chains if strategy.chain_caps else None, costs=costs)
+    optimizers = ActiveOptimizers(inputs, strategy, costs)
     tvl = inputs.tvl.to_numpy(dtype=float)
     elig = inputs.eligible.to_numpy(dtype=bool)
+    hold = gap_holds(inputs, strategy.max_gap_days)
     every = config.rebalance_every_days
+    pools = tuple(inputs.pools)
 
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
-        if (t + step_offset) % every == 0:
-            return rebalance_step(optimizer, pred[t], tvl[t], h.sum() + base, h, costs=costs, eligible=elig[t],
-                                  base=base)
         wealth = h.sum() + base
-        return target_step(optimizer.pools, h / wealth, tvl[t], wealth, h, costs=costs, predicted_apy=pred[t],
-                           eligible=elig[t], base=base)
+        day_costs = inputs.costs_at(costs, t)
+        if (t + step_offset) % every:
+            return target_step(pools, h / wealth, tvl[t], wealth, h, costs=day_costs, predicted_apy=pred[t],
+                               eligible=elig[t], base=base, hold=hold[t])
+        idx = np.flatnonzero(elig[t] | (h > 0))
+        if not idx.size:  # no universe and nothing held: cash
+            return target_step(pools, np.zeros(len(pools)), tvl[t], wealth, h, costs=day_costs, base=base)
+        sub = rebalance_step(optimizers.get(idx).with_costs(day_costs), pred[t, idx], tvl[t, idx], wealth, h[idx],
+                             costs=day_costs, eligible=elig[t, idx], base=base, hold=hold[t, idx])
+        return expand_decision(sub, idx, pools, h)
 
-    return simulate(inputs, policy, config, name=name, predictions=pred, start_state=start_state)
+    return simulate(inputs, policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=hold,
+                    predictions=pred, start_state=start_state)
+
+
+class ActiveOptimizers:
+    """One :class:`VaultOptimizer` for the pools a decision may touch (its universe and its holdings),
+    rebuilt when that set changes: the optimizer never sees a pool before it exists."""
+
+    def __init__(self, inputs: BacktestInputs, strategy: StrategyConfig, costs: TradingCosts) -> None:
+        n = len(inputs.pools)
+        # pools without a known project/chain (no metadata) fall under no cap
+        self.protocols = inputs.protocols.reindex(inputs.pools).fillna("").to_numpy() if inputs.protocols is not None \
+            else np.full(n, "", dtype=object)
+        self.chains = inputs.chains.reindex(inputs.pools).fillna("").to_numpy() if inputs.chains is not None \
+            else np.full(n, "", dtype=object)
+        self.pools = np.asarray(inputs.pools, dtype=object)
+        self.strategy, self.costs = strategy, costs
+        self.key: tuple[int, ...] | None = None
+        self.optimizer: VaultOptimizer | None = None
+        self.builds = 0
+
+    def get(self, idx: np.ndarray) -> VaultOptimizer:
+        key = tuple(int(i) for i in idx)
+        if key != self.key or self.optimizer is None:
+            s = self.strategy
+            self.optimizer = VaultOptimizer(list(self.pools[idx]), s,
+                                            protocols=list(self.protocols[idx]) if s.protocol_caps else None,
+                                            chains=list(self.chains[idx]) if s.chain_caps else None, costs=self.costs)
+            self.key = key
+            self.builds += 1
+        return self.optimizer
+
+
+def expand_decision(sub: StepDecision, idx: np.ndarray, pools: tuple[str, ...], holdings: np.ndarray) -> StepDecision:
+    """A decision on the pools ``idx`` as one on every pool (the others hold nothing and trade nothing)."""
+    n = len(pools)
+
+    def full(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        out = np.full(n, fill, dtype=float)
+        out[idx] = values
+        return out
+
+    result = sub.result
+    if result is not None:
+        result = replace(result, pools=pools, target_weights=full(result.target_weights),
+                         current_weights=full(result.current_weights), trades_usd=full(result.trades_usd),
+                         dilution_factor=full(result.dilution_factor, np.nan))
+    return replace(sub, pools=pools, holdings_before=np.asarray(holdings, dtype=float),
+                   holdings_after=full(sub.holdings_after), target_weights=full(sub.target_weights),
+                   predicted_apy=full(sub.predicted_apy, np.nan), trades_usd=full(sub.trades_usd), result=result)
 
 
 def simulate(
@@ -321,6 +469,8 @@ def simulate(
     config: BacktestConfig,
     *,
     name: str,
+    max_gap_days: int = 0,
+    hold: np.ndarray | None = None,
     predictions: np.ndarray | None = None,
     start_state: PortfolioState | None = None,
 ) -> BacktestResult:
@@ -331,9 +481,11 @@ def simulate(
     dates = inputs.dates
     if len(dates) < 2:
         raise ValueError(f"backtest {name}: need at least two days of data, got {len(dates)}")
-    apy = inputs.apy.to_numpy(dtype=float)
-    il = inputs.il.to_numpy(dtype=float) if inputs.il is not None else None
+    acc_in = accrual_panels(inputs, max_gap_days)
+    apy, undiluted, il, price = acc_in["apy"], acc_in["undiluted"], acc_in["il"], acc_in["price_return"]
+    il_missing = inputs.il_missing.to_numpy(dtype=bool) if inputs.il_missing is not None else None
     elig = inputs.eligible.to_numpy(dtype=bool)
+    hold = hold if hold is not None else np.zeros(elig.shape, dtype=bool)
     # TVL for dilution at t+1: the last reported value (a missing day does not undo dilution)
     tvl_filled = inputs.tvl.ffill().to_numpy(dtype=float)
     days = np.diff(dates.as_unit("ns").asi8) / 86_400e9
@@ -348,11 +500,16 @@ def simulate(
     w_pred: list[np.ndarray] = []
     w_real: list[np.ndarray] = []
     w_dil: list[np.ndarray] = []
+
+    def at(panel: np.ndarray | None, t: int) -> np.ndarray | None:
+        return panel[t] if panel is not None else None
+
     for t in range(len(dates) - 1):
         dec = policy(t, h, base)
         dt_years = days[t] / DAYS_PER_YEAR
         acc = accrue_step(dec.holdings_after, dec.base_after, apy[t + 1], tvl_filled[t + 1], dt_years,
-                          il_next=il[t + 1] if il is not None else None, base_rate=config.base_rate)
+                          undiluted_next=at(undiluted, t + 1), il_next=at(il, t + 1),
+                          price_return_next=at(price, t + 1), base_rate=config.base_rate)
         invested = float(dec.holdings_after.sum())
         realized = (float(np.log(acc.holdings.sum() / invested)) / dt_years) if invested > 0 else np.nan
         held = dec.holdings_after > 0
@@ -370,11 +527,14 @@ def simulate(
             "invested": float(x.sum()),
             "n_held": int(held.sum()),
             "n_eligible": n_elig,
+            "n_held_in_gap": int((held & hold[t]).sum()),
+            "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
             "entropy": normalized_entropy(x, n_elig),
             "predicted_apy": dec.predicted_portfolio_apy,
             "realized_apy": realized,
             "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
             "il_usd": acc.il_usd,
+            "price_pnl_usd": acc.price_pnl_usd,
             "missing_apy": acc.missing_apy,
             "status": dec.status,
             "solver": dec.result.solver if dec.result is not None else "none",
@@ -415,72 +575,6 @@ def normalized_entropy(weights: np.ndarray, n: int) -> float:
     return float(-(p * np.log(p)).sum() / np.log(n))
 
 
-# --------------------------------------------------------------------------------------------
-# Benchmarks (same accounting)
-# --------------------------------------------------------------------------------------------
-
-
-def benchmark_weights(
-    kind: str, apy: np.ndarray, tvl: np.ndarray, eligible: np.ndarray, t: int, budget: float, trailing_days: int
-) -> np.ndarray:
-    """Target weights of a simple benchmark at step t (rows <= t of the dates x pools arrays)."""
-    elig = eligible[t] & np.isfinite(apy[t])
-    x = np.zeros(len(elig))
-    if not elig.any():
-        return x
-    if kind == "equal_weight":
-        x[elig] = budget / elig.sum()
-    elif kind == "tvl_weighted":
-        w = np.where(elig, np.nan_to_num(tvl[t], nan=0.0), 0.0)
-        if w.sum() > 0:
-            x = budget * w / w.sum()
-    elif kind == "best_trailing_apy":
-        window = apy[max(0, t - trailing_days + 1) : t + 1]
-        total = np.nansum(window, axis=0)
-        count = np.isfinite(window).sum(axis=0)
-        trail = np.where(elig & (count > 0), total / np.maximum(count, 1), -np.inf)
-        x[int(np.argmax(trail))] = budget
-    else:
-        raise ValueError(f"unknown benchmark {kind!r}; known: {list(BENCHMARKS)}")
-    return x
-
-
-def run_benchmark(
-    kind: str, inputs: BacktestInputs, strategy: StrategyConfig, config: BacktestConfig | None = None
-) -> BacktestResult:
-    """A benchmark re-weighted every ``benchmark_rebalance_days`` (held in between, ineligible pools
-    sold daily), paying the strategy's cost and gas."""
-    if kind not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {kind!r}; known: {list(BENCHMARKS)}")
-    config = config or BacktestConfig()
-    inputs = inputs.window(config.start, config.end)
-    apy = inputs.apy.to_numpy(dtype=float)
-    tvl = inputs.tvl.to_numpy(dtype=float)
-    elig = inputs.eligible.to_numpy(dtype=bool)
-    pools = tuple(inputs.pools)
-    budget = 1.0 - strategy.base_buffer
-    every = config.benchmark_rebalance_days
-    costs = strategy.costs()
-
-    def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
-        wealth = h.sum() + base
-        if t % every == 0:
-            x = benchmark_weights(kind, apy, tvl, elig, t, budget, config.trailing_days)
-        else:
-            x = h / wealth  # hold (drift), only sell what left the universe
-        return target_step(pools, x, tvl[t], wealth, h, costs=costs,
-                           predicted_apy=apy[t], eligible=elig[t], base=base)
-
-    return simulate(inputs, policy, config, name=kind)
-
-
-def run_benchmarks(
-    inputs: BacktestInputs, strategy: StrategyConfig, config: BacktestConfig | None = None
-) -> dict[str, BacktestResult]:
-    config = config or BacktestConfig()
-    return {k: run_benchmark(k, inputs, strategy, config) for k in config.benchmarks}
-
-
 def run_vault_backtest(
     history: pd.DataFrame,
     inputs: BacktestInputs,
@@ -501,17 +595,20 @@ def run_vault_backtest(
 
 
 def with_adjusted_apy(history: pd.DataFrame, adjusted: pd.DataFrame | None) -> pd.DataFrame:
-    """``history`` plus the ``adjusted_apy`` column of ``adjusted_yields`` where it exists, so a
-    backtest can earn adjusted yields (``backtest.apy_column: adjusted_apy``)."""
+    """``history`` plus the :data:`ADJUSTED_COLUMNS` of ``adjusted_yields`` where they exist (the
+    earned yield and what its accrual reads), so a backtest earns adjusted yields."""
     if adjusted is None or adjusted.empty or "adjusted_apy" not in adjusted:
         return history
-    return yield_panel(history, adjusted)
+    return merge_adjusted(history, adjusted, ADJUSTED_COLUMNS, "left")
 
 
 def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: VaultConfig) -> pd.DataFrame:
     """``pool_history`` rows of the pools ever in ``vault``'s universe, with ``eligible`` (in the
-    universe that day), ``project`` and ``chain``: everything a backtest of the vault reads."""
-    inputs = BacktestInputs.from_long(history, vault, metadata)
+    universe that day), ``project`` and ``chain``: everything a backtest of the vault reads.
+    Empty (no rows) when no pool was ever in the universe."""
+    if history.empty or (metadata is not None and vault_rows(metadata, vault.name).empty):
+        return history.iloc[0:0].assign(eligible=pd.Series(dtype=bool), project=None, chain=None)
+    inputs = BacktestInputs.from_long(history, vault, metadata, apy_column="apy", in_reference=False)
     hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
     rows = hist[hist["pool"].isin(inputs.pools)].copy()
     elig = inputs.eligible.stack()
@@ -534,8 +631,8 @@ def pool_labels(panel: pd.DataFrame) -> dict[str, str]:
             for p in last.index}
 
 
-def inputs_from_panel(panel: pd.DataFrame, vault: VaultConfig, apy_column: str = "apy") -> BacktestInputs:
-    """:func:`vault_panel` rows -> :class:`BacktestInputs`."""
+def inputs_from_panel(panel: pd.DataFrame, vault: VaultConfig, apy_column: str | None = None) -> BacktestInputs:
+    """:func:`vault_panel` rows -> :class:`BacktestInputs` (earning ``apy_column``, default the vault's)."""
     meta = panel.loc[panel["eligible"].astype(bool), ["date", "pool", "project", "chain"]].copy()
     meta["vaults"] = [[vault.name]] * len(meta)
     return BacktestInputs.from_long(panel, vault, meta, apy_column=apy_column)

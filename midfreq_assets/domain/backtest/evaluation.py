@@ -8,12 +8,16 @@ chosen points on their test windows; the in-sample best point is kept only as an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.backtest.benchmarks import (
+    benchmark_sets,
+    is_constrained,
+    run_benchmark_sets,
+)
 from midfreq_assets.domain.backtest.bootstrap import MeanInterval, bootstrap_mean_interval
 from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.backtest.engine import BacktestResult
@@ -35,9 +39,6 @@ from midfreq_assets.domain.backtest.walk_forward import (
 )
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.units import DAYS_PER_YEAR
-
-#: Benchmarks whose name ends so ignore the vault's constraints: shown, never the bar to beat.
-UNCONSTRAINED_SUFFIX = "_unconstrained"
 
 #: Runs the benchmarks from cash on decision days ``start`` .. the day before ``end``.
 RunBenchmarks = Callable[[pd.Timestamp, pd.Timestamp], dict[str, BacktestResult]]
@@ -70,7 +71,7 @@ class GridEvaluation:
             out.update(deflated_sharpe=self.deflated.deflated_sharpe, daily_sharpe=self.deflated.sharpe,
                        expected_max_daily_sharpe=self.deflated.expected_max_sharpe, dsr_trials=self.deflated.n_trials)
         if self.excess is not None and self.excess_over is not None:
-            out.update(excess_over=self.excess_over, excess_log_growth=self.excess.estimate,
+            out.update(excess_over=self.excess_over, excess_vs_benchmark=self.excess.estimate,
                        excess_ci_low=self.excess.low, excess_ci_high=self.excess.high,
                        excess_confidence=self.excess.confidence)
         if self.walk_forward is not None:
@@ -88,7 +89,7 @@ def daily_returns(result: BacktestResult) -> pd.Series:
 
 def best_benchmark(benchmarks: Mapping[str, BacktestResult]) -> str | None:
     """The constraint-matched benchmark with the highest log growth (the bar the policy must clear)."""
-    growth = {k: backtest_metrics(r)["log_growth"] for k, r in benchmarks.items() if not k.endswith(UNCONSTRAINED_SUFFIX)}
+    growth = {k: backtest_metrics(r)["log_growth"] for k, r in benchmarks.items() if is_constrained(k)}
     growth = {k: v for k, v in growth.items() if np.isfinite(v)}
     return max(growth, key=lambda k: growth[k]) if growth else None
 
@@ -142,12 +143,15 @@ def evaluate_grid(results: Mapping[str, BacktestResult], run_window: RunWindow, 
 def evaluate_vault_grid(panel: pd.DataFrame, vault: VaultConfig, points: list[GridPoint],
                         results: Mapping[str, BacktestResult]) -> GridEvaluation:
     """:func:`evaluate_grid` of a vault's grid: chosen points re-simulated by :class:`PointRunner`,
-    benchmarks through the vault's backtest settings and strategy, from cash on the same days."""
-    runner = PointRunner(panel, vault, {p.name: p for p in points if p.name in results})
-    inputs = bt.inputs_from_panel(panel, vault, vault.backtest.apy_column)
+    benchmarks under each point's own constraints, costs, gas and cadence (one set per distinct
+    strategy/backtest configuration, :func:`benchmarks.benchmark_sets`), from cash on the same days."""
+    chosen = [p for p in points if p.name in results]
+    runner = PointRunner(panel, vault, {p.name: p for p in chosen})
+    sets = benchmark_sets(vault, chosen)
 
     def benchmarks(start: pd.Timestamp, end: pd.Timestamp) -> dict[str, BacktestResult]:
-        cfg = vault.backtest.model_copy(update={"start": start.date(), "end": end.date()})
-        return bt.run_benchmarks(inputs, vault.strategy, cfg)
+        window = {"start": start.date(), "end": end.date()}
+        windowed = [replace(s, config=s.config.model_copy(update=window)) for s in sets]
+        return {name: r for name, (r, _) in run_benchmark_sets(panel, windowed).items()}
 
     return evaluate_grid(results, runner, benchmarks, vault.backtest)

@@ -233,9 +233,14 @@ def point_result(
 ) -> tuple[Any, BacktestConfig]:
     """One grid point's backtest (overrides -> causal predictions -> backtest) and its config;
     the result keeps the per-pool predicted and realized APYs the stored frame drops."""
+    import pandas as pd
+
     from midfreq_assets.domain.backtest import engine as bt
 
     v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
+    if panel.empty:  # no pool ever in the universe: the vault holds cash
+        return bt.BacktestResult(point.name, pd.DataFrame(columns=["date", "date_end", "wealth"]),
+                                 pd.DataFrame(columns=["date", "pool", "weight"]), cfg.initial_wealth), cfg
     inputs = bt.inputs_from_panel(panel, v, cfg.apy_column)
     result, _ = bt.run_vault_backtest(panel, inputs, v, cfg, name=point.name)
     return result, cfg
@@ -246,18 +251,20 @@ def run_point(
 ) -> tuple[Any, dict[str, float]]:
     """One grid point: overrides -> causal predictions -> backtest -> metrics.
 
-    ``panel`` is a :func:`backtest.vault_panel` frame. Returns (stored frame, metrics)."""
+    ``panel`` is a :func:`backtest.vault_panel` frame. Returns (stored frame, metrics). An empty panel
+    (no pool ever in the universe) gives an empty frame and NaN metrics: the vault holds cash."""
     import json
 
     from midfreq_assets.domain.backtest import engine as bt
     from midfreq_assets.domain.backtest.metrics import backtest_metrics
 
     result, cfg = point_result(panel, vault, point, backtest)
-    metrics = backtest_metrics(result)
+    metrics = backtest_metrics(result, cfg.base_rate)
     frame = bt.result_frame(result)
     frame.insert(0, "point", point.name)
     frame["params"] = json.dumps({k: v for k, v in point.overrides}, default=str)
     frame["initial_wealth"] = cfg.initial_wealth
+    frame["base_rate"] = cfg.base_rate
     return frame, metrics
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import matplotlib
 
 from midfreq_assets.domain.backtest import analysis
+from midfreq_assets.domain.backtest.benchmarks import benchmark_set_of, is_constrained
 from midfreq_assets.domain.backtest.engine import BacktestResult
 from midfreq_assets.domain.backtest.evaluation import GridEvaluation
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
@@ -30,10 +31,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HEADLINE_COLUMNS = ["name", "log_growth", "volatility", "sharpe", "max_drawdown", "turnover", "cost_drag",
-                    "entropy", "tracking_error"]
+HEADLINE_COLUMNS = ["name", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
+                    "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "tracking_error"]
 #: Columns of the walk-forward row (``pbo`` also on every grid point row: one value per grid).
-EVALUATION_COLUMNS = ["pbo", "deflated_sharpe", "excess_log_growth", "excess_ci_low", "excess_ci_high"]
+EVALUATION_COLUMNS = ["pbo", "deflated_sharpe", "excess_vs_benchmark", "excess_ci_low", "excess_ci_high"]
 WALK_FORWARD_KIND = "walk_forward"
 
 
@@ -220,7 +221,8 @@ def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, 
                  stats: dict[str, object] | None = None,
                  period: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> pd.DataFrame:
     """The walk-forward row (``kind: walk_forward``, when given) first, then one row per grid point
-    (its parameters and metrics), then the benchmarks; ``stats`` (:meth:`GridEvaluation.stats`) fill
+    (its parameters and metrics), then the benchmarks (``benchmark_set`` names the benchmarks run under a point's own
+    configuration); ``stats`` (:meth:`GridEvaluation.stats`) fill
     the evaluation columns, ``period`` the days every row covers."""
     rows = [{"name": name, "kind": "grid_point", **params, **metrics} for name, params, metrics in points]
     head = [{"name": WALK_FORWARD_KIND, "kind": WALK_FORWARD_KIND, **walk_forward}] if walk_forward else []
@@ -235,7 +237,10 @@ def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, 
     table["pbo"] = np.where(table["kind"] != "benchmark", float(stats.get("pbo", np.nan)), np.nan)  # type: ignore[arg-type]
     for col in EVALUATION_COLUMNS[1:]:
         table[col] = np.where(wf, float(stats.get(col, np.nan)), np.nan)  # type: ignore[arg-type]
-    return table[["grid", "name", "kind", *extra, *parameters, *metric_columns, *EVALUATION_COLUMNS]]
+    if "benchmark_set" not in table:
+        table["benchmark_set"] = ""
+    table["benchmark_set"] = table["benchmark_set"].fillna("")
+    return table[["grid", "name", "kind", "benchmark_set", *extra, *parameters, *metric_columns, *EVALUATION_COLUMNS]]
 
 
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
@@ -263,9 +268,9 @@ def evaluation_markdown(stats: dict[str, object], notes: list[str]) -> str:
         lines.append(f"- deflated Sharpe ratio of the walk-forward ({stats['dsr_trials']} trials): "
                      f"**{stats['deflated_sharpe']:.3f}** (daily Sharpe {stats['daily_sharpe']:.3f} vs "
                      f"{stats['expected_max_daily_sharpe']:.3f} expected from luck)")
-    if "excess_log_growth" in stats:
+    if "excess_vs_benchmark" in stats:
         lines.append(f"- excess log growth over {stats['excess_over']} (the best constraint-matched benchmark): "
-                     f"**{stats['excess_log_growth']:+.4f}/yr**, {stats['excess_confidence']:.0%} bootstrap CI "
+                     f"**{stats['excess_vs_benchmark']:+.4f}/yr**, {stats['excess_confidence']:.0%} bootstrap CI "
                      f"[{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}]")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
@@ -295,7 +300,7 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
     sections += [
         (f"Weights ({lead})", plot_weights(best_weights, labels=pool_labels)),
         ("Sensitivity of metrics to each hyperparameter",
-         plot_sensitivity(pts, params, ["log_growth", "sharpe", "cost_drag", "turnover"])),
+         plot_sensitivity(pts, params, ["log_growth", "excess_sharpe", "cost_drag", "turnover"])),
         (f"Predicted vs realized portfolio APY ({lead})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]
@@ -305,19 +310,25 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
 def grid_report(title: str, grid_name: str, parameters: list[str], params_of: dict[str, dict[str, object]],
                 evaluation: GridEvaluation, panel: pd.DataFrame, apy_column: str, pool_labels: dict[str, str],
                 notes: list[str], rerun: Callable[[str], BacktestResult],
-                objective: str = "log_growth") -> tuple[pd.DataFrame, str, str]:
+                objective: str = "log_growth", base_rate: float = 0.0,
+                set_of: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str, str]:
     """(table, HTML page, wealth PNG) of one grid's :class:`GridEvaluation`: every row on the
-    walk-forward's out-of-sample days (the whole history when there is no walk-forward). The
-    analysis sections follow the walk-forward (its re-simulated windows keep per-pool APYs), or the
-    best point re-run by ``rerun(name)`` when there is none."""
-    points = [(name, params_of[name], backtest_metrics(r)) for name, r in evaluation.points.items()]
+    walk-forward's out-of-sample days (the whole history when there is no walk-forward), ratios on
+    returns in excess of ``base_rate``; ``set_of`` names each point's benchmark set. The analysis
+    sections follow the walk-forward (its re-simulated windows keep per-pool APYs), or the best
+    point re-run by ``rerun(name)`` when there is none."""
+    set_of = set_of or {}
+    points = [(name, {**params_of[name], "benchmark_set": set_of.get(name, "")}, backtest_metrics(r, base_rate))
+              for name, r in evaluation.points.items()]
     wf = evaluation.walk_forward
-    table = report_table(grid_name, parameters, points, metrics_table(evaluation.benchmarks), METRIC_COLUMNS,
-                         walk_forward=backtest_metrics(wf.result) if wf else None, stats=evaluation.stats(),
-                         period=evaluation.period)
+    benches = metrics_table(evaluation.benchmarks, base_rate)
+    benches["benchmark_set"] = benches["name"].map(benchmark_set_of)
+    table = report_table(grid_name, parameters, points, benches, METRIC_COLUMNS,
+                         walk_forward=backtest_metrics(wf.result, base_rate) if wf else None,
+                         stats=evaluation.stats(), period=evaluation.period)
     lead = wf.result if wf else rerun(str(best_point(table)["name"]))
     runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **evaluation.benchmarks}
-    benchmarks = list(evaluation.benchmarks)
+    benchmarks = [n for n in evaluation.benchmarks if is_constrained(n)]
     analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
                                       benchmarks)
     page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
@@ -338,7 +349,7 @@ def headline(table: pd.DataFrame, stats: dict[str, object]) -> str:
     if "excess_over" in stats:
         bench = table[table["name"] == stats["excess_over"]]
         line += (f" vs {stats['excess_over']} {bench['log_growth'].iloc[0]:.4f}/yr: excess "
-                 f"{stats['excess_log_growth']:+.4f} [{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}] "
+                 f"{stats['excess_vs_benchmark']:+.4f} [{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}] "
                  f"{stats['excess_confidence']:.0%} CI")
     if "pbo" in stats:
         line += f"; PBO {stats['pbo']:.3f} ({stats['pbo_splits']} splits)"

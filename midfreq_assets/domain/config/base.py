@@ -49,11 +49,46 @@ def format_validation_error(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: Aliases (``*name``) one configuration file may use: enough for a shared block or two; a
+#: "billion laughs" file needs dozens of nested ones.
+MAX_YAML_ALIASES = 16
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (instead of "last one wins") and alias fan-out."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (line {mark.line + 1}): refusing "
+                                     "alias expansion (write the values out)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: explicit keys override it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.YAMLError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}, first at line "
+                                     f"{seen[key] + 1}): remove one, only one value can apply")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path | str) -> Any:
+    """A YAML file as plain data; duplicate keys and alias fan-out are errors naming the file."""
     path = Path(path)
     try:
         with path.open() as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:

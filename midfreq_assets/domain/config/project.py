@@ -41,6 +41,13 @@ class Project:
         """First day any vault trades: where the daily partitions begin."""
         return min(v.start_date for v in self.vaults.values())
 
+    def price_coins(self) -> list[str]:
+        """Every coin ``token_prices`` fetches: the vaults' configured coins and their reference assets'
+        USD prices (vault order, no duplicates)."""
+        coins = [c for v in self.vaults.values() for c in v.yields.price_coins()]
+        coins += [c for v in self.vaults.values() if (c := self.tokens.reference_coin(v.reference_asset))]
+        return list(dict.fromkeys(coins))
+
     def vault(self, name: str) -> VaultConfig:
         try:
             return self.vaults[name]
@@ -57,10 +64,16 @@ def load_project(directory: Path | str | None = None) -> Project:
     """
     root = Path(directory) if directory is not None else config_dir()
     binance, price = root / BINANCE_FILE, root / PRICE_RESEARCH_FILE
+    vaults = load_vault_configs(root / "vaults")
+    tokens = load_token_registry(root / "tokens.yaml")
+    for vault in vaults.values():
+        if vault.reference_asset != "usd" and tokens.reference_coin(vault.reference_asset) is None:
+            raise ConfigError(f"{root / 'tokens.yaml'}: reference_coins.{vault.reference_asset}: missing; vault "
+                              f"{vault.name} prices its tokens in {vault.reference_asset} and needs its USD price coin")
     return Project(
         config_dir=root,
-        vaults=load_vault_configs(root / "vaults"),
-        tokens=load_token_registry(root / "tokens.yaml"),
+        vaults=vaults,
+        tokens=tokens,
         binance=load_binance_config(binance) if binance.exists() else None,
         price_research=load_price_research_config(price) if price.exists() else None,
     )

@@ -19,8 +19,8 @@ from midfreq_assets.domain.config.tokens import ReferenceAsset
 from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
 from midfreq_assets.domain.ingest.ranking import TopPoolsConfig
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
-from midfreq_assets.domain.research.features import FeatureMapConfig
-from midfreq_assets.domain.research.labels import LabelMapConfig
+from midfreq_assets.domain.research.features import FeatureMapConfig, yield_feature_map
+from midfreq_assets.domain.research.labels import LabelMapConfig, LabelSpec
 from midfreq_assets.domain.research.models import ModelsConfig
 from midfreq_assets.domain.yields.config import YieldAdjustmentConfig
 
@@ -31,8 +31,25 @@ class ExclusionConfig(StrictModel):
     projects: list[str] = Field(default_factory=list, description="project slugs never held")
 
 
+#: The yield a vault predicts and earns by default: DefiLlama's quote after haircut, underlying
+#: yield, peg and IL (``domain/yields/adjusted.py``).
+EARNED_YIELD = "adjusted_apy"
+
+
+def _earned_feature_map() -> FeatureMapConfig:
+    return yield_feature_map(EARNED_YIELD)
+
+
+def _earned_label_map() -> LabelMapConfig:
+    return LabelMapConfig(families={"apy": LabelSpec(target=EARNED_YIELD)})
+
+
 class VaultConfig(StrictModel):
-    """One vault: its universe, and (in later sections) its research, strategy and backtest."""
+    """One vault: its universe, its yield adjustments, research, strategy and backtest.
+
+    By default the vault predicts and earns ``adjusted_apy`` (features, labels and the backtest's
+    ``apy_column``); a vault spelling ``apy`` in its ``feature_map``/``label_map`` trades the quote.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="used as the asset key prefix")
     reference_asset: ReferenceAsset
@@ -64,12 +81,21 @@ class VaultConfig(StrictModel):
         default=None, min_length=1, description="allow-list of pool uuids (null: no allow-list)"
     )
     top_pools: TopPoolsConfig = Field(default_factory=TopPoolsConfig)
+    allow_price_exposure: bool = Field(
+        default=False,
+        description="false: a pool holding a token not pegged to the reference asset is refused by the "
+        "universe; true: it may be held, and its legs' price moves against the reference asset are accounted",
+    )
     yields: YieldAdjustmentConfig = Field(default_factory=YieldAdjustmentConfig)
-    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
-    label_map: LabelMapConfig = Field(default_factory=LabelMapConfig)
+    feature_map: FeatureMapConfig = Field(default_factory=_earned_feature_map)
+    label_map: LabelMapConfig = Field(default_factory=_earned_label_map)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    on_missing_upstream_days: Literal["fail", "tolerate"] = Field(
+        default="fail", description="fail: features and rebalance_weights refuse to compute when an upstream day "
+        "they read is not in the lake (pool_history in the features lookback, the previous day's holdings); "
+        "tolerate: compute on the days that exist (features) or restart from cash (rebalance), with a warning")
 
     @field_validator("protocols")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from midfreq_assets.domain.config.base import StrictModel, config_dir, load_model
 from midfreq_assets.domain.ingest.archive_files import DATASETS_BY_MARKET, Dataset, Market
-from midfreq_assets.domain.ingest.klines import INTERVAL_SECONDS
+from midfreq_assets.domain.ingest.klines import INTERVAL_SECONDS, MAX_COMPRESSION_RATIO, MAX_CSV_BYTES
 
 SPOT_ONLY_INTERVALS = frozenset({"1s"})
 
@@ -81,6 +81,14 @@ class BinanceConfig(StrictModel):
     datasets: list[Dataset] = Field(default_factory=lambda: ["klines"])
     start_date: dt.date
     futures: FuturesConfig | None = Field(default=None, description="premium index / funding collection")
+    max_csv_mb: float = Field(default=MAX_CSV_BYTES / 2**20, gt=0,
+                              description="largest CSV a zip may inflate to (checked before inflating)")
+    max_compression_ratio: float = Field(default=MAX_COMPRESSION_RATIO, gt=1,
+                                         description="refuse zip members compressed more than this : 1")
+
+    @property
+    def max_csv_bytes(self) -> int:
+        return int(self.max_csv_mb * 2**20)
 
     @field_validator("symbols")
     @classmethod

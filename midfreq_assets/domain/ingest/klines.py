@@ -47,6 +47,11 @@ _DAY_NS = DAY_SECONDS * 1_000_000_000
 _MICROSECOND_THRESHOLD = 10**14
 _NS_PER_UNIT = {"ms": 1_000_000, "us": 1_000}
 _NON_SPACE = re.compile(rb"\S")
+#: Zip members are checked before inflating: a CSV larger than this, or compressed more than
+#: MAX_COMPRESSION_RATIO : 1 (archive klines compress ~2-5 : 1; a zip bomb ~1000 : 1), is refused.
+#: A month of 1s spot bars is ~300 MB of CSV.
+MAX_CSV_BYTES = 512 * 2**20
+MAX_COMPRESSION_RATIO = 50.0
 
 
 class KlinesParseError(ValueError):
@@ -92,8 +97,13 @@ def period_days(freq: Freq, period: str) -> list[dt.date]:
 
 
 # ----------------------------------------------------------------------------- parsing
-def read_single_csv(zip_bytes: bytes, source: str) -> tuple[str, bytes]:
-    """The one CSV inside an archive zip as (member name, bytes); anything else is an error."""
+def read_single_csv(zip_bytes: bytes, source: str, max_bytes: int = MAX_CSV_BYTES,
+                    max_ratio: float = MAX_COMPRESSION_RATIO) -> tuple[str, bytes]:
+    """The one CSV inside an archive zip as (member name, bytes); anything else is an error.
+
+    The member's declared size and compression ratio are checked before a byte is inflated, and
+    the read stops at the declared size (a member lying about it fails its CRC), so memory stays
+    bounded by ``max_bytes`` whatever the zip says."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except zipfile.BadZipFile as exc:
@@ -106,8 +116,18 @@ def read_single_csv(zip_bytes: bytes, source: str) -> tuple[str, bytes]:
                 f"{source}: expected exactly one CSV in the zip, found {len(members)} ({names})"
             )
         member = members[0]
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > max_bytes or ratio > max_ratio:
+            raise KlinesParseError(
+                f"{source}: member {member.filename} would inflate to {member.file_size:,} bytes from "
+                f"{member.compress_size:,} ({ratio:,.0f}:1); limits are {max_bytes:,} bytes and {max_ratio:g}:1 "
+                "(a zip bomb or a foreign file); refused without inflating")
         try:
-            return member.filename, archive.read(member)
+            with archive.open(member) as fh:
+                data = fh.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise KlinesParseError(f"{source}: member {member.filename} inflates beyond {max_bytes:,} bytes")
+            return member.filename, data
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
             raise KlinesParseError(f"{source}: corrupt zip member {member.filename}: {exc}") from None
 
@@ -231,9 +251,10 @@ def parse_klines_csv(data: bytes, *, source: str, symbol: str, interval: str) ->
     return pd.DataFrame(out, copy=False)
 
 
-def parse_klines_zip(zip_bytes: bytes, *, source: str, symbol: str, interval: str) -> pd.DataFrame:
-    """An archive zip (exactly one CSV inside) -> typed ``binance_klines`` rows."""
-    member, data = read_single_csv(zip_bytes, source)
+def parse_klines_zip(zip_bytes: bytes, *, source: str, symbol: str, interval: str,
+                     max_bytes: int = MAX_CSV_BYTES, max_ratio: float = MAX_COMPRESSION_RATIO) -> pd.DataFrame:
+    """An archive zip (exactly one CSV inside, within the size limits) -> typed ``binance_klines`` rows."""
+    member, data = read_single_csv(zip_bytes, source, max_bytes, max_ratio)
     return parse_klines_csv(data, source=f"{source}:{member}", symbol=symbol, interval=interval)
 
 

@@ -18,6 +18,8 @@ import pandas as pd
 
 from midfreq_assets.domain.ingest.archive_files import ArchiveFile
 from midfreq_assets.domain.ingest.klines import (
+    MAX_COMPRESSION_RATIO,
+    MAX_CSV_BYTES,
     KlinesParseError,
     bar_gaps,
     combine_klines,
@@ -107,7 +109,9 @@ def collect_klines(download_many: DownloadMany, config: BarSeries, first: dt.dat
     for file in sorted(batch.ok, key=lambda f: (f.freq != "daily", f)):
         try:
             frames.append(parse_klines_zip(batch.ok[file], source=file.zip_name, symbol=file.symbol,
-                                           interval=str(file.interval)))
+                                           interval=str(file.interval),
+                                           max_bytes=getattr(config, "max_csv_bytes", MAX_CSV_BYTES),
+                                           max_ratio=getattr(config, "max_compression_ratio", MAX_COMPRESSION_RATIO)))
         except KlinesParseError as exc:
             failed[file] = f"{type(exc).__name__}: {exc}"
             continue

@@ -21,6 +21,7 @@ from midfreq_assets.domain.config.base import normalize_slug
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest import discovery
+from midfreq_assets.domain.ingest.pool_history import FLAG, sanity_flags
 from midfreq_assets.domain.ingest.ranking import RANKING_COLUMNS
 
 #: ``/pools`` describes "now": it stands for today and the last complete day.
@@ -68,14 +69,35 @@ def whitelisted_tokens(vault: VaultConfig, tokens: TokenRegistry) -> set[str]:
     return set(tokens.pegged_symbols.get(vault.reference_asset, []))
 
 
+def price_exposure_reason(symbols: list[str], vault: VaultConfig, pegged: frozenset[str]) -> str | None:
+    """Why a pool holding tokens not pegged to the vault's reference asset is refused (None: it may be held).
+
+    Refused unless the vault sets ``allow_price_exposure``; even then each such token needs a price
+    (``yields.tokens``), or its moves could not be accounted.
+    """
+    exposed = [t for t in symbols if t not in pegged]
+    if not exposed:
+        return None
+    if not vault.allow_price_exposure:
+        return (f"price exposure: {','.join(exposed)} not pegged to {vault.reference_asset} "
+                "(allow_price_exposure is false)")
+    unpriced = [t for t in exposed if t not in vault.yields.tokens]
+    if unpriced:
+        return f"price exposure: no price coin for {','.join(unpriced)} in yields.tokens"
+    return None
+
+
 def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegistry) -> pd.DataFrame:
     """Per pool of the snapshot: ``underlying_symbols`` and ``reason`` (None = passes).
 
     The first failing rule is the reason, in this order: excluded pool, excluded symbol,
-    excluded project, chain, protocol, underlying token, then the discovery rules
-    (:func:`discovery.static_discovery_reasons`).
+    excluded project, chain, protocol, underlying token, price exposure (a share symbol vouched
+    for by ``symbol_patterns`` counts as pegged), then the discovery rules
+    (:func:`discovery.static_discovery_reasons`). (Per day, a row flagged implausible comes next,
+    then the TVL screen.)
     """
     allowed_tokens = whitelisted_tokens(vault, tokens)
+    pegged = tokens.pegged(vault.reference_asset)
     chains = {c.lower() for c in vault.chains}
     projects = vault.protocol_slugs
     ex_pools = {p.lower() for p in vault.exclude.pools}
@@ -104,7 +126,8 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
         elif bad_tokens:
             reasons.append(f"underlying {','.join(bad_tokens)} not whitelisted for {vault.reference_asset}")
         else:
-            reasons.append(None)
+            vouched = {t for t in syms if vouch and not known and vouch(t)}
+            reasons.append(price_exposure_reason([t for t in syms if t not in vouched], vault, pegged))
     reasons = list(discovery.first_reason(np.asarray(reasons, dtype=object),
                                           discovery.static_discovery_reasons(snapshot, vault)))
     return pd.DataFrame(
@@ -174,9 +197,12 @@ def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
     member_masks = {}
     excluded = []
     ranked = []
+    flag = day_rows[FLAG] if FLAG in day_rows.columns else pd.Series(None, index=day_rows.index, dtype=object)
+    flag_reason = ("implausible value: " + flag.astype(str)).where(flag.notna(), None)
     for name, vault in vaults.items():
         static_reason = day_rows["pool"].map(screens[name]["reason"])
-        reason = static_reason.where(static_reason.notna(), tvl_screen(day_rows, vault))
+        reason = static_reason.where(static_reason.notna(), flag_reason)
+        reason = reason.where(reason.notna(), tvl_screen(day_rows, vault))
         reason, ranking, screened = _day_discovery(day_rows, reason, mean_30d, vault)
         ranked.append(ranking[in_range & screened].assign(vault=name))
         reason = reason[in_range]
@@ -283,6 +309,7 @@ def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mappi
     ``lookback``: every fetched history row, for the trailing discovery rules (:func:`select_universe`).
     """
     past = history.loc[~history["date"].dt.date.isin(live)]
+    snapshot = snapshot.assign(**{FLAG: sanity_flags(snapshot)})
     snapshot_rows = [snapshot.assign(date=pd.Timestamp(d)) for d in live]
     rows = pd.concat([past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
                      ignore_index=True)

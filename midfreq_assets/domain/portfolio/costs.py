@@ -9,7 +9,7 @@ trade actually pays), so the two can never disagree. Formulas: ``docs/METHOD.md`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +25,15 @@ class TradingCosts:
     horizon_days: float = 30.0  # the holding horizon a one-off cost is amortized over
     gas_multiple: float = 2.0  # a trade must earn this many times its gas over the horizon
     min_trade_usd: float = 0.0  # smaller trades are not sent
+
+    def in_reference(self, price_usd: float) -> TradingCosts:
+        """The same costs for wealth counted in a reference asset worth ``price_usd`` dollars (an ETH
+        vault pays ``gas_usd / p_eth`` ETH per transaction); the proportional cost is unit-free."""
+        if price_usd == 1.0:
+            return self
+        if not (np.isfinite(price_usd) and price_usd > 0):
+            raise ValueError(f"reference asset price must be positive and finite, got {price_usd!r}")
+        return replace(self, gas_usd=self.gas_usd / price_usd, min_trade_usd=self.min_trade_usd / price_usd)
 
     def amortized(self) -> float:
         """``cost / (horizon_days / 365)``: the one-off cost per year of holding, in APY units."""

@@ -4,7 +4,12 @@
 day the :class:`CarriedState` the previous day left. The accrual and the decision are the
 backtest's own (:func:`~midfreq_assets.domain.portfolio.step.accrue_step`,
 :func:`~midfreq_assets.domain.portfolio.step.rebalance_step`), priced by the vault's one
-:class:`~midfreq_assets.domain.portfolio.costs.TradingCosts`.
+:class:`~midfreq_assets.domain.portfolio.costs.TradingCosts`: holdings earn the vault's earned
+yield (``backtest.apy_column``, adjusted_apy by default: IL inside, counted once) plus their legs'
+price move, the idle base earns ``backtest.base_rate``. A held pool missing from the day's data
+keeps its holding for up to ``strategy.max_gap_days`` days, accruing at its last known yield.
+Amounts (wealth, holdings, TVL, trades, costs; the ``*_usd`` columns) are in the vault's reference
+asset: TVLs and the strategy's dollar gas are divided by its USD price that day (``reference_price``).
 """
 
 from __future__ import annotations
@@ -17,22 +22,30 @@ import pandas as pd
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer, optimizer_for_vault
 from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step
-from midfreq_assets.domain.units import DAYS_PER_YEAR, WEEKS_PER_YEAR
+from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 #: Weight tolerance of the limit checks.
 WEIGHT_TOL = 1e-6
-VAULT_COLUMNS = ["wealth", "base_usd", "idle_share", "solver_status", "cost_usd", "gas_usd", "solve_time_s"]
-COLUMNS = ["date", "pool", "symbol", "project", "chain", "in_universe", "tvl_usd", "current_weight",
-           "target_weight", "trade_usd", "predicted_apy", "dilution_factor", "holding_usd", *VAULT_COLUMNS]
+#: The components of adjusted_apy our own size does not dilute (as the backtest's UNDILUTED_COLUMNS).
+UNDILUTED = ("underlying_apy", "peg_yield", "il_annual")
+VAULT_COLUMNS = ["wealth", "base_usd", "idle_share", "solver_status", "cost_usd", "gas_usd", "solve_time_s",
+                 "reference_price"]
+COLUMNS = ["date", "pool", "symbol", "project", "chain", "in_universe", "reported", "in_gap", "last_seen", "tvl_usd",
+           "current_weight", "target_weight", "trade_usd", "predicted_apy", "earned_apy", "undiluted_apy", "il_apy",
+           "price_return", "dilution_factor", "holding_usd", *VAULT_COLUMNS]
 
 
 @dataclass(frozen=True)
 class CarriedState:
-    """What day D-1 left: dollar holdings by pool, the idle base, and each pool's last known TVL."""
+    """What day D-1 left: dollar holdings by pool, the idle base, each pool's last known TVL, and per
+    held pool the last day it had data and the yield it last earned (earned, undiluted part, IL)."""
 
     holdings: dict[str, float] = field(default_factory=dict)
     base: float = 0.0
     last_tvl: dict[str, float] = field(default_factory=dict)
+    last_seen: dict[str, pd.Timestamp] = field(default_factory=dict)
+    last_yield: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    reference_price: float = 1.0  # USD price of the reference asset on the last day it was known
 
     @classmethod
     def cash(cls, wealth: float) -> CarriedState:
@@ -43,11 +56,18 @@ class CarriedState:
         """The state after a day's trade, from that day's ``rebalance_weights`` rows (None without)."""
         if rows is None or rows.empty:
             return None
+        rows = rows.reindex(columns=list(dict.fromkeys([*COLUMNS, *rows.columns])))  # older partitions lack some
         pools = rows[rows["pool"].notna()]
         held = pools[pools["holding_usd"] > 0]
         tvl = pools.dropna(subset=["tvl_usd"])
+        seen = held.dropna(subset=["last_seen"])
+        yields = held[["earned_apy", "undiluted_apy", "il_apy"]].astype(float).to_numpy()
+        ref = float(rows["reference_price"].iloc[0])
         return cls(dict(zip(held["pool"], held["holding_usd"].astype(float), strict=True)),
-                   float(rows["base_usd"].iloc[0]), dict(zip(tvl["pool"], tvl["tvl_usd"].astype(float), strict=True)))
+                   float(rows["base_usd"].iloc[0]), dict(zip(tvl["pool"], tvl["tvl_usd"].astype(float), strict=True)),
+                   {p: pd.Timestamp(d) for p, d in zip(seen["pool"], seen["last_seen"], strict=True)},
+                   {p: tuple(map(float, y)) for p, y in zip(held["pool"], yields, strict=True)},
+                   ref if np.isfinite(ref) and ref > 0 else 1.0)
 
 
 class OptimizerCache:
@@ -69,24 +89,64 @@ class OptimizerCache:
         return self.optimizer
 
 
-def _accrue(state: CarriedState, history: pd.DataFrame) -> tuple[dict[str, float], float]:
-    """Holdings of D-1 grown to D with D's realized APY, TVL and IL (the backtest's accrual)."""
-    if not state.holdings:
-        return {}, state.base
+def _earned_today(vault: VaultConfig, pools: list[str], history: pd.DataFrame, adjusted: pd.DataFrame
+                  ) -> pd.DataFrame:
+    """Per pool: the yield earned into the day (``backtest.apy_column``), its undiluted part, its IL
+    and the legs' price move; NaN yields where the pool has no data that day."""
+    frame = pd.DataFrame(index=pd.Index(pools, name="pool"))
+    adj = adjusted.drop_duplicates("pool").set_index("pool") if len(adjusted) else pd.DataFrame()
+    if vault.backtest.apy_column == "adjusted_apy":
+        frame["earned"] = adj["adjusted_apy"].reindex(pools) if "adjusted_apy" in adj else np.nan
+        parts = [adj[c].reindex(pools).fillna(0.0) for c in UNDILUTED if c in adj]
+        frame["undiluted"] = sum(parts) if parts else 0.0
+        frame["il"] = adj["il_annual"].reindex(pools).fillna(0.0) if "il_annual" in adj else 0.0
+    else:
+        hist = history.drop_duplicates("pool").set_index("pool") if len(history) else pd.DataFrame()
+        frame["earned"] = hist["apy"].reindex(pools) if "apy" in hist else np.nan
+        frame["undiluted"] = 0.0
+        frame["il"] = 0.0
+    frame["price_return"] = adj["price_return"].reindex(pools).fillna(0.0) if "price_return" in adj else 0.0
+    frame[["undiluted", "il"]] = frame[["undiluted", "il"]].where(frame["earned"].notna())
+    return frame.astype(float)
+
+
+def reference_price(vault: VaultConfig, adjusted: pd.DataFrame, carried: float) -> float:
+    """The reference asset's USD price on the day (1 for a USD vault; the last known one without rows)."""
+    if vault.reference_asset == "usd":
+        return 1.0
+    known = adjusted["reference_price"].dropna() if "reference_price" in adjusted else pd.Series(dtype=float)
+    return float(known.iloc[0]) if len(known) else carried
+
+
+def _accrue(vault: VaultConfig, day: pd.Timestamp, state: CarriedState, history: pd.DataFrame,
+            adjusted: pd.DataFrame, ref: float) -> tuple[dict[str, float], float, pd.DataFrame]:
+    """Holdings of D-1 grown to D (the backtest's accrual); per held pool what it earned, whether it
+    reported that day, and whether it is in a data gap short enough to keep."""
     pools = list(state.holdings)
-    hist = history.set_index("pool") if len(history) else pd.DataFrame(columns=["apy", "tvl_usd", "il7d"])
-    h = np.array([state.holdings[p] for p in pools])
-    apy = hist["apy"].reindex(pools).to_numpy(dtype=float)
-    tvl = hist["tvl_usd"].reindex(pools).to_numpy(dtype=float)
+    reported = set(history["pool"]) if len(history) else set()
+    earned = _earned_today(vault, pools, history, adjusted)
+    info = earned.assign(reported=[p in reported for p in pools])
+    age = pd.Series([(day - state.last_seen.get(p, day)).days for p in pools], index=info.index, dtype=float)
+    info["in_gap"] = ~info["reported"] & (age <= vault.strategy.max_gap_days)
+    carry = info["in_gap"] & info["earned"].isna()
+    last = pd.DataFrame([state.last_yield.get(p, (np.nan, 0.0, 0.0)) for p in pools], index=info.index,
+                        columns=["earned", "undiluted", "il"], dtype=float)
+    info.loc[carry, ["earned", "undiluted", "il"]] = last.loc[carry]
+    info["last_seen"] = [day if p in reported else state.last_seen.get(p, pd.NaT) for p in pools]
+    hist = history.drop_duplicates("pool").set_index("pool") if len(history) else pd.DataFrame(columns=["tvl_usd"])
+    h = np.array([state.holdings[p] for p in pools], dtype=float)
+    tvl = hist["tvl_usd"].reindex(pools).to_numpy(dtype=float) / ref
     tvl = np.where(np.isfinite(tvl), tvl, [state.last_tvl.get(p, np.nan) for p in pools])
-    il = hist["il7d"].reindex(pools).abs().to_numpy(dtype=float) * WEEKS_PER_YEAR if "il7d" in hist else None
-    acc = accrue_step(h, state.base, apy, tvl, 1.0 / DAYS_PER_YEAR, il_next=il)
-    return dict(zip(pools, acc.holdings, strict=True)), acc.base
+    acc = accrue_step(h, state.base, info["earned"].to_numpy(), tvl, 1.0 / DAYS_PER_YEAR,
+                      undiluted_next=info["undiluted"].to_numpy(), il_next=info["il"].to_numpy(),
+                      price_return_next=info["price_return"].to_numpy(), base_rate=vault.backtest.base_rate)
+    return dict(zip(pools, acc.holdings, strict=True)), acc.base, info
 
 
 def _day_frame(universe: pd.DataFrame, history: pd.DataFrame, holdings: dict[str, float],
-               last_tvl: dict[str, float]) -> pd.DataFrame:
-    """One row per pool of the day's universe or held: symbol, project, chain, in_universe, tvl_usd."""
+               last_tvl: dict[str, float], ref: float) -> pd.DataFrame:
+    """One row per pool of the day's universe or held: symbol, project, chain, in_universe, tvl_usd
+    (in the reference asset: the USD TVL over ``ref``; the last known one when missing)."""
     uni = universe.drop_duplicates("pool").set_index("pool") if len(universe) else pd.DataFrame(
         columns=["symbol", "project", "chain", "tvl_usd"])
     frame = pd.DataFrame({"pool": sorted(set(uni.index) | set(holdings))})
@@ -97,30 +157,50 @@ def _day_frame(universe: pd.DataFrame, history: pd.DataFrame, holdings: dict[str
     frame["in_universe"] = frame["pool"].isin(uni.index)
     hist_tvl = history.drop_duplicates("pool").set_index("pool")["tvl_usd"] if len(history) else pd.Series(dtype=float)
     tvl = frame["pool"].map(uni["tvl_usd"]) if "tvl_usd" in uni else pd.Series(np.nan, index=frame.index)
-    frame["tvl_usd"] = tvl.fillna(frame["pool"].map(hist_tvl)).fillna(frame["pool"].map(last_tvl)).astype(float)
+    frame["tvl_usd"] = (tvl.fillna(frame["pool"].map(hist_tvl)) / ref).fillna(frame["pool"].map(last_tvl)).astype(float)
     return frame
 
 
 def decide_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None, cache: OptimizerCache,
-               predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame
-               ) -> tuple[pd.DataFrame, StepDecision | None]:
+               predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame,
+               adjusted: pd.DataFrame | None = None) -> tuple[pd.DataFrame, StepDecision | None]:
     """Accrue ``state`` (from D-1; cash at the vault's initial wealth when None) to ``day`` and
-    rebalance on the day's predictions and universe; returns the day's rows and the decision."""
-    state = state if state is not None else CarriedState.cash(vault.backtest.initial_wealth)
-    holdings, base = _accrue(state, history)
-    frame = _day_frame(universe, history, holdings, state.last_tvl)
+    rebalance on the day's predictions and universe; returns the day's rows and the decision.
+
+    ``history`` and ``adjusted`` are the day's ``pool_history`` and ``<vault>/adjusted_yields`` rows."""
+    adjusted = adjusted if adjusted is not None else pd.DataFrame()
+    if state is None:  # the vault starts on this day with its configured wealth, in cash
+        state = CarriedState.cash(vault.backtest.initial_wealth)
+        ref = reference_price(vault, adjusted, state.reference_price)
+        holdings, base, info = {}, state.base, _accrue(vault, day, state, history, adjusted, ref)[2]
+    else:
+        ref = reference_price(vault, adjusted, state.reference_price)
+        holdings, base, info = _accrue(vault, day, state, history, adjusted, ref)
+    frame = _day_frame(universe, history, holdings, state.last_tvl, ref)
     wealth = sum(holdings.values()) + base
     if frame.empty:
         row = {c: np.nan for c in COLUMNS} | {"date": day, "pool": None, "wealth": wealth, "base_usd": base,
                                                 "idle_share": 1.0, "solver_status": "no_universe",
-                                                "cost_usd": 0.0, "gas_usd": 0.0, "solve_time_s": 0.0}
+                                                "cost_usd": 0.0, "gas_usd": 0.0, "solve_time_s": 0.0,
+                                                "reference_price": ref}
         return pd.DataFrame([row])[COLUMNS], None
+    reported = set(history["pool"]) if len(history) else set()
+    frame["reported"] = frame["pool"].isin(reported)
+    frame["in_gap"] = frame["pool"].map(info["in_gap"]).fillna(False).astype(bool)
+    frame["last_seen"] = frame["pool"].map(info["last_seen"]).where(~frame["reported"], day)
+    today = _earned_today(vault, frame["pool"].tolist(), history, adjusted)
+    carried = info.reindex(frame["pool"])
+    for col, src in (("earned_apy", "earned"), ("undiluted_apy", "undiluted"), ("il_apy", "il"),
+                     ("price_return", "price_return")):
+        frame[col] = np.where(frame["pool"].isin(info.index), carried[src].to_numpy(), today[src].to_numpy())
     pred = predictions.drop_duplicates("pool").set_index("pool")["predicted_apy"] if len(predictions) else pd.Series(
         dtype=float)
-    optimizer = cache.get(frame)
+    costs = cache.costs.in_reference(ref)
+    optimizer = cache.get(frame).with_costs(costs)
     h = np.array([holdings.get(p, 0.0) for p in frame["pool"]])
     dec = rebalance_step(optimizer, frame["pool"].map(pred).to_numpy(dtype=float), frame["tvl_usd"].to_numpy(),
-                         wealth, h, costs=cache.costs, eligible=frame["in_universe"].to_numpy(), base=base)
+                         wealth, h, costs=costs, eligible=frame["in_universe"].to_numpy(), base=base,
+                         hold=frame["in_gap"].to_numpy())
     out = frame.join(dec.to_frame().drop(columns="pool"))
     out.insert(0, "date", day)
     out["wealth"] = dec.wealth_before
@@ -130,20 +210,23 @@ def decide_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None
     out["cost_usd"] = dec.cost_usd
     out["gas_usd"] = dec.gas_usd
     out["solve_time_s"] = dec.result.solve_time_s if dec.result is not None else 0.0
+    out["reference_price"] = ref
+    out["last_seen"] = pd.to_datetime(out["last_seen"]).astype("datetime64[ns]")
     return out[COLUMNS], dec
 
 
 def decide_range(vault: VaultConfig, days: pd.DatetimeIndex, state: CarriedState | None,
-                 predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame
+                 predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame,
+                 adjusted: pd.DataFrame | None = None
                  ) -> tuple[pd.DataFrame, list[StepDecision | None], OptimizerCache]:
     """:func:`decide_day` for each day in order, each starting from the state the day before left."""
     cache = OptimizerCache(vault)
-    universe_day, pred_day, hist_day = by_day(universe), by_day(predictions), by_day(history)
+    universe_day, pred_day, hist_day, adj_day = by_day(universe), by_day(predictions), by_day(history), by_day(adjusted)
     frames, decisions = [], []
     empty = pd.DataFrame()
     for day in days:
         rows, dec = decide_day(vault, day, state, cache, pred_day.get(day, empty), universe_day.get(day, empty),
-                               hist_day.get(day, empty))
+                               hist_day.get(day, empty), adj_day.get(day, empty))
         frames.append(rows)
         decisions.append(dec)
         state = CarriedState.from_rows(rows)
@@ -169,10 +252,14 @@ def trades_table(day_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def weight_violations(rows: pd.DataFrame, vault: VaultConfig) -> pd.DataFrame:
-    """Days whose weights leave [0, concentration_limit] or whose sum exceeds 1 - base_buffer."""
+    """Days whose weights leave [0, concentration_limit] or whose sum exceeds 1 - base_buffer. A holding
+    kept through a data gap is not a decision (it cannot be traded without data): its drift above the
+    limit is not a violation; it still counts in the sum."""
     s = vault.strategy
     r = rows[rows["pool"].notna()]
-    bad_pool = r[(r["target_weight"] < -WEIGHT_TOL) | (r["target_weight"] > s.concentration_limit + WEIGHT_TOL)]
+    decided = ~r["in_gap"].fillna(False).astype(bool) if "in_gap" in r else pd.Series(True, index=r.index)
+    bad_pool = r[(r["target_weight"] < -WEIGHT_TOL)
+                 | (decided & (r["target_weight"] > s.concentration_limit + WEIGHT_TOL))]
     sums = r.groupby("date")["target_weight"].sum()
     bad_sum = sums[sums > 1 - s.base_buffer + WEIGHT_TOL]
     out = [bad_pool[["date", "pool", "target_weight"]].assign(problem="weight out of bounds")]

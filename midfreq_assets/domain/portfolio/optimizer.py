@@ -31,6 +31,7 @@ Gas / min-trade pruning freezes small and idle trades and re-solves at most
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -107,7 +108,7 @@ class RebalanceResult:
 class _Inputs:
     """Cleaned numeric inputs of one solve (shared by both solvers and the objective)."""
 
-    a: np.ndarray  # predicted APY, >= 0, 0 where unknown
+    a: np.ndarray  # predicted APY, >= 0, 0 where unknown or refused
     q: np.ndarray  # dilution coefficient a W / tvl, 0 where tvl unknown
     x0: np.ndarray
     lo: np.ndarray
@@ -117,6 +118,7 @@ class _Inputs:
     buyable: np.ndarray
     wealth: float
     tvl: np.ndarray
+    refused: np.ndarray  # predictions not finite or above strategy.max_predicted_apy
 
 
 def _clean_inputs(
@@ -127,7 +129,9 @@ def _clean_inputs(
     current_weights: np.ndarray,
     costs: TradingCosts | None = None,
 ) -> _Inputs:
-    """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold."""
+    """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold, and
+    so can one whose predicted APY is not finite or above ``strategy.max_predicted_apy`` (refused:
+    a glitch upstream must never become an allocation)."""
     a_raw = np.asarray(predicted_apy, dtype=float)
     tvl = np.asarray(tvl, dtype=float)
     x0 = np.asarray(current_weights, dtype=float)
@@ -141,16 +145,23 @@ def _clean_inputs(
         raise ValueError("current_weights must be finite and >= 0")
     x0 = np.maximum(x0, 0.0)
     limit, share = strategy.concentration_limit, strategy.max_pool_tvl_share
-    if math.isfinite(float(_sum(a_raw)) + float(_sum(tvl))) and float(np.minimum.reduce(tvl, initial=1.0)) > 0:
+    ceiling = strategy.max_predicted_apy
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums_finite = math.isfinite(float(_sum(a_raw)) + float(_sum(tvl)))
+    if (sums_finite and float(np.minimum.reduce(tvl, initial=1.0)) > 0
+            and float(np.maximum.reduce(a_raw, initial=0.0)) <= ceiling):
         # the common case: every pool has a finite prediction and a positive, finite TVL
         tvl_ok = buyable = np.ones(n, dtype=bool)
         a = np.maximum(a_raw, 0.0)
         q = a * (wealth / tvl)
         hi = np.minimum(limit, (share * tvl) / wealth) if share is not None else np.full(n, limit)
         tvl_out = tvl
+        refused = np.zeros(n, dtype=bool)
     else:
         tvl_ok = np.isfinite(tvl) & (tvl > 0)
-        a_fin = np.isfinite(a_raw)
+        refused = ~np.isfinite(a_raw) | (np.nan_to_num(a_raw, nan=0.0) > ceiling)
+        refused &= ~np.isnan(a_raw)  # a missing prediction is "unknown", not "absurd"
+        a_fin = np.isfinite(a_raw) & ~refused
         buyable = a_fin & tvl_ok
         a = np.where(a_fin, np.maximum(a_raw, 0.0), 0.0)
         safe_tvl = np.where(tvl_ok, tvl, 1.0)
@@ -171,6 +182,7 @@ def _clean_inputs(
         buyable=buyable,
         wealth=float(wealth),
         tvl=tvl_out,
+        refused=refused,
     )
 
 
@@ -414,6 +426,16 @@ class VaultOptimizer:
         self._params: dict[str, cp.Parameter] = {}
         self._x: cp.Variable | None = None
 
+    def with_costs(self, costs: TradingCosts) -> VaultOptimizer:
+        """This optimizer pricing trades with ``costs`` (e.g. gas converted into the vault's reference
+        asset at the day's price); the cvxpy problem is shared (the costs only enter via parameters
+        and the gas pruning)."""
+        if costs == self.costs:
+            return self
+        clone = copy.copy(self)
+        clone.costs = costs
+        return clone
+
     # -- cvxpy problem -------------------------------------------------------------------------
 
     @property
@@ -559,17 +581,26 @@ class VaultOptimizer:
         tvl: np.ndarray,
         wealth: float,
         current_weights: np.ndarray,
+        frozen: np.ndarray | None = None,
     ) -> RebalanceResult:
-        """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble."""
+        """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble.
+
+        ``frozen`` pools keep their current weight (``lo = hi = x0``: a holding in a data gap)."""
         t0 = time.perf_counter()
         n = len(self.pools)
         inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights, self.costs)
         if inp.a.shape[0] != n:
             raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
+        if frozen is not None:
+            inp = _freeze(inp, np.asarray(frozen, dtype=bool))
         notes: list[str] = []
         n_unbuyable = int((~inp.buyable).sum())
+        if inp.refused.any():
+            names = [p for p, r in zip(self.pools, inp.refused, strict=True) if r]
+            notes.append(f"refused {len(names)} absurd prediction(s) (not finite or above "
+                         f"{self.strategy.max_predicted_apy:g}/yr), sell-only: {', '.join(names[:5])}")
         if n_unbuyable:
-            notes.append(f"{n_unbuyable} pool(s) without prediction/TVL: sell-only")
+            notes.append(f"{n_unbuyable} pool(s) without prediction/TVL or refused: sell-only")
         turnover = self.strategy.max_turnover
         if turnover is not None:
             needed = float(np.abs(self._feasible_holdings(inp) - inp.x0).sum())
@@ -603,6 +634,39 @@ class VaultOptimizer:
             dilution_factor=dilution,
             n_pruned=n_pruned,
         )
+
+    def project(
+        self,
+        target_weights: np.ndarray,
+        tvl: np.ndarray,
+        wealth: float,
+        current_weights: np.ndarray,
+        frozen: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The feasible weights closest to ``target_weights`` (Euclidean), under every constraint of
+        the strategy (budget, concentration, TVL share, group caps, turnover) with ``frozen`` pools
+        kept. How a benchmark faces the strategy's own limits: maximizing ``2 t.x - x.x`` is the
+        projection, so the same two solvers apply (``a = 2 t``, unit dilution, no cost term). Trades
+        below ``min_trade_usd`` are then dropped where the constraints allow. Pools without a finite
+        TVL can only be sold. Falls back to selling into the constraints if every solver fails."""
+        t = np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0)
+        inp = _clean_inputs(self.strategy, np.where(np.isfinite(tvl), 1.0, np.nan), tvl, wealth, current_weights,
+                            self.costs)
+        inp = replace(inp, a=2.0 * np.maximum(t, 0.0), q=np.ones(len(t)), c=0.0)
+        if frozen is not None:
+            inp = _freeze(inp, np.asarray(frozen, dtype=bool))
+        turnover = self.strategy.max_turnover
+        if turnover is not None:
+            turnover = max(turnover, float(np.abs(self._feasible_holdings(inp) - inp.x0).sum()) + 1e-9)
+        try:
+            x, _, _, _ = self._solve_once(inp, turnover)
+        except SolverFailure:
+            return self._feasible_holdings(inp)
+        notional = np.abs(x - inp.x0) * inp.wealth
+        small = (notional > 0) & (notional < self.costs.min_trade_usd) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
+        if small.any():
+            x, _ = self._drop_small(replace(inp, a=np.zeros(len(t))), x, small)
+        return x
 
     def _min_trade(self, inp: _Inputs) -> np.ndarray:
         """Smallest worthwhile |x_i - x0_i| (weight): gain over the horizon >= gas_multiple x gas and
@@ -713,6 +777,13 @@ class VaultOptimizer:
                 x -= excess * (need / total)
             x[i] = inp.x0[i]
         return x, kept
+
+
+def _freeze(inp: _Inputs, frozen: np.ndarray) -> _Inputs:
+    """``lo = hi = x0`` on the frozen pools."""
+    if frozen.shape != inp.x0.shape:
+        raise ValueError(f"frozen has shape {frozen.shape}, expected {inp.x0.shape}")
+    return replace(inp, lo=np.where(frozen, inp.x0, inp.lo), hi=np.where(frozen, inp.x0, inp.hi))
 
 
 def _laminar_groups(

@@ -4,10 +4,14 @@ Accounting contract (``docs/METHOD.md`` "Backtest"), per step t -> t+1:
 
 - decide: :func:`rebalance_step` turns wealth ``W``, dollar holdings ``h`` and what is known at t
   (predicted APY, TVL, eligibility) into target weights ``x`` with :class:`VaultOptimizer`;
-  pools that are not eligible at t (left the universe, stopped reporting) are sold first;
+  pools that are not eligible at t (left the universe, or absent from the data longer than the
+  strategy's ``max_gap_days``) are sold first; pools in a short data gap (``hold``) keep their
+  holding untouched;
 - trade: cost ``cost * sum|W x - h|`` plus ``gas_usd`` per trade, both paid from the idle base;
-- accrue: :func:`accrue_step` grows ``h_i <- h_i exp((apy_i dilutor_i - il_i) dt)`` with
-  ``dilutor_i = 1 / (1 + h_i / tvl_i)``; the base earns its own rate;
+- accrue: :func:`accrue_step` grows ``h_i <- h_i exp(((apy_i - u_i) dilutor_i + u_i) dt + r_i)`` with
+  ``dilutor_i = 1 / (1 + h_i / tvl_i)``, ``u_i`` the part of the earned yield our own size does not
+  dilute (underlying yield, peg yield, IL) and ``r_i`` the legs' price return against the reference
+  asset; IL is inside ``apy_i`` (counted once); the base earns its own rate;
 - ``W = sum(h) + base`` (costs and gas were already taken out of the base).
 
 The base can dip slightly below zero when the book is fully invested (costs are a small debt of
@@ -92,22 +96,35 @@ def rebalance_step(
     costs: TradingCosts,
     eligible: np.ndarray | None = None,
     base: float | None = None,
+    hold: np.ndarray | None = None,
 ) -> StepDecision:
     """Decide target weights with data known at t, and price the trade with ``costs`` (the object
     the optimizer was built with: its objective and the executed trade price the same costs).
 
     ``holdings`` are dollars per pool of ``optimizer.pools``; ``wealth`` includes the idle base
     (``base`` defaults to ``wealth - sum(holdings)``). A pool is eligible when it is in the
-    universe and has a finite prediction and TVL; ineligible holdings are sold (forced, at cost).
+    universe and has a finite prediction and TVL; ineligible holdings are sold (forced, at cost),
+    except the ``hold`` pools (a short data gap), whose holding is frozen.
     """
     n = len(optimizer.pools)
     a, tvl, h, ok, wealth, base = _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base)
-    forced = ~ok & (h > 0)
+    held = _hold_mask(n, hold, h)
+    forced = ~ok & ~held & (h > 0)
     # forced sales: the optimizer sees those pools at weight 0 (sell-only, so they stay at 0)
     x0 = np.where(forced, 0.0, np.maximum(h, 0.0) / wealth)
-    result = optimizer.solve(a, tvl, wealth, x0)
-    x = np.where(ok, result.target_weights, 0.0)
+    result = optimizer.solve(a, tvl, wealth, x0, frozen=held if held.any() else None)
+    x = np.where(ok | held, result.target_weights, 0.0)
     return execute_trade(optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum()))
+
+
+def _hold_mask(n: int, hold: np.ndarray | None, h: np.ndarray) -> np.ndarray:
+    """Pools whose holding is frozen this step: in ``hold`` and actually held."""
+    if hold is None:
+        return np.zeros(n, dtype=bool)
+    mask = np.asarray(hold, dtype=bool)
+    if mask.shape != (n,):
+        raise ValueError(f"hold has shape {mask.shape}, expected ({n},)")
+    return mask & (h > 0)
 
 
 def target_step(
@@ -121,14 +138,18 @@ def target_step(
     predicted_apy: np.ndarray | None = None,
     eligible: np.ndarray | None = None,
     base: float | None = None,
+    hold: np.ndarray | None = None,
 ) -> StepDecision:
     """Same accounting as :func:`rebalance_step` for weights chosen elsewhere (benchmarks, holds):
-    ineligible pools are sold, the others are traded to ``target_weights``."""
+    ineligible pools are sold, ``hold`` pools keep their holding, the others are traded to
+    ``target_weights``."""
     n = len(pools)
     pred = np.zeros(n) if predicted_apy is None else predicted_apy
     a, tvl, h, ok, wealth, base = _prepare(n, pred, tvl, wealth, holdings, eligible, base)
-    forced = ~ok & (h > 0)
+    held = _hold_mask(n, hold, h)
+    forced = ~ok & ~held & (h > 0)
     x = np.where(ok, np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0), 0.0)
+    x = np.where(held, h / wealth, x)
     return execute_trade(pools, h, base, x, a, costs=costs, result=None, n_forced=int(forced.sum()))
 
 
@@ -193,18 +214,23 @@ def execute_trade(
 
 @dataclass(frozen=True)
 class Accrual:
-    """Holdings and base after one period of yield."""
+    """Holdings and base after one period of yield and price moves, with what each part earned."""
 
     holdings: np.ndarray
     base: float
     dilutor: np.ndarray  # 1 / (1 + h / tvl); 1 where the TVL is unknown
-    realized_apy: np.ndarray  # apy used (0 where the pool did not report: marked at value)
-    il_usd: float
+    realized_apy: np.ndarray  # earned yield used, before dilution (0 where unknown: marked at value)
+    il_usd: float  # what the IL inside the earned yield cost (>= 0)
+    price_pnl_usd: float  # the legs' price move against the reference asset
     missing_apy: int  # held pools without an APY at t+1
 
     @property
     def wealth(self) -> float:
         return float(self.holdings.sum() + self.base)
+
+
+def _finite(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
 
 
 def accrue_step(
@@ -214,28 +240,33 @@ def accrue_step(
     tvl_next: np.ndarray,
     dt_years: float,
     *,
+    undiluted_next: np.ndarray | None = None,
     il_next: np.ndarray | None = None,
+    price_return_next: np.ndarray | None = None,
     base_rate: float = 0.0,
 ) -> Accrual:
-    """``h_i <- h_i exp(apy_i(t+1) dilutor_i dt) exp(-il_i dt)``; the base earns ``base_rate``.
+    """``h_i <- h_i exp(((apy_i - u_i) dilutor_i + u_i) dt + r_i)``; the base earns ``base_rate``.
 
-    A held pool without an APY at t+1 is marked at value (earns 0) rather than dropped: it is sold
-    at the next decision. ``il_next`` is an annualized loss rate >= 0 (e.g. ``|il7d| * 52``).
+    ``apy_next`` is the yield earned (IL included when the vault earns adjusted yields);
+    ``undiluted_next`` its part our own size does not dilute (underlying, peg, IL); ``il_next`` the
+    IL inside it (annual, <= 0: attribution only, never subtracted again); ``price_return_next`` the
+    log price move of the pool's legs against the reference asset over the step. A held pool
+    without an APY at t+1 is marked at value (earns 0) rather than dropped.
     """
     h = np.asarray(holdings, dtype=float)
     apy = np.asarray(apy_next, dtype=float)
     tvl = np.asarray(tvl_next, dtype=float)
+    n = h.shape[0]
     held = h > 0
     missing = held & ~np.isfinite(apy)
-    r = np.where(np.isfinite(apy), apy, 0.0)
+    u = np.where(np.isfinite(apy), _finite(undiluted_next, n), 0.0)
     tvl_ok = np.isfinite(tvl) & (tvl > 0)
     dil = np.where(tvl_ok, 1.0 / (1.0 + h / np.where(tvl_ok, tvl, 1.0)), 1.0)
-    grown = h * np.exp(r * dil * dt_years)
-    il_usd = 0.0
-    if il_next is not None:
-        il = np.abs(np.nan_to_num(np.asarray(il_next, dtype=float), nan=0.0))
-        after = grown * np.exp(-il * dt_years)
-        il_usd = float((grown - after).sum())
-        grown = after
+    r = np.where(np.isfinite(apy), (apy - u) * dil + u, 0.0)
+    grown = h * np.exp(r * dt_years)
+    il = np.where(np.isfinite(apy), np.minimum(_finite(il_next, n), 0.0), 0.0)
+    il_usd = float((h * np.exp((r - il) * dt_years) - grown).sum()) if il_next is not None else 0.0
+    moved = grown * np.exp(_finite(price_return_next, n))
     base_next = base * float(np.exp(base_rate * dt_years)) if base > 0 else base
-    return Accrual(grown, base_next, dil, r, il_usd, int(missing.sum()))
+    earned = np.where(np.isfinite(apy), apy, 0.0)
+    return Accrual(moved, base_next, dil, earned, il_usd, float((moved - grown).sum()), int(missing.sum()))

@@ -51,8 +51,16 @@ class StrategyConfig(StrictModel):
     )
     max_turnover: float | None = Field(default=None, ge=0, description="sum |x - x0| per rebalance")
     min_trade_usd: float = Field(default=0.0, ge=0, description="smaller trades are dropped after solve")
+    max_predicted_apy: float = Field(
+        default=10.0, gt=0, description="APY ceiling (fraction/yr; 10 = 1000 %/yr): a pool predicted above it, or "
+        "with a non-finite prediction, is refused (never bought, only sold) and named in the solver message")
     primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
     fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
+    max_gap_days: int = Field(
+        default=3, ge=0,
+        description="a held pool missing from the data up to this many days keeps its holding (accruing at "
+        "its last known yield, flagged); a longer absence or a universe exit forces a sale",
+    )
     use_fast_path: bool = Field(
         default=True, description="exact solver when no turnover cap and the group caps nest (else cvxpy)"
     )

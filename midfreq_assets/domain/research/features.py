@@ -211,10 +211,10 @@ class FeatureMapConfig(StrictModel):
         return [*(name for name, _ in _feature_plan(self)), *self.categories]
 
 
-def _default_yield_columns() -> dict[str, ColumnSpec]:
+def _default_yield_columns(yield_column: str = "apy") -> dict[str, ColumnSpec]:
     """Default yield feature set of a vault: APY level, trend, range; TVL trend and volatility."""
     return {
-        "apy": ColumnSpec(
+        yield_column: ColumnSpec(
             transform="as_is",
             expansions=Expansions(
                 level=True,
@@ -232,6 +232,11 @@ def _default_yield_columns() -> dict[str, ColumnSpec]:
 
 
 DEFAULT_FEATURE_MAP = FeatureMapConfig()
+
+
+def yield_feature_map(yield_column: str) -> FeatureMapConfig:
+    """The default yield feature set on ``yield_column`` (``adjusted_apy``: what a vault earns)."""
+    return FeatureMapConfig(columns=_default_yield_columns(yield_column))
 
 
 # --------------------------------------------------------------------------------------------

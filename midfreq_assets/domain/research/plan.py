@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pandas as pd
 
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import universe_pairs
 from midfreq_assets.domain.research.features import FeatureMapConfig, ewm_memory
 from midfreq_assets.domain.research.labels import LabelMapConfig
@@ -99,15 +101,32 @@ def first_fit_day(vault: VaultConfig) -> dt.date:
     return vault.start_date + dt.timedelta(days=warmup_rows(vault.label_map, vault.models))
 
 
-def yield_panel(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``pool_history`` rows (with ``adjusted_apy`` merged in when given), sorted, date normalized."""
+def merge_adjusted(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None, columns: Sequence[str],
+                   how: str) -> pd.DataFrame:
+    """``pool_history`` rows with ``columns`` of ``adjusted_yields`` merged on (date, pool), sorted, date
+    normalized: the one merge of the research panel and the backtest panel (``how``: ``inner`` keeps the
+    rows ``adjusted`` has, ``left`` every history row). ``adjusted`` None: history only. Only usable
+    rows: the ones flagged implausible at ingestion are dropped."""
+    pool_history = usable_rows(pool_history)
     if pool_history.empty:
         return pool_history
     panel = pool_history.assign(date=pd.to_datetime(pool_history["date"]).dt.normalize())
-    if adjusted is not None and len(adjusted) and "adjusted_apy" in adjusted:
-        adj = adjusted[["date", "pool", "adjusted_apy"]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize())
-        panel = panel.drop(columns=["adjusted_apy"], errors="ignore").merge(adj, on=["date", "pool"], how="left")
+    if adjusted is not None:
+        cols = [c for c in columns if c in adjusted] if len(adjusted) else list(columns)
+        adj = adjusted[["date", "pool", *cols]] if len(adjusted) else pd.DataFrame(
+            {"date": pd.Series(dtype="datetime64[ns]"), "pool": pd.Series(dtype=object),
+             **{c: pd.Series(dtype=float) for c in cols}})
+        adj = adj.assign(date=pd.to_datetime(adj["date"]).dt.normalize())
+        panel = panel.drop(columns=cols, errors="ignore").merge(adj, on=["date", "pool"], how=how)
     return panel.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
+
+
+def yield_panel(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The research panel: ``pool_history`` rows, and given ``adjusted`` (the vault's
+    ``adjusted_yields``) only the rows it has, with their ``adjusted_apy``: the pools of the vault's
+    universe (an ETH vault never studies USD pools), row by row so a partition's rows do not depend
+    on the range it was computed in. Empty when the vault has no pool."""
+    return merge_adjusted(pool_history, adjusted, ["adjusted_apy"], "inner")
 
 
 def in_window(frame: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:

@@ -1,14 +1,22 @@
 """Adjusted yields: what a pool's quoted APY is worth once its risks and extras are priced in.
 
-All yields are fractions per year. Components, each its own column so a reader can see why a
-pool's adjusted APY differs from its quote (``docs/METHOD.md`` "Yields"):
+All yields are fractions per year, every price in the vault's reference asset
+(:mod:`~midfreq_assets.domain.yields.exposure`). Components, each its own column so a reader can
+see why a pool's adjusted APY differs from its quote (``docs/METHOD.md`` "Yields"):
 
 - ``reward_haircut`` = ``(1 - discount) * apy_reward``, ``discount`` = min/max price ratio of
   the pool's worst reward token over a lookback window (reward tokens get dumped);
-- ``underlying_apy``: a yield-bearing underlying's own APY, read from its own DefiLlama pool;
-- ``peg_yield`` = ``(E[p] - p) / p / T`` per year for pegged underlyings (rich -> negative);
-- ``il_annual`` = ``-|il7d| * 52`` (a loss, never a gain);
-- ``adjusted_apy = apy - reward_haircut + underlying_apy + peg_yield + il_annual``.
+- ``underlying_apy`` = ``sum_i w_i apy_i`` over the pool's yield-bearing underlyings, ``w_i`` its
+  share of the reserves (1/n unless configured), ``apy_i`` read from the token's own DefiLlama
+  pool; 0 for projects whose APY already includes it (Curve, Convex);
+- ``peg_yield`` = ``sum_i w_i (E[p_i] - p_i) / p_i / T`` per year over pegged legs (rich -> negative);
+- ``il_annual`` = ``-|il7d| * 52`` (a loss, never a gain); a multi-token pool without il7d is
+  flagged, and a price-exposed one gets the estimate from its legs' prices;
+- ``adjusted_apy = apy - reward_haircut + underlying_apy + peg_yield + il_annual``: the one place
+  IL is counted (the predictor's target and the accrual both read it).
+
+``price_return`` (not a yield) is the day's log price move of the pool's legs against the
+reference asset, 0 for pools whose legs are all pegged to it.
 
 Every component at date t uses only prices and yields dated <= t: windows look back, gaps are
 forward-filled (a bounded carry of the last good price; interpolating would read the future).
@@ -23,9 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.ingest.universe import universe_pairs, vault_rows
+from midfreq_assets.domain.config.tokens import TokenRegistry
+from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 from midfreq_assets.domain.yields.config import PegYieldConfig, YieldAdjustmentConfig
+from midfreq_assets.domain.yields.exposure import (
+    ReferencePricing,
+    basket_log_return,
+    il_estimate,
+    is_exposed,
+    pool_legs,
+    to_reference,
+)
 
 COMPONENT_COLUMNS = ["apy", "reward_haircut", "underlying_apy", "peg_yield", "il_annual", "adjusted_apy"]
 FLAG_COLUMNS = [
@@ -35,8 +53,16 @@ FLAG_COLUMNS = [
     "flag_peg_price_missing",
     "flag_price_filled",
     "flag_depeg",
+    "flag_il_missing",
+    "flag_il_estimated",
+    "flag_leg_price_missing",
 ]
-OUTPUT_COLUMNS = ["date", "pool", *COMPONENT_COLUMNS, "apy_reward", "reward_discount", *FLAG_COLUMNS]
+#: Besides the components: the legs' price move, whether the pool is price-exposed, whether it is in the
+#: universe that day, the reference asset's USD price and the TVL in the reference asset (what a vault
+#: counting in ETH compares its holdings with).
+EXPOSURE_COLUMNS = ["price_return", "price_exposed", "in_universe", "reference_price", "tvl_ref"]
+OUTPUT_COLUMNS = ["date", "pool", *COMPONENT_COLUMNS, "apy_reward", "reward_discount", *EXPOSURE_COLUMNS,
+                  *FLAG_COLUMNS]
 
 # --------------------------------------------------------------------------------------------
 # Pool -> tokens
@@ -49,6 +75,14 @@ class PoolTokens:
 
     reward_coins: tuple[str, ...] | None = None
     underlying_symbols: tuple[str, ...] = ()
+    project: str = ""
+    weights: tuple[float, ...] | None = None  # reserve shares of the underlyings (None: 1/n)
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """Each underlying's share of the pool's reserves."""
+        n = len(self.underlying_symbols)
+        return self.weights if self.weights is not None else tuple([1.0 / n] * n)
 
 
 def _as_list(value: object) -> list[str]:
@@ -65,12 +99,14 @@ def resolve_pool_tokens(metadata: pd.DataFrame, config: YieldAdjustmentConfig) -
     """Reward coins and underlying symbols per pool, from the latest ``pool_metadata`` row per pool.
 
     Reward tokens are DefiLlama addresses on the pool's chain; when DefiLlama has none (null), the
-    project's configured default reward tokens are used.
+    project's configured default reward tokens are used. Reserve shares come from
+    ``underlying_yield.pool_weights`` (DefiLlama's ``/pools`` has none): one share per underlying.
     """
     if metadata.empty:
         return {}
     latest = metadata.sort_values("date").groupby("pool", sort=False).tail(1)
     defaults = {k.lower(): v for k, v in config.reward_haircut.default_reward_tokens.items()}
+    configured = config.underlying_yield.pool_weights
     out: dict[str, PoolTokens] = {}
     for row in latest.itertuples(index=False):
         rewards = _as_list(getattr(row, "reward_tokens", None))
@@ -83,7 +119,13 @@ def resolve_pool_tokens(metadata: pd.DataFrame, config: YieldAdjustmentConfig) -
             project = str(getattr(row, "project", "") or "").lower()
             coins = tuple(defaults[project]) if project in defaults else None
         symbols = tuple(s.lower() for s in _as_list(getattr(row, "underlying_symbols", None)))
-        out[str(row.pool)] = PoolTokens(reward_coins=coins, underlying_symbols=symbols)
+        weights = configured.get(str(row.pool))
+        if weights is not None and len(weights) != len(symbols):
+            raise ValueError(f"yields.underlying_yield.pool_weights.{row.pool}: {len(weights)} shares for "
+                             f"{len(symbols)} underlying token(s) {list(symbols)}")
+        out[str(row.pool)] = PoolTokens(reward_coins=coins, underlying_symbols=symbols,
+                                        project=str(getattr(row, "project", "") or "").lower(),
+                                        weights=tuple(weights) if weights is not None else None)
     return out
 
 
@@ -193,14 +235,17 @@ def adjusted_yield_panel(
     config: YieldAdjustmentConfig,
     pools: Iterable[str] | None = None,
     output_dates: Iterable[pd.Timestamp] | None = None,
+    reference: ReferencePricing | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
-    """Adjusted APY with each component and flag, one row per (date, pool).
+    """Adjusted APY with each component, the legs' price return and flags, one row per (date, pool).
 
     ``history``: long ``pool_history`` (fractions) covering the output dates and the lookback;
-    ``prices``: long ``token_prices`` (date, coin, price); ``pools``: the pools to report
-    (default: every pool in ``history``); ``output_dates``: the days to report (default: all).
+    ``prices``: long ``token_prices`` (date, coin, price in USD); ``pools``: the pools to report
+    (default: every pool in ``history``); ``output_dates``: the days to report (default: all);
+    ``reference``: the vault's reference asset (default usd, nothing pegged: no price exposure).
     Returns the long frame and a report of what was filled, rejected or missing.
     """
+    reference = reference or ReferencePricing()
     history = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
     pools = list(dict.fromkeys(pools)) if pools is not None else list(dict.fromkeys(history["pool"]))
     if history.empty:
@@ -215,11 +260,14 @@ def adjusted_yield_panel(
     apy_reward = _wide(history, "apy_reward", dates, pools).fillna(0.0).clip(lower=0.0)
     false = pd.DataFrame(False, index=dates, columns=pools)
 
+    coin_of = {s: t.coin for s, t in config.tokens.items()}
     coins = list(dict.fromkeys(
-        [t.coin for t in config.tokens.values()]
+        list(coin_of.values())
         + [c for t in tokens.values() for c in (t.reward_coins or ())]
+        + ([reference.coin] if reference.coin else [])
     ))
     panel = price_panel(prices, dates, coins, config.max_price_gap_days)
+    in_ref, ref_missing = to_reference(panel.prices, reference)
 
     # Reward haircut: the worst reward token of the pool sets the discount.
     rh = config.reward_haircut
@@ -228,7 +276,7 @@ def adjusted_yield_panel(
     price_missing = false.copy()
     price_filled = false.copy()
     if rh.method == "min_max_ratio":
-        coin_discount = reward_discount_panel(panel.prices, rh.lookback_days, rh.min_observations)
+        coin_discount = reward_discount_panel(in_ref, rh.lookback_days, rh.min_observations)
         for reward_coins, group in _group_by_tokens({p: t.reward_coins for p, t in tokens.items()}).items():
             has_reward = apy_reward[group] > 0
             if not reward_coins:
@@ -243,58 +291,89 @@ def adjusted_yield_panel(
             price_filled[group] = has_reward & _broadcast(panel.filled[list(reward_coins)].any(axis=1), group)
     reward_haircut = (1.0 - discount) * apy_reward
 
-    # Underlying yield from the underlying's own pool.
+    # Underlying yield: each yield-bearing underlying's own APY times its share of the reserves.
     uy = config.underlying_yield
     underlying_apy = pd.DataFrame(0.0, index=dates, columns=pools)
     underlying_missing = false.copy()
     if uy.pools:
         source = _wide(history, "apy", dates, list(dict.fromkeys(uy.pools.values())))
         source = source.ffill(limit=uy.max_gap_days) if uy.max_gap_days else source
-        by_symbols = _group_by_tokens({p: tuple(s for s in t.underlying_symbols if s in uy.pools)
-                                       for p, t in tokens.items()})
-        for symbols, group in by_symbols.items():
-            if not symbols:
+        included = set(uy.included_in_apy)
+        by_share = _group_by_tokens({p: tuple((s, w) for s, w in zip(t.underlying_symbols, t.shares, strict=True)
+                                              if s in uy.pools)
+                                     for p, t in tokens.items() if t.project not in included})
+        for legs, group in by_share.items():
+            if not legs:
                 continue
-            values = source[[uy.pools[s] for s in symbols]]
-            underlying_apy[group] = _broadcast(values.fillna(0.0).mean(axis=1), group)
+            values = source[[uy.pools[s] for s, _ in legs]]
+            shares = np.array([w for _, w in legs])
+            underlying_apy[group] = _broadcast(pd.Series(values.fillna(0.0).to_numpy() @ shares, index=dates), group)
             underlying_missing[group] = _broadcast(values.isna().any(axis=1), group)
 
-    # Peg deviation as yield, averaged over the pool's pegged underlyings.
+    # Peg deviation as yield, each pegged leg at its share of the reserves.
     peg_yield = pd.DataFrame(0.0, index=dates, columns=pools)
     peg_missing = false.copy()
     depeg = false.copy()
     if config.peg.enabled:
         pegs = {t.coin: t.peg for t in config.tokens.values() if t.peg is not None}
-        coin_yield, coin_depeg = peg_deviation_panel(panel.prices, pegs, config.peg)
+        coin_yield, coin_depeg = peg_deviation_panel(in_ref, pegs, config.peg)
         symbol_coin = {s: t.coin for s, t in config.tokens.items() if t.peg is not None}
-        by_coins = _group_by_tokens({p: tuple(symbol_coin[s] for s in t.underlying_symbols if s in symbol_coin)
+        by_coins = _group_by_tokens({p: tuple((symbol_coin[s], w) for s, w in zip(t.underlying_symbols, t.shares,
+                                                                                    strict=True) if s in symbol_coin)
                                      for p, t in tokens.items()})
-        for pool_coins, group in by_coins.items():
-            if not pool_coins:
+        for legs, group in by_coins.items():
+            if not legs:
                 continue
-            cols = list(pool_coins)
-            peg_yield[group] = _broadcast(coin_yield[cols].fillna(0.0).mean(axis=1), group)
+            cols = [c for c, _ in legs]
+            shares = np.array([w for _, w in legs])
+            peg_yield[group] = _broadcast(pd.Series(coin_yield[cols].fillna(0.0).to_numpy() @ shares, index=dates),
+                                          group)
             peg_missing[group] = _broadcast(coin_yield[cols].isna().any(axis=1), group)
             depeg[group] = _broadcast(coin_depeg[cols].any(axis=1), group)
             price_filled[group] = price_filled[group] | _broadcast(panel.filled[cols].any(axis=1), group)
 
-    # Impermanent loss: a loss whatever sign DefiLlama gives it.
+    # Legs not pegged to the reference asset: the day's price move and, without il7d, an IL estimate.
     il = config.impermanent_loss
+    price_return = pd.DataFrame(0.0, index=dates, columns=pools)
+    exposed = false.copy()
+    leg_missing = false.copy()
+    il_guess = pd.DataFrame(np.nan, index=dates, columns=pools)
+    legs_of = {p: pool_legs(t.underlying_symbols, t.shares, reference, coin_of) for p, t in tokens.items()}
+    for legs, group in _group_by_tokens({p: legs for p, legs in legs_of.items() if is_exposed(legs)}).items():
+        ret, missing = basket_log_return(in_ref, legs)
+        price_return[group] = _broadcast(ret, group)
+        leg_missing[group] = _broadcast(missing, group)
+        exposed[group] = True
+        if len(legs) > 1:
+            il_guess[group] = _broadcast(il_estimate(in_ref, legs, il.window_days), group)
+
+    # Impermanent loss: a loss whatever sign DefiLlama gives it.
     il_annual = pd.DataFrame(0.0, index=dates, columns=pools)
+    il_missing = false.copy()
+    il_estimated = false.copy()
     if il.enabled:
         il7d = _wide(history, "il7d", dates, pools)
         scale = 0.01 if il.il7d_unit == "percent" else 1.0
-        il_annual = (-il7d.abs() * scale * il.periods_per_year).fillna(0.0)
+        multi = pd.Series({p: len(t.underlying_symbols) > 1 for p, t in tokens.items()}, dtype=bool)
+        il_missing = il7d.isna() & multi.reindex(pools).to_numpy()
+        estimated = (il_guess * il.periods_per_year).where(il_missing) if il.missing == "estimate" else il_guess * np.nan
+        il_estimated = estimated.notna()
+        il_annual = (-il7d.abs() * scale * il.periods_per_year).fillna(estimated).fillna(0.0)
 
     adjusted = apy - reward_haircut + underlying_apy + peg_yield + il_annual
+    ref_price = panel.prices[reference.coin] if reference.coin else pd.Series(1.0, index=dates)
+    tvl_ref = _wide(history, "tvl_usd", dates, pools).div(ref_price, axis=0)
 
     columns = {
         "apy": apy, "reward_haircut": reward_haircut, "underlying_apy": underlying_apy,
         "peg_yield": peg_yield, "il_annual": il_annual, "adjusted_apy": adjusted,
         "apy_reward": apy_reward, "reward_discount": discount,
+        "price_return": price_return, "price_exposed": exposed,
+        "reference_price": _broadcast(ref_price, pools), "tvl_ref": tvl_ref,
         "flag_reward_tokens_unknown": tokens_unknown, "flag_reward_price_missing": price_missing,
         "flag_underlying_missing": underlying_missing, "flag_peg_price_missing": peg_missing,
         "flag_price_filled": price_filled, "flag_depeg": depeg,
+        "flag_il_missing": il_missing, "flag_il_estimated": il_estimated, "flag_leg_price_missing": leg_missing,
     }
     present = history[history["pool"].isin(pools)][["date", "pool"]].drop_duplicates()
     if output_dates is not None:
@@ -304,34 +383,72 @@ def adjusted_yield_panel(
     stacked = {name: frame.rename_axis(index="date", columns="pool").stack(future_stack=True).reindex(rows)
                for name, frame in columns.items()}
     out = pd.DataFrame(stacked).reset_index()
-    for flag in FLAG_COLUMNS:
+    for flag in [*FLAG_COLUMNS, "price_exposed"]:
         out[flag] = out[flag].fillna(False).astype(bool)
+    out["in_universe"] = True
     out["pool"] = out["pool"].astype(str)
     out = out[OUTPUT_COLUMNS].sort_values(["date", "pool"]).reset_index(drop=True)
     report: dict[str, object] = {
         "prices": panel.report,
         "flag_counts": {f: int(out[f].sum()) for f in FLAG_COLUMNS if out[f].any()},
     }
+    if reference.coin is not None:
+        report["reference_price_missing_days"] = int(ref_missing.reindex(pd.DatetimeIndex(present["date"]).unique())
+                                                      .fillna(True).sum())
     return out, report
 
 
-def vault_adjusted_yields(history: pd.DataFrame, metadata: pd.DataFrame, prices: pd.DataFrame, vault_name: str,
-                          config: YieldAdjustmentConfig, days: pd.DatetimeIndex) -> tuple[pd.DataFrame, dict[str, object]]:
-    """Adjusted yields of the (date, pool) pairs of ``vault_name``'s universe on ``days``.
+def reference_pricing(vault: VaultConfig, tokens: TokenRegistry) -> ReferencePricing:
+    """The vault's reference asset, its USD price coin and its pegged symbols."""
+    asset = vault.reference_asset
+    return ReferencePricing(asset, tokens.reference_coin(asset), tokens.pegged(asset))
 
-    ``history``/``prices`` cover ``days`` plus the config's lookback; ``metadata`` is the days'
-    ``pool_metadata``. Returns one row per universe (date, pool) and the price report.
+
+def recent_members(metadata: pd.DataFrame, vault_name: str, days: pd.DatetimeIndex, memory_days: int) -> pd.DataFrame:
+    """(date, pool, in_universe) for each day of ``days`` and each pool in the vault's universe on that day
+    or on one of the ``memory_days`` days before it (``metadata`` covers that window)."""
+    rows = vault_rows(metadata, vault_name)
+    if rows.empty or not len(days):
+        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "pool": pd.Series(dtype=object),
+                             "in_universe": pd.Series(dtype=bool)})
+    member = (rows.assign(date=pd.to_datetime(rows["date"]).dt.normalize(), flag=1.0)
+              .pivot_table(index="date", columns="pool", values="flag", aggfunc="max"))
+    calendar = daily_index(min(member.index.min(), days.min()), max(member.index.max(), days.max()))
+    member = member.reindex(calendar).fillna(0.0)
+    recent = member.rolling(memory_days + 1, min_periods=1).max().reindex(days).fillna(0.0)
+    today = member.reindex(days).fillna(0.0)
+    stacked = pd.DataFrame({"recent": recent.stack(), "in_universe": today.stack() > 0})
+    stacked = stacked[stacked["recent"] > 0].drop(columns="recent")
+    stacked.index.names = ["date", "pool"]
+    out = stacked.reset_index()
+    out["pool"] = out["pool"].astype(str)
+    return out
+
+
+def vault_adjusted_yields(history: pd.DataFrame, metadata: pd.DataFrame, prices: pd.DataFrame, vault_name: str,
+                          config: YieldAdjustmentConfig, days: pd.DatetimeIndex,
+                          reference: ReferencePricing | None = None) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Adjusted yields of ``vault_name``'s pools on ``days``: every pool in its universe that day or within
+    ``config.exit_memory_days`` before (``in_universe`` says which), priced in ``reference``.
+
+    ``history``/``prices`` cover ``days`` plus the config's lookback; ``metadata`` covers ``days`` plus
+    the exit memory. Returns one row per (date, pool) and the price report.
     """
-    members = vault_rows(metadata, vault_name)
-    pools = sorted(members["pool"].astype(str).unique()) if not members.empty else []
+    members = recent_members(metadata, vault_name, pd.DatetimeIndex(days).normalize(), config.exit_memory_days)
+    pools = sorted(members["pool"].unique())
     if history.empty or not pools:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS}), {}
-    out, report = adjusted_yield_panel(history, resolve_pool_tokens(members, config), prices, config, pools=pools,
-                                       output_dates=days)
-    keep = pd.MultiIndex.from_frame(out[["date", "pool"]]).isin(universe_pairs(metadata, vault_name))
-    return out[keep].reset_index(drop=True), report
+    out, report = adjusted_yield_panel(history, resolve_pool_tokens(vault_rows(metadata, vault_name), config),
+                                       prices, config, pools=pools, output_dates=days, reference=reference)
+    out = out.drop(columns="in_universe").merge(members, on=["date", "pool"], how="inner")
+    return out[OUTPUT_COLUMNS].reset_index(drop=True), report
 
 
 def flag_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Rows per raised flag (only the flags that are raised somewhere)."""
     return {f: int(frame[f].sum()) for f in FLAG_COLUMNS if len(frame) and frame[f].any()}
+
+
+def universe_flag_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """:func:`flag_counts` of the rows in the universe that day (the ones a decision can trade)."""
+    return flag_counts(frame[frame["in_universe"].astype(bool)] if len(frame) else frame)

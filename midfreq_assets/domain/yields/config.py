@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from midfreq_assets.domain.config.base import StrictModel
+from midfreq_assets.domain.config.base import StrictModel, normalize_slug
 from midfreq_assets.domain.units import WEEKS_PER_YEAR
+
+#: Projects whose reported APY already contains the underlying tokens' own yield (DefiLlama adds it).
+DEFAULT_UNDERLYING_INCLUDED = ("curve-dex", "convex-finance")
+#: Tolerance on configured reserve shares summing to 1.
+WEIGHT_SUM_TOL = 1e-6
 
 # DefiLlama pool chain names -> coins.llama.fi chain prefixes, where they differ.
 DEFAULT_CHAIN_PREFIXES: dict[str, str] = {
@@ -60,11 +64,33 @@ class UnderlyingYieldConfig(StrictModel):
         default_factory=dict, description="underlying symbol -> DefiLlama pool uuid carrying its own APY"
     )
     max_gap_days: int = Field(default=3, ge=0, description="carry the underlying's last APY this many days")
+    included_in_apy: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UNDERLYING_INCLUDED),
+        description="project slugs whose reported APY already includes the underlying's yield (adds nothing)",
+    )
+    pool_weights: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="pool uuid -> share of each underlying in the pool's reserves, in DefiLlama's "
+        "underlyingTokens order (default 1/n: /pools gives no reserve shares)",
+    )
 
     @field_validator("pools")
     @classmethod
     def _lower(cls, value: dict[str, str]) -> dict[str, str]:
         return {k.lower(): v for k, v in value.items()}
+
+    @field_validator("included_in_apy")
+    @classmethod
+    def _slugs(cls, value: list[str]) -> list[str]:
+        return [normalize_slug(v) for v in value]
+
+    @field_validator("pool_weights")
+    @classmethod
+    def _shares(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for pool, shares in value.items():
+            if not shares or any(w <= 0 for w in shares) or abs(sum(shares) - 1.0) > WEIGHT_SUM_TOL:
+                raise ValueError(f"pool_weights.{pool}: shares must be > 0 and sum to 1, got {shares}")
+        return value
 
 
 class ImpermanentLossConfig(StrictModel):
@@ -73,6 +99,12 @@ class ImpermanentLossConfig(StrictModel):
         default="fraction", description="pool_history stores fractions; 'percent' for raw DefiLlama values"
     )
     periods_per_year: float = Field(default=WEEKS_PER_YEAR, gt=0)
+    window_days: int = Field(default=7, ge=1, description="the period il7d covers (and the estimate's window)")
+    missing: Literal["estimate", "flag"] = Field(
+        default="estimate",
+        description="multi-token pool without il7d: estimate IL from its legs' prices in the reference asset "
+        "(price-exposed pools only; others 0) or charge nothing; either way the pool-day is flagged",
+    )
 
 
 class YieldAdjustmentConfig(StrictModel):
@@ -86,6 +118,11 @@ class YieldAdjustmentConfig(StrictModel):
     underlying_yield: UnderlyingYieldConfig = Field(default_factory=UnderlyingYieldConfig)
     impermanent_loss: ImpermanentLossConfig = Field(default_factory=ImpermanentLossConfig)
     max_price_gap_days: int = Field(default=3, ge=0, description="forward-fill missing price days up to this")
+    exit_memory_days: int = Field(
+        default=30, ge=0,
+        description="a pool keeps adjusted yields this many days after it was last in the vault's universe "
+        "(features stay continuous through short exits; a holding still accrues on its exit day)",
+    )
     extra_coins: list[str] = Field(default_factory=list, description="more coin ids to fetch into token_prices")
     chain_prefixes: dict[str, str] = Field(
         default_factory=dict, description="pool chain name -> coins.llama.fi prefix, on top of the defaults"
@@ -98,8 +135,9 @@ class YieldAdjustmentConfig(StrictModel):
 
     @property
     def lookback_days(self) -> int:
-        """History a day's computation needs (reward window plus the fill allowances)."""
-        return self.reward_haircut.lookback_days + max(self.max_price_gap_days, self.underlying_yield.max_gap_days)
+        """History a day's computation needs (reward or IL window plus the fill allowances)."""
+        window = max(self.reward_haircut.lookback_days, self.impermanent_loss.window_days + 1)
+        return window + max(self.max_price_gap_days, self.underlying_yield.max_gap_days)
 
     def price_coins(self) -> list[str]:
         """Every coin whose prices this configuration uses, in a stable order."""
@@ -113,8 +151,3 @@ class YieldAdjustmentConfig(StrictModel):
         name = chain.strip().lower()
         prefix = {**DEFAULT_CHAIN_PREFIXES, **{k.lower(): v for k, v in self.chain_prefixes.items()}}.get(name, name)
         return f"{prefix}:{address}"
-
-
-def price_coins_for(configs: Iterable[YieldAdjustmentConfig]) -> list[str]:
-    """The coins ``token_prices`` fetches for several vaults (in vault order, no duplicates)."""
-    return list(dict.fromkeys(c for config in configs for c in config.price_coins()))

@@ -216,7 +216,8 @@ def test_bars_in_a_monthly_and_a_daily_file_are_kept_once(fresh: ReplayServer):
 def test_checksum_failure_fails_that_file_and_keeps_the_others(fresh: ReplayServer, tmp_path: Path):
     fresh.corrupt(r"ETHUSDT-1h-2024-02-01\.zip$", times=None)
     result = run(synthetic_assets("BTCUSDT", "ETHUSDT"), fresh, tmp_path, partition_key="2024-02-01")
-    assert result.success
+    assert not result.success  # the blocking requested_files_fetched check names the file
+    assert "ETHUSDT" in checks(result)["requested_files_fetched"].metadata["failed_files"].value
     df = lake_frame(tmp_path, "2024-02-01")
     assert set(df["symbol"]) == {"BTCUSDT"} and len(df) == 24
     m = meta(result)
@@ -227,7 +228,7 @@ def test_checksum_failure_fails_that_file_and_keeps_the_others(fresh: ReplayServ
 
 def test_unparseable_file_is_reported_naming_file_and_line(fresh: ReplayServer, tmp_path: Path):
     result = run(synthetic_assets("BTCUSDT", "SOLUSDT"), fresh, tmp_path, partition_key="2024-02-01")
-    assert result.success
+    assert not result.success and not checks(result)["requested_files_fetched"].passed
     m = meta(result)
     assert m["dagster/row_count"] == 24
     assert "SOLUSDT-1h-2024-02-01.zip:SOLUSDT-1h-2024-02-01.csv, line 7: column 'close' is not a number" in m[
@@ -264,3 +265,60 @@ def test_server_errors_are_retried_inside_the_asset(fresh: ReplayServer, tmp_pat
     result = run(synthetic_assets("BTCUSDT"), fresh, tmp_path, partition_key="2024-02-01")
     assert result.success and meta(result)["files_failed"] == 0
     assert fresh.count(r"BTCUSDT-1h-2024-02-01\.zip$", status=503) == 1
+
+
+# ----------------------------------------------------------------------------- nothing good replaced by less
+def _zip(members: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def _serve_instead(server: ReplayServer, name: str, data: bytes) -> None:
+    """Serve ``data`` (with a matching .CHECKSUM) for the archive file ``name``: a well-signed bad file."""
+    server.force(rf"{name}\.CHECKSUM$", 200, body=f"{hashlib.sha256(data).hexdigest()}  {name}", times=None)
+    server.force(rf"{name}$", 200, body=data, content_type="application/zip", times=None)
+
+
+THIRTEEN = "\n".join(line + ",extra" for line in kline_lines(dt.datetime(2024, 2, 1), 24)) + "\n"
+GOOD = "\n".join(kline_lines(dt.datetime(2024, 2, 1), 24)) + "\n"
+
+
+@pytest.mark.parametrize("fault", ["checksum", "thirteen_columns", "two_csvs", "not_a_zip", "empty_csv"])
+def test_a_bad_day_in_a_range_keeps_its_good_bars_and_fails_the_run(fresh: ReplayServer, tmp_path: Path, fault):
+    assets = synthetic_assets("BTCUSDT")
+    window = ("2024-02-01", "2024-02-02")
+    assert run(assets, fresh, tmp_path, window=window).success
+    before = lake_frame(tmp_path, "2024-02-01")
+    assert len(before) == 24
+    name = "BTCUSDT-1h-2024-02-01.zip"
+    if fault == "checksum":
+        fresh.corrupt(rf"{name}$", times=None)
+    elif fault == "thirteen_columns":
+        _serve_instead(fresh, name, _zip({name.replace(".zip", ".csv"): THIRTEEN}))
+    elif fault == "two_csvs":
+        _serve_instead(fresh, name, _zip({"a.csv": GOOD, "b.csv": GOOD}))
+    elif fault == "not_a_zip":
+        _serve_instead(fresh, name, b"<html>maintenance</html>")
+    else:
+        _serve_instead(fresh, name, _zip({name.replace(".zip", ".csv"): ""}))
+    result = run(assets, fresh, tmp_path, window=window)
+    assert not result.success  # never green
+    pd.testing.assert_frame_equal(lake_frame(tmp_path, "2024-02-01"), before)  # 24 good bars, not fewer
+    assert len(lake_frame(tmp_path, "2024-02-02")) == 22  # the other day was rewritten
+    check = checks(result)["requested_files_fetched"]
+    assert not check.passed and check.metadata["bars_kept_from_previous_run"].value == 24
+    if fault != "empty_csv":
+        assert name in check.metadata["failed_files"].value
+
+
+def test_a_single_bad_day_is_never_replaced_by_an_empty_partition(fresh: ReplayServer, tmp_path: Path):
+    assets = synthetic_assets("BTCUSDT")
+    assert run(assets, fresh, tmp_path, partition_key="2024-02-01").success
+    before = (tmp_path / "binance_klines" / "2024-02-01.parquet").read_bytes()
+    fresh.corrupt(r"BTCUSDT-1h-2024-02-01\.zip$", times=None)
+    result = run(assets, fresh, tmp_path, partition_key="2024-02-01")
+    assert not result.success and "nothing collected" in failure_message(result)
+    assert (tmp_path / "binance_klines" / "2024-02-01.parquet").read_bytes() == before

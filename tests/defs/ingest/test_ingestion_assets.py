@@ -10,9 +10,6 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
-from midfreq_assets.defs.resources import build_resources
-from midfreq_resources.clients.defillama import DefiLlamaClient
-
 REPO = Path(__file__).parents[3]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, full year
 CSUSDC = "66159102-0702-4387-862c-918bcd2a8a0d"
@@ -23,25 +20,12 @@ def range_tags(start: str, end: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
 
 
-@pytest.fixture
-def lake(tmp_path, replay_env, monkeypatch) -> Path:
-    monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path))
-    return tmp_path
-
-
-def resources(replay_env, **client):
-    res = build_resources()
-    res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", max_attempts=2,
-                                       backoff_base_s=0.01, **client)
-    return res
-
-
 def checks(result) -> dict[str, bool]:
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
 
 
-def test_one_day(lake, replay_env, defillama_assets):
-    result = materialize(defillama_assets, resources=resources(replay_env), partition_key=DAY)
+def test_one_day(lake, replay_env, ingest_resources, defillama_assets):
+    result = materialize(defillama_assets, resources=ingest_resources(), partition_key=DAY)
     assert result.success
     history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
     assert (history["date"] == pd.Timestamp(DAY)).all()
@@ -63,11 +47,11 @@ def test_one_day(lake, replay_env, defillama_assets):
     assert CSUSDC not in set(history["pool"])  # statically excluded (csusdc underlying): never fetched
     mat = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert mat["pool_metadata"]["reconstructed"].value is True
-    assert checks(result)["pool_history:no_duplicate_pool_days"]
+    assert checks(result)["pool_history:requested_pools_fetched"]
 
 
-def test_range_backfill_fetches_each_chart_once_and_rerun_replaces(lake, replay_env, defillama_assets):
-    res = resources(replay_env)
+def test_range_backfill_fetches_each_chart_once_and_rerun_replaces(lake, replay_env, ingest_resources, defillama_assets):
+    res = ingest_resources()
     result = materialize(defillama_assets, resources=res, tags=range_tags("2024-07-01", "2024-07-10"))
     assert result.success
     files = sorted(p.name for p in (lake / "pool_history").iterdir())
@@ -81,21 +65,25 @@ def test_range_backfill_fetches_each_chart_once_and_rerun_replaces(lake, replay_
     pd.testing.assert_frame_equal(first, again)
 
 
-def test_failed_pool_is_reported_and_the_night_goes_on(lake, replay_env, defillama_assets):
+def test_failed_pool_is_reported_the_others_written_and_the_run_not_green(lake, replay_env, ingest_resources, defillama_assets):
     replay_env.force(rf"/chart/{POOL}$", 503, body="down", times=None)
-    result = materialize(defillama_assets, resources=resources(replay_env), partition_key=DAY)
-    assert result.success
+    result = materialize(defillama_assets, resources=ingest_resources(), partition_key=DAY, raise_on_error=False)
+    assert not result.success  # the blocking requested_pools_fetched checks failed
     history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
-    assert POOL not in set(history["pool"]) and len(history) > 10
+    assert POOL not in set(history["pool"]) and len(history) > 10  # everything that succeeded is kept
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "pool_history")
     assert meta["failed_pools"].value == 1
     assert POOL in meta["failed_pool_details"].value and "503" in meta["failed_pool_details"].value
-    assert checks(result)["pool_history:universe_pools_present"] is False
+    found = checks(result)
+    assert found["pool_history:universe_pools_present"] is False
+    assert not found["pool_history:requested_pools_fetched"] and not found["pool_metadata:requested_pools_fetched"]
+    failed_check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "requested_pools_fetched")
+    assert POOL in failed_check.metadata["failed"].value
 
 
-def test_all_pools_failing_fails_the_run_and_keeps_the_old_partition(lake, replay_env, defillama_assets):
-    res = resources(replay_env)
+def test_all_pools_failing_fails_the_run_and_keeps_the_old_partition(lake, replay_env, ingest_resources, defillama_assets):
+    res = ingest_resources()
     assert materialize(defillama_assets, selection=["pool_history"], resources=res, partition_key=DAY).success
     before = (lake / "pool_history" / f"{DAY}.parquet").read_bytes()
     replay_env.force(r"/chart/", 502, body="bad gateway", times=None)
@@ -104,21 +92,21 @@ def test_all_pools_failing_fails_the_run_and_keeps_the_old_partition(lake, repla
     assert (lake / "pool_history" / f"{DAY}.parquet").read_bytes() == before
 
 
-def test_duplicate_days_are_deduplicated(lake, replay_env, defillama_assets):
+def test_duplicate_days_are_deduplicated(lake, replay_env, ingest_resources, defillama_assets):
     raw = json.loads((REPO / f"recorded/defillama/yields/chart/{POOL}.json").read_text())
     day_rows = [r for r in raw["data"] if r["timestamp"].startswith(DAY)]
     later = dict(day_rows[0], timestamp=f"{DAY}T23:59:00.000Z", apy=9.99)
     raw["data"] = raw["data"] + [later]
     replay_env.force(rf"/chart/{POOL}$", 200, body=raw, times=None)
-    assert materialize(defillama_assets, selection=["pool_history"], resources=resources(replay_env), partition_key=DAY).success
+    assert materialize(defillama_assets, selection=["pool_history"], resources=ingest_resources(), partition_key=DAY).success
     history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
     rows = history[history["pool"] == POOL]
     assert len(rows) == 1 and rows["apy"].iloc[0] == pytest.approx(0.0999)  # the day's last snapshot
 
 
-def test_pool_without_history_is_reported_missing(lake, replay_env, defillama_assets):
+def test_pool_without_history_is_reported_missing(lake, replay_env, ingest_resources, defillama_assets):
     replay_env.force(rf"/chart/{POOL}$", 200, body={"status": "success", "data": []}, times=None)
-    result = materialize(defillama_assets, selection=["pool_history"], resources=resources(replay_env), partition_key=DAY)
+    result = materialize(defillama_assets, selection=["pool_history"], resources=ingest_resources(), partition_key=DAY)
     assert result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "universe_pools_present")
     assert not evaluation.passed

@@ -19,6 +19,7 @@ from midfreq_assets.defs.ingest.prices import build_token_prices
 from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.base import DEFAULT_CONFIG_DIR
 from midfreq_assets.domain.config.project import load_project
+from midfreq_assets.domain.yields.adjusted import reference_pricing
 from midfreq_assets.partitions import daily_partitions
 from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
 from midfreq_resources.io.lake import read_parquet, write_parquet
@@ -83,12 +84,13 @@ def test_token_prices_then_adjusted_yields(lake: Path):
     with DagsterInstance.ephemeral() as instance:
         prices = materialize([token_prices], resources=resources(lake), tags=RANGE_TAGS, instance=instance)
         assert prices.success
-        assert checks(prices) == {"prices_positive_and_finite": True, "requested_coins_present": True}
+        assert checks(prices) == {"requested_coins_fetched": True, "requested_coins_present": True}
         day_prices = read_parquet(ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY))
         assert list(day_prices.columns) == ["date", "coin", "symbol", "price", "confidence"]
-        assert set(day_prices["symbol"]) == {"USDC", "USDT", "DAI", "USDS", "sUSDS", "FLUID"}
+        assert set(day_prices["symbol"]) == {"USDC", "USDT", "DAI", "USDS", "sUSDS", "FLUID", "ETH", "BTC", "WETH",
+                                             "stETH", "wstETH", "rETH", "weETH", "WBTC", "cbBTC", "tBTC"}
 
-        assets = build_adjusted_yield_assets(VAULT, DAYS)
+        assets = build_adjusted_yield_assets(VAULT, reference_pricing(VAULT, PROJECT.tokens), DAYS)
         result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=DAY,
                              selection=[AssetKey(["usd_lending", "adjusted_yields"])], instance=instance)
     assert result.success
@@ -123,7 +125,7 @@ def test_token_prices_reports_coins_the_api_omits(lake: Path, tmp_path: Path):
     result = materialize([build_token_prices(load_project(configs), DAYS)],
                          resources=resources(lake, max_coins_per_request=1), partition_key=DAY)
     assert result.success
-    assert checks(result) == {"prices_positive_and_finite": True, "requested_coins_present": False}
+    assert checks(result) == {"requested_coins_fetched": True, "requested_coins_present": False}
     meta = result.asset_materializations_for_node("token_prices")[0].metadata
     assert unknown in meta["coins_missing"].value
 
@@ -136,6 +138,61 @@ def test_token_prices_fails_rather_than_write_a_partial_partition(lake: Path, re
     assert not ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY).exists()
 
 
+def test_a_failed_coin_keeps_its_previous_rows_and_fails_the_blocking_check(lake: Path, replay_env):
+    res = resources(lake, max_attempts=2, max_coins_per_request=1)
+    assert materialize([token_prices], resources=res, partition_key=DAY).success
+    path = ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY)
+    before = read_parquet(path)
+    victim = before["coin"].iloc[0]
+    replay_env.force(rf"/coins/chart/{victim}", 503, times=None)  # its batch fails (max_coins_per_request=1)
+    result = materialize([token_prices], resources=res, partition_key=DAY, raise_on_error=False)
+    assert not result.success
+    after = read_parquet(path)
+    pd.testing.assert_frame_equal(after.sort_values(["coin", "date"]).reset_index(drop=True),
+                                  before.sort_values(["coin", "date"]).reset_index(drop=True))
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "requested_coins_fetched")
+    assert not check.passed and victim in check.metadata["failed"].value
+
+
 def test_build_price_assets_keys():
-    keys = {*token_prices.keys, *(k for a in build_adjusted_yield_assets(VAULT, DAYS) for k in a.keys)}
+    ref = reference_pricing(VAULT, PROJECT.tokens)
+    keys = {*token_prices.keys, *(k for a in build_adjusted_yield_assets(VAULT, ref, DAYS) for k in a.keys)}
     assert keys == {AssetKey("token_prices"), AssetKey(["usd_lending", "adjusted_yields"])}
+
+
+STETH_AAVE = "00000000-0000-4000-8000-0000000057e7"
+LIDO = "747c1d2a-c668-4682-b9f9-296708a3dd90"
+
+
+def test_eth_vault_adjusted_yields_are_in_eth(tmp_path: Path, replay_env):
+    """eth_staking on the generated coins sample: stETH (0.9993 ETH) is compared with 1 ETH, not 1 USD,
+    Lido's staking APR is added, TVLs are in ETH."""
+    vault = PROJECT.vault("eth_staking")
+    lake = tmp_path / "lake"
+    io = ParquetIOManager(root=str(lake))
+    steth = "0xae7ab96520DE3A18E5e111B5EaAb095312D7fE84"
+    for day in pd.date_range(FIRST, "2025-03-12"):
+        history = pd.DataFrame([dict(pool=STETH_AAVE, apy=0.001, apy_base=0.001, apy_reward=0.0),
+                                dict(pool=LIDO, apy=0.031, apy_base=0.031, apy_reward=0.0)]).assign(
+            date=day, tvl_usd=3.8e9, il7d=np.nan, apy_base7d=np.nan)
+        write_parquet(io.partition_path(["pool_history"], f"{day:%Y-%m-%d}"), history)
+        meta = pd.DataFrame([dict(pool=STETH_AAVE, chain="Ethereum", project="aave-v3", symbol="STETH",
+                                  underlying_tokens=[steth], underlying_symbols=["steth"], reward_tokens=None)]).assign(
+            date=day, tvl_usd=3.8e9, apy=0.001, vaults=[["eth_staking"]], reconstructed=True)
+        write_parquet(io.partition_path(["pool_metadata"], f"{day:%Y-%m-%d}"), meta)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([token_prices], resources=resources(lake), tags=RANGE_TAGS, instance=instance).success
+        assets = build_adjusted_yield_assets(vault, reference_pricing(vault, PROJECT.tokens), DAYS)
+        result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=DAY,
+                             selection=[AssetKey(["eth_staking", "adjusted_yields"])], instance=instance)
+    assert result.success
+    row = read_parquet(io.partition_path(["eth_staking", "adjusted_yields"], DAY)).set_index("pool").loc[STETH_AAVE]
+    prices = read_parquet(io.partition_path(["token_prices"], DAY)).set_index("coin")["price"]
+    eth_usd, steth_in_eth = prices["coingecko:ethereum"], prices["ethereum:" + steth] / prices["coingecko:ethereum"]
+    assert 0.99 < steth_in_eth < 1.0
+    deviation = (1 - steth_in_eth) / steth_in_eth
+    expected = min(deviation, 0.005) * 365 / 30 if deviation >= 0.0005 else 0.0
+    assert row["peg_yield"] == pytest.approx(expected)
+    assert row["underlying_apy"] == pytest.approx(0.031)
+    assert row["reference_price"] == pytest.approx(eth_usd) and row["tvl_ref"] == pytest.approx(3.8e9 / eth_usd)
+    assert not row["price_exposed"] and row["price_return"] == 0.0

@@ -31,10 +31,13 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     io = ParquetIOManager(root=str(lake))
     hist = synthetic_history(days=220)  # models from day 60, 90 train days, then 60-day test windows
     meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    adjusted = hist[["date", "pool"]].assign(adjusted_apy=hist["apy"] - 0.001, underlying_apy=0.0, peg_yield=0.0,
+                                             il_annual=-0.001, price_return=0.0, flag_il_missing=False)
     for day, rows in hist.groupby("date"):
         key = day.strftime("%Y-%m-%d")
-        write_parquet(io.partition_path(["pool_history"], key), rows)
+        write_parquet(io.partition_path(["pool_history"], key), rows.drop(columns="adjusted_apy"))
         write_parquet(io.partition_path(["pool_metadata"], key), meta[meta["date"] == day])
+        write_parquet(io.partition_path([VAULT.name, "adjusted_yields"], key), adjusted[adjusted["date"] == day])
     gdir = tmp_path / "grids"
     gdir.mkdir()
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002]}}))
@@ -59,13 +62,19 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
                          resources=resources)
     assert result.success
     table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
-    # the walk-forward leads; every row covers its out-of-sample days
-    assert list(table["kind"]) == ["walk_forward"] + ["grid_point"] * 2 + ["benchmark"] * 3
+    # the walk-forward leads; every row covers its out-of-sample days; each cost's points face
+    # benchmarks paying that cost, constrained and unconstrained
+    assert list(table["kind"]) == ["walk_forward"] + ["grid_point"] * 2 + ["benchmark"] * 12
     assert table["period_start"].nunique() == 1 and table["period_start"].iloc[0] > pd.Timestamp("2024-09-01")
+    assert table.loc[1:2, "benchmark_set"].tolist() == ["@cost-0.0005", "@cost-0.002"]
+    assert {"equal_weight@cost-0.002", "best_trailing_apy_unconstrained@cost-0.0005"} <= set(table["name"])
     assert table.loc[1, "log_growth"] >= table.loc[2, "log_growth"] - 1e-9  # more cost, no more growth
     assert table["pbo"].iloc[:3].notna().all() and table["pbo"].iloc[3:].isna().all()
     wf = table.iloc[0]
-    assert wf["excess_ci_low"] <= wf["excess_log_growth"] <= wf["excess_ci_high"] and 0 <= wf["deflated_sharpe"] <= 1
+    assert wf["excess_ci_low"] <= wf["excess_vs_benchmark"] <= wf["excess_ci_high"] and 0 <= wf["deflated_sharpe"] <= 1
+    assert (table["base_rate"] == VAULT.backtest.base_rate).all()
+    assert (table["excess_log_growth"] - (table["log_growth"] - table["base_rate"])).abs().max() < 1e-12
+    assert (table["il_drag"] > 0).all()  # the -0.1%/yr IL inside adjusted_apy, charged once
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
     assert html.count("data:image/png;base64,") == 10  # 6 plots (one: the walk-forward's), 4 analysis sections
     assert "Walk-forward: the point chosen" in html and "test_log_growth" in html

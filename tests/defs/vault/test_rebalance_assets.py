@@ -4,6 +4,7 @@ backtest's accrual, and a day rerun alone reproduces the range's answer."""
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import materialize
 
 from midfreq_assets.defs.vault.rebalance import build_rebalance_assets
 from midfreq_assets.domain.portfolio.step import accrue_step
@@ -16,7 +17,8 @@ START, END, RERUN = "2024-06-28", "2024-07-12", "2024-07-06"
 def pipe(pipeline_env):
     with pipeline_env() as p:
         features, models, predictions = p.research
-        p.rebalance = build_rebalance_assets(p.vault)
+        # START is not the calendar's first day: restarting from cash there needs the documented option
+        p.rebalance = build_rebalance_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))
         p.all += p.rebalance
         p.run(p.all, [features], p.first, END)
         p.run(p.all, [models], "2024-06-24", "2024-07-08")
@@ -42,9 +44,15 @@ def test_range_backfill_carries_holdings_over(pipe):
         assert cur["target_weight"].sum() <= 1 - s.base_buffer + 1e-6
         held = prev[prev["holding_usd"] > 0].set_index("pool")
         hist = pipe.frame("pool_history", partition=day).set_index("pool").reindex(held.index)
-        acc = accrue_step(held["holding_usd"].to_numpy(), float(prev["base_usd"].iloc[0]), hist["apy"].to_numpy(),
-                          hist["tvl_usd"].fillna(held["tvl_usd"]).to_numpy(), 1 / DAYS_PER_YEAR,
-                          il_next=hist["il7d"].abs().to_numpy() * 52)
+        adj = pipe.frame("usd_lending", "adjusted_yields", partition=day).set_index("pool").reindex(held.index)
+        # the vault earns adjusted_apy: IL inside it once, the undiluted parts apart from the pool-paid one
+        acc = accrue_step(held["holding_usd"].to_numpy(), float(prev["base_usd"].iloc[0]),
+                          adj["adjusted_apy"].to_numpy(), hist["tvl_usd"].fillna(held["tvl_usd"]).to_numpy(),
+                          1 / DAYS_PER_YEAR,
+                          undiluted_next=(adj["underlying_apy"] + adj["peg_yield"] + adj["il_annual"]).to_numpy(),
+                          il_next=adj["il_annual"].to_numpy(), price_return_next=adj["price_return"].to_numpy(),
+                          base_rate=pipe.vault.backtest.base_rate)
+        assert (cur.set_index("pool").loc[held.index, "earned_apy"] == adj["adjusted_apy"]).all()
         wealth = float(cur["wealth"].iloc[0])
         assert wealth == pytest.approx(acc.wealth, rel=1e-12)
         current = cur.set_index("pool")["current_weight"]
@@ -68,3 +76,14 @@ def test_rerun_of_one_day_equals_the_range(pipe):
     alone = pipe.frame("usd_lending", "rebalance_weights", partition=RERUN)
     cols = [c for c in alone.columns if c != "solve_time_s"]
     pd.testing.assert_frame_equal(alone[cols], in_range[cols], rtol=1e-9)
+
+
+def test_missing_previous_day_fails_loudly_by_default(pipe, tmp_path):
+    strict = build_rebalance_assets(pipe.vault)  # on_missing_upstream_days: fail (the default)
+    day = "2024-06-27"  # predictions exist; rebalance_weights of 06-26 was never materialized
+    result = materialize([*pipe.research, *pipe.ingest, *strict], selection=strict, resources=pipe.resources,
+                         instance=pipe.instance, partition_key=day, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "previous day 2024-06-26 is not in the lake" in failure and "on_missing_upstream_days" in failure
+    assert not (pipe.lake / "usd_lending" / "rebalance_weights" / f"{day}.parquet").exists()

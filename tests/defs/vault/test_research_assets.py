@@ -53,7 +53,7 @@ def test_features_per_partition_equal_full_history(pipe):
 
 
 def _models(lake: Path, week: str) -> ModelBundle:
-    return load_path(Path(lake) / "usd_lending" / "fitted_models" / f"{week}.joblib")
+    return load_path(Path(lake) / "usd_lending" / "fitted_models" / f"{week}.skops")
 
 
 def test_fitted_models_see_only_labels_ended_before_as_of(pipe):
@@ -172,3 +172,23 @@ def test_backtest_predictions_are_the_production_predictions(pipe):
     got = prod.set_index(["date", "pool"])["predicted_apy"].to_frame().join(backtest, how="inner")
     assert len(got) == len(prod) > 300
     np.testing.assert_allclose(got["predicted_apy"], got["backtest"], rtol=1e-5, atol=1e-9)
+
+
+def test_features_fail_loudly_on_a_missing_pool_history_day(pipeline_env):
+    from dagster import materialize
+
+    from midfreq_assets.defs.vault.research import build_research_assets
+
+    with pipeline_env() as p:
+        hole = p.lake / "pool_history" / "2024-07-10.parquet"
+        hole.unlink()
+        strict = build_research_assets(p.vault)[0]
+        result = materialize([*p.ingest, strict], selection=[strict], resources=p.resources, instance=p.instance,
+                             partition_key="2024-07-20", raise_on_error=False)
+        assert not result.success
+        error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+        assert "2024-07-10" in error.message + str(error.cause) and "not materialized" in error.message + str(error.cause)
+        tolerant = build_research_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))[0]
+        ok = materialize([*p.ingest, tolerant], selection=[tolerant], resources=p.resources, instance=p.instance,
+                         partition_key="2024-07-20")
+        assert ok.success

@@ -8,6 +8,7 @@ import pytest
 
 from midfreq_assets.domain.backtest import analysis
 from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.backtest.benchmarks import run_benchmarks
 from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.backtest.grids import GridPoint, point_result, run_point
 from midfreq_assets.domain.backtest.report import analysis_sections, render_report
@@ -76,7 +77,7 @@ def test_the_rerun_of_a_point_is_the_stored_run(run):
 
 def test_report_page_has_the_analysis_sections(run):
     panel, result, cfg, _ = run
-    benches = bt.run_benchmarks(bt.inputs_from_panel(panel, VAULT), VAULT.strategy)
+    benches = run_benchmarks(bt.inputs_from_panel(panel, VAULT, cfg.apy_column), VAULT.strategy, cfg)
     part = analysis_sections(result, {"p": result.steps, **{k: r.steps for k, r in benches.items()}}, panel,
                              cfg.apy_column, bt.pool_labels(panel), list(benches))
     assert len(part) == 4 and all(len(b64) > 1000 for _, b64, _ in part)

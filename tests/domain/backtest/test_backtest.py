@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from midfreq_assets.domain.backtest import engine as bt
+from midfreq_assets.domain.backtest.benchmarks import run_benchmark, run_benchmarks
 from midfreq_assets.domain.config.vault import load_vault_config
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
@@ -53,9 +54,14 @@ def test_target_step_and_accrue_step_formulas():
     np.testing.assert_allclose(dec.trades_usd, [400.0, -300.0])
     assert dec.cost_usd == pytest.approx(7.0) and dec.gas_usd == 2.0 and dec.n_trades == 2
     assert dec.base_after == pytest.approx(1000.0 - 600.0 - 9.0)
+    # earned 0.365 of which 0.1 undiluted (underlying/peg) and IL -0.05 inside it; the legs moved +1%
     acc = accrue_step(np.array([100.0, 50.0]), 10.0, np.array([0.365, np.nan]), np.array([100.0, 50.0]), 0.01,
-                      il_next=np.array([0.5, 0.0]), base_rate=0.1)
-    assert acc.holdings[0] == pytest.approx(100 * math.exp(0.365 * 0.5 * 0.01) * math.exp(-0.5 * 0.01))
+                      undiluted_next=np.array([0.1 - 0.05, 0.0]), il_next=np.array([-0.05, 0.0]),
+                      price_return_next=np.array([math.log(1.01), 0.0]), base_rate=0.1)
+    rate = (0.365 - 0.05) * 0.5 + 0.05  # dilutor 1 / (1 + 100 / 100) on the pool-paid part only
+    assert acc.holdings[0] == pytest.approx(100 * math.exp(rate * 0.01) * 1.01)
+    assert acc.il_usd == pytest.approx(100 * (math.exp((rate + 0.05) * 0.01) - math.exp(rate * 0.01)))
+    assert acc.price_pnl_usd == pytest.approx(100 * math.exp(rate * 0.01) * 0.01)
     assert acc.holdings[1] == 50.0 and acc.missing_apy == 1  # no APY: marked at value
     assert acc.base == pytest.approx(10 * math.exp(0.001))
 
@@ -77,7 +83,7 @@ def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic
     cut = pd.Timestamp("2024-06-06") + pd.Timedelta(days=125)
     future = hist["date"] >= cut
     bumped = hist.copy()
-    bumped.loc[future, "apy"] *= 3.0
+    bumped.loc[future, ["apy", "adjusted_apy"]] *= 3.0
     bumped.loc[future, "tvl_usd"] *= 0.1
     cfg = bt.BacktestConfig(estimator=estimator)
     out = []
@@ -97,14 +103,18 @@ def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic
 def test_benchmarks_use_same_accounting():
     inputs = two_pool_inputs([[0.10, 0.05], [0.10, 0.05], [0.10, 0.05]], tvl=1e15)
     strategy = StrategyConfig(cost=0.0, gas_usd=0.0)
-    cfg = bt.BacktestConfig(initial_wealth=1000.0, trailing_days=1)
-    res = bt.run_benchmarks(inputs, strategy, cfg)
+    cfg = bt.BacktestConfig(initial_wealth=1000.0, trailing_days=1, benchmark_rebalance_days=30)  # buy and hold
+    res = run_benchmarks(inputs, strategy, cfg)
+    assert set(res) == {"equal_weight", "best_trailing_apy", "tvl_weighted", "equal_weight_unconstrained",
+                        "best_trailing_apy_unconstrained", "tvl_weighted_unconstrained"}
     growth = {k: math.log(r.wealth.iloc[-1] / 1000.0) / (2 / 365) for k, r in res.items()}
     assert growth["equal_weight"] == pytest.approx(math.log(0.5 * math.exp(0.1 * 2 / 365) + 0.5 * math.exp(0.05 * 2 / 365)) / (2 / 365))
     assert growth["best_trailing_apy"] == pytest.approx(0.10)
     assert growth["tvl_weighted"] == pytest.approx(growth["equal_weight"])
+    for kind in ("equal_weight", "best_trailing_apy", "tvl_weighted"):  # no limits to bind: same answer
+        assert growth[f"{kind}_unconstrained"] == pytest.approx(growth[kind])
     with pytest.raises(ValueError, match="unknown benchmark"):
-        bt.run_benchmark("nope", inputs, strategy)
+        run_benchmark("nope", inputs, strategy)
 
 
 def test_stored_frame_round_trip(synthetic_history):

@@ -86,3 +86,36 @@ def test_token_registry_maps_addresses_case_insensitively():
     assert tokens.symbol_of("Ethereum", "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48") == "usdc"
     assert tokens.symbol_of("ethereum", "0xdead") is None
     assert "usdc" in tokens.pegged_symbols["usd"]
+
+
+def test_a_repeated_key_is_an_error_naming_file_and_key(tmp_path: Path):
+    text = VAULT.read_text() + "\nmin_pool_tvl_usd: 1\n"  # the file already sets it: last one must not win
+    path = tmp_path / "usd_lending.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"usd_lending\.yaml: .*duplicate key 'min_pool_tvl_usd' \(line \d+, first"):
+        load_vault_config(path)
+
+
+def test_a_repeated_nested_key_is_an_error(tmp_path: Path):
+    path = tmp_path / "usd_lending.yaml"
+    path.write_text(VAULT.read_text().replace("  cost: 0.0005", "  cost: 0.0005\n  cost: 0.5", 1))
+    with pytest.raises(ConfigError, match="duplicate key 'cost'"):
+        load_vault_config(path)
+
+
+def test_alias_fan_out_is_refused(tmp_path: Path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    path = tmp_path / "usd_lending.yaml"
+    path.write_text(VAULT.read_text() + "\n" + "\n".join(levels) + "\n")  # 9^9 strings if expanded
+    with pytest.raises(ConfigError, match=r"usd_lending\.yaml: .*more than 16 aliases"):
+        load_vault_config(path)
+
+
+def test_a_few_aliases_still_work(tmp_path: Path):
+    from midfreq_assets.domain.config.base import read_yaml
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("base: &base {cost: 0.001, gas_usd: 5}\nlow: *base\nhigh: {<<: *base, cost: 0.01}\n")
+    data = read_yaml(path)
+    assert data["low"] == {"cost": 0.001, "gas_usd": 5} and data["high"]["cost"] == 0.01

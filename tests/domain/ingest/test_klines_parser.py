@@ -24,6 +24,7 @@ from midfreq_assets.domain.ingest.klines import (
     parse_klines_zip,
     period_days,
     plan_archive_files,
+    read_single_csv,
 )
 
 SPOT = Path(__file__).parents[3] / "recorded" / "binance" / "data" / "spot"
@@ -304,3 +305,34 @@ def test_futures_config_with_funding_rates_is_valid():
     cfg = BinanceConfig(market="futures/um", symbols=["btcusdt"], intervals=["1m"],
                         datasets=["klines", "fundingRate", "premiumIndexKlines"], start_date=dt.date(2024, 1, 1))
     assert cfg.symbols == ["BTCUSDT"]
+
+
+# ----------------------------------------------------------------------------- zip bombs
+def _bomb(uncompressed: int, name: str = "BTCUSDT-1h-2024-01-01.csv") -> bytes:
+    """A zip whose one member inflates to ``uncompressed`` bytes of one repeated line (~1000:1)."""
+    buf = io.BytesIO()
+    line = b"1704067200000,1,1,1,1,1,1704070799999,1,1,1,1,0\n" * 20_000
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open(name, "w") as member:
+        written = 0
+        while written < uncompressed:
+            piece = line[: uncompressed - written]
+            member.write(piece)
+            written += len(piece)
+    return buf.getvalue()
+
+
+def test_one_megabyte_zip_inflating_to_one_gibibyte_is_refused_before_inflating():
+    import resource
+
+    data = _bomb(2**30)
+    assert len(data) < 8 * 2**20
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(KlinesParseError, match=r"would inflate to 1,073,741,824 bytes .* refused without inflating"):
+        parse_klines_zip(data, source="bomb.zip", symbol="BTCUSDT", interval="1h")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024 < 200  # MB
+
+
+def test_a_member_over_the_size_limit_is_refused_even_at_a_plausible_ratio():
+    data = _bomb(3 * 2**20)
+    with pytest.raises(KlinesParseError, match="limits are 1,048,576 bytes"):
+        read_single_csv(data, "big.zip", max_bytes=2**20, max_ratio=10_000)

@@ -608,3 +608,26 @@ def _vault_with_strategy(strategy: dict):
     data = read_yaml("configs/vaults/usd_lending.yaml")
     data["strategy"] = {**data["strategy"], **strategy}
     return validate_model(VaultConfig, data, "vault.yaml")
+@pytest.mark.parametrize("use_fast_path", [True, False])
+@pytest.mark.parametrize("absurd", [7.9e303, np.inf, 10.5])
+def test_absurd_predictions_are_refused_not_allocated(use_fast_path: bool, absurd: float) -> None:
+    strat = StrategyConfig(concentration_limit=0.25, use_fast_path=use_fast_path, max_predicted_apy=10.0)
+    opt = VaultOptimizer(pools(4), strat)
+    a = np.array([absurd, 0.05, 0.04, 0.03])
+    tvl = np.full(4, 1e9)
+    held = np.array([0.1, 0.0, 0.0, 0.0])
+    r = opt.solve(a, tvl, W, held)
+    assert r.ok
+    assert r.target_weights[0] <= 0.1 + TOL  # never bought; may only be sold
+    assert r.target_weights[1:].sum() > 0.5  # the sane pools are still allocated
+    assert "refused 1 absurd prediction" in r.message and "pool-0" in r.message
+    fresh = opt.solve(a, tvl, W, np.zeros(4))
+    assert fresh.target_weights[0] == 0.0
+
+
+def test_the_apy_ceiling_is_configuration() -> None:
+    opt = VaultOptimizer(pools(2), StrategyConfig(max_predicted_apy=50.0))
+    r = opt.solve(np.array([20.0, 0.05]), np.full(2, 1e12), W, np.zeros(2))
+    assert r.target_weights[0] > 0 and "refused" not in r.message
+    with pytest.raises(ValueError):
+        StrategyConfig(max_predicted_apy=0)

@@ -119,15 +119,18 @@ def test_config_errors_are_helpful_and_scalars_accepted():
 
 def test_vault_config_gets_research_defaults_and_overrides(tmp_path):
     vault = load_vault_config(ROOT / "configs" / "vaults" / "usd_lending.yaml")
-    assert vault.feature_map == FeatureMapConfig()
+    # a vault predicts and earns adjusted yields by default: the default features on adjusted_apy
+    assert list(vault.feature_map.columns) == ["adjusted_apy", "tvl_usd"]
+    assert vault.feature_map.columns["adjusted_apy"] == FeatureMapConfig().columns["apy"]
     assert vault.label_map.labels()[0].name == "apy_fwd_7"
+    assert vault.label_map.labels()[0].target == "adjusted_apy" and vault.backtest.apy_column == "adjusted_apy"
     assert vault.models.families["apy"].primary_name == "ewm_predictor"
     data = vault.model_dump(exclude={"feature_map", "label_map", "models"})
-    data["label_map"] = {"apy": {"horizons": 10, "target": "adjusted_apy"}}
+    data["label_map"] = {"apy": {"horizons": 10, "target": "apy"}}
     data["models"] = {"apy": {"ewm_predictor": {"halflife": "3d"}}}
     v2 = VaultConfig.model_validate(data)
     assert [i.name for i in v2.label_map.labels()] == ["apy_fwd_10"]
-    assert v2.label_map.labels()[0].target == "adjusted_apy"
+    assert v2.label_map.labels()[0].target == "apy"  # trading the quote stays one line of config
     assert v2.models.families["apy"].estimators["ewm_predictor"].params == {"halflife": "3d"}
 
 

@@ -235,9 +235,9 @@ def test_resolve_pool_tokens_uses_latest_metadata_and_project_defaults():
     ])
     cfg = config(reward_haircut={"method": "min_max_ratio", "default_reward_tokens": {"fluid-lending": [REWARD]}})
     tokens = resolve_pool_tokens(meta, cfg)
-    assert tokens["a"] == PoolTokens(reward_coins=("avax:0xNew",), underlying_symbols=("usdc",))
+    assert tokens["a"] == PoolTokens(reward_coins=("avax:0xNew",), underlying_symbols=("usdc",), project="aave-v3")
     assert tokens["b"].reward_coins == (REWARD,)
-    assert tokens["c"] == PoolTokens(reward_coins=None, underlying_symbols=())
+    assert tokens["c"] == PoolTokens(reward_coins=None, underlying_symbols=(), project="morpho-blue")
 
 
 def test_config_rejects_typos_and_bad_values():

@@ -30,7 +30,11 @@ def client(**kw: object) -> DefiLlamaCoinsClient:
 
 
 def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
-    result = client().daily_prices([USDC, USDT, DAI, USDS, SUSDS, FLUID], dt.date(2025, 1, 10), dt.date(2025, 1, 20))
+    from midfreq_assets.domain.config.project import load_project
+
+    coins = load_project().price_coins()  # what token_prices asks for the bundled usd, eth and btc vaults
+    assert {USDC, USDT, DAI, USDS, SUSDS, FLUID, "coingecko:ethereum", "coingecko:bitcoin"} <= set(coins)
+    result = client().daily_prices(coins, dt.date(2025, 1, 10), dt.date(2025, 1, 20))
     assert result.missing == [] and result.failed == {}
     frame = result.frame()
     assert list(frame.columns) == ["date", "coin", "symbol", "price", "confidence", "timestamp"]
@@ -40,8 +44,10 @@ def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
     assert per_coin[USDC] == 11
     assert per_coin[USDT] == 9  # the sample has no USDT point on 2025-01-14/15
     assert frame.loc[frame["coin"] == FLUID, "symbol"].unique().tolist() == ["FLUID"]
-    assert frame.loc[frame["coin"] != FLUID, "price"].between(0.95, 1.1).all()
-    assert replay_env.count("/defillama/coins/chart/") == 2  # 6 coins -> 2 batches, one span
+    usd = frame[frame["coin"].isin([USDC, USDT, DAI, USDS, SUSDS])]
+    assert usd["price"].between(0.95, 1.1).all()
+    batches_sent = len(batches(coins, 25, 190))
+    assert replay_env.count("/defillama/coins/chart/") == batches_sent == 5  # 16 coins, one span
 
 
 def test_unknown_coins_are_reported_missing(replay_env):
@@ -81,10 +87,18 @@ def test_html_page_fails_the_batch_after_retries_is_reported(replay_env):
     assert result.charts == {} and result.missing == []
 
 
-def test_truncated_json_is_reported(replay_env):
+def test_truncated_json_is_retried_then_reported(replay_env):
     replay_env.truncate(r"/coins/chart/", times=None)
+    result = client(max_coins_per_request=1, max_attempts=3).daily_prices([USDC], dt.date(2025, 1, 1),
+                                                                         dt.date(2025, 1, 2))
+    assert "truncated JSON" in result.failed[USDC]
+    assert len([r for r in replay_env.requests if "/coins/chart/" in r.path]) == 3  # retried like a 5xx
+
+
+def test_truncated_json_once_heals_on_retry(replay_env):
+    replay_env.truncate(r"/coins/chart/", times=1)
     result = client(max_coins_per_request=1).daily_prices([USDC], dt.date(2025, 1, 1), dt.date(2025, 1, 2))
-    assert "MalformedResponseError" in result.failed[USDC]
+    assert result.failed == {} and USDC in result.charts
 
 
 def test_persistent_5xx_gives_up_after_max_attempts(replay_env):

@@ -4,6 +4,7 @@
 
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -152,3 +153,56 @@ def test_multi_partition_output_split_by_partition_column(tmp_path):
         lake.split_by_column(pd.DataFrame({"v": [1]}), ["p1", "p2"], "point")
     with pytest.raises(ValueError, match="outside its partitions"):
         lake.split_by_column(pd.DataFrame({"point": ["p9"]}), ["p1", "p2"], "point")
+
+
+def test_lake_files_keep_the_umask_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        lake.write_parquet(lake.lake_root(tmp_path) / "x" / "2024-01-01.parquet", pd.DataFrame({"a": [1]}))
+        os.umask(0o002)
+        lake.write_bytes_atomic(lake.lake_root(tmp_path) / "y.bin", b"data")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x" / "2024-01-01.parquet").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "y.bin").stat().st_mode & 0o777 == 0o664
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@asset(partitions_def=parts, backfill_policy=BackfillPolicy.single_run(), io_manager_key="io", name="daily_values",
+       metadata={"required_columns": ["date", "pool", "value"]})
+def daily_values_with_schema(context: AssetExecutionContext) -> pd.DataFrame:
+    d = days(context)
+    return pd.DataFrame({"date": d.repeat(2), "pool": ["a", "b"] * len(d), "value": range(2 * len(d))})
+
+
+def _break(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "not_parquet":
+        path.write_text("date,pool,value\n2024-01-03,a,1\n")  # a CSV saved under the .parquet name
+    elif how == "wrong_schema":
+        lake.write_parquet(lake.lake_root(path), pd.DataFrame({"date": [pd.Timestamp("2024-01-03")], "pool": ["a"]}))
+    elif how == "wrong_day":  # another day's file copied over (would surface as duplicate rows)
+        path.write_bytes(path.with_name("2024-01-04.parquet").read_bytes())
+    elif how == "empty_file":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("truncated", r"2024-01-03\.parquet: not a readable Parquet file"),
+    ("not_parquet", r"2024-01-03\.parquet: not a readable Parquet file"),
+    ("empty_file", r"2024-01-03\.parquet: not a readable Parquet file \(0 bytes"),
+    ("wrong_schema", r"2024-01-03\.parquet: missing column\(s\) \['value'\]; expected \['date', 'pool', 'value'\]"),
+    ("wrong_day", r"2024-01-03\.parquet: 2 row\(s\) dated \['2024-01-04'\], not 2024-01-03"),
+])
+def test_a_broken_partition_file_is_named_with_what_is_wrong(tmp_path, how, message):
+    io = ParquetIOManager(root=str(tmp_path))
+    assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
+    _break(tmp_path / "daily_values" / "2024-01-03.parquet", how)
+    result = materialize([daily_values_with_schema, windowed], resources={"io": io}, partition_key="2024-01-04",
+                         selection=[windowed], raise_on_error=False)
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+    text = error.message + (error.cause.message if error.cause else "")
+    assert "LakeReadError" in text and "Buffer" not in text
+    assert re.search(message, text), text

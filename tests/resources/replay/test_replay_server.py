@@ -371,3 +371,29 @@ def test_cli_replay_runs_until_sigterm(archive_root: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- bad flags: one line, no traceback
+@pytest.mark.parametrize(("args", "message"), [
+    (["recorded", "--error-rate", "0.7", "--html-error-rate", "0.5"], "must be <= 1"),
+    (["recorded", "--error-rate", "1.5"], "within [0, 1]"),
+    (["recorded", "--error-rate", "lots"], "a share within [0, 1] expected"),
+    (["recorded", "--port", "70000"], "within 0..65535"),
+    (["recorded", "--port", "-1"], "within 0..65535"),
+    (["recorded", "--latency-ms", "-5"], "must be >= 0"),
+    (["recorded", "--drip-bytes", "0"], "drip_bytes >= 1"),
+    (["does/not/exist"], "is not a directory"),
+    (["recorded", "--host", "256.1.1.1"], "error:"),
+])
+def test_cli_bad_flags_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).parents[3])
+    try:
+        code = main(["replay", *args])  # errors found after parsing are returned
+    except SystemExit as exc:  # argparse's own errors exit
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
