@@ -81,7 +81,8 @@ def test_rerun_of_one_day_equals_the_range(pipe):
 def test_missing_previous_day_fails_loudly_by_default(pipe, tmp_path):
     strict = build_rebalance_assets(pipe.vault)  # on_missing_upstream_days: fail (the default)
     day = "2024-06-27"  # predictions exist; rebalance_weights of 06-26 was never materialized
-    result = materialize([*pipe.research, *pipe.ingest, *strict], selection=strict, resources=pipe.resources,
+    upstream = [a for a in pipe.all if a not in pipe.rebalance]
+    result = materialize([*upstream, *strict], selection=strict, resources=pipe.resources,
                          instance=pipe.instance, partition_key=day, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
