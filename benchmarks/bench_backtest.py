@@ -113,7 +113,10 @@ def main() -> None:
               f"{'  OK' if dt < 1 else '  (target < 1 s)'}")
     t0 = time.perf_counter()
     bt.prediction_panel(panel, VAULT)
-    print(f"prediction panel (EWM, research engine): {time.perf_counter() - t0:.2f}s")
+    print(f"prediction panel (production's weekly refits, CV selection at each): {time.perf_counter() - t0:.2f}s")
+    t0 = time.perf_counter()
+    bt.prediction_panel(panel, VAULT, estimator="ewm_predictor")
+    print(f"prediction panel (weekly refits, estimator pinned: no CV): {time.perf_counter() - t0:.2f}s")
 
     points = load_grids(GRIDS)[args.grid].points()
     t0, c0 = time.perf_counter(), time.process_time()

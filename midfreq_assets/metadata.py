@@ -10,6 +10,7 @@ from dagster import MetadataValue
 
 from midfreq_assets.domain.research.bundles import ModelBundle, bundle_table
 from midfreq_assets.domain.research.importance import importance_png
+from midfreq_assets.domain.research.selection import selection_table
 
 #: Input metadata of the Parquet/model IO managers: a window with some partitions missing loads
 #: what exists instead of failing.
@@ -43,9 +44,16 @@ def bundle_metadata(bundles: Mapping[str, ModelBundle]) -> dict[str, object]:
         "n_train": max(b.n_train.values(), default=0),
         "n_train_per_model": MetadataValue.json(b.n_train),
         "models": ", ".join(b.models) or "(none: not enough labelled history)",
-        "cv_summary": markdown_table(cv[[c for c in ("label", "estimator", "metric", "model", "baseline", "n")
-                                         if c in cv]] if len(cv) else cv),
+        "cv_summary": markdown_table(cv[[c for c in ("label", "estimator", "metric", "model", "baseline", "n",
+                                                     "coverage") if c in cv]] if len(cv) else cv),
     }
+    if b.selection:
+        table = selection_table(b.selection)
+        meta["selected_models"] = MetadataValue.json({s.label: s.chosen for s in b.selection.values()})
+        meta["selection"] = markdown_table(table)
+        meta["naive_traded"] = ", ".join(s.label for s in b.selection.values() if not s.beats_naive) or "(none)"
+    if len(b.folds):
+        meta["cv_folds"] = markdown_table(b.folds, max_rows=60)
     if b.cv_note:
         meta["cv_note"] = b.cv_note
     png = importance_png(b.models, b.importances)

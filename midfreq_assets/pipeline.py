@@ -42,7 +42,7 @@ DEFAULT_GRID = "default"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 HEADLINE = ["name", "kind", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
-            "turnover", "cost_drag", "il_drag", "price_pnl", "entropy"]
+            "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "pbo"]
 
 
 @dataclass(frozen=True)
@@ -256,8 +256,12 @@ def failure_message(result) -> str:
     return "run failed"
 
 
-def print_backtest_headlines(stages: list[Stage], done: dict[str, str]) -> None:
-    """Each report's grid points beside the benchmarks, and where the HTML report is."""
+def print_backtest_headlines(stages: list[Stage], done: dict[str, str], instance=None) -> None:
+    """Each report's walk-forward row (its headline), the grid points beside the benchmarks on the
+    same out-of-sample days, how sure we are (PBO, deflated Sharpe, the excess's interval), the
+    chosen point per window, and where the HTML report is."""
+    from dagster import AssetKey
+
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     io = ParquetIOManager()
@@ -270,25 +274,44 @@ def print_backtest_headlines(stages: list[Stage], done: dict[str, str]) -> None:
             if not path.exists():
                 continue
             table = read_parquet(path)
-            print(f"\n== {vault} backtest report '{grid}' (grid points beside benchmarks; ratios over base rate)")
+            meta = _report_metadata(instance, AssetKey([vault, "backtest_report"]), grid)
+            print(f"\n== {vault} backtest report '{grid}' (walk-forward, grid points and benchmarks on the same "
+                  "out-of-sample days; ratios over base rate)")
+            if "headline" in meta:
+                print(f"  {meta['headline'].value}")
             if table["log_growth"].isna().all():
                 print(f"  no pool was in {vault}'s universe on any day: every point holds cash (see "
                       "universe_exclusions for the reasons)")
             else:
                 print(table[[c for c in HEADLINE if c in table]].to_string(index=False,
                                                                           float_format=lambda v: f"{v:.4f}"))
+            for key in ("evaluation", "walk_forward_windows"):
+                if key in meta:
+                    print(f"\n{meta[key].value}")
             print(f"  HTML report: {path.with_suffix('.html')}")
 
 
-def run_plan(plan: Plan) -> dict[str, str]:
-    """Run every stage in order; a stage whose prerequisite did not succeed is skipped."""
+def _report_metadata(instance, key, partition: str) -> dict:
+    """The latest materialization metadata of a report partition (empty without an instance)."""
+    if instance is None:
+        return {}
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None or event.asset_materialization.partition != partition:
+        return {}
+    return dict(event.asset_materialization.metadata)
+
+
+def run_plan(plan: Plan, instance=None) -> dict[str, str]:
+    """Run every stage in order on ``instance`` (default: ``DAGSTER_HOME``'s, else an ephemeral
+    one); a stage whose prerequisite did not succeed is skipped."""
     from dagster import DagsterInstance
 
     from midfreq_assets.definitions import defs
     from midfreq_assets.project import current_project
 
     project = current_project()
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     status: dict[str, str] = {}
     for stage in plan.stages:
         print(f"\n== {stage.name}: {stage.job} {stage.span}")
@@ -400,8 +423,11 @@ def _execute(plan: Plan, source: str) -> int:
     print(f"midfreq pipeline: {source}")
     for note in plan.notes:
         print(f"  {note}")
-    status = run_plan(plan)
-    print_backtest_headlines(plan.stages, status)
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    status = run_plan(plan, instance)
+    print_backtest_headlines(plan.stages, status, instance)
     failed = [n for n, s in status.items() if s == "FAILED"]
     skipped = [n for n, s in status.items() if s == "skipped"]
     print(f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "

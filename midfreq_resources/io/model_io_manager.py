@@ -37,6 +37,7 @@ from midfreq_assets.domain.research.models import (
     LastValueBaseline,
     ZeroBaseline,
 )
+from midfreq_assets.domain.research.selection import Selection
 from midfreq_resources.io.lake import frame_to_parquet_bytes, lake_root, write_bytes_atomic
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
@@ -73,13 +74,22 @@ def _stamp(ts: pd.Timestamp | None) -> str | None:
 def _model_state(m: FittedModel) -> dict[str, Any]:
     return {"label": m.label, "family": m.family, "name": m.name, "task": m.task, "mode": m.mode,
             "feature_columns": list(m.feature_columns), "estimators": dict(m.estimators), "as_of": _stamp(m.as_of),
-            "n_train": int(m.n_train), "classes": m.classes, "class_names": m.class_names, "meta": dict(m.meta)}
+            "n_train": int(m.n_train), "classes": m.classes, "class_names": m.class_names, "meta": dict(m.meta),
+            "categorical": list(m.categorical)}
+
+
+def _selection_state(sel: Selection) -> dict[str, Any]:
+    return {"label": sel.label, "chosen": sel.chosen, "metric": sel.metric,
+            "scores": {k: float(v) for k, v in sel.scores.items()}, "beats_naive": bool(sel.beats_naive),
+            "note": sel.note}
 
 
 def bundle_state(bundle: ModelBundle) -> dict[str, Any]:
     """A bundle as plain data skops can store without pickling."""
     return {"format": FORMAT, "as_of": _stamp(bundle.as_of), "cv_note": bundle.cv_note,
             "cv": _frame_bytes(bundle.cv), "importances": _frame_bytes(bundle.importances),
+            "folds": _frame_bytes(bundle.folds),
+            "selection": {k: _selection_state(v) for k, v in bundle.selection.items()},
             "models": {k: _model_state(m) for k, m in bundle.models.items()}}
 
 
@@ -91,8 +101,10 @@ def bundle_from_state(state: Any, source: str) -> ModelBundle:
         m = dict(m)
         m["as_of"] = pd.Timestamp(m["as_of"]) if m["as_of"] is not None else None
         models[key] = FittedModel(**m)
+    selection = {k: Selection(**v) for k, v in state.get("selection", {}).items()}
     return ModelBundle(as_of=pd.Timestamp(state["as_of"]), models=models, cv=_frame(state["cv"]),
-                       importances=_frame(state["importances"]), cv_note=state["cv_note"])
+                       importances=_frame(state["importances"]), cv_note=state["cv_note"],
+                       folds=_frame(state.get("folds", b"")), selection=selection)
 
 
 def dump_bytes(bundle: ModelBundle) -> bytes:

@@ -127,7 +127,7 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
         panel = panel_of(binance_klines)
         labels = engine.build_labels(panel, label_map) if len(panel) else pd.DataFrame()
         bundles = weekly_bundles({k: pd.Timestamp(k, tz="UTC") for k in context.partition_keys}, features, labels,
-                                 models, label_map, cv_label=cv_label, time_col="open_time")
+                                 models, label_map, cv_labels=cv_label, time_col="open_time")
         value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
         return Output(value, metadata=bundle_metadata(bundles))
 
@@ -157,7 +157,7 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
             piece = predict_days(bundles, features, days, key, time_col="open_time") if len(features) else pd.DataFrame()
             if piece.empty:
                 continue
-            piece = piece.rename(columns={c: key if c == "prediction" else f"{key}:{c}"
+            piece = piece.drop(columns="model").rename(columns={c: key if c == "prediction" else f"{key}:{c}"
                                           for c in piece.columns if c == "prediction" or c.startswith("p_")})
             on = ["open_time", "date", "instrument", "model_as_of"]
             out = piece if out.empty else out.merge(piece, on=on, how="outer")

@@ -5,9 +5,12 @@
 - ``<vault>/backtest_runs``: one dynamic partition per grid point; a backfill runs up to
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
   points in one step; the IO manager splits the output by its ``point`` column;
-- ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: one row per point
-  (parameters + metrics) plus the benchmarks, run under each point's own constraints and costs
-  (and unconstrained, named ``*_unconstrained``), and a self-contained HTML report in the lake.
+- ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
+  row (the policy chosen window by window on past data, traded out of sample), one row per point
+  (parameters + metrics) and the benchmarks (under each point's own constraints and costs, and unconstrained,
+  named ``*_unconstrained``), all on the walk-forward's days, with the grid's PBO,
+  the deflated Sharpe and a bootstrap interval of the excess over the best benchmark; a
+  self-contained HTML report in the lake.
 
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
@@ -33,7 +36,8 @@ from dagster import (
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
-from midfreq_assets.domain.backtest.benchmarks import benchmark_sets, run_benchmark_sets
+from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
+from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
     apply_overrides,
     find_point,
@@ -138,24 +142,26 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         required_resource_keys={"parquet_io_manager"},
         group_name=group,
         kinds={"python", "parquet", "html"},
-        description=f"Vault {vault.name}: one row per grid point of the grid file (parameters + metrics, ratios on "
-        "returns in excess of backtest.base_rate) plus benchmarks (equal weight, best trailing APY, TVL-weighted) "
-        "under each point's constraints and costs, and their *_unconstrained variants; HTML report next to it.",
+        description=f"Vault {vault.name}: the walk-forward row first (each test window traded by the grid point "
+        "that scored best on the days before it, from the holdings the previous window left), then one row per "
+        "grid point (parameters + metrics) and the benchmarks (equal weight, best trailing APY, TVL-weighted), all "
+        "on the walk-forward's out-of-sample days, benchmarks under each point's constraints and costs (and their "
+        "*_unconstrained variants), ratios on returns in excess of backtest.base_rate; the grid's PBO (CSCV), the deflated Sharpe and a bootstrap "
+        "interval of the excess over the best benchmark; HTML report written next to it.",
     )
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
-        results, points, missing, by_name = {}, [], [], {}
-        for p in validate_grid(grid, vault):
-            by_name[p.name] = p
+        points = validate_grid(grid, vault)
+        by_name = {p.name: p for p in points}
+        results, missing = {}, []
+        for p in points:
             path = io.partition_path([prefix, "backtest_runs"], p.name)
             if not path.exists():
                 missing.append(p)
                 continue
             _, cfg = apply_overrides(vault, p.overrides, source=p.grid)
-            res = bt.result_from_frame(read_parquet(path), p.name, cfg.initial_wealth)
-            results[p.name] = res
-            points.append((p, backtest_metrics(res, cfg.base_rate)))
+            results[p.name] = bt.result_from_frame(read_parquet(path), p.name, cfg.initial_wealth)
         if missing:
             context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {[p.name for p in missing][:5]}")
         if not results:
@@ -163,9 +169,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         params = list(grid.parameters)
         html_path = io.lake.joinpath(prefix, "backtest_report", f"{grid.name}.html")
         title = f"{vault.name} backtest report: {grid.name}"
+        base_rate = vault.backtest.base_rate
         if panel.empty:
-            table = report.report_table(grid.name, params, [(p.name, {**dict(p.overrides), "benchmark_set": ""}, m)
-                                                            for p, m in points], pd.DataFrame(), METRIC_COLUMNS)
+            rows = [(p.name, {**dict(p.overrides), "benchmark_set": ""}, backtest_metrics(r, base_rate))
+                    for p, r in ((by_name[k], r) for k, r in results.items())]
+            table = report.report_table(grid.name, params, rows, pd.DataFrame(), METRIC_COLUMNS)
             note = (f"Vault {vault.name} ({vault.reference_asset}): no pool was in its universe on any day of the data, "
                     "so every grid point holds cash (no benchmark either). See universe_exclusions for the reasons.")
             write_bytes_atomic(html_path, report.html_report(title, table, [], [note]).encode("utf-8"))
@@ -173,47 +181,41 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 "dagster/row_count": len(table), "headline": "empty universe: every point holds cash",
                 "report_html": MetadataValue.path(str(html_path)), "missing_points": len(missing),
                 "summary": MetadataValue.md(note)})
-        sets = benchmark_sets(vault, [p for p, _ in points])
-        benches = run_benchmark_sets(panel, sets)
-        suffix_of = {name: s.suffix for s in sets for name in s.points}
-        rows = [(p.name, {**dict(p.overrides), "benchmark_set": suffix_of[p.name]}, m) for p, m in points]
-        bench_rows = pd.DataFrame([{"name": name, "benchmark_set": s.suffix,
-                                    **backtest_metrics(res, s.config.base_rate)} for name, (res, s) in benches.items()])
-        table = report.report_table(grid.name, params, rows, bench_rows, METRIC_COLUMNS)
-        best = report.best_point(table)
+        evaluation = evaluate_vault_grid(panel, vault, points, results)
+        set_of = {name: s.suffix for s in benchmark_sets(vault, [p for p in points if p.name in results])
+                  for name in s.points}
         days = pd.to_datetime(panel["date"])
-        base_rates = sorted({float(s.config.base_rate) for s in sets})
-        notes = [f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(points)} points, "
+        notes = [f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(results)} points, "
                  f"{panel['pool'].nunique()} pools, {days.min().date()}..{days.max().date()}.",
                  f"Yields are fractions per year, wealth in {vault.reference_asset}; metrics per year. The vault earns "
-                 f"{sets[0].config.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
-                 f"({', '.join(f'{r:g}' for r in base_rates)}/yr).",
+                 f"{vault.backtest.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
+                 f"({base_rate:g}/yr). Every row covers the walk-forward's out-of-sample days; the grid points are "
+                 "fixed over the whole history, so the best of them is picked with hindsight (an upper bound, not a "
+                 "result).",
                  "Benchmarks face each point's own constraints (caps, concentration, TVL share, turnover), costs, gas "
                  "and cadence; *_unconstrained variants drop the position limits. benchmark_set names the benchmarks "
                  "a point compares with.",
                  "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
                  "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
                  "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
-        best_result = results[str(best["name"])]
-        best_set = suffix_of[str(best["name"])]
-        highlight = [n for n, (_, s) in benches.items() if s.suffix == best_set and not n.removesuffix(s.suffix)
-                     .endswith("_unconstrained")]
-        rerun, best_cfg = point_result(panel, vault, by_name[str(best["name"])])  # per-pool APYs for the analysis
-        labels = bt.pool_labels(panel)
-        analysis_part = report.analysis_sections(
-            rerun, {**{k: r.steps for k, r in results.items()}, **{k: r.steps for k, (r, _) in benches.items()}},
-            panel, best_cfg.apy_column, labels, highlight)
-        html_doc, wealth_png = report.render_report(
-            title, table, params,
-            {**{k: r.wealth for k, r in results.items()}, **{k: r.wealth for k, (r, _) in benches.items()}},
-            highlight, best_result.weight_panel(), best_result.steps, labels, notes, analysis_part)
+        table, html_doc, wealth_png = report.grid_report(
+            title, grid.name, params, {p.name: dict(p.overrides) for p in points}, evaluation, panel,
+            vault.backtest.apy_column, bt.pool_labels(panel), notes,
+            lambda name: point_result(panel, vault, by_name[name])[0], vault.backtest.walk_forward.objective,
+            base_rate, set_of)
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
+        stats = evaluation.stats()
+        wf = evaluation.walk_forward
         return Output(table.astype({c: str for c in params}), metadata={
             "dagster/row_count": len(table),
-            "headline": f"best {best['name']}: log growth {best['log_growth']:.4f}/yr, excess over base "
-                        f"{best['excess_log_growth']:.4f}/yr",
+            "headline": report.headline(table, stats),
             "report_html": MetadataValue.path(str(html_path)),
             "missing_points": len(missing),
+            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "deflated_sharpe", "excess_vs_benchmark",
+                                                       "excess_ci_low", "excess_ci_high", "excess_over")},
+            "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
+            "walk_forward_windows": markdown_table(report.windows_table(wf.windows) if wf else pd.DataFrame(),
+                                                   max_rows=60),
             "summary": MetadataValue.md(report.headline_markdown(table)
                                         + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
         })

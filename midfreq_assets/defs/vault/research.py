@@ -4,11 +4,12 @@
   (``pool_history``; plus ``adjusted_yields`` when a label or feature reads ``adjusted_apy``) for
   the partition's days. The input window starts ``required_lookback`` days earlier, so a
   partition equals the full-history computation within the engine's tolerance.
-- ``fitted_models`` (weekly, Monday UTC): every (label, estimator), trained with ``as_of`` = the
-  week's Monday on the rows whose label ended before it, plus a purged walk-forward CV of the
-  primary label (``domain.research.bundles.ModelBundle``).
-- ``predictions`` (daily): for day D, the primary model of the week containing D (``as_of`` <= D)
-  applied to D's features; one row per pool of the vault's universe that day.
+- ``fitted_models`` (weekly, Monday UTC): every (label, estimator) and each label's naive baseline,
+  trained with ``as_of`` = the week's refit Monday (``models.refit_every_weeks``, the backtest's
+  calendar too) on the rows whose label ended before it, plus a purged walk-forward CV of every
+  label and the model it selects (``domain.research.bundles.ModelBundle``, ``selection``).
+- ``predictions`` (daily): for day D, the model the week containing D (``as_of`` <= D) selected for
+  the traded label, applied to D's features; one row per pool of the vault's universe that day.
 
 Universe filtering happens at prediction (and training) time, not at feature time: features are
 computed on each pool's uninterrupted history, so a pool dipping below the TVL threshold for a
@@ -36,7 +37,11 @@ from midfreq_assets.domain.research.plan import (
     history_lookback,
     in_window,
     needs_adjusted,
-    primary_key,
+    needs_metadata,
+    refit_as_of,
+    selected_labels,
+    traded_label,
+    with_universe,
     yield_panel,
 )
 from midfreq_assets.metadata import TOLERATE_GAPS, bundle_metadata, markdown_table
@@ -66,9 +71,10 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     feature_days = engine.required_lookback(vault.feature_map, vault.models)
     pred_days = history_lookback(vault.models)
     adjusted = needs_adjusted(vault)
-    label, estimator = primary_key(vault.label_map, vault.models)
-    model_key = f"{label}/{estimator}"
-    weeks = weekly_partitions(first_fit_day(vault))
+    label = traded_label(vault.label_map)
+    cv_labels = selected_labels(vault.label_map, vault.models)
+    first_fit = first_fit_day(vault)
+    weeks = weekly_partitions(first_fit)
     features_key = AssetKey([prefix, "features"])
     models_key = AssetKey([prefix, "fitted_models"])
     adjusted_key = AssetKey([prefix, "adjusted_yields"])
@@ -80,6 +86,10 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     if adjusted:
         source_ins["adjusted_yields"] = AssetIn(key=adjusted_key, partition_mapping=lookback(feature_days),
                                                 metadata=gaps)
+    universe_features = needs_metadata(vault.feature_map)
+    if universe_features:  # cross sections rank within the vault's universe; categories come from pool_metadata
+        source_ins["pool_metadata"] = AssetIn(key=AssetKey("pool_metadata"), partition_mapping=lookback(feature_days),
+                                              metadata=gaps)
 
     @asset(
         key=features_key,
@@ -97,6 +107,8 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
     def features(context: AssetExecutionContext, pool_history: pd.DataFrame, **extra: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         panel = yield_panel(pool_history, extra.get("adjusted_yields"))
+        if universe_features and len(panel):
+            panel = with_universe(panel, extra["pool_metadata"], vault.name, vault.feature_map.universe_column)
         feats = engine.build_features(panel, vault.feature_map) if len(panel) else pd.DataFrame(
             columns=["date", "instrument"])
         out = in_window(feats, first, last)
@@ -125,9 +137,10 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
         io_manager_key=MODEL_IO,
         group_name=prefix,
         kinds={"python", "scikitlearn"},
-        description=f"Vault {vault.name}: every (label, estimator) of the vault's models, refit weekly with "
-        "as_of = the week's Monday on the rows (pools in the universe that day) whose label ended before it; "
-        f"purged walk-forward CV of {label} vs the naive baseline. Predictions use {model_key}.",
+        description=f"Vault {vault.name}: every (label, estimator) of the vault's models and each label's naive "
+        f"baseline, refit every {vault.models.refit_every_weeks} week(s) with as_of = a Monday on the rows (pools "
+        "in the universe that day) whose label ended before it; purged walk-forward CV of every label and the "
+        f"model it selects ({vault.models.selection.by}). Predictions trade {label} with the selected model.",
     )
     def fitted_models(context: AssetExecutionContext, features: pd.DataFrame, pool_history: pd.DataFrame,
                       pool_metadata: pd.DataFrame, **extra: pd.DataFrame):
@@ -138,10 +151,13 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
             feats = feats.assign(date=pd.to_datetime(feats["date"]).dt.normalize())
             keys = pd.MultiIndex.from_arrays([feats["date"], feats["instrument"].astype(str)])
             feats = feats[keys.isin(universe_pairs(pool_metadata, vault.name))].reset_index(drop=True)
-        bundles = weekly_bundles({k: pd.Timestamp(k) for k in context.partition_keys}, feats, labels, vault.models,
-                                 vault.label_map, cv_label=label)
+        as_ofs = {k: refit_as_of(pd.Timestamp(k).date(), first_fit, vault.models.refit_every_weeks)
+                  for k in context.partition_keys}
+        bundles = weekly_bundles(as_ofs, feats, labels, vault.models, vault.label_map, cv_labels=cv_labels)
         value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
-        return Output(value, metadata={**bundle_metadata(bundles), "primary_model": model_key})
+        last = bundles[max(bundles)]
+        return Output(value, metadata={**bundle_metadata(bundles),
+                                       "primary_model": last.model_key(label) or "(none: not fitted yet)"})
 
     @asset(
         key=AssetKey([prefix, "predictions"]),
@@ -155,15 +171,16 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
         io_manager_key=PARQUET_IO,
         group_name=prefix,
         kinds={"python", "parquet"},
-        description=f"Vault {vault.name}: predicted APY (fraction/yr, {model_key}) per (date, pool) of the "
-        "vault's universe that day, from the latest weekly model with as_of <= the day. No rows before the "
-        "first fitted week (the vault stays idle).",
+        description=f"Vault {vault.name}: predicted APY (fraction/yr, label {label}) per (date, pool) of the "
+        "vault's universe that day, by the model the latest weekly refit with as_of <= the day selected "
+        "(`model` says which). No rows before the first fitted week (the vault stays idle).",
     )
     def predictions(context: AssetExecutionContext, features: pd.DataFrame, fitted_models: dict[str, ModelBundle],
                     pool_metadata: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         days = pd.date_range(first, last, freq="D")
-        raw = predict_days(fitted_models, features, days, model_key) if len(features) else pd.DataFrame()
+        raw = (predict_days(fitted_models, features, days, lambda b: b.model_key(label)) if len(features)
+               else pd.DataFrame())
         if raw.empty:
             out = _empty_predictions()
         else:
@@ -171,7 +188,7 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
             out["date"] = pd.to_datetime(out["date"]).dt.normalize()
             out["pool"] = out["pool"].astype(str)
             out = out[pd.MultiIndex.from_frame(out[["date", "pool"]]).isin(universe_pairs(pool_metadata, vault.name))]
-            out = out.assign(model=model_key)[PREDICTION_COLUMNS].reset_index(drop=True)
+            out = out[PREDICTION_COLUMNS].reset_index(drop=True)
         missing_days = [d.date().isoformat() for d in days if d not in set(out["date"])]
         if missing_days:
             context.log.warning(f"{prefix}/predictions: no prediction for {len(missing_days)} day(s) "
@@ -179,7 +196,7 @@ def build_research_assets(vault: VaultConfig, partitions_def: DailyPartitionsDef
         return Output(out, metadata={
             "dagster/row_count": len(out),
             "pools": int(out["pool"].nunique()) if len(out) else 0,
-            "model": model_key,
+            "model": ", ".join(sorted(set(out["model"]))) or "(none)",
             "model_as_of": ", ".join(sorted({str(pd.Timestamp(t).date()) for t in out["model_as_of"]})) or "(none)",
             "days_without_predictions": len(missing_days),
             "mean_predicted_apy": float(out["predicted_apy"].mean()) if len(out) else 0.0,

@@ -30,8 +30,10 @@ from midfreq_assets.domain.portfolio.step import StepDecision, target_step
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 UNCONSTRAINED_SUFFIX = "_unconstrained"
+#: Starts the name of a benchmark set (``equal_weight@cost-0.002``) when a grid has several.
+SET_SEPARATOR = "@"
 #: Backtest keys that change the strategy's predictions only, never a benchmark.
-PREDICTION_ONLY_KEYS = frozenset({"estimator", "label", "refit_every_days"})
+PREDICTION_ONLY_KEYS = frozenset({"estimator", "label"})
 
 
 def benchmark_weights(
@@ -141,7 +143,7 @@ def benchmark_sets(vault: VaultConfig, points: Sequence[GridPoint],
     keys = sorted({k for _, _, rel, _ in groups.values() for k in rel})
     varying = [k for k in keys if len({json.dumps(rel.get(k), default=str) for _, _, rel, _ in groups.values()}) > 1]
     shorts = short_names(varying)
-    return [BenchmarkSet("@" + point_name(sorted((shorts[k], rel.get(k)) for k in varying)), v, cfg, tuple(names))
+    return [BenchmarkSet(SET_SEPARATOR + point_name(sorted((shorts[k], rel.get(k)) for k in varying)), v, cfg, tuple(names))
             for v, cfg, rel, names in groups.values()]
 
 
@@ -155,3 +157,14 @@ def run_benchmark_sets(panel: pd.DataFrame, sets: Sequence[BenchmarkSet]
             result.name = name + s.suffix
             out[result.name] = (result, s)
     return out
+
+
+def benchmark_set_of(name: str) -> str:
+    """The set suffix of a benchmark's full name ("" for the only set)."""
+    base, sep, rest = name.partition(SET_SEPARATOR)
+    return sep + rest
+
+
+def is_constrained(name: str) -> bool:
+    """A benchmark under the vault's position limits (not an ``*_unconstrained`` variant)."""
+    return not name.partition(SET_SEPARATOR)[0].endswith(UNCONSTRAINED_SUFFIX)

@@ -5,11 +5,50 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt, model_validator
 
 from midfreq_assets.domain.config.base import StrictModel
 
 BENCHMARKS = ("equal_weight", "best_trailing_apy", "tvl_weighted")
+
+
+class WalkForwardConfig(StrictModel):
+    """Walk-forward selection of a grid's policy: consecutive test windows, each traded by the grid
+    point that scored best on the days before it (``docs/METHOD.md`` "Honest evaluation")."""
+
+    test_days: PositiveInt = Field(default=60, description="length of each test window (days)")
+    train: Literal["expanding", "rolling"] = Field(default="expanding",
+                                                   description="train on all days before the window, or the last train_days")
+    train_days: PositiveInt | None = Field(default=None, description="rolling: days of the train window")
+    min_train_days: PositiveInt = Field(
+        default=90, description="days of train data before the first test window, counted from the first "
+        "day some grid point is invested (before that every point sits idle and nothing can be learned)")
+    objective: Literal["log_growth", "sharpe"] = Field(
+        default="log_growth", description="what the train window maximizes: log growth net of costs and gas, "
+        "or the Sharpe ratio of returns in excess of base_rate")
+
+    @model_validator(mode="after")
+    def _rolling_needs_length(self) -> WalkForwardConfig:
+        if self.train == "rolling" and self.train_days is None:
+            raise ValueError("walk_forward.train: rolling needs walk_forward.train_days")
+        return self
+
+
+class EvaluationConfig(StrictModel):
+    """Overfitting statistics and the uncertainty of the walk-forward's excess over the benchmarks."""
+
+    pbo_splits: PositiveInt = Field(default=16, description="CSCV blocks S (even): C(S, S/2) in/out-of-sample splits")
+    bootstrap_block_days: float = Field(default=10.0, ge=1.0,
+                                        description="mean block length of the stationary bootstrap (days)")
+    bootstrap_resamples: PositiveInt = Field(default=2000)
+    confidence: float = Field(default=0.9, gt=0, lt=1, description="two-sided confidence of the bootstrap interval")
+    seed: int = Field(default=0, description="bootstrap random seed (results are reproducible)")
+
+    @model_validator(mode="after")
+    def _even_splits(self) -> EvaluationConfig:
+        if self.pbo_splits < 2 or self.pbo_splits % 2:
+            raise ValueError(f"evaluation.pbo_splits must be even and >= 2, got {self.pbo_splits}")
+        return self
 
 
 class BacktestConfig(StrictModel):
@@ -26,9 +65,9 @@ class BacktestConfig(StrictModel):
         "on returns in excess of it",
     )
     rebalance_every_days: int = Field(default=1, ge=1, description="decide every k days; hold in between")
-    estimator: str | None = Field(default=None, description="estimator of the apy family (default: primary)")
+    estimator: str | None = Field(default=None, description="estimator of the apy family (default: the one "
+                                  "models.selection picks at each refit, as in production)")
     label: str | None = Field(default=None, description="label predicted (default: first apy label)")
-    refit_every_days: int = Field(default=30, ge=1, description="walk-forward refit cadence (learned models)")
     apy_column: Literal["apy", "adjusted_apy"] = Field(
         default="adjusted_apy",
         description="yield the vault earns: adjusted_apy (haircut, underlying, peg and IL, each once) or the "
@@ -39,6 +78,8 @@ class BacktestConfig(StrictModel):
         default=None, ge=1, description="benchmarks re-weight every k days (default: the strategy's cadence)"
     )
     trailing_days: int = Field(default=7, ge=1, description="window of the best-trailing-APY benchmark")
+    walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @property
     def benchmark_every_days(self) -> int:

@@ -12,7 +12,9 @@ t -> t+1 reads the earned yield, TVL and price move of row t+1.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +31,9 @@ from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step, target_step
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
-from midfreq_assets.domain.research.plan import merge_adjusted
+from midfreq_assets.domain.research.bundles import predict_days, weekly_bundles
+from midfreq_assets.domain.research.models import NAIVE
+from midfreq_assets.domain.research.plan import merge_adjusted, refit_dates, traded_label, warmup_rows
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
@@ -240,62 +244,104 @@ def prediction_panel(
     *,
     estimator: str | None = None,
     label: str | None = None,
-    refit_every_days: int = 30,
     family: str = "apy",
 ) -> pd.DataFrame:
-    """Predicted APY (dates x pools) made at each date with data <= that date.
+    """Predicted APY (dates x pools) made at each date with data <= that date: production's weekly
+    refit loop replayed.
 
-    Uses the vault's ``feature_map``, ``label_map`` and ``models`` through the research engine.
-    History estimators (EWM predictor) need no training and are evaluated causally on the whole
-    panel at once; learned estimators are refit walk-forward every ``refit_every_days`` on the rows
-    whose label ended before the refit date (``research.fit_model(as_of=...)``), and predict the
-    rows until the next refit. Before the first fit the prediction is NaN (the vault stays idle).
+    Models are refit on production's calendar (every ``models.refit_every_weeks`` Mondays from the
+    first day a model can be trained, :func:`~midfreq_assets.domain.research.plan.refit_dates`) by
+    the function ``fitted_models`` runs (:func:`~midfreq_assets.domain.research.bundles.weekly_bundles`),
+    on the rows in the vault's universe that day (``eligible``, when the history has it) whose
+    label ended before the refit. Each day is predicted by the latest refit's selected model
+    (``models.selection``: the purged-CV winner among the estimators and the naive baseline, chosen
+    on folds that ended before the refit), or by ``estimator`` when given. Before the first refit
+    the prediction is NaN (the vault stays idle).
     """
     hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
     hist = hist.rename(columns={"pool": "instrument"})
     models = vault.models
     fam = models.family(family)
-    name = estimator or fam.primary_name
-    if name not in fam.estimators:
-        raise KeyError(f"models.{family} has no estimator {name!r} (has {sorted(fam.estimators)})")
-    spec = fam.estimators[name]
-    labels_all = [i for i in vault.label_map.labels() if i.family == family and i.task == "regression"]
-    if label is None:
-        if not labels_all:
-            raise ValueError(f"label_map defines no regression label of family {family!r}")
-        label = labels_all[0].name
+    if estimator is not None and estimator not in fam.estimators and estimator != NAIVE:
+        raise KeyError(f"models.{family} has no estimator {estimator!r} (has {sorted(fam.estimators)} and {NAIVE!r})")
+    if estimator is None and models.selection.by == "fixed":
+        estimator = fam.primary_name
+    label = label or traded_label(vault.label_map, family)
     features = research.build_features(hist, vault.feature_map)
     labels = research.build_labels(hist, vault.label_map)
+    train = features
+    if "eligible" in hist:  # production trains on the pools in the universe that day
+        member = hist.loc[hist["eligible"].astype(bool), ["date", "instrument"]]
+        keys = pd.MultiIndex.from_arrays([features["date"], features["instrument"]])
+        train = features[keys.isin(pd.MultiIndex.from_frame(member))].reset_index(drop=True)
     times = pd.DatetimeIndex(features["date"])
     days = pd.date_range(times.min(), times.max(), freq="D")
-    out = np.full(len(features), np.nan)
-    if getattr(spec.estimator_class, "uses_history", False):
-        # history estimators learn nothing (EWM of each pool's own past): evaluate causally at once
-        info = vault.label_map.label(label)
-        est = spec.build(info.target).fit(features.iloc[:0])
-        out = np.asarray(est.predict(features), dtype=float)
+    first_fit = (days[0] + pd.Timedelta(days=warmup_rows(vault.label_map, models))).date()
+    as_ofs = refit_dates(first_fit, days[-1].date(), models.refit_every_weeks)
+    bundles = weekly_bundles({str(d.date()): d for d in as_ofs}, train, labels, models, vault.label_map,
+                             cv_labels=None if estimator is not None else [label], only_labels=[label],
+                             only_estimators=[estimator] if estimator is not None else None)
+    raw = predict_days(bundles, features, days, lambda b: b.model_key(label, estimator))
+    if raw.empty:
+        wide = pd.DataFrame(np.nan, index=days, columns=sorted(features["instrument"].unique()))
     else:
-        info = vault.label_map.label(label)
-        first = days[0] + pd.Timedelta(days=info.horizon + info.lag + models.cv.min_train)
-        for start in pd.date_range(first, days[-1], freq=f"{refit_every_days}D"):
-            end = start + pd.Timedelta(days=refit_every_days)
-            rows = np.flatnonzero((times >= start) & (times < end))
-            if not len(rows):
-                continue
-            fitted = research.fit_model(features, labels, models, start, label=label, estimator=name,
-                                        label_map=vault.label_map)
-            if not fitted.estimators:
-                continue
-            out[rows] = fitted.predict(features.iloc[rows].reset_index(drop=True))
-    panel = pd.DataFrame({"date": times, "pool": features["instrument"].to_numpy(), "pred": out})
-    wide = panel.pivot(index="date", columns="pool", values="pred").reindex(days)
+        wide = raw.pivot(index="date", columns="instrument", values="prediction").reindex(days)
     wide.index.name = "date"
+    wide.columns.name = "pool"
     return wide
+
+
+#: Prediction panels kept per process: grid points that differ only in strategy or backtest keys
+#: share their research (features, weekly refits, CV selection), computed once per run of points.
+PREDICTION_CACHE_SIZE = 16
+_PREDICTIONS: OrderedDict[str, pd.DataFrame] = OrderedDict()
+
+
+def cached_prediction_panel(history: pd.DataFrame, vault: VaultConfig, *, estimator: str | None = None,
+                            label: str | None = None) -> pd.DataFrame:
+    """:func:`prediction_panel`, memoized on the history's content and the research configuration."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes())
+    for part in (vault.feature_map, vault.label_map, vault.models):
+        digest.update(part.model_dump_json().encode())
+    digest.update(f"{estimator}|{label}".encode())
+    key = digest.hexdigest()
+    if key not in _PREDICTIONS:
+        _PREDICTIONS[key] = prediction_panel(history, vault, estimator=estimator, label=label)
+        while len(_PREDICTIONS) > PREDICTION_CACHE_SIZE:
+            _PREDICTIONS.popitem(last=False)
+    _PREDICTIONS.move_to_end(key)
+    return _PREDICTIONS[key].copy()
 
 
 # --------------------------------------------------------------------------------------------
 # Engine
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortfolioState:
+    """Dollar holdings by pool and the idle base: where a backtest starts, or what it leaves."""
+
+    pools: tuple[str, ...]
+    holdings: np.ndarray
+    base: float
+
+    @classmethod
+    def cash(cls, pools: list[str] | tuple[str, ...], wealth: float) -> PortfolioState:
+        return cls(tuple(pools), np.zeros(len(pools)), float(wealth))
+
+    @property
+    def wealth(self) -> float:
+        return float(self.holdings.sum() + self.base)
+
+    def aligned(self, pools: list[str]) -> np.ndarray:
+        """Holdings in the order of ``pools``; a held pool missing there is an error (its money would vanish)."""
+        have = dict(zip(self.pools, self.holdings, strict=True))
+        known = set(pools)
+        lost = sorted(p for p, v in have.items() if v != 0 and p not in known)
+        if lost:
+            raise ValueError(f"start state holds pools absent from the backtest inputs: {lost[:5]}")
+        return np.array([have.get(p, 0.0) for p in pools], dtype=np.float64)
 
 
 @dataclass
@@ -306,6 +352,7 @@ class BacktestResult:
     steps: pd.DataFrame
     weights: pd.DataFrame
     initial_wealth: float
+    end_state: PortfolioState | None = None  # holdings and base after the last accrual
 
     @property
     def wealth(self) -> pd.Series:
@@ -330,11 +377,16 @@ def run_backtest(
     config: BacktestConfig | None = None,
     *,
     name: str = "strategy",
+    start_state: PortfolioState | None = None,
+    step_offset: int = 0,
 ) -> BacktestResult:
     """Replay the optimizer's decisions on ``inputs`` with ``predictions`` (dates x pools).
 
     Causal universe: each decision's optimizer holds the pools known at t (in the universe that
-    day, or held), as the nightly run's does; it is rebuilt when that set changes."""
+    day, or held), as the nightly run's does; it is rebuilt when that set changes.
+    ``start_state``: holdings to start from (default: cash ``initial_wealth``); ``step_offset``: steps
+    already taken before ``inputs`` starts, so the rebalance days stay on the original calendar
+    (a walk-forward window continues the path the previous window left)."""
     config = config or BacktestConfig()
     inputs = inputs.window(config.start, config.end)
     pred = predictions.reindex(index=inputs.dates, columns=inputs.pools).to_numpy(dtype=float)
@@ -349,7 +401,7 @@ def run_backtest(
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
         wealth = h.sum() + base
         day_costs = inputs.costs_at(costs, t)
-        if t % every:
+        if (t + step_offset) % every:
             return target_step(pools, h / wealth, tvl[t], wealth, h, costs=day_costs, predicted_apy=pred[t],
                                eligible=elig[t], base=base, hold=hold[t])
         idx = np.flatnonzero(elig[t] | (h > 0))
@@ -359,7 +411,8 @@ def run_backtest(
                              costs=day_costs, eligible=elig[t, idx], base=base, hold=hold[t, idx])
         return expand_decision(sub, idx, pools, h)
 
-    return simulate(inputs, policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=hold)
+    return simulate(inputs, policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=hold,
+                    predictions=pred, start_state=start_state)
 
 
 class ActiveOptimizers:
@@ -419,8 +472,12 @@ def simulate(
     max_gap_days: int = 0,
     hold: np.ndarray | None = None,
     predictions: np.ndarray | None = None,
+    start_state: PortfolioState | None = None,
 ) -> BacktestResult:
-    """The accounting loop shared by the strategy and the benchmarks (``inputs`` already windowed)."""
+    """The accounting loop shared by the strategy and the benchmarks (``inputs`` already windowed).
+
+    Starts from ``start_state`` (default: cash ``config.initial_wealth``); the result's
+    ``initial_wealth`` is the starting wealth and its ``end_state`` what the last step left."""
     dates = inputs.dates
     if len(dates) < 2:
         raise ValueError(f"backtest {name}: need at least two days of data, got {len(dates)}")
@@ -432,9 +489,9 @@ def simulate(
     # TVL for dilution at t+1: the last reported value (a missing day does not undo dilution)
     tvl_filled = inputs.tvl.ffill().to_numpy(dtype=float)
     days = np.diff(dates.as_unit("ns").asi8) / 86_400e9
-    n_pools = apy.shape[1]
-    h = np.zeros(n_pools)
-    base = float(config.initial_wealth)
+    start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
+    h = start_state.aligned(inputs.pools)
+    base = float(start_state.base)
     pools = np.asarray(inputs.pools, dtype=object)
     rows: list[dict[str, object]] = []
     w_dates: list[np.ndarray] = []
@@ -505,7 +562,7 @@ def simulate(
         "realized_apy": cat(w_real, float),
         "dilutor": cat(w_dil, float),
     })
-    return BacktestResult(name, steps, weights, float(config.initial_wealth))
+    return BacktestResult(name, steps, weights, start_state.wealth, PortfolioState(tuple(inputs.pools), h, base))
 
 
 def normalized_entropy(weights: np.ndarray, n: int) -> float:
@@ -528,8 +585,7 @@ def run_vault_backtest(
 ) -> tuple[BacktestResult, pd.DataFrame]:
     """Predictions from the vault's research config, then the backtest. Returns (result, predictions)."""
     config = config or BacktestConfig()
-    preds = prediction_panel(history, vault, estimator=config.estimator, label=config.label,
-                             refit_every_days=config.refit_every_days)
+    preds = cached_prediction_panel(history, vault, estimator=config.estimator, label=config.label)
     return run_backtest(inputs, preds, vault.strategy, config, name=name), preds
 
 

@@ -266,3 +266,35 @@ def run_point(
     frame["initial_wealth"] = cfg.initial_wealth
     frame["base_rate"] = cfg.base_rate
     return frame, metrics
+
+
+class PointRunner:
+    """Trades a grid point's policy over a window from given holdings: the walk-forward's
+    re-simulation through the same engine as ``run_point``. Each point's configuration, inputs and
+    predictions are built once (predictions through the engine's per-process cache)."""
+
+    def __init__(self, panel: Any, vault: VaultConfig, points: dict[str, GridPoint],
+                 backtest: BacktestConfig | None = None) -> None:
+        self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
+        self._prepared: dict[str, tuple[Any, ...]] = {}
+
+    def prepared(self, name: str) -> tuple[Any, ...]:
+        """(vault, backtest config, inputs, predictions) of point ``name``."""
+        from midfreq_assets.domain.backtest import engine as bt
+
+        if name not in self._prepared:
+            point = self.points[name]
+            v, cfg = apply_overrides(self.vault, point.overrides, self.backtest, source=point.grid)
+            inputs = bt.inputs_from_panel(self.panel, v, cfg.apy_column)
+            preds = bt.cached_prediction_panel(self.panel, v, estimator=cfg.estimator, label=cfg.label)
+            self._prepared[name] = (v, cfg, inputs, preds)
+        return self._prepared[name]
+
+    def __call__(self, name: str, start: Any, end: Any, state: Any) -> Any:
+        from midfreq_assets.domain.backtest import engine as bt
+
+        v, cfg, inputs, preds = self.prepared(name)
+        own_first = inputs.window(cfg.start, cfg.end).dates[0]
+        offset = int(inputs.dates.searchsorted(start) - inputs.dates.searchsorted(own_first))
+        window = cfg.model_copy(update={"start": start.date(), "end": end.date()})
+        return bt.run_backtest(inputs, preds, v.strategy, window, name=name, start_state=state, step_offset=offset)

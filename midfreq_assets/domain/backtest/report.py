@@ -1,7 +1,11 @@
 """Backtest report: plots (matplotlib Agg, base64 PNG) and one self-contained HTML page.
 
-A grid report shows every point's metrics next to the benchmarks, the wealth and drawdown paths,
-the best point's weights, each metric's sensitivity to each hyperparameter, and predicted vs
+A grid report leads with the walk-forward row (the policy chosen window by window on past data
+only, traded out of sample), beside the benchmarks on the same days, the grid's probability of
+backtest overfitting, the deflated Sharpe ratio and a bootstrap interval of the excess over the
+best benchmark; then every point's metrics on those days (the best of them is chosen with
+hindsight: an upper bound), the wealth and drawdown paths, the chosen points per window, the
+walk-forward's weights, each metric's sensitivity to each hyperparameter, and predicted vs
 realized APY (is the predictor any good, and is it biased?); then the analysis of the original
 research notebook (``analysis.py``): per-pool APY and tracking error over time, cumulative
 transaction costs, and the portfolio's APY against the best APY available each day.
@@ -12,11 +16,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable, Mapping
 
 import matplotlib
 
 from midfreq_assets.domain.backtest import analysis
+from midfreq_assets.domain.backtest.benchmarks import benchmark_set_of, is_constrained
 from midfreq_assets.domain.backtest.engine import BacktestResult
+from midfreq_assets.domain.backtest.evaluation import GridEvaluation
+from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -25,6 +33,9 @@ import pandas as pd  # noqa: E402
 
 HEADLINE_COLUMNS = ["name", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
                     "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "tracking_error"]
+#: Columns of the walk-forward row (``pbo`` also on every grid point row: one value per grid).
+EVALUATION_COLUMNS = ["pbo", "deflated_sharpe", "excess_vs_benchmark", "excess_ci_low", "excess_ci_high"]
+WALK_FORWARD_KIND = "walk_forward"
 
 
 def fig_to_base64(fig: plt.Figure) -> str:
@@ -155,6 +166,32 @@ def analysis_sections(best: BacktestResult, steps: dict[str, pd.DataFrame], pane
     ]
 
 
+def plot_walk_forward(windows: pd.DataFrame, objective: str) -> str:
+    """Which grid point traded each test window (one lane per point), its train-window objective
+    and the log growth it then earned out of sample."""
+    fig, (lanes, score) = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    points = list(dict.fromkeys(windows["point"]))
+    lane = windows["point"].map({p: i for i, p in enumerate(points)}).to_numpy()
+    start = pd.to_datetime(windows["test_start"])
+    width = pd.to_datetime(windows["test_end"]) - start
+    lanes.barh(lane, width, left=start, height=0.6)
+    lanes.set_yticks(range(len(points)), points, fontsize=6)
+    lanes.set_title("Walk-forward: the point chosen for each test window (on the days before it)", fontsize=9)
+    score.step(start, windows[f"train_{objective}"], where="post", label=f"train {objective}")
+    score.plot(start + width / 2, windows["test_log_growth"], "o", label="test log growth (out of sample)")
+    score.legend(fontsize=7)
+    fig.tight_layout()
+    return fig_to_base64(fig)
+
+
+def windows_table(windows: pd.DataFrame) -> pd.DataFrame:
+    """The walk-forward's windows for people: days as ``YYYY-MM-DD``."""
+    out = windows.copy()
+    for col in ("train_start", "train_end", "test_start", "test_end"):
+        out[col] = pd.to_datetime(out[col]).dt.strftime("%Y-%m-%d")
+    return out
+
+
 def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
@@ -180,46 +217,142 @@ def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: l
 
 
 def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, dict[str, object], dict[str, float]]],
-                 benchmarks: pd.DataFrame, metric_columns: list[str]) -> pd.DataFrame:
-    """One row per grid point (its parameters and metrics) then the benchmarks (``kind`` says which;
-    ``benchmark_set`` names the benchmarks run under a point's own configuration)."""
+                 benchmarks: pd.DataFrame, metric_columns: list[str], *, walk_forward: dict[str, float] | None = None,
+                 stats: dict[str, object] | None = None,
+                 period: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> pd.DataFrame:
+    """The walk-forward row (``kind: walk_forward``, when given) first, then one row per grid point
+    (its parameters and metrics), then the benchmarks (``benchmark_set`` names the benchmarks run under a point's own
+    configuration); ``stats`` (:meth:`GridEvaluation.stats`) fill
+    the evaluation columns, ``period`` the days every row covers."""
     rows = [{"name": name, "kind": "grid_point", **params, **metrics} for name, params, metrics in points]
-    table = pd.concat([pd.DataFrame(rows), benchmarks.assign(kind="benchmark")], ignore_index=True)
+    head = [{"name": WALK_FORWARD_KIND, "kind": WALK_FORWARD_KIND, **walk_forward}] if walk_forward else []
+    table = pd.concat([pd.DataFrame(head + rows), benchmarks.assign(kind="benchmark")], ignore_index=True)
     table.insert(0, "grid", grid_name)
+    extra: list[str] = []
+    if period is not None:
+        table["period_start"], table["period_end"] = period
+        extra = ["period_start", "period_end"]
+    stats = stats or {}
+    wf = table["kind"] == WALK_FORWARD_KIND
+    table["pbo"] = np.where(table["kind"] != "benchmark", float(stats.get("pbo", np.nan)), np.nan)  # type: ignore[arg-type]
+    for col in EVALUATION_COLUMNS[1:]:
+        table[col] = np.where(wf, float(stats.get(col, np.nan)), np.nan)  # type: ignore[arg-type]
     if "benchmark_set" not in table:
         table["benchmark_set"] = ""
-    return table[["grid", "name", "kind", "benchmark_set", *parameters, *metric_columns]]
+    table["benchmark_set"] = table["benchmark_set"].fillna("")
+    return table[["grid", "name", "kind", "benchmark_set", *extra, *parameters, *metric_columns, *EVALUATION_COLUMNS]]
 
 
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
-    """The grid point with the highest ``metric`` (in-sample over the whole history)."""
+    """The grid point with the highest ``metric``, chosen with hindsight on the days it is scored on."""
     pts = table[table["kind"] == "grid_point"]
     return pts.sort_values(metric, ascending=False).iloc[0]
 
 
 def headline_markdown(table: pd.DataFrame) -> str:
-    """The report's headline columns, best first, as a markdown table."""
+    """The report's headline columns as a markdown table: the walk-forward row first, then the
+    benchmarks and grid points by log growth."""
     head = table[["name", "kind", *[c for c in HEADLINE_COLUMNS if c in table and c != "name"]]]
-    return head.sort_values("log_growth", ascending=False).to_markdown(index=False, floatfmt=".4g")
+    first = head["kind"] == WALK_FORWARD_KIND
+    ordered = pd.concat([head[first], head[~first].sort_values("log_growth", ascending=False)])
+    return ordered.to_markdown(index=False, floatfmt=".4g")
+
+
+def evaluation_markdown(stats: dict[str, object], notes: list[str]) -> str:
+    """How sure we are, in three lines: PBO, deflated Sharpe, the excess over the best benchmark."""
+    lines = []
+    if "pbo" in stats:
+        lines.append(f"- probability of backtest overfitting (CSCV, {stats['pbo_splits']} splits, "
+                     f"{stats['pbo_combinations']} combinations, {stats['pbo_points']} points): **{stats['pbo']:.3f}**")
+    if "deflated_sharpe" in stats:
+        lines.append(f"- deflated Sharpe ratio of the walk-forward ({stats['dsr_trials']} trials): "
+                     f"**{stats['deflated_sharpe']:.3f}** (daily Sharpe {stats['daily_sharpe']:.3f} vs "
+                     f"{stats['expected_max_daily_sharpe']:.3f} expected from luck)")
+    if "excess_vs_benchmark" in stats:
+        lines.append(f"- excess log growth over {stats['excess_over']} (the best constraint-matched benchmark): "
+                     f"**{stats['excess_vs_benchmark']:+.4f}/yr**, {stats['excess_confidence']:.0%} bootstrap CI "
+                     f"[{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}]")
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
 
 
 def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: dict[str, pd.Series],
                   benchmarks: list[str], best_weights: pd.DataFrame, best_steps: pd.DataFrame,
                   pool_labels: dict[str, str], notes: list[str],
-                  analysis_part: list[tuple[str, str, pd.DataFrame | None]] | None = None) -> tuple[str, str]:
+                  analysis_part: list[tuple[str, str, pd.DataFrame | None]] | None = None,
+                  windows: pd.DataFrame | None = None, objective: str = "log_growth") -> tuple[str, str]:
     """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata);
-    ``analysis_part``: :func:`analysis_sections`, appended."""
+    ``analysis_part``: :func:`analysis_sections`, appended. With ``windows`` (the walk-forward's
+    chosen points) the weights and predictions shown (``best_weights``, ``best_steps``) are the
+    walk-forward's."""
     pts = table[table["kind"] == "grid_point"].sort_values("log_growth", ascending=False)
     best = str(pts["name"].iloc[0])
-    highlight = [best, *benchmarks]
+    lead = WALK_FORWARD_KIND if windows is not None else best
+    highlight = list(dict.fromkeys([lead, best, *benchmarks]))
     wealth_png = plot_wealth(wealth, highlight)
-    sections = [
-        ("Wealth: all grid points (thin), best point and benchmarks", wealth_png),
+    sections: list[tuple] = [
+        ("Wealth: all grid points (thin), walk-forward, best point in hindsight and benchmarks", wealth_png),
         ("Drawdowns", plot_drawdowns(wealth, highlight)),
-        (f"Weights of the best point ({best})", plot_weights(best_weights, labels=pool_labels)),
+    ]
+    if windows is not None:
+        sections.append(("Walk-forward: the point chosen for each window", plot_walk_forward(windows, objective),
+                         windows_table(windows)))
+    sections += [
+        (f"Weights ({lead})", plot_weights(best_weights, labels=pool_labels)),
         ("Sensitivity of metrics to each hyperparameter",
          plot_sensitivity(pts, params, ["log_growth", "excess_sharpe", "cost_drag", "turnover"])),
-        (f"Predicted vs realized portfolio APY ({best})", plot_predicted_vs_realized(best_steps)),
+        (f"Predicted vs realized portfolio APY ({lead})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]
     return html_report(title, table, sections, notes), wealth_png
+
+
+def grid_report(title: str, grid_name: str, parameters: list[str], params_of: dict[str, dict[str, object]],
+                evaluation: GridEvaluation, panel: pd.DataFrame, apy_column: str, pool_labels: dict[str, str],
+                notes: list[str], rerun: Callable[[str], BacktestResult],
+                objective: str = "log_growth", base_rate: float = 0.0,
+                set_of: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str, str]:
+    """(table, HTML page, wealth PNG) of one grid's :class:`GridEvaluation`: every row on the
+    walk-forward's out-of-sample days (the whole history when there is no walk-forward), ratios on
+    returns in excess of ``base_rate``; ``set_of`` names each point's benchmark set. The analysis
+    sections follow the walk-forward (its re-simulated windows keep per-pool APYs), or the best
+    point re-run by ``rerun(name)`` when there is none."""
+    set_of = set_of or {}
+    points = [(name, {**params_of[name], "benchmark_set": set_of.get(name, "")}, backtest_metrics(r, base_rate))
+              for name, r in evaluation.points.items()]
+    wf = evaluation.walk_forward
+    benches = metrics_table(evaluation.benchmarks, base_rate)
+    benches["benchmark_set"] = benches["name"].map(benchmark_set_of)
+    table = report_table(grid_name, parameters, points, benches, METRIC_COLUMNS,
+                         walk_forward=backtest_metrics(wf.result, base_rate) if wf else None,
+                         stats=evaluation.stats(), period=evaluation.period)
+    lead = wf.result if wf else rerun(str(best_point(table)["name"]))
+    runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **evaluation.benchmarks}
+    benchmarks = [n for n in evaluation.benchmarks if is_constrained(n)]
+    analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
+                                      benchmarks)
+    page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
+                              lead.weight_panel(), lead.steps, pool_labels, [*notes, *evaluation.notes],
+                              analysis_part, wf.windows if wf else None, objective)
+    return table, page, png
+
+
+def headline(table: pd.DataFrame, stats: dict[str, object]) -> str:
+    """One line: the walk-forward out of sample against the best benchmark, and how sure we are."""
+    wf = table[table["kind"] == WALK_FORWARD_KIND]
+    if wf.empty:
+        best = best_point(table)
+        return f"no walk-forward (history too short); best point in hindsight {best['name']}: " \
+               f"log growth {best['log_growth']:.4f}/yr"
+    line = (f"walk-forward {wf['log_growth'].iloc[0]:.4f}/yr out of sample {stats['oos_start']}..{stats['oos_end']} "
+            f"({stats['windows']} windows)")
+    if "excess_over" in stats:
+        bench = table[table["name"] == stats["excess_over"]]
+        line += (f" vs {stats['excess_over']} {bench['log_growth'].iloc[0]:.4f}/yr: excess "
+                 f"{stats['excess_vs_benchmark']:+.4f} [{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}] "
+                 f"{stats['excess_confidence']:.0%} CI")
+    if "pbo" in stats:
+        line += f"; PBO {stats['pbo']:.3f} ({stats['pbo_splits']} splits)"
+    if "deflated_sharpe" in stats:
+        line += f"; deflated Sharpe {stats['deflated_sharpe']:.3f}"
+    return line

@@ -1,14 +1,16 @@
 """Typed model bundles: everything one weekly refit produced, and how a day finds its model.
 
 A :class:`ModelBundle` is what ``fitted_models`` stores per weekly partition: every (label,
-estimator) fitted at ``as_of`` on rows whose label ended before it, the purged walk-forward CV
-of the primary label and its feature importances. :func:`predict_days` applies, to each day, the
-latest bundle with ``as_of`` <= that day (no model from the future).
+estimator) and each CV'd label's naive baseline fitted at ``as_of`` on rows whose label ended
+before it, the purged walk-forward CV of those labels (the fold table: every candidate's
+out-of-sample score per fold) and, per label, the model the evidence selects
+(:mod:`~midfreq_assets.domain.research.selection`). :func:`predict_days` applies, to each day, the
+latest bundle with ``as_of`` <= that day (no model, and no choice of model, from the future).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +20,7 @@ from sklearn.base import is_classifier
 from midfreq_assets.domain.research import engine
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.research.models import FittedModel, ModelsConfig
+from midfreq_assets.domain.research.selection import Selection, fixed_selection, no_evidence, select_model
 
 
 @dataclass
@@ -26,9 +29,11 @@ class ModelBundle:
 
     as_of: pd.Timestamp
     models: dict[str, FittedModel] = field(default_factory=dict)
-    cv: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cv: pd.DataFrame = field(default_factory=pd.DataFrame)  # overall scores vs naive (CVResult.summary)
     importances: pd.DataFrame = field(default_factory=pd.DataFrame)
     cv_note: str = ""
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # every candidate's score per fold (CVResult.folds)
+    selection: dict[str, Selection] = field(default_factory=dict)  # label -> the model traded
 
     @classmethod
     def empty(cls, as_of: pd.Timestamp, note: str) -> ModelBundle:
@@ -45,7 +50,17 @@ class ModelBundle:
         if ts.tzinfo is None:
             return self
         return ModelBundle(ts.tz_convert("UTC").tz_localize(None), self.models, self.cv, self.importances,
-                           self.cv_note)
+                           self.cv_note, self.folds, self.selection)
+
+    def model_key(self, label: str, estimator: str | None = None) -> str | None:
+        """``<label>/<estimator>`` when given, else the label's selected model (None when not fitted)."""
+        if estimator is not None:
+            key = f"{label}/{estimator}"
+        elif label in self.selection:
+            key = self.selection[label].model_key
+        else:
+            return None
+        return key if key in self.models else None
 
 
 def _is_classifier(spec, target: str) -> bool:
@@ -53,37 +68,57 @@ def _is_classifier(spec, target: str) -> bool:
 
 
 def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfig, label_map: LabelMapConfig,
-               as_of: pd.Timestamp, cv_label: str | None) -> ModelBundle:
-    """Every (label, estimator) fitted at ``as_of`` plus the CV of ``cv_label`` on the same rows."""
-    fitted = engine.fit_models(features, labels, models, as_of, label_map=label_map)
+               as_of: pd.Timestamp, cv_labels: list[str] | str | None, *, only_labels: list[str] | None = None,
+               only_estimators: list[str] | None = None) -> ModelBundle:
+    """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
+    ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
+    cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
+    fitted = engine.fit_models(features, labels, models, as_of, label_map=label_map, only_labels=only_labels,
+                               only_estimators=only_estimators, naive_for=cv_list)
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
-    if cv_label is None:
-        return bundle
-    info = label_map.label(cv_label)
-    known = labels[(labels[info.end_col] < engine._as_of(as_of, labels[info.end_col])).to_numpy()]
-    fam = models.family(info.family)
-    ests = [n for n, s in fam.estimators.items() if (info.task == "classification") == _is_classifier(s, info.target)]
-    try:
-        cv = engine.cross_validate(features, known, models, label=cv_label, estimators=ests, label_map=label_map)
-        bundle.cv, bundle.importances = cv.summary(), cv.importances
-    except Exception as exc:  # too little history for the configured folds: report, keep the fit
-        bundle.cv_note = f"CV skipped: {type(exc).__name__}: {exc}"
+    summaries, folds, imps, notes = [], [], [], []
+    for label in cv_list:
+        info = label_map.label(label)
+        fam = models.family(info.family)
+        if models.selection.by == "fixed":
+            bundle.selection[label] = fixed_selection(label, fam.primary_name, "selection.by: fixed (models.primary)")
+        known = labels[(labels[info.end_col] < engine._as_of(as_of, labels[info.end_col])).to_numpy()]
+        ests = [n for n, s in fam.estimators.items() if (info.task == "classification") == _is_classifier(s, info.target)
+                and (only_estimators is None or n in only_estimators)]
+        try:
+            cv = engine.cross_validate(features, known, models, label=label, estimators=ests, label_map=label_map,
+                                       per_instrument=False)
+        except Exception as exc:  # too little history for the configured folds: report, keep the fit
+            notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
+            bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
+            continue
+        summaries.append(cv.summary())
+        folds.append(cv.folds)
+        if not cv.importances.empty:
+            imps.append(cv.importances)
+        bundle.selection.setdefault(label, select_model(cv.folds, label, info.task, models.selection))
+    bundle.cv = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    bundle.folds = pd.concat(folds, ignore_index=True) if folds else pd.DataFrame()
+    bundle.importances = pd.concat(imps, ignore_index=True) if imps else pd.DataFrame()
+    bundle.cv_note = "; ".join(notes)
     return bundle
 
 
 def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, labels: pd.DataFrame,
-                   models: ModelsConfig, label_map: LabelMapConfig, cv_label: str | None,
-                   time_col: str = "date") -> dict[str, ModelBundle]:
+                   models: ModelsConfig, label_map: LabelMapConfig, cv_labels: list[str] | str | None,
+                   time_col: str = "date", **fit: object) -> dict[str, ModelBundle]:
     """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
-    rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why."""
+    rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why.
+    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``)."""
     bundles: dict[str, ModelBundle] = {}
+    times = features[time_col] if len(features) else None
     for key, as_of in as_ofs.items():
         if features.empty or labels.empty:
             bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
             continue
         try:
-            bundles[key] = fit_bundle(features[features[time_col] < as_of], labels, models, label_map, as_of,
-                                      cv_label=cv_label)
+            bundles[key] = fit_bundle(features[(times < as_of).to_numpy()], labels, models, label_map, as_of,
+                                      cv_labels=cv_labels, **fit)  # type: ignore[arg-type]
         except ValueError as exc:  # e.g. no labelled rows yet
             bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles
@@ -111,21 +146,24 @@ def _prediction_frame(fitted: FittedModel, frame: pd.DataFrame, rows: np.ndarray
 
 
 def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFrame, days: pd.DatetimeIndex,
-                 model_key: str, time_col: str = "date") -> pd.DataFrame:
-    """``[time, (date,) instrument, prediction | p_<class>..., model_as_of]`` for the rows of ``days``
-    (by ``date``), each day with the latest model fitted at or before it. History estimators read
-    earlier rows."""
+                 model_key: str | Callable[[ModelBundle], str | None], time_col: str = "date") -> pd.DataFrame:
+    """``[time, (date,) instrument, prediction | p_<class>..., model, model_as_of]`` for the rows of
+    ``days`` (by ``date``), each day with the latest bundle fitted at or before it and, in it, the
+    model ``model_key`` names (a key, or a function of the bundle: e.g. its selected model). History
+    estimators read earlier rows."""
     feats = features.sort_values([time_col, "instrument"], kind="stable").reset_index(drop=True)
     fday = pd.to_datetime(feats["date"]).dt.normalize()
-    groups: dict[pd.Timestamp, tuple[ModelBundle, list[pd.Timestamp]]] = {}
+    key_of = model_key if callable(model_key) else (lambda b: model_key if model_key in b.models else None)
+    groups: dict[pd.Timestamp, tuple[ModelBundle, str, list[pd.Timestamp]]] = {}
     for day in days:
         b = model_for_day(bundles, day)
-        if b is None or model_key not in b.models:
+        key = key_of(b) if b is not None else None
+        if b is None or key is None:
             continue
-        groups.setdefault(b.as_of, (b, []))[1].append(day)
+        groups.setdefault(b.as_of, (b, key, []))[2].append(day)
     out = []
-    for as_of, (bundle, group) in groups.items():
-        fitted = bundle.models[model_key]
+    for as_of, (bundle, key, group) in groups.items():
+        fitted = bundle.models[key]
         if not fitted.estimators:
             continue
         upto = feats[(fday <= max(group)).to_numpy()].reset_index(drop=True)
@@ -135,6 +173,7 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
         frame = upto if fitted.uses_history else upto.iloc[rows].reset_index(drop=True)
         keys = upto.iloc[rows][list(dict.fromkeys((time_col, "date", "instrument")))]
         piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, frame, rows)], axis=1)
+        piece["model"] = key
         piece["model_as_of"] = pd.Timestamp(as_of)
         out.append(piece)
     if not out:

@@ -8,7 +8,8 @@ blocks of that grid after ``min_train`` steps. A training row must lie before it
   are serially correlated with that fold's outcomes); ``embargo`` defaults to the longest
   horizon + lag, and a smaller value is refused.
 Preprocessing (scalers) lives inside the estimator Pipeline, so it is fitted on training rows
-only.
+only. Candidates (the estimators and the naive baseline) are tested on the same folds and scored
+on the rows they all predict (:func:`candidate_scores`), so their scores compare.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.research.models import CVConfig, EstimatorSpec, FittedModel, Mode, fit_estimator
+from midfreq_assets.domain.research.models import CVConfig, EstimatorSpec, FittedModel, fit_estimator
 
 EPS = 1e-15
+METRICS = {"regression": ("mae", "r2"), "classification": ("log_loss", "accuracy", "balanced_accuracy")}
 
 
 @dataclass(frozen=True)
@@ -146,64 +148,132 @@ def _align_proba(proba: np.ndarray | None, have: list[int] | None, want: list[in
     return out
 
 
-def cross_validate_estimator(
-    data: pd.DataFrame,
-    *,
-    time_col: str,
-    label: str,
-    end_col: str,
-    family: str,
-    task: str,
-    spec: EstimatorSpec,
-    name: str,
-    baseline: EstimatorSpec,
-    mode: Mode,
-    cv: CVConfig,
-    embargo: int,
-    feature_columns: list[str],
-    source: str | None,
-    class_names: list[str] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores (fold, instrument|'all', metric, model, baseline, n) and importances per fold.
-    ``data`` holds features and labels, one row per (time, instrument)."""
+@dataclass(frozen=True)
+class OOSPredictions:
+    """One candidate's out-of-sample predictions over the CV folds: ``rows`` of the CV data, the fold
+    that tested each, the prediction (and class probabilities over every class of the label)."""
+
+    name: str
+    rows: np.ndarray
+    folds: np.ndarray
+    pred: np.ndarray
+    proba: np.ndarray | None
+    importances: pd.DataFrame
+
+
+def cv_splits(data: pd.DataFrame, time_col: str, end_col: str, cv: CVConfig, embargo: int) -> list[Split]:
+    """The purged, embargoed folds of ``data`` (one row per (time, instrument)) that have rows to train and test."""
     grid = pd.DatetimeIndex(np.sort(data[time_col].unique()))
     if grid.normalize().equals(grid) and len(grid) > 1:
         grid = pd.date_range(grid[0], grid[-1], freq="D", unit="ns")
-    time_pos = time_positions(data[time_col], grid)
-    end_pos = time_positions(data[end_col], grid)
-    y = data[label].to_numpy(dtype=np.float64)
-    instruments = data["instrument"].to_numpy()
-    all_classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if task == "classification" else None
-    scores, importances, tests = [], [], []
-    common = dict(label=label, family=family, task=task, mode=mode, source=source, feature_columns=feature_columns)
-    for split in walk_forward_splits(time_pos, end_pos, len(grid), cv, embargo):
-        if len(split.train) == 0 or len(split.test) == 0:
-            continue
-        X_train = data.iloc[split.train]
-        fitted = fit_estimator(spec, X_train, y[split.train], name=name, **common)
-        base = fit_estimator(baseline, X_train, y[split.train], name="baseline", **common)
-        X_upto = data.iloc[: split.test.max() + 1] if fitted.uses_history else data
-        m_pred, m_proba = _outputs(fitted, data, split.test, X_upto)
-        b_pred, b_proba = _outputs(base, data, split.test, X_upto)
+    splits = walk_forward_splits(time_positions(data[time_col], grid), time_positions(data[end_col], grid), len(grid),
+                                 cv, embargo)
+    return [s for s in splits if len(s.train) and len(s.test)]
+
+
+def oos_predictions(
+    data: pd.DataFrame,
+    splits: list[Split],
+    spec: EstimatorSpec,
+    name: str,
+    *,
+    y: np.ndarray,
+    classes: list[int] | None,
+    **common: object,
+) -> OOSPredictions:
+    """Fit on each fold's training rows, predict its test rows. An estimator that learns nothing
+    (EWM predictor, last value) is fitted once and evaluated in one causal pass over ``data``:
+    the same numbers as a refit per fold, at the cost of one."""
+    task = common["task"]
+    rows = np.concatenate([s.test for s in splits]) if splits else np.array([], dtype=np.int64)
+    folds = np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if splits else np.array([], dtype=np.int64)
+    preds, probas, imps = [], [], []
+    if spec.learns_nothing and splits:
+        fitted = fit_estimator(spec, data.iloc[splits[0].train], y[splits[0].train], name=name, **common)
+        pred, proba = _outputs(fitted, data, rows, data)
         if task == "classification":
-            assert all_classes is not None
-            m_proba = _align_proba(m_proba, fitted.classes, all_classes)
-            b_proba = _align_proba(b_proba, base.classes, all_classes)
-        s = score_predictions(instruments[split.test], y[split.test], (m_pred, m_proba), (b_pred, b_proba), task, all_classes)
-        scores.append(s.assign(fold=split.fold))
-        tests.append((split.test, m_pred, m_proba, b_pred, b_proba))
+            assert classes is not None
+            proba = _align_proba(proba, fitted.classes, classes)
+        return OOSPredictions(name, rows, folds, pred, proba, pd.DataFrame())
+    for split in splits:
+        fitted = fit_estimator(spec, data.iloc[split.train], y[split.train], name=name, **common)
+        upto = data.iloc[: split.test.max() + 1] if fitted.uses_history else data
+        pred, proba = _outputs(fitted, data, split.test, upto)
+        if task == "classification":
+            assert classes is not None
+            proba = _align_proba(proba, fitted.classes, classes)
+        preds.append(pred)
+        probas.append(proba)
         imp = fitted.importances()
         if not imp.empty:
-            importances.append(imp.assign(fold=split.fold))
-    if tests:
-        rows = np.concatenate([t[0] for t in tests])
-        cat = [None if tests[0][i] is None else np.concatenate([t[i] for t in tests]) for i in range(1, 5)]
-        overall = score_predictions(instruments[rows], y[rows], (cat[0], cat[1]), (cat[2], cat[3]), task, all_classes)
-        scores.append(overall.assign(fold="all"))
-    cols = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
-    out = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=cols[3:] + ["fold"])
-    out = out.assign(label=label, estimator=name)[cols]
-    out["fold"] = out["fold"].astype(str)
-    out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
-    imps = pd.concat(importances, ignore_index=True).assign(label=label, estimator=name) if importances else pd.DataFrame()
-    return out, imps
+            imps.append(imp.assign(fold=split.fold))
+    pred = np.concatenate(preds) if preds else np.array([])
+    proba = np.concatenate(probas) if probas and probas[0] is not None else None
+    return OOSPredictions(name, rows, folds, pred, proba, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame())
+
+
+def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
+                   classes: list[int] | None) -> dict[str, float]:
+    if task == "regression":
+        err = pred - y
+        sst = float(((y - y.mean()) ** 2).sum())
+        return {"mae": float(np.abs(err).mean()), "r2": 1.0 - float((err**2).sum()) / sst if sst > 0 else np.nan}
+    assert proba is not None and classes is not None
+    col = np.searchsorted(classes, y.astype(int)).clip(0, len(classes) - 1)
+    hit = (np.asarray(classes)[proba.argmax(axis=1)] == y).astype(float)
+    recall = pd.Series(hit).groupby(y).mean()
+    return {"log_loss": float(-np.log(proba[np.arange(len(y)), col].clip(min=EPS)).mean()),
+            "accuracy": float(hit.mean()), "balanced_accuracy": float(recall.mean())}
+
+
+def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
+                     classes: list[int] | None = None) -> pd.DataFrame:
+    """Out-of-sample scores ``[estimator, fold, metric, score, n, coverage]`` of every candidate per
+    fold and over all folds (``fold = 'all'``), on the rows where every candidate predicts and the
+    label is known: the candidates are compared on the same rows. ``coverage`` = the share of the
+    fold's labelled rows the candidate predicts (a model that cannot predict a pool cannot trade it)."""
+    cols = ["estimator", "fold", "metric", "score", "n", "coverage"]
+    if not candidates or not len(candidates[0].rows):
+        return pd.DataFrame(columns=cols)
+    first = candidates[0]
+    for c in candidates[1:]:
+        if not np.array_equal(c.rows, first.rows):
+            raise ValueError(f"candidates {first.name} and {c.name} were tested on different rows")
+    yy = y[first.rows]
+    known = ~np.isnan(yy)
+
+    def predicts(c: OOSPredictions) -> np.ndarray:
+        return ~np.isnan(c.proba).any(axis=1) if task == "classification" and c.proba is not None else ~np.isnan(c.pred)
+
+    covered = {c.name: predicts(c) & known for c in candidates}
+    common = known & np.logical_and.reduce(list(covered.values()))
+    groups = [(str(f), first.folds == f) for f in np.unique(first.folds)] + [("all", np.ones(len(yy), dtype=bool))]
+    rows = []
+    for c in candidates:
+        for fold, in_fold in groups:
+            use = in_fold & common
+            n_known = int((in_fold & known).sum())
+            coverage = float(covered[c.name][in_fold].sum() / n_known) if n_known else np.nan
+            if not use.any():  # no row every candidate predicts: the fold stays in the table, unscored
+                rows += [(c.name, fold, m, np.nan, 0, coverage) for m in METRICS[task]]
+                continue
+            proba = c.proba[use] if c.proba is not None else None
+            for metric, value in _metric_values(task, yy[use], c.pred[use], proba, classes).items():
+                rows.append((c.name, fold, metric, value, int(use.sum()), coverage))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def vs_baseline_scores(model: OOSPredictions, baseline: OOSPredictions, y: np.ndarray, instruments: np.ndarray,
+                       task: str, classes: list[int] | None) -> pd.DataFrame:
+    """``[fold, instrument, metric, model, baseline, n]``: the model against the naive baseline per fold
+    and instrument, and over all folds and instruments, on the rows where both predict."""
+    out = []
+    for fold in [*np.unique(model.folds), "all"]:
+        sel = np.ones(len(model.rows), dtype=bool) if fold == "all" else model.folds == fold
+        rows = model.rows[sel]
+        s = score_predictions(instruments[rows], y[rows],
+                              (model.pred[sel], model.proba[sel] if model.proba is not None else None),
+                              (baseline.pred[sel], baseline.proba[sel] if baseline.proba is not None else None),
+                              task, classes)
+        out.append(s.assign(fold=str(fold)))
+    return pd.concat(out, ignore_index=True)

@@ -19,13 +19,18 @@ ends before T; predictions at t use features at t (and, for history estimators, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
 
-from midfreq_assets.domain.research.cross_validation import cross_validate_estimator
+from midfreq_assets.domain.research.cross_validation import (
+    candidate_scores,
+    cv_splits,
+    oos_predictions,
+    vs_baseline_scores,
+)
 from midfreq_assets.domain.research.features import (
     FeatureMapConfig,
     compute_features,
@@ -36,6 +41,7 @@ from midfreq_assets.domain.research.features import (
 )
 from midfreq_assets.domain.research.labels import LabelInfo, LabelMapConfig, compute_labels
 from midfreq_assets.domain.research.models import (
+    NAIVE,
     TIME_COLUMNS,
     EstimatorSpec,
     FittedModel,
@@ -175,15 +181,17 @@ def fit_model(
     label: str | None = None,
     estimator: str | None = None,
     label_map: LabelMapConfig | None = None,
+    joined: pd.DataFrame | None = None,
 ) -> FittedModel:
     """Train one estimator on one label with the rows whose label ended strictly before ``as_of``
     (so the model stored for day D never saw an outcome known after D). Defaults: the first label
-    of a configured family, and that family's primary estimator."""
+    of a configured family, and that family's primary estimator; ``estimator="naive"`` is the
+    label's naive baseline. ``joined``: :func:`join_features_labels` of the two, when already made."""
     info = _pick(models, labels, label, label_map)
     fam = models.family(info.family)
     name = estimator or fam.primary_name
-    spec = fam.estimators[name]
-    data = join_features_labels(features, labels)
+    spec = baseline_spec(info, features) if name == NAIVE else fam.estimators[name]
+    data = joined if joined is not None else join_features_labels(features, labels)
     cutoff = _as_of(as_of, data[info.end_col])
     train = data[(data[info.end_col] < cutoff).to_numpy()]
     return fit_estimator(
@@ -199,6 +207,7 @@ def fit_model(
         feature_columns=feature_columns(features),
         as_of=pd.Timestamp(cutoff),
         class_names=list(info.classes) if info.classes else None,
+        threads=models.threads,
     )
 
 
@@ -209,19 +218,27 @@ def fit_models(
     as_of: pd.Timestamp | str,
     *,
     label_map: LabelMapConfig | None = None,
+    only_labels: list[str] | None = None,
+    only_estimators: list[str] | None = None,
+    naive_for: list[str] | None = None,
 ) -> dict[str, FittedModel]:
-    """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"``."""
-    out = {}
+    """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
+    given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
+    out: dict[str, FittedModel] = {}
+    joined = join_features_labels(features, labels)
     for col in labels.columns:
-        if f"{col}__end" not in labels.columns:
+        if f"{col}__end" not in labels.columns or (only_labels is not None and col not in only_labels):
             continue
         info = label_info(col, label_map)
         if info.family not in models.families:
             continue
-        for name, spec in models.families[info.family].estimators.items():
+        names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
+        for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
+            spec = baseline_spec(info, features) if name == NAIVE else models.families[info.family].estimators[name]
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
-            out[f"{col}/{name}"] = fit_model(features, labels, models, as_of, label=col, estimator=name, label_map=label_map)
+            out[f"{col}/{name}"] = fit_model(features, labels, models, as_of, label=col, estimator=name,
+                                             label_map=label_map, joined=joined)
     return out
 
 
@@ -258,11 +275,22 @@ def predict_proba(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestam
 class CVResult:
     scores: pd.DataFrame  # label, estimator, fold ('0'.. or 'all'), instrument (or 'all'), metric, model, baseline, n
     importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
+    #: label, estimator (incl. naive), fold, metric, score, n, coverage, test_start, test_end (times of its test rows)
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> pd.DataFrame:
-        """Overall scores (fold 'all', instrument 'all'): one row per label, estimator, metric."""
-        s = self.scores
-        return s[(s["fold"] == "all") & (s["instrument"] == "all")].reset_index(drop=True)
+        """Overall out-of-sample scores (fold 'all'): one row per label, estimator, metric, with the
+        naive baseline's score on the same rows and the estimator's coverage."""
+        f = self.folds
+        if f.empty:
+            return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        f = f[f["fold"] == "all"]
+        naive = f.loc[f["estimator"] == NAIVE, ["label", "metric", "score"]].rename(columns={"score": "baseline"})
+        est = f[f["estimator"] != NAIVE].rename(columns={"score": "model"})
+        return est.merge(naive, on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+
+
+SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
 
 
 def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
@@ -282,8 +310,13 @@ def cross_validate(
     label: str | None = None,
     estimators: list[str] | None = None,
     label_map: LabelMapConfig | None = None,
+    per_instrument: bool = True,
 ) -> CVResult:
-    """Purged walk-forward CV (``models.cv``) of the family's estimators on one label."""
+    """Purged walk-forward CV (``models.cv``) of the family's estimators on one label.
+
+    Every estimator and the naive baseline are tested on the same folds: ``folds`` scores every
+    candidate (the baseline as ``naive``) per fold on the rows they all predict; with
+    ``per_instrument``, ``scores`` also holds each estimator against the baseline per instrument."""
     info = _pick(models, labels, label, label_map)
     fam = models.family(info.family)
     max_h = label_map.max_horizon() if label_map is not None else info.horizon + info.lag
@@ -291,27 +324,34 @@ def cross_validate(
     if embargo < info.horizon + info.lag:
         raise ValueError(f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}")
     data = join_features_labels(features, labels)
-    feats = feature_columns(features)
-    scores, imps = [], []
+    y = data[info.name].to_numpy(dtype=np.float64)
+    classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if info.task == "classification" else None
+    splits = cv_splits(data, time_column(features), info.end_col, models.cv, embargo)
+    common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
+                  feature_columns=feature_columns(features), class_names=list(info.classes) if info.classes else None,
+                  threads=models.threads)
+    baseline = oos_predictions(data, splits, baseline_spec(info, features), NAIVE, y=y, classes=classes,
+                               mode=models.mode, **common)
+    instruments = data["instrument"].to_numpy()
+    scores, imps, candidates = [], [], []
     for name in estimators or list(fam.estimators):
         spec = fam.estimators[name]
-        s, i = cross_validate_estimator(
-            data,
-            time_col=time_column(features),
-            label=info.name,
-            end_col=info.end_col,
-            family=info.family,
-            task=info.task,
-            spec=spec,
-            name=name,
-            baseline=baseline_spec(info, features),
-            mode=spec.mode or models.mode,
-            cv=models.cv,
-            embargo=embargo,
-            feature_columns=feats,
-            source=info.target,
-            class_names=list(info.classes) if info.classes else None,
-        )
-        scores.append(s)
-        imps.append(i)
-    return CVResult(pd.concat(scores, ignore_index=True), pd.concat(imps, ignore_index=True))
+        oos = oos_predictions(data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode, **common)
+        candidates.append(oos)
+        if per_instrument:
+            scores.append(vs_baseline_scores(oos, baseline, y, instruments, info.task, classes)
+                          .assign(label=info.name, estimator=name))
+        if not oos.importances.empty:
+            imps.append(oos.importances.assign(label=info.name, estimator=name))
+    cols = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
+    out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
+    out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
+    folds = candidate_scores([*candidates, baseline], y, info.task, classes).assign(label=info.name)
+    times = data[time_column(features)]
+    spans = {str(s.fold): (times.iloc[s.test].min(), times.iloc[s.test].max()) for s in splits}
+    if splits:
+        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
+    folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
+    folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
+    return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
+                    folds[["label", *[c for c in folds.columns if c != "label"]]])

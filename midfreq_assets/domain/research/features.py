@@ -24,12 +24,23 @@ YAML shape (section ``feature_map`` of a vault or research config; raw column ->
             normalize: zscore       # zscore | rank (rolling percentile over norm_mult*h) | none
           min: [7, 30]              # rolling min over lags [0,7), [7,30)
           max: [7, 30]
+          change: [1, 7, 30]        # x_t - x_{t-k} (of a log column: log change, e.g. TVL flows)
+          deviation: [90]           # x_t - its own rolling mean over w rows (distance from the long-run mean)
+          cross_section: [rank, zscore]   # position in the day's universe: percentile rank, z-score
       taker_buy_volume:
         transform: arctanh          # arctanh(clip(2*taker_buy_volume/volume - 1)), denominator `volume`
         volume: volume
+      reward_share:
+        source: apy_reward          # the raw column read (default: the key)
+        transform: ratio            # apy_reward / apy: the reward share of the yield
+        over: apy
+        fill_missing: 0.0           # DefiLlama's apyReward is null when a pool pays no reward
+      categories: [project, chain]  # string columns carried as they are (categorical features)
+      universe_column: eligible     # cross sections rank among the rows flagged here (all rows without it)
 
 Feature names: ``{col}`` (level of as_is) or ``{col}__{transform}``, ``{col}__ewma_{w}``,
-``{col}__xewma_{a}_{b}``, ``{col}__hvol_{k}_{h}``, ``{col}__min_{a}_{b}``, ``{col}__max_{a}_{b}``.
+``{col}__xewma_{a}_{b}``, ``{col}__hvol_{k}_{h}``, ``{col}__min_{a}_{b}``, ``{col}__max_{a}_{b}``,
+``{col}__chg_{k}``, ``{col}__dev_{w}``, ``{col}__xs_rank``, ``{col}__xs_z``; categories keep their name.
 
 Partition stability: EWMs have infinite memory, so a feature computed from a window of history
 equals the full-history value up to the EWM weight left outside the window;
@@ -93,6 +104,10 @@ class Expansions(StrictModel):
     hvol: HvolSpec | None = None
     min: IntList = Field(default_factory=list)
     max: IntList = Field(default_factory=list)
+    change: IntList = Field(default_factory=list, description="x_t - x_{t-k} for each k (rows)")
+    deviation: IntList = Field(default_factory=list, description="x_t - rolling mean over w rows for each w")
+    cross_section: list[Literal["rank", "zscore"]] = Field(
+        default_factory=list, description="percentile rank / z-score among the instruments of the same time")
 
     @field_validator("min", "max")
     @classmethod
@@ -117,9 +132,20 @@ class Expansions(StrictModel):
 
 
 class ColumnSpec(StrictModel):
-    transform: Literal["as_is", "log", "compound", "arctanh"] = "as_is"
+    source: str | None = Field(default=None, description="raw panel column read (default: the key); lets two "
+                               "features derive from one column, e.g. reward level and reward share")
+    transform: Literal["as_is", "log", "compound", "arctanh", "ratio"] = "as_is"
     volume: str = Field(default="volume", description="denominator column of the arctanh imbalance")
+    over: str | None = Field(default=None, description="denominator column of the ratio transform")
+    fill_missing: float | None = Field(default=None, description="value of a missing cell in a row that exists "
+                                       "(e.g. 0 for a null reward APY); absent rows stay absent")
     expansions: Expansions = Field(default_factory=Expansions)
+
+    @model_validator(mode="after")
+    def _ratio_needs_denominator(self) -> ColumnSpec:
+        if (self.transform == "ratio") != (self.over is not None):
+            raise ValueError("transform: ratio needs `over:` (its denominator column), and `over:` needs transform: ratio")
+        return self
 
     @model_validator(mode="after")
     def _compound_scale_free(self) -> ColumnSpec:
@@ -131,6 +157,8 @@ class ColumnSpec(StrictModel):
             bad.append("level")
         if e.min or e.max:
             bad.append("min/max")
+        if e.change or e.deviation or e.cross_section:
+            bad.append("change/deviation/cross_section")
         if (e.ewma is not None or e.cross_ewma) and (e.ewma is None or e.ewma.normalize == "none"):
             bad.append("ewma/cross_ewma without normalize")
         if bad:
@@ -145,12 +173,17 @@ class FeatureMapConfig(StrictModel):
     """Raw column -> transform and expansions. Accepts the plain YAML mapping (see module doc)."""
 
     columns: dict[str, ColumnSpec] = Field(default_factory=lambda: dict(_default_yield_columns()))
+    categories: list[str] = Field(default_factory=list, description="string columns carried as categorical features")
+    universe_column: str = Field(default="eligible", description="boolean panel column of the instruments a cross "
+                                 "section ranks among (every instrument present when the panel has no such column)")
 
     @model_validator(mode="before")
     @classmethod
     def _wrap_mapping(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data and set(data) != {"columns"}:
-            return {"columns": data}
+        reserved = {"columns", "categories", "universe_column"}
+        if isinstance(data, dict) and data and "columns" not in data:
+            return {"columns": {k: v for k, v in data.items() if k not in reserved},
+                    **{k: v for k, v in data.items() if k in reserved}}
         return data
 
     @model_validator(mode="after")
@@ -163,9 +196,11 @@ class FeatureMapConfig(StrictModel):
         """Raw panel columns read (keys, weights, arctanh denominators)."""
         cols: list[str] = []
         for name, spec in self.columns.items():
-            cols.append(name)
+            cols.append(spec.source or name)
             if spec.transform == "arctanh":
                 cols.append(spec.volume)
+            if spec.transform == "ratio" and spec.over:
+                cols.append(spec.over)
             if spec.expansions.ewma is not None and spec.expansions.ewma.weight:
                 cols.append(spec.expansions.ewma.weight)
             if spec.expansions.hvol is not None and spec.expansions.hvol.weight_by:
@@ -173,7 +208,7 @@ class FeatureMapConfig(StrictModel):
         return list(dict.fromkeys(cols))
 
     def feature_names(self) -> list[str]:
-        return [name for name, _ in _feature_plan(self)]
+        return [*(name for name, _ in _feature_plan(self)), *self.categories]
 
 
 def _default_yield_columns(yield_column: str = "apy") -> dict[str, ColumnSpec]:
@@ -271,7 +306,7 @@ class PanelIndex:
 
 
 def apply_transform(spec: ColumnSpec, col: str, wide: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    x = wide[col]
+    x = wide[spec.source or col]
     if spec.transform == "as_is":
         return x
     if spec.transform == "log":
@@ -281,6 +316,10 @@ def apply_transform(spec: ColumnSpec, col: str, wide: dict[str, pd.DataFrame]) -
         years = np.diff(ns, prepend=ns[0]) / (86_400e9 * DAYS_PER_YEAR)
         growth = x.mul(years, axis=0).fillna(0.0).cumsum()
         return np.exp(growth).where(x.notna())
+    if spec.transform == "ratio":
+        assert spec.over is not None
+        denominator = wide[spec.over]
+        return x / denominator.where(denominator != 0)
     # arctanh of the taker-buy imbalance
     v = wide[spec.volume]
     imbalance = (2.0 * x / v.where(v > 0) - 1.0).clip(-1 + ARCTANH_EPS, 1 - ARCTANH_EPS)
@@ -377,6 +416,12 @@ def _feature_plan(cfg: FeatureMapConfig) -> Iterator[tuple[str, tuple[Any, ...]]
             ladder = getattr(e, kind)
             for a, b in zip([0, *ladder][: len(ladder)], ladder, strict=True):
                 yield f"{col}__{kind}_{a}_{b}", (col, kind, a, b)
+        for k in e.change:
+            yield f"{col}__chg_{k}", (col, "change", k)
+        for w in e.deviation:
+            yield f"{col}__dev_{w}", (col, "deviation", w)
+        for how in e.cross_section:
+            yield f"{col}__xs_{'z' if how == 'zscore' else how}", (col, "cross_section", how)
 
 
 def ewm_memory(halflife: float, tolerance: float) -> int:
@@ -408,6 +453,10 @@ def required_lookback(feature_map: FeatureMapConfig, tolerance: float = 1e-6) ->
             assert hv is not None
             k, h = recipe[2], recipe[3]
             n = k + ewm_memory(h, tolerance) + (0 if hv.normalize == "none" else hv.norm_mult * h)
+        elif kind in ("change", "deviation"):
+            n = recipe[2]
+        elif kind == "cross_section":
+            n = 0
         else:  # min / max over lags [a, b)
             n = recipe[3]
         need = max(need, n)
@@ -428,10 +477,21 @@ def _hvol(y: pd.DataFrame, transform: str, k: int, h: int, weight: pd.DataFrame 
     return np.sqrt(var.clip(lower=0.0)).where(den > 0)
 
 
+def cross_section(x: pd.DataFrame, how: str, universe: pd.DataFrame | None) -> pd.DataFrame:
+    """Each value's position among the instruments of its own time (row) that are in the universe:
+    percentile rank in (0, 1] or z-score (NaN outside the universe, or alone in it)."""
+    xs = x.where(universe) if universe is not None else x
+    if how == "rank":
+        return xs.rank(axis=1, pct=True)
+    std = xs.std(axis=1)
+    return xs.sub(xs.mean(axis=1), axis=0).div(std.where(std > 0), axis=0)
+
+
 def compute_features_wide(
-    feature_map: FeatureMapConfig, wide: dict[str, pd.DataFrame]
+    feature_map: FeatureMapConfig, wide: dict[str, pd.DataFrame], universe: pd.DataFrame | None = None
 ) -> dict[str, pd.DataFrame]:
-    """All features as wide frames, from raw wide frames (index time, columns instrument)."""
+    """All features as wide frames, from raw wide frames (index time, columns instrument);
+    ``universe`` (bool, same shape) restricts the cross sections."""
     missing = [c for c in feature_map.raw_columns() if c not in wide]
     if missing:
         raise KeyError(f"feature_map needs raw columns {missing}; panel has {sorted(wide)}")
@@ -464,6 +524,14 @@ def compute_features_wide(
             k, h = recipe[2], recipe[3]
             weight = wide[hv.weight_by] if hv.weight_by else None
             return _normalize(_hvol(x, spec.transform, k, h, weight), hv.normalize, hv.norm_mult * h)
+        if kind == "change":
+            return x - x.shift(recipe[2])
+        if kind == "deviation":
+            w = recipe[2]
+            mean, _ = rolling_mean_std(x, w, max(2, w // 2))
+            return x - mean
+        if kind == "cross_section":
+            return cross_section(x, recipe[2], universe)
         a, b = recipe[2], recipe[3]
         return rolling_extreme(x.shift(a) if a else x, b - a, kind)
 
@@ -485,8 +553,16 @@ def compute_features(
     """Long panel -> long features ``[time_col, (date,) instrument, features...]``, one row per
     input row, sorted by time then instrument."""
     idx = PanelIndex.from_long(panel, time_col, instrument_col)
-    wide = {c: idx.wide(panel[c]) for c in feature_map.raw_columns() if c in panel.columns}
-    feats = compute_features_wide(feature_map, wide)
+    missing = [c for c in feature_map.categories if c not in panel.columns]
+    if missing:
+        raise KeyError(f"feature_map.categories needs panel columns {missing}; panel has {sorted(panel.columns)}")
+    fills = {spec.source or c: spec.fill_missing for c, spec in feature_map.columns.items()
+             if spec.fill_missing is not None}
+    wide = {c: idx.wide(panel[c].fillna(fills[c]) if c in fills else panel[c])
+            for c in feature_map.raw_columns() if c in panel.columns}
+    ucol = feature_map.universe_column
+    universe = idx.wide(panel[ucol].astype(bool).astype(float)) > 0 if ucol in panel.columns else None
+    feats = compute_features_wide(feature_map, wide, universe)
     order = idx.order()
     ti, ii = idx.ti[order], idx.ii[order]
     n_t, n_i = idx.shape
@@ -496,6 +572,8 @@ def compute_features(
         # pandas stores a wide frame column-major: gather from the contiguous transpose (no copy)
         block[:, j] = arr.T.ravel()[ii * n_t + ti] if arr.flags.f_contiguous else arr.ravel()[ti * n_i + ii]
     out = pd.DataFrame(block, columns=list(feats), copy=False)
+    for c in feature_map.categories:
+        out[c] = panel[c].astype(object).to_numpy()[order]
     out.insert(0, "instrument", panel[idx.instrument_col].iloc[order].reset_index(drop=True))
     if time_col != "date" and "date" in panel.columns:
         out.insert(0, "date", panel["date"].to_numpy()[order])

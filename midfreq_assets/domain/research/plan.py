@@ -9,7 +9,8 @@ import pandas as pd
 
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import usable_rows
-from midfreq_assets.domain.research.features import ewm_memory
+from midfreq_assets.domain.ingest.universe import universe_pairs
+from midfreq_assets.domain.research.features import FeatureMapConfig, ewm_memory
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.research.models import ModelsConfig, halflife_rows
 
@@ -18,6 +19,32 @@ def needs_adjusted(vault: VaultConfig) -> bool:
     """True when a label family targets, or a feature reads, ``adjusted_apy``."""
     targets = {spec.target or fam for fam, spec in vault.label_map.families.items()}
     return "adjusted_apy" in targets or "adjusted_apy" in vault.feature_map.columns
+
+
+#: Columns of ``pool_metadata`` a feature map may read (categories), beside the universe flag.
+METADATA_COLUMNS = ("project", "chain")
+
+
+def needs_metadata(feature_map: FeatureMapConfig) -> bool:
+    """True when features read the universe (cross sections) or ``pool_metadata`` columns (categories)."""
+    return bool(feature_map.categories) or any(spec.expansions.cross_section for spec in feature_map.columns.values())
+
+
+def with_universe(panel: pd.DataFrame, metadata: pd.DataFrame, vault_name: str, universe_column: str) -> pd.DataFrame:
+    """``panel`` rows with ``universe_column`` (in the vault's universe that day) and each pool's
+    ``project`` / ``chain`` as known that day (carried forward from its last ``pool_metadata`` row)."""
+    keys = pd.MultiIndex.from_arrays([pd.to_datetime(panel["date"]).dt.normalize(), panel["pool"].astype(str)])
+    out = panel.assign(**{universe_column: keys.isin(universe_pairs(metadata, vault_name))})
+    cols = [c for c in METADATA_COLUMNS if c in metadata.columns]
+    if not cols:
+        return out
+    meta = metadata[["date", "pool", *cols]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize(),
+                                                    pool=lambda d: d["pool"].astype(str))
+    meta = meta.drop_duplicates(["date", "pool"], keep="last")
+    out = out.drop(columns=cols, errors="ignore").assign(pool=lambda d: d["pool"].astype(str))
+    out = out.merge(meta, on=["date", "pool"], how="left").sort_values(["pool", "date"], kind="stable")
+    out[cols] = out.groupby("pool", sort=False)[cols].ffill()
+    return out.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
 
 
 def history_lookback(models: ModelsConfig, tolerance: float = 1e-6) -> int:
@@ -31,11 +58,38 @@ def history_lookback(models: ModelsConfig, tolerance: float = 1e-6) -> int:
     return need
 
 
-def primary_key(label_map: LabelMapConfig, models: ModelsConfig, family: str = "apy") -> tuple[str, str]:
-    """(label, estimator) the nightly decision uses: the family's first regression label and its
-    primary estimator (the backtest's defaults)."""
-    label = next(i.name for i in label_map.labels() if i.family == family and i.task == "regression")
-    return label, models.family(family).primary_name
+def traded_label(label_map: LabelMapConfig, family: str = "apy") -> str:
+    """The label the nightly decision (and, by default, the backtest) trades: the family's first
+    regression label. Its model is the one each refit selects (``ModelBundle.selection``)."""
+    labels = [i.name for i in label_map.labels() if i.family == family and i.task == "regression"]
+    if not labels:
+        raise ValueError(f"label_map defines no regression label of family {family!r}")
+    return labels[0]
+
+
+def selected_labels(label_map: LabelMapConfig, models: ModelsConfig) -> list[str]:
+    """Every label with configured models: each gets a CV and a selected model at every refit."""
+    return [i.name for i in label_map.labels() if i.family in models.families]
+
+
+def first_monday(day: dt.date) -> dt.date:
+    """The first Monday on or after ``day`` (refits happen on Mondays, UTC)."""
+    return day + dt.timedelta(days=(7 - day.weekday()) % 7)
+
+
+def refit_dates(first_fit: dt.date, last: dt.date, every_weeks: int) -> pd.DatetimeIndex:
+    """The refit calendar shared by production and the backtest: every ``every_weeks`` Mondays from
+    the first Monday on or after ``first_fit``, up to ``last``."""
+    start = first_monday(first_fit)
+    return pd.date_range(pd.Timestamp(start), pd.Timestamp(last), freq=f"{7 * every_weeks}D")
+
+
+def refit_as_of(week: dt.date, first_fit: dt.date, every_weeks: int) -> pd.Timestamp:
+    """The as_of a weekly partition's models are trained at: the latest refit date on or before its
+    Monday (the Monday itself when refitting every week)."""
+    start = first_monday(first_fit)
+    weeks = max((week - start).days // 7, 0)
+    return pd.Timestamp(start + dt.timedelta(weeks=weeks - weeks % every_weeks))
 
 
 def warmup_rows(label_map: LabelMapConfig, models: ModelsConfig) -> int:

@@ -29,7 +29,7 @@ daily_partitions = daily_from(VAULT.start_date)
 def test_grid_runs_and_report(tmp_path, synthetic_history):
     lake = tmp_path / "lake"
     io = ParquetIOManager(root=str(lake))
-    hist = synthetic_history(days=60)
+    hist = synthetic_history(days=220)  # models from day 60, 90 train days, then 60-day test windows
     meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
     adjusted = hist[["date", "pool"]].assign(adjusted_apy=hist["apy"] - 0.001, underlying_apy=0.0, peg_yield=0.0,
                                              il_annual=-0.001, price_return=0.0, flag_il_missing=False)
@@ -57,24 +57,32 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
         assert materialize([*assets, *upstream], selection=[runs_key], partition_key=key, instance=instance,
                            resources=resources).success
     run_file = lake / VAULT.name / "backtest_runs" / "cost-0.002.parquet"
-    assert run_file.exists() and len(read_parquet(run_file)) == 59
+    assert run_file.exists() and len(read_parquet(run_file)) == 219
     result = materialize([*assets, *upstream], selection=[report_key], partition_key="small", instance=instance,
                          resources=resources)
     assert result.success
     table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
-    # each cost's points face benchmarks paying that cost, constrained and unconstrained
-    assert list(table["kind"]) == ["grid_point"] * 2 + ["benchmark"] * 12
-    assert table.loc[:1, "benchmark_set"].tolist() == ["@cost-0.0005", "@cost-0.002"]
+    # the walk-forward leads; every row covers its out-of-sample days; each cost's points face
+    # benchmarks paying that cost, constrained and unconstrained
+    assert list(table["kind"]) == ["walk_forward"] + ["grid_point"] * 2 + ["benchmark"] * 12
+    assert table["period_start"].nunique() == 1 and table["period_start"].iloc[0] > pd.Timestamp("2024-09-01")
+    assert table.loc[1:2, "benchmark_set"].tolist() == ["@cost-0.0005", "@cost-0.002"]
     assert {"equal_weight@cost-0.002", "best_trailing_apy_unconstrained@cost-0.0005"} <= set(table["name"])
-    assert table.loc[0, "log_growth"] >= table.loc[1, "log_growth"] - 1e-9  # more cost, no more growth
+    assert table.loc[1, "log_growth"] >= table.loc[2, "log_growth"] - 1e-9  # more cost, no more growth
+    assert table["pbo"].iloc[:3].notna().all() and table["pbo"].iloc[3:].isna().all()
+    wf = table.iloc[0]
+    assert wf["excess_ci_low"] <= wf["excess_vs_benchmark"] <= wf["excess_ci_high"] and 0 <= wf["deflated_sharpe"] <= 1
     assert (table["base_rate"] == VAULT.backtest.base_rate).all()
     assert (table["excess_log_growth"] - (table["log_growth"] - table["base_rate"])).abs().max() < 1e-12
     assert (table["il_drag"] > 0).all()  # the -0.1%/yr IL inside adjusted_apy, charged once
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
-    assert html.count("data:image/png;base64,") == 9  # 5 plots, then the 4 analysis sections
+    assert html.count("data:image/png;base64,") == 10  # 6 plots (one: the walk-forward's), 4 analysis sections
+    assert "Walk-forward: the point chosen" in html and "test_log_growth" in html
     assert "Tracking error per pool" in html and "mean_best_available_apy" in html and "tracking_rmse" in html
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
+    assert meta_out["headline"].value.startswith("walk-forward ") and meta_out["pbo_splits"].value == 16
+    assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in meta_out["walk_forward_windows"].value
 
     # a new grid value: only the new point is registered (and run) by the sensor
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))

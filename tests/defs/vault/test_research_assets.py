@@ -2,18 +2,24 @@
 past, predictions use the latest model fitted at or before the day."""
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import AssetSpec, DagsterInstance, materialize
 from upath import UPath
 
 from midfreq_assets.defs.vault.research import build_research_assets
+from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.research.bundles import ModelBundle
+from midfreq_assets.domain.research.features import FeatureMapConfig
+from midfreq_assets.partitions import daily_from
 from midfreq_resources.io.lake import read_parquet, write_parquet
 from midfreq_resources.io.model_io_manager import load_path
+from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 FIRST, LAST = "2024-06-06", "2024-07-31"
 WEEK = "2024-07-15"  # a fitted_models partition (Monday): as_of
@@ -89,7 +95,11 @@ def test_predictions_use_latest_model_at_or_before_the_day(pipe):
     assert (out["model_as_of"] <= out["date"]).all()
     monday = out["date"] - pd.to_timedelta(out["date"].dt.weekday, unit="D")
     assert (out["model_as_of"] == monday).all()  # the latest weekly model, never a later one
-    assert (out["model"] == "apy_fwd_3/ewm_predictor").all()
+    for week, rows in out.groupby("model_as_of"):  # each week trades the model its CV selected
+        bundle = _models(pipe.lake, week.strftime("%Y-%m-%d"))
+        sel = bundle.selection["apy_fwd_3"]
+        assert set(rows["model"]) == {bundle.model_key("apy_fwd_3")} == {sel.model_key}
+        assert sel.chosen == "naive" or sel.beats_naive
     # rows are the vault's universe of the day, with finite predictions
     meta = pipe.frame("pool_metadata", partition="2024-07-10")
     day = out[out["date"] == pd.Timestamp("2024-07-10")]
@@ -98,7 +108,8 @@ def test_predictions_use_latest_model_at_or_before_the_day(pipe):
     # same number as the research engine with that week's model on the full feature history
     feats = pd.concat([pipe.frame("usd_lending", "features", partition=d.strftime("%Y-%m-%d"))
                        for d in pd.date_range(FIRST, "2024-07-10")], ignore_index=True)
-    fitted = _models(pipe.lake, "2024-07-08").models["apy_fwd_3/ewm_predictor"]
+    week = _models(pipe.lake, "2024-07-08")
+    fitted = week.models[week.model_key("apy_fwd_3")]
     expected = research.predict(fitted, feats, date="2024-07-10")
     got = day.set_index("pool")["predicted_apy"]
     np.testing.assert_allclose(got.to_numpy(), expected.reindex(got.index).to_numpy(), rtol=1e-5)
@@ -112,6 +123,55 @@ def test_weekly_partitions_start_after_warm_up(small_vault):
     first = models.partitions_def.get_first_partition_key()
     start = dt.date.fromisoformat(first)
     assert start.weekday() == 0 and start >= vault.start_date + dt.timedelta(days=7 + 7)
+
+
+def test_cross_section_features_rank_within_the_vaults_universe(pipe, tmp_path):
+    """Features reading the universe or pool_metadata get them from pool_metadata, as of each day."""
+    lake = tmp_path / "lake"
+    for key in ("pool_history", "pool_metadata"):
+        shutil.copytree(pipe.lake / key, lake / key)
+    fmap = FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True, "cross_section": ["rank"]}},
+                                            "categories": ["project", "chain"]})
+    vault = pipe.vault.model_copy(update={"feature_map": fmap})
+    features = build_research_assets(vault)[0]
+    day = "2024-07-10"
+    upstream = [AssetSpec(k, partitions_def=daily_from(vault.start_date)).with_io_manager_key("parquet_io_manager")
+                for k in ("pool_history", "pool_metadata")]
+    result = materialize([*upstream, features], selection=[features], partition_key=day,
+                         resources={"parquet_io_manager": ParquetIOManager(root=str(lake))},
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    out = read_parquet(lake / "usd_lending" / "features" / f"{day}.parquet")
+    meta = read_parquet(lake / "pool_metadata" / f"{day}.parquet")
+    members = set(vault_rows(meta, "usd_lending")["pool"])
+    inside = out["instrument"].isin(members)
+    assert inside.sum() > 10 and (~inside).sum() > 0  # pool_history holds pools of other universes too
+    assert out.loc[~inside, "apy__xs_rank"].isna().all()
+    expected = out.loc[inside, "apy"].rank(pct=True)
+    np.testing.assert_allclose(out.loc[inside, "apy__xs_rank"], expected)
+    by_pool = meta.drop_duplicates("pool").set_index("pool")
+    assert (out.loc[inside, "project"].to_numpy() == by_pool.loc[out.loc[inside, "instrument"], "project"].to_numpy()).all()
+
+
+def test_backtest_predictions_are_the_production_predictions(pipe):
+    """The backtest replays production's weekly refits: same model chosen each week, same numbers."""
+    from midfreq_assets.domain.backtest import engine as bt
+
+    days = pd.date_range("2024-07-01", "2024-07-31")
+    features, models, predictions = pipe.research
+    # the whole chain from the lake's pool_history as it is now (another test perturbs it)
+    pipe.run(pipe.research, [features], FIRST, LAST)
+    pipe.run(pipe.research, [models], "2024-06-24", "2024-07-29")
+    pipe.run(pipe.research, [predictions], str(days[0].date()), str(days[-1].date()))
+    prod = pd.concat([pipe.frame("usd_lending", "predictions", partition=d.strftime("%Y-%m-%d")) for d in days],
+                     ignore_index=True)
+    meta = pd.concat([read_parquet(f) for f in sorted((pipe.lake / "pool_metadata").glob("*.parquet"))],
+                     ignore_index=True)
+    panel = bt.vault_panel(history(pipe.lake), meta, pipe.vault)
+    backtest = bt.prediction_panel(panel, pipe.vault).stack().rename("backtest")
+    got = prod.set_index(["date", "pool"])["predicted_apy"].to_frame().join(backtest, how="inner")
+    assert len(got) == len(prod) > 300
+    np.testing.assert_allclose(got["predicted_apy"], got["backtest"], rtol=1e-5, atol=1e-9)
 
 
 def test_features_fail_loudly_on_a_missing_pool_history_day(pipeline_env):

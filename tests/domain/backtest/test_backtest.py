@@ -77,7 +77,7 @@ def test_pool_leaving_universe_is_sold():
     assert dec.holdings_after[1] == 0.0
 
 
-@pytest.mark.parametrize("estimator", ["ewm_predictor", "ridge"])
+@pytest.mark.parametrize("estimator", ["ewm_predictor", "ridge", None])  # None: selected by CV at each refit
 def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic_history):
     hist = synthetic_history(days=150)
     cut = pd.Timestamp("2024-06-06") + pd.Timedelta(days=125)
@@ -85,7 +85,7 @@ def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic
     bumped = hist.copy()
     bumped.loc[future, ["apy", "adjusted_apy"]] *= 3.0
     bumped.loc[future, "tvl_usd"] *= 0.1
-    cfg = bt.BacktestConfig(estimator=estimator, refit_every_days=10)
+    cfg = bt.BacktestConfig(estimator=estimator)
     out = []
     for h in (hist, bumped):
         inputs = bt.BacktestInputs.from_long(h, VAULT)
@@ -118,16 +118,17 @@ def test_benchmarks_use_same_accounting():
 
 
 def test_stored_frame_round_trip(synthetic_history):
-    hist = synthetic_history(days=40)
+    hist = synthetic_history(days=100)  # models are refit from day 60 (longest horizon + min_train)
     panel = bt.vault_panel(hist, None, VAULT)
     res, _ = bt.run_vault_backtest(panel, bt.inputs_from_panel(panel, VAULT), VAULT)
+    assert len(res.weights)
     back = bt.result_from_frame(bt.result_frame(res), "x", res.initial_wealth)
     pd.testing.assert_series_equal(back.wealth, res.wealth.rename("x"))
     pd.testing.assert_frame_equal(back.weight_panel(), res.weight_panel(), check_names=False)
 
 
 def test_backtest_can_earn_adjusted_yields(synthetic_history):
-    hist = synthetic_history(days=60)
+    hist = synthetic_history(days=120)  # invested from the first refit (day 60)
     adjusted = hist[["date", "pool"]].assign(adjusted_apy=hist["apy"] - 0.02)  # e.g. a reward haircut
     merged = bt.with_adjusted_apy(hist, adjusted)
     assert (merged["apy"] - merged["adjusted_apy"]).round(12).eq(0.02).all()
@@ -138,4 +139,4 @@ def test_backtest_can_earn_adjusted_yields(synthetic_history):
         inputs = bt.BacktestInputs.from_long(merged, VAULT, apy_column=column)
         res, _ = bt.run_vault_backtest(merged, inputs, VAULT, cfg)
         growth[column] = math.log(res.wealth.iloc[-1] / res.wealth.iloc[0])
-    assert growth["adjusted_apy"] < growth["apy"] - 0.5 * 0.02 * 59 / 365
+    assert growth["adjusted_apy"] < growth["apy"] - 0.5 * 0.02 * 59 / 365  # 60 invested days of the 120

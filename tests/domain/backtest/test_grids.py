@@ -62,8 +62,10 @@ def test_shipped_grids_valid():
 
 def test_grid_keys_change_predictions(synthetic_history):
     hist = synthetic_history(days=150)
-    a = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "3d"})[0])
-    b = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "14d"})[0])
+    a = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "3d"})[0],
+                         estimator="ewm_predictor")
+    b = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "14d"})[0],
+                         estimator="ewm_predictor")
     assert not a.equals(b)
     r7 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 7})[0], estimator="ridge")
     r30 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 30})[0], estimator="ridge")

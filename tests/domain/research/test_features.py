@@ -182,3 +182,60 @@ def test_hvol_weight_by_follows_the_weighted_bars():
     with pytest.raises(KeyError, match="volume"):
         compute_features(panel.drop(columns="volume"), FeatureMapConfig.model_validate({"close": {
             **spec, "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "volume"}}}}))
+
+
+def test_cross_section_flows_deviation_ratio_and_categories_match_references():
+    panel = synthetic_panel(days=120, n=5)
+    panel["apy_reward"] = np.where(panel["instrument"] == "p0", np.nan, panel["apy"] * 0.3)  # p0: no reward
+    panel["eligible"] = ~((panel["instrument"] == "p4") & (panel["date"] < "2024-02-01"))  # p4 joins later
+    panel["project"] = panel["instrument"].map({"p0": "aave-v3", "p1": "aave-v3"}).fillna("euler-v2")
+    fm = FeatureMapConfig.model_validate({
+        "apy": {"expansions": {"level": True, "deviation": [20], "cross_section": ["rank", "zscore"]}},
+        "tvl_usd": {"transform": "log", "expansions": {"change": [1, 7]}},
+        "reward_share": {"source": "apy_reward", "transform": "ratio", "over": "apy", "fill_missing": 0.0,
+                         "expansions": {"level": True}},
+        "categories": ["project"],
+    })
+    out = compute_features(panel, fm)
+    assert fm.feature_names() == list(out.columns[2:])
+    wide = panel.pivot(index="date", columns="instrument", values="apy")
+    member = panel.pivot(index="date", columns="instrument", values="eligible")
+    ref_rank = wide.where(member).rank(axis=1, pct=True)
+    xs = wide.where(member)
+    ref_z = xs.sub(xs.mean(axis=1), axis=0).div(xs.std(axis=1), axis=0)
+    for inst in ("p1", "p4"):
+        pd.testing.assert_series_equal(one(out, inst, "apy__xs_rank"), ref_rank[inst], check_names=False)
+        pd.testing.assert_series_equal(one(out, inst, "apy__xs_z"), ref_z[inst], check_names=False)
+    assert one(out, "p4", "apy__xs_rank").loc[:"2024-01-31"].isna().all()  # outside the universe: no rank
+    a = one(panel, "p2", "apy")
+    pd.testing.assert_series_equal(one(out, "p2", "apy__dev_20"), a - a.rolling(20, min_periods=10).mean(),
+                                   check_names=False)
+    lt = np.log(one(panel, "p3", "tvl_usd"))
+    pd.testing.assert_series_equal(one(out, "p3", "tvl_usd__chg_7"), lt - lt.shift(7), check_names=False)
+    assert (one(out, "p0", "reward_share__ratio") == 0.0).all()  # a null reward is no reward
+    np.testing.assert_allclose(one(out, "p2", "reward_share__ratio"), 0.3)
+    assert set(out["project"]) == {"aave-v3", "euler-v2"}
+    assert required_lookback(fm) == 20
+    with pytest.raises(KeyError, match="categories"):
+        compute_features(panel.drop(columns="project"), fm)
+    with pytest.raises(ValidationError, match="ratio"):
+        FeatureMapConfig.model_validate({"apy": {"transform": "ratio"}})
+    with pytest.raises(ValidationError, match="scale-free"):
+        FeatureMapConfig.model_validate({"apy": {"transform": "compound", "expansions": {"cross_section": ["rank"]}}})
+
+
+def test_yield_study_config_validates_and_is_partition_stable(recorded_history):
+    from midfreq_assets.domain.research.yield_study import load_yield_study
+
+    study = load_yield_study(ROOT / "configs" / "research" / "yield_models.yaml")
+    vault = study.applied_to(load_vault_config(ROOT / "configs" / "vaults" / "usd_lending.yaml"))
+    assert "hist_gb" in vault.models.family("apy").estimators and vault.feature_map.categories == ["project", "chain"]
+    hist = recorded_history(6)
+    hist = hist.assign(apy_base=hist["apy"] * 0.8, apy_reward=hist["apy"] * 0.2, project="aave-v3", chain="Base")
+    full = compute_features(hist, vault.feature_map, instrument_col="pool")
+    start = hist["date"].max() - pd.Timedelta(days=30)
+    window = hist[hist["date"] >= start - pd.Timedelta(days=required_lookback(vault.feature_map))]
+    part = compute_features(window, vault.feature_map, instrument_col="pool")
+    got = part[part["date"] >= start].reset_index(drop=True)
+    want = full[full["date"] >= start].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-6)

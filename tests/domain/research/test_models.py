@@ -132,3 +132,26 @@ def test_per_instrument_falls_back_to_the_pooled_model_for_a_new_instrument():
     pooled = fit_estimator(spec, X2, y2, mode="pooled", **kw).predict(X2)
     np.testing.assert_allclose(pred[-5:], pooled[-5:])  # the pooled model, not NaN
     np.testing.assert_allclose(pred[:-5], y, atol=1e-9)  # the others keep their own models
+
+
+def test_gradient_boosting_reads_categories_and_missing_features_ridge_skips_strings():
+    rng = np.random.default_rng(0)
+    n = 600
+    project = rng.choice(["aave-v3", "morpho-blue", "euler-v2"], n)
+    x = rng.normal(0.0, 1.0, n)
+    x[rng.random(n) < 0.2] = np.nan  # e.g. a 30-day flow of a young pool
+    y = np.where(project == "euler-v2", 0.08, 0.04) + 0.01 * np.nan_to_num(x)
+    X = pd.DataFrame({"date": pd.Timestamp("2024-01-01"), "instrument": [f"p{i % 30}" for i in range(n)],
+                      "x": x, "project": project})
+    common = dict(label="apy_fwd_7", family="apy", task="regression", mode="pooled", feature_columns=["x", "project"])
+    spec = EstimatorSpec.model_validate({"estimator": "hist_gb", "categorical": ["project"],
+                                         "params": {"max_iter": 100, "random_state": 0}})
+    gb = fit_estimator(spec, X, y, name="hist_gb", **common)
+    assert gb.allow_nan and gb.categorical == ["project"] and gb.n_train == n  # rows with a missing feature kept
+    new = X.head(3).assign(project=["euler-v2", "aave-v3", "unknown-protocol"], x=[0.0, 0.0, np.nan])
+    pred = gb.predict(new)
+    assert np.isfinite(pred).all() and pred[0] - pred[1] == pytest.approx(0.04, abs=0.005)
+    ridge = fit_estimator(EstimatorSpec(estimator="ridge"), X, y, name="ridge", **common)
+    assert ridge.feature_columns == ["x"] and not ridge.allow_nan and ridge.n_train == int(np.isfinite(x).sum())
+    with pytest.raises(ValueError, match="categories"):
+        fit_estimator(EstimatorSpec(estimator="hist_gb", categorical=["chain"]), X, y, name="gb", **common)

@@ -20,13 +20,14 @@ from dagster import (
     materialize,
     mem_io_manager,
 )
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.models import EWMYieldPredictor, FittedModel
+from midfreq_assets.domain.research.selection import Selection
 from midfreq_resources.io.model_io_manager import (
     ModelFileError,
     ModelIOManager,
@@ -54,17 +55,23 @@ def bundle() -> ModelBundle:
     y = X.sum(axis=1).to_numpy()
     ridge = Pipeline([("scale", StandardScaler()), ("model", Ridge())]).fit(X, y)
     forest = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, y)
+    hgb = HistGradientBoostingRegressor(max_iter=5).fit(X, y)
     models = {
         "apy_fwd_3/ridge": FittedModel("apy_fwd_3", "apy", "ridge", "regression", "pooled", ["a", "b", "c"],
                                        {"all": ridge}, pd.Timestamp(WEEK), 80),
         "apy_fwd_3/rf": FittedModel("apy_fwd_3", "apy", "rf", "regression", "per_instrument", ["a", "b", "c"],
                                     {"p0": forest}, pd.Timestamp(WEEK), 80),
+        "apy_fwd_3/hgb": FittedModel("apy_fwd_3", "apy", "hgb", "regression", "pooled", ["a", "b", "c"],
+                                     {"all": hgb}, pd.Timestamp(WEEK), 80, categorical=["c"]),
         "apy_fwd_3/ewm": FittedModel("apy_fwd_3", "apy", "ewm", "regression", "pooled", [],
                                      {"all": EWMYieldPredictor(halflife="3d").fit(X)}, pd.Timestamp(WEEK), 80),
     }
     cv = pd.DataFrame({"label": ["apy_fwd_3"], "estimator": ["ridge"], "metric": ["mae"], "model": [0.1],
                        "baseline": [0.2], "n": [40]})
-    return ModelBundle(pd.Timestamp(WEEK), models, cv, pd.DataFrame(), "note")
+    folds = pd.DataFrame({"label": ["apy_fwd_3"] * 2, "fold": [0, 1], "candidate": ["ridge", "naive"],
+                          "score": [0.1, 0.2]})
+    selection = {"apy_fwd_3": Selection("apy_fwd_3", "ridge", "mae", {"ridge": 0.1, "naive": 0.2}, True, "cv")}
+    return ModelBundle(pd.Timestamp(WEEK), models, cv, pd.DataFrame(), "note", folds, selection)
 
 
 def test_bundle_round_trips_with_identical_predictions():
@@ -73,7 +80,11 @@ def test_bundle_round_trips_with_identical_predictions():
     assert loaded.as_of == original.as_of and loaded.cv_note == "note"
     pd.testing.assert_frame_equal(loaded.cv, original.cv)
     X = pd.DataFrame(np.random.default_rng(1).normal(size=(5, 3)), columns=["a", "b", "c"]).assign(instrument="p0")
-    for key in ("apy_fwd_3/ridge", "apy_fwd_3/rf"):
+    # the traded model's evidence survives the round trip: production trades what the CV selected
+    assert loaded.selection == original.selection and loaded.model_key("apy_fwd_3") == "apy_fwd_3/ridge"
+    pd.testing.assert_frame_equal(loaded.folds, original.folds)
+    assert loaded.models["apy_fwd_3/hgb"].categorical == ["c"]
+    for key in ("apy_fwd_3/ridge", "apy_fwd_3/rf", "apy_fwd_3/hgb"):
         np.testing.assert_array_equal(loaded.models[key].predict(X), original.models[key].predict(X))
     assert isinstance(loaded.models["apy_fwd_3/ewm"].estimators["all"], EWMYieldPredictor)
 
@@ -120,7 +131,7 @@ def test_planted_file_is_refused_naming_it_and_nothing_runs(tmp_path: Path, kind
 def test_written_by_the_asset_and_read_back(tmp_path: Path):
     io = ModelIOManager(root=str(tmp_path / "lake"))
     result = materialize([fitted, consumer], partition_key=WEEK, resources={"models": io, "io_manager": mem_io_manager})
-    assert result.success and result.output_for_node("consumer") == 3
+    assert result.success and result.output_for_node("consumer") == len(bundle().models)
     assert Path(io.partition_path(["fitted"], WEEK).path).read_bytes()[:2] == b"PK"  # a zip of JSON, not a pickle
 
 
