@@ -29,14 +29,15 @@ from tenacity import Retrying
 from upath import UPath
 
 from midfreq_resources.clients.http_retry import (
+    MIB,
     MalformedResponseError,
     RetryPolicy,
     SourceError,
     TransientSourceError,
     _retrying_kwargs,
-    _transport_error,
     parse_json,
     parse_retry_after,
+    request_once,
 )
 from midfreq_resources.io.lake import write_bytes_atomic
 from midfreq_resources.settings import env_or
@@ -44,7 +45,7 @@ from midfreq_resources.settings import env_or
 EXECUTION_URL_ENV = "MIDFREQ_EXECUTION_URL"
 KEY_HEADER = "Idempotency-Key"
 #: Largest answer read for one order (an answer is a few hundred bytes).
-MAX_ANSWER_BYTES = 1 * 2**20
+MAX_ANSWER_BYTES = MIB
 DRY_RUN, FAILED, LEDGER_CONFLICT = "dry_run", "failed", "ledger_conflict"
 
 
@@ -121,25 +122,12 @@ class ExecutionClient(ConfigurableResource):
 def _post_once(client: httpx.Client, url: str, body: bytes, headers: dict[str, str],
                deadline_s: float) -> httpx.Response:
     """One POST, its answer read under the size limit and the deadline; transient answers raise."""
-    started = dt.datetime.now(dt.UTC)
-    try:
-        with client.stream("POST", url, content=body, headers=headers) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise MalformedResponseError(f"{url}: answer above {MAX_ANSWER_BYTES:,} bytes", url,
-                                                 response.status_code)
-                if (dt.datetime.now(dt.UTC) - started).total_seconds() > deadline_s:
-                    raise TransientSourceError(f"{url}: answer not complete within {deadline_s:g} s", url)
-                chunks.append(chunk)
-    except httpx.TransportError as exc:
-        raise _transport_error(exc, url) from exc
+    response = request_once(client, "POST", url, MAX_ANSWER_BYTES, deadline_s, content=body, headers=headers)
     status = response.status_code
     if status in (408, 429) or status >= 500:
         raise TransientSourceError(f"HTTP {status} from {url}", url, status,
                                    parse_retry_after(response.headers.get("Retry-After")))
-    return httpx.Response(status, headers=response.headers, content=b"".join(chunks), request=response.request)
+    return response
 
 
 def _outcome(key: str, response: httpx.Response, attempts: int) -> OrderOutcome:

@@ -48,7 +48,8 @@ class PositionsClient(ConfigurableResource):
 
     @property
     def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
+        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s,
+                           request_deadline_s=self.request_deadline_s)
 
     def resolve(self, source: str, lake: UPath, config_dir: Path) -> UPath | Path | str:
         """The URL, lake path or local path ``source`` names (a relative local path: under ``config_dir``)."""
@@ -66,9 +67,7 @@ class PositionsClient(ConfigurableResource):
         if isinstance(where, str):
             params = {"date": day.isoformat()} if add_date_param else None
             with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
-                data = get_with_retries(client, where, self.policy, params=params, parse=lambda r: r.content)
-            if len(data) > max_bytes:
-                raise PositionsSourceError(f"positions source {where}: answer of {len(data):,} bytes, above the "
-                                           f"limit of {max_bytes:,} (positions.max_bytes)", where)
+                data = get_with_retries(client, where, self.policy, params=params, parse=lambda r: r.content,
+                                        max_bytes=max_bytes)
             return data, where
         return _read_file(where, max_bytes, source), str(where)

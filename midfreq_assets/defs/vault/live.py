@@ -216,7 +216,8 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
         io = context.resources.parquet_io_manager
         client = context.resources.execution_client
         url = None if ex.dry_run else client.endpoint(ex.url)
-        policy = RetryPolicy(ex.max_attempts, 0.2, 5.0)
+        policy = RetryPolicy(ex.max_attempts, ex.backoff_base_s, ex.backoff_max_s,
+                             request_deadline_s=ex.request_deadline_s)
         ledger = io.lake.joinpath(vault.name, "execution_ledger")
         frames = []
         for day in _days(context):

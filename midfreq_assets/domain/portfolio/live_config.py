@@ -75,6 +75,8 @@ class ExecutionConfig(StrictModel):
                             "else dry run")
     dry_run: bool = Field(default=False, description="true: never send, whatever URL is set")
     max_attempts: int = Field(default=4, ge=1, le=10, description="attempts per order on transient failures")
+    backoff_base_s: float = Field(default=0.5, gt=0, description="first wait between attempts (doubles each time)")
+    backoff_max_s: float = Field(default=10.0, gt=0, description="longest wait between attempts")
     timeout_s: float = Field(default=10.0, gt=0)
     request_deadline_s: float = Field(default=30.0, gt=0, description="a whole answer must arrive within this")
     min_order_usd: float = Field(default=0.0, ge=0, description="orders below this are not sent (kept in the ticket)")

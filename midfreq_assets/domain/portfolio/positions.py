@@ -83,11 +83,11 @@ def parse_positions(data: bytes, fmt: str, source: str, day: dt.date) -> pd.Data
     """The rows of one positions file as :data:`POSITION_COLUMNS` (``problem`` empty; see
     :func:`validate_positions`); raises :class:`PositionsError` when it cannot be read."""
     frame = _records(data, fmt, source)
-    if frame.empty:
-        raise PositionsError(f"{source}: no rows (a vault holds at least its cash row: pool={CASH_POOL})")
     missing = [c for c in REQUIRED if c not in frame]
     if missing:
         raise PositionsError(f"{source}: missing column(s) {missing} (have {sorted(map(str, frame.columns))})")
+    if frame.empty:
+        raise PositionsError(f"{source}: no rows (a vault holds at least its cash row: pool={CASH_POOL})")
     usd, amount, price = (_numbers(frame, c, source) for c in ("amount_usd", "amount", "price_usd"))
     priced = amount * price
     value = usd.fillna(priced)
