@@ -165,3 +165,23 @@ def _failure(result) -> str:
         texts.append(error.message)
         error = error.cause
     return " | ".join(texts) + " | " + str(getattr(event.event_specific_data, "user_failure_data", ""))
+
+
+def test_intraday_refresh_flags_moves_and_never_rewrites_nightly_partitions(research, project):
+    p = research
+    from midfreq_assets.defs.vault.live import build_intraday_assets
+
+    asset, jobs, schedules = build_intraday_assets(p.vault, project.earliest_start)
+    assert schedules[0].default_status.value == "STOPPED"  # off by default
+    nightly = p.lake / "pool_metadata" / "2024-07-31.parquet"
+    before = nightly.read_bytes()
+    result = materialize([*p.all, asset], selection=[asset.key], resources=p.resources, instance=p.instance,
+                         partition_key="2024-08-01-10:00")
+    moves = p.frame(p.vault.name, "intraday_moves", partition="2024-08-01-10:00")
+    universe = vault_rows(p.frame("pool_metadata", partition="2024-07-31"), p.vault.name)
+    assert set(moves["pool"]) == set(universe["pool"]) and (moves["nightly_day"] == "2024-07-31").all()
+    # /pools of the recording (2025) against the nightly snapshot of 2024-07-31: APYs moved
+    over = (moves["apy_change"].abs() > p.vault.intraday.apy_move) | (moves["tvl_change"].abs() > p.vault.intraday.tvl_move)
+    assert (moves["flag"].ne("") == (over | moves["apy"].isna())).all() and over.any()
+    assert checks(result)["no_large_intraday_moves"] == (False, AssetCheckSeverity.WARN)
+    assert nightly.read_bytes() == before
