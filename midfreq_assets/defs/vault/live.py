@@ -53,6 +53,7 @@ from midfreq_assets.domain.portfolio.orders import (
 )
 from midfreq_assets.domain.portfolio.positions import (
     PositionsError,
+    empty_positions,
     parse_positions,
     positions_totals,
     validate_positions,
@@ -118,9 +119,10 @@ def build_positions_asset(vault: VaultConfig, partitions_def: DailyPartitionsDef
         known = set(pool_metadata["pool"]) if len(pool_metadata) else set()
         frames = []
         for day in _days(context):
-            if not cfg.is_live(day):
-                raise Failure(f"{key.to_user_string()} {day}: before positions.live_from ({cfg.live_from}); the "
-                              "vault is simulated on that day, nothing to read")
+            if not cfg.is_live(day):  # simulated day: nothing to read (an empty partition says so)
+                context.log.info(f"{key.to_user_string()} {day}: before positions.live_from ({cfg.live_from}): "
+                                 "the vault is simulated, nothing read")
+                continue
             try:
                 data, where = client.read(cfg.source_for(day), day, io.lake, config_dir, cfg.max_bytes,
                                           add_date_param=cfg.is_url and "{date}" not in cfg.source)
@@ -128,10 +130,16 @@ def build_positions_asset(vault: VaultConfig, partitions_def: DailyPartitionsDef
             except (PositionsError, SourceError) as exc:
                 raise Failure(f"{key.to_user_string()} {day}: {exc}") from None
             frames.append(validate_positions(rows, day, known, cfg))
+        if not frames:
+            yield Output(empty_positions(), metadata={"live": False, "note": f"every day before positions.live_from "
+                                                      f"({cfg.live_from}): simulated, nothing read"})
+            yield AssetCheckResult(check_name="positions_valid", passed=True, metadata={"problems": 0})
+            return
         out = pd.concat(frames, ignore_index=True)
         last = out[out["date"] == out["date"].max()]
         totals = positions_totals(last)
-        yield Output(out, metadata={**totals, "source": str(last["source"].iloc[0]), "day": str(last["date"].iloc[0].date()),
+        yield Output(out, metadata={**totals, "live": True, "source": str(last["source"].iloc[0]),
+                                    "day": str(last["date"].iloc[0].date()),
                                     "positions": markdown_table(last[["pool", "value_usd", "as_of", "problem"]])})
         bad = out[out["problem"].ne("")]
         yield AssetCheckResult(check_name="positions_valid", passed=bad.empty,

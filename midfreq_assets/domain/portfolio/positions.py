@@ -79,6 +79,13 @@ def _times(frame: pd.DataFrame, source: str) -> pd.Series:
     return parsed
 
 
+def empty_positions() -> pd.DataFrame:
+    """No rows (a day the vault is simulated), with the columns and types of a positions partition."""
+    types = {"date": "datetime64[ns]", "as_of": "datetime64[ns, UTC]", "amount_usd": float, "amount": float,
+             "price_usd": float, "value_usd": float}
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, object)) for c in POSITION_COLUMNS})
+
+
 def parse_positions(data: bytes, fmt: str, source: str, day: dt.date) -> pd.DataFrame:
     """The rows of one positions file as :data:`POSITION_COLUMNS` (``problem`` empty; see
     :func:`validate_positions`); raises :class:`PositionsError` when it cannot be read."""

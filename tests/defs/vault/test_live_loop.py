@@ -155,6 +155,10 @@ def test_bad_positions_files_stop_the_loop_with_clear_errors(research, project, 
     assert f"{folder / D2}.csv" in message and "row 0: amount_usd: not a number ('12O0')" in message
     missing = run(p, assets, ["vault_positions"], "2024-07-12", raise_on_error=False)
     assert "no file at" in _failure(missing)
+    # a day before live_from is simulated: nothing is read, the partition is empty and says so
+    before = run(p, assets, ["vault_positions"], "2024-07-09")
+    assert meta(before, "vault_positions")["live"].value is False
+    assert p.frame(vault.name, "vault_positions", partition="2024-07-09").empty
 
 
 def _failure(result) -> str:
