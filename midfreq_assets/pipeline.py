@@ -331,6 +331,8 @@ def print_live_loop(stages: list[Stage], done: dict[str, str]) -> None:
         orders, executions = read_parquet(orders_path), read_parquet(exec_path)
         weights = read_parquet(io.partition_path([vault, "rebalance_weights"], day))
         source = str(weights["positions_source"].iloc[0]) if "positions_source" in weights else "simulated"
+        if orders.empty and source == "simulated":
+            continue  # a simulated vault with nothing to trade: nothing to show
         print(f"\n== {vault} trade ticket {day} (started from {source}; {len(orders)} order(s); "
               f"ticket: {orders_path.with_suffix('.json')})")
         if len(orders):

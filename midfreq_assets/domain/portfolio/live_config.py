@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from midfreq_assets.domain.config.base import StrictModel
 
@@ -46,6 +46,11 @@ class PositionsConfig(StrictModel):
     def _strip(cls, value: str) -> str:
         return value.strip()
 
+    @model_validator(mode="after")
+    def _format_known(self) -> PositionsConfig:
+        self.file_format()
+        return self
+
     @property
     def is_url(self) -> bool:
         return self.source.startswith(("http://", "https://"))
@@ -61,7 +66,7 @@ class PositionsConfig(StrictModel):
         suffix = self.source.rsplit(".", 1)[-1].lower()
         if suffix in ("csv", "json"):
             return suffix  # type: ignore[return-value]
-        raise ValueError(f"positions.source {self.source!r}: cannot tell csv from json, set positions.format")
+        raise ValueError(f"cannot tell csv from json from the source {self.source!r}: set format")
 
     def is_live(self, day: dt.date) -> bool:
         return self.live_from is None or day >= self.live_from

@@ -4,9 +4,13 @@ parses but is flagged (unknown pool, negative, stale, twice), so the blocking ch
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
+import yaml
 
+from midfreq_assets.domain.config.base import ConfigError
+from midfreq_assets.domain.config.vault import load_vault_config
 from midfreq_assets.domain.portfolio.live_config import PositionsConfig
 from midfreq_assets.domain.portfolio.positions import (
     PositionsError,
@@ -87,3 +91,21 @@ def test_untrustworthy_rows_are_kept_with_their_problem_and_refused_for_trading(
         observed_holdings(checked)
     fresh = validate_positions(rows.iloc[[0, 2]], DAY, {A, B}, CFG)
     assert fresh["problem"].tolist() == ["", "negative amount"]
+
+
+def test_a_bad_positions_section_names_the_file_and_key(tmp_path):
+    data = yaml.safe_load(Path("configs/vaults/usd_lending.yaml").read_text())
+    data["positions"] = {"source": "positions/{date}.txt", "drift_warn": 2, "live_from": "soon"}
+    data["execution"] = {"max_attempts": 0}
+    path = tmp_path / "usd_lending.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_vault_config(path)
+    text = str(err.value)
+    assert str(path) in text and "positions.drift_warn" in text and "positions.live_from" in text
+    assert "execution.max_attempts" in text
+    data["positions"] = {"source": "positions/{date}.txt"}
+    data["execution"] = {}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="positions: .*cannot tell csv from json"):
+        load_vault_config(path)
