@@ -195,6 +195,8 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
             "day": str(_days(context)[-1]), "n_orders": len(last),
             "deposits_usd": float(last.loc[last["side"] == "deposit", "amount_usd"].sum()),
             "withdrawals_usd": float(last.loc[last["side"] == "withdraw", "amount_usd"].sum()),
+            "expected_annual_gain_usd": float(last["expected_annual_gain_usd"].sum()),
+            "gas_usd": float(last["gas_usd"].sum()),
             "ticket": ticket_table(last, shown) if len(last) else MetadataValue.md("_(no order: nothing to trade)_"),
             "ticket_file": MetadataValue.path(str(path)),
         })

@@ -9,8 +9,10 @@ worth its gas:
 - expected annual gain of the order, with the money coming from / going to the idle base earning
   ``backtest.base_rate`` ``b``: deposit ``A (apy_i - b)``, withdraw ``A (b - apy_i)`` (``apy_i``
   the pool's predicted APY; the gains of a day's orders add up to the change of the portfolio's
-  predicted annual yield); a withdrawal from a pool that left the universe (no prediction) is an
-  ``exit`` whose gain is not estimated;
+  predicted annual yield, so a withdrawal from a pool paying more than ``b`` that funds a better
+  deposit shows a negative gain of its own: read the day's ``expected_annual_gain_usd`` total in the
+  ticket); a withdrawal from a pool that left the universe (no prediction) is an ``exit`` whose gain
+  is not estimated;
 - ``gas_usd`` per order (the strategy's), ``gain_over_gas`` = annual gain / gas, and
   ``horizon_gain_usd`` = annual gain x ``horizon_days`` / 365 (the optimizer kept the trade only if
   its horizon yield covers ``gas_multiple`` x gas).
@@ -128,4 +130,6 @@ def ticket(vault: VaultConfig, day: dt.date, orders: pd.DataFrame) -> dict[str, 
     withdrawals = orders[orders["side"] == "withdraw"]["amount_usd"].sum() if len(orders) else 0.0
     return {"vault": vault.name, "date": day.isoformat(), "reference_asset": vault.reference_asset,
             "n_orders": len(orders), "deposits_usd": float(deposits), "withdrawals_usd": float(withdrawals),
-            "gas_usd": float(orders["gas_usd"].sum()) if len(orders) else 0.0, "orders": order_payloads(orders)}
+            "gas_usd": float(orders["gas_usd"].sum()) if len(orders) else 0.0,
+            "expected_annual_gain_usd": float(orders["expected_annual_gain_usd"].sum()) if len(orders) else 0.0,
+            "orders": order_payloads(orders)}

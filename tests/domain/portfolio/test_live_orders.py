@@ -99,6 +99,13 @@ def test_orders_carry_side_amounts_gain_vs_gas_and_stable_keys():
     assert t["n_orders"] == len(orders) and t["orders"][0]["idempotency_key"] == keys.iloc[0]
     assert t["orders"][0]["date"] == "2025-01-02"
     assert t["deposits_usd"] == pytest.approx(orders.loc[orders["side"] == "deposit", "amount_usd"].sum())
+    # the orders' gains add up to the change of the portfolio's predicted yield over the base rate
+    rows = day1.set_index("pool")
+    before = (rows["current_weight"] * rows["wealth"] * 2.0 * (rows["predicted_apy"].fillna(0.03) - 0.03)).sum()
+    after = (rows["holding_usd"] * 2.0 * (rows["predicted_apy"].fillna(0.03) - 0.03)).sum()
+    finite = orders["expected_annual_gain_usd"].notna()
+    assert t["expected_annual_gain_usd"] == pytest.approx(orders.loc[finite, "expected_annual_gain_usd"].sum())
+    assert orders.loc[finite, "expected_annual_gain_usd"].sum() == pytest.approx(after - before, rel=1e-9)
     assert build_orders(VAULT, day1.assign(trade_usd=0.0), meta, {}).empty
 
 
