@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import signal
 import threading
@@ -49,7 +51,7 @@ def add_execution_command(sub: argparse._SubParsersAction) -> None:
                    help="fill only RATIO of orders in POOL (repeatable)")
     p.add_argument("--reject", action="append", default=[], metavar="POOL", help="reject orders in POOL (repeatable)")
     p.add_argument("--book", action="append", default=[], metavar="VAULT=FILE",
-                   help="start VAULT's book from a JSON list of positions rows (pool, amount_usd)")
+                   help="start VAULT's book from a positions file: CSV, or a JSON list of rows (pool, amount_usd)")
     p.add_argument("--record", type=Path, default=None, help="append every executed order to this JSON-lines file")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(func=_cmd_execution_server)
@@ -61,7 +63,9 @@ def _cmd_execution_server(args: argparse.Namespace) -> int:
     for spec in args.book:
         vault, _, path = spec.partition("=")
         try:
-            server.seed_book(vault, json.loads(Path(path).read_text()))
+            text = Path(path).read_text()
+            rows = list(csv.DictReader(io.StringIO(text))) if path.endswith(".csv") else json.loads(text)
+            server.seed_book(vault, rows)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"midfreq execution-server: --book {spec}: {exc}")
             return 2
