@@ -22,7 +22,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
 	cp deploy/local/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/midfreq pipeline --corpus recorded
+	$(VENV)/bin/midfreq pipeline --corpus recorded --execution-server
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout=600 -q

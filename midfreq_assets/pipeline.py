@@ -9,22 +9,26 @@ range) on the instance in ``DAGSTER_HOME``, so ``dagster dev`` shows the runs af
 1. DefiLlama ingestion, then token prices (a price failure is reported, the yield chain goes on:
    adjusted yields flag what has no price);
 2. Binance klines per covered segment (no klines in the corpus: reported, nothing to run);
-3. per vault: adjusted yields + features, weekly models, predictions + rebalance, backtest panel,
-   every point of each grid, the grid's report (an empty universe holds cash and is reported);
+3. per vault: adjusted yields + features, weekly models, the real positions of the live days
+   (a vault with ``positions:``), predictions + rebalance, the trade ticket and its execution (the
+   live days; a simulated vault: its last day, dry run), backtest panel, every point of each grid,
+   the grid's report (an empty universe holds cash and is reported);
 4. the price research per klines segment: features, weekly models per interval, predictions,
    signal reports.
 
 A stage whose prerequisite failed is skipped; the others run; the exit status is non-zero when any
-stage failed. ``make demo`` is this command on the bundled recording.
+stage failed. ``make demo`` is this command on the bundled recording, with ``--execution-server``:
+a local execution endpoint receives the live day's orders.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +41,7 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 CONFIG_DIR_ENV = "MIDFREQ_CONFIG_DIR"
 DEPLOYMENT_ENV = "MIDFREQ_DEPLOYMENT"
+EXECUTION_URL_ENV = "MIDFREQ_EXECUTION_URL"
 DEFAULT_CORPUS = REPO_ROOT / "recorded"
 DEFAULT_GRID = "default"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
@@ -125,10 +130,16 @@ def _yield_stages(project, first: dt.date, last: dt.date, grids: Sequence[str], 
         if start > last:
             notes.append(f"vault {v} starts {vault.start_date}, after the data ends ({last}): not run")
             continue
+        live = _live_days(vault, start, last, notes)
+        positions = [Stage(f"{v}_positions", f"{v}_positions", *live, needs=("defillama",))] if live else []
+        orders_from = live[0] if live else last  # a simulated vault: the last day's ticket, dry run
         stages += [
             Stage(f"{v}_features", f"{v}_features", start, last, needs=("defillama",)),
             Stage(f"{v}_fitted_models", f"{v}_fitted_models", start, last, weekly=True, needs=(f"{v}_features",)),
-            Stage(f"{v}_decisions", f"{v}_decisions", start, last, needs=(f"{v}_fitted_models",)),
+            *positions,
+            Stage(f"{v}_decisions", f"{v}_decisions", start, last,
+                  needs=(f"{v}_fitted_models", *(s.name for s in positions))),
+            Stage(f"{v}_orders", f"{v}_orders", orders_from, last, needs=(f"{v}_decisions",)),
             Stage(f"{v}_backtest_inputs", f"{v}_backtest_inputs", needs=(f"{v}_features",)),
         ]
         for g in chosen:
@@ -137,6 +148,18 @@ def _yield_stages(project, first: dt.date, last: dt.date, grids: Sequence[str], 
                        Stage(f"{v}_backtest_report_{g}", f"{v}_backtest_report", partitions=(g,),
                              needs=(f"{v}_backtest_runs_{g}",))]
     return stages
+
+
+def _live_days(vault, start: dt.date, last: dt.date, notes: list[str]) -> tuple[dt.date, dt.date] | None:
+    """The days of ``start..last`` a vault with ``positions:`` decides from its real positions."""
+    if vault.positions is None:
+        return None
+    first = max(start, vault.positions.live_from or start)
+    if first > last:
+        notes.append(f"vault {vault.name}: positions.live_from {vault.positions.live_from} is after the data ends "
+                     f"({last}): simulated on every day")
+        return None
+    return first, last
 
 
 def _klines_segments(project, klines: KlinesCoverage | None, klines_range, notes: list[str]
@@ -291,6 +314,41 @@ def print_backtest_headlines(stages: list[Stage], done: dict[str, str], instance
             print(f"  HTML report: {path.with_suffix('.html')}")
 
 
+def print_live_loop(stages: list[Stage], done: dict[str, str]) -> None:
+    """Each vault's last ticket, what the execution endpoint answered, and the reconciliation."""
+    from midfreq_assets.domain.portfolio.reconcile import drift_table
+    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+
+    io = ParquetIOManager()
+    for stage in stages:
+        if not stage.job.endswith("_orders") or done.get(stage.name) != "succeeded":
+            continue
+        vault, day = stage.job.removesuffix("_orders"), stage.end.isoformat()
+        orders_path = io.partition_path([vault, "trade_orders"], day)
+        exec_path = io.partition_path([vault, "order_executions"], day)
+        if not (orders_path.exists() and exec_path.exists()):
+            continue
+        orders, executions = read_parquet(orders_path), read_parquet(exec_path)
+        weights = read_parquet(io.partition_path([vault, "rebalance_weights"], day))
+        source = str(weights["positions_source"].iloc[0]) if "positions_source" in weights else "simulated"
+        if orders.empty and source == "simulated":
+            continue  # a simulated vault with nothing to trade: nothing to show
+        print(f"\n== {vault} trade ticket {day} (started from {source}; {len(orders)} order(s); "
+              f"ticket: {orders_path.with_suffix('.json')})")
+        if len(orders):
+            shown = orders.merge(executions[["idempotency_key", "status", "filled_usd"]], on="idempotency_key")
+            print(shown[["side", "symbol", "chain", "protocol", "token_symbol", "amount_usd",
+                         "expected_annual_gain_usd", "gas_usd", "status", "filled_usd"]].to_string(
+                index=False, float_format=lambda v: f"{v:,.2f}"))
+        endpoint = executions["endpoint"].iloc[0] if len(executions) else "dry_run"
+        print(f"  execution: {endpoint}; statuses {executions['status'].value_counts().to_dict()}")
+        drift = drift_table(weights)
+        if len(drift):
+            print("  reconciliation vs yesterday's target after accrual (largest drift first, share of wealth):")
+            print(drift.head(5)[["pool", "symbol", "expected_usd", "actual_usd", "drift_share"]].to_string(
+                index=False, float_format=lambda v: f"{v:,.4f}"))
+
+
 def _report_metadata(instance, key, partition: str) -> dict:
     """The latest materialization metadata of a report partition (empty without an instance)."""
     if instance is None:
@@ -363,6 +421,10 @@ def add_pipeline_command(sub) -> None:
     p.add_argument("--lake", default=None, help="data lake root or URL (default: $MIDFREQ_DATA_LAKE or data_lake/)")
     p.add_argument("--grid", action="append", dest="grids", default=None, metavar="NAME",
                    help=f"grid file(s) of configs/grids to backtest (repeatable; default: {DEFAULT_GRID})")
+    p.add_argument("--execution-server", action="store_true",
+                   help="start a local execution server (midfreq execution-server) for the run and send the live "
+                   "days' orders to it (MIDFREQ_EXECUTION_URL); without it, orders go to execution.url / "
+                   "$MIDFREQ_EXECUTION_URL, else dry run")
     p.set_defaults(func=cmd_pipeline)
 
 
@@ -388,7 +450,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     grids = args.grids or [DEFAULT_GRID]
     if args.corpus is None:
         plan = plan_stages(project, (args.start, args.end), None, grids, (args.start, args.end))
-        return _execute(plan, f"the MIDFREQ_*_URLs over {args.start}..{args.end}")
+        with _execution_server(args.execution_server) as execution:
+            return _execute(plan, f"the MIDFREQ_*_URLs over {args.start}..{args.end}{execution}")
     root = args.corpus.resolve()
     if not root.is_dir():
         print(f"midfreq pipeline: corpus {root} is not a directory")
@@ -414,9 +477,29 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                        (args.start, args.end) if (args.start or args.end) else None)
     plan = Plan(plan.stages, notes + plan.notes)
     os.environ[DEPLOYMENT_ENV] = "replay"  # every source from the replay server: never the internet
-    with ReplayServer(root) as server:
+    with ReplayServer(root) as server, _execution_server(args.execution_server) as execution:
         os.environ.update(server.env())
-        return _execute(plan, f"replaying {root} at {server.base_url}")
+        return _execute(plan, f"replaying {root} at {server.base_url}{execution}")
+
+
+@contextlib.contextmanager
+def _execution_server(wanted: bool) -> Iterator[str]:
+    """A local execution server for the run when ``wanted`` (its URL in ``MIDFREQ_EXECUTION_URL``)."""
+    if not wanted:
+        yield ""
+        return
+    from midfreq_resources.execution.server import ExecutionServer
+
+    with ExecutionServer() as server:
+        previous = os.environ.get(EXECUTION_URL_ENV)
+        os.environ.update(server.env())
+        try:
+            yield f"; orders to the local execution server at {server.base_url}"
+        finally:
+            if previous is None:
+                os.environ.pop(EXECUTION_URL_ENV, None)
+            else:
+                os.environ[EXECUTION_URL_ENV] = previous
 
 
 def _execute(plan: Plan, source: str) -> int:
@@ -428,6 +511,7 @@ def _execute(plan: Plan, source: str) -> int:
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     status = run_plan(plan, instance)
     print_backtest_headlines(plan.stages, status, instance)
+    print_live_loop(plan.stages, status)
     failed = [n for n, s in status.items() if s == "FAILED"]
     skipped = [n for n, s in status.items() if s == "skipped"]
     print(f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from midfreq_resources.execution.server import ExecutionServer
 from midfreq_resources.replay.server import ReplayServer
 
 REPO_ROOT = Path(__file__).parents[1]
@@ -38,6 +39,13 @@ def replay_env(monkeypatch: pytest.MonkeyPatch, replay_server: ReplayServer) -> 
         monkeypatch.setenv(name, value)
     yield replay_server
     replay_server.reset()
+
+
+@pytest.fixture
+def execution_server() -> Iterator[ExecutionServer]:
+    """A local execution endpoint on 127.0.0.1 (fills everything until told otherwise)."""
+    with ExecutionServer() as server:
+        yield server
 
 
 # --------------------------------------------------------------------------- synthetic data

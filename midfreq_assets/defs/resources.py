@@ -17,6 +17,8 @@ from midfreq_assets.executors import select_executor
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.clients.execution import ExecutionClient
+from midfreq_resources.clients.positions import PositionsClient
 from midfreq_resources.io.model_io_manager import ModelIOManager
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.settings import (
@@ -58,7 +60,8 @@ def build_resources(deployment: str | None = None) -> dict[str, object]:
                 "model_io_manager": ModelIOManager(root=EnvVar(DATA_LAKE_ENV))}
     else:
         lake = {"parquet_io_manager": ParquetIOManager(), "model_io_manager": ModelIOManager()}
-    return {**lake, **sources}
+    live = {"positions_client": PositionsClient(), "execution_client": ExecutionClient()}
+    return {**lake, **sources, **live}
 
 
 @definitions

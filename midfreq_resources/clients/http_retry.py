@@ -259,11 +259,14 @@ class _BodyReader:
                               request=self.response.request)
 
 
-def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int,
-              deadline_s: float) -> httpx.Response:
+def request_once(client: httpx.Client, method: str, url: str, max_bytes: int, deadline_s: float, *,
+                 params: dict[str, Any] | None = None, content: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+    """One request whose answer is read under ``max_bytes`` and ``deadline_s`` (no retry, no status check)."""
     started = time.monotonic()
     try:
-        with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING) as response:
+        with client.stream(method, url, params=params, content=content,
+                           headers={**ACCEPT_ENCODING, **(headers or {})}) as response:
             reader = _BodyReader(response, url, max_bytes, deadline_s, started)
             for chunk in response.iter_raw():
                 reader.feed(chunk)
@@ -271,6 +274,11 @@ def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max
     except httpx.TransportError as exc:
         raise _transport_error(exc, url) from exc
     return reader.response_with_body()
+
+
+def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int,
+              deadline_s: float) -> httpx.Response:
+    return request_once(client, "GET", url, max_bytes, deadline_s, params=params)
 
 
 async def _aget_once(client: httpx.AsyncClient, url: str, params: dict[str, Any] | None, max_bytes: int,

@@ -28,7 +28,8 @@ KEYS = {
     "binance_premium_index_klines", "binance_funding_rates",
     *(f"{v}/{n}" for v in VAULTS for n in ("adjusted_yields", "features", "fitted_models", "predictions",
                                            "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
-                                           "top_pools")),
+                                           "top_pools", "trade_orders", "order_executions", "intraday_moves")),
+    "usd_lending/vault_positions",  # the one shipped vault with a positions: section
     *(f"price_research/{i}/{n}" for i in ("1h", "1d") for n in ("features", "fitted_models", "predictions",
                                                                   "signal_report")),
 }
@@ -36,7 +37,8 @@ JOBS = {"nightly_refresh", "binance_klines_refresh", "binance_funding_refresh", 
         "price_research_predictions", "price_research_signal_reports", "price_research_1h_fitted_models",
         "price_research_1d_fitted_models",
         *(f"{v}_{n}" for v in VAULTS for n in ("daily", "features", "fitted_models", "decisions", "backtest_inputs",
-                                               "backtest_runs", "backtest_report"))}
+                                               "backtest_runs", "backtest_report", "orders", "intraday")),
+        "usd_lending_positions"}
 
 
 def test_defs_folder_builds_the_whole_code_location():
@@ -46,12 +48,13 @@ def test_defs_folder_builds_the_whole_code_location():
     assert {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
     assert {s.name for s in defs.schedules} == {"nightly_refresh_schedule", "binance_klines_schedule",
                                                 "binance_funding_schedule",
-                                                *(f"{v}_{n}_schedule" for v in VAULTS for n in ("weekly_refit", "daily"))}
+                                                *(f"{v}_{n}_schedule" for v in VAULTS
+                                                  for n in ("weekly_refit", "daily", "intraday"))}
     running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
     assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
     assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor"}
     assert set(defs.resources) >= {"parquet_io_manager", "model_io_manager", "defillama", "defillama_coins",
-                                   "binance_archive"}
+                                   "binance_archive", "positions_client", "execution_client"}
 
 
 @pytest.fixture
@@ -75,7 +78,8 @@ def test_a_vault_yaml_adds_its_assets_jobs_and_schedules(two_vaults: Path):
     assert {"usd_base_daily_schedule", "usd_base_weekly_refit_schedule"} <= set(schedules)
     daily = defs.resolve_job_def("usd_base_daily")
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {
-        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions", "rebalance_weights")}
+        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions", "vault_positions", "rebalance_weights",
+                                  "trade_orders", "order_executions")}
 
 
 def test_a_run_computes_with_the_configuration_the_graph_was_built_from(two_vaults: Path, tmp_path: Path,

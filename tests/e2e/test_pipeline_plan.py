@@ -40,6 +40,16 @@ def test_ranges_come_from_the_corpus():
     by_name = {s.name: s for s in plan.stages}
     assert (by_name["defillama"].start, by_name["defillama"].end) == (y.first, y.last)
     assert by_name["usd_lending_decisions"].start == dt.date(2024, 6, 6)
+    # the live loop: usd_lending's real positions of the last recorded day, read before the decisions
+    live = by_name["usd_lending_positions"]
+    assert (live.start, live.end) == (dt.date(2025, 6, 5), y.last)
+    assert "usd_lending_positions" in by_name["usd_lending_decisions"].needs
+    orders = by_name["usd_lending_orders"]
+    assert (orders.start, orders.end, orders.needs) == (y.last, y.last, ("usd_lending_decisions",))
+    names = [s.name for s in plan.stages]
+    assert names.index("usd_lending_positions") < names.index("usd_lending_decisions") < names.index(
+        "usd_lending_orders")
+    assert "eth_staking_positions" not in by_name and by_name["eth_staking_orders"].start == y.last  # dry run
 
 
 def test_every_stage_is_a_job_and_every_vault_gets_the_whole_lineage():
@@ -62,7 +72,8 @@ def test_every_stage_is_a_job_and_every_vault_gets_the_whole_lineage():
     for vault in project.vaults:
         expected |= {f"{vault}/{a}" for a in ("adjusted_yields", "features", "fitted_models", "predictions",
                                               "rebalance_weights", "backtest_panel", "backtest_runs",
-                                              "backtest_report", "top_pools")}
+                                              "backtest_report", "top_pools", "trade_orders", "order_executions")}
+    expected.add("usd_lending/vault_positions")
     assert expected <= selected, expected - selected
     assert {"btc_lending", "eth_staking", "usd_lending", "usd_curated"} <= set(project.vaults)
 
@@ -88,6 +99,7 @@ def test_a_corpus_without_klines_or_a_late_vault_is_reported(tmp_path):
     assert not [s for s in plan.stages if s.job.startswith(("binance", "price_research"))]
     assert any("no Binance klines of BTCUSDT" in n for n in plan.notes)
     assert any("grid 'nope'" in n for n in plan.notes)
+    assert any("usd_lending: positions.live_from 2025-06-05 is after the data ends" in n for n in plan.notes)
     assert {s.end for s in plan.stages if s.end} == {dt.date(2024, 8, 1)}
     (corpus / "defillama" / "yields" / "chart" / "broken.json").write_text("{not json")
     assert yields_coverage(corpus).unreadable == ("broken.json",)

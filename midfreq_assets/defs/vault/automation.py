@@ -19,22 +19,25 @@ from dagster import (
 
 from midfreq_assets.domain.config.vault import VaultConfig
 
-DAILY_ASSETS = ["adjusted_yields", "features", "predictions", "rebalance_weights"]
+DAILY_ASSETS = ["adjusted_yields", "features", "predictions", "rebalance_weights", "trade_orders", "order_executions"]
 
 
 def build_vault_jobs(vault: VaultConfig, partitions_def: DailyPartitionsDefinition
                      ) -> dict[str, Any]:
-    """``<vault>_daily`` (adjusted_yields, features, predictions, rebalance_weights for a day or a range),
-    ``<vault>_fitted_models`` (weekly refit), and the two halves of the daily job for a first
+    """``<vault>_daily`` (adjusted_yields, features, predictions, rebalance_weights, trade_orders,
+    order_executions, and vault_positions for a vault with ``positions:``, for a day or a range),
+    ``<vault>_fitted_models`` (weekly refit), the two halves of the daily job for a first
     backfill, when the weekly models must be fitted between them: ``<vault>_features`` and
-    ``<vault>_decisions`` (predictions + rebalance_weights)."""
+    ``<vault>_decisions`` (predictions + rebalance_weights), and the live loop's ``<vault>_orders``
+    (trade_orders + order_executions) and ``<vault>_positions``."""
     key = lambda name: AssetKey([vault.name, name])  # noqa: E731
-    return {
+    daily = [*DAILY_ASSETS, *(["vault_positions"] if vault.positions else [])]
+    jobs = {
         "daily": define_asset_job(
-            f"{vault.name}_daily", selection=AssetSelection.assets(*map(key, DAILY_ASSETS)),
+            f"{vault.name}_daily", selection=AssetSelection.assets(*map(key, daily)),
             partitions_def=partitions_def,
             description="The vault's nightly chain for one day: adjusted yields, features, predictions "
-            "(with the week's model) and the rebalance."),
+            "(with the week's model), the real positions (when configured), the rebalance and its orders."),
         "features": define_asset_job(
             f"{vault.name}_features", selection=AssetSelection.assets(key("adjusted_yields"), key("features")),
             partitions_def=partitions_def, description="Adjusted yields and research features of the vault."),
@@ -44,7 +47,16 @@ def build_vault_jobs(vault: VaultConfig, partitions_def: DailyPartitionsDefiniti
         "decisions": define_asset_job(
             f"{vault.name}_decisions", selection=AssetSelection.assets(key("predictions"), key("rebalance_weights")),
             partitions_def=partitions_def, description="Predictions and rebalance of the vault."),
+        "orders": define_asset_job(
+            f"{vault.name}_orders", selection=AssetSelection.assets(key("trade_orders"), key("order_executions")),
+            partitions_def=partitions_def,
+            description="The day's trade ticket and its execution (dry run without an execution URL)."),
     }
+    if vault.positions:
+        jobs["positions"] = define_asset_job(
+            f"{vault.name}_positions", selection=AssetSelection.assets(key("vault_positions")),
+            partitions_def=partitions_def, description="Read and validate the vault's real positions.")
+    return jobs
 
 
 def build_vault_schedules(vault: VaultConfig, jobs: dict[str, Any]) -> list[ScheduleDefinition]:

@@ -7,6 +7,7 @@ from dagster import Definitions, definitions
 from midfreq_assets.defs.vault.automation import build_vault_jobs, build_vault_schedules
 from midfreq_assets.defs.vault.backtests import build_backtest_assets, build_backtest_jobs
 from midfreq_assets.defs.vault.grid_sensor import build_grid_points_sensor
+from midfreq_assets.defs.vault.live import build_intraday_assets, build_orders_assets, build_positions_asset
 from midfreq_assets.defs.vault.rebalance import build_rebalance_assets
 from midfreq_assets.defs.vault.research import build_research_assets
 from midfreq_assets.defs.vault.top_pools import build_top_pools_asset
@@ -22,16 +23,21 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
     """Every asset, check, job and schedule of one vault (key prefix and group = the vault's name)."""
     days = daily_partitions(project)
     jobs = build_vault_jobs(vault, days)
+    intraday, intraday_jobs, intraday_schedules = build_intraday_assets(vault, project.earliest_start)
+    positions = [build_positions_asset(vault, days, project.config_dir)] if vault.positions else []
     return Definitions(
         assets=[
             *build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens), days),
             *build_research_assets(vault, days),
+            *positions,
             *build_rebalance_assets(vault, days),
+            *build_orders_assets(vault, project.tokens, days),
+            intraday,
             *build_backtest_assets(vault, grids_dir or project.grids_dir),
             build_top_pools_asset(vault),
         ],
-        jobs=[*jobs.values(), *build_backtest_jobs(vault)],
-        schedules=build_vault_schedules(vault, jobs),
+        jobs=[*jobs.values(), *build_backtest_jobs(vault), *intraday_jobs],
+        schedules=[*build_vault_schedules(vault, jobs), *intraday_schedules],
     )
 
 

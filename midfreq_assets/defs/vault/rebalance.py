@@ -10,11 +10,18 @@ from the partition before the range.
 The previous day is declared as a self-dependency (``AssetDep`` with ``PREVIOUS_DAY``) for lineage
 and backfill ordering, but read directly from the lake: the mapped window of a range run [s, e]
 is [s-1, e-1], whose later days are stale outputs of an earlier run (only s-1 is wanted).
+
+A vault with a ``positions:`` section decides each day from ``positions.live_from`` on from its real
+holdings (``<vault>/vault_positions`` of the day, read from the lake: a missing partition fails the
+day, positions with problems are refused) instead of the carried state; the metadata says which
+days started from which (``positions_source``). The ``positions_reconciled`` check (a warning)
+compares those positions with yesterday's target after accrual (``domain.portfolio.reconcile``).
 """
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -35,10 +42,14 @@ from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.nightly import (
     WEIGHT_TOL,
     CarriedState,
+    Observed,
+    by_day,
     decide_range,
     trades_table,
     weight_violations,
 )
+from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
+from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
 from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
 from midfreq_resources.io.lake import read_parquet
@@ -50,6 +61,36 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
     partitions_def = partitions_def or daily_from(vault.start_date)
     key = AssetKey([vault.name, "rebalance_weights"])
     s = vault.strategy
+    live = vault.positions
+    positions_key = AssetKey([vault.name, "vault_positions"])
+    checks = [AssetCheckSpec(
+        "weights_within_limits", asset=key, blocking=True,
+        description=f"0 <= weight <= concentration_limit ({s.concentration_limit}; a holding kept through a "
+        f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")]
+    if live is not None:
+        checks.append(AssetCheckSpec(
+            "positions_reconciled", asset=key,
+            description=f"on days decided from vault_positions: every pool's |actual - expected| (yesterday's "
+            f"target after accrual) is at most {live.drift_warn:g} of wealth (a warning)"))
+
+    def observed_days(io, first, last) -> dict[pd.Timestamp, Observed]:
+        """Real holdings per live day of the range, from the lake (a missing day fails the run)."""
+        if live is None:
+            return {}
+        out = {}
+        for day in pd.date_range(first, last, freq="D"):
+            if not live.is_live(day.date()):
+                continue
+            path = io.partition_path(list(positions_key.path), day.strftime("%Y-%m-%d"))
+            if not path.exists():
+                raise Failure(f"{key.to_user_string()} {day.date()}: decided from real positions (positions.live_from "
+                              f"{live.live_from or 'every day'}) but {positions_key.to_user_string()} {day.date()} is "
+                              f"not materialized ({path})")
+            try:
+                out[day] = observed_holdings(read_parquet(path))
+            except PositionsError as exc:
+                raise Failure(f"{key.to_user_string()} {day.date()}: {exc}") from None
+        return out
 
     @asset(
         key=key,
@@ -59,21 +100,20 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "pool_history": AssetIn(key=AssetKey("pool_history")),
             "adjusted_yields": AssetIn(key=AssetKey([vault.name, "adjusted_yields"])),
         },
-        deps=[AssetDep(key, partition_mapping=PREVIOUS_DAY)],
+        deps=[AssetDep(key, partition_mapping=PREVIOUS_DAY), *([AssetDep(positions_key)] if live else [])],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
         required_resource_keys={"parquet_io_manager"},
         group_name=vault.name,
         kinds={"python", "parquet"},
-        check_specs=[AssetCheckSpec(
-            "weights_within_limits", asset=key, blocking=True,
-            description=f"0 <= weight <= concentration_limit ({s.concentration_limit}; a holding kept through a "
-            f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")],
+        check_specs=checks,
         description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade, predicted "
         f"and earned {vault.backtest.apy_column}, dilution, holding, data-gap flags) and vault wealth, idle share "
         "and solver status, in the vault's reference asset. Holdings carry over from the previous day, accrued "
-        "with the backtest's accounting.",
+        "with the backtest's accounting"
+        + (f"; from {live.live_from or 'the first day'} on, the day starts from {vault.name}/vault_positions."
+           if live else "."),
     )
     def rebalance_weights(context: AssetExecutionContext, predictions: pd.DataFrame, pool_metadata: pd.DataFrame,
                           pool_history: pd.DataFrame, adjusted_yields: pd.DataFrame):
@@ -82,16 +122,18 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         path = context.resources.parquet_io_manager.partition_path(list(key.path), before)
         state = CarriedState.from_rows(read_parquet(path)) if path.exists() else None
         first_day = partitions_def.start.date()
-        if state is None and first > first_day and vault.on_missing_upstream_days == "fail":
+        observed = observed_days(context.resources.parquet_io_manager, first, last)
+        from_positions = pd.Timestamp(first) in observed
+        if state is None and first > first_day and vault.on_missing_upstream_days == "fail" and not from_positions:
             raise Failure(f"{key.to_user_string()}: the previous day {before} is not in the lake ({path}), so "
                           f"{first} has no holdings to start from; materialize from the first missing day, or set "
                           "on_missing_upstream_days: tolerate in the vault config to restart from cash")
-        if state is None:
+        if state is None and not from_positions:
             log = context.log.warning if first > first_day else context.log.info
             log(f"{key.to_user_string()}: no partition {before}: starting from cash ({vault.backtest.initial_wealth:,.0f})")
         out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
                                              vault_rows(pool_metadata, vault.name), usable_rows(pool_history),
-                                             adjusted_yields)
+                                             adjusted_yields, observed)
         last_rows = out[out["date"] == out["date"].max()]
         last_dec = decisions[-1]
         trades = trades_table(last_rows)
@@ -108,12 +150,24 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "n_trades": len(trades),
             "statuses": MetadataValue.json({str(k): int(v) for k, v in statuses.items()}),
             "optimizer_builds": cache.builds,
-            "started_from_cash": state is None,
+            "started_from_cash": state is None and not from_positions,
+            "positions_source": str(last_rows["positions_source"].iloc[0]),
+            "days_from_positions": len(observed),
+            "days_simulated": int(out["date"].nunique()) - len(observed),
             "days_without_universe": int(statuses.get("no_universe", 0)),
             "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
         })
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
                                metadata={"violations": len(bad), "examples": markdown_table(bad.astype(str))})
+        if live is not None:
+            drift = pd.concat([drift_table(rows) for rows in by_day(out).values()], ignore_index=True)
+            over = drifted(drift, live.drift_warn)
+            yield AssetCheckResult(
+                check_name="positions_reconciled", passed=over.empty, severity=AssetCheckSeverity.WARN,
+                metadata={"days_reconciled": int(drift["date"].nunique()) if len(drift) else 0,
+                          "threshold": live.drift_warn, "pools_over_threshold": len(over),
+                          "max_abs_drift_share": float(drift["drift_share"].abs().max()) if len(drift) else 0.0,
+                          "drift": markdown_table(drift.astype({"date": str}), max_rows=30)})
 
     return [rebalance_weights]

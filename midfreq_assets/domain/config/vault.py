@@ -18,6 +18,7 @@ from midfreq_assets.domain.config.symbol_patterns import compile_symbol_pattern
 from midfreq_assets.domain.config.tokens import ReferenceAsset
 from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
 from midfreq_assets.domain.ingest.ranking import TopPoolsConfig
+from midfreq_assets.domain.portfolio.live_config import ExecutionConfig, IntradayConfig, PositionsConfig
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig, yield_feature_map
 from midfreq_assets.domain.research.labels import LabelMapConfig, LabelSpec
@@ -96,6 +97,10 @@ class VaultConfig(StrictModel):
         default="fail", description="fail: features and rebalance_weights refuse to compute when an upstream day "
         "they read is not in the lake (pool_history in the features lookback, the previous day's holdings); "
         "tolerate: compute on the days that exist (features) or restart from cash (rebalance), with a warning")
+    positions: PositionsConfig | None = Field(
+        default=None, description="the vault's real holdings (null: simulated from backtest.initial_wealth)")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    intraday: IntradayConfig = Field(default_factory=IntradayConfig)
 
     @field_validator("protocols")
     @classmethod

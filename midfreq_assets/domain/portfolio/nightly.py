@@ -10,6 +10,11 @@ price move, the idle base earns ``backtest.base_rate``. A held pool missing from
 keeps its holding for up to ``strategy.max_gap_days`` days, accruing at its last known yield.
 Amounts (wealth, holdings, TVL, trades, costs; the ``*_usd`` columns) are in the vault's reference
 asset: TVLs and the strategy's dollar gas are divided by its USD price that day (``reference_price``).
+
+A live vault hands :func:`decide_day` its real holdings of the day (``observed``, from
+``<vault>/vault_positions``): the decision starts from them instead of the accrued state, and the
+accrued state becomes what was *expected* (yesterday's target after accrual), kept per pool in
+``expected_usd`` for the reconciliation (``domain.portfolio.reconcile``).
 """
 
 from __future__ import annotations
@@ -29,10 +34,16 @@ WEIGHT_TOL = 1e-6
 #: The components of adjusted_apy our own size does not dilute (as the backtest's UNDILUTED_COLUMNS).
 UNDILUTED = ("underlying_apy", "peg_yield", "il_annual")
 VAULT_COLUMNS = ["wealth", "base_usd", "idle_share", "solver_status", "cost_usd", "gas_usd", "solve_time_s",
-                 "reference_price"]
+                 "reference_price", "positions_source", "expected_base_usd", "observed_base_usd"]
+#: ``positions_source`` values: the day started from the vault's real positions, or from the carried
+#: simulated state (yesterday's target accrued; cash at the configured wealth on the first day).
+FROM_POSITIONS, FROM_SIMULATION = "vault_positions", "simulated"
 COLUMNS = ["date", "pool", "symbol", "project", "chain", "in_universe", "reported", "in_gap", "last_seen", "tvl_usd",
            "current_weight", "target_weight", "trade_usd", "predicted_apy", "earned_apy", "undiluted_apy", "il_apy",
-           "price_return", "dilution_factor", "holding_usd", *VAULT_COLUMNS]
+           "price_return", "dilution_factor", "holding_usd", "expected_usd", *VAULT_COLUMNS]
+#: Real holdings of a day (USD value per pool) and its idle cash (USD): converted with the day's
+#: reference price.
+Observed = tuple[dict[str, float], float]
 
 
 @dataclass(frozen=True)
@@ -161,28 +172,52 @@ def _day_frame(universe: pd.DataFrame, history: pd.DataFrame, holdings: dict[str
     return frame
 
 
+def _start_of_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None, history: pd.DataFrame,
+                  adjusted: pd.DataFrame, observed: Observed | None
+                  ) -> tuple[float, dict[str, float], float, pd.DataFrame, dict[str, float] | None, float]:
+    """The reference price, the holdings and base the day decides from, the per-pool accrual info,
+    and what the accrued state expected (holdings, base; None without a previous state)."""
+    prior = state if state is not None else CarriedState.cash(vault.backtest.initial_wealth)
+    ref = reference_price(vault, adjusted, prior.reference_price)
+    expected: dict[str, float] | None = None
+    expected_base = np.nan
+    if state is None:  # the vault starts on this day: its configured wealth in cash, or its real positions
+        holdings, base, info = {}, prior.base, _accrue(vault, day, prior, history, adjusted, ref)[2]
+    else:
+        holdings, base, info = _accrue(vault, day, state, history, adjusted, ref)
+        expected, expected_base = dict(holdings), base
+    if observed is not None:
+        holdings = {p: float(v) / ref for p, v in observed[0].items()}
+        base = float(observed[1]) / ref
+        real = CarriedState(holdings, base, prior.last_tvl, prior.last_seen, prior.last_yield, ref)
+        info = _accrue(vault, day, real, history, adjusted, ref)[2]
+    return ref, holdings, base, info, expected, expected_base
+
+
 def decide_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None, cache: OptimizerCache,
                predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame,
-               adjusted: pd.DataFrame | None = None) -> tuple[pd.DataFrame, StepDecision | None]:
+               adjusted: pd.DataFrame | None = None, observed: Observed | None = None
+               ) -> tuple[pd.DataFrame, StepDecision | None]:
     """Accrue ``state`` (from D-1; cash at the vault's initial wealth when None) to ``day`` and
     rebalance on the day's predictions and universe; returns the day's rows and the decision.
 
-    ``history`` and ``adjusted`` are the day's ``pool_history`` and ``<vault>/adjusted_yields`` rows."""
+    ``history`` and ``adjusted`` are the day's ``pool_history`` and ``<vault>/adjusted_yields`` rows.
+    ``observed`` (the vault's real holdings and cash of the day, USD) replaces the
+    accrued state as the starting point; the accrued state is then kept as ``expected_usd``."""
     adjusted = adjusted if adjusted is not None else pd.DataFrame()
-    if state is None:  # the vault starts on this day with its configured wealth, in cash
-        state = CarriedState.cash(vault.backtest.initial_wealth)
-        ref = reference_price(vault, adjusted, state.reference_price)
-        holdings, base, info = {}, state.base, _accrue(vault, day, state, history, adjusted, ref)[2]
-    else:
-        ref = reference_price(vault, adjusted, state.reference_price)
-        holdings, base, info = _accrue(vault, day, state, history, adjusted, ref)
-    frame = _day_frame(universe, history, holdings, state.last_tvl, ref)
+    ref, holdings, base, info, expected, expected_base = _start_of_day(vault, day, state, history, adjusted, observed)
+    last_tvl = state.last_tvl if state is not None else {}
+    listed = holdings | {p: 0.0 for p in (expected or {}) if p not in holdings}
+    frame = _day_frame(universe, history, listed, last_tvl, ref)
     wealth = sum(holdings.values()) + base
+    source = FROM_POSITIONS if observed is not None else FROM_SIMULATION
+    vault_values = {"reference_price": ref, "positions_source": source, "expected_base_usd": expected_base,
+                    "observed_base_usd": base if observed is not None else np.nan}
     if frame.empty:
         row = {c: np.nan for c in COLUMNS} | {"date": day, "pool": None, "wealth": wealth, "base_usd": base,
                                                 "idle_share": 1.0, "solver_status": "no_universe",
                                                 "cost_usd": 0.0, "gas_usd": 0.0, "solve_time_s": 0.0,
-                                                "reference_price": ref}
+                                                **vault_values}
         return pd.DataFrame([row])[COLUMNS], None
     reported = set(history["pool"]) if len(history) else set()
     frame["reported"] = frame["pool"].isin(reported)
@@ -203,6 +238,7 @@ def decide_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None
                          hold=frame["in_gap"].to_numpy())
     out = frame.join(dec.to_frame().drop(columns="pool"))
     out.insert(0, "date", day)
+    out["expected_usd"] = (out["pool"].map(expected).fillna(0.0) if expected is not None else np.nan)
     out["wealth"] = dec.wealth_before
     out["base_usd"] = dec.base_after
     out["idle_share"] = dec.base_after / dec.wealth_before
@@ -210,23 +246,26 @@ def decide_day(vault: VaultConfig, day: pd.Timestamp, state: CarriedState | None
     out["cost_usd"] = dec.cost_usd
     out["gas_usd"] = dec.gas_usd
     out["solve_time_s"] = dec.result.solve_time_s if dec.result is not None else 0.0
-    out["reference_price"] = ref
+    for name, value in vault_values.items():
+        out[name] = value
     out["last_seen"] = pd.to_datetime(out["last_seen"]).astype("datetime64[ns]")
     return out[COLUMNS], dec
 
 
 def decide_range(vault: VaultConfig, days: pd.DatetimeIndex, state: CarriedState | None,
                  predictions: pd.DataFrame, universe: pd.DataFrame, history: pd.DataFrame,
-                 adjusted: pd.DataFrame | None = None
+                 adjusted: pd.DataFrame | None = None, observed: dict[pd.Timestamp, Observed] | None = None
                  ) -> tuple[pd.DataFrame, list[StepDecision | None], OptimizerCache]:
-    """:func:`decide_day` for each day in order, each starting from the state the day before left."""
+    """:func:`decide_day` for each day in order, each starting from the state the day before left
+    (or from that day's ``observed`` real holdings, when given)."""
+    observed = observed or {}
     cache = OptimizerCache(vault)
     universe_day, pred_day, hist_day, adj_day = by_day(universe), by_day(predictions), by_day(history), by_day(adjusted)
     frames, decisions = [], []
     empty = pd.DataFrame()
     for day in days:
         rows, dec = decide_day(vault, day, state, cache, pred_day.get(day, empty), universe_day.get(day, empty),
-                               hist_day.get(day, empty), adj_day.get(day, empty))
+                               hist_day.get(day, empty), adj_day.get(day, empty), observed.get(pd.Timestamp(day)))
         frames.append(rows)
         decisions.append(dec)
         state = CarriedState.from_rows(rows)
