@@ -53,7 +53,7 @@ def _wait(proc: subprocess.Popen, timeout: float = 600) -> str:
         raise AssertionError(f"run still going after {timeout} s:\n{out[-4000:]}") from None
 
 
-def _wait_for_step(instance: DagsterInstance, timeout: float = 300) -> None:
+def _wait_for_step(instance: DagsterInstance, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not _step_windows(instance) and time.monotonic() < deadline:
         time.sleep(0.5)
