@@ -71,6 +71,7 @@ def _step_windows(instance: DagsterInstance) -> dict[str, tuple[float, float]]:
     return {run: (min(ts), max(ts)) for run, ts in out.items()}
 
 
+@pytest.mark.timeout(1800)  # two CLI processes each loading the code location; slow on a loaded machine
 def test_backfill_and_nightly_run_together_never_overlap_their_writes(tmp_path, replay_env):
     home, lake = _home(tmp_path), tmp_path / "lake"
     replay_env.slow(r"/pools$", 3000)  # each ingest step holds its slot >= 3 s
