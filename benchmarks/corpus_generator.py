@@ -649,14 +649,15 @@ def write_corpus(
             if kind == "exact":
                 rows.insert(pos, dict(row))
             else:  # an earlier snapshot of the same day, a little off: the later row is the day's value
+                base = round(row["apyBase"] * 1.05, 5)
                 rows.insert(
                     pos,
                     {
                         **row,
                         "timestamp": early[t],
                         "tvlUsd": int(row["tvlUsd"] * 0.97),
-                        "apy": round(row["apy"] * 1.05, 5),
-                        "apyBase": round(row["apyBase"] * 1.05, 5),
+                        "apy": round(base + row["apyReward"], 5),
+                        "apyBase": base,
                     },
                 )
             stats.duplicate_rows += 1
