@@ -173,6 +173,10 @@ class CorpusSpec:
             raise ValueError(f"reference {self.reference!r}: only usd (the recorded mix is USD lending)")
         if not 0 <= self.refused_pools <= self.pools:
             raise ValueError("refused_pools must be within 0..pools")
+        shares = ("late_start_share", "gap_pool_share", "duplicate_pool_share", "zero_apy_share")
+        rates = ("death_rate_per_year", "spike_rate", "outlier_rate")
+        if any(not 0 <= getattr(self, k) <= 1 for k in shares) or any(getattr(self, k) < 0 for k in rates):
+            raise ValueError(f"shares ({', '.join(shares)}) must be within [0, 1] and rates >= 0")
 
 
 @dataclass
@@ -808,18 +812,24 @@ CONFIG_MARKER = "GENERATED.md"
 CORPUS_MARKER = "README.md"
 
 
-def clear_generated(path: Path, marker: str) -> None:
-    """Empty ``path`` for a new write: only a directory this generator wrote (``marker`` starts with
-    "# GENERATED") is ever deleted; any other non-empty directory is refused."""
+def check_replaceable(path: Path | str, marker: str) -> None:
+    """Raise FileExistsError unless ``path`` is missing, empty, or a directory this generator wrote
+    (its ``marker`` file starts with "# GENERATED"); the repository's own folders never are."""
     path = Path(path)
-    if not path.exists() or not any(path.iterdir()):
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return
     mark = path / marker
     if path.resolve() in (REPO, REPO_CONFIGS, REPO / "recorded") or not (
         mark.is_file() and mark.read_text(errors="replace").startswith("# GENERATED")
     ):
         raise FileExistsError(f"{path} is not empty and was not written by this generator: not replaced")
-    shutil.rmtree(path)
+
+
+def clear_generated(path: Path | str, marker: str) -> None:
+    """Empty ``path`` for a new write (:func:`check_replaceable` first: nothing else is deleted)."""
+    check_replaceable(path, marker)
+    if Path(path).exists():
+        shutil.rmtree(path)
 
 
 SINGLE_GRID = {
@@ -897,13 +907,26 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="pools with one negative-TVL record: the ingestion refuses them and its run is red",
     )
-    p.add_argument("--outlier-rate", type=float, default=CorpusSpec.outlier_rate)
+    p.add_argument(
+        "--death-rate",
+        type=float,
+        default=CorpusSpec.death_rate_per_year,
+        help="pools dying per pool-year (0: none; dead pools leave /pools unless --dead-in-pools)",
+    )
+    p.add_argument(
+        "--late-start-share",
+        type=float,
+        default=CorpusSpec.late_start_share,
+        help="share of pools starting after day 0 (0: every chart covers every day but gaps)",
+    )
+    p.add_argument(
+        "--outlier-rate", type=float, default=CorpusSpec.outlier_rate, help="flagged values per pool-day"
+    )
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    spec = CorpusSpec(
+def _spec(args: argparse.Namespace) -> CorpusSpec:
+    return CorpusSpec(
         pools=args.pools,
         days=args.days,
         start=args.start,
@@ -912,14 +935,26 @@ def main(argv: list[str] | None = None) -> int:
         dead_in_pools=args.dead_in_pools,
         refused_pools=args.refused_pools,
         outlier_rate=args.outlier_rate,
+        death_rate_per_year=args.death_rate,
+        late_start_share=args.late_start_share,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        spec = _spec(args)
+    except ValueError as exc:
+        print(f"corpus_generator: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     corpus = generate(spec)
     simulated = time.perf_counter() - started
     configs = [REPO_CONFIGS]
-    try:
-        clear_generated(args.out, CORPUS_MARKER)
+    try:  # check both before deleting anything
+        check_replaceable(args.out, CORPUS_MARKER)
         if args.config_out is not None:
+            check_replaceable(args.config_out, CONFIG_MARKER)
             vault = write_configs(corpus, args.config_out, args.vault_name, args.min_pool_tvl)
             configs.append(args.config_out)
     except FileExistsError as exc:
@@ -931,6 +966,12 @@ def main(argv: list[str] | None = None) -> int:
         + (" --dead-in-pools" if spec.dead_in_pools else "")
         + (f" --refused-pools {spec.refused_pools}" if spec.refused_pools else "")
         + (f" --outlier-rate {spec.outlier_rate:g}" if spec.outlier_rate != CorpusSpec.outlier_rate else "")
+        + (f" --death-rate {args.death_rate:g}" if args.death_rate != CorpusSpec.death_rate_per_year else "")
+        + (
+            f" --late-start-share {args.late_start_share:g}"
+            if args.late_start_share != CorpusSpec.late_start_share
+            else ""
+        )
     )
     stats = write_corpus(corpus, args.out, configs, command)
     print(f"wrote {args.out}: {stats.line()}")

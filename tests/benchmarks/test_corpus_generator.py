@@ -266,7 +266,9 @@ def test_cli_prints_what_it_wrote_and_never_replaces_foreign_dirs(tmp_path, caps
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     assert cg.main([*args[:-4], "--out", str(foreign)]) == 2
+    assert cg.main([*args[:-2], "--config-out", str(foreign)]) == 2  # refused before the corpus is touched
     assert (foreign / "keep.txt").read_text() == "mine"
+    assert (out / "defillama" / "yields" / "pools.json").is_file()
 
 
 def test_generation_is_fast(tmp_path):
