@@ -27,7 +27,6 @@ from midfreq_assets.domain.ingest.klines import KlinesParseError, parse_klines_z
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
 from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.clients.http_retry import DeadlineExceededError, ResponseTooLargeError
-from midfreq_resources.io.lake import write_parquet
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.replay.server import ReplayServer
 
@@ -49,8 +48,7 @@ def bench_merge() -> None:
         frame = pd.DataFrame({"date": np.repeat(days, N_POOLS), "pool": pools * N_DAYS,
                               "tvl_usd": rng.uniform(1e6, 1e9, N_DAYS * N_POOLS),
                               "apy": rng.uniform(0, 0.2, N_DAYS * N_POOLS)})
-        for day, rows in frame.groupby("date"):
-            write_parquet(io_m.partition_path(["pool_history"], f"{day:%Y-%m-%d}"), rows)
+        io_m.daily(["pool_history"]).write({f"{day:%Y-%m-%d}": rows for day, rows in frame.groupby("date")})
         keys = [f"{d:%Y-%m-%d}" for d in days]
         t0 = time.perf_counter()
         found, _ = io_m.read_existing(["pool_history"], keys)

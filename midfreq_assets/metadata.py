@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 from dagster import MetadataValue
 
-from midfreq_assets.domain.research.bundles import ModelBundle, bundle_table
+from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.importance import importance_png
 from midfreq_assets.domain.research.selection import selection_table
 
@@ -34,24 +34,31 @@ def png_markdown(png_b64: str, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{png_b64})")
 
 
-def bundle_metadata(bundles: Mapping[str, ModelBundle]) -> dict[str, object]:
-    """Metadata of a ``fitted_models`` run: its last partition's models and CV, plus one line per
-    partition when the run covered several."""
-    b = bundles[max(bundles)]
-    cv = b.cv
+def bundle_summary(b: ModelBundle) -> dict[str, object]:
+    """A refit's own figures (its as_of, training rows, models, what each label trades): cheap, numeric
+    where it can be, so the UI plots them across partitions."""
     meta: dict[str, object] = {
         "as_of": str(pd.Timestamp(b.as_of).date()),
         "n_train": max(b.n_train.values(), default=0),
         "n_train_per_model": MetadataValue.json(b.n_train),
+        "n_models": len(b.models),
         "models": ", ".join(b.models) or "(none: not enough labelled history)",
+    }
+    if b.selection:
+        meta["selected_models"] = MetadataValue.json({s.label: s.chosen for s in b.selection.values()})
+        meta["naive_traded"] = ", ".join(s.label for s in b.selection.values() if not s.beats_naive) or "(none)"
+    return meta
+
+
+def bundle_details(b: ModelBundle) -> dict[str, object]:
+    """A refit's CV tables and importance plot (what a person reads on one partition)."""
+    cv = b.cv
+    meta: dict[str, object] = {
         "cv_summary": markdown_table(cv[[c for c in ("label", "estimator", "metric", "model", "baseline", "n",
                                                      "coverage") if c in cv]] if len(cv) else cv),
     }
     if b.selection:
-        table = selection_table(b.selection)
-        meta["selected_models"] = MetadataValue.json({s.label: s.chosen for s in b.selection.values()})
-        meta["selection"] = markdown_table(table)
-        meta["naive_traded"] = ", ".join(s.label for s in b.selection.values() if not s.beats_naive) or "(none)"
+        meta["selection"] = markdown_table(selection_table(b.selection))
     if len(b.folds):
         meta["cv_folds"] = markdown_table(b.folds, max_rows=60)
     if b.cv_note:
@@ -59,6 +66,58 @@ def bundle_metadata(bundles: Mapping[str, ModelBundle]) -> dict[str, object]:
     png = importance_png(b.models, b.importances)
     if png:
         meta["feature_importance"] = png_markdown(png, "importance")
-    if len(bundles) > 1:
-        meta["per_partition"] = markdown_table(bundle_table(bundles), max_rows=60)
     return meta
+
+
+def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable[[ModelBundle], dict] | None = None
+                    ) -> dict[str, object]:
+    """Metadata of a ``fitted_models`` run: each partition its own refit's summary; the CV tables and
+    the importance plot of the last one (on a range run: on its last partition, which says so)."""
+    keys = sorted(bundles)
+    extra = extra or (lambda _b: {})
+    if len(keys) == 1:
+        b = bundles[keys[0]]
+        return {**bundle_summary(b), **bundle_details(b), **extra(b)}
+    for key in keys:
+        b = bundles[key]
+        details = {**bundle_details(b), "refits_in_run": len(keys)} if key == keys[-1] else {}
+        context.add_asset_metadata({**bundle_summary(b), **extra(b), **details}, partition_key=key)
+    return {}
+
+
+def partition_metadata(context, frame: pd.DataFrame, summary: Callable[[pd.DataFrame, str | None], dict[str, Any]],
+                       run_level: Mapping[str, Any] | None = None, date_column: str = "date",
+                       asset_key=None) -> dict[str, Any]:
+    """Each partition's own numbers: a run of one partition returns ``summary(frame, key)`` (the
+    output's metadata) plus ``run_level``; a range run attaches ``summary`` of each partition's rows
+    to that partition (``add_asset_metadata``), the run's own figures (``run_level``, prefixed
+    ``run_``) to its last partition only, and returns nothing for the output, whose metadata would
+    otherwise show the whole run's numbers on every partition."""
+    from midfreq_resources.io.lake import split_by_date, split_by_month
+
+    run_level = dict(run_level or {})
+    keys = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else []
+    if len(keys) <= 1:
+        return {**summary(frame, keys[0] if keys else None), **run_level}
+    monthly = len(keys[0]) == 7
+    parts = (split_by_month if monthly else split_by_date)(frame, keys, date_column) if len(frame) else {
+        k: frame for k in keys}
+    for key, part in parts.items():
+        extra = {f"run_{k}": v for k, v in run_level.items()} if key == keys[-1] else {}
+        context.add_asset_metadata({**summary(part, key), **extra}, partition_key=key, asset_key=asset_key)
+    return {}
+
+
+def covered_through(instance, key, partition: str):
+    """The ``last_day`` a partition's latest materialization says it covers (None: not materialized,
+    or no day computed)."""
+    import datetime as dt
+
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
+                                              limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("last_day")
+    return dt.date.fromisoformat(str(value.value)) if value is not None and value.value else None

@@ -39,9 +39,6 @@ from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_RO
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-CONFIG_DIR_ENV = "MIDFREQ_CONFIG_DIR"
-DEPLOYMENT_ENV = "MIDFREQ_DEPLOYMENT"
-EXECUTION_URL_ENV = "MIDFREQ_EXECUTION_URL"
 DEFAULT_CORPUS = REPO_ROOT / "recorded"
 DEFAULT_GRID = "default"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
@@ -52,26 +49,17 @@ HEADLINE = ["name", "kind", "log_growth", "excess_log_growth", "volatility", "ex
 
 @dataclass(frozen=True)
 class Stage:
-    """One run (or one run per partition) of a job: over a day range, its weekly keys in a range, given
-    partitions, or unpartitioned; ``needs`` names the stages whose failure makes it pointless."""
+    """One job of the code location run over its range: ``runs`` are the keyword arguments of each
+    ``execute_in_process`` (a range run, a partition, or unpartitioned)."""
 
     name: str
     job: str
-    start: dt.date | None = None
-    end: dt.date | None = None
-    weekly: bool = False
-    partitions: tuple[str, ...] = ()
-    assets: tuple[str, ...] = ()
-    needs: tuple[str, ...] = ()
-    grid: tuple[str, str] | None = None  # (vault, grid): register its points, one run per point
-
-    @property
-    def span(self) -> str:
-        if self.grid:
-            return f"grid {self.grid[1]}"
-        if self.start:
-            return f"{self.start}...{self.end}" + (" (weekly)" if self.weekly else "")
-        return ", ".join(self.partitions)
+    rule: str
+    assets: frozenset  # AssetKey: what the job materializes
+    runs: tuple[dict, ...] = ()
+    span: str = ""
+    vault: str | None = None
+    grids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,161 +68,229 @@ class Plan:
     notes: list[str]  # what the corpus covers and what was left out, and why
 
 
+@dataclass(frozen=True)
+class DataRange:
+    """The days the data covers: DefiLlama days (``yields``) and Binance klines (segments per interval)."""
+
+    yields: tuple[dt.date, dt.date] | None
+    klines: KlinesCoverage | None = None
+    klines_range: tuple[dt.date, dt.date] | None = None  # without a scannable corpus: the given range
+
+
 def _clip(first: dt.date, last: dt.date, start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
     return max(first, start) if start else first, min(last, end) if end else last
 
 
-def plan_stages(project, yields_range: tuple[dt.date, dt.date] | None, klines: KlinesCoverage | None,
-                grids: Sequence[str], klines_range: tuple[dt.date, dt.date] | None = None) -> Plan:
-    """Every stage for ``project`` on the days available: ``yields_range`` (DefiLlama days), ``klines``
-    (Binance days per interval, or ``klines_range`` when nothing can be scanned)."""
-    stages: list[Stage] = []
+def _range_tags(first: str, last: str) -> dict[str, str]:
+    return {RANGE_START_TAG: first, RANGE_END_TAG: last}
+
+
+def _keys_in(job, first: dt.date, last: dt.date) -> list[str]:
+    """The job's time partition keys whose window starts in ``first..last`` (monthly: the months
+    holding any of those days)."""
+    pdef = job.partitions_def
+    keys = pdef.get_partition_keys(current_time=dt.datetime.combine(last + dt.timedelta(days=40), dt.time(),
+                                                                    tzinfo=dt.UTC))
+    out = []
+    for key in keys:
+        window = pdef.time_window_for_partition_key(key)
+        start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
+        weekly = pdef.cron_schedule.split()[-1] != "*"
+        if (start <= last and end >= first) if not weekly else first <= start <= last:
+            out.append(key)
+    return out
+
+
+def _grid_chunks(points: list[str], registered: list[str]) -> list[list[str]]:
+    """Runs of at most GRID_POINTS_PER_RUN points, each a contiguous range of the registered keys."""
+    from midfreq_assets.defs.vault.backtests import GRID_POINTS_PER_RUN
+
+    position = {k: i for i, k in enumerate(registered)}
+    ordered = sorted(points, key=position.__getitem__)
+    chunks: list[list[str]] = []
+    for key in ordered:
+        if chunks and len(chunks[-1]) < GRID_POINTS_PER_RUN and position[key] == position[chunks[-1][-1]] + 1:
+            chunks[-1].append(key)
+        else:
+            chunks.append([key])
+    return chunks
+
+
+def _job_runs(job, rule: str, project, vault, data: DataRange, grids: Sequence[str], instance,
+              notes: list[str]) -> tuple[list[dict], str]:
+    """The runs of one pipeline job under its rule, and a one-line span for the summary."""
+    from midfreq_assets import stages
+
+    if rule in (stages.DAYS, stages.MONTHS, stages.WEEKS, stages.LIVE_DAYS, stages.ORDER_DAYS):
+        if data.yields is None:
+            return [], ""
+        first, last = data.yields
+        if vault is not None:
+            first = max(first, vault.start_date)
+        if first > last:
+            return [], ""
+        if rule == stages.LIVE_DAYS or rule == stages.ORDER_DAYS:
+            live = _live_days(vault, first, last)
+            if live is None:
+                if rule == stages.LIVE_DAYS:
+                    return [], ""
+                live = (last, last)  # a simulated vault: its last day's ticket, dry run
+            first, last = live
+        if rule in (stages.DAYS, stages.LIVE_DAYS, stages.ORDER_DAYS):
+            return [{"tags": _range_tags(first.isoformat(), last.isoformat())}], f"{first}...{last}"
+        keys = _keys_in(job, first, last)
+        if not keys:
+            return [], ""
+        return [{"tags": _range_tags(keys[0], keys[-1])}], f"{keys[0]}...{keys[-1]} ({rule})"
+    if rule == stages.ONCE:
+        return [{}], "unpartitioned"
+    if rule in (stages.GRID_POINTS, stages.GRID_FILES):
+        from midfreq_assets.defs.vault.backtests import grid_partitions_name
+        from midfreq_assets.defs.vault.grid_sensor import register_grid_points
+        from midfreq_assets.domain.backtest.grids import load_grid, validate_grid
+
+        if rule == stages.GRID_FILES:
+            return [{"partition_key": g} for g in grids], ", ".join(grids)
+        register_grid_points(instance, [vault], project.grids_dir)
+        registered = list(instance.get_dynamic_partitions(grid_partitions_name(vault.name)))
+        runs = []
+        for g in grids:
+            points = [p.name for p in validate_grid(load_grid(project.grids_dir / f"{g}.yaml"), vault)]
+            for chunk in _grid_chunks(points, registered):
+                runs.append({"partition_key": chunk[0]} if len(chunk) == 1 else
+                            {"tags": _range_tags(chunk[0], chunk[-1])})
+        return runs, f"grid {', '.join(grids)}"
+    # Binance: per covered segment
+    segments = _klines_segments(project, data, notes)
+    interval = job.metadata.get(stages.INTERVAL)
+    interval = interval.value if hasattr(interval, "value") else interval
+    runs, spans = [], []
+    for s, e in segments:
+        if interval and data.klines is not None and interval not in data.klines.intervals_in(s, e):
+            continue
+        if rule == stages.KLINES_DAYS:
+            runs.append({"tags": _range_tags(s.isoformat(), e.isoformat())})
+            spans.append(f"{s}...{e}")
+            continue
+        keys = _keys_in(job, s, e)
+        if keys:
+            runs.append({"tags": _range_tags(keys[0], keys[-1])} if len(keys) > 1 else {"partition_key": keys[0]})
+            spans.append(f"{keys[0]}...{keys[-1]}")
+    return runs, "; ".join(spans)
+
+
+def _live_days(vault, start: dt.date, last: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The days of ``start..last`` a vault with ``positions:`` decides from its real positions."""
+    if vault is None or vault.positions is None:
+        return None
+    first = max(start, vault.positions.live_from or start)
+    return (first, last) if first <= last else None
+
+
+def _klines_segments(project, data: DataRange, notes: list[str]) -> list[tuple[dt.date, dt.date]]:
+    b = project.binance
+    if b is None:
+        return []
+    if data.klines is None:
+        if data.klines_range is None:
+            return []
+        s, e = _clip(*data.klines_range, b.start_date, None)
+        return [(s, e)] if s <= e else []
+    first, last = data.klines_range if data.klines_range else (None, None)
+    return data.klines.segments(max(b.start_date, first) if first else b.start_date, last)
+
+
+def plan_stages(defs, project, data: DataRange, grids: Sequence[str], instance) -> Plan:
+    """Every pipeline job of ``defs`` (job metadata ``midfreq/plan``, :mod:`midfreq_assets.stages`) with
+    its runs over the days ``data`` covers, ordered by the asset graph: a job comes after the jobs that
+    materialize its assets' parents."""
+    from midfreq_assets import stages
+
     notes: list[str] = []
-    if yields_range is None:
+    if data.yields is None:
         notes.append("no DefiLlama pool history in range: no yield stage runs")
     else:
-        first, last = _clip(*yields_range, project.earliest_start, None)
+        first, last = _clip(*data.yields, project.earliest_start, None)
         if first > last:
-            notes.append(f"DefiLlama days end {yields_range[1]}, before the first vault starts ({project.earliest_start})")
+            notes.append(f"DefiLlama days end {data.yields[1]}, before the first vault starts ({project.earliest_start})")
+            data = DataRange(None, data.klines, data.klines_range)
         else:
-            stages += _yield_stages(project, first, last, grids, notes)
-    if project.binance is None:
-        notes.append("no binance.yaml: no klines collected")
-    else:
-        segments = _klines_segments(project, klines, klines_range, notes)
-        for i, (s, e) in enumerate(segments):
-            stages.append(Stage(f"binance_klines_{i}", "binance_klines_refresh", s, e))
-        futures = project.binance.futures
-        if futures is not None and futures.funding_rate:  # monthly partitions: the months the segment touches
-            stages += [Stage(f"binance_funding_{i}", "binance_funding_refresh", s.replace(day=1), e.replace(day=1))
-                       for i, (s, e) in enumerate(segments)]
-        if project.price_research is not None:
-            stages += _price_research_stages(project, segments, klines)
-    return Plan(stages, notes)
-
-
-def _yield_stages(project, first: dt.date, last: dt.date, grids: Sequence[str], notes: list[str]) -> list[Stage]:
-    stages = [
-        Stage("defillama", "nightly_refresh", first, last, assets=("pool_history", "pool_metadata",
-                                                                     "universe_exclusions", "pool_rankings")),
-        Stage("token_prices", "nightly_refresh", first, last, assets=("token_prices",)),
-    ]
+            data = DataRange((first, last), data.klines, data.klines_range)
+            for vault in project.vaults.values():
+                if vault.start_date > last:
+                    notes.append(f"vault {vault.name} starts {vault.start_date}, after the data ends ({last}): not run")
+                elif vault.positions is not None and _live_days(vault, max(first, vault.start_date), last) is None:
+                    notes.append(f"vault {vault.name}: positions.live_from {vault.positions.live_from} is after the "
+                                 f"data ends ({last}): simulated on every day")
     available = {p.stem for p in project.grids_dir.glob("*.yaml")}
     for name in grids:
         if name not in available:
             notes.append(f"grid {name!r} not in {project.grids_dir} (have {sorted(available)}): not run")
-    chosen = [g for g in grids if g in available]
-    for vault in project.vaults.values():
-        v = vault.name
-        start = max(first, vault.start_date)
-        if start > last:
-            notes.append(f"vault {v} starts {vault.start_date}, after the data ends ({last}): not run")
+    chosen = tuple(g for g in grids if g in available)
+    if project.binance is None:
+        notes.append("no binance.yaml: no klines collected")
+    elif data.klines is not None:
+        b = project.binance
+        if not _klines_segments(project, data, []):
+            notes.append(f"no Binance klines of {', '.join(b.symbols)} ({', '.join(b.intervals)}) in the corpus from "
+                         f"{b.start_date}: klines and price research not run")
+        for interval, days in data.klines.days.items():
+            if not days:
+                notes.append(f"no Binance {interval} klines in the corpus")
+
+    jobs = []
+    for job in defs.resolve_all_job_defs():
+        meta = job.metadata or {}
+        rule = meta.get(stages.PLAN)
+        if rule is None:
             continue
-        live = _live_days(vault, start, last, notes)
-        positions = [Stage(f"{v}_positions", f"{v}_positions", *live, needs=("defillama",))] if live else []
-        orders_from = live[0] if live else last  # a simulated vault: the last day's ticket, dry run
-        stages += [
-            Stage(f"{v}_features", f"{v}_features", start, last, needs=("defillama",)),
-            Stage(f"{v}_fitted_models", f"{v}_fitted_models", start, last, weekly=True, needs=(f"{v}_features",)),
-            *positions,
-            Stage(f"{v}_decisions", f"{v}_decisions", start, last,
-                  needs=(f"{v}_fitted_models", *(s.name for s in positions))),
-            Stage(f"{v}_orders", f"{v}_orders", orders_from, last, needs=(f"{v}_decisions",)),
-            Stage(f"{v}_backtest_inputs", f"{v}_backtest_inputs", needs=(f"{v}_features",)),
-        ]
-        for g in chosen:
-            stages += [Stage(f"{v}_backtest_runs_{g}", f"{v}_backtest_runs", grid=(v, g),
-                             needs=(f"{v}_backtest_inputs",)),
-                       Stage(f"{v}_backtest_report_{g}", f"{v}_backtest_report", partitions=(g,),
-                             needs=(f"{v}_backtest_runs_{g}",))]
-    return stages
+        rule = getattr(rule, "value", rule)
+        vault_name = getattr(meta.get(stages.VAULT), "value", meta.get(stages.VAULT))
+        vault = project.vaults.get(vault_name) if vault_name else None
+        if vault_name and (vault is None or (data.yields is not None and vault.start_date > data.yields[1])):
+            continue
+        jobs.append((job, rule, vault))
+    graph = defs.resolve_asset_graph()
+    producers: dict = {}
+    for job, _, _ in jobs:
+        for key in job.asset_layer.executable_asset_keys:
+            producers.setdefault(key, job.name)
+    ordered = _topological(jobs, graph, producers)
+    out = []
+    for job, rule, vault in ordered:
+        runs, span = _job_runs(job, rule, project, vault, data, chosen, instance, notes)
+        if not runs:
+            continue
+        out.append(Stage(job.name, job.name, rule, frozenset(job.asset_layer.executable_asset_keys), tuple(runs),
+                         span, vault.name if vault else None, chosen if rule in (stages.GRID_POINTS, stages.GRID_FILES)
+                         else ()))
+    return Plan(out, notes)
 
 
-def _live_days(vault, start: dt.date, last: dt.date, notes: list[str]) -> tuple[dt.date, dt.date] | None:
-    """The days of ``start..last`` a vault with ``positions:`` decides from its real positions."""
-    if vault.positions is None:
-        return None
-    first = max(start, vault.positions.live_from or start)
-    if first > last:
-        notes.append(f"vault {vault.name}: positions.live_from {vault.positions.live_from} is after the data ends "
-                     f"({last}): simulated on every day")
-        return None
-    return first, last
-
-
-def _klines_segments(project, klines: KlinesCoverage | None, klines_range, notes: list[str]
-                     ) -> list[tuple[dt.date, dt.date]]:
-    b = project.binance
-    if klines is None:
-        if klines_range is None:
-            return []
-        s, e = _clip(*klines_range, b.start_date, None)
-        return [(s, e)] if s <= e else []
-    first, last = klines_range if klines_range else (None, None)
-    segments = klines.segments(max(b.start_date, first) if first else b.start_date, last)
-    if not segments:
-        notes.append(f"no Binance klines of {', '.join(b.symbols)} ({', '.join(b.intervals)}) in the corpus from "
-                     f"{b.start_date}: klines and price research not run")
-    for interval, days in klines.days.items():
-        if not days:
-            notes.append(f"no Binance {interval} klines in the corpus")
-    return segments
-
-
-def _price_research_stages(project, segments: list[tuple[dt.date, dt.date]],
-                           klines: KlinesCoverage | None) -> list[Stage]:
-    stages: list[Stage] = []
-    for i, (s, e) in enumerate(segments):
-        collected = (f"binance_klines_{i}",)
-        stages.append(Stage(f"price_research_features_{i}", "price_research_features", s, e, needs=collected))
-        intervals = klines.intervals_in(s, e) if klines is not None else list(project.price_research.intervals)
-        fitted = [f"price_research_{i_}_fitted_models_{i}" for i_ in intervals if i_ in project.price_research.intervals]
-        stages += [Stage(name, name.removesuffix(f"_{i}"), s, e, weekly=True, needs=(f"price_research_features_{i}",))
-                   for name in fitted]
-        stages.append(Stage(f"price_research_predictions_{i}", "price_research_predictions", s, e,
-                            needs=(f"price_research_features_{i}", *fitted)))
-    if segments:
-        stages.append(Stage("price_research_signal_reports", "price_research_signal_reports",
-                            needs=tuple(f"price_research_predictions_{i}" for i in range(len(segments)))))
-    return stages
+def _topological(jobs: list, graph, producers: dict) -> list:
+    """Jobs in an order where each follows the producers of its assets' parents (ties: the order
+    the code location defines them)."""
+    names = [job.name for job, _, _ in jobs]
+    needs: dict[str, set[str]] = {}
+    for job, _, _ in jobs:
+        own = set(job.asset_layer.executable_asset_keys)
+        parents = {p for key in own for p in graph.get(key).parent_keys} - own
+        needs[job.name] = {producers[p] for p in parents if p in producers} - {job.name}
+    done: list[str] = []
+    pending = list(names)
+    while pending:
+        ready = next((n for n in pending if needs[n] <= set(done)), None)
+        if ready is None:  # a cycle between jobs (none today): keep the definition order
+            ready = pending[0]
+        done.append(ready)
+        pending.remove(ready)
+    by_name = {job.name: (job, rule, vault) for job, rule, vault in jobs}
+    return [by_name[n] for n in done]
 
 
 # --------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------
-
-
-def _weekly_keys(job, start: dt.date, end: dt.date) -> list[str]:
-    """The job's weekly partition keys whose Monday falls in ``start..end``."""
-    keys = job.partitions_def.get_partition_keys(
-        current_time=dt.datetime.combine(end + dt.timedelta(days=8), dt.time(), tzinfo=dt.UTC))
-    return [k for k in keys if start <= dt.date.fromisoformat(k) <= end]
-
-
-def stage_runs(defs, instance, project, stage: Stage) -> list[dict]:
-    """The keyword arguments of each ``execute_in_process`` of a stage (none: nothing to run)."""
-    from dagster import AssetKey
-
-    job = defs.resolve_job_def(stage.job)
-    base: dict = {"run_config": QUIET, "instance": instance, "raise_on_error": False}
-    if stage.assets:
-        base["asset_selection"] = [AssetKey.from_user_string(a) for a in stage.assets]
-    if stage.grid:
-        from midfreq_assets.defs.vault.grid_sensor import register_grid_points
-        from midfreq_assets.domain.backtest.grids import load_grid, validate_grid
-
-        vault = project.vault(stage.grid[0])
-        register_grid_points(instance, [vault], project.grids_dir)
-        points = validate_grid(load_grid(project.grids_dir / f"{stage.grid[1]}.yaml"), vault)
-        return [{**base, "partition_key": p.name} for p in points]
-    if stage.weekly:
-        keys = _weekly_keys(job, stage.start, stage.end)
-        return [{**base, "tags": {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}}] if keys else []
-    if stage.start:
-        return [{**base, "tags": {RANGE_START_TAG: stage.start.isoformat(), RANGE_END_TAG: stage.end.isoformat()}}]
-    if stage.partitions:
-        return [{**base, "partition_key": k} for k in stage.partitions]
-    return [base]
 
 
 def summarize(result) -> list[str]:
@@ -279,20 +335,21 @@ def failure_message(result) -> str:
     return "run failed"
 
 
-def print_backtest_headlines(stages: list[Stage], done: dict[str, str], instance=None) -> None:
+def print_backtest_headlines(plan: Plan, status: dict[str, str], lake: str, instance=None) -> None:
     """Each report's walk-forward row (its headline), the grid points beside the benchmarks on the
     same out-of-sample days, how sure we are (PBO, deflated Sharpe, the excess's interval), the
     chosen point per window, and where the HTML report is."""
     from dagster import AssetKey
 
+    from midfreq_assets import stages as rules
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
-    io = ParquetIOManager()
-    for stage in stages:
-        if not stage.job.endswith("_backtest_report") or done.get(stage.name) != "succeeded":
+    io = ParquetIOManager(root=lake)
+    for stage in plan.stages:
+        if stage.rule != rules.GRID_FILES or status.get(stage.name) != "succeeded":
             continue
-        vault = stage.job.removesuffix("_backtest_report")
-        for grid in stage.partitions:
+        vault = stage.vault
+        for grid in stage.grids:
             path = io.partition_path([vault, "backtest_report"], grid)
             if not path.exists():
                 continue
@@ -314,27 +371,27 @@ def print_backtest_headlines(stages: list[Stage], done: dict[str, str], instance
             print(f"  HTML report: {path.with_suffix('.html')}")
 
 
-def print_live_loop(stages: list[Stage], done: dict[str, str]) -> None:
+def print_live_loop(plan: Plan, status: dict[str, str], lake: str) -> None:
     """Each vault's last ticket, what the execution endpoint answered, and the reconciliation."""
+    from midfreq_assets import stages as rules
     from midfreq_assets.domain.portfolio.reconcile import drift_table
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
-    io = ParquetIOManager()
-    for stage in stages:
-        if not stage.job.endswith("_orders") or done.get(stage.name) != "succeeded":
+    io = ParquetIOManager(root=lake)
+    for stage in plan.stages:
+        if stage.rule != rules.ORDER_DAYS or status.get(stage.name) != "succeeded":
             continue
-        vault, day = stage.job.removesuffix("_orders"), stage.end.isoformat()
-        orders_path = io.partition_path([vault, "trade_orders"], day)
-        exec_path = io.partition_path([vault, "order_executions"], day)
-        if not (orders_path.exists() and exec_path.exists()):
+        vault, day = stage.vault, stage.runs[-1]["tags"][RANGE_END_TAG]
+        orders_store, exec_store = io.daily([vault, "trade_orders"]), io.daily([vault, "order_executions"])
+        if not (day in orders_store.stored_days() and day in exec_store.stored_days()):
             continue
-        orders, executions = read_parquet(orders_path), read_parquet(exec_path)
-        weights = read_parquet(io.partition_path([vault, "rebalance_weights"], day))
+        orders, executions = orders_store.read([day]), exec_store.read([day])
+        weights = io.daily([vault, "rebalance_weights"]).read([day])
         source = str(weights["positions_source"].iloc[0]) if "positions_source" in weights else "simulated"
         if orders.empty and source == "simulated":
             continue  # a simulated vault with nothing to trade: nothing to show
         print(f"\n== {vault} trade ticket {day} (started from {source}; {len(orders)} order(s); "
-              f"ticket: {orders_path.with_suffix('.json')})")
+              f"ticket: {io.lake.joinpath(vault, 'trade_orders', f'{day}.json')})")
         if len(orders):
             shown = orders.merge(executions[["idempotency_key", "status", "filled_usd"]], on="idempotency_key")
             print(shown[["side", "symbol", "chain", "protocol", "token_symbol", "amount_usd",
@@ -359,41 +416,74 @@ def _report_metadata(instance, key, partition: str) -> dict:
     return dict(event.asset_materialization.metadata)
 
 
-def run_plan(plan: Plan, instance=None) -> dict[str, str]:
-    """Run every stage in order on ``instance`` (default: ``DAGSTER_HOME``'s, else an ephemeral
-    one); a stage whose prerequisite did not succeed is skipped."""
-    from dagster import DagsterInstance
+@dataclass
+class StageTiming:
+    wall_s: float
+    cpu_s: float
+    runs: int
 
-    from midfreq_assets.definitions import defs
-    from midfreq_assets.project import current_project
 
-    project = current_project()
-    if instance is None:
-        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+def _optional_inputs(defs) -> dict:
+    """Per asset, the parents it reads through an optional input (``optional`` input metadata): their
+    failure leaves it runnable (e.g. adjusted yields flag what has no token price)."""
+    out: dict = {}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assets_def = getattr(node, "assets_def", None)
+        if assets_def is None:
+            continue
+        optional = set()
+        for name, in_key in assets_def.keys_by_input_name.items():
+            meta = assets_def.node_def.input_def_named(name).metadata or {}
+            if meta.get("optional"):
+                optional.add(in_key)
+        out[key] = optional
+    return out
+
+
+def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
+             timings: dict[str, StageTiming] | None = None) -> dict[str, str]:
+    """Run every stage in order on ``instance`` with ``resources`` (passed to each run: the lake, the
+    sources, the execution endpoint). A stage is skipped when an asset it reads failed, was blocked by
+    a failed blocking check, or was skipped (reads through optional inputs excepted)."""
+    graph = defs.resolve_asset_graph()
+    optional = _optional_inputs(defs)
+    lost: dict = {}  # asset key -> why it cannot be read downstream
     status: dict[str, str] = {}
     for stage in plan.stages:
-        print(f"\n== {stage.name}: {stage.job} {stage.span}")
-        blocked = [n for n in stage.needs if status.get(n, "succeeded") != "succeeded"]
+        print(f"\n== {stage.name}: {stage.span}")
+        needed = {p for key in stage.assets for p in graph.get(key).parent_keys - optional.get(key, set())}
+        blocked = sorted({k.to_user_string() for k in needed if k in lost})
         if blocked:
             status[stage.name] = "skipped"
-            print(f"  skipped: needs {', '.join(blocked)} ({', '.join(status[n] for n in blocked)})")
+            for key in stage.assets:
+                lost[key] = "skipped"
+            print(f"  skipped: needs {', '.join(blocked)} ({', '.join(sorted({lost[k] for k in needed if k in lost}))})")
             continue
-        runs = stage_runs(defs, instance, project, stage)
-        if not runs:
-            status[stage.name] = "succeeded"
-            print("  nothing to run in this range (no partition of the job falls in it)")
-            continue
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         job = defs.resolve_job_def(stage.job)
-        results = [job.execute_in_process(**kw) for kw in runs]
+        results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False,
+                                          resources=resources, **kw) for kw in stage.runs]
         ok = all(r.success for r in results)
         status[stage.name] = "succeeded" if ok else "FAILED"
-        print(f"  {status[stage.name].lower() if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s "
+        wall, used = time.perf_counter() - started, time.process_time() - cpu
+        if timings is not None:
+            timings[stage.name] = StageTiming(wall, used, len(results))
+        print(f"  {status[stage.name].lower() if ok else 'FAILED'} in {wall:.1f}s wall, {used:.1f}s CPU "
               f"({len(results)} run(s))")
+        materialized: set = set()
         for result in results:
+            materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
+            for e in result.get_asset_check_evaluations():
+                if not e.passed and e.blocking:
+                    lost[e.asset_key] = f"blocking check {e.check_name} failed"
             print("\n".join(summarize(result)))
             if not result.success:
                 print(f"  error: {failure_message(result)}")
+        for key in stage.assets:
+            if key not in materialized and not ok:
+                lost.setdefault(key, "FAILED")
     return status
 
 
@@ -429,29 +519,27 @@ def add_pipeline_command(sub) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    if args.config_dir is not None:
-        os.environ[CONFIG_DIR_ENV] = str(args.config_dir.resolve())
-    if args.lake:
-        os.environ[DATA_LAKE_ENV] = args.lake
     if args.start and args.end and args.start > args.end:
         print(f"midfreq pipeline: --start {args.start} is after --end {args.end}")
         return 2
     if args.corpus is None and not (args.start and args.end):
         print("midfreq pipeline: without --corpus, give --start and --end (nothing to scan for the range)")
         return 2
-    from midfreq_assets.domain.config.base import ConfigError
-    from midfreq_assets.project import current_project
+    from midfreq_assets.domain.config.base import ConfigError, config_dir
+    from midfreq_assets.project import project_at
 
     try:
-        project = current_project()
+        project = project_at(args.config_dir if args.config_dir is not None else config_dir())
     except ConfigError as exc:
         print(f"midfreq pipeline: {exc}")
         return 2
+    lake = args.lake or env_or(DATA_LAKE_ENV, DEFAULT_DATA_LAKE)
     grids = args.grids or [DEFAULT_GRID]
     if args.corpus is None:
-        plan = plan_stages(project, (args.start, args.end), None, grids, (args.start, args.end))
-        with _execution_server(args.execution_server) as execution:
-            return _execute(plan, f"the MIDFREQ_*_URLs over {args.start}..{args.end}{execution}")
+        data = DataRange((args.start, args.end), None, (args.start, args.end))
+        with _execution_server(args.execution_server) as (execution_url, note):
+            return _execute(project, data, grids, lake, None, execution_url,
+                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [])
     root = args.corpus.resolve()
     if not root.is_dir():
         print(f"midfreq pipeline: corpus {root} is not a directory")
@@ -473,51 +561,58 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         for interval, days in klines.days.items():
             if days:
                 notes.append(f"corpus Binance {interval}: {len(days)} day(s), {min(days)}..{max(days)}")
-    plan = plan_stages(project, yields_range, klines, grids,
-                       (args.start, args.end) if (args.start or args.end) else None)
-    plan = Plan(plan.stages, notes + plan.notes)
-    os.environ[DEPLOYMENT_ENV] = "replay"  # every source from the replay server: never the internet
-    with ReplayServer(root) as server, _execution_server(args.execution_server) as execution:
-        os.environ.update(server.env())
-        return _execute(plan, f"replaying {root} at {server.base_url}{execution}")
+    data = DataRange(yields_range, klines, (args.start, args.end) if (args.start or args.end) else None)
+    with ReplayServer(root) as server, _execution_server(args.execution_server) as (execution_url, note):
+        return _execute(project, data, grids, lake, server.env(), execution_url,
+                        f"replaying {root} at {server.base_url}{note}", notes)
 
 
 @contextlib.contextmanager
-def _execution_server(wanted: bool) -> Iterator[str]:
-    """A local execution server for the run when ``wanted`` (its URL in ``MIDFREQ_EXECUTION_URL``)."""
+def _execution_server(wanted: bool) -> Iterator[tuple[str | None, str]]:
+    """A local execution server for the run when ``wanted``: its URL, handed to the runs' execution client."""
     if not wanted:
-        yield ""
+        yield None, ""
         return
     from midfreq_resources.execution.server import ExecutionServer
 
     with ExecutionServer() as server:
-        previous = os.environ.get(EXECUTION_URL_ENV)
-        os.environ.update(server.env())
-        try:
-            yield f"; orders to the local execution server at {server.base_url}"
-        finally:
-            if previous is None:
-                os.environ.pop(EXECUTION_URL_ENV, None)
-            else:
-                os.environ[EXECUTION_URL_ENV] = previous
+        yield server.base_url, f"; orders to the local execution server at {server.base_url}"
 
 
-def _execute(plan: Plan, source: str) -> int:
-    print(f"midfreq pipeline: {source}")
-    for note in plan.notes:
-        print(f"  {note}")
+def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources: dict[str, str] | None,
+             execution_url: str | None, source: str, notes: list[str],
+             timings: dict[str, StageTiming] | None = None) -> int:
+    """Plan from the code location built on ``project``, run with explicit resources (the lake, the
+    replay server's URLs or the configured services, the execution endpoint), print the results."""
     from dagster import DagsterInstance
 
+    from midfreq_assets.defs.resources import pipeline_resources
+    from midfreq_assets.project import using
+
+    print(f"midfreq pipeline: {source}")
+    with using(project):
+        defs = code_location()
+    resources = pipeline_resources(lake, sources, execution_url)
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    status = run_plan(plan, instance)
-    print_backtest_headlines(plan.stages, status, instance)
-    print_live_loop(plan.stages, status)
+    plan = plan_stages(defs, project, data, grids, instance)
+    for note in notes + plan.notes:
+        print(f"  {note}")
+    status = run_plan(plan, defs, instance, resources, timings)
+    print_backtest_headlines(plan, status, lake, instance)
+    print_live_loop(plan, status, lake)
     failed = [n for n, s in status.items() if s == "FAILED"]
     skipped = [n for n, s in status.items() if s == "skipped"]
     print(f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "
           f"{len(skipped)} skipped (a prerequisite failed)")
     for name in failed:
         print(f"  FAILED: {name}")
-    print(f"Data lake: {env_or(DATA_LAKE_ENV, DEFAULT_DATA_LAKE)}")
+    print(f"Data lake: {lake}")
     print(f"Run history: {os.environ.get('DAGSTER_HOME', '(ephemeral)')}; browse with `make dev`")
     return 1 if failed else 0
+
+
+def code_location():
+    """The code location's definitions, built now from the current project (``project.using``)."""
+    from dagster import load_from_defs_folder
+
+    return load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -64,6 +64,21 @@ def build_resources(deployment: str | None = None) -> dict[str, object]:
     return {**lake, **sources, **live}
 
 
+def pipeline_resources(lake: str, sources: dict[str, str] | None = None,
+                       execution_url: str | None = None) -> dict[str, object]:
+    """The resources ``midfreq pipeline`` hands to each run, explicitly: the lake, the sources (the replay
+    server's URLs, keyed by their ``MIDFREQ_*_URL`` names; None: the configured or live services) and the
+    execution endpoint (None: the vault's ``execution.url`` / ``$MIDFREQ_EXECUTION_URL``, else a dry run)."""
+    sources = sources or {}
+    return {
+        "parquet_io_manager": ParquetIOManager(root=lake), "model_io_manager": ModelIOManager(root=lake),
+        "defillama": DefiLlamaClient(base_url=sources.get(DEFILLAMA_YIELDS_URL_ENV, "")),
+        "defillama_coins": DefiLlamaCoinsClient(base_url=sources.get(DEFILLAMA_COINS_URL_ENV, "")),
+        "binance_archive": BinanceArchiveClient(base_url=sources.get(BINANCE_ARCHIVE_URL_ENV, "")),
+        "positions_client": PositionsClient(), "execution_client": ExecutionClient(base_url=execution_url or ""),
+    }
+
+
 @definitions
 def defs() -> Definitions:
     return Definitions(resources=build_resources(), executor=select_executor())

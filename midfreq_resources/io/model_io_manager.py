@@ -171,8 +171,11 @@ class ModelIOManager(ConfigurableIOManager):
             write_bytes_atomic(self.partition_path(path, key), dump_bytes(value))
         first = next(iter(parts), None)
         meta: dict[str, Any] = {"path": MetadataValue.path(str(self.partition_path(path, first))), "format": "skops"}
-        if len(parts) > 1:
-            meta["partitions_written"] = len(parts)
+        if len(parts) > 1:  # each partition names its own file
+            meta = {"format": "skops", "partitions_in_run": len(parts)}
+            for key in parts:
+                context.step_context.add_asset_metadata({"path": MetadataValue.path(str(self.partition_path(path, key)))},
+                                                        asset_key=context.asset_key, partition_key=key)
         context.add_output_metadata(meta)
 
     def load_input(self, context: InputContext) -> Any:

@@ -1,10 +1,15 @@
-"""Parquet IO manager: one browsable file per asset partition, atomic, range-capable.
+"""Parquet IO manager: browsable Parquet files per asset, atomic, range-capable.
 
-``{root}/{asset/key/path}/{partition_key}.parquet``. Dagster's ``UPathIOManager`` refuses
-outputs that cover several partitions (single-run backfills) and returns a dict when several
-partitions are loaded; this manager splits range outputs by their ``date`` column (or by the
-column named in the asset's ``partition_column`` metadata, e.g. a grid point for dynamic
-partitions) and always loads one DataFrame.
+- Daily partitions: one file per month, ``{root}/{asset/key/path}/{YYYY-MM}.parquet``, holding the
+  days written so far (:class:`~midfreq_resources.io.lake.MonthFiles`: a year is 12 files to
+  write and read, not 365); writing days merges them into their month's file.
+- Other partitions (monthly ``YYYY-MM``, weekly, grid points, grid files): one file per partition,
+  ``{root}/{asset/key/path}/{partition_key}.parquet``; unpartitioned: ``{root}/{asset/key/path}.parquet``.
+
+Dagster's ``UPathIOManager`` refuses outputs that cover several partitions (single-run backfills)
+and returns a dict when several partitions are loaded; this manager splits range outputs by their
+``date`` column (or by the column named in the asset's ``partition_column`` metadata, e.g. a grid
+point for dynamic partitions) and always loads one DataFrame.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from pydantic import Field
 from upath import UPath
 
 from midfreq_resources.io.lake import (
-    LakeReadError,
+    MonthFiles,
     check_partition_frame,
-    concat_frames,
     lake_root,
     list_names,
     read_parquet,
+    read_partitions,
     split_by_column,
     split_by_date,
+    split_by_month,
     write_parquet,
 )
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
@@ -61,33 +67,29 @@ class ParquetIOManager(ConfigurableIOManager):
         return self.lake.joinpath(*context.asset_key.path)
 
     def partition_path(self, asset_path: list[str], partition_key: str | None) -> UPath:
+        """The file of one partition of a non-daily asset (daily assets: :meth:`daily`)."""
         base = self.lake.joinpath(*asset_path)
         if partition_key is None:
             return base.with_name(base.name + ".parquet")
         return base / f"{partition_key}.parquet"
 
-    def stored_partitions(self, asset_path: list[str]) -> set[str]:
-        """Partition keys with a file under the asset's folder, from one listing: on an object store
-        one request, where probing each key of a year-long input would be hundreds."""
+    def daily(self, asset_path: list[str]) -> MonthFiles:
+        """The month files of a daily-partitioned asset (read days, list them, the file of a day)."""
+        return MonthFiles(self.lake.joinpath(*asset_path))
+
+    def stored_partitions(self, asset_path: list[str], daily: bool = False) -> set[str]:
+        """Partition keys stored for the asset, from one listing (on an object store one request,
+        where probing each key of a year-long input would be hundreds); ``daily``: the days its
+        month files hold."""
+        if daily:
+            return set(self.daily(asset_path).stored_days())
         suffix = ".parquet"
         return {n.removesuffix(suffix) for n in list_names(self.lake.joinpath(*asset_path)) if n.endswith(suffix)}
+
     def read_existing(self, asset_path: list[str], keys: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-        """The partitions of ``keys`` already in the lake (for merges): frames by key, and the
-        unreadable ones (path -> why), which a merge must not keep."""
-        frames: dict[str, pd.DataFrame] = {}
-        unreadable: dict[str, str] = {}
-        for key in keys:
-            path = self.partition_path(asset_path, key)
-            if not path.exists():
-                continue
-            try:
-                frame = read_parquet(path)
-                check_partition_frame(frame, path, None, key)
-            except LakeReadError as exc:
-                unreadable[str(path)] = str(exc)
-                continue
-            frames[key] = frame
-        return frames, unreadable
+        """The days of ``keys`` a daily asset already holds (for merges): frames by day, and the
+        unreadable files (path -> why), whose days a merge must not keep."""
+        return self.daily(asset_path).read_each(keys)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -98,6 +100,7 @@ class ParquetIOManager(ConfigurableIOManager):
                 f"returned {type(obj).__name__}"
             )
         path_parts = list(context.asset_key.path)
+        layout = _layout(context.asset_partitions_def if context.has_asset_partitions else None)
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
             column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY)
@@ -105,23 +108,30 @@ class ParquetIOManager(ConfigurableIOManager):
                 parts = {keys[0]: obj}
             elif column:
                 parts = split_by_column(obj, keys, str(column))
+            elif layout == MONTHLY:
+                parts = split_by_month(obj, keys)
             else:
                 parts = split_by_date(obj, keys)
         else:
             parts = {None: obj}
-        for key, frame in parts.items():
-            write_parquet(self.partition_path(path_parts, key), frame)
+        if layout == DAILY:
+            paths = self.daily(path_parts).write(parts)
+        else:
+            paths = {}
+            for key, frame in parts.items():
+                paths[key] = self.partition_path(path_parts, key)
+                write_parquet(paths[key], frame)
         meta = {
             "dagster/row_count": len(obj),
             "dagster/column_schema": table_schema(obj),
-            "path": MetadataValue.path(str(self.partition_path(path_parts, next(iter(parts))))),
+            "path": MetadataValue.path(str(paths[next(iter(parts))])),
         }
-        if len(parts) > 1:
-            meta["partitions_written"] = len(parts)
-            meta["rows_in_run"] = meta.pop("dagster/row_count")
+        if len(parts) > 1:  # each partition gets its own numbers; the run's total says it is one
+            meta = {"dagster/column_schema": meta["dagster/column_schema"], "rows_in_run": len(obj),
+                    "partitions_in_run": len(parts)}
             for key, frame in parts.items():
                 context.step_context.add_asset_metadata(
-                    {"dagster/row_count": len(frame), "path": MetadataValue.path(str(self.partition_path(path_parts, key)))},
+                    {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))},
                     asset_key=context.asset_key, partition_key=key,
                 )
         context.add_output_metadata(meta)
@@ -133,12 +143,6 @@ class ParquetIOManager(ConfigurableIOManager):
         value = meta.get(REQUIRED_COLUMNS)
         return list(value) if value else None
 
-    @staticmethod
-    def _daily(context: InputContext) -> bool:
-        """Daily partitions: each file holds rows of its own day only (checked on load)."""
-        pdef = context.asset_partitions_def
-        return isinstance(pdef, TimeWindowPartitionsDefinition) and pdef.cron_schedule == "0 0 * * *"
-
     def load_input(self, context: InputContext) -> pd.DataFrame:
         path_parts = list(context.asset_key.path)
         required = self._required(context)
@@ -147,24 +151,28 @@ class ParquetIOManager(ConfigurableIOManager):
             frame = read_parquet(path)
             check_partition_frame(frame, path, required, None)
             return frame
-        present = self.stored_partitions(path_parts)
         keys = list(context.asset_partition_keys)
-        daily = self._daily(context)
-        frames = []
-        for key in keys:
-            if key in present:
-                path = self.partition_path(path_parts, key)
-                frame = read_parquet(path)
-                check_partition_frame(frame, path, required, key if daily else None)
-                frames.append(frame)
+        layout = _layout(context.asset_partitions_def)
+        if layout == DAILY:
+            store = self.daily(path_parts)
+            stored = store.stored_days()
+            present = set(stored)
+            frame = store.read(keys, required, stored)
+        else:
+            present = self.stored_partitions(path_parts)
+            frame = read_partitions({key: self.partition_path(path_parts, key) for key in keys if key in present},
+                                    required, layout)
+        have = [key for key in keys if key in present]
         missing = [key for key in keys if key not in present]
+        meta = context.definition_metadata or {}
+        if missing and have and meta.get(TRAILING_MISSING_OK, False):
+            missing = [key for key in missing if key < max(have)]  # after the last stored one: not yet
         if missing:
-            meta = context.definition_metadata or {}
             allow_missing = bool(meta.get("allow_missing_partitions", False))
-            if allow_missing and not frames and meta.get("optional", False):
+            if allow_missing and not have and meta.get("optional", False):
                 context.log.info(f"{context.asset_key.to_user_string()}: optional input not materialized yet")
                 return pd.DataFrame()
-            if not allow_missing or not frames:
+            if not allow_missing or not have:
                 raise FileNotFoundError(
                     f"{context.asset_key.to_user_string()}: partitions not materialized: "
                     f"{missing[:5]}{' ...' if len(missing) > 5 else ''} under {self._asset_dir(context)}"
@@ -172,4 +180,21 @@ class ParquetIOManager(ConfigurableIOManager):
             context.log.warning(
                 f"{context.asset_key.to_user_string()}: {len(missing)} upstream partitions missing, e.g. {missing[:3]}"
             )
-        return concat_frames(frames)
+        return frame
+
+
+DAILY, MONTHLY = "daily", "monthly"
+#: Input metadata: partitions after the last stored one are the future (a month partition read
+#: while the month is under way), not missing; holes before it still are.
+TRAILING_MISSING_OK = "trailing_missing_ok"
+
+
+def _layout(pdef) -> str | None:
+    """How an asset's partitions map to files: daily (month files), monthly (a file per month), or
+    one file per partition key (None)."""
+    if isinstance(pdef, TimeWindowPartitionsDefinition):
+        if pdef.cron_schedule == "0 0 * * *":
+            return DAILY
+        if pdef.cron_schedule == "0 0 1 * *":
+            return MONTHLY
+    return None

@@ -17,6 +17,7 @@ from dagster import (
     definitions,
 )
 
+from midfreq_assets import stages
 from midfreq_assets.defs.ingest.binance_futures import FUNDING, PREMIUM
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.partitions import binance_partitions, daily_partitions, monthly_from
@@ -26,6 +27,7 @@ from midfreq_assets.project import current_project
 def build_ingest_automation(project: Project) -> Definitions:
     nightly = define_asset_job(
         "nightly_refresh",
+        metadata=stages.plan(stages.DAYS),
         selection=AssetSelection.groups("defillama", "prices"),
         partitions_def=daily_partitions(project),
         description="Refresh the ingestion assets for one day (the schedule picks the last complete day).",
@@ -39,6 +41,7 @@ def build_ingest_automation(project: Project) -> Definitions:
         bars = [AssetKey("binance_klines"), *([PREMIUM] if futures and futures.premium_index_intervals else [])]
         klines = define_asset_job(
             "binance_klines_refresh",
+            metadata=stages.plan(stages.KLINES_DAYS),
             selection=AssetSelection.assets(*bars),
             partitions_def=binance_partitions(project),
             description="Collect one day of Binance klines (the archive publishes a day's file the next day).",
@@ -49,7 +52,7 @@ def build_ingest_automation(project: Project) -> Definitions:
                                                              name="binance_klines_schedule"))
         if futures is not None and futures.funding_rate:
             funding = define_asset_job(
-                "binance_funding_refresh", selection=AssetSelection.assets(FUNDING),
+                "binance_funding_refresh", metadata=stages.plan(stages.KLINES_MONTHS), selection=AssetSelection.assets(FUNDING),
                 partitions_def=monthly_from(project.binance.start_date),
                 description="Collect one month of Binance funding rates (the archive publishes them monthly).")
             jobs.append(funding)

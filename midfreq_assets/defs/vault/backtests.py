@@ -34,6 +34,7 @@ from dagster import (
     define_asset_job,
 )
 
+from midfreq_assets import stages
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
 from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
@@ -49,6 +50,7 @@ from midfreq_assets.domain.backtest.grids import (
 )
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.research.plan import needs_adjusted
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
@@ -72,6 +74,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     grid_files = StaticPartitionsDefinition(grid_file_names(gdir) or ["default"])
     all_days = {"allow_missing_partitions": True}
     group = f"{prefix}_backtests"
+    earns_adjusted = vault.backtest.apy_column == "adjusted_apy" or needs_adjusted(vault)
 
     @asset(
         key=AssetKey([prefix, "backtest_panel"]),
@@ -80,9 +83,10 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                                     metadata=all_days),
             "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=AllPartitionMapping(),
                                      metadata=all_days),
+            # optional only for a vault that neither earns nor predicts adjusted yields
             "adjusted_yields": AssetIn(key=AssetKey([prefix, "adjusted_yields"]),
                                        partition_mapping=AllPartitionMapping(),
-                                       metadata={**all_days, "optional": True}),
+                                       metadata={**all_days, "optional": not earns_adjusted}),
         },
         io_manager_key="parquet_io_manager",
         group_name=group,
@@ -228,11 +232,13 @@ def build_backtest_jobs(vault: VaultConfig) -> list:
     ``<vault>_backtest_report`` (one grid file)."""
     key = lambda name: AssetKey([vault.name, name])  # noqa: E731
     return [
-        define_asset_job(f"{vault.name}_backtest_inputs", selection=[key("backtest_panel"), key("top_pools")],
+        define_asset_job(f"{vault.name}_backtest_inputs", metadata=stages.plan(stages.ONCE, vault.name), selection=[key("backtest_panel"), key("top_pools")],
                          description="The vault's backtest panel over the whole history, and its top pools."),
-        define_asset_job(f"{vault.name}_backtest_runs", selection=[key("backtest_runs")],
+        define_asset_job(f"{vault.name}_backtest_runs", metadata=stages.plan(stages.GRID_POINTS, vault.name),
+                         selection=[key("backtest_runs")],
                          partitions_def=grid_partitions(vault.name),
                          description="Backtest grid points of the vault (one partition per point)."),
-        define_asset_job(f"{vault.name}_backtest_report", selection=[key("backtest_report")],
+        define_asset_job(f"{vault.name}_backtest_report", metadata=stages.plan(stages.GRID_FILES, vault.name),
+                         selection=[key("backtest_report")],
                          description="Report of one grid file (partition = grid file name)."),
     ]

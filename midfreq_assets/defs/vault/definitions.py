@@ -4,7 +4,7 @@ from pathlib import Path
 
 from dagster import Definitions, definitions
 
-from midfreq_assets.defs.vault.automation import build_vault_jobs, build_vault_schedules
+from midfreq_assets.defs.vault.automation import build_vault_jobs, build_vault_schedules, build_vault_sensors
 from midfreq_assets.defs.vault.backtests import build_backtest_assets, build_backtest_jobs
 from midfreq_assets.defs.vault.grid_sensor import build_grid_points_sensor
 from midfreq_assets.defs.vault.live import build_intraday_assets, build_orders_assets, build_positions_asset
@@ -15,20 +15,21 @@ from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.yields.adjusted import reference_pricing
-from midfreq_assets.partitions import daily_partitions
+from midfreq_assets.partitions import daily_partitions, research_months
 from midfreq_assets.project import current_project
 
 
 def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | None = None) -> Definitions:
     """Every asset, check, job and schedule of one vault (key prefix and group = the vault's name)."""
     days = daily_partitions(project)
-    jobs = build_vault_jobs(vault, days)
+    months = research_months(project.earliest_start)
+    jobs = build_vault_jobs(vault, days, months)
     intraday, intraday_jobs, intraday_schedules = build_intraday_assets(vault, project.earliest_start)
     positions = [build_positions_asset(vault, days, project.config_dir)] if vault.positions else []
     return Definitions(
         assets=[
-            *build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens), days),
-            *build_research_assets(vault, days),
+            *build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens), months),
+            *build_research_assets(vault, months),
             *positions,
             *build_rebalance_assets(vault, days),
             *build_orders_assets(vault, project.tokens, days),
@@ -38,6 +39,7 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
         ],
         jobs=[*jobs.values(), *build_backtest_jobs(vault), *intraday_jobs],
         schedules=[*build_vault_schedules(vault, jobs), *intraday_schedules],
+        sensors=build_vault_sensors(vault, jobs),
     )
 
 

@@ -63,7 +63,7 @@ from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import lookback, window_days
 from midfreq_resources.clients.execution import DRY_RUN, FAILED, LEDGER_CONFLICT
 from midfreq_resources.clients.http_retry import RetryPolicy, SourceError
-from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
+from midfreq_resources.io.lake import write_bytes_atomic
 
 EXECUTION_COLUMNS = ["date", "idempotency_key", "pool", "side", "amount_usd", "status", "http_status", "filled_usd",
                      "message", "attempts", "from_ledger", "endpoint"]
@@ -179,12 +179,11 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
             ts = pd.Timestamp(day)
             rows = rebalance_weights[pd.to_datetime(rebalance_weights["date"]) == ts]
             meta = pool_metadata[pd.to_datetime(pool_metadata["date"]) == ts] if len(pool_metadata) else pool_metadata
-            price_path = io.partition_path(["token_prices"], day.isoformat())
-            prices = read_parquet(price_path) if price_path.exists() else pd.DataFrame()
+            prices = io.daily(["token_prices"]).read([day.isoformat()])
             ref = float(rows["reference_price"].iloc[0]) if len(rows) else 1.0
             orders = build_orders(vault, rows, meta, deposit_token_prices(vault, prices, ref, pegged))
             orders["date"] = pd.to_datetime(orders["date"]).astype("datetime64[ns]")
-            path = io.partition_path(list(orders_key.path), day.isoformat()).with_suffix(".json")
+            path = io.lake.joinpath(*orders_key.path, f"{day.isoformat()}.json")
             write_bytes_atomic(path, orjson.dumps(ticket(vault, day, orders), option=orjson.OPT_INDENT_2))
             frames.append(orders)
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ORDER_COLUMNS)
@@ -296,10 +295,11 @@ def build_intraday_assets(vault: VaultConfig, start: dt.date) -> tuple[AssetsDef
     def intraday_moves_asset(context: AssetExecutionContext):
         io = context.resources.parquet_io_manager
         hour = context.partition_time_window.start
-        nightly_days = sorted(d for d in io.stored_partitions(["pool_metadata"]) if d < hour.date().isoformat())
+        metadata = io.daily(["pool_metadata"])
+        nightly_days = sorted(d for d in metadata.stored_days() if d < hour.date().isoformat())
         if not nightly_days:
             raise Failure(f"{key.to_user_string()}: no nightly pool_metadata before {hour.date()}")
-        nightly = vault_rows(read_parquet(io.partition_path(["pool_metadata"], nightly_days[-1])), vault.name)
+        nightly = vault_rows(metadata.read([nightly_days[-1]]), vault.name)
         records = context.resources.defillama.pools()
         snap = pd.DataFrame({"pool": [r.pool for r in records], "apy": [r.apy for r in records],
                              "tvl_usd": [r.tvl_usd for r in records]})

@@ -7,6 +7,11 @@ pools that left the universe are sold, held pools missing from D's data up to th
 ``max_gap_days`` are kept. A range backfill computes its days in order inside one run, starting
 from the partition before the range.
 
+``predictions`` and ``adjusted_yields`` are monthly (the month holding D); a month partition is
+rewritten as its days arrive, so each day checks that the month's latest materialization covers it
+(its ``last_day`` metadata): a month written before D's data arrived fails the day, naming what to
+re-materialize, instead of deciding D on no prediction.
+
 The previous day is declared as a self-dependency (``AssetDep`` with ``PREVIOUS_DAY``) for lineage
 and backfill ordering, but read directly from the lake: the mapped window of a range run [s, e]
 is [s-1, e-1], whose later days are stale outputs of an earlier run (only s-1 is wanted).
@@ -50,9 +55,8 @@ from midfreq_assets.domain.portfolio.nightly import (
 )
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
-from midfreq_assets.metadata import markdown_table
+from midfreq_assets.metadata import covered_through, markdown_table
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
-from midfreq_resources.io.lake import read_parquet
 
 
 def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
@@ -73,21 +77,36 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             description=f"on days decided from vault_positions: every pool's |actual - expected| (yesterday's "
             f"target after accrual) is at most {live.drift_warn:g} of wealth (a warning)"))
 
+    def check_coverage(context: AssetExecutionContext, first, last) -> None:
+        """Each day of the range is covered by its month of predictions and adjusted yields."""
+        for name in ("predictions", "adjusted_yields"):
+            upstream = AssetKey([vault.name, name])
+            for month in sorted({f"{d:%Y-%m}" for d in pd.date_range(first, last, freq="D")}):
+                through = covered_through(context.instance, upstream, month)
+                needed = min(pd.Timestamp(last), pd.Timestamp(month) + pd.offsets.MonthEnd(0)).date()
+                if through is None or through < needed:
+                    raise Failure(f"{key.to_user_string()} {needed}: {upstream.to_user_string()} {month} covers "
+                                  f"{'no day' if through is None else f'the days through {through}'}; materialize "
+                                  f"{upstream.to_user_string()} for {month} first (a month is rewritten as its days "
+                                  "arrive)")
+
     def observed_days(io, first, last) -> dict[pd.Timestamp, Observed]:
         """Real holdings per live day of the range, from the lake (a missing day fails the run)."""
         if live is None:
             return {}
         out = {}
+        store = io.daily(list(positions_key.path))
+        stored = store.stored_days()
         for day in pd.date_range(first, last, freq="D"):
             if not live.is_live(day.date()):
                 continue
-            path = io.partition_path(list(positions_key.path), day.strftime("%Y-%m-%d"))
-            if not path.exists():
+            name = day.strftime("%Y-%m-%d")
+            if name not in stored:
                 raise Failure(f"{key.to_user_string()} {day.date()}: decided from real positions (positions.live_from "
                               f"{live.live_from or 'every day'}) but {positions_key.to_user_string()} {day.date()} is "
-                              f"not materialized ({path})")
+                              f"not materialized (under {store.folder})")
             try:
-                out[day] = observed_holdings(read_parquet(path))
+                out[day] = observed_holdings(store.read([name], stored=stored))
             except PositionsError as exc:
                 raise Failure(f"{key.to_user_string()} {day.date()}: {exc}") from None
         return out
@@ -118,9 +137,11 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
     def rebalance_weights(context: AssetExecutionContext, predictions: pd.DataFrame, pool_metadata: pd.DataFrame,
                           pool_history: pd.DataFrame, adjusted_yields: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
+        check_coverage(context, first, last)
         before = (pd.Timestamp(first) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-        path = context.resources.parquet_io_manager.partition_path(list(key.path), before)
-        state = CarriedState.from_rows(read_parquet(path)) if path.exists() else None
+        own = context.resources.parquet_io_manager.daily(list(key.path))
+        path = own.path_of(before)
+        state = CarriedState.from_rows(own.read([before])) if before in own.stored_days() else None
         first_day = partitions_def.start.date()
         observed = observed_days(context.resources.parquet_io_manager, first, last)
         from_positions = pd.Timestamp(first) in observed

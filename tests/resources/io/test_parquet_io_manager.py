@@ -1,4 +1,5 @@
-"""Parquet lake: one file per partition, atomic writes, range outputs split, loads always one frame."""
+"""Parquet lake: daily partitions in month files, other partitions a file each, atomic writes,
+range outputs split, loads always one frame."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 
@@ -44,19 +45,25 @@ def windowed(daily_values: pd.DataFrame) -> pd.DataFrame:
     return out.tail(1)
 
 
-def test_range_output_split_into_day_files_and_loaded_as_one_frame(tmp_path):
+def month_file(tmp_path, month: str = "2024-01"):
+    return lake.lake_root(tmp_path) / "daily_values" / f"{month}.parquet"
+
+
+def test_range_output_stored_in_its_month_file_and_loaded_as_one_frame(tmp_path):
     io = ParquetIOManager(root=str(tmp_path))
     result = materialize([daily_values], resources={"io": io}, tags=RANGE)
     assert result.success
-    files = sorted(p.name for p in (tmp_path / "daily_values").iterdir())
-    assert files == ["2024-01-02.parquet", "2024-01-03.parquet", "2024-01-04.parquet"]
-    one = pd.read_parquet(tmp_path / "daily_values" / "2024-01-03.parquet")
+    assert sorted(p.name for p in (tmp_path / "daily_values").iterdir()) == ["2024-01.parquet"]
+    store = io.daily(["daily_values"])
+    assert sorted(store.stored_days()) == ["2024-01-02", "2024-01-03", "2024-01-04"]
+    one = store.read(["2024-01-03"])
     assert list(one["pool"]) == ["a", "b"] and (one["date"] == pd.Timestamp("2024-01-03")).all()
     events = result.get_asset_materialization_events()
     meta = events[0].materialization.metadata
     assert {e.materialization.partition: e.materialization.metadata["dagster/row_count"].value for e in events} == {
         "2024-01-02": 2, "2024-01-03": 2, "2024-01-04": 2}  # each day's own rows
-    assert meta["rows_in_run"].value == 6 and meta["partitions_written"].value == 3
+    assert all(e.materialization.metadata["path"].value.endswith("2024-01.parquet") for e in events)
+    assert meta["rows_in_run"].value == 6 and meta["partitions_in_run"].value == 3
     assert {c.name for c in meta["dagster/column_schema"].value.columns} == {"date", "pool", "value"}
 
     result = materialize([daily_values, windowed], resources={"io": io}, partition_key="2024-01-04",
@@ -66,12 +73,36 @@ def test_range_output_split_into_day_files_and_loaded_as_one_frame(tmp_path):
     assert len(loaded) == 1 and loaded["date"].iloc[0] == pd.Timestamp("2024-01-04")
 
 
-def test_rerun_of_a_day_replaces_it(tmp_path):
+def test_rerun_of_a_day_replaces_it_and_keeps_the_other_days(tmp_path):
     io = ParquetIOManager(root=str(tmp_path))
+    assert materialize([daily_values], resources={"io": io}, tags=RANGE).success
     for _ in range(2):
         assert materialize([daily_values], resources={"io": io}, partition_key="2024-01-02").success
-    frame = pd.read_parquet(tmp_path / "daily_values" / "2024-01-02.parquet")
-    assert len(frame) == 2
+    frame = io.daily(["daily_values"]).read(["2024-01-02", "2024-01-03", "2024-01-04"])
+    assert frame.groupby("date").size().tolist() == [2, 2, 2]
+    assert frame["date"].is_monotonic_increasing
+
+
+def test_a_day_without_rows_is_still_a_stored_partition(tmp_path):
+    store = lake.MonthFiles(lake.lake_root(tmp_path) / "x")
+    empty = pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "v": pd.Series(dtype=float)})
+    store.write({"2024-02-01": empty, "2024-02-02": pd.DataFrame({"date": [pd.Timestamp("2024-02-02")], "v": [1.0]})})
+    assert sorted(store.stored_days()) == ["2024-02-01", "2024-02-02"]
+    assert store.read(["2024-02-01"]).empty and len(store.read(["2024-02-01", "2024-02-02"])) == 1
+    frames, bad = store.read_each(["2024-02-01", "2024-02-02", "2024-02-03"])
+    assert sorted(frames) == ["2024-02-01", "2024-02-02"] and not bad and frames["2024-02-01"].empty
+
+
+def test_day_files_of_the_earlier_layout_are_read_and_folded_into_their_month(tmp_path):
+    folder = lake.lake_root(tmp_path) / "x"
+    for day, v in (("2024-03-01", 1.0), ("2024-03-02", 2.0)):
+        lake.write_parquet(folder / f"{day}.parquet", pd.DataFrame({"date": [pd.Timestamp(day)], "v": [v]}))
+    store = lake.MonthFiles(folder)
+    assert sorted(store.stored_days()) == ["2024-03-01", "2024-03-02"]
+    assert store.read(["2024-03-01", "2024-03-02"])["v"].tolist() == [1.0, 2.0]
+    store.write({"2024-03-02": pd.DataFrame({"date": [pd.Timestamp("2024-03-02")], "v": [9.0]})})
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["2024-03.parquet"]  # nothing lost, one file
+    assert store.read(["2024-03-01", "2024-03-02"])["v"].tolist() == [1.0, 9.0]
 
 
 def test_missing_upstream_partition_is_a_clear_error(tmp_path):
@@ -102,10 +133,10 @@ def test_failing_asset_writes_nothing(tmp_path):
 
     io = ParquetIOManager(root=str(tmp_path))
     assert materialize([daily_values], resources={"io": io}, partition_key="2024-01-02").success
-    before = (tmp_path / "daily_values" / "2024-01-02.parquet").read_bytes()
+    before = (tmp_path / "daily_values" / "2024-01.parquet").read_bytes()
     result = materialize([broken], resources={"io": io}, partition_key="2024-01-02", raise_on_error=False)
     assert not result.success
-    assert (tmp_path / "daily_values" / "2024-01-02.parquet").read_bytes() == before
+    assert (tmp_path / "daily_values" / "2024-01.parquet").read_bytes() == before
 
 
 def test_range_output_without_date_column_is_refused():
@@ -122,9 +153,10 @@ def test_rows_outside_the_range_are_refused():
 def test_fsspec_memory_filesystem(tmp_path):
     io = ParquetIOManager(root="memory://midfreq-test-lake")
     assert materialize([daily_values], resources={"io": io}, tags=RANGE).success
-    path = lake.lake_root("memory://midfreq-test-lake") / "daily_values" / "2024-01-03.parquet"
+    path = lake.lake_root("memory://midfreq-test-lake") / "daily_values" / "2024-01.parquet"
     assert path.exists()
-    assert len(lake.read_parquet(path)) == 2
+    assert len(lake.read_parquet(path)) == 6
+    assert len(io.daily(["daily_values"]).read(["2024-01-03"])) == 2
 
 
 points = DynamicPartitionsDefinition(name="points")
@@ -180,25 +212,28 @@ def _break(path, how: str) -> None:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif how == "not_parquet":
         path.write_text("date,pool,value\n2024-01-03,a,1\n")  # a CSV saved under the .parquet name
-    elif how == "wrong_schema":
+    elif how == "no_days":  # a Parquet file midfreq did not write, under a month file's name
         lake.write_parquet(lake.lake_root(path), pd.DataFrame({"date": [pd.Timestamp("2024-01-03")], "pool": ["a"]}))
-    elif how == "wrong_day":  # another day's file copied over (would surface as duplicate rows)
-        path.write_bytes(path.with_name("2024-01-04.parquet").read_bytes())
+    elif how == "wrong_month":  # another month's file copied over (would surface as duplicate rows)
+        other = lake.MonthFiles(lake.lake_root(path).parent / "other")
+        other.write({"2024-02-03": pd.DataFrame({"date": [pd.Timestamp("2024-02-03")] * 2, "pool": ["a", "b"],
+                                                 "value": [1, 2]})})
+        path.write_bytes(lake.lake_root(path).parent.joinpath("other", "2024-02.parquet").read_bytes())
     elif how == "empty_file":
         path.write_bytes(b"")
 
 
 @pytest.mark.parametrize(("how", "message"), [
-    ("truncated", r"2024-01-03\.parquet: not a readable Parquet file"),
-    ("not_parquet", r"2024-01-03\.parquet: not a readable Parquet file"),
-    ("empty_file", r"2024-01-03\.parquet: not a readable Parquet file \(0 bytes"),
-    ("wrong_schema", r"2024-01-03\.parquet: missing column\(s\) \['value'\]; expected \['date', 'pool', 'value'\]"),
-    ("wrong_day", r"2024-01-03\.parquet: 2 row\(s\) dated \['2024-01-04'\], not 2024-01-03"),
+    ("truncated", r"2024-01\.parquet: not a readable Parquet file"),
+    ("not_parquet", r"2024-01\.parquet: not a readable Parquet file"),
+    ("empty_file", r"2024-01\.parquet: not a readable Parquet file \(0 bytes"),
+    ("no_days", r"2024-01\.parquet: a month file without its list of days"),
+    ("wrong_month", r"2024-01\.parquet: holds days of another month \(\['2024-02-03'\]\), not of 2024-01"),
 ])
 def test_a_broken_partition_file_is_named_with_what_is_wrong(tmp_path, how, message):
     io = ParquetIOManager(root=str(tmp_path))
     assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
-    _break(tmp_path / "daily_values" / "2024-01-03.parquet", how)
+    _break(tmp_path / "daily_values" / "2024-01.parquet", how)
     result = materialize([daily_values_with_schema, windowed], resources={"io": io}, partition_key="2024-01-04",
                          selection=[windowed], raise_on_error=False)
     assert not result.success
@@ -206,3 +241,19 @@ def test_a_broken_partition_file_is_named_with_what_is_wrong(tmp_path, how, mess
     text = error.message + (error.cause.message if error.cause else "")
     assert "LakeReadError" in text and "Buffer" not in text
     assert re.search(message, text), text
+
+
+def test_a_month_file_with_rows_of_days_it_does_not_hold_is_refused(tmp_path):
+    store = lake.MonthFiles(lake.lake_root(tmp_path) / "x")
+    store.write({"2024-01-03": pd.DataFrame({"date": [pd.Timestamp("2024-01-03")], "v": [1]})})
+    path = store.path("2024-01")
+    table = lake.read_arrow(path)
+    forged = pd.DataFrame({"date": [pd.Timestamp("2024-01-03"), pd.Timestamp("2024-01-05")], "v": [1, 2]})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pandas(forged, preserve_index=False).replace_schema_metadata(table.schema.metadata),
+                   str(path))
+    with pytest.raises(lake.LakeReadError, match=r"1 row\(s\) dated \['2024-01-05'\], not among the days it holds"):
+        store.read(["2024-01-03"])
+    with pytest.raises(lake.LakeReadError, match="missing column"):
+        store.read(["2024-01-03"], required=["date", "v", "w"])

@@ -1,0 +1,164 @@
+"""The local Dagster instance's storage: Dagster's SQLite layout, with one pooled connection per shard.
+
+Dagster's :class:`SqliteEventLogStorage` opens a new SQLAlchemy engine for every statement batch
+and disposes it after: every event pays an engine, a connection, a cold statement cache (each
+insert is compiled again) and a WAL checkpoint on close. A year-long single-run backfill of a
+daily asset stores two asset events per partition (planned, materialized), so that cost, not the
+data, dominated the demo (``docs/PERFORMANCE.md``). :class:`PooledSqliteEventLogStorage` keeps one
+engine per shard (the index shard and each run's shard) with a connection held open, and commits
+with ``synchronous=NORMAL`` in WAL mode (durable across process crashes; a power loss can lose the
+last commits, never corrupt the file). Files, schema and layout are Dagster's own, so the
+webserver, the daemon and ``dagster`` CLIs read them unchanged, and an instance can go back to
+``storage: sqlite`` at any time.
+
+Live views: the webserver learns of new events of a running run from file-system events on the
+run's ``<run_id>.db``; with the connection kept open the writes stay in ``<run_id>.db-wal``, so a
+run shard is checkpointed (``PRAGMA wal_checkpoint(PASSIVE)``) at most every
+:data:`CHECKPOINT_EVERY_S` and when the run ends, and its engine is closed then.
+
+Production uses Postgres (``deploy/production``), which pools connections itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+import sqlalchemy as db
+from dagster._config import StringSource
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+#: A running run's shard is checkpointed at most this often (the webserver's live log follows it).
+CHECKPOINT_EVERY_S = 0.5
+RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
+                            DagsterEventType.RUN_CANCELED})
+
+
+def _on_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """:class:`SqliteEventLogStorage` with one long-lived engine and connection per shard."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self._engines: dict[str, Engine] = {}
+        self._checkpointed: dict[str, float] = {}
+        self._tables: set[str] = set()
+        self._pid = os.getpid()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value) -> PooledSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        if os.getpid() != self._pid:  # a forked child never shares its parent's connections
+            self._engines, self._checkpointed, self._pid = {}, {}, os.getpid()
+        engine = self._engines.get(shard)
+        if engine is None:
+            engine = db.create_engine(
+                self.conn_string_for_shard(shard), poolclass=QueuePool, pool_size=1, max_overflow=2,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+            db.event.listen(engine, "connect", _on_connect)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            self._engines[shard] = engine
+        return engine
+
+    @contextlib.contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
+            yield conn
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        """One planned event per asset of a range run (its partitions as a subset), not one per
+        partition: a failed range run then leaves its partitions "missing" rather than "failed" in
+        the UI (the run itself is failed, with its error)."""
+        return True
+
+    def has_table(self, table_name: str) -> bool:
+        """Asked once per asset event (for the tags table); a table, once there, stays."""
+        if table_name in self._tables:
+            return True
+        engine = self._engine(INDEX_SHARD_NAME)  # called under _db_lock by Dagster: no _connect here
+        with engine.connect() as conn:
+            present = bool(engine.dialect.has_table(conn, table_name))
+        if present:
+            self._tables.add(table_name)
+        return present
+
+    def _checkpoint(self, shard: str, close: bool = False) -> None:
+        with self._db_lock:
+            engine = self._engines.get(shard)
+            if engine is None:
+                return
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpointed[shard] = time.monotonic()
+            if close:
+                engine.dispose()
+                del self._engines[shard]
+                self._checkpointed.pop(shard, None)
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)
+        shard = event.run_id
+        if not shard or shard == INDEX_SHARD_NAME:
+            return
+        if event.is_dagster_event and event.dagster_event_type in RUN_END_EVENTS:
+            self._checkpoint(shard, close=True)
+        elif time.monotonic() - self._checkpointed.get(shard, 0.0) >= CHECKPOINT_EVERY_S:
+            self._checkpoint(shard)
+
+    def _close_all(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+            self._checkpointed.clear()
+
+    def delete_events(self, run_id: str) -> None:
+        self._close_all()
+        super().delete_events(run_id)
+
+    def wipe(self) -> None:
+        self._close_all()
+        self._tables.clear()
+        super().wipe()
+
+    def dispose(self) -> None:
+        self._close_all()
+        super().dispose()
+
+
+class PooledSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage (same files under ``base_dir``) with the pooled event log.
+
+    ``dagster.yaml``: ``storage: {custom: {module: midfreq_resources.instance.sqlite_storage,
+    class: PooledSqliteStorage, config: {base_dir: {env: DAGSTER_HOME}}}}``."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        super().__init__(base_dir, inst_data)
+        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": StringSource}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value) -> PooledSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)
