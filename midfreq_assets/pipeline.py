@@ -294,23 +294,22 @@ def _topological(jobs: list, graph, producers: dict) -> list:
 
 
 def summarize(result) -> list[str]:
-    """One line per materialized asset (rows, pools, headline, where), then failed checks."""
+    """One line per materialized asset (rows over its partitions, how many, pools, headline, where),
+    then failed checks."""
     lines = []
-    seen: set[str] = set()
+    by_key: dict[str, list] = {}
     for event in result.get_asset_materialization_events():
-        key = event.asset_key.to_user_string()
-        if key in seen:
-            continue
-        seen.add(key)
-        meta = event.materialization.metadata
-        rows = meta.get("rows_in_run") or meta.get("dagster/row_count")
-        path = meta.get("path")
-        parts = [f"  {key:<40}"]
-        if rows is not None:
-            parts.append(f"rows={rows.value}")
+        by_key.setdefault(event.asset_key.to_user_string(), []).append(event.materialization.metadata)
+    for key, metas in by_key.items():
+        rows = sum(int(m["dagster/row_count"].value) for m in metas if "dagster/row_count" in m)
+        last = metas[-1]
+        parts = [f"  {key:<40}", f"rows={rows}"]
+        if len(metas) > 1:
+            parts.append(f"partitions={len(metas)}")
         for extra in ("pools", "headline", "days_without_universe"):
-            if extra in meta and meta[extra].value not in (0, ""):
-                parts.append(f"{extra}={meta[extra].value}")
+            if extra in last and last[extra].value not in (0, ""):
+                parts.append(f"{extra}={last[extra].value}")
+        path = last.get("path")
         if path is not None:
             parts.append(f"-> {Path(str(path.value)).parent}")
         lines.append(" ".join(parts))

@@ -451,6 +451,27 @@ class MonthFiles:
         return out
 
 
+    def remove(self, days: Iterable[str]) -> None:
+        """Forget ``days`` (their rows and their listing): they read as never materialized."""
+        drop = set(days)
+        for month in sorted({month_of(d) for d in drop}):
+            path = self.path(month)
+            for d in [d for d in drop if month_of(d) == month]:
+                legacy = self._legacy(d)
+                if legacy.exists():
+                    legacy.unlink() if is_local(legacy) else legacy.fs.rm(legacy.path)
+            if not path.exists():
+                continue
+            table, listed = self._read_month(path)
+            keep_days = [d for d in listed if d not in drop]
+            if table.num_rows:
+                table = table.filter(pa.array(~np.isin(self._day_strings(table, path), list(drop)), type=pa.bool_()))
+            metadata = {**(table.schema.metadata or {}), DAYS_KEY: ",".join(keep_days).encode()}
+            buf = io.BytesIO()
+            pq.write_table(table.replace_schema_metadata(metadata), buf, compression="zstd")
+            write_bytes_atomic(path, buf.getvalue())
+
+
 def arrow_frame(tables: list[pa.Table]) -> pd.DataFrame:
     """Arrow tables as one frame, converted once (pandas when Arrow cannot reconcile the schemas)."""
     if not tables:

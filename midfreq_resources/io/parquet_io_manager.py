@@ -126,14 +126,15 @@ class ParquetIOManager(ConfigurableIOManager):
             "dagster/column_schema": table_schema(obj),
             "path": MetadataValue.path(str(paths[next(iter(parts))])),
         }
-        if len(parts) > 1:  # each partition gets its own numbers; the run's total says it is one
-            meta = {"dagster/column_schema": meta["dagster/column_schema"], "rows_in_run": len(obj),
-                    "partitions_in_run": len(parts)}
+        if len(parts) > 1:  # each partition its own numbers; the schema and the run's totals on the last one
+            last = list(parts)[-1]
             for key, frame in parts.items():
-                context.step_context.add_asset_metadata(
-                    {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))},
-                    asset_key=context.asset_key, partition_key=key,
-                )
+                own = {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))}
+                if key == last:
+                    own.update({"dagster/column_schema": meta["dagster/column_schema"], "run_rows": len(obj),
+                                "run_partitions": len(parts)})
+                context.step_context.add_asset_metadata(own, asset_key=context.asset_key, partition_key=key)
+            return
         context.add_output_metadata(meta)
 
     @staticmethod

@@ -22,12 +22,13 @@ from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig
 from midfreq_assets.domain.research.labels import LabelMapConfig
 from midfreq_assets.domain.yields.adjusted import reference_pricing
-from midfreq_assets.partitions import daily_partitions
+from midfreq_assets.partitions import daily_partitions, research_months
 from midfreq_resources.clients.defillama import DefiLlamaClient
-from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.io.lake import read_daily, read_parquet
 from midfreq_resources.replay.server import ReplayServer
 
 FIRST, LAST = "2024-06-06", "2024-07-31"
+FIRST_MONTH, LAST_MONTH = "2024-06", "2024-07"
 
 
 def range_tags(start: str, end: str) -> dict[str, str]:
@@ -91,13 +92,14 @@ class Pipeline:
     ``first..last``, and the vault's research assets."""
 
     first, last = FIRST, LAST
+    first_month, last_month = FIRST_MONTH, LAST_MONTH
 
     def __init__(self, lake: Path, resources: dict, vault: VaultConfig, ingest: list[AssetsDefinition],
                  project: Project) -> None:
         self.lake, self.resources, self.vault, self.ingest = lake, resources, vault, ingest
         self.instance = DagsterInstance.ephemeral()
         self.adjusted = build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens),
-                                                    daily_partitions(project))
+                                                    research_months(project.earliest_start))
         self.research = build_research_assets(vault)
         self.all = [*ingest, *self.adjusted, *self.research]
 
@@ -112,7 +114,10 @@ class Pipeline:
         return result
 
     def frame(self, *key: str, partition: str) -> pd.DataFrame:
-        return read_parquet(self.lake.joinpath(*key, f"{partition}.parquet"))
+        """A partition's rows: a month (``YYYY-MM``: its file) or a day (from its month's file)."""
+        if len(partition) == 7:
+            return read_parquet(self.lake.joinpath(*key, f"{partition}.parquet"))
+        return read_daily(self.lake, *key, days=[partition])
 
 
 @contextlib.contextmanager
@@ -127,7 +132,7 @@ def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -
         replay_server.reset()
         p = Pipeline(lake, build_resources(), _small_vault(project), ingest, project)
         p.run(ingest, ingest, FIRST, LAST)
-        p.run(p.all, p.adjusted, FIRST, LAST)
+        p.run(p.all, p.adjusted, FIRST_MONTH, LAST_MONTH)
         yield p
         replay_server.reset()
 

@@ -4,7 +4,6 @@ run-time code computes with the configuration the graph was built from, resource
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from dagster import (
@@ -19,6 +18,7 @@ from midfreq_assets.defs.ingest.defillama import build_defillama_assets
 from midfreq_assets.defs.resources import DeploymentError, build_resources, deployment_name
 from midfreq_assets.partitions import daily_partitions
 from midfreq_assets.project import current_project
+from midfreq_resources.io.lake import read_daily
 
 REPO = Path(__file__).parents[2]
 PACKAGE = REPO / "midfreq_assets"
@@ -36,8 +36,9 @@ KEYS = {
 JOBS = {"nightly_refresh", "binance_klines_refresh", "binance_funding_refresh", "price_research_features",
         "price_research_predictions", "price_research_signal_reports", "price_research_1h_fitted_models",
         "price_research_1d_fitted_models",
-        *(f"{v}_{n}" for v in VAULTS for n in ("daily", "features", "fitted_models", "decisions", "backtest_inputs",
-                                               "backtest_runs", "backtest_report", "orders", "intraday")),
+        *(f"{v}_{n}" for v in VAULTS for n in ("daily", "research", "features", "fitted_models", "predictions",
+                                               "decisions", "backtest_inputs", "backtest_runs", "backtest_report",
+                                               "orders", "intraday")),
         "usd_lending_positions"}
 
 
@@ -52,7 +53,8 @@ def test_defs_folder_builds_the_whole_code_location():
                                                   for n in ("weekly_refit", "daily", "intraday"))}
     running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
     assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
-    assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor"}
+    assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor",
+                                              *(f"{v}_daily_after_research" for v in VAULTS)}
     assert set(defs.resources) >= {"parquet_io_manager", "model_io_manager", "defillama", "defillama_coins",
                                    "binance_archive", "positions_client", "execution_client"}
 
@@ -76,10 +78,13 @@ def test_a_vault_yaml_adds_its_assets_jobs_and_schedules(two_vaults: Path):
     assert {"usd_base_daily", "usd_base_fitted_models", "usd_base_backtest_runs"} <= jobs
     schedules = {s.name: s for s in defs.schedules}
     assert {"usd_base_daily_schedule", "usd_base_weekly_refit_schedule"} <= set(schedules)
+    research = defs.resolve_job_def("usd_base_research")  # the nightly chain: the month so far, then the day
+    assert {k.to_user_string() for k in research.asset_layer.executable_asset_keys} == {
+        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions")}
     daily = defs.resolve_job_def("usd_base_daily")
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {
-        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions", "vault_positions", "rebalance_weights",
-                                  "trade_orders", "order_executions")}
+        f"usd_base/{n}" for n in ("vault_positions", "rebalance_weights", "trade_orders", "order_executions")}
+    assert schedules["usd_base_daily_schedule"].job_name == "usd_base_research"
 
 
 def test_a_run_computes_with_the_configuration_the_graph_was_built_from(two_vaults: Path, tmp_path: Path,
@@ -95,7 +100,7 @@ def test_a_run_computes_with_the_configuration_the_graph_was_built_from(two_vaul
     result = materialize(assets, resources=build_resources(), partition_key="2024-09-02",
                          instance=DagsterInstance.ephemeral())
     assert result.success
-    meta = pd.read_parquet(tmp_path / "lake/pool_metadata/2024-09-02.parquet")
+    meta = read_daily(tmp_path / "lake", "pool_metadata", days=["2024-09-02"])
     base = meta[meta["vaults"].map(lambda v: "usd_base" in list(v))]
     assert len(base) > 0 and set(base["chain"]) == {"Base"}
 

@@ -39,7 +39,7 @@ from midfreq_assets.domain.ingest.klines_collection import (
     file_table,
 )
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
-from midfreq_assets.metadata import listing, markdown_table
+from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_from, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
@@ -60,6 +60,11 @@ def files_metadata(result: KlinesCollection | FundingCollection, first: dt.date,
         "gap_days": len(gaps),
         "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps),
     }
+
+
+def bar_summary(part: pd.DataFrame, _key: str | None) -> dict[str, object]:
+    """A day's own bars: how many, of which symbols."""
+    return {"dagster/row_count": len(part), "symbols": int(part["symbol"].nunique()) if len(part) else 0}
 
 
 def collection_metadata(result: KlinesCollection, first: dt.date, last: dt.date) -> dict[str, object]:
@@ -123,8 +128,9 @@ def build_binance_assets(
         if len(dups):
             raise Failure(f"binance_klines {first}..{last}: refusing to write {len(dups)} duplicated bar rows")
         short = file_table({}) if kept.empty else bars_summary(kept)
-        yield Output(bars, metadata={**metadata, "bars_kept_from_previous_run": len(kept),
-                                     "kept_bars": markdown_table(short)})
+        yield Output(bars, metadata=partition_metadata(
+            context, bars, bar_summary, {**metadata, "bars_kept_from_previous_run": len(kept),
+                                         "kept_bars": markdown_table(short)}))
         yield AssetCheckResult(check_name="requested_files_fetched", passed=not result.failed and kept.empty,
                                metadata={"files_failed": len(result.failed),
                                          "failed_files": markdown_table(file_table(result.failed), max_rows=50),

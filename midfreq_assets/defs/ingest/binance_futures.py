@@ -29,7 +29,12 @@ from dagster import (
     definitions,
 )
 
-from midfreq_assets.defs.ingest.binance import build_bar_checks, collection_metadata, files_metadata
+from midfreq_assets.defs.ingest.binance import (
+    bar_summary,
+    build_bar_checks,
+    collection_metadata,
+    files_metadata,
+)
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.funding import (
     FundingCollection,
@@ -38,7 +43,7 @@ from midfreq_assets.domain.ingest.funding import (
     funding_gaps,
 )
 from midfreq_assets.domain.ingest.klines_collection import collect_klines
-from midfreq_assets.metadata import listing, markdown_table
+from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_from, monthly_from, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
@@ -90,7 +95,7 @@ def build_premium_index_assets(config: BinanceConfig) -> tuple[list[AssetsDefini
             raise Failure(f"binance_premium_index_klines {first}..{last}: nothing collected "
                           f"({len(result.missing)} missing, {len(result.failed)} failed of {len(result.planned)} "
                           "planned); not writing an empty partition", metadata=metadata)
-        return Output(result.bars, metadata=metadata)
+        return Output(result.bars, metadata=partition_metadata(context, result.bars, bar_summary, metadata))
 
     return [binance_premium_index_klines], build_bar_checks(binance_premium_index_klines, partitions)
 

@@ -63,7 +63,7 @@ from midfreq_assets.domain.ingest.universe import (
     static_candidates,
     universe_by_day,
 )
-from midfreq_assets.metadata import listing, markdown_table
+from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS, ParquetIOManager
@@ -224,41 +224,41 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         failed_meta = {"failed_pools": len(batch.failed), "failed_pool_details": markdown_table(
             _failures_frame(batch.failed)), "rows_kept_from_previous_run": len(kept)}
         if HISTORY in selected:
-            yield Output(history, output_name="pool_history", metadata={
-                "dagster/row_count": len(history),
-                "pools": int(history["pool"].nunique()),
-                "candidate_pools": len(candidates),
-                **failed_meta,
-                "flagged_rows": len(flagged),
-                "pools_without_history": listing(no_history),
-                "pools_missing_some_day": len(missing_pools),
-                "days": len(days),
-                "days_without_rows": len(empty_days),
-                "preview": markdown_table(history.tail(10)),
-            })
+            yield Output(history, output_name="pool_history", metadata=partition_metadata(
+                context, history, lambda part, _k: {"dagster/row_count": len(part),
+                                                    "pools": int(part["pool"].nunique()) if len(part) else 0,
+                                                    "flagged_rows": int(part[FLAG].notna().sum()) if len(part) else 0,
+                                                    "total_tvl_usd": float(part["tvl_usd"].sum()) if len(part) else 0.0},
+                {"candidate_pools": len(candidates), **failed_meta, "flagged_rows": len(flagged),
+                 "pools_without_history": listing(no_history), "pools_missing_some_day": len(missing_pools),
+                 "days": len(days), "days_without_rows": len(empty_days), "preview": markdown_table(history.tail(10))},
+                asset_key=HISTORY))
         if rankings is not None and RANKINGS in selected:  # before pool_metadata, which takes its allow-lists
-            yield Output(rankings, output_name="pool_rankings", metadata={**ranking_metadata(rankings, vaults),
-                                                                          **failed_meta})
+            yield Output(rankings, output_name="pool_rankings", metadata=partition_metadata(
+                context, rankings, lambda part, _k: {"dagster/row_count": len(part),
+                                                     "picked": int(part["picked"].sum()) if len(part) else 0},
+                {**ranking_metadata(rankings, vaults), **failed_meta}, asset_key=RANKINGS))
         if members is not None and exclusions is not None:
             reconstructed_days = int(members.loc[members["reconstructed"], "date"].nunique())
             counts = exclusions.groupby(["vault", "reason"]).size().rename("pool_days").reset_index()
             if METADATA in selected:
-                yield Output(members, output_name="pool_metadata", metadata={
-                    "dagster/row_count": len(members),
-                    "pools": int(members["pool"].nunique()),
-                    "pool_days_per_vault": MetadataValue.json(pool_days_per_vault(members, vaults)),
-                    "reconstructed": reconstructed_days > 0,
-                    "reconstructed_days": reconstructed_days,
-                    "survivorship_note": "past days are screened on today's /pools list: pools that vanished "
-                    "since are absent" if reconstructed_days else "live snapshot",
-                    "exclusion_reasons": markdown_table(counts),
-                    **failed_meta,
-                    "preview": markdown_table(members.drop(columns=["underlying_tokens", "reward_tokens"]).tail(10)),
-                })
+                yield Output(members, output_name="pool_metadata", metadata=partition_metadata(
+                    context, members, lambda part, _k: {
+                        "dagster/row_count": len(part), "pools": int(part["pool"].nunique()) if len(part) else 0,
+                        "reconstructed": bool(part["reconstructed"].any()) if len(part) else False,
+                        **{f"pools_{v}": int(part["vaults"].map(lambda x, v=v: v in list(x)).sum()) if len(part)
+                           else 0 for v in vaults}},
+                    {"pool_days_per_vault": MetadataValue.json(pool_days_per_vault(members, vaults)),
+                     "reconstructed_days": reconstructed_days,
+                     "survivorship_note": "past days are screened on today's /pools list: pools that vanished "
+                     "since are absent" if reconstructed_days else "live snapshot",
+                     "exclusion_reasons": markdown_table(counts), **failed_meta,
+                     "preview": markdown_table(members.drop(columns=["underlying_tokens", "reward_tokens"]).tail(10))},
+                    asset_key=METADATA))
             if EXCLUSIONS in selected:
-                yield Output(exclusions, output_name="universe_exclusions",
-                             metadata={"dagster/row_count": len(exclusions), "reasons": markdown_table(counts),
-                                       **failed_meta})
+                yield Output(exclusions, output_name="universe_exclusions", metadata=partition_metadata(
+                    context, exclusions, lambda part, _k: {"dagster/row_count": len(part)},
+                    {"reasons": markdown_table(counts), **failed_meta}, asset_key=EXCLUSIONS))
 
         short = sorted(set(kept["pool"])) if len(kept) else []
         results = [

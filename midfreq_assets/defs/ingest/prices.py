@@ -29,7 +29,7 @@ from dagster import (
 from midfreq_assets.concurrency import PRICES_POOL
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
-from midfreq_assets.metadata import listing, markdown_table
+from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
@@ -96,17 +96,13 @@ def build_token_prices(project: Project, partitions_def: DailyPartitionsDefiniti
             context.log.warning(f"token_prices: the API returned nothing for {listing(result.missing)}")
         per_coin = frame.groupby("coin")["date"].nunique().reindex(coins, fill_value=0)
         gaps = per_coin[per_coin < len(days)]
-        yield Output(frame, metadata={
-            "dagster/row_count": len(frame),
-            "coins_requested": len(coins),
-            "coins_failed": len(result.failed),
-            "failed": MetadataValue.json(result.failed),
-            "rows_kept_from_previous_run": len(kept),
-            "coins_missing": listing(result.missing),
-            "coin_days_missing": int((len(days) - gaps).sum()) if len(gaps) else 0,
-            "coins_with_gaps": listing(sorted(gaps.index)),
-            "preview": markdown_table(frame.tail(10)),
-        })
+        yield Output(frame, metadata=partition_metadata(
+            context, frame, lambda part, _k: {"dagster/row_count": len(part),
+                                              "coins": int(part["coin"].nunique()) if len(part) else 0},
+            {"coins_requested": len(coins), "coins_failed": len(result.failed), "failed": MetadataValue.json(result.failed),
+             "rows_kept_from_previous_run": len(kept), "coins_missing": listing(result.missing),
+             "coin_days_missing": int((len(days) - gaps).sum()) if len(gaps) else 0,
+             "coins_with_gaps": listing(sorted(gaps.index)), "preview": markdown_table(frame.tail(10))}))
         yield AssetCheckResult(check_name="requested_coins_fetched", passed=not result.failed and not short,
                                metadata={"failed": ", ".join(sorted(result.failed)),
                                          "delivered_less_than_the_lake_had": ", ".join(short),

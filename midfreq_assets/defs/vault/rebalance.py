@@ -55,7 +55,7 @@ from midfreq_assets.domain.portfolio.nightly import (
 )
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
-from midfreq_assets.metadata import covered_through, markdown_table
+from midfreq_assets.metadata import covered_through, markdown_table, partition_metadata
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
 
 
@@ -155,29 +155,44 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
                                              vault_rows(pool_metadata, vault.name), usable_rows(pool_history),
                                              adjusted_yields, observed)
-        last_rows = out[out["date"] == out["date"].max()]
-        last_dec = decisions[-1]
-        trades = trades_table(last_rows)
         statuses = out.drop_duplicates("date")["solver_status"].value_counts().to_dict()
-        yield Output(out, metadata={
-            "dagster/row_count": len(out),
-            "day": str(last),
-            "wealth": float(last_rows["wealth"].iloc[0]),
-            "idle_share": float(last_rows["idle_share"].iloc[0]),
-            "solver_status": str(last_rows["solver_status"].iloc[0]),
-            "solve_time_s": float(last_rows["solve_time_s"].iloc[0]),
-            "solver_message": last_dec.result.message if last_dec is not None and last_dec.result else "",
-            "trades": markdown_table(trades, max_rows=30),
-            "n_trades": len(trades),
+        messages = {pd.Timestamp(d): (dec.result.message if dec is not None and dec.result else "")
+                    for d, dec in zip(pd.date_range(first, last, freq="D"), decisions, strict=True)}
+
+        def summary(rows: pd.DataFrame, _key: str | None) -> dict:
+            """The day's own decision: wealth, what is invested, what it trades, the solver."""
+            if rows.empty:
+                return {"dagster/row_count": 0}
+            head = rows.iloc[0]
+            pools = rows[rows["pool"].notna()]
+            trades = trades_table(rows)
+            held = pools[pools["target_weight"] > 0]
+            return {
+                "dagster/row_count": len(rows),
+                "wealth": float(head["wealth"]),
+                "invested_share": float(1.0 - head["idle_share"]),
+                "idle_share": float(head["idle_share"]),
+                "pools_held": len(held),
+                "predicted_apy": float((held["target_weight"] * held["predicted_apy"].fillna(0.0)).sum()
+                                       / held["target_weight"].sum()) if len(held) else 0.0,
+                "turnover": float(pools["trade_usd"].abs().sum() / head["wealth"]) if head["wealth"] else 0.0,
+                "n_trades": len(trades),
+                "cost_usd": float(head["cost_usd"]), "gas_usd": float(head["gas_usd"]),
+                "solver_status": str(head["solver_status"]),
+                "solver_message": messages.get(pd.Timestamp(head["date"]), ""),
+                "positions_source": str(head["positions_source"]),
+                **({"trades": markdown_table(trades, max_rows=15)} if len(trades) else {}),
+            }
+
+        yield Output(out, metadata=partition_metadata(context, out, summary, {
             "statuses": MetadataValue.json({str(k): int(v) for k, v in statuses.items()}),
             "optimizer_builds": cache.builds,
             "started_from_cash": state is None and not from_positions,
-            "positions_source": str(last_rows["positions_source"].iloc[0]),
             "days_from_positions": len(observed),
             "days_simulated": int(out["date"].nunique()) - len(observed),
             "days_without_universe": int(statuses.get("no_universe", 0)),
             "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
-        })
+        }))
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
                                metadata={"violations": len(bad), "examples": markdown_table(bad.astype(str))})

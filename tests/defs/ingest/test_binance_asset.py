@@ -20,6 +20,7 @@ from midfreq_assets.domain.config.project import load_project
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.klines_collection import collect_klines
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.io.lake import read_daily, stored_days
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.replay.server import ReplayServer
 
@@ -40,8 +41,13 @@ def run(assets: list, server: ReplayServer, lake: Path, partition_key: str | Non
 
 
 def meta(result: Any) -> dict[str, Any]:
-    event = result.get_asset_materialization_events()[0]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    """The first partition's own metadata, and the run's figures (on the last partition of a range run,
+    ``run_``-prefixed, as the run's own when it covered one day)."""
+    events = result.get_asset_materialization_events()
+    first = {k: v.value for k, v in events[0].materialization.metadata.items()}
+    last = {k.removeprefix("run_"): v.value for k, v in events[-1].materialization.metadata.items()
+            if k.startswith("run_")}
+    return {**last, **first}
 
 
 def checks(result: Any) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def failure_message(result: Any) -> str:
 
 
 def lake_frame(lake: Path, day: str) -> pd.DataFrame:
-    return pd.read_parquet(lake / "binance_klines" / f"{day}.parquet")
+    return read_daily(lake, "binance_klines", days=[f"{day}"])
 
 
 # ----------------------------------------------------------------------------- synthetic archive
@@ -146,11 +152,11 @@ def test_backfill_uses_a_monthly_file_for_a_whole_month(replay_env: ReplayServer
     assert replay_env.count(r"/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2023-02\.zip$", status=200) == 1
     assert replay_env.count(r"/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2023-02-") == 0
     assert replay_env.count(r"/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2023-03-0[12]\.zip$", status=200) == 2
-    files = sorted(p.stem for p in (tmp_path / "binance_klines").glob("*.parquet"))
+    files = stored_days(tmp_path, "binance_klines")
     assert len(files) == 30 and files[0] == "2023-02-01" and files[-1] == "2023-03-02"
     assert {len(lake_frame(tmp_path, day)) for day in ("2023-02-01", "2023-02-28", "2023-03-02")} == {24}
     m = meta(result)
-    assert m["rows_in_run"] == 30 * 24 and m["dagster/row_count"] == 24 and m["files_planned"] == 3 and m["files_missing"] == 0
+    assert m["rows"] == 30 * 24 and m["dagster/row_count"] == 24 and m["files_planned"] == 3 and m["files_missing"] == 0
     assert m["gap_count"] == 0 and m["duplicate_bars_dropped"] == 0
     assert all(e.passed for e in checks(result).values())
 
@@ -180,7 +186,7 @@ def test_backfill_across_the_microsecond_switch(replay_env: ReplayServer, tmp_pa
     result = run(slice_assets("1d"), replay_env, tmp_path, window=("2025-01-01", "2025-02-02"))
     assert result.success
     assert replay_env.count(r"/monthly/klines/BTCUSDT/1d/BTCUSDT-1d-2025-01\.zip$", status=200) == 1
-    frames = [lake_frame(tmp_path, p.stem) for p in sorted((tmp_path / "binance_klines").glob("*.parquet"))]
+    frames = [lake_frame(tmp_path, day) for day in stored_days(tmp_path, "binance_klines")]
     df = pd.concat(frames, ignore_index=True)
     assert len(df) == 31 + 2 and set(df["interval"]) == {"1d"}
     assert df["open_time"].diff().dropna().eq(pd.Timedelta(days=1)).all()
@@ -195,7 +201,7 @@ def test_unknown_symbol_is_reported_per_day_and_others_are_collected(replay_env:
     result = run([klines, *check_defs], replay_env, tmp_path, window=("2023-03-01", "2023-03-03"))
     assert result.success
     m = meta(result)
-    assert m["rows_in_run"] == 72 and m["symbols_collected"] == "BTCUSDT"
+    assert m["rows"] == 72 and m["symbols_collected"] == "BTCUSDT"
     assert m["files_missing"] == 3
     for day in ("2023-03-01", "2023-03-02", "2023-03-03"):
         assert f"| DOGEUSDT | 1h         | daily  | {day}" in m["missing_files"]
@@ -317,8 +323,8 @@ def test_a_bad_day_in_a_range_keeps_its_good_bars_and_fails_the_run(fresh: Repla
 def test_a_single_bad_day_is_never_replaced_by_an_empty_partition(fresh: ReplayServer, tmp_path: Path):
     assets = synthetic_assets("BTCUSDT")
     assert run(assets, fresh, tmp_path, partition_key="2024-02-01").success
-    before = (tmp_path / "binance_klines" / "2024-02-01.parquet").read_bytes()
+    before = (tmp_path / "binance_klines" / "2024-02.parquet").read_bytes()
     fresh.corrupt(r"BTCUSDT-1h-2024-02-01\.zip$", times=None)
     result = run(assets, fresh, tmp_path, partition_key="2024-02-01")
     assert not result.success and "nothing collected" in failure_message(result)
-    assert (tmp_path / "binance_klines" / "2024-02-01.parquet").read_bytes() == before
+    assert (tmp_path / "binance_klines" / "2024-02.parquet").read_bytes() == before

@@ -18,6 +18,7 @@ from midfreq_assets.domain.config.project import load_project
 from midfreq_assets.domain.ingest.binance_config import BinanceConfig
 from midfreq_assets.domain.ingest.funding import funding_gaps, months_between
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
+from midfreq_resources.io.lake import read_daily, stored_days
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.replay.server import ReplayServer
 
@@ -41,7 +42,12 @@ def run(assets: list, checks: list, server: ReplayServer, lake: Path, partition_
 
 
 def meta(result: Any) -> dict[str, Any]:
-    return {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
+    """The first partition's own metadata, and the run's figures (``run_`` on a range run's last partition)."""
+    events = result.get_asset_materialization_events()
+    first = {k: v.value for k, v in events[0].materialization.metadata.items()}
+    last = {k.removeprefix("run_"): v.value for k, v in events[-1].materialization.metadata.items()
+            if k.startswith("run_")}
+    return {**last, **first}
 
 
 def checks(result: Any) -> dict[str, Any]:
@@ -51,9 +57,8 @@ def checks(result: Any) -> dict[str, Any]:
 def test_premium_index_bars_range_backfill_with_the_maintenance_gap(replay_env: ReplayServer, tmp_path: Path):
     result = run(PREMIUM, PREMIUM_CHECKS, replay_env, tmp_path, window=("2023-03-20", "2023-03-26"))
     assert result.success
-    files = sorted(p.name for p in (tmp_path / "binance_premium_index_klines").iterdir())
-    assert files == [f"2023-03-{d}.parquet" for d in range(20, 27)]
-    day = pd.read_parquet(tmp_path / "binance_premium_index_klines" / "2023-03-24.parquet")
+    assert stored_days(tmp_path, "binance_premium_index_klines") == [f"2023-03-{d}" for d in range(20, 27)]
+    day = read_daily(tmp_path, "binance_premium_index_klines", days=["2023-03-24"])
     assert set(day["interval"]) == {"1h"} and len(day) == 23  # the spot maintenance hour is missing too
     assert day["close"].abs().max() < 0.01 and (day["high"] >= day["low"]).all()  # a premium, not a price
     m = meta(result)
@@ -70,16 +75,15 @@ def test_premium_index_checksum_failure_fails_that_file_only(replay_env: ReplayS
     assert result.success
     m = meta(result)
     assert m["files_failed"] == 1 and "checksum mismatch" in m["failed_files"]
-    assert sorted(p.name for p in (tmp_path / "binance_premium_index_klines").iterdir()) == [
-        "2023-03-20.parquet", "2023-03-21.parquet", "2023-03-22.parquet"]
-    assert pd.read_parquet(tmp_path / "binance_premium_index_klines" / "2023-03-21.parquet").empty
+    assert stored_days(tmp_path, "binance_premium_index_klines") == ["2023-03-20", "2023-03-21", "2023-03-22"]
+    assert read_daily(tmp_path, "binance_premium_index_klines", days=["2023-03-21"]).empty
     assert m["gap_days"] == 0  # reported as a failed file (its day is not filled, nor double-counted as a gap)
 
 
 def test_funding_rates_one_month_per_partition(replay_env: ReplayServer, tmp_path: Path):
     result = run(FUNDING, FUNDING_CHECKS, replay_env, tmp_path, partition_key="2023-03-01")
     assert result.success
-    rates = pd.read_parquet(tmp_path / "binance_funding_rates" / "2023-03-01.parquet")
+    rates = pd.read_parquet(tmp_path / "binance_funding_rates" / "2023-03-01.parquet")  # monthly partitions
     assert len(rates) == 31 * 3 and (rates["funding_interval_hours"] == 8).all()
     assert rates["calc_time"].is_monotonic_increasing and rates["calc_time"].dt.hour.isin([0, 8, 16]).all()
     assert rates["funding_rate"].abs().max() < 0.0075

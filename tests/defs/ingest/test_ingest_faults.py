@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
+from midfreq_resources.io.lake import read_daily, stored_days
+
 REPO = Path(__file__).parents[3]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, in the usd_lending universe
 FIRST, LAST, DAY = "2024-07-01", "2024-07-03", "2024-07-02"
@@ -24,13 +26,13 @@ def range_tags(start: str, end: str) -> dict[str, str]:
 
 
 def snapshot(lake: Path) -> dict[tuple[str, str], pd.DataFrame]:
-    """Every partition file of the three assets, rows in a canonical order."""
+    """Every stored day of the three assets, rows in a canonical order."""
     out = {}
     for name in ASSETS:
-        for path in sorted((lake / name).glob("*.parquet")):
-            frame = pd.read_parquet(path)
+        for day in stored_days(lake, name):
+            frame = read_daily(lake, name, days=[day])
             sort = [c for c in ("vault", "date", "pool") if c in frame.columns]
-            out[(name, path.stem)] = frame.sort_values(sort).reset_index(drop=True)
+            out[(name, day)] = frame.sort_values(sort).reset_index(drop=True)
     return out
 
 
@@ -42,9 +44,9 @@ def assert_same(after: dict, before: dict) -> None:
 
 def assert_related_assets_agree(lake: Path) -> None:
     for day in pd.date_range(FIRST, LAST):
-        name = f"{day:%Y-%m-%d}.parquet"
-        history = pd.read_parquet(lake / "pool_history" / name)
-        meta = pd.read_parquet(lake / "pool_metadata" / name)
+        name = f"{day:%Y-%m-%d}"
+        history = read_daily(lake, "pool_history", days=[name])
+        meta = read_daily(lake, "pool_metadata", days=[name])
         assert set(meta["pool"]) <= set(history["pool"]), day  # no universe pool without its history row
         joined = meta.merge(history, on=["date", "pool"], suffixes=("_meta", ""))
         pd.testing.assert_series_equal(joined["tvl_usd_meta"], joined["tvl_usd"], check_names=False)
@@ -134,7 +136,7 @@ def test_one_bad_record_fails_one_pool_naming_pool_and_url(lake, replay_env, ing
     details = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key.to_user_string() == "pool_history")["failed_pool_details"].value
     assert POOL in details and f"/chart/{POOL}" in details and message in details
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"])
     assert (history["tvl_usd"] >= 0).all()  # the bad row never landed
     assert_same(snapshot(lake), good_lake)  # the pool's previous row kept, the others rewritten identically
 
@@ -146,7 +148,7 @@ def test_duplicate_day_keeps_the_latest_snapshot_by_timestamp(lake, replay_env, 
         rows.append(dict(rows[i], timestamp=f"{DAY}T00:01:00.000Z", apy=1.11))  # earlier, but later in the list
     replay_env.force(rf"/chart/{POOL}$", 200, body=_chart_with(earlier_copy_last), times=None)
     assert materialize(defillama_assets, resources=ingest_resources(), partition_key=DAY).success
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet").set_index("pool")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"]).set_index("pool")
     assert history.loc[POOL, "apy"] == pytest.approx(0.0999)
 
 
@@ -158,11 +160,11 @@ def test_absurd_apy_is_flagged_kept_raw_and_kept_out_of_the_universe(lake, repla
     assert result.success  # an implausible value is not a failed pool: flagged, WARN
     sane = next(e for e in result.get_asset_check_evaluations() if e.check_name == "apy_finite_and_sane")
     assert not sane.passed and POOL in sane.metadata["examples"].value
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet").set_index("pool")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"]).set_index("pool")
     assert history.loc[POOL, "apy"] == pytest.approx(1e306) and history.loc[POOL, "flag"] == "|apy| above 10/yr"
-    meta = pd.read_parquet(lake / "pool_metadata" / f"{DAY}.parquet")
+    meta = read_daily(lake, "pool_metadata", days=[f"{DAY}"])
     assert POOL not in set(meta["pool"])
-    exclusions = pd.read_parquet(lake / "universe_exclusions" / f"{DAY}.parquet")
+    exclusions = read_daily(lake, "universe_exclusions", days=[f"{DAY}"])
     mine = exclusions[exclusions["pool"] == POOL]
     assert len(mine) == len(set(mine["vault"])) >= 1  # one reason per vault that screened it
     # the vaults whose static screen (chains, protocols, tokens) admits the pool leave it out for the value

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
+from midfreq_resources.io.lake import read_daily, stored_days
+
 REPO = Path(__file__).parents[3]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, full year
 CSUSDC = "66159102-0702-4387-862c-918bcd2a8a0d"
@@ -27,7 +29,7 @@ def checks(result) -> dict[str, bool]:
 def test_one_day(lake, replay_env, ingest_resources, defillama_assets):
     result = materialize(defillama_assets, resources=ingest_resources(), partition_key=DAY)
     assert result.success
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"])
     assert (history["date"] == pd.Timestamp(DAY)).all()
     assert not history.duplicated(["pool", "date"]).any()
     row = history.set_index("pool").loc[POOL]
@@ -36,12 +38,12 @@ def test_one_day(lake, replay_env, ingest_resources, defillama_assets):
     assert row["apy"] == pytest.approx(expected["apy"] / 100)  # fractions, not percent
     assert row["tvl_usd"] == pytest.approx(expected["tvlUsd"])
 
-    meta = pd.read_parquet(lake / "pool_metadata" / f"{DAY}.parquet")
+    meta = read_daily(lake, "pool_metadata", days=[f"{DAY}"])
     assert meta["reconstructed"].all()  # a past day: no historical /pools exists
     assert (meta["tvl_usd"] >= 1_000_000).all()
     assert all(v.tolist() == ["usd_lending"] for v in meta["vaults"])
     assert set(meta["pool"]) <= set(history["pool"])
-    exclusions = pd.read_parquet(lake / "universe_exclusions" / f"{DAY}.parquet")
+    exclusions = read_daily(lake, "universe_exclusions", days=[f"{DAY}"])
     reasons = dict(zip(exclusions["pool"], exclusions["reason"], strict=True))
     assert any("TVL below" in r for r in reasons.values())
     assert CSUSDC not in set(history["pool"])  # statically excluded (csusdc underlying): never fetched
@@ -54,14 +56,14 @@ def test_range_backfill_fetches_each_chart_once_and_rerun_replaces(lake, replay_
     res = ingest_resources()
     result = materialize(defillama_assets, resources=res, tags=range_tags("2024-07-01", "2024-07-10"))
     assert result.success
-    files = sorted(p.name for p in (lake / "pool_history").iterdir())
-    assert files == [f"2024-07-{d:02d}.parquet" for d in range(1, 11)]
+    assert stored_days(lake, "pool_history") == [f"2024-07-{d:02d}" for d in range(1, 11)]
+    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == ["2024-07.parquet"]  # one file a month
     chart_requests = [r.path for r in replay_env.requests if "/chart/" in r.path]
     assert len(chart_requests) == len(set(chart_requests)) > 20  # one request per pool for 10 days
-    first = pd.read_parquet(lake / "pool_history" / "2024-07-05.parquet")
+    first = read_daily(lake, "pool_history", days=["2024-07-05"])
 
     assert materialize(defillama_assets, resources=res, partition_key="2024-07-05").success
-    again = pd.read_parquet(lake / "pool_history" / "2024-07-05.parquet")
+    again = read_daily(lake, "pool_history", days=["2024-07-05"])
     pd.testing.assert_frame_equal(first, again)
 
 
@@ -69,7 +71,7 @@ def test_failed_pool_is_reported_the_others_written_and_the_run_not_green(lake, 
     replay_env.force(rf"/chart/{POOL}$", 503, body="down", times=None)
     result = materialize(defillama_assets, resources=ingest_resources(), partition_key=DAY, raise_on_error=False)
     assert not result.success  # the blocking requested_pools_fetched checks failed
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"])
     assert POOL not in set(history["pool"]) and len(history) > 10  # everything that succeeded is kept
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "pool_history")
@@ -85,11 +87,11 @@ def test_failed_pool_is_reported_the_others_written_and_the_run_not_green(lake, 
 def test_all_pools_failing_fails_the_run_and_keeps_the_old_partition(lake, replay_env, ingest_resources, defillama_assets):
     res = ingest_resources()
     assert materialize(defillama_assets, selection=["pool_history"], resources=res, partition_key=DAY).success
-    before = (lake / "pool_history" / f"{DAY}.parquet").read_bytes()
+    before = (lake / "pool_history" / f"{DAY[:7]}.parquet").read_bytes()
     replay_env.force(r"/chart/", 502, body="bad gateway", times=None)
     result = materialize(defillama_assets, selection=["pool_history"], resources=res, partition_key=DAY, raise_on_error=False)
     assert not result.success
-    assert (lake / "pool_history" / f"{DAY}.parquet").read_bytes() == before
+    assert (lake / "pool_history" / f"{DAY[:7]}.parquet").read_bytes() == before
 
 
 def test_duplicate_days_are_deduplicated(lake, replay_env, ingest_resources, defillama_assets):
@@ -99,7 +101,7 @@ def test_duplicate_days_are_deduplicated(lake, replay_env, ingest_resources, def
     raw["data"] = raw["data"] + [later]
     replay_env.force(rf"/chart/{POOL}$", 200, body=raw, times=None)
     assert materialize(defillama_assets, selection=["pool_history"], resources=ingest_resources(), partition_key=DAY).success
-    history = pd.read_parquet(lake / "pool_history" / f"{DAY}.parquet")
+    history = read_daily(lake, "pool_history", days=[f"{DAY}"])
     rows = history[history["pool"] == POOL]
     assert len(rows) == 1 and rows["apy"].iloc[0] == pytest.approx(0.0999)  # the day's last snapshot
 
@@ -123,5 +125,4 @@ def test_cli_partition_range_backfill_in_one_run(lake, replay_env, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == [
-        "2024-07-01.parquet", "2024-07-02.parquet", "2024-07-03.parquet"]
+    assert stored_days(lake, "pool_history") == ["2024-07-01", "2024-07-02", "2024-07-03"]

@@ -20,14 +20,15 @@ from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.base import DEFAULT_CONFIG_DIR
 from midfreq_assets.domain.config.project import load_project
 from midfreq_assets.domain.yields.adjusted import reference_pricing
-from midfreq_assets.partitions import daily_partitions
+from midfreq_assets.partitions import daily_partitions, research_months
 from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
-from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.lake import read_parquet
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 PROJECT = load_project(DEFAULT_CONFIG_DIR)
 VAULT = PROJECT.vault("usd_lending")
 DAYS = daily_partitions(PROJECT)
+MONTHS = research_months(PROJECT.earliest_start)
 token_prices = build_token_prices(PROJECT, DAYS)
 FLUID_USDC = "4438dabc-7f0c-430b-8136-2722711ae663"
 MORPHO_SUSDS = "9469cde6-65d8-4bbb-ade6-8a89f1728403"
@@ -35,7 +36,7 @@ DAI_POOL = "00000000-0000-4000-8000-00000000da10"
 SKY_SUSDS = "d8c4eff5-c8a9-46fc-a888-057c4c668e72"
 ETH = {"usdc": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", "susds": "0xa3931d71877C0E7a3148CB7Eb4463524FEc27fbD",
        "dai": "0x6B175474E89094C44Da98b954EedeAC495271d0F"}
-FIRST, DAY = "2025-02-01", "2025-03-11"
+FIRST, DAY, MONTH = "2025-02-01", "2025-03-11", "2025-03"
 RANGE_TAGS = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": "2025-03-12"}
 UPSTREAM = [AssetSpec("pool_history", partitions_def=DAYS), AssetSpec("pool_metadata", partitions_def=DAYS)]
 
@@ -49,8 +50,9 @@ def write_upstream(lake: Path) -> None:
             dict(pool=DAI_POOL, apy=0.04, apy_base=0.04, apy_reward=0.0),
             dict(pool=SKY_SUSDS, apy=0.065, apy_base=0.065, apy_reward=0.0),
         ]).assign(date=day, tvl_usd=1e7, il7d=np.nan, apy_base7d=np.nan)
-        write_parquet(ParquetIOManager(root=str(lake)).partition_path(["pool_history"], f"{day:%Y-%m-%d}"),
-                      history[["date", "pool", "tvl_usd", "apy", "apy_base", "apy_reward", "il7d", "apy_base7d"]])
+        ParquetIOManager(root=str(lake)).daily(["pool_history"]).write(
+            {f"{day:%Y-%m-%d}": history[["date", "pool", "tvl_usd", "apy", "apy_base", "apy_reward", "il7d",
+                                         "apy_base7d"]]})
     for day in pd.date_range("2025-03-10", "2025-03-12"):
         meta = pd.DataFrame([
             dict(pool=FLUID_USDC, chain="Ethereum", project="fluid-lending", symbol="USDC",
@@ -60,7 +62,7 @@ def write_upstream(lake: Path) -> None:
             dict(pool=DAI_POOL, chain="Ethereum", project="aave-v3", symbol="DAI",
                  underlying_tokens=[ETH["dai"]], underlying_symbols=["dai"], reward_tokens=None),
         ]).assign(date=day, tvl_usd=1e7, apy=0.05, vaults=[["usd_lending"]] * 3, reconstructed=True)
-        write_parquet(ParquetIOManager(root=str(lake)).partition_path(["pool_metadata"], f"{day:%Y-%m-%d}"), meta)
+        ParquetIOManager(root=str(lake)).daily(["pool_metadata"]).write({f"{day:%Y-%m-%d}": meta})
 
 
 @pytest.fixture
@@ -85,19 +87,20 @@ def test_token_prices_then_adjusted_yields(lake: Path):
         prices = materialize([token_prices], resources=resources(lake), tags=RANGE_TAGS, instance=instance)
         assert prices.success
         assert checks(prices) == {"requested_coins_fetched": True, "requested_coins_present": True}
-        day_prices = read_parquet(ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY))
+        day_prices = ParquetIOManager(root=str(lake)).daily(["token_prices"]).read([DAY])
         assert list(day_prices.columns) == ["date", "coin", "symbol", "price", "confidence"]
         assert set(day_prices["symbol"]) == {"USDC", "USDT", "DAI", "USDS", "sUSDS", "FLUID", "ETH", "BTC", "WETH",
                                              "stETH", "wstETH", "rETH", "weETH", "WBTC", "cbBTC", "tBTC"}
 
-        assets = build_adjusted_yield_assets(VAULT, reference_pricing(VAULT, PROJECT.tokens), DAYS)
-        result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=DAY,
+        assets = build_adjusted_yield_assets(VAULT, reference_pricing(VAULT, PROJECT.tokens), MONTHS)
+        result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=MONTH,
                              selection=[AssetKey(["usd_lending", "adjusted_yields"])], instance=instance)
     assert result.success
     assert checks(result) == {"adjusted_apy_finite": True, "components_present": True,
                               "adjustment_inputs_complete": False}  # the DAI depeg is flagged
-    out = read_parquet(ParquetIOManager(root=str(lake)).partition_path(["usd_lending", "adjusted_yields"], DAY))
-    out = out.set_index("pool")
+    month = read_parquet(ParquetIOManager(root=str(lake)).partition_path(["usd_lending", "adjusted_yields"], MONTH))
+    assert month["date"].max() == pd.Timestamp("2025-03-12")  # the month so far: its days with pool history
+    out = month[month["date"] == pd.Timestamp(DAY)].set_index("pool")
     assert len(out) == 3 and SKY_SUSDS not in out.index  # only the vault's universe
     assert (out["date"] == pd.Timestamp(DAY)).all()
 
@@ -135,19 +138,19 @@ def test_token_prices_fails_rather_than_write_a_partial_partition(lake: Path, re
     result = materialize([token_prices], resources=resources(lake, max_attempts=2), partition_key=DAY,
                          raise_on_error=False)
     assert not result.success
-    assert not ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY).exists()
+    assert DAY not in ParquetIOManager(root=str(lake)).daily(["token_prices"]).stored_days()
 
 
 def test_a_failed_coin_keeps_its_previous_rows_and_fails_the_blocking_check(lake: Path, replay_env):
     res = resources(lake, max_attempts=2, max_coins_per_request=1)
     assert materialize([token_prices], resources=res, partition_key=DAY).success
-    path = ParquetIOManager(root=str(lake)).partition_path(["token_prices"], DAY)
-    before = read_parquet(path)
+    store = ParquetIOManager(root=str(lake)).daily(["token_prices"])
+    before = store.read([DAY])
     victim = before["coin"].iloc[0]
     replay_env.force(rf"/coins/chart/{victim}", 503, times=None)  # its batch fails (max_coins_per_request=1)
     result = materialize([token_prices], resources=res, partition_key=DAY, raise_on_error=False)
     assert not result.success
-    after = read_parquet(path)
+    after = store.read([DAY])
     pd.testing.assert_frame_equal(after.sort_values(["coin", "date"]).reset_index(drop=True),
                                   before.sort_values(["coin", "date"]).reset_index(drop=True))
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "requested_coins_fetched")
@@ -156,7 +159,7 @@ def test_a_failed_coin_keeps_its_previous_rows_and_fails_the_blocking_check(lake
 
 def test_build_price_assets_keys():
     ref = reference_pricing(VAULT, PROJECT.tokens)
-    keys = {*token_prices.keys, *(k for a in build_adjusted_yield_assets(VAULT, ref, DAYS) for k in a.keys)}
+    keys = {*token_prices.keys, *(k for a in build_adjusted_yield_assets(VAULT, ref, MONTHS) for k in a.keys)}
     assert keys == {AssetKey("token_prices"), AssetKey(["usd_lending", "adjusted_yields"])}
 
 
@@ -175,19 +178,20 @@ def test_eth_vault_adjusted_yields_are_in_eth(tmp_path: Path, replay_env):
         history = pd.DataFrame([dict(pool=STETH_AAVE, apy=0.001, apy_base=0.001, apy_reward=0.0),
                                 dict(pool=LIDO, apy=0.031, apy_base=0.031, apy_reward=0.0)]).assign(
             date=day, tvl_usd=3.8e9, il7d=np.nan, apy_base7d=np.nan)
-        write_parquet(io.partition_path(["pool_history"], f"{day:%Y-%m-%d}"), history)
+        io.daily(["pool_history"]).write({f"{day:%Y-%m-%d}": history})
         meta = pd.DataFrame([dict(pool=STETH_AAVE, chain="Ethereum", project="aave-v3", symbol="STETH",
                                   underlying_tokens=[steth], underlying_symbols=["steth"], reward_tokens=None)]).assign(
             date=day, tvl_usd=3.8e9, apy=0.001, vaults=[["eth_staking"]], reconstructed=True)
-        write_parquet(io.partition_path(["pool_metadata"], f"{day:%Y-%m-%d}"), meta)
+        io.daily(["pool_metadata"]).write({f"{day:%Y-%m-%d}": meta})
     with DagsterInstance.ephemeral() as instance:
         assert materialize([token_prices], resources=resources(lake), tags=RANGE_TAGS, instance=instance).success
-        assets = build_adjusted_yield_assets(vault, reference_pricing(vault, PROJECT.tokens), DAYS)
-        result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=DAY,
+        assets = build_adjusted_yield_assets(vault, reference_pricing(vault, PROJECT.tokens), MONTHS)
+        result = materialize([*assets, *UPSTREAM, token_prices], resources=resources(lake), partition_key=MONTH,
                              selection=[AssetKey(["eth_staking", "adjusted_yields"])], instance=instance)
     assert result.success
-    row = read_parquet(io.partition_path(["eth_staking", "adjusted_yields"], DAY)).set_index("pool").loc[STETH_AAVE]
-    prices = read_parquet(io.partition_path(["token_prices"], DAY)).set_index("coin")["price"]
+    month = read_parquet(io.partition_path(["eth_staking", "adjusted_yields"], MONTH))
+    row = month[month["date"] == pd.Timestamp(DAY)].set_index("pool").loc[STETH_AAVE]
+    prices = io.daily(["token_prices"]).read([DAY]).set_index("coin")["price"]
     eth_usd, steth_in_eth = prices["coingecko:ethereum"], prices["ethereum:" + steth] / prices["coingecko:ethereum"]
     assert 0.99 < steth_in_eth < 1.0
     deviation = (1 - steth_in_eth) / steth_in_eth

@@ -22,7 +22,7 @@ from midfreq_assets.domain.config.project import load_project
 from midfreq_assets.domain.research import engine
 from midfreq_assets.partitions import daily_from
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
-from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.io.lake import read_daily, read_parquet
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -45,7 +45,7 @@ def test_close_premium_features_come_from_the_premium_bars(replay_env, tmp_path,
         assert materialize([klines, *premium, features], selection=[features.key], resources=resources,
                            partition_key="2023-03-12").success
     out = read_parquet(tmp_path / "price_research" / "1h" / "features" / "2023-03-12.parquet")
-    bars = read_parquet(tmp_path / "binance_premium_index_klines" / "2023-03-12.parquet")
+    bars = read_daily(tmp_path, "binance_premium_index_klines", days=["2023-03-12"])
     got = out.set_index("open_time")["close_premium"]
     expected = bars[bars["interval"] == "1h"].set_index("open_time")["close"]
     assert len(got) == 24

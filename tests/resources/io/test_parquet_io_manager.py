@@ -59,12 +59,13 @@ def test_range_output_stored_in_its_month_file_and_loaded_as_one_frame(tmp_path)
     one = store.read(["2024-01-03"])
     assert list(one["pool"]) == ["a", "b"] and (one["date"] == pd.Timestamp("2024-01-03")).all()
     events = result.get_asset_materialization_events()
-    meta = events[0].materialization.metadata
     assert {e.materialization.partition: e.materialization.metadata["dagster/row_count"].value for e in events} == {
         "2024-01-02": 2, "2024-01-03": 2, "2024-01-04": 2}  # each day's own rows
     assert all(e.materialization.metadata["path"].value.endswith("2024-01.parquet") for e in events)
-    assert meta["rows_in_run"].value == 6 and meta["partitions_in_run"].value == 3
+    meta = events[-1].materialization.metadata  # the run's totals and the schema: on its last partition only
+    assert meta["run_rows"].value == 6 and meta["run_partitions"].value == 3
     assert {c.name for c in meta["dagster/column_schema"].value.columns} == {"date", "pool", "value"}
+    assert "run_rows" not in events[0].materialization.metadata
 
     result = materialize([daily_values, windowed], resources={"io": io}, partition_key="2024-01-04",
                          selection=[windowed])
