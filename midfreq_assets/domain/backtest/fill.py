@@ -89,8 +89,9 @@ def fill_weights(
     if frozen is not None and np.any(frozen):
         inp = _freeze(inp, np.asarray(frozen, dtype=bool))
     cand = wanted & inp.buyable & (inp.hi > inp.lo)
-    if rule.keep:
-        inp = replace(inp, lo=np.minimum(optimizer._sell_into_constraints(inp, inp.x0), inp.hi))
+    if rule.keep:  # holdings sold into the limits are lower bounds (a hair below: float slack in the sums)
+        kept = np.minimum(optimizer._sell_into_constraints(inp, inp.x0), inp.hi) * (1.0 - 1e-12)
+        inp = replace(inp, lo=np.where(inp.lo == inp.hi, inp.lo, np.maximum(kept, inp.lo)))
     a, q = _rule_objective(rule, score, cand, inp.hi)
     if rule.profile is not None and rule.band:
         raise ValueError("a band (in APY units) needs a rank-and-fill rule (no profile)")

@@ -351,7 +351,8 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
     highlight = list(dict.fromkeys([lead, best, *benchmarks]))
     wealth_png = plot_wealth(wealth, highlight)
     sections: list[tuple] = [
-        ("Wealth: all grid points (thin), walk-forward, best point in hindsight and benchmarks", wealth_png),
+        ("Wealth: all grid points (thin), walk-forward, best point in hindsight (an upper bound) and the "
+         "benchmarks of the bar's set", wealth_png),
         ("Drawdowns", plot_drawdowns(wealth, highlight)),
     ]
     if windows is not None:
@@ -376,7 +377,8 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
     walk-forward's out-of-sample days (the whole history when there is no walk-forward), ratios on
     returns in excess of ``base_rate``; ``set_of`` names each point's benchmark set. The analysis
     sections follow the walk-forward (its re-simulated windows keep per-pool APYs), or the best
-    point re-run by ``rerun(name)`` when there is none."""
+    point re-run by ``rerun(name)`` when there is none; the plots show the benchmarks of the bar's
+    set."""
     set_of = set_of or {}
     points = [(name, {**params_of[name], "benchmark_set": set_of.get(name, "")}, backtest_metrics(r, base_rate))
               for name, r in evaluation.points.items()]
@@ -387,8 +389,11 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
                          walk_forward=backtest_metrics(wf.result, base_rate) if wf else None,
                          stats=evaluation.stats(), period=evaluation.period)
     lead = wf.result if wf else rerun(str(best_point(table)["name"]))
-    runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **evaluation.benchmarks}
-    benchmarks = [n for n in evaluation.benchmarks if is_constrained(n)]
+    # plots: the grid points, the walk-forward and the benchmarks of the bar's set (the table has every set)
+    bar_set = benchmark_set_of(evaluation.excess_over or next(iter(evaluation.benchmarks), ""))
+    shown = {k: r for k, r in evaluation.benchmarks.items() if benchmark_set_of(k) == bar_set}
+    runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **shown}
+    benchmarks = [n for n in shown if is_constrained(n)]
     analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
                                       benchmarks)
     page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
