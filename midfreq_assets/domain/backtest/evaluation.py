@@ -82,6 +82,7 @@ class GridEvaluation:
                        daily_sharpe_excess=self.deflated_excess.sharpe,
                        expected_max_daily_sharpe_excess=self.deflated_excess.expected_max_sharpe)
         if self.excess is not None and self.excess_over is not None:
+            out.update(bar_candidates=sum(is_constrained(k) for k in self.benchmarks))
             out.update(excess_over=self.excess_over, excess_vs_benchmark=self.excess.estimate,
                        excess_ci_low=self.excess.low, excess_ci_high=self.excess.high,
                        excess_confidence=self.excess.confidence)

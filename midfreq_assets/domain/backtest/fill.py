@@ -58,10 +58,14 @@ TURNOVER_BISECTIONS = 60
 class FillRule:
     """What a rule asks of the fill, per pool of the optimizer."""
 
-    score: np.ndarray  # higher is filled first; NaN or <= 0: not bought (held: sell-only)
-    profile: np.ndarray | None = None  # water-fill pools of equal score in these proportions (None: one by one)
-    band: float = 0.0  # per year: a held unit is kept unless another pool scores 2 band more
-    keep: bool = False  # current holdings (within the limits) are kept: only freed money is re-deployed
+    #: higher is filled first; NaN or <= 0: not bought (held: sell-only)
+    score: np.ndarray
+    #: water-fill the pools of equal score in these proportions (None: one by one, rank-and-fill)
+    profile: np.ndarray | None = None
+    #: per year: a held unit is kept unless another pool scores 2 band more (rank-and-fill only)
+    band: float = 0.0
+    #: current holdings (within the limits) are kept: only freed money is re-deployed
+    keep: bool = False
 
 
 def fill_weights(
@@ -84,8 +88,9 @@ def fill_weights(
     gain = np.asarray(gain_apy, dtype=float)
     with np.errstate(invalid="ignore"):
         wanted = np.isfinite(score) & (score > 0)
-    inp = _clean_inputs(optimizer.strategy, np.where(wanted, gain, np.nan), tvl, wealth, current_weights,
-                        optimizer.costs)
+    inp = _clean_inputs(
+        optimizer.strategy, np.where(wanted, gain, np.nan), tvl, wealth, current_weights, optimizer.costs
+    )
     if frozen is not None and np.any(frozen):
         inp = _freeze(inp, np.asarray(frozen, dtype=bool))
     cand = wanted & inp.buyable & (inp.hi > inp.lo)
@@ -101,13 +106,19 @@ def fill_weights(
         turnover = max(turnover, float(np.abs(optimizer._feasible_holdings(fill_inp) - inp.x0).sum()) + 1e-9)
     x = _solve(optimizer, fill_inp, turnover)
     if optimizer.costs.prunes:
-        x = _prune(optimizer, fill_inp, replace(fill_inp, a=np.where(cand, np.maximum(np.nan_to_num(gain), 0.0), 0.0)),
-                   x, turnover)
+        x = _prune(
+            optimizer,
+            fill_inp,
+            replace(fill_inp, a=np.where(cand, np.maximum(np.nan_to_num(gain), 0.0), 0.0)),
+            x,
+            turnover,
+        )
     return x
 
 
-def _rule_objective(rule: FillRule, score: np.ndarray, cand: np.ndarray, hi: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _rule_objective(
+    rule: FillRule, score: np.ndarray, cand: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(a, q) of the fill problem; pools that are not candidates get ``a = q = 0`` (kept only when
     nothing else can use the room, never bought)."""
     n = len(score)
@@ -193,8 +204,9 @@ def _turnover_capped(inp: _Inputs, groups: list, turnover: float) -> np.ndarray:
     return x_hi + th * d
 
 
-def _prune(optimizer: VaultOptimizer, inp: _Inputs, gain_inp: _Inputs, x: np.ndarray, turnover: float | None
-           ) -> np.ndarray:
+def _prune(
+    optimizer: VaultOptimizer, inp: _Inputs, gain_inp: _Inputs, x: np.ndarray, turnover: float | None
+) -> np.ndarray:
     """The strategy's pruning (``VaultOptimizer._prune``) with the fill's objective: trades whose
     expected gain over the horizon is below ``gas_multiple * gas`` or whose notional is below
     ``min_trade_usd`` are frozen and the rest re-filled (what they would have taken goes to the next
@@ -208,7 +220,9 @@ def _prune(optimizer: VaultOptimizer, inp: _Inputs, gain_inp: _Inputs, x: np.nda
         fixed |= small
         lo, hi = np.where(fixed, inp.x0, inp.lo), np.where(fixed, inp.x0, inp.hi)
         if lo.sum() > inp.budget + 1e-12 or (
-                optimizer.group_matrix.shape[0] and np.any(optimizer.group_matrix @ lo > optimizer.group_caps + 1e-12)):
+            optimizer.group_matrix.shape[0]
+            and np.any(optimizer.group_matrix @ lo > optimizer.group_caps + 1e-12)
+        ):
             break
         try:
             x = _solve_once(optimizer, replace(inp, lo=lo, hi=hi), turnover)

@@ -315,7 +315,8 @@ def evaluation_markdown(stats: dict[str, object], notes: list[str]) -> str:
     splits), the deflated Sharpe on the excess over the bar and the plain one."""
     lines = []
     if "excess_vs_benchmark" in stats:
-        lines.append(f"- excess log growth over {stats['excess_over']} (the strongest constrained benchmark): "
+        lines.append(f"- excess log growth over {stats['excess_over']} (the strongest of {stats['bar_candidates']} "
+                     "constrained benchmark rows on these days): "
                      f"**{stats['excess_vs_benchmark']:+.4f}/yr**, {stats['excess_confidence']:.0%} bootstrap CI "
                      f"[{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}]")
     if "pbo" in stats:

@@ -32,13 +32,23 @@ TOL = 1e-7
 def inputs() -> bt.BacktestInputs:
     apy = pd.DataFrame([[0.12, 0.09, 0.08, 0.07, 0.06, 0.05]] * len(DAYS), index=DAYS, columns=POOLS)
     tvl = pd.DataFrame([[4e6, 1e8, 1e8, 5e7, 5e7, 2e8]] * len(DAYS), index=DAYS, columns=POOLS)
-    protocols = pd.Series(["euler-v2", "euler-v2", "aave-v3", "aave-v3", "morpho-blue", "morpho-blue"], index=POOLS)
-    return bt.BacktestInputs(apy, tvl, apy.notna(), protocols=protocols,
-                             chains=pd.Series("Ethereum", index=POOLS))
+    protocols = pd.Series(
+        ["euler-v2", "euler-v2", "aave-v3", "aave-v3", "morpho-blue", "morpho-blue"], index=POOLS
+    )
+    return bt.BacktestInputs(
+        apy, tvl, apy.notna(), protocols=protocols, chains=pd.Series("Ethereum", index=POOLS)
+    )
 
 
-STRATEGY = StrategyConfig(cost=0.0005, gas_usd=5.0, base_buffer=0.02, concentration_limit=0.25,
-                          protocol_caps={"euler-v2": 0.3}, max_pool_tvl_share=0.05, min_trade_usd=1000)
+STRATEGY = StrategyConfig(
+    cost=0.0005,
+    gas_usd=5.0,
+    base_buffer=0.02,
+    concentration_limit=0.25,
+    protocol_caps={"euler-v2": 0.3},
+    max_pool_tvl_share=0.05,
+    min_trade_usd=1000,
+)
 
 
 def random_inputs(seed: int, days: int = 30) -> tuple[bt.BacktestInputs, StrategyConfig]:
@@ -48,20 +58,30 @@ def random_inputs(seed: int, days: int = 30) -> tuple[bt.BacktestInputs, Strateg
     n = int(rng.integers(4, 25))
     dates = pd.date_range("2024-01-01", periods=days, freq="D", name="date")
     pools = [f"q{i}" for i in range(n)]
-    apy = pd.DataFrame(rng.uniform(0.0, 0.12, n) + rng.normal(0, 0.01, (days, n)).cumsum(axis=0) * 0.3,
-                       index=dates, columns=pools)
-    tvl = pd.DataFrame(10 ** rng.uniform(5, 9, n) * np.exp(rng.normal(0, 0.05, (days, n)).cumsum(axis=0)),
-                       index=dates, columns=pools)
+    apy = pd.DataFrame(
+        rng.uniform(0.0, 0.12, n) + rng.normal(0, 0.01, (days, n)).cumsum(axis=0) * 0.3,
+        index=dates,
+        columns=pools,
+    )
+    tvl = pd.DataFrame(
+        10 ** rng.uniform(5, 9, n) * np.exp(rng.normal(0, 0.05, (days, n)).cumsum(axis=0)),
+        index=dates,
+        columns=pools,
+    )
     eligible = pd.DataFrame(rng.random((days, n)) < 0.9, index=dates, columns=pools)
     protocols = pd.Series(rng.choice(["aave-v3", "morpho-blue", "euler-v2"], n), index=pools)
-    strategy = StrategyConfig(cost=0.0005, gas_usd=float(rng.choice([0.0, 5.0])), min_trade_usd=float(rng.choice([0, 1000])),
-                              base_buffer=float(rng.choice([0.0, 0.02, 0.1])),
-                              concentration_limit=float(rng.uniform(0.1, 0.5)),
-                              max_pool_tvl_share=float(rng.choice([0.01, 0.05])),
-                              protocol_caps={"euler-v2": float(rng.uniform(0.1, 0.4)),
-                                             "aave-v3": float(rng.uniform(0.2, 0.8))})
-    return bt.BacktestInputs(apy, tvl, eligible, protocols=protocols, chains=pd.Series("Ethereum", index=pools)), \
-        strategy
+    strategy = StrategyConfig(
+        cost=0.0005,
+        gas_usd=float(rng.choice([0.0, 5.0])),
+        min_trade_usd=float(rng.choice([0, 1000])),
+        base_buffer=float(rng.choice([0.0, 0.02, 0.1])),
+        concentration_limit=float(rng.uniform(0.1, 0.5)),
+        max_pool_tvl_share=float(rng.choice([0.01, 0.05])),
+        protocol_caps={"euler-v2": float(rng.uniform(0.1, 0.4)), "aave-v3": float(rng.uniform(0.2, 0.8))},
+    )
+    return bt.BacktestInputs(
+        apy, tvl, eligible, protocols=protocols, chains=pd.Series("Ethereum", index=pools)
+    ), strategy
 
 
 def daily_rows(res: bt.BacktestResult, inp: bt.BacktestInputs) -> pd.DataFrame:
@@ -83,7 +103,9 @@ def assert_every_limit(res: bt.BacktestResult, inp: bt.BacktestInputs, strategy:
         members = inp.protocols[inp.protocols == protocol].index
         assert (w[members].sum(axis=1) <= cap + TOL).all(), protocol
     if strategy.max_pool_tvl_share is not None:
-        over = w.mul(wealth, axis=0) > strategy.max_pool_tvl_share * inp.tvl.reindex(w.index) * (1 + 1e-6) + 1e-6
+        over = (
+            w.mul(wealth, axis=0) > strategy.max_pool_tvl_share * inp.tvl.reindex(w.index) * (1 + 1e-6) + 1e-6
+        )
         assert not over.to_numpy().any()
 
 
@@ -109,7 +131,9 @@ def test_fully_invested_where_the_caps_allow(kind):
     projected best-trailing benchmark held 0.25 and 0.75 idle)."""
     cfg = bt.BacktestConfig(initial_wealth=1e6, benchmark_rebalance_days=5)
     # no gas / minimum trade: topping up a drifted book by a few dollars would rightly be pruned
-    res = run_benchmark(kind, inputs(), STRATEGY.model_copy(update={"gas_usd": 0.0, "min_trade_usd": 0.0}), cfg)
+    res = run_benchmark(
+        kind, inputs(), STRATEGY.model_copy(update={"gas_usd": 0.0, "min_trade_usd": 0.0}), cfg
+    )
     decided = res.steps.iloc[::5]
     np.testing.assert_allclose(decided["invested"], 0.98, atol=1e-9)
     assert res.steps["invested"].mean() >= 0.98 - 1e-9
@@ -149,7 +173,11 @@ def test_hysteresis_switches_only_when_the_gain_over_the_horizon_beats_the_cost(
     cfg = bt.BacktestConfig(initial_wealth=1e6, trailing_days=1)
     for gap, switches in ((0.02, False), (0.03, True)):
         panel = moving_panel({"A": [0.05] * 20, "B": [0.01] * 5 + [0.05 + gap] * 15})
-        hyst = run_benchmark("best_trailing_hysteresis", panel, s, cfg).weight_panel().reindex(columns=["A", "B"])
+        hyst = (
+            run_benchmark("best_trailing_hysteresis", panel, s, cfg)
+            .weight_panel()
+            .reindex(columns=["A", "B"])
+        )
         hyst = hyst.fillna(0.0)
         assert hyst.iloc[-1]["B"] == pytest.approx(1.0 if switches else 0.0, abs=1e-9)
         plain = run_benchmark("best_trailing_apy", panel, s, cfg).weight_panel().reindex(columns=["A", "B"])
@@ -163,7 +191,9 @@ def test_top_k_trailing_holds_the_k_best_in_equal_weight():
     np.testing.assert_allclose(res.weight_panel().iloc[0].reindex(list("ABCD")).fillna(0.0), [0.5, 0.5, 0, 0])
     s = StrategyConfig(concentration_limit=0.4)  # clipped at 0.4 each: the 0.2 left goes to the next (C)
     res = run_benchmark("top_k_trailing", panel, s, bt.BacktestConfig(initial_wealth=1e6, top_k=2))
-    np.testing.assert_allclose(res.weight_panel().iloc[0].reindex(list("ABCD")).fillna(0.0), [0.4, 0.4, 0.2, 0])
+    np.testing.assert_allclose(
+        res.weight_panel().iloc[0].reindex(list("ABCD")).fillna(0.0), [0.4, 0.4, 0.2, 0]
+    )
 
 
 def test_incumbent_holds_the_first_allocation_and_redeploys_what_leaves_the_universe():
@@ -171,7 +201,7 @@ def test_incumbent_holds_the_first_allocation_and_redeploys_what_leaves_the_univ
     chase it. B leaves the universe on day 10: sold, and its money goes to the rule's next choice, C."""
     panel = moving_panel({"A": [0.05] * 20, "B": [0.05] * 20, "C": [0.01] * 3 + [0.12] * 17})
     elig = panel.eligible.copy()
-    elig.loc[elig.index[10]:, "B"] = False
+    elig.loc[elig.index[10] :, "B"] = False
     panel = bt.BacktestInputs(panel.apy, panel.tvl, elig)
     s = StrategyConfig(cost=0.0, concentration_limit=0.5)  # A and B grow alike: their weights stay 0.5
     w = run_benchmark("incumbent", panel, s, bt.BacktestConfig(initial_wealth=1e6)).weight_panel()
@@ -180,7 +210,9 @@ def test_incumbent_holds_the_first_allocation_and_redeploys_what_leaves_the_univ
     assert (w.iloc[1:10]["C"] == 0).all() and np.allclose(w.iloc[1:10]["B"], 0.5)  # no chasing
     assert w.iloc[10]["B"] == 0 and w.iloc[10]["C"] == pytest.approx(0.5)
     assert w.iloc[10]["A"] == pytest.approx(w.iloc[9]["A"], rel=1e-12)  # A untouched
-    chaser = run_benchmark("best_trailing_apy", panel, s, bt.BacktestConfig(initial_wealth=1e6)).weight_panel()
+    chaser = run_benchmark(
+        "best_trailing_apy", panel, s, bt.BacktestConfig(initial_wealth=1e6)
+    ).weight_panel()
     assert chaser.reindex(columns=list("ABC")).fillna(0.0).iloc[5]["C"] == pytest.approx(0.5)
 
 
@@ -202,8 +234,9 @@ def test_benchmarks_trade_at_the_strategy_cadence_by_default():
     every7 = bt.BacktestConfig(rebalance_every_days=7)
     assert every7.benchmark_every_days == 7
     assert bt.BacktestConfig(rebalance_every_days=7, benchmark_rebalance_days=30).benchmark_every_days == 30
-    res = run_benchmark("equal_weight", inputs(), STRATEGY.model_copy(update={"gas_usd": 0.0, "min_trade_usd": 0.0}),
-                        every7)
+    res = run_benchmark(
+        "equal_weight", inputs(), STRATEGY.model_copy(update={"gas_usd": 0.0, "min_trade_usd": 0.0}), every7
+    )
     traded = res.steps.loc[res.steps["n_trades"] > 0, "date"]
     assert set(((traded - DAYS[0]).dt.days % 7).unique()) == {0}
     with pytest.raises(ValueError, match="unknown benchmark"):
@@ -211,19 +244,35 @@ def test_benchmarks_trade_at_the_strategy_cadence_by_default():
 
 
 def test_each_grid_point_gets_benchmarks_under_its_own_overrides():
-    grid = Grid("g", None, {"strategy.cost": [0.0005, 0.003], "models.apy.ewm_predictor.halflife": ["3d", "14d"],
-                            "backtest.rebalance_every_days": [7]})
+    grid = Grid(
+        "g",
+        None,
+        {
+            "strategy.cost": [0.0005, 0.003],
+            "models.apy.ewm_predictor.halflife": ["3d", "14d"],
+            "backtest.rebalance_every_days": [7],
+        },
+    )
     points = grid.points()
     sets = benchmark_sets(VAULT, points)
     assert sorted(s.suffix for s in sets) == ["@cost-0.0005", "@cost-0.003"]  # halflife changes no benchmark
     for s in sets:
         assert len(s.points) == 2 and s.config.rebalance_every_days == 7
         assert all(f"cost-{s.vault.strategy.cost:g}" in p for p in s.points)
-    one = benchmark_sets(VAULT, Grid("h", None, {"models.apy.ewm_predictor.halflife": ["3d", "14d"]}).points())
+    one = benchmark_sets(
+        VAULT, Grid("h", None, {"models.apy.ewm_predictor.halflife": ["3d", "14d"]}).points()
+    )
     assert [s.suffix for s in one] == [""]
-    hist = pd.DataFrame([dict(date=d, pool=p, apy=a, adjusted_apy=a, tvl_usd=1e8)
-                         for d in DAYS for p, a in zip(POOLS, np.linspace(0.12, 0.05, 6), strict=True)])
-    meta = hist[["date", "pool"]].assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
+    hist = pd.DataFrame(
+        [
+            dict(date=d, pool=p, apy=a, adjusted_apy=a, tvl_usd=1e8)
+            for d in DAYS
+            for p, a in zip(POOLS, np.linspace(0.12, 0.05, 6), strict=True)
+        ]
+    )
+    meta = hist[["date", "pool"]].assign(
+        project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist)
+    )
     panel = bt.vault_panel(hist, meta, VAULT)
     results = run_benchmark_sets(panel, sets)
     assert {"equal_weight@cost-0.0005", "best_trailing_apy_unconstrained@cost-0.003"} <= set(results)

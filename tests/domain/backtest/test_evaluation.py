@@ -17,21 +17,45 @@ from midfreq_assets.domain.backtest.walk_forward import slice_result
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 DAYS = pd.date_range("2024-01-01", periods=300, freq="D")
-CONFIG = BacktestConfig(walk_forward=WalkForwardConfig(test_days=50, min_train_days=60),
-                        evaluation={"pbo_splits": 8, "bootstrap_resamples": 1000})
+CONFIG = BacktestConfig(
+    walk_forward=WalkForwardConfig(test_days=50, min_train_days=60),
+    evaluation={"pbo_splits": 8, "bootstrap_resamples": 1000},
+)
 
 
-def path(name: str, returns: np.ndarray, start: int = 0, end: int | None = None, wealth: float = 1.0,
-         invested: float = 0.98) -> bt.BacktestResult:
+def path(
+    name: str,
+    returns: np.ndarray,
+    start: int = 0,
+    end: int | None = None,
+    wealth: float = 1.0,
+    invested: float = 0.98,
+) -> bt.BacktestResult:
     """A stored path with the given daily log returns on days ``start..end``."""
     r = returns[start:end]
     dates = DAYS[start : start + len(r)]
     w = wealth * np.exp(np.cumsum(r))
-    steps = pd.DataFrame({"date": dates, "date_end": dates + pd.Timedelta(days=1), "wealth_start": [wealth, *w[:-1]],
-                          "wealth": w, "invested": invested, "turnover": 0.0, "cost_usd": 0.0, "gas_usd": 0.0,
-                          "il_usd": 0.0, "price_pnl_usd": 0.0, "n_held": 1, "n_held_il_missing": 0,
-                          "n_held_in_gap": 0, "n_eligible": 1, "entropy": 0.0, "tracking_error": np.nan,
-                          "status": "given_weights"})
+    steps = pd.DataFrame(
+        {
+            "date": dates,
+            "date_end": dates + pd.Timedelta(days=1),
+            "wealth_start": [wealth, *w[:-1]],
+            "wealth": w,
+            "invested": invested,
+            "turnover": 0.0,
+            "cost_usd": 0.0,
+            "gas_usd": 0.0,
+            "il_usd": 0.0,
+            "price_pnl_usd": 0.0,
+            "n_held": 1,
+            "n_held_il_missing": 0,
+            "n_held_in_gap": 0,
+            "n_eligible": 1,
+            "entropy": 0.0,
+            "tracking_error": np.nan,
+            "status": "given_weights",
+        }
+    )
     state = bt.PortfolioState(("x",), np.array([w[-1]]), 0.0)
     return bt.BacktestResult(name, steps, pd.DataFrame(columns=["date", "pool", "weight"]), wealth, state)
 
@@ -55,8 +79,12 @@ def fake_grid(points: dict[str, np.ndarray], benches: dict[str, np.ndarray]):
 def test_the_bar_is_the_strongest_constrained_benchmark_never_an_unconstrained_one():
     rng = np.random.default_rng(0)
     base = 0.06 / 365 + rng.normal(0, 1e-5, len(DAYS))
-    benches = {"equal_weight": base - 0.02 / 365, "best_trailing_apy@h-7": base + 0.01 / 365,
-               "best_trailing_apy_unconstrained@h-7": base + 0.05 / 365, "incumbent@h-30": base}
+    benches = {
+        "equal_weight": base - 0.02 / 365,
+        "best_trailing_apy@h-7": base + 0.01 / 365,
+        "best_trailing_apy_unconstrained@h-7": base + 0.05 / 365,
+        "incumbent@h-30": base,
+    }
     results, run_window, run_benches = fake_grid({"p": base + 0.002 / 365, "q": base}, benches)
     assert strongest_benchmark({k: path(k, v) for k, v in benches.items()}) == "best_trailing_apy@h-7"
     ev = evaluate_grid(results, run_window, run_benches, CONFIG)
@@ -68,9 +96,16 @@ def test_the_bar_is_the_strongest_constrained_benchmark_never_an_unconstrained_o
     # the table says who is who, and leads with the walk-forward, the bar and the hindsight best point
     points = [(k, {}, backtest_metrics(r)) for k, r in ev.points.items()]
     bench_rows = metrics_table(ev.benchmarks).assign(benchmark_set="")
-    table = report.report_table("g", [], points, bench_rows, METRIC_COLUMNS,
-                                walk_forward=backtest_metrics(ev.walk_forward.result), stats=stats,
-                                period=ev.period)
+    table = report.report_table(
+        "g",
+        [],
+        points,
+        bench_rows,
+        METRIC_COLUMNS,
+        walk_forward=backtest_metrics(ev.walk_forward.result),
+        stats=stats,
+        period=ev.period,
+    )
     roles = dict(zip(table["name"], table["role"], strict=True))
     assert roles["best_trailing_apy@h-7"] == report.ROLE_BAR
     assert roles["best_trailing_apy_unconstrained@h-7"] == report.ROLE_UNCONSTRAINED
@@ -93,23 +128,34 @@ def test_a_policy_identical_to_a_benchmark_has_an_excess_interval_containing_zer
     rng = np.random.default_rng(seed)
     dates = pd.date_range("2024-01-01", periods=200, freq="D", name="date")
     pools = [f"p{i}" for i in range(6)]
-    apy = pd.DataFrame(0.03 + rng.uniform(0, 0.06, 6) + rng.normal(0, 0.01, (200, 6)).cumsum(axis=0) * 0.2,
-                       index=dates, columns=pools)
+    apy = pd.DataFrame(
+        0.03 + rng.uniform(0, 0.06, 6) + rng.normal(0, 0.01, (200, 6)).cumsum(axis=0) * 0.2,
+        index=dates,
+        columns=pools,
+    )
     inputs = bt.BacktestInputs(apy, apy * 0 + 10 ** rng.uniform(7, 9, 6), apy.notna())
-    strategy = StrategyConfig(cost=0.0005, gas_usd=5.0, base_buffer=0.02, concentration_limit=0.3,
-                              max_pool_tvl_share=0.05)
+    strategy = StrategyConfig(
+        cost=0.0005, gas_usd=5.0, base_buffer=0.02, concentration_limit=0.3, max_pool_tvl_share=0.05
+    )
     config = CONFIG.model_copy(update={"initial_wealth": 1e6, "rebalance_every_days": 7})
     whole = {k: run_benchmark(k, inputs, strategy, config) for k in ("best_trailing_apy", "equal_weight")}
     same: dict[str, bt.BacktestResult] = {}
 
     def run_window(name, start, end, state):  # the rule, run once from the first test day, sliced
         if name not in same:
-            same[name] = run_benchmark(name, inputs, strategy, config.model_copy(update={"start": start.date()}))
+            same[name] = run_benchmark(
+                name, inputs, strategy, config.model_copy(update={"start": start.date()})
+            )
         return slice_result(same[name], start, end)
 
     def run_benches(start, end):
-        return run_benchmarks(inputs, strategy, config.model_copy(update={"start": start.date(), "end": end.date(),
-                                                                        "benchmarks": ["best_trailing_apy"]}))
+        return run_benchmarks(
+            inputs,
+            strategy,
+            config.model_copy(
+                update={"start": start.date(), "end": end.date(), "benchmarks": ["best_trailing_apy"]}
+            ),
+        )
 
     ev = evaluate_grid(whole, run_window, run_benches, config)
     chosen = set(ev.walk_forward.windows["point"])

@@ -27,13 +27,23 @@ def universe(seed: int, n: int | None = None, *, chains: bool = False):
     n = n or int(rng.integers(3, 30))
     protocols = rng.choice(PROTOCOLS, n).tolist()
     chain_of = {"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Base"}
-    caps = {p: float(rng.uniform(0.05, 0.6)) for p in rng.choice(PROTOCOLS, int(rng.integers(0, 4)), replace=False)}
+    caps = {
+        p: float(rng.uniform(0.05, 0.6))
+        for p in rng.choice(PROTOCOLS, int(rng.integers(0, 4)), replace=False)
+    }
     strategy = StrategyConfig(
-        base_buffer=float(rng.choice([0.0, 0.02, 0.1])), concentration_limit=float(rng.uniform(0.05, 0.6)),
-        max_pool_tvl_share=float(rng.choice([0.01, 0.05, 0.2])), protocol_caps=caps,
-        chain_caps={"base": float(rng.uniform(0.1, 0.7))} if chains else {})
-    opt = VaultOptimizer([f"p{i}" for i in range(n)], strategy, protocols=protocols,
-                         chains=[chain_of[p] for p in protocols] if chains else None)
+        base_buffer=float(rng.choice([0.0, 0.02, 0.1])),
+        concentration_limit=float(rng.uniform(0.05, 0.6)),
+        max_pool_tvl_share=float(rng.choice([0.01, 0.05, 0.2])),
+        protocol_caps=caps,
+        chain_caps={"base": float(rng.uniform(0.1, 0.7))} if chains else {},
+    )
+    opt = VaultOptimizer(
+        [f"p{i}" for i in range(n)],
+        strategy,
+        protocols=protocols,
+        chains=[chain_of[p] for p in protocols] if chains else None,
+    )
     trailing = rng.uniform(-0.01, 0.15, n)
     trailing[rng.random(n) < 0.1] = np.nan  # no usable yield: never bought
     tvl = 10 ** rng.uniform(5, 9, n)
@@ -56,7 +66,9 @@ def greedy(opt: VaultOptimizer, order: np.ndarray, hi: np.ndarray) -> np.ndarray
     return x
 
 
-def assert_within_limits(opt: VaultOptimizer, x: np.ndarray, tvl: np.ndarray, x0: np.ndarray | None = None) -> None:
+def assert_within_limits(
+    opt: VaultOptimizer, x: np.ndarray, tvl: np.ndarray, x0: np.ndarray | None = None
+) -> None:
     s = opt.strategy
     assert np.all(x >= -TOL)
     assert np.all(x <= s.concentration_limit + TOL)
@@ -76,16 +88,21 @@ def assert_no_idle_room(opt: VaultOptimizer, x: np.ndarray, hi: np.ndarray, cand
         return
     for i in np.flatnonzero(candidates & (x < hi - TOL)):
         rows = opt.group_matrix[:, i] > 0
-        assert rows.any() and np.any(opt.group_matrix[rows] @ x >= opt.group_caps[rows] - TOL), \
+        assert rows.any() and np.any(opt.group_matrix[rows] @ x >= opt.group_caps[rows] - TOL), (
             f"pool {i} at {x[i]:.4f} < {hi[i]:.4f} with room in its groups and the budget"
+        )
 
 
 def rules(trailing: np.ndarray, tvl: np.ndarray) -> dict[str, FillRule]:
     n = len(trailing)
     every = np.where(np.isfinite(trailing), 1.0, np.nan)
-    return {"rank_and_fill": FillRule(trailing), "top_k": FillRule(top_k_score(trailing, 4), profile=np.ones(n)),
-            "equal_weight": FillRule(every, profile=np.ones(n)), "tvl_weighted": FillRule(every, profile=tvl),
-            "incumbent": FillRule(trailing, keep=True)}
+    return {
+        "rank_and_fill": FillRule(trailing),
+        "top_k": FillRule(top_k_score(trailing, 4), profile=np.ones(n)),
+        "equal_weight": FillRule(every, profile=np.ones(n)),
+        "tvl_weighted": FillRule(every, profile=tvl),
+        "incumbent": FillRule(trailing, keep=True),
+    }
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -122,15 +139,19 @@ def test_from_a_held_book_every_rule_stays_within_limits_and_leaves_no_idle_room
         cand = np.isfinite(rule.score) & (rule.score > 0)
         assert_no_idle_room(opt, x, np.where(cand, bounds(opt, trailing, tvl, x0), 0.0), cand)
     # a book within every limit is kept whole by the incumbent (only idle cash is deployed)
-    inside = opt._feasible_holdings(_clean_inputs(opt.strategy, np.where(trailing > 0, trailing, np.nan), tvl, W, x0))
+    inside = opt._feasible_holdings(
+        _clean_inputs(opt.strategy, np.where(trailing > 0, trailing, np.nan), tvl, W, x0)
+    )
     x = fill_weights(opt, FillRule(trailing, keep=True), tvl, W, inside, gain_apy=trailing)
     assert np.all(x >= inside * (1 - 1e-9) - 1e-12)
     assert_no_idle_room(opt, x, np.where(trailing > 0, bounds(opt, trailing, tvl, inside), 0.0), trailing > 0)
 
 
 def test_invested_share_is_the_budget_when_the_caps_allow():
-    opt = VaultOptimizer([f"p{i}" for i in range(8)], StrategyConfig(base_buffer=0.02, concentration_limit=0.25,
-                                                                      max_pool_tvl_share=0.05))
+    opt = VaultOptimizer(
+        [f"p{i}" for i in range(8)],
+        StrategyConfig(base_buffer=0.02, concentration_limit=0.25, max_pool_tvl_share=0.05),
+    )
     trailing = np.linspace(0.09, 0.02, 8)
     tvl = np.full(8, 1e9)
     for name, rule in rules(trailing, tvl).items():
@@ -149,7 +170,7 @@ def test_water_filling_gives_clipped_amounts_to_the_others(seed):
         score = np.where(np.isfinite(trailing), 1.0, np.nan)
         x = fill_weights(opt, FillRule(score, profile=profile), tvl, W, x0, gain_apy=trailing)
         cand = np.isfinite(score)
-        full_groups = (opt.group_matrix @ x >= opt.group_caps - TOL)
+        full_groups = opt.group_matrix @ x >= opt.group_caps - TOL
         blocked = (x >= hi - TOL) | (opt.group_matrix[full_groups].sum(axis=0) > 0)
         free = cand & ~blocked
         ratio = x / (profile / profile.max())
@@ -160,13 +181,21 @@ def test_water_filling_gives_clipped_amounts_to_the_others(seed):
 
 
 def test_top_k_is_equal_weight_on_the_k_best_then_the_next_in_order():
-    opt = VaultOptimizer([f"p{i}" for i in range(6)], StrategyConfig(base_buffer=0.0, concentration_limit=0.3))
+    opt = VaultOptimizer(
+        [f"p{i}" for i in range(6)], StrategyConfig(base_buffer=0.0, concentration_limit=0.3)
+    )
     trailing = np.array([0.03, 0.09, 0.05, 0.08, 0.07, 0.01])
     tvl = np.full(6, 1e12)
 
     def top(k: int) -> np.ndarray:
-        return fill_weights(opt, FillRule(top_k_score(trailing, k), profile=np.ones(6)), tvl, W, np.zeros(6),
-                            gain_apy=trailing)
+        return fill_weights(
+            opt,
+            FillRule(top_k_score(trailing, k), profile=np.ones(6)),
+            tvl,
+            W,
+            np.zeros(6),
+            gain_apy=trailing,
+        )
 
     np.testing.assert_allclose(top(4), [0, 0.25, 0.25, 0.25, 0.25, 0], atol=1e-12)  # 1/4 each
     # k = 3: 1/3 each is clipped at 0.3, the 0.1 clipped goes to the next pool in order (0.05)
@@ -185,10 +214,18 @@ def test_the_band_switches_only_when_the_gain_over_the_horizon_beats_the_round_t
         x = fill_weights(opt, FillRule(trailing, band=c), tvl, W, x0, gain_apy=trailing)
         np.testing.assert_allclose(x, [0.0, 1.0] if switch else [1.0, 0.0])
         # the plain rank-and-fill always switches to the best trailing pool
-        np.testing.assert_allclose(fill_weights(opt, FillRule(trailing), tvl, W, x0, gain_apy=trailing), [0, 1])
+        np.testing.assert_allclose(
+            fill_weights(opt, FillRule(trailing), tvl, W, x0, gain_apy=trailing), [0, 1]
+        )
     # from cash, a pool is bought only when its yield beats the amortized cost c
-    x = fill_weights(opt, FillRule(np.array([0.011, 0.013]), band=c), tvl, W, np.zeros(2),
-                     gain_apy=np.array([0.011, 0.013]))
+    x = fill_weights(
+        opt,
+        FillRule(np.array([0.011, 0.013]), band=c),
+        tvl,
+        W,
+        np.zeros(2),
+        gain_apy=np.array([0.011, 0.013]),
+    )
     np.testing.assert_allclose(x, [0.0, 1.0])
 
 
@@ -209,8 +246,15 @@ def test_keep_holds_the_book_and_redeploys_only_what_is_freed():
 def test_frozen_gap_holdings_are_kept_and_fill_the_budget_first():
     opt = VaultOptimizer(list("abc"), StrategyConfig(concentration_limit=0.5, base_buffer=0.1))
     trailing = np.array([0.01, 0.09, 0.08])
-    x = fill_weights(opt, FillRule(trailing), np.full(3, 1e12), W, np.array([0.3, 0.0, 0.0]), gain_apy=trailing,
-                     frozen=np.array([True, False, False]))
+    x = fill_weights(
+        opt,
+        FillRule(trailing),
+        np.full(3, 1e12),
+        W,
+        np.array([0.3, 0.0, 0.0]),
+        gain_apy=trailing,
+        frozen=np.array([True, False, False]),
+    )
     np.testing.assert_allclose(x, [0.3, 0.5, 0.1], atol=1e-12)
 
 
@@ -225,7 +269,10 @@ def test_turnover_cap_makes_the_most_valuable_trades_first_exactly(seed):
     cvx = VaultOptimizer(opt.pools, s.model_copy(update={"use_fast_path": False}), protocols=_protocols(opt))
     rng = np.random.default_rng(seed)
     x0 = cvx._feasible_holdings(_clean_inputs(s, trailing, tvl, W, rng.dirichlet(np.ones(10)) * 0.9))
-    for rule in (FillRule(trailing), FillRule(np.where(np.isfinite(trailing), 1.0, np.nan), profile=np.ones(10))):
+    for rule in (
+        FillRule(trailing),
+        FillRule(np.where(np.isfinite(trailing), 1.0, np.nan), profile=np.ones(10)),
+    ):
         x = fill_weights(exact, rule, tvl, W, x0, gain_apy=trailing)
         y = fill_weights(cvx, rule, tvl, W, x0, gain_apy=trailing)
         assert_within_limits(exact, x, tvl, x0)
@@ -244,8 +291,9 @@ def _protocols(opt: VaultOptimizer) -> list[str]:
 def _fill_objective(opt, rule, trailing, tvl, x0):
     from midfreq_assets.domain.backtest.fill import _rule_objective
 
-    inp = _clean_inputs(opt.strategy, np.where(np.isfinite(rule.score) & (rule.score > 0), trailing, np.nan), tvl, W,
-                        x0)
+    inp = _clean_inputs(
+        opt.strategy, np.where(np.isfinite(rule.score) & (rule.score > 0), trailing, np.nan), tvl, W, x0
+    )
     cand = np.isfinite(rule.score) & (rule.score > 0) & inp.buyable & (inp.hi > inp.lo)
     a, q = _rule_objective(rule, rule.score, cand, inp.hi)
     return lambda x: float(a @ x - q @ (x * x))
@@ -254,8 +302,14 @@ def _fill_objective(opt, rule, trailing, tvl, x0):
 def test_gas_and_minimum_trade_pruning_as_the_strategy_does_it():
     """A trade whose expected gain over the horizon is below gas_multiple x gas, or below the minimum
     trade, is not made; what it would have taken goes to the next pools."""
-    s = StrategyConfig(concentration_limit=0.5, base_buffer=0.0, gas_usd=50.0, gas_multiple=2.0, horizon_days=30,
-                       min_trade_usd=10_000)
+    s = StrategyConfig(
+        concentration_limit=0.5,
+        base_buffer=0.0,
+        gas_usd=50.0,
+        gas_multiple=2.0,
+        horizon_days=30,
+        min_trade_usd=10_000,
+    )
     opt = VaultOptimizer(list("abc"), s)
     trailing = np.array([0.09, 0.08, 0.07])
     tvl = np.array([1e12, 1e12, 1e12])
