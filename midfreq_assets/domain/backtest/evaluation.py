@@ -107,8 +107,6 @@ def strongest_benchmark(benchmarks: Mapping[str, BacktestResult]) -> str | None:
     return max(growth, key=lambda k: growth[k]) if growth else None
 
 
-best_benchmark = strongest_benchmark  # the name before issue 23
-
 
 def grid_pbo(paths: GridPaths, config: BacktestConfig) -> tuple[PBOResult | None, str]:
     """PBO over the days from the first invested day on, where every point has a return."""
