@@ -82,8 +82,8 @@ class GridEvaluation:
                        daily_sharpe_excess=self.deflated_excess.sharpe,
                        expected_max_daily_sharpe_excess=self.deflated_excess.expected_max_sharpe)
         if self.excess is not None and self.excess_over is not None:
-            out.update(bar_candidates=sum(is_constrained(k) for k in self.benchmarks))
-            out.update(excess_over=self.excess_over, excess_vs_benchmark=self.excess.estimate,
+            out.update(excess_over=self.excess_over, bar_candidates=sum(map(is_constrained, self.benchmarks)),
+                       excess_vs_benchmark=self.excess.estimate,
                        excess_ci_low=self.excess.low, excess_ci_high=self.excess.high,
                        excess_confidence=self.excess.confidence)
         if self.walk_forward is not None:
@@ -105,7 +105,6 @@ def strongest_benchmark(benchmarks: Mapping[str, BacktestResult]) -> str | None:
     growth = {k: backtest_metrics(r)["log_growth"] for k, r in benchmarks.items() if is_constrained(k)}
     growth = {k: v for k, v in growth.items() if np.isfinite(v)}
     return max(growth, key=lambda k: growth[k]) if growth else None
-
 
 
 def grid_pbo(paths: GridPaths, config: BacktestConfig) -> tuple[PBOResult | None, str]:
