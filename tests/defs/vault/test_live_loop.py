@@ -326,7 +326,7 @@ def test_bad_positions_files_stop_the_loop_with_clear_errors(research, project, 
     broken = run(p, assets, ["vault_positions"], D2, raise_on_error=False)
     assert not broken.success
     message = _failure(broken)
-    assert f"{folder / D2}.csv" in message and "row 0: amount_usd: not a number ('12O0')" in message
+    assert f"{folder / D2}.csv" in message and "line 2: amount_usd: not a number ('12O0')" in message
     missing = run(p, assets, ["vault_positions"], "2024-07-12", raise_on_error=False)
     assert "no file at" in _failure(missing)
     # a day before live_from is simulated: nothing is read, the partition is empty and says so
