@@ -42,6 +42,7 @@ from dagster import (
     define_asset_job,
 )
 
+from midfreq_assets.concurrency import execution_pool
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.universe import vault_rows
@@ -218,6 +219,7 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
         deps=[AssetDep(positions_key)] if vault.positions is not None else [],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
+        pool=execution_pool(vault.name),
         io_manager_key="parquet_io_manager",
         required_resource_keys={"parquet_io_manager", "execution_client"},
         group_name=vault.name,
