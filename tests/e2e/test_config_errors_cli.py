@@ -17,8 +17,17 @@ BIN = Path(sys.executable).parent
 
 COMMANDS = {
     "dagster definitions validate": [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-    "dagster asset materialize": [str(BIN / "dagster"), "asset", "materialize", "-m", "midfreq_assets.definitions",
-                                  "--select", "usd_lending/trade_orders", "--partition", "2025-06-05"],
+    "dagster asset materialize": [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "midfreq_assets.definitions",
+        "--select",
+        "usd_lending/trade_orders",
+        "--partition",
+        "2025-06-05",
+    ],
     "dg check defs": [str(BIN / "dg"), "check", "defs"],
     "midfreq pipeline": [str(BIN / "midfreq"), "pipeline", "--start", "2025-06-01", "--end", "2025-06-05"],
 }
@@ -40,8 +49,12 @@ def test_a_config_error_is_one_short_message_naming_file_and_key(name, bad_confi
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = os.environ | {"MIDFREQ_CONFIG_DIR": str(bad_config), "DAGSTER_HOME": str(home),
-                        "MIDFREQ_DATA_LAKE": str(tmp_path / "lake"), "PYTHONWARNINGS": "ignore"}
+    env = os.environ | {
+        "MIDFREQ_CONFIG_DIR": str(bad_config),
+        "DAGSTER_HOME": str(home),
+        "MIDFREQ_DATA_LAKE": str(tmp_path / "lake"),
+        "PYTHONWARNINGS": "ignore",
+    }
     done = subprocess.run(COMMANDS[name], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode != 0, out

@@ -82,7 +82,9 @@ def revision_key(vault: str, day: dt.date | pd.Timestamp, pool: str, revision: i
     """The idempotency key of ``pool``'s order in ``revision`` of the day (revision 0: the ticket's key)."""
     if revision == 0:
         return idempotency_key(vault, day, pool)
-    return str(uuid.uuid5(ORDER_NAMESPACE, f"{vault}/{pd.Timestamp(day).date().isoformat()}/{pool}/r{revision}"))
+    return str(
+        uuid.uuid5(ORDER_NAMESPACE, f"{vault}/{pd.Timestamp(day).date().isoformat()}/{pool}/r{revision}")
+    )
 
 
 def body_digest(body: Mapping[str, Any]) -> str:
@@ -120,19 +122,37 @@ class LedgerOrder:
         return signed(self.side, self.amount_usd)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "revision": self.revision, "pool": self.pool, "side": self.side,
-                "amount_usd": self.amount_usd, "body": dict(self.body)}
+        return {
+            "key": self.key,
+            "revision": self.revision,
+            "pool": self.pool,
+            "side": self.side,
+            "amount_usd": self.amount_usd,
+            "body": dict(self.body),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LedgerOrder:
-        return cls(str(data["key"]), int(data["revision"]), str(data["pool"]), str(data["side"]),
-                   float(data["amount_usd"]), dict(data["body"]))
+        return cls(
+            str(data["key"]),
+            int(data["revision"]),
+            str(data["pool"]),
+            str(data["side"]),
+            float(data["amount_usd"]),
+            dict(data["body"]),
+        )
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], revision: int | None = None) -> LedgerOrder:
         rev = int(body.get("revision", 0) if revision is None else revision)
-        return cls(str(body["idempotency_key"]), rev, str(body["pool"]), str(body["side"]),
-                   float(body["amount_usd"]), dict(body))
+        return cls(
+            str(body["idempotency_key"]),
+            rev,
+            str(body["pool"]),
+            str(body["side"]),
+            float(body["amount_usd"]),
+            dict(body),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,21 +166,33 @@ class Answer:
     response: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "http_status": self.http_status, "filled_usd": self.filled_usd,
-                "message": self.message, "response": dict(self.response)}
+        return {
+            "status": self.status,
+            "http_status": self.http_status,
+            "filled_usd": self.filled_usd,
+            "message": self.message,
+            "response": dict(self.response),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Answer:
         filled = data.get("filled_usd")
-        return cls(str(data["status"]), data.get("http_status"), None if filled is None else float(filled),
-                   str(data.get("message", "")), dict(data.get("response") or {}))
+        return cls(
+            str(data["status"]),
+            data.get("http_status"),
+            None if filled is None else float(filled),
+            str(data.get("message", "")),
+            dict(data.get("response") or {}),
+        )
 
 
 def executed_amount(answer: Answer, amount_usd: float) -> float:
     """USD executed (unsigned) by an order of ``amount_usd`` that got ``answer``."""
     if answer.status in FILL_STATUSES:
         return amount_usd if answer.filled_usd is None else max(0.0, answer.filled_usd)
-    if answer.status in NOTHING_STATUSES or (answer.http_status is not None and 400 <= answer.http_status < 500):
+    if answer.status in NOTHING_STATUSES or (
+        answer.http_status is not None and 400 <= answer.http_status < 500
+    ):
         return 0.0
     return amount_usd  # accepted, pending, ...: it may still fill in full
 
@@ -185,7 +217,11 @@ class LedgerEntry:
     @property
     def executed_usd(self) -> float:
         """Signed USD executed; an unknown order counts in full (it may have executed)."""
-        amount = self.order.amount_usd if self.answer is None else executed_amount(self.answer, self.order.amount_usd)
+        amount = (
+            self.order.amount_usd
+            if self.answer is None
+            else executed_amount(self.answer, self.order.amount_usd)
+        )
         return signed(self.order.side, amount)
 
     def executed_after(self, as_of: pd.Timestamp | None) -> bool:
@@ -195,20 +231,33 @@ class LedgerEntry:
         return as_of is None or when is None or when > as_of
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.order.key, "revision": self.order.revision, "order": dict(self.order.body),
-                "order_digest": body_digest(self.order.body), "sent_at": self.sent_at,
-                "outcome": None if self.answer is None else self.answer.to_json(),
-                "answered_at": self.answered_at, "executed_at": self.executed_at, "attempts": self.attempts}
+        return {
+            "key": self.order.key,
+            "revision": self.order.revision,
+            "order": dict(self.order.body),
+            "order_digest": body_digest(self.order.body),
+            "sent_at": self.sent_at,
+            "outcome": None if self.answer is None else self.answer.to_json(),
+            "answered_at": self.answered_at,
+            "executed_at": self.executed_at,
+            "attempts": self.attempts,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LedgerEntry:
         body = data["order"]
         outcome = data.get("outcome")
-        answered = data.get("answered_at") or data.get("recorded_at")  # recorded_at: a flat (pre-revision) entry
-        return cls(LedgerOrder.from_body(body, data.get("revision", body.get("revision", 0))), data.get("sent_at"),
-                   None if outcome is None else Answer.from_json(outcome), answered if outcome is not None else None,
-                   data.get("executed_at") or (answered if outcome is not None else None),
-                   int((outcome or {}).get("attempts", data.get("attempts", 0)) or 0))
+        answered = data.get("answered_at") or data.get(
+            "recorded_at"
+        )  # recorded_at: a flat (pre-revision) entry
+        return cls(
+            LedgerOrder.from_body(body, data.get("revision", body.get("revision", 0))),
+            data.get("sent_at"),
+            None if outcome is None else Answer.from_json(outcome),
+            answered if outcome is not None else None,
+            data.get("executed_at") or (answered if outcome is not None else None),
+            int((outcome or {}).get("attempts", data.get("attempts", 0)) or 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -225,15 +274,27 @@ class Revision:
     legacy: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"revision": self.revision, "ticket_digest": self.ticket_digest, "created_at": self.created_at,
-                "legacy": self.legacy, "target": dict(self.target), "executed_before": dict(self.executed_before),
-                "orders": [o.to_json() for o in self.orders]}
+        return {
+            "revision": self.revision,
+            "ticket_digest": self.ticket_digest,
+            "created_at": self.created_at,
+            "legacy": self.legacy,
+            "target": dict(self.target),
+            "executed_before": dict(self.executed_before),
+            "orders": [o.to_json() for o in self.orders],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Revision:
-        return cls(int(data["revision"]), data.get("ticket_digest"),
-                   tuple(LedgerOrder.from_json(o) for o in data.get("orders", [])), str(data.get("created_at", "")),
-                   dict(data.get("target") or {}), dict(data.get("executed_before") or {}), bool(data.get("legacy")))
+        return cls(
+            int(data["revision"]),
+            data.get("ticket_digest"),
+            tuple(LedgerOrder.from_json(o) for o in data.get("orders", [])),
+            str(data.get("created_at", "")),
+            dict(data.get("target") or {}),
+            dict(data.get("executed_before") or {}),
+            bool(data.get("legacy")),
+        )
 
 
 @dataclass(frozen=True)
@@ -256,8 +317,11 @@ class PositionsBasis:
         as_of = {str(p): _utc(t) for p, t in zip(rows["pool"], rows["as_of"], strict=True)}
         cash = rows["pool"].eq(cash_pool)
         cash_as_of = _utc(rows.loc[cash, "as_of"].max()) if cash.any() else _utc(rows["as_of"].max())
-        return cls(float(rows.loc[cash, "value_usd"].sum()), cash_as_of,
-                   {p: t for p, t in as_of.items() if p != cash_pool and t is not None})
+        return cls(
+            float(rows.loc[cash, "value_usd"].sum()),
+            cash_as_of,
+            {p: t for p, t in as_of.items() if p != cash_pool and t is not None},
+        )
 
 
 def executed_since(entries: Iterable[LedgerEntry], basis: PositionsBasis) -> dict[str, float]:
@@ -271,8 +335,9 @@ def executed_since(entries: Iterable[LedgerEntry], basis: PositionsBasis) -> dic
     return out
 
 
-def resized_body(template: Mapping[str, Any], key: str, revision: int, side: str, amount_usd: float
-                 ) -> dict[str, Any]:
+def resized_body(
+    template: Mapping[str, Any], key: str, revision: int, side: str, amount_usd: float
+) -> dict[str, Any]:
     """``template`` (the ticket's order for the pool, or an earlier revision's) as an order of
     ``amount_usd`` on ``side``: token and reference amounts scaled, the gains re-signed."""
     body = dict(template)
@@ -298,8 +363,9 @@ def resized_body(template: Mapping[str, Any], key: str, revision: int, side: str
     return body
 
 
-def first_revision(vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], min_order_usd: float,
-                   created_at: str) -> Revision:
+def first_revision(
+    vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], min_order_usd: float, created_at: str
+) -> Revision:
     """Revision 0: the ticket's orders of ``min_order_usd`` and up, with the ticket's keys."""
     orders = []
     for order in ticket:
@@ -307,13 +373,22 @@ def first_revision(vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]]
             continue
         key = revision_key(vault, day, str(order["pool"]), 0)
         body = dict(order) | {"idempotency_key": key, "revision": 0}
-        orders.append(LedgerOrder(key, 0, str(order["pool"]), str(order["side"]), float(order["amount_usd"]), body))
+        orders.append(
+            LedgerOrder(key, 0, str(order["pool"]), str(order["side"]), float(order["amount_usd"]), body)
+        )
     return Revision(0, ticket_digest(ticket), tuple(orders), created_at, ticket_targets(ticket), {})
 
 
-def difference_revision(vault: str, day: dt.date, revision: int, ticket: Sequence[Mapping[str, Any]],
-                        executed: Mapping[str, float], min_order_usd: float, created_at: str,
-                        templates: Mapping[str, Mapping[str, Any]]) -> Revision:
+def difference_revision(
+    vault: str,
+    day: dt.date,
+    revision: int,
+    ticket: Sequence[Mapping[str, Any]],
+    executed: Mapping[str, float],
+    min_order_usd: float,
+    created_at: str,
+    templates: Mapping[str, Mapping[str, Any]],
+) -> Revision:
     """Revision ``revision``: per pool ``target - executed``, orders of ``min_order_usd`` and up.
     ``templates``: an earlier body per pool, for pools the ticket no longer trades (reversed)."""
     target = ticket_targets(ticket)
@@ -326,10 +401,16 @@ def difference_revision(vault: str, day: dt.date, revision: int, ticket: Sequenc
             continue
         side = DEPOSIT if diff > 0 else WITHDRAW
         key = revision_key(vault, day, pool, revision)
-        template = by_pool.get(pool) or templates.get(pool) or {"pool": pool, "vault": vault,
-                                                                   "date": day.isoformat()}
-        orders.append(LedgerOrder(key, revision, pool, side, abs(diff),
-                                  resized_body(template, key, revision, side, abs(diff))))
+        template = (
+            by_pool.get(pool)
+            or templates.get(pool)
+            or {"pool": pool, "vault": vault, "date": day.isoformat()}
+        )
+        orders.append(
+            LedgerOrder(
+                key, revision, pool, side, abs(diff), resized_body(template, key, revision, side, abs(diff))
+            )
+        )
     orders.sort(key=lambda o: -o.amount_usd)
     return Revision(revision, ticket_digest(ticket), tuple(orders), created_at, target, dict(executed))
 
@@ -339,15 +420,27 @@ def legacy_revision(entries: Iterable[LedgerEntry]) -> Revision | None:
     orders = tuple(e.order for e in entries if e.order.revision == 0)
     if not orders:
         return None
-    return Revision(0, None, orders, "", ticket_targets([{"pool": o.pool, "side": o.side, "amount_usd": o.amount_usd}
-                                                          for o in orders]), {}, legacy=True)
+    return Revision(
+        0,
+        None,
+        orders,
+        "",
+        ticket_targets([{"pool": o.pool, "side": o.side, "amount_usd": o.amount_usd} for o in orders]),
+        {},
+        legacy=True,
+    )
 
 
 def _same_orders(legacy: Revision, ticket_rev: Revision) -> bool:
     """Every legacy order is the ticket's order for its key (same pool, side and amount to the cent)."""
     mine = {o.key: o for o in ticket_rev.orders}
-    return all(o.key in mine and mine[o.key].pool == o.pool and mine[o.key].side == o.side
-               and round(mine[o.key].amount_usd, 2) == round(o.amount_usd, 2) for o in legacy.orders)
+    return all(
+        o.key in mine
+        and mine[o.key].pool == o.pool
+        and mine[o.key].side == o.side
+        and round(mine[o.key].amount_usd, 2) == round(o.amount_usd, 2)
+        for o in legacy.orders
+    )
 
 
 @dataclass(frozen=True)
@@ -369,9 +462,16 @@ def send_order(orders: Iterable[LedgerOrder]) -> list[LedgerOrder]:
     return sorted(orders, key=lambda o: (o.side != WITHDRAW, -o.amount_usd, o.pool))
 
 
-def plan_day(vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], revisions: Sequence[Revision],
-             entries: Mapping[str, LedgerEntry], basis: PositionsBasis, min_order_usd: float,
-             created_at: str) -> DayPlan:
+def plan_day(
+    vault: str,
+    day: dt.date,
+    ticket: Sequence[Mapping[str, Any]],
+    revisions: Sequence[Revision],
+    entries: Mapping[str, LedgerEntry],
+    basis: PositionsBasis,
+    min_order_usd: float,
+    created_at: str,
+) -> DayPlan:
     """The revision to send for ``ticket`` given the day's ledger (``revisions`` in order, ``entries``
     by key, none unknown) and the positions the ticket was decided from."""
     records: list[Revision] = []
@@ -392,8 +492,9 @@ def plan_day(vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], revi
             templates: dict[str, Mapping[str, Any]] = {}
             for rev in [*revisions, *records]:
                 templates |= {o.pool: o.body for o in rev.orders}
-            current = difference_revision(vault, day, latest.revision + 1, ticket, executed, min_order_usd,
-                                          created_at, templates)
+            current = difference_revision(
+                vault, day, latest.revision + 1, ticket, executed, min_order_usd, created_at, templates
+            )
             new = True
     pending = tuple(send_order(o for o in current.orders if o.key not in entries))
     return DayPlan(current, new, tuple(records), pending, executed, ticket_targets(ticket))
@@ -434,13 +535,19 @@ class CashGuard:
             if answer is not None and answer.status in FILL_STATUSES:
                 self.withdrawals_filled_usd += executed_amount(answer, order.amount_usd)
         else:
-            self.deposits_executed_usd += (order.amount_usd if answer is None
-                                           else executed_amount(answer, order.amount_usd))
+            self.deposits_executed_usd += (
+                order.amount_usd if answer is None else executed_amount(answer, order.amount_usd)
+            )
 
     def summary(self) -> dict[str, float | int]:
-        return {"cash_usd": self.cash_usd, "withdrawals_filled_usd": self.withdrawals_filled_usd,
-                "deposits_executed_usd": self.deposits_executed_usd, "available_usd": self.available_usd,
-                "held": len(self.held), "held_usd": float(sum(o.amount_usd for o in self.held))}
+        return {
+            "cash_usd": self.cash_usd,
+            "withdrawals_filled_usd": self.withdrawals_filled_usd,
+            "deposits_executed_usd": self.deposits_executed_usd,
+            "available_usd": self.available_usd,
+            "held": len(self.held),
+            "held_usd": float(sum(o.amount_usd for o in self.held)),
+        }
 
 
 @dataclass(frozen=True)
@@ -463,17 +570,49 @@ class ExecutionRow:
 def ledger_row(entry: LedgerEntry, sent_now: bool, message: str = "") -> ExecutionRow:
     o, a = entry.order, entry.answer
     if a is None:
-        return ExecutionRow(o.key, o.revision, o.pool, o.side, o.amount_usd, FAILED, None, None,
-                            message or "sent without a definitive answer: re-sent with its key by the next run",
-                            entry.attempts if sent_now else 0, not sent_now)
-    return ExecutionRow(o.key, o.revision, o.pool, o.side, o.amount_usd, a.status, a.http_status, a.filled_usd,
-                        a.message, entry.attempts if sent_now else 0, not sent_now)
+        return ExecutionRow(
+            o.key,
+            o.revision,
+            o.pool,
+            o.side,
+            o.amount_usd,
+            FAILED,
+            None,
+            None,
+            message or "sent without a definitive answer: re-sent with its key by the next run",
+            entry.attempts if sent_now else 0,
+            not sent_now,
+        )
+    return ExecutionRow(
+        o.key,
+        o.revision,
+        o.pool,
+        o.side,
+        o.amount_usd,
+        a.status,
+        a.http_status,
+        a.filled_usd,
+        a.message,
+        entry.attempts if sent_now else 0,
+        not sent_now,
+    )
 
 
 def held_row(order: LedgerOrder, available_usd: float) -> ExecutionRow:
-    return ExecutionRow(order.key, order.revision, order.pool, order.side, order.amount_usd, HELD_NO_CASH, None,
-                        None, f"not sent: the deposit exceeds the cash available ({available_usd:,.2f} USD: the "
-                        "positions' cash plus withdrawals filled minus deposits executed)", 0, False)
+    return ExecutionRow(
+        order.key,
+        order.revision,
+        order.pool,
+        order.side,
+        order.amount_usd,
+        HELD_NO_CASH,
+        None,
+        None,
+        f"not sent: the deposit exceeds the cash available ({available_usd:,.2f} USD: the "
+        "positions' cash plus withdrawals filled minus deposits executed)",
+        0,
+        False,
+    )
 
 
 @dataclass(frozen=True)

@@ -47,29 +47,39 @@ def _cap_sum(caps: dict[str, float], members: Sequence[str]) -> tuple[float, lis
     return total, keys
 
 
-def static_cap_problems(strategy: StrategyConfig, chains: Sequence[str], protocols: Sequence[str],
-                        selected_pools: Sequence[str] | None) -> list[str]:
+def static_cap_problems(
+    strategy: StrategyConfig,
+    chains: Sequence[str],
+    protocols: Sequence[str],
+    selected_pools: Sequence[str] | None,
+) -> list[str]:
     """Caps that can never hold the budget, whatever the day's data (one message per problem, each
     starting with the keys involved)."""
     budget = 1.0 - strategy.base_buffer
     out = []
-    for key, caps, members, what in (("chain_caps", strategy.chain_caps, chains, "chains"),
-                                     ("protocol_caps", strategy.protocol_caps, protocols, "protocols")):
+    for key, caps, members, what in (
+        ("chain_caps", strategy.chain_caps, chains, "chains"),
+        ("protocol_caps", strategy.protocol_caps, protocols, "protocols"),
+    ):
         if not caps or not members:
             continue
         found = _cap_sum(caps, members)
         if found is not None and found[0] < budget - _TOL:
             total, keys = found
-            out.append(f"strategy.{key}: every one of the vault's {what} is capped ({', '.join(keys)}) and the caps "
-                       f"sum to {total:g}, below the budget 1 - strategy.base_buffer = {budget:g}: at least "
-                       f"{budget - total:.4g} of wealth would always stay idle; raise the caps, add an uncapped "
-                       f"{what[:-1]}, or raise base_buffer")
+            out.append(
+                f"strategy.{key}: every one of the vault's {what} is capped ({', '.join(keys)}) and the caps "
+                f"sum to {total:g}, below the budget 1 - strategy.base_buffer = {budget:g}: at least "
+                f"{budget - total:.4g} of wealth would always stay idle; raise the caps, add an uncapped "
+                f"{what[:-1]}, or raise base_buffer"
+            )
     if selected_pools:
         total = strategy.concentration_limit * len(selected_pools)
         if total < budget - _TOL:
-            out.append(f"strategy.concentration_limit: {strategy.concentration_limit:g} x {len(selected_pools)} "
-                       f"selected_pools = {total:g}, below the budget 1 - strategy.base_buffer = {budget:g}: at "
-                       f"least {budget - total:.4g} of wealth would always stay idle")
+            out.append(
+                f"strategy.concentration_limit: {strategy.concentration_limit:g} x {len(selected_pools)} "
+                f"selected_pools = {total:g}, below the budget 1 - strategy.base_buffer = {budget:g}: at "
+                f"least {budget - total:.4g} of wealth would always stay idle"
+            )
     return out
 
 
@@ -91,9 +101,11 @@ class CapsCapacity:
     def message(self) -> str:
         if self.forced_idle <= _TOL:
             return ""
-        return (f"caps leave {self.forced_idle:.4g} of wealth idle beyond base_buffer: they allow {self.capacity:.4g} "
-                f"of the {self.budget:g} budget on the day's {self.pools} pool(s); binding: "
-                f"{', '.join(self.binding) or 'none'}")
+        return (
+            f"caps leave {self.forced_idle:.4g} of wealth idle beyond base_buffer: they allow {self.capacity:.4g} "
+            f"of the {self.budget:g} budget on the day's {self.pools} pool(s); binding: "
+            f"{', '.join(self.binding) or 'none'}"
+        )
 
 
 def _laminar(members: np.ndarray) -> list[int] | None:
@@ -123,9 +135,13 @@ def _max_sum(hi: np.ndarray, members: np.ndarray, caps: np.ndarray) -> tuple[flo
         return float(x.sum()), clipped, free & (hi > 0)
     from scipy.optimize import linprog  # overlapping groups (rare): a linear program
 
-    res = linprog(-np.ones(len(hi)), A_ub=members.astype(float), b_ub=caps, bounds=list(zip(np.zeros(len(hi)), hi,
-                                                                                              strict=True)),
-                  method="highs")
+    res = linprog(
+        -np.ones(len(hi)),
+        A_ub=members.astype(float),
+        b_ub=caps,
+        bounds=list(zip(np.zeros(len(hi)), hi, strict=True)),
+        method="highs",
+    )
     if res.status != 0:
         return float(hi.sum()), np.zeros(len(caps), dtype=bool), hi > 0
     return float(-res.fun), np.abs(res.ineqlin.marginals) > _TOL, np.abs(res.upper.marginals) > _TOL
@@ -138,7 +154,9 @@ def caps_capacity(strategy: StrategyConfig, rows: pd.DataFrame) -> CapsCapacity:
     gap at their (frozen) weight, under the chain and protocol caps."""
     budget = 1.0 - strategy.base_buffer
     r = rows[rows["pool"].notna()]
-    in_gap = r["in_gap"].fillna(False).astype(bool).to_numpy() if "in_gap" in r else np.zeros(len(r), dtype=bool)
+    in_gap = (
+        r["in_gap"].fillna(False).astype(bool).to_numpy() if "in_gap" in r else np.zeros(len(r), dtype=bool)
+    )
     open_ = r["in_universe"].fillna(False).astype(bool).to_numpy() & ~in_gap
     if not open_.any():
         return CapsCapacity(budget, budget, 0)  # no universe: nothing the caps could be blamed for
@@ -152,8 +170,10 @@ def caps_capacity(strategy: StrategyConfig, rows: pd.DataFrame) -> CapsCapacity:
     hi = np.where(open_, np.minimum(limit, by_tvl), 0.0)
     hi = np.where(in_gap, r["target_weight"].fillna(0.0).to_numpy(dtype=float), hi)
     names, member_rows, caps = [], [], []
-    for kind, column, cap_map in (("protocol_caps", "project", strategy.protocol_caps),
-                                  ("chain_caps", "chain", strategy.chain_caps)):
+    for kind, column, cap_map in (
+        ("protocol_caps", "project", strategy.protocol_caps),
+        ("chain_caps", "chain", strategy.chain_caps),
+    ):
         labels = [normalize_slug(str(v)) for v in r[column].fillna("")] if column in r else [""] * len(r)
         for group, cap in cap_map.items():
             member = np.array([lbl == normalize_slug(group) for lbl in labels], dtype=bool)

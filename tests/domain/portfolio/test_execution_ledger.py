@@ -38,11 +38,21 @@ NOW = "2025-06-06T08:00:00+00:00"
 
 
 def order(pool: str, side: str, amount: float, **extra) -> dict:
-    return {"vault": VAULT, "date": DAY.isoformat(), "pool": pool, "side": side, "amount_usd": amount,
-            "token_amount": amount / 2.0, "token_price_usd": 2.0, "amount_reference": amount,
-            "expected_annual_gain_usd": amount * 0.05 * (1 if side == DEPOSIT else -1), "gas_usd": 5.0,
-            "horizon_gain_usd": amount * 0.05 * 30 / 365 * (1 if side == DEPOSIT else -1),
-            "idempotency_key": idempotency_key(VAULT, DAY, pool), **extra}
+    return {
+        "vault": VAULT,
+        "date": DAY.isoformat(),
+        "pool": pool,
+        "side": side,
+        "amount_usd": amount,
+        "token_amount": amount / 2.0,
+        "token_price_usd": 2.0,
+        "amount_reference": amount,
+        "expected_annual_gain_usd": amount * 0.05 * (1 if side == DEPOSIT else -1),
+        "gas_usd": 5.0,
+        "horizon_gain_usd": amount * 0.05 * 30 / 365 * (1 if side == DEPOSIT else -1),
+        "idempotency_key": idempotency_key(VAULT, DAY, pool),
+        **extra,
+    }
 
 
 def answered(o, status: str, filled: float | None, when: str = AFTER, http: int = 200) -> LedgerEntry:
@@ -75,8 +85,11 @@ def test_a_changed_ticket_is_a_revision_of_target_minus_executed():
     first = [order("a", DEPOSIT, 60_000), order("b", DEPOSIT, 30_000), order("c", WITHDRAW, 10_000)]
     rev0 = plan_day(VAULT, DAY, first, [], {}, BASIS, 0.0, NOW).revision
     a, b, c = (next(o for o in rev0.orders if o.pool == p) for p in "abc")
-    entries = {a.key: answered(a, "filled", 60_000), b.key: answered(b, "partially_filled", 12_000),
-               c.key: answered(c, "rejected", 0.0, http=422)}
+    entries = {
+        a.key: answered(a, "filled", 60_000),
+        b.key: answered(b, "partially_filled", 12_000),
+        c.key: answered(c, "rejected", 0.0, http=422),
+    }
     # the concentration limit tightened: "a" 40k, "b" 30k, "d" new 20k, "c" no longer sold
     second = [order("a", DEPOSIT, 40_000), order("b", DEPOSIT, 30_000), order("d", DEPOSIT, 20_000)]
     plan = plan_day(VAULT, DAY, second, [rev0], entries, BASIS, 0.0, NOW)
@@ -86,7 +99,11 @@ def test_a_changed_ticket_is_a_revision_of_target_minus_executed():
     assert plan.executed_before == pytest.approx({"a": 60_000, "b": 12_000})
     for o in plan.revision.orders:
         assert o.key == revision_key(VAULT, DAY, o.pool, 1) != idempotency_key(VAULT, DAY, o.pool)
-        assert o.body["revision"] == 1 and o.body["idempotency_key"] == o.key and o.body["amount_usd"] == o.amount_usd
+        assert (
+            o.body["revision"] == 1
+            and o.body["idempotency_key"] == o.key
+            and o.body["amount_usd"] == o.amount_usd
+        )
     assert next(o for o in plan.revision.orders if o.pool == "a").body["side"] == WITHDRAW
     # a pool only in the earlier revision is reversed, from that revision's body
     third = [order("b", DEPOSIT, 30_000)]
@@ -110,11 +127,19 @@ def test_executions_the_positions_already_show_are_not_counted_again():
     assert unknown.unknown and executed_since([unknown], BASIS) == {"a": 10_000}
 
 
-@pytest.mark.parametrize(("status", "http", "filled", "expected"), [
-    ("filled", 200, 1000.0, 1000.0), ("partially_filled", 200, 400.0, 400.0), ("filled", 200, None, 1000.0),
-    ("accepted", 202, None, 1000.0), ("pending", 200, 0.0, 1000.0), ("rejected", 422, 0.0, 0.0),
-    ("conflict", 409, None, 0.0), ("whatever", 400, None, 0.0),
-])
+@pytest.mark.parametrize(
+    ("status", "http", "filled", "expected"),
+    [
+        ("filled", 200, 1000.0, 1000.0),
+        ("partially_filled", 200, 400.0, 400.0),
+        ("filled", 200, None, 1000.0),
+        ("accepted", 202, None, 1000.0),
+        ("pending", 200, 0.0, 1000.0),
+        ("rejected", 422, 0.0, 0.0),
+        ("conflict", 409, None, 0.0),
+        ("whatever", 400, None, 0.0),
+    ],
+)
 def test_what_an_answer_executed(status, http, filled, expected):
     assert executed_amount(Answer(status, http, filled, ""), 1000.0) == expected
 
@@ -133,8 +158,11 @@ def test_cash_guard_withdrawals_first_and_deposits_only_within_cash():
     assert not guard.admit(small) and guard.held == [small]  # 5k left: the 50k deposit is held
     assert guard.summary()["held_usd"] == 50_000.0
     # the ledger's executions after the positions' as_of count; unknown deposits count in full
-    entries = [answered(big, "filled", 70_000.0), LedgerEntry(small, AFTER),
-               answered(w, "filled", 40_000.0, when=BEFORE)]  # filled before the positions: already in cash
+    entries = [
+        answered(big, "filled", 70_000.0),
+        LedgerEntry(small, AFTER),
+        answered(w, "filled", 40_000.0, when=BEFORE),
+    ]  # filled before the positions: already in cash
     from_ledger = CashGuard.from_ledger(PositionsBasis(60_000.0, AS_OF), entries)
     assert from_ledger.available_usd == 60_000.0 - 70_000.0 - 50_000.0
     assert not from_ledger.admit(big) and from_ledger.admit(w)
@@ -148,9 +176,21 @@ def test_entries_round_trip_and_flat_entries_read_as_revision_0():
     assert LedgerEntry.from_json(sent.to_json()).unknown
     rev = plan_day(VAULT, DAY, [order("a", DEPOSIT, 1000)], [], {}, BASIS, 0.0, NOW).revision
     assert Revision.from_json(rev.to_json()) == rev
-    flat = {"order_digest": "x", "order": order("a", DEPOSIT, 1000), "recorded_at": AFTER,
-            "outcome": {"idempotency_key": o.key, "status": "filled", "http_status": 200, "filled_usd": 1000.0,
-                        "message": "", "attempts": 1, "from_ledger": False, "response": {}}}
+    flat = {
+        "order_digest": "x",
+        "order": order("a", DEPOSIT, 1000),
+        "recorded_at": AFTER,
+        "outcome": {
+            "idempotency_key": o.key,
+            "status": "filled",
+            "http_status": 200,
+            "filled_usd": 1000.0,
+            "message": "",
+            "attempts": 1,
+            "from_ledger": False,
+            "response": {},
+        },
+    }
     legacy = LedgerEntry.from_json(flat)
     assert legacy.order.revision == 0 and legacy.answered_at == AFTER and legacy.executed_usd == 1000.0
 
@@ -160,8 +200,15 @@ def test_flat_entries_are_adopted_by_the_same_ticket_and_revised_by_another():
     rev0 = plan_day(VAULT, DAY, ticket, [], {}, BASIS, 0.0, NOW).revision
     a = rev0.orders[0]
     body = {k: v for k, v in a.body.items() if k != "revision"}  # as written before revisions existed
-    flat = {a.key: LedgerEntry.from_json({"order": body, "recorded_at": AFTER, "outcome": {
-        "status": "filled", "http_status": 200, "filled_usd": 30_000.0, "message": ""}})}
+    flat = {
+        a.key: LedgerEntry.from_json(
+            {
+                "order": body,
+                "recorded_at": AFTER,
+                "outcome": {"status": "filled", "http_status": 200, "filled_usd": 30_000.0, "message": ""},
+            }
+        )
+    }
     same = plan_day(VAULT, DAY, ticket, [], flat, BASIS, 0.0, NOW)
     assert same.new and same.revision.revision == 0 and same.to_record == ()
     assert [o.pool for o in same.pending] == ["b"]
@@ -183,8 +230,10 @@ def test_resized_body_scales_amounts_and_resigns_gains():
 
 def _random_ticket(rng, pools) -> list[dict]:
     chosen = rng.choice(pools, size=rng.integers(1, len(pools) + 1), replace=False)
-    return [order(str(p), DEPOSIT if rng.random() < 0.6 else WITHDRAW, float(rng.uniform(100, 100_000)))
-            for p in chosen]
+    return [
+        order(str(p), DEPOSIT if rng.random() < 0.6 else WITHDRAW, float(rng.uniform(100, 100_000)))
+        for p in chosen
+    ]
 
 
 def _answer(rng, o) -> Answer:
@@ -233,10 +282,14 @@ def test_property_executed_plus_the_new_revision_is_the_target_and_cash_is_never
             entries[o.key] = LedgerEntry(o, NOW, answer, AFTER, AFTER, 1)
             guard.record(o, answer)
         # deposits executed never exceed the cash plus the withdrawals filled
-        deposits = sum(executed_amount(e.answer, e.order.amount_usd) for e in entries.values()
-                       if e.order.side == DEPOSIT)
-        withdrawn = sum(e.answer.filled_usd or 0.0 for e in entries.values()
-                        if e.order.side == WITHDRAW and e.answer.status in ("filled", "partially_filled"))
+        deposits = sum(
+            executed_amount(e.answer, e.order.amount_usd) for e in entries.values() if e.order.side == DEPOSIT
+        )
+        withdrawn = sum(
+            e.answer.filled_usd or 0.0
+            for e in entries.values()
+            if e.order.side == WITHDRAW and e.answer.status in ("filled", "partially_filled")
+        )
         assert deposits <= cash + withdrawn + 0.01
     assert send_order(plan.pending) == list(plan.pending)
     assert signed(WITHDRAW, 5.0) == -5.0
