@@ -268,14 +268,15 @@ def summarize(result) -> list[str]:
 
 
 def failure_message(result) -> str:
-    """The first step failure of a run, one line: the innermost error's message."""
+    """The first step failure of a run, one line: the innermost error's message (without the
+    exception's module path: a lake error reads ``<path> (asset ..., partition ...): ...``)."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = getattr(event.event_specific_data, "error", None)
             while error is not None and error.cause is not None:
                 error = error.cause
             text = error.message.strip().splitlines()[0] if error is not None and error.message else event.message
-            return f"{event.step_key}: {text}"[:400]
+            return f"{event.step_key}: {text.removeprefix('dagster._core.definitions.events.Failure: ')}"[:400]
     return "run failed"
 
 

@@ -4,14 +4,20 @@
 outputs that cover several partitions (single-run backfills) and returns a dict when several
 partitions are loaded; this manager splits range outputs by their ``date`` column (or by the
 column named in the asset's ``partition_column`` metadata, e.g. a grid point for dynamic
-partitions) and always loads one DataFrame.
+partitions) and always loads one DataFrame. A file it cannot read or write fails the step with a
+message leading with the path, the asset and the partition (:func:`lake_failure`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pandas as pd
 from dagster import (
+    AssetKey,
     ConfigurableIOManager,
+    Failure,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -41,6 +47,23 @@ PARTITION_COLUMN_KEY = "partition_column"
 #: Asset/output definition metadata listing the columns every partition file must hold; loading a
 #: file without them fails naming the file and the expected columns.
 REQUIRED_COLUMNS = "required_columns"
+
+
+@contextlib.contextmanager
+def lake_failure(action: str, path: UPath, asset_key: AssetKey, partition: str | None) -> Iterator[None]:
+    """A lake read or write that fails (a damaged file, a read-only lake): a ``Failure`` whose message
+    leads with the path, the asset and the partition. Dagster passes a ``Failure`` through as the
+    step's own error, where any other exception would be wrapped ("Error occurred while loading
+    input ...") with the cause further down."""
+    try:
+        yield
+    except (LakeReadError, OSError) as exc:
+        where = f"{path} (asset {asset_key.to_user_string()}, partition {partition or '-'})"
+        problem = (str(exc).removeprefix(f"{path}: ") if isinstance(exc, LakeReadError)
+                   else f"{type(exc).__name__}: {exc}")
+        raise Failure(description=f"{where}: {action} failed: {problem}",
+                      metadata={"path": str(path), "asset": asset_key.to_user_string(),
+                                "partition": partition or ""}) from None
 
 
 def table_schema(df: pd.DataFrame) -> TableSchema:
@@ -110,7 +133,8 @@ class ParquetIOManager(ConfigurableIOManager):
         else:
             parts = {None: obj}
         for key, frame in parts.items():
-            write_parquet(self.partition_path(path_parts, key), frame)
+            with lake_failure("write", self.partition_path(path_parts, key), context.asset_key, key):
+                write_parquet(self.partition_path(path_parts, key), frame)
         meta = {
             "dagster/row_count": len(obj),
             "dagster/column_schema": table_schema(obj),
@@ -144,8 +168,9 @@ class ParquetIOManager(ConfigurableIOManager):
         required = self._required(context)
         if not context.has_asset_partitions:
             path = self.partition_path(path_parts, None)
-            frame = read_parquet(path)
-            check_partition_frame(frame, path, required, None)
+            with lake_failure("read", path, context.asset_key, None):
+                frame = read_parquet(path)
+                check_partition_frame(frame, path, required, None)
             return frame
         present = self.stored_partitions(path_parts)
         keys = list(context.asset_partition_keys)
@@ -154,8 +179,9 @@ class ParquetIOManager(ConfigurableIOManager):
         for key in keys:
             if key in present:
                 path = self.partition_path(path_parts, key)
-                frame = read_parquet(path)
-                check_partition_frame(frame, path, required, key if daily else None)
+                with lake_failure("read", path, context.asset_key, key):
+                    frame = read_parquet(path)
+                    check_partition_frame(frame, path, required, key if daily else None)
                 frames.append(frame)
         missing = [key for key in keys if key not in present]
         if missing:

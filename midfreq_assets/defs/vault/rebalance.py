@@ -39,6 +39,7 @@ from dagster import (
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
+from midfreq_assets.domain.portfolio.limits import CAPS_IDLE_WARN, caps_capacity
 from midfreq_assets.domain.portfolio.nightly import (
     WEIGHT_TOL,
     CarriedState,
@@ -66,7 +67,12 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
     checks = [AssetCheckSpec(
         "weights_within_limits", asset=key, blocking=True,
         description=f"0 <= weight <= concentration_limit ({s.concentration_limit}; a holding kept through a "
-        f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")]
+        f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}"),
+        AssetCheckSpec(
+            "caps_leave_budget_idle", asset=key,
+            description="the caps (concentration_limit, max_pool_tvl_share, chain_caps, protocol_caps) allow the "
+            f"budget 1 - base_buffer on the day's universe, within {CAPS_IDLE_WARN:g} of wealth (a warning naming "
+            "the binding caps)")]
     if live is not None:
         checks.append(AssetCheckSpec(
             "positions_reconciled", asset=key,
@@ -137,6 +143,10 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         last_rows = out[out["date"] == out["date"].max()]
         last_dec = decisions[-1]
         trades = trades_table(last_rows)
+        capacity = {day: caps_capacity(s, rows) for day, rows in by_day(out).items()}
+        last_caps = capacity[max(capacity)]
+        solver_message = "; ".join(m for m in (last_dec.result.message if last_dec is not None and last_dec.result
+                                               else "", last_caps.message) if m)
         statuses = out.drop_duplicates("date")["solver_status"].value_counts().to_dict()
         yield Output(out, metadata={
             "dagster/row_count": len(out),
@@ -145,7 +155,10 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "idle_share": float(last_rows["idle_share"].iloc[0]),
             "solver_status": str(last_rows["solver_status"].iloc[0]),
             "solve_time_s": float(last_rows["solve_time_s"].iloc[0]),
-            "solver_message": last_dec.result.message if last_dec is not None and last_dec.result else "",
+            "solver_message": solver_message,
+            "caps_idle_share": last_caps.forced_idle,
+            "caps_capacity": last_caps.capacity,
+            "binding_caps": ", ".join(last_caps.binding),
             "trades": markdown_table(trades, max_rows=30),
             "n_trades": len(trades),
             "statuses": MetadataValue.json({str(k): int(v) for k, v in statuses.items()}),
@@ -160,6 +173,15 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
                                metadata={"violations": len(bad), "examples": markdown_table(bad.astype(str))})
+        idle = pd.DataFrame([{"date": str(d.date()), "caps_idle_share": c.forced_idle, "capacity": c.capacity,
+                              "pools": c.pools, "binding": ", ".join(c.binding)}
+                             for d, c in capacity.items() if c.forced_idle > CAPS_IDLE_WARN])
+        yield AssetCheckResult(
+            check_name="caps_leave_budget_idle", passed=idle.empty, severity=AssetCheckSeverity.WARN,
+            description=last_caps.message or None,
+            metadata={"days_over_threshold": len(idle), "threshold": CAPS_IDLE_WARN,
+                      "max_caps_idle_share": max((c.forced_idle for c in capacity.values()), default=0.0),
+                      "binding_caps": ", ".join(last_caps.binding), "days": markdown_table(idle, max_rows=30)})
         if live is not None:
             drift = pd.concat([drift_table(rows) for rows in by_day(out).values()], ignore_index=True)
             over = drifted(drift, live.drift_warn)

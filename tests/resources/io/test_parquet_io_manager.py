@@ -19,6 +19,7 @@ from dagster import (
     materialize,
 )
 
+from midfreq_assets.pipeline import failure_message
 from midfreq_resources.io import lake
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
@@ -189,20 +190,61 @@ def _break(path, how: str) -> None:
 
 
 @pytest.mark.parametrize(("how", "message"), [
-    ("truncated", r"2024-01-03\.parquet: not a readable Parquet file"),
-    ("not_parquet", r"2024-01-03\.parquet: not a readable Parquet file"),
-    ("empty_file", r"2024-01-03\.parquet: not a readable Parquet file \(0 bytes"),
-    ("wrong_schema", r"2024-01-03\.parquet: missing column\(s\) \['value'\]; expected \['date', 'pool', 'value'\]"),
-    ("wrong_day", r"2024-01-03\.parquet: 2 row\(s\) dated \['2024-01-04'\], not 2024-01-03"),
+    ("truncated", r"not a readable Parquet file"),
+    ("not_parquet", r"not a readable Parquet file"),
+    ("empty_file", r"not a readable Parquet file \(0 bytes"),
+    ("wrong_schema", r"missing column\(s\) \['value'\]; expected \['date', 'pool', 'value'\]"),
+    ("wrong_day", r"2 row\(s\) dated \['2024-01-04'\], not 2024-01-03"),
 ])
 def test_a_broken_partition_file_is_named_with_what_is_wrong(tmp_path, how, message):
     io = ParquetIOManager(root=str(tmp_path))
     assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
-    _break(tmp_path / "daily_values" / "2024-01-03.parquet", how)
+    path = tmp_path / "daily_values" / "2024-01-03.parquet"
+    _break(path, how)
     result = materialize([daily_values_with_schema, windowed], resources={"io": io}, partition_key="2024-01-04",
                          selection=[windowed], raise_on_error=False)
     assert not result.success
     error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
-    text = error.message + (error.cause.message if error.cause else "")
-    assert "LakeReadError" in text and "Buffer" not in text
-    assert re.search(message, text), text
+    # the step's own error leads with the path, the asset and the partition (no "Error occurred while loading
+    # input" with the cause further down)
+    lead = f"{path} (asset daily_values, partition 2024-01-03): read failed: "
+    assert error.message.removeprefix("dagster._core.definitions.events.Failure: ").startswith(lead), error.message
+    assert error.cause is None and "Buffer" not in error.message
+    assert re.search(message, error.message), error.message
+    assert failure_message(result) == f"windowed: {lead}" + error.message.split(": read failed: ", 1)[1].splitlines()[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_a_read_only_lake_fails_naming_the_file_asset_and_partition(tmp_path):
+    io = ParquetIOManager(root=str(tmp_path))
+    assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
+    folder = tmp_path / "daily_values"
+    folder.chmod(0o555)
+    try:
+        result = materialize([daily_values_with_schema], resources={"io": io}, partition_key="2024-01-03",
+                             raise_on_error=False)
+    finally:
+        folder.chmod(0o755)
+    assert not result.success
+    message = failure_message(result)
+    assert message.startswith(f"daily_values: {folder / '2024-01-03.parquet'} (asset daily_values, partition "
+                              "2024-01-03): write failed: PermissionError"), message
+
+
+def test_a_write_error_fails_naming_the_file_asset_and_partition(tmp_path, monkeypatch):
+    """A lake that refuses writes (a read-only mount; simulated, as root ignores permissions): the hidden
+    temporary file's PermissionError is reported under the partition's own path, asset and partition."""
+    import midfreq_resources.io.parquet_io_manager as manager
+
+    def refuse(path, frame):
+        raise PermissionError(13, "Permission denied", str(path.with_name(f".{path.name}.0f3a.tmp")))
+
+    monkeypatch.setattr(manager, "write_parquet", refuse)
+    io = ParquetIOManager(root=str(tmp_path))
+    result = materialize([daily_values_with_schema], resources={"io": io}, partition_key="2024-01-03",
+                         raise_on_error=False)
+    error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+    lead = f"{tmp_path / 'daily_values' / '2024-01-03.parquet'} (asset daily_values, partition 2024-01-03)"
+    assert error.message.removeprefix("dagster._core.definitions.events.Failure: ").startswith(
+        f"{lead}: write failed: PermissionError: [Errno 13] Permission denied"), error.message
+    assert failure_message(result).startswith(f"daily_values: {lead}: write failed")
