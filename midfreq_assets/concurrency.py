@@ -15,3 +15,9 @@ DEFILLAMA_POOL = "lake_defillama"
 PRICES_POOL = "lake_token_prices"
 #: binance_klines
 KLINES_POOL = "lake_binance_klines"
+
+
+def execution_pool(vault: str) -> str:
+    """``<vault>/order_executions``: two runs never send the same vault's orders at once (both would
+    read the same ledger and could both send a new revision)."""
+    return f"execution_{vault}"

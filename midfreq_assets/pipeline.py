@@ -43,8 +43,8 @@ DEFAULT_CORPUS = REPO_ROOT / "recorded"
 DEFAULT_GRID = "default"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-HEADLINE = ["name", "kind", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
-            "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "pbo"]
+HEADLINE = ["name", "role", "log_growth", "invested_share", "excess_over_bar", "excess_sharpe", "max_drawdown",
+            "turnover", "cost_drag"]
 
 
 @dataclass(frozen=True)
@@ -323,21 +323,23 @@ def summarize(result) -> list[str]:
 
 
 def failure_message(result) -> str:
-    """The first step failure of a run, one line: the innermost error's message."""
+    """The first step failure of a run, one line: the innermost error's message (without the
+    exception's module path: a lake error reads ``<path> (asset ..., partition ...): ...``)."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = getattr(event.event_specific_data, "error", None)
             while error is not None and error.cause is not None:
                 error = error.cause
             text = error.message.strip().splitlines()[0] if error is not None and error.message else event.message
-            return f"{event.step_key}: {text}"[:400]
+            return f"{event.step_key}: {text.removeprefix('dagster._core.definitions.events.Failure: ')}"[:400]
     return "run failed"
 
 
 def print_backtest_headlines(plan: Plan, status: dict[str, str], lake: str, instance=None) -> None:
-    """Each report's walk-forward row (its headline), the grid points beside the benchmarks on the
-    same out-of-sample days, how sure we are (PBO, deflated Sharpe, the excess's interval), the
-    chosen point per window, and where the HTML report is."""
+    """Each report's headline (the walk-forward against the strongest constrained benchmark on the
+    same out-of-sample days), its first table (walk-forward, bar, hindsight best point, the other
+    benchmarks of the bar's set, with invested shares), how sure we are (the excess's interval, PBO,
+    deflated Sharpe on the excess and plain), the chosen point per window, and where the HTML report is."""
     from dagster import AssetKey
 
     from midfreq_assets import stages as rules
@@ -361,9 +363,11 @@ def print_backtest_headlines(plan: Plan, status: dict[str, str], lake: str, inst
             if table["log_growth"].isna().all():
                 print(f"  no pool was in {vault}'s universe on any day: every point holds cash (see "
                       "universe_exclusions for the reasons)")
-            else:
-                print(table[[c for c in HEADLINE if c in table]].to_string(index=False,
-                                                                          float_format=lambda v: f"{v:.4f}"))
+            else:  # the walk-forward, the bar, the hindsight best point, the other benchmarks of the bar's set
+                from midfreq_assets.domain.backtest.report import lead_table
+
+                lead = lead_table(table) if "role" in table else table
+                print(lead[[c for c in HEADLINE if c in lead]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             for key in ("evaluation", "walk_forward_windows"):
                 if key in meta:
                     print(f"\n{meta[key].value}")

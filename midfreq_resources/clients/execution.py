@@ -1,24 +1,27 @@
-"""The execution endpoint client: POST each order once, with its idempotency key, and remember it.
+"""The execution endpoint client: send a day's orders as the difference to its target, never twice.
 
 - One ``POST {url}/orders`` per order, JSON body, header ``Idempotency-Key``; transient failures
-  (429, 5xx, timeouts, dropped connections) are retried a bounded number of times **with the same
-  key**, so an endpoint honouring it executes the order at most once even when an answer was lost.
-- Every definitive answer (2xx, or a 4xx: rejected, conflict, invalid) is written to a ledger in
-  the lake (``<vault>/execution_ledger/<key>.json``, atomically) before the next order is sent; an
-  order whose key is in the ledger is never POSTed again: its recorded answer is reused (a rerun of
-  the day, a retry of the run). An order whose key was recorded with a different body is not sent
-  (``ledger_conflict``). Retries exhausted: ``failed`` and no ledger entry, so a later run sends it
-  again with the same key.
+  (429, 5xx, timeouts, dropped connections) are retried **with the same key** within one deadline
+  for the order (``RetryPolicy.total_deadline_s``), so an endpoint honouring it executes the order
+  at most once even when an answer was lost.
+- The ledger (``<lake>/<vault>/execution_ledger/<day>/``, :class:`LedgerStore`) holds the day's
+  revisions (``revision-<r>.json``: the ticket's digest, its orders, the target and what had
+  executed before it) and one file per order key (``<key>.json``): written *before* the POST
+  (``sent_at``, write-ahead) and rewritten with the answer (``outcome``, ``answered_at``,
+  ``executed_at``) before the next order is sent. What a run sends is decided by
+  ``domain.portfolio.execution_ledger``: unknown orders (sent, no answer) re-sent first with their
+  own key and body; the same ticket answered from the ledger; a changed ticket a new revision of
+  ``target - executed``; withdrawals first, deposits only within the cash (``held_no_cash``).
+- A ledger of flat ``execution_ledger/<key>.json`` files (before revisions) is moved, once and
+  unchanged but for added fields, into the per-day folders (their orders carry their day).
 - No URL (neither the vault's ``execution.url`` nor ``$MIDFREQ_EXECUTION_URL``), or
-  ``execution.dry_run``: nothing is sent, every order is ``dry_run``.
+  ``execution.dry_run``: nothing is sent, nothing is written, every order is ``dry_run``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -28,8 +31,25 @@ from pydantic import Field
 from tenacity import Retrying
 from upath import UPath
 
+from midfreq_assets.domain.portfolio.execution_ledger import (
+    DRY_RUN,
+    FAILED,
+    Answer,
+    CashGuard,
+    DayExecution,
+    ExecutionRow,
+    LedgerEntry,
+    LedgerOrder,
+    PositionsBasis,
+    Revision,
+    first_revision,
+    held_row,
+    ledger_row,
+    plan_day,
+)
 from midfreq_resources.clients.http_retry import (
     MIB,
+    Budget,
     MalformedResponseError,
     RetryPolicy,
     SourceError,
@@ -39,32 +59,77 @@ from midfreq_resources.clients.http_retry import (
     parse_retry_after,
     request_once,
 )
-from midfreq_resources.io.lake import write_bytes_atomic
+from midfreq_resources.io.lake import list_names, write_bytes_atomic
 from midfreq_resources.settings import env_or
 
 EXECUTION_URL_ENV = "MIDFREQ_EXECUTION_URL"
 KEY_HEADER = "Idempotency-Key"
 #: Largest answer read for one order (an answer is a few hundred bytes).
 MAX_ANSWER_BYTES = MIB
-DRY_RUN, FAILED, LEDGER_CONFLICT = "dry_run", "failed", "ledger_conflict"
+REVISION_PREFIX = "revision-"
+
+__all__ = ["DRY_RUN", "EXECUTION_URL_ENV", "FAILED", "ExecutionClient", "LedgerStore"]
 
 
-def order_digest(order: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(order, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
-@dataclass(frozen=True)
-class OrderOutcome:
-    """What became of one order: its status, the HTTP status and answer, and how it was obtained."""
+class LedgerStore:
+    """A vault's execution ledger in the lake: ``<root>/<day>/revision-<r>.json`` and ``<root>/<day>/<key>.json``."""
 
-    idempotency_key: str
-    status: str  # the endpoint's status (filled, partially_filled, rejected, ...), or dry_run / failed / ...
-    http_status: int | None
-    filled_usd: float | None
-    message: str
-    attempts: int  # POSTs made in this run (0: dry run or from the ledger)
-    from_ledger: bool  # the answer was recorded by an earlier run: nothing sent now
-    response: dict[str, Any]
+    def __init__(self, root: UPath) -> None:
+        self.root = root
+
+    def day_folder(self, day: dt.date) -> UPath:
+        return self.root / day.isoformat()
+
+    def migrate_flat(self) -> int:
+        """Move flat ``<root>/<key>.json`` entries (written before revisions) into their day's folder,
+        content kept (``migrated_from``, ``key``, ``revision`` 0, ``answered_at`` added); returns how many."""
+        moved = 0
+        for name in list_names(self.root):
+            if not name.endswith(".json"):
+                continue
+            flat = self.root / name
+            record = orjson.loads(flat.read_bytes())
+            day = str((record.get("order") or {}).get("date") or "")[:10]
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                continue  # not an order entry of ours: left where it is
+            key = str(record.get("outcome", {}).get("idempotency_key") or name.removesuffix(".json"))
+            target = self.root / day / f"{key}.json"
+            if not target.exists():
+                record |= {"key": key, "revision": 0, "migrated_from": f"execution_ledger/{name}",
+                           "answered_at": record.get("recorded_at"), "executed_at": record.get("recorded_at"),
+                           "sent_at": None}
+                write_bytes_atomic(target, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+            flat.unlink()
+            moved += 1
+        return moved
+
+    def load_day(self, day: dt.date) -> tuple[list[Revision], dict[str, LedgerEntry]]:
+        folder = self.day_folder(day)
+        revisions, entries = [], {}
+        for name in list_names(folder):
+            if not name.endswith(".json"):
+                continue
+            data = orjson.loads((folder / name).read_bytes())
+            if name.startswith(REVISION_PREFIX):
+                revisions.append(Revision.from_json(data))
+            else:
+                entry = LedgerEntry.from_json(data)
+                entries[entry.order.key] = entry
+        return sorted(revisions, key=lambda r: r.revision), entries
+
+    def write_revision(self, day: dt.date, revision: Revision) -> None:
+        path = self.day_folder(day) / f"{REVISION_PREFIX}{revision.revision}.json"
+        write_bytes_atomic(path, orjson.dumps(revision.to_json(), option=orjson.OPT_INDENT_2))
+
+    def write_entry(self, day: dt.date, entry: LedgerEntry) -> None:
+        path = self.day_folder(day) / f"{entry.order.key}.json"
+        write_bytes_atomic(path, orjson.dumps(entry.to_json(), option=orjson.OPT_INDENT_2))
 
 
 class ExecutionClient(ConfigurableResource):
@@ -78,45 +143,82 @@ class ExecutionClient(ConfigurableResource):
         url = (configured or self.base_url or env_or(EXECUTION_URL_ENV, "")).strip().rstrip("/")
         return url or None
 
-    def submit(self, orders: Sequence[dict[str, Any]], url: str | None, ledger: UPath, policy: RetryPolicy,
-               timeout_s: float) -> list[OrderOutcome]:
-        """Send each order (or not: dry run, ledger) and return its outcome, in order."""
+    def execute_day(self, vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], url: str | None,
+                    ledger: UPath, basis: PositionsBasis, policy: RetryPolicy, timeout_s: float,
+                    min_order_usd: float = 0.0) -> DayExecution:
+        """Send what the day still needs of ``ticket`` (see the module docstring) and say what became of
+        every order of the day. ``basis``: the positions the ticket was decided from."""
         if url is None:
-            return [OrderOutcome(o["idempotency_key"], DRY_RUN, None, None, "dry run: no execution URL", 0, False, {})
-                    for o in orders]
-        out = []
+            rev = first_revision(vault, day, ticket, min_order_usd, _now())
+            rows = tuple(ExecutionRow(o.key, 0, o.pool, o.side, o.amount_usd, DRY_RUN, None, None,
+                                      "dry run: no execution URL", 0, False) for o in rev.orders)
+            return DayExecution(rows, None, False, (), {"cash_usd": basis.cash_usd}, rev.target, {})
+        store = LedgerStore(ledger)
+        migrated = store.migrate_flat()
+        revisions, entries = store.load_day(day)
+        sent_now: dict[str, str] = {}  # key -> message of this run's attempt
         with httpx.Client(timeout=timeout_s) as client:
-            for order in orders:
-                out.append(self._one(client, f"{url}/orders", order, ledger, policy))
-        return out
+            # 1. orders sent without a definitive answer: re-sent first, same key and body
+            for key in [k for k, e in entries.items() if e.unknown]:
+                entries[key], sent_now[key] = self._send(client, f"{url}/orders", store, day, entries[key].order,
+                                                         policy)
+            unknown = tuple(k for k, e in entries.items() if e.unknown)
+            if unknown:  # nothing new while an order may or may not have executed
+                guard = CashGuard.from_ledger(basis, entries.values())
+                return DayExecution(_rows(entries, sent_now, revisions), None, False, unknown, guard.summary(),
+                                    migrated=migrated)
+            # 2. the revision to send: the same ticket, or the difference to its target
+            plan = plan_day(vault, day, ticket, revisions, entries, basis, min_order_usd, _now())
+            for rev in (*plan.to_record, *((plan.revision,) if plan.new else ())):
+                store.write_revision(day, rev)
+            revisions = [*revisions, *plan.to_record, *((plan.revision,) if plan.new else ())]
+            # 3. withdrawals first, deposits within the cash
+            guard = CashGuard.from_ledger(basis, entries.values())
+            for order in plan.pending:
+                if not guard.admit(order):
+                    continue
+                entry, sent_now[order.key] = self._send(client, f"{url}/orders", store, day, order, policy)
+                entries[order.key] = entry
+                guard.record(order, entry.answer)
+        rows = _rows(entries, sent_now, revisions)
+        rows += tuple(held_row(o, guard.available_usd) for o in guard.held)
+        return DayExecution(rows, plan.revision.revision, plan.new,
+                            tuple(k for k, e in entries.items() if e.unknown), guard.summary(), plan.target,
+                            plan.executed_before, migrated)
 
-    def _one(self, client: httpx.Client, url: str, order: dict[str, Any], ledger: UPath,
-             policy: RetryPolicy) -> OrderOutcome:
-        key = order["idempotency_key"]
-        digest = order_digest(order)
-        entry = ledger / f"{key}.json"
-        if entry.exists():
-            recorded = orjson.loads(entry.read_bytes())
-            if recorded["order_digest"] != digest:
-                return OrderOutcome(key, LEDGER_CONFLICT, None, None, f"key already sent with a different order "
-                                    f"({entry}); not sent", 0, True, recorded["outcome"]["response"])
-            return OrderOutcome(**(recorded["outcome"] | {"attempts": 0, "from_ledger": True}))
-        attempts = 0
-        body = orjson.dumps(order)
-        headers = {KEY_HEADER: key, "Content-Type": "application/json"}
+    def _send(self, client: httpx.Client, url: str, store: LedgerStore, day: dt.date, order: LedgerOrder,
+              policy: RetryPolicy) -> tuple[LedgerEntry, str]:
+        """POST one order: the write-ahead entry first, then the answer (or no answer: unknown)."""
+        entry = LedgerEntry(order, _now())
+        store.write_entry(day, entry)
+        budget = Budget(policy)
+        body = orjson.dumps(dict(order.body))
+        headers = {KEY_HEADER: order.key, "Content-Type": "application/json"}
         try:
-            for attempt in Retrying(**_retrying_kwargs(policy)):
+            for attempt in Retrying(**_retrying_kwargs(policy, budget)):
                 with attempt:
-                    attempts += 1
-                    response = _post_once(client, url, body, headers, policy.request_deadline_s)
+                    response = _post_once(client, url, body, headers, budget.attempt_deadline_s(url))
         except SourceError as exc:
-            return OrderOutcome(key, FAILED, exc.status, None, f"{exc} (after {attempts} attempt(s); not recorded: "
-                                "a later run sends it again with the same key)", attempts, False, {})
-        outcome = _outcome(key, response, attempts)
-        record = {"order_digest": digest, "order": order, "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
-                  "outcome": asdict(outcome) | {"attempts": attempts}}
-        write_bytes_atomic(entry, orjson.dumps(record, option=orjson.OPT_INDENT_2))
-        return outcome
+            budget.annotate(exc)
+            message = (f"{exc} (after {budget.attempts} attempt(s); no definitive answer: the next run re-sends it "
+                       "with the same key before anything else)")
+            return LedgerEntry(order, entry.sent_at, attempts=budget.attempts), message
+        answer = _answer(response)
+        answered_at = _now()
+        filled_at = answer.response.get("filled_at")
+        done = LedgerEntry(order, entry.sent_at, answer, answered_at,
+                           filled_at if isinstance(filled_at, str) and filled_at else answered_at, budget.attempts)
+        store.write_entry(day, done)
+        return done, answer.message
+
+
+def _rows(entries: Mapping[str, LedgerEntry], sent_now: Mapping[str, str],
+          revisions: Sequence[Revision]) -> tuple[ExecutionRow, ...]:
+    """Every order of the day in the ledger, by revision and in the order sent."""
+    order = {o.key: (r.revision, i) for r in revisions for i, o in enumerate(r.orders)}
+    ranked = sorted(entries.values(), key=lambda e: (e.order.revision, e.sent_at or e.answered_at or "",
+                                                     order.get(e.order.key, (0, 0))[1]))
+    return tuple(ledger_row(e, e.order.key in sent_now, sent_now.get(e.order.key, "")) for e in ranked)
 
 
 def _post_once(client: httpx.Client, url: str, body: bytes, headers: dict[str, str],
@@ -130,7 +232,7 @@ def _post_once(client: httpx.Client, url: str, body: bytes, headers: dict[str, s
     return response
 
 
-def _outcome(key: str, response: httpx.Response, attempts: int) -> OrderOutcome:
+def _answer(response: httpx.Response) -> Answer:
     """The definitive answer to one order (2xx or 4xx)."""
     status = response.status_code
     try:
@@ -141,6 +243,5 @@ def _outcome(key: str, response: httpx.Response, attempts: int) -> OrderOutcome:
         body = {"message": f"answer is a {type(body).__name__}, not an object"}
     default = "accepted" if 200 <= status < 300 else "conflict" if status == 409 else "rejected"
     filled = body.get("filled_usd")
-    return OrderOutcome(key, str(body.get("status") or default), status,
-                        float(filled) if isinstance(filled, int | float) else None,
-                        str(body.get("message", "")), attempts, False, body)
+    return Answer(str(body.get("status") or default), status,
+                  float(filled) if isinstance(filled, int | float) else None, str(body.get("message", "")), body)

@@ -8,9 +8,11 @@ retried with exponential backoff a bounded number of times; everything else rais
 Every request streams its body under two bounds: a maximum size per endpoint (``max_bytes``:
 ``ResponseTooLargeError``, never retried, memory stays at most that) and an overall deadline
 (``RetryPolicy.request_deadline_s``): a server dripping a byte every few seconds never trips the
-per-read timeout, so the deadline is checked after every chunk. One attempt therefore lasts at
-most ``request_deadline_s + timeout_s`` (the last chunk wait), the whole call at most
-``max_attempts`` times that plus the backoffs.
+per-read timeout, so the deadline is checked after every chunk. And one deadline for the whole
+request, its retries and backoffs included (``RetryPolicy.total_deadline_s``, :class:`Budget`):
+each attempt gets at most the time left (its deadline and timeouts are cut to it) and no retry
+starts whose backoff would end past it, so a drip-fed source costs at most ``total_deadline_s``
+plus one read timeout per request, whatever ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,45 @@ class RetryPolicy:
     backoff_max_s: float = 30.0
     retry_after_cap_s: float = 60.0
     request_deadline_s: float = 120.0
+    #: one request with all its attempts and backoffs (None: only max_attempts bounds it)
+    total_deadline_s: float | None = 300.0
+
+
+class Budget:
+    """The time one request has left, across its attempts and the backoffs between them."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.started = time.monotonic()
+        total = policy.total_deadline_s
+        self.end = self.started + total if total is not None else float("inf")
+        self.attempts = 0
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def attempt_deadline_s(self, url: str) -> float:
+        """The deadline of the next attempt: the request deadline, cut to the time left."""
+        self.attempts += 1
+        left = self.remaining()
+        if left <= 0:
+            raise DeadlineExceededError(f"{url}: no time left of the request's total deadline "
+                                        f"({self.policy.total_deadline_s:g} s)", url)
+        return min(self.policy.request_deadline_s, left)
+
+    def stop(self, state: RetryCallState) -> bool:
+        """Tenacity stop: attempts used up, or the next backoff would end past the total deadline."""
+        return (state.attempt_number >= self.policy.max_attempts
+                or (state.upcoming_sleep or 0.0) >= self.remaining())
+
+    def annotate(self, exc: SourceError) -> None:
+        """Say in ``exc`` (the last attempt's error) that the total deadline ended the retries."""
+        if (self.policy.total_deadline_s is None or self.attempts >= self.policy.max_attempts
+                or not isinstance(exc, TransientSourceError)):
+            return
+        elapsed = time.monotonic() - self.started
+        exc.args = (f"{exc}; gave up after {self.attempts} attempt(s) in {elapsed:.1f} s: the request's total "
+                    f"deadline is {self.policy.total_deadline_s:g} s, retries included", *exc.args[1:])
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -185,9 +226,9 @@ def _transport_error(exc: httpx.TransportError, url: str) -> TransientSourceErro
     return TransientSourceError(f"{kind} talking to {url}: {exc}", url)
 
 
-def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+def _retrying_kwargs(policy: RetryPolicy, budget: Budget | None = None) -> dict[str, Any]:
     return dict(
-        stop=stop_after_attempt(policy.max_attempts),
+        stop=budget.stop if budget is not None else stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),
         retry=retry_if_exception_type(TransientSourceError),
         reraise=True,
@@ -265,7 +306,7 @@ def request_once(client: httpx.Client, method: str, url: str, max_bytes: int, de
     """One request whose answer is read under ``max_bytes`` and ``deadline_s`` (no retry, no status check)."""
     started = time.monotonic()
     try:
-        with client.stream(method, url, params=params, content=content,
+        with client.stream(method, url, params=params, content=content, timeout=_cut(client.timeout, deadline_s),
                            headers={**ACCEPT_ENCODING, **(headers or {})}) as response:
             reader = _BodyReader(response, url, max_bytes, deadline_s, started)
             for chunk in response.iter_raw():
@@ -274,6 +315,13 @@ def request_once(client: httpx.Client, method: str, url: str, max_bytes: int, de
     except httpx.TransportError as exc:
         raise _transport_error(exc, url) from exc
     return reader.response_with_body()
+
+
+def _cut(timeout: httpx.Timeout, deadline_s: float) -> httpx.Timeout:
+    """The client's timeouts, none longer than the attempt's deadline."""
+    cut = lambda t: deadline_s if t is None else min(t, deadline_s)  # noqa: E731
+    return httpx.Timeout(connect=cut(timeout.connect), read=cut(timeout.read), write=cut(timeout.write),
+                         pool=cut(timeout.pool))
 
 
 def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int,
@@ -285,7 +333,8 @@ async def _aget_once(client: httpx.AsyncClient, url: str, params: dict[str, Any]
                      deadline_s: float) -> httpx.Response:
     started = time.monotonic()
     try:
-        async with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING) as response:
+        async with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING,
+                                 timeout=_cut(client.timeout, deadline_s)) as response:
             reader = _BodyReader(response, url, max_bytes, deadline_s, started)
             async for chunk in response.aiter_raw():
                 reader.feed(chunk)
@@ -300,12 +349,17 @@ def get_with_retries(client: httpx.Client, url: str, policy: RetryPolicy,
                      parse: Callable[[httpx.Response], T] = parse_json,
                      max_bytes: int = DEFAULT_MAX_BYTES) -> T:
     """GET ``url`` and ``parse`` the answer, retrying transient failures (sync), body bounded in
-    size (``max_bytes``) and time (``policy.request_deadline_s``)."""
-    for attempt in Retrying(**_retrying_kwargs(policy)):
-        with attempt:
-            response = _get_once(client, url, params, max_bytes, policy.request_deadline_s)
-            raise_for_response(response)
-            return parse(response)
+    size (``max_bytes``) and time (``policy.request_deadline_s`` per attempt, ``total_deadline_s`` in all)."""
+    budget = Budget(policy)
+    try:
+        for attempt in Retrying(**_retrying_kwargs(policy, budget)):
+            with attempt:
+                response = _get_once(client, url, params, max_bytes, budget.attempt_deadline_s(url))
+                raise_for_response(response)
+                return parse(response)
+    except SourceError as exc:
+        budget.annotate(exc)
+        raise
     raise AssertionError("unreachable")
 
 
@@ -314,11 +368,16 @@ async def aget_with_retries(client: httpx.AsyncClient, url: str, policy: RetryPo
                             parse: Callable[[httpx.Response], T] = parse_json,
                             max_bytes: int = DEFAULT_MAX_BYTES) -> T:
     """GET ``url`` and ``parse`` the answer, retrying transient failures (async); same bounds."""
-    async for attempt in AsyncRetrying(**_retrying_kwargs(policy)):
-        with attempt:
-            response = await _aget_once(client, url, params, max_bytes, policy.request_deadline_s)
-            raise_for_response(response)
-            return parse(response)
+    budget = Budget(policy)
+    try:
+        async for attempt in AsyncRetrying(**_retrying_kwargs(policy, budget)):
+            with attempt:
+                response = await _aget_once(client, url, params, max_bytes, budget.attempt_deadline_s(url))
+                raise_for_response(response)
+                return parse(response)
+    except SourceError as exc:
+        budget.annotate(exc)
+        raise
     raise AssertionError("unreachable")
 
 
@@ -380,6 +439,8 @@ class HttpSourceResource(ConfigurableResource):
     timeout_s: float = Field(default=30.0, gt=0, description="connect / per-read timeout")
     request_deadline_s: float = Field(default=120.0, gt=0, description="a whole answer must arrive within "
                                       "this (checked per chunk: one attempt lasts at most this + timeout_s)")
+    total_deadline_s: float = Field(default=300.0, gt=0, description="one request with all its retries and "
+                                    "backoffs: no attempt runs past it (the call lasts at most this + timeout_s)")
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -391,4 +452,4 @@ class HttpSourceResource(ConfigurableResource):
     @property
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s,
-                           request_deadline_s=self.request_deadline_s)
+                           request_deadline_s=self.request_deadline_s, total_deadline_s=self.total_deadline_s)

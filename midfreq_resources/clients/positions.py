@@ -42,6 +42,7 @@ class PositionsClient(ConfigurableResource):
 
     timeout_s: float = Field(default=30.0, gt=0)
     request_deadline_s: float = Field(default=60.0, gt=0)
+    total_deadline_s: float = Field(default=180.0, gt=0, description="one read with all its retries and backoffs")
     max_attempts: int = Field(default=4, ge=1, le=10)
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
@@ -49,7 +50,7 @@ class PositionsClient(ConfigurableResource):
     @property
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s,
-                           request_deadline_s=self.request_deadline_s)
+                           request_deadline_s=self.request_deadline_s, total_deadline_s=self.total_deadline_s)
 
     def resolve(self, source: str, lake: UPath, config_dir: Path) -> UPath | Path | str:
         """The URL, lake path or local path ``source`` names (a relative local path: under ``config_dir``)."""

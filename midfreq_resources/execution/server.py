@@ -5,16 +5,22 @@ POSTs, records them, fills, partially fills or rejects them as told, and keeps a
 that the next day's positions can be read back from it (the loop closes without a chain).
 
 - ``POST /orders`` with header ``Idempotency-Key`` and an order object (``vault, pool, side,
-  amount_usd``...): 200 ``{"status": "filled" | "partially_filled", "filled_usd", "order_id", ...}``,
-  or 422 ``{"status": "rejected", ...}`` for a pool told to reject. The same key again answers the
+  amount_usd``...): 200 ``{"status": "filled" | "partially_filled", "filled_usd", "filled_at",
+  "order_id", ...}``, or 422 ``{"status": "rejected", ...}`` for a pool told to reject. The server's
+  clock is its book's calendar: an order of day D (its ``date``) fills at the start of D+1
+  (``filled_at`` ``D+1T00:00:00Z``, after that day's positions were read at the end of D), an order
+  without a date now. The same key again answers the
   recorded response (header ``Idempotent-Replayed: true``) and executes nothing; the same key with
   a different order answers 409. No key or a body that is not an order: 400.
 - ``GET /orders``: every recorded order with its response and how many times its key was posted.
-- ``GET /positions/<vault>?date=YYYY-MM-DD``: the vault's book (``pool, amount_usd, as_of``; idle
-  cash as ``pool: cash``), as a positions source, ``as_of`` the end of that day.
+- ``GET /positions/<vault>?date=YYYY-MM-DD``: the vault's book at the end of that day (``pool,
+  amount_usd, as_of``; idle cash as ``pool: cash``): the seeded book plus the fills with a
+  ``filled_at`` up to ``as_of`` (``<date>T23:59:00Z``), as a positions source.
 
-Behaviour is set per server (``fill_ratio``, ``reject_pools``, ``partial_fills`` per pool) and
-``fail_next(n)`` answers the next n POSTs with 503 (a transient failure the client retries).
+Behaviour is set per server (``fill_ratio``, ``reject_pools``, ``partial_fills`` per pool);
+``fail_next(n)`` answers the next n POSTs with 503 (a transient failure the client retries, nothing
+executed), ``lose_answers(n)`` executes the next POSTs but answers 503 n times (an answer lost on
+the way back: the order executed, the client does not know it).
 """
 
 from __future__ import annotations
@@ -81,7 +87,9 @@ class ExecutionServer:
         self._lock = threading.Lock()
         self._orders: dict[str, RecordedOrder] = {}
         self._books: dict[str, dict[str, float]] = {}
+        self._fills: dict[str, list[tuple[dt.datetime, str, float]]] = {}
         self._fail_next = 0
+        self._lose_next = 0
         self.posts = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -138,24 +146,44 @@ class ExecutionServer:
         """Start ``vault``'s book from positions rows (``pool``, ``amount_usd``; ``cash`` for idle)."""
         with self._lock:
             self._books[vault] = {str(r["pool"]).lower(): float(r["amount_usd"]) for r in rows}
+            self._fills[vault] = []
 
     def fail_next(self, n: int) -> None:
         """Answer the next ``n`` order POSTs with 503 (nothing executed)."""
         with self._lock:
             self._fail_next = n
 
+    def lose_answers(self, n: int) -> None:
+        """Execute (or replay) the next order POSTs as usual but answer 503 to ``n`` of them."""
+        with self._lock:
+            self._lose_next = n
+
     @property
     def orders(self) -> dict[str, RecordedOrder]:
         with self._lock:
             return dict(self._orders)
 
-    def book(self, vault: str) -> dict[str, float]:
+    def book(self, vault: str, until: dt.datetime | None = None) -> dict[str, float]:
+        """The vault's book now, or at ``until``: the seed plus the fills up to that time."""
         with self._lock:
-            return dict(self._books.get(vault, {}))
+            book = dict(self._books.get(vault, {}))
+            for when, pool, amount in self._fills.get(vault, []):
+                if until is None or when <= until:
+                    book[pool] = book.get(pool, 0.0) + amount
+                    book[CASH] = book.get(CASH, 0.0) - amount
+            return book
 
     # ----------------------------------------------------------------- answers
     def _execute(self, key: str, order: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
         """(status code, body, replayed) for one POST; executes at most once per key."""
+        code, body, replayed = self._answer(key, order)
+        with self._lock:
+            if self._lose_next > 0 and code < 500 and code != 409:
+                self._lose_next -= 1
+                return 503, {"status": "unavailable", "message": "answer lost"}, False
+        return code, body, replayed
+
+    def _answer(self, key: str, order: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
         digest = _digest(order)
         with self._lock:
             self.posts += 1
@@ -175,11 +203,11 @@ class ExecutionServer:
             else:
                 ratio = self.behaviour.partial_fills.get(pool, self.behaviour.fill_ratio)
                 filled = amount * ratio
-                code, body = 200, {"status": "filled" if ratio >= 1.0 else "partially_filled", "filled_usd": filled}
-                book = self._books.setdefault(str(order["vault"]), {})
+                when = _fill_time(order.get("date"))
+                code, body = 200, {"status": "filled" if ratio >= 1.0 else "partially_filled", "filled_usd": filled,
+                                   "filled_at": when.isoformat().replace("+00:00", "Z")}
                 sign = 1.0 if order["side"] == "deposit" else -1.0
-                book[pool] = book.get(pool, 0.0) + sign * filled
-                book[CASH] = book.get(CASH, 0.0) - sign * filled
+                self._fills.setdefault(str(order["vault"]), []).append((when, pool, sign * filled))
             body |= {"order_id": str(uuid.uuid4()), "idempotency_key": key, "requested_usd": amount}
             self._orders[key] = RecordedOrder(key, order, digest, code, body)
             self._append_record(self._orders[key])
@@ -194,12 +222,23 @@ class ExecutionServer:
             fh.write(line + "\n")
 
     def _positions(self, vault: str, day: str) -> list[dict[str, Any]]:
-        as_of = f"{dt.date.fromisoformat(day).isoformat()}T23:59:00Z"
-        return [{"pool": p, "amount_usd": round(v, 6), "as_of": as_of} for p, v in sorted(self.book(vault).items())]
+        end = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59), tzinfo=dt.UTC)
+        as_of = end.isoformat().replace("+00:00", "Z")
+        return [{"pool": p, "amount_usd": round(v, 6), "as_of": as_of}
+                for p, v in sorted(self.book(vault, until=end).items())]
 
     def _recorded(self) -> dict[str, Any]:
         return {k: {"order": r.order, "status_code": r.status_code, "response": r.response, "posts": r.posts}
                 for k, r in self.orders.items()}
+
+
+def _fill_time(day: Any) -> dt.datetime:
+    """When an order fills on this server's calendar: the start of the day after its ``date``, else now."""
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(str(day)[:10]) + dt.timedelta(days=1), dt.time(),
+                                   tzinfo=dt.UTC)
+    except ValueError:
+        return dt.datetime.now(dt.UTC)
 
 
 def _bad_order(order: Any) -> str | None:

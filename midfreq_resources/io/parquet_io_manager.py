@@ -9,14 +9,20 @@
 Dagster's ``UPathIOManager`` refuses outputs that cover several partitions (single-run backfills)
 and returns a dict when several partitions are loaded; this manager splits range outputs by their
 ``date`` column (or by the column named in the asset's ``partition_column`` metadata, e.g. a grid
-point for dynamic partitions) and always loads one DataFrame.
+point for dynamic partitions) and always loads one DataFrame. A file it cannot read or write fails
+the step with a message leading with the path, the asset and the partition (:func:`lake_failure`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pandas as pd
 from dagster import (
+    AssetKey,
     ConfigurableIOManager,
+    Failure,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -28,6 +34,7 @@ from pydantic import Field
 from upath import UPath
 
 from midfreq_resources.io.lake import (
+    LakeReadError,
     MonthFiles,
     check_partition_frame,
     lake_root,
@@ -47,6 +54,23 @@ PARTITION_COLUMN_KEY = "partition_column"
 #: Asset/output definition metadata listing the columns every partition file must hold; loading a
 #: file without them fails naming the file and the expected columns.
 REQUIRED_COLUMNS = "required_columns"
+
+
+@contextlib.contextmanager
+def lake_failure(action: str, path: UPath, asset_key: AssetKey, partition: str | None) -> Iterator[None]:
+    """A lake read or write that fails (a damaged file, a read-only lake): a ``Failure`` whose message
+    leads with the path, the asset and the partition. Dagster passes a ``Failure`` through as the
+    step's own error, where any other exception would be wrapped ("Error occurred while loading
+    input ...") with the cause further down."""
+    try:
+        yield
+    except (LakeReadError, OSError) as exc:
+        where = f"{path} (asset {asset_key.to_user_string()}, partition {partition or '-'})"
+        problem = (str(exc).removeprefix(f"{path}: ") if isinstance(exc, LakeReadError)
+                   else f"{type(exc).__name__}: {exc}")
+        raise Failure(description=f"{where}: {action} failed: {problem}",
+                      metadata={"path": str(path), "asset": asset_key.to_user_string(),
+                                "partition": partition or ""}) from None
 
 
 def table_schema(df: pd.DataFrame) -> TableSchema:
@@ -115,12 +139,15 @@ class ParquetIOManager(ConfigurableIOManager):
         else:
             parts = {None: obj}
         if layout == DAILY:
-            paths = self.daily(path_parts).write(parts)
+            folder = self.lake.joinpath(*path_parts)
+            with lake_failure("write", folder, context.asset_key, _span(list(parts))):
+                paths = self.daily(path_parts).write(parts)
         else:
             paths = {}
             for key, frame in parts.items():
                 paths[key] = self.partition_path(path_parts, key)
-                write_parquet(paths[key], frame)
+                with lake_failure("write", paths[key], context.asset_key, key):
+                    write_parquet(paths[key], frame)
         meta = {
             "dagster/row_count": len(obj),
             "dagster/column_schema": table_schema(obj),
@@ -149,20 +176,23 @@ class ParquetIOManager(ConfigurableIOManager):
         required = self._required(context)
         if not context.has_asset_partitions:
             path = self.partition_path(path_parts, None)
-            frame = read_parquet(path)
-            check_partition_frame(frame, path, required, None)
+            with lake_failure("read", path, context.asset_key, None):
+                frame = read_parquet(path)
+                check_partition_frame(frame, path, required, None)
             return frame
         keys = list(context.asset_partition_keys)
         layout = _layout(context.asset_partitions_def)
         if layout == DAILY:
             store = self.daily(path_parts)
-            stored = store.stored_days()
-            present = set(stored)
-            frame = store.read(keys, required, stored)
+            with lake_failure("read", store.folder, context.asset_key, _span(keys)):
+                stored = store.stored_days()
+                present = set(stored)
+                frame = store.read(keys, required, stored)
         else:
             present = self.stored_partitions(path_parts)
-            frame = read_partitions({key: self.partition_path(path_parts, key) for key in keys if key in present},
-                                    required, layout)
+            with lake_failure("read", self.lake.joinpath(*path_parts), context.asset_key, _span(keys)):
+                frame = read_partitions({key: self.partition_path(path_parts, key) for key in keys if key in present},
+                                        required, layout)
         have = [key for key in keys if key in present]
         missing = [key for key in keys if key not in present]
         meta = context.definition_metadata or {}
@@ -185,6 +215,14 @@ class ParquetIOManager(ConfigurableIOManager):
 
 
 DAILY, MONTHLY = "daily", "monthly"
+
+
+def _span(keys: list) -> str | None:
+    """A partition key, or the first..last of several (for messages)."""
+    keys = [k for k in keys if k is not None]
+    if not keys:
+        return None
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
 #: Input metadata: partitions after the last stored one are the future (a month partition read
 #: while the month is under way), not missing; holes before it still are.
 TRAILING_MISSING_OK = "trailing_missing_ok"

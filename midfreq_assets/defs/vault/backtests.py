@@ -7,10 +7,10 @@
   points in one step; the IO manager splits the output by its ``point`` column;
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
   row (the policy chosen window by window on past data, traded out of sample), one row per point
-  (parameters + metrics) and the benchmarks (under each point's own constraints and costs, and unconstrained,
-  named ``*_unconstrained``), all on the walk-forward's days, with the grid's PBO,
-  the deflated Sharpe and a bootstrap interval of the excess over the best benchmark; a
-  self-contained HTML report in the lake.
+  (parameters + metrics) and the benchmarks (rules filled under each point's own constraints and costs;
+  ``*_unconstrained``: without the position limits), all on the walk-forward's days, with the grid's PBO,
+  the deflated Sharpe (on the excess over the bar and plain) and a bootstrap interval of the excess over
+  the bar, the strongest constrained benchmark; a self-contained HTML report in the lake.
 
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
@@ -148,10 +148,12 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         kinds={"python", "parquet", "html"},
         description=f"Vault {vault.name}: the walk-forward row first (each test window traded by the grid point "
         "that scored best on the days before it, from the holdings the previous window left), then one row per "
-        "grid point (parameters + metrics) and the benchmarks (equal weight, best trailing APY, TVL-weighted), all "
-        "on the walk-forward's out-of-sample days, benchmarks under each point's constraints and costs (and their "
-        "*_unconstrained variants), ratios on returns in excess of backtest.base_rate; the grid's PBO (CSCV), the deflated Sharpe and a bootstrap "
-        "interval of the excess over the best benchmark; HTML report written next to it.",
+        "grid point (parameters + metrics) and the benchmark rules (best trailing APY rank-and-fill, top-k, "
+        "hysteresis, incumbent, equal weight, TVL-weighted) filled under each point's constraints and costs (and "
+        "*_unconstrained variants), all on the walk-forward's out-of-sample days, with invested shares, ratios on "
+        "returns in excess of backtest.base_rate; the grid's PBO (CSCV), the deflated Sharpe (on the excess over the "
+        "bar and plain) and a bootstrap interval of the excess over the bar, the strongest constrained benchmark; "
+        "HTML report written next to it.",
     )
     def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
         io = context.resources.parquet_io_manager
@@ -196,9 +198,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                  f"({base_rate:g}/yr). Every row covers the walk-forward's out-of-sample days; the grid points are "
                  "fixed over the whole history, so the best of them is picked with hindsight (an upper bound, not a "
                  "result).",
-                 "Benchmarks face each point's own constraints (caps, concentration, TVL share, turnover), costs, gas "
-                 "and cadence; *_unconstrained variants drop the position limits. benchmark_set names the benchmarks "
-                 "a point compares with.",
+                 "Benchmarks are rules filled under each point's own constraints (caps, concentration, TVL share at "
+                 "the day's wealth, turnover), costs, gas and cadence, fully invested where the caps allow "
+                 "(invested_share); the bar is the strongest of them on these days (role); *_unconstrained variants "
+                 "drop the position limits and are never the bar. benchmark_set names the benchmarks a point "
+                 "compares with.",
                  "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
                  "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
                  "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
@@ -215,7 +219,8 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             "headline": report.headline(table, stats),
             "report_html": MetadataValue.path(str(html_path)),
             "missing_points": len(missing),
-            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "deflated_sharpe", "excess_vs_benchmark",
+            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "pbo_points", "deflated_sharpe",
+                                                       "deflated_sharpe_excess", "excess_vs_benchmark",
                                                        "excess_ci_low", "excess_ci_high", "excess_over")},
             "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
             "walk_forward_windows": markdown_table(report.windows_table(wf.windows) if wf else pd.DataFrame(),

@@ -5,8 +5,10 @@
   check fails on rows that cannot be trusted, and ``rebalance_weights`` refuses them too.
 - ``<vault>/trade_orders`` (daily): the ticket of the day (``domain.portfolio.orders``), Parquet in
   the lake plus a JSON ticket file beside it (``<vault>/trade_orders/<day>.json``).
-- ``<vault>/order_executions`` (daily): each order POSTed once to the execution endpoint, or dry run
-  (``midfreq_resources.clients.execution``); the answer per order is recorded.
+- ``<vault>/order_executions`` (daily): the ticket sent as the difference to what the day already
+  executed (a recomputed ticket is a new revision, never a second ticket), withdrawals first and
+  deposits within the positions' cash (``domain.portfolio.execution_ledger``,
+  ``midfreq_resources.clients.execution``), or dry run; every order of the day and its answer.
 - ``<vault>/intraday_moves`` (hourly, schedule off unless ``intraday.enabled``): ``/pools`` re-read
   during the day against the last nightly ``pool_metadata``; writes only its own hourly partitions.
 """
@@ -40,9 +42,11 @@ from dagster import (
     define_asset_job,
 )
 
+from midfreq_assets.concurrency import execution_pool
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.universe import vault_rows
+from midfreq_assets.domain.portfolio.execution_ledger import DRY_RUN, FAILED, HELD_NO_CASH, PositionsBasis
 from midfreq_assets.domain.portfolio.intraday import intraday_moves
 from midfreq_assets.domain.portfolio.orders import (
     ORDER_COLUMNS,
@@ -61,14 +65,12 @@ from midfreq_assets.domain.portfolio.positions import (
 from midfreq_assets.domain.units import percent_to_fraction
 from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import lookback, window_days
-from midfreq_resources.clients.execution import DRY_RUN, FAILED, LEDGER_CONFLICT
 from midfreq_resources.clients.http_retry import RetryPolicy, SourceError
 from midfreq_resources.io.lake import write_bytes_atomic
 
-EXECUTION_COLUMNS = ["date", "idempotency_key", "pool", "side", "amount_usd", "status", "http_status", "filled_usd",
-                     "message", "attempts", "from_ledger", "endpoint"]
-#: Order outcomes that are not a definitive answer of the endpoint (the blocking check fails on them).
-UNDELIVERED = (FAILED, LEDGER_CONFLICT)
+ROW_COLUMNS = ["idempotency_key", "revision", "pool", "side", "amount_usd", "status", "http_status", "filled_usd",
+               "message", "attempts", "from_ledger"]
+EXECUTION_COLUMNS = ["date", *ROW_COLUMNS, "endpoint"]
 #: Outcomes a desk must look at (the warning check lists them).
 NOT_FILLED = ("rejected", "partially_filled", "conflict")
 
@@ -154,6 +156,7 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
     """``<vault>/trade_orders`` and ``<vault>/order_executions``."""
     orders_key = AssetKey([vault.name, "trade_orders"])
     exec_key = AssetKey([vault.name, "order_executions"])
+    positions_key = AssetKey([vault.name, "vault_positions"])
     pegged = tokens.pegged(vault.reference_asset)
     ex = vault.execution
 
@@ -200,73 +203,111 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
             "ticket_file": MetadataValue.path(str(path)),
         })
 
+    def positions_basis(io, day: dt.date) -> PositionsBasis:
+        """The cash and as_of of the positions the day was decided from (the cash guard, the fills they show)."""
+        store = io.daily(list(positions_key.path))
+        if day.isoformat() not in store.stored_days():
+            raise Failure(f"{exec_key.to_user_string()} {day}: a live day, but {positions_key.to_user_string()} {day} "
+                          f"is not materialized (under {store.folder}): the orders are sized against its cash; "
+                          "materialize it first")
+        rows = store.read([day.isoformat()])
+        return PositionsBasis.from_rows(rows[pd.to_datetime(rows["date"]) == pd.Timestamp(day)])
+
     @asset(
         key=exec_key,
         ins={"trade_orders": AssetIn(key=orders_key)},
+        deps=[AssetDep(positions_key)] if vault.positions is not None else [],
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
+        pool=execution_pool(vault.name),
         io_manager_key="parquet_io_manager",
         required_resource_keys={"parquet_io_manager", "execution_client"},
         group_name=vault.name,
         kinds={"python", "parquet"},
         check_specs=[
             AssetCheckSpec("orders_delivered", asset=exec_key, blocking=True,
-                           description="every order sent got a definitive answer (no retries exhausted, no key "
-                           "reused for a different order)"),
+                           description="every order sent got a definitive answer (an order sent without one is "
+                           "re-sent with its key by the next run before anything else)"),
+            AssetCheckSpec("orders_within_cash", asset=exec_key, blocking=True,
+                           description="no deposit beyond the cash: the positions' cash plus the withdrawals filled "
+                           "minus the deposits executed since (a deposit that does not fit is held, not sent)"),
             AssetCheckSpec("orders_filled", asset=exec_key,
                            description="no order rejected or partially filled (a warning: the next day's "
                            "positions and reconciliation show the difference)"),
         ],
-        description=f"Vault {vault.name}: each order POSTed once (Idempotency-Key header, bounded retries, a "
-        "ledger in the lake so a key is never sent twice) to execution.url or $MIDFREQ_EXECUTION_URL; without "
-        "either: dry run. Only days decided from real positions are sent.",
+        description=f"Vault {vault.name}: the day's ticket sent as the difference to what the day already executed "
+        "(a recomputed ticket is a new revision of target - executed, never a second ticket), withdrawals first, "
+        "deposits within the cash; each order POSTed with its Idempotency-Key (bounded retries, a ledger in the "
+        "lake written before each POST) to execution.url or $MIDFREQ_EXECUTION_URL; without either: dry run. Only "
+        "days decided from real positions are sent.",
     )
     def order_executions(context: AssetExecutionContext, trade_orders: pd.DataFrame):
         io = context.resources.parquet_io_manager
         client = context.resources.execution_client
         url = None if ex.dry_run else client.endpoint(ex.url)
         policy = RetryPolicy(ex.max_attempts, ex.backoff_base_s, ex.backoff_max_s,
-                             request_deadline_s=ex.request_deadline_s)
+                             request_deadline_s=ex.request_deadline_s, total_deadline_s=ex.total_deadline_s)
         ledger = io.lake.joinpath(vault.name, "execution_ledger")
-        frames = []
+        frames, results = [], []
         for day in _days(context):
             orders = trade_orders[pd.to_datetime(trade_orders["date"]) == pd.Timestamp(day)] if len(
                 trade_orders) else trade_orders
-            orders = orders[orders["amount_usd"] >= ex.min_order_usd] if len(orders) else orders
             live = vault.positions is not None and vault.positions.is_live(day)
             why = None if live else ("the vault has no positions: section (holdings simulated)" if vault.positions
                                      is None else f"day before positions.live_from ({vault.positions.live_from})")
-            outcomes = client.submit(order_payloads(orders), url if live else None, ledger, policy, ex.timeout_s)
-            frame = pd.DataFrame([vars(o) for o in outcomes], columns=[
-                "idempotency_key", "status", "http_status", "filled_usd", "message", "attempts", "from_ledger",
-                "response"]).drop(columns="response")
+            send_to = url if live else None
+            basis = positions_basis(io, day) if send_to else PositionsBasis(0.0, None)
+            result = client.execute_day(vault.name, day, order_payloads(orders), send_to, ledger, basis, policy,
+                                        ex.timeout_s, ex.min_order_usd)
+            if result.migrated:
+                context.log.info(f"{exec_key.to_user_string()}: moved {result.migrated} flat ledger entr(ies) into "
+                                 "their day's folder")
+            frame = pd.DataFrame([vars(r) for r in result.rows], columns=ROW_COLUMNS)
             if why is not None:
                 frame["message"] = f"dry run: {why}"
             frame.insert(0, "date", pd.Timestamp(day))
-            for col in ("pool", "side", "amount_usd"):
-                frame[col] = orders[col].to_numpy() if len(orders) else []
-            frame["endpoint"] = url if live and url else DRY_RUN
+            frame["endpoint"] = send_to or DRY_RUN
             frames.append(frame[EXECUTION_COLUMNS])
+            results.append(result)
         out = pd.concat(frames, ignore_index=True)
         out["date"] = pd.to_datetime(out["date"]).astype("datetime64[ns]")
+        out["revision"] = out["revision"].astype("int64")
         out["http_status"] = out["http_status"].astype("Int64")
         out["filled_usd"] = out["filled_usd"].astype(float)
-        last = frames[-1]
+        out["amount_usd"] = out["amount_usd"].astype(float)
+        last, last_result = frames[-1], results[-1]
         counts = out["status"].value_counts().to_dict()
+        pools = sorted(set(last_result.target) | set(last_result.executed_before))
+        basis_table = pd.DataFrame({"pool": pools,
+                                    "target_usd": [last_result.target.get(q, 0.0) for q in pools],
+                                    "executed_before_usd": [last_result.executed_before.get(q, 0.0) for q in pools]})
         yield Output(out, metadata={
             "endpoint": str(last["endpoint"].iloc[0]) if len(last) else (url or DRY_RUN),
             "statuses": MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
             "sent_now": int(out["attempts"].gt(0).sum()), "from_ledger": int(out["from_ledger"].sum()),
-            "outcomes": markdown_table(last[["side", "amount_usd", "status", "filled_usd", "attempts", "pool"]]),
+            "revision": -1 if last_result.revision is None else last_result.revision,
+            "new_revision": last_result.new_revision,
+            "cash": MetadataValue.json({k: float(v) for k, v in last_result.cash.items()}),
+            "target_vs_executed": markdown_table(basis_table),
+            "outcomes": markdown_table(last[["revision", "side", "amount_usd", "status", "filled_usd", "attempts",
+                                             "pool"]]),
         })
-        undelivered = out[out["status"].isin(UNDELIVERED)]
+        undelivered = out[out["status"].eq(FAILED)]
         yield AssetCheckResult(check_name="orders_delivered", passed=undelivered.empty,
                                metadata={"undelivered": len(undelivered), "orders": markdown_table(
-                                   undelivered[["date", "pool", "status", "message"]].astype(str))})
+                                   undelivered[["date", "revision", "pool", "idempotency_key", "status",
+                                                "message"]].astype(str))})
+        held = out[out["status"].eq(HELD_NO_CASH)]
+        yield AssetCheckResult(check_name="orders_within_cash", passed=held.empty,
+                               metadata={"held": len(held), "held_usd": float(held["amount_usd"].sum()),
+                                         "cash": MetadataValue.json({k: float(v) for k, v in last_result.cash.items()}),
+                                         "orders": markdown_table(held[["date", "revision", "pool", "side",
+                                                                        "amount_usd", "message"]].astype(str))})
         unfilled = out[out["status"].isin(NOT_FILLED)]
         yield AssetCheckResult(check_name="orders_filled", passed=unfilled.empty, severity=AssetCheckSeverity.WARN,
                                metadata={"not_filled": len(unfilled), "orders": markdown_table(
-                                   unfilled[["date", "pool", "side", "amount_usd", "status", "filled_usd"]])})
+                                   unfilled[["date", "revision", "pool", "side", "amount_usd", "status",
+                                             "filled_usd"]])})
 
     return [trade_orders, order_executions]
 

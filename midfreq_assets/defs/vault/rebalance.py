@@ -44,6 +44,7 @@ from dagster import (
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
+from midfreq_assets.domain.portfolio.limits import CAPS_IDLE_WARN, caps_capacity
 from midfreq_assets.domain.portfolio.nightly import (
     WEIGHT_TOL,
     CarriedState,
@@ -70,7 +71,12 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
     checks = [AssetCheckSpec(
         "weights_within_limits", asset=key, blocking=True,
         description=f"0 <= weight <= concentration_limit ({s.concentration_limit}; a holding kept through a "
-        f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}")]
+        f"data gap may drift above it) and sum <= 1 - base_buffer ({1 - s.base_buffer:g}), tolerance {WEIGHT_TOL}"),
+        AssetCheckSpec(
+            "caps_leave_budget_idle", asset=key,
+            description="the caps (concentration_limit, max_pool_tvl_share, chain_caps, protocol_caps) allow the "
+            f"budget 1 - base_buffer on the day's universe, within {CAPS_IDLE_WARN:g} of wealth (a warning naming "
+            "the binding caps)")]
     if live is not None:
         checks.append(AssetCheckSpec(
             "positions_reconciled", asset=key,
@@ -156,14 +162,18 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
                                              vault_rows(pool_metadata, vault.name), usable_rows(pool_history),
                                              adjusted_yields, observed)
         statuses = out.drop_duplicates("date")["solver_status"].value_counts().to_dict()
+        capacity = {day: caps_capacity(s, rows) for day, rows in by_day(out).items()}
+        last_caps = capacity[max(capacity)]
         messages = {pd.Timestamp(d): (dec.result.message if dec is not None and dec.result else "")
                     for d, dec in zip(pd.date_range(first, last, freq="D"), decisions, strict=True)}
 
         def summary(rows: pd.DataFrame, _key: str | None) -> dict:
-            """The day's own decision: wealth, what is invested, what it trades, the solver."""
+            """The day's own decision: wealth, what is invested, what it trades, the solver, the caps."""
             if rows.empty:
                 return {"dagster/row_count": 0}
             head = rows.iloc[0]
+            day = pd.Timestamp(head["date"]).normalize()
+            caps = capacity.get(day)
             pools = rows[rows["pool"].notna()]
             trades = trades_table(rows)
             held = pools[pools["target_weight"] > 0]
@@ -179,7 +189,10 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
                 "n_trades": len(trades),
                 "cost_usd": float(head["cost_usd"]), "gas_usd": float(head["gas_usd"]),
                 "solver_status": str(head["solver_status"]),
-                "solver_message": messages.get(pd.Timestamp(head["date"]), ""),
+                "solve_time_s": float(head["solve_time_s"]) if pd.notna(head["solve_time_s"]) else 0.0,
+                "solver_message": "; ".join(m for m in (messages.get(day, ""), caps.message if caps else "") if m),
+                **({"caps_idle_share": caps.forced_idle, "caps_capacity": caps.capacity,
+                    "binding_caps": ", ".join(caps.binding)} if caps else {}),
                 "positions_source": str(head["positions_source"]),
                 **({"trades": markdown_table(trades, max_rows=15)} if len(trades) else {}),
             }
@@ -196,6 +209,15 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
                                metadata={"violations": len(bad), "examples": markdown_table(bad.astype(str))})
+        idle = pd.DataFrame([{"date": str(d.date()), "caps_idle_share": c.forced_idle, "capacity": c.capacity,
+                              "pools": c.pools, "binding": ", ".join(c.binding)}
+                             for d, c in capacity.items() if c.forced_idle > CAPS_IDLE_WARN])
+        yield AssetCheckResult(
+            check_name="caps_leave_budget_idle", passed=idle.empty, severity=AssetCheckSeverity.WARN,
+            description=last_caps.message or None,
+            metadata={"days_over_threshold": len(idle), "threshold": CAPS_IDLE_WARN,
+                      "max_caps_idle_share": max((c.forced_idle for c in capacity.values()), default=0.0),
+                      "binding_caps": ", ".join(last_caps.binding), "days": markdown_table(idle, max_rows=30)})
         if live is not None:
             drift = pd.concat([drift_table(rows) for rows in by_day(out).values()], ignore_index=True)
             over = drifted(drift, live.drift_warn)

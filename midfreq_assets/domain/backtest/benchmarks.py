@@ -1,22 +1,35 @@
-"""Benchmarks: simple allocations replayed through the strategy's own accounting and constraints.
+"""Benchmarks: the rules a vault manager would run, under the vault's own limits and costs.
 
-- ``equal_weight``, ``best_trailing_apy``, ``tvl_weighted``: target weights from data known at t
-  (the universe, the trailing earned yield, the TVL) over the budget ``1 - base_buffer``;
-- by default (named after the kind) they face the vault's limits: the target is projected onto
-  the strategy's constraint set (concentration, protocol and chain caps, TVL share, turnover; gap
-  holdings kept) by :meth:`VaultOptimizer.project`, and they pay the same cost and gas at the same
-  cadence (``backtest.benchmark_rebalance_days``, default the strategy's own);
-- ``<kind>_unconstrained``: the same allocation without the position limits, shown as such.
+Each rule ranks the pools with data known at t (the trailing earned yield, the universe, the TVL)
+and is turned into weights by the fill (:func:`fill.fill_weights`): ``1 - base_buffer`` of wealth
+invested in the rule's order under every constraint of the strategy (concentration, TVL share at
+the day's wealth, protocol and chain caps, turnover, gap holdings kept, gas and minimum-trade
+pruning), what a cap clips passed on to the next pool. The rules (formulas in ``docs/METHOD.md``
+"Benchmarks"):
+
+- ``best_trailing_apy``: rank-and-fill by trailing earned APY;
+- ``top_k_trailing``: the ``top_k`` best trailing yields in equal weight, then the next ones in order;
+- ``best_trailing_hysteresis``: rank-and-fill where a held unit moves only when the gain over the
+  strategy's horizon beats the round-trip cost (the same ``TradingCosts``);
+- ``incumbent``: the first allocation held; only what leaves the universe (or breaks a limit) is
+  sold, and that money goes to the rule's next choice;
+- ``equal_weight``, ``tvl_weighted``: every pool of the universe in equal or TVL proportions
+  (water-filled: what a cap clips goes to the others).
+
+They trade through the project's accounting (:func:`engine.simulate`, ``target_step``) at the
+strategy's cadence (``backtest.benchmark_rebalance_days``, default the strategy's own), paying the
+same cost and gas. ``<rule>_unconstrained`` (``backtest.unconstrained_benchmarks``): the same rule
+with the budget as its only limit, shown as such, never the bar.
 
 A grid's points may override the strategy or the backtest; :func:`benchmark_sets` groups the
 points by the configuration the benchmarks depend on, so each point is compared with benchmarks
-run under its own constraints and costs (``docs/METHOD.md`` "Backtest").
+run under its own constraints and costs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +37,11 @@ import pandas as pd
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest.config import BENCHMARKS, BacktestConfig
+from midfreq_assets.domain.backtest.fill import FillRule, fill_weights
 from midfreq_assets.domain.backtest.grids import GridPoint, apply_overrides, point_name, short_names
 from midfreq_assets.domain.config.vault import VaultConfig
+from midfreq_assets.domain.portfolio.costs import TradingCosts
+from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision, target_step
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
@@ -36,68 +52,100 @@ SET_SEPARATOR = "@"
 PREDICTION_ONLY_KEYS = frozenset({"estimator", "label"})
 
 
-def benchmark_weights(
-    kind: str, apy: np.ndarray, tvl: np.ndarray, eligible: np.ndarray, t: int, budget: float, trailing_days: int
-) -> np.ndarray:
-    """Target weights of a simple benchmark at step t (rows <= t of the dates x pools arrays)."""
-    elig = eligible[t] & np.isfinite(apy[t])
-    x = np.zeros(len(elig))
-    if not elig.any() or budget <= 0:
-        return x
-    if kind == "equal_weight":
-        x[elig] = budget / elig.sum()
-    elif kind == "tvl_weighted":
-        w = np.where(elig, np.nan_to_num(tvl[t], nan=0.0), 0.0)
-        if w.sum() > 0:
-            x = budget * w / w.sum()
-    elif kind == "best_trailing_apy":
-        window = apy[max(0, t - trailing_days + 1) : t + 1]
-        total = np.nansum(window, axis=0)
-        count = np.isfinite(window).sum(axis=0)
-        trail = np.where(elig & (count > 0), total / np.maximum(count, 1), -np.inf)
-        x[int(np.argmax(trail))] = budget
-    else:
-        raise ValueError(f"unknown benchmark {kind!r}; known: {list(BENCHMARKS)}")
-    return x
+def trailing_apy(inputs: bt.BacktestInputs, days: int) -> np.ndarray:
+    """(dates x pools) mean earned APY over the ``days`` rows up to and including t (NaN-skipping):
+    what every rule ranks by, known at t."""
+    return inputs.apy.rolling(days, min_periods=1).mean().to_numpy(dtype=float)
+
+
+def top_k_score(trailing: np.ndarray, k: int) -> np.ndarray:
+    """The trailing yields with the ``k`` best (positive ones) lifted to one common score above all
+    others: one tier filled in equal weight, then the others in order."""
+    score = np.asarray(trailing, dtype=float).copy()
+    with np.errstate(invalid="ignore"):
+        ok = np.flatnonzero(np.isfinite(score) & (score > 0))
+    if ok.size:
+        top = ok[np.argsort(-score[ok], kind="stable")[:k]]
+        score[top] = float(score[ok].max()) + 1.0
+    return score
+
+
+#: rule -> (trailing APY of the pools that may be bought, their TVL, the day's costs, config) -> FillRule
+RULES: dict[str, Callable[[np.ndarray, np.ndarray, TradingCosts, BacktestConfig], FillRule]] = {
+    "best_trailing_apy": lambda trail, tvl, costs, cfg: FillRule(trail),
+    "top_k_trailing": lambda trail, tvl, costs, cfg: FillRule(top_k_score(trail, cfg.top_k),
+                                                              profile=np.ones(len(trail))),
+    "best_trailing_hysteresis": lambda trail, tvl, costs, cfg: FillRule(trail, band=costs.amortized()),
+    "incumbent": lambda trail, tvl, costs, cfg: FillRule(trail, keep=True),
+    "equal_weight": lambda trail, tvl, costs, cfg: FillRule(np.where(np.isfinite(trail), 1.0, np.nan),
+                                                            profile=np.ones(len(trail))),
+    "tvl_weighted": lambda trail, tvl, costs, cfg: FillRule(np.where(np.isfinite(trail), 1.0, np.nan), profile=tvl),
+}
+assert set(RULES) == set(BENCHMARKS)
+
+
+def unconstrained(strategy: StrategyConfig) -> StrategyConfig:
+    """The strategy with the budget as its only position limit (same costs, gas and pruning)."""
+    return strategy.model_copy(update={"concentration_limit": 1.0, "protocol_caps": {}, "chain_caps": {},
+                                       "max_pool_tvl_share": None, "max_turnover": None})
+
+
+class SharedOptimizers(bt.ActiveOptimizers):
+    """:class:`engine.ActiveOptimizers` keeping the optimizer of every pool set met, so the rules run on
+    one set of inputs build each (and its cvxpy problem, when one is needed) once."""
+
+    def __init__(self, inputs: bt.BacktestInputs, strategy: StrategyConfig, costs: TradingCosts) -> None:
+        super().__init__(inputs, strategy, costs)
+        self.built: dict[tuple[int, ...], VaultOptimizer] = {}
+
+    def get(self, idx: np.ndarray) -> VaultOptimizer:
+        key = tuple(idx.tolist())
+        if key not in self.built:
+            self.key = None
+            self.built[key] = super().get(idx)
+        return self.built[key]
 
 
 def run_benchmark(
     kind: str, inputs: bt.BacktestInputs, strategy: StrategyConfig, config: BacktestConfig | None = None,
-    *, constrained: bool = True,
+    *, constrained: bool = True, optimizers: SharedOptimizers | None = None,
 ) -> bt.BacktestResult:
-    """One benchmark re-weighted every ``config.benchmark_every_days`` (held in between, ineligible
-    pools sold daily, gap holdings kept), paying the strategy's cost and gas; ``constrained``
-    projects its weights onto the strategy's limits first."""
-    if kind not in BENCHMARKS:
+    """One rule re-weighted every ``config.benchmark_every_days`` (held in between, ineligible pools
+    sold daily, gap holdings kept), filled under the strategy's limits (``constrained=False``: the
+    budget only) and paying the strategy's cost and gas. ``optimizers``: shared with other rules on
+    the same (unwindowed) inputs and limits."""
+    if kind not in RULES:
         raise ValueError(f"unknown benchmark {kind!r}; known: {list(BENCHMARKS)}")
     config = config or BacktestConfig()
     inputs = inputs.window(config.start, config.end)
     apy = inputs.apy.to_numpy(dtype=float)
     tvl = inputs.tvl.to_numpy(dtype=float)
     elig = inputs.eligible.to_numpy(dtype=bool)
+    trail = trailing_apy(inputs, config.trailing_days)
     hold = bt.gap_holds(inputs, strategy.max_gap_days)
     pools = tuple(inputs.pools)
-    budget = 1.0 - strategy.base_buffer
     every = config.benchmark_every_days
     costs = strategy.costs()
-    optimizers = bt.ActiveOptimizers(inputs, strategy, costs)
+    optimizers = optimizers or SharedOptimizers(inputs, strategy if constrained else unconstrained(strategy), costs)
+    make_rule = RULES[kind]
 
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
         wealth = h.sum() + base
-        frozen = hold[t] & (h > 0)
-        if t % every:
-            x = h / wealth  # hold (drift), only sell what left the universe
-        else:
-            kept = float(h[frozen].sum() / wealth)
-            x = benchmark_weights(kind, apy, tvl, elig & ~frozen, t, budget - kept, config.trailing_days)
-            x[frozen] = h[frozen] / wealth
+        day_costs = inputs.costs_at(costs, t)
+        x = h / wealth  # between re-weightings: hold (drift); target_step sells what left the universe
+        if t % every == 0:
+            x = np.zeros(len(pools))
             idx = np.flatnonzero(elig[t] | (h > 0))
-            if constrained and idx.size:
-                optimizer = optimizers.get(idx).with_costs(inputs.costs_at(costs, t))
-                projected = optimizer.project(x[idx], tvl[t, idx], wealth, h[idx] / wealth, frozen=frozen[idx])
-                x = np.zeros(len(pools))
-                x[idx] = projected
-        return target_step(pools, x, tvl[t], wealth, h, costs=inputs.costs_at(costs, t), predicted_apy=apy[t],
+            if idx.size:
+                held = h[idx] > 0
+                frozen = hold[t, idx] & held
+                ok = elig[t, idx] & np.isfinite(apy[t, idx]) & np.isfinite(tvl[t, idx]) & (tvl[t, idx] > 0)
+                x0 = np.where(~ok & ~frozen, 0.0, h[idx] / wealth)  # forced sales: seen at 0, as rebalance_step does
+                score = np.where(ok, trail[t, idx], np.nan)
+                rule = make_rule(score, tvl[t, idx], day_costs, config)
+                x[idx] = fill_weights(optimizers.get(idx).with_costs(day_costs), rule, tvl[t, idx], wealth, x0,
+                                      gain_apy=score, frozen=frozen)
+        return target_step(pools, x, tvl[t], wealth, h, costs=day_costs, predicted_apy=apy[t],
                            eligible=elig[t], base=base, hold=hold[t])
 
     name = kind if constrained else kind + UNCONSTRAINED_SUFFIX
@@ -107,11 +155,14 @@ def run_benchmark(
 def run_benchmarks(
     inputs: bt.BacktestInputs, strategy: StrategyConfig, config: BacktestConfig | None = None
 ) -> dict[str, bt.BacktestResult]:
-    """Every configured benchmark under the strategy's limits, then its unconstrained variant."""
+    """Every configured rule under the strategy's limits, then the configured unconstrained variants."""
     config = config or BacktestConfig()
-    out = {k: run_benchmark(k, inputs, strategy, config) for k in config.benchmarks}
-    out |= {k + UNCONSTRAINED_SUFFIX: run_benchmark(k, inputs, strategy, config, constrained=False)
-            for k in config.benchmarks}
+    costs = strategy.costs()
+    shared = SharedOptimizers(inputs, strategy, costs)
+    out = {k: run_benchmark(k, inputs, strategy, config, optimizers=shared) for k in config.benchmarks}
+    free = SharedOptimizers(inputs, unconstrained(strategy), costs)
+    out |= {k + UNCONSTRAINED_SUFFIX: run_benchmark(k, inputs, strategy, config, constrained=False, optimizers=free)
+            for k in config.unconstrained_benchmarks}
     return out
 
 

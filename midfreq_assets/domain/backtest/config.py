@@ -9,7 +9,13 @@ from pydantic import Field, PositiveInt, model_validator
 
 from midfreq_assets.domain.config.base import StrictModel
 
-BENCHMARKS = ("equal_weight", "best_trailing_apy", "tvl_weighted")
+#: The benchmark rules (``benchmarks.py``, formulas in ``docs/METHOD.md`` "Benchmarks"), each filled
+#: under the vault's own limits.
+BENCHMARKS = ("best_trailing_apy", "top_k_trailing", "best_trailing_hysteresis", "incumbent", "equal_weight",
+              "tvl_weighted")
+#: The rules also shown without the position limits (``<rule>_unconstrained``, never the bar): the
+#: whole budget in the best trailing pool says what the caps cost.
+UNCONSTRAINED_BENCHMARKS = ("best_trailing_apy",)
 
 
 class WalkForwardConfig(StrictModel):
@@ -73,13 +79,26 @@ class BacktestConfig(StrictModel):
         description="yield the vault earns: adjusted_apy (haircut, underlying, peg and IL, each once) or the "
         "raw DefiLlama apy (no adjustment at all, for comparison)",
     )
-    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS))
+    benchmarks: list[str] = Field(default_factory=lambda: list(BENCHMARKS),
+                                  description=f"benchmark rules under the vault's limits, of {list(BENCHMARKS)}")
+    unconstrained_benchmarks: list[str] = Field(
+        default_factory=lambda: list(UNCONSTRAINED_BENCHMARKS),
+        description="rules also run without the position limits (budget only), shown as <rule>_unconstrained")
     benchmark_rebalance_days: int | None = Field(
         default=None, ge=1, description="benchmarks re-weight every k days (default: the strategy's cadence)"
     )
-    trailing_days: int = Field(default=7, ge=1, description="window of the best-trailing-APY benchmark")
+    trailing_days: int = Field(default=7, ge=1, description="window of the trailing earned APY the benchmarks rank by")
+    top_k: PositiveInt = Field(default=5, description="pools of the top_k_trailing benchmark")
     walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _known_benchmarks(self) -> BacktestConfig:
+        unknown = sorted(set(self.benchmarks) | set(self.unconstrained_benchmarks))
+        unknown = [b for b in unknown if b not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
+        return self
 
     @property
     def benchmark_every_days(self) -> int:

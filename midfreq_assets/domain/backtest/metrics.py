@@ -16,7 +16,7 @@ from midfreq_assets.domain.backtest.engine import BacktestResult
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 METRIC_COLUMNS = [
-    "log_growth", "base_rate", "excess_log_growth", "volatility", "excess_sharpe", "excess_sortino",
+    "log_growth", "base_rate", "excess_log_growth", "invested_share", "volatility", "excess_sharpe", "excess_sortino",
     "max_drawdown", "excess_calmar", "turnover", "cost_drag", "gas_usd", "il_drag", "price_pnl",
     "il_data_missing_share", "gap_pool_days", "empty_universe_days", "entropy", "tracking_error",
     "final_wealth", "years", "solver_failures",
@@ -74,13 +74,15 @@ def backtest_metrics(result: BacktestResult, base_rate: float = 0.0) -> dict[str
     ``il_drag`` and ``price_pnl`` are the IL paid and the legs' price P&L per year (fractions of mean
     wealth); ``il_data_missing_share`` the share of held pool-days of multi-token pools without
     DefiLlama il7d (estimated or flagged); ``gap_pool_days`` held pool-days kept through a data gap;
-    ``empty_universe_days`` decision days with no pool in the universe (cash held)."""
+    ``empty_universe_days`` decision days with no pool in the universe (cash held);
+    ``invested_share`` the mean over the days of the share of wealth invested after each decision."""
     s = result.steps
     if s.empty:
         return {k: float("nan") for k in METRIC_COLUMNS} | {"base_rate": float(base_rate), "years": 0.0}
     out = wealth_metrics(result.wealth, base_rate)
     years = out["years"]
     mean_w = float(s["wealth_start"].mean())
+    out["invested_share"] = float(s["invested"].mean()) if "invested" in s else float("nan")
     out["turnover"] = float(s["turnover"].sum() / years) if years > 0 else float("nan")  # per year
     out["cost_drag"] = _per_year(s["cost_usd"] + s["gas_usd"], mean_w, years)
     out["gas_usd"] = float(s["gas_usd"].sum())

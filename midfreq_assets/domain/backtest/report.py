@@ -1,14 +1,16 @@
 """Backtest report: plots (matplotlib Agg, base64 PNG) and one self-contained HTML page.
 
 A grid report leads with the walk-forward row (the policy chosen window by window on past data
-only, traded out of sample), beside the benchmarks on the same days, the grid's probability of
-backtest overfitting, the deflated Sharpe ratio and a bootstrap interval of the excess over the
-best benchmark; then every point's metrics on those days (the best of them is chosen with
-hindsight: an upper bound), the wealth and drawdown paths, the chosen points per window, the
-walk-forward's weights, each metric's sensitivity to each hyperparameter, and predicted vs
-realized APY (is the predictor any good, and is it biased?); then the analysis of the original
-research notebook (``analysis.py``): per-pool APY and tracking error over time, cumulative
-transaction costs, and the portfolio's APY against the best APY available each day.
+only, traded out of sample) beside the bar, the strongest constrained benchmark on the same days,
+with the invested share of every row, the excess over the bar and its bootstrap interval, the
+grid's probability of backtest overfitting (and how many points and splits it rests on), and the
+deflated Sharpe ratio on the daily excess over the bar beside the plain one; then every point's
+metrics on those days (the best of them is chosen with hindsight: an upper bound), the wealth and
+drawdown paths, the chosen points per window, the walk-forward's weights, each metric's
+sensitivity to each hyperparameter, and predicted vs realized APY (is the predictor any good, and
+is it biased?); then the analysis of the original research notebook (``analysis.py``): per-pool APY
+and tracking error over time, cumulative transaction costs, and the portfolio's APY against the
+best APY available each day.
 """
 
 from __future__ import annotations
@@ -31,11 +33,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HEADLINE_COLUMNS = ["name", "log_growth", "excess_log_growth", "volatility", "excess_sharpe", "max_drawdown",
-                    "turnover", "cost_drag", "il_drag", "price_pnl", "entropy", "tracking_error"]
+HEADLINE_COLUMNS = ["name", "role", "log_growth", "invested_share", "excess_over_bar", "excess_log_growth",
+                    "volatility", "excess_sharpe", "max_drawdown", "turnover", "cost_drag", "il_drag", "price_pnl",
+                    "entropy", "tracking_error"]
 #: Columns of the walk-forward row (``pbo`` also on every grid point row: one value per grid).
-EVALUATION_COLUMNS = ["pbo", "deflated_sharpe", "excess_vs_benchmark", "excess_ci_low", "excess_ci_high"]
+EVALUATION_COLUMNS = ["pbo", "deflated_sharpe", "deflated_sharpe_excess", "excess_vs_benchmark", "excess_ci_low",
+                      "excess_ci_high"]
 WALK_FORWARD_KIND = "walk_forward"
+#: What each row of a grid report is (column ``role``).
+ROLE_WALK_FORWARD = "walk-forward (out of sample)"
+ROLE_BAR = "bar: strongest constrained benchmark"
+ROLE_HINDSIGHT = "hindsight best point (upper bound)"
+ROLE_POINT = "grid point (fixed over the history)"
+ROLE_BENCHMARK = "constrained benchmark"
+ROLE_UNCONSTRAINED = "unconstrained (never the bar)"
 
 
 def fig_to_base64(fig: plt.Figure) -> str:
@@ -196,10 +207,18 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
 
-def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: list[str] | None = None) -> str:
-    """A self-contained page: headline table, then (heading, base64 PNG[, table]) sections."""
+def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: list[str] | None = None,
+                lead: pd.DataFrame | None = None, summary: str = "") -> str:
+    """A self-contained page: the lead table (the walk-forward, the bar, the hindsight best point and
+    the other benchmarks) with ``summary`` under it, the whole table, then (heading, base64 PNG[,
+    table]) sections."""
     body = [f"<h1>{html.escape(title)}</h1>"]
+    if lead is not None and len(lead):
+        body.append(_table_html(lead))
+    if summary:
+        body.append(f"<p><b>{html.escape(summary)}</b></p>")
     body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
+    body.append("<h2>Every row</h2>" if lead is not None and len(lead) else "")
     body.append(_table_html(table))
     for heading, b64, *extra in sections:
         body.append(f"<h2>{html.escape(heading)}</h2>{img_tag(b64, heading)}")
@@ -240,7 +259,44 @@ def report_table(grid_name: str, parameters: list[str], points: list[tuple[str, 
     if "benchmark_set" not in table:
         table["benchmark_set"] = ""
     table["benchmark_set"] = table["benchmark_set"].fillna("")
-    return table[["grid", "name", "kind", "benchmark_set", *extra, *parameters, *metric_columns, *EVALUATION_COLUMNS]]
+    table["role"] = row_roles(table, str(stats.get("excess_over", "")))
+    bar = table.loc[table["role"] == ROLE_BAR, "log_growth"]
+    table["excess_over_bar"] = table["log_growth"] - (float(bar.iloc[0]) if len(bar) else np.nan)
+    return table[["grid", "name", "kind", "role", "benchmark_set", *extra, *parameters, *metric_columns,
+                  "excess_over_bar", *EVALUATION_COLUMNS]]
+
+
+def row_roles(table: pd.DataFrame, bar: str) -> pd.Series:
+    """Each row's role: the walk-forward, the bar (``bar``: the strongest constrained benchmark), the
+    grid point best in hindsight (an upper bound), the other points, constrained and unconstrained
+    benchmarks."""
+    role = pd.Series(ROLE_POINT, index=table.index, dtype=object)
+    bench = table["kind"] == "benchmark"
+    role[bench] = [ROLE_BENCHMARK if is_constrained(n) else ROLE_UNCONSTRAINED for n in table.loc[bench, "name"]]
+    role[bench & (table["name"] == bar)] = ROLE_BAR
+    role[table["kind"] == WALK_FORWARD_KIND] = ROLE_WALK_FORWARD
+    points = table[table["kind"] == "grid_point"]
+    if len(points) and points["log_growth"].notna().any():
+        role[points["log_growth"].idxmax()] = ROLE_HINDSIGHT
+    return role
+
+
+def lead_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's first table: the walk-forward, the bar, the hindsight best point (an upper bound),
+    then the other benchmarks of the bar's set (constrained, then unconstrained, by log growth)."""
+    if "role" not in table:
+        return table.iloc[0:0]
+    first = [ROLE_WALK_FORWARD, ROLE_BAR, ROLE_HINDSIGHT]
+    head = pd.concat([table[table["role"] == r] for r in first])
+    bar = table[table["role"] == ROLE_BAR]
+    rest = table[table["kind"] == "benchmark"]
+    if len(bar):
+        rest = rest[rest["benchmark_set"] == bar["benchmark_set"].iloc[0]]
+    rest = rest[~rest.index.isin(head.index)]
+    rest = rest.assign(_u=rest["role"] == ROLE_UNCONSTRAINED).sort_values(["_u", "log_growth"],
+                                                                          ascending=[True, False])
+    out = pd.concat([head, rest.drop(columns="_u")])
+    return out[[c for c in HEADLINE_COLUMNS if c in out]].reset_index(drop=True)
 
 
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
@@ -250,28 +306,32 @@ def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
 
 
 def headline_markdown(table: pd.DataFrame) -> str:
-    """The report's headline columns as a markdown table: the walk-forward row first, then the
-    benchmarks and grid points by log growth."""
-    head = table[["name", "kind", *[c for c in HEADLINE_COLUMNS if c in table and c != "name"]]]
-    first = head["kind"] == WALK_FORWARD_KIND
-    ordered = pd.concat([head[first], head[~first].sort_values("log_growth", ascending=False)])
-    return ordered.to_markdown(index=False, floatfmt=".4g")
+    """The report's first table (:func:`lead_table`) as markdown."""
+    return lead_table(table).to_markdown(index=False, floatfmt=".4g")
 
 
 def evaluation_markdown(stats: dict[str, object], notes: list[str]) -> str:
-    """How sure we are, in three lines: PBO, deflated Sharpe, the excess over the best benchmark."""
+    """How sure we are: the excess over the bar and its interval, PBO (on how many points and
+    splits), the deflated Sharpe on the excess over the bar and the plain one."""
     lines = []
-    if "pbo" in stats:
-        lines.append(f"- probability of backtest overfitting (CSCV, {stats['pbo_splits']} splits, "
-                     f"{stats['pbo_combinations']} combinations, {stats['pbo_points']} points): **{stats['pbo']:.3f}**")
-    if "deflated_sharpe" in stats:
-        lines.append(f"- deflated Sharpe ratio of the walk-forward ({stats['dsr_trials']} trials): "
-                     f"**{stats['deflated_sharpe']:.3f}** (daily Sharpe {stats['daily_sharpe']:.3f} vs "
-                     f"{stats['expected_max_daily_sharpe']:.3f} expected from luck)")
     if "excess_vs_benchmark" in stats:
-        lines.append(f"- excess log growth over {stats['excess_over']} (the best constraint-matched benchmark): "
+        lines.append(f"- excess log growth over {stats['excess_over']} (the strongest of {stats['bar_candidates']} "
+                     "constrained benchmark rows on these days): "
                      f"**{stats['excess_vs_benchmark']:+.4f}/yr**, {stats['excess_confidence']:.0%} bootstrap CI "
                      f"[{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}]")
+    if "pbo" in stats:
+        lines.append(f"- probability of backtest overfitting: **{stats['pbo']:.3f}** (CSCV over {stats['pbo_points']} "
+                     f"grid points, {stats['pbo_splits']} splits, {stats['pbo_combinations']} combinations, "
+                     f"{stats['pbo_days']} days)")
+    if "deflated_sharpe_excess" in stats:
+        lines.append(f"- deflated Sharpe ratio of the walk-forward's daily excess over {stats['excess_over']} "
+                     f"({stats['dsr_trials']} trials): **{stats['deflated_sharpe_excess']:.3f}** (daily Sharpe "
+                     f"{stats['daily_sharpe_excess']:.3f} vs {stats['expected_max_daily_sharpe_excess']:.3f} expected "
+                     "from luck)")
+    if "deflated_sharpe" in stats:
+        lines.append(f"- plain deflated Sharpe ratio (returns over the base rate, {stats['dsr_trials']} trials): "
+                     f"{stats['deflated_sharpe']:.3f} (daily Sharpe {stats['daily_sharpe']:.3f} vs "
+                     f"{stats['expected_max_daily_sharpe']:.3f} expected from luck)")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
@@ -280,7 +340,8 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
                   benchmarks: list[str], best_weights: pd.DataFrame, best_steps: pd.DataFrame,
                   pool_labels: dict[str, str], notes: list[str],
                   analysis_part: list[tuple[str, str, pd.DataFrame | None]] | None = None,
-                  windows: pd.DataFrame | None = None, objective: str = "log_growth") -> tuple[str, str]:
+                  windows: pd.DataFrame | None = None, objective: str = "log_growth",
+                  summary: str = "") -> tuple[str, str]:
     """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata);
     ``analysis_part``: :func:`analysis_sections`, appended. With ``windows`` (the walk-forward's
     chosen points) the weights and predictions shown (``best_weights``, ``best_steps``) are the
@@ -291,7 +352,8 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
     highlight = list(dict.fromkeys([lead, best, *benchmarks]))
     wealth_png = plot_wealth(wealth, highlight)
     sections: list[tuple] = [
-        ("Wealth: all grid points (thin), walk-forward, best point in hindsight and benchmarks", wealth_png),
+        ("Wealth: all grid points (thin), walk-forward, best point in hindsight (an upper bound) and the "
+         "benchmarks of the bar's set", wealth_png),
         ("Drawdowns", plot_drawdowns(wealth, highlight)),
     ]
     if windows is not None:
@@ -304,7 +366,7 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
         (f"Predicted vs realized portfolio APY ({lead})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]
-    return html_report(title, table, sections, notes), wealth_png
+    return html_report(title, table, sections, notes, lead_table(table), summary), wealth_png
 
 
 def grid_report(title: str, grid_name: str, parameters: list[str], params_of: dict[str, dict[str, object]],
@@ -316,7 +378,8 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
     walk-forward's out-of-sample days (the whole history when there is no walk-forward), ratios on
     returns in excess of ``base_rate``; ``set_of`` names each point's benchmark set. The analysis
     sections follow the walk-forward (its re-simulated windows keep per-pool APYs), or the best
-    point re-run by ``rerun(name)`` when there is none."""
+    point re-run by ``rerun(name)`` when there is none; the plots show the benchmarks of the bar's
+    set."""
     set_of = set_of or {}
     points = [(name, {**params_of[name], "benchmark_set": set_of.get(name, "")}, backtest_metrics(r, base_rate))
               for name, r in evaluation.points.items()]
@@ -327,32 +390,49 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
                          walk_forward=backtest_metrics(wf.result, base_rate) if wf else None,
                          stats=evaluation.stats(), period=evaluation.period)
     lead = wf.result if wf else rerun(str(best_point(table)["name"]))
-    runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **evaluation.benchmarks}
-    benchmarks = [n for n in evaluation.benchmarks if is_constrained(n)]
+    # plots: the grid points, the walk-forward and the benchmarks of the bar's set (the table has every set)
+    bar_set = benchmark_set_of(evaluation.excess_over or next(iter(evaluation.benchmarks), ""))
+    shown = {k: r for k, r in evaluation.benchmarks.items() if benchmark_set_of(k) == bar_set}
+    runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **shown}
+    benchmarks = [n for n in shown if is_constrained(n)]
     analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
                                       benchmarks)
     page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
                               lead.weight_panel(), lead.steps, pool_labels, [*notes, *evaluation.notes],
-                              analysis_part, wf.windows if wf else None, objective)
+                              analysis_part, wf.windows if wf else None, objective,
+                              headline(table, evaluation.stats()))
     return table, page, png
 
 
 def headline(table: pd.DataFrame, stats: dict[str, object]) -> str:
-    """One line: the walk-forward out of sample against the best benchmark, and how sure we are."""
+    """One line: the walk-forward out of sample against the bar (the strongest constrained benchmark)
+    on the same days, invested shares, the excess and its interval, PBO on how many points and
+    splits, the deflated Sharpe on the excess (and the plain one), the hindsight best point."""
     wf = table[table["kind"] == WALK_FORWARD_KIND]
     if wf.empty:
         best = best_point(table)
         return f"no walk-forward (history too short); best point in hindsight {best['name']}: " \
-               f"log growth {best['log_growth']:.4f}/yr"
-    line = (f"walk-forward {wf['log_growth'].iloc[0]:.4f}/yr out of sample {stats['oos_start']}..{stats['oos_end']} "
-            f"({stats['windows']} windows)")
+               f"log growth {best['log_growth']:.4f}/yr (an upper bound)"
+    line = (f"walk-forward {wf['log_growth'].iloc[0]:.4f}/yr (invested {_share(wf)}) out of sample "
+            f"{stats['oos_start']}..{stats['oos_end']} ({stats['windows']} windows)")
     if "excess_over" in stats:
         bench = table[table["name"] == stats["excess_over"]]
-        line += (f" vs {stats['excess_over']} {bench['log_growth'].iloc[0]:.4f}/yr: excess "
-                 f"{stats['excess_vs_benchmark']:+.4f} [{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}] "
-                 f"{stats['excess_confidence']:.0%} CI")
+        line += (f" vs the strongest constrained benchmark {stats['excess_over']} {bench['log_growth'].iloc[0]:.4f}/yr "
+                 f"(invested {_share(bench)}): excess {stats['excess_vs_benchmark']:+.4f} "
+                 f"[{stats['excess_ci_low']:+.4f}, {stats['excess_ci_high']:+.4f}] {stats['excess_confidence']:.0%} CI")
     if "pbo" in stats:
-        line += f"; PBO {stats['pbo']:.3f} ({stats['pbo_splits']} splits)"
+        line += f"; PBO {stats['pbo']:.3f} ({stats['pbo_points']} points, {stats['pbo_splits']} splits)"
+    if "deflated_sharpe_excess" in stats:
+        line += f"; deflated Sharpe of the excess {stats['deflated_sharpe_excess']:.3f}"
     if "deflated_sharpe" in stats:
-        line += f"; deflated Sharpe {stats['deflated_sharpe']:.3f}"
+        line += f" (plain {stats['deflated_sharpe']:.3f})" if "deflated_sharpe_excess" in stats \
+            else f"; deflated Sharpe {stats['deflated_sharpe']:.3f}"
+    hindsight = table[table["kind"] == "grid_point"]
+    if len(hindsight) and hindsight["log_growth"].notna().any():
+        best = hindsight.loc[hindsight["log_growth"].idxmax()]
+        line += f"; hindsight best point {best['name']} {best['log_growth']:.4f}/yr (an upper bound)"
     return line
+
+
+def _share(rows: pd.DataFrame) -> str:
+    return f"{rows['invested_share'].iloc[0]:.2f}" if "invested_share" in rows and len(rows) else "n/a"

@@ -39,6 +39,9 @@ def format_validation_error(path: Path | str, err: ValidationError) -> str:
     lines = [f"{path}: invalid configuration ({err.error_count()} problem(s))"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        if not e["loc"] and e["type"] == "value_error":  # a check across keys: its message names them
+            lines.append(f"  - {str(e['msg']).removeprefix('Value error, ')}")
+            continue
         if e["type"] == "extra_forbidden":
             problem = "unknown key (typo?)"
         else:

@@ -18,6 +18,7 @@ from midfreq_assets.domain.config.symbol_patterns import compile_symbol_pattern
 from midfreq_assets.domain.config.tokens import ReferenceAsset
 from midfreq_assets.domain.ingest.pool_ids import validate_pool_id
 from midfreq_assets.domain.ingest.ranking import TopPoolsConfig
+from midfreq_assets.domain.portfolio.limits import static_cap_problems
 from midfreq_assets.domain.portfolio.live_config import ExecutionConfig, IntradayConfig, PositionsConfig
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research.features import FeatureMapConfig, yield_feature_map
@@ -137,6 +138,13 @@ class VaultConfig(StrictModel):
                 if slug in seen and seen[slug] != tier:
                     raise ValueError(f"protocol {slug!r} is in two tiers: {seen[slug]!r} and {tier!r}")
                 seen[slug] = tier
+        return self
+
+    @model_validator(mode="after")
+    def _caps_can_hold_the_budget(self) -> VaultConfig:
+        problems = static_cap_problems(self.strategy, self.chains, sorted(self.protocol_slugs), self.selected_pools)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

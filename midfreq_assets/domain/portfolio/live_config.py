@@ -84,6 +84,8 @@ class ExecutionConfig(StrictModel):
     backoff_max_s: float = Field(default=10.0, gt=0, description="longest wait between attempts")
     timeout_s: float = Field(default=10.0, gt=0)
     request_deadline_s: float = Field(default=30.0, gt=0, description="a whole answer must arrive within this")
+    total_deadline_s: float = Field(default=90.0, gt=0, description="one order with all its retries and backoffs: "
+                                    "past it the order is left without a definitive answer (re-sent by the next run)")
     min_order_usd: float = Field(default=0.0, ge=0, description="orders below this are not sent (kept in the ticket)")
 
 

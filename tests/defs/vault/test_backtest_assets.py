@@ -63,8 +63,8 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert result.success
     table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
     # the walk-forward leads; every row covers its out-of-sample days; each cost's points face
-    # benchmarks paying that cost, constrained and unconstrained
-    assert list(table["kind"]) == ["walk_forward"] + ["grid_point"] * 2 + ["benchmark"] * 12
+    # benchmarks paying that cost: the six rules under the limits, and the best trailing pool unconstrained
+    assert list(table["kind"]) == ["walk_forward"] + ["grid_point"] * 2 + ["benchmark"] * 14
     assert table["period_start"].nunique() == 1 and table["period_start"].iloc[0] > pd.Timestamp("2024-09-01")
     assert table.loc[1:2, "benchmark_set"].tolist() == ["@cost-0.0005", "@cost-0.002"]
     assert {"equal_weight@cost-0.002", "best_trailing_apy_unconstrained@cost-0.0005"} <= set(table["name"])
@@ -75,6 +75,10 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert (table["base_rate"] == VAULT.backtest.base_rate).all()
     assert (table["excess_log_growth"] - (table["log_growth"] - table["base_rate"])).abs().max() < 1e-12
     assert (table["il_drag"] > 0).all()  # the -0.1%/yr IL inside adjusted_apy, charged once
+    # the bar is a constrained benchmark; the benchmarks are invested (the old projected ones held ~0.25)
+    bar = table[table["role"] == "bar: strongest constrained benchmark"]
+    assert len(bar) == 1 and "_unconstrained" not in bar["name"].iloc[0]
+    assert (table.loc[table["kind"] == "benchmark", "invested_share"] > 0.9).all()
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
     assert html.count("data:image/png;base64,") == 10  # 6 plots (one: the walk-forward's), 4 analysis sections
     assert "Walk-forward: the point chosen" in html and "test_log_growth" in html
@@ -82,6 +86,7 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
     assert meta_out["headline"].value.startswith("walk-forward ") and meta_out["pbo_splits"].value == 16
+    assert "strongest constrained benchmark" in meta_out["headline"].value and "deflated_sharpe_excess" in meta_out
     assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in meta_out["walk_forward_windows"].value
 
     # a new grid value: only the new point is registered (and run) by the sensor

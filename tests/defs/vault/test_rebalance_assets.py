@@ -64,7 +64,7 @@ def test_range_backfill_carries_holdings_over(pipe):
         assert current.drop(held.index, errors="ignore").fillna(0).eq(0).all()
     evaluations = {e.check_name: e.passed for e in pipe.result.get_asset_check_evaluations()}
     # usd_lending is live from 2025-06-05 only: these days are simulated, nothing to reconcile
-    assert evaluations == {"weights_within_limits": True, "positions_reconciled": True}
+    assert evaluations == {"weights_within_limits": True, "positions_reconciled": True, "caps_leave_budget_idle": True}
     meta = next(e.materialization.metadata for e in pipe.result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "usd_lending/rebalance_weights")
     assert meta["optimizer_builds"].value <= len(days(START, END))
@@ -90,3 +90,25 @@ def test_missing_previous_day_fails_loudly_by_default(pipe, tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
     assert "previous day 2024-06-26 is not in the lake" in failure and "on_missing_upstream_days" in failure
     assert not (pipe.lake / "usd_lending" / "rebalance_weights" / f"{day}.parquet").exists()
+
+
+def test_caps_that_keep_the_budget_idle_warn_and_are_named(pipe):
+    """Chain caps summing to 0.5 with a 0.02 buffer (a config the loader refuses; here built in code, as a
+    decision-time case): the rebalance is green but says it, in its metadata, solver message and a WARN check.
+    Runs last: it rewrites END."""
+    caps = {"Ethereum": 0.2, "Base": 0.1, "Arbitrum": 0.1, "Polygon": 0.05, "Avalanche": 0.05}
+    vault = pipe.vault.model_copy(update={
+        "on_missing_upstream_days": "tolerate",
+        "strategy": pipe.vault.strategy.model_copy(update={"chain_caps": caps, "base_buffer": 0.02})})
+    assets = build_rebalance_assets(vault)
+    others = [a for a in pipe.all if a not in pipe.rebalance]
+    result = materialize([*others, *assets], selection=assets, resources=pipe.resources, instance=pipe.instance,
+                         partition_key=END)
+    meta = next(e.materialization.metadata for e in result.get_asset_materialization_events())
+    rows = pipe.frame("usd_lending", "rebalance_weights", partition=END)
+    forced = meta["caps_idle_share"].value
+    assert forced >= 0.98 - 0.5 - 1e-9 and rows["target_weight"].sum() <= 0.5 + 1e-6
+    assert "caps leave" in meta["solver_message"].value and "chain_caps.Ethereum=0.2" in meta["binding_caps"].value
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "caps_leave_budget_idle")
+    assert not check.passed and check.severity.value == "WARN" and check.metadata["days_over_threshold"].value == 1
+    assert next(e for e in result.get_asset_check_evaluations() if e.check_name == "weights_within_limits").passed

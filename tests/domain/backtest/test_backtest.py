@@ -10,6 +10,7 @@ import pytest
 
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest.benchmarks import run_benchmark, run_benchmarks
+from midfreq_assets.domain.backtest.config import BENCHMARKS
 from midfreq_assets.domain.config.vault import load_vault_config
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
@@ -103,15 +104,18 @@ def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic
 def test_benchmarks_use_same_accounting():
     inputs = two_pool_inputs([[0.10, 0.05], [0.10, 0.05], [0.10, 0.05]], tvl=1e15)
     strategy = StrategyConfig(cost=0.0, gas_usd=0.0)
-    cfg = bt.BacktestConfig(initial_wealth=1000.0, trailing_days=1, benchmark_rebalance_days=30)  # buy and hold
+    cfg = bt.BacktestConfig(initial_wealth=1000.0, trailing_days=1, benchmark_rebalance_days=30, top_k=2,
+                            unconstrained_benchmarks=list(BENCHMARKS))  # buy and hold
     res = run_benchmarks(inputs, strategy, cfg)
-    assert set(res) == {"equal_weight", "best_trailing_apy", "tvl_weighted", "equal_weight_unconstrained",
-                        "best_trailing_apy_unconstrained", "tvl_weighted_unconstrained"}
+    assert set(res) == set(BENCHMARKS) | {f"{k}_unconstrained" for k in BENCHMARKS}
     growth = {k: math.log(r.wealth.iloc[-1] / 1000.0) / (2 / 365) for k, r in res.items()}
-    assert growth["equal_weight"] == pytest.approx(math.log(0.5 * math.exp(0.1 * 2 / 365) + 0.5 * math.exp(0.05 * 2 / 365)) / (2 / 365))
-    assert growth["best_trailing_apy"] == pytest.approx(0.10)
+    both = math.log(0.5 * math.exp(0.1 * 2 / 365) + 0.5 * math.exp(0.05 * 2 / 365)) / (2 / 365)
+    assert growth["equal_weight"] == pytest.approx(both)
+    assert growth["top_k_trailing"] == pytest.approx(both)  # k = 2: both pools, equal weight
+    for kind in ("best_trailing_apy", "best_trailing_hysteresis", "incumbent"):
+        assert growth[kind] == pytest.approx(0.10)
     assert growth["tvl_weighted"] == pytest.approx(growth["equal_weight"])
-    for kind in ("equal_weight", "best_trailing_apy", "tvl_weighted"):  # no limits to bind: same answer
+    for kind in BENCHMARKS:  # no limits to bind: same answer
         assert growth[f"{kind}_unconstrained"] == pytest.approx(growth[kind])
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benchmark("nope", inputs, strategy)

@@ -119,3 +119,40 @@ def test_a_few_aliases_still_work(tmp_path: Path):
     path.write_text("base: &base {cost: 0.001, gas_usd: 5}\nlow: *base\nhigh: {<<: *base, cost: 0.01}\n")
     data = read_yaml(path)
     assert data["low"] == {"cost": 0.001, "gas_usd": 5} and data["high"]["cost"] == 0.01
+
+
+def _strategy(**changes) -> dict:
+    return yaml.safe_load(VAULT.read_text())["strategy"] | changes
+
+
+def test_chain_caps_that_cannot_hold_the_budget_are_an_error_naming_keys_and_sum(tmp_path):
+    caps = {"Ethereum": 0.2, "Base": 0.1, "Arbitrum": 0.1, "Polygon": 0.05, "Avalanche": 0.05}
+    path = write_vault(tmp_path, strategy=_strategy(chain_caps=caps, base_buffer=0.02))
+    with pytest.raises(ConfigError) as err:
+        load_vault_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: invalid configuration (1 problem(s))")
+    assert "strategy.chain_caps: every one of the vault's chains is capped" in message
+    assert "sum to 0.5, below the budget 1 - strategy.base_buffer = 0.98" in message and "'Ethereum'" not in message
+    assert len(message.splitlines()) == 2  # one short line per problem, not the whole config
+    # a chain without a cap can take the rest: valid, whatever the sum of the others
+    ok = write_vault(tmp_path, strategy=_strategy(chain_caps={k: v for k, v in caps.items() if k != "Base"}))
+    assert load_vault_config(ok).strategy.chain_caps["Ethereum"] == 0.2
+    # caps on chains the vault does not hold do not count
+    assert load_vault_config(write_vault(tmp_path, strategy=_strategy(chain_caps={"Optimism": 0.1})))
+
+
+def test_protocol_caps_and_allow_list_that_cannot_hold_the_budget(tmp_path):
+    caps = {"aave-v3": 0.3, "morpho-blue": 0.3, "fluid-lending": 0.1, "euler-v2": 0.1}
+    with pytest.raises(ConfigError, match=r"strategy\.protocol_caps: every one of the vault's protocols is capped "
+                       r"\(aave-v3, euler-v2, fluid-lending, morpho-blue\) and the caps sum to 0\.8"):
+        load_vault_config(write_vault(tmp_path, strategy=_strategy(protocol_caps=caps)))
+    # with a 25% buffer the same caps hold the budget (0.75)
+    assert load_vault_config(write_vault(tmp_path, strategy=_strategy(protocol_caps=caps, base_buffer=0.25)))
+    pools = ["f981a304-bb6c-45b8-b0c5-fd2f515ad23a", "aa70268e-4b52-42bf-a116-608b370f9501"]
+    with pytest.raises(ConfigError, match=r"strategy\.concentration_limit: 0\.25 x 2 selected_pools = 0\.5"):
+        load_vault_config(write_vault(tmp_path, selected_pools=pools))
+
+
+def test_every_shipped_vault_config_still_loads():
+    assert set(load_vault_configs()) >= {"usd_lending", "usd_curated", "eth_staking", "btc_lending"}

@@ -82,7 +82,10 @@ def test_symbol_patterns_vouch_only_for_unresolved_vault_share_symbols():
 
 def test_selected_pools_is_an_allow_list_and_validated():
     other = "bbbbbbbb-0000-4000-8000-000000000002"
-    got = reasons([pool(POOL_A), pool(other)], vault(selected_pools=[POOL_A.upper()]))
+    # one allow-listed pool holds the budget only without a concentration limit (else refused at load)
+    single = vault(selected_pools=[POOL_A.upper()],
+                   strategy=BASE.strategy.model_dump(mode="python") | {"concentration_limit": 1.0})
+    got = reasons([pool(POOL_A), pool(other)], single)
     assert pd.isna(got[POOL_A]) and got[other] == "not in selected_pools"
     with pytest.raises(ConfigError, match="selected_pools: .*not-a-uuid. is not a UUID"):
         vault(selected_pools=["not-a-uuid"])

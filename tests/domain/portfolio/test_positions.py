@@ -51,15 +51,22 @@ def test_csv_and_json_rows_with_usd_or_token_amounts():
     (b"", "csv", "not a readable CSV"),
     (csv("pool,amount_usd"), "csv", "missing column(s) ['as_of']"),
     (csv("pool,amount_usd,as_of"), "csv", "no rows"),
-    (csv("pool,amount_usd,as_of", f"{A},12O0,2025-06-05"), "csv", "row 0: amount_usd: not a number ('12O0')"),
-    (csv("pool,amount_usd,as_of", f"{A},inf,2025-06-05"), "csv", "row 0: amount_usd: not a finite number"),
+    (csv("pool,amount_usd,as_of", f"{A},12O0,2025-06-05"), "csv", "line 2: amount_usd: not a number ('12O0')"),
+    (csv("pool,amount_usd,as_of", f"{A},inf,2025-06-05"), "csv", "line 2: amount_usd: not a finite number"),
     (csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", f"{B},2,yesterday"), "csv",
-     "row 1: as_of: not an ISO date/time ('yesterday')"),
-    (csv("pool,amount,as_of", f"{A},100,2025-06-05"), "csv", "row 0 (pool '" + A + "'): needs amount_usd, or amount"),
+     "line 3: as_of: not an ISO date/time ('yesterday')"),
+    (csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", "", f"{B},2,yesterday"), "csv",
+     "line 4: as_of: not an ISO date/time ('yesterday')"),  # a blank line still counts
+    (csv("pool,amount,as_of", f"{A},100,2025-06-05"), "csv", "line 2 (pool '" + A + "'): needs amount_usd, or amount"),
     (csv("pool,amount_usd,amount,price_usd,as_of", f"{A},100,100,2,2025-06-05"), "csv", "disagrees with amount"),
     (b"{not json", "json", "not valid JSON"),
     (b'{"rows": 3}', "json", "expected a JSON list of rows"),
-    (b'[{"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"}, 7]', "json", "row 1: expected an object"),
+    (b'[{"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"}, 7]', "json", "element [1] (line 1): expected an object"),
+    (b'{"vault": "v", "positions": [\n  {"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"},\n'
+     b'  {"pool": "cash", "amount_usd": "x", "as_of": "2025-06-05"}\n]}', "json",
+     "positions[1] (line 3): amount_usd: not a number ('x')"),
+    (b'[\n {"pool": "cash",\n  "amount_usd": 1, "as_of": "2025-06-05"},\n {"pool": "cash", "amount_usd": 1,\n'
+     b'  "as_of": "soon"}]', "json", "element [1] (line 4): as_of: not an ISO date/time ('soon')"),
 ])
 def test_unreadable_files_name_source_row_and_column(data, fmt, message):
     with pytest.raises(PositionsError) as err:

@@ -44,6 +44,20 @@ def test_drip_feed_is_abandoned_within_the_deadline(replay_env):
     assert replay_env.count(CHART) == 2  # retried once (transient), then given up
 
 
+def test_drip_feed_costs_at_most_the_total_deadline_whatever_max_attempts(replay_env):
+    # the replay server's drip mode (midfreq replay --drip-rate 1 --drip-interval-ms 50): five attempts of
+    # 1.5 s each would be 7.5 s and more; the request's total deadline (retries and backoffs included)
+    # stops it at 2 s, the last attempt cut to the time left
+    client = yields(replay_env, timeout_s=1.0, request_deadline_s=1.5, total_deadline_s=2.0, max_attempts=5)
+    with replay_env.faulted(drip_rate=1.0, drip_interval_ms=50):
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match=r"total deadline is 2 s, retries included"):
+            client.chart(POOL)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.0 + 0.5  # the total deadline (each chunk arrives well within the read timeout)
+    assert 2 <= replay_env.count(CHART) < 5
+
+
 def test_drip_once_heals_on_retry(replay_env):
     replay_env.drip(CHART, interval_ms=50, times=1)
     client = yields(replay_env, timeout_s=1.0, request_deadline_s=0.5, max_attempts=2)

@@ -20,6 +20,7 @@ from dagster import (
     materialize,
 )
 
+from midfreq_assets.pipeline import failure_message
 from midfreq_resources.io import lake
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
@@ -234,14 +235,20 @@ def _break(path, how: str) -> None:
 def test_a_broken_partition_file_is_named_with_what_is_wrong(tmp_path, how, message):
     io = ParquetIOManager(root=str(tmp_path))
     assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
-    _break(tmp_path / "daily_values" / "2024-01.parquet", how)
+    path = tmp_path / "daily_values" / "2024-01.parquet"
+    _break(path, how)
     result = materialize([daily_values_with_schema, windowed], resources={"io": io}, partition_key="2024-01-04",
                          selection=[windowed], raise_on_error=False)
     assert not result.success
     error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
-    text = error.message + (error.cause.message if error.cause else "")
-    assert "LakeReadError" in text and "Buffer" not in text
-    assert re.search(message, text), text
+    # the step's own error leads with the asset's folder, the asset and the partitions read (no "Error occurred
+    # while loading input" with the cause further down), then names the month file and what is wrong
+    lead = f"{path.parent} (asset daily_values, partition 2024-01-02..2024-01-04): read failed: "
+    assert error.message.removeprefix("dagster._core.definitions.events.Failure: ").startswith(lead), error.message
+    assert error.cause is None and "Buffer" not in error.message
+    assert re.search(message, error.message), error.message
+    expected = f"windowed: {lead}" + error.message.split(": read failed: ", 1)[1].splitlines()[0]
+    assert failure_message(result) == expected[:400]  # one line, cut at 400 characters
 
 
 def test_a_month_file_with_rows_of_days_it_does_not_hold_is_refused(tmp_path):
@@ -258,3 +265,38 @@ def test_a_month_file_with_rows_of_days_it_does_not_hold_is_refused(tmp_path):
         store.read(["2024-01-03"])
     with pytest.raises(lake.LakeReadError, match="missing column"):
         store.read(["2024-01-03"], required=["date", "v", "w"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_a_read_only_lake_fails_naming_the_file_asset_and_partition(tmp_path):
+    io = ParquetIOManager(root=str(tmp_path))
+    assert materialize([daily_values_with_schema], resources={"io": io}, tags=RANGE).success
+    folder = tmp_path / "daily_values"
+    folder.chmod(0o555)
+    try:
+        result = materialize([daily_values_with_schema], resources={"io": io}, partition_key="2024-01-03",
+                             raise_on_error=False)
+    finally:
+        folder.chmod(0o755)
+    assert not result.success
+    message = failure_message(result)
+    assert message.startswith(f"daily_values: {folder} (asset daily_values, partition 2024-01-03): write failed: "
+                              "PermissionError"), message
+
+
+def test_a_write_error_fails_naming_the_file_asset_and_partition(tmp_path, monkeypatch):
+    """A lake that refuses writes (a read-only mount; simulated, as root ignores permissions): the hidden
+    temporary file's PermissionError is reported under the asset's folder, asset and partition."""
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path.with_name(f".{path.name}.0f3a.tmp")))
+
+    monkeypatch.setattr(lake, "write_bytes_atomic", refuse)
+    io = ParquetIOManager(root=str(tmp_path))
+    result = materialize([daily_values_with_schema], resources={"io": io}, partition_key="2024-01-03",
+                         raise_on_error=False)
+    error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+    lead = f"{tmp_path / 'daily_values'} (asset daily_values, partition 2024-01-03)"
+    assert error.message.removeprefix("dagster._core.definitions.events.Failure: ").startswith(
+        f"{lead}: write failed: PermissionError: [Errno 13] Permission denied"), error.message
+    assert failure_message(result).startswith(f"daily_values: {lead}: write failed")
