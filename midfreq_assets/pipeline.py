@@ -257,9 +257,14 @@ def plan_stages(defs, project, data: DataRange, grids: Sequence[str], instance) 
             producers.setdefault(key, job.name)
     ordered = _topological(jobs, graph, producers)
     out = []
-    for job, rule, vault in ordered:
-        runs, span = _job_runs(job, rule, project, vault, data, chosen, instance, notes)
+    dropped: set[str] = set()  # pipeline jobs with nothing to run here; a job all of whose producers are
+    for job, rule, vault in ordered:  # among them has nothing to read either (e.g. price reports without klines)
+        own = set(job.asset_layer.executable_asset_keys)
+        upstream = {producers[p] for key in own for p in graph.get(key).parent_keys if p in producers} - {job.name}
+        runs, span = _job_runs(job, rule, project, vault, data, chosen, instance, notes) if not (
+            upstream and upstream <= dropped) else ([], "")
         if not runs:
+            dropped.add(job.name)
             continue
         out.append(Stage(job.name, job.name, rule, frozenset(job.asset_layer.executable_asset_keys), tuple(runs),
                          span, vault.name if vault else None, chosen if rule in (stages.GRID_POINTS, stages.GRID_FILES)

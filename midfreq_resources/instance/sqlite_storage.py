@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -31,14 +32,18 @@ from dagster._config import StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory, _runs_directory
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 #: A running run's shard is checkpointed at most this often (the webserver's live log follows it).
 CHECKPOINT_EVERY_S = 0.5
+#: An empty run database (schema and alembic stamp) copied for each new run; hidden, so Dagster's
+#: listing of run databases (``*.db``) never takes it for a run.
+TEMPLATE_NAME = ".run_template.db"
 RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
                             DagsterEventType.RUN_CANCELED})
 
@@ -68,6 +73,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._engines, self._checkpointed, self._pid = {}, {}, os.getpid()
         engine = self._engines.get(shard)
         if engine is None:
+            if shard != INDEX_SHARD_NAME and shard not in self._initialized_dbs:
+                self._new_run_shard(shard)
             engine = db.create_engine(
                 self.conn_string_for_shard(shard), poolclass=QueuePool, pool_size=1, max_overflow=2,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
@@ -77,6 +84,25 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             self._engines[shard] = engine
         return engine
+
+    def _new_run_shard(self, shard: str) -> None:
+        """A new run's database is a copy of an empty one made once per folder (Dagster's schema and its
+        alembic stamp): creating the tables and checking the migrations for every run cost ~1 s of each
+        short run (the demo makes ~60)."""
+        target = self.path_for_shard(shard)
+        if os.path.exists(target):
+            return
+        template = os.path.join(self._base_dir, TEMPLATE_NAME)
+        if not os.path.exists(template):
+            scratch = f"{template}.{os.getpid()}.{time.monotonic_ns()}"
+            engine = db.create_engine(f"sqlite:///{scratch}", poolclass=NullPool)
+            try:
+                self._initdb(engine)
+            finally:
+                engine.dispose()
+            os.replace(scratch, template)  # atomic: a concurrent process sees no template or a whole one
+        shutil.copyfile(template, target)
+        self._initialized_dbs.add(shard)
 
     @contextlib.contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
@@ -145,6 +171,33 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().dispose()
 
 
+class PooledSqliteRunStorage(SqliteRunStorage):
+    """:class:`SqliteRunStorage` (``runs.db``, WAL) with one long-lived engine and connection: a run's
+    creation, tags and status changes commit without reopening the file each time."""
+
+    def _pooled(self) -> Engine:
+        engine = getattr(self, "_pool_engine", None)
+        if engine is None or getattr(self, "_pool_pid", None) != os.getpid():
+            engine = db.create_engine(self._conn_string, poolclass=QueuePool, pool_size=1, max_overflow=4,
+                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                    "check_same_thread": False})
+            db.event.listen(engine, "connect", _on_connect)
+            self._pool_engine, self._pool_pid = engine, os.getpid()
+        return engine
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._pooled().connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        engine = getattr(self, "_pool_engine", None)
+        if engine is not None:
+            engine.dispose()
+            self._pool_engine = None
+        super().dispose()
+
+
 class PooledSqliteStorage(DagsterSqliteStorage):
     """Dagster's SQLite storage (same files under ``base_dir``) with the pooled event log.
 
@@ -153,6 +206,7 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         super().__init__(base_dir, inst_data)
+        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
 
     @classmethod

@@ -113,11 +113,17 @@ class Pipeline:
         assert result.success
         return result
 
+    def month_rows(self, *key: str, day: str) -> pd.DataFrame:
+        """A day's rows of a monthly asset (its month's file)."""
+        frame = read_parquet(self.lake.joinpath(*key, f"{day[:7]}.parquet"))
+        return frame[frame["date"] == pd.Timestamp(day)].reset_index(drop=True)
+
     def frame(self, *key: str, partition: str) -> pd.DataFrame:
-        """A partition's rows: a month (``YYYY-MM``: its file) or a day (from its month's file)."""
-        if len(partition) == 7:
-            return read_parquet(self.lake.joinpath(*key, f"{partition}.parquet"))
-        return read_daily(self.lake, *key, days=[partition])
+        """A partition's rows: a day (``YYYY-MM-DD``, from its month's file), else the partition's own file
+        (a month ``YYYY-MM``, an hour, a week of models...)."""
+        if len(partition) == 10:
+            return read_daily(self.lake, *key, days=[partition])
+        return read_parquet(self.lake.joinpath(*key, f"{partition}.parquet"))
 
 
 @contextlib.contextmanager

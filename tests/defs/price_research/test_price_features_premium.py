@@ -20,7 +20,7 @@ from midfreq_assets.defs.price_research.definitions import build_price_research_
 from midfreq_assets.domain.config.base import ConfigError
 from midfreq_assets.domain.config.project import load_project
 from midfreq_assets.domain.research import engine
-from midfreq_assets.partitions import daily_from
+from midfreq_assets.partitions import research_months
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 from midfreq_resources.io.lake import read_daily, read_parquet
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_close_premium_features_come_from_the_premium_bars(replay_env, tmp_path, project):
     config = project.binance
-    partitions = daily_from(config.start_date)
     klines, _, _ = build_binance_assets(config)
     premium, _ = build_premium_index_assets(config)
-    research = build_price_research_assets(project.price_research, partitions)
+    research = build_price_research_assets(project.price_research, research_months(config.start_date),
+                                           config.start_date)
     features = next(a for a in research if a.key == AssetKey(["price_research", "1h", "features"]))
     resources = {"binance_archive": BinanceArchiveClient(base_url=replay_env.base_url + "/binance"),
                  "parquet_io_manager": ParquetIOManager(root=str(tmp_path))}
@@ -43,16 +43,18 @@ def test_close_premium_features_come_from_the_premium_bars(replay_env, tmp_path,
         assert materialize([klines, *premium], resources=resources,
                            tags=dict(zip(RANGE, ("2023-03-01", "2023-03-12"), strict=True))).success
         assert materialize([klines, *premium, features], selection=[features.key], resources=resources,
-                           partition_key="2023-03-12").success
-    out = read_parquet(tmp_path / "price_research" / "1h" / "features" / "2023-03-12.parquet")
+                           partition_key="2023-03").success  # the month so far: its days with klines
+    month = read_parquet(tmp_path / "price_research" / "1h" / "features" / "2023-03.parquet")
+    assert month["date"].max() == pd.Timestamp("2023-03-12")
+    out = month[month["date"] == pd.Timestamp("2023-03-12")].reset_index(drop=True)
     bars = read_daily(tmp_path, "binance_premium_index_klines", days=["2023-03-12"])
     got = out.set_index("open_time")["close_premium"]
     expected = bars[bars["interval"] == "1h"].set_index("open_time")["close"]
     assert len(got) == 24
     pd.testing.assert_series_equal(got, expected.reindex(got.index), check_names=False)
     # the EWM features of the premium equal the engine's on the whole loaded panel
-    panel = pd.concat([read_parquet(p) for p in sorted((tmp_path / "binance_klines").glob("*.parquet"))])
-    prem = pd.concat([read_parquet(p) for p in sorted((tmp_path / "binance_premium_index_klines").glob("*.parquet"))])
+    panel = read_daily(tmp_path, "binance_klines")
+    prem = read_daily(tmp_path, "binance_premium_index_klines")
     full = engine.build_features(engine.with_close_premium(engine.klines_panel(panel, "1h"), prem, "1h"),
                                  project.price_research.intervals["1h"].feature_map)
     ref = full[full["date"] == pd.Timestamp("2023-03-12")].reset_index(drop=True)

@@ -28,9 +28,9 @@ SEED = 200_000.0
 def research(pipeline_env):
     with pipeline_env() as p:
         features, models, predictions = p.research
-        p.run(p.all, [features], p.first, D2)
+        p.run(p.all, [features], p.first_month, p.last_month)
         p.run(p.all, [models], "2024-07-08")
-        p.run(p.all, [predictions], D1, D2)
+        p.run(p.all, [predictions], p.last_month)
         yield p
 
 
@@ -351,7 +351,7 @@ def test_intraday_refresh_flags_moves_and_never_rewrites_nightly_partitions(rese
 
     asset, jobs, schedules = build_intraday_assets(p.vault, project.earliest_start)
     assert schedules[0].default_status.value == "STOPPED"  # off by default
-    nightly = p.lake / "pool_metadata" / "2024-07-31.parquet"
+    nightly = p.lake / "pool_metadata" / "2024-07.parquet"  # the nightly month file
     before = nightly.read_bytes()
     result = materialize([*p.all, asset], selection=[asset.key], resources=p.resources, instance=p.instance,
                          partition_key="2024-08-01-10:00")
