@@ -431,37 +431,35 @@ class StageTiming:
     runs: int
 
 
-def _optional_inputs(defs) -> dict:
-    """Per asset, the parents it reads through an optional input (``optional`` input metadata): their
-    failure leaves it runnable (e.g. adjusted yields flag what has no token price)."""
+def _required_inputs(defs) -> dict:
+    """Per asset, the parents it loads through a required input: their failure makes it pointless. Not
+    the optional inputs (``optional`` input metadata: e.g. adjusted yields flag what has no token price)
+    nor the plain deps an asset reads itself and checks (yesterday's weights, the day's positions,
+    token prices for an order's token amount)."""
     out: dict = {}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
-        node = graph.get(key)
-        assets_def = getattr(node, "assets_def", None)
+        assets_def = getattr(graph.get(key), "assets_def", None)
         if assets_def is None:
             continue
-        optional = set()
-        for name, in_key in assets_def.keys_by_input_name.items():
-            meta = assets_def.node_def.input_def_named(name).metadata or {}
-            if meta.get("optional"):
-                optional.add(in_key)
-        out[key] = optional
+        inputs = {name: assets_def.node_def.input_def_named(name) for name in assets_def.keys_by_input_name}
+        out[key] = {in_key for name, in_key in assets_def.keys_by_input_name.items()
+                    if not inputs[name].dagster_type.is_nothing  # a plain dep: the asset reads and checks it
+                    and not (inputs[name].metadata or {}).get("optional")}
     return out
 
 
 def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
              timings: dict[str, StageTiming] | None = None) -> dict[str, str]:
     """Run every stage in order on ``instance`` with ``resources`` (passed to each run: the lake, the
-    sources, the execution endpoint). A stage is skipped when an asset it reads failed, was blocked by
-    a failed blocking check, or was skipped (reads through optional inputs excepted)."""
-    graph = defs.resolve_asset_graph()
-    optional = _optional_inputs(defs)
+    sources, the execution endpoint). A stage is skipped when an asset it loads through a required input
+    failed, was blocked by a failed blocking check, or was skipped."""
+    required = _required_inputs(defs)
     lost: dict = {}  # asset key -> why it cannot be read downstream
     status: dict[str, str] = {}
     for stage in plan.stages:
         print(f"\n== {stage.name}: {stage.span}")
-        needed = {p for key in stage.assets for p in graph.get(key).parent_keys - optional.get(key, set())}
+        needed = {p for key in stage.assets for p in required.get(key, set())}
         blocked = sorted({k.to_user_string() for k in needed if k in lost})
         if blocked:
             status[stage.name] = "skipped"

@@ -320,12 +320,12 @@ def test_generated_corpus_runs_through_midfreq_pipeline(tmp_path, corpus_writer)
     assert re.search(r"Stages: \d+ succeeded, 0 failed, 0 skipped", out), out[-2000:]
     assert "no Binance klines" in out
     for stage in (
-        "defillama",
-        "token_prices",
+        "nightly_refresh",
         "synthetic_usd_features",
         "synthetic_usd_fitted_models",
+        "synthetic_usd_predictions",
         "synthetic_usd_decisions",
-        "synthetic_usd_backtest_report_single",
+        "synthetic_usd_backtest_report",
     ):
         assert f"== {stage}:" in out
 

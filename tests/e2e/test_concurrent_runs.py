@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventRecordsFilter
+
+from midfreq_resources.io.lake import read_daily, stored_days
 
 REPO = Path(__file__).parents[2]
 ASSETS = "pool_history,pool_metadata,universe_exclusions"
@@ -29,6 +30,7 @@ def _home(tmp_path: Path, **monitoring: int) -> Path:
     home.mkdir()
     config = yaml.safe_load(LOCAL_YAML.read_text())
     config["run_monitoring"].update(monitoring)
+    config["storage"]["custom"]["config"]["base_dir"] = str(home)  # what {env: DAGSTER_HOME} gives the CLIs
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home
 
@@ -87,7 +89,7 @@ def test_backfill_and_nightly_run_together_never_overlap_their_writes(tmp_path, 
         assert len(windows) == 2 and all(r.status == DagsterRunStatus.SUCCESS for r in runs)
     (first_start, first_end), (second_start, _) = windows
     assert second_start >= first_end, f"ingest steps overlapped: {windows}"  # the pool serialized them
-    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == [f"2024-07-0{d}.parquet" for d in range(1, 6)]
+    assert stored_days(lake, "pool_history") == [f"2024-07-0{d}" for d in range(1, 6)]
     assert not list(lake.rglob("*.tmp"))
 
 
@@ -126,8 +128,8 @@ def test_killed_run_is_failed_by_monitoring_frees_its_slot_and_a_rerun_repairs(t
     rerun = _launch(home, lake, replay_env, "2024-07-01", "2024-07-03")
     out = _wait(rerun)
     assert rerun.returncode == 0, out[-2000:]
-    files = sorted(p.name for p in (lake / "pool_history").iterdir())
-    assert files == ["2024-07-01.parquet", "2024-07-02.parquet", "2024-07-03.parquet"]
-    history = pd.read_parquet(lake / "pool_history" / "2024-07-02.parquet")
+    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == ["2024-07.parquet"]  # no temp file left
+    assert stored_days(lake, "pool_history") == ["2024-07-01", "2024-07-02", "2024-07-03"]
+    history = read_daily(lake, "pool_history", days=["2024-07-02"])
     assert len(history) >= 20 and not history.duplicated(["pool", "date"]).any()
     assert not list(lake.rglob("*.tmp"))

@@ -150,8 +150,8 @@ def test_lake_on_object_store_filesystem(replay_env, memory_lake: str, tmp_path:
     assert result.success
 
     lake = UPath(memory_lake)
-    history_path = lake / "pool_history" / f"{DAY}.parquet"
-    meta_path = lake / "pool_metadata" / f"{DAY}.parquet"
+    history_path = lake / "pool_history" / f"{DAY[:7]}.parquet"  # daily partitions: one file per month
+    meta_path = lake / "pool_metadata" / f"{DAY[:7]}.parquet"
     assert history_path.exists() and meta_path.exists()
     assert not local_default.exists(), "nothing may be written to the local default lake"
     leftovers = [p for p in lake.rglob("*") if p.name.endswith(".tmp")]
@@ -224,7 +224,7 @@ def test_in_process_executor_runs_assets(replay_env, memory_lake: str, no_execut
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(partition_key=DAY, asset_selection=[AssetKey("pool_history")])
     assert result.success
-    assert (UPath(memory_lake) / "pool_history" / f"{DAY}.parquet").exists()
+    assert (UPath(memory_lake) / "pool_history" / f"{DAY[:7]}.parquet").exists()
 
 
 @pytest.mark.parametrize(("value", "package", "module", "name"), [

@@ -5,7 +5,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from dagster import materialize
 
@@ -13,6 +12,7 @@ from midfreq_assets.defs.ingest.defillama import build_defillama_assets
 from midfreq_assets.defs.resources import build_resources
 from midfreq_assets.partitions import daily_partitions
 from midfreq_assets.project import current_project
+from midfreq_resources.io.lake import read_daily
 from midfreq_resources.replay.server import ReplayServer
 
 REPO = Path(__file__).parents[2]
@@ -51,7 +51,7 @@ def test_other_corpus_and_vault_through_env_only(tmp_path, monkeypatch):
         result = materialize(build_defillama_assets(project, daily_partitions(project)), resources=build_resources(),
                              partition_key="2025-06-01")
     assert result.success
-    meta = pd.read_parquet(tmp_path / "lake/pool_metadata/2025-06-01.parquet")
+    meta = read_daily(tmp_path / "lake", "pool_metadata", days=["2025-06-01"])
     assert set(meta["pool"]) <= set(ids) and len(meta) >= 3
     assert all(v.tolist() == ["optimism_usd"] for v in meta["vaults"])
     assert set(meta["chain"]) == {"Optimism"} and set(meta["underlying_symbols"].map(tuple)) == {("usdc",)}
