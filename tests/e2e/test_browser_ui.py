@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from midfreq_resources.io.lake import read_daily
+
 REPO = Path(__file__).parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-output" / "browser"
@@ -299,7 +301,7 @@ def test_ui_shows_lineage_and_runs_a_partition(webserver: Webserver) -> None:
 
     stats = webserver.graphql(PARTITION_STATS, {"key": {"path": ["pool_history"]}})["assetNodeOrError"]
     assert stats["partitionStats"]["numMaterialized"] == 1
-    history = pd.read_parquet(webserver.lake / "pool_history" / f"{DAY}.parquet")
+    history = read_daily(webserver.lake, "pool_history", days=[DAY])
     assert len(history) > 0
     assert (history["date"] == pd.Timestamp(DAY)).all()
     assert not history.duplicated(["pool", "date"]).any()
