@@ -22,6 +22,7 @@ Production uses Postgres (``deploy/production``), which pools connections itself
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -31,10 +32,17 @@ import sqlalchemy as db
 from dagster._config import StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory, _runs_directory
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
@@ -101,7 +109,14 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             finally:
                 engine.dispose()
             os.replace(scratch, template)  # atomic: a concurrent process sees no template or a whole one
-        shutil.copyfile(template, target)
+        scratch = f"{target}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        shutil.copyfile(template, scratch)
+        try:
+            os.link(scratch, target)  # atomic and exclusive: a reader never sees half a file, nor two writers race
+        except FileExistsError:
+            return  # another process made it first: Dagster's own check runs on it
+        finally:
+            os.unlink(scratch)
         self._initialized_dbs.add(shard)
 
     @contextlib.contextmanager
@@ -205,9 +220,20 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     class: PooledSqliteStorage, config: {base_dir: {env: DAGSTER_HOME}}}}``."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
-        super().__init__(base_dir, inst_data)
-        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self.base_dir = base_dir
+        os.makedirs(base_dir, exist_ok=True)
+        # Creating the databases of a new DAGSTER_HOME is not safe to run twice at once (both stamp the
+        # migrations: "more than one head"); a CLI run and the webserver starting together would.
+        with open(os.path.join(base_dir, ".storage.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
+                self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+                self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._inst_data = inst_data
+        DagsterStorage.__init__(self)
 
     @classmethod
     def config_type(cls):
