@@ -183,14 +183,25 @@ def book_panels(inputs: BacktestInputs, predictions: pd.DataFrame | None = None)
         return series.reindex(list(pools)).fillna("").to_numpy(dtype=object) if series is not None else None
 
     return BookPanels(
-        pools, np.arange(len(dates), dtype=float), np.r_[1.0, steps] / DAYS_PER_YEAR, arr(inputs.apy),
-        arr(inputs.tvl), inputs.eligible.to_numpy(dtype=bool), inputs.reported.to_numpy(dtype=bool),
+        pools,
+        np.arange(len(dates), dtype=float),
+        np.r_[1.0, steps] / DAYS_PER_YEAR,
+        arr(inputs.apy),
+        arr(inputs.tvl),
+        inputs.eligible.to_numpy(dtype=bool),
+        inputs.reported.to_numpy(dtype=bool),
         predicted=predictions.reindex(index=dates, columns=list(pools)).to_numpy(dtype=float)
-        if predictions is not None else None,
-        undiluted=arr(inputs.undiluted), il=arr(inputs.il),
-        price_return=inputs.price_return.fillna(0.0).to_numpy(dtype=float) if inputs.price_return is not None else None,
-        protocols=labels(inputs.protocols), chains=labels(inputs.chains),
-        ref_price=inputs.ref_price.to_numpy(dtype=float) if inputs.ref_price is not None else None)
+        if predictions is not None
+        else None,
+        undiluted=arr(inputs.undiluted),
+        il=arr(inputs.il),
+        price_return=inputs.price_return.fillna(0.0).to_numpy(dtype=float)
+        if inputs.price_return is not None
+        else None,
+        protocols=labels(inputs.protocols),
+        chains=labels(inputs.chains),
+        ref_price=inputs.ref_price.to_numpy(dtype=float) if inputs.ref_price is not None else None,
+    )
 
 
 def gap_holds(inputs: BacktestInputs, max_gap_days: int) -> np.ndarray:
@@ -206,9 +217,14 @@ def accrual_panels(inputs: BacktestInputs, max_gap_days: int) -> dict[str, np.nd
     price move (0 on a day without a row: booked when the row comes back). The book's
     (:func:`~midfreq_assets.domain.portfolio.book.gap_panels`)."""
     g = gap_panels(book_panels(inputs), max_gap_days)
-    return {"apy": g.earned, "undiluted": g.undiluted, "il": g.il,
-            "price_return": inputs.price_return.fillna(0.0).to_numpy(dtype=float)
-            if inputs.price_return is not None else None}
+    return {
+        "apy": g.earned,
+        "undiluted": g.undiluted,
+        "il": g.il,
+        "price_return": inputs.price_return.fillna(0.0).to_numpy(dtype=float)
+        if inputs.price_return is not None
+        else None,
+    }
 
 
 def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -411,21 +427,41 @@ def run_backtest(
     (a walk-forward window continues the path the previous window left)."""
     config = config or BacktestConfig()
     inputs = inputs.window(config.start, config.end)
-    book = backtest_book(inputs, strategy, config, predictions=predictions, start_state=start_state,
-                         step_offset=step_offset)
-    return simulate(inputs, book.policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=book.hold,
-                    start_state=start_state, book=book)
+    book = backtest_book(
+        inputs, strategy, config, predictions=predictions, start_state=start_state, step_offset=step_offset
+    )
+    return simulate(
+        inputs,
+        book.policy,
+        config,
+        name=name,
+        max_gap_days=strategy.max_gap_days,
+        hold=book.hold,
+        start_state=start_state,
+        book=book,
+    )
 
 
-def backtest_book(inputs: BacktestInputs, strategy: StrategyConfig, config: BacktestConfig, *,
-                  predictions: pd.DataFrame | None = None, start_state: PortfolioState | None = None,
-                  step_offset: int = 0) -> VaultBook:
+def backtest_book(
+    inputs: BacktestInputs,
+    strategy: StrategyConfig,
+    config: BacktestConfig,
+    *,
+    predictions: pd.DataFrame | None = None,
+    start_state: PortfolioState | None = None,
+    step_offset: int = 0,
+) -> VaultBook:
     """The book of a backtest on ``inputs`` (already windowed), from ``start_state`` (default: cash
     ``config.initial_wealth``), on the rebalance calendar of ``config``."""
     start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
-    return VaultBook(book_panels(inputs, predictions), strategy, base_rate=config.base_rate,
-                     seed=BookSeed(start_state.aligned(inputs.pools), float(start_state.base)),
-                     rebalance_every_days=config.rebalance_every_days, step_offset=step_offset)
+    return VaultBook(
+        book_panels(inputs, predictions),
+        strategy,
+        base_rate=config.base_rate,
+        seed=BookSeed(start_state.aligned(inputs.pools), float(start_state.base)),
+        rebalance_every_days=config.rebalance_every_days,
+        step_offset=step_offset,
+    )
 
 
 class ActiveOptimizers(Optimizers):
@@ -470,8 +506,12 @@ def simulate(
         raise ValueError(f"backtest {name}: need at least two days of data, got {len(dates)}")
     start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
     if book is None:
-        book = backtest_book(inputs, StrategyConfig().model_copy(update={"max_gap_days": max_gap_days}), config,
-                             start_state=start_state)
+        book = backtest_book(
+            inputs,
+            StrategyConfig().model_copy(update={"max_gap_days": max_gap_days}),
+            config,
+            start_state=start_state,
+        )
     il_missing = inputs.il_missing.to_numpy(dtype=bool) if inputs.il_missing is not None else None
     elig = inputs.eligible.to_numpy(dtype=bool)
     hold = hold if hold is not None else np.zeros(elig.shape, dtype=bool)
@@ -490,35 +530,39 @@ def simulate(
         book.trade(dec)
         acc = book.accrue(t + 1)
         invested = float(dec.holdings_after.sum())
-        realized = (float(np.log(acc.holdings.sum() / invested)) / dt_years[t + 1]) if invested > 0 else np.nan
+        realized = (
+            (float(np.log(acc.holdings.sum() / invested)) / dt_years[t + 1]) if invested > 0 else np.nan
+        )
         held = dec.holdings_after > 0
         n_elig = int(elig[t].sum())
         x = dec.target_weights
-        rows.append({
-            "date": dates[t],
-            "date_end": dates[t + 1],
-            "wealth_start": dec.wealth_before,
-            "cost_usd": dec.cost_usd,
-            "gas_usd": dec.gas_usd,
-            "n_trades": dec.n_trades,
-            "forced_sales": dec.n_forced_sales,
-            "turnover": dec.turnover,
-            "invested": float(x.sum()),
-            "n_held": int(held.sum()),
-            "n_eligible": n_elig,
-            "n_held_in_gap": int((held & hold[t]).sum()),
-            "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
-            "entropy": normalized_entropy(x, n_elig),
-            "predicted_apy": dec.predicted_portfolio_apy,
-            "realized_apy": realized,
-            "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
-            "il_usd": acc.il_usd,
-            "price_pnl_usd": acc.price_pnl_usd,
-            "missing_apy": acc.missing_apy,
-            "status": dec.status,
-            "solver": dec.result.solver if dec.result is not None else "none",
-            "wealth": acc.wealth,
-        })
+        rows.append(
+            {
+                "date": dates[t],
+                "date_end": dates[t + 1],
+                "wealth_start": dec.wealth_before,
+                "cost_usd": dec.cost_usd,
+                "gas_usd": dec.gas_usd,
+                "n_trades": dec.n_trades,
+                "forced_sales": dec.n_forced_sales,
+                "turnover": dec.turnover,
+                "invested": float(x.sum()),
+                "n_held": int(held.sum()),
+                "n_eligible": n_elig,
+                "n_held_in_gap": int((held & hold[t]).sum()),
+                "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
+                "entropy": normalized_entropy(x, n_elig),
+                "predicted_apy": dec.predicted_portfolio_apy,
+                "realized_apy": realized,
+                "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
+                "il_usd": acc.il_usd,
+                "price_pnl_usd": acc.price_pnl_usd,
+                "missing_apy": acc.missing_apy,
+                "status": dec.status,
+                "solver": dec.result.solver if dec.result is not None else "none",
+                "wealth": acc.wealth,
+            }
+        )
         if held.any():
             w_dates.append(np.full(int(held.sum()), dates[t].to_datetime64()))
             w_pools.append(pools[held])
@@ -532,16 +576,23 @@ def simulate(
     def cat(parts: list[np.ndarray], dtype: object) -> np.ndarray:
         return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
-    weights = pd.DataFrame({
-        "date": pd.DatetimeIndex(cat(w_dates, "datetime64[ns]")),
-        "pool": cat(w_pools, object),
-        "weight": cat(w_vals, float),
-        "predicted_apy": cat(w_pred, float),
-        "realized_apy": cat(w_real, float),
-        "dilutor": cat(w_dil, float),
-    })
-    return BacktestResult(name, steps, weights, start_state.wealth,
-                          PortfolioState(tuple(inputs.pools), book.holdings, book.base))
+    weights = pd.DataFrame(
+        {
+            "date": pd.DatetimeIndex(cat(w_dates, "datetime64[ns]")),
+            "pool": cat(w_pools, object),
+            "weight": cat(w_vals, float),
+            "predicted_apy": cat(w_pred, float),
+            "realized_apy": cat(w_real, float),
+            "dilutor": cat(w_dil, float),
+        }
+    )
+    return BacktestResult(
+        name,
+        steps,
+        weights,
+        start_state.wealth,
+        PortfolioState(tuple(inputs.pools), book.holdings, book.base),
+    )
 
 
 def normalized_entropy(weights: np.ndarray, n: int) -> float:

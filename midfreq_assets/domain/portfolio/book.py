@@ -127,18 +127,19 @@ class GapPanels:
     tvl_accrue: np.ndarray
 
 
-def _ffill_rows(values: np.ndarray, seed: np.ndarray | None = None) -> np.ndarray:
+def ffill_rows(values: np.ndarray, seed: np.ndarray | None = None) -> np.ndarray:
     """Forward-fill NaNs down the rows (T x N), the row before the first being ``seed``."""
     t = np.arange(values.shape[0])[:, None]
-    known = np.isfinite(values)
+    known = ~np.isnan(values)
     last = np.maximum.accumulate(np.where(known, t, -1), axis=0)
     out = np.take_along_axis(values, np.maximum(last, 0), axis=0)
     start = seed if seed is not None else np.full(values.shape[1], np.nan)
     return np.where(last >= 0, out, start[None, :])
 
 
-def gap_panels(panels: BookPanels, max_gap_days: int, seed: BookSeed | None = None, *,
-               unseen_in_gap: bool = False) -> GapPanels:
+def gap_panels(
+    panels: BookPanels, max_gap_days: int, seed: BookSeed | None = None, *, unseen_in_gap: bool = False
+) -> GapPanels:
     """The gap rule on ``panels`` (see the module doc), seeded by what was known before row 0 (a
     pool whose last row was out of the universe was sold that day: it has no gap to keep).
 
@@ -154,16 +155,26 @@ def gap_panels(panels: BookPanels, max_gap_days: int, seed: BookSeed | None = No
     seed_seen = seed.last_seen if seed is not None and seed.last_seen is not None else np.full(N, np.nan)
     last_seen = np.where(seen, np.asarray(panels.day, dtype=float)[at], seed_seen[None, :])
     age = np.asarray(panels.day, dtype=float)[:, None] - last_seen
-    seed_in = seed.last_in_universe if seed is not None and seed.last_in_universe is not None else np.ones(N, bool)
-    in_universe = np.where(seen, np.take_along_axis(np.asarray(panels.eligible, dtype=bool), at, axis=0),
-                           np.asarray(seed_in, dtype=bool)[None, :])
+    seed_in = (
+        seed.last_in_universe if seed is not None and seed.last_in_universe is not None else np.ones(N, bool)
+    )
+    in_universe = np.where(
+        seen,
+        np.take_along_axis(np.asarray(panels.eligible, dtype=bool), at, axis=0),
+        np.asarray(seed_in, dtype=bool)[None, :],
+    )
     recent = ~reported & (age <= max_gap_days)  # absent, its last row recent enough
     if unseen_in_gap:
         recent |= ~reported & np.isnan(last_seen)
     hold = recent & in_universe
-    carry = recent & np.isnan(panels.earned)  # a holding there (kept, or dust left by a sale) earns its last yield
-    seed_yield = seed.last_yield if seed is not None and seed.last_yield is not None else \
-        np.array([np.full(N, np.nan), np.zeros(N), np.zeros(N)])
+    carry = recent & np.isnan(
+        panels.earned
+    )  # a holding there (kept, or dust left by a sale) earns its last yield
+    seed_yield = (
+        seed.last_yield
+        if seed is not None and seed.last_yield is not None
+        else np.array([np.full(N, np.nan), np.zeros(N), np.zeros(N)])
+    )
 
     def carried(values: np.ndarray | None, k: int) -> np.ndarray | None:
         if values is None:
@@ -174,11 +185,17 @@ def gap_panels(panels: BookPanels, max_gap_days: int, seed: BookSeed | None = No
     tvl = np.asarray(panels.tvl, dtype=float)
     reported_tvl = tvl if panels.tvl_reported is None else np.asarray(panels.tvl_reported, dtype=float)
     seed_tvl = seed.last_tvl if seed is not None and seed.last_tvl is not None else np.full(N, np.nan)
-    known_tvl = _ffill_rows(tvl, seed_tvl)  # the last TVL known at each row
+    known_tvl = ffill_rows(tvl, seed_tvl)  # the last TVL known at each row
     before = np.vstack([seed_tvl[None, :], known_tvl[:-1]])  # ... and at the row before
-    tvl_accrue = np.where(np.isfinite(reported_tvl), reported_tvl, before)
-    return GapPanels(hold, last_seen, carried(panels.earned, 0), carried(panels.undiluted, 1), carried(panels.il, 2),
-                     tvl_accrue)
+    tvl_accrue = np.where(np.isnan(reported_tvl), before, reported_tvl)
+    return GapPanels(
+        hold,
+        last_seen,
+        carried(panels.earned, 0),
+        carried(panels.undiluted, 1),
+        carried(panels.il, 2),
+        tvl_accrue,
+    )
 
 
 class Optimizers:
@@ -193,12 +210,19 @@ class Optimizers:
         self.optimizer: VaultOptimizer | None = None
         self.builds = 0
 
-    def optimizer_for(self, pools: Sequence[str], protocols: Sequence[str], chains: Sequence[str]) -> VaultOptimizer:
+    def optimizer_for(
+        self, pools: Sequence[str], protocols: Sequence[str], chains: Sequence[str]
+    ) -> VaultOptimizer:
         key = (tuple(pools), tuple(protocols), tuple(chains))
         if key != self.key or self.optimizer is None:
             s = self.strategy
-            self.optimizer = VaultOptimizer(list(pools), s, protocols=list(protocols) if s.protocol_caps else None,
-                                            chains=list(chains) if s.chain_caps else None, costs=self.costs)
+            self.optimizer = VaultOptimizer(
+                list(pools),
+                s,
+                protocols=list(protocols) if s.protocol_caps else None,
+                chains=list(chains) if s.chain_caps else None,
+                costs=self.costs,
+            )
             self.key = key
             self.builds += 1
         return self.optimizer
@@ -216,9 +240,18 @@ class VaultBook:
     ``base`` in the reference asset, and after :meth:`accrue` what was ``expected`` (the accrued
     holdings and base, kept when :meth:`observe` replaces them)."""
 
-    def __init__(self, panels: BookPanels, strategy: StrategyConfig, *, base_rate: float = 0.0,
-                 seed: BookSeed | None = None, rebalance_every_days: int = 1, step_offset: int = 0,
-                 unseen_in_gap: bool = False, optimizers: Optimizers | None = None) -> None:
+    def __init__(
+        self,
+        panels: BookPanels,
+        strategy: StrategyConfig,
+        *,
+        base_rate: float = 0.0,
+        seed: BookSeed | None = None,
+        rebalance_every_days: int = 1,
+        step_offset: int = 0,
+        unseen_in_gap: bool = False,
+        optimizers: Optimizers | None = None,
+    ) -> None:
         T, N = panels.shape
         self.panels = panels
         self.strategy = strategy
@@ -234,7 +267,11 @@ class VaultBook:
         self._chains = _labels(panels.chains, (T, N))
         self._tvl = np.asarray(panels.tvl, dtype=float)
         self._eligible = np.asarray(panels.eligible, dtype=bool)
-        self._pred = np.asarray(panels.predicted, dtype=float) if panels.predicted is not None else np.full((T, N), np.nan)
+        self._pred = (
+            np.asarray(panels.predicted, dtype=float)
+            if panels.predicted is not None
+            else np.full((T, N), np.nan)
+        )
         self.holdings = np.asarray(seed.holdings, dtype=float).copy()
         self.base = float(seed.base)
         self.expected: np.ndarray | None = None
@@ -254,17 +291,24 @@ class VaultBook:
     def accrual(self, t: int, holdings: np.ndarray, base: float) -> Accrual:
         """``holdings`` and ``base`` of row t-1 (or of the seed) grown into row t."""
         g, p = self.gaps, self.panels
-        return accrue_step(holdings, base, g.earned[t], g.tvl_accrue[t], float(p.dt_years[t]),
-                           undiluted_next=g.undiluted[t] if g.undiluted is not None else None,
-                           il_next=g.il[t] if g.il is not None else None,
-                           price_return_next=p.price_return[t] if p.price_return is not None else None,
-                           base_rate=self.base_rate)
+        return accrue_step(
+            holdings,
+            base,
+            g.earned[t],
+            g.tvl_accrue[t],
+            float(p.dt_years[t]),
+            undiluted_next=g.undiluted[t] if g.undiluted is not None else None,
+            il_next=g.il[t] if g.il is not None else None,
+            price_return_next=p.price_return[t] if p.price_return is not None else None,
+            base_rate=self.base_rate,
+        )
 
     def rebalance_day(self, t: int) -> bool:
         return (t + self.offset) % self.every == 0
 
-    def decide_on(self, t: int, holdings: np.ndarray, base: float, extra: np.ndarray | None = None
-                  ) -> tuple[StepDecision | None, np.ndarray]:
+    def decide_on(
+        self, t: int, holdings: np.ndarray, base: float, extra: np.ndarray | None = None
+    ) -> tuple[StepDecision | None, np.ndarray]:
         """The strategy's decision on a rebalance day t over the pools known at t (eligible, held, or
         ``extra``): (the decision on those pools, their indices); (None, empty) when there is none."""
         h = holdings
@@ -279,9 +323,17 @@ class VaultBook:
         chains = self._chains[t] if self._chains.ndim == 2 else self._chains
         optimizer = self.optimizers.optimizer_for(self._pool_array[idx], prot[idx], chains[idx])
         wealth = h.sum() + base
-        return rebalance_step(optimizer.with_costs(costs), self._pred[t, idx], self._tvl[t, idx], wealth, h[idx],
-                              costs=costs, eligible=self._eligible[t, idx], base=base,
-                              hold=self.gaps.hold[t, idx]), idx
+        return rebalance_step(
+            optimizer.with_costs(costs),
+            self._pred[t, idx],
+            self._tvl[t, idx],
+            wealth,
+            h[idx],
+            costs=costs,
+            eligible=self._eligible[t, idx],
+            base=base,
+            hold=self.gaps.hold[t, idx],
+        ), idx
 
     def policy(self, t: int, holdings: np.ndarray, base: float) -> StepDecision:
         """The strategy on row t as a ``Policy`` over every pool: on a rebalance day the optimizer's
@@ -290,11 +342,23 @@ class VaultBook:
         wealth = h.sum() + base
         costs = self.panels.costs_at(self.costs, t)
         if not self.rebalance_day(t):
-            return target_step(self.pools, h / wealth, self._tvl[t], wealth, h, costs=costs, predicted_apy=self._pred[t],
-                               eligible=self._eligible[t], base=base, hold=self.gaps.hold[t])
+            return target_step(
+                self.pools,
+                h / wealth,
+                self._tvl[t],
+                wealth,
+                h,
+                costs=costs,
+                predicted_apy=self._pred[t],
+                eligible=self._eligible[t],
+                base=base,
+                hold=self.gaps.hold[t],
+            )
         sub, idx = self.decide_on(t, h, base)
         if sub is None:  # no universe and nothing held: cash
-            return target_step(self.pools, np.zeros(len(self.pools)), self._tvl[t], wealth, h, costs=costs, base=base)
+            return target_step(
+                self.pools, np.zeros(len(self.pools)), self._tvl[t], wealth, h, costs=costs, base=base
+            )
         return expand_decision(sub, idx, self.pools, h)
 
     # -- moves of the book ---------------------------------------------------------------------
@@ -325,7 +389,9 @@ class VaultBook:
         self.base = float(decision.base_after)
 
 
-def expand_decision(sub: StepDecision, idx: np.ndarray, pools: tuple[str, ...], holdings: np.ndarray) -> StepDecision:
+def expand_decision(
+    sub: StepDecision, idx: np.ndarray, pools: tuple[str, ...], holdings: np.ndarray
+) -> StepDecision:
     """A decision on the pools ``idx`` as one on every pool (the others hold nothing and trade nothing)."""
     n = len(pools)
 
@@ -336,12 +402,24 @@ def expand_decision(sub: StepDecision, idx: np.ndarray, pools: tuple[str, ...], 
 
     result = sub.result
     if result is not None:
-        result = replace(result, pools=pools, target_weights=full(result.target_weights),
-                         current_weights=full(result.current_weights), trades_usd=full(result.trades_usd),
-                         dilution_factor=full(result.dilution_factor, np.nan))
-    return replace(sub, pools=pools, holdings_before=np.asarray(holdings, dtype=float),
-                   holdings_after=full(sub.holdings_after), target_weights=full(sub.target_weights),
-                   predicted_apy=full(sub.predicted_apy, np.nan), trades_usd=full(sub.trades_usd), result=result)
+        result = replace(
+            result,
+            pools=pools,
+            target_weights=full(result.target_weights),
+            current_weights=full(result.current_weights),
+            trades_usd=full(result.trades_usd),
+            dilution_factor=full(result.dilution_factor, np.nan),
+        )
+    return replace(
+        sub,
+        pools=pools,
+        holdings_before=np.asarray(holdings, dtype=float),
+        holdings_after=full(sub.holdings_after),
+        target_weights=full(sub.target_weights),
+        predicted_apy=full(sub.predicted_apy, np.nan),
+        trades_usd=full(sub.trades_usd),
+        result=result,
+    )
 
 
 def day_numbers(dates: pd.DatetimeIndex) -> np.ndarray:
