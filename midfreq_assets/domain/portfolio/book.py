@@ -167,9 +167,8 @@ def gap_panels(
     if unseen_in_gap:
         recent |= ~reported & np.isnan(last_seen)
     hold = recent & in_universe
-    carry = recent & np.isnan(
-        panels.earned
-    )  # a holding there (kept, or dust left by a sale) earns its last yield
+    # a holding there (kept, or dust a sale left) earns its last row's yields
+    carry = recent & np.isnan(panels.earned)
     seed_yield = (
         seed.last_yield
         if seed is not None and seed.last_yield is not None

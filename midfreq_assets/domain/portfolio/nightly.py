@@ -118,18 +118,15 @@ class CarriedState:
         """The state after a day's trade, from that day's ``rebalance_weights`` rows (None without)."""
         if rows is None or rows.empty:
             return None
-        rows = rows.reindex(
-            columns=list(dict.fromkeys([*COLUMNS, *rows.columns]))
-        )  # older partitions lack some
+        # older partitions lack some columns
+        rows = rows.reindex(columns=list(dict.fromkeys([*COLUMNS, *rows.columns])))
         pools = rows[rows["pool"].notna()]
         held = pools[pools["holding_usd"] > 0]
         tvl = pools.dropna(subset=["tvl_usd"])
         seen = held.dropna(subset=["last_seen"])
         yields = held[["earned_apy", "undiluted_apy", "il_apy"]].astype(float).to_numpy()
-        flag = {
-            c: held[c].fillna(False).astype(bool).to_numpy() for c in ("reported", "in_universe", "in_gap")
-        }
-        left = held["pool"][flag["reported"] & ~flag["in_universe"] & ~flag["in_gap"]]
+        # held without being in the universe nor in a gap: dust a sale left (never a gap to keep)
+        left = held["pool"][held["in_universe"].eq(False).to_numpy() & held["in_gap"].eq(False).to_numpy()]
         ref = float(rows["reference_price"].iloc[0])
         return cls(
             dict(zip(held["pool"], held["holding_usd"].astype(float), strict=True)),
@@ -268,9 +265,8 @@ def nightly_panels(
     raw_tvl = np.where(np.isnan(uni_tvl), _wide(hist, "tvl_usd", days, pools), uni_tvl) / ref[:, None]
     position = {p: i for i, p in enumerate(pools)}
     seed_tvl = np.array([prior.last_tvl.get(p, np.nan) for p in pools], dtype=float)
-    tvl = ffill_rows(
-        raw_tvl, seed_tvl
-    )  # the decision's TVL: the day's, else the last one known (a pool in a gap)
+    # the decision's TVL: the day's, else the last one known (a pool in a gap)
+    tvl = ffill_rows(raw_tvl, seed_tvl)
     labels = {c: _wide(uni, c, days, pools, np.nan, object) for c in ("symbol", "project", "chain")}
     for c in ("project", "chain"):
         labels[c] = np.where(pd.isna(labels[c]), "", labels[c]).astype(object)

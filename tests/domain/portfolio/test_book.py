@@ -101,9 +101,8 @@ def test_nightly_range_and_backtest_hold_the_same_weights_and_wealth(reference_a
     wealth = rows.drop_duplicates("date").set_index("date")["wealth"]
     np.testing.assert_allclose(wealth.to_numpy(), result.wealth.to_numpy(), rtol=1e-9)
     nightly = rows[rows["pool"].notna()].pivot(index="date", columns="pool", values="target_weight")
-    nightly = nightly.reindex(index=DAYS[:-1], columns=list(PROJECT)).fillna(
-        0.0
-    )  # the backtest's last day only accrues
+    # the backtest's last day only accrues
+    nightly = nightly.reindex(index=DAYS[:-1], columns=list(PROJECT)).fillna(0.0)
     held = result.weight_panel().reindex(index=DAYS[:-1], columns=list(PROJECT)).fillna(0.0)
     np.testing.assert_allclose(nightly.to_numpy(), held.to_numpy(), rtol=1e-9, atol=1e-12)
 
