@@ -26,9 +26,18 @@ from midfreq_assets.domain.backtest.config import BacktestConfig
 from midfreq_assets.domain.config.tokens import TokenRegistry
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.universe import in_vault, vault_rows
+from midfreq_assets.domain.portfolio.book import (
+    UNDILUTED_COLUMNS,
+    BookPanels,
+    BookSeed,
+    Optimizers,
+    VaultBook,
+    expand_decision,  # noqa: F401  (re-exported: engine.expand_decision)
+    gap_panels,
+)
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
-from midfreq_assets.domain.portfolio.step import StepDecision, accrue_step, rebalance_step, target_step
+from midfreq_assets.domain.portfolio.step import StepDecision
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.research.bundles import predict_days, weekly_bundles
@@ -155,40 +164,67 @@ class BacktestInputs:
                    present[cols], undiluted, il, il_missing, price, ref_price)
 
 
-#: Components of adjusted_apy that our own size does not dilute (a token's own yield, a peg
-#: reverting, an IL loss): only the pool-paid part ``apy - reward_haircut`` is shared with the TVL.
-UNDILUTED_COLUMNS = ("underlying_apy", "peg_yield", "il_annual")
 #: The adjusted_yields columns a backtest panel carries.
 ADJUSTED_COLUMNS = ["adjusted_apy", *UNDILUTED_COLUMNS, "price_return", "price_exposed", "flag_il_missing",
                     "reference_price"]
 
 
+def book_panels(inputs: BacktestInputs, predictions: pd.DataFrame | None = None) -> BookPanels:
+    """``inputs`` (and ``predictions``, dates x pools) as the numpy panels a :class:`VaultBook` reads:
+    gap ages in rows, steps of the calendar's length, pool labels static (the last metadata)."""
+    pools = tuple(inputs.pools)
+    dates = inputs.dates
+    steps = np.diff(dates.as_unit("ns").asi8) / 86_400e9
+
+    def arr(frame: pd.DataFrame | None) -> np.ndarray | None:
+        return frame.to_numpy(dtype=float) if frame is not None else None
+
+    def labels(series: pd.Series | None) -> np.ndarray | None:  # pools without a label fall under no cap
+        return series.reindex(list(pools)).fillna("").to_numpy(dtype=object) if series is not None else None
+
+    return BookPanels(
+        pools,
+        np.arange(len(dates), dtype=float),
+        np.r_[1.0, steps] / DAYS_PER_YEAR,
+        arr(inputs.apy),
+        arr(inputs.tvl),
+        inputs.eligible.to_numpy(dtype=bool),
+        inputs.reported.to_numpy(dtype=bool),
+        predicted=predictions.reindex(index=dates, columns=list(pools)).to_numpy(dtype=float)
+        if predictions is not None
+        else None,
+        undiluted=arr(inputs.undiluted),
+        il=arr(inputs.il),
+        price_return=inputs.price_return.fillna(0.0).to_numpy(dtype=float)
+        if inputs.price_return is not None
+        else None,
+        protocols=labels(inputs.protocols),
+        chains=labels(inputs.chains),
+        ref_price=inputs.ref_price.to_numpy(dtype=float) if inputs.ref_price is not None else None,
+    )
+
+
 def gap_holds(inputs: BacktestInputs, max_gap_days: int) -> np.ndarray:
     """(dates x pools) True where a pool has no data row but had one, in the universe, at most
-    ``max_gap_days`` days before: a holding there is kept, not sold."""
-    present = inputs.reported.to_numpy(dtype=bool)
-    elig = inputs.eligible.to_numpy(dtype=bool)
-    t = np.arange(present.shape[0], dtype=float)[:, None]
-    last = pd.DataFrame(np.where(present, t, np.nan)).ffill().to_numpy()
-    elig_last = pd.DataFrame(np.where(present, elig, np.nan)).ffill().to_numpy() == 1.0
-    return ~present & (t - last <= max_gap_days) & elig_last
+    ``max_gap_days`` days before: a holding there is kept, not sold (the book's gap rule,
+    :func:`~midfreq_assets.domain.portfolio.book.gap_panels`)."""
+    return gap_panels(book_panels(inputs), max_gap_days).hold
 
 
 def accrual_panels(inputs: BacktestInputs, max_gap_days: int) -> dict[str, np.ndarray | None]:
     """What each accrual reads: the earned yield, its undiluted part and its IL, carried over a data
-    gap of at most ``max_gap_days`` (the pool's last known values; flagged as gap days); the legs'
-    price move (0 on a day without a row: booked when the row comes back)."""
-    absent = ~inputs.reported
-
-    def carried(frame: pd.DataFrame | None) -> np.ndarray | None:
-        if frame is None:
-            return None
-        filled = frame.ffill(limit=max_gap_days) if max_gap_days else frame
-        return frame.where(~absent, filled).to_numpy(dtype=float)
-
-    return {"apy": carried(inputs.apy), "undiluted": carried(inputs.undiluted), "il": carried(inputs.il),
-            "price_return": inputs.price_return.fillna(0.0).to_numpy(dtype=float)
-            if inputs.price_return is not None else None}
+    gap of at most ``max_gap_days`` (the pool's last row's values; flagged as gap days); the legs'
+    price move (0 on a day without a row: booked when the row comes back). The book's
+    (:func:`~midfreq_assets.domain.portfolio.book.gap_panels`)."""
+    g = gap_panels(book_panels(inputs), max_gap_days)
+    return {
+        "apy": g.earned,
+        "undiluted": g.undiluted,
+        "il": g.il,
+        "price_return": inputs.price_return.fillna(0.0).to_numpy(dtype=float)
+        if inputs.price_return is not None
+        else None,
+    }
 
 
 def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -380,7 +416,9 @@ def run_backtest(
     start_state: PortfolioState | None = None,
     step_offset: int = 0,
 ) -> BacktestResult:
-    """Replay the optimizer's decisions on ``inputs`` with ``predictions`` (dates x pools).
+    """Replay the optimizer's decisions on ``inputs`` with ``predictions`` (dates x pools): the
+    vault's book (:class:`~midfreq_assets.domain.portfolio.book.VaultBook`) over the panel, deciding
+    at t and accruing t -> t+1.
 
     Causal universe: each decision's optimizer holds the pools known at t (in the universe that
     day, or held), as the nightly run's does; it is rebuilt when that set changes.
@@ -389,78 +427,58 @@ def run_backtest(
     (a walk-forward window continues the path the previous window left)."""
     config = config or BacktestConfig()
     inputs = inputs.window(config.start, config.end)
-    pred = predictions.reindex(index=inputs.dates, columns=inputs.pools).to_numpy(dtype=float)
-    costs = strategy.costs()
-    optimizers = ActiveOptimizers(inputs, strategy, costs)
-    tvl = inputs.tvl.to_numpy(dtype=float)
-    elig = inputs.eligible.to_numpy(dtype=bool)
-    hold = gap_holds(inputs, strategy.max_gap_days)
-    every = config.rebalance_every_days
-    pools = tuple(inputs.pools)
-
-    def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
-        wealth = h.sum() + base
-        day_costs = inputs.costs_at(costs, t)
-        if (t + step_offset) % every:
-            return target_step(pools, h / wealth, tvl[t], wealth, h, costs=day_costs, predicted_apy=pred[t],
-                               eligible=elig[t], base=base, hold=hold[t])
-        idx = np.flatnonzero(elig[t] | (h > 0))
-        if not idx.size:  # no universe and nothing held: cash
-            return target_step(pools, np.zeros(len(pools)), tvl[t], wealth, h, costs=day_costs, base=base)
-        sub = rebalance_step(optimizers.get(idx).with_costs(day_costs), pred[t, idx], tvl[t, idx], wealth, h[idx],
-                             costs=day_costs, eligible=elig[t, idx], base=base, hold=hold[t, idx])
-        return expand_decision(sub, idx, pools, h)
-
-    return simulate(inputs, policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=hold,
-                    predictions=pred, start_state=start_state)
+    book = backtest_book(
+        inputs, strategy, config, predictions=predictions, start_state=start_state, step_offset=step_offset
+    )
+    return simulate(
+        inputs,
+        book.policy,
+        config,
+        name=name,
+        max_gap_days=strategy.max_gap_days,
+        hold=book.hold,
+        start_state=start_state,
+        book=book,
+    )
 
 
-class ActiveOptimizers:
-    """One :class:`VaultOptimizer` for the pools a decision may touch (its universe and its holdings),
-    rebuilt when that set changes: the optimizer never sees a pool before it exists."""
+def backtest_book(
+    inputs: BacktestInputs,
+    strategy: StrategyConfig,
+    config: BacktestConfig,
+    *,
+    predictions: pd.DataFrame | None = None,
+    start_state: PortfolioState | None = None,
+    step_offset: int = 0,
+) -> VaultBook:
+    """The book of a backtest on ``inputs`` (already windowed), from ``start_state`` (default: cash
+    ``config.initial_wealth``), on the rebalance calendar of ``config``."""
+    start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
+    return VaultBook(
+        book_panels(inputs, predictions),
+        strategy,
+        base_rate=config.base_rate,
+        seed=BookSeed(start_state.aligned(inputs.pools), float(start_state.base)),
+        rebalance_every_days=config.rebalance_every_days,
+        step_offset=step_offset,
+    )
+
+
+class ActiveOptimizers(Optimizers):
+    """:class:`~midfreq_assets.domain.portfolio.book.Optimizers` over the pools of ``inputs``
+    (by index, labels from the metadata): the optimizer never sees a pool before it exists."""
 
     def __init__(self, inputs: BacktestInputs, strategy: StrategyConfig, costs: TradingCosts) -> None:
+        super().__init__(strategy, costs)
+        panels = book_panels(inputs)
         n = len(inputs.pools)
-        # pools without a known project/chain (no metadata) fall under no cap
-        self.protocols = inputs.protocols.reindex(inputs.pools).fillna("").to_numpy() if inputs.protocols is not None \
-            else np.full(n, "", dtype=object)
-        self.chains = inputs.chains.reindex(inputs.pools).fillna("").to_numpy() if inputs.chains is not None \
-            else np.full(n, "", dtype=object)
+        empty = np.full(n, "", dtype=object)
+        self.protocols = panels.protocols if panels.protocols is not None else empty
+        self.chains = panels.chains if panels.chains is not None else empty
         self.pools = np.asarray(inputs.pools, dtype=object)
-        self.strategy, self.costs = strategy, costs
-        self.key: tuple[int, ...] | None = None
-        self.optimizer: VaultOptimizer | None = None
-        self.builds = 0
 
     def get(self, idx: np.ndarray) -> VaultOptimizer:
-        key = tuple(int(i) for i in idx)
-        if key != self.key or self.optimizer is None:
-            s = self.strategy
-            self.optimizer = VaultOptimizer(list(self.pools[idx]), s,
-                                            protocols=list(self.protocols[idx]) if s.protocol_caps else None,
-                                            chains=list(self.chains[idx]) if s.chain_caps else None, costs=self.costs)
-            self.key = key
-            self.builds += 1
-        return self.optimizer
-
-
-def expand_decision(sub: StepDecision, idx: np.ndarray, pools: tuple[str, ...], holdings: np.ndarray) -> StepDecision:
-    """A decision on the pools ``idx`` as one on every pool (the others hold nothing and trade nothing)."""
-    n = len(pools)
-
-    def full(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        out = np.full(n, fill, dtype=float)
-        out[idx] = values
-        return out
-
-    result = sub.result
-    if result is not None:
-        result = replace(result, pools=pools, target_weights=full(result.target_weights),
-                         current_weights=full(result.current_weights), trades_usd=full(result.trades_usd),
-                         dilution_factor=full(result.dilution_factor, np.nan))
-    return replace(sub, pools=pools, holdings_before=np.asarray(holdings, dtype=float),
-                   holdings_after=full(sub.holdings_after), target_weights=full(sub.target_weights),
-                   predicted_apy=full(sub.predicted_apy, np.nan), trades_usd=full(sub.trades_usd), result=result)
+        return self.optimizer_for(self.pools[idx], self.protocols[idx], self.chains[idx])
 
 
 def simulate(
@@ -473,25 +491,30 @@ def simulate(
     hold: np.ndarray | None = None,
     predictions: np.ndarray | None = None,
     start_state: PortfolioState | None = None,
+    book: VaultBook | None = None,
 ) -> BacktestResult:
-    """The accounting loop shared by the strategy and the benchmarks (``inputs`` already windowed).
+    """The accounting loop shared by the strategy and the benchmarks (``inputs`` already windowed):
+    each step t, ``policy`` decides from the book's holdings and base, and the book accrues into
+    t + 1 (:meth:`VaultBook.accrue`, carrying a held pool's yield over a gap of at most
+    ``max_gap_days``). ``hold`` (dates x pools) marks the gap days counted in ``n_held_in_gap``.
 
     Starts from ``start_state`` (default: cash ``config.initial_wealth``); the result's
-    ``initial_wealth`` is the starting wealth and its ``end_state`` what the last step left."""
+    ``initial_wealth`` is the starting wealth and its ``end_state`` what the last step left.
+    ``book``: the book to move (default: one over ``inputs`` from ``start_state``)."""
     dates = inputs.dates
     if len(dates) < 2:
         raise ValueError(f"backtest {name}: need at least two days of data, got {len(dates)}")
-    acc_in = accrual_panels(inputs, max_gap_days)
-    apy, undiluted, il, price = acc_in["apy"], acc_in["undiluted"], acc_in["il"], acc_in["price_return"]
+    start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
+    if book is None:
+        book = backtest_book(
+            inputs,
+            StrategyConfig().model_copy(update={"max_gap_days": max_gap_days}),
+            config,
+            start_state=start_state,
+        )
     il_missing = inputs.il_missing.to_numpy(dtype=bool) if inputs.il_missing is not None else None
     elig = inputs.eligible.to_numpy(dtype=bool)
     hold = hold if hold is not None else np.zeros(elig.shape, dtype=bool)
-    # TVL for dilution at t+1: the last reported value (a missing day does not undo dilution)
-    tvl_filled = inputs.tvl.ffill().to_numpy(dtype=float)
-    days = np.diff(dates.as_unit("ns").asi8) / 86_400e9
-    start_state = start_state or PortfolioState.cash(inputs.pools, config.initial_wealth)
-    h = start_state.aligned(inputs.pools)
-    base = float(start_state.base)
     pools = np.asarray(inputs.pools, dtype=object)
     rows: list[dict[str, object]] = []
     w_dates: list[np.ndarray] = []
@@ -500,47 +523,46 @@ def simulate(
     w_pred: list[np.ndarray] = []
     w_real: list[np.ndarray] = []
     w_dil: list[np.ndarray] = []
-
-    def at(panel: np.ndarray | None, t: int) -> np.ndarray | None:
-        return panel[t] if panel is not None else None
+    dt_years = book.panels.dt_years
 
     for t in range(len(dates) - 1):
-        dec = policy(t, h, base)
-        dt_years = days[t] / DAYS_PER_YEAR
-        acc = accrue_step(dec.holdings_after, dec.base_after, apy[t + 1], tvl_filled[t + 1], dt_years,
-                          undiluted_next=at(undiluted, t + 1), il_next=at(il, t + 1),
-                          price_return_next=at(price, t + 1), base_rate=config.base_rate)
+        dec = policy(t, book.holdings, book.base)
+        book.trade(dec)
+        acc = book.accrue(t + 1)
         invested = float(dec.holdings_after.sum())
-        realized = (float(np.log(acc.holdings.sum() / invested)) / dt_years) if invested > 0 else np.nan
+        realized = (
+            (float(np.log(acc.holdings.sum() / invested)) / dt_years[t + 1]) if invested > 0 else np.nan
+        )
         held = dec.holdings_after > 0
         n_elig = int(elig[t].sum())
         x = dec.target_weights
-        rows.append({
-            "date": dates[t],
-            "date_end": dates[t + 1],
-            "wealth_start": dec.wealth_before,
-            "cost_usd": dec.cost_usd,
-            "gas_usd": dec.gas_usd,
-            "n_trades": dec.n_trades,
-            "forced_sales": dec.n_forced_sales,
-            "turnover": dec.turnover,
-            "invested": float(x.sum()),
-            "n_held": int(held.sum()),
-            "n_eligible": n_elig,
-            "n_held_in_gap": int((held & hold[t]).sum()),
-            "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
-            "entropy": normalized_entropy(x, n_elig),
-            "predicted_apy": dec.predicted_portfolio_apy,
-            "realized_apy": realized,
-            "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
-            "il_usd": acc.il_usd,
-            "price_pnl_usd": acc.price_pnl_usd,
-            "missing_apy": acc.missing_apy,
-            "status": dec.status,
-            "solver": dec.result.solver if dec.result is not None else "none",
-            "wealth": acc.wealth,
-        })
-        h, base = acc.holdings, acc.base
+        rows.append(
+            {
+                "date": dates[t],
+                "date_end": dates[t + 1],
+                "wealth_start": dec.wealth_before,
+                "cost_usd": dec.cost_usd,
+                "gas_usd": dec.gas_usd,
+                "n_trades": dec.n_trades,
+                "forced_sales": dec.n_forced_sales,
+                "turnover": dec.turnover,
+                "invested": float(x.sum()),
+                "n_held": int(held.sum()),
+                "n_eligible": n_elig,
+                "n_held_in_gap": int((held & hold[t]).sum()),
+                "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
+                "entropy": normalized_entropy(x, n_elig),
+                "predicted_apy": dec.predicted_portfolio_apy,
+                "realized_apy": realized,
+                "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
+                "il_usd": acc.il_usd,
+                "price_pnl_usd": acc.price_pnl_usd,
+                "missing_apy": acc.missing_apy,
+                "status": dec.status,
+                "solver": dec.result.solver if dec.result is not None else "none",
+                "wealth": acc.wealth,
+            }
+        )
         if held.any():
             w_dates.append(np.full(int(held.sum()), dates[t].to_datetime64()))
             w_pools.append(pools[held])
@@ -554,15 +576,23 @@ def simulate(
     def cat(parts: list[np.ndarray], dtype: object) -> np.ndarray:
         return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
-    weights = pd.DataFrame({
-        "date": pd.DatetimeIndex(cat(w_dates, "datetime64[ns]")),
-        "pool": cat(w_pools, object),
-        "weight": cat(w_vals, float),
-        "predicted_apy": cat(w_pred, float),
-        "realized_apy": cat(w_real, float),
-        "dilutor": cat(w_dil, float),
-    })
-    return BacktestResult(name, steps, weights, start_state.wealth, PortfolioState(tuple(inputs.pools), h, base))
+    weights = pd.DataFrame(
+        {
+            "date": pd.DatetimeIndex(cat(w_dates, "datetime64[ns]")),
+            "pool": cat(w_pools, object),
+            "weight": cat(w_vals, float),
+            "predicted_apy": cat(w_pred, float),
+            "realized_apy": cat(w_real, float),
+            "dilutor": cat(w_dil, float),
+        }
+    )
+    return BacktestResult(
+        name,
+        steps,
+        weights,
+        start_state.wealth,
+        PortfolioState(tuple(inputs.pools), book.holdings, book.base),
+    )
 
 
 def normalized_entropy(weights: np.ndarray, n: int) -> float:
