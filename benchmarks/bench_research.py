@@ -42,35 +42,53 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vault", default=str(REPO / "configs" / "vaults" / "usd_lending.yaml"))
-    ap.add_argument("--repeat", type=int, default=1, help="time each step this many times (the best is printed)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="time each step this many times (the best is printed)"
+    )
     args = ap.parse_args()
     vault = load_vault_config(args.vault)
     panel = bt.recorded_panel(REPO / "recorded", vault, load_token_registry())
-    hist = panel.assign(date=pd.to_datetime(panel["date"]).dt.normalize()).rename(columns={"pool": "instrument"})
+    hist = panel.assign(date=pd.to_datetime(panel["date"]).dt.normalize()).rename(
+        columns={"pool": "instrument"}
+    )
     feats = research.build_features(hist, vault.feature_map)
     labels = research.build_labels(hist, vault.label_map)
     member = pd.MultiIndex.from_frame(hist.loc[hist["eligible"].astype(bool), ["date", "instrument"]])
-    train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)].reset_index(drop=True)
+    train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)].reset_index(
+        drop=True
+    )
     days = pd.date_range(feats["date"].min(), feats["date"].max(), freq="D")
     first_fit = (days[0] + pd.Timedelta(days=warmup_rows(vault.label_map, vault.models))).date()
-    as_ofs = {str(d.date()): d for d in refit_dates(first_fit, days[-1].date(), vault.models.refit_every_weeks)}
+    as_ofs = {
+        str(d.date()): d for d in refit_dates(first_fit, days[-1].date(), vault.models.refit_every_weeks)
+    }
     cv_labels = selected_labels(vault.label_map, vault.models)
     ests = {f: list(m.estimators) for f, m in vault.models.families.items()}
-    print(f"{vault.name}: {train['instrument'].nunique()} pools, {len(train)} feature rows in the universe, "
-          f"{len(as_ofs)} refits, labels {cv_labels}, estimators {ests} + naive, "
-          f"{vault.models.cv.n_splits}-fold {vault.models.cv.scheme} CV per label per refit")
+    print(
+        f"{vault.name}: {train['instrument'].nunique()} pools, {len(train)} feature rows in the universe, "
+        f"{len(as_ofs)} refits, labels {cv_labels}, estimators {ests} + naive, "
+        f"{vault.models.cv.n_splits}-fold {vault.models.cv.scheme} CV per label per refit"
+    )
 
-    runs = [timed(lambda: weekly_bundles(as_ofs, train, labels, vault.models, vault.label_map, cv_labels=cv_labels))
-            for _ in range(args.repeat)]
+    runs = [
+        timed(
+            lambda: weekly_bundles(as_ofs, train, labels, vault.models, vault.label_map, cv_labels=cv_labels)
+        )
+        for _ in range(args.repeat)
+    ]
     bundles, cpu, wall = min(runs, key=lambda r: r[1])
     fitted = sum(len(b.models) for b in bundles.values())
-    print(f"weekly_bundles: cpu {cpu:.2f}s  wall {wall:.2f}s  per refit {cpu / len(as_ofs) * 1000:.0f} ms cpu "
-          f"({fitted} fitted models)")
+    print(
+        f"weekly_bundles: cpu {cpu:.2f}s  wall {wall:.2f}s  per refit {cpu / len(as_ofs) * 1000:.0f} ms cpu "
+        f"({fitted} fitted models)"
+    )
 
     runs = [timed(lambda: bt.prediction_panel(panel, vault)) for _ in range(args.repeat)]
     _, cpu, wall = min(runs, key=lambda r: r[1])
-    print(f"prediction_panel: cpu {cpu:.2f}s  wall {wall:.2f}s  (features, labels, {len(as_ofs)} refits of "
-          f"{traded_label(vault.label_map)} with its CV, predictions of {len(days)} days)")
+    print(
+        f"prediction_panel: cpu {cpu:.2f}s  wall {wall:.2f}s  (features, labels, {len(as_ofs)} refits of "
+        f"{traded_label(vault.label_map)} with its CV, predictions of {len(days)} days)"
+    )
 
 
 if __name__ == "__main__":
