@@ -72,9 +72,19 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
                only_estimators: list[str] | None = None) -> ModelBundle:
     """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
+    return _fit_joined(engine.join_features_labels(features, labels), features.columns, labels.columns, models,
+                       label_map, as_of, cv_labels, only_labels=only_labels, only_estimators=only_estimators)
+
+
+def _fit_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
+                label_map: LabelMapConfig, as_of: pd.Timestamp, cv_labels: list[str] | str | None, *,
+                only_labels: list[str] | None = None, only_estimators: list[str] | None = None) -> ModelBundle:
+    """:func:`fit_bundle` on :func:`~midfreq_assets.domain.research.engine.join_features_labels` of the
+    features (``columns``) and the labels (``label_columns``). A label's fits and its CV read the
+    same rows: those whose label ended before ``as_of``."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
-    fitted = engine.fit_models(features, labels, models, as_of, label_map=label_map, only_labels=only_labels,
-                               only_estimators=only_estimators, naive_for=cv_list)
+    fitted = engine.fit_models_joined(joined, columns, label_columns, models, as_of, label_map=label_map,
+                                      only_labels=only_labels, only_estimators=only_estimators, naive_for=cv_list)
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
     summaries, folds, imps, notes = [], [], [], []
     for label in cv_list:
@@ -82,12 +92,12 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
         fam = models.family(info.family)
         if models.selection.by == "fixed":
             bundle.selection[label] = fixed_selection(label, fam.primary_name, "selection.by: fixed (models.primary)")
-        known = labels[(labels[info.end_col] < engine._as_of(as_of, labels[info.end_col])).to_numpy()]
         ests = [n for n, s in fam.estimators.items() if (info.task == "classification") == _is_classifier(s, info.target)
                 and (only_estimators is None or n in only_estimators)]
         try:
-            cv = engine.cross_validate(features, known, models, label=label, estimators=ests, label_map=label_map,
-                                       per_instrument=False)
+            embargo = engine.cv_embargo(info, models, label_map)
+            cv = engine.cross_validate_joined(engine.known_rows(joined, info, as_of), columns, info, models, embargo,
+                                              estimators=ests, per_instrument=False)
         except Exception as exc:  # too little history for the configured folds: report, keep the fit
             notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
             bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
@@ -109,16 +119,21 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
                    time_col: str = "date", **fit: object) -> dict[str, ModelBundle]:
     """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
     rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why.
-    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``)."""
+    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``).
+
+    Features and labels are joined once for every refit: each refit's rows are the joined rows
+    before its ``as_of``, a prefix of them (they are sorted by time), the same rows
+    :func:`fit_bundle` joins from the features before ``as_of``."""
     bundles: dict[str, ModelBundle] = {}
-    times = features[time_col] if len(features) else None
+    if features.empty or labels.empty:
+        return {key: ModelBundle.empty(as_of, "no history before as_of") for key, as_of in as_ofs.items()}
+    joined = engine.join_features_labels(features, labels)
+    times = joined[time_col]
     for key, as_of in as_ofs.items():
-        if features.empty or labels.empty:
-            bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
-            continue
         try:
-            bundles[key] = fit_bundle(features[(times < as_of).to_numpy()], labels, models, label_map, as_of,
-                                      cv_labels=cv_labels, **fit)  # type: ignore[arg-type]
+            rows = engine.rows_where(joined, (times < as_of).to_numpy())
+            bundles[key] = _fit_joined(rows, features.columns, labels.columns, models, label_map, as_of,
+                                       cv_labels=cv_labels, **fit)  # type: ignore[arg-type]
         except ValueError as exc:  # e.g. no labelled rows yet
             bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles

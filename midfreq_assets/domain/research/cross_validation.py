@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.research.models import CVConfig, EstimatorSpec, FittedModel, fit_estimator
+from midfreq_assets.domain.research.models import (
+    CVConfig,
+    Design,
+    EstimatorSpec,
+    FittedModel,
+    estimator_template,
+    fit_rows,
+    spec_design,
+)
 
 EPS = 1e-15
 METRICS = {"regression": ("mae", "r2"), "classification": ("log_loss", "accuracy", "balanced_accuracy")}
@@ -126,17 +134,21 @@ def score_predictions(
     return _group_scores(frame, task)
 
 
-def _outputs(fitted: FittedModel, X: pd.DataFrame, rows: np.ndarray, X_all: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions for ``rows``; history estimators see every earlier row (they are causal)."""
-    src = X_all if fitted.uses_history else X.iloc[rows]
+def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.DataFrame,
+             arrays: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions for ``rows`` of the design's frame (``arrays``: the model was fitted on arrays of
+    it); history estimators read ``history``, every row up to the last one wanted (they are causal)."""
     if fitted.task == "classification":
-        proba = fitted.predict_proba(src)
-        proba = proba[rows] if fitted.uses_history else proba
         assert fitted.classes is not None
+        if fitted.uses_history:
+            proba = fitted.predict_proba(history)[rows]
+        else:
+            proba = fitted.apply_rows(design, rows, "predict_proba", len(fitted.classes), arrays)
         pred = np.asarray(fitted.classes, dtype=float)[np.nan_to_num(proba, nan=-1).argmax(axis=1)]
         return pred, proba
-    pred = fitted.predict(src)
-    return (pred[rows] if fitted.uses_history else pred), None
+    if fitted.uses_history:
+        return fitted.predict(history)[rows], None
+    return fitted.apply_rows(design, rows, "predict", 1, arrays)[:, 0], None
 
 
 def _align_proba(proba: np.ndarray | None, have: list[int] | None, want: list[int]) -> np.ndarray | None:
@@ -183,29 +195,35 @@ def oos_predictions(
 ) -> OOSPredictions:
     """Fit on each fold's training rows, predict its test rows. An estimator that learns nothing
     (EWM predictor, last value) is fitted once and evaluated in one causal pass over ``data``:
-    the same numbers as a refit per fold, at the cost of one."""
+    the same numbers as a refit per fold, at the cost of one. The estimator's view of ``data``
+    (:class:`~midfreq_assets.domain.research.models.Design`) is built once for all folds."""
     task = common["task"]
     rows = np.concatenate([s.test for s in splits]) if splits else np.array([], dtype=np.int64)
     folds = np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if splits else np.array([], dtype=np.int64)
     preds, probas, imps = [], [], []
-    if spec.learns_nothing and splits:
-        fitted = fit_estimator(spec, data.iloc[splits[0].train], y[splits[0].train], name=name, **common)
-        pred, proba = _outputs(fitted, data, rows, data)
+    if not splits:
+        return OOSPredictions(name, rows, folds, np.array([]), None, pd.DataFrame())
+    fit = {k: v for k, v in common.items() if k not in ("source", "feature_columns")}
+    template = estimator_template(spec, label=common["label"], name=name, task=task, source=common.get("source"))  # type: ignore[arg-type]
+    design = spec_design(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
+    if spec.learns_nothing:
+        fitted = fit_rows(design, template, splits[0].train, y[splits[0].train], name=name, **fit)  # type: ignore[arg-type]
+        pred, proba = _outputs(fitted, design, rows, data)
         if task == "classification":
             assert classes is not None
             proba = _align_proba(proba, fitted.classes, classes)
         return OOSPredictions(name, rows, folds, pred, proba, pd.DataFrame())
-    for split in splits:
-        fitted = fit_estimator(spec, data.iloc[split.train], y[split.train], name=name, **common)
+    for split in splits:  # fold models are never stored: fitted and predicted on arrays (Design)
+        fitted = fit_rows(design, template, split.train, y[split.train], name=name, arrays=True, **fit)  # type: ignore[arg-type]
         upto = data.iloc[: split.test.max() + 1] if fitted.uses_history else data
-        pred, proba = _outputs(fitted, data, split.test, upto)
+        pred, proba = _outputs(fitted, design, split.test, upto, arrays=True)
         if task == "classification":
             assert classes is not None
             proba = _align_proba(proba, fitted.classes, classes)
         preds.append(pred)
         probas.append(proba)
-        imp = fitted.importances()
-        if not imp.empty:
+        imp = fitted.importances() if fitted.estimators else None  # nothing fitted (no complete row): no table
+        if imp is not None and not imp.empty:
             imps.append(imp.assign(fold=split.fold))
     pred = np.concatenate(preds) if preds else np.array([])
     proba = np.concatenate(probas) if probas and probas[0] is not None else None

@@ -172,6 +172,22 @@ def _as_of(ts: pd.Timestamp | str, like: pd.Series) -> pd.Timestamp:
     return ts
 
 
+def rows_where(data: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """``data[keep]`` with a fresh index; a slice (no copy) when ``keep`` is a prefix, as a time
+    cut-off is on rows sorted by time (:func:`join_features_labels`)."""
+    n = int(keep.sum())
+    if keep[:n].all():
+        return data.iloc[:n]
+    return data[keep].reset_index(drop=True)
+
+
+def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
+    """The joined rows whose label ``info`` ended strictly before ``as_of``: what a model stored for
+    ``as_of`` may learn from, and what its CV scores."""
+    end = data[info.end_col]
+    return rows_where(data, (end < _as_of(as_of, end)).to_numpy())
+
+
 def fit_model(
     features: pd.DataFrame,
     labels: pd.DataFrame,
@@ -188,12 +204,17 @@ def fit_model(
     of a configured family, and that family's primary estimator; ``estimator="naive"`` is the
     label's naive baseline. ``joined``: :func:`join_features_labels` of the two, when already made."""
     info = _pick(models, labels, label, label_map)
-    fam = models.family(info.family)
-    name = estimator or fam.primary_name
-    spec = baseline_spec(info, features) if name == NAIVE else fam.estimators[name]
+    name = estimator or models.family(info.family).primary_name
     data = joined if joined is not None else join_features_labels(features, labels)
-    cutoff = _as_of(as_of, data[info.end_col])
-    train = data[(data[info.end_col] < cutoff).to_numpy()]
+    return fit_known(known_rows(data, info, as_of), info, name, models, features.columns, as_of)
+
+
+def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: pd.Index,
+              as_of: pd.Timestamp | str) -> FittedModel:
+    """:func:`fit_model` on ``train``, joined rows whose label ended before ``as_of``
+    (:func:`known_rows`); ``columns``: the features' columns (keys included)."""
+    fam = models.family(info.family)
+    spec = _baseline(info, columns) if name == NAIVE else fam.estimators[name]
     return fit_estimator(
         spec,
         train,
@@ -204,8 +225,8 @@ def fit_model(
         task=info.task,
         mode=spec.mode or models.mode,
         source=info.target,
-        feature_columns=feature_columns(features),
-        as_of=pd.Timestamp(cutoff),
+        feature_columns=[c for c in columns if c not in KEY_COLUMNS],
+        as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
         class_names=list(info.classes) if info.classes else None,
         threads=models.threads,
     )
@@ -224,21 +245,32 @@ def fit_models(
 ) -> dict[str, FittedModel]:
     """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
     given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
+    return fit_models_joined(join_features_labels(features, labels), features.columns, labels.columns, models, as_of,
+                             label_map=label_map, only_labels=only_labels, only_estimators=only_estimators,
+                             naive_for=naive_for)
+
+
+def fit_models_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
+                      as_of: pd.Timestamp | str, *, label_map: LabelMapConfig | None = None,
+                      only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
+                      naive_for: list[str] | None = None) -> dict[str, FittedModel]:
+    """:func:`fit_models` on :func:`join_features_labels` of the features (``columns``) and the labels
+    (``label_columns``): each label's training rows are cut once, for all its estimators."""
     out: dict[str, FittedModel] = {}
-    joined = join_features_labels(features, labels)
-    for col in labels.columns:
-        if f"{col}__end" not in labels.columns or (only_labels is not None and col not in only_labels):
+    for col in label_columns:
+        if f"{col}__end" not in label_columns or (only_labels is not None and col not in only_labels):
             continue
         info = label_info(col, label_map)
         if info.family not in models.families:
             continue
         names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
+        train = None
         for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
-            spec = baseline_spec(info, features) if name == NAIVE else models.families[info.family].estimators[name]
+            spec = _baseline(info, columns) if name == NAIVE else models.families[info.family].estimators[name]
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
-            out[f"{col}/{name}"] = fit_model(features, labels, models, as_of, label=col, estimator=name,
-                                             label_map=label_map, joined=joined)
+            train = known_rows(joined, info, as_of) if train is None else train
+            out[f"{col}/{name}"] = fit_known(train, info, name, models, columns, as_of)
     return out
 
 
@@ -284,10 +316,18 @@ class CVResult:
         f = self.folds
         if f.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        f = f[f["fold"] == "all"]
-        naive = f.loc[f["estimator"] == NAIVE, ["label", "metric", "score"]].rename(columns={"score": "baseline"})
-        est = f[f["estimator"] != NAIVE].rename(columns={"score": "model"})
-        return est.merge(naive, on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+        f = f[(f["fold"] == "all").to_numpy()]
+        is_naive = (f["estimator"] == NAIVE).to_numpy()
+        naive = f[is_naive]
+        est = f[~is_naive].rename(columns={"score": "model"})
+        if naive.duplicated(["label", "metric"]).any():  # one row per baseline match: what a merge gives
+            return est.merge(naive[["label", "metric", "score"]].rename(columns={"score": "baseline"}),
+                             on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+        # a left merge on (label, metric) with one naive row per key, without the merge machinery
+        baseline = dict(zip(zip(naive["label"], naive["metric"], strict=True), naive["score"], strict=True))
+        est = est.assign(baseline=np.array([baseline.get(k, np.nan) for k in zip(est["label"], est["metric"], strict=True)],
+                                           dtype=np.float64))
+        return est[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
@@ -295,9 +335,14 @@ SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "co
 
 def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
     """Naive benchmark: class priors; today's value for forward means; zero for returns."""
+    return _baseline(info, features.columns)
+
+
+def _baseline(info: LabelInfo, columns: pd.Index) -> EstimatorSpec:
+    """:func:`baseline_spec` given the features' columns."""
     if info.task == "classification":
         return EstimatorSpec(estimator="sklearn.dummy.DummyClassifier", params={"strategy": "prior"})
-    if info.name.startswith(f"{info.family}_fwd_") and info.target in features.columns:
+    if info.name.startswith(f"{info.family}_fwd_") and info.target in columns:
         return EstimatorSpec(estimator="last_value", params={"source": info.target})
     return EstimatorSpec(estimator="midfreq_assets.domain.research.models.ZeroBaseline")
 
@@ -318,19 +363,33 @@ def cross_validate(
     candidate (the baseline as ``naive``) per fold on the rows they all predict; with
     ``per_instrument``, ``scores`` also holds each estimator against the baseline per instrument."""
     info = _pick(models, labels, label, label_map)
-    fam = models.family(info.family)
+    embargo = cv_embargo(info, models, label_map)
+    return cross_validate_joined(join_features_labels(features, labels), features.columns, info, models, embargo,
+                                 estimators=estimators, per_instrument=per_instrument)
+
+
+def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig | None) -> int:
+    """``models.cv.embargo`` (default: the longest horizon + lag); refused when shorter than ``info``'s."""
     max_h = label_map.max_horizon() if label_map is not None else info.horizon + info.lag
     embargo = models.cv.embargo if models.cv.embargo is not None else max_h
     if embargo < info.horizon + info.lag:
         raise ValueError(f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}")
-    data = join_features_labels(features, labels)
+    return embargo
+
+
+def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo, models: ModelsConfig, embargo: int,
+                          *, estimators: list[str] | None = None, per_instrument: bool = True) -> CVResult:
+    """:func:`cross_validate` on ``data``, :func:`join_features_labels` of the features (``columns``)
+    and the labels, with the embargo :func:`cv_embargo` checked."""
+    fam = models.family(info.family)
+    time_col = time_column(data)  # the features' (labels bring no time column of their own)
     y = data[info.name].to_numpy(dtype=np.float64)
     classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if info.task == "classification" else None
-    splits = cv_splits(data, time_column(features), info.end_col, models.cv, embargo)
+    splits = cv_splits(data, time_col, info.end_col, models.cv, embargo)
     common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
-                  feature_columns=feature_columns(features), class_names=list(info.classes) if info.classes else None,
-                  threads=models.threads)
-    baseline = oos_predictions(data, splits, baseline_spec(info, features), NAIVE, y=y, classes=classes,
+                  feature_columns=[c for c in columns if c not in KEY_COLUMNS],
+                  class_names=list(info.classes) if info.classes else None, threads=models.threads)
+    baseline = oos_predictions(data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
                                mode=models.mode, **common)
     instruments = data["instrument"].to_numpy()
     scores, imps, candidates = [], [], []
@@ -347,7 +406,7 @@ def cross_validate(
     out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
     out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
     folds = candidate_scores([*candidates, baseline], y, info.task, classes).assign(label=info.name)
-    times = data[time_column(features)]
+    times = data[time_col]
     spans = {str(s.fold): (times.iloc[s.test].min(), times.iloc[s.test].max()) for s in splits}
     if splits:
         spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))

@@ -355,10 +355,19 @@ def openmp_threads(n: int) -> Any:
 
 
 def design_matrix(X: pd.DataFrame, columns: list[str], categorical: list[str]) -> pd.DataFrame:
-    frame = X[columns]
+    frame = X if list(X.columns) == list(columns) else X[columns]  # already the design columns: no copy
     if not categorical:
         return frame
     return frame.astype({c: "category" for c in categorical if c in columns})
+
+
+def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``frame.iloc[rows]`` for increasing ``rows``; a slice (no copy) when they are the first rows of
+    the frame: every row of a pooled fit, and the training rows of an expanding window often are."""
+    n = len(rows)
+    if n == 0 or rows[n - 1] == n - 1:  # increasing and ending at n - 1: exactly 0..n-1
+        return frame.iloc[:n]
+    return frame.iloc[rows]
 
 
 def allows_nan(estimator: Any) -> bool:
@@ -376,6 +385,70 @@ def select_features(patterns: list[str] | None, available: list[str]) -> list[st
     if not chosen:
         raise ValueError(f"feature patterns {patterns} match none of {available}")
     return chosen
+
+
+def model_rows(mode: Mode, instruments: pd.Series | None, n: int) -> dict[str, np.ndarray]:
+    """Positions of the ``n`` rows each model of a fit is trained on or predicts: all of them
+    (``pooled``), or those of each instrument, keyed by its name in order of first appearance."""
+    if mode == "pooled":
+        return {"all": np.arange(n)}
+    assert instruments is not None
+    codes, uniq = pd.factorize(instruments)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+    return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniq)}
+
+
+class Design:
+    """A long frame as an estimator reads it: its design ``columns`` (features, declared categorical
+    ones as pandas categories), which rows have all of them, and the rows of each model key.
+
+    Built once per frame, it serves fits and predictions on any subset of the frame's rows, so
+    that the folds of a CV take rows of arrays computed once instead of re-deriving them from a
+    copy of the frame per fold. ``arrays=True`` hands the estimator a float matrix instead of a
+    DataFrame: the same numbers in the same memory layout as scikit-learn's own conversion, without
+    its per-call DataFrame checks (half the cost of a small fit), for models that are never stored
+    (the CV's fold models: fitted without feature names, they are predicted with arrays too)."""
+
+    def __init__(self, X: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool):
+        self.X = X
+        self.columns = columns
+        self.categorical = categorical
+        self.inputs = X[columns]
+        self.checks_missing = checks_missing  # rows with a missing design column are skipped
+
+    @functools.cached_property
+    def complete(self) -> np.ndarray:
+        """Rows with every design column present (numpy on float columns: pandas' row-wise
+        ``notna().all(axis=1)`` builds a boolean frame first and costs several times more)."""
+        if self._floats is not None:
+            return ~np.isnan(self._floats).any(axis=1)
+        return self.inputs.notna().all(axis=1).to_numpy()
+
+    @functools.cached_property
+    def _floats(self) -> np.ndarray | None:
+        """The design columns as a C-contiguous (rows x columns) float matrix, the layout
+        scikit-learn gets from a DataFrame of the rows; None when a column is not a numpy float or
+        is categorical."""
+        if self.categorical or not all(isinstance(d, np.dtype) and d.kind == "f" for d in self.inputs.dtypes):
+            return None
+        return np.ascontiguousarray(self.inputs.to_numpy(dtype=np.float64))
+
+    def rows_by_key(self, rows: np.ndarray, mode: Mode) -> dict[str, np.ndarray]:
+        """:func:`model_rows` of ``rows`` (positions in ``X``), as positions in ``rows``."""
+        instruments = take_rows(self.X["instrument"], rows) if mode == "per_instrument" else None
+        return model_rows(mode, instruments, len(rows))
+
+    def matrix(self, rows: np.ndarray, columns: list[str], arrays: bool = False) -> pd.DataFrame | np.ndarray:
+        """The estimator input of ``rows`` (positions in ``X``) and ``columns`` (design columns): a
+        DataFrame (the model keeps the feature names), or with ``arrays`` the float matrix."""
+        if self._floats is None:
+            return design_matrix(take_rows(self.inputs, rows), columns, [c for c in self.categorical if c in columns])
+        if columns == self.columns:
+            values = self._floats.take(rows, axis=0)
+        else:
+            values = self._floats[np.ix_(rows, [self.columns.index(c) for c in columns])]
+        return values if arrays else pd.DataFrame(values, columns=columns, copy=False)
 
 
 @dataclass
@@ -406,37 +479,37 @@ class FittedModel:
         return getattr(est, "needs_frame", False) or getattr(est, "uses_history", False)
 
     def _rows(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        if self.mode == "pooled":
-            return {"all": np.arange(len(X))}
-        codes, uniq = pd.factorize(X["instrument"])
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-        return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniq)}
+        return model_rows(self.mode, X["instrument"] if self.mode == "per_instrument" else None, len(X))
 
     def design(self, X: pd.DataFrame) -> pd.DataFrame:
         """The estimator's input: the feature columns, declared categorical ones as pandas categories."""
         return design_matrix(X, self.feature_columns, self.categorical)
 
     def _apply(self, X: pd.DataFrame, method: str, width: int) -> np.ndarray:
-        with openmp_threads(self.threads):
-            return self._apply_all(X, method, width)
+        design = Design(X, self.feature_columns, self.categorical, checks_missing=not self.allow_nan)
+        return self.apply_rows(design, np.arange(len(X)), method, width)
 
-    def _apply_all(self, X: pd.DataFrame, method: str, width: int) -> np.ndarray:
-        out = np.full((len(X), width), np.nan)
-        complete = (X[self.feature_columns].notna().all(axis=1).to_numpy()
-                    if self.feature_columns and not self.allow_nan else None)
-        for key, rows in self._rows(X).items():
+    def apply_rows(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool = False) -> np.ndarray:
+        """``method`` (predict / predict_proba) of ``rows`` of a :class:`Design` whose columns
+        include this model's (``arrays``: the model was fitted on arrays of it)."""
+        with openmp_threads(self.threads):
+            return self._apply_all(design, rows, method, width, arrays)
+
+    def _apply_all(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool) -> np.ndarray:
+        out = np.full((len(rows), width), np.nan)
+        complete = design.complete if self.feature_columns and not self.allow_nan else None
+        for key, local in design.rows_by_key(rows, self.mode).items():
             est = self.estimators.get(key, self.estimators.get(POOLED_FALLBACK) if self.mode == "per_instrument" else None)
-            if est is None or len(rows) == 0:
+            if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
-                res = getattr(est, method)(X.iloc[rows])
-                out[rows] = np.asarray(res, dtype=np.float64).reshape(len(rows), -1)
+                res = getattr(est, method)(take_rows(design.X, rows[local]))
+                out[local] = np.asarray(res, dtype=np.float64).reshape(len(local), -1)
                 continue
-            ok = rows[complete[rows]] if complete is not None else rows
+            ok = local[complete[rows[local]]] if complete is not None else local
             if len(ok) == 0:
                 continue
-            res = getattr(est, method)(self.design(X.iloc[ok]))
+            res = getattr(est, method)(design.matrix(rows[ok], self.feature_columns, arrays))
             if method == "predict_proba":
                 full = np.zeros((len(ok), width))
                 full[:, np.searchsorted(self.classes, est.classes_)] = res
@@ -471,6 +544,33 @@ class FittedModel:
         return pd.DataFrame(rows, columns=["instrument", "feature", "class", "kind", "value"])
 
 
+def estimator_template(spec: EstimatorSpec, *, label: str, name: str, task: Literal["regression", "classification"],
+                       source: str | None = None) -> Any:
+    """A fresh estimator of ``spec``, refused when it does not fit the label's task."""
+    template = spec.build(source)
+    if task == "classification" and not is_classifier(template) and not getattr(template, "needs_frame", False):
+        raise ValueError(f"{name} ({spec.estimator}) is not a classifier but label {label} is a class label")
+    if task == "regression" and is_classifier(template):
+        raise ValueError(f"{name} ({spec.estimator}) is a classifier but label {label} is a regression label")
+    return template
+
+
+def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
+                feature_columns: list[str] | None) -> Design:
+    """The :class:`Design` of ``X`` for ``spec``: the available ``feature_columns`` it selects,
+    numeric or declared categorical (none for estimators that read the long frame themselves)."""
+    frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
+    cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
+    missing_cat = sorted(set(spec.categorical) - set(X.columns))
+    if missing_cat and not frame_input:
+        raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
+                         "(add them to feature_map.categories)")
+    # string columns go only to estimators that declare them categorical
+    dtypes = X.dtypes
+    cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(dtypes[c])]
+    return Design(X, cols, [c for c in spec.categorical if c in cols], checks_missing=not allows_nan(template))
+
+
 def fit_estimator(
     spec: EstimatorSpec,
     X: pd.DataFrame,
@@ -490,54 +590,54 @@ def fit_estimator(
 ) -> FittedModel:
     """Fit on rows of X (long frame with ``instrument``); rows with a missing label or feature are
     dropped here, so callers only choose which rows are *allowed* (time, purging)."""
-    template = spec.build(source)
-    if task == "classification" and not is_classifier(template) and not getattr(template, "needs_frame", False):
-        raise ValueError(f"{name} ({spec.estimator}) is not a classifier but label {label} is a class label")
-    if task == "regression" and is_classifier(template):
-        raise ValueError(f"{name} ({spec.estimator}) is a classifier but label {label} is a regression label")
+    template = estimator_template(spec, label=label, name=name, task=task, source=source)
+    design = spec_design(spec, template, X, name, feature_columns)
+    return fit_rows(design, template, np.arange(len(X)), y, label=label, family=family, name=name, task=task,
+                    mode=mode, as_of=as_of, class_names=class_names, min_rows=min_rows, threads=threads)
+
+
+def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, label: str, family: str, name: str,
+             task: Literal["regression", "classification"], mode: Mode, as_of: pd.Timestamp | None = None,
+             class_names: list[str] | None = None, min_rows: int = 10, threads: int = 1,
+             arrays: bool = False) -> FittedModel:
+    """:func:`fit_estimator` on ``rows`` (increasing positions) of the frame of ``design`` (from
+    :func:`spec_design`), ``y`` their labels; ``arrays``: see :class:`Design`."""
     frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
-    cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
-    missing_cat = sorted(set(spec.categorical) - set(X.columns))
-    if missing_cat and not frame_input:
-        raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
-                         "(add them to feature_map.categories)")
-    # string columns go only to estimators that declare them categorical
-    cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(X[c])]
-    nan_ok = allows_nan(template)
+    cols = design.columns
+    nan_ok = not design.checks_missing
     y = np.asarray(y, dtype=np.float64)
     ok = ~np.isnan(y)
     if cols and not nan_ok:
-        ok &= X[cols].notna().all(axis=1).to_numpy()
+        ok &= design.complete[rows]
     if cols and nan_ok:  # a feature never observed in training carries nothing (and breaks binning)
-        cols = [c for c in cols if X[c].iloc[np.flatnonzero(ok)].notna().any()]
+        seen = take_rows(design.inputs, rows[ok]).notna().any().to_numpy()
+        cols = [c for c, s in zip(cols, seen, strict=True) if s]
     classes = sorted(int(c) for c in np.unique(y[ok])) if task == "classification" else None
-    categorical = [c for c in spec.categorical if c in cols]
+    categorical = [c for c in design.categorical if c in cols]
     fitted = FittedModel(label, family, name, task, mode, cols, {}, as_of, int(ok.sum()), classes, class_names,
                          categorical=categorical, allow_nan=nan_ok, threads=threads)
     with openmp_threads(threads):
-        _fit_all(fitted, template, X, y, ok, frame_input, min_rows)
+        _fit_all(fitted, template, design, rows, y, ok, frame_input, min_rows, arrays)
     return fitted
 
 
-def _fit_all(fitted: FittedModel, template: Any, X: pd.DataFrame, y: np.ndarray, ok: np.ndarray, frame_input: bool,
-             min_rows: int) -> None:
+def _fit_all(fitted: FittedModel, template: Any, design: Design, rows: np.ndarray, y: np.ndarray, ok: np.ndarray,
+             frame_input: bool, min_rows: int, arrays: bool) -> None:
     """One estimator per key of ``fitted`` (pooled or per instrument), plus the pooled fallback."""
     task, mode = fitted.task, fitted.mode
-    for key, rows in fitted._rows(X).items():
-        rows = rows[ok[rows]]
-        if len(rows) < (1 if frame_input else min_rows):
+    for key, local in design.rows_by_key(rows, mode).items():
+        local = local[ok[local]]
+        if len(local) < (1 if frame_input else min_rows):
             continue
-        Xr = X.iloc[rows] if frame_input else fitted.design(X.iloc[rows])
-        yr = y[rows].astype(int) if task == "classification" else y[rows]
+        Xr = take_rows(design.X, rows[local]) if frame_input else design.matrix(rows[local], fitted.feature_columns, arrays)
+        yr = y[local].astype(int) if task == "classification" else y[local]
         est = clone(template)
         if task == "classification" and len(np.unique(yr)) < 2:
             est = DummyClassifier(strategy="prior")
         fitted.estimators[key] = est.fit(Xr, yr)
-    pooled_rows = np.flatnonzero(ok)
-    if mode == "per_instrument" and not frame_input and len(pooled_rows) >= min_rows:
+    pooled = np.flatnonzero(ok)
+    if mode == "per_instrument" and not frame_input and len(pooled) >= min_rows:
         # instruments too young for their own model (a new pool) are predicted by one pooled model
-        yr = y[pooled_rows].astype(int) if task == "classification" else y[pooled_rows]
+        yr = y[pooled].astype(int) if task == "classification" else y[pooled]
         est = clone(template) if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
-        fitted.estimators[POOLED_FALLBACK] = est.fit(fitted.design(X.iloc[pooled_rows]), yr)
-
-
+        fitted.estimators[POOLED_FALLBACK] = est.fit(design.matrix(rows[pooled], fitted.feature_columns, arrays), yr)
