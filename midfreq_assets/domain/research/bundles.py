@@ -19,7 +19,7 @@ from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research import engine
 from midfreq_assets.domain.research.labels import LabelMapConfig
-from midfreq_assets.domain.research.models import FittedModel, ModelsConfig
+from midfreq_assets.domain.research.models import FittedModel, FrameDesigns, ModelsConfig
 from midfreq_assets.domain.research.selection import Selection, fixed_selection, no_evidence, select_model
 
 
@@ -78,13 +78,16 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
 
 def _fit_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
                 label_map: LabelMapConfig, as_of: pd.Timestamp, cv_labels: list[str] | str | None, *,
-                only_labels: list[str] | None = None, only_estimators: list[str] | None = None) -> ModelBundle:
+                only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
+                designs: FrameDesigns | None = None) -> ModelBundle:
     """:func:`fit_bundle` on :func:`~midfreq_assets.domain.research.engine.join_features_labels` of the
     features (``columns``) and the labels (``label_columns``). A label's fits and its CV read the
-    same rows: those whose label ended before ``as_of``."""
+    same rows: those whose label ended before ``as_of``. ``designs``: of a frame whose first rows
+    ``joined`` is (the fits read heads of its designs)."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
     fitted = engine.fit_models_joined(joined, columns, label_columns, models, as_of, label_map=label_map,
-                                      only_labels=only_labels, only_estimators=only_estimators, naive_for=cv_list)
+                                      only_labels=only_labels, only_estimators=only_estimators, naive_for=cv_list,
+                                      designs=designs)
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
     summaries, folds, imps, notes = [], [], [], []
     for label in cv_list:
@@ -96,8 +99,10 @@ def _fit_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index
                 and (only_estimators is None or n in only_estimators)]
         try:
             embargo = engine.cv_embargo(info, models, label_map)
-            cv = engine.cross_validate_joined(engine.known_rows(joined, info, as_of), columns, info, models, embargo,
-                                              estimators=ests, per_instrument=False)
+            keep = engine.known_mask(joined, info, as_of)
+            cv = engine.cross_validate_joined(engine.rows_where(joined, keep), columns, info, models, embargo,
+                                              estimators=ests, per_instrument=False,
+                                              designs=designs if engine.head_length(keep) is not None else None)
         except Exception as exc:  # too little history for the configured folds: report, keep the fit
             notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
             bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
@@ -123,17 +128,21 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
 
     Features and labels are joined once for every refit: each refit's rows are the joined rows
     before its ``as_of``, a prefix of them (they are sorted by time), the same rows
-    :func:`fit_bundle` joins from the features before ``as_of``."""
+    :func:`fit_bundle` joins from the features before ``as_of``. What the estimators read of the
+    joined frame (:class:`~midfreq_assets.domain.research.models.FrameDesigns`) is made once too."""
     bundles: dict[str, ModelBundle] = {}
     if features.empty or labels.empty:
         return {key: ModelBundle.empty(as_of, "no history before as_of") for key, as_of in as_ofs.items()}
     joined = engine.join_features_labels(features, labels)
+    designs = FrameDesigns(joined)
     times = joined[time_col]
     for key, as_of in as_ofs.items():
         try:
-            rows = engine.rows_where(joined, (times < as_of).to_numpy())
-            bundles[key] = _fit_joined(rows, features.columns, labels.columns, models, label_map, as_of,
-                                       cv_labels=cv_labels, **fit)  # type: ignore[arg-type]
+            keep = (times < as_of).to_numpy()
+            bundles[key] = _fit_joined(engine.rows_where(joined, keep), features.columns, labels.columns, models,
+                                       label_map, as_of, cv_labels=cv_labels,
+                                       designs=designs if engine.head_length(keep) is not None else None,
+                                       **fit)  # type: ignore[arg-type]
         except ValueError as exc:  # e.g. no labelled rows yet
             bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles

@@ -14,12 +14,15 @@ on the rows they all predict (:func:`candidate_scores`), so their scores compare
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from midfreq_assets.domain.research.models import (
+    IMPORTANCE_COLUMNS,
     CVConfig,
     Design,
     EstimatorSpec,
@@ -28,6 +31,9 @@ from midfreq_assets.domain.research.models import (
     fit_rows,
     spec_design,
 )
+
+#: ``(spec, template, data, name, feature_columns) -> Design``: how an estimator's view of the CV data is made.
+DesignOf = Callable[[EstimatorSpec, Any, pd.DataFrame, str, "list[str] | None"], Design]
 
 EPS = 1e-15
 METRICS = {"regression": ("mae", "r2"), "classification": ("log_loss", "accuracy", "balanced_accuracy")}
@@ -134,21 +140,25 @@ def score_predictions(
     return _group_scores(frame, task)
 
 
-def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.DataFrame,
-             arrays: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.DataFrame, arrays: bool = False,
+             whole: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions for ``rows`` of the design's frame (``arrays``: the model was fitted on arrays of
-    it); history estimators read ``history``, every row up to the last one wanted (they are causal)."""
-    if fitted.task == "classification":
-        assert fitted.classes is not None
+    it). History estimators are causal: they read ``history``, every row up to the last one wanted,
+    or with ``whole`` the design's whole frame (a head of a frame reads one pass over it)."""
+    classification = fitted.task == "classification"
+    if fitted.uses_history and not whole:
+        out = fitted.predict_proba(history) if classification else fitted.predict(history)[:, None]
+        out = out[rows]
+    else:
+        assert not classification or fitted.classes is not None
+        method, width = ("predict_proba", len(fitted.classes or [])) if classification else ("predict", 1)
         if fitted.uses_history:
-            proba = fitted.predict_proba(history)[rows]
+            out = fitted.apply_rows(design, np.arange(len(design.X)), method, width)[rows]
         else:
-            proba = fitted.apply_rows(design, rows, "predict_proba", len(fitted.classes), arrays)
-        pred = np.asarray(fitted.classes, dtype=float)[np.nan_to_num(proba, nan=-1).argmax(axis=1)]
-        return pred, proba
-    if fitted.uses_history:
-        return fitted.predict(history)[rows], None
-    return fitted.apply_rows(design, rows, "predict", 1, arrays)[:, 0], None
+            out = fitted.apply_rows(design, rows, method, width, arrays)
+    if classification:
+        return np.asarray(fitted.classes, dtype=float)[np.nan_to_num(out, nan=-1).argmax(axis=1)], out
+    return out[:, 0], None
 
 
 def _align_proba(proba: np.ndarray | None, have: list[int] | None, want: list[int]) -> np.ndarray | None:
@@ -197,6 +207,14 @@ def oos_predictions(
     (EWM predictor, last value) is fitted once and evaluated in one causal pass over ``data``:
     the same numbers as a refit per fold, at the cost of one. The estimator's view of ``data``
     (:class:`~midfreq_assets.domain.research.models.Design`) is built once for all folds."""
+    return oos_on_design(spec_design, data, splits, spec, name, y=y, classes=classes, **common)
+
+
+def oos_on_design(design_of: DesignOf, data: pd.DataFrame, splits: list[Split], spec: EstimatorSpec, name: str, *,
+                  y: np.ndarray, classes: list[int] | None, **common: object) -> OOSPredictions:
+    """:func:`oos_predictions` with the estimator's design of ``data`` from ``design_of``
+    (:func:`~midfreq_assets.domain.research.models.spec_design`, or the heads of a
+    :class:`~midfreq_assets.domain.research.models.FrameDesigns` when ``data`` is the first rows of its frame)."""
     task = common["task"]
     rows = np.concatenate([s.test for s in splits]) if splits else np.array([], dtype=np.int64)
     folds = np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if splits else np.array([], dtype=np.int64)
@@ -205,10 +223,10 @@ def oos_predictions(
         return OOSPredictions(name, rows, folds, np.array([]), None, pd.DataFrame())
     fit = {k: v for k, v in common.items() if k not in ("source", "feature_columns")}
     template = estimator_template(spec, label=common["label"], name=name, task=task, source=common.get("source"))  # type: ignore[arg-type]
-    design = spec_design(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
+    design = design_of(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
     if spec.learns_nothing:
         fitted = fit_rows(design, template, splits[0].train, y[splits[0].train], name=name, **fit)  # type: ignore[arg-type]
-        pred, proba = _outputs(fitted, design, rows, data)
+        pred, proba = _outputs(fitted, design, rows, data, whole=True)
         if task == "classification":
             assert classes is not None
             proba = _align_proba(proba, fitted.classes, classes)
@@ -222,12 +240,11 @@ def oos_predictions(
             proba = _align_proba(proba, fitted.classes, classes)
         preds.append(pred)
         probas.append(proba)
-        imp = fitted.importances() if fitted.estimators else None  # nothing fitted (no complete row): no table
-        if imp is not None and not imp.empty:
-            imps.append(imp.assign(fold=split.fold))
+        imps += [(*r, split.fold) for r in fitted.importance_rows()]
     pred = np.concatenate(preds) if preds else np.array([])
     proba = np.concatenate(probas) if probas and probas[0] is not None else None
-    return OOSPredictions(name, rows, folds, pred, proba, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame())
+    importances = pd.DataFrame(imps, columns=[*IMPORTANCE_COLUMNS, "fold"]) if imps else pd.DataFrame()
+    return OOSPredictions(name, rows, folds, pred, proba, importances)
 
 
 def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
@@ -244,15 +261,25 @@ def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray
             "accuracy": float(hit.mean()), "balanced_accuracy": float(recall.mean())}
 
 
+SCORE_COLUMNS = ["estimator", "fold", "metric", "score", "n", "coverage"]
+
+
 def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
                      classes: list[int] | None = None) -> pd.DataFrame:
     """Out-of-sample scores ``[estimator, fold, metric, score, n, coverage]`` of every candidate per
     fold and over all folds (``fold = 'all'``), on the rows where every candidate predicts and the
     label is known: the candidates are compared on the same rows. ``coverage`` = the share of the
     fold's labelled rows the candidate predicts (a model that cannot predict a pool cannot trade it)."""
-    cols = ["estimator", "fold", "metric", "score", "n", "coverage"]
+    rows = candidate_score_rows(candidates, y, task, classes)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS) if rows else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def candidate_score_rows(candidates: list[OOSPredictions], y: np.ndarray, task: str,
+                         classes: list[int] | None = None) -> list[tuple]:
+    """The rows of :func:`candidate_scores` (tuples of ``SCORE_COLUMNS``), for callers that add
+    columns before making the one table (a small DataFrame per step costs more than the scores)."""
     if not candidates or not len(candidates[0].rows):
-        return pd.DataFrame(columns=cols)
+        return []
     first = candidates[0]
     for c in candidates[1:]:
         if not np.array_equal(c.rows, first.rows):
@@ -278,7 +305,20 @@ def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
             proba = c.proba[use] if c.proba is not None else None
             for metric, value in _metric_values(task, yy[use], c.pred[use], proba, classes).items():
                 rows.append((c.name, fold, metric, value, int(use.sum()), coverage))
-    return pd.DataFrame(rows, columns=cols)
+    return rows
+
+
+def fold_spans(times: pd.Series, splits: list[Split]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """First and last time of each fold's test rows, and over all folds (``'all'``)."""
+    t = pd.DatetimeIndex(times)
+    ns = t.as_unit("ns").asi8
+    spans = {}
+    for s in splits:  # the times at the positions of the smallest and the largest test time
+        test_ns = ns[s.test]
+        spans[str(s.fold)] = (t[s.test[np.argmin(test_ns)]], t[s.test[np.argmax(test_ns)]])
+    if splits:
+        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
+    return spans
 
 
 def vs_baseline_scores(model: OOSPredictions, baseline: OOSPredictions, y: np.ndarray, instruments: np.ndarray,

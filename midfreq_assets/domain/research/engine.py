@@ -26,9 +26,14 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research.cross_validation import (
+    SCORE_COLUMNS,
+    OOSPredictions,
+    Split,
+    candidate_score_rows,
     candidate_scores,
     cv_splits,
-    oos_predictions,
+    fold_spans,
+    oos_on_design,
     vs_baseline_scores,
 )
 from midfreq_assets.domain.research.features import (
@@ -45,9 +50,13 @@ from midfreq_assets.domain.research.models import (
     TIME_COLUMNS,
     EstimatorSpec,
     FittedModel,
+    FrameDesigns,
     ModelsConfig,
+    estimator_template,
     fit_estimator,
+    fit_rows,
     halflife_rows,
+    spec_design,
 )
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
@@ -172,20 +181,29 @@ def _as_of(ts: pd.Timestamp | str, like: pd.Series) -> pd.Timestamp:
     return ts
 
 
+def head_length(keep: np.ndarray) -> int | None:
+    """``n`` when ``keep`` selects exactly the first ``n`` rows, else None."""
+    n = int(keep.sum())
+    return n if keep[:n].all() else None
+
+
 def rows_where(data: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     """``data[keep]`` with a fresh index; a slice (no copy) when ``keep`` is a prefix, as a time
     cut-off is on rows sorted by time (:func:`join_features_labels`)."""
-    n = int(keep.sum())
-    if keep[:n].all():
-        return data.iloc[:n]
-    return data[keep].reset_index(drop=True)
+    n = head_length(keep)
+    return data.iloc[:n] if n is not None else data[keep].reset_index(drop=True)
 
 
-def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
+def known_mask(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> np.ndarray:
     """The joined rows whose label ``info`` ended strictly before ``as_of``: what a model stored for
     ``as_of`` may learn from, and what its CV scores."""
     end = data[info.end_col]
-    return rows_where(data, (end < _as_of(as_of, end)).to_numpy())
+    return (end < _as_of(as_of, end)).to_numpy()
+
+
+def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
+    """The rows of :func:`known_mask`."""
+    return rows_where(data, known_mask(data, info, as_of))
 
 
 def fit_model(
@@ -210,26 +228,22 @@ def fit_model(
 
 
 def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: pd.Index,
-              as_of: pd.Timestamp | str) -> FittedModel:
+              as_of: pd.Timestamp | str, designs: FrameDesigns | None = None) -> FittedModel:
     """:func:`fit_model` on ``train``, joined rows whose label ended before ``as_of``
-    (:func:`known_rows`); ``columns``: the features' columns (keys included)."""
+    (:func:`known_rows`); ``columns``: the features' columns (keys included). ``designs``: of a
+    frame whose first rows ``train`` is (:func:`fit_estimator` on a head of its design)."""
     fam = models.family(info.family)
     spec = _baseline(info, columns) if name == NAIVE else fam.estimators[name]
-    return fit_estimator(
-        spec,
-        train,
-        train[info.name].to_numpy(dtype=np.float64),
-        label=info.name,
-        family=info.family,
-        name=name,
-        task=info.task,
-        mode=spec.mode or models.mode,
-        source=info.target,
-        feature_columns=[c for c in columns if c not in KEY_COLUMNS],
-        as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
-        class_names=list(info.classes) if info.classes else None,
-        threads=models.threads,
-    )
+    features = [c for c in columns if c not in KEY_COLUMNS]
+    fit = dict(label=info.name, family=info.family, name=name, task=info.task, mode=spec.mode or models.mode,
+               as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
+               class_names=list(info.classes) if info.classes else None, threads=models.threads)
+    y = train[info.name].to_numpy(dtype=np.float64)
+    if designs is None:
+        return fit_estimator(spec, train, y, source=info.target, feature_columns=features, **fit)  # type: ignore[arg-type]
+    template = estimator_template(spec, label=info.name, name=name, task=info.task, source=info.target)
+    design = designs.head(spec, template, train, name, features)
+    return fit_rows(design, template, np.arange(len(train)), y, **fit)  # type: ignore[arg-type]
 
 
 def fit_models(
@@ -253,9 +267,10 @@ def fit_models(
 def fit_models_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
                       as_of: pd.Timestamp | str, *, label_map: LabelMapConfig | None = None,
                       only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
-                      naive_for: list[str] | None = None) -> dict[str, FittedModel]:
+                      naive_for: list[str] | None = None, designs: FrameDesigns | None = None) -> dict[str, FittedModel]:
     """:func:`fit_models` on :func:`join_features_labels` of the features (``columns``) and the labels
-    (``label_columns``): each label's training rows are cut once, for all its estimators."""
+    (``label_columns``): each label's training rows are cut once, for all its estimators.
+    ``designs``: of a frame whose first rows ``joined`` is (see :func:`fit_known`)."""
     out: dict[str, FittedModel] = {}
     for col in label_columns:
         if f"{col}__end" not in label_columns or (only_labels is not None and col not in only_labels):
@@ -264,13 +279,15 @@ def fit_models_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd
         if info.family not in models.families:
             continue
         names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
-        train = None
+        train, heads = None, None
         for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
             spec = _baseline(info, columns) if name == NAIVE else models.families[info.family].estimators[name]
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
-            train = known_rows(joined, info, as_of) if train is None else train
-            out[f"{col}/{name}"] = fit_known(train, info, name, models, columns, as_of)
+            if train is None:
+                keep = known_mask(joined, info, as_of)
+                train, heads = rows_where(joined, keep), designs if head_length(keep) is not None else None
+            out[f"{col}/{name}"] = fit_known(train, info, name, models, columns, as_of, heads)
     return out
 
 
@@ -316,18 +333,25 @@ class CVResult:
         f = self.folds
         if f.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        f = f[(f["fold"] == "all").to_numpy()]
-        is_naive = (f["estimator"] == NAIVE).to_numpy()
-        naive = f[is_naive]
-        est = f[~is_naive].rename(columns={"score": "model"})
-        if naive.duplicated(["label", "metric"]).any():  # one row per baseline match: what a merge gives
-            return est.merge(naive[["label", "metric", "score"]].rename(columns={"score": "baseline"}),
-                             on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
-        # a left merge on (label, metric) with one naive row per key, without the merge machinery
-        baseline = dict(zip(zip(naive["label"], naive["metric"], strict=True), naive["score"], strict=True))
-        est = est.assign(baseline=np.array([baseline.get(k, np.nan) for k in zip(est["label"], est["metric"], strict=True)],
-                                           dtype=np.float64))
-        return est[SUMMARY_COLUMNS].reset_index(drop=True)
+        over_all = f["fold"].to_numpy() == "all"
+        is_naive = f["estimator"].to_numpy() == NAIVE
+        label, metric = f["label"].to_numpy(), f["metric"].to_numpy()
+        naive, model = np.flatnonzero(over_all & is_naive), np.flatnonzero(over_all & ~is_naive)
+        keys = list(zip(label[naive], metric[naive], strict=True))
+        if len(set(keys)) < len(keys):  # several baselines of a (label, metric): a row per match, as merged
+            base = f.iloc[naive][["label", "metric", "score"]].rename(columns={"score": "baseline"})
+            est = f.iloc[model].rename(columns={"score": "model"})
+            return est.merge(base, on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+        # a left merge on (label, metric) with one baseline per key, made from the columns' arrays
+        # (each pandas step on a small frame costs more than the whole table)
+        score = f["score"].to_numpy()
+        baseline = dict(zip(keys, score[naive], strict=True))
+        return pd.DataFrame({
+            "label": f["label"].array[model], "estimator": f["estimator"].array[model], "metric": f["metric"].array[model],
+            "model": f["score"].array[model],
+            "baseline": np.array([baseline.get(k, np.nan) for k in zip(label[model], metric[model], strict=True)],
+                                 dtype=np.float64),
+            "n": f["n"].array[model], "coverage": f["coverage"].array[model]})
 
 
 SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
@@ -378,9 +402,12 @@ def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig 
 
 
 def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo, models: ModelsConfig, embargo: int,
-                          *, estimators: list[str] | None = None, per_instrument: bool = True) -> CVResult:
+                          *, estimators: list[str] | None = None, per_instrument: bool = True,
+                          designs: FrameDesigns | None = None) -> CVResult:
     """:func:`cross_validate` on ``data``, :func:`join_features_labels` of the features (``columns``)
-    and the labels, with the embargo :func:`cv_embargo` checked."""
+    and the labels, with the embargo :func:`cv_embargo` checked. ``designs``: of a frame whose first
+    rows ``data`` is (the estimators read heads of its designs)."""
+    design_of = designs.head if designs is not None else spec_design
     fam = models.family(info.family)
     time_col = time_column(data)  # the features' (labels bring no time column of their own)
     y = data[info.name].to_numpy(dtype=np.float64)
@@ -389,13 +416,14 @@ def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo
     common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
                   feature_columns=[c for c in columns if c not in KEY_COLUMNS],
                   class_names=list(info.classes) if info.classes else None, threads=models.threads)
-    baseline = oos_predictions(data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
-                               mode=models.mode, **common)
+    baseline = oos_on_design(design_of, data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
+                             mode=models.mode, **common)
     instruments = data["instrument"].to_numpy()
     scores, imps, candidates = [], [], []
     for name in estimators or list(fam.estimators):
         spec = fam.estimators[name]
-        oos = oos_predictions(data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode, **common)
+        oos = oos_on_design(design_of, data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode,
+                            **common)
         candidates.append(oos)
         if per_instrument:
             scores.append(vs_baseline_scores(oos, baseline, y, instruments, info.task, classes)
@@ -405,12 +433,20 @@ def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo
     cols = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
     out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
     out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
-    folds = candidate_scores([*candidates, baseline], y, info.task, classes).assign(label=info.name)
-    times = data[time_col]
-    spans = {str(s.fold): (times.iloc[s.test].min(), times.iloc[s.test].max()) for s in splits}
-    if splits:
-        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
-    folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
-    folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
     return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
-                    folds[["label", *[c for c in folds.columns if c != "label"]]])
+                    _fold_table(info.name, [*candidates, baseline], y, info.task, classes, data[time_col], splits))
+
+
+def _fold_table(label: str, candidates: list[OOSPredictions], y: np.ndarray, task: str, classes: list[int] | None,
+                times: pd.Series, splits: list[Split]) -> pd.DataFrame:
+    """``CVResult.folds``: :func:`candidate_scores` with the label and each fold's first and last
+    test time, made as one table from its rows."""
+    rows = candidate_score_rows(candidates, y, task, classes)
+    spans = fold_spans(times, splits)
+    columns = ["label", *SCORE_COLUMNS, "test_start", "test_end"]
+    if not rows:  # the empty table of candidate_scores, with the columns added as they were before
+        folds = candidate_scores(candidates, y, task, classes).assign(label=label)
+        folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
+        folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
+        return folds[columns]
+    return pd.DataFrame([(label, *r, *spans[r[1]]) for r in rows], columns=columns)

@@ -45,7 +45,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from midfreq_assets.domain.config.base import StrictModel
-from midfreq_assets.domain.research.features import PanelIndex
+from midfreq_assets.domain.research.features import PanelIndex, time_grid
 
 Mode = Literal["pooled", "per_instrument"]
 #: Key of the pooled model a per-instrument fit keeps for instruments without enough rows of their own.
@@ -133,6 +133,18 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
             raise KeyError(f"EWMYieldPredictor needs column {self.source!r} (add `level: true` to its feature)")
         idx = PanelIndex.from_long(X, _time_col(X), "instrument")
         return idx.gather(self.predict_wide(idx.wide(X[self.source])))
+
+    def head_invariant(self, X: pd.DataFrame, n: int) -> bool:
+        """Whether its predictions of the first ``n`` rows of ``X`` are its predictions of
+        ``X.iloc[:n]`` (so that one pass over ``X`` serves every head of it, :class:`Design`). Each
+        instrument's row is predicted from that instrument's earlier rows only, so they are when the
+        rows are in time order, the head's grid is the first part of the whole one and the
+        halflife in rows (set by the grid step) is the same on both: always on a daily grid."""
+        times = X[_time_col(X)]
+        if not times.is_monotonic_increasing:
+            return False
+        grid, head = time_grid(times), time_grid(times.iloc[:n])
+        return head.equals(grid[: len(head)]) and halflife_rows(self.halflife, head) == halflife_rows(self.halflife, grid)
 
 
 class LastValueBaseline(RegressorMixin, BaseEstimator):
@@ -408,14 +420,24 @@ class Design:
     copy of the frame per fold. ``arrays=True`` hands the estimator a float matrix instead of a
     DataFrame: the same numbers in the same memory layout as scikit-learn's own conversion, without
     its per-call DataFrame checks (half the cost of a small fit), for models that are never stored
-    (the CV's fold models: fitted without feature names, they are predicted with arrays too)."""
+    (the CV's fold models: fitted without feature names, they are predicted with arrays too).
+
+    :meth:`head` gives the design of the frame's first rows as slices of this one's arrays, and the
+    head's history estimators a slice of one pass over the whole frame (:meth:`history_output`):
+    the weekly refits and their CVs all train on first rows of one joined frame."""
 
     def __init__(self, X: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool):
         self.X = X
         self.columns = columns
         self.categorical = categorical
-        self.inputs = X[columns]
         self.checks_missing = checks_missing  # rows with a missing design column are skipped
+        self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows X is, len(X))
+        self._passes: dict[tuple, np.ndarray] = {}  # history estimators' outputs over X
+
+    @functools.cached_property
+    def inputs(self) -> pd.DataFrame:
+        """The design columns of ``X``."""
+        return self.X[self.columns]
 
     @functools.cached_property
     def complete(self) -> np.ndarray:
@@ -434,6 +456,32 @@ class Design:
             return None
         return np.ascontiguousarray(self.inputs.to_numpy(dtype=np.float64))
 
+    def head(self, n: int) -> Design:
+        """The design of the first ``n`` rows of ``X``, sharing this design's arrays."""
+        root, _ = self._root or (self, len(self.X))
+        head = Design(self.X.iloc[:n], self.columns, self.categorical, checks_missing=self.checks_missing)
+        floats = self._floats
+        head.__dict__.update(_floats=None if floats is None else floats[:n], complete=self.complete[:n])
+        head._root = (root, n)
+        return head
+
+    def history_output(self, est: Any, method: str) -> np.ndarray:
+        """``est.<method>(X)`` of a frame estimator. On a :meth:`head`, the first rows of one pass
+        over the whole frame when the estimator vouches that they are the same (``head_invariant``,
+        the EWM predictor): one causal pass then serves every refit of a run."""
+        if self._root is not None and hasattr(est, "head_invariant"):
+            root, n = self._root
+            if est.head_invariant(root.X, n):
+                key = (method, type(est), repr(sorted(est.get_params().items())))
+                if key not in root._passes:
+                    try:
+                        root._passes[key] = np.asarray(getattr(est, method)(root.X), dtype=np.float64)
+                    except ValueError:  # the whole frame cannot be predicted (e.g. duplicate rows after the head)
+                        root._passes[key] = None
+                if root._passes[key] is not None:
+                    return root._passes[key][:n]
+        return np.asarray(getattr(est, method)(self.X), dtype=np.float64)
+
     def rows_by_key(self, rows: np.ndarray, mode: Mode) -> dict[str, np.ndarray]:
         """:func:`model_rows` of ``rows`` (positions in ``X``), as positions in ``rows``."""
         instruments = take_rows(self.X["instrument"], rows) if mode == "per_instrument" else None
@@ -449,6 +497,30 @@ class Design:
         else:
             values = self._floats[np.ix_(rows, [self.columns.index(c) for c in columns])]
         return values if arrays else pd.DataFrame(values, columns=columns, copy=False)
+
+
+class FrameDesigns:
+    """The :class:`Design` of one frame per estimator spec, built once and handed out as heads: for
+    fits and CVs on first rows of the frame (the refits of ``weekly_bundles``), which then slice
+    arrays made once instead of rebuilding them from their rows."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self._dtypes = frame.dtypes
+        self._designs: dict[tuple, Design] = {}
+
+    def head(self, spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
+             feature_columns: list[str] | None) -> Design:
+        """:func:`spec_design` of ``X``, which must be the first ``len(X)`` rows of the frame."""
+        columns, categorical, checks_missing = design_columns(spec, template, self.frame.columns, self._dtypes, name,
+                                                              feature_columns)
+        key = (tuple(columns), tuple(categorical), checks_missing)
+        if key not in self._designs:
+            self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing)
+        return self._designs[key].head(len(X))
+
+
+IMPORTANCE_COLUMNS = ["instrument", "feature", "class", "kind", "value"]
 
 
 @dataclass
@@ -503,7 +575,10 @@ class FittedModel:
             if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
-                res = getattr(est, method)(take_rows(design.X, rows[local]))
+                if len(local) == len(design.X):  # every row, in order: the estimator reads the whole frame
+                    res = design.history_output(est, method)
+                else:
+                    res = getattr(est, method)(take_rows(design.X, rows[local]))
                 out[local] = np.asarray(res, dtype=np.float64).reshape(len(local), -1)
                 continue
             ok = local[complete[rows[local]]] if complete is not None else local
@@ -528,6 +603,10 @@ class FittedModel:
 
     def importances(self) -> pd.DataFrame:
         """Coefficients or feature importances, one row per (instrument|'all', feature[, class])."""
+        return pd.DataFrame(self.importance_rows(), columns=IMPORTANCE_COLUMNS)
+
+    def importance_rows(self) -> list[tuple]:
+        """The rows of :meth:`importances` (tuples of ``IMPORTANCE_COLUMNS``)."""
         rows = []
         for key, est in self.estimators.items():
             final = est.steps[-1][1] if isinstance(est, Pipeline) else est
@@ -541,7 +620,7 @@ class FittedModel:
             for c, row in enumerate(values):
                 for feat, v in zip(self.feature_columns, row, strict=True):
                     rows.append((key, feat, c if len(values) > 1 else None, kind, float(v)))
-        return pd.DataFrame(rows, columns=["instrument", "feature", "class", "kind", "value"])
+        return rows
 
 
 def estimator_template(spec: EstimatorSpec, *, label: str, name: str, task: Literal["regression", "classification"],
@@ -557,18 +636,25 @@ def estimator_template(spec: EstimatorSpec, *, label: str, name: str, task: Lite
 
 def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
                 feature_columns: list[str] | None) -> Design:
-    """The :class:`Design` of ``X`` for ``spec``: the available ``feature_columns`` it selects,
-    numeric or declared categorical (none for estimators that read the long frame themselves)."""
+    """The :class:`Design` of ``X`` for ``spec`` (:func:`design_columns`)."""
+    columns, categorical, checks_missing = design_columns(spec, template, X.columns, X.dtypes, name, feature_columns)
+    return Design(X, columns, categorical, checks_missing=checks_missing)
+
+
+def design_columns(spec: EstimatorSpec, template: Any, columns: pd.Index, dtypes: pd.Series, name: str,
+                   feature_columns: list[str] | None) -> tuple[list[str], list[str], bool]:
+    """The design columns of a frame (``columns``, ``dtypes``) for ``spec``: the available
+    ``feature_columns`` it selects, numeric or declared categorical (none for estimators that read
+    the long frame themselves); the categorical ones; whether rows missing one are skipped."""
     frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
     cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
-    missing_cat = sorted(set(spec.categorical) - set(X.columns))
+    missing_cat = sorted(set(spec.categorical) - set(columns))
     if missing_cat and not frame_input:
         raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
                          "(add them to feature_map.categories)")
     # string columns go only to estimators that declare them categorical
-    dtypes = X.dtypes
     cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(dtypes[c])]
-    return Design(X, cols, [c for c in spec.categorical if c in cols], checks_missing=not allows_nan(template))
+    return cols, [c for c in spec.categorical if c in cols], not allows_nan(template)
 
 
 def fit_estimator(
