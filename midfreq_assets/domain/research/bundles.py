@@ -19,7 +19,7 @@ from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research import engine
 from midfreq_assets.domain.research.labels import LabelMapConfig
-from midfreq_assets.domain.research.models import FittedModel, FrameDesigns, ModelsConfig
+from midfreq_assets.domain.research.models import FittedModel, FrameDesigns, ModelsConfig, openmp_threads
 from midfreq_assets.domain.research.selection import Selection, fixed_selection, no_evidence, select_model
 
 
@@ -72,11 +72,11 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
                only_estimators: list[str] | None = None) -> ModelBundle:
     """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
-    return _fit_joined(engine.join_features_labels(features, labels), features.columns, labels.columns, models,
+    return _fit_joined(engine.join_features_labels(features, labels), list(features.columns), list(labels.columns), models,
                        label_map, as_of, cv_labels, only_labels=only_labels, only_estimators=only_estimators)
 
 
-def _fit_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
+def _fit_joined(joined: pd.DataFrame, columns: list[str], label_columns: list[str], models: ModelsConfig,
                 label_map: LabelMapConfig, as_of: pd.Timestamp, cv_labels: list[str] | str | None, *,
                 only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
                 designs: FrameDesigns | None = None) -> ModelBundle:
@@ -136,15 +136,17 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
     joined = engine.join_features_labels(features, labels)
     designs = FrameDesigns(joined)
     times = joined[time_col]
-    for key, as_of in as_ofs.items():
-        try:
-            keep = (times < as_of).to_numpy()
-            bundles[key] = _fit_joined(engine.rows_where(joined, keep), features.columns, labels.columns, models,
-                                       label_map, as_of, cv_labels=cv_labels,
-                                       designs=designs if engine.head_length(keep) is not None else None,
-                                       **fit)  # type: ignore[arg-type]
-        except ValueError as exc:  # e.g. no labelled rows yet
-            bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
+    columns, label_columns = list(features.columns), list(labels.columns)
+    with openmp_threads(models.threads):  # once for the run, not per fit and prediction
+        for key, as_of in as_ofs.items():
+            try:
+                keep = (times < as_of).to_numpy()
+                bundles[key] = _fit_joined(engine.rows_where(joined, keep), columns, label_columns, models, label_map,
+                                           as_of, cv_labels=cv_labels,
+                                           designs=designs if engine.head_length(keep) is not None else None,
+                                           **fit)  # type: ignore[arg-type]
+            except ValueError as exc:  # e.g. no labelled rows yet
+                bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles
 
 

@@ -18,7 +18,9 @@ ends before T; predictions at t use features at t (and, for history estimators, 
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,10 +226,10 @@ def fit_model(
     info = _pick(models, labels, label, label_map)
     name = estimator or models.family(info.family).primary_name
     data = joined if joined is not None else join_features_labels(features, labels)
-    return fit_known(known_rows(data, info, as_of), info, name, models, features.columns, as_of)
+    return fit_known(known_rows(data, info, as_of), info, name, models, list(features.columns), as_of)
 
 
-def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: pd.Index,
+def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: Sequence[str],
               as_of: pd.Timestamp | str, designs: FrameDesigns | None = None) -> FittedModel:
     """:func:`fit_model` on ``train``, joined rows whose label ended before ``as_of``
     (:func:`known_rows`); ``columns``: the features' columns (keys included). ``designs``: of a
@@ -259,12 +261,12 @@ def fit_models(
 ) -> dict[str, FittedModel]:
     """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
     given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
-    return fit_models_joined(join_features_labels(features, labels), features.columns, labels.columns, models, as_of,
+    return fit_models_joined(join_features_labels(features, labels), list(features.columns), list(labels.columns), models, as_of,
                              label_map=label_map, only_labels=only_labels, only_estimators=only_estimators,
                              naive_for=naive_for)
 
 
-def fit_models_joined(joined: pd.DataFrame, columns: pd.Index, label_columns: pd.Index, models: ModelsConfig,
+def fit_models_joined(joined: pd.DataFrame, columns: Sequence[str], label_columns: Sequence[str], models: ModelsConfig,
                       as_of: pd.Timestamp | str, *, label_map: LabelMapConfig | None = None,
                       only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
                       naive_for: list[str] | None = None, designs: FrameDesigns | None = None) -> dict[str, FittedModel]:
@@ -355,6 +357,14 @@ class CVResult:
 
 
 SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
+SCORES_COLUMNS = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
+SCORES_TYPES = {"model": "float64", "baseline": "float64", "n": "int64"}
+
+
+@functools.cache
+def _no_scores() -> pd.DataFrame:
+    """The empty ``CVResult.scores`` (CV without per-instrument scores), made once: copied per CV."""
+    return pd.DataFrame(columns=SCORES_COLUMNS).astype(SCORES_TYPES)
 
 
 def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
@@ -362,12 +372,18 @@ def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
     return _baseline(info, features.columns)
 
 
-def _baseline(info: LabelInfo, columns: pd.Index) -> EstimatorSpec:
+def _baseline(info: LabelInfo, columns: Sequence[str]) -> EstimatorSpec:
     """:func:`baseline_spec` given the features' columns."""
-    if info.task == "classification":
+    return _baseline_of(info.task, info.name.startswith(f"{info.family}_fwd_") and info.target in columns, info.target)
+
+
+@functools.cache
+def _baseline_of(task: str, last_value: bool, target: str) -> EstimatorSpec:
+    """The naive spec, validated once (a refit fits one per label; specs are never modified)."""
+    if task == "classification":
         return EstimatorSpec(estimator="sklearn.dummy.DummyClassifier", params={"strategy": "prior"})
-    if info.name.startswith(f"{info.family}_fwd_") and info.target in columns:
-        return EstimatorSpec(estimator="last_value", params={"source": info.target})
+    if last_value:
+        return EstimatorSpec(estimator="last_value", params={"source": target})
     return EstimatorSpec(estimator="midfreq_assets.domain.research.models.ZeroBaseline")
 
 
@@ -388,7 +404,7 @@ def cross_validate(
     ``per_instrument``, ``scores`` also holds each estimator against the baseline per instrument."""
     info = _pick(models, labels, label, label_map)
     embargo = cv_embargo(info, models, label_map)
-    return cross_validate_joined(join_features_labels(features, labels), features.columns, info, models, embargo,
+    return cross_validate_joined(join_features_labels(features, labels), list(features.columns), info, models, embargo,
                                  estimators=estimators, per_instrument=per_instrument)
 
 
@@ -401,7 +417,7 @@ def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig 
     return embargo
 
 
-def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo, models: ModelsConfig, embargo: int,
+def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: LabelInfo, models: ModelsConfig, embargo: int,
                           *, estimators: list[str] | None = None, per_instrument: bool = True,
                           designs: FrameDesigns | None = None) -> CVResult:
     """:func:`cross_validate` on ``data``, :func:`join_features_labels` of the features (``columns``)
@@ -418,7 +434,7 @@ def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo
                   class_names=list(info.classes) if info.classes else None, threads=models.threads)
     baseline = oos_on_design(design_of, data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
                              mode=models.mode, **common)
-    instruments = data["instrument"].to_numpy()
+    instruments = data["instrument"].to_numpy() if per_instrument else np.array([])
     scores, imps, candidates = [], [], []
     for name in estimators or list(fam.estimators):
         spec = fam.estimators[name]
@@ -430,9 +446,7 @@ def cross_validate_joined(data: pd.DataFrame, columns: pd.Index, info: LabelInfo
                           .assign(label=info.name, estimator=name))
         if not oos.importances.empty:
             imps.append(oos.importances.assign(label=info.name, estimator=name))
-    cols = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
-    out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
-    out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
+    out = pd.concat(scores, ignore_index=True)[SCORES_COLUMNS].astype(SCORES_TYPES) if scores else _no_scores().copy()
     return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
                     _fold_table(info.name, [*candidates, baseline], y, info.task, classes, data[time_col], splits))
 

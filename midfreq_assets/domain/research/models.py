@@ -29,10 +29,13 @@ random_forest_classifier, hist_gb, hist_gb_classifier.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import importlib
 import inspect
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,17 +137,25 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
         idx = PanelIndex.from_long(X, _time_col(X), "instrument")
         return idx.gather(self.predict_wide(idx.wide(X[self.source])))
 
-    def head_invariant(self, X: pd.DataFrame, n: int) -> bool:
-        """Whether its predictions of the first ``n`` rows of ``X`` are its predictions of
-        ``X.iloc[:n]`` (so that one pass over ``X`` serves every head of it, :class:`Design`). Each
-        instrument's row is predicted from that instrument's earlier rows only, so they are when the
-        rows are in time order, the head's grid is the first part of the whole one and the
-        halflife in rows (set by the grid step) is the same on both: always on a daily grid."""
+    def head_test(self, X: pd.DataFrame) -> Callable[[int], bool]:
+        """Which heads of ``X`` (its first ``n`` rows) it predicts as the first ``n`` of its
+        predictions over ``X``, so that one pass over ``X`` serves them (:class:`Design`). Each
+        instrument's row is predicted from that instrument's earlier rows only, so a head is when
+        the rows are in time order, the head's grid is the first part of the whole one and the
+        halflife in rows (set by the grid step) is the same on both."""
         times = X[_time_col(X)]
         if not times.is_monotonic_increasing:
-            return False
-        grid, head = time_grid(times), time_grid(times.iloc[:n])
-        return head.equals(grid[: len(head)]) and halflife_rows(self.halflife, head) == halflife_rows(self.halflife, grid)
+            return lambda n: False
+        grid = time_grid(times)
+        if len(grid) > 1 and (grid == grid.normalize()).all():  # every calendar day (time_grid): so is a
+            return lambda n: n > 0  # head's grid, its first days, and its step is a day too (a day if one row)
+        h = halflife_rows(self.halflife, grid)
+
+        def same(n: int) -> bool:
+            head = time_grid(times.iloc[:n])
+            return n > 0 and head.equals(grid[: len(head)]) and halflife_rows(self.halflife, head) == h
+
+        return same
 
 
 class LastValueBaseline(RegressorMixin, BaseEstimator):
@@ -186,6 +197,12 @@ class ZeroBaseline(RegressorMixin, BaseEstimator):
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def init_parameters(cls: type) -> tuple[str, ...]:
+    """The parameter names of ``cls.__init__`` (inspected once per class: a spec is built per fit)."""
+    return tuple(inspect.signature(cls.__init__).parameters)
+
+
 def import_dotted(path: str) -> type:
     path = ALIASES.get(path, path)
     module_name, _, attr = path.rpartition(".")
@@ -211,7 +228,7 @@ class EstimatorSpec(StrictModel):
         cls = import_dotted(self.estimator)
         if not (hasattr(cls, "fit") and hasattr(cls, "get_params")):
             raise ValueError(f"estimator {self.estimator!r} is not a scikit-learn estimator")
-        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        valid = set(init_parameters(cls)) - {"self"}
         unknown = sorted(set(self.params) - valid)
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
@@ -230,7 +247,7 @@ class EstimatorSpec(StrictModel):
         """A fresh estimator (a Pipeline when scaled; custom frame estimators are never scaled)."""
         cls = self.estimator_class
         params = dict(self.params)
-        if source is not None and "source" in inspect.signature(cls.__init__).parameters:
+        if source is not None and "source" in init_parameters(cls):
             params.setdefault("source", source)
         est = cls(**params)
         if self.scaler == "none" or getattr(est, "needs_frame", False) or getattr(est, "uses_history", False):
@@ -361,9 +378,24 @@ def _threadpools() -> Any:
     return ThreadpoolController()  # finding the loaded libraries costs ~15 ms: once per process
 
 
-def openmp_threads(n: int) -> Any:
-    """Context limiting OpenMP (gradient boosting) to ``n`` threads."""
-    return _threadpools().limit(limits=n, user_api="openmp")
+_openmp = threading.local()  # the limit of the innermost openmp_threads context of this thread
+
+
+@contextlib.contextmanager
+def openmp_threads(n: int) -> Iterator[None]:
+    """Context limiting OpenMP (gradient boosting) to ``n`` threads. Inside a context of the same
+    limit it does nothing: setting a limit costs ~0.1 ms, and a run of refits enters one per fit
+    and prediction (``weekly_bundles`` holds one around them all)."""
+    if getattr(_openmp, "limit", None) == n:
+        yield
+        return
+    outer = getattr(_openmp, "limit", None)
+    with _threadpools().limit(limits=n, user_api="openmp"):
+        _openmp.limit = n
+        try:
+            yield
+        finally:
+            _openmp.limit = outer
 
 
 def design_matrix(X: pd.DataFrame, columns: list[str], categorical: list[str]) -> pd.DataFrame:
@@ -432,7 +464,8 @@ class Design:
         self.categorical = categorical
         self.checks_missing = checks_missing  # rows with a missing design column are skipped
         self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows X is, len(X))
-        self._passes: dict[tuple, np.ndarray] = {}  # history estimators' outputs over X
+        self._passes: dict[tuple, np.ndarray | None] = {}  # history estimators' outputs over X
+        self._heads: dict[tuple, Callable[[int], bool]] = {}  # and which heads of X they serve
 
     @functools.cached_property
     def inputs(self) -> pd.DataFrame:
@@ -467,12 +500,14 @@ class Design:
 
     def history_output(self, est: Any, method: str) -> np.ndarray:
         """``est.<method>(X)`` of a frame estimator. On a :meth:`head`, the first rows of one pass
-        over the whole frame when the estimator vouches that they are the same (``head_invariant``,
-        the EWM predictor): one causal pass then serves every refit of a run."""
-        if self._root is not None and hasattr(est, "head_invariant"):
+        over the whole frame when the estimator vouches that they are the same (``head_test``, the
+        EWM predictor): one causal pass then serves every refit of a run."""
+        if self._root is not None and hasattr(est, "head_test"):
             root, n = self._root
-            if est.head_invariant(root.X, n):
-                key = (method, type(est), repr(sorted(est.get_params().items())))
+            key = (method, type(est), repr(sorted(est.get_params().items())))
+            if key not in root._heads:
+                root._heads[key] = est.head_test(root.X)
+            if root._heads[key](n):
                 if key not in root._passes:
                     try:
                         root._passes[key] = np.asarray(getattr(est, method)(root.X), dtype=np.float64)
@@ -506,13 +541,14 @@ class FrameDesigns:
 
     def __init__(self, frame: pd.DataFrame):
         self.frame = frame
+        self._columns = list(frame.columns)
         self._dtypes = frame.dtypes
         self._designs: dict[tuple, Design] = {}
 
     def head(self, spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
              feature_columns: list[str] | None) -> Design:
         """:func:`spec_design` of ``X``, which must be the first ``len(X)`` rows of the frame."""
-        columns, categorical, checks_missing = design_columns(spec, template, self.frame.columns, self._dtypes, name,
+        columns, categorical, checks_missing = design_columns(spec, template, self._columns, self._dtypes, name,
                                                               feature_columns)
         key = (tuple(columns), tuple(categorical), checks_missing)
         if key not in self._designs:
@@ -641,7 +677,7 @@ def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
     return Design(X, columns, categorical, checks_missing=checks_missing)
 
 
-def design_columns(spec: EstimatorSpec, template: Any, columns: pd.Index, dtypes: pd.Series, name: str,
+def design_columns(spec: EstimatorSpec, template: Any, columns: Sequence[str], dtypes: pd.Series, name: str,
                    feature_columns: list[str] | None) -> tuple[list[str], list[str], bool]:
     """The design columns of a frame (``columns``, ``dtypes``) for ``spec``: the available
     ``feature_columns`` it selects, numeric or declared categorical (none for estimators that read
