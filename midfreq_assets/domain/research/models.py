@@ -137,6 +137,10 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
         idx = PanelIndex.from_long(X, _time_col(X), "instrument")
         return idx.gather(self.predict_wide(idx.wide(X[self.source])))
 
+    def input_columns(self) -> list[str]:
+        """The columns of ``X`` it reads (a :class:`Design` hands it only those)."""
+        return [*TIME_COLUMNS, "instrument", self.source]
+
     def head_test(self, X: pd.DataFrame) -> Callable[[int], bool]:
         """Which heads of ``X`` (its first ``n`` rows) it predicts as the first ``n`` of its
         predictions over ``X``, so that one pass over ``X`` serves them (:class:`Design`). Each
@@ -172,6 +176,9 @@ class LastValueBaseline(RegressorMixin, BaseEstimator):
         self.is_fitted_ = True
         return self
 
+    def input_columns(self) -> list[str]:
+        return [self.source]
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if self.source not in X.columns:
             raise KeyError(f"LastValueBaseline needs column {self.source!r} (add `level: true` to its feature)")
@@ -187,6 +194,9 @@ class ZeroBaseline(RegressorMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any = None) -> ZeroBaseline:
         self.is_fitted_ = True
         return self
+
+    def input_columns(self) -> list[str]:
+        return []
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.zeros(len(X))
@@ -458,19 +468,29 @@ class Design:
     head's history estimators a slice of one pass over the whole frame (:meth:`history_output`):
     the weekly refits and their CVs all train on first rows of one joined frame."""
 
-    def __init__(self, X: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool):
-        self.X = X
+    def __init__(self, frame: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool,
+                 reads: list[str] | None = None):
+        self.frame = frame
         self.columns = columns
         self.categorical = categorical
         self.checks_missing = checks_missing  # rows with a missing design column are skipped
-        self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows X is, len(X))
+        self.reads = reads  # the columns frame estimators read (their input_columns; None: every column)
+        self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows this one's are, rows)
         self._passes: dict[tuple, np.ndarray | None] = {}  # history estimators' outputs over X
         self._heads: dict[tuple, Callable[[int], bool]] = {}  # and which heads of X they serve
 
     @functools.cached_property
+    def X(self) -> pd.DataFrame:
+        """What a frame estimator gets: the columns of the frame it reads."""
+        if self.reads is None:
+            return self.frame
+        reads = set(self.reads)
+        return self.frame[[c for c in self.frame.columns if c in reads]]
+
+    @functools.cached_property
     def inputs(self) -> pd.DataFrame:
-        """The design columns of ``X``."""
-        return self.X[self.columns]
+        """The design columns of the frame."""
+        return self.frame[self.columns]
 
     @functools.cached_property
     def complete(self) -> np.ndarray:
@@ -490,11 +510,13 @@ class Design:
         return np.ascontiguousarray(self.inputs.to_numpy(dtype=np.float64))
 
     def head(self, n: int) -> Design:
-        """The design of the first ``n`` rows of ``X``, sharing this design's arrays."""
-        root, _ = self._root or (self, len(self.X))
-        head = Design(self.X.iloc[:n], self.columns, self.categorical, checks_missing=self.checks_missing)
+        """The design of the first ``n`` rows of the frame, sharing this design's arrays."""
+        root, _ = self._root or (self, len(self.frame))
+        head = Design(self.frame.iloc[:n], self.columns, self.categorical, checks_missing=self.checks_missing,
+                      reads=self.reads)
         floats = self._floats
-        head.__dict__.update(_floats=None if floats is None else floats[:n], complete=self.complete[:n])
+        head.__dict__.update(X=self.X.iloc[:n], _floats=None if floats is None else floats[:n],
+                             complete=self.complete[:n])
         head._root = (root, n)
         return head
 
@@ -518,12 +540,12 @@ class Design:
         return np.asarray(getattr(est, method)(self.X), dtype=np.float64)
 
     def rows_by_key(self, rows: np.ndarray, mode: Mode) -> dict[str, np.ndarray]:
-        """:func:`model_rows` of ``rows`` (positions in ``X``), as positions in ``rows``."""
-        instruments = take_rows(self.X["instrument"], rows) if mode == "per_instrument" else None
+        """:func:`model_rows` of ``rows`` (positions in the frame), as positions in ``rows``."""
+        instruments = take_rows(self.frame["instrument"], rows) if mode == "per_instrument" else None
         return model_rows(mode, instruments, len(rows))
 
     def matrix(self, rows: np.ndarray, columns: list[str], arrays: bool = False) -> pd.DataFrame | np.ndarray:
-        """The estimator input of ``rows`` (positions in ``X``) and ``columns`` (design columns): a
+        """The estimator input of ``rows`` (positions in the frame) and ``columns`` (design columns): a
         DataFrame (the model keeps the feature names), or with ``arrays`` the float matrix."""
         if self._floats is None:
             return design_matrix(take_rows(self.inputs, rows), columns, [c for c in self.categorical if c in columns])
@@ -550,9 +572,10 @@ class FrameDesigns:
         """:func:`spec_design` of ``X``, which must be the first ``len(X)`` rows of the frame."""
         columns, categorical, checks_missing = design_columns(spec, template, self._columns, self._dtypes, name,
                                                               feature_columns)
-        key = (tuple(columns), tuple(categorical), checks_missing)
+        reads = frame_reads(template)
+        key = (tuple(columns), tuple(categorical), checks_missing, None if reads is None else tuple(reads))
         if key not in self._designs:
-            self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing)
+            self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing, reads=reads)
         return self._designs[key].head(len(X))
 
 
@@ -611,7 +634,7 @@ class FittedModel:
             if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
-                if len(local) == len(design.X):  # every row, in order: the estimator reads the whole frame
+                if len(local) == len(design.frame):  # every row, in order: the estimator reads the whole frame
                     res = design.history_output(est, method)
                 else:
                     res = getattr(est, method)(take_rows(design.X, rows[local]))
@@ -674,7 +697,15 @@ def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
                 feature_columns: list[str] | None) -> Design:
     """The :class:`Design` of ``X`` for ``spec`` (:func:`design_columns`)."""
     columns, categorical, checks_missing = design_columns(spec, template, X.columns, X.dtypes, name, feature_columns)
-    return Design(X, columns, categorical, checks_missing=checks_missing)
+    return Design(X, columns, categorical, checks_missing=checks_missing, reads=frame_reads(template))
+
+
+def frame_reads(template: Any) -> list[str] | None:
+    """The columns of the long frame an estimator reads: its ``input_columns`` if it reads the
+    frame itself and says which (else every column), none when it takes a design matrix."""
+    if not (getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)):
+        return []
+    return list(template.input_columns()) if hasattr(template, "input_columns") else None
 
 
 def design_columns(spec: EstimatorSpec, template: Any, columns: Sequence[str], dtypes: pd.Series, name: str,
