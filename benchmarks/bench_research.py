@@ -51,8 +51,9 @@ def main() -> None:
     hist = panel.assign(date=pd.to_datetime(panel["date"]).dt.normalize()).rename(
         columns={"pool": "instrument"}
     )
-    feats = research.build_features(hist, vault.feature_map)
-    labels = research.build_labels(hist, vault.label_map)
+    # the string columns as fitted_models reads them back from the lake (Parquet: pandas' str dtype)
+    feats = research.build_features(hist, vault.feature_map).astype({"instrument": "str"})
+    labels = research.build_labels(hist, vault.label_map).astype({"instrument": "str"})
     member = pd.MultiIndex.from_frame(hist.loc[hist["eligible"].astype(bool), ["date", "instrument"]])
     train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)].reset_index(
         drop=True

@@ -14,6 +14,7 @@ on the rows they all predict (:func:`candidate_scores`), so their scores compare
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -222,6 +223,7 @@ def oos_on_design(design_of: DesignOf, data: pd.DataFrame, splits: list[Split], 
     if not splits:
         return OOSPredictions(name, rows, folds, np.array([]), None, pd.DataFrame())
     fit = {k: v for k, v in common.items() if k not in ("source", "feature_columns")}
+    fit["fresh"] = functools.partial(spec.build, common.get("source"))
     template = estimator_template(spec, label=common["label"], name=name, task=task, source=common.get("source"))  # type: ignore[arg-type]
     design = design_of(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
     if spec.learns_nothing:
@@ -311,13 +313,19 @@ def candidate_score_rows(candidates: list[OOSPredictions], y: np.ndarray, task: 
 def fold_spans(times: pd.Series, splits: list[Split]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
     """First and last time of each fold's test rows, and over all folds (``'all'``)."""
     t = pd.DatetimeIndex(times)
-    ns = t.as_unit("ns").asi8
+    return {fold: (t[a], t[b]) for fold, (a, b) in fold_span_rows(times, splits).items()}
+
+
+def fold_span_rows(times: pd.Series, splits: list[Split]) -> dict[str, tuple[int, int]]:
+    """:func:`fold_spans` as positions in ``times`` (of a first and a last time)."""
+    ns = pd.DatetimeIndex(times).as_unit("ns").asi8
     spans = {}
-    for s in splits:  # the times at the positions of the smallest and the largest test time
+    for s in splits:  # the positions of the smallest and the largest test time
         test_ns = ns[s.test]
-        spans[str(s.fold)] = (t[s.test[np.argmin(test_ns)]], t[s.test[np.argmax(test_ns)]])
+        spans[str(s.fold)] = (int(s.test[np.argmin(test_ns)]), int(s.test[np.argmax(test_ns)]))
     if splits:
-        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
+        starts, ends = [a for a, _ in spans.values()], [b for _, b in spans.values()]
+        spans["all"] = (starts[int(np.argmin(ns[starts]))], ends[int(np.argmax(ns[ends]))])
     return spans
 
 

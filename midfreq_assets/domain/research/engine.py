@@ -34,6 +34,7 @@ from midfreq_assets.domain.research.cross_validation import (
     candidate_score_rows,
     candidate_scores,
     cv_splits,
+    fold_span_rows,
     fold_spans,
     oos_on_design,
     vs_baseline_scores,
@@ -245,7 +246,8 @@ def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsCon
         return fit_estimator(spec, train, y, source=info.target, feature_columns=features, **fit)  # type: ignore[arg-type]
     template = estimator_template(spec, label=info.name, name=name, task=info.task, source=info.target)
     design = designs.head(spec, template, train, name, features)
-    return fit_rows(design, template, np.arange(len(train)), y, **fit)  # type: ignore[arg-type]
+    return fit_rows(design, template, np.arange(len(train)), y, fresh=functools.partial(spec.build, info.target),
+                    **fit)  # type: ignore[arg-type]
 
 
 def fit_models(
@@ -454,13 +456,19 @@ def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: Labe
 def _fold_table(label: str, candidates: list[OOSPredictions], y: np.ndarray, task: str, classes: list[int] | None,
                 times: pd.Series, splits: list[Split]) -> pd.DataFrame:
     """``CVResult.folds``: :func:`candidate_scores` with the label and each fold's first and last
-    test time, made as one table from its rows."""
+    test time, made as one table from its columns."""
     rows = candidate_score_rows(candidates, y, task, classes)
-    spans = fold_spans(times, splits)
     columns = ["label", *SCORE_COLUMNS, "test_start", "test_end"]
     if not rows:  # the empty table of candidate_scores, with the columns added as they were before
+        spans = fold_spans(times, splits)
         folds = candidate_scores(candidates, y, task, classes).assign(label=label)
         folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
         folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
         return folds[columns]
-    return pd.DataFrame([(label, *r, *spans[r[1]]) for r in rows], columns=columns)
+    spans = fold_span_rows(times, splits)
+    t = pd.DatetimeIndex(times)
+    table: dict[str, object] = {"label": [label] * len(rows)}
+    table.update({c: list(v) for c, v in zip(SCORE_COLUMNS, zip(*rows, strict=True), strict=True)})
+    table["test_start"] = t.take([spans[f][0] for f in table["fold"]]).array  # type: ignore[attr-defined]
+    table["test_end"] = t.take([spans[f][1] for f in table["fold"]]).array  # type: ignore[attr-defined]
+    return pd.DataFrame(table)

@@ -752,9 +752,11 @@ def fit_estimator(
 def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, label: str, family: str, name: str,
              task: Literal["regression", "classification"], mode: Mode, as_of: pd.Timestamp | None = None,
              class_names: list[str] | None = None, min_rows: int = 10, threads: int = 1,
-             arrays: bool = False) -> FittedModel:
+             arrays: bool = False, fresh: Callable[[], Any] | None = None) -> FittedModel:
     """:func:`fit_estimator` on ``rows`` (increasing positions) of the frame of ``design`` (from
-    :func:`spec_design`), ``y`` their labels; ``arrays``: see :class:`Design`."""
+    :func:`spec_design`), ``y`` their labels; ``arrays``: see :class:`Design`. ``fresh``: makes an
+    unfitted estimator like ``template`` (its spec's ``build``: scikit-learn's ``clone``, the
+    default, inspects every step's signature, a tenth of a small fit)."""
     frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
     cols = design.columns
     nan_ok = not design.checks_missing
@@ -770,11 +772,11 @@ def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, 
     fitted = FittedModel(label, family, name, task, mode, cols, {}, as_of, int(ok.sum()), classes, class_names,
                          categorical=categorical, allow_nan=nan_ok, threads=threads)
     with openmp_threads(threads):
-        _fit_all(fitted, template, design, rows, y, ok, frame_input, min_rows, arrays)
+        _fit_all(fitted, fresh or functools.partial(clone, template), design, rows, y, ok, frame_input, min_rows, arrays)
     return fitted
 
 
-def _fit_all(fitted: FittedModel, template: Any, design: Design, rows: np.ndarray, y: np.ndarray, ok: np.ndarray,
+def _fit_all(fitted: FittedModel, fresh: Callable[[], Any], design: Design, rows: np.ndarray, y: np.ndarray, ok: np.ndarray,
              frame_input: bool, min_rows: int, arrays: bool) -> None:
     """One estimator per key of ``fitted`` (pooled or per instrument), plus the pooled fallback."""
     task, mode = fitted.task, fitted.mode
@@ -784,7 +786,7 @@ def _fit_all(fitted: FittedModel, template: Any, design: Design, rows: np.ndarra
             continue
         Xr = take_rows(design.X, rows[local]) if frame_input else design.matrix(rows[local], fitted.feature_columns, arrays)
         yr = y[local].astype(int) if task == "classification" else y[local]
-        est = clone(template)
+        est = fresh()
         if task == "classification" and len(np.unique(yr)) < 2:
             est = DummyClassifier(strategy="prior")
         fitted.estimators[key] = est.fit(Xr, yr)
@@ -792,5 +794,5 @@ def _fit_all(fitted: FittedModel, template: Any, design: Design, rows: np.ndarra
     if mode == "per_instrument" and not frame_input and len(pooled) >= min_rows:
         # instruments too young for their own model (a new pool) are predicted by one pooled model
         yr = y[pooled].astype(int) if task == "classification" else y[pooled]
-        est = clone(template) if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
+        est = fresh() if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
         fitted.estimators[POOLED_FALLBACK] = est.fit(design.matrix(rows[pooled], fitted.feature_columns, arrays), yr)
