@@ -19,7 +19,13 @@ from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research import engine
 from midfreq_assets.domain.research.labels import LabelMapConfig
-from midfreq_assets.domain.research.models import FittedModel, FrameDesigns, ModelsConfig, openmp_threads
+from midfreq_assets.domain.research.models import (
+    Design,
+    FittedModel,
+    FrameDesigns,
+    ModelsConfig,
+    openmp_threads,
+)
 from midfreq_assets.domain.research.selection import Selection, fixed_selection, no_evidence, select_model
 
 
@@ -159,16 +165,22 @@ def model_for_day(bundles: Mapping[str, ModelBundle | None], day: pd.Timestamp) 
     return best
 
 
-def _prediction_frame(fitted: FittedModel, frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
-    """Regression output (``prediction``) or class probabilities (``p_<class>``) of ``rows``."""
+def _prediction_frame(fitted: FittedModel, design: Design, rows: np.ndarray) -> pd.DataFrame:
+    """Regression output (``prediction``) or class probabilities (``p_<class>``) of ``rows`` of the
+    design's frame (history estimators read all of it)."""
+    every = np.arange(len(design.frame))
     if fitted.task == "classification":
-        proba = fitted.predict_proba(frame)
-        proba = proba[rows] if fitted.uses_history else proba
+        if fitted.classes is None:
+            raise TypeError(f"{fitted.name} on {fitted.label} is not a classifier")
+        width = len(fitted.classes)
+        proba = (fitted.apply_rows(design, every, "predict_proba", width)[rows] if fitted.uses_history
+                 else fitted.apply_rows(design, rows, "predict_proba", width))
         names = fitted.class_names or [str(c) for c in fitted.classes or []]
         return pd.DataFrame({f"p_{names[c] if c < len(names) else c}": proba[:, i]
                              for i, c in enumerate(fitted.classes or [])})
-    values = fitted.predict(frame)
-    return pd.DataFrame({"prediction": values[rows] if fitted.uses_history else values})
+    values = (fitted.apply_rows(design, every, "predict", 1)[rows] if fitted.uses_history
+              else fitted.apply_rows(design, rows, "predict", 1))[:, 0]
+    return pd.DataFrame({"prediction": values})
 
 
 def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFrame, days: pd.DatetimeIndex,
@@ -176,9 +188,11 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
     """``[time, (date,) instrument, prediction | p_<class>..., model, model_as_of]`` for the rows of
     ``days`` (by ``date``), each day with the latest bundle fitted at or before it and, in it, the
     model ``model_key`` names (a key, or a function of the bundle: e.g. its selected model). History
-    estimators read earlier rows."""
+    estimators read earlier rows: each group of days reads the features up to its last day, first
+    rows of the sorted features, so their designs are heads of one (a causal pass is shared)."""
     feats = features.sort_values([time_col, "instrument"], kind="stable").reset_index(drop=True)
     fday = pd.to_datetime(feats["date"]).dt.normalize()
+    designs = FrameDesigns(feats)
     key_of = model_key if callable(model_key) else (lambda b: model_key if model_key in b.models else None)
     groups: dict[pd.Timestamp, tuple[ModelBundle, str, list[pd.Timestamp]]] = {}
     for day in days:
@@ -192,13 +206,16 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
         fitted = bundle.models[key]
         if not fitted.estimators:
             continue
-        upto = feats[(fday <= max(group)).to_numpy()].reset_index(drop=True)
-        rows = np.flatnonzero(pd.to_datetime(upto["date"]).dt.normalize().isin(group).to_numpy())
+        keep = (fday <= max(group)).to_numpy()
+        upto = engine.rows_where(feats, keep)
+        rows = np.flatnonzero(fday[keep].isin(group).to_numpy())
         if not len(rows):
             continue
-        frame = upto if fitted.uses_history else upto.iloc[rows].reset_index(drop=True)
+        n = engine.head_length(keep)
+        design = (designs.of_model(fitted, n) if n is not None else
+                  Design(upto, fitted.feature_columns, fitted.categorical, checks_missing=not fitted.allow_nan))
         keys = upto.iloc[rows][list(dict.fromkeys((time_col, "date", "instrument")))]
-        piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, frame, rows)], axis=1)
+        piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, design, rows)], axis=1)
         piece["model"] = key
         piece["model_as_of"] = pd.Timestamp(as_of)
         out.append(piece)

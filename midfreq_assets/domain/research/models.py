@@ -578,6 +578,15 @@ class FrameDesigns:
             self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing, reads=reads)
         return self._designs[key].head(len(X))
 
+    def of_model(self, fitted: FittedModel, n: int) -> Design:
+        """The design a fitted model predicts the first ``n`` rows of the frame with (its feature
+        columns; frame estimators get every column, as :meth:`FittedModel.predict` gives them)."""
+        key = (tuple(fitted.feature_columns), tuple(fitted.categorical), not fitted.allow_nan, None)
+        if key not in self._designs:
+            self._designs[key] = Design(self.frame, fitted.feature_columns, fitted.categorical,
+                                        checks_missing=not fitted.allow_nan)
+        return self._designs[key].head(n)
+
 
 IMPORTANCE_COLUMNS = ["instrument", "feature", "class", "kind", "value"]
 
