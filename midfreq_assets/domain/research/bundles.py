@@ -168,7 +168,7 @@ def model_for_day(bundles: Mapping[str, ModelBundle | None], day: pd.Timestamp) 
 def _prediction_frame(fitted: FittedModel, design: Design, rows: np.ndarray) -> pd.DataFrame:
     """Regression output (``prediction``) or class probabilities (``p_<class>``) of ``rows`` of the
     design's frame (history estimators read all of it)."""
-    every = np.arange(len(design.frame))
+    every = np.arange(design.n)
     if fitted.task == "classification":
         if fitted.classes is None:
             raise TypeError(f"{fitted.name} on {fitted.label} is not a classifier")

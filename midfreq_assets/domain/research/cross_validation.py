@@ -154,7 +154,7 @@ def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.
         assert not classification or fitted.classes is not None
         method, width = ("predict_proba", len(fitted.classes or [])) if classification else ("predict", 1)
         if fitted.uses_history:
-            out = fitted.apply_rows(design, np.arange(len(design.frame)), method, width)[rows]
+            out = fitted.apply_rows(design, np.arange(design.n), method, width)[rows]
         else:
             out = fitted.apply_rows(design, rows, method, width, arrays)
     if classification:

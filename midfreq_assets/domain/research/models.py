@@ -469,8 +469,9 @@ class Design:
     the weekly refits and their CVs all train on first rows of one joined frame."""
 
     def __init__(self, frame: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool,
-                 reads: list[str] | None = None):
-        self.frame = frame
+                 reads: list[str] | None = None, rows: int | None = None):
+        self._whole = frame
+        self.n = len(frame) if rows is None else rows  # a design of the frame's first rows (a head)
         self.columns = columns
         self.categorical = categorical
         self.checks_missing = checks_missing  # rows with a missing design column are skipped
@@ -480,8 +481,15 @@ class Design:
         self._heads: dict[tuple, Callable[[int], bool]] = {}  # and which heads of X they serve
 
     @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The long frame (its first ``n`` rows: sliced when first needed)."""
+        return self._whole if self.n == len(self._whole) else self._whole.iloc[: self.n]
+
+    @functools.cached_property
     def X(self) -> pd.DataFrame:
         """What a frame estimator gets: the columns of the frame it reads."""
+        if self._root is not None:
+            return self._root[0].X.iloc[: self.n]
         if self.reads is None:
             return self.frame
         reads = set(self.reads)
@@ -490,6 +498,8 @@ class Design:
     @functools.cached_property
     def inputs(self) -> pd.DataFrame:
         """The design columns of the frame."""
+        if self._root is not None:
+            return self._root[0].inputs.iloc[: self.n]
         return self.frame[self.columns]
 
     @functools.cached_property
@@ -511,12 +521,11 @@ class Design:
 
     def head(self, n: int) -> Design:
         """The design of the first ``n`` rows of the frame, sharing this design's arrays."""
-        root, _ = self._root or (self, len(self.frame))
-        head = Design(self.frame.iloc[:n], self.columns, self.categorical, checks_missing=self.checks_missing,
-                      reads=self.reads)
-        floats = self._floats
-        head.__dict__.update(X=self.X.iloc[:n], _floats=None if floats is None else floats[:n],
-                             complete=self.complete[:n])
+        root = self._root[0] if self._root is not None else self
+        head = Design(root._whole, self.columns, self.categorical, checks_missing=self.checks_missing,
+                      reads=self.reads, rows=n)
+        floats = root._floats
+        head.__dict__.update(_floats=None if floats is None else floats[:n], complete=root.complete[:n])
         head._root = (root, n)
         return head
 
@@ -643,7 +652,7 @@ class FittedModel:
             if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
-                if len(local) == len(design.frame):  # every row, in order: the estimator reads the whole frame
+                if len(local) == design.n:  # every row, in order: the estimator reads the whole frame
                     res = design.history_output(est, method)
                 else:
                     res = getattr(est, method)(take_rows(design.X, rows[local]))
