@@ -330,10 +330,14 @@ class CVResult:
     importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
     #: label, estimator (incl. naive), fold, metric, score, n, coverage, test_start, test_end (times of its test rows)
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: :meth:`summary`, when made with ``folds`` from the same scores (:func:`cross_validate`)
+    overall: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> pd.DataFrame:
         """Overall out-of-sample scores (fold 'all'): one row per label, estimator, metric, with the
         naive baseline's score on the same rows and the estimator's coverage."""
+        if self.overall is not None:
+            return self.overall.copy()
         f = self.folds
         if f.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -449,15 +453,30 @@ def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: Labe
         if not oos.importances.empty:
             imps.append(oos.importances.assign(label=info.name, estimator=name))
     out = pd.concat(scores, ignore_index=True)[SCORES_COLUMNS].astype(SCORES_TYPES) if scores else _no_scores().copy()
+    rows = candidate_score_rows([*candidates, baseline], y, info.task, classes)
     return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
-                    _fold_table(info.name, [*candidates, baseline], y, info.task, classes, data[time_col], splits))
+                    _fold_table(info.name, rows, [*candidates, baseline], y, info.task, classes, data[time_col], splits),
+                    _summary_table(info.name, rows))
 
 
-def _fold_table(label: str, candidates: list[OOSPredictions], y: np.ndarray, task: str, classes: list[int] | None,
-                times: pd.Series, splits: list[Split]) -> pd.DataFrame:
-    """``CVResult.folds``: :func:`candidate_scores` with the label and each fold's first and last
-    test time, made as one table from its columns."""
-    rows = candidate_score_rows(candidates, y, task, classes)
+def _summary_table(label: str, rows: list[tuple]) -> pd.DataFrame | None:
+    """:meth:`CVResult.summary` of one label's score rows (``SCORE_COLUMNS``), made from them;
+    None when there is no model row (the empty summary keeps the fold table's column types)."""
+    baseline = {metric: score for est, fold, metric, score, _, _ in rows if fold == "all" and est == NAIVE}
+    model = [(est, metric, score, n, cov) for est, fold, metric, score, n, cov in rows if fold == "all" and est != NAIVE]
+    if not model or len(baseline) < sum(1 for est, fold, *_ in rows if fold == "all" and est == NAIVE):
+        return None
+    est, metric, score, n, coverage = (list(c) for c in zip(*model, strict=True))
+    return pd.DataFrame({"label": [label] * len(model), "estimator": est, "metric": metric,
+                         "model": np.array(score, dtype=np.float64),
+                         "baseline": np.array([baseline.get(m, np.nan) for m in metric], dtype=np.float64),
+                         "n": np.array(n, dtype=np.int64), "coverage": np.array(coverage, dtype=np.float64)})
+
+
+def _fold_table(label: str, rows: list[tuple], candidates: list[OOSPredictions], y: np.ndarray, task: str,
+                classes: list[int] | None, times: pd.Series, splits: list[Split]) -> pd.DataFrame:
+    """``CVResult.folds``: :func:`candidate_scores` (``rows``: its rows) with the label and each
+    fold's first and last test time, made as one table from its columns."""
     columns = ["label", *SCORE_COLUMNS, "test_start", "test_end"]
     if not rows:  # the empty table of candidate_scores, with the columns added as they were before
         spans = fold_spans(times, splits)
