@@ -49,12 +49,15 @@ class Split:
     test_end: int
 
 
+NAT_I8 = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+
+
 def time_positions(times: pd.Series | pd.Index, grid: pd.Index) -> np.ndarray:
     """Position of each time on the sorted grid (times past the grid get positions past its end)."""
     t = pd.DatetimeIndex(times).as_unit("ns").asi8
     g = pd.DatetimeIndex(grid).as_unit("ns").asi8
     pos = np.searchsorted(g, t, side="left")
-    nat = pd.isna(pd.DatetimeIndex(times))
+    nat = t == NAT_I8
     beyond = pos >= len(g)
     if beyond.any():
         step = g[-1] - g[-2] if len(g) > 1 else 1
