@@ -146,7 +146,7 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
     with openmp_threads(models.threads):  # once for the run, not per fit and prediction
         for key, as_of in as_ofs.items():
             try:
-                keep = (times < as_of).to_numpy()
+                keep = np.asarray(times.array < as_of)
                 bundles[key] = _fit_joined(engine.rows_where(joined, keep), columns, label_columns, models, label_map,
                                            as_of, cv_labels=cv_labels,
                                            designs=designs if engine.head_length(keep) is not None else None,

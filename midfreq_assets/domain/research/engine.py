@@ -201,7 +201,7 @@ def known_mask(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -
     """The joined rows whose label ``info`` ended strictly before ``as_of``: what a model stored for
     ``as_of`` may learn from, and what its CV scores."""
     end = data[info.end_col]
-    return (end < _as_of(as_of, end)).to_numpy()
+    return np.asarray(end.array < _as_of(as_of, end))  # on the array: a Series comparison builds a Series first
 
 
 def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
