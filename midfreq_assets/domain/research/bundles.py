@@ -19,7 +19,13 @@ from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research import engine
 from midfreq_assets.domain.research.labels import LabelMapConfig
-from midfreq_assets.domain.research.models import FittedModel, ModelsConfig
+from midfreq_assets.domain.research.models import (
+    Design,
+    FittedModel,
+    FrameDesigns,
+    ModelsConfig,
+    openmp_threads,
+)
 from midfreq_assets.domain.research.selection import Selection, fixed_selection, no_evidence, select_model
 
 
@@ -72,9 +78,22 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
                only_estimators: list[str] | None = None) -> ModelBundle:
     """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
+    return _fit_joined(engine.join_features_labels(features, labels), list(features.columns), list(labels.columns), models,
+                       label_map, as_of, cv_labels, only_labels=only_labels, only_estimators=only_estimators)
+
+
+def _fit_joined(joined: pd.DataFrame, columns: list[str], label_columns: list[str], models: ModelsConfig,
+                label_map: LabelMapConfig, as_of: pd.Timestamp, cv_labels: list[str] | str | None, *,
+                only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
+                designs: FrameDesigns | None = None) -> ModelBundle:
+    """:func:`fit_bundle` on :func:`~midfreq_assets.domain.research.engine.join_features_labels` of the
+    features (``columns``) and the labels (``label_columns``). A label's fits and its CV read the
+    same rows: those whose label ended before ``as_of``. ``designs``: of a frame whose first rows
+    ``joined`` is (the fits read heads of its designs)."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
-    fitted = engine.fit_models(features, labels, models, as_of, label_map=label_map, only_labels=only_labels,
-                               only_estimators=only_estimators, naive_for=cv_list)
+    fitted = engine.fit_models_joined(joined, columns, label_columns, models, as_of, label_map=label_map,
+                                      only_labels=only_labels, only_estimators=only_estimators, naive_for=cv_list,
+                                      designs=designs)
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
     summaries, folds, imps, notes = [], [], [], []
     for label in cv_list:
@@ -82,12 +101,14 @@ def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfi
         fam = models.family(info.family)
         if models.selection.by == "fixed":
             bundle.selection[label] = fixed_selection(label, fam.primary_name, "selection.by: fixed (models.primary)")
-        known = labels[(labels[info.end_col] < engine._as_of(as_of, labels[info.end_col])).to_numpy()]
         ests = [n for n, s in fam.estimators.items() if (info.task == "classification") == _is_classifier(s, info.target)
                 and (only_estimators is None or n in only_estimators)]
         try:
-            cv = engine.cross_validate(features, known, models, label=label, estimators=ests, label_map=label_map,
-                                       per_instrument=False)
+            embargo = engine.cv_embargo(info, models, label_map)
+            keep = engine.known_mask(joined, info, as_of)
+            cv = engine.cross_validate_joined(engine.rows_where(joined, keep), columns, info, models, embargo,
+                                              estimators=ests, per_instrument=False,
+                                              designs=designs if engine.head_length(keep) is not None else None)
         except Exception as exc:  # too little history for the configured folds: report, keep the fit
             notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
             bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
@@ -109,18 +130,29 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
                    time_col: str = "date", **fit: object) -> dict[str, ModelBundle]:
     """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
     rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why.
-    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``)."""
+    ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``).
+
+    Features and labels are joined once for every refit: each refit's rows are the joined rows
+    before its ``as_of``, a prefix of them (they are sorted by time), the same rows
+    :func:`fit_bundle` joins from the features before ``as_of``. What the estimators read of the
+    joined frame (:class:`~midfreq_assets.domain.research.models.FrameDesigns`) is made once too."""
     bundles: dict[str, ModelBundle] = {}
-    times = features[time_col] if len(features) else None
-    for key, as_of in as_ofs.items():
-        if features.empty or labels.empty:
-            bundles[key] = ModelBundle.empty(as_of, "no history before as_of")
-            continue
-        try:
-            bundles[key] = fit_bundle(features[(times < as_of).to_numpy()], labels, models, label_map, as_of,
-                                      cv_labels=cv_labels, **fit)  # type: ignore[arg-type]
-        except ValueError as exc:  # e.g. no labelled rows yet
-            bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
+    if features.empty or labels.empty:
+        return {key: ModelBundle.empty(as_of, "no history before as_of") for key, as_of in as_ofs.items()}
+    joined = engine.join_features_labels(features, labels)
+    designs = FrameDesigns(joined)
+    times = joined[time_col]
+    columns, label_columns = list(features.columns), list(labels.columns)
+    with openmp_threads(models.threads):  # once for the run, not per fit and prediction
+        for key, as_of in as_ofs.items():
+            try:
+                keep = np.asarray(times.array < as_of)
+                bundles[key] = _fit_joined(engine.rows_where(joined, keep), columns, label_columns, models, label_map,
+                                           as_of, cv_labels=cv_labels,
+                                           designs=designs if engine.head_length(keep) is not None else None,
+                                           **fit)  # type: ignore[arg-type]
+            except ValueError as exc:  # e.g. no labelled rows yet
+                bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles
 
 
@@ -133,16 +165,22 @@ def model_for_day(bundles: Mapping[str, ModelBundle | None], day: pd.Timestamp) 
     return best
 
 
-def _prediction_frame(fitted: FittedModel, frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
-    """Regression output (``prediction``) or class probabilities (``p_<class>``) of ``rows``."""
+def _prediction_frame(fitted: FittedModel, design: Design, rows: np.ndarray) -> pd.DataFrame:
+    """Regression output (``prediction``) or class probabilities (``p_<class>``) of ``rows`` of the
+    design's frame (history estimators read all of it)."""
+    every = np.arange(design.n)
     if fitted.task == "classification":
-        proba = fitted.predict_proba(frame)
-        proba = proba[rows] if fitted.uses_history else proba
+        if fitted.classes is None:
+            raise TypeError(f"{fitted.name} on {fitted.label} is not a classifier")
+        width = len(fitted.classes)
+        proba = (fitted.apply_rows(design, every, "predict_proba", width)[rows] if fitted.uses_history
+                 else fitted.apply_rows(design, rows, "predict_proba", width))
         names = fitted.class_names or [str(c) for c in fitted.classes or []]
         return pd.DataFrame({f"p_{names[c] if c < len(names) else c}": proba[:, i]
                              for i, c in enumerate(fitted.classes or [])})
-    values = fitted.predict(frame)
-    return pd.DataFrame({"prediction": values[rows] if fitted.uses_history else values})
+    values = (fitted.apply_rows(design, every, "predict", 1)[rows] if fitted.uses_history
+              else fitted.apply_rows(design, rows, "predict", 1))[:, 0]
+    return pd.DataFrame({"prediction": values})
 
 
 def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFrame, days: pd.DatetimeIndex,
@@ -150,9 +188,11 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
     """``[time, (date,) instrument, prediction | p_<class>..., model, model_as_of]`` for the rows of
     ``days`` (by ``date``), each day with the latest bundle fitted at or before it and, in it, the
     model ``model_key`` names (a key, or a function of the bundle: e.g. its selected model). History
-    estimators read earlier rows."""
+    estimators read earlier rows: each group of days reads the features up to its last day, first
+    rows of the sorted features, so their designs are heads of one (a causal pass is shared)."""
     feats = features.sort_values([time_col, "instrument"], kind="stable").reset_index(drop=True)
     fday = pd.to_datetime(feats["date"]).dt.normalize()
+    designs = FrameDesigns(feats)
     key_of = model_key if callable(model_key) else (lambda b: model_key if model_key in b.models else None)
     groups: dict[pd.Timestamp, tuple[ModelBundle, str, list[pd.Timestamp]]] = {}
     for day in days:
@@ -166,13 +206,16 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
         fitted = bundle.models[key]
         if not fitted.estimators:
             continue
-        upto = feats[(fday <= max(group)).to_numpy()].reset_index(drop=True)
-        rows = np.flatnonzero(pd.to_datetime(upto["date"]).dt.normalize().isin(group).to_numpy())
+        keep = (fday <= max(group)).to_numpy()
+        upto = engine.rows_where(feats, keep)
+        rows = np.flatnonzero(fday[keep].isin(group).to_numpy())
         if not len(rows):
             continue
-        frame = upto if fitted.uses_history else upto.iloc[rows].reset_index(drop=True)
+        n = engine.head_length(keep)
+        design = (designs.of_model(fitted, n) if n is not None else
+                  Design(upto, fitted.feature_columns, fitted.categorical, checks_missing=not fitted.allow_nan))
         keys = upto.iloc[rows][list(dict.fromkeys((time_col, "date", "instrument")))]
-        piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, frame, rows)], axis=1)
+        piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, design, rows)], axis=1)
         piece["model"] = key
         piece["model_as_of"] = pd.Timestamp(as_of)
         out.append(piece)

@@ -14,12 +14,27 @@ on the rows they all predict (:func:`candidate_scores`), so their scores compare
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from midfreq_assets.domain.research.models import CVConfig, EstimatorSpec, FittedModel, fit_estimator
+from midfreq_assets.domain.research.models import (
+    IMPORTANCE_COLUMNS,
+    CVConfig,
+    Design,
+    EstimatorSpec,
+    FittedModel,
+    estimator_template,
+    fit_rows,
+    spec_design,
+)
+
+#: ``(spec, template, data, name, feature_columns) -> Design``: how an estimator's view of the CV data is made.
+DesignOf = Callable[[EstimatorSpec, Any, pd.DataFrame, str, "list[str] | None"], Design]
 
 EPS = 1e-15
 METRICS = {"regression": ("mae", "r2"), "classification": ("log_loss", "accuracy", "balanced_accuracy")}
@@ -34,12 +49,15 @@ class Split:
     test_end: int
 
 
+NAT_I8 = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+
+
 def time_positions(times: pd.Series | pd.Index, grid: pd.Index) -> np.ndarray:
     """Position of each time on the sorted grid (times past the grid get positions past its end)."""
     t = pd.DatetimeIndex(times).as_unit("ns").asi8
     g = pd.DatetimeIndex(grid).as_unit("ns").asi8
     pos = np.searchsorted(g, t, side="left")
-    nat = pd.isna(pd.DatetimeIndex(times))
+    nat = t == NAT_I8
     beyond = pos >= len(g)
     if beyond.any():
         step = g[-1] - g[-2] if len(g) > 1 else 1
@@ -126,17 +144,25 @@ def score_predictions(
     return _group_scores(frame, task)
 
 
-def _outputs(fitted: FittedModel, X: pd.DataFrame, rows: np.ndarray, X_all: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions for ``rows``; history estimators see every earlier row (they are causal)."""
-    src = X_all if fitted.uses_history else X.iloc[rows]
-    if fitted.task == "classification":
-        proba = fitted.predict_proba(src)
-        proba = proba[rows] if fitted.uses_history else proba
-        assert fitted.classes is not None
-        pred = np.asarray(fitted.classes, dtype=float)[np.nan_to_num(proba, nan=-1).argmax(axis=1)]
-        return pred, proba
-    pred = fitted.predict(src)
-    return (pred[rows] if fitted.uses_history else pred), None
+def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.DataFrame, arrays: bool = False,
+             whole: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions for ``rows`` of the design's frame (``arrays``: the model was fitted on arrays of
+    it). History estimators are causal: they read ``history``, every row up to the last one wanted,
+    or with ``whole`` the design's whole frame (a head of a frame reads one pass over it)."""
+    classification = fitted.task == "classification"
+    if fitted.uses_history and not whole:
+        out = fitted.predict_proba(history) if classification else fitted.predict(history)[:, None]
+        out = out[rows]
+    else:
+        assert not classification or fitted.classes is not None
+        method, width = ("predict_proba", len(fitted.classes or [])) if classification else ("predict", 1)
+        if fitted.uses_history:
+            out = fitted.apply_rows(design, np.arange(design.n), method, width)[rows]
+        else:
+            out = fitted.apply_rows(design, rows, method, width, arrays)
+    if classification:
+        return np.asarray(fitted.classes, dtype=float)[np.nan_to_num(out, nan=-1).argmax(axis=1)], out
+    return out[:, 0], None
 
 
 def _align_proba(proba: np.ndarray | None, have: list[int] | None, want: list[int]) -> np.ndarray | None:
@@ -183,33 +209,47 @@ def oos_predictions(
 ) -> OOSPredictions:
     """Fit on each fold's training rows, predict its test rows. An estimator that learns nothing
     (EWM predictor, last value) is fitted once and evaluated in one causal pass over ``data``:
-    the same numbers as a refit per fold, at the cost of one."""
+    the same numbers as a refit per fold, at the cost of one. The estimator's view of ``data``
+    (:class:`~midfreq_assets.domain.research.models.Design`) is built once for all folds."""
+    return oos_on_design(spec_design, data, splits, spec, name, y=y, classes=classes, **common)
+
+
+def oos_on_design(design_of: DesignOf, data: pd.DataFrame, splits: list[Split], spec: EstimatorSpec, name: str, *,
+                  y: np.ndarray, classes: list[int] | None, **common: object) -> OOSPredictions:
+    """:func:`oos_predictions` with the estimator's design of ``data`` from ``design_of``
+    (:func:`~midfreq_assets.domain.research.models.spec_design`, or the heads of a
+    :class:`~midfreq_assets.domain.research.models.FrameDesigns` when ``data`` is the first rows of its frame)."""
     task = common["task"]
     rows = np.concatenate([s.test for s in splits]) if splits else np.array([], dtype=np.int64)
     folds = np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if splits else np.array([], dtype=np.int64)
     preds, probas, imps = [], [], []
-    if spec.learns_nothing and splits:
-        fitted = fit_estimator(spec, data.iloc[splits[0].train], y[splits[0].train], name=name, **common)
-        pred, proba = _outputs(fitted, data, rows, data)
+    if not splits:
+        return OOSPredictions(name, rows, folds, np.array([]), None, pd.DataFrame())
+    fit = {k: v for k, v in common.items() if k not in ("source", "feature_columns")}
+    fit["fresh"] = functools.partial(spec.build, common.get("source"))
+    template = estimator_template(spec, label=common["label"], name=name, task=task, source=common.get("source"))  # type: ignore[arg-type]
+    design = design_of(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
+    if spec.learns_nothing:
+        fitted = fit_rows(design, template, splits[0].train, y[splits[0].train], name=name, **fit)  # type: ignore[arg-type]
+        pred, proba = _outputs(fitted, design, rows, data, whole=True)
         if task == "classification":
             assert classes is not None
             proba = _align_proba(proba, fitted.classes, classes)
         return OOSPredictions(name, rows, folds, pred, proba, pd.DataFrame())
-    for split in splits:
-        fitted = fit_estimator(spec, data.iloc[split.train], y[split.train], name=name, **common)
+    for split in splits:  # fold models are never stored: fitted and predicted on arrays (Design)
+        fitted = fit_rows(design, template, split.train, y[split.train], name=name, arrays=True, **fit)  # type: ignore[arg-type]
         upto = data.iloc[: split.test.max() + 1] if fitted.uses_history else data
-        pred, proba = _outputs(fitted, data, split.test, upto)
+        pred, proba = _outputs(fitted, design, split.test, upto, arrays=True)
         if task == "classification":
             assert classes is not None
             proba = _align_proba(proba, fitted.classes, classes)
         preds.append(pred)
         probas.append(proba)
-        imp = fitted.importances()
-        if not imp.empty:
-            imps.append(imp.assign(fold=split.fold))
+        imps += [(*r, split.fold) for r in fitted.importance_rows()]
     pred = np.concatenate(preds) if preds else np.array([])
     proba = np.concatenate(probas) if probas and probas[0] is not None else None
-    return OOSPredictions(name, rows, folds, pred, proba, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame())
+    importances = pd.DataFrame(imps, columns=[*IMPORTANCE_COLUMNS, "fold"]) if imps else pd.DataFrame()
+    return OOSPredictions(name, rows, folds, pred, proba, importances)
 
 
 def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
@@ -226,15 +266,25 @@ def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray
             "accuracy": float(hit.mean()), "balanced_accuracy": float(recall.mean())}
 
 
+SCORE_COLUMNS = ["estimator", "fold", "metric", "score", "n", "coverage"]
+
+
 def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
                      classes: list[int] | None = None) -> pd.DataFrame:
     """Out-of-sample scores ``[estimator, fold, metric, score, n, coverage]`` of every candidate per
     fold and over all folds (``fold = 'all'``), on the rows where every candidate predicts and the
     label is known: the candidates are compared on the same rows. ``coverage`` = the share of the
     fold's labelled rows the candidate predicts (a model that cannot predict a pool cannot trade it)."""
-    cols = ["estimator", "fold", "metric", "score", "n", "coverage"]
+    rows = candidate_score_rows(candidates, y, task, classes)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS) if rows else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def candidate_score_rows(candidates: list[OOSPredictions], y: np.ndarray, task: str,
+                         classes: list[int] | None = None) -> list[tuple]:
+    """The rows of :func:`candidate_scores` (tuples of ``SCORE_COLUMNS``), for callers that add
+    columns before making the one table (a small DataFrame per step costs more than the scores)."""
     if not candidates or not len(candidates[0].rows):
-        return pd.DataFrame(columns=cols)
+        return []
     first = candidates[0]
     for c in candidates[1:]:
         if not np.array_equal(c.rows, first.rows):
@@ -260,7 +310,26 @@ def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
             proba = c.proba[use] if c.proba is not None else None
             for metric, value in _metric_values(task, yy[use], c.pred[use], proba, classes).items():
                 rows.append((c.name, fold, metric, value, int(use.sum()), coverage))
-    return pd.DataFrame(rows, columns=cols)
+    return rows
+
+
+def fold_spans(times: pd.Series, splits: list[Split]) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """First and last time of each fold's test rows, and over all folds (``'all'``)."""
+    t = pd.DatetimeIndex(times)
+    return {fold: (t[a], t[b]) for fold, (a, b) in fold_span_rows(times, splits).items()}
+
+
+def fold_span_rows(times: pd.Series, splits: list[Split]) -> dict[str, tuple[int, int]]:
+    """:func:`fold_spans` as positions in ``times`` (of a first and a last time)."""
+    ns = pd.DatetimeIndex(times).as_unit("ns").asi8
+    spans = {}
+    for s in splits:  # the positions of the smallest and the largest test time
+        test_ns = ns[s.test]
+        spans[str(s.fold)] = (int(s.test[np.argmin(test_ns)]), int(s.test[np.argmax(test_ns)]))
+    if splits:
+        starts, ends = [a for a, _ in spans.values()], [b for _, b in spans.values()]
+        spans["all"] = (starts[int(np.argmin(ns[starts]))], ends[int(np.argmax(ns[ends]))])
+    return spans
 
 
 def vs_baseline_scores(model: OOSPredictions, baseline: OOSPredictions, y: np.ndarray, instruments: np.ndarray,

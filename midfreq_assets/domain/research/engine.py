@@ -18,7 +18,9 @@ ends before T; predictions at t use features at t (and, for history estimators, 
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,9 +28,15 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from midfreq_assets.domain.research.cross_validation import (
+    SCORE_COLUMNS,
+    OOSPredictions,
+    Split,
+    candidate_score_rows,
     candidate_scores,
     cv_splits,
-    oos_predictions,
+    fold_span_rows,
+    fold_spans,
+    oos_on_design,
     vs_baseline_scores,
 )
 from midfreq_assets.domain.research.features import (
@@ -45,9 +53,13 @@ from midfreq_assets.domain.research.models import (
     TIME_COLUMNS,
     EstimatorSpec,
     FittedModel,
+    FrameDesigns,
     ModelsConfig,
+    estimator_template,
     fit_estimator,
+    fit_rows,
     halflife_rows,
+    spec_design,
 )
 
 KEY_COLUMNS = ("open_time", "date", "instrument")
@@ -172,6 +184,31 @@ def _as_of(ts: pd.Timestamp | str, like: pd.Series) -> pd.Timestamp:
     return ts
 
 
+def head_length(keep: np.ndarray) -> int | None:
+    """``n`` when ``keep`` selects exactly the first ``n`` rows, else None."""
+    n = int(keep.sum())
+    return n if keep[:n].all() else None
+
+
+def rows_where(data: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """``data[keep]`` with a fresh index; a slice (no copy) when ``keep`` is a prefix, as a time
+    cut-off is on rows sorted by time (:func:`join_features_labels`)."""
+    n = head_length(keep)
+    return data.iloc[:n] if n is not None else data[keep].reset_index(drop=True)
+
+
+def known_mask(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> np.ndarray:
+    """The joined rows whose label ``info`` ended strictly before ``as_of``: what a model stored for
+    ``as_of`` may learn from, and what its CV scores."""
+    end = data[info.end_col]
+    return np.asarray(end.array < _as_of(as_of, end))  # on the array: a Series comparison builds a Series first
+
+
+def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
+    """The rows of :func:`known_mask`."""
+    return rows_where(data, known_mask(data, info, as_of))
+
+
 def fit_model(
     features: pd.DataFrame,
     labels: pd.DataFrame,
@@ -188,27 +225,29 @@ def fit_model(
     of a configured family, and that family's primary estimator; ``estimator="naive"`` is the
     label's naive baseline. ``joined``: :func:`join_features_labels` of the two, when already made."""
     info = _pick(models, labels, label, label_map)
-    fam = models.family(info.family)
-    name = estimator or fam.primary_name
-    spec = baseline_spec(info, features) if name == NAIVE else fam.estimators[name]
+    name = estimator or models.family(info.family).primary_name
     data = joined if joined is not None else join_features_labels(features, labels)
-    cutoff = _as_of(as_of, data[info.end_col])
-    train = data[(data[info.end_col] < cutoff).to_numpy()]
-    return fit_estimator(
-        spec,
-        train,
-        train[info.name].to_numpy(dtype=np.float64),
-        label=info.name,
-        family=info.family,
-        name=name,
-        task=info.task,
-        mode=spec.mode or models.mode,
-        source=info.target,
-        feature_columns=feature_columns(features),
-        as_of=pd.Timestamp(cutoff),
-        class_names=list(info.classes) if info.classes else None,
-        threads=models.threads,
-    )
+    return fit_known(known_rows(data, info, as_of), info, name, models, list(features.columns), as_of)
+
+
+def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: Sequence[str],
+              as_of: pd.Timestamp | str, designs: FrameDesigns | None = None) -> FittedModel:
+    """:func:`fit_model` on ``train``, joined rows whose label ended before ``as_of``
+    (:func:`known_rows`); ``columns``: the features' columns (keys included). ``designs``: of a
+    frame whose first rows ``train`` is (:func:`fit_estimator` on a head of its design)."""
+    fam = models.family(info.family)
+    spec = _baseline(info, columns) if name == NAIVE else fam.estimators[name]
+    features = [c for c in columns if c not in KEY_COLUMNS]
+    fit = dict(label=info.name, family=info.family, name=name, task=info.task, mode=spec.mode or models.mode,
+               as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
+               class_names=list(info.classes) if info.classes else None, threads=models.threads)
+    y = train[info.name].to_numpy(dtype=np.float64)
+    if designs is None:
+        return fit_estimator(spec, train, y, source=info.target, feature_columns=features, **fit)  # type: ignore[arg-type]
+    template = estimator_template(spec, label=info.name, name=name, task=info.task, source=info.target)
+    design = designs.head(spec, template, train, name, features)
+    return fit_rows(design, template, np.arange(len(train)), y, fresh=functools.partial(spec.build, info.target),
+                    **fit)  # type: ignore[arg-type]
 
 
 def fit_models(
@@ -224,21 +263,35 @@ def fit_models(
 ) -> dict[str, FittedModel]:
     """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
     given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
+    return fit_models_joined(join_features_labels(features, labels), list(features.columns), list(labels.columns), models, as_of,
+                             label_map=label_map, only_labels=only_labels, only_estimators=only_estimators,
+                             naive_for=naive_for)
+
+
+def fit_models_joined(joined: pd.DataFrame, columns: Sequence[str], label_columns: Sequence[str], models: ModelsConfig,
+                      as_of: pd.Timestamp | str, *, label_map: LabelMapConfig | None = None,
+                      only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
+                      naive_for: list[str] | None = None, designs: FrameDesigns | None = None) -> dict[str, FittedModel]:
+    """:func:`fit_models` on :func:`join_features_labels` of the features (``columns``) and the labels
+    (``label_columns``): each label's training rows are cut once, for all its estimators.
+    ``designs``: of a frame whose first rows ``joined`` is (see :func:`fit_known`)."""
     out: dict[str, FittedModel] = {}
-    joined = join_features_labels(features, labels)
-    for col in labels.columns:
-        if f"{col}__end" not in labels.columns or (only_labels is not None and col not in only_labels):
+    for col in label_columns:
+        if f"{col}__end" not in label_columns or (only_labels is not None and col not in only_labels):
             continue
         info = label_info(col, label_map)
         if info.family not in models.families:
             continue
         names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
+        train, heads = None, None
         for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
-            spec = baseline_spec(info, features) if name == NAIVE else models.families[info.family].estimators[name]
+            spec = _baseline(info, columns) if name == NAIVE else models.families[info.family].estimators[name]
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
-            out[f"{col}/{name}"] = fit_model(features, labels, models, as_of, label=col, estimator=name,
-                                             label_map=label_map, joined=joined)
+            if train is None:
+                keep = known_mask(joined, info, as_of)
+                train, heads = rows_where(joined, keep), designs if head_length(keep) is not None else None
+            out[f"{col}/{name}"] = fit_known(train, info, name, models, columns, as_of, heads)
     return out
 
 
@@ -277,28 +330,66 @@ class CVResult:
     importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
     #: label, estimator (incl. naive), fold, metric, score, n, coverage, test_start, test_end (times of its test rows)
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: :meth:`summary`, when made with ``folds`` from the same scores (:func:`cross_validate`)
+    overall: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> pd.DataFrame:
         """Overall out-of-sample scores (fold 'all'): one row per label, estimator, metric, with the
         naive baseline's score on the same rows and the estimator's coverage."""
+        if self.overall is not None:
+            return self.overall.copy()
         f = self.folds
         if f.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        f = f[f["fold"] == "all"]
-        naive = f.loc[f["estimator"] == NAIVE, ["label", "metric", "score"]].rename(columns={"score": "baseline"})
-        est = f[f["estimator"] != NAIVE].rename(columns={"score": "model"})
-        return est.merge(naive, on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+        over_all = f["fold"].to_numpy() == "all"
+        is_naive = f["estimator"].to_numpy() == NAIVE
+        label, metric = f["label"].to_numpy(), f["metric"].to_numpy()
+        naive, model = np.flatnonzero(over_all & is_naive), np.flatnonzero(over_all & ~is_naive)
+        keys = list(zip(label[naive], metric[naive], strict=True))
+        if len(set(keys)) < len(keys):  # several baselines of a (label, metric): a row per match, as merged
+            base = f.iloc[naive][["label", "metric", "score"]].rename(columns={"score": "baseline"})
+            est = f.iloc[model].rename(columns={"score": "model"})
+            return est.merge(base, on=["label", "metric"], how="left")[SUMMARY_COLUMNS].reset_index(drop=True)
+        # a left merge on (label, metric) with one baseline per key, made from the columns' arrays
+        # (each pandas step on a small frame costs more than the whole table)
+        score = f["score"].to_numpy()
+        baseline = dict(zip(keys, score[naive], strict=True))
+        return pd.DataFrame({
+            "label": f["label"].array[model], "estimator": f["estimator"].array[model], "metric": f["metric"].array[model],
+            "model": f["score"].array[model],
+            "baseline": np.array([baseline.get(k, np.nan) for k in zip(label[model], metric[model], strict=True)],
+                                 dtype=np.float64),
+            "n": f["n"].array[model], "coverage": f["coverage"].array[model]})
 
 
 SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
+SCORES_COLUMNS = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
+SCORES_TYPES = {"model": "float64", "baseline": "float64", "n": "int64"}
+
+
+@functools.cache
+def _no_scores() -> pd.DataFrame:
+    """The empty ``CVResult.scores`` (CV without per-instrument scores), made once: copied per CV."""
+    return pd.DataFrame(columns=SCORES_COLUMNS).astype(SCORES_TYPES)
 
 
 def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
     """Naive benchmark: class priors; today's value for forward means; zero for returns."""
-    if info.task == "classification":
+    return _baseline(info, features.columns)
+
+
+def _baseline(info: LabelInfo, columns: Sequence[str]) -> EstimatorSpec:
+    """:func:`baseline_spec` given the features' columns."""
+    return _baseline_of(info.task, info.name.startswith(f"{info.family}_fwd_") and info.target in columns, info.target)
+
+
+@functools.cache
+def _baseline_of(task: str, last_value: bool, target: str) -> EstimatorSpec:
+    """The naive spec, validated once (a refit fits one per label; specs are never modified)."""
+    if task == "classification":
         return EstimatorSpec(estimator="sklearn.dummy.DummyClassifier", params={"strategy": "prior"})
-    if info.name.startswith(f"{info.family}_fwd_") and info.target in features.columns:
-        return EstimatorSpec(estimator="last_value", params={"source": info.target})
+    if last_value:
+        return EstimatorSpec(estimator="last_value", params={"source": target})
     return EstimatorSpec(estimator="midfreq_assets.domain.research.models.ZeroBaseline")
 
 
@@ -318,40 +409,85 @@ def cross_validate(
     candidate (the baseline as ``naive``) per fold on the rows they all predict; with
     ``per_instrument``, ``scores`` also holds each estimator against the baseline per instrument."""
     info = _pick(models, labels, label, label_map)
-    fam = models.family(info.family)
+    embargo = cv_embargo(info, models, label_map)
+    return cross_validate_joined(join_features_labels(features, labels), list(features.columns), info, models, embargo,
+                                 estimators=estimators, per_instrument=per_instrument)
+
+
+def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig | None) -> int:
+    """``models.cv.embargo`` (default: the longest horizon + lag); refused when shorter than ``info``'s."""
     max_h = label_map.max_horizon() if label_map is not None else info.horizon + info.lag
     embargo = models.cv.embargo if models.cv.embargo is not None else max_h
     if embargo < info.horizon + info.lag:
         raise ValueError(f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}")
-    data = join_features_labels(features, labels)
+    return embargo
+
+
+def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: LabelInfo, models: ModelsConfig, embargo: int,
+                          *, estimators: list[str] | None = None, per_instrument: bool = True,
+                          designs: FrameDesigns | None = None) -> CVResult:
+    """:func:`cross_validate` on ``data``, :func:`join_features_labels` of the features (``columns``)
+    and the labels, with the embargo :func:`cv_embargo` checked. ``designs``: of a frame whose first
+    rows ``data`` is (the estimators read heads of its designs)."""
+    design_of = designs.head if designs is not None else spec_design
+    fam = models.family(info.family)
+    time_col = time_column(data)  # the features' (labels bring no time column of their own)
     y = data[info.name].to_numpy(dtype=np.float64)
     classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if info.task == "classification" else None
-    splits = cv_splits(data, time_column(features), info.end_col, models.cv, embargo)
+    splits = cv_splits(data, time_col, info.end_col, models.cv, embargo)
     common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
-                  feature_columns=feature_columns(features), class_names=list(info.classes) if info.classes else None,
-                  threads=models.threads)
-    baseline = oos_predictions(data, splits, baseline_spec(info, features), NAIVE, y=y, classes=classes,
-                               mode=models.mode, **common)
-    instruments = data["instrument"].to_numpy()
+                  feature_columns=[c for c in columns if c not in KEY_COLUMNS],
+                  class_names=list(info.classes) if info.classes else None, threads=models.threads)
+    baseline = oos_on_design(design_of, data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
+                             mode=models.mode, **common)
+    instruments = data["instrument"].to_numpy() if per_instrument else np.array([])
     scores, imps, candidates = [], [], []
     for name in estimators or list(fam.estimators):
         spec = fam.estimators[name]
-        oos = oos_predictions(data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode, **common)
+        oos = oos_on_design(design_of, data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode,
+                            **common)
         candidates.append(oos)
         if per_instrument:
             scores.append(vs_baseline_scores(oos, baseline, y, instruments, info.task, classes)
                           .assign(label=info.name, estimator=name))
         if not oos.importances.empty:
             imps.append(oos.importances.assign(label=info.name, estimator=name))
-    cols = ["label", "estimator", "fold", "instrument", "metric", "model", "baseline", "n"]
-    out = pd.concat(scores, ignore_index=True)[cols] if scores else pd.DataFrame(columns=cols)
-    out = out.astype({"model": "float64", "baseline": "float64", "n": "int64"})
-    folds = candidate_scores([*candidates, baseline], y, info.task, classes).assign(label=info.name)
-    times = data[time_column(features)]
-    spans = {str(s.fold): (times.iloc[s.test].min(), times.iloc[s.test].max()) for s in splits}
-    if splits:
-        spans["all"] = (min(a for a, _ in spans.values()), max(b for _, b in spans.values()))
-    folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
-    folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
+    out = pd.concat(scores, ignore_index=True)[SCORES_COLUMNS].astype(SCORES_TYPES) if scores else _no_scores().copy()
+    rows = candidate_score_rows([*candidates, baseline], y, info.task, classes)
     return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
-                    folds[["label", *[c for c in folds.columns if c != "label"]]])
+                    _fold_table(info.name, rows, [*candidates, baseline], y, info.task, classes, data[time_col], splits),
+                    _summary_table(info.name, rows))
+
+
+def _summary_table(label: str, rows: list[tuple]) -> pd.DataFrame | None:
+    """:meth:`CVResult.summary` of one label's score rows (``SCORE_COLUMNS``), made from them;
+    None when there is no model row (the empty summary keeps the fold table's column types)."""
+    baseline = {metric: score for est, fold, metric, score, _, _ in rows if fold == "all" and est == NAIVE}
+    model = [(est, metric, score, n, cov) for est, fold, metric, score, n, cov in rows if fold == "all" and est != NAIVE]
+    if not model or len(baseline) < sum(1 for est, fold, *_ in rows if fold == "all" and est == NAIVE):
+        return None
+    est, metric, score, n, coverage = (list(c) for c in zip(*model, strict=True))
+    return pd.DataFrame({"label": [label] * len(model), "estimator": est, "metric": metric,
+                         "model": np.array(score, dtype=np.float64),
+                         "baseline": np.array([baseline.get(m, np.nan) for m in metric], dtype=np.float64),
+                         "n": np.array(n, dtype=np.int64), "coverage": np.array(coverage, dtype=np.float64)})
+
+
+def _fold_table(label: str, rows: list[tuple], candidates: list[OOSPredictions], y: np.ndarray, task: str,
+                classes: list[int] | None, times: pd.Series, splits: list[Split]) -> pd.DataFrame:
+    """``CVResult.folds``: :func:`candidate_scores` (``rows``: its rows) with the label and each
+    fold's first and last test time, made as one table from its columns."""
+    columns = ["label", *SCORE_COLUMNS, "test_start", "test_end"]
+    if not rows:  # the empty table of candidate_scores, with the columns added as they were before
+        spans = fold_spans(times, splits)
+        folds = candidate_scores(candidates, y, task, classes).assign(label=label)
+        folds["test_start"] = folds["fold"].map(lambda f: spans[f][0])
+        folds["test_end"] = folds["fold"].map(lambda f: spans[f][1])
+        return folds[columns]
+    spans = fold_span_rows(times, splits)
+    t = pd.DatetimeIndex(times)
+    table: dict[str, object] = {"label": [label] * len(rows)}
+    table.update({c: list(v) for c, v in zip(SCORE_COLUMNS, zip(*rows, strict=True), strict=True)})
+    table["test_start"] = t.take([spans[f][0] for f in table["fold"]]).array  # type: ignore[attr-defined]
+    table["test_end"] = t.take([spans[f][1] for f in table["fold"]]).array  # type: ignore[attr-defined]
+    return pd.DataFrame(table)

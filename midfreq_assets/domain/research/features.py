@@ -251,6 +251,15 @@ def instrument_column(df: pd.DataFrame) -> str:
     raise KeyError(f"no instrument column: expected one of {INSTRUMENT_COLUMNS}, got {list(df.columns)}")
 
 
+def time_grid(times: pd.Series | pd.Index) -> pd.DatetimeIndex:
+    """The time axis of a panel (:class:`PanelIndex`): its sorted distinct times, completed to every
+    calendar day when they are all midnights (windows in days are then windows in rows)."""
+    uniq = pd.DatetimeIndex(pd.DatetimeIndex(times).unique()).sort_values()
+    if len(uniq) and (uniq == uniq.normalize()).all() and len(uniq) > 1:
+        uniq = pd.date_range(uniq[0], uniq[-1], freq="D", unit=uniq.unit)
+    return uniq
+
+
 @dataclass(frozen=True)
 class PanelIndex:
     """Row <-> cell mapping of a long panel. Daily data is completed to a full calendar so that
@@ -267,9 +276,7 @@ class PanelIndex:
     def from_long(cls, df: pd.DataFrame, time_col: str = "date", instrument_col: str | None = None) -> PanelIndex:
         instrument_col = instrument_col or instrument_column(df)
         t = pd.DatetimeIndex(df[time_col])
-        uniq = pd.DatetimeIndex(t.unique()).sort_values()
-        if len(uniq) and (uniq == uniq.normalize()).all() and len(uniq) > 1:
-            uniq = pd.date_range(uniq[0], uniq[-1], freq="D", unit=uniq.unit)
+        uniq = time_grid(t)
         ti = uniq.get_indexer(t)
         ii, instruments = pd.factorize(df[instrument_col], sort=True)
         instruments = pd.Index(instruments)

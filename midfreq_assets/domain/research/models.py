@@ -29,10 +29,13 @@ random_forest_classifier, hist_gb, hist_gb_classifier.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import importlib
 import inspect
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +48,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from midfreq_assets.domain.config.base import StrictModel
-from midfreq_assets.domain.research.features import PanelIndex
+from midfreq_assets.domain.research.features import PanelIndex, time_grid
 
 Mode = Literal["pooled", "per_instrument"]
 #: Key of the pooled model a per-instrument fit keeps for instruments without enough rows of their own.
@@ -134,6 +137,30 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
         idx = PanelIndex.from_long(X, _time_col(X), "instrument")
         return idx.gather(self.predict_wide(idx.wide(X[self.source])))
 
+    def input_columns(self) -> list[str]:
+        """The columns of ``X`` it reads (a :class:`Design` hands it only those)."""
+        return [*TIME_COLUMNS, "instrument", self.source]
+
+    def head_test(self, X: pd.DataFrame) -> Callable[[int], bool]:
+        """Which heads of ``X`` (its first ``n`` rows) it predicts as the first ``n`` of its
+        predictions over ``X``, so that one pass over ``X`` serves them (:class:`Design`). Each
+        instrument's row is predicted from that instrument's earlier rows only, so a head is when
+        the rows are in time order, the head's grid is the first part of the whole one and the
+        halflife in rows (set by the grid step) is the same on both."""
+        times = X[_time_col(X)]
+        if not times.is_monotonic_increasing:
+            return lambda n: False
+        grid = time_grid(times)
+        if len(grid) > 1 and (grid == grid.normalize()).all():  # every calendar day (time_grid): so is a
+            return lambda n: n > 0  # head's grid, its first days, and its step is a day too (a day if one row)
+        h = halflife_rows(self.halflife, grid)
+
+        def same(n: int) -> bool:
+            head = time_grid(times.iloc[:n])
+            return n > 0 and head.equals(grid[: len(head)]) and halflife_rows(self.halflife, head) == h
+
+        return same
+
 
 class LastValueBaseline(RegressorMixin, BaseEstimator):
     """Naive forecast: the current value of ``source`` (tomorrow's APY = today's)."""
@@ -148,6 +175,9 @@ class LastValueBaseline(RegressorMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any = None) -> LastValueBaseline:
         self.is_fitted_ = True
         return self
+
+    def input_columns(self) -> list[str]:
+        return [self.source]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if self.source not in X.columns:
@@ -165,6 +195,9 @@ class ZeroBaseline(RegressorMixin, BaseEstimator):
         self.is_fitted_ = True
         return self
 
+    def input_columns(self) -> list[str]:
+        return []
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.zeros(len(X))
 
@@ -172,6 +205,12 @@ class ZeroBaseline(RegressorMixin, BaseEstimator):
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def init_parameters(cls: type) -> tuple[str, ...]:
+    """The parameter names of ``cls.__init__`` (inspected once per class: a spec is built per fit)."""
+    return tuple(inspect.signature(cls.__init__).parameters)
 
 
 def import_dotted(path: str) -> type:
@@ -199,7 +238,7 @@ class EstimatorSpec(StrictModel):
         cls = import_dotted(self.estimator)
         if not (hasattr(cls, "fit") and hasattr(cls, "get_params")):
             raise ValueError(f"estimator {self.estimator!r} is not a scikit-learn estimator")
-        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        valid = set(init_parameters(cls)) - {"self"}
         unknown = sorted(set(self.params) - valid)
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
@@ -218,7 +257,7 @@ class EstimatorSpec(StrictModel):
         """A fresh estimator (a Pipeline when scaled; custom frame estimators are never scaled)."""
         cls = self.estimator_class
         params = dict(self.params)
-        if source is not None and "source" in inspect.signature(cls.__init__).parameters:
+        if source is not None and "source" in init_parameters(cls):
             params.setdefault("source", source)
         est = cls(**params)
         if self.scaler == "none" or getattr(est, "needs_frame", False) or getattr(est, "uses_history", False):
@@ -349,16 +388,40 @@ def _threadpools() -> Any:
     return ThreadpoolController()  # finding the loaded libraries costs ~15 ms: once per process
 
 
-def openmp_threads(n: int) -> Any:
-    """Context limiting OpenMP (gradient boosting) to ``n`` threads."""
-    return _threadpools().limit(limits=n, user_api="openmp")
+_openmp = threading.local()  # the limit of the innermost openmp_threads context of this thread
+
+
+@contextlib.contextmanager
+def openmp_threads(n: int) -> Iterator[None]:
+    """Context limiting OpenMP (gradient boosting) to ``n`` threads. Inside a context of the same
+    limit it does nothing: setting a limit costs ~0.1 ms, and a run of refits enters one per fit
+    and prediction (``weekly_bundles`` holds one around them all)."""
+    if getattr(_openmp, "limit", None) == n:
+        yield
+        return
+    outer = getattr(_openmp, "limit", None)
+    with _threadpools().limit(limits=n, user_api="openmp"):
+        _openmp.limit = n
+        try:
+            yield
+        finally:
+            _openmp.limit = outer
 
 
 def design_matrix(X: pd.DataFrame, columns: list[str], categorical: list[str]) -> pd.DataFrame:
-    frame = X[columns]
+    frame = X if list(X.columns) == list(columns) else X[columns]  # already the design columns: no copy
     if not categorical:
         return frame
     return frame.astype({c: "category" for c in categorical if c in columns})
+
+
+def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``frame.iloc[rows]`` for increasing ``rows``; a slice (no copy) when they are the first rows of
+    the frame: every row of a pooled fit, and the training rows of an expanding window often are."""
+    n = len(rows)
+    if n == 0 or rows[n - 1] == n - 1:  # increasing and ending at n - 1: exactly 0..n-1
+        return frame.iloc[:n]
+    return frame.iloc[rows]
 
 
 def allows_nan(estimator: Any) -> bool:
@@ -376,6 +439,165 @@ def select_features(patterns: list[str] | None, available: list[str]) -> list[st
     if not chosen:
         raise ValueError(f"feature patterns {patterns} match none of {available}")
     return chosen
+
+
+def model_rows(mode: Mode, instruments: pd.Series | None, n: int) -> dict[str, np.ndarray]:
+    """Positions of the ``n`` rows each model of a fit is trained on or predicts: all of them
+    (``pooled``), or those of each instrument, keyed by its name in order of first appearance."""
+    if mode == "pooled":
+        return {"all": np.arange(n)}
+    assert instruments is not None
+    codes, uniq = pd.factorize(instruments)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+    return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniq)}
+
+
+class Design:
+    """A long frame as an estimator reads it: its design ``columns`` (features, declared categorical
+    ones as pandas categories), which rows have all of them, and the rows of each model key.
+
+    Built once per frame, it serves fits and predictions on any subset of the frame's rows, so
+    that the folds of a CV take rows of arrays computed once instead of re-deriving them from a
+    copy of the frame per fold. ``arrays=True`` hands the estimator a float matrix instead of a
+    DataFrame: the same numbers in the same memory layout as scikit-learn's own conversion, without
+    its per-call DataFrame checks (half the cost of a small fit), for models that are never stored
+    (the CV's fold models: fitted without feature names, they are predicted with arrays too).
+
+    :meth:`head` gives the design of the frame's first rows as slices of this one's arrays, and the
+    head's history estimators a slice of one pass over the whole frame (:meth:`history_output`):
+    the weekly refits and their CVs all train on first rows of one joined frame."""
+
+    def __init__(self, frame: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool,
+                 reads: list[str] | None = None, rows: int | None = None):
+        self._whole = frame
+        self.n = len(frame) if rows is None else rows  # a design of the frame's first rows (a head)
+        self.columns = columns
+        self.categorical = categorical
+        self.checks_missing = checks_missing  # rows with a missing design column are skipped
+        self.reads = reads  # the columns frame estimators read (their input_columns; None: every column)
+        self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows this one's are, rows)
+        self._passes: dict[tuple, np.ndarray | None] = {}  # history estimators' outputs over X
+        self._heads: dict[tuple, Callable[[int], bool]] = {}  # and which heads of X they serve
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The long frame (its first ``n`` rows: sliced when first needed)."""
+        return self._whole if self.n == len(self._whole) else self._whole.iloc[: self.n]
+
+    @functools.cached_property
+    def X(self) -> pd.DataFrame:
+        """What a frame estimator gets: the columns of the frame it reads."""
+        if self._root is not None:
+            return self._root[0].X.iloc[: self.n]
+        if self.reads is None:
+            return self.frame
+        reads = set(self.reads)
+        return self.frame[[c for c in self.frame.columns if c in reads]]
+
+    @functools.cached_property
+    def inputs(self) -> pd.DataFrame:
+        """The design columns of the frame."""
+        if self._root is not None:
+            return self._root[0].inputs.iloc[: self.n]
+        return self.frame[self.columns]
+
+    @functools.cached_property
+    def complete(self) -> np.ndarray:
+        """Rows with every design column present (numpy on float columns: pandas' row-wise
+        ``notna().all(axis=1)`` builds a boolean frame first and costs several times more)."""
+        if self._floats is not None:
+            return ~np.isnan(self._floats).any(axis=1)
+        return self.inputs.notna().all(axis=1).to_numpy()
+
+    @functools.cached_property
+    def _floats(self) -> np.ndarray | None:
+        """The design columns as a C-contiguous (rows x columns) float matrix, the layout
+        scikit-learn gets from a DataFrame of the rows; None when a column is not a numpy float or
+        is categorical."""
+        if self.categorical or not all(isinstance(d, np.dtype) and d.kind == "f" for d in self.inputs.dtypes):
+            return None
+        return np.ascontiguousarray(self.inputs.to_numpy(dtype=np.float64))
+
+    def head(self, n: int) -> Design:
+        """The design of the first ``n`` rows of the frame, sharing this design's arrays."""
+        root = self._root[0] if self._root is not None else self
+        head = Design(root._whole, self.columns, self.categorical, checks_missing=self.checks_missing,
+                      reads=self.reads, rows=n)
+        floats = root._floats
+        head.__dict__.update(_floats=None if floats is None else floats[:n], complete=root.complete[:n])
+        head._root = (root, n)
+        return head
+
+    def history_output(self, est: Any, method: str) -> np.ndarray:
+        """``est.<method>(X)`` of a frame estimator. On a :meth:`head`, the first rows of one pass
+        over the whole frame when the estimator vouches that they are the same (``head_test``, the
+        EWM predictor): one causal pass then serves every refit of a run."""
+        if self._root is not None and hasattr(est, "head_test"):
+            root, n = self._root
+            key = (method, type(est), repr(sorted(est.get_params().items())))
+            if key not in root._heads:
+                root._heads[key] = est.head_test(root.X)
+            if root._heads[key](n):
+                if key not in root._passes:
+                    try:
+                        root._passes[key] = np.asarray(getattr(est, method)(root.X), dtype=np.float64)
+                    except ValueError:  # the whole frame cannot be predicted (e.g. duplicate rows after the head)
+                        root._passes[key] = None
+                if root._passes[key] is not None:
+                    return root._passes[key][:n]
+        return np.asarray(getattr(est, method)(self.X), dtype=np.float64)
+
+    def rows_by_key(self, rows: np.ndarray, mode: Mode) -> dict[str, np.ndarray]:
+        """:func:`model_rows` of ``rows`` (positions in the frame), as positions in ``rows``."""
+        instruments = take_rows(self.frame["instrument"], rows) if mode == "per_instrument" else None
+        return model_rows(mode, instruments, len(rows))
+
+    def matrix(self, rows: np.ndarray, columns: list[str], arrays: bool = False) -> pd.DataFrame | np.ndarray:
+        """The estimator input of ``rows`` (positions in the frame) and ``columns`` (design columns): a
+        DataFrame (the model keeps the feature names), or with ``arrays`` the float matrix."""
+        if self._floats is None:
+            return design_matrix(take_rows(self.inputs, rows), columns, [c for c in self.categorical if c in columns])
+        if columns == self.columns:
+            values = self._floats.take(rows, axis=0)
+        else:
+            values = self._floats[np.ix_(rows, [self.columns.index(c) for c in columns])]
+        return values if arrays else pd.DataFrame(values, columns=columns, copy=False)
+
+
+class FrameDesigns:
+    """The :class:`Design` of one frame per estimator spec, built once and handed out as heads: for
+    fits and CVs on first rows of the frame (the refits of ``weekly_bundles``), which then slice
+    arrays made once instead of rebuilding them from their rows."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self._columns = list(frame.columns)
+        self._dtypes = frame.dtypes
+        self._designs: dict[tuple, Design] = {}
+
+    def head(self, spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
+             feature_columns: list[str] | None) -> Design:
+        """:func:`spec_design` of ``X``, which must be the first ``len(X)`` rows of the frame."""
+        columns, categorical, checks_missing = design_columns(spec, template, self._columns, self._dtypes, name,
+                                                              feature_columns)
+        reads = frame_reads(template)
+        key = (tuple(columns), tuple(categorical), checks_missing, None if reads is None else tuple(reads))
+        if key not in self._designs:
+            self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing, reads=reads)
+        return self._designs[key].head(len(X))
+
+    def of_model(self, fitted: FittedModel, n: int) -> Design:
+        """The design a fitted model predicts the first ``n`` rows of the frame with (its feature
+        columns; frame estimators get every column, as :meth:`FittedModel.predict` gives them)."""
+        key = (tuple(fitted.feature_columns), tuple(fitted.categorical), not fitted.allow_nan, None)
+        if key not in self._designs:
+            self._designs[key] = Design(self.frame, fitted.feature_columns, fitted.categorical,
+                                        checks_missing=not fitted.allow_nan)
+        return self._designs[key].head(n)
+
+
+IMPORTANCE_COLUMNS = ["instrument", "feature", "class", "kind", "value"]
 
 
 @dataclass
@@ -406,37 +628,40 @@ class FittedModel:
         return getattr(est, "needs_frame", False) or getattr(est, "uses_history", False)
 
     def _rows(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        if self.mode == "pooled":
-            return {"all": np.arange(len(X))}
-        codes, uniq = pd.factorize(X["instrument"])
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-        return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniq)}
+        return model_rows(self.mode, X["instrument"] if self.mode == "per_instrument" else None, len(X))
 
     def design(self, X: pd.DataFrame) -> pd.DataFrame:
         """The estimator's input: the feature columns, declared categorical ones as pandas categories."""
         return design_matrix(X, self.feature_columns, self.categorical)
 
     def _apply(self, X: pd.DataFrame, method: str, width: int) -> np.ndarray:
-        with openmp_threads(self.threads):
-            return self._apply_all(X, method, width)
+        design = Design(X, self.feature_columns, self.categorical, checks_missing=not self.allow_nan)
+        return self.apply_rows(design, np.arange(len(X)), method, width)
 
-    def _apply_all(self, X: pd.DataFrame, method: str, width: int) -> np.ndarray:
-        out = np.full((len(X), width), np.nan)
-        complete = (X[self.feature_columns].notna().all(axis=1).to_numpy()
-                    if self.feature_columns and not self.allow_nan else None)
-        for key, rows in self._rows(X).items():
+    def apply_rows(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool = False) -> np.ndarray:
+        """``method`` (predict / predict_proba) of ``rows`` of a :class:`Design` whose columns
+        include this model's (``arrays``: the model was fitted on arrays of it)."""
+        with openmp_threads(self.threads):
+            return self._apply_all(design, rows, method, width, arrays)
+
+    def _apply_all(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool) -> np.ndarray:
+        out = np.full((len(rows), width), np.nan)
+        complete = design.complete if self.feature_columns and not self.allow_nan else None
+        for key, local in design.rows_by_key(rows, self.mode).items():
             est = self.estimators.get(key, self.estimators.get(POOLED_FALLBACK) if self.mode == "per_instrument" else None)
-            if est is None or len(rows) == 0:
+            if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
-                res = getattr(est, method)(X.iloc[rows])
-                out[rows] = np.asarray(res, dtype=np.float64).reshape(len(rows), -1)
+                if len(local) == design.n:  # every row, in order: the estimator reads the whole frame
+                    res = design.history_output(est, method)
+                else:
+                    res = getattr(est, method)(take_rows(design.X, rows[local]))
+                out[local] = np.asarray(res, dtype=np.float64).reshape(len(local), -1)
                 continue
-            ok = rows[complete[rows]] if complete is not None else rows
+            ok = local[complete[rows[local]]] if complete is not None else local
             if len(ok) == 0:
                 continue
-            res = getattr(est, method)(self.design(X.iloc[ok]))
+            res = getattr(est, method)(design.matrix(rows[ok], self.feature_columns, arrays))
             if method == "predict_proba":
                 full = np.zeros((len(ok), width))
                 full[:, np.searchsorted(self.classes, est.classes_)] = res
@@ -455,6 +680,10 @@ class FittedModel:
 
     def importances(self) -> pd.DataFrame:
         """Coefficients or feature importances, one row per (instrument|'all', feature[, class])."""
+        return pd.DataFrame(self.importance_rows(), columns=IMPORTANCE_COLUMNS)
+
+    def importance_rows(self) -> list[tuple]:
+        """The rows of :meth:`importances` (tuples of ``IMPORTANCE_COLUMNS``)."""
         rows = []
         for key, est in self.estimators.items():
             final = est.steps[-1][1] if isinstance(est, Pipeline) else est
@@ -468,7 +697,49 @@ class FittedModel:
             for c, row in enumerate(values):
                 for feat, v in zip(self.feature_columns, row, strict=True):
                     rows.append((key, feat, c if len(values) > 1 else None, kind, float(v)))
-        return pd.DataFrame(rows, columns=["instrument", "feature", "class", "kind", "value"])
+        return rows
+
+
+def estimator_template(spec: EstimatorSpec, *, label: str, name: str, task: Literal["regression", "classification"],
+                       source: str | None = None) -> Any:
+    """A fresh estimator of ``spec``, refused when it does not fit the label's task."""
+    template = spec.build(source)
+    if task == "classification" and not is_classifier(template) and not getattr(template, "needs_frame", False):
+        raise ValueError(f"{name} ({spec.estimator}) is not a classifier but label {label} is a class label")
+    if task == "regression" and is_classifier(template):
+        raise ValueError(f"{name} ({spec.estimator}) is a classifier but label {label} is a regression label")
+    return template
+
+
+def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
+                feature_columns: list[str] | None) -> Design:
+    """The :class:`Design` of ``X`` for ``spec`` (:func:`design_columns`)."""
+    columns, categorical, checks_missing = design_columns(spec, template, X.columns, X.dtypes, name, feature_columns)
+    return Design(X, columns, categorical, checks_missing=checks_missing, reads=frame_reads(template))
+
+
+def frame_reads(template: Any) -> list[str] | None:
+    """The columns of the long frame an estimator reads: its ``input_columns`` if it reads the
+    frame itself and says which (else every column), none when it takes a design matrix."""
+    if not (getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)):
+        return []
+    return list(template.input_columns()) if hasattr(template, "input_columns") else None
+
+
+def design_columns(spec: EstimatorSpec, template: Any, columns: Sequence[str], dtypes: pd.Series, name: str,
+                   feature_columns: list[str] | None) -> tuple[list[str], list[str], bool]:
+    """The design columns of a frame (``columns``, ``dtypes``) for ``spec``: the available
+    ``feature_columns`` it selects, numeric or declared categorical (none for estimators that read
+    the long frame themselves); the categorical ones; whether rows missing one are skipped."""
+    frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
+    cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
+    missing_cat = sorted(set(spec.categorical) - set(columns))
+    if missing_cat and not frame_input:
+        raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
+                         "(add them to feature_map.categories)")
+    # string columns go only to estimators that declare them categorical
+    cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(dtypes[c])]
+    return cols, [c for c in spec.categorical if c in cols], not allows_nan(template)
 
 
 def fit_estimator(
@@ -490,54 +761,56 @@ def fit_estimator(
 ) -> FittedModel:
     """Fit on rows of X (long frame with ``instrument``); rows with a missing label or feature are
     dropped here, so callers only choose which rows are *allowed* (time, purging)."""
-    template = spec.build(source)
-    if task == "classification" and not is_classifier(template) and not getattr(template, "needs_frame", False):
-        raise ValueError(f"{name} ({spec.estimator}) is not a classifier but label {label} is a class label")
-    if task == "regression" and is_classifier(template):
-        raise ValueError(f"{name} ({spec.estimator}) is a classifier but label {label} is a regression label")
+    template = estimator_template(spec, label=label, name=name, task=task, source=source)
+    design = spec_design(spec, template, X, name, feature_columns)
+    return fit_rows(design, template, np.arange(len(X)), y, label=label, family=family, name=name, task=task,
+                    mode=mode, as_of=as_of, class_names=class_names, min_rows=min_rows, threads=threads)
+
+
+def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, label: str, family: str, name: str,
+             task: Literal["regression", "classification"], mode: Mode, as_of: pd.Timestamp | None = None,
+             class_names: list[str] | None = None, min_rows: int = 10, threads: int = 1,
+             arrays: bool = False, fresh: Callable[[], Any] | None = None) -> FittedModel:
+    """:func:`fit_estimator` on ``rows`` (increasing positions) of the frame of ``design`` (from
+    :func:`spec_design`), ``y`` their labels; ``arrays``: see :class:`Design`. ``fresh``: makes an
+    unfitted estimator like ``template`` (its spec's ``build``: scikit-learn's ``clone``, the
+    default, inspects every step's signature, a tenth of a small fit)."""
     frame_input = getattr(template, "needs_frame", False) or getattr(template, "uses_history", False)
-    cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
-    missing_cat = sorted(set(spec.categorical) - set(X.columns))
-    if missing_cat and not frame_input:
-        raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
-                         "(add them to feature_map.categories)")
-    # string columns go only to estimators that declare them categorical
-    cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(X[c])]
-    nan_ok = allows_nan(template)
+    cols = design.columns
+    nan_ok = not design.checks_missing
     y = np.asarray(y, dtype=np.float64)
     ok = ~np.isnan(y)
     if cols and not nan_ok:
-        ok &= X[cols].notna().all(axis=1).to_numpy()
+        ok &= design.complete[rows]
     if cols and nan_ok:  # a feature never observed in training carries nothing (and breaks binning)
-        cols = [c for c in cols if X[c].iloc[np.flatnonzero(ok)].notna().any()]
+        seen = take_rows(design.inputs, rows[ok]).notna().any().to_numpy()
+        cols = [c for c, s in zip(cols, seen, strict=True) if s]
     classes = sorted(int(c) for c in np.unique(y[ok])) if task == "classification" else None
-    categorical = [c for c in spec.categorical if c in cols]
+    categorical = [c for c in design.categorical if c in cols]
     fitted = FittedModel(label, family, name, task, mode, cols, {}, as_of, int(ok.sum()), classes, class_names,
                          categorical=categorical, allow_nan=nan_ok, threads=threads)
     with openmp_threads(threads):
-        _fit_all(fitted, template, X, y, ok, frame_input, min_rows)
+        _fit_all(fitted, fresh or functools.partial(clone, template), design, rows, y, ok, frame_input, min_rows, arrays)
     return fitted
 
 
-def _fit_all(fitted: FittedModel, template: Any, X: pd.DataFrame, y: np.ndarray, ok: np.ndarray, frame_input: bool,
-             min_rows: int) -> None:
+def _fit_all(fitted: FittedModel, fresh: Callable[[], Any], design: Design, rows: np.ndarray, y: np.ndarray, ok: np.ndarray,
+             frame_input: bool, min_rows: int, arrays: bool) -> None:
     """One estimator per key of ``fitted`` (pooled or per instrument), plus the pooled fallback."""
     task, mode = fitted.task, fitted.mode
-    for key, rows in fitted._rows(X).items():
-        rows = rows[ok[rows]]
-        if len(rows) < (1 if frame_input else min_rows):
+    for key, local in design.rows_by_key(rows, mode).items():
+        local = local[ok[local]]
+        if len(local) < (1 if frame_input else min_rows):
             continue
-        Xr = X.iloc[rows] if frame_input else fitted.design(X.iloc[rows])
-        yr = y[rows].astype(int) if task == "classification" else y[rows]
-        est = clone(template)
+        Xr = take_rows(design.X, rows[local]) if frame_input else design.matrix(rows[local], fitted.feature_columns, arrays)
+        yr = y[local].astype(int) if task == "classification" else y[local]
+        est = fresh()
         if task == "classification" and len(np.unique(yr)) < 2:
             est = DummyClassifier(strategy="prior")
         fitted.estimators[key] = est.fit(Xr, yr)
-    pooled_rows = np.flatnonzero(ok)
-    if mode == "per_instrument" and not frame_input and len(pooled_rows) >= min_rows:
+    pooled = np.flatnonzero(ok)
+    if mode == "per_instrument" and not frame_input and len(pooled) >= min_rows:
         # instruments too young for their own model (a new pool) are predicted by one pooled model
-        yr = y[pooled_rows].astype(int) if task == "classification" else y[pooled_rows]
-        est = clone(template) if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
-        fitted.estimators[POOLED_FALLBACK] = est.fit(fitted.design(X.iloc[pooled_rows]), yr)
-
-
+        yr = y[pooled].astype(int) if task == "classification" else y[pooled]
+        est = fresh() if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
+        fitted.estimators[POOLED_FALLBACK] = est.fit(design.matrix(rows[pooled], fitted.feature_columns, arrays), yr)

@@ -56,9 +56,11 @@ def select_model(folds: pd.DataFrame, label: str, task: str, config: SelectionCo
     """The candidate with the best score over all folds (``fold == 'all'``) of ``label``'s CV
     ``folds`` table (``estimator, fold, metric, score``); the baseline unless a model beats it."""
     metric = config.metric(task)
-    f = folds[(folds["label"] == label) & (folds["fold"] == "all") & (folds["metric"] == metric)]
-    scores = {str(e): float(v) for e, v in zip(f["estimator"], f["score"], strict=True)}
-    coverage = {str(e): float(c) for e, c in zip(f["estimator"], f["coverage"], strict=True)}
+    rows = np.flatnonzero((folds["label"].to_numpy() == label) & (folds["fold"].to_numpy() == "all")
+                          & (folds["metric"].to_numpy() == metric))  # numpy: a small table, no frame per filter
+    estimators = folds["estimator"].to_numpy()[rows]
+    scores = {str(e): float(v) for e, v in zip(estimators, folds["score"].to_numpy()[rows], strict=True)}
+    coverage = {str(e): float(c) for e, c in zip(estimators, folds["coverage"].to_numpy()[rows], strict=True)}
     if NAIVE not in scores or not np.isfinite(scores[NAIVE]):
         return no_evidence(label, "the baseline has no out-of-sample score")
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
