@@ -11,6 +11,7 @@ from dagster import MetadataValue
 from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.importance import importance_png
 from midfreq_assets.domain.research.selection import selection_table
+from midfreq_resources.dagster_compat import add_partitions_metadata
 
 #: Input metadata of the Parquet/model IO managers: a window with some partitions missing loads
 #: what exists instead of failing.
@@ -69,6 +70,10 @@ def bundle_details(b: ModelBundle) -> dict[str, object]:
     return meta
 
 
+def _bundle_partition_metadata(context, by_key: dict) -> None:
+    add_partitions_metadata(context, context.assets_def.key, by_key)
+
+
 def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable[[ModelBundle], dict] | None = None
                     ) -> dict[str, object]:
     """Metadata of a ``fitted_models`` run: each partition its own refit's summary; the CV tables and
@@ -78,10 +83,9 @@ def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable
     if len(keys) == 1:
         b = bundles[keys[0]]
         return {**bundle_summary(b), **bundle_details(b), **extra(b)}
-    for key in keys:
-        b = bundles[key]
-        details = {**bundle_details(b), "refits_in_run": len(keys)} if key == keys[-1] else {}
-        context.add_asset_metadata({**bundle_summary(b), **extra(b), **details}, partition_key=key)
+    by_key = {key: {**bundle_summary(bundles[key]), **extra(bundles[key])} for key in keys}
+    by_key[keys[-1]].update({**bundle_details(bundles[keys[-1]]), "refits_in_run": len(keys)})
+    _bundle_partition_metadata(context, by_key)
     return {}
 
 
@@ -102,9 +106,9 @@ def partition_metadata(context, frame: pd.DataFrame, summary: Callable[[pd.DataF
     monthly = len(keys[0]) == 7
     parts = (split_by_month if monthly else split_by_date)(frame, keys, date_column) if len(frame) else {
         k: frame for k in keys}
-    for key, part in parts.items():
-        extra = {f"run_{k}": v for k, v in run_level.items()} if key == keys[-1] else {}
-        context.add_asset_metadata({**summary(part, key), **extra}, partition_key=key, asset_key=asset_key)
+    by_key = {key: summary(part, key) for key, part in parts.items()}
+    by_key[keys[-1]].update({f"run_{k}": v for k, v in run_level.items()})
+    add_partitions_metadata(context, asset_key or context.assets_def.key, by_key)
     return {}
 
 

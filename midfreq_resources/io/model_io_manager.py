@@ -38,6 +38,7 @@ from midfreq_assets.domain.research.models import (
     ZeroBaseline,
 )
 from midfreq_assets.domain.research.selection import Selection
+from midfreq_resources.dagster_compat import add_partitions_metadata
 from midfreq_resources.io.lake import frame_to_parquet_bytes, lake_root, write_bytes_atomic
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
@@ -173,9 +174,9 @@ class ModelIOManager(ConfigurableIOManager):
         meta: dict[str, Any] = {"path": MetadataValue.path(str(self.partition_path(path, first))), "format": "skops"}
         if len(parts) > 1:  # each partition names its own file
             meta = {"format": "skops", "partitions_in_run": len(parts)}
-            for key in parts:
-                context.step_context.add_asset_metadata({"path": MetadataValue.path(str(self.partition_path(path, key)))},
-                                                        asset_key=context.asset_key, partition_key=key)
+            add_partitions_metadata(context, context.asset_key,
+                                    {key: {"path": MetadataValue.path(str(self.partition_path(path, key)))}
+                                     for key in parts})
         context.add_output_metadata(meta)
 
     def load_input(self, context: InputContext) -> Any:

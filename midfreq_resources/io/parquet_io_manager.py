@@ -33,6 +33,7 @@ from dagster import (
 from pydantic import Field
 from upath import UPath
 
+from midfreq_resources.dagster_compat import add_partitions_metadata
 from midfreq_resources.io.lake import (
     LakeReadError,
     MonthFiles,
@@ -155,12 +156,11 @@ class ParquetIOManager(ConfigurableIOManager):
         }
         if len(parts) > 1:  # each partition its own numbers; the schema and the run's totals on the last one
             last = list(parts)[-1]
-            for key, frame in parts.items():
-                own = {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))}
-                if key == last:
-                    own.update({"dagster/column_schema": meta["dagster/column_schema"], "run_rows": len(obj),
-                                "run_partitions": len(parts)})
-                context.step_context.add_asset_metadata(own, asset_key=context.asset_key, partition_key=key)
+            own = {key: {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))}
+                   for key, frame in parts.items()}
+            own[last].update({"dagster/column_schema": meta["dagster/column_schema"], "run_rows": len(obj),
+                              "run_partitions": len(parts)})
+            add_partitions_metadata(context, context.asset_key, own)
             return
         context.add_output_metadata(meta)
 
