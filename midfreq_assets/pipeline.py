@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -449,48 +450,156 @@ def _required_inputs(defs) -> dict:
     return out
 
 
+@dataclass
+class StageOutcome:
+    """What one stage's runs did, in a form a worker process can send back."""
+
+    ok: bool
+    wall_s: float
+    cpu_s: float
+    runs: int
+    materialized: set  # AssetKey
+    blocked: dict  # AssetKey -> why (a failed blocking check)
+    lines: list[str]  # the summary and errors to print
+
+
+def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> StageOutcome:
+    """Every run of ``stage`` (in this process), and what each materialized or blocked."""
+    started, cpu = time.perf_counter(), time.process_time()
+    job = defs.resolve_job_def(stage.job)
+    results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False, resources=resources,
+                                      **kw) for kw in stage.runs]
+    materialized, blocked, lines = set(), {}, []
+    for result in results:
+        materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
+        blocked |= {e.asset_key: f"blocking check {e.check_name} failed"
+                    for e in result.get_asset_check_evaluations() if not e.passed and e.blocking}
+        lines += summarize(result)
+        if not result.success:
+            lines.append(f"  error: {failure_message(result)}")
+    return StageOutcome(all(r.success for r in results), time.perf_counter() - started, time.process_time() - cpu,
+                        len(results), materialized, blocked, lines)
+
+
+def stage_needs(plan: Plan, defs) -> dict[str, set[str]]:
+    """Per stage, the earlier stages materializing a parent of its assets (what it must wait for)."""
+    graph = defs.resolve_asset_graph()
+    producer: dict = {}
+    for stage in plan.stages:
+        for key in stage.assets:
+            producer.setdefault(key, stage.name)
+    return {stage.name: {producer[p] for key in stage.assets for p in graph.get(key).parent_keys
+                         if p in producer and producer[p] != stage.name} for stage in plan.stages}
+
+
 def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
-             timings: dict[str, StageTiming] | None = None) -> dict[str, str]:
-    """Run every stage in order on ``instance`` with ``resources`` (passed to each run: the lake, the
-    sources, the execution endpoint). A stage is skipped when an asset it loads through a required input
-    failed, was blocked by a failed blocking check, or was skipped."""
+             timings: dict[str, StageTiming] | None = None, workers: _Workers | None = None) -> dict[str, str]:
+    """Run every stage on ``instance`` with ``resources`` (passed to each run: the lake, the sources, the
+    execution endpoint), each once the stages it depends on are done: in this process, or on ``workers``
+    (processes sharing the instance's run history), as many at once as there are workers. A stage is
+    skipped when an asset it loads through a required input failed, was blocked by a failed blocking
+    check, or was skipped."""
     required = _required_inputs(defs)
+    needs = stage_needs(plan, defs)
+    by_name = {s.name: s for s in plan.stages}
     lost: dict = {}  # asset key -> why it cannot be read downstream
     status: dict[str, str] = {}
-    for stage in plan.stages:
-        print(f"\n== {stage.name}: {stage.span}")
-        needed = {p for key in stage.assets for p in required.get(key, set())}
-        blocked = sorted({k.to_user_string() for k in needed if k in lost})
-        if blocked:
-            status[stage.name] = "skipped"
-            for key in stage.assets:
-                lost[key] = "skipped"
-            print(f"  skipped: needs {', '.join(blocked)} ({', '.join(sorted({lost[k] for k in needed if k in lost}))})")
-            continue
-        started, cpu = time.perf_counter(), time.process_time()
-        job = defs.resolve_job_def(stage.job)
-        results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False,
-                                          resources=resources, **kw) for kw in stage.runs]
-        ok = all(r.success for r in results)
-        status[stage.name] = "succeeded" if ok else "FAILED"
-        wall, used = time.perf_counter() - started, time.process_time() - cpu
+    pending = [s.name for s in plan.stages]
+    running: dict = {}  # future -> stage name
+
+    def finish(stage: Stage, outcome: StageOutcome) -> None:
+        status[stage.name] = "succeeded" if outcome.ok else "FAILED"
         if timings is not None:
-            timings[stage.name] = StageTiming(wall, used, len(results))
-        print(f"  {status[stage.name].lower() if ok else 'FAILED'} in {wall:.1f}s wall, {used:.1f}s CPU "
-              f"({len(results)} run(s))")
-        materialized: set = set()
-        for result in results:
-            materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
-            for e in result.get_asset_check_evaluations():
-                if not e.passed and e.blocking:
-                    lost[e.asset_key] = f"blocking check {e.check_name} failed"
-            print("\n".join(summarize(result)))
-            if not result.success:
-                print(f"  error: {failure_message(result)}")
+            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs)
+        print(f"\n== {stage.name}: {stage.span}")
+        print(f"  {status[stage.name].lower() if outcome.ok else 'FAILED'} in {outcome.wall_s:.1f}s wall, "
+              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s))")
+        print("\n".join(outcome.lines))
+        lost.update(outcome.blocked)
         for key in stage.assets:
-            if key not in materialized and not ok:
+            if key not in outcome.materialized and not outcome.ok:
                 lost.setdefault(key, "FAILED")
+
+    while pending or running:
+        ready = [n for n in pending if needs[n] <= set(status)]
+        for name in ready:
+            if workers is not None and len(running) >= workers.size:
+                break
+            pending.remove(name)
+            stage = by_name[name]
+            needed = {p for key in stage.assets for p in required.get(key, set())}
+            blocked = sorted({k.to_user_string() for k in needed if k in lost})
+            if blocked:
+                status[name] = "skipped"
+                lost.update({key: "skipped" for key in stage.assets})
+                print(f"\n== {name}: {stage.span}\n  skipped: needs {', '.join(blocked)} "
+                      f"({', '.join(sorted({lost[k] for k in needed if k in lost}))})")
+                continue
+            if workers is None:
+                finish(stage, execute_stage(stage, defs, instance, resources))
+            else:
+                running[workers.submit(stage)] = name
+        if running:
+            done = workers.wait(list(running))
+            for future in done:
+                finish(by_name[running.pop(future)], future.result())
+        elif pending and not ready:  # nothing runnable and nothing running: a cycle (none today)
+            name = pending.pop(0)
+            status[name] = "skipped"
+            print(f"\n== {name}: skipped: its prerequisites never finished")
     return status
+
+
+class _Workers:
+    """Processes that run stages: each loads the code location from the same config directory and runs on
+    the instance of ``DAGSTER_HOME`` with the same resources (spawned: no thread or open database of this
+    process is carried over)."""
+
+    def __init__(self, size: int, config_dir: Path, lake: str, sources: dict[str, str] | None,
+                 execution_url: str | None, home: str) -> None:
+        import concurrent.futures
+        import multiprocessing
+
+        self.size = size
+        self._futures = concurrent.futures
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=size, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(str(config_dir), lake, sources, execution_url, home))
+        for _ in range(size):  # start loading now, while this process plans and runs the first stage
+            self._pool.submit(_worker_ready)
+
+    def submit(self, stage: Stage):
+        return self._pool.submit(_worker_run, stage)
+
+    def wait(self, futures: list):
+        return self._futures.wait(futures, return_when=self._futures.FIRST_COMPLETED).done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(config_dir: str, lake: str, sources: dict[str, str] | None, execution_url: str | None,
+                 home: str) -> None:
+    from dagster import DagsterInstance
+
+    from midfreq_assets.defs.resources import pipeline_resources
+    from midfreq_assets.project import project_at, using
+
+    with using(project_at(Path(config_dir))):
+        _WORKER["defs"] = code_location()
+    _WORKER["instance"] = DagsterInstance.from_config(home)
+    _WORKER["resources"] = pipeline_resources(lake, sources, execution_url)
+
+
+def _worker_ready() -> bool:
+    return True
+
+
+def _worker_run(stage: Stage) -> StageOutcome:
+    return execute_stage(stage, _WORKER["defs"], _WORKER["instance"], _WORKER["resources"])
 
 
 def _date(text: str) -> dt.date:
@@ -521,6 +630,9 @@ def add_pipeline_command(sub) -> None:
                    help="start a local execution server (midfreq execution-server) for the run and send the live "
                    "days' orders to it (MIDFREQ_EXECUTION_URL); without it, orders go to execution.url / "
                    "$MIDFREQ_EXECUTION_URL, else dry run")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="processes running the stages whose inputs are ready (default: min(2, cores); 1: one "
+                   "stage after the other in this process)")
     p.set_defaults(func=cmd_pipeline)
 
 
@@ -545,7 +657,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         data = DataRange((args.start, args.end), None, (args.start, args.end))
         with _execution_server(args.execution_server) as (execution_url, note):
             return _execute(project, data, grids, lake, None, execution_url,
-                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [])
+                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [], max(1, args.workers))
     root = args.corpus.resolve()
     if not root.is_dir():
         print(f"midfreq pipeline: corpus {root} is not a directory")
@@ -570,7 +682,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     data = DataRange(yields_range, klines, (args.start, args.end) if (args.start or args.end) else None)
     with ReplayServer(root) as server, _execution_server(args.execution_server) as (execution_url, note):
         return _execute(project, data, grids, lake, server.env(), execution_url,
-                        f"replaying {root} at {server.base_url}{note}", notes)
+                        f"replaying {root} at {server.base_url}{note}", notes, max(1, args.workers))
 
 
 @contextlib.contextmanager
@@ -586,10 +698,11 @@ def _execution_server(wanted: bool) -> Iterator[tuple[str | None, str]]:
 
 
 def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources: dict[str, str] | None,
-             execution_url: str | None, source: str, notes: list[str],
+             execution_url: str | None, source: str, notes: list[str], workers: int = 1,
              timings: dict[str, StageTiming] | None = None) -> int:
     """Plan from the code location built on ``project``, run with explicit resources (the lake, the
-    replay server's URLs or the configured services, the execution endpoint), print the results."""
+    replay server's URLs or the configured services, the execution endpoint) on ``workers`` processes,
+    print the results."""
     from dagster import DagsterInstance
 
     from midfreq_assets.defs.resources import pipeline_resources
@@ -599,13 +712,23 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
     with using(project):
         defs = code_location()
     resources = pipeline_resources(lake, sources, execution_url)
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    plan = plan_stages(defs, project, data, grids, instance)
-    for note in notes + plan.notes:
-        print(f"  {note}")
-    status = run_plan(plan, defs, instance, resources, timings)
-    print_backtest_headlines(plan, status, lake, instance)
-    print_live_loop(plan, status, lake)
+    home = os.environ.get("DAGSTER_HOME")
+    with contextlib.ExitStack() as stack:
+        if home is None and workers > 1:  # processes share a run history: a temporary one
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="midfreq-pipeline-home-"))
+            write_local_instance(Path(home))
+        instance = stack.enter_context(DagsterInstance.from_config(home) if home else DagsterInstance.ephemeral())
+        plan = plan_stages(defs, project, data, grids, instance)
+        for note in notes + plan.notes:
+            print(f"  {note}")
+        pool = None
+        if workers > 1:
+            pool = _Workers(workers, project.config_dir, lake, sources, execution_url, home)
+            stack.callback(pool.close)
+            print(f"  {workers} worker processes run the stages whose inputs are ready")
+        status = run_plan(plan, defs, instance, resources, timings, pool)
+        print_backtest_headlines(plan, status, lake, instance)
+        print_live_loop(plan, status, lake)
     failed = [n for n, s in status.items() if s == "FAILED"]
     skipped = [n for n, s in status.items() if s == "skipped"]
     print(f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "
@@ -613,8 +736,21 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
     for name in failed:
         print(f"  FAILED: {name}")
     print(f"Data lake: {lake}")
-    print(f"Run history: {os.environ.get('DAGSTER_HOME', '(ephemeral)')}; browse with `make dev`")
+    print(f"Run history: {os.environ.get('DAGSTER_HOME', '(temporary)')}; browse with `make dev`")
     return 1 if failed else 0
+
+
+def write_local_instance(home: Path) -> None:
+    """``home/dagster.yaml``: the local instance's settings (``deploy/local/dagster.yaml``) with the
+    storage under ``home``."""
+    import yaml
+
+    shipped = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
+    config = yaml.safe_load(shipped.read_text()) if shipped.exists() else {}
+    config["storage"] = {"custom": {"module": "midfreq_resources.instance.sqlite_storage",
+                                    "class": "PooledSqliteStorage", "config": {"base_dir": str(home)}}}
+    config["telemetry"] = {"enabled": False}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
 def code_location():
