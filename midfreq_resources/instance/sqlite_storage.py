@@ -32,7 +32,9 @@ import sqlalchemy as db
 from dagster._config import StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
@@ -43,7 +45,7 @@ from dagster._core.storage.sqlite_storage import (
     _runs_directory,
     _schedule_directory,
 )
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -130,6 +132,21 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         partition: a failed range run then leaves its partitions "missing" rather than "failed" in
         the UI (the run itself is failed, with its error)."""
         return True
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        """Dagster's own rows, one per partition of the run, with the event serialized once (Dagster
+        serializes it again for every partition: 365 times for a year-long range run)."""
+        planned = event.get_dagster_event().event_specific_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        serialized = serialize_value(event)
+        timestamp = self._event_insert_timestamp(event)
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [  # executemany: one compiled statement
+                dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=key,
+                     run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                     evaluation_event=serialized, evaluation_event_timestamp=timestamp,
+                     evaluation_event_storage_id=event_id)
+                for key in keys])
 
     def has_table(self, table_name: str) -> bool:
         """Asked once per asset event (for the tags table); a table, once there, stays."""

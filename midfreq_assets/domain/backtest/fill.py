@@ -26,7 +26,8 @@ It is the optimizer's own problem and solvers with the rule's objective (``docs/
   so a unit moves from pool j to pool i only if ``a_i - a_j > 2 c``;
 - ``keep``: current holdings, trimmed to the limits, are lower bounds (the incumbent rule).
 
-A turnover cap ``sum |x - x0| <= T`` is priced by its multiplier: the same exact solve with the
+A turnover cap ``sum |x - x0| <= T`` is priced by its multiplier (the optimizer's own exact path,
+``optimizer.turnover_capped``): the same exact solve with the
 cost ``c + mu``, ``mu`` found by bisection where the turnover crosses T, and the two solutions
 either side of it mixed to spend exactly T (both are optimal at ``mu``, so the mix is the capped
 optimum): the most valuable trades are made first. Overlapping (non-nested) group caps go to the
@@ -47,11 +48,7 @@ from midfreq_assets.domain.portfolio.optimizer import (
     _clean_inputs,
     _freeze,
     _Inputs,
-    solve_nested,
 )
-
-#: Bisection steps on the turnover multiplier (its bracket shrinks 2^-60: exact to float precision).
-TURNOVER_BISECTIONS = 60
 
 
 @dataclass(frozen=True)
@@ -150,58 +147,8 @@ def _solve(optimizer: VaultOptimizer, inp: _Inputs, turnover: float | None) -> n
 
 
 def _solve_once(optimizer: VaultOptimizer, inp: _Inputs, turnover: float | None) -> np.ndarray:
-    """The exact solver (with a turnover cap: priced by its multiplier), else the optimizer's chain."""
-    groups = optimizer.fast_groups
-    if turnover is None or groups is None or not optimizer.strategy.use_fast_path:
-        return optimizer._solve_once(inp, turnover)[0]
-    x = _turnover_capped(inp, groups, turnover)
-    x = optimizer._polish(inp, x)
-    viol = optimizer._violation(inp, x, turnover)
-    if viol > optimizer.strategy.feasibility_tolerance:  # float trouble: the cvxpy chain decides
-        return optimizer._solve_once(inp, turnover)[0]
-    return x
-
-
-def _turnover_capped(inp: _Inputs, groups: list, turnover: float) -> np.ndarray:
-    """Exact maximizer with ``sum |x - x0| <= turnover`` for laminar groups: the uncapped problem with
-    the cost ``c + mu``; ``mu`` bracketed by doubling then bisection, and the solutions at the two
-    ends of the bracket mixed so the turnover is exactly the cap."""
-
-    def at(mu: float) -> tuple[np.ndarray, float]:
-        x = solve_nested(inp.a, inp.q, inp.x0, inp.c + mu, inp.lo, inp.hi, inp.budget, groups)
-        return x, float(np.abs(x - inp.x0).sum())
-
-    x_lo, tau = at(0.0)
-    if tau <= turnover:
-        return x_lo
-    lo, hi = 0.0, max(1.0, float(inp.a.max(initial=0.0)))
-    x_hi, tau_hi = at(hi)
-    while tau_hi > turnover and hi < 1e12:
-        lo, x_lo, hi = hi, x_hi, 2.0 * hi
-        x_hi, tau_hi = at(hi)
-    if tau_hi > turnover:  # cannot reach the cap (it was relaxed to what feasibility needs)
-        return x_hi
-    for _ in range(TURNOVER_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
-            break
-        x_mid, tau_mid = at(mid)
-        if tau_mid > turnover:
-            lo, x_lo = mid, x_mid
-        else:
-            hi, x_hi, tau_hi = mid, x_mid, tau_mid
-    # turnover of x_hi + theta (x_lo - x_hi) is convex piecewise linear in theta: exact crossing
-    d = x_lo - x_hi
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kinks = np.where(d != 0, (inp.x0 - x_hi) / d, np.nan)
-    theta = np.unique(np.concatenate([[0.0, 1.0], kinks[(kinks > 0) & (kinks < 1)]]))
-    taus = np.abs(x_hi[None, :] + theta[:, None] * d[None, :] - inp.x0[None, :]).sum(axis=1)
-    k = int(np.argmax(taus > turnover))
-    if k == 0:
-        return x_hi
-    t0, t1, v0, v1 = theta[k - 1], theta[k], taus[k - 1], taus[k]
-    th = t0 + (t1 - t0) * (turnover - v0) / (v1 - v0) if v1 > v0 else t0
-    return x_hi + th * d
+    """The optimizer's own chain: its exact solver (a turnover cap priced by its multiplier), else cvxpy."""
+    return optimizer._solve_once(inp, turnover)[0]
 
 
 def _prune(

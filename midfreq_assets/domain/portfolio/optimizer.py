@@ -15,15 +15,17 @@ production decisions and backtested decisions come from the same code.
 
 Two solvers give the same answer:
 
-- an exact specialised solver (no turnover cap; protocol caps, chain caps, or both when they
+- an exact specialised solver (protocol caps, chain caps, or both when they
   nest, i.e. any laminar family of groups; per-pool TVL share is a per-pool bound): the
   Lagrangian of the budget splits into per-pool piecewise-quadratic 1-D problems with a
   closed-form solution; the budget multiplier is found exactly from the sorted breakpoints of the
   piecewise-linear total-weight curve (no iterative tolerance). A group cap is exactly a tighter
-  upper bound per pool, from the group's own exact solve (:func:`solve_nested`);
+  upper bound per pool, from the group's own exact solve (:func:`solve_nested`). A turnover cap
+  ``sum |x - x0| <= T`` is priced by its multiplier: the same solve with the cost ``c + mu``, ``mu``
+  bisected where the turnover crosses T, the two solutions either side mixed to spend exactly T
+  (:func:`turnover_capped`; the Lagrangian of a concave separable problem);
 - a DPP cvxpy problem built once per universe with ``cp.Parameter``s and re-solved with new
-  values (warm start), used with a turnover cap or overlapping (non-nested) group caps, and as
-  fallback.
+  values (warm start), used with overlapping (non-nested) group caps, and as fallback.
 
 Gas / min-trade pruning freezes small and idle trades and re-solves at most
 :data:`MAX_PRUNE_RESOLVES` times, then drops what is still small without re-solving.
@@ -372,6 +374,53 @@ def solve_nested(
 # Optimizer
 
 
+#: Bisection steps on the turnover multiplier (its bracket shrinks 2^-60: exact to float precision).
+TURNOVER_BISECTIONS = 60
+
+
+def turnover_capped(inp: _Inputs, groups: list, turnover: float) -> np.ndarray:
+    """Exact maximizer with ``sum |x - x0| <= turnover`` for laminar groups: the uncapped problem with
+    the cost ``c + mu``; ``mu`` bracketed by doubling then bisection, and the solutions at the two
+    ends of the bracket mixed so the turnover is exactly the cap."""
+
+    def at(mu: float) -> tuple[np.ndarray, float]:
+        x = solve_nested(inp.a, inp.q, inp.x0, inp.c + mu, inp.lo, inp.hi, inp.budget, groups)
+        return x, float(np.abs(x - inp.x0).sum())
+
+    x_lo, tau = at(0.0)
+    if tau <= turnover:
+        return x_lo
+    lo, hi = 0.0, max(1.0, float(inp.a.max(initial=0.0)))
+    x_hi, tau_hi = at(hi)
+    while tau_hi > turnover and hi < 1e12:
+        lo, x_lo, hi = hi, x_hi, 2.0 * hi
+        x_hi, tau_hi = at(hi)
+    if tau_hi > turnover:  # cannot reach the cap (it was relaxed to what feasibility needs)
+        return x_hi
+    for _ in range(TURNOVER_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
+        x_mid, tau_mid = at(mid)
+        if tau_mid > turnover:
+            lo, x_lo = mid, x_mid
+        else:
+            hi, x_hi, tau_hi = mid, x_mid, tau_mid
+    # turnover of x_hi + theta (x_lo - x_hi) is convex piecewise linear in theta: exact crossing
+    d = x_lo - x_hi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kinks = np.where(d != 0, (inp.x0 - x_hi) / d, np.nan)
+    theta = np.unique(np.concatenate([[0.0, 1.0], kinks[(kinks > 0) & (kinks < 1)]]))
+    taus = np.abs(x_hi[None, :] + theta[:, None] * d[None, :] - inp.x0[None, :]).sum(axis=1)
+    k = int(np.argmax(taus > turnover))
+    if k == 0:
+        return x_hi
+    t0, t1, v0, v1 = theta[k - 1], theta[k], taus[k - 1], taus[k]
+    th = t0 + (t1 - t0) * (turnover - v0) / (v1 - v0) if v1 > v0 else t0
+    return x_hi + th * d
+
+
+
 class VaultOptimizer:
     """The rebalancing problem of one universe (pools + their protocol/chain groups).
 
@@ -419,8 +468,8 @@ class VaultOptimizer:
         #: Capped groups as (pool indices, cap), inner groups first, when the family is laminar
         #: (disjoint or nested); None when two groups overlap partially (cvxpy only).
         self.fast_groups = _laminar_groups(self.group_matrix, self.group_caps)
-        #: The exact solver applies: groups are laminar and there is no turnover cap.
-        self.exact = self.fast_groups is not None and self.strategy.max_turnover is None
+        #: The exact solver applies: groups are laminar (a turnover cap is priced by its multiplier).
+        self.exact = self.fast_groups is not None
         self.separable = not rows and self.strategy.max_turnover is None  # no groups at all (kept for callers)
         self._problem: cp.Problem | None = None
         self._params: dict[str, cp.Parameter] = {}
@@ -560,8 +609,8 @@ class VaultOptimizer:
         for solver, status in attempts:
             try:
                 if solver == "exact_separable":
-                    x = solve_nested(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget,
-                                     self.fast_groups or ())
+                    x = (solve_nested(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget, self.fast_groups or ())
+                         if turnover is None else turnover_capped(inp, self.fast_groups or [], turnover))
                 else:
                     x = self._solve_cvxpy(inp, solver, turnover)
                 if not np.all(np.isfinite(x)):

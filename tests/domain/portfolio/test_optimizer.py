@@ -186,6 +186,39 @@ def test_fast_path_matches_cvxpy(seed: int) -> None:
     assert fast.target_weights.sum() <= 1 - strat.base_buffer + 1e-12
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_turnover_cap_on_the_exact_path_matches_cvxpy(seed: int) -> None:
+    """A turnover cap (with laminar protocol caps) is priced by its multiplier on the exact path: the
+    same optimum as cvxpy, the cap spent exactly when it binds."""
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.integers(3, 40))
+    a, tvl, x0 = random_instance(rng, n)
+    strat = StrategyConfig(
+        cost=float(rng.choice([0.0, 0.0005, 0.005])),
+        base_buffer=float(rng.choice([0.0, 0.1])),
+        concentration_limit=float(rng.choice([1.0, 0.2])),
+        max_turnover=float(rng.choice([0.05, 0.2, 0.6])),
+        protocol_caps={"aave-v3": 0.4} if seed % 2 else {},
+    )
+    protocols = list(rng.choice(["aave-v3", "morpho-blue"], n)) if strat.protocol_caps else None
+    fast_opt = VaultOptimizer(pools(n), strat, protocols=protocols)
+    x0 = fast_opt._feasible_holdings(_clean(strat, a, tvl, x0))  # a feasible book: the cap binds as set
+    fast = fast_opt.solve(a, tvl, W, x0)
+    slow = VaultOptimizer(pools(n), strat.model_copy(update={"use_fast_path": False}),
+                          protocols=protocols).solve(a, tvl, W, x0)
+    assert fast.solver == "exact_separable", fast.message
+    assert slow.solver in ("CLARABEL", "OSQP")
+    assert abs(fast.objective - slow.objective) <= 1e-6
+    assert fast.objective >= slow.objective - 1e-9
+    assert np.abs(fast.target_weights - x0).sum() <= strat.max_turnover + 1e-9
+
+
+def _clean(strat: StrategyConfig, a: np.ndarray, tvl: np.ndarray, x0: np.ndarray):
+    from midfreq_assets.domain.portfolio.optimizer import _clean_inputs
+
+    return _clean_inputs(strat, a, tvl, W, x0)
+
+
 def test_separable_solver_with_frozen_bounds_and_ties() -> None:
     # three identical linear pools (no dilution, no cost) competing for a budget of 1.5
     x = solve_separable(
@@ -454,7 +487,7 @@ def test_overlapping_groups_fall_back_to_cvxpy() -> None:
                             chains=["Base", "Base", "Base", "Ethereum"])
     assert nested.exact  # aave-v3 lies inside Base
     with_turnover = VaultOptimizer(pools(2), StrategyConfig(max_turnover=0.2))
-    assert not with_turnover.exact
+    assert with_turnover.exact  # a turnover cap is priced by its multiplier on the exact path
 
 
 def test_vault_strategy_uses_exact_solver() -> None:
@@ -545,7 +578,7 @@ def test_drop_small_keeps_budget_and_caps() -> None:
 
 
 def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
-    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5,
+    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5, use_fast_path=False,
                            solver_options={"clarabel": {"tol_gap_abs": 1e-10, "max_iter": 400},
                                            "OSQP": {"eps_abs": 1e-7}})
     assert strat.solver_settings("CLARABEL") == {"tol_gap_abs": 1e-10, "max_iter": 400}
@@ -560,7 +593,6 @@ def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(cp.Problem, "solve", spy)
     opt = VaultOptimizer(pools(4), strat)
-    assert not opt.exact  # a turnover cap: cvxpy
     r = opt.solve(np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4))
     assert r.status == "optimal" and r.solver == "CLARABEL"
     assert seen[0]["solver"] == "CLARABEL" and seen[0]["tol_gap_abs"] == 1e-10 and seen[0]["max_iter"] == 400
@@ -569,7 +601,9 @@ def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 def test_an_iteration_limit_reaches_the_solver() -> None:
     """One interior-point iteration cannot solve the problem: the primary fails, the fallback answers."""
-    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5, solver_options={"CLARABEL": {"max_iter": 1}})
+    strat = StrategyConfig(
+        concentration_limit=0.3, max_turnover=0.5, use_fast_path=False, solver_options={"CLARABEL": {"max_iter": 1}}
+    )
     r = VaultOptimizer(pools(4), strat).solve(np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4))
     assert r.status == "optimal_fallback_solver" and r.solver == "OSQP"
     assert "CLARABEL" in r.message
