@@ -46,7 +46,6 @@ from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.limits import CAPS_IDLE_WARN, CapsCapacity, caps_capacity
 from midfreq_assets.domain.portfolio.nightly import (
-    FROM_SIMULATION,
     WEIGHT_TOL,
     CarriedState,
     Observed,
@@ -213,7 +212,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
                 "dagster/row_count": len(rows),
                 **{k: float(fig[k]) for k in ("wealth", "invested_share", "predicted_apy", "turnover")},
                 "pools_held": int(fig["pools_held"]), "n_trades": int(fig["n_trades"]),
-                "solver_status": str(fig["solver_status"]),
+                "solver_status": str(fig["solver_status"]), "positions_source": str(fig["positions_source"]),
             }
             if fig["n_trades"]:
                 meta.update(cost_usd=float(fig["cost_usd"]), gas_usd=float(fig["gas_usd"]),
@@ -223,8 +222,6 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             if caps is not None and caps.forced_idle > 0:
                 meta.update(caps_idle_share=caps.forced_idle, caps_capacity=caps.capacity,
                             binding_caps=", ".join(caps.binding))
-            if fig["positions_source"] != FROM_SIMULATION:
-                meta["positions_source"] = str(fig["positions_source"])
             return meta
 
         yield Output(out, metadata=partition_metadata(context, out, summary, {
