@@ -205,8 +205,11 @@ def split_by_date(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COL
         raise ValueError(
             f"output has rows for dates outside its partitions {keys[0]}..{keys[-1]}: {unexpected[:5]}"
         )
-    groups = {k: g for k, g in df.groupby(day.to_numpy(), sort=False)}
-    return {k: groups.get(k, df.iloc[0:0]).reset_index(drop=True) for k in keys}
+    empty = df.iloc[0:0].reset_index(drop=True)
+    if df.empty:
+        return dict.fromkeys(keys, empty)
+    groups = {k: g.reset_index(drop=True) for k, g in df.groupby(day.to_numpy(), sort=False)}
+    return {k: groups.get(k, empty) for k in keys}
 
 
 def split_by_month(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN) -> dict[str, pd.DataFrame]:
