@@ -103,19 +103,11 @@ class LakeReadError(OSError):
 
 def read_parquet(path: UPath) -> pd.DataFrame:
     """One Parquet file; a truncated or foreign file raises :class:`LakeReadError` naming it."""
-    try:
-        with path.open("rb") as fh:
-            return pq.read_table(fh).to_pandas()
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        detail = str(exc).replace("source '<Buffer>': ", "")
-        raise LakeReadError(f"{path}: not a readable Parquet file ({_size(path)} bytes; {detail}); "
-                            "re-materialize this partition") from None
+    return read_arrow(path).to_pandas()
 
 
 def read_arrow(path: UPath) -> pa.Table:
-    """One Parquet file as an Arrow table (errors as :func:`read_parquet`)."""
+    """One Parquet file as an Arrow table; a truncated or foreign file raises :class:`LakeReadError`."""
     try:
         with path.open("rb") as fh:
             return pq.read_table(fh)
