@@ -1,0 +1,253 @@
+"""The APY a pool pays after the vault deposits x: one interface for lending markets and the rest.
+
+A lending market's supply APY is set by its utilization U = B / S through a kinked borrow-rate
+curve r(U); a deposit x lowers U to B / (S + x), so what the vault earns there is
+``r(B / (S + x)) * B / (S + x) * (1 - RF)``, not the TVL-share rule ``apy * tvl / (tvl + x)`` (for a
+lending pool DefiLlama's TVL is S - B, the idle liquidity). The curve is fitted per pool on the
+weekly refit calendar from the days strictly before the refit date (:func:`fit_rate_curves`), and
+:func:`pool_responses` gives the day's :class:`PoolResponses`: the curve where it fits, the TVL-share
+rule elsewhere, with the reason per pool. Formulas: docs/METHOD.md "Lending markets' rate curves".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from midfreq_assets.domain.ingest.pool_history import FLAG
+from midfreq_assets.domain.yields.config import RateCurveConfig
+
+#: Candidate optimal utilizations U* (the kink); the fit picks the one with the least squared error.
+OPTIMAL_GRID = np.round(np.arange(0.50, 0.9901, 0.01), 2)
+CURVE, TVL_SHARE = "curve", "tvl_share"
+FIT_COLUMNS = ["pool", "fit_date", "base", "slope1", "slope2", "optimal", "reserve_factor", "days", "u_min",
+               "u_max", "rmse_borrow", "rmse_supply", "mean_borrow", "ok", "reason"]
+_PARAMS = ["base", "slope1", "slope2", "optimal", "reserve_factor"]
+
+
+@dataclass(frozen=True)
+class KinkedCurve:
+    """Rate-curve parameters, one entry per pool (NaN: no curve). Rates are fractions per year."""
+
+    base: np.ndarray
+    slope1: np.ndarray
+    slope2: np.ndarray
+    optimal: np.ndarray
+    reserve_factor: np.ndarray
+
+    def borrow_rate(self, u: np.ndarray) -> np.ndarray:
+        """r(U) = base + slope1 min(U, U*) / U* + slope2 max(U - U*, 0) / (1 - U*), U clipped to [0, 1]."""
+        u = np.clip(u, 0.0, 1.0)
+        return (self.base + self.slope1 * np.minimum(u, self.optimal) / self.optimal
+                + self.slope2 * np.maximum(u - self.optimal, 0.0) / (1.0 - self.optimal))
+
+    def supply_rate(self, u: np.ndarray) -> np.ndarray:
+        """r(U) U (1 - RF): what suppliers earn at utilization U."""
+        return self.borrow_rate(u) * np.clip(u, 0.0, 1.0) * (1.0 - self.reserve_factor)
+
+
+def _design(u: np.ndarray, optimal: float) -> np.ndarray:
+    return np.column_stack([np.ones_like(u), np.minimum(u, optimal) / optimal,
+                            np.maximum(u - optimal, 0.0) / (1.0 - optimal)])
+
+
+def fit_kinked_curve(u: np.ndarray, borrow: np.ndarray, supply: np.ndarray) -> dict[str, float]:
+    """Least-squares kinked curve through (U, borrow APY) with base, slopes >= 0 (NNLS for each U* of
+    :data:`OPTIMAL_GRID`, the best kept), then the reserve factor from supply = borrow U (1 - RF)
+    (least squares on the observed borrow rates). Returns the parameters and in-sample RMSEs."""
+    best: tuple[float, float, np.ndarray] | None = None
+    for optimal in OPTIMAL_GRID:
+        coef, residual = nnls(_design(u, float(optimal)), borrow)
+        if best is None or residual < best[0] - 1e-15:
+            best = (float(residual), float(optimal), coef)
+    assert best is not None
+    _, optimal, coef = best
+    earned = borrow * u
+    denom = float(earned @ earned)
+    reserve = float(np.clip(1.0 - (earned @ supply) / denom, 0.0, 0.99)) if denom > 0 else 0.0
+    curve = KinkedCurve(*(np.array([v]) for v in (coef[0], coef[1], coef[2], optimal, reserve)))
+    return {"base": float(coef[0]), "slope1": float(coef[1]), "slope2": float(coef[2]), "optimal": optimal,
+            "reserve_factor": reserve,
+            "rmse_borrow": float(np.sqrt(np.mean((curve.borrow_rate(u) - borrow) ** 2))),
+            "rmse_supply": float(np.sqrt(np.mean((curve.supply_rate(u) - supply) ** 2))),
+            "mean_borrow": float(np.mean(borrow)), "u_min": float(np.min(u)), "u_max": float(np.max(u))}
+
+
+def refit_dates(first: pd.Timestamp, last: pd.Timestamp, weekday: int = 0) -> pd.DatetimeIndex:
+    """The weekly refit calendar: every ``weekday`` (0 = Monday) in ``first..last``."""
+    days = pd.date_range(pd.Timestamp(first).normalize(), pd.Timestamp(last).normalize(), freq="D")
+    return days[days.weekday == weekday]
+
+
+def usable_lend_borrow(lend_borrow: pd.DataFrame) -> pd.DataFrame:
+    """Rows a fit may read: not flagged, with finite utilization in (0, 1] and finite rates."""
+    frame = lend_borrow
+    if FLAG in frame.columns:
+        frame = frame[frame[FLAG].isna().to_numpy()]
+    ok = (np.isfinite(frame["utilization"]) & (frame["utilization"] > 0) & (frame["utilization"] <= 1.0)
+          & np.isfinite(frame["apy_base_borrow"]) & np.isfinite(frame["apy_base"]))
+    return frame[ok.to_numpy()]
+
+
+def fit_rate_curves(lend_borrow: pd.DataFrame, dates: pd.DatetimeIndex, config: RateCurveConfig) -> pd.DataFrame:
+    """One fit per (pool, refit date t) from the pool's usable rows with
+    ``t - window_days <= date < t`` (never t itself or later). ``ok`` False with the ``reason`` where
+    there are fewer than ``min_days`` rows or the borrow-rate RMSE exceeds ``max_relative_rmse`` of its
+    mean: those pool-weeks use the TVL-share rule."""
+    rows = []
+    usable = usable_lend_borrow(lend_borrow).sort_values(["pool", "date"])
+    window = pd.Timedelta(days=config.window_days)
+    for pool, group in usable.groupby("pool", sort=True):
+        day = group["date"].to_numpy()
+        cols = [group[c].to_numpy(dtype=float) for c in ("utilization", "apy_base_borrow", "apy_base")]
+        for t in dates:
+            lo, hi = np.searchsorted(day, np.datetime64(t - window)), np.searchsorted(day, np.datetime64(t))
+            n = int(hi - lo)
+            row: dict[str, object] = {"pool": pool, "fit_date": t, "days": n}
+            if n < config.min_days:
+                rows.append({**row, "ok": False, "reason": f"{n} usable days in the {config.window_days} before "
+                             f"the refit date (< {config.min_days})"})
+                continue
+            fit = fit_kinked_curve(*(c[lo:hi] for c in cols))
+            relative = fit["rmse_borrow"] / fit["mean_borrow"] if fit["mean_borrow"] > 0 else np.inf
+            ok = bool(relative <= config.max_relative_rmse)
+            rows.append({**row, **fit, "ok": ok, "reason": "" if ok else
+                         f"poor fit: borrow-rate RMSE {relative:.0%} of its mean (> {config.max_relative_rmse:.0%})"})
+    frame = pd.DataFrame(rows).reindex(columns=FIT_COLUMNS)
+    frame["fit_date"] = pd.to_datetime(frame["fit_date"])
+    frame["ok"] = frame["ok"].astype(bool)
+    return frame
+
+
+def fits_in_force(fits: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
+    """Each pool's latest fit with ``fit_date <= day``, indexed by pool."""
+    known = fits[fits["fit_date"] <= pd.Timestamp(day)]
+    return known.sort_values("fit_date").groupby("pool").tail(1).set_index("pool")
+
+
+@dataclass(frozen=True)
+class PoolResponses:
+    """Day t's response of each pool to a deposit, vectorized over pools (arrays aligned on ``pools``).
+
+    ``method`` is ``curve`` (a lending market with a good fit and its supply S and borrows B of t)
+    or ``tvl_share``; ``reason`` says why a lending pool fell back (empty otherwise).
+    """
+
+    pools: np.ndarray
+    method: np.ndarray
+    reason: np.ndarray
+    tvl: np.ndarray
+    supply: np.ndarray
+    borrow: np.ndarray
+    curve: KinkedCurve
+    u_min: np.ndarray  # the utilization range the curve was fitted on (below it: an extrapolation)
+
+    def extrapolated(self, x: np.ndarray | float) -> np.ndarray:
+        """True where a deposit x takes a curve pool's utilization below the range its fit saw."""
+        x = np.broadcast_to(np.asarray(x, dtype=float), self.pools.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.uses_curve & (self.borrow / (self.supply + x) < self.u_min)
+
+    @property
+    def uses_curve(self) -> np.ndarray:
+        return self.method == CURVE
+
+    def size_base(self) -> np.ndarray:
+        """What a pool's size caps are a share of: the supply S of a lending market, else the TVL."""
+        return np.where(self.uses_curve, self.supply, self.tvl)
+
+    def _tvl_share(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.isfinite(self.tvl) & (self.tvl > 0), self.tvl / (self.tvl + x), np.nan)
+
+    def curve_supply_apy(self, x: np.ndarray | float = 0.0) -> np.ndarray:
+        """r(B / (S + x)) B / (S + x) (1 - RF): the fitted curve's supply APY after a deposit x (USD);
+        NaN for a pool without a curve."""
+        x = np.broadcast_to(np.asarray(x, dtype=float), self.pools.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = self.borrow / (self.supply + x)
+            return np.where(self.uses_curve, self.curve.supply_rate(u), np.nan)
+
+    def base_factor(self, x: np.ndarray | float) -> np.ndarray:
+        """Base APY after a deposit x over base APY before: the curve's ratio, or tvl / (tvl + x)."""
+        x = np.broadcast_to(np.asarray(x, dtype=float), self.pools.shape)
+        now = self.curve_supply_apy(0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = self.curve_supply_apy(x) / now
+        return np.where(self.uses_curve & (now > 0), ratio, self._tvl_share(x))
+
+    def reward_factor(self, x: np.ndarray | float) -> np.ndarray:
+        """Rewards are shared by supply: S / (S + x) for a lending market, tvl / (tvl + x) otherwise."""
+        x = np.broadcast_to(np.asarray(x, dtype=float), self.pools.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.uses_curve, self.supply / (self.supply + x), self._tvl_share(x))
+
+    def apy_after(self, apy_base: np.ndarray, apy_reward: np.ndarray, x: np.ndarray | float) -> np.ndarray:
+        """The pools' APYs after the vault holds x (USD) in each: base and reward parts diluted apart."""
+        return (np.asarray(apy_base, dtype=float) * self.base_factor(x)
+                + np.asarray(apy_reward, dtype=float) * self.reward_factor(x))
+
+    def capacity(self, cost: float = 0.1, iterations: int = 60) -> np.ndarray:
+        """The deposit (USD) that lowers a pool's base APY by ``cost`` (a share): tvl cost / (1 - cost) by
+        TVL share; on a curve, bisection of the monotone ``base_factor(x) = 1 - cost`` (vectorized)."""
+        if not 0.0 < cost < 1.0:
+            raise ValueError(f"capacity cost must be within (0, 1), got {cost}")
+        target = 1.0 - cost
+        out = self.tvl * cost / target
+        curved = self.uses_curve & (self.curve_supply_apy(0.0) > 0)
+        if curved.any():
+            lo = np.zeros(self.pools.shape)
+            hi = np.where(curved, np.nan_to_num(self.supply, nan=1.0), 1.0)
+            for _ in range(40):  # grow hi until the factor is below target (at most 2^40 x S)
+                high_enough = ~curved | (self.base_factor(hi) <= target)
+                if high_enough.all():
+                    break
+                hi = np.where(high_enough, hi, hi * 2.0)
+            for _ in range(iterations):
+                mid = 0.5 * (lo + hi)
+                above = self.base_factor(mid) > target
+                lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+            out = np.where(curved, 0.5 * (lo + hi), out)
+        return out
+
+
+def pool_responses(day: pd.Timestamp, pools: np.ndarray, tvl: np.ndarray, lend_borrow: pd.DataFrame | None,
+                   fits: pd.DataFrame | None, max_stale_days: int = 3) -> PoolResponses:
+    """Day ``day``'s responses of ``pools`` (TVL ``tvl``): a pool uses its curve when it has a good fit in
+    force (:func:`fits_in_force`) and a usable supply/borrow row dated ``day - max_stale_days .. day``;
+    every other pool the TVL-share rule, a lending pool with the reason. Point in time: reads nothing
+    after ``day``."""
+    day = pd.Timestamp(day)
+    pools = np.asarray(pools, dtype=object)
+    n = len(pools)
+    params = {k: np.full(n, np.nan) for k in _PARAMS}
+    u_min = np.full(n, np.nan)
+    supply, borrow = np.full(n, np.nan), np.full(n, np.nan)
+    method = np.full(n, TVL_SHARE, dtype=object)
+    reason = np.full(n, "", dtype=object)
+    if lend_borrow is not None and fits is not None and len(lend_borrow) and len(fits):
+        index = pd.Index(pools)
+        lending = set(fits["pool"])
+        in_force = fits_in_force(fits, day).reindex(index)
+        recent = usable_lend_borrow(lend_borrow)
+        recent = recent[(recent["date"] <= day) & (recent["date"] >= day - pd.Timedelta(days=max_stale_days))]
+        last = recent.sort_values("date").groupby("pool").tail(1).set_index("pool").reindex(index)
+        is_lending = index.isin(lending)
+        has_fit = in_force["ok"].fillna(False).to_numpy(dtype=bool)
+        has_row = last["total_supply_usd"].notna().to_numpy()
+        use = is_lending & has_fit & has_row
+        reason[is_lending & ~has_fit] = [
+            r if isinstance(r, str) and r else "no fit in force yet" for r in in_force["reason"].to_numpy()[
+                is_lending & ~has_fit]]
+        reason[is_lending & has_fit & ~has_row] = f"no usable supply/borrow row in the {max_stale_days} days to {day.date()}"
+        method[use] = CURVE
+        for k in _PARAMS:
+            params[k] = np.where(use, in_force[k].to_numpy(dtype=float), np.nan)
+        u_min = np.where(use, in_force["u_min"].to_numpy(dtype=float), np.nan)
+        supply = np.where(use, last["total_supply_usd"].to_numpy(dtype=float), np.nan)
+        borrow = np.where(use, last["total_borrow_usd"].to_numpy(dtype=float), np.nan)
+    return PoolResponses(pools=pools, method=method, reason=reason, tvl=np.asarray(tvl, dtype=float),
+                         supply=supply, borrow=borrow, curve=KinkedCurve(**params), u_min=u_min)
