@@ -159,6 +159,20 @@ class PoolResponses:
         """What a pool's size caps are a share of: the supply S of a lending market, else the TVL."""
         return np.where(self.uses_curve, self.supply, self.tvl)
 
+    def dilution_depth(self) -> np.ndarray:
+        """The hyperbolic equivalent of each pool's response: D with ``base_factor(x) ~ 1 / (1 + x / D)``
+        to first order in x. TVL share: D = tvl. Curve: D = S / (1 + U r'(U) / r(U)) at U = B / S, with
+        the slope of the segment a deposit moves along (below the kink for U <= U*). What the
+        optimizer's dilution term and the accrual read (one definition, docs/METHOD.md)."""
+        u = self.borrow / self.supply
+        c = self.curve
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = np.where(u <= c.optimal, c.slope1 / c.optimal, c.slope2 / (1.0 - c.optimal))
+            elasticity = u * slope / c.borrow_rate(u)
+            depth = self.supply / (1.0 + elasticity)
+        ok = self.uses_curve & np.isfinite(depth) & (depth > 0)
+        return np.where(ok, depth, self.tvl)
+
     def _tvl_share(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(np.isfinite(self.tvl) & (self.tvl > 0), self.tvl / (self.tvl + x), np.nan)
@@ -214,40 +228,72 @@ class PoolResponses:
         return out
 
 
+def _responses(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None,
+               max_stale_days: int) -> PoolResponses:
+    """Responses of ``rows`` (``date``, ``pool``, ``tvl_usd``; any number of days), aligned on them:
+    each row's fit in force and last usable S, B row (merge_asof, vectorized over the rows)."""
+    n = len(rows)
+    pools = rows["pool"].to_numpy(dtype=object)
+    tvl = rows["tvl_usd"].to_numpy(dtype=float)
+    params = {k: np.full(n, np.nan) for k in _PARAMS}
+    u_min, supply, borrow = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    method = np.full(n, TVL_SHARE, dtype=object)
+    reason = np.full(n, "", dtype=object)
+    if lend_borrow is not None and fits is not None and len(lend_borrow) and len(fits) and n:
+        grid = pd.DataFrame({"date": pd.to_datetime(rows["date"]).to_numpy(), "pool": pd.Series(pools).astype(str).to_numpy(), "_row": np.arange(n)})
+        grid["date"] = grid["date"].astype("datetime64[ns]")
+        grid["pool"] = grid["pool"].astype(str)
+        grid = grid.sort_values("date", kind="stable")
+        usable = usable_lend_borrow(lend_borrow)
+        sb = usable[["date", "pool", "total_supply_usd", "total_borrow_usd"]].rename(columns={"date": "_sb_date"})
+        sb = sb.assign(pool=sb["pool"].astype(str), _sb_date=pd.to_datetime(sb["_sb_date"]).astype("datetime64[ns]"))
+        grid = pd.merge_asof(grid, sb.sort_values("_sb_date"), left_on="date", right_on="_sb_date", by="pool",
+                             direction="backward", tolerance=pd.Timedelta(days=max_stale_days))
+        fit_cols = fits[["pool", "fit_date", *_PARAMS, "u_min", "ok", "reason"]].sort_values("fit_date")
+        fit_cols = fit_cols.assign(pool=fit_cols["pool"].astype(str),
+                                   fit_date=pd.to_datetime(fit_cols["fit_date"]).astype("datetime64[ns]"))
+        grid = pd.merge_asof(grid, fit_cols, left_on="date", right_on="fit_date", by="pool", direction="backward")
+        grid = grid.sort_values("_row")
+        is_lending = np.isin(pools, fits["pool"].unique())
+        has_fit = grid["ok"].fillna(False).to_numpy(dtype=bool)
+        has_row = grid["total_supply_usd"].notna().to_numpy()
+        use = is_lending & has_fit & has_row
+        why = grid["reason"].to_numpy(dtype=object)
+        no_fit = is_lending & ~has_fit
+        reason[no_fit] = [r if isinstance(r, str) and r else "no fit in force yet" for r in why[no_fit]]
+        reason[is_lending & has_fit & ~has_row] = f"no usable supply/borrow row in the {max_stale_days} days before"
+        method[use] = CURVE
+        for k in _PARAMS:
+            params[k] = np.where(use, grid[k].to_numpy(dtype=float), np.nan)
+        u_min = np.where(use, grid["u_min"].to_numpy(dtype=float), np.nan)
+        supply = np.where(use, grid["total_supply_usd"].to_numpy(dtype=float), np.nan)
+        borrow = np.where(use, grid["total_borrow_usd"].to_numpy(dtype=float), np.nan)
+    return PoolResponses(pools=pools, method=method, reason=reason, tvl=tvl, supply=supply, borrow=borrow,
+                         curve=KinkedCurve(**params), u_min=u_min)
+
+
 def pool_responses(day: pd.Timestamp, pools: np.ndarray, tvl: np.ndarray, lend_borrow: pd.DataFrame | None,
                    fits: pd.DataFrame | None, max_stale_days: int = 3) -> PoolResponses:
     """Day ``day``'s responses of ``pools`` (TVL ``tvl``): a pool uses its curve when it has a good fit in
-    force (:func:`fits_in_force`) and a usable supply/borrow row dated ``day - max_stale_days .. day``;
-    every other pool the TVL-share rule, a lending pool with the reason. Point in time: reads nothing
-    after ``day``."""
-    day = pd.Timestamp(day)
-    pools = np.asarray(pools, dtype=object)
-    n = len(pools)
-    params = {k: np.full(n, np.nan) for k in _PARAMS}
-    u_min = np.full(n, np.nan)
-    supply, borrow = np.full(n, np.nan), np.full(n, np.nan)
-    method = np.full(n, TVL_SHARE, dtype=object)
-    reason = np.full(n, "", dtype=object)
-    if lend_borrow is not None and fits is not None and len(lend_borrow) and len(fits):
-        index = pd.Index(pools)
-        lending = set(fits["pool"])
-        in_force = fits_in_force(fits, day).reindex(index)
-        recent = usable_lend_borrow(lend_borrow)
-        recent = recent[(recent["date"] <= day) & (recent["date"] >= day - pd.Timedelta(days=max_stale_days))]
-        last = recent.sort_values("date").groupby("pool").tail(1).set_index("pool").reindex(index)
-        is_lending = index.isin(lending)
-        has_fit = in_force["ok"].fillna(False).to_numpy(dtype=bool)
-        has_row = last["total_supply_usd"].notna().to_numpy()
-        use = is_lending & has_fit & has_row
-        reason[is_lending & ~has_fit] = [
-            r if isinstance(r, str) and r else "no fit in force yet" for r in in_force["reason"].to_numpy()[
-                is_lending & ~has_fit]]
-        reason[is_lending & has_fit & ~has_row] = f"no usable supply/borrow row in the {max_stale_days} days to {day.date()}"
-        method[use] = CURVE
-        for k in _PARAMS:
-            params[k] = np.where(use, in_force[k].to_numpy(dtype=float), np.nan)
-        u_min = np.where(use, in_force["u_min"].to_numpy(dtype=float), np.nan)
-        supply = np.where(use, last["total_supply_usd"].to_numpy(dtype=float), np.nan)
-        borrow = np.where(use, last["total_borrow_usd"].to_numpy(dtype=float), np.nan)
-    return PoolResponses(pools=pools, method=method, reason=reason, tvl=np.asarray(tvl, dtype=float),
-                         supply=supply, borrow=borrow, curve=KinkedCurve(**params), u_min=u_min)
+    force (the latest with ``fit_date <= day``) and a usable supply/borrow row dated
+    ``day - max_stale_days .. day``; every other pool the TVL-share rule, a lending pool with the
+    reason. Point in time: reads nothing after ``day``."""
+    rows = pd.DataFrame({"date": pd.Timestamp(day), "pool": np.asarray(pools, dtype=object),
+                         "tvl_usd": np.asarray(tvl, dtype=float)})
+    return _responses(rows, lend_borrow, fits, max_stale_days)
+
+
+RESPONSE_COLUMNS = ["date", "pool", "method", "reason", "total_supply_usd", "total_borrow_usd", "dilution_depth_usd",
+                    "size_base_usd", "capacity_usd"]
+
+
+def response_frame(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None,
+                   max_stale_days: int = 3, capacity_cost: float = 0.1) -> pd.DataFrame:
+    """The responses of many (date, pool) rows (``tvl_usd`` their TVL) as a long frame: method, reason,
+    S and B, the dilution depth (what decisions and accrual dilute by), the size base (what caps are a
+    share of) and the capacity (the deposit costing ``capacity_cost`` of the base APY)."""
+    resp = _responses(rows, lend_borrow, fits, max_stale_days)
+    return pd.DataFrame({"date": pd.to_datetime(rows["date"]).to_numpy(), "pool": resp.pools, "method": resp.method,
+                         "reason": resp.reason, "total_supply_usd": resp.supply, "total_borrow_usd": resp.borrow,
+                         "dilution_depth_usd": resp.dilution_depth(), "size_base_usd": resp.size_base(),
+                         "capacity_usd": resp.capacity(capacity_cost)})

@@ -17,6 +17,7 @@ from midfreq_assets.domain.yields.response import (
     fit_rate_curves,
     pool_responses,
     refit_dates,
+    response_frame,
 )
 
 REPO = Path(__file__).parents[3]
@@ -131,3 +132,28 @@ def test_a_stale_supply_row_falls_back():
     resp = pool_responses(pd.Timestamp("2025-06-01"), np.array(["p"]), np.array([1e8]),
                           frame[frame["date"] < "2025-03-05"], fits)
     assert resp.method.tolist() == [TVL_SHARE] and "no usable supply/borrow row" in resp.reason[0]
+
+
+def test_dilution_depth_is_the_first_order_response_and_close_at_capacity(recorded):
+    day = pd.Timestamp("2025-06-05")
+    fits = fit_rate_curves(recorded, refit_dates(day - pd.Timedelta(days=7), day), RateCurveConfig())
+    resp = pool_responses(day, np.array([AAVE_USDC, "x"]), np.array([242_996_044.0, 1e8]), recorded, fits)
+    depth = resp.dilution_depth()
+    assert depth[1] == 1e8  # TVL share: the TVL itself
+    eps = 1e3  # the slope at 0: base_factor'(0) = -1 / D
+    assert (1 - resp.base_factor(np.array([eps, eps]))[0]) / eps == pytest.approx(1 / depth[0], rel=1e-3)
+    cap = resp.capacity(0.1)[0]
+    assert 1 / (1 + cap / depth[0]) == pytest.approx(0.9, abs=0.005)  # the hyperbola within 0.5 % at capacity
+
+
+def test_response_frame_over_days_matches_each_days_responses(recorded):
+    days = pd.date_range("2025-05-01", "2025-06-05")
+    fits = fit_rate_curves(recorded, refit_dates(days[0] - pd.Timedelta(days=7), days[-1]), RateCurveConfig())
+    rows = pd.DataFrame({"date": np.repeat(days, 2), "pool": [AAVE_USDC, "x"] * len(days), "tvl_usd": 2.4e8})
+    frame = response_frame(rows, recorded, fits)
+    assert len(frame) == len(rows) and (frame.loc[frame["pool"] == "x", "method"] == TVL_SHARE).all()
+    one = pool_responses(days[10], np.array([AAVE_USDC, "x"]), np.array([2.4e8, 2.4e8]), recorded, fits)
+    got = frame[frame["date"] == days[10]]
+    np.testing.assert_allclose(got["dilution_depth_usd"], one.dilution_depth())
+    np.testing.assert_allclose(got["size_base_usd"], one.size_base())
+    np.testing.assert_allclose(got["capacity_usd"], one.capacity(0.1))
