@@ -183,3 +183,16 @@ def test_the_gap_rule_seeded_by_what_the_carried_state_knew():
     book = VaultBook(panels, BASE.strategy, base_rate=0.0, seed=seed)
     acc = book.accrue(0)
     assert acc.holdings[0] == pytest.approx(np.exp(0.05 / 365)) and book.expected is acc.holdings
+
+
+def test_a_depth_panel_dilutes_the_accrual():
+    """The responses' depth (a lending market's curve) replaces the TVL in the accrual's dilution."""
+    T, N = 2, 1
+    reported = np.ones((T, N), dtype=bool)
+    args = (("a",), np.arange(2.0), np.full(T, 1 / 365), np.full((T, N), 0.05), np.full((T, N), 1e6), reported,
+            reported)
+    seed = BookSeed(np.array([1e6]), 0.0)
+    plain = VaultBook(BookPanels(*args), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
+    deep = VaultBook(BookPanels(*args, depth=np.full((T, N), 9e6)), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
+    assert plain.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.5 / 365))
+    assert deep.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.9 / 365))
