@@ -297,3 +297,27 @@ def response_frame(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: p
                          "reason": resp.reason, "total_supply_usd": resp.supply, "total_borrow_usd": resp.borrow,
                          "dilution_depth_usd": resp.dilution_depth(), "size_base_usd": resp.size_base(),
                          "capacity_usd": resp.capacity(capacity_cost)})
+
+
+#: The columns :func:`with_responses` adds to history rows (what the book's panels read).
+RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd", "capacity_usd"]
+
+
+def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, config: RateCurveConfig,
+                   max_stale_days: int = 3) -> pd.DataFrame:
+    """``history`` rows (``date``, ``pool``, ``tvl_usd``) with their pools' responses that day: the
+    columns of :data:`RESPONSE_ROW_COLUMNS`, from curves fitted on the weekly calendar covering the
+    rows' days (each from ``lend_borrow`` rows before its date: pass the ``window_days`` before the
+    first row too). Without lending data the rows come back unchanged: the TVL-share rule, as before.
+    The nightly run and the backtest both call this, so both dilute and cap by the same numbers."""
+    if lend_borrow is None or lend_borrow.empty or history.empty:
+        return history
+    days = pd.to_datetime(history["date"])
+    dates = refit_dates(days.min() - pd.Timedelta(days=7), days.max(), config.refit_weekday)
+    lending = lend_borrow[lend_borrow["pool"].isin(set(history["pool"]))]
+    fits = fit_rate_curves(lending, dates, config) if len(lending) else None
+    frame = response_frame(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days)
+    return history.assign(response_method=frame["method"].to_numpy(), response_reason=frame["reason"].to_numpy(),
+                          size_base_usd=frame["size_base_usd"].to_numpy(),
+                          dilution_depth_usd=frame["dilution_depth_usd"].to_numpy(),
+                          capacity_usd=frame["capacity_usd"].to_numpy())
