@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
 
 from midfreq_assets.domain.ingest.pool_history import FLAG
 from midfreq_assets.domain.yields.config import RateCurveConfig
@@ -49,31 +48,82 @@ class KinkedCurve:
         return self.borrow_rate(u) * np.clip(u, 0.0, 1.0) * (1.0 - self.reserve_factor)
 
 
-def _design(u: np.ndarray, optimal: float) -> np.ndarray:
-    return np.column_stack([np.ones_like(u), np.minimum(u, optimal) / optimal,
-                            np.maximum(u - optimal, 0.0) / (1.0 - optimal)])
+#: The supports a 3-coefficient non-negative least squares can have (base, slope1, slope2).
+_SUPPORTS = np.array([[a, b, c] for a in (1, 0) for b in (1, 0) for c in (1, 0) if a or b or c], dtype=bool)
+
+
+def _grid_design(u: np.ndarray) -> np.ndarray:
+    """``[1, min(U, U*)/U*, max(U - U*, 0)/(1 - U*)]`` per day and U* of the grid: (n, G, 3)."""
+    g = OPTIMAL_GRID[None, :]
+    u = u[:, None]
+    return np.stack([np.ones((u.shape[0], g.shape[1])), np.minimum(u, g) / g, np.maximum(u - g, 0.0) / (1.0 - g)],
+                    axis=2)
+
+
+def _nnls_windows(gram: np.ndarray, rhs: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NNLS of the borrow rates on the kinked design for every window (W) and U* of the grid (G) at
+    once, from the normal equations (``gram`` (W, G, 3, 3), ``rhs`` (W, G, 3), ``yy`` (W,)): with three
+    coefficients the NNLS optimum is the best non-negative least-squares solution on one of the seven
+    supports, each solved for all windows and U* in one batched 3x3 solve (unused coefficients pinned
+    to 0). Returns per window the best U*, its coefficients (W, 3) and its squared error."""
+    best_sse = np.full(gram.shape[:2], np.inf)
+    best = np.zeros(rhs.shape)
+    eye = np.eye(3)
+    for support in _SUPPORTS:
+        mask = np.outer(support, support)
+        # rows/columns outside the support: identity (coefficient 0); a tiny ridge keeps a regressor
+        # without variation (no day above U*: its column is 0) solvable, at coefficient 0
+        a = np.where(mask, gram, eye) + 1e-12 * np.diag(support.astype(float))
+        b = np.where(support, rhs, 0.0)
+        coef = np.where(support, np.linalg.solve(a, b[..., None])[..., 0], 0.0)
+        sse = (yy[:, None] - 2 * np.einsum("wgi,wgi->wg", coef, rhs)
+               + np.einsum("wgi,wgij,wgj->wg", coef, gram, coef))
+        ok = np.all(coef >= -1e-12, axis=2) & np.isfinite(sse) & (sse < best_sse - 1e-15)
+        best_sse = np.where(ok, sse, best_sse)
+        best = np.where(ok[..., None], np.maximum(coef, 0.0), best)
+    k = np.argmin(best_sse, axis=1)
+    w = np.arange(gram.shape[0])
+    return OPTIMAL_GRID[k], best[w, k], np.maximum(best_sse[w, k], 0.0)
+
+
+def _window_fits(u: np.ndarray, borrow: np.ndarray, supply: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                 ) -> list[dict[str, float]]:
+    """The fits of the windows ``[lo_k, hi_k)`` of one market's day rows, all at once: the normal
+    equations of every window are differences of cumulative sums over the days (no per-window pass
+    over the rows for the regression)."""
+    x = _grid_design(u)  # (n, G, 3)
+    earned = borrow * u
+
+    def window_sums(values: np.ndarray) -> np.ndarray:
+        c = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
+        return c[hi] - c[lo]
+
+    gram = window_sums(np.einsum("ngi,ngj->ngij", x, x))
+    rhs = window_sums(x * borrow[:, None, None])
+    yy, sb, ee, es = (window_sums(v) for v in (borrow**2, borrow, earned**2, earned * supply))
+    optimal, coef, sse = _nnls_windows(gram, rhs, yy)
+    n = (hi - lo).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reserve = np.where(ee > 0, np.clip(1.0 - es / ee, 0.0, 0.99), 0.0)
+    fits = []
+    for k in range(len(lo)):
+        part = slice(int(lo[k]), int(hi[k]))
+        curve = KinkedCurve(*(np.array([v]) for v in (coef[k, 0], coef[k, 1], coef[k, 2], optimal[k], reserve[k])))
+        fits.append({"base": float(coef[k, 0]), "slope1": float(coef[k, 1]), "slope2": float(coef[k, 2]),
+                     "optimal": float(optimal[k]), "reserve_factor": float(reserve[k]),
+                     "rmse_borrow": float(np.sqrt(sse[k] / n[k])),
+                     "rmse_supply": float(np.sqrt(np.mean((curve.supply_rate(u[part]) - supply[part]) ** 2))),
+                     "mean_borrow": float(sb[k] / n[k]), "u_min": float(np.min(u[part])),
+                     "u_max": float(np.max(u[part]))})
+    return fits
 
 
 def fit_kinked_curve(u: np.ndarray, borrow: np.ndarray, supply: np.ndarray) -> dict[str, float]:
     """Least-squares kinked curve through (U, borrow APY) with base, slopes >= 0 (NNLS for each U* of
     :data:`OPTIMAL_GRID`, the best kept), then the reserve factor from supply = borrow U (1 - RF)
     (least squares on the observed borrow rates). Returns the parameters and in-sample RMSEs."""
-    best: tuple[float, float, np.ndarray] | None = None
-    for optimal in OPTIMAL_GRID:
-        coef, residual = nnls(_design(u, float(optimal)), borrow)
-        if best is None or residual < best[0] - 1e-15:
-            best = (float(residual), float(optimal), coef)
-    assert best is not None
-    _, optimal, coef = best
-    earned = borrow * u
-    denom = float(earned @ earned)
-    reserve = float(np.clip(1.0 - (earned @ supply) / denom, 0.0, 0.99)) if denom > 0 else 0.0
-    curve = KinkedCurve(*(np.array([v]) for v in (coef[0], coef[1], coef[2], optimal, reserve)))
-    return {"base": float(coef[0]), "slope1": float(coef[1]), "slope2": float(coef[2]), "optimal": optimal,
-            "reserve_factor": reserve,
-            "rmse_borrow": float(np.sqrt(np.mean((curve.borrow_rate(u) - borrow) ** 2))),
-            "rmse_supply": float(np.sqrt(np.mean((curve.supply_rate(u) - supply) ** 2))),
-            "mean_borrow": float(np.mean(borrow)), "u_min": float(np.min(u)), "u_max": float(np.max(u))}
+    u, borrow, supply = (np.asarray(v, dtype=float) for v in (u, borrow, supply))
+    return _window_fits(u, borrow, supply, np.array([0]), np.array([len(u)]))[0]
 
 
 def refit_dates(first: pd.Timestamp, last: pd.Timestamp, weekday: int = 0) -> pd.DatetimeIndex:
@@ -100,18 +150,21 @@ def fit_rate_curves(lend_borrow: pd.DataFrame, dates: pd.DatetimeIndex, config: 
     rows = []
     usable = usable_lend_borrow(lend_borrow).sort_values(["pool", "date"])
     window = pd.Timedelta(days=config.window_days)
+    stamps = pd.DatetimeIndex(dates).as_unit("ns")
     for pool, group in usable.groupby("pool", sort=True):
-        day = group["date"].to_numpy()
+        day = group["date"].to_numpy(dtype="datetime64[ns]")
         cols = [group[c].to_numpy(dtype=float) for c in ("utilization", "apy_base_borrow", "apy_base")]
-        for t in dates:
-            lo, hi = np.searchsorted(day, np.datetime64(t - window)), np.searchsorted(day, np.datetime64(t))
-            n = int(hi - lo)
+        lo = np.searchsorted(day, (stamps - window).to_numpy())
+        hi = np.searchsorted(day, stamps.to_numpy())
+        enough = (hi - lo) >= config.min_days
+        fitted = iter(_window_fits(*cols, lo[enough], hi[enough]) if enough.any() else [])
+        for t, n, has in zip(stamps, (hi - lo).tolist(), enough, strict=True):
             row: dict[str, object] = {"pool": pool, "fit_date": t, "days": n}
-            if n < config.min_days:
+            if not has:
                 rows.append({**row, "ok": False, "reason": f"{n} usable days in the {config.window_days} before "
                              f"the refit date (< {config.min_days})"})
                 continue
-            fit = fit_kinked_curve(*(c[lo:hi] for c in cols))
+            fit = next(fitted)
             relative = fit["rmse_borrow"] / fit["mean_borrow"] if fit["mean_borrow"] > 0 else np.inf
             ok = bool(relative <= config.max_relative_rmse)
             rows.append({**row, **fit, "ok": ok, "reason": "" if ok else
@@ -288,19 +341,21 @@ RESPONSE_COLUMNS = ["date", "pool", "method", "reason", "total_supply_usd", "tot
 
 
 def response_frame(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None,
-                   max_stale_days: int = 3, capacity_cost: float = 0.1) -> pd.DataFrame:
+                   max_stale_days: int = 3, capacity_cost: float | None = 0.1) -> pd.DataFrame:
     """The responses of many (date, pool) rows (``tvl_usd`` their TVL) as a long frame: method, reason,
     S and B, the dilution depth (what decisions and accrual dilute by), the size base (what caps are a
-    share of) and the capacity (the deposit costing ``capacity_cost`` of the base APY)."""
+    share of) and the capacity (the deposit costing ``capacity_cost`` of the base APY; None: not
+    computed, NaN)."""
     resp = _responses(rows, lend_borrow, fits, max_stale_days)
     return pd.DataFrame({"date": pd.to_datetime(rows["date"]).to_numpy(), "pool": resp.pools, "method": resp.method,
                          "reason": resp.reason, "total_supply_usd": resp.supply, "total_borrow_usd": resp.borrow,
                          "dilution_depth_usd": resp.dilution_depth(), "size_base_usd": resp.size_base(),
-                         "capacity_usd": resp.capacity(capacity_cost)})
+                         "capacity_usd": resp.capacity(capacity_cost) if capacity_cost is not None
+                         else np.full(len(resp.pools), np.nan)})
 
 
 #: The columns :func:`with_responses` adds to history rows (what the book's panels read).
-RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd", "capacity_usd"]
+RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd"]
 
 
 def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, config: RateCurveConfig,
@@ -316,8 +371,7 @@ def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, conf
     dates = refit_dates(days.min() - pd.Timedelta(days=7), days.max(), config.refit_weekday)
     lending = lend_borrow[lend_borrow["pool"].isin(set(history["pool"]))]
     fits = fit_rate_curves(lending, dates, config) if len(lending) else None
-    frame = response_frame(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days)
+    frame = response_frame(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days, capacity_cost=None)
     return history.assign(response_method=frame["method"].to_numpy(), response_reason=frame["reason"].to_numpy(),
                           size_base_usd=frame["size_base_usd"].to_numpy(),
-                          dilution_depth_usd=frame["dilution_depth_usd"].to_numpy(),
-                          capacity_usd=frame["capacity_usd"].to_numpy())
+                          dilution_depth_usd=frame["dilution_depth_usd"].to_numpy())
