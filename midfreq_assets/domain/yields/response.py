@@ -355,7 +355,8 @@ def response_frame(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: p
 
 
 #: The columns :func:`with_responses` adds to history rows (what the book's panels read).
-RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd"]
+RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd",
+                        "total_supply_usd", "total_borrow_usd", *(f"curve_{k}" for k in _PARAMS), "curve_u_min"]
 
 
 def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, config: RateCurveConfig,
@@ -371,7 +372,20 @@ def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, conf
     dates = refit_dates(days.min() - pd.Timedelta(days=7), days.max(), config.refit_weekday)
     lending = lend_borrow[lend_borrow["pool"].isin(set(history["pool"]))]
     fits = fit_rate_curves(lending, dates, config) if len(lending) else None
-    frame = response_frame(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days, capacity_cost=None)
-    return history.assign(response_method=frame["method"].to_numpy(), response_reason=frame["reason"].to_numpy(),
-                          size_base_usd=frame["size_base_usd"].to_numpy(),
-                          dilution_depth_usd=frame["dilution_depth_usd"].to_numpy())
+    resp = _responses(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days)
+    params = {f"curve_{k}": getattr(resp.curve, k) for k in _PARAMS}
+    return history.assign(response_method=resp.method, response_reason=resp.reason, size_base_usd=resp.size_base(),
+                          dilution_depth_usd=resp.dilution_depth(), total_supply_usd=resp.supply,
+                          total_borrow_usd=resp.borrow, **params, curve_u_min=resp.u_min)
+
+
+def responses_of_rows(rows: pd.DataFrame) -> PoolResponses:
+    """The :class:`PoolResponses` of rows carrying :data:`RESPONSE_ROW_COLUMNS` (a backtest panel's):
+    what the report reads back (curves, capacity) without refitting."""
+    def col(name: str) -> np.ndarray:
+        return rows[name].to_numpy(dtype=float)
+
+    return PoolResponses(pools=rows["pool"].to_numpy(dtype=object), method=rows["response_method"].to_numpy(dtype=object),
+                         reason=rows["response_reason"].to_numpy(dtype=object), tvl=col("tvl_usd"),
+                         supply=col("total_supply_usd"), borrow=col("total_borrow_usd"),
+                         curve=KinkedCurve(**{k: col(f"curve_{k}") for k in _PARAMS}), u_min=col("curve_u_min"))
