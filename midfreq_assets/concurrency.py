@@ -11,6 +11,8 @@ nothing here: an ingestion step of any range is one step.
 
 #: pool_history, pool_metadata, universe_exclusions (one multi-asset step)
 DEFILLAMA_POOL = "lake_defillama"
+#: pool_lend_borrow
+LEND_BORROW_POOL = "lake_pool_lend_borrow"
 #: token_prices
 PRICES_POOL = "lake_token_prices"
 #: binance_klines

@@ -17,6 +17,7 @@ from midfreq_assets.executors import select_executor
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 from midfreq_resources.clients.defillama import DefiLlamaClient
 from midfreq_resources.clients.defillama_coins import DefiLlamaCoinsClient
+from midfreq_resources.clients.defillama_pro import DefiLlamaProClient
 from midfreq_resources.clients.execution import ExecutionClient
 from midfreq_resources.clients.positions import PositionsClient
 from midfreq_resources.io.model_io_manager import ModelIOManager
@@ -25,6 +26,8 @@ from midfreq_resources.settings import (
     BINANCE_ARCHIVE_URL_ENV,
     DATA_LAKE_ENV,
     DEFILLAMA_COINS_URL_ENV,
+    DEFILLAMA_PRO_API_KEY_ENV,
+    DEFILLAMA_PRO_URL_ENV,
     DEFILLAMA_YIELDS_URL_ENV,
 )
 
@@ -43,6 +46,13 @@ def deployment_name(name: str | None = None) -> str:
     return chosen
 
 
+def defillama_pro(base_url: str | EnvVar = "") -> DefiLlamaProClient:
+    """The paid API's client: its key is the ``EnvVar`` ``MIDFREQ_DEFILLAMA_PRO_API_KEY`` when set (never
+    a literal in code or run config); unset, the client has no key and the lending assets say so."""
+    key = EnvVar(DEFILLAMA_PRO_API_KEY_ENV) if os.environ.get(DEFILLAMA_PRO_API_KEY_ENV, "").strip() else ""
+    return DefiLlamaProClient(base_url=base_url, api_key=key)
+
+
 def build_resources(deployment: str | None = None) -> dict[str, object]:
     """The resource set of ``deployment`` (default: ``$MIDFREQ_DEPLOYMENT``, else ``local``)."""
     name = deployment_name(deployment)
@@ -51,10 +61,11 @@ def build_resources(deployment: str | None = None) -> dict[str, object]:
             "defillama": DefiLlamaClient(base_url=EnvVar(DEFILLAMA_YIELDS_URL_ENV)),
             "defillama_coins": DefiLlamaCoinsClient(base_url=EnvVar(DEFILLAMA_COINS_URL_ENV)),
             "binance_archive": BinanceArchiveClient(base_url=EnvVar(BINANCE_ARCHIVE_URL_ENV)),
+            "defillama_pro": defillama_pro(EnvVar(DEFILLAMA_PRO_URL_ENV)),
         }
     else:
         sources = {"defillama": DefiLlamaClient(), "defillama_coins": DefiLlamaCoinsClient(),
-                   "binance_archive": BinanceArchiveClient()}
+                   "binance_archive": BinanceArchiveClient(), "defillama_pro": defillama_pro()}
     if name == "production":
         lake = {"parquet_io_manager": ParquetIOManager(root=EnvVar(DATA_LAKE_ENV)),
                 "model_io_manager": ModelIOManager(root=EnvVar(DATA_LAKE_ENV))}
@@ -75,6 +86,10 @@ def pipeline_resources(lake: str, sources: dict[str, str] | None = None,
         "defillama": DefiLlamaClient(base_url=sources.get(DEFILLAMA_YIELDS_URL_ENV, "")),
         "defillama_coins": DefiLlamaCoinsClient(base_url=sources.get(DEFILLAMA_COINS_URL_ENV, "")),
         "binance_archive": BinanceArchiveClient(base_url=sources.get(BINANCE_ARCHIVE_URL_ENV, "")),
+        # the key: the replay server's placeholder where it serves the paid endpoints, else the EnvVar
+        "defillama_pro": (DefiLlamaProClient(base_url=sources[DEFILLAMA_PRO_URL_ENV],
+                                             api_key=sources.get(DEFILLAMA_PRO_API_KEY_ENV, ""), key_from_env=False)
+                          if DEFILLAMA_PRO_URL_ENV in sources else defillama_pro()),
         "positions_client": PositionsClient(), "execution_client": ExecutionClient(base_url=execution_url or ""),
     }
 

@@ -16,6 +16,11 @@ URL -> file mapping (ROOT is the served directory):
   file is served; without both, 200 `{"coins":{}}` (what the live API answers for unknown coins).
 - `/binance/<path>` -> `ROOT/binance/<path>` (zips and `.CHECKSUM`s); missing -> 404 with an
   S3-style `NoSuchKey` XML body.
+- `/defillama/pro/<key>/yields/chartLendBorrow/<uuid>` -> `ROOT/defillama/pro/yields/chartLendBorrow/<uuid>.json`
+  (unrecorded uuid: 200 empty data, malformed: 400, as `/chart`), `/defillama/pro/<key>/yields/poolsBorrow`
+  -> `ROOT/defillama/pro/yields/poolsBorrow.json` (DefiLlama's paid API); a key other than the
+  server's `pro_api_key` answers 401. The free host's `/defillama/yields/chartLendBorrow/...` and
+  `/defillama/yields/poolsBorrow` answer 402 (plain text), as the live free API does.
 - any other `/defillama/<path>` -> `ROOT/defillama/<path>.json` or the file itself if it exists.
 - anything else -> 404.
 
@@ -70,6 +75,7 @@ XML_TYPE = "application/xml"
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     402: "Payment Required",
     404: "Not Found",
     429: "Too Many Requests",
@@ -78,6 +84,10 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+#: The API key the replay server's paid endpoints accept (a placeholder, not a secret).
+REPLAY_PRO_API_KEY = "replay-key"
+PRO_PREFIX = "/defillama/pro/"
+PAID_ON_FREE_HOST = re.compile(r"^/defillama/yields/(chartLendBorrow/|poolsBorrow$)")
 PAYMENT_REQUIRED_BODY = (
     "Payment Required: this endpoint needs a DefiLlama API plan (https://defillama.com/subscription)"
 )
@@ -403,8 +413,10 @@ class ReplayServer:
         port: int = 0,
         faults: FaultConfig | None = None,
         verbose: bool = False,
+        pro_api_key: str = REPLAY_PRO_API_KEY,
     ) -> None:
         self.root = Path(root).resolve()
+        self.pro_api_key = pro_api_key
         if not self.root.is_dir():
             raise FileNotFoundError(f"replay root {self.root} is not a directory")
         self.host = host
@@ -499,6 +511,10 @@ class ReplayServer:
             "MIDFREQ_DEFILLAMA_YIELDS_URL": f"{self.base_url}/defillama/yields",
             "MIDFREQ_DEFILLAMA_COINS_URL": f"{self.base_url}/defillama/coins",
             "MIDFREQ_BINANCE_ARCHIVE_URL": f"{self.base_url}/binance",
+            "MIDFREQ_DEFILLAMA_PRO_URL": f"{self.base_url}/defillama/pro",
+            # the key only where the corpus recorded the paid endpoints: elsewhere midfreq runs keyless
+            **({"MIDFREQ_DEFILLAMA_PRO_API_KEY": self.pro_api_key}
+               if (self.root / "defillama" / "pro").is_dir() else {}),
         }
 
     # ----------------------------------------------------------------- request log
@@ -720,6 +736,11 @@ class ReplayServer:
                 return Response(200, _json_bytes({"status": "success", "data": []}), JSON_TYPE)
             return Response(200, found.read_bytes(), JSON_TYPE)
 
+        if path.startswith(PRO_PREFIX):
+            return self._resolve_pro(path[len(PRO_PREFIX):])
+        if PAID_ON_FREE_HOST.search(path):
+            return Response(402, PAYMENT_REQUIRED_BODY.encode(), TEXT_TYPE)
+
         coins_prefix = "/defillama/coins/chart/"
         if path.startswith(coins_prefix):
             coins = path[len(coins_prefix) :]
@@ -751,4 +772,24 @@ class ReplayServer:
                 if found.suffix == ".csv":
                     ctype = "text/csv; charset=utf-8"
                 return Response(200, found.read_bytes(), ctype)
+        return Response(404, b"Not Found\n", TEXT_TYPE)
+
+    def _resolve_pro(self, rest: str) -> Response:
+        """``<key>/yields/...`` of DefiLlama's paid API (see the module docstring)."""
+        key, _, endpoint = rest.partition("/")
+        if key != self.pro_api_key:
+            return Response(401, b"Unauthorized: invalid API key\n", TEXT_TYPE)
+        lend_borrow = "yields/chartLendBorrow/"
+        if endpoint.startswith(lend_borrow):
+            pool_id = endpoint[len(lend_borrow):]
+            if not is_pool_uuid(pool_id):
+                return Response(400, _json_bytes("invalid configID!"), JSON_TYPE)
+            found = self._file("defillama/pro/yields/chartLendBorrow", pool_id + ".json")
+            if found is None:
+                return Response(200, _json_bytes({"status": "success", "data": []}), JSON_TYPE)
+            return Response(200, found.read_bytes(), JSON_TYPE)
+        if endpoint == "yields/poolsBorrow":
+            found = self._file("defillama/pro/yields/poolsBorrow.json")
+            if found is not None:
+                return Response(200, found.read_bytes(), JSON_TYPE)
         return Response(404, b"Not Found\n", TEXT_TYPE)

@@ -13,6 +13,7 @@ import pytest
 from dagster import AssetsDefinition, DagsterInstance, materialize
 
 from midfreq_assets.defs.ingest.defillama import build_defillama_assets
+from midfreq_assets.defs.ingest.lend_borrow import build_lend_borrow_asset
 from midfreq_assets.defs.ingest.prices import build_token_prices
 from midfreq_assets.defs.resources import build_resources
 from midfreq_assets.defs.vault.research import build_research_assets
@@ -130,7 +131,8 @@ class Pipeline:
 def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -> Iterator[Pipeline]:
     lake = tmp_path_factory.mktemp("lake")
     days = daily_partitions(project)
-    ingest = [*build_defillama_assets(project, days), build_token_prices(project, days)]
+    ingest = [*build_defillama_assets(project, days), build_lend_borrow_asset(project, days),
+              build_token_prices(project, days)]
     with pytest.MonkeyPatch.context() as mp:
         for name, value in replay_server.env().items():
             mp.setenv(name, value)

@@ -24,7 +24,8 @@ REPO = Path(__file__).parents[2]
 PACKAGE = REPO / "midfreq_assets"
 VAULTS = ("btc_lending", "eth_staking", "usd_curated", "usd_lending")  # the shipped example vaults
 KEYS = {
-    "pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "token_prices", "binance_klines",
+    "pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "pool_lend_borrow", "token_prices",
+    "binance_klines",
     "binance_premium_index_klines", "binance_funding_rates",
     *(f"{v}/{n}" for v in VAULTS for n in ("adjusted_yields", "features", "fitted_models", "predictions",
                                            "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
@@ -56,7 +57,7 @@ def test_defs_folder_builds_the_whole_code_location():
     assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor",
                                               *(f"{v}_daily_after_research" for v in VAULTS)}
     assert set(defs.resources) >= {"parquet_io_manager", "model_io_manager", "defillama", "defillama_coins",
-                                   "binance_archive", "positions_client", "execution_client"}
+                                   "binance_archive", "defillama_pro", "positions_client", "execution_client"}
 
 
 @pytest.fixture
@@ -115,6 +116,14 @@ def test_deployments_choose_their_resources(monkeypatch: pytest.MonkeyPatch):
     assert "MIDFREQ_DEFILLAMA_YIELDS_URL" in repr(replay["defillama"].base_url)
     production = build_resources("production")
     assert "MIDFREQ_DATA_LAKE" in repr(production["parquet_io_manager"].root)
+
+
+def test_the_paid_api_key_is_an_env_var_never_a_literal(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MIDFREQ_DEFILLAMA_PRO_API_KEY", "secret-123")
+    key = build_resources("local")["defillama_pro"].api_key
+    assert "MIDFREQ_DEFILLAMA_PRO_API_KEY" in repr(key) and "secret-123" not in repr(key)
+    monkeypatch.delenv("MIDFREQ_DEFILLAMA_PRO_API_KEY")
+    assert not build_resources("local")["defillama_pro"].has_key  # no key: the lending assets say so
 
 
 def test_replay_deployment_never_falls_back_to_the_live_services(monkeypatch, tmp_path, replay_env):

@@ -51,6 +51,7 @@ from midfreq_assets.domain.backtest.grids import (
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.plan import needs_adjusted
+from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
@@ -87,6 +88,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             "adjusted_yields": AssetIn(key=AssetKey([prefix, "adjusted_yields"]),
                                        partition_mapping=AllPartitionMapping(),
                                        metadata={**all_days, "optional": not earns_adjusted}),
+            # lending markets' supply and borrows (the rate curves); none without an API key
+            "pool_lend_borrow": AssetIn(key=AssetKey("pool_lend_borrow"), partition_mapping=AllPartitionMapping(),
+                                        metadata={**all_days, "optional": True}),
         },
         io_manager_key="parquet_io_manager",
         group_name=group,
@@ -95,13 +99,16 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "that day), project and chain. The input every backtest of the vault reads.",
     )
     def backtest_panel(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
-                       adjusted_yields: pd.DataFrame):
-        panel = bt.vault_panel(bt.with_adjusted_apy(pool_history, adjusted_yields), pool_metadata, vault)
+                       adjusted_yields: pd.DataFrame, pool_lend_borrow: pd.DataFrame):
+        history = with_responses(pool_history, pool_lend_borrow, vault.yields.rate_curves)
+        panel = bt.vault_panel(bt.with_adjusted_apy(history, adjusted_yields), pool_metadata, vault)
         return Output(panel, metadata={
             "dagster/row_count": len(panel),
             "pools": int(panel["pool"].nunique()),
             "first_day": str(panel["date"].min().date()) if len(panel) else "",
             "last_day": str(panel["date"].max().date()) if len(panel) else "",
+            "rate_curve_pool_days": int((panel["response_method"] == "curve").sum())
+            if "response_method" in panel else 0,
         })
 
     @asset(

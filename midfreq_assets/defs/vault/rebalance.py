@@ -56,8 +56,9 @@ from midfreq_assets.domain.portfolio.nightly import (
 )
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
-from midfreq_assets.metadata import covered_through, markdown_table, partition_metadata
-from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
+from midfreq_assets.domain.yields.response import with_responses
+from midfreq_assets.metadata import TOLERATE_GAPS, covered_through, markdown_table, partition_metadata
+from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, lookback, window_days
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -151,6 +152,10 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "pool_metadata": AssetIn(key=AssetKey("pool_metadata")),
             "pool_history": AssetIn(key=AssetKey("pool_history")),
             "adjusted_yields": AssetIn(key=AssetKey([vault.name, "adjusted_yields"])),
+            # lending markets' supply and borrows over the rate-curve fit window (none without an API key)
+            "pool_lend_borrow": AssetIn(key=AssetKey("pool_lend_borrow"),
+                                        partition_mapping=lookback(vault.yields.rate_curves.window_days + 7),
+                                        metadata={**TOLERATE_GAPS, "optional": True}),
         },
         deps=[AssetDep(key, partition_mapping=PREVIOUS_DAY), *([AssetDep(positions_key)] if live else [])],
         partitions_def=partitions_def,
@@ -168,7 +173,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
            if live else "."),
     )
     def rebalance_weights(context: AssetExecutionContext, predictions: pd.DataFrame, pool_metadata: pd.DataFrame,
-                          pool_history: pd.DataFrame, adjusted_yields: pd.DataFrame):
+                          pool_history: pd.DataFrame, adjusted_yields: pd.DataFrame, pool_lend_borrow: pd.DataFrame):
         first, last = window_days(context.partition_time_window)
         check_coverage(context, first, last)
         before = (pd.Timestamp(first) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
@@ -185,9 +190,9 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         if state is None and not from_positions:
             log = context.log.warning if first > first_day else context.log.info
             log(f"{key.to_user_string()}: no partition {before}: starting from cash ({vault.backtest.initial_wealth:,.0f})")
+        history = with_responses(usable_rows(pool_history), pool_lend_borrow, vault.yields.rate_curves)
         out, decisions, cache = decide_range(vault, pd.date_range(first, last, freq="D"), state, predictions,
-                                             vault_rows(pool_metadata, vault.name), usable_rows(pool_history),
-                                             adjusted_yields, observed)
+                                             vault_rows(pool_metadata, vault.name), history, adjusted_yields, observed)
         statuses = out.drop_duplicates("date")["solver_status"].value_counts().to_dict()
         open_days = set(out.loc[out["in_universe"].fillna(False).astype(bool), "date"])  # days caps could bind
         budget = CapsCapacity(1.0 - s.base_buffer, 1.0 - s.base_buffer, 0)
@@ -232,6 +237,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "days_simulated": int(out["date"].nunique()) - len(observed),
             "days_without_universe": int(statuses.get("no_universe", 0)),
             "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
+            **response_metadata(history),
         }))
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
@@ -256,3 +262,16 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
                           "drift": markdown_table(drift.astype({"date": str}), max_rows=30)})
 
     return [rebalance_weights]
+
+
+def response_metadata(history: pd.DataFrame) -> dict[str, object]:
+    """How the range's pools were diluted: pool-days on their lending curve, and the lending pools
+    that fell back to the TVL-share rule with the reason (none of it without lending data)."""
+    if "response_method" not in history:
+        return {"rate_curves": "no lending data (pool_lend_borrow empty): TVL-share dilution"}
+    curve = history["response_method"] == "curve"
+    fallback = history.loc[~curve & (history["response_reason"] != ""), ["pool", "response_reason"]]
+    reasons = fallback.drop_duplicates("pool", keep="last")
+    return {"rate_curve_pool_days": int(curve.sum()),
+            "rate_curve_pools": int(history.loc[curve, "pool"].nunique()),
+            "rate_curve_fallbacks": markdown_table(reasons.rename(columns={"response_reason": "reason"}))}

@@ -60,7 +60,10 @@ class BacktestInputs:
     against the reference asset; ``present`` whether the pool had a data row that day (a short
     absence keeps a holding, ``StrategyConfig.max_gap_days``). Amounts (wealth, TVL, trades, costs)
     are in the vault's reference asset: ``ref_price`` is its USD price per day (None: USD), which
-    converts TVLs and the strategy's dollar gas and minimum trade.
+    converts TVLs and the strategy's dollar gas and minimum trade. With the pools' yield responses
+    (``domain/yields/response.py``: history rows carrying ``size_base_usd`` and ``dilution_depth_usd``),
+    ``tvl`` is the size base (a lending market's supply: what caps are a share of) and ``depth`` the
+    dilution depth (what the decision and the accrual dilute by); without, ``depth`` is None: the TVL.
     """
 
     apy: pd.DataFrame  # earned yield, fraction/yr
@@ -74,6 +77,7 @@ class BacktestInputs:
     il_missing: pd.DataFrame | None = None  # bool: multi-token pool-day without il7d
     price_return: pd.DataFrame | None = None
     ref_price: pd.Series | None = None
+    depth: pd.DataFrame | None = None  # the responses' dilution depth (None: the TVL)
 
     @property
     def pools(self) -> list[str]:
@@ -128,6 +132,11 @@ class BacktestInputs:
             return hist.pivot(index="date", columns="pool", values=col).reindex(days).astype(float)
 
         apy, tvl = wide(column), wide("tvl_usd")
+        depth = None
+        if "dilution_depth_usd" in hist and "size_base_usd" in hist:  # the pools' yield responses
+            size = wide("size_base_usd")
+            tvl = size.where(np.isfinite(size) & (size > 0), tvl)
+            depth = wide("dilution_depth_usd")
         ref_price = None
         if vault.reference_asset != "usd" and in_reference:
             if "reference_price" not in hist:
@@ -135,6 +144,7 @@ class BacktestInputs:
                                "reference_price column of <vault>/adjusted_yields")
             ref_price = hist.groupby("date")["reference_price"].first().reindex(days).ffill()
             tvl = tvl.div(ref_price, axis=0)
+            depth = depth.div(ref_price, axis=0) if depth is not None else None
         present = wide("_reported") if "_reported" in hist else hist.assign(_reported=1.0).pivot(
             index="date", columns="pool", values="_reported").reindex(days)
         present = present.notna()
@@ -161,7 +171,8 @@ class BacktestInputs:
         return cls(apy[cols], tvl[cols], eligible[cols],
                    protocols.reindex(cols) if protocols is not None else None,
                    chains.reindex(cols) if chains is not None else None,
-                   present[cols], undiluted, il, il_missing, price, ref_price)
+                   present[cols], undiluted, il, il_missing, price, ref_price,
+                   depth[cols] if depth is not None else None)
 
 
 #: The adjusted_yields columns a backtest panel carries.
@@ -201,6 +212,7 @@ def book_panels(inputs: BacktestInputs, predictions: pd.DataFrame | None = None)
         protocols=labels(inputs.protocols),
         chains=labels(inputs.chains),
         ref_price=inputs.ref_price.to_numpy(dtype=float) if inputs.ref_price is not None else None,
+        depth=arr(inputs.depth),
     )
 
 

@@ -177,6 +177,59 @@ def analysis_sections(best: BacktestResult, steps: dict[str, pd.DataFrame], pane
     ]
 
 
+def lending_sections(panel: pd.DataFrame, lead: BacktestResult, apy_column: str, pool_labels: dict[str, str],
+                     cost: float = 0.1) -> list[tuple[str, str, pd.DataFrame | None]]:
+    """Each lending market's rate curve as the vault last saw it (its supply APY after a deposit x, against
+    the TVL-share rule), its capacity (the deposit costing ``cost`` of its APY) and the dilution the
+    ``lead`` run paid there (APY lost to its own holdings). Nothing when the panel has no curve rows."""
+    from midfreq_assets.domain.yields.response import responses_of_rows
+
+    if "response_method" not in panel or "curve_base" not in panel:
+        return []
+    curved = panel[panel["response_method"] == "curve"]
+    if curved.empty:
+        return []
+    last = curved.sort_values("date").drop_duplicates("pool", keep="last").reset_index(drop=True)
+    resp = responses_of_rows(last)
+    capacity = resp.capacity(cost)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    top = float(np.nanmax(capacity)) * 3
+    grid = np.linspace(0.0, top, 200)
+    now = resp.curve_supply_apy(0.0)
+    for i, pool in enumerate(resp.pools):
+        curve = np.array([resp.curve_supply_apy(np.full(len(resp.pools), x))[i] for x in grid])
+        line, = ax.plot(grid / 1e6, curve, lw=1.2, label=f"{pool_labels.get(pool, str(pool)[:8])} (curve)")
+        ax.plot(grid / 1e6, now[i] * resp.tvl[i] / (resp.tvl[i] + grid), lw=0.8, ls="--", color=line.get_color(),
+                label="TVL-share rule")
+        ax.axvline(capacity[i] / 1e6, lw=0.6, ls=":", color=line.get_color())
+    ax.set_xlabel("deposit (M)", fontsize=8)
+    ax.set_ylabel("supply APY (fraction/yr)", fontsize=8)
+    ax.set_title(f"Lending markets: supply APY after a deposit (dotted: capacity, {cost:.0%} of the APY)", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    weights = lead.weight_panel()
+    held = weights.mul(lead.wealth.reindex(weights.index), axis=0)
+    rows = []
+    for i, pool in enumerate(resp.pools):
+        mine = panel[panel["pool"] == pool].set_index("date")
+        h = held[pool].reindex(mine.index).fillna(0.0) if pool in held else pd.Series(0.0, index=mine.index)
+        depth = mine["dilution_depth_usd"].where(mine["dilution_depth_usd"] > 0, mine["tvl_usd"])
+        lost = (mine[apy_column] * (1.0 - 1.0 / (1.0 + h / depth))).where(h > 0)
+        days_held = int((h > 0).sum())
+        rows.append({
+            "pool": pool_labels.get(pool, str(pool)[:8]), "fitted_on": str(pd.Timestamp(last.loc[i, "date"]).date()),
+            "U*": round(float(resp.curve.optimal[i]), 2), "base": resp.curve.base[i], "slope1": resp.curve.slope1[i],
+            "slope2": resp.curve.slope2[i], "reserve_factor": round(float(resp.curve.reserve_factor[i]), 3),
+            "supply_usd": resp.supply[i], "utilization": resp.borrow[i] / resp.supply[i],
+            "capacity_usd": capacity[i], "capacity_tvl_share_usd": resp.tvl[i] * cost / (1 - cost),
+            "days_held": days_held, "mean_holding": float(h[h > 0].mean()) if days_held else 0.0,
+            "dilution_paid_apy": float(lost.mean()) if days_held else 0.0,
+            "dilution_paid_total": float((h * mine[apy_column] * (1.0 - 1.0 / (1.0 + h / depth))).sum() / 365.0),
+        })
+    table = pd.DataFrame(rows)
+    return [(f"Lending markets' rate curves: capacity and the dilution {lead.name} paid (APY lost to its own "
+             "holdings, per held day, and in total in the reference asset)", fig_to_base64(fig), table)]
+
+
 def plot_walk_forward(windows: pd.DataFrame, objective: str) -> str:
     """Which grid point traded each test window (one lane per point), its train-window objective
     and the log growth it then earned out of sample."""
@@ -396,7 +449,7 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
     runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **shown}
     benchmarks = [n for n in shown if is_constrained(n)]
     analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
-                                      benchmarks)
+                                      benchmarks) + lending_sections(panel, lead, apy_column, pool_labels)
     page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
                               lead.weight_panel(), lead.steps, pool_labels, [*notes, *evaluation.notes],
                               analysis_part, wf.windows if wf else None, objective,

@@ -65,7 +65,10 @@ class BookPanels:
     ``tvl`` is the TVL the decision reads and ``tvl_reported`` the one of the day's data row (the
     accrual's dilution), both in the reference asset. ``protocols`` and ``chains`` label the pools
     for the optimizer's caps, one label per pool (N,) or per day and pool (T, N). ``ref_price`` is
-    the reference asset's USD price per row (None: USD)."""
+    the reference asset's USD price per row (None: USD). ``depth`` is each row's dilution depth
+    (the pools' yield responses, ``domain/yields/response.py``: a lending market's curve, NaN: the
+    TVL rule), read by the decision's dilution and the accrual alike; ``tvl`` then sizes the caps
+    only (a lending market's supply)."""
 
     pools: tuple[str, ...]
     day: np.ndarray
@@ -82,6 +85,7 @@ class BookPanels:
     protocols: np.ndarray | None = None
     chains: np.ndarray | None = None
     ref_price: np.ndarray | None = None
+    depth: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -187,6 +191,9 @@ def gap_panels(
     known_tvl = ffill_rows(tvl, seed_tvl)  # the last TVL known at each row
     before = np.vstack([seed_tvl[None, :], known_tvl[:-1]])  # ... and at the row before
     tvl_accrue = np.where(np.isnan(reported_tvl), before, reported_tvl)
+    if panels.depth is not None:  # the response's depth where the row has one (the same as the decision's)
+        depth = np.asarray(panels.depth, dtype=float)
+        tvl_accrue = np.where(np.isfinite(depth) & (depth > 0), depth, tvl_accrue)
     return GapPanels(
         hold,
         last_seen,
@@ -265,6 +272,7 @@ class VaultBook:
         self._protocols = _labels(panels.protocols, (T, N))
         self._chains = _labels(panels.chains, (T, N))
         self._tvl = np.asarray(panels.tvl, dtype=float)
+        self._depth = np.asarray(panels.depth, dtype=float) if panels.depth is not None else None
         self._eligible = np.asarray(panels.eligible, dtype=bool)
         self._pred = (
             np.asarray(panels.predicted, dtype=float)
@@ -332,6 +340,7 @@ class VaultBook:
             eligible=self._eligible[t, idx],
             base=base,
             hold=self.gaps.hold[t, idx],
+            depth=self._depth[t, idx] if self._depth is not None else None,
         ), idx
 
     def policy(self, t: int, holdings: np.ndarray, base: float) -> StepDecision:

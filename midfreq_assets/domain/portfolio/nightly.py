@@ -263,6 +263,12 @@ def nightly_panels(
     hist_tvl = _wide(hist, "tvl_usd", days, pools) / ref[:, None]
     uni_tvl = _wide(uni, "tvl_usd", days, pools)
     raw_tvl = np.where(np.isnan(uni_tvl), _wide(hist, "tvl_usd", days, pools), uni_tvl) / ref[:, None]
+    depth = None
+    if "dilution_depth_usd" in hist and "size_base_usd" in hist:  # the pools' yield responses (as the backtest's)
+        size = _wide(hist, "size_base_usd", days, pools) / ref[:, None]
+        raw_tvl = np.where(np.isfinite(size) & (size > 0), size, raw_tvl)
+        hist_tvl = np.where(np.isfinite(size) & (size > 0), size, hist_tvl)
+        depth = _wide(hist, "dilution_depth_usd", days, pools) / ref[:, None]
     position = {p: i for i, p in enumerate(pools)}
     seed_tvl = np.array([prior.last_tvl.get(p, np.nan) for p in pools], dtype=float)
     # the decision's TVL: the day's, else the last one known (a pool in a gap)
@@ -286,6 +292,7 @@ def nightly_panels(
         protocols=labels["project"],
         chains=labels["chain"],
         ref_price=ref,
+        depth=depth,
     )
     seen = np.array(
         [

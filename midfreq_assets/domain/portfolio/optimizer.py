@@ -130,10 +130,16 @@ def _clean_inputs(
     wealth: float,
     current_weights: np.ndarray,
     costs: TradingCosts | None = None,
+    depth: np.ndarray | None = None,
 ) -> _Inputs:
     """Validate, clip and derive per-pool bounds. A pool with unknown APY or TVL can only be sold, and
     so can one whose predicted APY is not finite or above ``strategy.max_predicted_apy`` (refused:
-    a glitch upstream must never become an allocation)."""
+    a glitch upstream must never become an allocation).
+
+    ``tvl`` sizes the caps (``max_pool_tvl_share``: the supply of a lending market, else the TVL);
+    ``depth`` (None: the TVL) is the pools' dilution depth, the response's hyperbolic equivalent
+    (``domain/yields/response.py``): the dilution coefficient is ``a W / depth``. Where a depth is not
+    finite and positive the TVL stands in."""
     a_raw = np.asarray(predicted_apy, dtype=float)
     tvl = np.asarray(tvl, dtype=float)
     x0 = np.asarray(current_weights, dtype=float)
@@ -173,6 +179,14 @@ def _clean_inputs(
             hi = np.where(tvl_ok, np.minimum(hi, share * safe_tvl / wealth), hi)
         hi = np.where(buyable, hi, np.minimum(hi, x0))
         tvl_out = np.where(tvl_ok, tvl, np.nan)
+    if depth is not None:
+        d = np.asarray(depth, dtype=float)
+        if d.shape != (n,):
+            raise ValueError(f"shape mismatch: depth {d.shape}, expected ({n},)")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_ok = np.isfinite(d) & (d > 0)
+            q = np.where(d_ok, a * wealth / np.where(d_ok, d, 1.0), q)
+            tvl_out = np.where(d_ok, d, tvl_out)
     return _Inputs(
         a=a,
         q=q,
@@ -183,7 +197,7 @@ def _clean_inputs(
         budget=1.0 - strategy.base_buffer,
         buyable=buyable,
         wealth=float(wealth),
-        tvl=tvl_out,
+        tvl=tvl_out,  # what dilutes: the depth where given, else the TVL
         refused=refused,
     )
 
@@ -631,13 +645,15 @@ class VaultOptimizer:
         wealth: float,
         current_weights: np.ndarray,
         frozen: np.ndarray | None = None,
+        depth: np.ndarray | None = None,
     ) -> RebalanceResult:
         """Target weights for one rebalance. Raises only for malformed inputs, never for solver trouble.
 
-        ``frozen`` pools keep their current weight (``lo = hi = x0``: a holding in a data gap)."""
+        ``frozen`` pools keep their current weight (``lo = hi = x0``: a holding in a data gap);
+        ``depth`` the pools' dilution depth (None: the TVL; see :func:`_clean_inputs`)."""
         t0 = time.perf_counter()
         n = len(self.pools)
-        inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights, self.costs)
+        inp = _clean_inputs(self.strategy, predicted_apy, tvl, wealth, current_weights, self.costs, depth)
         if inp.a.shape[0] != n:
             raise ValueError(f"expected {n} pools, got {inp.a.shape[0]}")
         if frozen is not None:
@@ -669,7 +685,7 @@ class VaultOptimizer:
             if np.any(np.abs(x - inp.x0) > 0):
                 notes.append("holdings clipped to the constraints")
         dx = x - inp.x0
-        dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)  # NaN where the TVL is unknown (tvl > 0)
+        dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)  # by the depth; NaN where unknown (tvl > 0)
         return RebalanceResult(
             pools=self.pools,
             target_weights=x,

@@ -97,6 +97,7 @@ def rebalance_step(
     eligible: np.ndarray | None = None,
     base: float | None = None,
     hold: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
 ) -> StepDecision:
     """Decide target weights with data known at t, and price the trade with ``costs`` (the object
     the optimizer was built with: its objective and the executed trade price the same costs).
@@ -104,7 +105,8 @@ def rebalance_step(
     ``holdings`` are dollars per pool of ``optimizer.pools``; ``wealth`` includes the idle base
     (``base`` defaults to ``wealth - sum(holdings)``). A pool is eligible when it is in the
     universe and has a finite prediction and TVL; ineligible holdings are sold (forced, at cost),
-    except the ``hold`` pools (a short data gap), whose holding is frozen.
+    except the ``hold`` pools (a short data gap), whose holding is frozen. ``tvl`` sizes the caps,
+    ``depth`` (None: the TVL) dilutes (the pools' responses, ``domain/yields/response.py``).
     """
     n = len(optimizer.pools)
     a, tvl, h, ok, wealth, base = _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base)
@@ -112,7 +114,7 @@ def rebalance_step(
     forced = ~ok & ~held & (h > 0)
     # forced sales: the optimizer sees those pools at weight 0 (sell-only, so they stay at 0)
     x0 = np.where(forced, 0.0, np.maximum(h, 0.0) / wealth)
-    result = optimizer.solve(a, tvl, wealth, x0, frozen=held if held.any() else None)
+    result = optimizer.solve(a, tvl, wealth, x0, frozen=held if held.any() else None, depth=depth)
     x = np.where(ok | held, result.target_weights, 0.0)
     return execute_trade(optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum()))
 

@@ -107,8 +107,21 @@ class ImpermanentLossConfig(StrictModel):
     )
 
 
+class RateCurveConfig(StrictModel):
+    """How lending markets' rate curves are fitted (docs/METHOD.md "Lending markets' rate curves")."""
+
+    window_days: int = Field(default=90, ge=14, le=3650, description="days of history before the refit date a "
+                             "fit reads (rate parameters change by governance: a long window mixes curves)")
+    min_days: int = Field(default=28, ge=5, description="fewer usable days: no fit (TVL-share dilution)")
+    max_relative_rmse: float = Field(default=0.1, gt=0, description="a fit whose in-sample borrow-rate RMSE "
+                                     "exceeds this share of the mean borrow rate is poor (TVL-share dilution)")
+    refit_weekday: int = Field(default=0, ge=0, le=6, description="refit calendar: this weekday (0 = Monday)")
+
+
 class YieldAdjustmentConfig(StrictModel):
     """The vault's `yields:` section. Everything defaults to 'no adjustment'."""
+
+    rate_curves: RateCurveConfig = Field(default_factory=RateCurveConfig)
 
     tokens: dict[str, PeggedToken] = Field(
         default_factory=dict, description="underlying symbol (lower-case) -> price coin and expected peg"

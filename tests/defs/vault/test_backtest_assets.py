@@ -44,7 +44,7 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
 
     assets = build_backtest_assets(VAULT, gdir)
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
@@ -117,7 +117,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
     result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
                          resources={"parquet_io_manager": io},
                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})

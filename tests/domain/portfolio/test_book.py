@@ -183,3 +183,51 @@ def test_the_gap_rule_seeded_by_what_the_carried_state_knew():
     book = VaultBook(panels, BASE.strategy, base_rate=0.0, seed=seed)
     acc = book.accrue(0)
     assert acc.holdings[0] == pytest.approx(np.exp(0.05 / 365)) and book.expected is acc.holdings
+
+
+def test_a_depth_panel_dilutes_the_accrual():
+    """The responses' depth (a lending market's curve) replaces the TVL in the accrual's dilution."""
+    T, N = 2, 1
+    reported = np.ones((T, N), dtype=bool)
+    args = (("a",), np.arange(2.0), np.full(T, 1 / 365), np.full((T, N), 0.05), np.full((T, N), 1e6), reported,
+            reported)
+    seed = BookSeed(np.array([1e6]), 0.0)
+    plain = VaultBook(BookPanels(*args), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
+    deep = VaultBook(BookPanels(*args, depth=np.full((T, N), 9e6)), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
+    assert plain.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.5 / 365))
+    assert deep.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.9 / 365))
+
+
+def lending_markets(pools=("a", "c"), seed: int = 3) -> pd.DataFrame:
+    """Synthetic pool_lend_borrow rows of two lending markets over the 100 days before DAYS and DAYS."""
+    from midfreq_assets.domain.yields.response import KinkedCurve
+
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(DAYS[0] - pd.Timedelta(days=100), DAYS[-1])
+    curve = KinkedCurve(*(np.array([v]) for v in (0.0, 0.06, 0.6, 0.9, 0.1)))
+    rows = []
+    for p in pools:
+        u = np.clip(0.86 + 0.03 * rng.standard_normal(len(days)), 0.6, 0.97)
+        borrow = curve.borrow_rate(u)
+        rows.append(pd.DataFrame({"date": days, "pool": p, "total_supply_usd": 4e8, "total_borrow_usd": 4e8 * u,
+                                  "apy_base_borrow": borrow, "apy_base": borrow * u * 0.9, "utilization": u,
+                                  "flag": None}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_with_the_lending_curves_nightly_and_backtest_still_agree_and_size_by_supply():
+    from midfreq_assets.domain.yields.response import with_responses
+
+    v = vault()
+    predictions, universe, history, adjusted = frames()
+    curved = with_responses(history, lending_markets(), v.yields.rate_curves)
+    assert set(curved.loc[curved["pool"].isin(["a", "c"]), "response_method"]) == {"curve"}
+    assert (curved.loc[~curved["pool"].isin(["a", "c"]), "response_method"] == "tvl_share").all()
+    rows, _, _ = decide_range(v, DAYS, None, predictions, universe, curved, adjusted)
+    result = backtest(v, predictions, universe, curved, adjusted)
+    wealth = rows.drop_duplicates("date").set_index("date")["wealth"]
+    np.testing.assert_allclose(wealth.to_numpy(), result.wealth.to_numpy(), rtol=1e-9)
+    plain, _, _ = decide_range(v, DAYS, None, predictions, universe, history, adjusted)
+    held = rows[rows["pool"] == "a"].set_index("date")["tvl_usd"]
+    assert (held == 4e8).all()  # a lending market's size base is its supply
+    assert not np.allclose(rows["target_weight"].fillna(0).to_numpy(), plain["target_weight"].fillna(0).to_numpy())

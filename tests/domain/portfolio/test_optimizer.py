@@ -665,3 +665,24 @@ def test_the_apy_ceiling_is_configuration() -> None:
     assert r.target_weights[0] > 0 and "refused" not in r.message
     with pytest.raises(ValueError):
         StrategyConfig(max_predicted_apy=0)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_dilution_depth_dilutes_and_the_tvl_still_sizes_the_caps(fast: bool) -> None:
+    """The pools' responses (domain/yields/response.py): ``depth`` replaces the TVL in the dilution
+    term only; ``depth = tvl`` is today's problem; a deeper pool (a lending market's curve) takes more."""
+    rng = np.random.default_rng(7)
+    n = 8
+    a, tvl, x0 = random_instance(rng, n)
+    strat = StrategyConfig(cost=0.0005, max_pool_tvl_share=0.2, use_fast_path=fast)
+    opt = VaultOptimizer(pools(n), strat)
+    same = opt.solve(a, tvl, W, x0, depth=tvl)
+    np.testing.assert_allclose(same.target_weights, opt.solve(a, tvl, W, x0).target_weights, atol=1e-7)
+    deeper = tvl.copy()
+    deeper[0] *= 10
+    r = opt.solve(a, tvl, W, x0, depth=deeper)
+    assert r.target_weights[0] >= same.target_weights[0] - 1e-9
+    assert np.all(r.target_weights * W <= 0.2 * tvl + 1e-6)  # caps: a share of the TVL argument
+    np.testing.assert_allclose(r.dilution_factor, 1 / (1 + r.target_weights * W / deeper))
+    with pytest.raises(ValueError, match="depth"):
+        opt.solve(a, tvl, W, x0, depth=deeper[:-1])
