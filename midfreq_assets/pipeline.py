@@ -430,6 +430,7 @@ class StageTiming:
     wall_s: float
     cpu_s: float
     runs: int
+    peak_rss_mb: float | None = None
 
 
 def _required_inputs(defs) -> dict:
@@ -461,10 +462,33 @@ class StageOutcome:
     materialized: set  # AssetKey
     blocked: dict  # AssetKey -> why (a failed blocking check)
     lines: list[str]  # the summary and errors to print
+    peak_rss_mb: float | None = None  # the process's peak resident memory while it ran the stage (Linux)
+
+
+def _reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: ``clear_refs`` 5 resets ``VmHWM``), so a
+    worker reports each stage's own peak, not the largest of every stage it ran."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    """``VmHWM`` of this process in MB (None where /proc has no such figure)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> StageOutcome:
     """Every run of ``stage`` (in this process), and what each materialized or blocked."""
+    windowed = _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     job = defs.resolve_job_def(stage.job)
     results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False, resources=resources,
@@ -478,7 +502,7 @@ def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> Stage
         if not result.success:
             lines.append(f"  error: {failure_message(result)}")
     return StageOutcome(all(r.success for r in results), time.perf_counter() - started, time.process_time() - cpu,
-                        len(results), materialized, blocked, lines)
+                        len(results), materialized, blocked, lines, _peak_rss_mb() if windowed else None)
 
 
 def stage_needs(plan: Plan, defs) -> dict[str, set[str]]:
@@ -510,10 +534,11 @@ def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
     def finish(stage: Stage, outcome: StageOutcome) -> None:
         status[stage.name] = "succeeded" if outcome.ok else "FAILED"
         if timings is not None:
-            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs)
+            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs, outcome.peak_rss_mb)
+        peak = f", peak RSS {outcome.peak_rss_mb:.0f} MB" if outcome.peak_rss_mb is not None else ""
         print(f"\n== {stage.name}: {stage.span}")
         print(f"  {status[stage.name].lower() if outcome.ok else 'FAILED'} in {outcome.wall_s:.1f}s wall, "
-              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s))")
+              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s)){peak}")
         print("\n".join(outcome.lines))
         lost.update(outcome.blocked)
         for key in stage.assets:
