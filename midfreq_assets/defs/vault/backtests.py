@@ -40,8 +40,9 @@ from midfreq_assets.domain.backtest import report
 from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
 from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
+    PointRunner,
     apply_overrides,
-    find_point,
+    find_points,
     grid_file_names,
     load_grid,
     point_result,
@@ -119,10 +120,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     )
     def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame):
         keys = list(context.partition_keys)
+        points = find_points(keys, gdir)  # the grid files read once per run
+        runner = PointRunner(panel, vault, {p.name: p for p in points})  # inputs + predictions shared
         frames, rows = [], []
-        for key in keys:
-            point = find_point(key, gdir)
-            frame, metrics = run_point(panel, vault, point)
+        for key, point in zip(keys, points, strict=True):
+            frame, metrics = run_point(panel, vault, point, runner=runner)
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
         if len(keys) == 1:
@@ -206,10 +208,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                  "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
                  "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
                  "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
+        runner = PointRunner(panel, vault, by_name)  # the points re-run for plots share inputs + predictions
         table, html_doc, wealth_png = report.grid_report(
             title, grid.name, params, {p.name: dict(p.overrides) for p in points}, evaluation, panel,
             vault.backtest.apy_column, bt.pool_labels(panel), notes,
-            lambda name: point_result(panel, vault, by_name[name])[0], vault.backtest.walk_forward.objective,
+            lambda name: point_result(panel, vault, by_name[name], runner=runner)[0], vault.backtest.walk_forward.objective,
             base_rate, set_of)
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         stats = evaluation.stats()
