@@ -103,14 +103,15 @@ def _keys_in(job, first: dt.date, last: dt.date) -> list[str]:
 
 
 def _grid_chunks(points: list[str], registered: list[str]) -> list[list[str]]:
-    """Runs of at most GRID_POINTS_PER_RUN points, each a contiguous range of the registered keys."""
-    from midfreq_assets.defs.vault.backtests import GRID_POINTS_PER_RUN
+    """Runs of at most ``grid_chunk_size(len(points))`` points, each a contiguous range of the registered keys."""
+    from midfreq_assets.defs.vault.backtests import grid_chunk_size
 
+    size = grid_chunk_size(len(points))
     position = {k: i for i, k in enumerate(registered)}
     ordered = sorted(points, key=position.__getitem__)
     chunks: list[list[str]] = []
     for key in ordered:
-        if chunks and len(chunks[-1]) < GRID_POINTS_PER_RUN and position[key] == position[chunks[-1][-1]] + 1:
+        if chunks and len(chunks[-1]) < size and position[key] == position[chunks[-1][-1]] + 1:
             chunks[-1].append(key)
         else:
             chunks.append([key])

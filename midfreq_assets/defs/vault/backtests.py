@@ -15,6 +15,7 @@
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,17 @@ from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
 GRID_POINTS_PER_RUN = 8
+#: A big grid is cut into about this many runs (each then holds more than GRID_POINTS_PER_RUN points):
+#: enough runs to keep the workers busy, few enough that the per-run overhead stays small.
+GRID_RUNS_PER_GRID = 8
+
+
+def grid_chunk_size(points: int) -> int:
+    """Points per run for a grid of ``points`` new points (the grid sensor and ``midfreq pipeline``):
+    ``GRID_POINTS_PER_RUN``, or more for a grid of more than ``GRID_RUNS_PER_GRID`` such runs (a
+    1,000-point grid: 8 runs of 125, not 125 runs of 8; a run's points share the panel's inputs
+    and predictions). A backfill launched from the UI keeps the asset's policy (runs of 8)."""
+    return max(GRID_POINTS_PER_RUN, math.ceil(points / GRID_RUNS_PER_GRID))
 
 
 def grid_partitions_name(vault_name: str) -> str:
