@@ -54,8 +54,10 @@ _STATE: dict[str, object] = {}
 
 def _run_chunk(args):
     """One Dagster run of ``backtest_runs`` over a range of consecutive grid-point partitions (what a
-    multi-run backfill launches); a single key is a plain one-partition run."""
-    home, lake, keys = args
+    multi-run backfill launches); a single key is a plain one-partition run. ``args``: (DAGSTER_HOME,
+    lake, keys[, grid directory]); a process serves one grid directory."""
+    home, lake, keys, *rest = args
+    grids = Path(rest[0]) if rest else GRIDS  # another grid directory (bench_grid_scale)
     os.environ["DAGSTER_HOME"] = home
     warnings.filterwarnings("ignore")
     from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
@@ -69,7 +71,7 @@ def _run_chunk(args):
         days = daily_from(VAULT.start_date)
         upstream = [AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
                     for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
-        _STATE["assets"] = [*build_backtest_assets(VAULT, GRIDS), *upstream]
+        _STATE["assets"] = [*build_backtest_assets(VAULT, grids), *upstream]
         _STATE["instance"] = DagsterInstance.get()
     if len(keys) == 1:
         part = {"partition_key": keys[0]}

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGE = re.compile(r"^== (\S+): (.*)$")
-TIMING = re.compile(r"^\s+(succeeded|FAILED) in ([\d.]+)s wall, ([\d.]+)s CPU \((\d+) run")
+TIMING = re.compile(r"^\s+(succeeded|FAILED) in ([\d.]+)s wall, ([\d.]+)s CPU \((\d+) run\S*\)(?:, peak RSS (\d+) MB)?")
 TARGETS = {"demo_wall_s": 90.0, "empty_vault_stage_s": 2.0, "corpus4y_wall_s": 120.0, "corpus4y_peak_mb": 1536.0}
 EMPTY_VAULTS = ("eth_staking", "btc_lending")  # the bundled recording holds no pool of theirs
 
@@ -41,6 +42,7 @@ class StageTime:
     wall_s: float
     cpu_s: float
     runs: int
+    peak_mb: float | None = None  # the peak RSS of the process that ran the stage, during the stage
 
 
 @dataclass
@@ -48,13 +50,51 @@ class PipelineRun:
     label: str
     wall_s: float
     cpu_s: float
-    peak_mb: float
+    peak_mb: float  # the largest single process (the command or one of its workers)
     returncode: int
     stages: list[StageTime]
+    tree_peak_mb: float = 0.0  # the command and its workers together, sampled every 0.2 s
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of process ``root`` and all its descendants (from /proc), in MB."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields_ = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields_.get("PPid", "0").strip() or 0), []).append(pid)
+        rss[pid] = int(fields_.get("VmRSS", "0 kB").split()[0])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total / 1024
+
+
+class TreePeak(threading.Thread):
+    """Samples :func:`tree_rss_mb` of a process until it exits; ``peak_mb`` the largest sample."""
+
+    def __init__(self, proc: subprocess.Popen, every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.every_s, self.peak_mb = proc, every_s, 0.0
+
+    def run(self) -> None:
+        while self.proc.poll() is None:
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.proc.pid))
+            time.sleep(self.every_s)
 
 
 def run_pipeline(label: str, *args: str) -> PipelineRun:
-    """``midfreq pipeline <args>`` in a fresh process on a fresh instance and lake; its stages' times."""
+    """``midfreq pipeline <args>`` in a fresh process on a fresh instance and lake; its stages' times
+    and memory (per stage, of the largest process, and of the process tree)."""
     with tempfile.TemporaryDirectory(prefix="midfreq-bench-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
@@ -63,30 +103,37 @@ def run_pipeline(label: str, *args: str) -> PipelineRun:
         env["DAGSTER_HOME"] = str(home)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        proc = subprocess.run([str(VENV_BIN / "midfreq"), "pipeline", "--lake", str(Path(tmp) / "lake"), *args],
-                              cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.Popen([str(VENV_BIN / "midfreq"), "pipeline", "--lake", str(Path(tmp) / "lake"), *args],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sampler = TreePeak(proc)
+        sampler.start()
+        stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
+        sampler.join()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     stages, current = [], None
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if m := STAGE.match(line):
             current = m.groups()
         elif (m := TIMING.match(line)) and current:
             stages.append(StageTime(current[0], current[1], m.group(1), float(m.group(2)), float(m.group(3)),
-                                    int(m.group(4))))
+                                    int(m.group(4)), float(m.group(5)) if m.group(5) else None))
             current = None
     if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        print(stdout[-3000:], stderr[-3000:], sep="\n")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return PipelineRun(label, wall, cpu, after.ru_maxrss / 1024, proc.returncode, stages)
+    return PipelineRun(label, wall, cpu, after.ru_maxrss / 1024, proc.returncode, stages, sampler.peak_mb)
 
 
 def report(run: PipelineRun) -> None:
     print(f"\n== {run.label}: exit {run.returncode}, wall {run.wall_s:.1f} s, CPU {run.cpu_s:.1f} s, "
-          f"peak RSS {run.peak_mb:.0f} MB, {len(run.stages)} stages")
-    print(f"  {'stage':<42} {'wall_s':>7} {'cpu_s':>7} {'runs':>5}  span")
+          f"peak RSS {run.peak_mb:.0f} MB (largest process; all processes together {run.tree_peak_mb:.0f} MB), "
+          f"{len(run.stages)} stages")
+    print(f"  {'stage':<42} {'wall_s':>7} {'cpu_s':>7} {'runs':>5} {'rss_mb':>7}  span")
     for s in sorted(run.stages, key=lambda s: -s.wall_s):
-        print(f"  {s.name:<42} {s.wall_s:7.2f} {s.cpu_s:7.2f} {s.runs:5d}  {s.span}{'' if s.status == 'succeeded' else '  FAILED'}")
+        rss = f"{s.peak_mb:7.0f}" if s.peak_mb is not None else f"{'-':>7}"
+        print(f"  {s.name:<42} {s.wall_s:7.2f} {s.cpu_s:7.2f} {s.runs:5d} {rss}  {s.span}"
+              f"{'' if s.status == 'succeeded' else '  FAILED'}")
     staged = sum(s.wall_s for s in run.stages)
     print(f"  stages total {staged:.1f} s wall; outside the stages (start, imports, code location, planning, "
           f"printing) {run.wall_s - staged:.1f} s")

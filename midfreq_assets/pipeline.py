@@ -103,14 +103,15 @@ def _keys_in(job, first: dt.date, last: dt.date) -> list[str]:
 
 
 def _grid_chunks(points: list[str], registered: list[str]) -> list[list[str]]:
-    """Runs of at most GRID_POINTS_PER_RUN points, each a contiguous range of the registered keys."""
-    from midfreq_assets.defs.vault.backtests import GRID_POINTS_PER_RUN
+    """Runs of at most ``grid_chunk_size(len(points))`` points, each a contiguous range of the registered keys."""
+    from midfreq_assets.defs.vault.backtests import grid_chunk_size
 
+    size = grid_chunk_size(len(points))
     position = {k: i for i, k in enumerate(registered)}
     ordered = sorted(points, key=position.__getitem__)
     chunks: list[list[str]] = []
     for key in ordered:
-        if chunks and len(chunks[-1]) < GRID_POINTS_PER_RUN and position[key] == position[chunks[-1][-1]] + 1:
+        if chunks and len(chunks[-1]) < size and position[key] == position[chunks[-1][-1]] + 1:
             chunks[-1].append(key)
         else:
             chunks.append([key])
@@ -430,6 +431,7 @@ class StageTiming:
     wall_s: float
     cpu_s: float
     runs: int
+    peak_rss_mb: float | None = None
 
 
 def _required_inputs(defs) -> dict:
@@ -461,10 +463,33 @@ class StageOutcome:
     materialized: set  # AssetKey
     blocked: dict  # AssetKey -> why (a failed blocking check)
     lines: list[str]  # the summary and errors to print
+    peak_rss_mb: float | None = None  # the process's peak resident memory while it ran the stage (Linux)
+
+
+def _reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: ``clear_refs`` 5 resets ``VmHWM``), so a
+    worker reports each stage's own peak, not the largest of every stage it ran."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    """``VmHWM`` of this process in MB (None where /proc has no such figure)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> StageOutcome:
     """Every run of ``stage`` (in this process), and what each materialized or blocked."""
+    windowed = _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     job = defs.resolve_job_def(stage.job)
     results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False, resources=resources,
@@ -478,7 +503,7 @@ def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> Stage
         if not result.success:
             lines.append(f"  error: {failure_message(result)}")
     return StageOutcome(all(r.success for r in results), time.perf_counter() - started, time.process_time() - cpu,
-                        len(results), materialized, blocked, lines)
+                        len(results), materialized, blocked, lines, _peak_rss_mb() if windowed else None)
 
 
 def stage_needs(plan: Plan, defs) -> dict[str, set[str]]:
@@ -510,10 +535,11 @@ def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
     def finish(stage: Stage, outcome: StageOutcome) -> None:
         status[stage.name] = "succeeded" if outcome.ok else "FAILED"
         if timings is not None:
-            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs)
+            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs, outcome.peak_rss_mb)
+        peak = f", peak RSS {outcome.peak_rss_mb:.0f} MB" if outcome.peak_rss_mb is not None else ""
         print(f"\n== {stage.name}: {stage.span}")
         print(f"  {status[stage.name].lower() if outcome.ok else 'FAILED'} in {outcome.wall_s:.1f}s wall, "
-              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s))")
+              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s)){peak}")
         print("\n".join(outcome.lines))
         lost.update(outcome.blocked)
         for key in stage.assets:

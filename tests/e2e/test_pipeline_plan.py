@@ -156,3 +156,21 @@ def test_a_start_date_clips_every_range(instance):
     assert min(firsts) == "2024-12" and "2024-12-01" in firsts
     klines = next(s for s in plan.stages if s.job == "binance_klines_refresh")
     assert spans(klines) == [("2024-12-01", "2025-02-20")]
+
+
+def test_a_stage_reports_its_own_peak_memory():
+    """Each stage's peak RSS is the process's high-water mark since the stage began (Linux VmHWM reset),
+    not the largest of every stage a worker ran before."""
+    import numpy as np
+
+    from midfreq_assets.pipeline import _peak_rss_mb, _reset_peak_rss
+
+    if not _reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs here")
+    big = np.ones(40_000_000)  # 320 MB touched
+    before = _peak_rss_mb()
+    del big
+    assert _reset_peak_rss()
+    after = _peak_rss_mb()
+    assert before is not None and after is not None
+    assert before - after > 250

@@ -15,6 +15,7 @@
 (``<vault>/top_pools``, in the same group and job: ``defs/vault/top_pools.py``.)
 """
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -40,8 +41,9 @@ from midfreq_assets.domain.backtest import report
 from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
 from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
+    PointRunner,
     apply_overrides,
-    find_point,
+    find_points,
     grid_file_names,
     load_grid,
     point_result,
@@ -58,6 +60,17 @@ from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
 GRID_POINTS_PER_RUN = 8
+#: A big grid is cut into about this many runs (each then holds more than GRID_POINTS_PER_RUN points):
+#: enough runs to keep the workers busy, few enough that the per-run overhead stays small.
+GRID_RUNS_PER_GRID = 8
+
+
+def grid_chunk_size(points: int) -> int:
+    """Points per run for a grid of ``points`` new points (the grid sensor and ``midfreq pipeline``):
+    ``GRID_POINTS_PER_RUN``, or more for a grid of more than ``GRID_RUNS_PER_GRID`` such runs (a
+    1,000-point grid: 8 runs of 125, not 125 runs of 8; a run's points share the panel's inputs
+    and predictions). A backfill launched from the UI keeps the asset's policy (runs of 8)."""
+    return max(GRID_POINTS_PER_RUN, math.ceil(points / GRID_RUNS_PER_GRID))
 
 
 def grid_partitions_name(vault_name: str) -> str:
@@ -126,10 +139,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     )
     def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame):
         keys = list(context.partition_keys)
+        points = find_points(keys, gdir)  # the grid files read once per run
+        runner = PointRunner(panel, vault, {p.name: p for p in points})  # inputs + predictions shared
         frames, rows = [], []
-        for key in keys:
-            point = find_point(key, gdir)
-            frame, metrics = run_point(panel, vault, point)
+        for key, point in zip(keys, points, strict=True):
+            frame, metrics = run_point(panel, vault, point, runner=runner)
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
         if len(keys) == 1:
@@ -213,10 +227,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                  "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
                  "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
                  "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
+        runner = PointRunner(panel, vault, by_name)  # the points re-run for plots share inputs + predictions
         table, html_doc, wealth_png = report.grid_report(
             title, grid.name, params, {p.name: dict(p.overrides) for p in points}, evaluation, panel,
             vault.backtest.apy_column, bt.pool_labels(panel), notes,
-            lambda name: point_result(panel, vault, by_name[name])[0], vault.backtest.walk_forward.objective,
+            lambda name: point_result(panel, vault, by_name[name], runner=runner)[0], vault.backtest.walk_forward.objective,
             base_rate, set_of)
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         stats = evaluation.stats()

@@ -2,7 +2,7 @@
 
 Every tick, the points of every ``configs/grids/*.yaml`` not yet registered are added as dynamic
 partitions of their vault's ``backtest_runs``, and runs are requested for the new points only
-(existing points are not recomputed), up to ``GRID_POINTS_PER_RUN`` consecutive points per run (a
+(existing points are not recomputed), up to ``grid_chunk_size`` consecutive points per run (a
 partition-range run, as a backfill would launch).
 """
 
@@ -19,7 +19,7 @@ from dagster import (
     sensor,
 )
 
-from midfreq_assets.defs.vault.backtests import GRID_POINTS_PER_RUN, grid_partitions, grid_partitions_name
+from midfreq_assets.defs.vault.backtests import grid_chunk_size, grid_partitions, grid_partitions_name
 from midfreq_assets.domain.backtest.grids import grid_point_names
 from midfreq_assets.domain.config.vault import VaultConfig
 
@@ -42,12 +42,13 @@ def register_grid_points(instance: DagsterInstance, vaults: Sequence[VaultConfig
 
 
 def point_run_requests(vault: VaultConfig, new: list[str]) -> list[RunRequest]:
-    """Runs of at most ``GRID_POINTS_PER_RUN`` consecutive new points (new keys are appended in this
-    order, so each chunk is a contiguous key range)."""
+    """Runs of at most ``grid_chunk_size(len(new))`` consecutive new points (new keys are appended in
+    this order, so each chunk is a contiguous key range)."""
     selection = [AssetKey([vault.name, "backtest_runs"])]
     runs = []
-    for i in range(0, len(new), GRID_POINTS_PER_RUN):
-        chunk = new[i: i + GRID_POINTS_PER_RUN]
+    size = grid_chunk_size(len(new))
+    for i in range(0, len(new), size):
+        chunk = new[i: i + size]
         if len(chunk) == 1:
             runs.append(RunRequest(run_key=f"{vault.name}:{chunk[0]}", partition_key=chunk[0],
                                    asset_selection=selection))

@@ -200,10 +200,15 @@ def benchmark_sets(vault: VaultConfig, points: Sequence[GridPoint],
 
 def run_benchmark_sets(panel: pd.DataFrame, sets: Sequence[BenchmarkSet]
                        ) -> dict[str, tuple[bt.BacktestResult, BenchmarkSet]]:
-    """Every benchmark of every set on a :func:`engine.vault_panel` frame, keyed by its full name."""
+    """Every benchmark of every set on a :func:`engine.vault_panel` frame, keyed by its full name.
+    The panel's inputs are built once per earned column (a grid of hundreds of sets: once, not per set)."""
     out: dict[str, tuple[bt.BacktestResult, BenchmarkSet]] = {}
+    shared: dict[tuple[object, ...], bt.BacktestInputs] = {}
     for s in sets:
-        inputs = bt.inputs_from_panel(panel, s.vault, s.config.apy_column)
+        key = (s.vault.name, s.vault.reference_asset, s.vault.min_pool_tvl_usd, s.config.apy_column)
+        if key not in shared:
+            shared[key] = bt.inputs_from_panel(panel, s.vault, s.config.apy_column)
+        inputs = shared[key]
         for name, result in run_benchmarks(inputs, s.vault.strategy, s.config).items():
             result.name = name + s.suffix
             out[result.name] = (result, s)

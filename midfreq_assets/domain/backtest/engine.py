@@ -345,10 +345,16 @@ PREDICTION_CACHE_SIZE = 16
 _PREDICTIONS: OrderedDict[str, pd.DataFrame] = OrderedDict()
 
 
+def history_digest(history: pd.DataFrame) -> str:
+    """The content hash :func:`cached_prediction_panel` keys on (hash it once for many points)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest()
+
+
 def cached_prediction_panel(history: pd.DataFrame, vault: VaultConfig, *, estimator: str | None = None,
-                            label: str | None = None) -> pd.DataFrame:
-    """:func:`prediction_panel`, memoized on the history's content and the research configuration."""
-    digest = hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes())
+                            label: str | None = None, digest_of_history: str | None = None) -> pd.DataFrame:
+    """:func:`prediction_panel`, memoized on the history's content and the research configuration.
+    ``digest_of_history``: :func:`history_digest` of ``history``, when the caller already has it."""
+    digest = hashlib.sha256((digest_of_history or history_digest(history)).encode())
     for part in (vault.feature_map, vault.label_map, vault.models):
         digest.update(part.model_dump_json().encode())
     digest.update(f"{estimator}|{label}".encode())

@@ -223,16 +223,32 @@ def find_point(name: str, directory: Path | str | None = None) -> GridPoint:
     raise KeyError(f"no grid point named {name!r} in {directory or grids_dir()}")
 
 
+def find_points(names: list[str], directory: Path | str | None = None) -> list[GridPoint]:
+    """:func:`find_point` of many names, reading the grid files once (a run of many points)."""
+    known: dict[str, GridPoint] = {}
+    for grid in load_grids(directory).values():
+        for p in grid.points():
+            known.setdefault(p.name, p)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise KeyError(f"no grid point named {missing[0]!r} in {directory or grids_dir()}"
+                       + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return [known[n] for n in names]
+
+
 # --------------------------------------------------------------------------------------------
 # Running points
 # --------------------------------------------------------------------------------------------
 
 
 def point_result(
-    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None
+    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None,
+    runner: PointRunner | None = None,
 ) -> tuple[Any, BacktestConfig]:
     """One grid point's backtest (overrides -> causal predictions -> backtest) and its config;
-    the result keeps the per-pool predicted and realized APYs the stored frame drops."""
+    the result keeps the per-pool predicted and realized APYs the stored frame drops.
+    ``runner``: a :class:`PointRunner` over the same panel and vault, sharing the panel's inputs and
+    predictions with the other points it runs (the same result)."""
     import pandas as pd
 
     from midfreq_assets.domain.backtest import engine as bt
@@ -241,24 +257,26 @@ def point_result(
     if panel.empty:  # no pool ever in the universe: the vault holds cash
         return bt.BacktestResult(point.name, pd.DataFrame(columns=["date", "date_end", "wealth"]),
                                  pd.DataFrame(columns=["date", "pool", "weight"]), cfg.initial_wealth), cfg
-    inputs = bt.inputs_from_panel(panel, v, cfg.apy_column)
-    result, _ = bt.run_vault_backtest(panel, inputs, v, cfg, name=point.name)
-    return result, cfg
+    runner = runner or PointRunner(panel, vault, {})
+    inputs, preds = runner.inputs(v, cfg), runner.predictions(v, cfg)
+    return bt.run_backtest(inputs, preds, v.strategy, cfg, name=point.name), cfg
 
 
 def run_point(
-    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None
+    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None,
+    runner: PointRunner | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """One grid point: overrides -> causal predictions -> backtest -> metrics.
 
     ``panel`` is a :func:`backtest.vault_panel` frame. Returns (stored frame, metrics). An empty panel
-    (no pool ever in the universe) gives an empty frame and NaN metrics: the vault holds cash."""
+    (no pool ever in the universe) gives an empty frame and NaN metrics: the vault holds cash.
+    ``runner``: shares inputs and predictions across the points of a run (:func:`point_result`)."""
     import json
 
     from midfreq_assets.domain.backtest import engine as bt
     from midfreq_assets.domain.backtest.metrics import backtest_metrics
 
-    result, cfg = point_result(panel, vault, point, backtest)
+    result, cfg = point_result(panel, vault, point, backtest, runner)
     metrics = backtest_metrics(result, cfg.base_rate)
     frame = bt.result_frame(result)
     frame.insert(0, "point", point.name)
@@ -277,17 +295,35 @@ class PointRunner:
                  backtest: BacktestConfig | None = None) -> None:
         self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
         self._prepared: dict[str, tuple[Any, ...]] = {}
+        self._inputs: dict[tuple[Any, ...], Any] = {}
+        self._digest: str | None = None
+
+    def inputs(self, v: VaultConfig, cfg: BacktestConfig) -> Any:
+        """The panel's :class:`~midfreq_assets.domain.backtest.engine.BacktestInputs` for a point's vault
+        ``v``: built once per earned column and reference asset (what they depend on; never on a
+        strategy or model override), shared by every point (they are never modified)."""
+        from midfreq_assets.domain.backtest import engine as bt
+
+        key = (v.name, v.reference_asset, v.min_pool_tvl_usd, cfg.apy_column or v.backtest.apy_column)
+        if key not in self._inputs:
+            self._inputs[key] = bt.inputs_from_panel(self.panel, v, cfg.apy_column)
+        return self._inputs[key]
+
+    def predictions(self, v: VaultConfig, cfg: BacktestConfig) -> Any:
+        """The point's causal predictions (the engine's per-process cache, the panel hashed once)."""
+        from midfreq_assets.domain.backtest import engine as bt
+
+        if self._digest is None:
+            self._digest = bt.history_digest(self.panel)
+        return bt.cached_prediction_panel(self.panel, v, estimator=cfg.estimator, label=cfg.label,
+                                          digest_of_history=self._digest)
 
     def prepared(self, name: str) -> tuple[Any, ...]:
         """(vault, backtest config, inputs, predictions) of point ``name``."""
-        from midfreq_assets.domain.backtest import engine as bt
-
         if name not in self._prepared:
             point = self.points[name]
             v, cfg = apply_overrides(self.vault, point.overrides, self.backtest, source=point.grid)
-            inputs = bt.inputs_from_panel(self.panel, v, cfg.apy_column)
-            preds = bt.cached_prediction_panel(self.panel, v, estimator=cfg.estimator, label=cfg.label)
-            self._prepared[name] = (v, cfg, inputs, preds)
+            self._prepared[name] = (v, cfg, self.inputs(v, cfg), self.predictions(v, cfg))
         return self._prepared[name]
 
     def __call__(self, name: str, start: Any, end: Any, state: Any) -> Any:

@@ -352,6 +352,39 @@ def lead_table(table: pd.DataFrame) -> pd.DataFrame:
     return out[[c for c in HEADLINE_COLUMNS if c in out]].reset_index(drop=True)
 
 
+#: The page lists every row of a table up to this many; a bigger grid's page lists its best points
+#: and the benchmarks of the bar's set (:func:`ranked_rows`); the asset keeps every row.
+PAGE_ROWS = 80
+#: Grid points listed on the page of a big grid (ranked by the walk-forward's objective).
+PAGE_TOP_POINTS = 50
+
+
+def ranked_rows(table: pd.DataFrame, objective: str = "log_growth", max_rows: int = PAGE_ROWS,
+                top: int = PAGE_TOP_POINTS) -> tuple[pd.DataFrame, str]:
+    """The rows the HTML page lists, and a note saying what was left out. Up to ``max_rows`` rows:
+    every row. More (a grid of hundreds of points, each with its benchmark set): the walk-forward,
+    the ``top`` grid points by ``objective`` (ranked, ``rank`` column: 1 = best), the benchmarks of
+    the bar's set; the other points and benchmark sets are in the ``backtest_report`` asset (and the
+    sensitivity plots summarize every point)."""
+    if len(table) <= max_rows:
+        return table, ""
+    metric = objective if objective in table else "log_growth"
+    pts = table[table["kind"] == "grid_point"].sort_values(metric, ascending=False, na_position="last")
+    pts = pts.assign(rank=np.arange(1, len(pts) + 1))
+    bar = table[table["role"] == ROLE_BAR]
+    bench = table[table["kind"] == "benchmark"]
+    shown_bench = bench[bench["benchmark_set"] == bar["benchmark_set"].iloc[0]] if len(bar) else bench.iloc[0:0]
+    head = table[table["kind"] == WALK_FORWARD_KIND]
+    out = pd.concat([head, pts.head(top), shown_bench])
+    out = out[["rank", *[c for c in out.columns if c != "rank"]]]
+    sets = bench["benchmark_set"].nunique()
+    note = (f"Rows listed: the walk-forward, the best {min(top, len(pts))} of {len(pts)} grid points by {metric} "
+            f"(rank), and the {len(shown_bench)} benchmarks of the bar's set (of {len(bench)} benchmark rows in "
+            f"{sets} sets). Every row is in the backtest_report asset (parquet); the sensitivity plots summarize "
+            "every point.")
+    return out.reset_index(drop=True), note
+
+
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
     """The grid point with the highest ``metric``, chosen with hindsight on the days it is scored on."""
     pts = table[table["kind"] == "grid_point"]
@@ -419,7 +452,9 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
         (f"Predicted vs realized portfolio APY ({lead})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]
-    return html_report(title, table, sections, notes, lead_table(table), summary), wealth_png
+    listed, left_out = ranked_rows(table, objective)
+    return html_report(title, listed, sections, [*notes, *([left_out] if left_out else [])], lead_table(table),
+                       summary), wealth_png
 
 
 def grid_report(title: str, grid_name: str, parameters: list[str], params_of: dict[str, dict[str, object]],

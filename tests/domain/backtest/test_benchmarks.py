@@ -290,3 +290,9 @@ def test_each_grid_point_gets_benchmarks_under_its_own_overrides():
     for cost in (0.0005, 0.003):  # day one buys 98% of the wealth at the point's own cost
         first = results[f"equal_weight@cost-{cost:g}"][0].steps.iloc[0]
         assert first["cost_usd"] == pytest.approx(cost * 0.98 * VAULT.backtest.initial_wealth)
+    # sets run together (sharing the panel's inputs) give each set's benchmarks as run alone
+    for s in sets:
+        alone = run_benchmark_sets(panel, [s])
+        for name, (result, _) in alone.items():
+            pd.testing.assert_frame_equal(results[name][0].steps, result.steps)
+            pd.testing.assert_frame_equal(results[name][0].weights, result.weights)

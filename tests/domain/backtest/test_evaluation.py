@@ -192,3 +192,24 @@ def test_deflated_sharpe_on_the_excess_is_not_saturated_like_the_plain_one():
     results, run_window, run_benches = fake_grid(skilled, {"equal_weight": bench})
     stats = evaluate_grid(results, run_window, run_benches, CONFIG).stats()
     assert stats["deflated_sharpe_excess"] > 0.95 and stats["excess_ci_low"] > 0
+
+
+def test_a_big_grid_page_lists_its_best_points_ranked_and_the_bars_benchmarks():
+    """200 points with 4 benchmark sets: the page lists the walk-forward, the top points by the
+    objective (rank 1 = best) and the bar's set; a small grid's page lists every row."""
+    rng = np.random.default_rng(0)
+    metrics = lambda: {c: float(rng.normal()) for c in METRIC_COLUMNS}  # noqa: E731
+    points = [(f"p{i}", {"x": i}, metrics()) for i in range(200)]
+    bench = pd.DataFrame([{"name": f"equal_weight~s{k}", "benchmark_set": f"~s{k}", **metrics()} for k in range(4)])
+    stats = {"excess_over": "equal_weight~s2"}
+    table = report.report_table("g", ["x"], points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats)
+    listed, note = report.ranked_rows(table, "log_growth", max_rows=80, top=50)
+    pts = listed[listed["kind"] == "grid_point"]
+    assert len(pts) == 50 and pts["rank"].tolist() == list(range(1, 51))
+    best = table[table["kind"] == "grid_point"].nlargest(50, "log_growth")["name"].tolist()
+    assert pts["name"].tolist() == best
+    assert listed["kind"].iloc[0] == "walk_forward"
+    assert listed.loc[listed["kind"] == "benchmark", "name"].tolist() == ["equal_weight~s2"]
+    assert "50 of 200 grid points" in note and "4 sets" in note
+    small = table.head(30)
+    assert report.ranked_rows(small)[0] is small and report.ranked_rows(small)[1] == ""

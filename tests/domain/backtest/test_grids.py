@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from midfreq_assets.domain.backtest.engine import prediction_panel
 from midfreq_assets.domain.backtest.grids import (
     apply_overrides,
     find_point,
+    find_points,
     load_grid,
     load_grids,
     validate_grid,
@@ -72,3 +74,34 @@ def test_grid_keys_change_predictions(synthetic_history):
     r7 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 7})[0], estimator="ridge")
     r30 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 30})[0], estimator="ridge")
     assert r7.notna().sum().sum() > 0 and not r7.equals(r30)
+
+
+def test_find_points_reads_the_grid_files_once_and_names_what_is_missing(tmp_path):
+    write(tmp_path / "g.yaml", {"strategy.cost": [0.0005, 0.001]})
+    names = [p.name for p in load_grid(tmp_path / "g.yaml").points()]
+    assert [p.name for p in find_points(names[::-1], tmp_path)] == names[::-1]
+    with pytest.raises(KeyError, match="nope"):
+        find_points([names[0], "nope"], tmp_path)
+
+
+def test_a_run_of_points_sharing_inputs_and_predictions_gives_each_point_its_plain_result(synthetic_history):
+    """backtest_runs shares one PointRunner (inputs, predictions, the panel's hash) over its points:
+    every point, in any order and repeated, equals the point run alone."""
+    import pandas as pd
+
+    from midfreq_assets.domain.backtest import engine as bt
+    from midfreq_assets.domain.backtest.grids import Grid, PointRunner, run_point
+
+    panel = bt.vault_panel(synthetic_history(days=90, pools=6, seed=5), None, VAULT)
+    grid = Grid("g", Path("g.yaml"), {
+        "strategy.base_buffer": [0.0, 0.1], "strategy.concentration_limit": [0.3, 1.0],
+        "models.apy.ewm_predictor.halflife": ["3d", "14d"]})
+    points = grid.points()
+    runner = PointRunner(panel, VAULT, {p.name: p for p in points})
+    shared = [run_point(panel, VAULT, p, runner=runner) for p in [*points, *points[::-1]]]
+    for i, p in enumerate(points):
+        alone, alone_metrics = run_point(panel, VAULT, p)
+        for frame, metrics in (shared[i], shared[-1 - i]):
+            pd.testing.assert_frame_equal(frame, alone)
+            assert metrics == pytest.approx(alone_metrics, nan_ok=True)
+    assert len({float(f["wealth"].iloc[-1]) for f, _ in shared}) > 1  # the points differ
