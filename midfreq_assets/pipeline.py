@@ -4,7 +4,8 @@ With ``--corpus ROOT`` it serves ROOT with the replay server (``MIDFREQ_DEPLOYME
 request can reach a live service) and derives every range from what ROOT holds
 (:mod:`midfreq_resources.replay.coverage`); without, it uses the ``MIDFREQ_*_URL``s (default: the
 live services) over ``--start..--end``. Each stage is one Dagster run (a single-run backfill of its
-range) on the instance in ``DAGSTER_HOME``, so ``dagster dev`` shows the runs afterwards:
+range) on the instance in ``DAGSTER_HOME``, filed under the code location of ``workspace.yaml``, so
+``dagster dev`` shows the runs afterwards on the job pages and the timeline:
 
 1. DefiLlama ingestion, then token prices (a price failure is reported, the yield chain goes on:
    adjusted yields flag what has no price);
@@ -33,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from midfreq_resources.dagster_compat import execute_in_process_from
 from midfreq_resources.io.lake import read_parquet
 from midfreq_resources.replay.coverage import KlinesCoverage, klines_coverage, yields_coverage
 from midfreq_resources.replay.server import ReplayServer
@@ -42,6 +44,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 DEFAULT_CORPUS = REPO_ROOT / "recorded"
 DEFAULT_GRID = "default"
+#: The code location of ``workspace.yaml`` (``make dev``): every run is filed under it, so the job pages,
+#: the timeline and the asset pages' run links list the pipeline's runs.
+CODE_MODULE, CODE_LOCATION = "midfreq_assets.definitions", "midfreq"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 HEADLINE = ["name", "role", "log_growth", "invested_share", "excess_over_bar", "excess_sharpe", "max_drawdown",
@@ -467,8 +472,8 @@ def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> Stage
     """Every run of ``stage`` (in this process), and what each materialized or blocked."""
     started, cpu = time.perf_counter(), time.process_time()
     job = defs.resolve_job_def(stage.job)
-    results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False, resources=resources,
-                                      **kw) for kw in stage.runs]
+    results = [execute_in_process_from(job, CODE_MODULE, CODE_LOCATION, run_config=QUIET, instance=instance,
+                                       raise_on_error=False, resources=resources, **kw) for kw in stage.runs]
     materialized, blocked, lines = set(), {}, []
     for result in results:
         materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
