@@ -130,7 +130,15 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
             raise Failure(f"binance_funding_rates {first}..{last}: nothing collected ({len(result.missing)} missing, "
                           f"{len(result.failed)} failed of {len(result.planned)} planned; a month is published "
                           "after it ends); not writing an empty partition", metadata=metadata)
-        return Output(result.rates, metadata=metadata)
+        rates = result.rates
+
+        def month_summary(part: pd.DataFrame, _key: str | None) -> dict:
+            """The month's own events (the files and gaps are the run's: on its last month)."""
+            return {"dagster/row_count": len(part), "symbols": int(part["symbol"].nunique()) if len(part) else 0,
+                    "mean_funding_rate": float(part["funding_rate"].mean()) if len(part) else 0.0}
+
+        return Output(rates, metadata=partition_metadata(context, rates, month_summary, metadata,
+                                                         partition_column="month"))
 
     @asset_check(asset=binance_funding_rates, name="no_duplicate_funding_events", partitions_def=partitions,
                  blocking=True, description="one row per (symbol, calc_time)")
