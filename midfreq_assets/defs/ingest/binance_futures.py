@@ -44,7 +44,7 @@ from midfreq_assets.domain.ingest.funding import (
 )
 from midfreq_assets.domain.ingest.klines_collection import collect_klines
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
-from midfreq_assets.partitions import daily_from, monthly_from, window_days
+from midfreq_assets.partitions import daily_from, klines_last_day, monthly_from, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 
@@ -72,7 +72,7 @@ def build_premium_index_assets(config: BinanceConfig) -> tuple[list[AssetsDefini
     futures = config.futures
     if futures is None or not futures.premium_index_intervals:
         return [], []
-    partitions = daily_from(config.start_date)
+    partitions = daily_from(config.start_date, klines_last_day())
 
     @asset(
         key=PREMIUM,
@@ -105,7 +105,7 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
     futures = config.futures
     if futures is None or not futures.funding_rate:
         return [], []
-    partitions = monthly_from(config.start_date)
+    partitions = monthly_from(config.start_date, klines_last_day())
 
     @asset(
         key=FUNDING,

@@ -57,7 +57,7 @@ from midfreq_assets.domain.portfolio.nightly import (
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
 from midfreq_assets.metadata import covered_through, markdown_table, partition_metadata
-from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
+from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days, yields_last_day
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def day_figures(out: pd.DataFrame) -> pd.DataFrame:
 def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
                            ) -> list[AssetsDefinition]:
     """``[<vault>/rebalance_weights]`` with its weight-bounds check."""
-    partitions_def = partitions_def or daily_from(vault.start_date)
+    partitions_def = partitions_def or daily_from(vault.start_date, yields_last_day())
     key = AssetKey([vault.name, "rebalance_weights"])
     s = vault.strategy
     live = vault.positions
