@@ -70,6 +70,12 @@ def bundle_details(b: ModelBundle) -> dict[str, object]:
     return meta
 
 
+def run_scope(keys: list[str]) -> str:
+    """What the ``run_*`` entries of a range run's last partition are (the other partitions have none)."""
+    return (f"run_* entries and the tables are the whole run's ({keys[0]}..{keys[-1]}, {len(keys)} partitions), "
+            "shown on its last partition; every other entry is this partition's own")
+
+
 def _bundle_partition_metadata(context, by_key: dict) -> None:
     add_partitions_metadata(context, context.assets_def.key, by_key)
 
@@ -84,30 +90,38 @@ def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable
         b = bundles[keys[0]]
         return {**bundle_summary(b), **bundle_details(b), **extra(b)}
     by_key = {key: {**bundle_summary(bundles[key]), **extra(bundles[key])} for key in keys}
-    by_key[keys[-1]].update({**bundle_details(bundles[keys[-1]]), "refits_in_run": len(keys)})
+    by_key[keys[-1]].update({**bundle_details(bundles[keys[-1]]), "run_refits": len(keys),
+                             "run_scope": run_scope(keys).replace("and the tables are the whole run's",
+                                                                  "are the whole run's; the CV tables this refit's")})
     _bundle_partition_metadata(context, by_key)
     return {}
 
 
 def partition_metadata(context, frame: pd.DataFrame, summary: Callable[[pd.DataFrame, str | None], dict[str, Any]],
                        run_level: Mapping[str, Any] | None = None, date_column: str = "date",
-                       asset_key=None) -> dict[str, Any]:
+                       asset_key=None, partition_column: str | None = None) -> dict[str, Any]:
     """Each partition's own numbers: a run of one partition returns ``summary(frame, key)`` (the
     output's metadata) plus ``run_level``; a range run attaches ``summary`` of each partition's rows
     to that partition (``add_asset_metadata``), the run's own figures (``run_level``, prefixed
-    ``run_``) to its last partition only, and returns nothing for the output, whose metadata would
-    otherwise show the whole run's numbers on every partition."""
-    from midfreq_resources.io.lake import split_by_date, split_by_month
+    ``run_``, with ``run_scope`` saying so) to its last partition only, and returns nothing for the output,
+    whose metadata would otherwise show the whole run's numbers on every partition. ``partition_column``:
+    rows go to the partition their column names (else by ``date_column``, to its day or month)."""
+    from midfreq_resources.io.lake import split_by_column, split_by_date, split_by_month
 
     run_level = dict(run_level or {})
     keys = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else []
     if len(keys) <= 1:
         return {**summary(frame, keys[0] if keys else None), **run_level}
-    monthly = len(keys[0]) == 7
-    parts = (split_by_month if monthly else split_by_date)(frame, keys, date_column) if len(frame) else {
-        k: frame for k in keys}
+    if not len(frame):
+        parts = {k: frame for k in keys}
+    elif partition_column:
+        parts = split_by_column(frame, keys, partition_column)
+    else:
+        parts = (split_by_month if len(keys[0]) == 7 else split_by_date)(frame, keys, date_column)
     by_key = {key: summary(part, key) for key, part in parts.items()}
-    by_key[keys[-1]].update({f"run_{k}": v for k, v in run_level.items()})
+    # the IO manager gives the last partition the run's rows (run_rows); a row count of the run is no day's
+    by_key[keys[-1]].update({f"run_{k}": v for k, v in run_level.items() if not k.startswith("dagster/")})
+    by_key[keys[-1]]["run_scope"] = run_scope(keys)
     add_partitions_metadata(context, asset_key or context.assets_def.key, by_key)
     return {}
 

@@ -4,7 +4,8 @@ With ``--corpus ROOT`` it serves ROOT with the replay server (``MIDFREQ_DEPLOYME
 request can reach a live service) and derives every range from what ROOT holds
 (:mod:`midfreq_resources.replay.coverage`); without, it uses the ``MIDFREQ_*_URL``s (default: the
 live services) over ``--start..--end``. Each stage is one Dagster run (a single-run backfill of its
-range) on the instance in ``DAGSTER_HOME``, so ``dagster dev`` shows the runs afterwards:
+range) on the instance in ``DAGSTER_HOME``, filed under the code location of ``workspace.yaml``, so
+``dagster dev`` shows the runs afterwards on the job pages and the timeline:
 
 1. DefiLlama ingestion, then token prices (a price failure is reported, the yield chain goes on:
    adjusted yields flag what has no price);
@@ -33,7 +34,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from midfreq_resources.dagster_compat import execute_in_process_from
 from midfreq_resources.io.lake import read_parquet
+from midfreq_resources.io.replayed_corpus import MARKER, DataEnd, write_data_end
 from midfreq_resources.replay.coverage import KlinesCoverage, klines_coverage, yields_coverage
 from midfreq_resources.replay.server import ReplayServer
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, REPO_ROOT, env_or
@@ -42,6 +45,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 DEFAULT_CORPUS = REPO_ROOT / "recorded"
 DEFAULT_GRID = "default"
+#: The code location of ``workspace.yaml`` (``make dev``): every run is filed under it, so the job pages,
+#: the timeline and the asset pages' run links list the pipeline's runs.
+CODE_MODULE, CODE_LOCATION = "midfreq_assets.definitions", "midfreq"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 HEADLINE = ["name", "role", "log_growth", "invested_share", "excess_over_bar", "excess_sharpe", "max_drawdown",
@@ -492,8 +498,8 @@ def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> Stage
     windowed = _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     job = defs.resolve_job_def(stage.job)
-    results = [job.execute_in_process(run_config=QUIET, instance=instance, raise_on_error=False, resources=resources,
-                                      **kw) for kw in stage.runs]
+    results = [execute_in_process_from(job, CODE_MODULE, CODE_LOCATION, run_config=QUIET, instance=instance,
+                                       raise_on_error=False, resources=resources, **kw) for kw in stage.runs]
     materialized, blocked, lines = set(), {}, []
     for result in results:
         materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
@@ -582,7 +588,7 @@ class _Workers:
     process is carried over)."""
 
     def __init__(self, size: int, config_dir: Path, lake: str, sources: dict[str, str] | None,
-                 execution_url: str | None, home: str) -> None:
+                 execution_url: str | None, home: str, data_end: DataEnd | None = None) -> None:
         import concurrent.futures
         import multiprocessing
 
@@ -590,7 +596,7 @@ class _Workers:
         self._futures = concurrent.futures
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=size, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-            initargs=(str(config_dir), lake, sources, execution_url, home))
+            initargs=(str(config_dir), lake, sources, execution_url, home, data_end))
         for _ in range(size):  # start loading now, while this process plans and runs the first stage
             self._pool.submit(_worker_ready)
 
@@ -608,13 +614,14 @@ _WORKER: dict = {}
 
 
 def _worker_init(config_dir: str, lake: str, sources: dict[str, str] | None, execution_url: str | None,
-                 home: str) -> None:
+                 home: str, data_end: DataEnd | None = None) -> None:
     from dagster import DagsterInstance
 
     from midfreq_assets.defs.resources import pipeline_resources
+    from midfreq_assets.partitions import replaying
     from midfreq_assets.project import project_at, using
 
-    with using(project_at(Path(config_dir))):
+    with using(project_at(Path(config_dir))), replaying(data_end):
         _WORKER["defs"] = code_location()
     _WORKER["instance"] = DagsterInstance.from_config(home)
     _WORKER["resources"] = pipeline_resources(lake, sources, execution_url)
@@ -683,7 +690,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         data = DataRange((args.start, args.end), None, (args.start, args.end))
         with _execution_server(args.execution_server) as (execution_url, note):
             return _execute(project, data, grids, lake, None, execution_url,
-                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [], max(1, args.workers))
+                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [], max(1, args.workers),
+                            data_end=None)
     root = args.corpus.resolve()
     if not root.is_dir():
         print(f"midfreq pipeline: corpus {root} is not a directory")
@@ -706,9 +714,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             if days:
                 notes.append(f"corpus Binance {interval}: {len(days)} day(s), {min(days)}..{max(days)}")
     data = DataRange(yields_range, klines, (args.start, args.end) if (args.start or args.end) else None)
+    klines_days = [d for days in (klines.days.values() if klines is not None else ()) for d in days]
+    end = DataEnd(yields.last if yields is not None else None, max(klines_days, default=None), str(root))
     with ReplayServer(root) as server, _execution_server(args.execution_server) as (execution_url, note):
         return _execute(project, data, grids, lake, server.env(), execution_url,
-                        f"replaying {root} at {server.base_url}{note}", notes, max(1, args.workers))
+                        f"replaying {root} at {server.base_url}{note}", notes, max(1, args.workers), data_end=end)
 
 
 @contextlib.contextmanager
@@ -725,17 +735,23 @@ def _execution_server(wanted: bool) -> Iterator[tuple[str | None, str]]:
 
 def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources: dict[str, str] | None,
              execution_url: str | None, source: str, notes: list[str], workers: int = 1,
-             timings: dict[str, StageTiming] | None = None) -> int:
-    """Plan from the code location built on ``project``, run with explicit resources (the lake, the
-    replay server's URLs or the configured services, the execution endpoint) on ``workers`` processes,
-    print the results."""
+             timings: dict[str, StageTiming] | None = None, data_end: DataEnd | None = None) -> int:
+    """Plan from the code location built on ``project`` (its calendars ending at ``data_end``: the replayed
+    corpus's last day, None: yesterday, recorded in the lake for the UI), run with explicit resources
+    (the lake, the replay server's URLs or the configured services, the execution endpoint) on
+    ``workers`` processes, print the results."""
     from dagster import DagsterInstance
 
     from midfreq_assets.defs.resources import pipeline_resources
+    from midfreq_assets.partitions import replaying
     from midfreq_assets.project import using
 
     print(f"midfreq pipeline: {source}")
-    with using(project):
+    write_data_end(lake, data_end)  # a code location loaded later on this lake (make dev) ends where the data does
+    if data_end is not None:
+        print(f"  partition calendars end at the corpus's last day: DefiLlama {data_end.yields}, "
+              f"Binance klines {data_end.klines or 'none'} ({lake}/{MARKER})")
+    with using(project), replaying(data_end):
         defs = code_location()
     resources = pipeline_resources(lake, sources, execution_url)
     home = os.environ.get("DAGSTER_HOME")
@@ -749,7 +765,7 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
             print(f"  {note}")
         pool = None
         if workers > 1:
-            pool = _Workers(workers, project.config_dir, lake, sources, execution_url, home)
+            pool = _Workers(workers, project.config_dir, lake, sources, execution_url, home, data_end)
             stack.callback(pool.close)
             print(f"  {workers} worker processes run the stages whose inputs are ready")
         status = run_plan(plan, defs, instance, resources, timings, pool)

@@ -5,6 +5,8 @@ Folders add their own in ``<folder>/conftest.py`` (``defs/``: the Dagster pipeli
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from midfreq_resources.execution.server import ExecutionServer
 from midfreq_resources.replay.server import ReplayServer
 
 REPO_ROOT = Path(__file__).parents[1]
+# The repo's data_lake/ may hold a demo's replayed_corpus.json, which would end the calendars of every code
+# location a test loads at the demo's last day: tests read and write a lake of their own.
+os.environ.setdefault("MIDFREQ_DATA_LAKE", tempfile.mkdtemp(prefix="midfreq-tests-lake-"))
 RECORDED_DIR = REPO_ROOT / "recorded"
 
 

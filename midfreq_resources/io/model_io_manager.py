@@ -171,13 +171,15 @@ class ModelIOManager(ConfigurableIOManager):
         for key, value in parts.items():
             write_bytes_atomic(self.partition_path(path, key), dump_bytes(value))
         first = next(iter(parts), None)
-        meta: dict[str, Any] = {"path": MetadataValue.path(str(self.partition_path(path, first))), "format": "skops"}
-        if len(parts) > 1:  # each partition names its own file
-            meta = {"format": "skops", "partitions_in_run": len(parts)}
-            add_partitions_metadata(context, context.asset_key,
-                                    {key: {"path": MetadataValue.path(str(self.partition_path(path, key)))}
-                                     for key in parts})
-        context.add_output_metadata(meta)
+        if len(parts) > 1:  # each partition names its own file; the run's size on its last partition only
+            own: dict[str, dict[str, Any]] = {
+                key: {"path": MetadataValue.path(str(self.partition_path(path, key))), "format": "skops"}
+                for key in parts}
+            own[list(parts)[-1]]["run_partitions"] = len(parts)
+            add_partitions_metadata(context, context.asset_key, own)
+            return
+        context.add_output_metadata({"path": MetadataValue.path(str(self.partition_path(path, first))),
+                                     "format": "skops"})
 
     def load_input(self, context: InputContext) -> Any:
         path = list(context.asset_key.path)

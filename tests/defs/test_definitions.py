@@ -29,8 +29,9 @@ KEYS = {
     "binance_premium_index_klines", "binance_funding_rates",
     *(f"{v}/{n}" for v in VAULTS for n in ("adjusted_yields", "features", "fitted_models", "predictions",
                                            "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
-                                           "top_pools", "trade_orders", "order_executions", "intraday_moves")),
+                                           "top_pools", "trade_orders", "order_executions")),
     "usd_lending/vault_positions",  # the one shipped vault with a positions: section
+    # no <vault>/intraday_moves: no shipped vault has intraday.enabled (tests/defs/test_partitions.py)
     *(f"price_research/{i}/{n}" for i in ("1h", "1d") for n in ("features", "fitted_models", "predictions",
                                                                   "signal_report")),
 }
@@ -39,7 +40,7 @@ JOBS = {"nightly_refresh", "binance_klines_refresh", "binance_funding_refresh", 
         "price_research_1d_fitted_models",
         *(f"{v}_{n}" for v in VAULTS for n in ("daily", "research", "features", "fitted_models", "predictions",
                                                "decisions", "backtest_inputs", "backtest_runs", "backtest_report",
-                                               "orders", "intraday")),
+                                               "orders")),
         "usd_lending_positions"}
 
 
@@ -51,7 +52,7 @@ def test_defs_folder_builds_the_whole_code_location():
     assert {s.name for s in defs.schedules} == {"nightly_refresh_schedule", "binance_klines_schedule",
                                                 "binance_funding_schedule",
                                                 *(f"{v}_{n}_schedule" for v in VAULTS
-                                                  for n in ("weekly_refit", "daily", "intraday"))}
+                                                  for n in ("weekly_refit", "daily"))}
     running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
     assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
     assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor",

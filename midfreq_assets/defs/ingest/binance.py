@@ -40,7 +40,7 @@ from midfreq_assets.domain.ingest.klines_collection import (
 )
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
-from midfreq_assets.partitions import daily_from, window_days
+from midfreq_assets.partitions import daily_from, klines_last_day, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 
@@ -81,7 +81,7 @@ def build_binance_assets(
     config: BinanceConfig,
 ) -> tuple[AssetsDefinition, list[AssetChecksDefinition], DailyPartitionsDefinition]:
     """``binance_klines``, its checks and its partitions for one configuration (tests pass their own)."""
-    partitions = daily_from(config.start_date)
+    partitions = daily_from(config.start_date, klines_last_day())
 
     @asset(
         name="binance_klines",

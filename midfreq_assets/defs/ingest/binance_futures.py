@@ -44,7 +44,7 @@ from midfreq_assets.domain.ingest.funding import (
 )
 from midfreq_assets.domain.ingest.klines_collection import collect_klines
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
-from midfreq_assets.partitions import daily_from, monthly_from, window_days
+from midfreq_assets.partitions import daily_from, klines_last_day, monthly_from, window_days
 from midfreq_assets.project import current_project
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 
@@ -72,7 +72,7 @@ def build_premium_index_assets(config: BinanceConfig) -> tuple[list[AssetsDefini
     futures = config.futures
     if futures is None or not futures.premium_index_intervals:
         return [], []
-    partitions = daily_from(config.start_date)
+    partitions = daily_from(config.start_date, klines_last_day())
 
     @asset(
         key=PREMIUM,
@@ -105,7 +105,7 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
     futures = config.futures
     if futures is None or not futures.funding_rate:
         return [], []
-    partitions = monthly_from(config.start_date)
+    partitions = monthly_from(config.start_date, klines_last_day())
 
     @asset(
         key=FUNDING,
@@ -130,7 +130,15 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
             raise Failure(f"binance_funding_rates {first}..{last}: nothing collected ({len(result.missing)} missing, "
                           f"{len(result.failed)} failed of {len(result.planned)} planned; a month is published "
                           "after it ends); not writing an empty partition", metadata=metadata)
-        return Output(result.rates, metadata=metadata)
+        rates = result.rates
+
+        def month_summary(part: pd.DataFrame, _key: str | None) -> dict:
+            """The month's own events (the files and gaps are the run's: on its last month)."""
+            return {"dagster/row_count": len(part), "symbols": int(part["symbol"].nunique()) if len(part) else 0,
+                    "mean_funding_rate": float(part["funding_rate"].mean()) if len(part) else 0.0}
+
+        return Output(rates, metadata=partition_metadata(context, rates, month_summary, metadata,
+                                                         partition_column="month"))
 
     @asset_check(asset=binance_funding_rates, name="no_duplicate_funding_events", partitions_def=partitions,
                  blocking=True, description="one row per (symbol, calc_time)")

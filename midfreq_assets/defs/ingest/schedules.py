@@ -20,7 +20,7 @@ from dagster import (
 from midfreq_assets import stages
 from midfreq_assets.defs.ingest.binance_futures import FUNDING, PREMIUM
 from midfreq_assets.domain.config.project import Project
-from midfreq_assets.partitions import binance_partitions, daily_partitions, monthly_from
+from midfreq_assets.partitions import binance_partitions, daily_partitions, klines_last_day, monthly_from
 from midfreq_assets.project import current_project
 
 
@@ -53,7 +53,7 @@ def build_ingest_automation(project: Project) -> Definitions:
         if futures is not None and futures.funding_rate:
             funding = define_asset_job(
                 "binance_funding_refresh", metadata=stages.plan(stages.KLINES_MONTHS), selection=AssetSelection.assets(FUNDING),
-                partitions_def=monthly_from(project.binance.start_date),
+                partitions_def=monthly_from(project.binance.start_date, klines_last_day()),
                 description="Collect one month of Binance funding rates (the archive publishes them monthly).")
             jobs.append(funding)
             schedules.append(build_schedule_from_partitioned_job(

@@ -30,6 +30,7 @@ from midfreq_assets.partitions import (
     HISTORY_BEFORE_WEEK,
     WEEK_OF_DAY,
     days_with_data,
+    klines_last_day,
     months_back,
     weekly_partitions,
 )
@@ -66,7 +67,8 @@ def _price_assets(interval: str, study: PriceStudyConfig, symbols: list[str],
     bar = interval_days(interval)
     feature_days = math.ceil(engine.required_lookback(feature_map, models) * bar) + 1
     pred_days = math.ceil(history_lookback(models) * bar) + 1
-    weeks = weekly_partitions(start + dt.timedelta(days=math.ceil(warmup_rows(label_map, models) * bar)))
+    weeks = weekly_partitions(start + dt.timedelta(days=math.ceil(warmup_rows(label_map, models) * bar)),
+                              klines_last_day())
     features_key = AssetKey([*prefix, "features"])
     models_key = AssetKey([*prefix, "fitted_models"])
     cv_label = next((i.name for i in label_map.labels() if i.task == "classification"), label_map.labels()[0].name)

@@ -7,7 +7,7 @@ from midfreq_assets.defs.price_research.assets import build_price_research_asset
 from midfreq_assets.defs.price_research.signals import build_signal_report_assets
 from midfreq_assets.domain.config.base import ConfigError
 from midfreq_assets.domain.config.project import BINANCE_FILE, PRICE_RESEARCH_FILE, Project
-from midfreq_assets.partitions import research_months
+from midfreq_assets.partitions import klines_last_day, research_months
 from midfreq_assets.project import current_project
 
 
@@ -43,7 +43,7 @@ def build_price_research_defs(project: Project) -> Definitions:
                               f"close_premium needs premium index bars at {interval}: add it to "
                               f"{project.config_dir / BINANCE_FILE} futures.premium_index_intervals")
     start = project.binance.start_date
-    partitions = research_months(start)
+    partitions = research_months(start, klines_last_day())
     return Definitions(
         assets=[*build_price_research_assets(config, partitions, start), *build_signal_report_assets(config)],
         jobs=build_price_research_jobs(list(config.intervals), partitions),

@@ -15,16 +15,18 @@ from midfreq_assets.defs.vault.yields import build_adjusted_yield_assets
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.yields.adjusted import reference_pricing
-from midfreq_assets.partitions import daily_partitions, research_months
+from midfreq_assets.partitions import daily_partitions, research_months, yields_last_day
 from midfreq_assets.project import current_project
 
 
 def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | None = None) -> Definitions:
     """Every asset, check, job and schedule of one vault (key prefix and group = the vault's name)."""
     days = daily_partitions(project)
-    months = research_months(project.earliest_start)
+    months = research_months(project.earliest_start, yields_last_day())
     jobs = build_vault_jobs(vault, days, months)
-    intraday, intraday_jobs, intraday_schedules = build_intraday_assets(vault, project.earliest_start)
+    # the hourly /pools re-read exists only where it runs: its hours would otherwise all read "missing"
+    intraday, intraday_jobs, intraday_schedules = build_intraday_assets(vault, project.earliest_start) if (
+        vault.intraday.enabled) else (None, [], [])
     positions = [build_positions_asset(vault, days, project.config_dir)] if vault.positions else []
     return Definitions(
         assets=[
@@ -33,7 +35,7 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
             *positions,
             *build_rebalance_assets(vault, days),
             *build_orders_assets(vault, project.tokens, days),
-            intraday,
+            *([intraday] if intraday is not None else []),
             *build_backtest_assets(vault, grids_dir or project.grids_dir),
             build_top_pools_asset(vault),
         ],

@@ -31,7 +31,6 @@ from dagster import (
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     Failure,
-    HourlyPartitionsDefinition,
     MetadataValue,
     Output,
     TableColumn,
@@ -64,7 +63,7 @@ from midfreq_assets.domain.portfolio.positions import (
 )
 from midfreq_assets.domain.units import percent_to_fraction
 from midfreq_assets.metadata import markdown_table
-from midfreq_assets.partitions import lookback, window_days
+from midfreq_assets.partitions import hourly_from, lookback, window_days, yields_last_day
 from midfreq_resources.clients.http_retry import RetryPolicy, SourceError
 from midfreq_resources.io.lake import write_bytes_atomic
 
@@ -313,10 +312,11 @@ def build_orders_assets(vault: VaultConfig, tokens: TokenRegistry, partitions_de
 
 
 def build_intraday_assets(vault: VaultConfig, start: dt.date) -> tuple[AssetsDefinition, list, list]:
-    """``<vault>/intraday_moves`` (hourly), its job and its schedule (off unless ``intraday.enabled``)."""
+    """``<vault>/intraday_moves`` (hourly to the end of the yield calendar), its job and its schedule (the code
+    location builds them only where ``intraday.enabled``)."""
     cfg = vault.intraday
     key = AssetKey([vault.name, "intraday_moves"])
-    hours = HourlyPartitionsDefinition(start_date=f"{start.isoformat()}-00:00", timezone="UTC")
+    hours = hourly_from(start, yields_last_day())
 
     @asset(
         key=key,

@@ -58,7 +58,7 @@ from midfreq_assets.domain.portfolio.positions import PositionsError, observed_h
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
 from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import TOLERATE_GAPS, covered_through, markdown_table, partition_metadata
-from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, lookback, window_days
+from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, lookback, window_days, yields_last_day
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def day_figures(out: pd.DataFrame) -> pd.DataFrame:
 def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
                            ) -> list[AssetsDefinition]:
     """``[<vault>/rebalance_weights]`` with its weight-bounds check."""
-    partitions_def = partitions_def or daily_from(vault.start_date)
+    partitions_def = partitions_def or daily_from(vault.start_date, yields_last_day())
     key = AssetKey([vault.name, "rebalance_weights"])
     s = vault.strategy
     live = vault.positions

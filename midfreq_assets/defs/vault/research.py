@@ -54,6 +54,7 @@ from midfreq_assets.partitions import (
     months_back,
     research_months,
     weekly_partitions,
+    yields_last_day,
 )
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
@@ -69,7 +70,7 @@ def _empty_predictions() -> pd.DataFrame:
 def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsDefinition | None = None
                           ) -> list[AssetsDefinition]:
     """``[<vault>/features, <vault>/fitted_models, <vault>/predictions]``."""
-    partitions_def = partitions_def or research_months(vault.start_date)
+    partitions_def = partitions_def or research_months(vault.start_date, yields_last_day())
     prefix = vault.name
     feature_days = engine.required_lookback(vault.feature_map, vault.models)
     pred_days = history_lookback(vault.models)
@@ -77,7 +78,7 @@ def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsD
     label = traded_label(vault.label_map)
     cv_labels = selected_labels(vault.label_map, vault.models)
     first_fit = first_fit_day(vault)
-    weeks = weekly_partitions(first_fit)
+    weeks = weekly_partitions(first_fit, yields_last_day())
     features_key = AssetKey([prefix, "features"])
     models_key = AssetKey([prefix, "fitted_models"])
     adjusted_key = AssetKey([prefix, "adjusted_yields"])

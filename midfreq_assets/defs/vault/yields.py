@@ -32,14 +32,14 @@ from midfreq_assets.domain.yields.adjusted import (
 )
 from midfreq_assets.domain.yields.exposure import ReferencePricing
 from midfreq_assets.metadata import TOLERATE_GAPS, markdown_table, partition_metadata
-from midfreq_assets.partitions import days_with_data, months_back, research_months
+from midfreq_assets.partitions import days_with_data, months_back, research_months, yields_last_day
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
 
 def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
                                 partitions_def: MonthlyPartitionsDefinition | None = None) -> list[AssetsDefinition]:
     """``[<vault>/adjusted_yields]`` (with its checks) for one vault priced in ``reference``."""
-    partitions_def = partitions_def or research_months(vault.start_date)
+    partitions_def = partitions_def or research_months(vault.start_date, yields_last_day())
     key = AssetKey([vault.name, "adjusted_yields"])
     config = vault.yields
     window = months_back(config.lookback_days)

@@ -100,6 +100,15 @@ def test_funding_backfill_of_months_and_a_month_not_published(replay_env: Replay
                       "2025-02-01.parquet"]
     feb = pd.read_parquet(tmp_path / "binance_funding_rates" / "2025-02-01.parquet")
     assert feb["date"].min() == pd.Timestamp("2025-02-01") and feb["date"].max() == pd.Timestamp("2025-02-28")
+    # each month's page shows its own rows and mean rate; the run's files and gaps only on its last month, said so
+    by_month = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    for month, m in by_month.items():
+        own = pd.read_parquet(tmp_path / "binance_funding_rates" / f"{month}.parquet")
+        assert m["dagster/row_count"].value == len(own)
+        assert m["mean_funding_rate"].value == pytest.approx(own["funding_rate"].mean())
+        assert ("run_files_collected" in m) == ("run_scope" in m) == (month == "2025-02-01")
+        assert "files_collected" not in m
+    assert by_month["2025-02-01"]["run_files_collected"].value == 5
     not_out = run(FUNDING, FUNDING_CHECKS, replay_env, tmp_path, partition_key="2025-03-01")
     assert not not_out.success  # nothing collected: fails rather than write an empty month
     assert not (tmp_path / "binance_funding_rates" / "2025-03-01.parquet").exists()

@@ -15,6 +15,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetSpec,
+    BackfillPolicy,
     WeeklyPartitionsDefinition,
     asset,
     materialize,
@@ -140,3 +141,22 @@ def test_only_bundles_are_stored():
         dump_bytes({"anything": 1})
     with pytest.raises(ModelFileError, match="not a midfreq.ModelBundle/1 file"):
         load_bytes(sio.dumps({"format": "other"}), "y.skops")
+
+
+@asset(partitions_def=WEEKS, io_manager_key="models", backfill_policy=BackfillPolicy.single_run())
+def fitted_range(context) -> dict:
+    return {key: bundle() for key in context.partition_keys}
+
+
+def test_a_range_run_gives_each_week_its_own_file_and_the_run_size_to_the_last(tmp_path: Path):
+    io = ModelIOManager(root=str(tmp_path / "lake"))
+    tags = {"dagster/asset_partition_range_start": "2024-07-01", "dagster/asset_partition_range_end": "2024-07-22"}
+    result = materialize([fitted_range], tags=tags, resources={"models": io})
+    assert result.success
+    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert sorted(events) == ["2024-07-01", "2024-07-08", "2024-07-15", "2024-07-22"]
+    for week, meta in events.items():
+        assert meta["path"].value == str(io.partition_path(["fitted_range"], week))  # its own file, not the first
+        assert meta["format"].value == "skops"
+        assert ("run_partitions" in meta) == (week == "2024-07-22")  # the run's size on its last week only
+    assert events["2024-07-22"]["run_partitions"].value == 4
