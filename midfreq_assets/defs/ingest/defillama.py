@@ -36,6 +36,7 @@ from dagster import (
     multi_asset,
 )
 
+from midfreq_assets.asset_plots import universe_plots
 from midfreq_assets.concurrency import DEFILLAMA_POOL
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
@@ -65,6 +66,7 @@ from midfreq_assets.domain.ingest.universe import (
 )
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
+from midfreq_assets.previews import learn_pool_names, schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS, ParquetIOManager
 
@@ -135,13 +137,13 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         outs={
             "pool_history": AssetOut(
                 key=HISTORY, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
-                metadata={REQUIRED_COLUMNS: [c for c in HISTORY_COLUMNS if c != FLAG]},
+                metadata={REQUIRED_COLUMNS: [c for c in HISTORY_COLUMNS if c != FLAG], **schema_metadata("pool_history")},
                 description="One row per (pool, UTC day): tvl_usd, apy, apy_base, apy_reward, il7d, apy_base7d "
                 "(yields as fractions per year) for every pool passing a vault's static screen; `flag` names "
                 "why a row's numbers are implausible (kept, never used)."),
             "pool_metadata": AssetOut(
                 key=METADATA, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
-                metadata={REQUIRED_COLUMNS: METADATA_COLUMNS},
+                metadata={REQUIRED_COLUMNS: METADATA_COLUMNS, **schema_metadata("pool_metadata")},
                 description="The union of the vaults' universes, one row per (pool, day): chain, project, "
                 "symbol, underlying tokens, TVL, yields (fractions), the vaults that may hold it, and "
                 "whether the day was reconstructed from histories (no historical /pools exists)."),
@@ -177,6 +179,7 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         selected = set(context.selected_asset_keys)
         checks = set(context.selected_asset_check_keys)
         snapshot = snapshot_frame([p.model_dump() for p in defillama.pools()])
+        learn_pool_names(snapshot)  # previews show each pool's symbol, project and chain beside its uuid
         candidates = static_candidates(snapshot, vaults, tokens)
         candidates += sorted(underlying_yield_pools(vaults.values()) - set(candidates))
         batch = defillama.charts(candidates)
@@ -231,7 +234,8 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
                                                     "total_tvl_usd": float(part["tvl_usd"].sum()) if len(part) else 0.0},
                 {"candidate_pools": len(candidates), **failed_meta, "flagged_rows": len(flagged),
                  "pools_without_history": listing(no_history), "pools_missing_some_day": len(missing_pools),
-                 "days": len(days), "days_without_rows": len(empty_days), "preview": markdown_table(history.tail(10))},
+                 "days": len(days), "days_without_rows": len(empty_days), "preview": markdown_table(history.tail(10)),
+                 **universe_plots(history)},
                 asset_key=HISTORY))
         if rankings is not None and RANKINGS in selected:  # before pool_metadata, which takes its allow-lists
             yield Output(rankings, output_name="pool_rankings", metadata=partition_metadata(

@@ -41,6 +41,7 @@ from dagster import (
     asset,
 )
 
+from midfreq_assets.asset_plots import weight_plots
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
@@ -58,6 +59,7 @@ from midfreq_assets.domain.portfolio.positions import PositionsError, observed_h
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
 from midfreq_assets.metadata import covered_through, markdown_table, partition_metadata
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
+from midfreq_assets.previews import schema_metadata
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -159,6 +161,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         required_resource_keys={"parquet_io_manager"},
         group_name=vault.name,
         kinds={"python", "parquet"},
+        metadata=schema_metadata("rebalance_weights"),
         check_specs=checks,
         description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade, predicted "
         f"and earned {vault.backtest.apy_column}, dilution, holding, data-gap flags) and vault wealth, idle share "
@@ -232,6 +235,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "days_simulated": int(out["date"].nunique()) - len(observed),
             "days_without_universe": int(statuses.get("no_universe", 0)),
             "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
+            **weight_plots(out),
         }))
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
@@ -253,6 +257,6 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
                 metadata={"days_reconciled": int(drift["date"].nunique()) if len(drift) else 0,
                           "threshold": live.drift_warn, "pools_over_threshold": len(over),
                           "max_abs_drift_share": float(drift["drift_share"].abs().max()) if len(drift) else 0.0,
-                          "drift": markdown_table(drift.astype({"date": str}), max_rows=30)})
+                          "drift": markdown_table(drift, max_rows=30)})
 
     return [rebalance_weights]
