@@ -319,9 +319,10 @@ def summarize(result) -> list[str]:
         if path is not None:
             parts.append(f"-> {Path(str(path.value)).parent}")
         lines.append(" ".join(parts))
-    failed_checks = [
+    failed_checks = [  # what happened in one sentence (the check's description), the details in the UI
         f"  check {e.asset_key.to_user_string()}:{e.check_name}: "
-        f"{'warning (reported, see its metadata in the UI)' if e.severity.value == 'WARN' else 'FAILED'}"
+        f"{'warning' if e.severity.value == 'WARN' else 'FAILED'}: "
+        f"{e.description or 'see its metadata in the UI'}"
         for e in result.get_asset_check_evaluations()
         if not e.passed
     ]

@@ -47,6 +47,7 @@ from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.limits import CAPS_IDLE_WARN, CapsCapacity, caps_capacity
 from midfreq_assets.domain.portfolio.nightly import (
+    FROM_POSITIONS,
     WEIGHT_TOL,
     CarriedState,
     Observed,
@@ -57,9 +58,10 @@ from midfreq_assets.domain.portfolio.nightly import (
 )
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
+from midfreq_assets.domain.schemas import USD
 from midfreq_assets.metadata import covered_through, markdown_table, partition_metadata
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, window_days
-from midfreq_assets.previews import schema_metadata
+from midfreq_assets.previews import fmt_number, schema_metadata
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +89,31 @@ def day_figures(out: pd.DataFrame) -> pd.DataFrame:
     numeric = ["pools_held", "predicted_apy", "turnover", "n_trades", "solve_time_s"]
     figures[numeric] = figures[numeric].fillna(0.0)
     return figures
+
+
+def drift_sentence(worst: pd.DataFrame, drift: pd.DataFrame, threshold: float,
+                   sources: pd.Series | None = None) -> str:
+    """The ``positions_reconciled`` result in one sentence: the largest drift (day, pool, actual vs
+    expected, share of wealth), how many lines and days exceed the threshold, and where to look; on
+    the first day decided from real positions (``sources``: each day's ``positions_source``, the
+    day before simulated) the target compared with was simulated, never traded, so drift is expected."""
+    if worst.empty:
+        days = int(drift["date"].nunique()) if len(drift) else 0
+        return f"every holding is within {threshold:.0%} of wealth of yesterday's target after accrual ({days} day(s))"
+    top = worst.iloc[0]
+    return (f"On {pd.Timestamp(top['date']):%Y-%m-%d} {top['symbol']} held {fmt_number(top['actual_usd'], USD)} USD where "
+            f"{fmt_number(top['expected_usd'], USD)} were expected (drift {top['drift_share']:+.1%} of wealth, threshold "
+            f"{threshold:.0%}); {len(worst)} line(s) over it on {worst['date'].nunique()} day(s): a partial fill or "
+            "rejection shows on the pool and the cash line, a deposit or withdrawal on the cash line alone, so check "
+            "that day's order_executions" + _first_live_note(pd.Timestamp(top["date"]), sources) + ".")
+
+
+def _first_live_note(day: pd.Timestamp, sources: pd.Series | None) -> str:
+    before = day - pd.Timedelta(days=1)
+    if sources is None or before not in sources.index or sources[before] == FROM_POSITIONS:
+        return ""
+    return (f" (expected here: {day:%Y-%m-%d} is the first day decided from real positions, and the target it is "
+            f"compared with comes from the simulated {before:%Y-%m-%d}, whose orders were never sent)")
 
 
 def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
@@ -252,11 +279,14 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         if live is not None:
             drift = pd.concat([drift_table(rows) for rows in by_day(out).values()], ignore_index=True)
             over = drifted(drift, live.drift_warn)
+            worst = over.reindex(over["drift_share"].abs().sort_values(ascending=False).index)
             yield AssetCheckResult(
                 check_name="positions_reconciled", passed=over.empty, severity=AssetCheckSeverity.WARN,
+                description=drift_sentence(worst, drift, live.drift_warn, daily["positions_source"]),
                 metadata={"days_reconciled": int(drift["date"].nunique()) if len(drift) else 0,
                           "threshold": live.drift_warn, "pools_over_threshold": len(over),
                           "max_abs_drift_share": float(drift["drift_share"].abs().max()) if len(drift) else 0.0,
+                          "top_offenders": markdown_table(worst, max_rows=10),
                           "drift": markdown_table(drift, max_rows=30)})
 
     return [rebalance_weights]
