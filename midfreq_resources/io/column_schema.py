@@ -31,8 +31,10 @@ def _kind_ok(kind: str, series: pd.Series) -> bool:
         return ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype)
     if kind == "integer":
         return ptypes.is_integer_dtype(dtype)
-    if kind == "bool":
-        return ptypes.is_bool_dtype(dtype) or (ptypes.is_object_dtype(dtype) and series.dropna().map(type).isin([bool]).all())
+    if kind == "bool":  # also a flag column with missing values (object of bools, or 0/1 floats)
+        values = series.dropna()
+        return (ptypes.is_bool_dtype(dtype) or (ptypes.is_object_dtype(dtype) and values.map(type).isin([bool]).all())
+                or (ptypes.is_numeric_dtype(dtype) and values.isin([0, 1]).all()))
     if kind == "datetime":  # object columns of timestamps too (a concat with an all-missing part)
         return ptypes.is_datetime64_any_dtype(dtype) or (
             ptypes.is_object_dtype(dtype) and pd.api.types.infer_dtype(series.dropna()) in ("datetime", "datetime64"))

@@ -38,6 +38,13 @@ def test_a_frame_with_the_declared_columns_passes_and_optional_ones_may_be_absen
     check_frame(frame(), SCHEMA, "x")
     check_frame(frame(note=["", "n"]), SCHEMA, "x")
     check_frame(pd.DataFrame(), SCHEMA, "x")  # nothing to write
+    flags = TableSchema(columns=[TableColumn("in_gap", "bool"), TableColumn("last_seen", "datetime")])
+    # a flag with missing values read back as 0/1 floats, timestamps in an object column, an all-missing column
+    check_frame(pd.DataFrame({"in_gap": [1.0, None, 0.0], "last_seen": [pd.Timestamp("2024-01-01"), None, None]},
+                             ).astype({"last_seen": object}), flags, "x")
+    check_frame(pd.DataFrame({"in_gap": [None, None], "last_seen": [None, None]}), flags, "x")
+    with pytest.raises(SchemaError, match="column 'in_gap' is float64, the schema says bool"):
+        check_frame(pd.DataFrame({"in_gap": [0.5], "last_seen": pd.to_datetime(["2024-01-01"])}), flags, "x")
 
 
 @pytest.mark.parametrize(("bad", "message"), [
