@@ -11,6 +11,7 @@ from dagster import MetadataValue
 from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.importance import importance_png
 from midfreq_assets.domain.research.selection import selection_table
+from midfreq_assets.previews import table_preview
 from midfreq_resources.dagster_compat import add_partitions_metadata
 
 #: Input metadata of the Parquet/model IO managers: a window with some partitions missing loads
@@ -19,11 +20,9 @@ TOLERATE_GAPS = {"allow_missing_partitions": True}
 
 
 def markdown_table(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".4g") -> MetadataValue:
-    if df.empty:
-        return MetadataValue.md("_(none)_")
-    shown = df.head(max_rows)
-    more = f"\n\n_{len(df) - max_rows} more rows_" if len(df) > max_rows else ""
-    return MetadataValue.md(shown.to_markdown(index=False, floatfmt=floatfmt) + more)
+    """A frame's first rows as an inline table (:func:`~midfreq_assets.previews.table_preview`: each
+    value formatted by its unit); the name is kept for the callers written when it was markdown."""
+    return table_preview(df, max_rows, floatfmt)
 
 
 def listing(items: list[Any], limit: int = 20) -> str:
@@ -80,19 +79,22 @@ def _bundle_partition_metadata(context, by_key: dict) -> None:
     add_partitions_metadata(context, context.assets_def.key, by_key)
 
 
-def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable[[ModelBundle], dict] | None = None
-                    ) -> dict[str, object]:
-    """Metadata of a ``fitted_models`` run: each partition its own refit's summary; the CV tables and
-    the importance plot of the last one (on a range run: on its last partition, which says so)."""
+def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable[[ModelBundle], dict] | None = None,
+                    details: Callable[[ModelBundle], dict] | None = None) -> dict[str, object]:
+    """Metadata of a ``fitted_models`` run: each partition its own refit's summary (``extra``: more of
+    it); the CV tables, the importance plot and ``details`` (the traded model's inline plots) of the
+    last one (on a range run: on its last partition, which says so)."""
     keys = sorted(bundles)
     extra = extra or (lambda _b: {})
+    details = details or (lambda _b: {})
     if len(keys) == 1:
         b = bundles[keys[0]]
-        return {**bundle_summary(b), **bundle_details(b), **extra(b)}
+        return {**details(b), **bundle_summary(b), **bundle_details(b), **extra(b)}
     by_key = {key: {**bundle_summary(bundles[key]), **extra(bundles[key])} for key in keys}
-    by_key[keys[-1]].update({**bundle_details(bundles[keys[-1]]), "run_refits": len(keys),
-                             "run_scope": run_scope(keys).replace("and the tables are the whole run's",
-                                                                  "are the whole run's; the CV tables this refit's")})
+    last = bundles[keys[-1]]
+    by_key[keys[-1]] = {**details(last), **by_key[keys[-1]], **bundle_details(last), "run_refits": len(keys),
+                        "run_scope": run_scope(keys).replace("and the tables are the whole run's",
+                                                             "are the whole run's; the CV tables this refit's")}
     _bundle_partition_metadata(context, by_key)
     return {}
 

@@ -326,9 +326,10 @@ def summarize(result) -> list[str]:
         if path is not None:
             parts.append(f"-> {Path(str(path.value)).parent}")
         lines.append(" ".join(parts))
-    failed_checks = [
+    failed_checks = [  # what happened in one sentence (the check's description), the details in the UI
         f"  check {e.asset_key.to_user_string()}:{e.check_name}: "
-        f"{'warning (reported, see its metadata in the UI)' if e.severity.value == 'WARN' else 'FAILED'}"
+        f"{'warning' if e.severity.value == 'WARN' else 'FAILED'}: "
+        f"{e.description or 'see its metadata in the UI'}"
         for e in result.get_asset_check_evaluations()
         if not e.passed
     ]
@@ -383,8 +384,18 @@ def print_backtest_headlines(plan: Plan, status: dict[str, str], lake: str, inst
                 print(lead[[c for c in HEADLINE if c in lead]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             for key in ("evaluation", "walk_forward_windows"):
                 if key in meta:
-                    print(f"\n{meta[key].value}")
+                    print(f"\n{_printable(meta[key].value)}")
             print(f"  HTML report: {path.with_suffix('.html')}")
+
+
+def _printable(value) -> str:
+    """A metadata value for the terminal: an inline table as aligned text, anything else as is."""
+    records = getattr(value, "records", None)
+    if records is None:
+        return str(value)
+    import pandas as pd
+
+    return pd.DataFrame([r.data for r in records]).to_string(index=False) if records else "(none)"
 
 
 def print_live_loop(plan: Plan, status: dict[str, str], lake: str) -> None:

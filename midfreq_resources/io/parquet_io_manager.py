@@ -26,7 +26,6 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
-    TableColumn,
     TableSchema,
     TimeWindowPartitionsDefinition,
 )
@@ -34,6 +33,7 @@ from pydantic import Field
 from upath import UPath
 
 from midfreq_resources.dagster_compat import add_partitions_metadata
+from midfreq_resources.io.column_schema import SCHEMA_KEY, SchemaError, check_frame, frame_schema
 from midfreq_resources.io.lake import (
     LakeReadError,
     MonthFiles,
@@ -74,8 +74,11 @@ def lake_failure(action: str, path: UPath, asset_key: AssetKey, partition: str |
                                 "partition": partition or ""}) from None
 
 
-def table_schema(df: pd.DataFrame) -> TableSchema:
-    return TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
+def declared_schema(context: OutputContext) -> TableSchema | None:
+    """The column schema the asset declares in its definition metadata (None: it declares none)."""
+    value = (context.definition_metadata or {}).get(SCHEMA_KEY)
+    value = getattr(value, "schema", value)
+    return value if isinstance(value, TableSchema) else None
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -126,6 +129,14 @@ class ParquetIOManager(ConfigurableIOManager):
             )
         path_parts = list(context.asset_key.path)
         layout = _layout(context.asset_partitions_def if context.has_asset_partitions else None)
+        declared = declared_schema(context)
+        if declared is not None:  # checked before anything is written
+            keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+            try:
+                check_frame(obj, declared, f"asset {context.asset_key.to_user_string()}, partition {_span(keys) or '-'}")
+            except SchemaError as exc:
+                raise Failure(description=f"{exc}; nothing written",
+                              metadata={"asset": context.asset_key.to_user_string()}) from None
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
             column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY)
@@ -151,7 +162,7 @@ class ParquetIOManager(ConfigurableIOManager):
                     write_parquet(paths[key], frame)
         meta = {
             "dagster/row_count": len(obj),
-            "dagster/column_schema": table_schema(obj),
+            "dagster/column_schema": frame_schema(obj, declared),
             "path": MetadataValue.path(str(paths[next(iter(parts))])),
         }
         if len(parts) > 1:  # each partition its own numbers; the schema and the run's totals on the last one

@@ -36,6 +36,7 @@ from dagster import (
     multi_asset,
 )
 
+from midfreq_assets.asset_plots import universe_plots
 from midfreq_assets.concurrency import DEFILLAMA_POOL
 from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.config.vault import VaultConfig
@@ -51,6 +52,7 @@ from midfreq_assets.domain.ingest.pool_history import (
     flagged_rows,
     merge_kept_rows,
     missing_pool_days,
+    missing_pools_table,
     restrict_to_days,
     rows_per_day,
     usable_rows,
@@ -65,6 +67,7 @@ from midfreq_assets.domain.ingest.universe import (
 )
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
+from midfreq_assets.previews import POOL_NAMES, fmt_number, learn_pool_names, schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS, ParquetIOManager
 
@@ -135,13 +138,13 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         outs={
             "pool_history": AssetOut(
                 key=HISTORY, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
-                metadata={REQUIRED_COLUMNS: [c for c in HISTORY_COLUMNS if c != FLAG]},
+                metadata={REQUIRED_COLUMNS: [c for c in HISTORY_COLUMNS if c != FLAG], **schema_metadata("pool_history")},
                 description="One row per (pool, UTC day): tvl_usd, apy, apy_base, apy_reward, il7d, apy_base7d "
                 "(yields as fractions per year) for every pool passing a vault's static screen; `flag` names "
                 "why a row's numbers are implausible (kept, never used)."),
             "pool_metadata": AssetOut(
                 key=METADATA, io_manager_key="parquet_io_manager", kinds={"python", "parquet"}, is_required=False,
-                metadata={REQUIRED_COLUMNS: METADATA_COLUMNS},
+                metadata={REQUIRED_COLUMNS: METADATA_COLUMNS, **schema_metadata("pool_metadata")},
                 description="The union of the vaults' universes, one row per (pool, day): chain, project, "
                 "symbol, underlying tokens, TVL, yields (fractions), the vaults that may hold it, and "
                 "whether the day was reconstructed from histories (no historical /pools exists)."),
@@ -177,6 +180,7 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         selected = set(context.selected_asset_keys)
         checks = set(context.selected_asset_check_keys)
         snapshot = snapshot_frame([p.model_dump() for p in defillama.pools()])
+        learn_pool_names(snapshot)  # previews show each pool's symbol, project and chain beside its uuid
         candidates = static_candidates(snapshot, vaults, tokens)
         candidates += sorted(underlying_yield_pools(vaults.values()) - set(candidates))
         batch = defillama.charts(candidates)
@@ -231,7 +235,8 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
                                                     "total_tvl_usd": float(part["tvl_usd"].sum()) if len(part) else 0.0},
                 {"candidate_pools": len(candidates), **failed_meta, "flagged_rows": len(flagged),
                  "pools_without_history": listing(no_history), "pools_missing_some_day": len(missing_pools),
-                 "days": len(days), "days_without_rows": len(empty_days), "preview": markdown_table(history.tail(10))},
+                 "days": len(days), "days_without_rows": len(empty_days), "preview": markdown_table(history.tail(10)),
+                 **universe_plots(history)},
                 asset_key=HISTORY))
         if rankings is not None and RANKINGS in selected:  # before pool_metadata, which takes its allow-lists
             yield Output(rankings, output_name="pool_rankings", metadata=partition_metadata(
@@ -261,6 +266,8 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
                     {"reasons": markdown_table(counts), **failed_meta}, asset_key=EXCLUSIONS))
 
         short = sorted(set(kept["pool"])) if len(kept) else []
+        absent = missing_pools_table(missing_rows, sorted(batch.failed), no_history, full,
+                                     snapshot.drop_duplicates("pool").set_index("pool")["tvl_usd"])
         results = [
             *(AssetCheckResult(asset_key=key, check_name=FETCHED, passed=not batch.failed and not short, metadata={
                 **failed_meta, "failed": ", ".join(sorted(batch.failed)),
@@ -270,10 +277,11 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
                              severity=AssetCheckSeverity.WARN,
                              metadata={"flagged_rows": len(flagged), "examples": markdown_table(flagged)}),
             AssetCheckResult(asset_key=HISTORY, check_name="universe_pools_present", passed=not missing_pools,
-                             severity=AssetCheckSeverity.WARN,
+                             severity=AssetCheckSeverity.WARN, description=missing_sentence(absent, first, last),
                              metadata={"missing_pool_days": len(missing_rows),
+                                       "pools_missing_some_day": listing(missing_pools),
                                        "failed_pools": listing(sorted(batch.failed)),
-                                       "pools_missing_some_day": listing(missing_pools)}),
+                                       "top_offenders": markdown_table(absent, max_rows=15)}),
         ]
         if members is not None:
             have = pd.MultiIndex.from_frame(history[["date", "pool"]])
@@ -286,6 +294,23 @@ def build_defillama_assets(project: Project, partitions_def: DailyPartitionsDefi
         yield from (r for r in results if AssetCheckKey(r.asset_key, r.check_name) in checks)
 
     return [defillama_ingest]
+
+
+def missing_sentence(absent, first, last) -> str:
+    """The ``universe_pools_present`` result in one sentence: how many pools lack how many days, the
+    largest of them, what it means downstream and what to do."""
+    if absent.empty:
+        return f"every pool has a row on each day of its lifetime in {first}..{last}"
+    top = absent.iloc[0]
+    name = POOL_NAMES.get(str(top["pool"]), str(top["pool"]))
+    tvl = f", last TVL {fmt_number(top['last_tvl_usd'], 'USD')} USD" if top["last_tvl_usd"] == top["last_tvl_usd"] else ""
+    days = (f"{int(top['missing_days'])} day(s) {top['first_missing']:%Y-%m-%d}..{top['last_missing']:%Y-%m-%d}"
+            if top["missing_days"] else top["reason"])
+    why = ", ".join(f"{n} {reason}" for reason, n in absent["reason"].value_counts().items())
+    return (f"{len(absent)} pool(s) lack data in {first}..{last} ({why}; {int(absent['missing_days'].sum())} "
+            f"pool-day(s) missing), the largest {name} ({days}{tvl}): those days give the models and the optimizer "
+            "no data for them (a holding is carried through, flagged in_gap); re-run pool_history for them once "
+            "DefiLlama serves them, or exclude the pool in the vault config.")
 
 
 def ranking_metadata(rankings: pd.DataFrame, vaults: dict[str, VaultConfig]) -> dict[str, object]:

@@ -36,9 +36,10 @@ from dagster import (
 )
 
 from midfreq_assets import stages
+from midfreq_assets.asset_plots import wealth_plot
 from midfreq_assets.domain.backtest import engine as bt
 from midfreq_assets.domain.backtest import report
-from midfreq_assets.domain.backtest.benchmarks import benchmark_sets
+from midfreq_assets.domain.backtest.benchmarks import benchmark_set_of, benchmark_sets, is_constrained
 from midfreq_assets.domain.backtest.evaluation import evaluate_vault_grid
 from midfreq_assets.domain.backtest.grids import (
     PointRunner,
@@ -239,7 +240,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         return Output(table.astype({c: str for c in params}), metadata={
             "dagster/row_count": len(table),
             "headline": report.headline(table, stats),
+            **wealth_plot(*report_wealth(evaluation, stats)),
+            "headline_table": markdown_table(report.lead_table(table)),
             "report_html": MetadataValue.path(str(html_path)),
+            "report_url": MetadataValue.url(Path(html_path.path).resolve().as_uri()) if html_path.protocol in ("", "file")
+            else MetadataValue.text(str(html_path)),
             "missing_points": len(missing),
             **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "pbo_points", "deflated_sharpe",
                                                        "deflated_sharpe_excess", "excess_vs_benchmark",
@@ -252,6 +257,18 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         })
 
     return [backtest_panel, backtest_runs, backtest_report]
+
+
+def report_wealth(evaluation, stats: dict, benchmarks: int = 3) -> tuple[dict[str, pd.Series], list[str]]:
+    """The wealth paths the asset page plots: the walk-forward, the bar (the strongest constrained
+    benchmark) and the next ``benchmarks`` constrained benchmarks of its set by final wealth."""
+    bar = str(stats.get("excess_over", ""))
+    same = {k: r.wealth for k, r in evaluation.benchmarks.items()
+            if is_constrained(k) and benchmark_set_of(k) == benchmark_set_of(bar)}
+    others = sorted((k for k in same if k != bar), key=lambda k: -float(same[k].iloc[-1]) if len(same[k]) else 0.0)
+    wealth = {**({"walk_forward": evaluation.walk_forward.result.wealth} if evaluation.walk_forward else {}),
+              **{k: same[k] for k in [bar, *others[:benchmarks]] if k in same}}
+    return {k.split("@")[0]: v for k, v in wealth.items()}, [k.split("@")[0] for k in wealth]
 
 
 def build_backtest_jobs(vault: VaultConfig) -> list:

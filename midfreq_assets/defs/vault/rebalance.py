@@ -41,11 +41,13 @@ from dagster import (
     asset,
 )
 
+from midfreq_assets.asset_plots import weight_plots
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.pool_history import usable_rows
 from midfreq_assets.domain.ingest.universe import vault_rows
 from midfreq_assets.domain.portfolio.limits import CAPS_IDLE_WARN, CapsCapacity, caps_capacity
 from midfreq_assets.domain.portfolio.nightly import (
+    FROM_POSITIONS,
     WEIGHT_TOL,
     CarriedState,
     Observed,
@@ -56,9 +58,11 @@ from midfreq_assets.domain.portfolio.nightly import (
 )
 from midfreq_assets.domain.portfolio.positions import PositionsError, observed_holdings
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
+from midfreq_assets.domain.schemas import USD
 from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import TOLERATE_GAPS, covered_through, markdown_table, partition_metadata
 from midfreq_assets.partitions import PREVIOUS_DAY, daily_from, lookback, window_days, yields_last_day
+from midfreq_assets.previews import fmt_number, schema_metadata
 
 
 def day_figures(out: pd.DataFrame) -> pd.DataFrame:
@@ -86,6 +90,31 @@ def day_figures(out: pd.DataFrame) -> pd.DataFrame:
     numeric = ["pools_held", "predicted_apy", "turnover", "n_trades", "solve_time_s"]
     figures[numeric] = figures[numeric].fillna(0.0)
     return figures
+
+
+def drift_sentence(worst: pd.DataFrame, drift: pd.DataFrame, threshold: float,
+                   sources: pd.Series | None = None) -> str:
+    """The ``positions_reconciled`` result in one sentence: the largest drift (day, pool, actual vs
+    expected, share of wealth), how many lines and days exceed the threshold, and where to look; on
+    the first day decided from real positions (``sources``: each day's ``positions_source``, the
+    day before simulated) the target compared with was simulated, never traded, so drift is expected."""
+    if worst.empty:
+        days = int(drift["date"].nunique()) if len(drift) else 0
+        return f"every holding is within {threshold:.0%} of wealth of yesterday's target after accrual ({days} day(s))"
+    top = worst.iloc[0]
+    return (f"On {pd.Timestamp(top['date']):%Y-%m-%d} {top['symbol']} held {fmt_number(top['actual_usd'], USD)} USD where "
+            f"{fmt_number(top['expected_usd'], USD)} were expected (drift {top['drift_share']:+.1%} of wealth, threshold "
+            f"{threshold:.0%}); {len(worst)} line(s) over it on {worst['date'].nunique()} day(s): a partial fill or "
+            "rejection shows on the pool and the cash line, a deposit or withdrawal on the cash line alone, so check "
+            "that day's order_executions" + _first_live_note(pd.Timestamp(top["date"]), sources) + ".")
+
+
+def _first_live_note(day: pd.Timestamp, sources: pd.Series | None) -> str:
+    before = day - pd.Timedelta(days=1)
+    if sources is None or before not in sources.index or sources[before] == FROM_POSITIONS:
+        return ""
+    return (f" (expected here: {day:%Y-%m-%d} is the first day decided from real positions, and the target it is "
+            f"compared with comes from the simulated {before:%Y-%m-%d}, whose orders were never sent)")
 
 
 def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDefinition | None = None
@@ -164,6 +193,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         required_resource_keys={"parquet_io_manager"},
         group_name=vault.name,
         kinds={"python", "parquet"},
+        metadata=schema_metadata("rebalance_weights"),
         check_specs=checks,
         description=f"Vault {vault.name}: the day's rebalance per pool (current/target weight, trade, predicted "
         f"and earned {vault.backtest.apy_column}, dilution, holding, data-gap flags) and vault wealth, idle share "
@@ -238,6 +268,7 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
             "days_without_universe": int(statuses.get("no_universe", 0)),
             "held_pool_days_in_gap": int(out["in_gap"].fillna(False).astype(bool).sum()),
             **response_metadata(history),
+            **weight_plots(out),
         }))
         bad = weight_violations(out, vault)
         yield AssetCheckResult(check_name="weights_within_limits", passed=bad.empty,
@@ -254,12 +285,15 @@ def build_rebalance_assets(vault: VaultConfig, partitions_def: DailyPartitionsDe
         if live is not None:
             drift = pd.concat([drift_table(rows) for rows in by_day(out).values()], ignore_index=True)
             over = drifted(drift, live.drift_warn)
+            worst = over.reindex(over["drift_share"].abs().sort_values(ascending=False).index)
             yield AssetCheckResult(
                 check_name="positions_reconciled", passed=over.empty, severity=AssetCheckSeverity.WARN,
+                description=drift_sentence(worst, drift, live.drift_warn, daily["positions_source"]),
                 metadata={"days_reconciled": int(drift["date"].nunique()) if len(drift) else 0,
                           "threshold": live.drift_warn, "pools_over_threshold": len(over),
                           "max_abs_drift_share": float(drift["drift_share"].abs().max()) if len(drift) else 0.0,
-                          "drift": markdown_table(drift.astype({"date": str}), max_rows=30)})
+                          "top_offenders": markdown_table(worst, max_rows=10),
+                          "drift": markdown_table(drift, max_rows=30)})
 
     return [rebalance_weights]
 

@@ -30,6 +30,7 @@ from dagster import (
     asset,
 )
 
+from midfreq_assets.asset_plots import feature_plot, model_plots
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.universe import universe_pairs
 from midfreq_assets.domain.research import engine
@@ -56,6 +57,7 @@ from midfreq_assets.partitions import (
     weekly_partitions,
     yields_last_day,
 )
+from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
 MODEL_IO, PARQUET_IO = "model_io_manager", "parquet_io_manager"
@@ -104,6 +106,7 @@ def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsD
         io_manager_key=PARQUET_IO,
         group_name=prefix,
         kinds={"python", "parquet"},
+        metadata=schema_metadata("features"),
         description=f"Vault {vault.name}: research features per (date, instrument = pool) from the vault's "
         f"feature_map, every pool of {'pool_history + adjusted_yields' if adjusted else 'pool_history'} "
         f"(universe filtering happens at prediction time), one partition per month (the days with data so far). "
@@ -129,7 +132,8 @@ def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsD
                     "preview": markdown_table(part.tail(5))}
 
         return Output(out, metadata=partition_metadata(
-            context, out, summary, {"history_rows_read": len(panel), "lookback_days": feature_days}))
+            context, out, summary, {"history_rows_read": len(panel), "lookback_days": feature_days,
+                                    **feature_plot(out, engine.feature_columns(out))}))
 
     @asset(
         key=models_key,
@@ -166,7 +170,8 @@ def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsD
         bundles = weekly_bundles(as_ofs, feats, labels, vault.models, vault.label_map, cv_labels=cv_labels)
         value = bundles[context.partition_keys[0]] if len(bundles) == 1 else bundles
         return Output(value, metadata=bundle_metadata(
-            context, bundles, lambda b: {"primary_model": b.model_key(label) or "(none: not fitted yet)"}))
+            context, bundles, lambda b: {"primary_model": b.model_key(label) or "(none: not fitted yet)"},
+            details=lambda b: model_plots(b, label)))
 
     @asset(
         key=AssetKey([prefix, "predictions"]),
@@ -181,6 +186,7 @@ def build_research_assets(vault: VaultConfig, partitions_def: MonthlyPartitionsD
         io_manager_key=PARQUET_IO,
         group_name=prefix,
         kinds={"python", "parquet"},
+        metadata=schema_metadata("predictions"),
         description=f"Vault {vault.name}: predicted APY (fraction/yr, label {label}) per (date, pool) of the "
         "vault's universe that day, by the model the latest weekly refit with as_of <= the day selected "
         "(`model` says which), one partition per month (its days with features so far: `last_day`). No rows "

@@ -33,6 +33,7 @@ from midfreq_assets.domain.yields.adjusted import (
 from midfreq_assets.domain.yields.exposure import ReferencePricing
 from midfreq_assets.metadata import TOLERATE_GAPS, markdown_table, partition_metadata
 from midfreq_assets.partitions import days_with_data, months_back, research_months, yields_last_day
+from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
 
@@ -60,6 +61,7 @@ def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
         io_manager_key="parquet_io_manager",
         group_name=vault.name,
         kinds={"python", "parquet"},
+        metadata=schema_metadata("adjusted_yields"),
         check_specs=[
             AssetCheckSpec("adjusted_apy_finite", asset=key, description="adjusted_apy is finite on every row"),
             AssetCheckSpec("components_present", asset=key,

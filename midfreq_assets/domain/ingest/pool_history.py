@@ -224,3 +224,27 @@ def missing_pool_days(full: pd.DataFrame, window: pd.DataFrame, days: pd.Datetim
 def rows_per_day(history: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     """Number of pools with a row, per day of ``days`` (0 for a day without rows)."""
     return history.groupby("date")["pool"].nunique().reindex(days, fill_value=0)
+
+
+def missing_pools_table(missing: pd.MultiIndex, failed: list[str], no_history: list[str], full: pd.DataFrame,
+                        snapshot_tvl: pd.Series | None = None) -> pd.DataFrame:
+    """One line per pool lacking days: why (fetch failed, no history at all, days missing inside
+    its lifetime), how many days, the first and last missing day, and its last reported TVL (the
+    ``/pools`` snapshot's, ``snapshot_tvl``, for a pool without history); largest TVL first (the
+    pools that matter most)."""
+    frame = missing.to_frame(index=False) if len(missing) else pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"),
+                                                                               "pool": pd.Series(dtype=object)})
+    gaps = frame.groupby("pool")["date"].agg(missing_days="size", first_missing="min", last_missing="max")
+    gaps["reason"] = "days missing inside its lifetime"
+    others = pd.DataFrame(index=pd.Index(sorted(set(failed) | set(no_history)), name="pool"))
+    others["reason"] = ["fetch failed" if p in set(failed) else "no history returned" for p in others.index]
+    out = pd.concat([gaps, others[~others.index.isin(gaps.index)]]).reset_index()
+    last_tvl = (full.sort_values("date").groupby("pool")["tvl_usd"].last() if len(full)
+                else pd.Series(dtype=float))
+    if snapshot_tvl is not None:
+        last_tvl = last_tvl.combine_first(snapshot_tvl)
+    out["last_tvl_usd"] = out["pool"].map(last_tvl)
+    out["missing_days"] = out["missing_days"].fillna(0).astype(int)
+    cols = ["pool", "reason", "missing_days", "first_missing", "last_missing", "last_tvl_usd"]
+    return out.sort_values(["last_tvl_usd", "missing_days"], ascending=False, na_position="last")[cols].reset_index(
+        drop=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_failed_pool_is_reported_the_others_written_and_the_run_not_green(lake, 
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "pool_history")
     assert meta["failed_pools"].value == 1
-    assert POOL in meta["failed_pool_details"].value and "503" in meta["failed_pool_details"].value
+    details = str(meta["failed_pool_details"].value)  # an inline table
+    assert POOL in details and "503" in details
     found = checks(result)
     assert found["pool_history:universe_pools_present"] is False
     assert not found["pool_history:requested_pools_fetched"] and not found["pool_metadata:requested_pools_fetched"]
@@ -113,6 +115,14 @@ def test_pool_without_history_is_reported_missing(lake, replay_env, ingest_resou
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "universe_pools_present")
     assert not evaluation.passed
     assert POOL in evaluation.metadata["pools_missing_some_day"].value.split(", ")
+    # what to act on: the pool by name, why, its size, in one sentence; the offenders as an inline table
+    assert re.match(rf"\d+ pool\(s\) lack data in {DAY}\.\.{DAY} \(\d+ no history returned; 0 pool-day\(s\) missing\), "
+                    r"the largest \w+ [\w-]+ \w+ \(no history returned, last TVL [\d,]+ USD\): ", evaluation.description)
+    offenders = [r.data for r in evaluation.metadata["top_offenders"].value.records]
+    ours = next(r for r in offenders if r["pool"] == POOL)
+    assert ours["name"] == "USDT aave-v3 Ethereum" and ours["reason"] == "no history returned"
+    tvls = [int(r["last_tvl_usd"].replace(",", "")) for r in offenders if r["last_tvl_usd"]]
+    assert tvls == sorted(tvls, reverse=True)  # the largest pools first
 
 
 @pytest.mark.slow

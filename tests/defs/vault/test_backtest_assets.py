@@ -87,7 +87,7 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert "data:image/png;base64," in meta_out["summary"].value
     assert meta_out["headline"].value.startswith("walk-forward ") and meta_out["pbo_splits"].value == 16
     assert "strongest constrained benchmark" in meta_out["headline"].value and "deflated_sharpe_excess" in meta_out
-    assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in meta_out["walk_forward_windows"].value
+    assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in str(meta_out["walk_forward_windows"].value)
 
     # a new grid value: only the new point is registered (and run) by the sensor
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))

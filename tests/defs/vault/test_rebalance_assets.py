@@ -1,6 +1,8 @@
 """rebalance_weights through Dagster: a range backfill carries holdings day to day with the
 backtest's accrual, and a day rerun alone reproduces the range's answer."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,7 +81,14 @@ def test_range_backfill_carries_holdings_over(pipe):
     assert last["run_optimizer_builds"].value <= len(days(START, END))
     assert last["run_days_from_positions"].value == 0 and "run_days_from_positions" not in by_day[START]
     first_meta = by_day[START]
-    assert "| symbol" in first_meta["trades"].value and first_meta["n_trades"].value > 0
+    trades = first_meta["trades"].value  # an inline table, amounts with separators
+    assert [c.name for c in trades.schema.columns][:4] == ["symbol", "project", "chain", "side"]
+    assert first_meta["n_trades"].value > 0 and re.fullmatch(r"\d{1,3}(,\d{3})+", trades.records[0].data["usd"])
+    # the run's inline plots: once, on its last day, small enough for the asset page to draw them
+    for plot in ("run_weights_plot", "run_trades_plot"):
+        assert plot not in by_day[START]
+        assert last[plot].value.startswith("![") and len(last[plot].value) < 1000
+    assert "Target weights (share of wealth)" in last["run_weights_plot"].value
     assert len({m["wealth"].value for m in by_day.values()}) == len(by_day)  # wealth moves: a real time series
 
 

@@ -16,6 +16,7 @@ from midfreq_assets.domain.ingest.pool_history import (
     charts_frame,
     flagged_rows,
     merge_kept_rows,
+    missing_pools_table,
     sanity_flags,
     usable_rows,
 )
@@ -99,3 +100,16 @@ def test_merge_keeps_the_previous_rows_of_what_this_run_lacks():
     assert list(merged["pool"]) == ["a", "b"] and list(merged["v"]) == [1, 2]
     merged, kept = merge_kept_rows(new, None, ["pool", "date"])
     assert merged.equals(new) and kept.empty
+
+
+def test_missing_pools_table_names_why_how_long_and_how_big_largest_first():
+    days = pd.to_datetime(["2024-07-01", "2024-07-02", "2024-07-03"])
+    missing = pd.MultiIndex.from_tuples([(days[1], "gappy"), (days[2], "gappy")], names=["date", "pool"])
+    full = pd.DataFrame({"date": days, "pool": ["gappy", "gappy", "big"], "tvl_usd": [1e6, 2e6, 9e8]})
+    table = missing_pools_table(missing, ["failed"], ["empty"], full, pd.Series({"failed": 5e7, "empty": 1e3}))
+    assert list(table["pool"]) == ["failed", "gappy", "empty"]  # by last TVL, largest first
+    gappy = table.set_index("pool").loc["gappy"]
+    assert gappy["reason"] == "days missing inside its lifetime" and gappy["missing_days"] == 2
+    assert (gappy["first_missing"], gappy["last_missing"]) == (days[1], days[2]) and gappy["last_tvl_usd"] == 2e6
+    assert table.set_index("pool").loc["failed", "reason"] == "fetch failed"
+    assert table.set_index("pool").loc["empty", "reason"] == "no history returned"
