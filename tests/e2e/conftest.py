@@ -334,3 +334,50 @@ def generated_run(tmp_path_factory) -> dict[str, object]:
 def pipeline_cli(tmp_path) -> Callable[..., dict[str, object]]:
     """``pipeline_cli(*args, vaults=None, broken_prices=False)``: the pipeline on a fresh generated corpus."""
     return functools.partial(run_pipeline_cli, tmp_path)
+
+
+# --------------------------------------------------------------------------- a fresh clone, and make demo in one
+REPO = Path(__file__).parents[2]
+#: what a fresh clone does not have (or has empty: data_lake/ holds its README only)
+NOT_IN_A_CLONE = {".git", "data_lake", ".dagster_home", "test-output", ".pytest_cache", ".ruff_cache", "tmp"}
+DEMO_TIMEOUT_S = 1200
+
+
+def fresh_clone(root: Path) -> Path:
+    """``root`` laid out as a fresh clone of this repository with its venv installed: every tracked top-level
+    entry linked (code, configs, recorded data, ``.venv``), ``data_lake/`` holding its README only, no run
+    history. README commands run in it as written (``$PWD``, ``data_lake/``, ``.dagster_home/``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in REPO.iterdir():
+        if entry.name not in NOT_IN_A_CLONE:
+            (root / entry.name).symlink_to(entry)
+    (root / "data_lake").mkdir()
+    shutil.copy(REPO / "data_lake" / "README.md", root / "data_lake" / "README.md")
+    return root
+
+
+def clone_env(root: Path) -> dict[str, str]:
+    """The environment of a shell in the clone: no MIDFREQ_* or DAGSTER_HOME of the test session; the lake
+    is the clone's ``data_lake/`` (what the default is in a real clone: the package's own folder)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDFREQ_") and k != "DAGSTER_HOME"}
+    env["MIDFREQ_DATA_LAKE"] = str(root / "data_lake")
+    return env
+
+
+@pytest.fixture(scope="session")
+def demo_clone(tmp_path_factory) -> dict[str, object]:
+    """``make demo`` as the README says, in a fresh clone: the clone, its output and exit status, its wall time."""
+    root = fresh_clone(tmp_path_factory.mktemp("demo") / "midfreq")
+    started = time.monotonic()
+    proc = subprocess.run(["make", "demo"], cwd=root, env=clone_env(root), capture_output=True, text=True,
+                          timeout=DEMO_TIMEOUT_S)
+    return {"root": root, "stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode,
+            "wall_s": time.monotonic() - started}
+
+
+@pytest.fixture(scope="session")
+def clone_kit():
+    """``clone_kit.fresh(root)`` and ``clone_kit.env(root)``: a fresh clone's layout and its shell environment."""
+    import types
+
+    return types.SimpleNamespace(fresh=fresh_clone, env=clone_env)
