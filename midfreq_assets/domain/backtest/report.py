@@ -143,9 +143,10 @@ def plot_sensitivity(table: pd.DataFrame, params: list[str], metrics: list[str])
             ax.set_xticks(x, g.index, fontsize=7)
             ax.set_title(f"{m} vs {p.split('.')[-1]}", fontsize=8)
             ax.set_xlabel(p.split('.')[-1], fontsize=7)
-            if m in ("log_growth", "cost_drag", "turnover"):
+            if m in ("log_growth", "cost_drag"):
                 percent_axis(ax)
-            ax.set_ylabel(f"{m} ({'%/yr' if m in ('log_growth', 'cost_drag', 'turnover') else 'ratio'})", fontsize=7)
+            unit = {"log_growth": "%/yr", "cost_drag": "%/yr", "turnover": "x wealth/yr"}.get(m, "ratio")
+            ax.set_ylabel(f"{m} ({unit})", fontsize=7)
     fig.tight_layout()
     return fig_to_base64(fig)
 
@@ -297,14 +298,14 @@ def _table_html(df: pd.DataFrame, css: str = "t") -> str:
 
 
 #: Headline columns that are numbers written as text (right-aligned).
-NUMERIC_TEXT = {"log growth /yr", "invested", "excess over bar /yr", "excess 95% CI", "PBO",
+NUMERIC_TEXT = {"log growth /yr", "invested", "excess over bar /yr", "excess CI", "PBO",
                 "deflated Sharpe of excess", "max drawdown", "turnover /yr", "rank"}
 
 
 #: The headline table's columns (label, column): what a person decides on, first.
 HEADLINE_VIEW = [("row", "name"), ("what it is", "role"), ("log growth /yr", "log_growth"),
                  ("invested", "invested_share"), ("excess over bar /yr", "excess_over_bar"),
-                 ("excess 95% CI", "_ci"), ("PBO", "pbo"), ("deflated Sharpe of excess", "deflated_sharpe_excess"),
+                 ("excess CI", "_ci"), ("PBO", "pbo"), ("deflated Sharpe of excess", "deflated_sharpe_excess"),
                  ("max drawdown", "max_drawdown"), ("turnover /yr", "turnover")]
 
 

@@ -18,11 +18,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 #: Columns shown as percentages (fractions, per year where the metric is annual).
-PERCENT = {"log_growth", "base_rate", "excess_log_growth", "invested_share", "volatility", "max_drawdown", "turnover",
+PERCENT = {"log_growth", "base_rate", "excess_log_growth", "invested_share", "volatility", "max_drawdown",
            "cost_drag", "il_drag", "price_pnl", "il_data_missing_share", "tracking_error", "excess_over_bar",
            "excess_vs_benchmark", "excess_ci_low", "excess_ci_high", "predicted_apy", "realized_apy",
            "portfolio_apy", "best_available_apy", "mean_portfolio_apy", "mean_best_available_apy", "tracking_bias",
            "tracking_rmse", "mean_predicted_apy", "mean_realized_apy", "test_log_growth", "margin"}
+#: ``turnover``: traded value per year as a multiple of wealth (``14.3x``).
 #: Amounts (reference asset): thousands separators, no decimals.
 AMOUNTS = {"gas_usd", "final_wealth", "cost_usd", "wealth"}
 #: Counts.
@@ -67,6 +68,8 @@ def fmt_cell(column: str, value: object) -> str:
         v = float(value)
         if not math.isfinite(v):
             return "n/a"
+        if column == "turnover":  # traded value over wealth per year
+            return f"{v:.1f}x"
         if column in PERCENT:
             return f"{v * 100:+.2f}%" if column.startswith(("excess", "margin")) else f"{v * 100:.2f}%"
         if column in AMOUNTS:
@@ -97,10 +100,11 @@ def date_axis(ax) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
-def percent_axis(ax, axis: str = "y") -> None:
+def percent_axis(ax, axis: str = "y", decimals: int | None = None) -> None:
+    """Ticks as percentages (fractions on the axis); decimals chosen from the range unless given."""
     from matplotlib.ticker import PercentFormatter
 
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=1))
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=decimals))
 
 
 def legend_outside(ax, **kw) -> None:
@@ -146,9 +150,9 @@ table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}
 table.t th{background:#f0f0f0;text-align:left;position:sticky;top:0}
 table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;white-space:nowrap;text-align:left}
 table.t td.n{text-align:right;font-variant-numeric:tabular-nums}
-table.headline{font-size:14px} table.headline tbody tr:first-child td{font-weight:600}
-table.headline td:first-child{white-space:normal;max-width:22em;overflow-wrap:anywhere}
-table.headline td:nth-child(2){white-space:normal;max-width:14em}
+table.headline{font-size:13px} table.headline tbody tr:first-child td{font-weight:600}
+table.headline td:first-child{white-space:normal;min-width:10em;max-width:20em;overflow-wrap:anywhere}
+table.headline td:nth-child(2){white-space:normal;max-width:11em}
 p.caption{font-size:12px;color:#444;margin-top:0}
 .wide{overflow-x:auto;max-width:100%}
 img{max-width:100%;height:auto}

@@ -48,8 +48,8 @@ def test_the_headline_table_is_narrow_and_leads_with_what_decides():
     wf, bar = head.iloc[0], head.iloc[1]
     assert wf["row"] == "walk_forward" and bar["what it is"] == ROLE_BAR
     assert wf["log growth /yr"] == "5.50%" and wf["excess over bar /yr"] == "+1.00%"
-    assert wf["excess 95% CI"] == "[-0.20%, +2.00%]" and wf["PBO"] == "0.250" and wf["deflated Sharpe of excess"] == "0.700"
-    assert bar["excess 95% CI"] == "n/a" and bar["PBO"] == "n/a"  # a benchmark has none: said, never NaN
+    assert wf["excess CI"] == "[-0.20%, +2.00%]" and wf["PBO"] == "0.250" and wf["deflated Sharpe of excess"] == "0.700"
+    assert bar["excess CI"] == "n/a" and bar["PBO"] == "n/a"  # a benchmark has none: said, never NaN
 
 
 def test_the_page_has_no_nan_each_benchmark_once_and_a_printable_style():
