@@ -57,7 +57,7 @@ def weight_plots(out: pd.DataFrame, top: int = 5) -> dict[str, object]:
         from midfreq_assets.previews import learn_pool_names
 
         learn_pool_names(learn)
-    weights = pools.pivot_table(index="date", columns="pool", values="target_weight", aggfunc="sum").fillna(0.0)
+    weights = pools.groupby(["date", "pool"])["target_weight"].sum().unstack(fill_value=0.0)
     days = pd.DatetimeIndex(sorted(out["date"].unique()))
     weights = weights.reindex(days, fill_value=0.0)
     order = weights.mean().sort_values(ascending=False).index

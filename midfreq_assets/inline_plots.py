@@ -19,6 +19,7 @@ INLINE_LIMIT = 999
 #: One colour per series position (matplotlib's tab10 in 3-digit hex), the last for "other"/"idle".
 COLORS = ["27b", "f80", "3a3", "d33", "96b", "865", "e7c", "1bc", "bb2"]
 GREY = "999"
+LIGHT = "ccc"  # idle cash
 W, H, TOP, BOTTOM = 200, 80, 9, 62  # canvas, plot area between TOP and BOTTOM
 POINTS = (48, 36, 24, 16, 12, 8, 6, 4)
 
@@ -48,9 +49,10 @@ def to_markdown(svg: str, alt: str) -> str:
     return f"![{_esc(alt)}](<data:image/svg+xml,{enc}>)"
 
 
-def fit(render: Callable[[int], str], alt: str) -> MetadataValue | None:
-    """The first rendering (``render(n_points)``, from the finest) whose markdown fits inline."""
-    for n in POINTS:
+def fit(render: Callable[[int], str], alt: str, min_points: int = 0) -> MetadataValue | None:
+    """The first rendering (``render(n_points)``, from the finest, at least ``min_points``) whose
+    markdown fits inline."""
+    for n in (n for n in POINTS if n >= min_points):
         md = to_markdown(render(n), alt)
         if len(md) <= INLINE_LIMIT:
             return MetadataValue.md(md)
@@ -85,7 +87,7 @@ def lines(series: Mapping[str, Sequence[float]], title: str, fmt: Callable[[floa
         return None
     lo, hi = float(finite.min()), float(finite.max())
 
-    def render(n: int) -> str:
+    def render(n: int, names: list[str]) -> str:
         body = [_title(title), _text(W - 1, TOP + 2, fmt(hi), anchor="end"),
                 _text(W - 1, BOTTOM, fmt(lo), anchor="end"), "<g fill='none'>"]
         for i, name in enumerate(names):
@@ -100,7 +102,12 @@ def lines(series: Mapping[str, Sequence[float]], title: str, fmt: Callable[[floa
             x += 8 + 3.4 * len(_esc(name))
         return _svg("".join(body))
 
-    return fit(render, title)
+    for least in (16, 0):  # a readable line (16+ points) over more series; then whatever fits
+        for k in range(len(names), 0, -1):  # the first series matter most: drop the last ones
+            plot = fit(lambda n, k=k: render(n, names[:k]), title, least)
+            if plot is not None:
+                return plot
+    return None
 
 
 def stacked(shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[str, str] = ("", "")
@@ -118,13 +125,13 @@ def stacked(shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[s
         xs = np.linspace(0, W - 30, len(cols))
         body = [_title(title), _text(W - 1, TOP + 2, "100%", anchor="end"), _text(W - 1, BOTTOM, "0%", anchor="end")]
         for i in range(len(names) - 1, -1, -1):  # the tallest first, each lower layer drawn over it
-            color = GREY if names[i] in ("idle", "other") else COLORS[i % len(COLORS)]
+            color = LIGHT if names[i] == "idle" else GREY if names[i] == "other" else COLORS[i % len(COLORS)]
             top = _points(xs, _scale(cum[i], 0.0, 1.0))
             body.append(f"<path fill='#{color}' d='M{top}V{BOTTOM}H0'/>")
         body += [_text(1, BOTTOM + 7, x_labels[0]), _text(W - 30, BOTTOM + 7, x_labels[1], anchor="end")]
         x = 1
         for i, name in enumerate(names):
-            color = GREY if name in ("idle", "other") else COLORS[i % len(COLORS)]
+            color = LIGHT if name == "idle" else GREY if name == "other" else COLORS[i % len(COLORS)]
             body.append(_text(x, H - 2, name, color))
             x += 8 + 3.4 * len(_esc(name))
         return _svg("".join(body))

@@ -70,11 +70,11 @@ def _format_column(s: pd.Series, unit: str) -> list[str]:
     if pd.api.types.is_bool_dtype(s.dtype):
         return ["yes" if v else "" for v in s]
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        t = pd.to_datetime(s)
-        daily = bool(((t.dt.hour == 0) & (t.dt.minute == 0) & (t.dt.second == 0)).all())
-        return [("" if pd.isna(v) else v.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M")) for v in t]
+        values = [pd.Timestamp(v) if v == v else None for v in s.tolist()]
+        daily = all(v is None or v == v.normalize() for v in values)
+        return ["" if v is None else v.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M") for v in values]
     if pd.api.types.is_numeric_dtype(s.dtype):
-        return [fmt_number(v, unit) for v in s.to_numpy(dtype=float)]
+        return [fmt_number(v, unit) for v in s.to_numpy(dtype=float).tolist()]
     out = []
     for v in s:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -98,14 +98,15 @@ def table_preview(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = "", sche
     column is formatted by its unit."""
     del floatfmt
     shown = df.head(max_rows)
-    if len(shown):
-        shown = shown.loc[:, [c for c in shown.columns if not shown[c].isna().all()]]
+    empty = shown.isna().all(axis=0) if len(shown) else pd.Series(False, index=shown.columns)
     cols: dict[str, list[str]] = {}
     label = "name" if "name" not in shown else "pool_name"  # the pool's symbol, project and chain
     order: list[str] = []
-    for c in shown.columns:
+    for c, series in shown.items():
+        if empty[c]:
+            continue
         name = str(c)
-        cols[name] = _format_column(shown[c], unit_of(name, schema))
+        cols[name] = _format_column(series, unit_of(name, schema))
         order.append(name)
         if name in POOL_COLUMNS and "symbol" not in shown and label not in cols:
             labels = [POOL_NAMES.get(v, "") for v in cols[name]]

@@ -83,3 +83,14 @@ def test_weight_plot_stacks_the_most_held_pools_and_idle():
     svg = _svg_of(plots["weights_plot"].value)
     assert "1 USDC aave-v3" in svg and "idle" in svg
     assert "2024-01-30" in _svg_of(plots["trades_plot"].value)
+
+
+def test_a_plot_with_too_many_series_keeps_the_first_ones_readable():
+    names = ["walk_forward", "best_trailing_hysteresis", "best_trailing_apy", "top_k_trailing", "incumbent"]
+    rng = np.random.default_rng(2)
+    value = inline_plots.lines({n: np.cumprod(1 + rng.normal(2e-4, 1e-4, 300)) for n in names}, "Wealth W/W0",
+                               lambda v: f"{v:.3f}", ("2024-11-06", "2025-06-05"))
+    svg = _svg_of(value.value)
+    assert len(value.value) <= inline_plots.INLINE_LIMIT and "walk_forward" in svg and "best_trailing_hysteresis" in svg
+    points = re.search(r"points='([^']*)'", svg).group(1).split(",")
+    assert len(points) // 2 >= 16  # a readable line: series are dropped before the line gets coarse

@@ -259,7 +259,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     return [backtest_panel, backtest_runs, backtest_report]
 
 
-def report_wealth(evaluation, stats: dict, benchmarks: int = 3) -> tuple[dict[str, pd.Series], list[str]]:
+def report_wealth(evaluation, stats: dict, benchmarks: int = 2) -> tuple[dict[str, pd.Series], list[str]]:
     """The wealth paths the asset page plots: the walk-forward, the bar (the strongest constrained
     benchmark) and the next ``benchmarks`` constrained benchmarks of its set by final wealth."""
     bar = str(stats.get("excess_over", ""))

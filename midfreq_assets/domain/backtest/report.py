@@ -27,6 +27,16 @@ from midfreq_assets.domain.backtest.benchmarks import benchmark_set_of, is_const
 from midfreq_assets.domain.backtest.engine import BacktestResult
 from midfreq_assets.domain.backtest.evaluation import GridEvaluation
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics, metrics_table
+from midfreq_assets.domain.backtest.report_style import (
+    BACKGROUND,
+    STYLE,
+    Palette,
+    date_axis,
+    dedupe_benchmarks,
+    format_table,
+    legend_outside,
+    percent_axis,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -60,43 +70,61 @@ def img_tag(b64: str, alt: str = "") -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"/>'
 
 
-def plot_wealth(wealth: dict[str, pd.Series], highlight: list[str] | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(9, 4))
+def plot_wealth(wealth: dict[str, pd.Series], highlight: list[str] | None = None,
+                palette: Palette | None = None) -> str:
+    """Every path thin and grey behind, the ``highlight`` ones drawn in their own colours and named."""
+    fig, ax = plt.subplots(figsize=(10, 4))
     highlight = highlight or []
+    palette = palette or Palette()
     for name, w in wealth.items():
-        strong = name in highlight
-        ax.plot(w.index, w / w.iloc[0], lw=2 if strong else 0.7, alpha=1 if strong else 0.4,
-                label=name if strong else None)
-    ax.set_title("Wealth (W / W0)")
-    if highlight:
-        ax.legend(fontsize=7)
+        if name not in highlight:
+            ax.plot(w.index, w / w.iloc[0], lw=0.6, alpha=0.5, color=BACKGROUND)
+    for name in highlight:
+        if name in wealth:
+            w = wealth[name]
+            ax.plot(w.index, w / w.iloc[0], lw=1.8, color=palette(name), label=name)
+    ax.set_title("Wealth relative to the start (grey: every grid point)", fontsize=10)
+    ax.set_ylabel("wealth / initial wealth (x)")
+    date_axis(ax)
+    legend_outside(ax)
     return fig_to_base64(fig)
 
 
-def plot_drawdowns(wealth: dict[str, pd.Series], highlight: list[str]) -> str:
-    fig, ax = plt.subplots(figsize=(9, 3))
+def plot_drawdowns(wealth: dict[str, pd.Series], highlight: list[str], palette: Palette | None = None) -> str:
+    fig, ax = plt.subplots(figsize=(10, 3))
+    palette = palette or Palette()
     for name in highlight:
-        w = wealth[name]
-        ax.plot(w.index, w / w.cummax() - 1.0, lw=1, label=name)
-    ax.set_title("Drawdown")
-    ax.legend(fontsize=7)
+        if name in wealth:
+            w = wealth[name]
+            ax.plot(w.index, w / w.cummax() - 1.0, lw=1, label=name, color=palette(name))
+    ax.set_title("Drawdown from the running peak", fontsize=10)
+    ax.set_ylabel("drawdown (% of peak wealth)")
+    percent_axis(ax)
+    date_axis(ax)
+    legend_outside(ax)
     return fig_to_base64(fig)
 
 
 def plot_weights(weights: pd.DataFrame, top: int = 10, title: str = "Weights",
-                 labels: dict[str, str] | None = None) -> str:
-    """Stacked weights (dates x pools), the ``top`` largest on average, the rest as 'other'."""
-    fig, ax = plt.subplots(figsize=(9, 4))
+                 labels: dict[str, str] | None = None, palette: Palette | None = None) -> str:
+    """Stacked weights (dates x pools), the ``top`` largest on average each in its own colour, the
+    rest as 'other' (grey); the white space above is idle cash."""
+    fig, ax = plt.subplots(figsize=(10, 4))
     if weights.empty:
         ax.set_title(f"{title}: nothing held")
         return fig_to_base64(fig)
+    palette = palette or Palette()
     order = weights.mean().sort_values(ascending=False).index
     shown = weights[order[:top]]
     other = weights[order[top:]].sum(axis=1)
-    ax.stackplot(weights.index, *[shown[c] for c in shown.columns], other,
-                 labels=[(labels or {}).get(c, str(c)[:8]) for c in shown.columns] + ["other"])
-    ax.set_title(title)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    names = [(labels or {}).get(c, str(c)[:8]) for c in shown.columns]
+    ax.stackplot(weights.index, *[shown[c] for c in shown.columns], other, labels=[*names, "other"],
+                 colors=[*[palette(f"pool {c}") for c in shown.columns], BACKGROUND])
+    ax.set_title(f"{title} (white: idle cash)", fontsize=10)
+    ax.set_ylabel("share of wealth")
+    percent_axis(ax)
+    date_axis(ax)
+    legend_outside(ax)
     return fig_to_base64(fig)
 
 
@@ -114,49 +142,97 @@ def plot_sensitivity(table: pd.DataFrame, params: list[str], metrics: list[str])
             ax.fill_between(x, g["min"], g["max"], alpha=0.2)
             ax.set_xticks(x, g.index, fontsize=7)
             ax.set_title(f"{m} vs {p.split('.')[-1]}", fontsize=8)
+            ax.set_xlabel(p.split('.')[-1], fontsize=7)
+            if m in ("log_growth", "cost_drag"):
+                percent_axis(ax)
+            unit = {"log_growth": "%/yr", "cost_drag": "%/yr", "turnover": "x wealth/yr"}.get(m, "ratio")
+            ax.set_ylabel(f"{m} ({unit})", fontsize=7)
+    fig.tight_layout()
+    return fig_to_base64(fig)
+
+
+def plot_heatmaps(table: pd.DataFrame, params: list[str], metric: str = "log_growth", limit: int = 6) -> str | None:
+    """Mean ``metric`` of the grid points over each pair of parameters with several values (the
+    other parameters averaged out), one heatmap per pair, values written in the cells."""
+    varied = [p for p in params if p in table and table[p].nunique() > 1]
+    pairs = [(a, b) for i, a in enumerate(varied) for b in varied[i + 1:]][:limit]
+    if not pairs:
+        return None
+    cols = min(len(pairs), 3)
+    rows = (len(pairs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(pairs):]:
+        ax.set_visible(False)
+    for ax, (a, b) in zip(axes.flat, pairs, strict=False):
+        grid = table.pivot_table(index=table[a].astype(str), columns=table[b].astype(str), values=metric,
+                                 aggfunc="mean", sort=False)
+        im = ax.imshow(grid.to_numpy(dtype=float) * 100, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=7, rotation=30)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+        ax.set_xlabel(b.split(".")[-1], fontsize=8)
+        ax.set_ylabel(a.split(".")[-1], fontsize=8)
+        if grid.size <= 64:
+            for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v * 100:.2f}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label=f"mean {metric} (%/yr)")
     fig.tight_layout()
     return fig_to_base64(fig)
 
 
 def plot_predicted_vs_realized(steps: pd.DataFrame, title: str = "Predicted vs realized APY") -> str:
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     s = steps.dropna(subset=["predicted_apy", "realized_apy"])
-    a1.plot(pd.to_datetime(s["date"]), s["predicted_apy"], lw=1, label="predicted")
-    a1.plot(pd.to_datetime(s["date"]), s["realized_apy"], lw=0.7, label="realized")
-    a1.legend(fontsize=7)
+    a1.plot(pd.to_datetime(s["date"]), s["predicted_apy"], lw=1, label="predicted", color="#1f3b73")
+    a1.plot(pd.to_datetime(s["date"]), s["realized_apy"], lw=0.7, label="realized", color="#e69f00")
     a1.set_title(title, fontsize=9)
-    a2.scatter(s["predicted_apy"], s["realized_apy"], s=4, alpha=0.5)
+    a1.set_ylabel("portfolio APY (%/yr)")
+    percent_axis(a1)
+    date_axis(a1)
+    a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, frameon=False)
+    a2.scatter(s["predicted_apy"], s["realized_apy"], s=4, alpha=0.5, color="#1f3b73")
     if len(s):
         lo, hi = float(s[["predicted_apy", "realized_apy"]].min().min()), float(s[["predicted_apy", "realized_apy"]].max().max())
         a2.plot([lo, hi], [lo, hi], "k--", lw=0.7)
-    a2.set_xlabel("predicted")
-    a2.set_ylabel("realized")
+    a2.set_xlabel("predicted APY (%/yr)")
+    a2.set_ylabel("realized APY (%/yr)")
+    percent_axis(a2, "x")
+    percent_axis(a2)
+    fig.tight_layout()
     return fig_to_base64(fig)
 
 
 def plot_lines(frame: pd.DataFrame, title: str, ylabel: str, labels: dict[str, str] | None = None,
-               highlight: list[str] | None = None) -> str:
-    """One line per column of ``frame`` (index = dates); ``highlight`` columns drawn bold and named."""
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+               highlight: list[str] | None = None, palette: Palette | None = None, key: str = "") -> str:
+    """One line per column of ``frame`` (index = dates); ``highlight`` columns drawn in their own
+    colours (``palette(key + column)``) and named, the others thin and grey; an APY or share
+    ``ylabel`` gets a % axis."""
+    fig, ax = plt.subplots(figsize=(10, 3.5))
     if frame.empty:
         ax.set_title(f"{title}: no data")
         return fig_to_base64(fig)
+    palette = palette or Palette()
     for col in frame.columns:
         strong = highlight is None or col in highlight
-        ax.plot(frame.index, frame[col], lw=1.2 if strong else 0.6, alpha=1 if strong else 0.35,
+        ax.plot(frame.index, frame[col], lw=1.2 if strong else 0.6, alpha=1 if strong else 0.5,
+                color=palette(f"{key}{col}") if strong else BACKGROUND,
                 label=(labels or {}).get(col, str(col)[:48]) if strong else None)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
-    fig.autofmt_xdate()
+    if "fraction" in ylabel or "APY" in ylabel:
+        percent_axis(ax)
+        ax.set_ylabel(ylabel.replace("fraction/yr", "%/yr"), fontsize=8)
+    date_axis(ax)
+    legend_outside(ax)
     return fig_to_base64(fig)
 
 
 def analysis_sections(best: BacktestResult, steps: dict[str, pd.DataFrame], panel: pd.DataFrame,
-                      apy_column: str, pool_labels: dict[str, str], benchmarks: list[str], top: int = 8
-                      ) -> list[tuple[str, str, pd.DataFrame | None]]:
+                      apy_column: str, pool_labels: dict[str, str], benchmarks: list[str], top: int = 8,
+                      palette: Palette | None = None) -> list[tuple[str, str, pd.DataFrame | None]]:
     """The notebook's sections: ``best`` is a run of the best point (per-pool predictions kept),
     ``steps`` the per-step records of every run (grid points and benchmarks) by name."""
+    palette = palette or Palette()
     held = analysis.most_held(best, top)
     tracking = analysis.pool_tracking_table(best, pool_labels)
     vs_best = analysis.apy_vs_best(best.steps, panel, apy_column)
@@ -166,14 +242,16 @@ def analysis_sections(best: BacktestResult, steps: dict[str, pd.DataFrame], pane
     return [
         (f"APY of the {len(held)} most held pools ({apy_column}, per day)",
          plot_lines(analysis.pool_apy_over_time(panel, held, apy_column), "Pool APY", "APY (fraction/yr)",
-                    pool_labels), None),
+                    pool_labels, palette=palette, key="pool "), None),
         ("Tracking error per pool over the days held (predicted - realized APY)",
          plot_lines(analysis.pool_tracking_error(best, held), "Tracking error per pool", "APY (fraction/yr)",
-                    pool_labels), tracking.head(20)),
+                    pool_labels, palette=palette, key="pool "), tracking.head(20)),
         ("Cumulative transaction costs (proportional cost + gas, USD)",
-         plot_lines(costs, "Cumulative cost", "USD", highlight=[best.name, *benchmarks]), None),
+         plot_lines(costs, "Cumulative cost (grey: other runs)", "cumulative cost (reference asset)",
+                    highlight=[best.name, *benchmarks], palette=palette), None),
         ("Portfolio APY vs the best APY available each day (an eligible pool's, in hindsight)",
-         plot_lines(both, "Realized APY per step", "APY (fraction/yr)"), analysis.apy_vs_best_summary(vs_best)),
+         plot_lines(both, "Realized APY per step", "APY (fraction/yr)", palette=palette),
+         analysis.apy_vs_best_summary(vs_best)),
     ]
 
 
@@ -241,9 +319,12 @@ def plot_walk_forward(windows: pd.DataFrame, objective: str) -> str:
     lanes.barh(lane, width, left=start, height=0.6)
     lanes.set_yticks(range(len(points)), points, fontsize=6)
     lanes.set_title("Walk-forward: the point chosen for each test window (on the days before it)", fontsize=9)
-    score.step(start, windows[f"train_{objective}"], where="post", label=f"train {objective}")
-    score.plot(start + width / 2, windows["test_log_growth"], "o", label="test log growth (out of sample)")
-    score.legend(fontsize=7)
+    score.step(start, windows[f"train_{objective}"], where="post", label=f"train {objective}", color="#7f7f7f")
+    score.plot(start + width / 2, windows["test_log_growth"], "o", label="test log growth (out of sample)",
+               color="#1f3b73")
+    score.set_ylabel(f"{objective} (/yr)", fontsize=8)
+    date_axis(score)
+    legend_outside(score)
     fig.tight_layout()
     return fig_to_base64(fig)
 
@@ -256,31 +337,109 @@ def windows_table(windows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
+def _table_html(df: pd.DataFrame, css: str = "t") -> str:
+    """A table for people: numbers formatted by unit and right-aligned, no NaN (``n/a`` or blank),
+    scrollable when wide."""
+    shown = format_table(df)
+    numeric = [pd.api.types.is_numeric_dtype(df[c].dtype) and not pd.api.types.is_bool_dtype(df[c].dtype)
+               or str(c) in NUMERIC_TEXT for c in df.columns]
+    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in shown.columns)
+    rows = "".join("<tr>" + "".join(f'<td{" class=n" if num else ""}>{html.escape(v)}</td>'
+                                    for v, num in zip(row, numeric, strict=True)) + "</tr>"
+                   for row in shown.itertuples(index=False))
+    return f'<div class="wide"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+#: Headline columns that are numbers written as text (right-aligned).
+NUMERIC_TEXT = {"log growth /yr", "invested", "excess over bar /yr", "excess CI", "PBO",
+                "deflated Sharpe of excess", "max drawdown", "turnover /yr", "rank"}
+
+
+#: The headline table's columns (label, column): what a person decides on, first.
+HEADLINE_VIEW = [("row", "name"), ("what it is", "role"), ("log growth /yr", "log_growth"),
+                 ("invested", "invested_share"), ("excess over bar /yr", "excess_over_bar"),
+                 ("excess CI", "_ci"), ("PBO", "pbo"), ("deflated Sharpe of excess", "deflated_sharpe_excess"),
+                 ("max drawdown", "max_drawdown"), ("turnover /yr", "turnover")]
+
+
+def headline_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's first table, narrow enough for a laptop screen: the walk-forward, the bar, the
+    hindsight best point and the bar's other benchmarks (:func:`lead_table`'s rows) with growth,
+    invested share, excess over the bar and its interval, PBO and the deflated Sharpe of the excess
+    (the walk-forward's), drawdown and turnover; every figure as text, ``n/a`` where none applies."""
+    rows = _lead_rows(table)
+    if rows.empty:
+        return rows
+    bench = rows["kind"] == "benchmark" if "kind" in rows else pd.Series(False, index=rows.index)
+    rows = rows.assign(name=[str(n).split("@")[0] if b else str(n) for n, b in zip(rows["name"], bench, strict=True)])
+    text = format_table(rows[[c for _, c in HEADLINE_VIEW if c in rows and c != "_ci"]])
+    if {"excess_ci_low", "excess_ci_high"} <= set(rows):
+        lo, hi = format_table(rows[["excess_ci_low"]])["excess_ci_low"], format_table(rows[["excess_ci_high"]])[
+            "excess_ci_high"]
+        text["_ci"] = [f"[{a}, {b}]" if a != "n/a" else "n/a" for a, b in zip(lo, hi, strict=True)]
+    return pd.DataFrame({label: text.get(c, "n/a") for label, c in HEADLINE_VIEW}).reset_index(drop=True)
+
+
+def every_row_table(table: pd.DataFrame, top: int = 20, bottom: int = 5) -> tuple[pd.DataFrame, str]:
+    """The whole table for the page: the walk-forward, the grid points ranked by log growth (a large
+    grid: its ``top`` and ``bottom`` points, the rest counted), the benchmarks once per distinct
+    configuration; without the columns empty on every row. Returns (rows, a note on what is left out)."""
+    shown = dedupe_benchmarks(table, METRIC_COLUMNS)
+    kind = shown["kind"] if "kind" in shown else pd.Series("", index=shown.index)
+    points = shown[kind == "grid_point"].sort_values("log_growth", ascending=False) if "log_growth" in shown \
+        else shown[kind == "grid_point"]
+    note = ""
+    benchmarks = shown[kind == "benchmark"]
+    if len(points) > top + bottom:
+        note = (f"{len(points) - top - bottom:,} of {len(points):,} grid points not listed (ranked by log growth: "
+                f"the best {top} and the worst {bottom} are); every row is in the asset's Parquet table.")
+        points = pd.concat([points.head(top), points.tail(bottom)])
+        bar = shown.loc[shown["role"] == ROLE_BAR, "benchmark_set"] if "role" in shown else pd.Series(dtype=object)
+        if len(bar) and benchmarks["benchmark_set"].nunique() > 1:  # a big grid: the bar's set only
+            of_bar = benchmarks["benchmark_set"].astype(str).str.split(", ").map(lambda sets: str(bar.iloc[0]) in sets)
+            note += (f" Benchmarks: the {int(of_bar.sum())} of the bar's configuration, of {len(benchmarks):,} "
+                     "rows in every configuration.")
+            benchmarks = benchmarks[of_bar]
+    rank = pd.Series([str(r) for r in range(1, len(points) + 1)], index=points.index, dtype=object) if not note \
+        else pd.Series([str(r) for r in [*range(1, top + 1), *range(len(shown[kind == "grid_point"]) - bottom + 1,
+                                                                   len(shown[kind == "grid_point"]) + 1)]],
+                       index=points.index, dtype=object)
+    out = pd.concat([shown[kind == WALK_FORWARD_KIND], points.assign(rank=rank), benchmarks])
+    out = out.loc[:, [c for c in out.columns if not out[c].isna().all() and c != "grid"]]
+    if "rank" in out:
+        out.insert(1, "rank", out.pop("rank"))
+    return out, note
 
 
 def html_report(title: str, table: pd.DataFrame, sections: list[tuple], notes: list[str] | None = None,
                 lead: pd.DataFrame | None = None, summary: str = "") -> str:
-    """A self-contained page: the lead table (the walk-forward, the bar, the hindsight best point and
-    the other benchmarks) with ``summary`` under it, the whole table, then (heading, base64 PNG[,
-    table]) sections."""
+    """A self-contained, printable page: the headline table (:func:`headline_table`; ``lead``, when
+    given without the ``role`` column, as it is) with ``summary`` under it, the notes, the whole table
+    (:func:`every_row_table`), then (heading, base64 PNG[, table]) sections."""
     body = [f"<h1>{html.escape(title)}</h1>"]
-    if lead is not None and len(lead):
-        body.append(_table_html(lead))
+    head = headline_table(table) if "role" in table else (lead if lead is not None else pd.DataFrame())
+    if len(head):
+        body.append(_table_html(head, "t headline"))
+        bar = table.loc[table["role"] == ROLE_BAR, "benchmark_set"] if "role" in table else pd.Series(dtype=object)
+        if len(bar) and str(bar.iloc[0]):
+            body.append(f"<p class=caption>Benchmarks under the configuration {html.escape(str(bar.iloc[0]))} "
+                        "(the bar's); the others are in Every row.</p>")
     if summary:
-        body.append(f"<p><b>{html.escape(summary)}</b></p>")
+        body.append(f'<p class="summary">{html.escape(summary)}</p>')
     body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
-    body.append("<h2>Every row</h2>" if lead is not None and len(lead) else "")
-    body.append(_table_html(table))
+    rows, left_out = every_row_table(table) if "kind" in table else (table, "")
+    body.append("<h2>Every row</h2>" if len(head) else "")
+    if left_out:
+        body.append(f"<p>{html.escape(left_out)}</p>")
+    body.append(_table_html(rows))
     for heading, b64, *extra in sections:
+        if not b64:
+            continue
         body.append(f"<h2>{html.escape(heading)}</h2>{img_tag(b64, heading)}")
         if extra and extra[0] is not None:
             body.append(_table_html(extra[0]))
-    style = ("body{font-family:sans-serif;margin:2em} table.t{border-collapse:collapse;font-size:12px}"
-             "table.t td,table.t th{padding:2px 6px;border-bottom:1px solid #ddd}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+           f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +496,12 @@ def row_roles(table: pd.DataFrame, bar: str) -> pd.Series:
 def lead_table(table: pd.DataFrame) -> pd.DataFrame:
     """The report's first table: the walk-forward, the bar, the hindsight best point (an upper bound),
     then the other benchmarks of the bar's set (constrained, then unconstrained, by log growth)."""
+    out = _lead_rows(table)
+    return out[[c for c in HEADLINE_COLUMNS if c in out]].reset_index(drop=True)
+
+
+def _lead_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lead_table`'s rows with every column."""
     if "role" not in table:
         return table.iloc[0:0]
     first = [ROLE_WALK_FORWARD, ROLE_BAR, ROLE_HINDSIGHT]
@@ -348,41 +513,7 @@ def lead_table(table: pd.DataFrame) -> pd.DataFrame:
     rest = rest[~rest.index.isin(head.index)]
     rest = rest.assign(_u=rest["role"] == ROLE_UNCONSTRAINED).sort_values(["_u", "log_growth"],
                                                                           ascending=[True, False])
-    out = pd.concat([head, rest.drop(columns="_u")])
-    return out[[c for c in HEADLINE_COLUMNS if c in out]].reset_index(drop=True)
-
-
-#: The page lists every row of a table up to this many; a bigger grid's page lists its best points
-#: and the benchmarks of the bar's set (:func:`ranked_rows`); the asset keeps every row.
-PAGE_ROWS = 80
-#: Grid points listed on the page of a big grid (ranked by the walk-forward's objective).
-PAGE_TOP_POINTS = 50
-
-
-def ranked_rows(table: pd.DataFrame, objective: str = "log_growth", max_rows: int = PAGE_ROWS,
-                top: int = PAGE_TOP_POINTS) -> tuple[pd.DataFrame, str]:
-    """The rows the HTML page lists, and a note saying what was left out. Up to ``max_rows`` rows:
-    every row. More (a grid of hundreds of points, each with its benchmark set): the walk-forward,
-    the ``top`` grid points by ``objective`` (ranked, ``rank`` column: 1 = best), the benchmarks of
-    the bar's set; the other points and benchmark sets are in the ``backtest_report`` asset (and the
-    sensitivity plots summarize every point)."""
-    if len(table) <= max_rows:
-        return table, ""
-    metric = objective if objective in table else "log_growth"
-    pts = table[table["kind"] == "grid_point"].sort_values(metric, ascending=False, na_position="last")
-    pts = pts.assign(rank=np.arange(1, len(pts) + 1))
-    bar = table[table["role"] == ROLE_BAR]
-    bench = table[table["kind"] == "benchmark"]
-    shown_bench = bench[bench["benchmark_set"] == bar["benchmark_set"].iloc[0]] if len(bar) else bench.iloc[0:0]
-    head = table[table["kind"] == WALK_FORWARD_KIND]
-    out = pd.concat([head, pts.head(top), shown_bench])
-    out = out[["rank", *[c for c in out.columns if c != "rank"]]]
-    sets = bench["benchmark_set"].nunique()
-    note = (f"Rows listed: the walk-forward, the best {min(top, len(pts))} of {len(pts)} grid points by {metric} "
-            f"(rank), and the {len(shown_bench)} benchmarks of the bar's set (of {len(bench)} benchmark rows in "
-            f"{sets} sets). Every row is in the backtest_report asset (parquet); the sensitivity plots summarize "
-            "every point.")
-    return out.reset_index(drop=True), note
+    return pd.concat([head, rest.drop(columns="_u")]).reset_index(drop=True)
 
 
 def best_point(table: pd.DataFrame, metric: str = "log_growth") -> pd.Series:
@@ -427,7 +558,7 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
                   pool_labels: dict[str, str], notes: list[str],
                   analysis_part: list[tuple[str, str, pd.DataFrame | None]] | None = None,
                   windows: pd.DataFrame | None = None, objective: str = "log_growth",
-                  summary: str = "") -> tuple[str, str]:
+                  summary: str = "", palette: Palette | None = None) -> tuple[str, str]:
     """The HTML page of a grid report and its wealth plot (base64 PNG, for the asset's metadata);
     ``analysis_part``: :func:`analysis_sections`, appended. With ``windows`` (the walk-forward's
     chosen points) the weights and predictions shown (``best_weights``, ``best_steps``) are the
@@ -436,25 +567,36 @@ def render_report(title: str, table: pd.DataFrame, params: list[str], wealth: di
     best = str(pts["name"].iloc[0])
     lead = WALK_FORWARD_KIND if windows is not None else best
     highlight = list(dict.fromkeys([lead, best, *benchmarks]))
-    wealth_png = plot_wealth(wealth, highlight)
+    palette = palette or role_palette(table, lead, best)
+    wealth_png = plot_wealth(wealth, highlight, palette)
     sections: list[tuple] = [
-        ("Wealth: all grid points (thin), walk-forward, best point in hindsight (an upper bound) and the "
+        ("Wealth: all grid points (grey), walk-forward, best point in hindsight (an upper bound) and the "
          "benchmarks of the bar's set", wealth_png),
-        ("Drawdowns", plot_drawdowns(wealth, highlight)),
+        ("Drawdowns", plot_drawdowns(wealth, highlight, palette)),
     ]
     if windows is not None:
         sections.append(("Walk-forward: the point chosen for each window", plot_walk_forward(windows, objective),
                          windows_table(windows)))
     sections += [
-        (f"Weights ({lead})", plot_weights(best_weights, labels=pool_labels)),
+        (f"Weights ({lead})", plot_weights(best_weights, labels=pool_labels, palette=palette)),
+        ("Mean log growth over each pair of hyperparameters (%/yr, the others averaged out)",
+         plot_heatmaps(pts, params) or ""),
         ("Sensitivity of metrics to each hyperparameter",
          plot_sensitivity(pts, params, ["log_growth", "excess_sharpe", "cost_drag", "turnover"])),
         (f"Predicted vs realized portfolio APY ({lead})", plot_predicted_vs_realized(best_steps)),
         *(analysis_part or []),
     ]
-    listed, left_out = ranked_rows(table, objective)
-    return html_report(title, listed, sections, [*notes, *([left_out] if left_out else [])], lead_table(table),
-                       summary), wealth_png
+    return html_report(title, table, sections, notes, lead_table(table), summary), wealth_png
+
+
+def role_palette(table: pd.DataFrame, lead: str, best: str) -> Palette:
+    """The report's colours: the walk-forward (or the lead point), the bar and the hindsight best
+    point fixed, every other series its own."""
+    bar = table.loc[table["role"] == ROLE_BAR, "name"] if "role" in table else pd.Series(dtype=object)
+    roles = {lead: "walk_forward", **({str(bar.iloc[0]): "bar"} if len(bar) else {})}
+    if best != lead:
+        roles[best] = "hindsight"
+    return Palette(roles)
 
 
 def grid_report(title: str, grid_name: str, parameters: list[str], params_of: dict[str, dict[str, object]],
@@ -483,12 +625,15 @@ def grid_report(title: str, grid_name: str, parameters: list[str], params_of: di
     shown = {k: r for k, r in evaluation.benchmarks.items() if benchmark_set_of(k) == bar_set}
     runs = {**evaluation.points, **({WALK_FORWARD_KIND: wf.result} if wf else {}), **shown}
     benchmarks = [n for n in shown if is_constrained(n)]
+    best = str(best_point(table)["name"])
+    palette = role_palette(table, WALK_FORWARD_KIND if wf else best, best)
     analysis_part = analysis_sections(lead, {k: r.steps for k, r in runs.items()}, panel, apy_column, pool_labels,
-                                      benchmarks) + lending_sections(panel, lead, apy_column, pool_labels)
+                                      benchmarks, palette=palette) + lending_sections(panel, lead, apy_column,
+                                                                                      pool_labels)
     page, png = render_report(title, table, parameters, {k: r.wealth for k, r in runs.items()}, benchmarks,
                               lead.weight_panel(), lead.steps, pool_labels, [*notes, *evaluation.notes],
                               analysis_part, wf.windows if wf else None, objective,
-                              headline(table, evaluation.stats()))
+                              headline(table, evaluation.stats()), palette)
     return table, page, png
 
 

@@ -81,8 +81,9 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert (table.loc[table["kind"] == "benchmark", "invested_share"] > 0.9).all()
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
     assert html.count("data:image/png;base64,") == 10  # 6 plots (one: the walk-forward's), 4 analysis sections
-    assert "Walk-forward: the point chosen" in html and "test_log_growth" in html
-    assert "Tracking error per pool" in html and "mean_best_available_apy" in html and "tracking_rmse" in html
+    assert "Walk-forward: the point chosen" in html and "test log growth" in html  # headers for people
+    assert "Tracking error per pool" in html and "mean best available apy" in html and "tracking rmse" in html
+    assert "NaN" not in html and ">nan<" not in html
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
     assert meta_out["headline"].value.startswith("walk-forward ") and meta_out["pbo_splits"].value == 16

@@ -85,5 +85,5 @@ def test_report_page_has_the_analysis_sections(run):
     page, _ = render_report("t", table, [], {"p": result.wealth}, [], result.weight_panel(), result.steps,
                             {}, [], part)
     for text in ("Tracking error per pool", "Cumulative transaction costs", "best APY available",
-                 "tracking_rmse", "mean_best_available_apy"):
+                 "tracking rmse", "mean best available apy"):  # column headers for people
         assert text in page

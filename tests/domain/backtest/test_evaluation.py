@@ -195,21 +195,23 @@ def test_deflated_sharpe_on_the_excess_is_not_saturated_like_the_plain_one():
 
 
 def test_a_big_grid_page_lists_its_best_points_ranked_and_the_bars_benchmarks():
-    """200 points with 4 benchmark sets: the page lists the walk-forward, the top points by the
-    objective (rank 1 = best) and the bar's set; a small grid's page lists every row."""
+    """200 points with 4 benchmark sets: the page lists the walk-forward, the best and worst points by
+    log growth (rank 1 = best) and the bar's set; a small grid's page lists every row."""
     rng = np.random.default_rng(0)
     metrics = lambda: {c: float(rng.normal()) for c in METRIC_COLUMNS}  # noqa: E731
     points = [(f"p{i}", {"x": i}, metrics()) for i in range(200)]
     bench = pd.DataFrame([{"name": f"equal_weight~s{k}", "benchmark_set": f"~s{k}", **metrics()} for k in range(4)])
     stats = {"excess_over": "equal_weight~s2"}
     table = report.report_table("g", ["x"], points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats)
-    listed, note = report.ranked_rows(table, "log_growth", max_rows=80, top=50)
+    listed, note = report.every_row_table(table, top=50, bottom=5)
     pts = listed[listed["kind"] == "grid_point"]
-    assert len(pts) == 50 and pts["rank"].tolist() == list(range(1, 51))
-    best = table[table["kind"] == "grid_point"].nlargest(50, "log_growth")["name"].tolist()
-    assert pts["name"].tolist() == best
+    assert len(pts) == 55 and pts["rank"].tolist() == [str(r) for r in [*range(1, 51), *range(196, 201)]]
+    ranked = table[table["kind"] == "grid_point"].sort_values("log_growth", ascending=False)["name"].tolist()
+    assert pts["name"].tolist() == ranked[:50] + ranked[-5:]
     assert listed["kind"].iloc[0] == "walk_forward"
     assert listed.loc[listed["kind"] == "benchmark", "name"].tolist() == ["equal_weight~s2"]
-    assert "50 of 200 grid points" in note and "4 sets" in note
-    small = table.head(30)
-    assert report.ranked_rows(small)[0] is small and report.ranked_rows(small)[1] == ""
+    assert "145 of 200 grid points" in note and "of 4 rows" in note
+    small_points = [(f"p{i}", {"x": i}, metrics()) for i in range(10)]
+    small = report.report_table("g", ["x"], small_points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats)
+    rows, note = report.every_row_table(small)
+    assert note == "" and (rows["kind"] == "grid_point").sum() == 10 and (rows["kind"] == "benchmark").sum() == 4
