@@ -125,7 +125,11 @@ def dedupe_benchmarks(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         return table
     rule = bench["name"].astype(str).str.split("@").str[0]
     cols = [c for c in metrics if c in bench]
-    key = pd.concat([rule.rename("_rule"), bench[cols].round(10).astype(str)], axis=1).agg("|".join, axis=1)
+    key = rule.astype(str).fillna("")
+    for c in cols:  # numbers to 10 decimals, any other value as its text; missing (pandas' str keeps NaN) as ""
+        number = pd.to_numeric(bench[c], errors="coerce")
+        values = number.round(10).astype(str).where(number.notna(), bench[c].astype(str))
+        key = key + "|" + values.fillna("")
     keep, sets = [], {}
     for idx, k in key.items():
         if k in sets:

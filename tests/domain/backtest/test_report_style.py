@@ -99,3 +99,14 @@ def test_one_colour_per_series_on_every_plot():
 ])
 def test_cells_are_formatted_by_unit(column, value, text):
     assert fmt_cell(column, value) == text
+
+
+def test_benchmarks_deduped_with_missing_values_keep_each_rule():
+    """A metric missing on every row (None in an object column: pandas' str dtype keeps it NaN) never
+    merges two rules nor fails; the same rule with the same numbers under two sets is shown once."""
+    from midfreq_assets.domain.backtest.report_style import dedupe_benchmarks
+
+    table = pd.DataFrame({"name": ["a@x", "a@y", "b@x"], "kind": "benchmark", "benchmark_set": ["x", "y", "x"],
+                          "log_growth": [0.1, 0.1, 0.2], "sharpe": pd.Series([None, None, None], dtype=object)})
+    out = dedupe_benchmarks(table, ["log_growth", "sharpe"])
+    assert out["name"].tolist() == ["a", "b@x"] and out["benchmark_set"].tolist() == ["x, y", "x"]
