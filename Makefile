@@ -30,7 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-validate: $(STAMP)
+validate: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
