@@ -151,9 +151,10 @@ def plot_sensitivity(table: pd.DataFrame, params: list[str], metrics: list[str])
     return fig_to_base64(fig)
 
 
-def plot_heatmaps(table: pd.DataFrame, params: list[str], metric: str = "log_growth", limit: int = 6) -> str | None:
+def plot_heatmaps(table: pd.DataFrame, params: list[str], metric: str = "log_growth", limit: int = 3) -> str | None:
     """Mean ``metric`` of the grid points over each pair of parameters with several values (the
-    other parameters averaged out), one heatmap per pair, values written in the cells."""
+    other parameters averaged out), one heatmap per pair (green: higher), values written in the
+    cells of a small grid."""
     varied = [p for p in params if p in table and table[p].nunique() > 1]
     pairs = [(a, b) for i, a in enumerate(varied) for b in varied[i + 1:]][:limit]
     if not pairs:
@@ -164,9 +165,9 @@ def plot_heatmaps(table: pd.DataFrame, params: list[str], metric: str = "log_gro
     for ax in axes.flat[len(pairs):]:
         ax.set_visible(False)
     for ax, (a, b) in zip(axes.flat, pairs, strict=False):
-        grid = table.pivot_table(index=table[a].astype(str), columns=table[b].astype(str), values=metric,
+        grid = table.pivot_table(index=table[a].map(_label), columns=table[b].map(_label), values=metric,
                                  aggfunc="mean", sort=False)
-        im = ax.imshow(grid.to_numpy(dtype=float) * 100, cmap="RdYlGn", aspect="auto")
+        ax.imshow(grid.to_numpy(dtype=float) * 100, cmap="RdYlGn", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=7, rotation=30)
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
         ax.set_xlabel(b.split(".")[-1], fontsize=8)
@@ -175,9 +176,14 @@ def plot_heatmaps(table: pd.DataFrame, params: list[str], metric: str = "log_gro
             for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
                 if np.isfinite(v):
                     ax.text(j, i, f"{v * 100:.2f}", ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax, label=f"mean {metric} (%/yr)")
-    fig.tight_layout()
+        ax.set_title(f"mean {metric} (%/yr)", fontsize=8)
+    fig.subplots_adjust(wspace=0.45, hspace=0.6, bottom=0.2)
     return fig_to_base64(fig)
+
+
+def _label(value: object) -> str:
+    """A grid value as a tick label (``0.0004``, not ``0.00039999999999999996``)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def plot_predicted_vs_realized(steps: pd.DataFrame, title: str = "Predicted vs realized APY") -> str:

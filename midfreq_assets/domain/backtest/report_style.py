@@ -125,11 +125,9 @@ def dedupe_benchmarks(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         return table
     rule = bench["name"].astype(str).str.split("@").str[0]
     cols = [c for c in metrics if c in bench]
-    key = rule.astype(str).fillna("")
-    for c in cols:  # numbers to 10 decimals, any other value as its text; missing (pandas' str keeps NaN) as ""
-        number = pd.to_numeric(bench[c], errors="coerce")
-        values = number.round(10).astype(str).where(number.notna(), bench[c].astype(str))
-        key = key + "|" + values.fillna("")
+    numbers = bench[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).round(10)
+    key = pd.Series([(r, *(None if v != v else v for v in row)) for r, row in zip(rule, numbers.tolist(), strict=True)],
+                    index=bench.index)
     keep, sets = [], {}
     for idx, k in key.items():
         if k in sets:

@@ -51,11 +51,17 @@ def run(assets: list, checks: list, server: ReplayServer, lake: Path, partition_
                        raise_on_error=False)
 
 
+def text_of(value: Any) -> Any:
+    """An inline metadata table as text, one ``a | b | c`` line per row (other values as they are)."""
+    records = getattr(value, "records", None)
+    return value if records is None else "\n".join(" | ".join(str(v) for v in r.data.values()) for r in records)
+
+
 def meta(result: Any) -> dict[str, Any]:
     """The first partition's own metadata, and the run's figures (``run_`` on a range run's last partition)."""
     events = result.get_asset_materialization_events()
-    first = {k: v.value for k, v in events[0].materialization.metadata.items()}
-    last = {k.removeprefix("run_"): v.value for k, v in events[-1].materialization.metadata.items()
+    first = {k: text_of(v.value) for k, v in events[0].materialization.metadata.items()}
+    last = {k.removeprefix("run_"): text_of(v.value) for k, v in events[-1].materialization.metadata.items()
             if k.startswith("run_")}
     return {**last, **first}
 

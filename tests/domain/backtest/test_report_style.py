@@ -110,3 +110,12 @@ def test_benchmarks_deduped_with_missing_values_keep_each_rule():
                           "log_growth": [0.1, 0.1, 0.2], "sharpe": pd.Series([None, None, None], dtype=object)})
     out = dedupe_benchmarks(table, ["log_growth", "sharpe"])
     assert out["name"].tolist() == ["a", "b@x"] and out["benchmark_set"].tolist() == ["x, y", "x"]
+
+
+def test_benchmarks_with_missing_figures_are_still_merged_by_their_numbers():
+    from midfreq_assets.domain.backtest.report_style import dedupe_benchmarks
+
+    table = pd.DataFrame({"name": ["a@x", "a@y", "b@x"], "kind": "benchmark", "benchmark_set": ["x", "y", "x"],
+                          "log_growth": [0.1, 0.1, 0.2], "excess_sharpe": [np.nan, np.nan, 1.0]})
+    out = dedupe_benchmarks(table, ["log_growth", "excess_sharpe"])
+    assert list(out["name"]) == ["a", "b@x"] and out["benchmark_set"].iloc[0] == "x, y"
