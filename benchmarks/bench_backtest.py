@@ -65,6 +65,7 @@ def _run_chunk(args):
     from midfreq_assets.defs.vault.backtests import build_backtest_assets
     from midfreq_assets.defs.vault.grid_sensor import RANGE_END_TAG, RANGE_START_TAG
     from midfreq_assets.partitions import daily_from
+    from midfreq_assets.pipeline import QUIET  # Dagster's per-event DEBUG lines stay in the run history
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     if not _STATE:
@@ -79,7 +80,7 @@ def _run_chunk(args):
         part = {"tags": {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}}
     res = materialize(_STATE["assets"], selection=[AssetKey([VAULT.name, "backtest_runs"])],
                       instance=_STATE["instance"], resources={"parquet_io_manager": ParquetIOManager(root=lake)},
-                      raise_on_error=False, **part)
+                      raise_on_error=False, run_config=QUIET, **part)
     return len(res.get_asset_materialization_events()) if res.success else 0
 
 

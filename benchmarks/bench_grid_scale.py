@@ -121,6 +121,7 @@ def materialize_report(home: str, lake: str, grids: Path, grid: str) -> bool:
 
     from midfreq_assets.defs.vault.backtests import build_backtest_assets
     from midfreq_assets.partitions import daily_from
+    from midfreq_assets.pipeline import QUIET, failure_message
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     days = daily_from(VAULT.start_date)
@@ -129,7 +130,9 @@ def materialize_report(home: str, lake: str, grids: Path, grid: str) -> bool:
     res = materialize([*build_backtest_assets(VAULT, grids), *upstream],
                       selection=[AssetKey([VAULT.name, "backtest_report"])], partition_key=grid,
                       instance=DagsterInstance.get(), resources={"parquet_io_manager": ParquetIOManager(root=lake)},
-                      raise_on_error=False)
+                      raise_on_error=False, run_config=QUIET)
+    if not res.success:
+        print(failure_message(res))
     return res.success
 
 
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild-points", type=int, default=3, help="points backtested the original way")
     ap.add_argument("--check-points", type=int, default=8, help="stored points compared with run_point alone")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--keep", type=Path, default=None, help="instance, lake and grid here (kept), not a temp dir")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"panel: {panel['pool'].nunique()} pools, {panel['date'].nunique()} days "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="midfreq-grid-scale-") as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=False)
+            tmp = str(args.keep)
         grids, home, lake = Path(tmp) / "grids", Path(tmp) / "home", str(Path(tmp) / "lake")
         grids.mkdir()
         home.mkdir()
