@@ -300,7 +300,7 @@ def lending_sections(panel: pd.DataFrame, lead: BacktestResult, apy_column: str,
         lost = (mine[apy_column] * (1.0 - 1.0 / (1.0 + h / depth))).where(h > 0)
         days_held = int((h > 0).sum())
         rows.append({
-            "pool": pool_labels.get(pool, str(pool)[:8]), "fitted_on": str(pd.Timestamp(last.loc[i, "date"]).date()),
+            "pool": pool_labels.get(pool, str(pool)[:8]), "as_of": str(pd.Timestamp(last.loc[i, "date"]).date()),
             "U*": round(float(resp.curve.optimal[i]), 2), "base": resp.curve.base[i], "slope1": resp.curve.slope1[i],
             "slope2": resp.curve.slope2[i], "reserve_factor": round(float(resp.curve.reserve_factor[i]), 3),
             "supply_usd": resp.supply[i], "utilization": resp.borrow[i] / resp.supply[i],
