@@ -22,16 +22,6 @@ from midfreq_resources.io.lake import read_daily, stored_days
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 from midfreq_resources.replay.server import ReplayServer
 
-
-def table_rows(value) -> list[dict]:
-    """A metadata table's rows (file tables are ``MetadataValue.table``)."""
-    return [dict(r.data) for r in value.records]
-
-
-def table_text(value) -> str:
-    return "\n".join(" | ".join(str(v) for v in row.values()) for row in table_rows(value))
-
-
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 CONFIG = load_project().binance
 PREMIUM, PREMIUM_CHECKS = build_premium_index_assets(CONFIG)
@@ -90,7 +80,7 @@ def test_premium_index_checksum_failure_fails_that_file_only(replay_env: ReplayS
     result = run(PREMIUM, PREMIUM_CHECKS, replay_env, tmp_path, window=("2023-03-20", "2023-03-22"))
     assert result.success
     m = meta(result)
-    assert m["files_failed"] == 1 and "checksum mismatch" in table_text(m["failed_files"])
+    assert m["files_failed"] == 1 and "checksum mismatch" in m["failed_files"]
     assert stored_days(tmp_path, "binance_premium_index_klines") == ["2023-03-20", "2023-03-21", "2023-03-22"]
     assert read_daily(tmp_path, "binance_premium_index_klines", days=["2023-03-21"]).empty
     assert m["gap_days"] == 0  # reported as a failed file (its day is not filled, nor double-counted as a gap)

@@ -46,7 +46,7 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
 
     assets = build_backtest_assets(VAULT, gdir)
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
@@ -121,7 +121,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
     upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
     result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
                          resources={"parquet_io_manager": io},
                          tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
@@ -148,3 +148,17 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     assert len(ranges) == 2
     assert ranges[0][:2] == (new[0], new[GRID_POINTS_PER_RUN - 1]) and ranges[0][2] is None
     assert ranges[1] == (None, None, new[-1])
+
+
+def test_a_big_grid_runs_in_a_few_long_runs():
+    """1,000 new points: 8 range runs of 125 contiguous points (not 125 runs of 8), every point once."""
+    from midfreq_assets.defs.vault.backtests import GRID_RUNS_PER_GRID, grid_chunk_size
+    from midfreq_assets.defs.vault.grid_sensor import point_run_requests
+
+    assert grid_chunk_size(16) == GRID_POINTS_PER_RUN and grid_chunk_size(1000) == 125
+    new = [f"p{i:04d}" for i in range(1000)]
+    runs = point_run_requests(VAULT, new)
+    assert len(runs) == GRID_RUNS_PER_GRID
+    starts = [new.index(r.tags[RANGE_START_TAG]) for r in runs]
+    ends = [new.index(r.tags[RANGE_END_TAG]) for r in runs]
+    assert starts == list(range(0, 1000, 125)) and ends == [s + 124 for s in starts]
