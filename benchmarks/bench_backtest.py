@@ -70,17 +70,25 @@ def _run_chunk(args):
 
     if not _STATE:
         days = daily_from(VAULT.start_date)
-        upstream = [AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
-                    for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
+        upstream = [
+            AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
+            for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))
+        ]
         _STATE["assets"] = [*build_backtest_assets(VAULT, grids), *upstream]
         _STATE["instance"] = DagsterInstance.get()
     if len(keys) == 1:
         part = {"partition_key": keys[0]}
     else:
         part = {"tags": {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}}
-    res = materialize(_STATE["assets"], selection=[AssetKey([VAULT.name, "backtest_runs"])],
-                      instance=_STATE["instance"], resources={"parquet_io_manager": ParquetIOManager(root=lake)},
-                      raise_on_error=False, run_config=QUIET, **part)
+    res = materialize(
+        _STATE["assets"],
+        selection=[AssetKey([VAULT.name, "backtest_runs"])],
+        instance=_STATE["instance"],
+        resources={"parquet_io_manager": ParquetIOManager(root=lake)},
+        raise_on_error=False,
+        run_config=QUIET,
+        **part,
+    )
     return len(res.get_asset_materialization_events()) if res.success else 0
 
 
@@ -88,35 +96,54 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", default="cost_sensitivity")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--points-per-run", type=int, default=None,
-                    help="partitions per run (default: the asset's backfill policy)")
+    ap.add_argument(
+        "--points-per-run",
+        type=int,
+        default=None,
+        help="partitions per run (default: the asset's backfill policy)",
+    )
     ap.add_argument("--skip-dagster", action="store_true")
     ap.add_argument("--skip-cvxpy", action="store_true", help="skip the (slow) cvxpy year")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
     panel = bundled_panel()
-    print(f"load + universe: {time.perf_counter() - t0:.2f}s, {panel['pool'].nunique()} pools, "
-          f"{panel['date'].nunique()} days")
+    print(
+        f"load + universe: {time.perf_counter() - t0:.2f}s, {panel['pool'].nunique()} pools, "
+        f"{panel['date'].nunique()} days"
+    )
     inputs = bt.inputs_from_panel(panel, VAULT)
     preds = bt.prediction_panel(panel, VAULT)
-    cases = [("vault strategy (protocol caps, exact solver + gas pruning)", VAULT.strategy),
-             ("no caps (exact solver + gas pruning)", VAULT.strategy.model_copy(update={"protocol_caps": {}})),
-             ("no caps, no gas/min trade (no pruning)",
-              VAULT.strategy.model_copy(update={"protocol_caps": {}, "gas_usd": 0.0, "min_trade_usd": 0.0}))]
+    cases = [
+        ("vault strategy (protocol caps, exact solver + gas pruning)", VAULT.strategy),
+        ("no caps (exact solver + gas pruning)", VAULT.strategy.model_copy(update={"protocol_caps": {}})),
+        (
+            "no caps, no gas/min trade (no pruning)",
+            VAULT.strategy.model_copy(update={"protocol_caps": {}, "gas_usd": 0.0, "min_trade_usd": 0.0}),
+        ),
+    ]
     if not args.skip_cvxpy:
-        cases.insert(1, ("vault strategy through cvxpy (use_fast_path=false)",
-                         VAULT.strategy.model_copy(update={"use_fast_path": False})))
+        cases.insert(
+            1,
+            (
+                "vault strategy through cvxpy (use_fast_path=false)",
+                VAULT.strategy.model_copy(update={"use_fast_path": False}),
+            ),
+        )
     for label, strategy in cases:
         t0, c0 = time.perf_counter(), time.process_time()
         res = bt.run_backtest(inputs, preds, strategy)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"1 year daily x {len(inputs.pools)} pools, {label}: {dt:.2f}s wall, {cpu:.2f}s CPU "
-              f"({1e3 * dt / len(res.steps):.2f} ms/step), final wealth {res.wealth.iloc[-1]:,.0f}"
-              f"{'  OK' if dt < 1 else '  (target < 1 s)'}")
+        print(
+            f"1 year daily x {len(inputs.pools)} pools, {label}: {dt:.2f}s wall, {cpu:.2f}s CPU "
+            f"({1e3 * dt / len(res.steps):.2f} ms/step), final wealth {res.wealth.iloc[-1]:,.0f}"
+            f"{'  OK' if dt < 1 else '  (target < 1 s)'}"
+        )
     t0 = time.perf_counter()
     bt.prediction_panel(panel, VAULT)
-    print(f"prediction panel (production's weekly refits, CV selection at each): {time.perf_counter() - t0:.2f}s")
+    print(
+        f"prediction panel (production's weekly refits, CV selection at each): {time.perf_counter() - t0:.2f}s"
+    )
     t0 = time.perf_counter()
     bt.prediction_panel(panel, VAULT, estimator="ewm_predictor")
     print(f"prediction panel (weekly refits, estimator pinned: no CV): {time.perf_counter() - t0:.2f}s")
@@ -126,8 +153,10 @@ def main() -> None:
     for p in points:
         run_point(panel, VAULT, p)
     serial, serial_cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"grid {args.grid}: {len(points)} points serial (plain Python): {serial:.1f}s wall, {serial_cpu:.1f}s CPU "
-          f"({serial / len(points):.2f}s/point)")
+    print(
+        f"grid {args.grid}: {len(points)} points serial (plain Python): {serial:.1f}s wall, {serial_cpu:.1f}s CPU "
+        f"({serial / len(points):.2f}s/point)"
+    )
     if args.skip_dagster:
         return
 
@@ -157,9 +186,11 @@ def main() -> None:
         with ProcessPoolExecutor(args.workers) as pool:  # a worker takes the next run when free
             ok = sum(pool.map(_run_chunk, [(str(home), lake, c) for c in chunks]))
         dag, dag_cpu = time.perf_counter() - t0, _cpu() - c0
-        print(f"grid {args.grid}: {len(keys)} partitions through Dagster in {len(chunks)} runs of <= {per_run}, "
-              f"{args.workers} concurrent: {dag:.1f}s wall, {dag_cpu:.1f}s CPU ({ok}/{len(keys)} materialized)"
-              f"{'  OK' if dag < 60 else '  (target < 60 s)'}; speed-up vs serial x{serial / dag:.2f}")
+        print(
+            f"grid {args.grid}: {len(keys)} partitions through Dagster in {len(chunks)} runs of <= {per_run}, "
+            f"{args.workers} concurrent: {dag:.1f}s wall, {dag_cpu:.1f}s CPU ({ok}/{len(keys)} materialized)"
+            f"{'  OK' if dag < 60 else '  (target < 60 s)'}; speed-up vs serial x{serial / dag:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,12 +63,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ids = build_corpus(root)
-        rows = sum(len(json.loads(p.read_text())["data"]) for p in (root / "defillama/yields/chart").glob("*.json"))
+        rows = sum(
+            len(json.loads(p.read_text())["data"]) for p in (root / "defillama/yields/chart").glob("*.json")
+        )
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "midfreq_resources.replay.cli", "replay", str(root), "--port", str(port),
-             "--latency-ms", str(LATENCY_MS)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-m",
+                "midfreq_resources.replay.cli",
+                "replay",
+                str(root),
+                "--port",
+                str(port),
+                "--latency-ms",
+                str(LATENCY_MS),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ.copy(),
         )
         try:
             base = f"http://127.0.0.1:{port}"
@@ -86,7 +99,9 @@ def main() -> None:
         serial_floor = N_POOLS * LATENCY_MS / 1000
         print(f"pools={N_POOLS} rows={rows} latency={LATENCY_MS}ms concurrency={CONCURRENCY}")
         print(f"fetch+validate: {fetched:.2f}s  (+ frame of {len(frame)} rows: {total:.2f}s)  target <= 5 s")
-        print(f"one at a time would take >= {serial_floor:.1f}s  speed-up vs serial floor: {serial_floor / fetched:.1f}x")
+        print(
+            f"one at a time would take >= {serial_floor:.1f}s  speed-up vs serial floor: {serial_floor / fetched:.1f}x"
+        )
 
 
 if __name__ == "__main__":

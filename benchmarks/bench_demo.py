@@ -29,8 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGE = re.compile(r"^== (\S+): (.*)$")
-TIMING = re.compile(r"^\s+(succeeded|FAILED) in ([\d.]+)s wall, ([\d.]+)s CPU \((\d+) run\S*\)(?:, peak RSS (\d+) MB)?")
-TARGETS = {"demo_wall_s": 90.0, "empty_vault_stage_s": 2.0, "corpus4y_wall_s": 120.0, "corpus4y_peak_mb": 1536.0}
+TIMING = re.compile(
+    r"^\s+(succeeded|FAILED) in ([\d.]+)s wall, ([\d.]+)s CPU \((\d+) run\S*\)(?:, peak RSS (\d+) MB)?"
+)
+TARGETS = {
+    "demo_wall_s": 90.0,
+    "empty_vault_stage_s": 2.0,
+    "corpus4y_wall_s": 120.0,
+    "corpus4y_peak_mb": 1536.0,
+}
 EMPTY_VAULTS = ("eth_staking", "btc_lending")  # the bundled recording holds no pool of theirs
 
 
@@ -103,8 +110,14 @@ def run_pipeline(label: str, *args: str) -> PipelineRun:
         env["DAGSTER_HOME"] = str(home)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        proc = subprocess.Popen([str(VENV_BIN / "midfreq"), "pipeline", "--lake", str(Path(tmp) / "lake"), *args],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "midfreq"), "pipeline", "--lake", str(Path(tmp) / "lake"), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         sampler = TreePeak(proc)
         sampler.start()
         stdout, stderr = proc.communicate()
@@ -116,8 +129,17 @@ def run_pipeline(label: str, *args: str) -> PipelineRun:
         if m := STAGE.match(line):
             current = m.groups()
         elif (m := TIMING.match(line)) and current:
-            stages.append(StageTime(current[0], current[1], m.group(1), float(m.group(2)), float(m.group(3)),
-                                    int(m.group(4)), float(m.group(5)) if m.group(5) else None))
+            stages.append(
+                StageTime(
+                    current[0],
+                    current[1],
+                    m.group(1),
+                    float(m.group(2)),
+                    float(m.group(3)),
+                    int(m.group(4)),
+                    float(m.group(5)) if m.group(5) else None,
+                )
+            )
             current = None
     if proc.returncode:
         print(stdout[-3000:], stderr[-3000:], sep="\n")
@@ -126,17 +148,23 @@ def run_pipeline(label: str, *args: str) -> PipelineRun:
 
 
 def report(run: PipelineRun) -> None:
-    print(f"\n== {run.label}: exit {run.returncode}, wall {run.wall_s:.1f} s, CPU {run.cpu_s:.1f} s, "
-          f"peak RSS {run.peak_mb:.0f} MB (largest process; all processes together {run.tree_peak_mb:.0f} MB), "
-          f"{len(run.stages)} stages")
+    print(
+        f"\n== {run.label}: exit {run.returncode}, wall {run.wall_s:.1f} s, CPU {run.cpu_s:.1f} s, "
+        f"peak RSS {run.peak_mb:.0f} MB (largest process; all processes together {run.tree_peak_mb:.0f} MB), "
+        f"{len(run.stages)} stages"
+    )
     print(f"  {'stage':<42} {'wall_s':>7} {'cpu_s':>7} {'runs':>5} {'rss_mb':>7}  span")
     for s in sorted(run.stages, key=lambda s: -s.wall_s):
         rss = f"{s.peak_mb:7.0f}" if s.peak_mb is not None else f"{'-':>7}"
-        print(f"  {s.name:<42} {s.wall_s:7.2f} {s.cpu_s:7.2f} {s.runs:5d} {rss}  {s.span}"
-              f"{'' if s.status == 'succeeded' else '  FAILED'}")
+        print(
+            f"  {s.name:<42} {s.wall_s:7.2f} {s.cpu_s:7.2f} {s.runs:5d} {rss}  {s.span}"
+            f"{'' if s.status == 'succeeded' else '  FAILED'}"
+        )
     staged = sum(s.wall_s for s in run.stages)
-    print(f"  stages total {staged:.1f} s wall; outside the stages (start, imports, code location, planning, "
-          f"printing) {run.wall_s - staged:.1f} s")
+    print(
+        f"  stages total {staged:.1f} s wall; outside the stages (start, imports, code location, planning, "
+        f"printing) {run.wall_s - staged:.1f} s"
+    )
 
 
 def met(name: str, value: float, target: float) -> str:
@@ -149,16 +177,29 @@ def empty_vault_lines(run: PipelineRun, days: int) -> list[str]:
     for vault in EMPTY_VAULTS:
         for s in (s for s in run.stages if s.name.startswith(f"{vault}_")):
             months = (days + 29) // 30
-            parts = days if s.name.endswith(("_decisions",)) else months if s.name.endswith(
-                ("_features", "_predictions")) else max(1, days // 7) if s.name.endswith("_fitted_models") else 1
-            lines.append(f"  {s.name:<36} {s.wall_s:6.2f} s for {parts} partition(s): "
-                         f"{1000 * s.wall_s / parts:7.2f} ms/partition  {met('stage_s', s.wall_s, TARGETS['empty_vault_stage_s'])}")
+            parts = (
+                days
+                if s.name.endswith(("_decisions",))
+                else months
+                if s.name.endswith(("_features", "_predictions"))
+                else max(1, days // 7)
+                if s.name.endswith("_fitted_models")
+                else 1
+            )
+            lines.append(
+                f"  {s.name:<36} {s.wall_s:6.2f} s for {parts} partition(s): "
+                f"{1000 * s.wall_s / parts:7.2f} ms/partition  {met('stage_s', s.wall_s, TARGETS['empty_vault_stage_s'])}"
+            )
     return lines
 
 
 def bench_demo() -> PipelineRun:
-    run = run_pipeline("make demo (midfreq pipeline --corpus recorded --execution-server)", "--corpus", "recorded",
-                       "--execution-server")
+    run = run_pipeline(
+        "make demo (midfreq pipeline --corpus recorded --execution-server)",
+        "--corpus",
+        "recorded",
+        "--execution-server",
+    )
     report(run)
     print("\n  empty-universe vaults (a year of daily partitions):")
     print("\n".join(empty_vault_lines(run, 365)))
@@ -170,12 +211,40 @@ def bench_corpus4y() -> PipelineRun:
     with tempfile.TemporaryDirectory(prefix="midfreq-corpus4y-") as tmp:
         corpus, configs = Path(tmp) / "corpus", Path(tmp) / "configs"
         started = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "benchmarks" / "corpus_generator.py"), "--pools", "46", "--days",
-                        "1461", "--start", "2021-06-06", "--seed", "7", "--death-rate", "0", "--late-start-share",
-                        "0", "--out", str(corpus), "--config-out", str(configs)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "corpus_generator.py"),
+                "--pools",
+                "46",
+                "--days",
+                "1461",
+                "--start",
+                "2021-06-06",
+                "--seed",
+                "7",
+                "--death-rate",
+                "0",
+                "--late-start-share",
+                "0",
+                "--out",
+                str(corpus),
+                "--config-out",
+                str(configs),
+            ],
+            check=True,
+            capture_output=True,
+        )
         print(f"\n(generated 46 pools x 1,461 days in {time.perf_counter() - started:.1f} s)")
-        run = run_pipeline("4-year corpus: 46 pools x 1,461 days, one vault", "--corpus", str(corpus),
-                           "--config-dir", str(configs), "--grid", "single")
+        run = run_pipeline(
+            "4-year corpus: 46 pools x 1,461 days, one vault",
+            "--corpus",
+            str(corpus),
+            "--config-dir",
+            str(configs),
+            "--grid",
+            "single",
+        )
     report(run)
     print(f"\n  {met('corpus4y_wall_s', run.wall_s, TARGETS['corpus4y_wall_s'])}")
     print(f"  {met('corpus4y_peak_mb', run.peak_mb, TARGETS['corpus4y_peak_mb'])}")

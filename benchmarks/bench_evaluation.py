@@ -30,8 +30,15 @@ def stored_paths(points: int, days: int, seed: int = 0) -> dict[str, BacktestRes
     out = {}
     for n in range(points):
         w = 1e6 * np.exp(np.cumsum(r[:, n]))
-        steps = pd.DataFrame({"date": dates, "date_end": dates + pd.Timedelta(days=1),
-                              "wealth_start": np.r_[1e6, w[:-1]], "wealth": w, "invested": 0.95})
+        steps = pd.DataFrame(
+            {
+                "date": dates,
+                "date_end": dates + pd.Timedelta(days=1),
+                "wealth_start": np.r_[1e6, w[:-1]],
+                "wealth": w,
+                "invested": 0.95,
+            }
+        )
         out[f"p{n}"] = BacktestResult(f"p{n}", steps, pd.DataFrame(), 1e6)
     return out
 
@@ -54,20 +61,32 @@ def main() -> None:
         print(f"{label}: {dt:.2f}s")
         return out
 
-    paths = timed(f"return matrix of {args.points} stored paths x {args.days} days", lambda: GridPaths.from_results(results))
+    paths = timed(
+        f"return matrix of {args.points} stored paths x {args.days} days",
+        lambda: GridPaths.from_results(results),
+    )
     cfg = WalkForwardConfig()
     windows = plan_windows(pd.DatetimeIndex(paths.returns.index), paths.first_active(), cfg)
     for objective in ("log_growth", "sharpe"):
-        timed(f"walk-forward train scores, {len(windows)} windows x {args.points} points ({objective})",
-              lambda o=objective: train_scores(paths, windows, o).argmax(axis=1))
+        timed(
+            f"walk-forward train scores, {len(windows)} windows x {args.points} points ({objective})",
+            lambda o=objective: train_scores(paths, windows, o).argmax(axis=1),
+        )
     r = paths.returns.to_numpy()
     pbo = timed(f"PBO by CSCV, {args.splits} splits", lambda: pbo_cscv(r, args.splits))
     print(f"  PBO {pbo.pbo:.3f} over {pbo.n_combinations} splits")
     timed("deflated Sharpe", lambda: deflated_sharpe(r[:, 0], args.points, sharpe_per_period(r)))
     ev = EvaluationConfig()
-    timed(f"bootstrap interval ({ev.bootstrap_resamples} resamples, mean block {ev.bootstrap_block_days:g} days)",
-          lambda: bootstrap_mean_interval(r[:, 0] - r[:, 1], mean_block=ev.bootstrap_block_days,
-                                          n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed))
+    timed(
+        f"bootstrap interval ({ev.bootstrap_resamples} resamples, mean block {ev.bootstrap_block_days:g} days)",
+        lambda: bootstrap_mean_interval(
+            r[:, 0] - r[:, 1],
+            mean_block=ev.bootstrap_block_days,
+            n_resamples=ev.bootstrap_resamples,
+            confidence=ev.confidence,
+            seed=ev.seed,
+        ),
+    )
     print(f"total: {total:.2f}s{'  OK' if total < 10 else '  (target < 10 s)'}")
 
 

@@ -58,7 +58,9 @@ def main() -> None:
 
     hist = synthetic_history(args.pools, args.days)
     fm, lm = FeatureMapConfig(), LabelMapConfig.model_validate({"apy": {"horizons": [7]}})
-    models = ModelsConfig.model_validate({"cv": {"n_splits": 5, "min_train": 90}, "apy": {"ridge": {"alpha": 1.0, "scaler": "standard"}}})
+    models = ModelsConfig.model_validate(
+        {"cv": {"n_splits": 5, "min_train": 90}, "apy": {"ridge": {"alpha": 1.0, "scaler": "standard"}}}
+    )
     print(f"panel: {args.pools} pools x {args.days} days = {len(hist):,} rows; RSS before {rss_mb():.0f} MB")
 
     rss0 = rss_mb()
@@ -85,7 +87,9 @@ def main() -> None:
     t1 = time.perf_counter()
     cv = research.cross_validate(feats, labels, models, label_map=lm)
     t_cv, c_all = time.perf_counter() - t1, time.process_time() - c0
-    print(f"labels: {t_lab:.2f} s; ridge fit: {t_fit:.2f} s on {fitted.n_train:,} rows; 5-fold purged CV: {t_cv:.2f} s")
+    print(
+        f"labels: {t_lab:.2f} s; ridge fit: {t_fit:.2f} s on {fitted.n_train:,} rows; 5-fold purged CV: {t_cv:.2f} s"
+    )
     print(f"fit + CV: {t_fit + t_cv:.2f} s wall, {c_all:.2f} s CPU; process peak RSS {rss_mb():.0f} MB")
     print(cv.summary().to_string(index=False))
 

@@ -125,12 +125,19 @@ def materialize_report(home: str, lake: str, grids: Path, grid: str) -> bool:
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     days = daily_from(VAULT.start_date)
-    upstream = [AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))]
-    res = materialize([*build_backtest_assets(VAULT, grids), *upstream],
-                      selection=[AssetKey([VAULT.name, "backtest_report"])], partition_key=grid,
-                      instance=DagsterInstance.get(), resources={"parquet_io_manager": ParquetIOManager(root=lake)},
-                      raise_on_error=False, run_config=QUIET)
+    upstream = [
+        AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
+        for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))
+    ]
+    res = materialize(
+        [*build_backtest_assets(VAULT, grids), *upstream],
+        selection=[AssetKey([VAULT.name, "backtest_report"])],
+        partition_key=grid,
+        instance=DagsterInstance.get(),
+        resources={"parquet_io_manager": ParquetIOManager(root=lake)},
+        raise_on_error=False,
+        run_config=QUIET,
+    )
     if not res.success:
         print(failure_message(res))
     return res.success
@@ -147,19 +154,26 @@ def main(argv: list[str] | None = None) -> int:
     from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--values", type=int, default=5, help="first K values of each parameter (5: 1,000 points)")
+    ap.add_argument(
+        "--values", type=int, default=5, help="first K values of each parameter (5: 1,000 points)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--points-per-run", type=int, default=None, help="default: grid_chunk_size(points)")
     ap.add_argument("--rebuild-points", type=int, default=3, help="points backtested the original way")
     ap.add_argument("--check-points", type=int, default=8, help="stored points compared with run_point alone")
     ap.add_argument("--skip-report", action="store_true")
-    ap.add_argument("--keep", type=Path, default=None, help="instance, lake and grid here (kept), not a temp dir")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="instance, lake and grid here (kept), not a temp dir"
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     panel = bundled_panel()
-    print(f"panel: {panel['pool'].nunique()} pools, {panel['date'].nunique()} days "
-          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"panel: {panel['pool'].nunique()} pools, {panel['date'].nunique()} days "
+        f"({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="midfreq-grid-scale-") as tmp:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=False)
@@ -169,9 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
-        (grids / "scale.yaml").write_text(yaml.safe_dump({
-            "description": "scale benchmark: horizon x buffer x caps x predictor halflife",
-            "parameters": {k: v[: args.values] for k, v in GRID.items()}}, sort_keys=False))
+        (grids / "scale.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "description": "scale benchmark: horizon x buffer x caps x predictor halflife",
+                    "parameters": {k: v[: args.values] for k, v in GRID.items()},
+                },
+                sort_keys=False,
+            )
+        )
         io = ParquetIOManager(root=lake)
         write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), panel)
         instance = DagsterInstance.get()
@@ -180,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         keys = list(instance.get_dynamic_partitions(grid_partitions_name(VAULT.name)))
         n = len(keys)
         per_run = args.points_per_run or grid_chunk_size(n)
-        chunks = [keys[i: i + per_run] for i in range(0, n, per_run)]
-        print(f"grid: {n} points registered in {time.perf_counter() - t0:.1f} s; {len(chunks)} runs of <= {per_run} "
-              f"points, {args.workers} at a time", flush=True)
+        chunks = [keys[i : i + per_run] for i in range(0, n, per_run)]
+        print(
+            f"grid: {n} points registered in {time.perf_counter() - t0:.1f} s; {len(chunks)} runs of <= {per_run} "
+            f"points, {args.workers} at a time",
+            flush=True,
+        )
 
         sampler = TreePeakOfSelf()
         t0, c0 = time.perf_counter(), _cpu()
@@ -190,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             done = sum(pool.map(_run_chunk, [(str(home), lake, c, str(grids)) for c in chunks]))
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
         peak = sampler.stop()
-        print(f"points={n} wall_s={wall:.1f} s_per_point={wall / n:.4f} peak_rss_mb={peak:.0f} "
-              f"cpu_s={cpu:.1f} cpu_s_per_point={cpu / n:.4f} materialized={done}/{n}", flush=True)
+        print(
+            f"points={n} wall_s={wall:.1f} s_per_point={wall / n:.4f} peak_rss_mb={peak:.0f} "
+            f"cpu_s={cpu:.1f} cpu_s_per_point={cpu / n:.4f} materialized={done}/{n}",
+            flush=True,
+        )
 
         if not args.skip_report:
             sampler = TreePeakOfSelf()
@@ -200,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             report_s = time.perf_counter() - t0
             html = Path(lake) / VAULT.name / "backtest_report" / "scale.html"
             size = html.stat().st_size / 1e6 if html.exists() else float("nan")
-            print(f"report_s={report_s:.1f} points={n} ok={ok} html_mb={size:.2f} "
-                  f"peak_rss_mb={sampler.stop():.0f}", flush=True)
+            print(
+                f"report_s={report_s:.1f} points={n} ok={ok} html_mb={size:.2f} "
+                f"peak_rss_mb={sampler.stop():.0f}",
+                flush=True,
+            )
 
         points = find_points(keys, grids)
         rng = np.random.default_rng(0)
@@ -214,15 +243,21 @@ def main(argv: list[str] | None = None) -> int:
             # columns of pools only other points of its run held, all empty (never a weight)
             extra = [c for c in stored.columns if c not in plain.columns]
             try:
-                assert all(c.startswith("w__") for c in extra) and stored[extra].isna().all().all(), \
+                assert all(c.startswith("w__") for c in extra) and stored[extra].isna().all().all(), (
                     f"columns {extra[:5]} not empty weights"
-                pd.testing.assert_frame_equal(stored[list(plain.columns)].reset_index(drop=True),
-                                              plain.reset_index(drop=True), check_dtype=False)
+                )
+                pd.testing.assert_frame_equal(
+                    stored[list(plain.columns)].reset_index(drop=True),
+                    plain.reset_index(drop=True),
+                    check_dtype=False,
+                )
                 equal += 1
             except AssertionError as exc:
                 print(f"  point {keys[i]}: stored frame differs from run_point: {str(exc)[:300]}")
-        print(f"equal_to_plain={equal}/{len(sample)} (sampled points: every column of run_point's frame, exact)",
-              flush=True)
+        print(
+            f"equal_to_plain={equal}/{len(sample)} (sampled points: every column of run_point's frame, exact)",
+            flush=True,
+        )
 
     # The original way, on a few points: same engine and accounting, a fresh cvxpy problem per decision.
     picks = [points[i] for i in np.linspace(0, n - 1, min(args.rebuild_points, n)).astype(int)]
@@ -240,16 +275,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             book_module.VaultOptimizer = VaultOptimizer
         gaps.append(abs(float(rebuilt["wealth"].iloc[-1]) / float(frame["wealth"].iloc[-1]) - 1))
-        print(f"  {p.name}: plain {plain_s[-1]:.2f} s, rebuilt every step {rebuild_s[-1]:.2f} s "
-              f"({len(frame)} steps), final wealth differs by {gaps[-1]:.1e}", flush=True)
+        print(
+            f"  {p.name}: plain {plain_s[-1]:.2f} s, rebuilt every step {rebuild_s[-1]:.2f} s "
+            f"({len(frame)} steps), final wealth differs by {gaps[-1]:.1e}",
+            flush=True,
+        )
     per_rebuild = float(np.mean(rebuild_s))
     ratio = per_rebuild / (wall / n)
     print(f"plain_s_per_point={np.mean(plain_s):.3f} (one point alone, this process)")
-    print(f"rebuild_s_per_point={per_rebuild:.3f} ratio_vs_rebuild={ratio:.1f} target>={TARGET_RATIO:g} "
-          f"{'MET' if ratio >= TARGET_RATIO else 'NOT MET'} (grid s_per_point {wall / n:.4f}, "
-          f"target {per_rebuild / TARGET_RATIO:.4f})")
-    print(f"rebuild_cpu_s_per_point={np.mean(rebuild_cpu):.3f} ratio_cpu_vs_rebuild={np.mean(rebuild_cpu) / (cpu / n):.1f} "
-          "(CPU seconds: the grid's workers against the rebuild's; less sensitive to a shared machine)")
+    print(
+        f"rebuild_s_per_point={per_rebuild:.3f} ratio_vs_rebuild={ratio:.1f} target>={TARGET_RATIO:g} "
+        f"{'MET' if ratio >= TARGET_RATIO else 'NOT MET'} (grid s_per_point {wall / n:.4f}, "
+        f"target {per_rebuild / TARGET_RATIO:.4f})"
+    )
+    print(
+        f"rebuild_cpu_s_per_point={np.mean(rebuild_cpu):.3f} ratio_cpu_vs_rebuild={np.mean(rebuild_cpu) / (cpu / n):.1f} "
+        "(CPU seconds: the grid's workers against the rebuild's; less sensitive to a shared machine)"
+    )
     return 0 if done == n and equal == len(sample) else 1
 
 

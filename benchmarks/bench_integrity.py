@@ -45,9 +45,14 @@ def bench_merge() -> None:
     pools = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(N_POOLS)]
     with tempfile.TemporaryDirectory() as root:
         io_m = ParquetIOManager(root=root)
-        frame = pd.DataFrame({"date": np.repeat(days, N_POOLS), "pool": pools * N_DAYS,
-                              "tvl_usd": rng.uniform(1e6, 1e9, N_DAYS * N_POOLS),
-                              "apy": rng.uniform(0, 0.2, N_DAYS * N_POOLS)})
+        frame = pd.DataFrame(
+            {
+                "date": np.repeat(days, N_POOLS),
+                "pool": pools * N_DAYS,
+                "tvl_usd": rng.uniform(1e6, 1e9, N_DAYS * N_POOLS),
+                "apy": rng.uniform(0, 0.2, N_DAYS * N_POOLS),
+            }
+        )
         io_m.daily(["pool_history"]).write({f"{day:%Y-%m-%d}": rows for day, rows in frame.groupby("date")})
         keys = [f"{d:%Y-%m-%d}" for d in days]
         t0 = time.perf_counter()
@@ -59,8 +64,10 @@ def bench_merge() -> None:
         merged, kept = merge_kept_rows(fetched, previous, ["pool", "date"], previous["pool"].isin(pools))
         t2 = time.perf_counter()
     assert len(merged) == len(frame) and len(kept) == len(frame) - len(fetched)
-    print(f"completeness merge, {N_DAYS} days x {N_POOLS} pools ({len(frame):,} rows), {FAILED_SHARE:.0%} failed: "
-          f"read previous partitions {t1 - t0:.2f} s, merge {t2 - t1:.2f} s")
+    print(
+        f"completeness merge, {N_DAYS} days x {N_POOLS} pools ({len(frame):,} rows), {FAILED_SHARE:.0%} failed: "
+        f"read previous partitions {t1 - t0:.2f} s, merge {t2 - t1:.2f} s"
+    )
 
 
 def bench_hostile() -> None:
@@ -71,16 +78,20 @@ def bench_hostile() -> None:
         t = time.perf_counter()
         with contextlib.suppress(DeadlineExceededError):
             client.chart(POOL)
-        print(f"drip-fed body (1 byte / 100 ms): abandoned after {time.perf_counter() - t:.2f} s "
-              "(bound: request_deadline_s 3 + timeout_s 2 = 5 s)")
+        print(
+            f"drip-fed body (1 byte / 100 ms): abandoned after {time.perf_counter() - t:.2f} s "
+            "(bound: request_deadline_s 3 + timeout_s 2 = 5 s)"
+        )
         server.reset()
         server.oversize(rf"/chart/{POOL}$", size_bytes=300 * 2**20, announce_length=False)
         before = peak_mb()
         t = time.perf_counter()
         with contextlib.suppress(ResponseTooLargeError):
             DefiLlamaClient(base_url=base, max_chart_mb=32, max_attempts=1).chart(POOL)
-        print(f"300 MiB body, no Content-Length: refused after {time.perf_counter() - t:.2f} s, "
-              f"peak RSS +{peak_mb() - before:.0f} MB (limit 32 MiB)")
+        print(
+            f"300 MiB body, no Content-Length: refused after {time.perf_counter() - t:.2f} s, "
+            f"peak RSS +{peak_mb() - before:.0f} MB (limit 32 MiB)"
+        )
         server.reset()
         packer = zlib.compressobj(9, zlib.DEFLATED, 31)
         bomb = b"".join(packer.compress(b" " * 2**20) for _ in range(512)) + packer.flush()
@@ -89,8 +100,10 @@ def bench_hostile() -> None:
         t = time.perf_counter()
         with contextlib.suppress(ResponseTooLargeError):
             DefiLlamaClient(base_url=base, max_chart_mb=32, max_attempts=1).chart(POOL)
-        print(f"gzip bomb ({len(bomb) / 2**10:.0f} KiB -> 512 MiB): refused after {time.perf_counter() - t:.2f} s, "
-              f"peak RSS +{peak_mb() - before:.0f} MB (limit 32 MiB)")
+        print(
+            f"gzip bomb ({len(bomb) / 2**10:.0f} KiB -> 512 MiB): refused after {time.perf_counter() - t:.2f} s, "
+            f"peak RSS +{peak_mb() - before:.0f} MB (limit 32 MiB)"
+        )
 
 
 def bench_zip_bomb() -> None:
@@ -104,8 +117,10 @@ def bench_zip_bomb() -> None:
     t = time.perf_counter()
     with contextlib.suppress(KlinesParseError):
         parse_klines_zip(data, source="bomb.zip", symbol="BTCUSDT", interval="1h")
-    print(f"zip bomb ({len(data) / 2**20:.1f} MiB -> 1 GiB): refused after {(time.perf_counter() - t) * 1e3:.1f} ms, "
-          f"peak RSS +{peak_mb() - before:.0f} MB")
+    print(
+        f"zip bomb ({len(data) / 2**20:.1f} MiB -> 1 GiB): refused after {(time.perf_counter() - t) * 1e3:.1f} ms, "
+        f"peak RSS +{peak_mb() - before:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def synthetic_month(unit: str = "ms", seed: int = 7) -> bytes:
     taker = volume * rng.uniform(0.3, 0.7, ROWS)
     lines = [
         f"{t},{o:.8f},{h:.8f},{lo:.8f},{c:.8f},{v:.8f},{t + 60 * scale - 1},{v * c:.8f},{n},{tb:.8f},{tb * c:.8f},0"
-        for t, o, h, lo, c, v, n, tb in zip(open_time, open_, high, low, close, volume, count, taker, strict=True)
+        for t, o, h, lo, c, v, n, tb in zip(
+            open_time, open_, high, low, close, volume, count, taker, strict=True
+        )
     ]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -81,17 +83,25 @@ def bench(unit: str, repeats: int = 15) -> dict[str, float]:
 def main() -> int:
     ok = True
     load = os.getloadavg()[0]
-    print(f"one month of 1m klines: {ROWS:,} rows (pyarrow {pa.__version__}; {os.cpu_count()} CPUs, load {load:.1f})")
+    print(
+        f"one month of 1m klines: {ROWS:,} rows (pyarrow {pa.__version__}; {os.cpu_count()} CPUs, load {load:.1f})"
+    )
     for unit in ("ms", "us"):
         r = bench(unit)
         rows_per_s = ROWS / r["median_s"]
-        print(f"  {unit} timestamps: zip {r['zip_mb']:.2f} MB | parse median {r['median_s'] * 1000:.1f} ms "
-              f"(best {r['best_s'] * 1000:.1f}, worst {r['worst_s'] * 1000:.1f}, CPU {r['cpu_s'] * 1000:.1f}; "
-              f"{rows_per_s / 1e6:.2f} M rows/s) | "
-              f"frame {r['frame_mb']:.1f} MB | tracemalloc peak {r['peak_python_mb']:.1f} MB")
+        print(
+            f"  {unit} timestamps: zip {r['zip_mb']:.2f} MB | parse median {r['median_s'] * 1000:.1f} ms "
+            f"(best {r['best_s'] * 1000:.1f}, worst {r['worst_s'] * 1000:.1f}, CPU {r['cpu_s'] * 1000:.1f}; "
+            f"{rows_per_s / 1e6:.2f} M rows/s) | "
+            f"frame {r['frame_mb']:.1f} MB | tracemalloc peak {r['peak_python_mb']:.1f} MB"
+        )
         ok &= r["median_s"] < TIME_BUDGET_S and max(r["frame_mb"], r["peak_python_mb"]) < MEMORY_BUDGET_MB
-    print(f"  arrow pool high-water mark (whole process): {pa.default_memory_pool().max_memory() / 1e6:.1f} MB")
-    print(f"targets: < {TIME_BUDGET_S} s and < {MEMORY_BUDGET_MB:.0f} MB per month -> {'OK' if ok else 'MISSED'}")
+    print(
+        f"  arrow pool high-water mark (whole process): {pa.default_memory_pool().max_memory() / 1e6:.1f} MB"
+    )
+    print(
+        f"targets: < {TIME_BUDGET_S} s and < {MEMORY_BUDGET_MB:.0f} MB per month -> {'OK' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

@@ -140,7 +140,9 @@ def main() -> None:
     ok = True
     c0 = time.process_time()
     for label, strategy in (("no group caps", plain), ("usd_lending strategy, protocol caps (no gas)", caps)):
-        print(f"\n{label}: {strategy.model_dump(exclude={'primary_solver', 'fallback_solver', 'use_fast_path'})}")
+        print(
+            f"\n{label}: {strategy.model_dump(exclude={'primary_solver', 'fallback_solver', 'use_fast_path'})}"
+        )
         print(
             f"{'pools':>5} {'fast ms':>8} {'dpp ms':>8} {'rebuild ms':>10} {'rebuild/fast':>12} "
             f"{'rebuild/dpp':>11} {'max dObj':>9} {'max|dObj|':>9} {'|dObj| dpp':>10} {'target':>7}  solver"

@@ -40,9 +40,26 @@ def generate(pools: int, days: int, root: Path, seed: int) -> tuple[Path, Path, 
     """The corpus and its config directory under ``root``; the generation time."""
     corpus, configs = root / f"corpus-{pools}x{days}", root / f"configs-{pools}x{days}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "corpus_generator.py"), "--pools", str(pools),
-                    "--days", str(days), "--start", "2021-06-01", "--seed", str(seed), "--out", str(corpus),
-                    "--config-out", str(configs)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "corpus_generator.py"),
+            "--pools",
+            str(pools),
+            "--days",
+            str(days),
+            "--start",
+            "2021-06-01",
+            "--seed",
+            str(seed),
+            "--out",
+            str(corpus),
+            "--config-out",
+            str(configs),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return corpus, configs, time.perf_counter() - started
 
 
@@ -68,18 +85,24 @@ def stage_growth(runs: dict[int, PipelineRun]) -> list[tuple[str, float, list[fl
         if any(s is None for s in stages):
             continue
         walls, cpus = [s.wall_s for s in stages], [s.cpu_s for s in stages]
-        pairs = [growth([a, b], [wa, wb]) for a, b, wa, wb in zip(sizes, sizes[1:], walls, walls[1:], strict=False)]
+        pairs = [
+            growth([a, b], [wa, wb]) for a, b, wa, wb in zip(sizes, sizes[1:], walls, walls[1:], strict=False)
+        ]
         out.append((name, growth(sizes, walls), pairs, growth(sizes, cpus), max(walls) >= JUDGED_MIN_S))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="500,1000,2000", help="pool counts, comma-separated (default 500,1000,2000)")
+    p.add_argument(
+        "--sizes", default="500,1000,2000", help="pool counts, comma-separated (default 500,1000,2000)"
+    )
     p.add_argument("--days", type=int, default=1095, help="days of each corpus (default 1095: 3 years)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workers", type=int, default=None, help="midfreq pipeline --workers (default: its own)")
-    p.add_argument("--keep", type=Path, default=None, help="write corpora here and keep them (default: a temp dir)")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="write corpora here and keep them (default: a temp dir)"
+    )
     args = p.parse_args(argv)
     sizes = sorted(int(x) for x in args.sizes.split(","))
     extra = ["--workers", str(args.workers)] if args.workers else []
@@ -90,12 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             corpus, configs, gen_s = generate(n, args.days, root, args.seed)
             print(f"\n(generated {n} pools x {args.days} days in {gen_s:.1f} s: {corpus})", flush=True)
-            run = run_pipeline(f"{n} pools x {args.days} days, one vault", "--corpus", str(corpus),
-                               "--config-dir", str(configs), "--grid", "single", *extra)
+            run = run_pipeline(
+                f"{n} pools x {args.days} days, one vault",
+                "--corpus",
+                str(corpus),
+                "--config-dir",
+                str(configs),
+                "--grid",
+                "single",
+                *extra,
+            )
             report(run)
             runs[n] = run
-            print(f"pools={n} days={args.days} wall_s={run.wall_s:.1f} peak_rss_mb={run.tree_peak_mb:.0f} "
-                  f"largest_process_mb={run.peak_mb:.0f} cpu_s={run.cpu_s:.1f} exit={run.returncode}", flush=True)
+            print(
+                f"pools={n} days={args.days} wall_s={run.wall_s:.1f} peak_rss_mb={run.tree_peak_mb:.0f} "
+                f"largest_process_mb={run.peak_mb:.0f} cpu_s={run.cpu_s:.1f} exit={run.returncode}",
+                flush=True,
+            )
     print()
     for n in sizes:
         r = runs[n]
@@ -103,18 +137,28 @@ def main(argv: list[str] | None = None) -> int:
     largest = runs[sizes[-1]]
     if len(sizes) > 1:
         for name, g, pairs, g_cpu, judged in stage_growth(runs):
-            verdict = met(g, TARGETS["growth_per_doubling"]) if judged else f"not judged (< {JUDGED_MIN_S:g} s)"
-            print(f"stage={name} growth_per_doubling={g:.2f} ({', '.join(f'{x:.2f}' for x in pairs)}) {verdict}; "
-                  f"cpu_growth_per_doubling={g_cpu:.2f}")
+            verdict = (
+                met(g, TARGETS["growth_per_doubling"]) if judged else f"not judged (< {JUDGED_MIN_S:g} s)"
+            )
+            print(
+                f"stage={name} growth_per_doubling={g:.2f} ({', '.join(f'{x:.2f}' for x in pairs)}) {verdict}; "
+                f"cpu_growth_per_doubling={g_cpu:.2f}"
+            )
         g_all = growth(sizes, [runs[n].wall_s for n in sizes])
         g_cpu = growth(sizes, [runs[n].cpu_s for n in sizes])
-        print(f"stage=end_to_end growth_per_doubling={g_all:.2f} {met(g_all, TARGETS['growth_per_doubling'])}; "
-              f"cpu_growth_per_doubling={g_cpu:.2f}")
+        print(
+            f"stage=end_to_end growth_per_doubling={g_all:.2f} {met(g_all, TARGETS['growth_per_doubling'])}; "
+            f"cpu_growth_per_doubling={g_cpu:.2f}"
+        )
     n = sizes[-1]
-    print(f"target pools={n} days={args.days} wall_s={largest.wall_s:.1f} <= {TARGETS['wall_s']:g} "
-          f"{met(largest.wall_s, TARGETS['wall_s'])}")
-    print(f"target pools={n} days={args.days} peak_rss_mb={largest.tree_peak_mb:.0f} <= {TARGETS['peak_rss_mb']:g} "
-          f"{met(largest.tree_peak_mb, TARGETS['peak_rss_mb'])}")
+    print(
+        f"target pools={n} days={args.days} wall_s={largest.wall_s:.1f} <= {TARGETS['wall_s']:g} "
+        f"{met(largest.wall_s, TARGETS['wall_s'])}"
+    )
+    print(
+        f"target pools={n} days={args.days} peak_rss_mb={largest.tree_peak_mb:.0f} <= {TARGETS['peak_rss_mb']:g} "
+        f"{met(largest.tree_peak_mb, TARGETS['peak_rss_mb'])}"
+    )
     return max(r.returncode for r in runs.values())
 
 

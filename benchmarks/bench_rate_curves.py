@@ -38,13 +38,26 @@ def market(pools: list[str], days: pd.DatetimeIndex, seed: int = 0) -> pd.DataFr
     frames = []
     for p in pools:
         opt = rng.uniform(0.8, 0.92)
-        curve = KinkedCurve(*(np.array([v]) for v in (0.0, rng.uniform(0.03, 0.08), rng.uniform(0.3, 0.8), opt, 0.1)))
+        curve = KinkedCurve(
+            *(np.array([v]) for v in (0.0, rng.uniform(0.03, 0.08), rng.uniform(0.3, 0.8), opt, 0.1))
+        )
         u = np.clip(opt - 0.03 + 0.03 * rng.standard_normal(len(days)), 0.3, 0.99)
         borrow = curve.borrow_rate(u) * (1 + 0.01 * rng.standard_normal(len(days)))
         supply = 10 ** rng.uniform(7.5, 9.5)
-        frames.append(pd.DataFrame({"date": days, "pool": p, "total_supply_usd": supply, "total_borrow_usd": supply * u,
-                                    "apy_base_borrow": borrow, "apy_base": borrow * u * 0.9, "utilization": u,
-                                    "flag": None}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": days,
+                    "pool": p,
+                    "total_supply_usd": supply,
+                    "total_borrow_usd": supply * u,
+                    "apy_base_borrow": borrow,
+                    "apy_base": borrow * u * 0.9,
+                    "utilization": u,
+                    "flag": None,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -59,7 +72,9 @@ def main() -> None:
     pools = [f"pool-{i}" for i in range(n)]
     days = pd.date_range("2025-01-01", periods=steps)
     lend = market(pools[: args.lending], pd.date_range(days[0] - pd.Timedelta(days=120), days[-1]))
-    apy = np.clip(rng.uniform(0.0, 0.12, (steps, n)) + np.cumsum(rng.normal(0, 0.002, (steps, n)), axis=0), 0, 0.2)
+    apy = np.clip(
+        rng.uniform(0.0, 0.12, (steps, n)) + np.cumsum(rng.normal(0, 0.002, (steps, n)), axis=0), 0, 0.2
+    )
     tvl = 10 ** rng.uniform(6, 9, n) * np.exp(np.cumsum(rng.normal(0, 0.02, (steps, n)), axis=0))
     history = pd.DataFrame({"date": np.repeat(days, n), "pool": pools * steps, "tvl_usd": tvl.ravel()})
     strategy = StrategyConfig(cost=0.0005, max_pool_tvl_share=0.1)
@@ -98,10 +113,14 @@ def main() -> None:
     curve_days = int((rows["response_method"] == "curve").sum())
     print(f"pools {n} (lending {args.lending}), steps {steps}, curve pool-days {curve_days}/{len(rows)}")
     print(f"step (TVL share)          median {step:7.3f} ms")
-    print(f"step with curves          median {solve_curves:7.3f} ms  ratio {ratio:4.2f} x (target <= "
-          f"{TARGET_RATIO:g} x): {'OK' if ratio <= TARGET_RATIO else 'ABOVE TARGET'}")
-    print(f"responses (once a range)  {t_responses:7.2f} s  = {amortized:6.3f} ms per day of the range "
-          f"({1e3 * t_responses / (steps * n):.3f} ms per pool-day)")
+    print(
+        f"step with curves          median {solve_curves:7.3f} ms  ratio {ratio:4.2f} x (target <= "
+        f"{TARGET_RATIO:g} x): {'OK' if ratio <= TARGET_RATIO else 'ABOVE TARGET'}"
+    )
+    print(
+        f"responses (once a range)  {t_responses:7.2f} s  = {amortized:6.3f} ms per day of the range "
+        f"({1e3 * t_responses / (steps * n):.3f} ms per pool-day)"
+    )
     print(f"one weekly fit (90 days)  median {1e3 * float(np.median(fits)):7.3f} ms")
 
 

@@ -39,21 +39,42 @@ def timed(label: str, fn) -> object:
     return out
 
 
-def synthetic(n_pools: int, n_candidates: int, days: int, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(
+    n_pools: int, n_candidates: int, days: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A snapshot of ``n_pools`` (the first ``n_candidates`` pass the static screen) and their histories."""
     ids = [str(uuid.UUID(int=int(i) + 1, version=4)) for i in range(n_pools)]
     good = np.arange(n_pools) < n_candidates
-    snap = pd.DataFrame({
-        "pool": ids, "chain": np.where(good, "Ethereum", "Solana"), "project": "aave-v3",
-        "symbol": np.where(rng.random(n_pools) < 0.5, "USDC", "steakUSDC"), "tvl_usd": 10 ** rng.uniform(5, 9, n_pools),
-        "apy": rng.uniform(0, 0.2, n_pools), "apy_base": rng.uniform(0, 0.1, n_pools), "apy_reward": 0.0,
-        "underlying_tokens": [[USDC]] * n_pools, "reward_tokens": None, "pool_meta": None,
-        "apy_mean_30d": rng.uniform(0, 0.2, n_pools), "il_risk": "no", "stablecoin": True, "exposure": "single",
-    })
+    snap = pd.DataFrame(
+        {
+            "pool": ids,
+            "chain": np.where(good, "Ethereum", "Solana"),
+            "project": "aave-v3",
+            "symbol": np.where(rng.random(n_pools) < 0.5, "USDC", "steakUSDC"),
+            "tvl_usd": 10 ** rng.uniform(5, 9, n_pools),
+            "apy": rng.uniform(0, 0.2, n_pools),
+            "apy_base": rng.uniform(0, 0.1, n_pools),
+            "apy_reward": 0.0,
+            "underlying_tokens": [[USDC]] * n_pools,
+            "reward_tokens": None,
+            "pool_meta": None,
+            "apy_mean_30d": rng.uniform(0, 0.2, n_pools),
+            "il_risk": "no",
+            "stablecoin": True,
+            "exposure": "single",
+        }
+    )
     dates = pd.date_range("2024-01-01", periods=days, freq="D")
     apy = np.clip(0.05 + 0.02 * rng.standard_normal((days, n_candidates)).cumsum(axis=0) / 10, 0, None)
-    hist = pd.DataFrame({"date": np.repeat(dates, n_candidates), "pool": np.tile(ids[:n_candidates], days),
-                         "apy": apy.ravel(), "apy_base": apy.ravel(), "tvl_usd": np.tile(snap["tvl_usd"][:n_candidates], days)})
+    hist = pd.DataFrame(
+        {
+            "date": np.repeat(dates, n_candidates),
+            "pool": np.tile(ids[:n_candidates], days),
+            "apy": apy.ravel(),
+            "apy_base": apy.ravel(),
+            "tvl_usd": np.tile(snap["tvl_usd"][:n_candidates], days),
+        }
+    )
     return snap, hist
 
 
@@ -61,21 +82,37 @@ def main() -> None:
     project = load_project()
     vaults, tokens = project.vaults, project.tokens
     hist, snap = bt.load_recorded(REPO / "recorded")
-    u = timed("bundled recording, 55 pools x 365 days, bundled vaults", lambda: screen_universe(hist, snap, vaults, tokens))
+    u = timed(
+        "bundled recording, 55 pools x 365 days, bundled vaults",
+        lambda: screen_universe(hist, snap, vaults, tokens),
+    )
     print(f"  members {len(u.members)}, exclusions {len(u.exclusions)}, ranking rows {len(u.rankings)}")
 
-    ranked = {name: v.model_copy(update={"min_apy_mean_30d": 0.01, "top_pools": v.top_pools.model_copy(
-        update={"allow_list": True, "window_days": 90})}) for name, v in vaults.items()}
+    ranked = {
+        name: v.model_copy(
+            update={
+                "min_apy_mean_30d": 0.01,
+                "top_pools": v.top_pools.model_copy(update={"allow_list": True, "window_days": 90}),
+            }
+        )
+        for name, v in vaults.items()
+    }
     rng = np.random.default_rng(0)
     snap, hist = synthetic(17_000, 600, 365 + 120, rng)
     last = hist["date"].max()
     live = pd.concat([snap.assign(date=last - pd.Timedelta(days=d)) for d in (1, 0)], ignore_index=True)
-    night = timed("live night: 17,000-pool snapshot x 2 days + 120 days lookback",
-                  lambda: screen_universe(live, snap, ranked, tokens, lookback=hist))
-    print(f"  members {len(night.members)}, exclusions {len(night.exclusions)}, ranking rows {len(night.rankings)}")
+    night = timed(
+        "live night: 17,000-pool snapshot x 2 days + 120 days lookback",
+        lambda: screen_universe(live, snap, ranked, tokens, lookback=hist),
+    )
+    print(
+        f"  members {len(night.members)}, exclusions {len(night.exclusions)}, ranking rows {len(night.rankings)}"
+    )
     year = hist[hist["date"] > hist["date"].min() + pd.Timedelta(days=119)]
-    backfill = timed("year backfill: 600 candidates x 365 days (+ lookback)",
-                     lambda: screen_universe(year, snap, ranked, tokens, lookback=hist))
+    backfill = timed(
+        "year backfill: 600 candidates x 365 days (+ lookback)",
+        lambda: screen_universe(year, snap, ranked, tokens, lookback=hist),
+    )
     print(f"  members {len(backfill.members)}, ranking rows {len(backfill.rankings)}")
 
 

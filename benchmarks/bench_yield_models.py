@@ -48,27 +48,36 @@ def main() -> None:
     feats = research.build_features(panel, vault.feature_map)
     labels = research.build_labels(panel, vault.label_map)
     member = pd.MultiIndex.from_frame(panel.loc[panel["eligible"], ["date", "instrument"]])
-    train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)].reset_index(drop=True)
-    print(f"bundled recording: {panel['instrument'].nunique()} pools, {panel['date'].min().date()}.."
-          f"{panel['date'].max().date()}, {len(train)} pool-days in the universe; features "
-          f"{time.perf_counter() - t0:.2f}s ({len(research.feature_columns(feats))} columns)")
+    train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)].reset_index(
+        drop=True
+    )
+    print(
+        f"bundled recording: {panel['instrument'].nunique()} pools, {panel['date'].min().date()}.."
+        f"{panel['date'].max().date()}, {len(train)} pool-days in the universe; features "
+        f"{time.perf_counter() - t0:.2f}s ({len(research.feature_columns(feats))} columns)"
+    )
     metric = vault.models.selection.regression_metric
     for label in [i.name for i in vault.label_map.labels() if i.family == "apy"]:
         t0 = time.perf_counter()
-        cv = research.cross_validate(train, labels, vault.models, label=label, label_map=vault.label_map,
-                                     per_instrument=False)
+        cv = research.cross_validate(
+            train, labels, vault.models, label=label, label_map=vault.label_map, per_instrument=False
+        )
         seconds = time.perf_counter() - t0
         f = cv.folds[cv.folds["metric"] == metric]
         table = f.pivot(index="fold", columns="estimator", values="score")
         cover = f[f["fold"] == "all"].set_index("estimator")["coverage"]
         rows = f[f["fold"] == "all"].set_index("estimator")["n"]
-        print(f"\n== {label}: out-of-sample {metric} per fold (rows every candidate predicts), CV {seconds:.1f}s")
+        print(
+            f"\n== {label}: out-of-sample {metric} per fold (rows every candidate predicts), CV {seconds:.1f}s"
+        )
         print(table.to_string(float_format=lambda v: f"{v:.5f}"))
         naive = table.loc["all", NAIVE]
         for est in table.columns:
             rel = (table.loc["all", est] / naive - 1) * 100
-            print(f"  {est:<14} {metric} {table.loc['all', est]:.5f}  vs naive {rel:+.1f}%  "
-                  f"coverage {cover[est]:.0%}  rows {rows[est]}")
+            print(
+                f"  {est:<14} {metric} {table.loc['all', est]:.5f}  vs naive {rel:+.1f}%  "
+                f"coverage {cover[est]:.0%}  rows {rows[est]}"
+            )
         sel = select_model(cv.folds, label, "regression", vault.models.selection)
         print(f"  selected: {sel.chosen} -- {sel.note}")
 

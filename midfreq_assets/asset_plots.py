@@ -38,12 +38,24 @@ def universe_plots(history: pd.DataFrame) -> dict[str, object]:
     h = history[np.isfinite(history["apy"]) & (history["tvl_usd"] > 0)]
     g = h.assign(w=h["apy"] * h["tvl_usd"]).groupby("date")
     days = g.size().index
-    apy = {"TVL-weighted APY": (g["w"].sum() / g["tvl_usd"].sum()).to_numpy(), "median APY": g["apy"].median().to_numpy()}
+    apy = {
+        "TVL-weighted APY": (g["w"].sum() / g["tvl_usd"].sum()).to_numpy(),
+        "median APY": g["apy"].median().to_numpy(),
+    }
     return _entries(
-        universe_apy_plot=inline_plots.lines(apy, f"Universe APY (%/yr), {g['pool'].nunique().iloc[-1]} pools last day",
-                                             lambda v: fmt_number(v, APY), _span(days)),
-        universe_tvl_plot=inline_plots.lines({"total TVL": g["tvl_usd"].sum().to_numpy() / 1e6},
-                                             "Universe TVL (USD million)", lambda v: f"{v:,.0f}M", _span(days)))
+        universe_apy_plot=inline_plots.lines(
+            apy,
+            f"Universe APY (%/yr), {g['pool'].nunique().iloc[-1]} pools last day",
+            lambda v: fmt_number(v, APY),
+            _span(days),
+        ),
+        universe_tvl_plot=inline_plots.lines(
+            {"total TVL": g["tvl_usd"].sum().to_numpy() / 1e6},
+            "Universe TVL (USD million)",
+            lambda v: f"{v:,.0f}M",
+            _span(days),
+        ),
+    )
 
 
 def weight_plots(out: pd.DataFrame, top: int = 5) -> dict[str, object]:
@@ -74,16 +86,26 @@ def weight_plots(out: pd.DataFrame, top: int = 5) -> dict[str, object]:
     trades = last[last["trade_usd"].fillna(0.0) != 0]
     return _entries(
         weights_plot=plot,
-        trades_plot=inline_plots.bars({_name(p, short=True): float(v) for p, v in zip(trades["pool"], trades["trade_usd"],
-                                                                            strict=True)},
-                                      f"Trades {days[-1]:%Y-%m-%d} (USD)", lambda v: fmt_number(v, USD))
-        if len(trades) else None)
+        trades_plot=inline_plots.bars(
+            {
+                _name(p, short=True): float(v)
+                for p, v in zip(trades["pool"], trades["trade_usd"], strict=True)
+            },
+            f"Trades {days[-1]:%Y-%m-%d} (USD)",
+            lambda v: fmt_number(v, USD),
+        )
+        if len(trades)
+        else None,
+    )
 
 
 def feature_plot(frame: pd.DataFrame, columns: list[str], limit: int = 12) -> dict[str, object]:
     """5th/25th/50th/75th/95th percentile of each feature over the frame's rows."""
-    cols = [c for c in columns if c in frame and pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])][:limit]  # categories have no quantiles
+    cols = [
+        c
+        for c in columns
+        if c in frame and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ][:limit]  # categories have no quantiles
     if not cols or frame.empty:
         return {}
     values = frame[cols].to_numpy(dtype=float)
@@ -91,9 +113,13 @@ def feature_plot(frame: pd.DataFrame, columns: list[str], limit: int = 12) -> di
         q = np.nanpercentile(values, [5, 25, 50, 75, 95], axis=0) if np.isfinite(values).any() else None
     if q is None:
         return {}
-    return _entries(feature_distributions_plot=inline_plots.ranges(
-        {c: q[:, i] for i, c in enumerate(cols)}, f"Feature distributions, {len(frame):,} rows (5-25-50-75-95%)",
-        lambda v: fmt_number(v)))
+    return _entries(
+        feature_distributions_plot=inline_plots.ranges(
+            {c: q[:, i] for i, c in enumerate(cols)},
+            f"Feature distributions, {len(frame):,} rows (5-25-50-75-95%)",
+            lambda v: fmt_number(v),
+        )
+    )
 
 
 def model_plots(bundle, label: str) -> dict[str, object]:
@@ -104,8 +130,11 @@ def model_plots(bundle, label: str) -> dict[str, object]:
         return {}
     f = bundle.folds
     f = f[(f["label"] == label) & (f["metric"] == (sel.metric or "mae")) & (f["fold"] != "all")]
-    rival = sel.chosen if sel.chosen != NAIVE else max((e for e in sel.scores if e != NAIVE),
-                                                       key=lambda e: -sel.scores[e], default=NAIVE)
+    rival = (
+        sel.chosen
+        if sel.chosen != NAIVE
+        else max((e for e in sel.scores if e != NAIVE), key=lambda e: -sel.scores[e], default=NAIVE)
+    )
     series = {}
     for est in dict.fromkeys([sel.chosen, NAIVE, rival]):
         s = f[f["estimator"] == est].set_index("fold")["score"]
@@ -116,19 +145,30 @@ def model_plots(bundle, label: str) -> dict[str, object]:
     plots = {"traded_model": f"{label}/{sel.chosen}: {sel.note}"}
     if series:
         plots["traded_model_cv_plot"] = inline_plots.lines(
-            series, f"{label} CV {metric} per fold (lower is better)" if metric in ("mae", "log_loss")
-            else f"{label} CV {metric} per fold", lambda v: fmt_number(v, unit),
-            (f"fold {f['fold'].min()}", f"fold {f['fold'].max()}"))
+            series,
+            f"{label} CV {metric} per fold (lower is better)"
+            if metric in ("mae", "log_loss")
+            else f"{label} CV {metric} per fold",
+            lambda v: fmt_number(v, unit),
+            (f"fold {f['fold'].min()}", f"fold {f['fold'].max()}"),
+        )
     imp = bundle.importances
-    own = imp[(imp["label"] == label) & (imp["estimator"] == sel.chosen)] if len(imp) and "estimator" in imp else imp.iloc[0:0]
+    own = (
+        imp[(imp["label"] == label) & (imp["estimator"] == sel.chosen)]
+        if len(imp) and "estimator" in imp
+        else imp.iloc[0:0]
+    )
     if len(own):
         mean = own.assign(value=own["value"].abs()).groupby("feature")["value"].mean()
         plots["traded_model_importance_plot"] = inline_plots.bars(
-            mean.to_dict(), f"{sel.chosen}: mean |coefficient| per feature", lambda v: f"{v:.2g}")
+            mean.to_dict(), f"{sel.chosen}: mean |coefficient| per feature", lambda v: f"{v:.2g}"
+        )
     else:
-        plots["traded_model_importance"] = (f"{sel.chosen} has no feature importance (it reads "
-                                            f"{'the latest value' if sel.chosen == NAIVE else 'the APY history'} "
-                                            "only)")
+        plots["traded_model_importance"] = (
+            f"{sel.chosen} has no feature importance (it reads "
+            f"{'the latest value' if sel.chosen == NAIVE else 'the APY history'} "
+            "only)"
+        )
     return _entries(**plots)
 
 
@@ -138,8 +178,11 @@ def wealth_plot(wealth: dict[str, pd.Series], names: list[str]) -> dict[str, obj
     if not shown:
         return {}
     days = next(iter(shown.values())).index
-    return _entries(wealth_plot=inline_plots.lines(
-        {n: (w / w.iloc[0]).reindex(days).to_numpy() for n, w in shown.items()}, "Wealth W/W0",
-        lambda v: f"{v:.3f}", _span(days)))
-
-
+    return _entries(
+        wealth_plot=inline_plots.lines(
+            {n: (w / w.iloc[0]).reindex(days).to_numpy() for n, w in shown.items()},
+            "Wealth W/W0",
+            lambda v: f"{v:.3f}",
+            _span(days),
+        )
+    )

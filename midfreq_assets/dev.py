@@ -49,12 +49,17 @@ def _wait_group(proc: subprocess.Popen, pgid: int, seconds: float) -> bool:
     return False
 
 
-def stop_group(proc: subprocess.Popen, interrupt_grace_s: float = INTERRUPT_GRACE_S,
-               terminate_grace_s: float = TERMINATE_GRACE_S) -> str:
+def stop_group(
+    proc: subprocess.Popen,
+    interrupt_grace_s: float = INTERRUPT_GRACE_S,
+    terminate_grace_s: float = TERMINATE_GRACE_S,
+) -> str:
     """Interrupt, then terminate, then kill the process group of ``proc``; returns what stopped it."""
     pgid = proc.pid
-    for sig, grace, label in ((signal.SIGINT, interrupt_grace_s, "interrupt"),
-                              (signal.SIGTERM, terminate_grace_s, "terminate")):
+    for sig, grace, label in (
+        (signal.SIGINT, interrupt_grace_s, "interrupt"),
+        (signal.SIGTERM, terminate_grace_s, "terminate"),
+    ):
         _signal_group(pgid, sig)
         if _wait_group(proc, pgid, grace):
             return label

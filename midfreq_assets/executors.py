@@ -27,8 +27,13 @@ EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
 CELERY_BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
 CELERY_BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
 
-_ALIASES = {"in-process": "in_process", "inprocess": "in_process", "multi_process": "multiprocess",
-            "kubernetes": "k8s", "k8s_job": "k8s"}
+_ALIASES = {
+    "in-process": "in_process",
+    "inprocess": "in_process",
+    "multi_process": "multiprocess",
+    "kubernetes": "k8s",
+    "k8s_job": "k8s",
+}
 
 
 class ExecutorSelectionError(ValueError):
@@ -89,8 +94,10 @@ def _celery(celery_executor: ExecutorDefinition) -> ExecutorDefinition:
     """``celery_executor`` with broker/backend from the environment when it names them."""
     if not os.environ.get(CELERY_BROKER_ENV, "").strip():
         if os.environ.get(CELERY_BACKEND_ENV, "").strip():
-            raise ExecutorSelectionError(f"{CELERY_BACKEND_ENV} is set but {CELERY_BROKER_ENV} is not: "
-                                         "the workers' broker must be named too")
+            raise ExecutorSelectionError(
+                f"{CELERY_BACKEND_ENV} is set but {CELERY_BROKER_ENV} is not: "
+                "the workers' broker must be named too"
+            )
         return celery_executor
     config = {"broker": {"env": CELERY_BROKER_ENV}}
     if os.environ.get(CELERY_BACKEND_ENV, "").strip():

@@ -38,8 +38,10 @@ def _title(s: str) -> str:
 
 
 def _svg(body: str) -> str:
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {W} {H}' width='{W * 2}' "
-            f"style='font:6px sans-serif'>{body}</svg>")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {W} {H}' width='{W * 2}' "
+        f"style='font:6px sans-serif'>{body}</svg>"
+    )
 
 
 def to_markdown(svg: str, alt: str) -> str:
@@ -76,8 +78,12 @@ def _points(xs: np.ndarray, ys: np.ndarray) -> str:
     return ",".join(f"{x:.0f},{y:.0f}" for x, y in zip(xs[ok], ys[ok], strict=True))
 
 
-def lines(series: Mapping[str, Sequence[float]], title: str, fmt: Callable[[float], str],
-          x_labels: tuple[str, str] = ("", "")) -> MetadataValue | None:
+def lines(
+    series: Mapping[str, Sequence[float]],
+    title: str,
+    fmt: Callable[[float], str],
+    x_labels: tuple[str, str] = ("", ""),
+) -> MetadataValue | None:
     """One line per series over a shared x (days), y from the smallest to the largest value (labelled
     with ``fmt``), legend under the plot, first and last x label below the axis."""
     names = list(series)
@@ -88,12 +94,18 @@ def lines(series: Mapping[str, Sequence[float]], title: str, fmt: Callable[[floa
     lo, hi = float(finite.min()), float(finite.max())
 
     def render(n: int, names: list[str]) -> str:
-        body = [_title(title), _text(W - 1, TOP + 2, fmt(hi), anchor="end"),
-                _text(W - 1, BOTTOM, fmt(lo), anchor="end"), "<g fill='none'>"]
+        body = [
+            _title(title),
+            _text(W - 1, TOP + 2, fmt(hi), anchor="end"),
+            _text(W - 1, BOTTOM, fmt(lo), anchor="end"),
+            "<g fill='none'>",
+        ]
         for i, name in enumerate(names):
             ys = _thin(data[name], n)
             xs = np.linspace(0, W - 30, len(ys))
-            body.append(f"<polyline stroke='#{COLORS[i % len(COLORS)]}' points='{_points(xs, _scale(ys, lo, hi))}'/>")
+            body.append(
+                f"<polyline stroke='#{COLORS[i % len(COLORS)]}' points='{_points(xs, _scale(ys, lo, hi))}'/>"
+            )
         body.append("</g>")
         body += [_text(1, BOTTOM + 7, x_labels[0]), _text(W - 30, BOTTOM + 7, x_labels[1], anchor="end")]
         x = 1
@@ -110,8 +122,9 @@ def lines(series: Mapping[str, Sequence[float]], title: str, fmt: Callable[[floa
     return None
 
 
-def stacked(shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[str, str] = ("", "")
-            ) -> MetadataValue | None:
+def stacked(
+    shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[str, str] = ("", "")
+) -> MetadataValue | None:
     """Stacked areas of shares (0..1, e.g. weights per pool per day; the last series is usually
     "idle"), the legend under the plot."""
     names = list(shares)
@@ -123,7 +136,11 @@ def stacked(shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[s
         cols = _thin(np.arange(data.shape[1]), n)
         cum = np.cumsum(data[:, cols], axis=0)
         xs = np.linspace(0, W - 30, len(cols))
-        body = [_title(title), _text(W - 1, TOP + 2, "100%", anchor="end"), _text(W - 1, BOTTOM, "0%", anchor="end")]
+        body = [
+            _title(title),
+            _text(W - 1, TOP + 2, "100%", anchor="end"),
+            _text(W - 1, BOTTOM, "0%", anchor="end"),
+        ]
         for i in range(len(names) - 1, -1, -1):  # the tallest first, each lower layer drawn over it
             color = LIGHT if names[i] == "idle" else GREY if names[i] == "other" else COLORS[i % len(COLORS)]
             top = _points(xs, _scale(cum[i], 0.0, 1.0))
@@ -139,8 +156,9 @@ def stacked(shares: Mapping[str, Sequence[float]], title: str, x_labels: tuple[s
     return fit(render, title)
 
 
-def bars(values: Mapping[str, float], title: str, fmt: Callable[[float], str], limit: int = 8
-         ) -> MetadataValue | None:
+def bars(
+    values: Mapping[str, float], title: str, fmt: Callable[[float], str], limit: int = 8
+) -> MetadataValue | None:
     """Horizontal bars (one per label, positive right of the zero line, negative left), the largest
     ``limit`` by magnitude; each bar's value written beside it."""
     items = sorted(values.items(), key=lambda kv: -abs(kv[1]))
@@ -148,7 +166,7 @@ def bars(values: Mapping[str, float], title: str, fmt: Callable[[float], str], l
         return None
 
     def render(n: int) -> str:
-        shown = items[:min(limit, max(2, n // 6))]
+        shown = items[: min(limit, max(2, n // 6))]
         span = max(abs(v) for _, v in shown) or 1.0
         has_neg = any(v < 0 for _, v in shown)
         zero = 130 if has_neg else 90
@@ -160,8 +178,10 @@ def bars(values: Mapping[str, float], title: str, fmt: Callable[[float], str], l
             w = abs(v) * scale
             x = zero - w if v < 0 else zero
             color = COLORS[3] if v < 0 else COLORS[0]
-            body.append(f"<rect x='{x:.0f}' y='{y:.0f}' width='{max(w, 0.5):.1f}' height='{step * 0.7:.0f}' "
-                        f"fill='#{color}'/>")
+            body.append(
+                f"<rect x='{x:.0f}' y='{y:.0f}' width='{max(w, 0.5):.1f}' height='{step * 0.7:.0f}' "
+                f"fill='#{color}'/>"
+            )
             body.append(_text(1, y + step * 0.6, label[:24]))
             body.append(_text(zero + (w if v >= 0 else 0) + 2, y + step * 0.6, fmt(v)))
         return _svg("".join(body))
@@ -169,8 +189,9 @@ def bars(values: Mapping[str, float], title: str, fmt: Callable[[float], str], l
     return fit(render, title)
 
 
-def ranges(quantiles: Mapping[str, Sequence[float]], title: str, fmt: Callable[[float], str]
-           ) -> MetadataValue | None:
+def ranges(
+    quantiles: Mapping[str, Sequence[float]], title: str, fmt: Callable[[float], str]
+) -> MetadataValue | None:
     """One row per variable: a line from its 5th to its 95th percentile, a box from the 25th to the
     75th and a tick at the median (``quantiles[name] = (p5, p25, p50, p75, p95)``), on a shared axis."""
     items = [(k, np.asarray(v, dtype=float)) for k, v in quantiles.items() if np.isfinite(v).all()]
@@ -185,7 +206,7 @@ def ranges(quantiles: Mapping[str, Sequence[float]], title: str, fmt: Callable[[
         return left + (v - lo) / span * (right - left)
 
     def render(n: int) -> str:
-        shown = items[:max(2, n // 3)]
+        shown = items[: max(2, n // 3)]
         step = (H - TOP - 9) / len(shown)
         whiskers, boxes, medians, labels = [], [], [], []
         for i, (name, q) in enumerate(shown):
@@ -194,10 +215,15 @@ def ranges(quantiles: Mapping[str, Sequence[float]], title: str, fmt: Callable[[
             boxes.append(f"M{x_of(q[1]):.0f},{y:.0f}H{max(x_of(q[3]), x_of(q[1]) + 1):.0f}")
             medians.append(f"M{x_of(q[2]):.0f},{y - 3:.0f}v6")
             labels.append(_text(1, y + 2, name[:24]))
-        body = [_title(title), _text(left, H - 1, fmt(lo)), _text(right, H - 1, fmt(hi), anchor="end"),
-                f"<path stroke='#{GREY}' d='{''.join(whiskers)}'/>",
-                f"<path stroke='#{COLORS[0]}' stroke-width='{min(4, step * 0.6):.0f}' d='{''.join(boxes)}'/>",
-                f"<path stroke='#{COLORS[3]}' d='{''.join(medians)}'/>", *labels]
+        body = [
+            _title(title),
+            _text(left, H - 1, fmt(lo)),
+            _text(right, H - 1, fmt(hi), anchor="end"),
+            f"<path stroke='#{GREY}' d='{''.join(whiskers)}'/>",
+            f"<path stroke='#{COLORS[0]}' stroke-width='{min(4, step * 0.6):.0f}' d='{''.join(boxes)}'/>",
+            f"<path stroke='#{COLORS[3]}' d='{''.join(medians)}'/>",
+            *labels,
+        ]
         return _svg("".join(body))
 
     return fit(render, title)

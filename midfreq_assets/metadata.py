@@ -46,7 +46,9 @@ def bundle_summary(b: ModelBundle) -> dict[str, object]:
     }
     if b.selection:
         meta["selected_models"] = MetadataValue.json({s.label: s.chosen for s in b.selection.values()})
-        meta["naive_traded"] = ", ".join(s.label for s in b.selection.values() if not s.beats_naive) or "(none)"
+        meta["naive_traded"] = (
+            ", ".join(s.label for s in b.selection.values() if not s.beats_naive) or "(none)"
+        )
     return meta
 
 
@@ -54,8 +56,11 @@ def bundle_details(b: ModelBundle) -> dict[str, object]:
     """A refit's CV tables and importance plot (what a person reads on one partition)."""
     cv = b.cv
     meta: dict[str, object] = {
-        "cv_summary": markdown_table(cv[[c for c in ("label", "estimator", "metric", "model", "baseline", "n",
-                                                     "coverage") if c in cv]] if len(cv) else cv),
+        "cv_summary": markdown_table(
+            cv[[c for c in ("label", "estimator", "metric", "model", "baseline", "n", "coverage") if c in cv]]
+            if len(cv)
+            else cv
+        ),
     }
     if b.selection:
         meta["selection"] = markdown_table(selection_table(b.selection))
@@ -71,16 +76,22 @@ def bundle_details(b: ModelBundle) -> dict[str, object]:
 
 def run_scope(keys: list[str]) -> str:
     """What the ``run_*`` entries of a range run's last partition are (the other partitions have none)."""
-    return (f"run_* entries and the tables are the whole run's ({keys[0]}..{keys[-1]}, {len(keys)} partitions), "
-            "shown on its last partition; every other entry is this partition's own")
+    return (
+        f"run_* entries and the tables are the whole run's ({keys[0]}..{keys[-1]}, {len(keys)} partitions), "
+        "shown on its last partition; every other entry is this partition's own"
+    )
 
 
 def _bundle_partition_metadata(context, by_key: dict) -> None:
     add_partitions_metadata(context, context.assets_def.key, by_key)
 
 
-def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable[[ModelBundle], dict] | None = None,
-                    details: Callable[[ModelBundle], dict] | None = None) -> dict[str, object]:
+def bundle_metadata(
+    context,
+    bundles: Mapping[str, ModelBundle],
+    extra: Callable[[ModelBundle], dict] | None = None,
+    details: Callable[[ModelBundle], dict] | None = None,
+) -> dict[str, object]:
     """Metadata of a ``fitted_models`` run: each partition its own refit's summary (``extra``: more of
     it); the CV tables, the importance plot and ``details`` (the traded model's inline plots) of the
     last one (on a range run: on its last partition, which says so)."""
@@ -92,16 +103,28 @@ def bundle_metadata(context, bundles: Mapping[str, ModelBundle], extra: Callable
         return {**details(b), **bundle_summary(b), **bundle_details(b), **extra(b)}
     by_key = {key: {**bundle_summary(bundles[key]), **extra(bundles[key])} for key in keys}
     last = bundles[keys[-1]]
-    by_key[keys[-1]] = {**details(last), **by_key[keys[-1]], **bundle_details(last), "run_refits": len(keys),
-                        "run_scope": run_scope(keys).replace("and the tables are the whole run's",
-                                                             "are the whole run's; the CV tables this refit's")}
+    by_key[keys[-1]] = {
+        **details(last),
+        **by_key[keys[-1]],
+        **bundle_details(last),
+        "run_refits": len(keys),
+        "run_scope": run_scope(keys).replace(
+            "and the tables are the whole run's", "are the whole run's; the CV tables this refit's"
+        ),
+    }
     _bundle_partition_metadata(context, by_key)
     return {}
 
 
-def partition_metadata(context, frame: pd.DataFrame, summary: Callable[[pd.DataFrame, str | None], dict[str, Any]],
-                       run_level: Mapping[str, Any] | None = None, date_column: str = "date",
-                       asset_key=None, partition_column: str | None = None) -> dict[str, Any]:
+def partition_metadata(
+    context,
+    frame: pd.DataFrame,
+    summary: Callable[[pd.DataFrame, str | None], dict[str, Any]],
+    run_level: Mapping[str, Any] | None = None,
+    date_column: str = "date",
+    asset_key=None,
+    partition_column: str | None = None,
+) -> dict[str, Any]:
     """Each partition's own numbers: a run of one partition returns ``summary(frame, key)`` (the
     output's metadata) plus ``run_level``; a range run attaches ``summary`` of each partition's rows
     to that partition (``add_asset_metadata``), the run's own figures (``run_level``, prefixed
@@ -111,7 +134,9 @@ def partition_metadata(context, frame: pd.DataFrame, summary: Callable[[pd.DataF
     from midfreq_resources.io.lake import split_by_column, split_by_date, split_by_month
 
     run_level = dict(run_level or {})
-    keys = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else []
+    keys = (
+        list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else []
+    )
     if len(keys) <= 1:
         return {**summary(frame, keys[0] if keys else None), **run_level}
     if not len(frame):
@@ -135,8 +160,9 @@ def covered_through(instance, key, partition: str):
 
     from dagster import AssetRecordsFilter
 
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
-                                              limit=1).records
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
     if not records or records[0].asset_materialization is None:
         return None
     value = records[0].asset_materialization.metadata.get("last_day")

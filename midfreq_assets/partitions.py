@@ -36,8 +36,9 @@ from midfreq_assets.domain.config.project import Project
 from midfreq_resources.io.replayed_corpus import DataEnd, read_data_end
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
-_CHOSEN_END: contextvars.ContextVar[tuple[DataEnd | None] | None] = contextvars.ContextVar("midfreq_data_end",
-                                                                                          default=None)
+_CHOSEN_END: contextvars.ContextVar[tuple[DataEnd | None] | None] = contextvars.ContextVar(
+    "midfreq_data_end", default=None
+)
 
 
 @contextlib.contextmanager
@@ -91,15 +92,18 @@ def _next_month(day: dt.date) -> dt.date:
 def daily_from(start: dt.date, last: dt.date | None = None) -> DailyPartitionsDefinition:
     """UTC days from ``start`` (``YYYY-MM-DD`` keys) to ``last`` (None: yesterday)."""
     end = _end_date(start, last, last + dt.timedelta(days=1)) if last else None
-    return DailyPartitionsDefinition(start_date=start.isoformat(), end_date=end, timezone="UTC", fmt="%Y-%m-%d")
+    return DailyPartitionsDefinition(
+        start_date=start.isoformat(), end_date=end, timezone="UTC", fmt="%Y-%m-%d"
+    )
 
 
 @functools.cache
 def hourly_from(start: dt.date, last: dt.date | None = None) -> HourlyPartitionsDefinition:
     """UTC hours from ``start`` to the end of ``last`` (None: the last complete hour)."""
     end = _end_date(start, last, last + dt.timedelta(days=1)) if last else None
-    return HourlyPartitionsDefinition(start_date=f"{start.isoformat()}-00:00", end_date=end and f"{end}-00:00",
-                                      timezone="UTC")
+    return HourlyPartitionsDefinition(
+        start_date=f"{start.isoformat()}-00:00", end_date=end and f"{end}-00:00", timezone="UTC"
+    )
 
 
 @functools.cache
@@ -108,7 +112,9 @@ def monthly_from(start: dt.date, last: dt.date | None = None) -> MonthlyPartitio
     the last complete one (a replayed corpus: the month holding ``last``)."""
     first = start.replace(day=1)
     end = _end_date(first, last, _next_month(last)) if last else None
-    return MonthlyPartitionsDefinition(start_date=first.isoformat(), end_date=end, timezone="UTC", fmt="%Y-%m-%d")
+    return MonthlyPartitionsDefinition(
+        start_date=first.isoformat(), end_date=end, timezone="UTC", fmt="%Y-%m-%d"
+    )
 
 
 @functools.cache
@@ -118,8 +124,9 @@ def research_months(start: dt.date, last: dt.date | None = None) -> MonthlyParti
     With ``last`` (a replayed corpus), the months to the one holding ``last``."""
     first = start.replace(day=1)
     end = _end_date(first, last, _next_month(last)) if last else None
-    return MonthlyPartitionsDefinition(start_date=f"{start:%Y-%m}", end_date=end and end[:7], timezone="UTC",
-                                       fmt="%Y-%m", end_offset=1)
+    return MonthlyPartitionsDefinition(
+        start_date=f"{start:%Y-%m}", end_date=end and end[:7], timezone="UTC", fmt="%Y-%m", end_offset=1
+    )
 
 
 def month_key(day: dt.date) -> str:
@@ -146,8 +153,9 @@ def weekly_partitions(start: dt.date, last: dt.date | None = None) -> WeeklyPart
     (a replayed corpus), the weeks to the one holding ``last``."""
     first = start + dt.timedelta(days=(7 - start.weekday()) % 7)
     end = _end_date(first, last, last + dt.timedelta(days=7 - last.weekday())) if last else None
-    return WeeklyPartitionsDefinition(start_date=first.isoformat(), end_date=end, day_offset=1, timezone="UTC",
-                                      fmt="%Y-%m-%d", end_offset=1)
+    return WeeklyPartitionsDefinition(
+        start_date=first.isoformat(), end_date=end, day_offset=1, timezone="UTC", fmt="%Y-%m-%d", end_offset=1
+    )
 
 
 def window_days(window: TimeWindow) -> tuple[dt.date, dt.date]:
@@ -161,12 +169,15 @@ def window_days(window: TimeWindow) -> tuple[dt.date, dt.date]:
 #: clipped to the first daily partition).
 HISTORY_WEEKS = 520
 #: weekly partition W -> every daily partition before W's first day
-HISTORY_BEFORE_WEEK = TimeWindowPartitionMapping(start_offset=-HISTORY_WEEKS, end_offset=-1,
-                                                 allow_nonexistent_upstream_partitions=True)
+HISTORY_BEFORE_WEEK = TimeWindowPartitionMapping(
+    start_offset=-HISTORY_WEEKS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
 #: daily D -> the weekly partition containing D (its as_of, the Monday, is <= D)
 WEEK_OF_DAY = TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 #: day D -> D-1 (a self-dependency: today's holdings start from yesterday's)
-PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+PREVIOUS_DAY = TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
 
 
 def lookback(days: int) -> TimeWindowPartitionMapping:
@@ -177,7 +188,9 @@ def lookback(days: int) -> TimeWindowPartitionMapping:
 def months_back(days: int) -> TimeWindowPartitionMapping:
     """Monthly partition M -> the upstream partitions from ``days`` days before M's first day to M's
     end (the offset is in the downstream's months: ceil(days / 28) of them cover ``days``)."""
-    return TimeWindowPartitionMapping(start_offset=-math.ceil(days / 28), allow_nonexistent_upstream_partitions=True)
+    return TimeWindowPartitionMapping(
+        start_offset=-math.ceil(days / 28), allow_nonexistent_upstream_partitions=True
+    )
 
 
 def days_with_data(window: TimeWindow, dates: pd.Series, start: dt.date | None = None) -> pd.DatetimeIndex:

@@ -50,8 +50,17 @@ DEFAULT_GRID = "default"
 CODE_MODULE, CODE_LOCATION = "midfreq_assets.definitions", "midfreq"
 # The summary below is what a person reads; Dagster's per-event DEBUG lines stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-HEADLINE = ["name", "role", "log_growth", "invested_share", "excess_over_bar", "excess_sharpe", "max_drawdown",
-            "turnover", "cost_drag"]
+HEADLINE = [
+    "name",
+    "role",
+    "log_growth",
+    "invested_share",
+    "excess_over_bar",
+    "excess_sharpe",
+    "max_drawdown",
+    "turnover",
+    "cost_drag",
+]
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,9 @@ class DataRange:
     klines_range: tuple[dt.date, dt.date] | None = None  # without a scannable corpus: the given range
 
 
-def _clip(first: dt.date, last: dt.date, start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
+def _clip(
+    first: dt.date, last: dt.date, start: dt.date | None, end: dt.date | None
+) -> tuple[dt.date, dt.date]:
     return max(first, start) if start else first, min(last, end) if end else last
 
 
@@ -96,8 +107,9 @@ def _keys_in(job, first: dt.date, last: dt.date) -> list[str]:
     """The job's time partition keys whose window starts in ``first..last`` (monthly: the months
     holding any of those days)."""
     pdef = job.partitions_def
-    keys = pdef.get_partition_keys(current_time=dt.datetime.combine(last + dt.timedelta(days=40), dt.time(),
-                                                                    tzinfo=dt.UTC))
+    keys = pdef.get_partition_keys(
+        current_time=dt.datetime.combine(last + dt.timedelta(days=40), dt.time(), tzinfo=dt.UTC)
+    )
     out = []
     for key in keys:
         window = pdef.time_window_for_partition_key(key)
@@ -124,8 +136,9 @@ def _grid_chunks(points: list[str], registered: list[str]) -> list[list[str]]:
     return chunks
 
 
-def _job_runs(job, rule: str, project, vault, data: DataRange, grids: Sequence[str], instance,
-              notes: list[str]) -> tuple[list[dict], str]:
+def _job_runs(
+    job, rule: str, project, vault, data: DataRange, grids: Sequence[str], instance, notes: list[str]
+) -> tuple[list[dict], str]:
     """The runs of one pipeline job under its rule, and a one-line span for the summary."""
     from midfreq_assets import stages
 
@@ -165,8 +178,11 @@ def _job_runs(job, rule: str, project, vault, data: DataRange, grids: Sequence[s
         for g in grids:
             points = [p.name for p in validate_grid(load_grid(project.grids_dir / f"{g}.yaml"), vault)]
             for chunk in _grid_chunks(points, registered):
-                runs.append({"partition_key": chunk[0]} if len(chunk) == 1 else
-                            {"tags": _range_tags(chunk[0], chunk[-1])})
+                runs.append(
+                    {"partition_key": chunk[0]}
+                    if len(chunk) == 1
+                    else {"tags": _range_tags(chunk[0], chunk[-1])}
+                )
         return runs, f"grid {', '.join(grids)}"
     # Binance: per covered segment
     segments = _klines_segments(project, data, notes)
@@ -182,7 +198,9 @@ def _job_runs(job, rule: str, project, vault, data: DataRange, grids: Sequence[s
             continue
         keys = _keys_in(job, s, e)
         if keys:
-            runs.append({"tags": _range_tags(keys[0], keys[-1])} if len(keys) > 1 else {"partition_key": keys[0]})
+            runs.append(
+                {"tags": _range_tags(keys[0], keys[-1])} if len(keys) > 1 else {"partition_key": keys[0]}
+            )
             spans.append(f"{keys[0]}...{keys[-1]}")
     return runs, "; ".join(spans)
 
@@ -220,16 +238,25 @@ def plan_stages(defs, project, data: DataRange, grids: Sequence[str], instance) 
     else:
         first, last = _clip(*data.yields, project.earliest_start, None)
         if first > last:
-            notes.append(f"DefiLlama days end {data.yields[1]}, before the first vault starts ({project.earliest_start})")
+            notes.append(
+                f"DefiLlama days end {data.yields[1]}, before the first vault starts ({project.earliest_start})"
+            )
             data = DataRange(None, data.klines, data.klines_range)
         else:
             data = DataRange((first, last), data.klines, data.klines_range)
             for vault in project.vaults.values():
                 if vault.start_date > last:
-                    notes.append(f"vault {vault.name} starts {vault.start_date}, after the data ends ({last}): not run")
-                elif vault.positions is not None and _live_days(vault, max(first, vault.start_date), last) is None:
-                    notes.append(f"vault {vault.name}: positions.live_from {vault.positions.live_from} is after the "
-                                 f"data ends ({last}): simulated on every day")
+                    notes.append(
+                        f"vault {vault.name} starts {vault.start_date}, after the data ends ({last}): not run"
+                    )
+                elif (
+                    vault.positions is not None
+                    and _live_days(vault, max(first, vault.start_date), last) is None
+                ):
+                    notes.append(
+                        f"vault {vault.name}: positions.live_from {vault.positions.live_from} is after the "
+                        f"data ends ({last}): simulated on every day"
+                    )
     available = {p.stem for p in project.grids_dir.glob("*.yaml")}
     for name in grids:
         if name not in available:
@@ -240,8 +267,10 @@ def plan_stages(defs, project, data: DataRange, grids: Sequence[str], instance) 
     elif data.klines is not None:
         b = project.binance
         if not _klines_segments(project, data, []):
-            notes.append(f"no Binance klines of {', '.join(b.symbols)} ({', '.join(b.intervals)}) in the corpus from "
-                         f"{b.start_date}: klines and price research not run")
+            notes.append(
+                f"no Binance klines of {', '.join(b.symbols)} ({', '.join(b.intervals)}) in the corpus from "
+                f"{b.start_date}: klines and price research not run"
+            )
         for interval, days in data.klines.days.items():
             if not days:
                 notes.append(f"no Binance {interval} klines in the corpus")
@@ -266,17 +295,35 @@ def plan_stages(defs, project, data: DataRange, grids: Sequence[str], instance) 
     ordered = _topological(jobs, graph, producers)
     out = []
     dropped: set[str] = set()  # pipeline jobs with nothing to run here; a job all of whose producers are
-    for job, rule, vault in ordered:  # among them has nothing to read either (e.g. price reports without klines)
+    for (
+        job,
+        rule,
+        vault,
+    ) in ordered:  # among them has nothing to read either (e.g. price reports without klines)
         own = set(job.asset_layer.executable_asset_keys)
-        upstream = {producers[p] for key in own for p in graph.get(key).parent_keys if p in producers} - {job.name}
-        runs, span = _job_runs(job, rule, project, vault, data, chosen, instance, notes) if not (
-            upstream and upstream <= dropped) else ([], "")
+        upstream = {producers[p] for key in own for p in graph.get(key).parent_keys if p in producers} - {
+            job.name
+        }
+        runs, span = (
+            _job_runs(job, rule, project, vault, data, chosen, instance, notes)
+            if not (upstream and upstream <= dropped)
+            else ([], "")
+        )
         if not runs:
             dropped.add(job.name)
             continue
-        out.append(Stage(job.name, job.name, rule, frozenset(job.asset_layer.executable_asset_keys), tuple(runs),
-                         span, vault.name if vault else None, chosen if rule in (stages.GRID_POINTS, stages.GRID_FILES)
-                         else ()))
+        out.append(
+            Stage(
+                job.name,
+                job.name,
+                rule,
+                frozenset(job.asset_layer.executable_asset_keys),
+                tuple(runs),
+                span,
+                vault.name if vault else None,
+                chosen if rule in (stages.GRID_POINTS, stages.GRID_FILES) else (),
+            )
+        )
     return Plan(out, notes)
 
 
@@ -344,8 +391,14 @@ def failure_message(result) -> str:
             error = getattr(event.event_specific_data, "error", None)
             while error is not None and error.cause is not None:
                 error = error.cause
-            text = error.message.strip().splitlines()[0] if error is not None and error.message else event.message
-            return f"{event.step_key}: {text.removeprefix('dagster._core.definitions.events.Failure: ')}"[:400]
+            text = (
+                error.message.strip().splitlines()[0]
+                if error is not None and error.message
+                else event.message
+            )
+            return f"{event.step_key}: {text.removeprefix('dagster._core.definitions.events.Failure: ')}"[
+                :400
+            ]
     return "run failed"
 
 
@@ -370,18 +423,26 @@ def print_backtest_headlines(plan: Plan, status: dict[str, str], lake: str, inst
                 continue
             table = read_parquet(path)
             meta = _report_metadata(instance, AssetKey([vault, "backtest_report"]), grid)
-            print(f"\n== {vault} backtest report '{grid}' (walk-forward, grid points and benchmarks on the same "
-                  "out-of-sample days; ratios over base rate)")
+            print(
+                f"\n== {vault} backtest report '{grid}' (walk-forward, grid points and benchmarks on the same "
+                "out-of-sample days; ratios over base rate)"
+            )
             if "headline" in meta:
                 print(f"  {meta['headline'].value}")
             if table["log_growth"].isna().all():
-                print(f"  no pool was in {vault}'s universe on any day: every point holds cash (see "
-                      "universe_exclusions for the reasons)")
+                print(
+                    f"  no pool was in {vault}'s universe on any day: every point holds cash (see "
+                    "universe_exclusions for the reasons)"
+                )
             else:  # the walk-forward, the bar, the hindsight best point, the other benchmarks of the bar's set
                 from midfreq_assets.domain.backtest.report import lead_table
 
                 lead = lead_table(table) if "role" in table else table
-                print(lead[[c for c in HEADLINE if c in lead]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+                print(
+                    lead[[c for c in HEADLINE if c in lead]].to_string(
+                        index=False, float_format=lambda v: f"{v:.4f}"
+                    )
+                )
             for key in ("evaluation", "walk_forward_windows"):
                 if key in meta:
                     print(f"\n{_printable(meta[key].value)}")
@@ -417,20 +478,42 @@ def print_live_loop(plan: Plan, status: dict[str, str], lake: str) -> None:
         source = str(weights["positions_source"].iloc[0]) if "positions_source" in weights else "simulated"
         if orders.empty and source == "simulated":
             continue  # a simulated vault with nothing to trade: nothing to show
-        print(f"\n== {vault} trade ticket {day} (started from {source}; {len(orders)} order(s); "
-              f"ticket: {io.lake.joinpath(vault, 'trade_orders', f'{day}.json')})")
+        print(
+            f"\n== {vault} trade ticket {day} (started from {source}; {len(orders)} order(s); "
+            f"ticket: {io.lake.joinpath(vault, 'trade_orders', f'{day}.json')})"
+        )
         if len(orders):
-            shown = orders.merge(executions[["idempotency_key", "status", "filled_usd"]], on="idempotency_key")
-            print(shown[["side", "symbol", "chain", "protocol", "token_symbol", "amount_usd",
-                         "expected_annual_gain_usd", "gas_usd", "status", "filled_usd"]].to_string(
-                index=False, float_format=lambda v: f"{v:,.2f}"))
+            shown = orders.merge(
+                executions[["idempotency_key", "status", "filled_usd"]], on="idempotency_key"
+            )
+            print(
+                shown[
+                    [
+                        "side",
+                        "symbol",
+                        "chain",
+                        "protocol",
+                        "token_symbol",
+                        "amount_usd",
+                        "expected_annual_gain_usd",
+                        "gas_usd",
+                        "status",
+                        "filled_usd",
+                    ]
+                ].to_string(index=False, float_format=lambda v: f"{v:,.2f}")
+            )
         endpoint = executions["endpoint"].iloc[0] if len(executions) else "dry_run"
         print(f"  execution: {endpoint}; statuses {executions['status'].value_counts().to_dict()}")
         drift = drift_table(weights)
         if len(drift):
-            print("  reconciliation vs yesterday's target after accrual (largest drift first, share of wealth):")
-            print(drift.head(5)[["pool", "symbol", "expected_usd", "actual_usd", "drift_share"]].to_string(
-                index=False, float_format=lambda v: f"{v:,.4f}"))
+            print(
+                "  reconciliation vs yesterday's target after accrual (largest drift first, share of wealth):"
+            )
+            print(
+                drift.head(5)[["pool", "symbol", "expected_usd", "actual_usd", "drift_share"]].to_string(
+                    index=False, float_format=lambda v: f"{v:,.4f}"
+                )
+            )
 
 
 def _report_metadata(instance, key, partition: str) -> dict:
@@ -438,7 +521,11 @@ def _report_metadata(instance, key, partition: str) -> dict:
     if instance is None:
         return {}
     event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None or event.asset_materialization.partition != partition:
+    if (
+        event is None
+        or event.asset_materialization is None
+        or event.asset_materialization.partition != partition
+    ):
         return {}
     return dict(event.asset_materialization.metadata)
 
@@ -463,9 +550,12 @@ def _required_inputs(defs) -> dict:
         if assets_def is None:
             continue
         inputs = {name: assets_def.node_def.input_def_named(name) for name in assets_def.keys_by_input_name}
-        out[key] = {in_key for name, in_key in assets_def.keys_by_input_name.items()
-                    if not inputs[name].dagster_type.is_nothing  # a plain dep: the asset reads and checks it
-                    and not (inputs[name].metadata or {}).get("optional")}
+        out[key] = {
+            in_key
+            for name, in_key in assets_def.keys_by_input_name.items()
+            if not inputs[name].dagster_type.is_nothing  # a plain dep: the asset reads and checks it
+            and not (inputs[name].metadata or {}).get("optional")
+        }
     return out
 
 
@@ -509,18 +599,40 @@ def execute_stage(stage: Stage, defs, instance, resources: dict | None) -> Stage
     windowed = _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     job = defs.resolve_job_def(stage.job)
-    results = [execute_in_process_from(job, CODE_MODULE, CODE_LOCATION, run_config=QUIET, instance=instance,
-                                       raise_on_error=False, resources=resources, **kw) for kw in stage.runs]
+    results = [
+        execute_in_process_from(
+            job,
+            CODE_MODULE,
+            CODE_LOCATION,
+            run_config=QUIET,
+            instance=instance,
+            raise_on_error=False,
+            resources=resources,
+            **kw,
+        )
+        for kw in stage.runs
+    ]
     materialized, blocked, lines = set(), {}, []
     for result in results:
         materialized |= {e.asset_key for e in result.get_asset_materialization_events()}
-        blocked |= {e.asset_key: f"blocking check {e.check_name} failed"
-                    for e in result.get_asset_check_evaluations() if not e.passed and e.blocking}
+        blocked |= {
+            e.asset_key: f"blocking check {e.check_name} failed"
+            for e in result.get_asset_check_evaluations()
+            if not e.passed and e.blocking
+        }
         lines += summarize(result)
         if not result.success:
             lines.append(f"  error: {failure_message(result)}")
-    return StageOutcome(all(r.success for r in results), time.perf_counter() - started, time.process_time() - cpu,
-                        len(results), materialized, blocked, lines, _peak_rss_mb() if windowed else None)
+    return StageOutcome(
+        all(r.success for r in results),
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        len(results),
+        materialized,
+        blocked,
+        lines,
+        _peak_rss_mb() if windowed else None,
+    )
 
 
 def stage_needs(plan: Plan, defs) -> dict[str, set[str]]:
@@ -530,12 +642,25 @@ def stage_needs(plan: Plan, defs) -> dict[str, set[str]]:
     for stage in plan.stages:
         for key in stage.assets:
             producer.setdefault(key, stage.name)
-    return {stage.name: {producer[p] for key in stage.assets for p in graph.get(key).parent_keys
-                         if p in producer and producer[p] != stage.name} for stage in plan.stages}
+    return {
+        stage.name: {
+            producer[p]
+            for key in stage.assets
+            for p in graph.get(key).parent_keys
+            if p in producer and producer[p] != stage.name
+        }
+        for stage in plan.stages
+    }
 
 
-def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
-             timings: dict[str, StageTiming] | None = None, workers: _Workers | None = None) -> dict[str, str]:
+def run_plan(
+    plan: Plan,
+    defs,
+    instance,
+    resources: dict | None = None,
+    timings: dict[str, StageTiming] | None = None,
+    workers: _Workers | None = None,
+) -> dict[str, str]:
     """Run every stage on ``instance`` with ``resources`` (passed to each run: the lake, the sources, the
     execution endpoint), each once the stages it depends on are done: in this process, or on ``workers``
     (processes sharing the instance's run history), as many at once as there are workers. A stage is
@@ -552,11 +677,15 @@ def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
     def finish(stage: Stage, outcome: StageOutcome) -> None:
         status[stage.name] = "succeeded" if outcome.ok else "FAILED"
         if timings is not None:
-            timings[stage.name] = StageTiming(outcome.wall_s, outcome.cpu_s, outcome.runs, outcome.peak_rss_mb)
+            timings[stage.name] = StageTiming(
+                outcome.wall_s, outcome.cpu_s, outcome.runs, outcome.peak_rss_mb
+            )
         peak = f", peak RSS {outcome.peak_rss_mb:.0f} MB" if outcome.peak_rss_mb is not None else ""
         print(f"\n== {stage.name}: {stage.span}")
-        print(f"  {status[stage.name].lower() if outcome.ok else 'FAILED'} in {outcome.wall_s:.1f}s wall, "
-              f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s)){peak}")
+        print(
+            f"  {status[stage.name].lower() if outcome.ok else 'FAILED'} in {outcome.wall_s:.1f}s wall, "
+            f"{outcome.cpu_s:.1f}s CPU ({outcome.runs} run(s)){peak}"
+        )
         print("\n".join(outcome.lines))
         lost.update(outcome.blocked)
         for key in stage.assets:
@@ -575,8 +704,10 @@ def run_plan(plan: Plan, defs, instance, resources: dict | None = None,
             if blocked:
                 status[name] = "skipped"
                 lost.update({key: "skipped" for key in stage.assets})
-                print(f"\n== {name}: {stage.span}\n  skipped: needs {', '.join(blocked)} "
-                      f"({', '.join(sorted({lost[k] for k in needed if k in lost}))})")
+                print(
+                    f"\n== {name}: {stage.span}\n  skipped: needs {', '.join(blocked)} "
+                    f"({', '.join(sorted({lost[k] for k in needed if k in lost}))})"
+                )
                 continue
             if workers is None:
                 finish(stage, execute_stage(stage, defs, instance, resources))
@@ -598,16 +729,27 @@ class _Workers:
     the instance of ``DAGSTER_HOME`` with the same resources (spawned: no thread or open database of this
     process is carried over)."""
 
-    def __init__(self, size: int, config_dir: Path, lake: str, sources: dict[str, str] | None,
-                 execution_url: str | None, home: str, data_end: DataEnd | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        config_dir: Path,
+        lake: str,
+        sources: dict[str, str] | None,
+        execution_url: str | None,
+        home: str,
+        data_end: DataEnd | None = None,
+    ) -> None:
         import concurrent.futures
         import multiprocessing
 
         self.size = size
         self._futures = concurrent.futures
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=size, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-            initargs=(str(config_dir), lake, sources, execution_url, home, data_end))
+            max_workers=size,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(str(config_dir), lake, sources, execution_url, home, data_end),
+        )
         for _ in range(size):  # start loading now, while this process plans and runs the first stage
             self._pool.submit(_worker_ready)
 
@@ -624,8 +766,14 @@ class _Workers:
 _WORKER: dict = {}
 
 
-def _worker_init(config_dir: str, lake: str, sources: dict[str, str] | None, execution_url: str | None,
-                 home: str, data_end: DataEnd | None = None) -> None:
+def _worker_init(
+    config_dir: str,
+    lake: str,
+    sources: dict[str, str] | None,
+    execution_url: str | None,
+    home: str,
+    data_end: DataEnd | None = None,
+) -> None:
     from dagster import DagsterInstance
 
     from midfreq_assets.defs.resources import pipeline_resources
@@ -661,22 +809,44 @@ def add_pipeline_command(sub) -> None:
         description="Run the whole chain, one Dagster run per stage, for every vault of the config dir, over "
         "the days the corpus covers (or --start..--end). Exits non-zero when a stage failed.",
     )
-    p.add_argument("--corpus", type=Path, default=None,
-                   help="recorded directory to replay (defillama/, binance/); without it, the MIDFREQ_*_URLs "
-                   "(default: the live services) over --start..--end")
-    p.add_argument("--config-dir", type=Path, default=None, help="configuration directory (default: configs/)")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="recorded directory to replay (defillama/, binance/); without it, the MIDFREQ_*_URLs "
+        "(default: the live services) over --start..--end",
+    )
+    p.add_argument(
+        "--config-dir", type=Path, default=None, help="configuration directory (default: configs/)"
+    )
     p.add_argument("--start", type=_date, default=None, help="first day (default: the corpus's first)")
     p.add_argument("--end", type=_date, default=None, help="last day (default: the corpus's last)")
-    p.add_argument("--lake", default=None, help="data lake root or URL (default: $MIDFREQ_DATA_LAKE or data_lake/)")
-    p.add_argument("--grid", action="append", dest="grids", default=None, metavar="NAME",
-                   help=f"grid file(s) of configs/grids to backtest (repeatable; default: {DEFAULT_GRID})")
-    p.add_argument("--execution-server", action="store_true",
-                   help="start a local execution server (midfreq execution-server) for the run and send the live "
-                   "days' orders to it (MIDFREQ_EXECUTION_URL); without it, orders go to execution.url / "
-                   "$MIDFREQ_EXECUTION_URL, else dry run")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
-                   help="processes running the stages whose inputs are ready (default: min(2, cores); 1: one "
-                   "stage after the other in this process)")
+    p.add_argument(
+        "--lake", default=None, help="data lake root or URL (default: $MIDFREQ_DATA_LAKE or data_lake/)"
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        dest="grids",
+        default=None,
+        metavar="NAME",
+        help=f"grid file(s) of configs/grids to backtest (repeatable; default: {DEFAULT_GRID})",
+    )
+    p.add_argument(
+        "--execution-server",
+        action="store_true",
+        help="start a local execution server (midfreq execution-server) for the run and send the live "
+        "days' orders to it (MIDFREQ_EXECUTION_URL); without it, orders go to execution.url / "
+        "$MIDFREQ_EXECUTION_URL, else dry run",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="processes running the stages whose inputs are ready (default: min(2, cores); 1: one "
+        "stage after the other in this process)",
+    )
     p.set_defaults(func=cmd_pipeline)
 
 
@@ -700,9 +870,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if args.corpus is None:
         data = DataRange((args.start, args.end), None, (args.start, args.end))
         with _execution_server(args.execution_server) as (execution_url, note):
-            return _execute(project, data, grids, lake, None, execution_url,
-                            f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}", [], max(1, args.workers),
-                            data_end=None)
+            return _execute(
+                project,
+                data,
+                grids,
+                lake,
+                None,
+                execution_url,
+                f"the MIDFREQ_*_URLs over {args.start}..{args.end}{note}",
+                [],
+                max(1, args.workers),
+                data_end=None,
+            )
     root = args.corpus.resolve()
     if not root.is_dir():
         print(f"midfreq pipeline: corpus {root} is not a directory")
@@ -714,7 +893,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         yields_range = _clip(yields.first, yields.last, args.start, args.end)
         notes.append(f"corpus DefiLlama: {yields.charts} pool histories, {yields.first}..{yields.last}")
         if yields.unreadable:
-            notes.append(f"corpus DefiLlama: {len(yields.unreadable)} chart file(s) unreadable: {yields.unreadable[:3]}")
+            notes.append(
+                f"corpus DefiLlama: {len(yields.unreadable)} chart file(s) unreadable: {yields.unreadable[:3]}"
+            )
         if yields_range[0] > yields_range[1]:
             yields_range = None
     klines = None
@@ -728,8 +909,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     klines_days = [d for days in (klines.days.values() if klines is not None else ()) for d in days]
     end = DataEnd(yields.last if yields is not None else None, max(klines_days, default=None), str(root))
     with ReplayServer(root) as server, _execution_server(args.execution_server) as (execution_url, note):
-        return _execute(project, data, grids, lake, server.env(), execution_url,
-                        f"replaying {root} at {server.base_url}{note}", notes, max(1, args.workers), data_end=end)
+        return _execute(
+            project,
+            data,
+            grids,
+            lake,
+            server.env(),
+            execution_url,
+            f"replaying {root} at {server.base_url}{note}",
+            notes,
+            max(1, args.workers),
+            data_end=end,
+        )
 
 
 @contextlib.contextmanager
@@ -744,9 +935,19 @@ def _execution_server(wanted: bool) -> Iterator[tuple[str | None, str]]:
         yield server.base_url, f"; orders to the local execution server at {server.base_url}"
 
 
-def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources: dict[str, str] | None,
-             execution_url: str | None, source: str, notes: list[str], workers: int = 1,
-             timings: dict[str, StageTiming] | None = None, data_end: DataEnd | None = None) -> int:
+def _execute(
+    project,
+    data: DataRange,
+    grids: Sequence[str],
+    lake: str,
+    sources: dict[str, str] | None,
+    execution_url: str | None,
+    source: str,
+    notes: list[str],
+    workers: int = 1,
+    timings: dict[str, StageTiming] | None = None,
+    data_end: DataEnd | None = None,
+) -> int:
     """Plan from the code location built on ``project`` (its calendars ending at ``data_end``: the replayed
     corpus's last day, None: yesterday, recorded in the lake for the UI), run with explicit resources
     (the lake, the replay server's URLs or the configured services, the execution endpoint) on
@@ -758,10 +959,14 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
     from midfreq_assets.project import using
 
     print(f"midfreq pipeline: {source}")
-    write_data_end(lake, data_end)  # a code location loaded later on this lake (make dev) ends where the data does
+    write_data_end(
+        lake, data_end
+    )  # a code location loaded later on this lake (make dev) ends where the data does
     if data_end is not None:
-        print(f"  partition calendars end at the corpus's last day: DefiLlama {data_end.yields}, "
-              f"Binance klines {data_end.klines or 'none'} ({lake}/{MARKER})")
+        print(
+            f"  partition calendars end at the corpus's last day: DefiLlama {data_end.yields}, "
+            f"Binance klines {data_end.klines or 'none'} ({lake}/{MARKER})"
+        )
     with using(project), replaying(data_end):
         defs = code_location()
     resources = pipeline_resources(lake, sources, execution_url)
@@ -770,7 +975,9 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
         if home is None and workers > 1:  # processes share a run history: a temporary one
             home = stack.enter_context(tempfile.TemporaryDirectory(prefix="midfreq-pipeline-home-"))
             write_local_instance(Path(home))
-        instance = stack.enter_context(DagsterInstance.from_config(home) if home else DagsterInstance.ephemeral())
+        instance = stack.enter_context(
+            DagsterInstance.from_config(home) if home else DagsterInstance.ephemeral()
+        )
         plan = plan_stages(defs, project, data, grids, instance)
         for note in notes + plan.notes:
             print(f"  {note}")
@@ -784,8 +991,10 @@ def _execute(project, data: DataRange, grids: Sequence[str], lake: str, sources:
         print_live_loop(plan, status, lake)
     failed = [n for n, s in status.items() if s == "FAILED"]
     skipped = [n for n, s in status.items() if s == "skipped"]
-    print(f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "
-          f"{len(skipped)} skipped (a prerequisite failed)")
+    print(
+        f"\nStages: {len(status) - len(failed) - len(skipped)} succeeded, {len(failed)} failed, "
+        f"{len(skipped)} skipped (a prerequisite failed)"
+    )
     for name in failed:
         print(f"  FAILED: {name}")
     print(f"Data lake: {lake}")
@@ -800,8 +1009,13 @@ def write_local_instance(home: Path) -> None:
 
     shipped = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
     config = yaml.safe_load(shipped.read_text()) if shipped.exists() else {}
-    config["storage"] = {"custom": {"module": "midfreq_resources.instance.sqlite_storage",
-                                    "class": "PooledSqliteStorage", "config": {"base_dir": str(home)}}}
+    config["storage"] = {
+        "custom": {
+            "module": "midfreq_resources.instance.sqlite_storage",
+            "class": "PooledSqliteStorage",
+            "config": {"base_dir": str(home)},
+        }
+    }
     config["telemetry"] = {"enabled": False}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 

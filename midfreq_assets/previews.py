@@ -27,11 +27,17 @@ POOL_COLUMNS = ("pool", "instrument")
 
 def dagster_schema(schema: Schema) -> TableSchema:
     """The asset's column schema for Dagster: kind, description with unit, ``optional`` columns marked."""
-    return TableSchema(columns=[
-        TableColumn(name=c.name, type=c.kind, description=c.text() if c.name != OTHER
-                    else f"every other column: {c.text()}",
-                    constraints=TableColumnConstraints(other=[OPTIONAL]) if c.optional else None)
-        for c in schema.columns])
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=c.name,
+                type=c.kind,
+                description=c.text() if c.name != OTHER else f"every other column: {c.text()}",
+                constraints=TableColumnConstraints(other=[OPTIONAL]) if c.optional else None,
+            )
+            for c in schema.columns
+        ]
+    )
 
 
 def schema_metadata(asset: str) -> dict[str, object]:
@@ -45,7 +51,10 @@ def learn_pool_names(frame: pd.DataFrame) -> None:
         return
     cols = [c for c in ("symbol", "project", "chain") if c in frame]
     last = frame[frame["pool"].notna() & frame["symbol"].notna()].drop_duplicates("pool", keep="last")
-    names = [" ".join(str(v) for v in row if isinstance(v, str) and v) for row in last[cols].itertuples(index=False)]
+    names = [
+        " ".join(str(v) for v in row if isinstance(v, str) and v)
+        for row in last[cols].itertuples(index=False)
+    ]
     POOL_NAMES.update(zip(last["pool"].astype(str), names, strict=True))
 
 
@@ -90,8 +99,9 @@ def _format_column(s: pd.Series, unit: str) -> list[str]:
     return out
 
 
-def table_preview(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = "", schema: Schema | None = None
-                  ) -> MetadataValue:
+def table_preview(
+    df: pd.DataFrame, max_rows: int = 20, floatfmt: str = "", schema: Schema | None = None
+) -> MetadataValue:
     """The first ``max_rows`` rows of ``df`` as an inline table of formatted strings (a last row says
     how many more there are); columns empty on every shown row are left out, a pool column gets
     its name beside it. ``floatfmt`` is accepted for the old markdown signature and ignored: each
@@ -115,8 +125,11 @@ def table_preview(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = "", sche
                 order.append(label)
     records = [TableRecord({c: cols[c][i] for c in order}) for i in range(len(shown))]
     if len(df) > max_rows and order:
-        records.append(TableRecord({c: (f"... {len(df) - max_rows:,} more rows" if i == 0 else "")
-                                    for i, c in enumerate(order)}))
+        records.append(
+            TableRecord(
+                {c: (f"... {len(df) - max_rows:,} more rows" if i == 0 else "") for i, c in enumerate(order)}
+            )
+        )
     columns = []
     for c in order:
         col = schema.column(c) if schema is not None else None

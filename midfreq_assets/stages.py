@@ -27,8 +27,19 @@ KLINES_DAYS = "klines_days"  # the Binance days, per covered segment
 KLINES_MONTHS = "klines_months"  # the months of each Binance segment
 KLINES_WEEKS = "klines_weeks"  # the weekly partitions of each Binance segment
 
-RULES = (DAYS, MONTHS, WEEKS, LIVE_DAYS, ORDER_DAYS, ONCE, GRID_POINTS, GRID_FILES, KLINES_DAYS, KLINES_MONTHS,
-         KLINES_WEEKS)
+RULES = (
+    DAYS,
+    MONTHS,
+    WEEKS,
+    LIVE_DAYS,
+    ORDER_DAYS,
+    ONCE,
+    GRID_POINTS,
+    GRID_FILES,
+    KLINES_DAYS,
+    KLINES_MONTHS,
+    KLINES_WEEKS,
+)
 
 
 def plan(rule: str, vault: str | None = None, interval: str | None = None) -> dict[str, str]:

@@ -61,7 +61,9 @@ def make_synthetic_history(days: int = 90, pools: int = 5, seed: int = 0) -> pd.
     for i in range(pools):
         apy = np.clip(0.05 + 0.01 * i + np.cumsum(rng.normal(0, 0.003, days)), 0.0, None)
         tvl = 5e7 * np.exp(np.cumsum(rng.normal(0, 0.02, days)))
-        rows.append(pd.DataFrame({"date": dates, "pool": f"p{i}", "apy": apy, "adjusted_apy": apy, "tvl_usd": tvl}))
+        rows.append(
+            pd.DataFrame({"date": dates, "pool": f"p{i}", "apy": apy, "adjusted_apy": apy, "tvl_usd": tvl})
+        )
     return pd.concat(rows, ignore_index=True)
 
 

@@ -42,7 +42,9 @@ class DeploymentError(ValueError):
 def deployment_name(name: str | None = None) -> str:
     chosen = (name if name is not None else os.environ.get(DEPLOYMENT_ENV, "")).strip().lower() or "local"
     if chosen not in DEPLOYMENTS:
-        raise DeploymentError(f"{DEPLOYMENT_ENV}={chosen!r} is not a deployment; choose one of {', '.join(DEPLOYMENTS)}")
+        raise DeploymentError(
+            f"{DEPLOYMENT_ENV}={chosen!r} is not a deployment; choose one of {', '.join(DEPLOYMENTS)}"
+        )
     return chosen
 
 
@@ -64,33 +66,48 @@ def build_resources(deployment: str | None = None) -> dict[str, object]:
             "defillama_pro": defillama_pro(EnvVar(DEFILLAMA_PRO_URL_ENV)),
         }
     else:
-        sources = {"defillama": DefiLlamaClient(), "defillama_coins": DefiLlamaCoinsClient(),
-                   "binance_archive": BinanceArchiveClient(), "defillama_pro": defillama_pro()}
+        sources = {
+            "defillama": DefiLlamaClient(),
+            "defillama_coins": DefiLlamaCoinsClient(),
+            "binance_archive": BinanceArchiveClient(),
+            "defillama_pro": defillama_pro(),
+        }
     if name == "production":
-        lake = {"parquet_io_manager": ParquetIOManager(root=EnvVar(DATA_LAKE_ENV)),
-                "model_io_manager": ModelIOManager(root=EnvVar(DATA_LAKE_ENV))}
+        lake = {
+            "parquet_io_manager": ParquetIOManager(root=EnvVar(DATA_LAKE_ENV)),
+            "model_io_manager": ModelIOManager(root=EnvVar(DATA_LAKE_ENV)),
+        }
     else:
         lake = {"parquet_io_manager": ParquetIOManager(), "model_io_manager": ModelIOManager()}
     live = {"positions_client": PositionsClient(), "execution_client": ExecutionClient()}
     return {**lake, **sources, **live}
 
 
-def pipeline_resources(lake: str, sources: dict[str, str] | None = None,
-                       execution_url: str | None = None) -> dict[str, object]:
+def pipeline_resources(
+    lake: str, sources: dict[str, str] | None = None, execution_url: str | None = None
+) -> dict[str, object]:
     """The resources ``midfreq pipeline`` hands to each run, explicitly: the lake, the sources (the replay
     server's URLs, keyed by their ``MIDFREQ_*_URL`` names; None: the configured or live services) and the
     execution endpoint (None: the vault's ``execution.url`` / ``$MIDFREQ_EXECUTION_URL``, else a dry run)."""
     sources = sources or {}
     return {
-        "parquet_io_manager": ParquetIOManager(root=lake), "model_io_manager": ModelIOManager(root=lake),
+        "parquet_io_manager": ParquetIOManager(root=lake),
+        "model_io_manager": ModelIOManager(root=lake),
         "defillama": DefiLlamaClient(base_url=sources.get(DEFILLAMA_YIELDS_URL_ENV, "")),
         "defillama_coins": DefiLlamaCoinsClient(base_url=sources.get(DEFILLAMA_COINS_URL_ENV, "")),
         "binance_archive": BinanceArchiveClient(base_url=sources.get(BINANCE_ARCHIVE_URL_ENV, "")),
         # the key: the replay server's placeholder where it serves the paid endpoints, else the EnvVar
-        "defillama_pro": (DefiLlamaProClient(base_url=sources[DEFILLAMA_PRO_URL_ENV],
-                                             api_key=sources.get(DEFILLAMA_PRO_API_KEY_ENV, ""), key_from_env=False)
-                          if DEFILLAMA_PRO_URL_ENV in sources else defillama_pro()),
-        "positions_client": PositionsClient(), "execution_client": ExecutionClient(base_url=execution_url or ""),
+        "defillama_pro": (
+            DefiLlamaProClient(
+                base_url=sources[DEFILLAMA_PRO_URL_ENV],
+                api_key=sources.get(DEFILLAMA_PRO_API_KEY_ENV, ""),
+                key_from_env=False,
+            )
+            if DEFILLAMA_PRO_URL_ENV in sources
+            else defillama_pro()
+        ),
+        "positions_client": PositionsClient(),
+        "execution_client": ExecutionClient(base_url=execution_url or ""),
     }
 
 

@@ -27,8 +27,11 @@ def years(days: float) -> float:
 
 def utc_day(timestamps: pd.Series) -> pd.Series:
     """ISO timestamps (any offset) -> tz-naive midnight of their UTC day."""
-    return pd.to_datetime(timestamps, utc=True, format="ISO8601").dt.tz_convert(None).dt.normalize().astype(
-        "datetime64[ns]"
+    return (
+        pd.to_datetime(timestamps, utc=True, format="ISO8601")
+        .dt.tz_convert(None)
+        .dt.normalize()
+        .astype("datetime64[ns]")
     )
 
 

@@ -61,7 +61,9 @@ def _verify(zip_bytes: bytes, checksum_body: bytes, file: ArchiveFile, url: str)
     if actual != expected:
         raise ChecksumError(
             f"checksum mismatch for {file.zip_name} ({url}): .CHECKSUM says {expected}, "
-            f"downloaded {len(zip_bytes)} bytes hash to {actual}", url)
+            f"downloaded {len(zip_bytes)} bytes hash to {actual}",
+            url,
+        )
 
 
 def _verified(zip_bytes: bytes, checksum_body: bytes, file: ArchiveFile, url: str, attempt: int) -> bool:
@@ -91,8 +93,11 @@ class BinanceArchiveClient(HttpSourceResource):
     LIVE_URL: ClassVar[str] = LIVE_BINANCE_ARCHIVE_URL
     timeout_s: float = 60.0
     max_concurrency: int = Field(default=8, ge=1, le=64)
-    max_zip_mb: float = Field(default=512.0, gt=0, description="size limit of one archive zip (a month of "
-                              "1s spot bars is ~100-200 MB)")
+    max_zip_mb: float = Field(
+        default=512.0,
+        gt=0,
+        description="size limit of one archive zip (a month of 1s spot bars is ~100-200 MB)",
+    )
 
     def _limits(self) -> tuple[int, int]:
         return MAX_CHECKSUM_BYTES, int(self.max_zip_mb * MIB)
@@ -107,7 +112,9 @@ class BinanceArchiveClient(HttpSourceResource):
         with httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client:
             small, large = self._limits()
             for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
-                checksum = get_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content, max_bytes=small)
+                checksum = get_with_retries(
+                    client, url + ".CHECKSUM", self.policy, parse=_content, max_bytes=small
+                )
                 data = get_with_retries(client, url, self.policy, parse=_content, max_bytes=large)
                 if _verified(data, checksum, file, url, attempt):
                     return data
@@ -117,8 +124,9 @@ class BinanceArchiveClient(HttpSourceResource):
         url = self.url(file)
         small, large = self._limits()
         for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
-            checksum = await aget_with_retries(client, url + ".CHECKSUM", self.policy, parse=_content,
-                                               max_bytes=small)
+            checksum = await aget_with_retries(
+                client, url + ".CHECKSUM", self.policy, parse=_content, max_bytes=small
+            )
             data = await aget_with_retries(client, url, self.policy, parse=_content, max_bytes=large)
             if _verified(data, checksum, file, url, attempt):
                 return data
@@ -126,7 +134,9 @@ class BinanceArchiveClient(HttpSourceResource):
 
     async def _download_many(self, files: list[ArchiveFile]) -> ArchiveBatch:
         batch = ArchiveBatch()
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
 
             async def fetch(file: ArchiveFile) -> bytes | None:

@@ -73,7 +73,9 @@ class ChartRecord(TypedDict, total=False):
 
 def _envelope_data(body: Any, url: str) -> list[Any]:
     if not isinstance(body, dict):
-        raise MalformedResponseError(f"{url}: expected a JSON object envelope, got {type(body).__name__}", url)
+        raise MalformedResponseError(
+            f"{url}: expected a JSON object envelope, got {type(body).__name__}", url
+        )
     if "data" not in body:
         raise MalformedResponseError(f"{url}: envelope has no 'data' key (keys: {sorted(body)[:8]})", url)
     data = body["data"]
@@ -127,9 +129,14 @@ class DefiLlamaClient(HttpSourceResource):
     ENV_VAR: ClassVar[str] = DEFILLAMA_YIELDS_URL_ENV
     LIVE_URL: ClassVar[str] = LIVE_DEFILLAMA_YIELDS_URL
     max_concurrency: int = Field(default=10, ge=1, le=64)
-    max_pools_mb: float = Field(default=200.0, gt=0, description="size limit of a /pools answer (live: ~20 MB)")
-    max_chart_mb: float = Field(default=32.0, gt=0, description="size limit of one /chart answer (years of "
-                                "daily rows are well under 1 MB)")
+    max_pools_mb: float = Field(
+        default=200.0, gt=0, description="size limit of a /pools answer (live: ~20 MB)"
+    )
+    max_chart_mb: float = Field(
+        default=32.0,
+        gt=0,
+        description="size limit of one /chart answer (years of daily rows are well under 1 MB)",
+    )
 
     def _url(self, path: str) -> str:
         return self.root_url + path
@@ -152,7 +159,9 @@ class DefiLlamaClient(HttpSourceResource):
     def charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[dict[str, Any]]]:
         """Fetch many histories concurrently; each pool either succeeds or is reported failed."""
         ids = list(dict.fromkeys(pool_ids))
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
         with httpx.Client(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
 
             def fetch(pool_id: str) -> list[dict[str, Any]]:

@@ -88,10 +88,10 @@ def parse_coins_chart(body: Any, requested: list[str], url: str) -> dict[str, Co
     try:
         parsed = _ChartBody.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise MalformedResponseError(f"{url}: {exc.error_count()} invalid field(s): {problems}", url) from None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise MalformedResponseError(
+            f"{url}: {exc.error_count()} invalid field(s): {problems}", url
+        ) from None
     by_lower = {c.lower(): c for c in requested}
     out: dict[str, CoinChart] = {}
     for key, chart in parsed.coins.items():
@@ -109,8 +109,9 @@ def charts_frame(charts: dict[str, CoinChart]) -> pd.DataFrame:
         for p in chart.prices
     ]
     frame = pd.DataFrame(rows, columns=["coin", "symbol", "price", "confidence", "timestamp"])
-    frame = frame.astype({"coin": object, "symbol": object, "price": float, "confidence": float,
-                          "timestamp": "int64"})
+    frame = frame.astype(
+        {"coin": object, "symbol": object, "price": float, "confidence": float, "timestamp": "int64"}
+    )
     frame["date"] = pd.to_datetime(frame["timestamp"], unit="s").dt.normalize().astype("datetime64[ns]")
     frame = frame.sort_values(["coin", "timestamp"]).drop_duplicates(["coin", "date"], keep="last")
     return frame[PRICE_COLUMNS].reset_index(drop=True)
@@ -141,14 +142,18 @@ class DefiLlamaCoinsClient(HttpSourceResource):
     max_concurrency: int = Field(default=4, ge=1, le=32)
     max_coins_per_request: int = Field(default=25, ge=1, le=100)
     max_coins_chars: int = Field(
-        default=190, ge=60, le=4000,
+        default=190,
+        ge=60,
+        le=4000,
         description="percent-encoded coin list length per request; 190 keeps each batch's recorded "
         "file name, query suffix included (replay layout), under the 255-byte filesystem limit",
     )
     max_response_mb: float = Field(default=32.0, gt=0, description="size limit of one /chart answer")
     max_span_days: int = Field(default=400, ge=1, le=1000, description="days per request")
     time_of_day_s: int = Field(
-        default=12 * 3600, ge=0, lt=DAY_S,
+        default=12 * 3600,
+        ge=0,
+        lt=DAY_S,
         description="price time within each UTC day (noon: the API's search window never crosses midnight)",
     )
 
@@ -159,23 +164,34 @@ class DefiLlamaCoinsClient(HttpSourceResource):
         """(start unix, number of daily points) windows covering first..last."""
         days = (last - first).days + 1
         epoch = int(dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC).timestamp()) + self.time_of_day_s
-        return [(epoch + offset * DAY_S, min(self.max_span_days, days - offset))
-                for offset in range(0, days, self.max_span_days)]
+        return [
+            (epoch + offset * DAY_S, min(self.max_span_days, days - offset))
+            for offset in range(0, days, self.max_span_days)
+        ]
 
     async def _fetch_all(self, coins: list[str], first: dt.date, last: dt.date) -> CoinPrices:
         lo = int(dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC).timestamp())
         hi = int(dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC).timestamp())
-        jobs = [(tuple(b), start, span) for b in batches(coins, self.max_coins_per_request, self.max_coins_chars)
-                for start, span in self._spans(first, last)]
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        jobs = [
+            (tuple(b), start, span)
+            for b in batches(coins, self.max_coins_per_request, self.max_coins_chars)
+            for start, span in self._spans(first, last)
+        ]
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
 
             async def fetch(job: tuple[tuple[str, ...], int, int]) -> dict[str, CoinChart]:
                 batch, start, span = job
                 url = self._url(list(batch))
-                body = await aget_with_retries(client, url, self.policy,
-                                               params={"start": start, "span": span, "period": "1d"},
-                                               max_bytes=int(self.max_response_mb * MIB))
+                body = await aget_with_retries(
+                    client,
+                    url,
+                    self.policy,
+                    params={"start": start, "span": span, "period": "1d"},
+                    max_bytes=int(self.max_response_mb * MIB),
+                )
                 return parse_coins_chart(body, list(batch), url)
 
             result = await gather_bounded(jobs, fetch, self.max_concurrency)

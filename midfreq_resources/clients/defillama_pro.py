@@ -122,10 +122,16 @@ class DefiLlamaProClient(HttpSourceResource):
 
     ENV_VAR: ClassVar[str] = DEFILLAMA_PRO_URL_ENV
     LIVE_URL: ClassVar[str] = LIVE_DEFILLAMA_PRO_URL
-    api_key: str = Field(default="", description="DefiLlama API key (secret; use an EnvVar); empty: "
-                         f"${DEFILLAMA_PRO_API_KEY_ENV} at run time, else none")
-    key_from_env: bool = Field(default=True, description=f"without api_key, read ${DEFILLAMA_PRO_API_KEY_ENV} at "
-                               "run time (False: a replay corpus without the paid endpoints runs keyless)")
+    api_key: str = Field(
+        default="",
+        description="DefiLlama API key (secret; use an EnvVar); empty: "
+        f"${DEFILLAMA_PRO_API_KEY_ENV} at run time, else none",
+    )
+    key_from_env: bool = Field(
+        default=True,
+        description=f"without api_key, read ${DEFILLAMA_PRO_API_KEY_ENV} at "
+        "run time (False: a replay corpus without the paid endpoints runs keyless)",
+    )
     max_concurrency: int = Field(default=4, ge=1, le=64)
     max_chart_mb: float = Field(default=32.0, gt=0, description="size limit of one chartLendBorrow answer")
     max_pools_mb: float = Field(default=100.0, gt=0, description="size limit of the poolsBorrow answer")
@@ -142,7 +148,9 @@ class DefiLlamaProClient(HttpSourceResource):
     def _url(self, path: str) -> str:
         key = self.key
         if not key:
-            raise SourceError(f"no DefiLlama API key (set {DEFILLAMA_PRO_API_KEY_ENV}): {path} is a paid endpoint")
+            raise SourceError(
+                f"no DefiLlama API key (set {DEFILLAMA_PRO_API_KEY_ENV}): {path} is a paid endpoint"
+            )
         if "/" in key or "?" in key or "#" in key:
             raise SourceError(f"{DEFILLAMA_PRO_API_KEY_ENV} is not a valid key (it holds '/', '?' or '#')")
         _REDACT.add(key)
@@ -167,7 +175,9 @@ class DefiLlamaProClient(HttpSourceResource):
     def lend_borrow_charts(self, pool_ids: Iterable[str]) -> BatchResult[str, list[dict[str, Any]]]:
         """Each market's daily history, fetched concurrently; a pool either succeeds or is reported."""
         ids = list(dict.fromkeys(pool_ids))
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
         with httpx.Client(timeout=self.timeout_s, limits=limits, follow_redirects=True) as client:
 
             def fetch(pool_id: str) -> list[dict[str, Any]]:

@@ -101,9 +101,14 @@ class LedgerStore:
             key = str(record.get("outcome", {}).get("idempotency_key") or name.removesuffix(".json"))
             target = self.root / day / f"{key}.json"
             if not target.exists():
-                record |= {"key": key, "revision": 0, "migrated_from": f"execution_ledger/{name}",
-                           "answered_at": record.get("recorded_at"), "executed_at": record.get("recorded_at"),
-                           "sent_at": None}
+                record |= {
+                    "key": key,
+                    "revision": 0,
+                    "migrated_from": f"execution_ledger/{name}",
+                    "answered_at": record.get("recorded_at"),
+                    "executed_at": record.get("recorded_at"),
+                    "sent_at": None,
+                }
                 write_bytes_atomic(target, orjson.dumps(record, option=orjson.OPT_INDENT_2))
             flat.unlink()
             moved += 1
@@ -137,21 +142,46 @@ class ExecutionClient(ConfigurableResource):
     time, else no endpoint (dry run). A vault's ``execution.url`` overrides both."""
 
     ENV_VAR: ClassVar[str] = EXECUTION_URL_ENV
-    base_url: str = Field(default="", description="execution endpoint; empty: $MIDFREQ_EXECUTION_URL, else dry run")
+    base_url: str = Field(
+        default="", description="execution endpoint; empty: $MIDFREQ_EXECUTION_URL, else dry run"
+    )
 
     def endpoint(self, configured: str | None) -> str | None:
         url = (configured or self.base_url or env_or(EXECUTION_URL_ENV, "")).strip().rstrip("/")
         return url or None
 
-    def execute_day(self, vault: str, day: dt.date, ticket: Sequence[Mapping[str, Any]], url: str | None,
-                    ledger: UPath, basis: PositionsBasis, policy: RetryPolicy, timeout_s: float,
-                    min_order_usd: float = 0.0) -> DayExecution:
+    def execute_day(
+        self,
+        vault: str,
+        day: dt.date,
+        ticket: Sequence[Mapping[str, Any]],
+        url: str | None,
+        ledger: UPath,
+        basis: PositionsBasis,
+        policy: RetryPolicy,
+        timeout_s: float,
+        min_order_usd: float = 0.0,
+    ) -> DayExecution:
         """Send what the day still needs of ``ticket`` (see the module docstring) and say what became of
         every order of the day. ``basis``: the positions the ticket was decided from."""
         if url is None:
             rev = first_revision(vault, day, ticket, min_order_usd, _now())
-            rows = tuple(ExecutionRow(o.key, 0, o.pool, o.side, o.amount_usd, DRY_RUN, None, None,
-                                      "dry run: no execution URL", 0, False) for o in rev.orders)
+            rows = tuple(
+                ExecutionRow(
+                    o.key,
+                    0,
+                    o.pool,
+                    o.side,
+                    o.amount_usd,
+                    DRY_RUN,
+                    None,
+                    None,
+                    "dry run: no execution URL",
+                    0,
+                    False,
+                )
+                for o in rev.orders
+            )
             return DayExecution(rows, None, False, (), {"cash_usd": basis.cash_usd}, rev.target, {})
         store = LedgerStore(ledger)
         migrated = store.migrate_flat()
@@ -160,13 +190,20 @@ class ExecutionClient(ConfigurableResource):
         with httpx.Client(timeout=timeout_s) as client:
             # 1. orders sent without a definitive answer: re-sent first, same key and body
             for key in [k for k, e in entries.items() if e.unknown]:
-                entries[key], sent_now[key] = self._send(client, f"{url}/orders", store, day, entries[key].order,
-                                                         policy)
+                entries[key], sent_now[key] = self._send(
+                    client, f"{url}/orders", store, day, entries[key].order, policy
+                )
             unknown = tuple(k for k, e in entries.items() if e.unknown)
             if unknown:  # nothing new while an order may or may not have executed
                 guard = CashGuard.from_ledger(basis, entries.values())
-                return DayExecution(_rows(entries, sent_now, revisions), None, False, unknown, guard.summary(),
-                                    migrated=migrated)
+                return DayExecution(
+                    _rows(entries, sent_now, revisions),
+                    None,
+                    False,
+                    unknown,
+                    guard.summary(),
+                    migrated=migrated,
+                )
             # 2. the revision to send: the same ticket, or the difference to its target
             plan = plan_day(vault, day, ticket, revisions, entries, basis, min_order_usd, _now())
             for rev in (*plan.to_record, *((plan.revision,) if plan.new else ())):
@@ -182,12 +219,26 @@ class ExecutionClient(ConfigurableResource):
                 guard.record(order, entry.answer)
         rows = _rows(entries, sent_now, revisions)
         rows += tuple(held_row(o, guard.available_usd) for o in guard.held)
-        return DayExecution(rows, plan.revision.revision, plan.new,
-                            tuple(k for k, e in entries.items() if e.unknown), guard.summary(), plan.target,
-                            plan.executed_before, migrated)
+        return DayExecution(
+            rows,
+            plan.revision.revision,
+            plan.new,
+            tuple(k for k, e in entries.items() if e.unknown),
+            guard.summary(),
+            plan.target,
+            plan.executed_before,
+            migrated,
+        )
 
-    def _send(self, client: httpx.Client, url: str, store: LedgerStore, day: dt.date, order: LedgerOrder,
-              policy: RetryPolicy) -> tuple[LedgerEntry, str]:
+    def _send(
+        self,
+        client: httpx.Client,
+        url: str,
+        store: LedgerStore,
+        day: dt.date,
+        order: LedgerOrder,
+        policy: RetryPolicy,
+    ) -> tuple[LedgerEntry, str]:
         """POST one order: the write-ahead entry first, then the answer (or no answer: unknown)."""
         entry = LedgerEntry(order, _now())
         store.write_entry(day, entry)
@@ -200,35 +251,48 @@ class ExecutionClient(ConfigurableResource):
                     response = _post_once(client, url, body, headers, budget.attempt_deadline_s(url))
         except SourceError as exc:
             budget.annotate(exc)
-            message = (f"{exc} (after {budget.attempts} attempt(s); no definitive answer: the next run re-sends it "
-                       "with the same key before anything else)")
+            message = (
+                f"{exc} (after {budget.attempts} attempt(s); no definitive answer: the next run re-sends it "
+                "with the same key before anything else)"
+            )
             return LedgerEntry(order, entry.sent_at, attempts=budget.attempts), message
         answer = _answer(response)
         answered_at = _now()
         filled_at = answer.response.get("filled_at")
-        done = LedgerEntry(order, entry.sent_at, answer, answered_at,
-                           filled_at if isinstance(filled_at, str) and filled_at else answered_at, budget.attempts)
+        done = LedgerEntry(
+            order,
+            entry.sent_at,
+            answer,
+            answered_at,
+            filled_at if isinstance(filled_at, str) and filled_at else answered_at,
+            budget.attempts,
+        )
         store.write_entry(day, done)
         return done, answer.message
 
 
-def _rows(entries: Mapping[str, LedgerEntry], sent_now: Mapping[str, str],
-          revisions: Sequence[Revision]) -> tuple[ExecutionRow, ...]:
+def _rows(
+    entries: Mapping[str, LedgerEntry], sent_now: Mapping[str, str], revisions: Sequence[Revision]
+) -> tuple[ExecutionRow, ...]:
     """Every order of the day in the ledger, by revision and in the order sent."""
     order = {o.key: (r.revision, i) for r in revisions for i, o in enumerate(r.orders)}
-    ranked = sorted(entries.values(), key=lambda e: (e.order.revision, e.sent_at or e.answered_at or "",
-                                                     order.get(e.order.key, (0, 0))[1]))
+    ranked = sorted(
+        entries.values(),
+        key=lambda e: (e.order.revision, e.sent_at or e.answered_at or "", order.get(e.order.key, (0, 0))[1]),
+    )
     return tuple(ledger_row(e, e.order.key in sent_now, sent_now.get(e.order.key, "")) for e in ranked)
 
 
-def _post_once(client: httpx.Client, url: str, body: bytes, headers: dict[str, str],
-               deadline_s: float) -> httpx.Response:
+def _post_once(
+    client: httpx.Client, url: str, body: bytes, headers: dict[str, str], deadline_s: float
+) -> httpx.Response:
     """One POST, its answer read under the size limit and the deadline; transient answers raise."""
     response = request_once(client, "POST", url, MAX_ANSWER_BYTES, deadline_s, content=body, headers=headers)
     status = response.status_code
     if status in (408, 429) or status >= 500:
-        raise TransientSourceError(f"HTTP {status} from {url}", url, status,
-                                   parse_retry_after(response.headers.get("Retry-After")))
+        raise TransientSourceError(
+            f"HTTP {status} from {url}", url, status, parse_retry_after(response.headers.get("Retry-After"))
+        )
     return response
 
 
@@ -243,5 +307,10 @@ def _answer(response: httpx.Response) -> Answer:
         body = {"message": f"answer is a {type(body).__name__}, not an object"}
     default = "accepted" if 200 <= status < 300 else "conflict" if status == 409 else "rejected"
     filled = body.get("filled_usd")
-    return Answer(str(body.get("status") or default), status,
-                  float(filled) if isinstance(filled, int | float) else None, str(body.get("message", "")), body)
+    return Answer(
+        str(body.get("status") or default),
+        status,
+        float(filled) if isinstance(filled, int | float) else None,
+        str(body.get("message", "")),
+        body,
+    )

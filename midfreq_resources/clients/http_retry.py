@@ -57,8 +57,13 @@ class SourceError(RuntimeError):
 class TransientSourceError(SourceError):
     """Worth retrying: 429, 5xx, timeouts, dropped connections."""
 
-    def __init__(self, message: str, url: str | None = None, status: int | None = None,
-                 retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        url: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message, url, status)
         self.retry_after = retry_after
 
@@ -126,23 +131,33 @@ class Budget:
         self.attempts += 1
         left = self.remaining()
         if left <= 0:
-            raise DeadlineExceededError(f"{url}: no time left of the request's total deadline "
-                                        f"({self.policy.total_deadline_s:g} s)", url)
+            raise DeadlineExceededError(
+                f"{url}: no time left of the request's total deadline ({self.policy.total_deadline_s:g} s)",
+                url,
+            )
         return min(self.policy.request_deadline_s, left)
 
     def stop(self, state: RetryCallState) -> bool:
         """Tenacity stop: attempts used up, or the next backoff would end past the total deadline."""
-        return (state.attempt_number >= self.policy.max_attempts
-                or (state.upcoming_sleep or 0.0) >= self.remaining())
+        return (
+            state.attempt_number >= self.policy.max_attempts
+            or (state.upcoming_sleep or 0.0) >= self.remaining()
+        )
 
     def annotate(self, exc: SourceError) -> None:
         """Say in ``exc`` (the last attempt's error) that the total deadline ended the retries."""
-        if (self.policy.total_deadline_s is None or self.attempts >= self.policy.max_attempts
-                or not isinstance(exc, TransientSourceError)):
+        if (
+            self.policy.total_deadline_s is None
+            or self.attempts >= self.policy.max_attempts
+            or not isinstance(exc, TransientSourceError)
+        ):
             return
         elapsed = time.monotonic() - self.started
-        exc.args = (f"{exc}; gave up after {self.attempts} attempt(s) in {elapsed:.1f} s: the request's total "
-                    f"deadline is {self.policy.total_deadline_s:g} s, retries included", *exc.args[1:])
+        exc.args = (
+            f"{exc}; gave up after {self.attempts} attempt(s) in {elapsed:.1f} s: the request's total "
+            f"deadline is {self.policy.total_deadline_s:g} s, retries included",
+            *exc.args[1:],
+        )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -175,16 +190,24 @@ def raise_for_response(response: httpx.Response) -> None:
     body = _snippet(response.content)
     if status == 429:
         raise TransientSourceError(
-            f"HTTP 429 rate limited by {url}", url, status, parse_retry_after(response.headers.get("Retry-After"))
+            f"HTTP 429 rate limited by {url}",
+            url,
+            status,
+            parse_retry_after(response.headers.get("Retry-After")),
         )
     if status >= 500 or status == 408:
         raise TransientSourceError(
-            f"HTTP {status} from {url}: {body}", url, status, parse_retry_after(response.headers.get("Retry-After"))
+            f"HTTP {status} from {url}: {body}",
+            url,
+            status,
+            parse_retry_after(response.headers.get("Retry-After")),
         )
     if status == 400:
         raise InvalidRequestError(f"HTTP 400 bad request {url}: {body}", url, status)
     if status == 402:
-        raise PaymentRequiredError(f"HTTP 402 payment required for {url} (paid endpoint): {body}", url, status)
+        raise PaymentRequiredError(
+            f"HTTP 402 payment required for {url} (paid endpoint): {body}", url, status
+        )
     if status == 404:
         raise NotFoundError(f"HTTP 404 not found: {url}", url, status)
     raise SourceError(f"HTTP {status} from {url}: {body}", url, status)
@@ -196,14 +219,16 @@ def parse_json(response: httpx.Response) -> Any:
     content = response.content
     head = content.lstrip()[:15].lower()
     if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
-        raise UndecodableBodyError(f"expected JSON from {url}, got an HTML/XML page: {_snippet(content)}", url,
-                                   response.status_code)
+        raise UndecodableBodyError(
+            f"expected JSON from {url}, got an HTML/XML page: {_snippet(content)}", url, response.status_code
+        )
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         kind = "truncated" if exc.pos >= len(content) - 1 else "invalid"
         raise UndecodableBodyError(
-            f"{kind} JSON from {url} ({len(content)} bytes, error at byte {exc.pos}: {exc.msg})", url,
+            f"{kind} JSON from {url} ({len(content)} bytes, error at byte {exc.pos}: {exc.msg})",
+            url,
             response.status_code,
         ) from None
 
@@ -253,14 +278,20 @@ class _BodyReader:
         self.size = 0
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
         if encoding not in (*_WBITS, "identity"):
-            raise MalformedResponseError(f"{url}: unsupported Content-Encoding {encoding!r} (asked for gzip or "
-                                         "deflate)", url, response.status_code)
+            raise MalformedResponseError(
+                f"{url}: unsupported Content-Encoding {encoding!r} (asked for gzip or deflate)",
+                url,
+                response.status_code,
+            )
         self.inflater = zlib.decompressobj(_WBITS[encoding]) if encoding in _WBITS else None
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise ResponseTooLargeError(
                 f"{url}: answer announces {int(declared):,} bytes, above this endpoint's limit of "
-                f"{max_bytes:,} bytes; refused", url, response.status_code)
+                f"{max_bytes:,} bytes; refused",
+                url,
+                response.status_code,
+            )
 
     def feed(self, raw: bytes) -> None:
         """One chunk as it came off the wire (still compressed when the answer is)."""
@@ -273,8 +304,9 @@ class _BodyReader:
                 self.add(self.inflater.decompress(data, self.max_bytes - self.size + 1))
                 data = self.inflater.unconsumed_tail
         except zlib.error as exc:
-            raise UndecodableBodyError(f"{self.url}: corrupt compressed body ({exc})", self.url,
-                                       self.response.status_code) from None
+            raise UndecodableBodyError(
+                f"{self.url}: corrupt compressed body ({exc})", self.url, self.response.status_code
+            ) from None
 
     def finish(self) -> None:
         if self.inflater is not None:
@@ -285,29 +317,55 @@ class _BodyReader:
         if self.size > self.max_bytes:
             raise ResponseTooLargeError(
                 f"{self.url}: answer exceeds this endpoint's limit of {self.max_bytes:,} bytes; refused "
-                "after reading that much", self.url, self.response.status_code)
+                "after reading that much",
+                self.url,
+                self.response.status_code,
+            )
         elapsed = time.monotonic() - self.started
         if elapsed > self.deadline_s:
             raise DeadlineExceededError(
                 f"{self.url}: answer not complete after {elapsed:.1f} s (deadline {self.deadline_s:g} s, "
-                f"{self.size:,} bytes so far); abandoned", self.url, self.response.status_code)
+                f"{self.size:,} bytes so far); abandoned",
+                self.url,
+                self.response.status_code,
+            )
         self.chunks.append(chunk)
 
     def response_with_body(self) -> httpx.Response:
         """The answer with its (decoded) body in memory, as ``client.get`` would have returned it."""
-        headers = [(k, v) for k, v in self.response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS]
-        return httpx.Response(self.response.status_code, headers=headers, content=b"".join(self.chunks),
-                              request=self.response.request)
+        headers = [
+            (k, v) for k, v in self.response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS
+        ]
+        return httpx.Response(
+            self.response.status_code,
+            headers=headers,
+            content=b"".join(self.chunks),
+            request=self.response.request,
+        )
 
 
-def request_once(client: httpx.Client, method: str, url: str, max_bytes: int, deadline_s: float, *,
-                 params: dict[str, Any] | None = None, content: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> httpx.Response:
+def request_once(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    max_bytes: int,
+    deadline_s: float,
+    *,
+    params: dict[str, Any] | None = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """One request whose answer is read under ``max_bytes`` and ``deadline_s`` (no retry, no status check)."""
     started = time.monotonic()
     try:
-        with client.stream(method, url, params=params, content=content, timeout=_cut(client.timeout, deadline_s),
-                           headers={**ACCEPT_ENCODING, **(headers or {})}) as response:
+        with client.stream(
+            method,
+            url,
+            params=params,
+            content=content,
+            timeout=_cut(client.timeout, deadline_s),
+            headers={**ACCEPT_ENCODING, **(headers or {})},
+        ) as response:
             reader = _BodyReader(response, url, max_bytes, deadline_s, started)
             for chunk in response.iter_raw():
                 reader.feed(chunk)
@@ -320,21 +378,25 @@ def request_once(client: httpx.Client, method: str, url: str, max_bytes: int, de
 def _cut(timeout: httpx.Timeout, deadline_s: float) -> httpx.Timeout:
     """The client's timeouts, none longer than the attempt's deadline."""
     cut = lambda t: deadline_s if t is None else min(t, deadline_s)  # noqa: E731
-    return httpx.Timeout(connect=cut(timeout.connect), read=cut(timeout.read), write=cut(timeout.write),
-                         pool=cut(timeout.pool))
+    return httpx.Timeout(
+        connect=cut(timeout.connect), read=cut(timeout.read), write=cut(timeout.write), pool=cut(timeout.pool)
+    )
 
 
-def _get_once(client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int,
-              deadline_s: float) -> httpx.Response:
+def _get_once(
+    client: httpx.Client, url: str, params: dict[str, Any] | None, max_bytes: int, deadline_s: float
+) -> httpx.Response:
     return request_once(client, "GET", url, max_bytes, deadline_s, params=params)
 
 
-async def _aget_once(client: httpx.AsyncClient, url: str, params: dict[str, Any] | None, max_bytes: int,
-                     deadline_s: float) -> httpx.Response:
+async def _aget_once(
+    client: httpx.AsyncClient, url: str, params: dict[str, Any] | None, max_bytes: int, deadline_s: float
+) -> httpx.Response:
     started = time.monotonic()
     try:
-        async with client.stream("GET", url, params=params, headers=ACCEPT_ENCODING,
-                                 timeout=_cut(client.timeout, deadline_s)) as response:
+        async with client.stream(
+            "GET", url, params=params, headers=ACCEPT_ENCODING, timeout=_cut(client.timeout, deadline_s)
+        ) as response:
             reader = _BodyReader(response, url, max_bytes, deadline_s, started)
             async for chunk in response.aiter_raw():
                 reader.feed(chunk)
@@ -344,10 +406,14 @@ async def _aget_once(client: httpx.AsyncClient, url: str, params: dict[str, Any]
     return reader.response_with_body()
 
 
-def get_with_retries(client: httpx.Client, url: str, policy: RetryPolicy,
-                     params: dict[str, Any] | None = None,
-                     parse: Callable[[httpx.Response], T] = parse_json,
-                     max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+def get_with_retries(
+    client: httpx.Client,
+    url: str,
+    policy: RetryPolicy,
+    params: dict[str, Any] | None = None,
+    parse: Callable[[httpx.Response], T] = parse_json,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> T:
     """GET ``url`` and ``parse`` the answer, retrying transient failures (sync), body bounded in
     size (``max_bytes``) and time (``policy.request_deadline_s`` per attempt, ``total_deadline_s`` in all)."""
     budget = Budget(policy)
@@ -363,10 +429,14 @@ def get_with_retries(client: httpx.Client, url: str, policy: RetryPolicy,
     raise AssertionError("unreachable")
 
 
-async def aget_with_retries(client: httpx.AsyncClient, url: str, policy: RetryPolicy,
-                            params: dict[str, Any] | None = None,
-                            parse: Callable[[httpx.Response], T] = parse_json,
-                            max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+async def aget_with_retries(
+    client: httpx.AsyncClient,
+    url: str,
+    policy: RetryPolicy,
+    params: dict[str, Any] | None = None,
+    parse: Callable[[httpx.Response], T] = parse_json,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> T:
     """GET ``url`` and ``parse`` the answer, retrying transient failures (async); same bounds."""
     budget = Budget(policy)
     try:
@@ -408,7 +478,9 @@ def map_bounded(keys: Iterable[K], fetch: Callable[[K], T], concurrency: int) ->
     return result
 
 
-async def gather_bounded(keys: Iterable[K], fetch: Callable[[K], Awaitable[T]], concurrency: int) -> BatchResult[K, T]:
+async def gather_bounded(
+    keys: Iterable[K], fetch: Callable[[K], Awaitable[T]], concurrency: int
+) -> BatchResult[K, T]:
     """Run ``fetch`` for every key with at most ``concurrency`` in flight; collect failures."""
     semaphore = asyncio.Semaphore(concurrency)
     result: BatchResult[K, T] = BatchResult()
@@ -434,13 +506,24 @@ class HttpSourceResource(ConfigurableResource):
     ENV_VAR: ClassVar[str]
     LIVE_URL: ClassVar[str]
 
-    base_url: str = Field(default="", description="service root; empty: the source's MIDFREQ_*_URL "
-                          "environment variable at run time, else the live service")
+    base_url: str = Field(
+        default="",
+        description="service root; empty: the source's MIDFREQ_*_URL "
+        "environment variable at run time, else the live service",
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="connect / per-read timeout")
-    request_deadline_s: float = Field(default=120.0, gt=0, description="a whole answer must arrive within "
-                                      "this (checked per chunk: one attempt lasts at most this + timeout_s)")
-    total_deadline_s: float = Field(default=300.0, gt=0, description="one request with all its retries and "
-                                    "backoffs: no attempt runs past it (the call lasts at most this + timeout_s)")
+    request_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a whole answer must arrive within "
+        "this (checked per chunk: one attempt lasts at most this + timeout_s)",
+    )
+    total_deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="one request with all its retries and "
+        "backoffs: no attempt runs past it (the call lasts at most this + timeout_s)",
+    )
     max_attempts: int = Field(default=5, ge=1, le=10)
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -451,5 +534,10 @@ class HttpSourceResource(ConfigurableResource):
 
     @property
     def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_max_s,
-                           request_deadline_s=self.request_deadline_s, total_deadline_s=self.total_deadline_s)
+        return RetryPolicy(
+            self.max_attempts,
+            self.backoff_base_s,
+            self.backoff_max_s,
+            request_deadline_s=self.request_deadline_s,
+            total_deadline_s=self.total_deadline_s,
+        )

@@ -47,18 +47,35 @@ def add_execution_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8777, help="port (default: 8777; 0 picks a free one)")
     p.add_argument("--fill-ratio", type=_ratio, default=1.0, help="share of each order filled (default: 1)")
-    p.add_argument("--partial", type=_partial, action="append", default=[], metavar="POOL=RATIO",
-                   help="fill only RATIO of orders in POOL (repeatable)")
-    p.add_argument("--reject", action="append", default=[], metavar="POOL", help="reject orders in POOL (repeatable)")
-    p.add_argument("--book", action="append", default=[], metavar="VAULT=FILE",
-                   help="start VAULT's book from a positions file: CSV, or a JSON list of rows (pool, amount_usd)")
-    p.add_argument("--record", type=Path, default=None, help="append every executed order to this JSON-lines file")
+    p.add_argument(
+        "--partial",
+        type=_partial,
+        action="append",
+        default=[],
+        metavar="POOL=RATIO",
+        help="fill only RATIO of orders in POOL (repeatable)",
+    )
+    p.add_argument(
+        "--reject", action="append", default=[], metavar="POOL", help="reject orders in POOL (repeatable)"
+    )
+    p.add_argument(
+        "--book",
+        action="append",
+        default=[],
+        metavar="VAULT=FILE",
+        help="start VAULT's book from a positions file: CSV, or a JSON list of rows (pool, amount_usd)",
+    )
+    p.add_argument(
+        "--record", type=Path, default=None, help="append every executed order to this JSON-lines file"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(func=_cmd_execution_server)
 
 
 def _cmd_execution_server(args: argparse.Namespace) -> int:
-    behaviour = ExecutionBehaviour(args.fill_ratio, dict(args.partial), {p.strip().lower() for p in args.reject})
+    behaviour = ExecutionBehaviour(
+        args.fill_ratio, dict(args.partial), {p.strip().lower() for p in args.reject}
+    )
     server = ExecutionServer(args.host, args.port, behaviour, args.record, args.verbose)
     for spec in args.book:
         vault, _, path = spec.partition("=")

@@ -78,8 +78,14 @@ def _digest(order: Mapping[str, Any]) -> str:
 class ExecutionServer:
     """The local execution endpoint; a context manager (thread) or ``serve_forever`` (the CLI)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, behaviour: ExecutionBehaviour | None = None,
-                 record_path: Path | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        behaviour: ExecutionBehaviour | None = None,
+        record_path: Path | None = None,
+        verbose: bool = False,
+    ) -> None:
         self.host, self._requested_port = host, port
         self.behaviour = behaviour or ExecutionBehaviour()
         self.record_path = record_path
@@ -100,8 +106,12 @@ class ExecutionServer:
             self._httpd = _Server((self.host, self._requested_port), _Handler)
             self._httpd.execution = self
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name="execution-server", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="execution-server",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -191,7 +201,11 @@ class ExecutionServer:
             if seen is not None:
                 seen.posts += 1
                 if seen.digest != digest:
-                    return 409, {"status": "conflict", "message": f"key {key} was used for a different order"}, False
+                    return (
+                        409,
+                        {"status": "conflict", "message": f"key {key} was used for a different order"},
+                        False,
+                    )
                 return seen.status_code, seen.response, True
             if self._fail_next > 0:
                 self._fail_next -= 1
@@ -204,8 +218,14 @@ class ExecutionServer:
                 ratio = self.behaviour.partial_fills.get(pool, self.behaviour.fill_ratio)
                 filled = amount * ratio
                 when = _fill_time(order.get("date"))
-                code, body = 200, {"status": "filled" if ratio >= 1.0 else "partially_filled", "filled_usd": filled,
-                                   "filled_at": when.isoformat().replace("+00:00", "Z")}
+                code, body = (
+                    200,
+                    {
+                        "status": "filled" if ratio >= 1.0 else "partially_filled",
+                        "filled_usd": filled,
+                        "filled_at": when.isoformat().replace("+00:00", "Z"),
+                    },
+                )
                 sign = 1.0 if order["side"] == "deposit" else -1.0
                 self._fills.setdefault(str(order["vault"]), []).append((when, pool, sign * filled))
             body |= {"order_id": str(uuid.uuid4()), "idempotency_key": key, "requested_usd": amount}
@@ -216,27 +236,34 @@ class ExecutionServer:
     def _append_record(self, rec: RecordedOrder) -> None:
         if self.record_path is None:
             return
-        line = json.dumps({"key": rec.key, "order": rec.order, "status_code": rec.status_code,
-                           "response": rec.response}, default=str)
+        line = json.dumps(
+            {"key": rec.key, "order": rec.order, "status_code": rec.status_code, "response": rec.response},
+            default=str,
+        )
         with self.record_path.open("a") as fh:
             fh.write(line + "\n")
 
     def _positions(self, vault: str, day: str) -> list[dict[str, Any]]:
         end = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59), tzinfo=dt.UTC)
         as_of = end.isoformat().replace("+00:00", "Z")
-        return [{"pool": p, "amount_usd": round(v, 6), "as_of": as_of}
-                for p, v in sorted(self.book(vault, until=end).items())]
+        return [
+            {"pool": p, "amount_usd": round(v, 6), "as_of": as_of}
+            for p, v in sorted(self.book(vault, until=end).items())
+        ]
 
     def _recorded(self) -> dict[str, Any]:
-        return {k: {"order": r.order, "status_code": r.status_code, "response": r.response, "posts": r.posts}
-                for k, r in self.orders.items()}
+        return {
+            k: {"order": r.order, "status_code": r.status_code, "response": r.response, "posts": r.posts}
+            for k, r in self.orders.items()
+        }
 
 
 def _fill_time(day: Any) -> dt.datetime:
     """When an order fills on this server's calendar: the start of the day after its ``date``, else now."""
     try:
-        return dt.datetime.combine(dt.date.fromisoformat(str(day)[:10]) + dt.timedelta(days=1), dt.time(),
-                                   tzinfo=dt.UTC)
+        return dt.datetime.combine(
+            dt.date.fromisoformat(str(day)[:10]) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC
+        )
     except ValueError:
         return dt.datetime.now(dt.UTC)
 
@@ -299,7 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             self.close_connection = True
-            return self._send(400 if not length.isdigit() else 413, {"message": "Content-Length missing or too large"})
+            return self._send(
+                400 if not length.isdigit() else 413, {"message": "Content-Length missing or too large"}
+            )
         raw = self.rfile.read(int(length))
         key = self.headers.get(KEY_HEADER, "").strip()
         if not key:

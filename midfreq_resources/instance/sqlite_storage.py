@@ -57,8 +57,9 @@ TEMPLATE_NAME = ".run_template.db"
 #: Dagster's switch for batched event writes, and the batch size (a year of daily partitions in 1).
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 EVENT_BATCH_SIZE = 1000
-RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE,
-                            DagsterEventType.RUN_CANCELED})
+RUN_END_EVENTS = frozenset(
+    {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+)
 
 
 def _on_connect(dbapi_connection, _record) -> None:
@@ -78,7 +79,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().__init__(base_dir, inst_data)
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value) -> PooledSqliteEventLogStorage:
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value
+    ) -> PooledSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
     def _engine(self, shard: str) -> Engine:
@@ -89,8 +92,12 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             if shard != INDEX_SHARD_NAME and shard not in self._initialized_dbs:
                 self._new_run_shard(shard)
             engine = db.create_engine(
-                self.conn_string_for_shard(shard), poolclass=QueuePool, pool_size=1, max_overflow=2,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+                self.conn_string_for_shard(shard),
+                poolclass=QueuePool,
+                pool_size=1,
+                max_overflow=2,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
             db.event.listen(engine, "connect", _on_connect)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
@@ -117,7 +124,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         scratch = f"{target}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         shutil.copyfile(template, scratch)
         try:
-            os.link(scratch, target)  # atomic and exclusive: a reader never sees half a file, nor two writers race
+            os.link(
+                scratch, target
+            )  # atomic and exclusive: a reader never sees half a file, nor two writers race
         except FileExistsError:
             return  # another process made it first: Dagster's own check runs on it
         finally:
@@ -144,12 +153,22 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         serialized = serialize_value(event)
         timestamp = self._event_insert_timestamp(event)
         with self.index_connection() as conn:
-            conn.execute(AssetCheckExecutionsTable.insert(), [  # executemany: one compiled statement
-                dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=key,
-                     run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
-                     evaluation_event=serialized, evaluation_event_timestamp=timestamp,
-                     evaluation_event_storage_id=event_id)
-                for key in keys])
+            conn.execute(
+                AssetCheckExecutionsTable.insert(),
+                [  # executemany: one compiled statement
+                    dict(
+                        asset_key=planned.asset_key.to_string(),
+                        check_name=planned.check_name,
+                        partition=key,
+                        run_id=event.run_id,
+                        execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                        evaluation_event=serialized,
+                        evaluation_event_timestamp=timestamp,
+                        evaluation_event_storage_id=event_id,
+                    )
+                    for key in keys
+                ],
+            )
 
     def has_table(self, table_name: str) -> bool:
         """Asked once per asset event (for the tags table); a table, once there, stays."""
@@ -191,9 +210,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         the asset's latest-materialization row once for the batch, rather than two transactions and
         an upsert of the whole serialized record per partition. Anything else goes one by one."""
         first = events[0] if events else None
-        if first is None or not first.run_id or not all(
-            e.is_dagster_event and e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION
-            and e.run_id == first.run_id and e.get_dagster_event().asset_key is not None for e in events
+        if (
+            first is None
+            or not first.run_id
+            or not all(
+                e.is_dagster_event
+                and e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION
+                and e.run_id == first.run_id
+                and e.get_dagster_event().asset_key is not None
+                for e in events
+            )
         ):
             super().store_event_batch(events)
             return
@@ -201,7 +227,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with self.run_connection(first.run_id) as conn:
             conn.execute(SqlEventLogStorageTable.insert(), rows)
         with self.index_transaction() as conn:
-            ids = [conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0] for row in rows]
+            ids = [
+                conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0] for row in rows
+            ]
             self._store_asset_event_tags(conn, events, ids)
             latest: dict[str, int] = {}  # the asset-key row keeps each asset's last event of the batch
             for i, e in enumerate(events):
@@ -239,9 +267,13 @@ class PooledSqliteRunStorage(SqliteRunStorage):
     def _pooled(self) -> Engine:
         engine = getattr(self, "_pool_engine", None)
         if engine is None or getattr(self, "_pool_pid", None) != os.getpid():
-            engine = db.create_engine(self._conn_string, poolclass=QueuePool, pool_size=1, max_overflow=4,
-                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                    "check_same_thread": False})
+            engine = db.create_engine(
+                self._conn_string,
+                poolclass=QueuePool,
+                pool_size=1,
+                max_overflow=4,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
             db.event.listen(engine, "connect", _on_connect)
             self._pool_engine, self._pool_pid = engine, os.getpid()
         return engine

@@ -33,11 +33,16 @@ def _kind_ok(kind: str, series: pd.Series) -> bool:
         return ptypes.is_integer_dtype(dtype)
     if kind == "bool":  # also a flag column with missing values (object of bools, or 0/1 floats)
         values = series.dropna()
-        return (ptypes.is_bool_dtype(dtype) or (ptypes.is_object_dtype(dtype) and values.map(type).isin([bool]).all())
-                or (ptypes.is_numeric_dtype(dtype) and values.isin([0, 1]).all()))
+        return (
+            ptypes.is_bool_dtype(dtype)
+            or (ptypes.is_object_dtype(dtype) and values.map(type).isin([bool]).all())
+            or (ptypes.is_numeric_dtype(dtype) and values.isin([0, 1]).all())
+        )
     if kind == "datetime":  # object columns of timestamps too (a concat with an all-missing part)
         return ptypes.is_datetime64_any_dtype(dtype) or (
-            ptypes.is_object_dtype(dtype) and pd.api.types.infer_dtype(series.dropna()) in ("datetime", "datetime64"))
+            ptypes.is_object_dtype(dtype)
+            and pd.api.types.infer_dtype(series.dropna()) in ("datetime", "datetime64")
+        )
     if kind in ("string", "list"):
         return ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
     return True
@@ -54,16 +59,23 @@ def check_frame(frame: pd.DataFrame, schema: TableSchema, where: str) -> None:
         return
     declared = {c.name: c for c in schema.columns}
     other = declared.get(OTHER)
-    problems = [f"column {c.name!r} ({c.type}) missing" for c in schema.columns
-                if c.name != OTHER and not _optional(c) and c.name not in frame.columns and len(frame)]
+    problems = [
+        f"column {c.name!r} ({c.type}) missing"
+        for c in schema.columns
+        if c.name != OTHER and not _optional(c) and c.name not in frame.columns and len(frame)
+    ]
     for name in frame.columns:
         col = declared.get(str(name), other)
         if col is None:
             problems.append(f"column {name!r} is not declared in the schema")
-        elif len(frame) and frame[name].notna().any() and not _kind_ok(col.type, frame[name]):  # all null: any kind
+        elif (
+            len(frame) and frame[name].notna().any() and not _kind_ok(col.type, frame[name])
+        ):  # all null: any kind
             problems.append(f"column {name!r} is {frame[name].dtype}, the schema says {col.type}")
     if problems:
-        raise SchemaError(f"{where}: the frame does not match the asset's column schema: " + "; ".join(problems))
+        raise SchemaError(
+            f"{where}: the frame does not match the asset's column schema: " + "; ".join(problems)
+        )
 
 
 def frame_schema(frame: pd.DataFrame, schema: TableSchema | None) -> TableSchema:
@@ -76,6 +88,11 @@ def frame_schema(frame: pd.DataFrame, schema: TableSchema | None) -> TableSchema
     cols = []
     for name in frame.columns:
         col = declared.get(str(name), other)
-        cols.append(TableColumn(name=str(name), type=col.type if col else str(frame[name].dtype),
-                                description=col.description if col else None))
+        cols.append(
+            TableColumn(
+                name=str(name),
+                type=col.type if col else str(frame[name].dtype),
+                description=col.description if col else None,
+            )
+        )
     return TableSchema(columns=cols)

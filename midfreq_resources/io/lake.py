@@ -115,12 +115,18 @@ def read_arrow(path: UPath) -> pa.Table:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         detail = str(exc).replace("source '<Buffer>': ", "")
-        raise LakeReadError(f"{path}: not a readable Parquet file ({_size(path)} bytes; {detail}); "
-                            "re-materialize this partition") from None
+        raise LakeReadError(
+            f"{path}: not a readable Parquet file ({_size(path)} bytes; {detail}); "
+            "re-materialize this partition"
+        ) from None
 
 
-def read_partitions(paths: dict[str, UPath], required: list[str] | None = None, layout: str | None = None,
-                    date_column: str = DATE_COLUMN) -> pd.DataFrame:
+def read_partitions(
+    paths: dict[str, UPath],
+    required: list[str] | None = None,
+    layout: str | None = None,
+    date_column: str = DATE_COLUMN,
+) -> pd.DataFrame:
     """Many partition files as one frame: read as Arrow tables, concatenated and converted once,
     each file checked (required columns; with ``layout="monthly"``, rows of its own month only)."""
     tables = []
@@ -129,14 +135,20 @@ def read_partitions(paths: dict[str, UPath], required: list[str] | None = None, 
         if required:
             missing = [c for c in required if c not in table.column_names]
             if missing:
-                raise LakeReadError(f"{path}: missing column(s) {missing}; expected {list(required)}, found "
-                                    f"{table.column_names}; re-materialize this partition")
+                raise LakeReadError(
+                    f"{path}: missing column(s) {missing}; expected {list(required)}, found "
+                    f"{table.column_names}; re-materialize this partition"
+                )
         if layout == "monthly" and table.num_rows and date_column in table.column_names:
-            months = pd.to_datetime(table.column(date_column).to_pandas(), errors="coerce").dt.strftime("%Y-%m")
+            months = pd.to_datetime(table.column(date_column).to_pandas(), errors="coerce").dt.strftime(
+                "%Y-%m"
+            )
             wrong = months[months != key[:7]]
             if len(wrong):
-                raise LakeReadError(f"{path}: {len(wrong)} row(s) of {sorted(set(wrong))[:3]}, not of the month {key} "
-                                    "(the partition it is stored as); re-materialize this partition")
+                raise LakeReadError(
+                    f"{path}: {len(wrong)} row(s) of {sorted(set(wrong))[:3]}, not of the month {key} "
+                    "(the partition it is stored as); re-materialize this partition"
+                )
         tables.append(table)
     return arrow_frame(tables)
 
@@ -148,15 +160,22 @@ def _size(path: UPath) -> str:
         return "?"
 
 
-def check_partition_frame(frame: pd.DataFrame, path: UPath, required: list[str] | None,
-                          partition_key: str | None, date_column: str = DATE_COLUMN) -> None:
+def check_partition_frame(
+    frame: pd.DataFrame,
+    path: UPath,
+    required: list[str] | None,
+    partition_key: str | None,
+    date_column: str = DATE_COLUMN,
+) -> None:
     """A partition file holds what its asset promises: the ``required`` columns, and rows of its
     own day only (a file copied from another day would otherwise surface as duplicate rows)."""
     if required:
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise LakeReadError(f"{path}: missing column(s) {missing}; expected {list(required)}, found "
-                                f"{list(frame.columns)}; re-materialize this partition")
+            raise LakeReadError(
+                f"{path}: missing column(s) {missing}; expected {list(required)}, found "
+                f"{list(frame.columns)}; re-materialize this partition"
+            )
     if partition_key is None or date_column not in frame.columns or frame.empty:
         return
     try:
@@ -167,8 +186,10 @@ def check_partition_frame(frame: pd.DataFrame, path: UPath, required: list[str] 
     wrong = days[days != expected]
     if len(wrong):
         shown = sorted({str(d)[:10] for d in wrong.head(50)})[:3]
-        raise LakeReadError(f"{path}: {len(wrong)} row(s) dated {shown}, not {partition_key} (the partition it "
-                            "is stored as); re-materialize this partition")
+        raise LakeReadError(
+            f"{path}: {len(wrong)} row(s) dated {shown}, not {partition_key} (the partition it "
+            "is stored as); re-materialize this partition"
+        )
 
 
 def concat_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
@@ -181,7 +202,9 @@ def concat_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(non_empty, ignore_index=isinstance(non_empty[0].index, pd.RangeIndex))
 
 
-def split_by_date(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN) -> dict[str, pd.DataFrame]:
+def split_by_date(
+    df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN
+) -> dict[str, pd.DataFrame]:
     """Split a multi-day frame into one frame per daily partition key (``YYYY-MM-DD``).
 
     Every key gets a frame (possibly empty) so that a re-run of a day replaces its old data.
@@ -204,16 +227,22 @@ def split_by_date(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COL
     return {k: groups.get(k, empty) for k in keys}
 
 
-def split_by_month(df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN) -> dict[str, pd.DataFrame]:
+def split_by_month(
+    df: pd.DataFrame, keys: list[str], date_column: str = DATE_COLUMN
+) -> dict[str, pd.DataFrame]:
     """Split a multi-month frame into one frame per monthly partition key (``YYYY-MM`` or
     ``YYYY-MM-01``: the key's first 7 characters name the month); every key gets a frame (possibly empty)."""
     if date_column not in df.columns:
-        raise ValueError(f"an output covering {len(keys)} monthly partitions needs a {date_column!r} column; "
-                         f"columns are {list(df.columns)}")
+        raise ValueError(
+            f"an output covering {len(keys)} monthly partitions needs a {date_column!r} column; "
+            f"columns are {list(df.columns)}"
+        )
     month = pd.to_datetime(df[date_column]).dt.strftime("%Y-%m")
     unexpected = sorted(set(month.unique()) - {k[:7] for k in keys})
     if unexpected:
-        raise ValueError(f"output has rows for months outside its partitions {keys[0]}..{keys[-1]}: {unexpected[:5]}")
+        raise ValueError(
+            f"output has rows for months outside its partitions {keys[0]}..{keys[-1]}: {unexpected[:5]}"
+        )
     groups = {k: g for k, g in df.groupby(month.to_numpy(), sort=False)}
     return {k: groups.get(k[:7], df.iloc[0:0]).reset_index(drop=True) for k in keys}
 
@@ -285,12 +314,15 @@ class MonthFiles:
         except FileNotFoundError:
             return []
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise LakeReadError(f"{path}: not a readable Parquet file ({_size(path)} bytes; {exc}); "
-                                "re-materialize its days") from None
+            raise LakeReadError(
+                f"{path}: not a readable Parquet file ({_size(path)} bytes; {exc}); re-materialize its days"
+            ) from None
         raw = meta.get(DAYS_KEY)
         if raw is None:
-            raise LakeReadError(f"{path}: a month file without its list of days ({DAYS_KEY.decode()} metadata): not "
-                                "written by midfreq; re-materialize its days")
+            raise LakeReadError(
+                f"{path}: a month file without its list of days ({DAYS_KEY.decode()} metadata): not "
+                "written by midfreq; re-materialize its days"
+            )
         return self._own_days(path, raw)
 
     def _own_days(self, path: UPath, raw: bytes) -> list[str]:
@@ -299,8 +331,10 @@ class MonthFiles:
         month = path.name.removesuffix(".parquet")
         foreign = [d for d in days if month_of(d) != month]
         if foreign:
-            raise LakeReadError(f"{path}: holds days of another month ({foreign[:3]}), not of {month}; "
-                                "re-materialize its days")
+            raise LakeReadError(
+                f"{path}: holds days of another month ({foreign[:3]}), not of {month}; "
+                "re-materialize its days"
+            )
         return days
 
     def stored_days(self) -> dict[str, UPath]:
@@ -316,11 +350,14 @@ class MonthFiles:
         table = read_arrow(path)
         raw = (table.schema.metadata or {}).get(DAYS_KEY)
         if raw is None:
-            raise LakeReadError(f"{path}: a month file without its list of days ({DAYS_KEY.decode()} metadata): not "
-                                "written by midfreq; re-materialize its days")
+            raise LakeReadError(
+                f"{path}: a month file without its list of days ({DAYS_KEY.decode()} metadata): not "
+                "written by midfreq; re-materialize its days"
+            )
         days = self._own_days(path, raw)
-        return table.replace_schema_metadata({k: v for k, v in (table.schema.metadata or {}).items()
-                                               if k != DAYS_KEY}), days
+        return table.replace_schema_metadata(
+            {k: v for k, v in (table.schema.metadata or {}).items() if k != DAYS_KEY}
+        ), days
 
     def _day_strings(self, table: pa.Table, path: UPath) -> np.ndarray:
         if self.date_column not in table.column_names:
@@ -330,8 +367,9 @@ class MonthFiles:
         values = pd.to_datetime(table.column(self.date_column).to_pandas(), errors="coerce")
         return values.dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
 
-    def read(self, days: list[str], required: list[str] | None = None, stored: dict[str, UPath] | None = None
-             ) -> pd.DataFrame:
+    def read(
+        self, days: list[str], required: list[str] | None = None, stored: dict[str, UPath] | None = None
+    ) -> pd.DataFrame:
         """The rows of ``days`` (those stored; see :meth:`stored_days`), as one frame; each file is
         checked (required columns, rows only of the days it lists)."""
         stored = self.stored_days() if stored is None else stored
@@ -359,14 +397,18 @@ class MonthFiles:
         if required:
             missing = [c for c in required if c not in table.column_names]
             if missing:
-                raise LakeReadError(f"{path}: missing column(s) {missing}; expected {list(required)}, found "
-                                    f"{table.column_names}; re-materialize its days")
+                raise LakeReadError(
+                    f"{path}: missing column(s) {missing}; expected {list(required)}, found "
+                    f"{table.column_names}; re-materialize its days"
+                )
         if table.num_rows:
             days = self._day_strings(table, path)
             foreign = sorted(set(days) - set(listed))
             if foreign:
-                raise LakeReadError(f"{path}: {int(np.isin(days, foreign).sum())} row(s) dated {foreign[:3]}, not "
-                                    f"among the days it holds ({listed[0]}..{listed[-1]}); re-materialize its days")
+                raise LakeReadError(
+                    f"{path}: {int(np.isin(days, foreign).sum())} row(s) dated {foreign[:3]}, not "
+                    f"among the days it holds ({listed[0]}..{listed[-1]}); re-materialize its days"
+                )
 
     def read_each(self, days: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         """The stored ``days`` one frame each (for merges), and the unreadable files (path -> why),
@@ -423,8 +465,11 @@ class MonthFiles:
                 kept = [d for d in listed if d not in new]
                 if kept:
                     keep = ~np.isin(self._day_strings(table, path), list(new)) if table.num_rows else []
-                    parts.append(table.filter(pa.array(keep, type=pa.bool_())).to_pandas() if table.num_rows
-                                 else table.to_pandas())
+                    parts.append(
+                        table.filter(pa.array(keep, type=pa.bool_())).to_pandas()
+                        if table.num_rows
+                        else table.to_pandas()
+                    )
                     days.update(kept)
             for d in old_legacy:
                 if d not in days:
@@ -440,11 +485,11 @@ class MonthFiles:
             pq.write_table(table.replace_schema_metadata(metadata), buf, compression="zstd")
             write_bytes_atomic(path, buf.getvalue())
             for d in old_legacy:
-                self._legacy(d).unlink(missing_ok=True) if is_local(self._legacy(d)) else self._legacy(d).fs.rm(
-                    self._legacy(d).path)
+                self._legacy(d).unlink(missing_ok=True) if is_local(self._legacy(d)) else self._legacy(
+                    d
+                ).fs.rm(self._legacy(d).path)
             out.update({d: path for d in new})
         return out
-
 
     def remove(self, days: Iterable[str]) -> None:
         """Forget ``days`` (their rows and their listing): they read as never materialized."""
@@ -460,7 +505,9 @@ class MonthFiles:
             table, listed = self._read_month(path)
             keep_days = [d for d in listed if d not in drop]
             if table.num_rows:
-                table = table.filter(pa.array(~np.isin(self._day_strings(table, path), list(drop)), type=pa.bool_()))
+                table = table.filter(
+                    pa.array(~np.isin(self._day_strings(table, path), list(drop)), type=pa.bool_())
+                )
             metadata = {**(table.schema.metadata or {}), DAYS_KEY: ",".join(keep_days).encode()}
             buf = io.BytesIO()
             pq.write_table(table.replace_schema_metadata(metadata), buf, compression="zstd")
@@ -477,8 +524,9 @@ def arrow_frame(tables: list[pa.Table]) -> pd.DataFrame:
         return concat_frames([t.to_pandas() for t in tables])
 
 
-def read_daily(root: str | os.PathLike[str] | UPath, *asset_path: str, days: Iterable[str] | None = None
-               ) -> pd.DataFrame:
+def read_daily(
+    root: str | os.PathLike[str] | UPath, *asset_path: str, days: Iterable[str] | None = None
+) -> pd.DataFrame:
     """A daily asset's rows from the lake (a notebook, a report, a test): ``days`` (``YYYY-MM-DD``),
     or every stored day; e.g. ``read_daily("data_lake", "usd_lending", "rebalance_weights", days=["2025-06-05"])``."""
     store = MonthFiles(lake_root(root).joinpath(*asset_path))

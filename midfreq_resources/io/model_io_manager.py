@@ -52,8 +52,9 @@ def _type_name(cls: type) -> str:
 
 #: Types a model file may hold beyond skops' defaults: midfreq's own estimators and the tree
 #: structures inside scikit-learn's forests and gradient boosting. Nothing else is rebuilt.
-TRUSTED_TYPES: tuple[str, ...] = tuple(_type_name(c) for c in (
-    EWMYieldPredictor, LastValueBaseline, ZeroBaseline, Tree, TreePredictor))
+TRUSTED_TYPES: tuple[str, ...] = tuple(
+    _type_name(c) for c in (EWMYieldPredictor, LastValueBaseline, ZeroBaseline, Tree, TreePredictor)
+)
 
 
 class ModelFileError(ValueError):
@@ -73,25 +74,46 @@ def _stamp(ts: pd.Timestamp | None) -> str | None:
 
 
 def _model_state(m: FittedModel) -> dict[str, Any]:
-    return {"label": m.label, "family": m.family, "name": m.name, "task": m.task, "mode": m.mode,
-            "feature_columns": list(m.feature_columns), "estimators": dict(m.estimators), "as_of": _stamp(m.as_of),
-            "n_train": int(m.n_train), "classes": m.classes, "class_names": m.class_names, "meta": dict(m.meta),
-            "categorical": list(m.categorical)}
+    return {
+        "label": m.label,
+        "family": m.family,
+        "name": m.name,
+        "task": m.task,
+        "mode": m.mode,
+        "feature_columns": list(m.feature_columns),
+        "estimators": dict(m.estimators),
+        "as_of": _stamp(m.as_of),
+        "n_train": int(m.n_train),
+        "classes": m.classes,
+        "class_names": m.class_names,
+        "meta": dict(m.meta),
+        "categorical": list(m.categorical),
+    }
 
 
 def _selection_state(sel: Selection) -> dict[str, Any]:
-    return {"label": sel.label, "chosen": sel.chosen, "metric": sel.metric,
-            "scores": {k: float(v) for k, v in sel.scores.items()}, "beats_naive": bool(sel.beats_naive),
-            "note": sel.note}
+    return {
+        "label": sel.label,
+        "chosen": sel.chosen,
+        "metric": sel.metric,
+        "scores": {k: float(v) for k, v in sel.scores.items()},
+        "beats_naive": bool(sel.beats_naive),
+        "note": sel.note,
+    }
 
 
 def bundle_state(bundle: ModelBundle) -> dict[str, Any]:
     """A bundle as plain data skops can store without pickling."""
-    return {"format": FORMAT, "as_of": _stamp(bundle.as_of), "cv_note": bundle.cv_note,
-            "cv": _frame_bytes(bundle.cv), "importances": _frame_bytes(bundle.importances),
-            "folds": _frame_bytes(bundle.folds),
-            "selection": {k: _selection_state(v) for k, v in bundle.selection.items()},
-            "models": {k: _model_state(m) for k, m in bundle.models.items()}}
+    return {
+        "format": FORMAT,
+        "as_of": _stamp(bundle.as_of),
+        "cv_note": bundle.cv_note,
+        "cv": _frame_bytes(bundle.cv),
+        "importances": _frame_bytes(bundle.importances),
+        "folds": _frame_bytes(bundle.folds),
+        "selection": {k: _selection_state(v) for k, v in bundle.selection.items()},
+        "models": {k: _model_state(m) for k, m in bundle.models.items()},
+    }
 
 
 def bundle_from_state(state: Any, source: str) -> ModelBundle:
@@ -103,9 +125,15 @@ def bundle_from_state(state: Any, source: str) -> ModelBundle:
         m["as_of"] = pd.Timestamp(m["as_of"]) if m["as_of"] is not None else None
         models[key] = FittedModel(**m)
     selection = {k: Selection(**v) for k, v in state.get("selection", {}).items()}
-    return ModelBundle(as_of=pd.Timestamp(state["as_of"]), models=models, cv=_frame(state["cv"]),
-                       importances=_frame(state["importances"]), cv_note=state["cv_note"],
-                       folds=_frame(state.get("folds", b"")), selection=selection)
+    return ModelBundle(
+        as_of=pd.Timestamp(state["as_of"]),
+        models=models,
+        cv=_frame(state["cv"]),
+        importances=_frame(state["importances"]),
+        cv_note=state["cv_note"],
+        folds=_frame(state.get("folds", b"")),
+        selection=selection,
+    )
 
 
 def dump_bytes(bundle: ModelBundle) -> bytes:
@@ -119,12 +147,16 @@ def load_bytes(data: bytes, source: str) -> ModelBundle:
     try:
         untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
-        raise ModelFileError(f"{source}: not a skops model file ({len(data):,} bytes; {type(exc).__name__}: "
-                             f"{exc}); nothing was loaded. Re-materialize this partition.") from None
+        raise ModelFileError(
+            f"{source}: not a skops model file ({len(data):,} bytes; {type(exc).__name__}: "
+            f"{exc}); nothing was loaded. Re-materialize this partition."
+        ) from None
     if untrusted:
-        raise ModelFileError(f"{source}: holds types outside the trusted list {untrusted}; refused, nothing "
-                             "was loaded (a model file from elsewhere, or a new estimator: add it to "
-                             "midfreq_resources.io.model_io_manager.TRUSTED_TYPES)")
+        raise ModelFileError(
+            f"{source}: holds types outside the trusted list {untrusted}; refused, nothing "
+            "was loaded (a model file from elsewhere, or a new estimator: add it to "
+            "midfreq_resources.io.model_io_manager.TRUSTED_TYPES)"
+        )
     try:
         state = sio.loads(data, trusted=[*TRUSTED_TYPES])
     except Exception as exc:  # skops raises many kinds on a damaged file; none of them runs code
@@ -140,8 +172,11 @@ def load_path(path: UPath) -> ModelBundle:
 class ModelIOManager(ConfigurableIOManager):
     """Stores fitted :class:`ModelBundle` objects as skops files under ``root`` (never pickle)."""
 
-    root: str = Field(default="", description="lake root: a folder or an fsspec URL (s3://...); "
-                      "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/")
+    root: str = Field(
+        default="",
+        description="lake root: a folder or an fsspec URL (s3://...); "
+        "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/",
+    )
 
     @property
     def lake(self) -> UPath:
@@ -163,8 +198,10 @@ class ModelIOManager(ConfigurableIOManager):
                 parts = {keys[0]: obj}
             else:
                 if not isinstance(obj, dict) or set(obj) - set(keys):
-                    raise TypeError(f"{context.asset_key.to_user_string()}: an output covering {len(keys)} "
-                                    "partitions must be a dict {partition_key: object} of those partitions")
+                    raise TypeError(
+                        f"{context.asset_key.to_user_string()}: an output covering {len(keys)} "
+                        "partitions must be a dict {partition_key: object} of those partitions"
+                    )
                 parts = dict(obj)
         else:
             parts = {None: obj}
@@ -174,12 +211,14 @@ class ModelIOManager(ConfigurableIOManager):
         if len(parts) > 1:  # each partition names its own file; the run's size on its last partition only
             own: dict[str, dict[str, Any]] = {
                 key: {"path": MetadataValue.path(str(self.partition_path(path, key))), "format": "skops"}
-                for key in parts}
+                for key in parts
+            }
             own[list(parts)[-1]]["run_partitions"] = len(parts)
             add_partitions_metadata(context, context.asset_key, own)
             return
-        context.add_output_metadata({"path": MetadataValue.path(str(self.partition_path(path, first))),
-                                     "format": "skops"})
+        context.add_output_metadata(
+            {"path": MetadataValue.path(str(self.partition_path(path, first))), "format": "skops"}
+        )
 
     def load_input(self, context: InputContext) -> Any:
         path = list(context.asset_key.path)
@@ -189,6 +228,8 @@ class ModelIOManager(ConfigurableIOManager):
         found = {k: self.partition_path(path, k) for k in keys}
         missing = [k for k, p in found.items() if not p.exists()]
         if missing and not (context.definition_metadata or {}).get("allow_missing_partitions", False):
-            raise FileNotFoundError(f"{context.asset_key.to_user_string()}: partitions not materialized: "
-                                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()}: partitions not materialized: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
         return {k: load_path(p) for k, p in found.items() if k not in missing}

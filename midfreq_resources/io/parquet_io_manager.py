@@ -67,11 +67,15 @@ def lake_failure(action: str, path: UPath, asset_key: AssetKey, partition: str |
         yield
     except (LakeReadError, OSError) as exc:
         where = f"{path} (asset {asset_key.to_user_string()}, partition {partition or '-'})"
-        problem = (str(exc).removeprefix(f"{path}: ") if isinstance(exc, LakeReadError)
-                   else f"{type(exc).__name__}: {exc}")
-        raise Failure(description=f"{where}: {action} failed: {problem}",
-                      metadata={"path": str(path), "asset": asset_key.to_user_string(),
-                                "partition": partition or ""}) from None
+        problem = (
+            str(exc).removeprefix(f"{path}: ")
+            if isinstance(exc, LakeReadError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        raise Failure(
+            description=f"{where}: {action} failed: {problem}",
+            metadata={"path": str(path), "asset": asset_key.to_user_string(), "partition": partition or ""},
+        ) from None
 
 
 def declared_schema(context: OutputContext) -> TableSchema | None:
@@ -84,8 +88,11 @@ def declared_schema(context: OutputContext) -> TableSchema | None:
 class ParquetIOManager(ConfigurableIOManager):
     """Stores DataFrame assets as Parquet under ``root`` (a local path or any fsspec URL)."""
 
-    root: str = Field(default="", description="lake root: a folder or an fsspec URL (s3://...); "
-                      "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/")
+    root: str = Field(
+        default="",
+        description="lake root: a folder or an fsspec URL (s3://...); "
+        "empty: $MIDFREQ_DATA_LAKE at run time, else data_lake/",
+    )
 
     @property
     def lake(self) -> UPath:
@@ -112,9 +119,13 @@ class ParquetIOManager(ConfigurableIOManager):
         if daily:
             return set(self.daily(asset_path).stored_days())
         suffix = ".parquet"
-        return {n.removesuffix(suffix) for n in list_names(self.lake.joinpath(*asset_path)) if n.endswith(suffix)}
+        return {
+            n.removesuffix(suffix) for n in list_names(self.lake.joinpath(*asset_path)) if n.endswith(suffix)
+        }
 
-    def read_existing(self, asset_path: list[str], keys: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    def read_existing(
+        self, asset_path: list[str], keys: list[str]
+    ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         """The days of ``keys`` a daily asset already holds (for merges): frames by day, and the
         unreadable files (path -> why), whose days a merge must not keep."""
         return self.daily(asset_path).read_each(keys)
@@ -133,10 +144,16 @@ class ParquetIOManager(ConfigurableIOManager):
         if declared is not None:  # checked before anything is written
             keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
             try:
-                check_frame(obj, declared, f"asset {context.asset_key.to_user_string()}, partition {_span(keys) or '-'}")
+                check_frame(
+                    obj,
+                    declared,
+                    f"asset {context.asset_key.to_user_string()}, partition {_span(keys) or '-'}",
+                )
             except SchemaError as exc:
-                raise Failure(description=f"{exc}; nothing written",
-                              metadata={"asset": context.asset_key.to_user_string()}) from None
+                raise Failure(
+                    description=f"{exc}; nothing written",
+                    metadata={"asset": context.asset_key.to_user_string()},
+                ) from None
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
             column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY)
@@ -167,10 +184,17 @@ class ParquetIOManager(ConfigurableIOManager):
         }
         if len(parts) > 1:  # each partition its own numbers; the schema and the run's totals on the last one
             last = list(parts)[-1]
-            own = {key: {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))}
-                   for key, frame in parts.items()}
-            own[last].update({"dagster/column_schema": meta["dagster/column_schema"], "run_rows": len(obj),
-                              "run_partitions": len(parts)})
+            own = {
+                key: {"dagster/row_count": len(frame), "path": MetadataValue.path(str(paths[key]))}
+                for key, frame in parts.items()
+            }
+            own[last].update(
+                {
+                    "dagster/column_schema": meta["dagster/column_schema"],
+                    "run_rows": len(obj),
+                    "run_partitions": len(parts),
+                }
+            )
             add_partitions_metadata(context, context.asset_key, own)
             return
         context.add_output_metadata(meta)
@@ -202,8 +226,11 @@ class ParquetIOManager(ConfigurableIOManager):
         else:
             present = self.stored_partitions(path_parts)
             with lake_failure("read", self.lake.joinpath(*path_parts), context.asset_key, _span(keys)):
-                frame = read_partitions({key: self.partition_path(path_parts, key) for key in keys if key in present},
-                                        required, layout)
+                frame = read_partitions(
+                    {key: self.partition_path(path_parts, key) for key in keys if key in present},
+                    required,
+                    layout,
+                )
         have = [key for key in keys if key in present]
         missing = [key for key in keys if key not in present]
         meta = context.definition_metadata or {}
@@ -234,6 +261,8 @@ def _span(keys: list) -> str | None:
     if not keys:
         return None
     return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+
+
 #: Input metadata: partitions after the last stored one are the future (a month partition read
 #: while the month is under way), not missing; holes before it still are.
 TRAILING_MISSING_OK = "trailing_missing_ok"

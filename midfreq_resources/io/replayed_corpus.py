@@ -44,12 +44,16 @@ def read_data_end(lake: str | os.PathLike[str]) -> DataEnd | None:
         return None
     try:
         body = orjson.loads(path.read_bytes())
-        days = {k: dt.date.fromisoformat(body[k]) if body.get(k) else None for k in ("yields_last_day",
-                                                                                   "klines_last_day")}
+        days = {
+            k: dt.date.fromisoformat(body[k]) if body.get(k) else None
+            for k in ("yields_last_day", "klines_last_day")
+        }
         return DataEnd(days["yields_last_day"], days["klines_last_day"], str(body.get("corpus", "")))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise MarkerError(f"{path}: not a replayed-corpus marker ({exc}); delete it to use the live calendar "
-                          "(partitions to yesterday)") from None
+        raise MarkerError(
+            f"{path}: not a replayed-corpus marker ({exc}); delete it to use the live calendar "
+            "(partitions to yesterday)"
+        ) from None
 
 
 def write_data_end(lake: str | os.PathLike[str], end: DataEnd | None) -> None:
@@ -59,7 +63,10 @@ def write_data_end(lake: str | os.PathLike[str], end: DataEnd | None) -> None:
         if path.exists():
             path.unlink()
         return
-    body = {"corpus": end.corpus, "yields_last_day": end.yields.isoformat() if end.yields else None,
-            "klines_last_day": end.klines.isoformat() if end.klines else None}
+    body = {
+        "corpus": end.corpus,
+        "yields_last_day": end.yields.isoformat() if end.yields else None,
+        "klines_last_day": end.klines.isoformat() if end.klines else None,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2))

@@ -101,8 +101,12 @@ def build_parser(commands: Sequence[Command] = ()) -> argparse.ArgumentParser:
     rp.add_argument(
         "--html-error-codes", type=_codes, default=(200, 502), help="status of HTML pages (default: 200,502)"
     )
-    rp.add_argument("--drip-rate", type=_rate, default=0.0,
-                    help="share of 200 bodies sent slowly, --drip-bytes every --drip-interval-ms")
+    rp.add_argument(
+        "--drip-rate",
+        type=_rate,
+        default=0.0,
+        help="share of 200 bodies sent slowly, --drip-bytes every --drip-interval-ms",
+    )
     rp.add_argument("--drip-interval-ms", type=_non_negative, default=1000.0, help="(default: 1000)")
     rp.add_argument("--drip-bytes", type=int, default=1, help="bytes per dripped chunk (default: 1)")
     rp.add_argument("--seed", type=int, default=None, help="make random faults reproducible")
@@ -167,7 +171,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace) -> ReplayServer:
     """The configured server, bound (so a bad flag, root or port is one line, not a traceback)."""
     if not args.root.is_dir():
-        raise ValueError(f"replay root {args.root} is not a directory (expected defillama/ and binance/ under it)")
+        raise ValueError(
+            f"replay root {args.root} is not a directory (expected defillama/ and binance/ under it)"
+        )
     faults = FaultConfig(
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,

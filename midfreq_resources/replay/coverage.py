@@ -18,7 +18,9 @@ from pathlib import Path
 import orjson
 
 _DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
-_PERIOD_RE = re.compile(r"^(?P<sym>[A-Z0-9_]+)-(?P<interval>[0-9]+[a-z]+)-(?P<period>\d{4}-\d{2}(-\d{2})?)\.zip$")
+_PERIOD_RE = re.compile(
+    r"^(?P<sym>[A-Z0-9_]+)-(?P<interval>[0-9]+[a-z]+)-(?P<period>\d{4}-\d{2}(-\d{2})?)\.zip$"
+)
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,16 @@ class KlinesCoverage:
 
     days: dict[str, set[dt.date]] = field(default_factory=dict)
 
-    def segments(self, first: dt.date | None = None, last: dt.date | None = None) -> list[tuple[dt.date, dt.date]]:
+    def segments(
+        self, first: dt.date | None = None, last: dt.date | None = None
+    ) -> list[tuple[dt.date, dt.date]]:
         """Contiguous runs of days with a file for at least one interval, clipped to ``first..last``."""
-        days = sorted(d for ds in self.days.values() for d in ds
-                      if (first is None or d >= first) and (last is None or d <= last))
+        days = sorted(
+            d
+            for ds in self.days.values()
+            for d in ds
+            if (first is None or d >= first) and (last is None or d <= last)
+        )
         out: list[tuple[dt.date, dt.date]] = []
         for d in dict.fromkeys(days):
             if out and d == out[-1][1] + dt.timedelta(days=1):
@@ -61,7 +69,11 @@ def yields_coverage(root: Path | str) -> YieldsCoverage | None:
     for path in sorted((Path(root) / "defillama" / "yields" / "chart").glob("*.json")):
         try:
             rows = orjson.loads(path.read_bytes()).get("data") or []
-            days = [m.group(1) for r in rows if isinstance(r, dict) and (m := _DAY_RE.match(str(r.get("timestamp"))))]
+            days = [
+                m.group(1)
+                for r in rows
+                if isinstance(r, dict) and (m := _DAY_RE.match(str(r.get("timestamp"))))
+            ]
         except (orjson.JSONDecodeError, AttributeError):
             bad.append(path.name)
             continue
@@ -82,7 +94,9 @@ def _month_days(period: str) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((nxt - start).days)]
 
 
-def klines_coverage(root: Path | str, market: str, symbols: Iterable[str], intervals: Iterable[str]) -> KlinesCoverage:
+def klines_coverage(
+    root: Path | str, market: str, symbols: Iterable[str], intervals: Iterable[str]
+) -> KlinesCoverage:
     """Days with a kline zip per interval (any of ``symbols``), from the archive file names."""
     wanted = set(intervals)
     out = KlinesCoverage({i: set() for i in intervals})
@@ -94,7 +108,12 @@ def klines_coverage(root: Path | str, market: str, symbols: Iterable[str], inter
                 continue
             for path in folder.glob("*/*.zip"):
                 m = _PERIOD_RE.match(path.name)
-                if m is None or m["sym"] != symbol or m["interval"] not in wanted or path.parent.name != m["interval"]:
+                if (
+                    m is None
+                    or m["sym"] != symbol
+                    or m["interval"] not in wanted
+                    or path.parent.name != m["interval"]
+                ):
                     continue
                 period = m["period"]
                 days = [dt.date.fromisoformat(period)] if len(period) == 10 else _month_days(period)

@@ -142,8 +142,10 @@ class FaultConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.error_rate + self.html_error_rate > 1.0:
-            raise ValueError(f"error rate ({self.error_rate:g}) + HTML error rate ({self.html_error_rate:g}) "
-                             "must be <= 1: they are disjoint shares of the requests")
+            raise ValueError(
+                f"error rate ({self.error_rate:g}) + HTML error rate ({self.html_error_rate:g}) "
+                "must be <= 1: they are disjoint shares of the requests"
+            )
         if self.latency_ms < 0 or self.retry_after_s < 0:
             raise ValueError("latency_ms and retry_after_s must be >= 0")
         if self.truncate_mode not in ("short", "close"):
@@ -513,8 +515,11 @@ class ReplayServer:
             "MIDFREQ_BINANCE_ARCHIVE_URL": f"{self.base_url}/binance",
             "MIDFREQ_DEFILLAMA_PRO_URL": f"{self.base_url}/defillama/pro",
             # the key only where the corpus recorded the paid endpoints: elsewhere midfreq runs keyless
-            **({"MIDFREQ_DEFILLAMA_PRO_API_KEY": self.pro_api_key}
-               if (self.root / "defillama" / "pro").is_dir() else {}),
+            **(
+                {"MIDFREQ_DEFILLAMA_PRO_API_KEY": self.pro_api_key}
+                if (self.root / "defillama" / "pro").is_dir()
+                else {}
+            ),
         }
 
     # ----------------------------------------------------------------- request log
@@ -628,18 +633,34 @@ class ReplayServer:
             ForcedRule(pattern=re.compile(pattern), action="delay", remaining=times, delay_ms=delay_ms)
         )
 
-    def drip(self, pattern: str, interval_ms: float, chunk_bytes: int = 1, times: int | None = None) -> ForcedRule:
+    def drip(
+        self, pattern: str, interval_ms: float, chunk_bytes: int = 1, times: int | None = None
+    ) -> ForcedRule:
         """Send matching 200 bodies ``chunk_bytes`` at a time, one chunk every ``interval_ms``: each
         read gets data (no read timeout fires), the whole answer takes ages (deadline tests)."""
-        return self._add_rule(ForcedRule(pattern=re.compile(pattern), action="drip", remaining=times,
-                                         drip=Drip(interval_ms, chunk_bytes)))
+        return self._add_rule(
+            ForcedRule(
+                pattern=re.compile(pattern),
+                action="drip",
+                remaining=times,
+                drip=Drip(interval_ms, chunk_bytes),
+            )
+        )
 
-    def oversize(self, pattern: str, size_bytes: int, announce_length: bool = True,
-                 times: int | None = None) -> ForcedRule:
+    def oversize(
+        self, pattern: str, size_bytes: int, announce_length: bool = True, times: int | None = None
+    ) -> ForcedRule:
         """Answer matching requests with a 200 body of ``size_bytes`` (streamed, never in memory here);
         ``announce_length=False`` sends no Content-Length (the client only finds out by reading)."""
-        return self._add_rule(ForcedRule(pattern=re.compile(pattern), action="oversize", remaining=times,
-                                         size=size_bytes, announce_length=announce_length))
+        return self._add_rule(
+            ForcedRule(
+                pattern=re.compile(pattern),
+                action="oversize",
+                remaining=times,
+                size=size_bytes,
+                announce_length=announce_length,
+            )
+        )
 
     # ----------------------------------------------------------------- internals
     def _track(self, conn: socket.socket, add: bool) -> None:
@@ -737,7 +758,7 @@ class ReplayServer:
             return Response(200, found.read_bytes(), JSON_TYPE)
 
         if path.startswith(PRO_PREFIX):
-            return self._resolve_pro(path[len(PRO_PREFIX):])
+            return self._resolve_pro(path[len(PRO_PREFIX) :])
         if PAID_ON_FREE_HOST.search(path):
             return Response(402, PAYMENT_REQUIRED_BODY.encode(), TEXT_TYPE)
 
@@ -781,7 +802,7 @@ class ReplayServer:
             return Response(401, b"Unauthorized: invalid API key\n", TEXT_TYPE)
         lend_borrow = "yields/chartLendBorrow/"
         if endpoint.startswith(lend_borrow):
-            pool_id = endpoint[len(lend_borrow):]
+            pool_id = endpoint[len(lend_borrow) :]
             if not is_pool_uuid(pool_id):
                 return Response(400, _json_bytes("invalid configID!"), JSON_TYPE)
             found = self._file("defillama/pro/yields/chartLendBorrow", pool_id + ".json")

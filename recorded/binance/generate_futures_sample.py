@@ -33,13 +33,17 @@ SPOT = HERE / "data" / "spot"
 FUTURES = HERE / "data" / "futures" / "um"
 SYMBOL = "BTCUSDT"
 SEED = 20230201
-KLINE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
-                "taker_buy_quote_volume,ignore")
+KLINE_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    "taker_buy_quote_volume,ignore"
+)
 FUNDING_HEADER = "calc_time,funding_interval_hours,last_funding_rate"
 INTERVAL_MS = {"1h": 3_600_000, "1d": 86_400_000}
 # (interval, monthly periods, daily first..last) as in the bundled spot slice
-SLICES = [("1h", ["2023-02"], (dt.date(2023, 3, 1), dt.date(2023, 3, 31))),
-          ("1d", ["2024-10", "2024-11", "2024-12", "2025-01"], (dt.date(2025, 2, 1), dt.date(2025, 2, 20)))]
+SLICES = [
+    ("1h", ["2023-02"], (dt.date(2023, 3, 1), dt.date(2023, 3, 31))),
+    ("1d", ["2024-10", "2024-11", "2024-12", "2025-01"], (dt.date(2025, 2, 1), dt.date(2025, 2, 20))),
+]
 FUNDING_MONTHS = ["2023-02", "2023-03", "2024-10", "2024-11", "2024-12", "2025-01", "2025-02"]
 FUNDING_INTERVAL_HOURS = 8
 MEAN_PREMIUM = 0.0003
@@ -78,7 +82,9 @@ def kline_csv(rows: list[tuple[int, float, float, float, float]], interval: str)
 def write_zip(path: Path, member: str, data: bytes) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        info = zipfile.ZipInfo(member, date_time=(2025, 3, 1, 0, 0, 0))  # fixed: the zip bytes are reproducible
+        info = zipfile.ZipInfo(
+            member, date_time=(2025, 3, 1, 0, 0, 0)
+        )  # fixed: the zip bytes are reproducible
         z.writestr(info, data, zipfile.ZIP_DEFLATED)
     body = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,14 +104,20 @@ def write_premium(rng: random.Random) -> dict[int, float]:
         for month in months:
             rows = [b for b in bars if day_of(b[0]).strftime("%Y-%m") == month]
             name = f"{SYMBOL}-{interval}-{month}"
-            write_zip(FUTURES / "monthly" / "premiumIndexKlines" / SYMBOL / interval / f"{name}.zip", f"{name}.csv",
-                      kline_csv(rows, interval))
+            write_zip(
+                FUTURES / "monthly" / "premiumIndexKlines" / SYMBOL / interval / f"{name}.zip",
+                f"{name}.csv",
+                kline_csv(rows, interval),
+            )
         day = first
         while day <= last:
             rows = [b for b in bars if day_of(b[0]) == day]
             name = f"{SYMBOL}-{interval}-{day.isoformat()}"
-            write_zip(FUTURES / "daily" / "premiumIndexKlines" / SYMBOL / interval / f"{name}.zip", f"{name}.csv",
-                      kline_csv(rows, interval))
+            write_zip(
+                FUTURES / "daily" / "premiumIndexKlines" / SYMBOL / interval / f"{name}.zip",
+                f"{name}.csv",
+                kline_csv(rows, interval),
+            )
             day += dt.timedelta(days=1)
         for t, _, _, _, close in bars:  # daily bars stand for each of their hours
             for h in range(INTERVAL_MS[interval] // INTERVAL_MS["1h"]):
@@ -120,18 +132,27 @@ def write_funding(hourly: dict[int, float], rng: random.Random) -> None:
         nxt = (first + dt.timedelta(days=32)).replace(day=1)
         lines, t, last_premium = [FUNDING_HEADER], int(first.timestamp() * 1000), MEAN_PREMIUM
         while t < int(nxt.timestamp() * 1000):
-            window = [hourly[t - k * INTERVAL_MS["1h"]] for k in range(1, FUNDING_INTERVAL_HOURS + 1)
-                      if t - k * INTERVAL_MS["1h"] in hourly]
+            window = [
+                hourly[t - k * INTERVAL_MS["1h"]]
+                for k in range(1, FUNDING_INTERVAL_HOURS + 1)
+                if t - k * INTERVAL_MS["1h"] in hourly
+            ]
             # days after the spot slice (2025-02-21..28) continue the premium as noise around its mean
-            premium = (sum(window) / len(window) if window
-                       else 0.5 * last_premium + 0.5 * MEAN_PREMIUM + rng.gauss(0, 0.00025))
+            premium = (
+                sum(window) / len(window)
+                if window
+                else 0.5 * last_premium + 0.5 * MEAN_PREMIUM + rng.gauss(0, 0.00025)
+            )
             last_premium = premium
             rate = premium + min(max(0.0001 - premium, -0.0005), 0.0005)
             lines.append(f"{t},{FUNDING_INTERVAL_HOURS},{rate:.8f}")
             t += step
         name = f"{SYMBOL}-fundingRate-{month}"
-        write_zip(FUTURES / "monthly" / "fundingRate" / SYMBOL / f"{name}.zip", f"{name}.csv",
-                  ("\n".join(lines) + "\n").encode())
+        write_zip(
+            FUTURES / "monthly" / "fundingRate" / SYMBOL / f"{name}.zip",
+            f"{name}.csv",
+            ("\n".join(lines) + "\n").encode(),
+        )
 
 
 def main() -> None:

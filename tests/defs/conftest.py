@@ -72,13 +72,19 @@ def defillama_assets(project: Project) -> list[AssetsDefinition]:
 def _small_vault(project: Project) -> VaultConfig:
     """usd_lending with short windows and horizons, so models train within two months of data."""
     v = project.vault("usd_lending")
-    fmap = FeatureMapConfig.model_validate({
-        "apy": {"transform": "as_is", "expansions": {"level": True, "ewma": {"windows": [3, 7], "norm_mult": 2},
-                                                     "min": [7]}},
-        "tvl_usd": {"transform": "log", "expansions": {"ewma": {"windows": [3], "norm_mult": 2}}},
-    })
+    fmap = FeatureMapConfig.model_validate(
+        {
+            "apy": {
+                "transform": "as_is",
+                "expansions": {"level": True, "ewma": {"windows": [3, 7], "norm_mult": 2}, "min": [7]},
+            },
+            "tvl_usd": {"transform": "log", "expansions": {"ewma": {"windows": [3], "norm_mult": 2}}},
+        }
+    )
     labels = LabelMapConfig.model_validate({"apy": {"kind": "forward_mean", "horizons": [3, 7]}})
-    models = v.models.model_copy(update={"cv": v.models.cv.model_copy(update={"min_train": 7, "n_splits": 2})})
+    models = v.models.model_copy(
+        update={"cv": v.models.cv.model_copy(update={"min_train": 7, "n_splits": 2})}
+    )
     return v.model_copy(update={"feature_map": fmap, "label_map": labels, "models": models})
 
 
@@ -95,12 +101,19 @@ class Pipeline:
     first, last = FIRST, LAST
     first_month, last_month = FIRST_MONTH, LAST_MONTH
 
-    def __init__(self, lake: Path, resources: dict, vault: VaultConfig, ingest: list[AssetsDefinition],
-                 project: Project) -> None:
+    def __init__(
+        self,
+        lake: Path,
+        resources: dict,
+        vault: VaultConfig,
+        ingest: list[AssetsDefinition],
+        project: Project,
+    ) -> None:
         self.lake, self.resources, self.vault, self.ingest = lake, resources, vault, ingest
         self.instance = DagsterInstance.ephemeral()
-        self.adjusted = build_adjusted_yield_assets(vault, reference_pricing(vault, project.tokens),
-                                                    research_months(project.earliest_start))
+        self.adjusted = build_adjusted_yield_assets(
+            vault, reference_pricing(vault, project.tokens), research_months(project.earliest_start)
+        )
         self.research = build_research_assets(vault)
         self.all = [*ingest, *self.adjusted, *self.research]
 
@@ -109,8 +122,14 @@ class Pipeline:
         kw = {} if end else {"partition_key": start}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = materialize([*self.all, *extra], selection=selection, resources=self.resources,
-                                 instance=self.instance, tags=tags, **kw)
+            result = materialize(
+                [*self.all, *extra],
+                selection=selection,
+                resources=self.resources,
+                instance=self.instance,
+                tags=tags,
+                **kw,
+            )
         assert result.success
         return result
 
@@ -131,8 +150,11 @@ class Pipeline:
 def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -> Iterator[Pipeline]:
     lake = tmp_path_factory.mktemp("lake")
     days = daily_partitions(project)
-    ingest = [*build_defillama_assets(project, days), build_lend_borrow_asset(project, days),
-              build_token_prices(project, days)]
+    ingest = [
+        *build_defillama_assets(project, days),
+        build_lend_borrow_asset(project, days),
+        build_token_prices(project, days),
+    ]
     with pytest.MonkeyPatch.context() as mp:
         for name, value in replay_server.env().items():
             mp.setenv(name, value)
@@ -146,7 +168,9 @@ def _pipeline(tmp_path_factory, replay_server: ReplayServer, project: Project) -
 
 
 @pytest.fixture(scope="session")
-def pipeline_env(tmp_path_factory, replay_server, project) -> Callable[[], contextlib.AbstractContextManager[Pipeline]]:
+def pipeline_env(
+    tmp_path_factory, replay_server, project
+) -> Callable[[], contextlib.AbstractContextManager[Pipeline]]:
     """``with pipeline_env() as p``: a fresh lake holding the ingestion (pool_history, pool_metadata,
     token_prices) and the small vault's adjusted_yields of ``FIRST..LAST``, the ``MIDFREQ_*``
     variables pointing at the replay server, and the small vault's research assets."""

@@ -24,24 +24,67 @@ REPO = Path(__file__).parents[2]
 PACKAGE = REPO / "midfreq_assets"
 VAULTS = ("btc_lending", "eth_staking", "usd_curated", "usd_lending")  # the shipped example vaults
 KEYS = {
-    "pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "pool_lend_borrow", "token_prices",
+    "pool_history",
+    "pool_metadata",
+    "universe_exclusions",
+    "pool_rankings",
+    "pool_lend_borrow",
+    "token_prices",
     "binance_klines",
-    "binance_premium_index_klines", "binance_funding_rates",
-    *(f"{v}/{n}" for v in VAULTS for n in ("adjusted_yields", "features", "fitted_models", "predictions",
-                                           "rebalance_weights", "backtest_panel", "backtest_runs", "backtest_report",
-                                           "top_pools", "trade_orders", "order_executions")),
+    "binance_premium_index_klines",
+    "binance_funding_rates",
+    *(
+        f"{v}/{n}"
+        for v in VAULTS
+        for n in (
+            "adjusted_yields",
+            "features",
+            "fitted_models",
+            "predictions",
+            "rebalance_weights",
+            "backtest_panel",
+            "backtest_runs",
+            "backtest_report",
+            "top_pools",
+            "trade_orders",
+            "order_executions",
+        )
+    ),
     "usd_lending/vault_positions",  # the one shipped vault with a positions: section
     # no <vault>/intraday_moves: no shipped vault has intraday.enabled (tests/defs/test_partitions.py)
-    *(f"price_research/{i}/{n}" for i in ("1h", "1d") for n in ("features", "fitted_models", "predictions",
-                                                                  "signal_report")),
+    *(
+        f"price_research/{i}/{n}"
+        for i in ("1h", "1d")
+        for n in ("features", "fitted_models", "predictions", "signal_report")
+    ),
 }
-JOBS = {"nightly_refresh", "binance_klines_refresh", "binance_funding_refresh", "price_research_features",
-        "price_research_predictions", "price_research_signal_reports", "price_research_1h_fitted_models",
-        "price_research_1d_fitted_models",
-        *(f"{v}_{n}" for v in VAULTS for n in ("daily", "research", "features", "fitted_models", "predictions",
-                                               "decisions", "backtest_inputs", "backtest_runs", "backtest_report",
-                                               "orders")),
-        "usd_lending_positions"}
+JOBS = {
+    "nightly_refresh",
+    "binance_klines_refresh",
+    "binance_funding_refresh",
+    "price_research_features",
+    "price_research_predictions",
+    "price_research_signal_reports",
+    "price_research_1h_fitted_models",
+    "price_research_1d_fitted_models",
+    *(
+        f"{v}_{n}"
+        for v in VAULTS
+        for n in (
+            "daily",
+            "research",
+            "features",
+            "fitted_models",
+            "predictions",
+            "decisions",
+            "backtest_inputs",
+            "backtest_runs",
+            "backtest_report",
+            "orders",
+        )
+    ),
+    "usd_lending_positions",
+}
 
 
 def test_defs_folder_builds_the_whole_code_location():
@@ -49,16 +92,29 @@ def test_defs_folder_builds_the_whole_code_location():
 
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == KEYS
     assert {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
-    assert {s.name for s in defs.schedules} == {"nightly_refresh_schedule", "binance_klines_schedule",
-                                                "binance_funding_schedule",
-                                                *(f"{v}_{n}_schedule" for v in VAULTS
-                                                  for n in ("weekly_refit", "daily"))}
+    assert {s.name for s in defs.schedules} == {
+        "nightly_refresh_schedule",
+        "binance_klines_schedule",
+        "binance_funding_schedule",
+        *(f"{v}_{n}_schedule" for v in VAULTS for n in ("weekly_refit", "daily")),
+    }
     running = {s.name for s in defs.schedules if s.default_status == DefaultScheduleStatus.RUNNING}
     assert running == {"nightly_refresh_schedule"}  # everything else is off until turned on
-    assert {s.name for s in defs.sensors} == {"grid_points_sensor", "ingestion_freshness_sensor",
-                                              *(f"{v}_daily_after_research" for v in VAULTS)}
-    assert set(defs.resources) >= {"parquet_io_manager", "model_io_manager", "defillama", "defillama_coins",
-                                   "binance_archive", "defillama_pro", "positions_client", "execution_client"}
+    assert {s.name for s in defs.sensors} == {
+        "grid_points_sensor",
+        "ingestion_freshness_sensor",
+        *(f"{v}_daily_after_research" for v in VAULTS),
+    }
+    assert set(defs.resources) >= {
+        "parquet_io_manager",
+        "model_io_manager",
+        "defillama",
+        "defillama_coins",
+        "binance_archive",
+        "defillama_pro",
+        "positions_client",
+        "execution_client",
+    }
 
 
 @pytest.fixture
@@ -82,15 +138,18 @@ def test_a_vault_yaml_adds_its_assets_jobs_and_schedules(two_vaults: Path):
     assert {"usd_base_daily_schedule", "usd_base_weekly_refit_schedule"} <= set(schedules)
     research = defs.resolve_job_def("usd_base_research")  # the nightly chain: the month so far, then the day
     assert {k.to_user_string() for k in research.asset_layer.executable_asset_keys} == {
-        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions")}
+        f"usd_base/{n}" for n in ("adjusted_yields", "features", "predictions")
+    }
     daily = defs.resolve_job_def("usd_base_daily")
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == {
-        f"usd_base/{n}" for n in ("vault_positions", "rebalance_weights", "trade_orders", "order_executions")}
+        f"usd_base/{n}" for n in ("vault_positions", "rebalance_weights", "trade_orders", "order_executions")
+    }
     assert schedules["usd_base_daily_schedule"].job_name == "usd_base_research"
 
 
-def test_a_run_computes_with_the_configuration_the_graph_was_built_from(two_vaults: Path, tmp_path: Path,
-                                                                         replay_env, monkeypatch):
+def test_a_run_computes_with_the_configuration_the_graph_was_built_from(
+    two_vaults: Path, tmp_path: Path, replay_env, monkeypatch
+):
     project = current_project()
     assert current_project() is project  # loaded once per config dir
     assets = build_defillama_assets(project, daily_partitions(project))
@@ -99,8 +158,9 @@ def test_a_run_computes_with_the_configuration_the_graph_was_built_from(two_vaul
     data = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**data, "min_pool_tvl_usd": 1e15}))
     monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path / "lake"))
-    result = materialize(assets, resources=build_resources(), partition_key="2024-09-02",
-                         instance=DagsterInstance.ephemeral())
+    result = materialize(
+        assets, resources=build_resources(), partition_key="2024-09-02", instance=DagsterInstance.ephemeral()
+    )
     assert result.success
     meta = read_daily(tmp_path / "lake", "pool_metadata", days=["2024-09-02"])
     base = meta[meta["vaults"].map(lambda v: "usd_base" in list(v))]
@@ -133,6 +193,9 @@ def test_replay_deployment_never_falls_back_to_the_live_services(monkeypatch, tm
     monkeypatch.delenv("MIDFREQ_DEFILLAMA_YIELDS_URL")
     monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path / "lake"))
     with pytest.raises(DagsterInvalidConfigError, match="MIDFREQ_DEFILLAMA_YIELDS_URL"):
-        materialize(build_defillama_assets(project, daily_partitions(project)),
-                    resources=build_resources("replay"), partition_key="2024-07-01")
+        materialize(
+            build_defillama_assets(project, daily_partitions(project)),
+            resources=build_resources("replay"),
+            partition_key="2024-07-01",
+        )
     assert not any("/defillama/yields" in r.path for r in replay_env.requests)

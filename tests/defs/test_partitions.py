@@ -37,7 +37,9 @@ def keys(pdef) -> list[str]:
 def test_each_calendar_ends_with_the_partition_holding_the_last_day():
     days = keys(daily_from(START, LAST))
     assert (days[0], days[-1], len(days)) == ("2024-06-06", "2025-06-05", 365)
-    assert keys(research_months(START, LAST))[-1] == "2025-06"  # the month of the last day, not the current one
+    assert (
+        keys(research_months(START, LAST))[-1] == "2025-06"
+    )  # the month of the last day, not the current one
     weeks = keys(weekly_partitions(START, LAST))
     assert weeks[-1] == "2025-06-02"  # the Monday of the week holding 2025-06-05 (a Thursday)
     assert keys(weekly_partitions(START, dt.date(2025, 6, 2)))[-1] == "2025-06-02"  # a Monday: its own week
@@ -67,7 +69,9 @@ def test_the_code_location_replaying_the_recording(tmp_path):
     assert last("binance_klines") == "2025-02-20"
     assert last("binance_funding_rates") == "2025-02-01"
     assert last("price_research/1h/features") == "2025-02"
-    assert len(keys(graph.get(AssetKey("pool_history")).partitions_def)) == 365  # none after the data: none missing
+    assert (
+        len(keys(graph.get(AssetKey("pool_history")).partitions_def)) == 365
+    )  # none after the data: none missing
     assert not any("intraday" in k.to_user_string() for k in graph.get_all_asset_keys())  # enabled nowhere
     assert not any("intraday" in j.name for j in defs.resolve_all_job_defs())
 

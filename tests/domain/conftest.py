@@ -16,12 +16,16 @@ def _recorded_history(n_pools: int = 8) -> pd.DataFrame:
     frames = []
     for path in sorted(CHARTS.glob("*.json"))[:n_pools]:
         df = pd.DataFrame(json.loads(path.read_text())["data"])
-        frames.append(pd.DataFrame({
-            "date": pd.to_datetime(df["timestamp"].str[:10]).astype("datetime64[ns]"),
-            "pool": path.stem,
-            "apy": df["apy"].astype(float) / 100,
-            "tvl_usd": df["tvlUsd"].astype(float),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": pd.to_datetime(df["timestamp"].str[:10]).astype("datetime64[ns]"),
+                    "pool": path.stem,
+                    "apy": df["apy"].astype(float) / 100,
+                    "tvl_usd": df["tvlUsd"].astype(float),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -38,8 +42,10 @@ ARCHIVE = Path(__file__).resolve().parents[2] / "recorded" / "binance" / "data"
 def _archive_bars(market: str, dataset: str, interval: str) -> pd.DataFrame:
     from midfreq_assets.domain.ingest.klines import parse_klines_zip
 
-    frames = [parse_klines_zip(p.read_bytes(), source=p.name, symbol="BTCUSDT", interval=interval)
-              for p in sorted((ARCHIVE / market).glob(f"*/{dataset}/BTCUSDT/{interval}/*.zip"))]
+    frames = [
+        parse_klines_zip(p.read_bytes(), source=p.name, symbol="BTCUSDT", interval=interval)
+        for p in sorted((ARCHIVE / market).glob(f"*/{dataset}/BTCUSDT/{interval}/*.zip"))
+    ]
     return pd.concat(frames, ignore_index=True).drop_duplicates(["symbol", "interval", "open_time"])
 
 
@@ -48,7 +54,9 @@ def _recorded_klines(interval: str = "1d", premium: bool = False) -> pd.DataFram
 
     panel = klines_panel(_archive_bars("spot", "klines", interval), interval)
     if premium:
-        panel = with_close_premium(panel, _archive_bars("futures/um", "premiumIndexKlines", interval), interval)
+        panel = with_close_premium(
+            panel, _archive_bars("futures/um", "premiumIndexKlines", interval), interval
+        )
     return panel
 
 

@@ -22,5 +22,7 @@ def imported_modules(path: Path) -> set[str]:
 def test_domain_modules_do_not_import_dagster():
     files = sorted(DOMAIN.rglob("*.py"))  # every stage folder, not only the top level
     assert len(files) >= 5
-    offenders = [str(f.relative_to(DOMAIN)) for f in files if {"dagster", "midfreq_resources"} & imported_modules(f)]
+    offenders = [
+        str(f.relative_to(DOMAIN)) for f in files if {"dagster", "midfreq_resources"} & imported_modules(f)
+    ]
     assert offenders == []

@@ -86,11 +86,20 @@ def local_postgres() -> Iterator[dict[str, str]]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    start = run(pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start")
+    start = run(
+        pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start"
+    )
     try:
-        assert start.returncode == 0, f"pg_ctl start failed: {start.stderr}\n{(root / 'server.log').read_text()}"
-        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": "dagster",
-               "DAGSTER_PG_PASSWORD": "unused-trust-auth", "DAGSTER_PG_DB": "postgres"}
+        assert start.returncode == 0, (
+            f"pg_ctl start failed: {start.stderr}\n{(root / 'server.log').read_text()}"
+        )
+        yield {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(port),
+            "DAGSTER_PG_USER": "dagster",
+            "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+            "DAGSTER_PG_DB": "postgres",
+        }
     finally:
         with contextlib.suppress(Exception):
             run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
@@ -135,8 +144,23 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         pytest.skip("redis-server not installed (apt-get install redis-server)")
     port, log = _free_port(), tmp_path / "redis.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for(lambda: _redis_pings(port), proc, "redis-server", log)
         yield f"redis://127.0.0.1:{port}"
@@ -169,10 +193,17 @@ def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     port, log = _free_port(), tmp_path / "moto.log"
     endpoint = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    env = {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "midfreq-test",
-           "AWS_SECRET_ACCESS_KEY": "midfreq-test", "AWS_REGION": "us-east-1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    env = {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": "midfreq-test",
+        "AWS_SECRET_ACCESS_KEY": "midfreq-test",
+        "AWS_REGION": "us-east-1",
+    }
     try:
         _wait_for(lambda: _http_ok(f"{endpoint}/moto-api/"), proc, "moto_server", log)
         for name, value in env.items():
@@ -188,9 +219,12 @@ def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
 GEN_FIRST = "2024-06-06"
 GEN_DAYS = 100
 ADDR = {  # Ethereum token addresses (configs/tokens.yaml maps them to symbols)
-    "weth": "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", "steth": "0xae7ab96520DE3A18E5e111B5EaAb095312D7fE84",
-    "wsteth": "0x7f39C581F595B53c5cb19bD0b3f8dA6c935E2Ca0", "usdc": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
-    "wbtc": "0x2260FAC5E5542a773Aa44fBCfeDf7C193bc2C599", "cbbtc": "0xcbB7C0000aB88B473b1f5aFd9ef808440eed33Bf",
+    "weth": "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2",
+    "steth": "0xae7ab96520DE3A18E5e111B5EaAb095312D7fE84",
+    "wsteth": "0x7f39C581F595B53c5cb19bD0b3f8dA6c935E2Ca0",
+    "usdc": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+    "wbtc": "0x2260FAC5E5542a773Aa44fBCfeDf7C193bc2C599",
+    "cbbtc": "0xcbB7C0000aB88B473b1f5aFd9ef808440eed33Bf",
 }
 LIDO = "747c1d2a-c668-4682-b9f9-296708a3dd90"
 GEN_POOLS = {
@@ -206,31 +240,56 @@ GEN_POOLS = {
     "00000000-0000-4000-8000-0000000b0003": ("uniswap-v3", "WBTC-USDC", ["wbtc", "usdc"], 20.0, 1e8, None),
 }
 GAP_POOL, GAP_DAYS = "00000000-0000-4000-8000-0000000e0001", (40, 41)  # aave WETH missing two days
-RESEARCH = {"label_map": {"apy": {"target": "adjusted_apy", "horizons": [7]}},
-            "models": {"cv": {"n_splits": 2, "min_train": 14}, "apy": {"ewm_predictor": {"halflife": "7d"}}}}
+RESEARCH = {
+    "label_map": {"apy": {"target": "adjusted_apy", "horizons": [7]}},
+    "models": {"cv": {"n_splits": 2, "min_train": 14}, "apy": {"ewm_predictor": {"halflife": "7d"}}},
+}
 
 
 def _gen_vaults() -> dict[str, dict]:
     common = {"start_date": GEN_FIRST, "chains": ["Ethereum"], "min_pool_tvl_usd": 1e6, **RESEARCH}
     return {
-        "eth_generated": {**common, "reference_asset": "eth", "protocols": {"tier1": ["aave-v3", "lido", "curve-dex"]},
-                          "yields": {"tokens": {t: {"coin": f"ethereum:{ADDR[t]}", "peg": p}
-                                                for t, p in (("weth", 1.0), ("steth", 1.0), ("wsteth", None))},
-                                     "peg": {"enabled": True}, "underlying_yield": {"pools": {"steth": LIDO,
-                                                                                              "wsteth": LIDO}}},
-                          "strategy": {"concentration_limit": 0.4, "gas_usd": 10.0, "min_trade_usd": 2000},
-                          "backtest": {"initial_wealth": 500.0}},
-        "usd_lp": {**common, "reference_asset": "usd", "protocols": {"tier1": ["uniswap-v3", "aave-v3"]},
-                   "underlying_tokens": ["usdc", "weth", "wbtc"], "allow_price_exposure": True,
-                   "yields": {"tokens": {"usdc": {"coin": f"ethereum:{ADDR['usdc']}", "peg": 1.0},
-                                         "weth": {"coin": f"ethereum:{ADDR['weth']}", "peg": None}}},
-                   "strategy": {"concentration_limit": 0.6, "gas_usd": 5.0},
-                   "backtest": {"initial_wealth": 1e6, "base_rate": 0.04}},
-        "btc_generated": {**common, "reference_asset": "btc", "protocols": {"tier1": ["aave-v3"]},
-                          "yields": {"tokens": {t: {"coin": f"ethereum:{ADDR[t]}", "peg": 1.0} for t in ("wbtc", "cbbtc")},
-                                     "peg": {"enabled": True}},
-                          "strategy": {"concentration_limit": 0.6, "gas_usd": 10.0},
-                          "backtest": {"initial_wealth": 20.0}},
+        "eth_generated": {
+            **common,
+            "reference_asset": "eth",
+            "protocols": {"tier1": ["aave-v3", "lido", "curve-dex"]},
+            "yields": {
+                "tokens": {
+                    t: {"coin": f"ethereum:{ADDR[t]}", "peg": p}
+                    for t, p in (("weth", 1.0), ("steth", 1.0), ("wsteth", None))
+                },
+                "peg": {"enabled": True},
+                "underlying_yield": {"pools": {"steth": LIDO, "wsteth": LIDO}},
+            },
+            "strategy": {"concentration_limit": 0.4, "gas_usd": 10.0, "min_trade_usd": 2000},
+            "backtest": {"initial_wealth": 500.0},
+        },
+        "usd_lp": {
+            **common,
+            "reference_asset": "usd",
+            "protocols": {"tier1": ["uniswap-v3", "aave-v3"]},
+            "underlying_tokens": ["usdc", "weth", "wbtc"],
+            "allow_price_exposure": True,
+            "yields": {
+                "tokens": {
+                    "usdc": {"coin": f"ethereum:{ADDR['usdc']}", "peg": 1.0},
+                    "weth": {"coin": f"ethereum:{ADDR['weth']}", "peg": None},
+                }
+            },
+            "strategy": {"concentration_limit": 0.6, "gas_usd": 5.0},
+            "backtest": {"initial_wealth": 1e6, "base_rate": 0.04},
+        },
+        "btc_generated": {
+            **common,
+            "reference_asset": "btc",
+            "protocols": {"tier1": ["aave-v3"]},
+            "yields": {
+                "tokens": {t: {"coin": f"ethereum:{ADDR[t]}", "peg": 1.0} for t in ("wbtc", "cbbtc")},
+                "peg": {"enabled": True},
+            },
+            "strategy": {"concentration_limit": 0.6, "gas_usd": 10.0},
+            "backtest": {"initial_wealth": 20.0},
+        },
     }
 
 
@@ -241,14 +300,21 @@ def _gen_prices(days: list) -> dict[str, list[float]]:
     eth = 3800 * np.exp(np.cumsum(rng.normal(0, 0.03, len(days))))
     btc = 65000 * np.exp(np.cumsum(rng.normal(0, 0.025, len(days))))
     t = np.arange(len(days)) / 365
-    return {"coingecko:ethereum": eth, "coingecko:bitcoin": btc, f"ethereum:{ADDR['weth']}": eth,
-            f"ethereum:{ADDR['steth']}": eth * 0.998, f"ethereum:{ADDR['wsteth']}": eth * 1.17 * np.exp(0.032 * t),
-            f"ethereum:{ADDR['usdc']}": 1.0 + rng.normal(0, 2e-4, len(days)),
-            f"ethereum:{ADDR['wbtc']}": btc * 0.9995, f"ethereum:{ADDR['cbbtc']}": btc}
+    return {
+        "coingecko:ethereum": eth,
+        "coingecko:bitcoin": btc,
+        f"ethereum:{ADDR['weth']}": eth,
+        f"ethereum:{ADDR['steth']}": eth * 0.998,
+        f"ethereum:{ADDR['wsteth']}": eth * 1.17 * np.exp(0.032 * t),
+        f"ethereum:{ADDR['usdc']}": 1.0 + rng.normal(0, 2e-4, len(days)),
+        f"ethereum:{ADDR['wbtc']}": btc * 0.9995,
+        f"ethereum:{ADDR['cbbtc']}": btc,
+    }
 
 
-def write_generated_corpus(root: Path, configs: Path, vaults: list[str] | None = None,
-                           broken_prices: bool = False) -> dict[str, object]:
+def write_generated_corpus(
+    root: Path, configs: Path, vaults: list[str] | None = None, broken_prices: bool = False
+) -> dict[str, object]:
     """A corpus of GENERATED data (ETH, BTC and LP pools, which the bundled recording lacks) in the live
     layout, and a config dir with one vault of each reference asset (or ``vaults``); returns what was
     generated. ``broken_prices`` answers the coins API with a malformed body."""
@@ -269,9 +335,14 @@ def write_generated_corpus(root: Path, configs: Path, vaults: list[str] | None =
     for name, body in _gen_vaults().items():
         if vaults is None or name in vaults:
             (configs / "vaults" / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **body}))
-    (configs / "grids" / "default.yaml").write_text(yaml.safe_dump(
-        {"description": "generated corpus", "parameters": {"strategy.cost": [0.0005, 0.002],
-                                                            "backtest.rebalance_every_days": [7]}}))
+    (configs / "grids" / "default.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "description": "generated corpus",
+                "parameters": {"strategy.cost": [0.0005, 0.002], "backtest.rebalance_every_days": [7]},
+            }
+        )
+    )
     first = dt.date.fromisoformat(GEN_FIRST)
     days = [first + dt.timedelta(days=i) for i in range(GEN_DAYS)]
     rng = np.random.default_rng(7)
@@ -285,28 +356,69 @@ def write_generated_corpus(root: Path, configs: Path, vaults: list[str] | None =
                 continue
             a = max(apy + rng.normal(0, apy * 0.05), 0.0)
             il = None if il7d is None else (il7d if il7d != "half" else (0.05 if i < GEN_DAYS // 2 else None))
-            rows.append({"timestamp": f"{day.isoformat()}T23:01:00.000Z", "tvlUsd": tvl * (1 + rng.normal(0, 0.01)),
-                         "apy": a, "apyBase": a, "apyReward": None, "il7d": il, "apyBase7d": None})
+            rows.append(
+                {
+                    "timestamp": f"{day.isoformat()}T23:01:00.000Z",
+                    "tvlUsd": tvl * (1 + rng.normal(0, 0.01)),
+                    "apy": a,
+                    "apyBase": a,
+                    "apyReward": None,
+                    "il7d": il,
+                    "apyBase7d": None,
+                }
+            )
         (charts / f"{pool}.json").write_text(json.dumps({"status": "success", "data": rows}))
-        snapshot.append({"pool": pool, "chain": "Ethereum", "project": project, "symbol": symbol,
-                         "tvlUsd": tvl, "apy": apy, "apyBase": apy, "apyReward": None, "rewardTokens": None,
-                         "underlyingTokens": [ADDR[t] for t in tokens] if tokens else None, "poolMeta": None})
-    (root / "defillama" / "yields" / "pools.json").write_text(json.dumps({"status": "success", "data": snapshot}))
+        snapshot.append(
+            {
+                "pool": pool,
+                "chain": "Ethereum",
+                "project": project,
+                "symbol": symbol,
+                "tvlUsd": tvl,
+                "apy": apy,
+                "apyBase": apy,
+                "apyReward": None,
+                "rewardTokens": None,
+                "underlyingTokens": [ADDR[t] for t in tokens] if tokens else None,
+                "poolMeta": None,
+            }
+        )
+    (root / "defillama" / "yields" / "pools.json").write_text(
+        json.dumps({"status": "success", "data": snapshot})
+    )
     prices = _gen_prices(days)
     coins_dir = root / "defillama" / "coins" / "chart"
     coins_dir.mkdir(parents=True)
 
     def body(coins: list[str]) -> dict:
-        return {"coins": {c: {"symbol": c.split(":")[-1][:6], "confidence": 0.99, "decimals": 18,
-                              "prices": [{"timestamp": int(dt.datetime.combine(d, dt.time(12), tzinfo=dt.UTC)
-                                                           .timestamp()), "price": float(p)}
-                                         for d, p in zip(days, prices[c], strict=True)]}
-                          for c in coins if c in prices}, "note": "GENERATED for a test"}
+        return {
+            "coins": {
+                c: {
+                    "symbol": c.split(":")[-1][:6],
+                    "confidence": 0.99,
+                    "decimals": 18,
+                    "prices": [
+                        {
+                            "timestamp": int(dt.datetime.combine(d, dt.time(12), tzinfo=dt.UTC).timestamp()),
+                            "price": float(p),
+                        }
+                        for d, p in zip(days, prices[c], strict=True)
+                    ],
+                }
+                for c in coins
+                if c in prices
+            },
+            "note": "GENERATED for a test",
+        }
 
     project = load_project(configs)
     client = DefiLlamaCoinsClient()
     for batch in batches(project.price_coins(), client.max_coins_per_request, client.max_coins_chars):
-        text = json.dumps({"coins": {batch[0]: {"prices": "not a list"}}}) if broken_prices else json.dumps(body(batch))
+        text = (
+            json.dumps({"coins": {batch[0]: {"prices": "not a list"}}})
+            if broken_prices
+            else json.dumps(body(batch))
+        )
         (coins_dir / coins_chart_filename(",".join(batch))).write_text(text)
     return {"days": days, "prices": prices, "first": first, "last": days[-1]}
 
@@ -318,10 +430,32 @@ def run_pipeline_cli(tmp: Path, *args: str, **corpus: object) -> dict[str, objec
     info = write_generated_corpus(root, configs, **corpus)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDFREQ_", "DAGSTER_HOME"))}
     script = Path(sys.executable).parent / "midfreq"
-    proc = subprocess.run([str(script), "pipeline", "--corpus", str(root), "--config-dir", str(configs),
-                           "--lake", str(lake), *args], capture_output=True, text=True, env=env, timeout=1500)
-    return {**info, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "lake": lake,
-            "corpus": root, "configs": configs}
+    proc = subprocess.run(
+        [
+            str(script),
+            "pipeline",
+            "--corpus",
+            str(root),
+            "--config-dir",
+            str(configs),
+            "--lake",
+            str(lake),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1500,
+    )
+    return {
+        **info,
+        "returncode": proc.returncode,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "lake": lake,
+        "corpus": root,
+        "configs": configs,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -369,10 +503,21 @@ def demo_clone(tmp_path_factory) -> dict[str, object]:
     """``make demo`` as the README says, in a fresh clone: the clone, its output and exit status, its wall time."""
     root = fresh_clone(tmp_path_factory.mktemp("demo") / "midfreq")
     started = time.monotonic()
-    proc = subprocess.run(["make", "demo"], cwd=root, env=clone_env(root), capture_output=True, text=True,
-                          timeout=DEMO_TIMEOUT_S)
-    return {"root": root, "stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode,
-            "wall_s": time.monotonic() - started}
+    proc = subprocess.run(
+        ["make", "demo"],
+        cwd=root,
+        env=clone_env(root),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+    )
+    return {
+        "root": root,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "returncode": proc.returncode,
+        "wall_s": time.monotonic() - started,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,14 @@ SERVER_START_TIMEOUT_S = 180.0
 RUN_TIMEOUT_S = 300.0
 UI_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",
 ]
 
@@ -90,7 +96,9 @@ class Webserver:
     proc: subprocess.Popen[bytes]
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        resp = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
         resp.raise_for_status()
         body = resp.json()
         assert "errors" not in body, f"GraphQL errors: {body['errors']}"
@@ -144,7 +152,9 @@ def wait_until_ready(server: Webserver) -> None:
             assert error["__typename"] == "RepositoryLocation", f"code location failed to load: {error}"
             return
         time.sleep(1)
-    pytest.fail(f"code location {LOCATION!r} not loaded after {SERVER_START_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
+    pytest.fail(
+        f"code location {LOCATION!r} not loaded after {SERVER_START_TIMEOUT_S:.0f}s:\n{server.log_tail()}"
+    )
 
 
 @pytest.fixture
@@ -155,12 +165,16 @@ def webserver(tmp_path: Path, replay_env, free_port) -> Iterator[Webserver]:
     lake = tmp_path / "lake"
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "MIDFREQ_DATA_LAKE": str(lake), **replay_env.env()}
-    env["MIDFREQ_EXECUTOR"] = "in_process"  # one process per run: a 2-core CI box imports the graph once, not twice
+    env["MIDFREQ_EXECUTOR"] = (
+        "in_process"  # one process per run: a 2-core CI box imports the graph once, not twice
+    )
     log = tmp_path / "webserver.log"
     exe = Path(sys.executable).with_name("dagster-webserver")
     cmd = [str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Webserver(url=f"http://127.0.0.1:{port}", lake=lake, log=log, proc=proc)
     started = time.monotonic()
     try:

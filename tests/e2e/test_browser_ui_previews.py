@@ -56,8 +56,12 @@ def demo(tmp_path_factory) -> Iterator[dict[str, Path]]:
     reuse = os.environ.get("MIDFREQ_BROWSER_DEMO")
     if reuse:
         root = Path(reuse)
-        yield {"home": root / "home", "lake": root / "lake", "configs": root / "configs",
-               "stdout": root / "pipeline.log"}
+        yield {
+            "home": root / "home",
+            "lake": root / "lake",
+            "configs": root / "configs",
+            "stdout": root / "pipeline.log",
+        }
         return
     root = tmp_path_factory.mktemp("demo")
     configs = root / "configs"
@@ -73,9 +77,24 @@ def demo(tmp_path_factory) -> Iterator[dict[str, Path]]:
     env = {**os.environ, "DAGSTER_HOME": str(home), "MIDFREQ_CONFIG_DIR": str(configs)}
     exe = Path(sys.executable).with_name("midfreq")
     started = time.monotonic()
-    out = subprocess.run([str(exe), "pipeline", "--corpus", "recorded", "--execution-server", "--config-dir",
-                          str(configs), "--lake", str(lake)], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=PIPELINE_TIMEOUT_S)
+    out = subprocess.run(
+        [
+            str(exe),
+            "pipeline",
+            "--corpus",
+            "recorded",
+            "--execution-server",
+            "--config-dir",
+            str(configs),
+            "--lake",
+            str(lake),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_TIMEOUT_S,
+    )
     print(f"pipeline: exit {out.returncode} in {time.monotonic() - started:.0f}s")
     (root / "pipeline.log").write_text(out.stdout + out.stderr)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -85,13 +104,23 @@ def demo(tmp_path_factory) -> Iterator[dict[str, Path]]:
 @pytest.fixture(scope="module")
 def server(demo, free_port) -> Iterator[Webserver]:
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(demo["home"]), "MIDFREQ_DATA_LAKE": str(demo["lake"]),
-           "MIDFREQ_CONFIG_DIR": str(demo["configs"])}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(demo["home"]),
+        "MIDFREQ_DATA_LAKE": str(demo["lake"]),
+        "MIDFREQ_CONFIG_DIR": str(demo["configs"]),
+    }
     log = demo["home"].parent / "webserver.log"
     exe = Path(sys.executable).with_name("dagster-webserver")
     with log.open("wb") as fh:
-        proc = subprocess.Popen([str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=REPO,
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     web = Webserver(url=f"http://127.0.0.1:{port}", lake=demo["lake"], log=log, proc=proc)
     try:
         wait_until_ready(web)
@@ -107,7 +136,9 @@ def page(server):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            p = browser.new_page(viewport={"width": LAPTOP_WIDTH_PX, "height": 2400})  # Dagster scrolls inside
+            p = browser.new_page(
+                viewport={"width": LAPTOP_WIDTH_PX, "height": 2400}
+            )  # Dagster scrolls inside
             p.set_default_timeout(UI_TIMEOUT_MS)
             yield p
         finally:
@@ -150,7 +181,9 @@ def test_asset_pages_show_previews_and_plots_inline(page, server):
     text = inline_table_text(page, "tvl_usd")
     assert "aave-v3" in text and "%" in text and "e+0" not in text and "nan" not in text.lower()
     assert "il7d" not in text  # empty on every shown row: left out
-    assert "total value locked in the pool [USD]" in page.inner_text("body")  # the Columns section, with units
+    assert "total value locked in the pool [USD]" in page.inner_text(
+        "body"
+    )  # the Columns section, with units
 
     open_asset(page, server, f"{VAULT}/rebalance_weights")
     inline_plot(page, "Target weights")
@@ -193,7 +226,14 @@ def test_the_html_report_reads_at_a_glance(page, demo):
     box = head.bounding_box()
     assert box is not None and box["x"] + box["width"] <= LAPTOP_WIDTH_PX, box  # fits without scrolling
     headers = head.locator("th").all_inner_texts()
-    assert headers[:6] == ["row", "what it is", "log growth /yr", "invested", "excess over bar /yr", "excess CI"]
+    assert headers[:6] == [
+        "row",
+        "what it is",
+        "log growth /yr",
+        "invested",
+        "excess over bar /yr",
+        "excess CI",
+    ]
     assert "PBO" in headers and "deflated Sharpe of excess" in headers
     text = page.inner_text("body")
     assert " nan " not in f" {text.lower()} " and "NaN" not in text

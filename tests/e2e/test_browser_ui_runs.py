@@ -97,14 +97,22 @@ query ByPartition($key: AssetKeyInput!, $partitions: [String!]!) {
 @pytest.fixture(scope="module")
 def demo_ui(demo_clone, clone_kit, free_port) -> Iterator[Webserver]:
     root = demo_clone["root"]
-    assert demo_clone["returncode"] == 0, f"make demo failed:\n{demo_clone['stdout'][-3000:]}\n{demo_clone['stderr']}"
+    assert demo_clone["returncode"] == 0, (
+        f"make demo failed:\n{demo_clone['stdout'][-3000:]}\n{demo_clone['stderr']}"
+    )
     port = free_port()
     env = {**clone_kit.env(root), "DAGSTER_HOME": str(root / ".dagster_home")}
     log = root.parent / "webserver.log"
     exe = Path(sys.executable).with_name("dagster-webserver")
     with log.open("wb") as fh:
-        proc = subprocess.Popen([str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=root,
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=root,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Webserver(url=f"http://127.0.0.1:{port}", lake=root / "data_lake", log=log, proc=proc)
     try:
         wait_until_ready(server)
@@ -119,8 +127,9 @@ def metadata(server: Webserver, key: list[str], partition: str) -> tuple[dict, s
     (mat,) = found["assetOrError"]["assetMaterializations"]
     values = {}
     for e in mat["metadataEntries"]:
-        values[e["label"]] = next((e[k] for k in ("text", "intValue", "floatValue", "path") if e.get(k) is not None),
-                                  None)
+        values[e["label"]] = next(
+            (e[k] for k in ("text", "intValue", "floatValue", "path") if e.get(k) is not None), None
+        )
     return values, mat["runId"]
 
 
@@ -151,7 +160,9 @@ def test_each_partition_shows_its_own_numbers(demo_ui: Webserver) -> None:
     assert (rows["date"] == pd.Timestamp(DAY)).all()
     assert day["dagster/row_count"] == len(rows)
     assert day["wealth"] == pytest.approx(float(rows["wealth"].iloc[0]))
-    assert day["path"].endswith("/usd_lending/rebalance_weights/2024-12.parquet")  # the month file holding the day
+    assert day["path"].endswith(
+        "/usd_lending/rebalance_weights/2024-12.parquet"
+    )  # the month file holding the day
     assert not any(k.startswith("run_") for k in day)
     other, _ = metadata(demo_ui, ["usd_lending", "rebalance_weights"], "2024-12-06")
     assert (other["wealth"], other["dagster/row_count"]) != (day["wealth"], day["dagster/row_count"])
@@ -160,13 +171,19 @@ def test_each_partition_shows_its_own_numbers(demo_ui: Webserver) -> None:
 
     # what a plot across partitions draws: each day's own numbers, distinct from day to day
     days = [str(d.date()) for d in pd.date_range("2025-02-06", LAST_DAY, freq="D")]  # the last 120 days
-    found = demo_ui.graphql(BY_PARTITION, {"key": {"path": ["usd_lending", "rebalance_weights"]}, "partitions": days})
-    series = {m["partition"]: {e["label"]: e.get("floatValue") for e in m["metadataEntries"]}
-              for m in found["assetNodeOrError"]["latestMaterializationByPartition"]}
+    found = demo_ui.graphql(
+        BY_PARTITION, {"key": {"path": ["usd_lending", "rebalance_weights"]}, "partitions": days}
+    )
+    series = {
+        m["partition"]: {e["label"]: e.get("floatValue") for e in m["metadataEntries"]}
+        for m in found["assetNodeOrError"]["latestMaterializationByPartition"]
+    }
     assert sorted(series) == days
     wealth = pd.Series({d: v["wealth"] for d, v in series.items()})
     assert wealth.notna().all() and wealth.nunique() > 100  # a time series, not one number repeated
-    assert all(isinstance(v["invested_share"], float) and isinstance(v["turnover"], float) for v in series.values())
+    assert all(
+        isinstance(v["invested_share"], float) and isinstance(v["turnover"], float) for v in series.values()
+    )
 
     history, _ = metadata(demo_ui, ["pool_history"], DAY)
     own = read_daily(lake, "pool_history", days=[DAY])
@@ -182,15 +199,19 @@ def test_partition_pages_in_the_browser(demo_ui: Webserver) -> None:
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(f"{demo_ui.url}/assets/usd_lending/fitted_models?view=partitions&partition={WEEK}",
-                      wait_until="domcontentloaded")
+            page.goto(
+                f"{demo_ui.url}/assets/usd_lending/fitted_models?view=partitions&partition={WEEK}",
+                wait_until="domcontentloaded",
+            )
             dismiss_popups(page)
             page.get_by_text(f"{WEEK}.skops").first.wait_for()  # its own model file
             page.get_by_text(str(week["n_train"]), exact=True).first.wait_for()  # its own training rows
             shot(page, "runs_fitted_models_partition.png")
 
-            page.goto(f"{demo_ui.url}/assets/usd_lending/rebalance_weights?view=partitions&partition={DAY}",
-                      wait_until="domcontentloaded")
+            page.goto(
+                f"{demo_ui.url}/assets/usd_lending/rebalance_weights?view=partitions&partition={DAY}",
+                wait_until="domcontentloaded",
+            )
             page.get_by_text("positions_source").first.wait_for()
             page.get_by_text("2024-12.parquet").first.wait_for()
             assert page.get_by_text("run_days_simulated").count() == 0  # the run's figures: not on this day
@@ -215,8 +236,10 @@ def test_demo_runs_show_on_job_pages_and_the_timeline(demo_ui: Webserver) -> Non
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(f"{demo_ui.url}/locations/midfreq/jobs/usd_lending_decisions/runs",
-                      wait_until="domcontentloaded")
+            page.goto(
+                f"{demo_ui.url}/locations/midfreq/jobs/usd_lending_decisions/runs",
+                wait_until="domcontentloaded",
+            )
             dismiss_popups(page)
             page.get_by_text("Success").first.wait_for()
             assert page.get_by_text("No runs found").count() == 0
@@ -260,4 +283,3 @@ def test_calendars_end_at_the_recordings_last_day(demo_ui: Webserver) -> None:
             shot(page, "runs_pool_history_partitions.png")
         finally:
             browser.close()
-

@@ -37,12 +37,31 @@ def _home(tmp_path: Path, **monitoring: int) -> Path:
 
 def _launch(home: Path, lake: Path, replay_env, *partition: str) -> subprocess.Popen:
     env = {**os.environ, "DAGSTER_HOME": str(home), "MIDFREQ_DATA_LAKE": str(lake), **replay_env.env()}
-    where = ["--partition-range", f"{partition[0]}...{partition[1]}"] if len(partition) == 2 else ["--partition",
-                                                                                                  partition[0]]
-    return subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
-                             "midfreq_assets.definitions", "--select", ASSETS, *where],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    where = (
+        ["--partition-range", f"{partition[0]}...{partition[1]}"]
+        if len(partition) == 2
+        else ["--partition", partition[0]]
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "midfreq_assets.definitions",
+            "--select",
+            ASSETS,
+            *where,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait(proc: subprocess.Popen, timeout: float = 600) -> str:
@@ -128,7 +147,9 @@ def test_killed_run_is_failed_by_monitoring_frees_its_slot_and_a_rerun_repairs(t
     rerun = _launch(home, lake, replay_env, "2024-07-01", "2024-07-03")
     out = _wait(rerun)
     assert rerun.returncode == 0, out[-2000:]
-    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == ["2024-07.parquet"]  # no temp file left
+    assert sorted(p.name for p in (lake / "pool_history").iterdir()) == [
+        "2024-07.parquet"
+    ]  # no temp file left
     assert stored_days(lake, "pool_history") == ["2024-07-01", "2024-07-02", "2024-07-03"]
     history = read_daily(lake, "pool_history", days=["2024-07-02"])
     assert len(history) >= 20 and not history.duplicated(["pool", "date"]).any()

@@ -83,17 +83,25 @@ def test_production_instance_yaml_is_valid(tmp_path: Path, monkeypatch: pytest.M
     assert config["telemetry"]["enabled"] is False
 
     ref = InstanceRef.from_dir(str(home))
-    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
+    assert (ref.storage_data.module_name, ref.storage_data.class_name) == (
+        "dagster_postgres",
+        "DagsterPostgresStorage",
+    )
     coordinator = ref.run_coordinator  # built from its config: validates the class config too
     assert isinstance(coordinator, QueuedRunCoordinator)
-    effective = ConcurrencyConfig.from_concurrency_settings(config["concurrency"], coordinator.get_run_queue_config())
+    effective = ConcurrencyConfig.from_concurrency_settings(
+        config["concurrency"], coordinator.get_run_queue_config()
+    )
     assert effective.pool_config.default_pool_limit == 1  # every lake-writing pool: one step at a time
     queue = effective.run_queue_config
     assert queue.max_concurrent_runs > 1
     limits = {lim["key"]: lim for lim in queue.tag_concurrency_limits}
     assert limits["dagster/backfill"]["limit"] >= 1
-    assert limits["dagster/partition"] == {"key": "dagster/partition", "limit": 1,
-                                           "value": {"applyLimitPerUniqueValue": True}}
+    assert limits["dagster/partition"] == {
+        "key": "dagster/partition",
+        "limit": 1,
+        "value": {"applyLimitPerUniqueValue": True},
+    }
     assert type(ref.scheduler).__name__ == "DagsterDaemonScheduler"
     assert type(ref.run_launcher).__name__ == "DefaultRunLauncher"
 
@@ -107,7 +115,9 @@ def test_production_yaml_holds_no_secrets() -> None:
         assert pg[field]["env"].startswith("DAGSTER_PG_")
 
 
-@pytest.mark.skipif(not HAS_DAGSTER_POSTGRES, reason="dagster-postgres not installed (pip install '.[deploy]')")
+@pytest.mark.skipif(
+    not HAS_DAGSTER_POSTGRES, reason="dagster-postgres not installed (pip install '.[deploy]')"
+)
 def test_postgres_storage_config_resolves_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster_postgres import DagsterPostgresStorage
 
@@ -117,7 +127,12 @@ def test_postgres_storage_config_resolves_env(monkeypatch: pytest.MonkeyPatch) -
     assert result.success, result.errors
     db = result.value["postgres_db"]
     assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
-        "db.internal", 6543, "dagster", "s3cret", "dagster_midfreq")
+        "db.internal",
+        6543,
+        "dagster",
+        "s3cret",
+        "dagster_midfreq",
+    )
     assert db["scheme"] == "postgresql+psycopg2"  # SQLAlchemy 2.1's default psycopg 3 breaks NOTIFY
 
 
@@ -136,17 +151,21 @@ def test_production_workspace_yaml_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
 def replay_resources(replay_env, lake_root: str) -> dict[str, object]:
     res = build_resources()
     res["parquet_io_manager"] = ParquetIOManager(root=lake_root)
-    res["defillama"] = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", max_attempts=2,
-                                       backoff_base_s=0.01)
+    res["defillama"] = DefiLlamaClient(
+        base_url=f"{replay_env.base_url}/defillama/yields", max_attempts=2, backoff_base_s=0.01
+    )
     return res
 
 
-def test_lake_on_object_store_filesystem(replay_env, memory_lake: str, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lake_on_object_store_filesystem(
+    replay_env, memory_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pool_history + pool_metadata for one day, stored through fsspec (``memory://`` stands in for s3://)."""
     local_default = tmp_path / "local_lake"
     monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(local_default))
-    result = materialize(defillama_assets, resources=replay_resources(replay_env, memory_lake), partition_key=DAY)
+    result = materialize(
+        defillama_assets, resources=replay_resources(replay_env, memory_lake), partition_key=DAY
+    )
     assert result.success
 
     lake = UPath(memory_lake)
@@ -164,13 +183,18 @@ def test_lake_on_object_store_filesystem(replay_env, memory_lake: str, tmp_path:
     meta = read_parquet(meta_path)
     assert set(meta["pool"]) <= set(history["pool"])
 
-    mat = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    mat = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert mat["pool_history"]["path"].value.startswith("memory://")
     assert mat["pool_history"]["dagster/row_count"].value == len(history)
 
     # a downstream read through the same IO manager, as the next asset of a run would do
     reread = materialize(
-        [*defillama_assets], resources=replay_resources(replay_env, memory_lake), partition_key=DAY,
+        [*defillama_assets],
+        resources=replay_resources(replay_env, memory_lake),
+        partition_key=DAY,
         selection=["pool_metadata", "universe_exclusions"],
     )
     assert reread.success
@@ -196,8 +220,10 @@ def test_default_executor_is_multiprocess(no_executor_env) -> None:
     assert job_executor(select_executor()).name == "multiprocess"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("in_process", "in_process"), ("multiprocess", "multiprocess"),
-                                                 (" In-Process ", "in_process")])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("in_process", "in_process"), ("multiprocess", "multiprocess"), (" In-Process ", "in_process")],
+)
 def test_executor_from_env(no_executor_env, value: str, expected: str) -> None:
     no_executor_env.setenv(EXECUTOR_ENV, value)
     chosen = select_executor()
@@ -219,18 +245,24 @@ def test_multiprocess_step_limit(no_executor_env) -> None:
 
 def test_in_process_executor_runs_assets(replay_env, memory_lake: str, no_executor_env) -> None:
     no_executor_env.setenv(EXECUTOR_ENV, "in_process")
-    defs = Definitions(assets=defillama_assets, resources=replay_resources(replay_env, memory_lake),
-                       executor=select_executor())
+    defs = Definitions(
+        assets=defillama_assets,
+        resources=replay_resources(replay_env, memory_lake),
+        executor=select_executor(),
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(partition_key=DAY, asset_selection=[AssetKey("pool_history")])
     assert result.success
     assert (UPath(memory_lake) / "pool_history" / f"{DAY[:7]}.parquet").exists()
 
 
-@pytest.mark.parametrize(("value", "package", "module", "name"), [
-    ("k8s", "dagster-k8s", "dagster_k8s", "k8s"),
-    ("celery", "dagster-celery", "dagster_celery", "celery"),
-])
+@pytest.mark.parametrize(
+    ("value", "package", "module", "name"),
+    [
+        ("k8s", "dagster-k8s", "dagster_k8s", "k8s"),
+        ("celery", "dagster-celery", "dagster_celery", "celery"),
+    ],
+)
 def test_cluster_executors(no_executor_env, value: str, package: str, module: str, name: str) -> None:
     no_executor_env.setenv(EXECUTOR_ENV, value)
     if importlib.util.find_spec(module) is None:
@@ -240,8 +272,10 @@ def test_cluster_executors(no_executor_env, value: str, package: str, module: st
         assert name in select_executor().name
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dagster_celery") is None,
-                    reason="dagster-celery not installed (pip install '.[deploy]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("dagster_celery") is None,
+    reason="dagster-celery not installed (pip install '.[deploy]')",
+)
 def test_celery_broker_and_backend_from_env(no_executor_env) -> None:
     """Runs launched by schedules and sensors carry no run config: the URLs come from the environment,
     read when a run resolves its config (the job snapshot holds only the variable names)."""
@@ -256,12 +290,16 @@ def test_celery_broker_and_backend_from_env(no_executor_env) -> None:
         select_executor("celery")
     no_executor_env.setenv(CELERY_BROKER_ENV, "redis://broker.internal:6379/0")
     chosen = select_executor("celery")
-    job = Definitions(assets=defillama_assets, resources=build_resources(), executor=chosen
-                      ).resolve_implicit_global_asset_job_def()
+    job = Definitions(
+        assets=defillama_assets, resources=build_resources(), executor=chosen
+    ).resolve_implicit_global_asset_job_def()
     assert job.executor_def is chosen and "celery" in chosen.name
     no_executor_env.setenv(CELERY_BROKER_ENV, "redis://other-broker:6379/0")  # read at run time, not at load
     config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
-    assert (config["broker"], config["backend"]) == ("redis://other-broker:6379/0", "redis://broker.internal:6379/1")
+    assert (config["broker"], config["backend"]) == (
+        "redis://other-broker:6379/0",
+        "redis://broker.internal:6379/1",
+    )
 
 
 def test_unknown_executor_is_a_clear_error(no_executor_env) -> None:
@@ -271,8 +309,13 @@ def test_unknown_executor_is_a_clear_error(no_executor_env) -> None:
 
 
 @pytest.mark.slow
-def test_materialization_on_postgres_storage(local_postgres: dict[str, str], replay_env, memory_lake: str,
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_materialization_on_postgres_storage(
+    local_postgres: dict[str, str],
+    replay_env,
+    memory_lake: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The production dagster.yaml, unchanged, against a real Postgres: runs, events and checks are stored."""
     set_env(monkeypatch, local_postgres)
     home = instance_dir(tmp_path)
@@ -280,8 +323,12 @@ def test_materialization_on_postgres_storage(local_postgres: dict[str, str], rep
     with DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        result = materialize(defillama_assets, resources=replay_resources(replay_env, memory_lake),
-                             partition_key=DAY, instance=instance)
+        result = materialize(
+            defillama_assets,
+            resources=replay_resources(replay_env, memory_lake),
+            partition_key=DAY,
+            instance=instance,
+        )
         assert result.success
         run = instance.get_run_by_id(result.run_id)
         assert run is not None and run.is_success
@@ -290,7 +337,12 @@ def test_materialization_on_postgres_storage(local_postgres: dict[str, str], rep
             event = instance.get_latest_materialization_event(AssetKey(key))
             assert event is not None and event.dagster_event.partition == DAY
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [next(k for k in result.job_def.asset_layer.asset_graph.asset_check_keys
-                  if k.name == "requested_pools_fetched" and k.asset_key == AssetKey("pool_history"))]
+            [
+                next(
+                    k
+                    for k in result.job_def.asset_layer.asset_graph.asset_check_keys
+                    if k.name == "requested_pools_fetched" and k.asset_key == AssetKey("pool_history")
+                )
+            ]
         )
         assert check, "asset check results are stored in Postgres"

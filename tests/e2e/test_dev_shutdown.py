@@ -37,9 +37,15 @@ def test_dev_stops_within_bound(tmp_path: Path, free_port, sig: signal.Signals):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "MIDFREQ_DATA_LAKE": str(tmp_path / "lake")}
-    proc = subprocess.Popen([sys.executable, "-m", "midfreq_assets.dev", "-w", "workspace.yaml", "-p", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "midfreq_assets.dev", "-w", "workspace.yaml", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -44,8 +44,14 @@ PROFILE = REPO / "deploy" / "production"
 BIN = Path(sys.executable).parent
 VAULT = "usd_lending"
 FIRST_DAY, LAST_DAY = "2024-06-06", "2024-06-19"  # two weeks: two weekly decisions per grid point
-INGEST = ["pool_history", "pool_metadata", "universe_exclusions", "token_prices",
-          f"{VAULT}/adjusted_yields", f"{VAULT}/features"]
+INGEST = [
+    "pool_history",
+    "pool_metadata",
+    "universe_exclusions",
+    "token_prices",
+    f"{VAULT}/adjusted_yields",
+    f"{VAULT}/features",
+]
 PANEL = [f"{VAULT}/backtest_panel"]
 GRID_RUNS, POINTS_PER_RUN = 2, 2
 WORKERS = ("midfreq-w0", "midfreq-w1")
@@ -54,9 +60,13 @@ RUN_TIMEOUT_S = 300
 WORKER_START_TIMEOUT_S = 120
 #: events a step emits while it executes (engine events about a step come from the launcher too)
 STEP_EXECUTION_EVENTS = {
-    DagsterEventType.STEP_START, DagsterEventType.STEP_OUTPUT, DagsterEventType.HANDLED_OUTPUT,
-    DagsterEventType.LOADED_INPUT, DagsterEventType.ASSET_MATERIALIZATION,
-    DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_OUTPUT,
+    DagsterEventType.HANDLED_OUTPUT,
+    DagsterEventType.LOADED_INPUT,
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_CHECK_EVALUATION,
+    DagsterEventType.STEP_SUCCESS,
 }
 
 
@@ -109,11 +119,30 @@ def celery_workers(env: dict[str, str], logs: Path) -> Iterator[list[subprocess.
     try:
         for name in WORKERS:
             with (logs / f"{name}.log").open("w") as out:
-                procs.append(subprocess.Popen(
-                    [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-                     "-y", str(PROFILE / "celery.yaml"), "-n", name, "-i", "midfreq_assets.definitions",
-                     "--", "--pool=solo"],
-                    env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            str(BIN / "dagster-celery"),
+                            "worker",
+                            "start",
+                            "-A",
+                            "dagster_celery.app",
+                            "-y",
+                            str(PROFILE / "celery.yaml"),
+                            "-n",
+                            name,
+                            "-i",
+                            "midfreq_assets.definitions",
+                            "--",
+                            "--pool=solo",
+                        ],
+                        env=env,
+                        cwd=REPO,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         yield procs
     finally:
         for proc in procs:
@@ -129,15 +158,22 @@ def wait_until_ready(broker: str, procs: list[subprocess.Popen], logs: Path) -> 
     while ready != set(WORKERS):
         for name, proc in zip(WORKERS, procs, strict=True):
             assert proc.poll() is None, f"worker {name} exited:\n{tail(logs / f'{name}.log')}"
-        assert time.monotonic() < deadline, "workers not ready: " + "\n".join(tail(logs / f"{n}.log") for n in WORKERS)
+        assert time.monotonic() < deadline, "workers not ready: " + "\n".join(
+            tail(logs / f"{n}.log") for n in WORKERS
+        )
         ready = {host.split("@")[0] for reply in probe.control.ping(timeout=1) for host in reply}
     probe.close()
 
 
 def dagster_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen([str(BIN / "dagster"), *args, "-m", "midfreq_assets.definitions"],
-                                env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(BIN / "dagster"), *args, "-m", "midfreq_assets.definitions"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_all(procs: list[tuple[subprocess.Popen, Path]]) -> None:
@@ -150,7 +186,7 @@ def grid_points(instance: DagsterInstance) -> list[list[str]]:
     project = current_project()
     register_grid_points(instance, [project.vault(VAULT)], project.grids_dir)
     keys = instance.get_dynamic_partitions(f"{VAULT}_grid_points")[: GRID_RUNS * POINTS_PER_RUN]
-    return [keys[i: i + POINTS_PER_RUN] for i in range(0, len(keys), POINTS_PER_RUN)]
+    return [keys[i : i + POINTS_PER_RUN] for i in range(0, len(keys), POINTS_PER_RUN)]
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -161,16 +197,45 @@ def launch_runs(env: dict[str, str], home: Path, logs: Path) -> tuple[set[int], 
     """Every run through the CLI, as a deployment launches them; returns (CLI pids, grid points)."""
     with DagsterInstance.from_config(str(home)) as instance:
         chunks = grid_points(instance)
-    ingest = (dagster_cli(["asset", "materialize", "--select", ",".join(INGEST),
-                           "--partition-range", f"{FIRST_DAY}...{LAST_DAY}"], env, logs / "ingest.log"),
-              logs / "ingest.log")
+    ingest = (
+        dagster_cli(
+            [
+                "asset",
+                "materialize",
+                "--select",
+                ",".join(INGEST),
+                "--partition-range",
+                f"{FIRST_DAY}...{LAST_DAY}",
+            ],
+            env,
+            logs / "ingest.log",
+        ),
+        logs / "ingest.log",
+    )
     wait_all([ingest])
-    panel = (dagster_cli(["asset", "materialize", "--select", ",".join(PANEL)], env, logs / "panel.log"),
-             logs / "panel.log")
+    panel = (
+        dagster_cli(["asset", "materialize", "--select", ",".join(PANEL)], env, logs / "panel.log"),
+        logs / "panel.log",
+    )
     wait_all([panel])
-    grid = [(dagster_cli(["job", "execute", "-j", f"{VAULT}_backtest_runs",
-                          "--tags", json.dumps(range_tags(c[0], c[-1]))], env, logs / f"grid{i}.log"),
-             logs / f"grid{i}.log") for i, c in enumerate(chunks)]
+    grid = [
+        (
+            dagster_cli(
+                [
+                    "job",
+                    "execute",
+                    "-j",
+                    f"{VAULT}_backtest_runs",
+                    "--tags",
+                    json.dumps(range_tags(c[0], c[-1])),
+                ],
+                env,
+                logs / f"grid{i}.log",
+            ),
+            logs / f"grid{i}.log",
+        )
+        for i, c in enumerate(chunks)
+    ]
     wait_all(grid)
     return {p.pid for p, _ in [ingest, panel, *grid]}, [k for c in chunks for k in c]
 
@@ -188,11 +253,16 @@ def local_reference(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run(INGEST, range_tags(FIRST_DAY, LAST_DAY))
     run(PANEL)
     for chunk in grid_points(instance):
-        assert defs.resolve_job_def(f"{VAULT}_backtest_runs").execute_in_process(
-            instance=instance, tags=range_tags(chunk[0], chunk[-1])).success
+        assert (
+            defs.resolve_job_def(f"{VAULT}_backtest_runs")
+            .execute_in_process(instance=instance, tags=range_tags(chunk[0], chunk[-1]))
+            .success
+        )
 
 
-def check_steps_ran_on_workers(instance: DagsterInstance, cli_pids: set[int], worker_of: dict[int, int]) -> None:
+def check_steps_ran_on_workers(
+    instance: DagsterInstance, cli_pids: set[int], worker_of: dict[int, int]
+) -> None:
     runs = instance.get_runs()
     assert len(runs) == 2 + GRID_RUNS
     workers_used, hosts = set(), set()
@@ -210,11 +280,15 @@ def check_steps_ran_on_workers(instance: DagsterInstance, cli_pids: set[int], wo
         for event in events:
             if event.event_type in STEP_EXECUTION_EVENTS:
                 assert event.pid != launcher, f"{event.event_type_value} of {event.step_key} in the launcher"
-                assert event.pid in worker_of, (f"{event.event_type_value} of {event.step_key} in pid {event.pid}, "
-                                                f"not a worker process {sorted(worker_of)}")
+                assert event.pid in worker_of, (
+                    f"{event.event_type_value} of {event.step_key} in pid {event.pid}, "
+                    f"not a worker process {sorted(worker_of)}"
+                )
                 workers_used.add(worker_of[event.pid])
-            worker = (event.event_type == DagsterEventType.ENGINE_EVENT
-                      and event.engine_event_data.metadata.get("Celery worker"))
+            worker = (
+                event.event_type == DagsterEventType.ENGINE_EVENT
+                and event.engine_event_data.metadata.get("Celery worker")
+            )
             if worker:
                 hosts.add(str(worker.value).split("@")[0])
     assert launchers == cli_pids, "one run per CLI launch"
@@ -227,11 +301,15 @@ def check_lake_equals_local(fs, local_lake: Path, points: list[str]) -> None:
     in_bucket = {key.removeprefix(root) for key in fs.find(root)}
     local = {p.relative_to(local_lake).as_posix() for p in local_lake.rglob("*") if p.is_file()}
     days = pd.date_range(FIRST_DAY, LAST_DAY, freq="D").strftime("%Y-%m-%d")
-    expected = ({f"{a}/{d}.parquet" for a in INGEST for d in days} | {f"{PANEL[0]}.parquet"}
-                | {f"{VAULT}/backtest_runs/{p}.parquet" for p in points})
+    expected = (
+        {f"{a}/{d}.parquet" for a in INGEST for d in days}
+        | {f"{PANEL[0]}.parquet"}
+        | {f"{VAULT}/backtest_runs/{p}.parquet" for p in points}
+    )
     assert expected <= local, f"the local run misses {sorted(expected - local)[:5]}"
-    assert in_bucket == local, (f"only in the bucket: {sorted(in_bucket - local)[:5]}; "
-                                f"only local: {sorted(local - in_bucket)[:5]}")
+    assert in_bucket == local, (
+        f"only in the bucket: {sorted(in_bucket - local)[:5]}; only local: {sorted(local - in_bucket)[:5]}"
+    )
     for name in sorted(local):
         remote = read_parquet(UPath(f"s3://{root}{name}"))
         pd.testing.assert_frame_equal(remote, read_parquet(UPath(local_lake / name)), obj=name)
@@ -240,8 +318,13 @@ def check_lake_equals_local(fs, local_lake: Path, points: list[str]) -> None:
 
 @pytest.mark.skipif(missing_celery_stack() is not None, reason=str(missing_celery_stack()))
 def test_steps_run_on_celery_workers_and_partitions_land_in_s3(
-        redis_url: str, s3_env: dict[str, str], local_postgres: dict[str, str], replay_env, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    redis_url: str,
+    s3_env: dict[str, str],
+    local_postgres: dict[str, str],
+    replay_env,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import s3fs
 
     started = time.perf_counter()
@@ -254,11 +337,19 @@ def test_steps_run_on_celery_workers_and_partitions_land_in_s3(
     home.mkdir()
     logs.mkdir()
     shutil.copy(PROFILE / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, **local_postgres, **s3_env, **replay_env.env(),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery runs `celery` from PATH
-           "DAGSTER_HOME": str(home), "MIDFREQ_DEPLOYMENT": "production", "MIDFREQ_EXECUTOR": "celery",
-           "MIDFREQ_DATA_LAKE": f"s3://{BUCKET}/{LAKE_PREFIX}",
-           "DAGSTER_CELERY_BROKER_URL": f"{redis_url}/0", "DAGSTER_CELERY_BACKEND_URL": f"{redis_url}/1"}
+    env = {
+        **os.environ,
+        **local_postgres,
+        **s3_env,
+        **replay_env.env(),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery runs `celery` from PATH
+        "DAGSTER_HOME": str(home),
+        "MIDFREQ_DEPLOYMENT": "production",
+        "MIDFREQ_EXECUTOR": "celery",
+        "MIDFREQ_DATA_LAKE": f"s3://{BUCKET}/{LAKE_PREFIX}",
+        "DAGSTER_CELERY_BROKER_URL": f"{redis_url}/0",
+        "DAGSTER_CELERY_BACKEND_URL": f"{redis_url}/1",
+    }
     local_lake = tmp_path / "local_lake"
     with celery_workers(env, logs) as workers:
         local_reference(local_lake, monkeypatch)  # in this process, while the workers import the code
@@ -288,7 +379,11 @@ def test_lake_listing_sees_partitions_other_workers_wrote(s3_env: dict[str, str]
     frame = pd.DataFrame({"date": pd.to_datetime([FIRST_DAY]), "pool": ["p0"], "apy": [0.05]})
     write_parquet(io.partition_path(["pool_history"], FIRST_DAY), frame)
     folder.fs.ls(folder.path)  # any listing of this process (glob, ls, walk) fills the cache
-    other_worker.pipe(f"{BUCKET}/{LAKE_PREFIX}/pool_history/2024-06-07.parquet", frame_to_parquet_bytes(frame))
+    other_worker.pipe(
+        f"{BUCKET}/{LAKE_PREFIX}/pool_history/2024-06-07.parquet", frame_to_parquet_bytes(frame)
+    )
     assert io.stored_partitions(["pool_history"]) == {FIRST_DAY, "2024-06-07"}
-    other_worker.pipe(f"{BUCKET}/{LAKE_PREFIX}/pool_history/2024-06-08.parquet", frame_to_parquet_bytes(frame))
+    other_worker.pipe(
+        f"{BUCKET}/{LAKE_PREFIX}/pool_history/2024-06-08.parquet", frame_to_parquet_bytes(frame)
+    )
     assert io.partition_path(["pool_history"], "2024-06-08").exists(), "a stale listing was left in the cache"

@@ -41,14 +41,20 @@ def test_eth_vault_counts_in_eth(generated_run):
     adjusted = frames(lake, "eth_generated", "adjusted_yields").set_index(["date", "pool"])
     day = pd.Timestamp("2024-08-01")
     lido = adjusted.loc[(day, LIDO)]
-    assert lido["peg_yield"] == pytest.approx((1 - 0.998) / 0.998 * 365 / 30)  # stETH at 0.998 ETH, not vs 1 USD
+    assert lido["peg_yield"] == pytest.approx(
+        (1 - 0.998) / 0.998 * 365 / 30
+    )  # stETH at 0.998 ETH, not vs 1 USD
     assert lido["reference_price"] == pytest.approx(float(generated_run["prices"]["coingecko:ethereum"][56]))
-    assert adjusted.loc[(day, WSTETH_AAVE), "underlying_apy"] == pytest.approx(adjusted.loc[(day, LIDO), "apy"])
+    assert adjusted.loc[(day, WSTETH_AAVE), "underlying_apy"] == pytest.approx(
+        adjusted.loc[(day, LIDO), "apy"]
+    )
     assert not adjusted["price_exposed"].any()
     weights = frames(lake, "eth_generated", "rebalance_weights")
     wealth = weights.drop_duplicates("date")["wealth"]
     assert wealth.iloc[0] == 500.0 and 495 < wealth.iloc[-1] < 520  # ETH, not dollars
-    gap = weights[(weights["pool"] == WETH_AAVE) & weights["date"].isin(pd.to_datetime(["2024-07-16", "2024-07-17"]))]
+    gap = weights[
+        (weights["pool"] == WETH_AAVE) & weights["date"].isin(pd.to_datetime(["2024-07-16", "2024-07-17"]))
+    ]
     if (gap["holding_usd"] > 0).any():  # a held pool missing two days is kept, not sold
         assert gap["in_gap"].all() and (gap["trade_usd"] == 0).all()
     report = read_parquet(lake / "eth_generated" / "backtest_report" / "default.parquet")
@@ -68,7 +74,9 @@ def test_lp_with_a_volatile_leg_is_accounted(generated_run):
     weth = np.asarray(generated_run["prices"]["ethereum:0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2"])
     i = 70
     expected = math.log(0.5 * weth[i] / weth[i - 1] + 0.5)  # USDC is pegged to USD: half the WETH move
-    assert lp.loc[pd.Timestamp("2024-06-06") + pd.Timedelta(days=i), "price_return"] == pytest.approx(expected)
+    assert lp.loc[pd.Timestamp("2024-06-06") + pd.Timedelta(days=i), "price_return"] == pytest.approx(
+        expected
+    )
     assert lp["price_exposed"].all()
     late = lp.iloc[60:]
     assert late["flag_il_missing"].all() and late["flag_il_estimated"].any()  # il7d stops halfway
@@ -78,7 +86,9 @@ def test_lp_with_a_volatile_leg_is_accounted(generated_run):
     assert (points["price_pnl"] != 0).all() and (points["il_drag"] > 0).all()
     assert points["il_data_missing_share"].between(0.2, 0.8).all()
     assert (points["base_rate"] == 0.04).all()
-    assert {"best_trailing_apy@cost-0.002", "best_trailing_apy_unconstrained@cost-0.0005"} <= set(report["name"])
+    assert {"best_trailing_apy@cost-0.002", "best_trailing_apy_unconstrained@cost-0.0005"} <= set(
+        report["name"]
+    )
     html = (lake / "usd_lp" / "backtest_report" / "default.html").read_text()
     assert "il_data_missing_share" in html and "price_pnl" in html
 

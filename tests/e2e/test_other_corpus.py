@@ -26,7 +26,9 @@ def build_corpus(root: Path) -> list[str]:
     ids = []
     for i, pool in enumerate(pools):
         new_id = str(uuid.UUID(int=1000 + i, version=4))
-        shutil.copyfile(SOURCE / "chart" / f"{pool['pool']}.json", root / f"defillama/yields/chart/{new_id}.json")
+        shutil.copyfile(
+            SOURCE / "chart" / f"{pool['pool']}.json", root / f"defillama/yields/chart/{new_id}.json"
+        )
         pool.update(pool=new_id, chain="Optimism", project="spark", symbol="USDC", underlyingTokens=None)
         ids.append(new_id)
     (root / "defillama/yields/pools.json").write_text(json.dumps({"status": "success", "data": pools}))
@@ -38,8 +40,14 @@ def test_other_corpus_and_vault_through_env_only(tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     (configs / "vaults").mkdir(parents=True)
     shutil.copyfile(REPO / "configs/tokens.yaml", configs / "tokens.yaml")
-    vault = {"name": "optimism_usd", "reference_asset": "usd", "start_date": "2024-06-06", "chains": ["Optimism"],
-             "protocols": {"tier1": ["spark"]}, "min_pool_tvl_usd": 0}
+    vault = {
+        "name": "optimism_usd",
+        "reference_asset": "usd",
+        "start_date": "2024-06-06",
+        "chains": ["Optimism"],
+        "protocols": {"tier1": ["spark"]},
+        "min_pool_tvl_usd": 0,
+    }
     (configs / "vaults/optimism_usd.yaml").write_text(yaml.safe_dump(vault))
     with ReplayServer(tmp_path / "corpus") as server:
         for name, value in server.env().items():
@@ -48,8 +56,11 @@ def test_other_corpus_and_vault_through_env_only(tmp_path, monkeypatch):
         monkeypatch.setenv("MIDFREQ_DATA_LAKE", str(tmp_path / "lake"))
         project = current_project()  # what the code location loads: the env's config dir
         assert list(project.vaults) == ["optimism_usd"]
-        result = materialize(build_defillama_assets(project, daily_partitions(project)), resources=build_resources(),
-                             partition_key="2025-06-01")
+        result = materialize(
+            build_defillama_assets(project, daily_partitions(project)),
+            resources=build_resources(),
+            partition_key="2025-06-01",
+        )
     assert result.success
     meta = read_daily(tmp_path / "lake", "pool_metadata", days=["2025-06-01"])
     assert set(meta["pool"]) <= set(ids) and len(meta) >= 3

@@ -37,8 +37,12 @@ def recorded_plan(instance, grids=("default",), start=None, end=None):
 
 
 def spans(stage) -> list[tuple[str, str]]:
-    return [(r["tags"][RANGE_START_TAG], r["tags"][RANGE_END_TAG]) if "tags" in r else (r.get("partition_key"),) * 2
-            for r in stage.runs]
+    return [
+        (r["tags"][RANGE_START_TAG], r["tags"][RANGE_END_TAG])
+        if "tags" in r
+        else (r.get("partition_key"),) * 2
+        for r in stage.runs
+    ]
 
 
 def test_ranges_come_from_the_corpus(instance):
@@ -47,8 +51,10 @@ def test_ranges_come_from_the_corpus(instance):
     project = current_project()
     b = project.binance
     k = klines_coverage(RECORDED, b.market, b.symbols, b.intervals)
-    assert k.segments(b.start_date) == [(dt.date(2023, 2, 1), dt.date(2023, 3, 31)),
-                                        (dt.date(2024, 10, 1), dt.date(2025, 2, 20))]
+    assert k.segments(b.start_date) == [
+        (dt.date(2023, 2, 1), dt.date(2023, 3, 31)),
+        (dt.date(2024, 10, 1), dt.date(2025, 2, 20)),
+    ]
     assert k.intervals_in(dt.date(2023, 2, 1), dt.date(2023, 3, 31)) == ["1h"]
     _, plan = recorded_plan(instance)
     by_name = {s.name: s for s in plan.stages}
@@ -62,13 +68,21 @@ def test_ranges_come_from_the_corpus(instance):
     assert spans(by_name["usd_lending_positions"]) == [("2025-06-05", "2025-06-05")]
     assert spans(by_name["usd_lending_orders"]) == [("2025-06-05", "2025-06-05")]
     names = [s.name for s in plan.stages]
-    assert names.index("usd_lending_positions") < names.index("usd_lending_decisions") < names.index(
-        "usd_lending_orders")
+    assert (
+        names.index("usd_lending_positions")
+        < names.index("usd_lending_decisions")
+        < names.index("usd_lending_orders")
+    )
     assert "eth_staking_positions" not in by_name
     assert spans(by_name["eth_staking_orders"]) == [("2025-06-05", "2025-06-05")]  # dry run of the last day
     # Binance: per segment; a price job runs only on the segments of its interval
-    assert spans(by_name["binance_klines_refresh"]) == [("2023-02-01", "2023-03-31"), ("2024-10-01", "2025-02-20")]
-    assert len(by_name["price_research_1h_fitted_models"].runs) == 1  # the 1h bars are in the first segment only
+    assert spans(by_name["binance_klines_refresh"]) == [
+        ("2023-02-01", "2023-03-31"),
+        ("2024-10-01", "2025-02-20"),
+    ]
+    assert (
+        len(by_name["price_research_1h_fitted_models"].runs) == 1
+    )  # the 1h bars are in the first segment only
 
 
 def test_the_order_is_the_asset_graphs(instance):
@@ -86,19 +100,45 @@ def test_the_order_is_the_asset_graphs(instance):
                     assert position[parent] < i, (stage.name, key.to_user_string(), parent.to_user_string())
     for stage in plan.stages:  # every stage is a job of the code location with a pipeline rule
         job = defs.resolve_job_def(stage.job)
-        assert job.metadata[rules.PLAN].value == stage.rule if hasattr(job.metadata[rules.PLAN], "value") else True
+        assert (
+            job.metadata[rules.PLAN].value == stage.rule
+            if hasattr(job.metadata[rules.PLAN], "value")
+            else True
+        )
 
 
 def test_every_vault_gets_the_whole_lineage(instance):
     project, plan = recorded_plan(instance)
     selected = {k.to_user_string() for s in plan.stages for k in s.assets}
-    expected = {"pool_history", "pool_metadata", "universe_exclusions", "pool_rankings", "token_prices",
-                "binance_klines", "binance_premium_index_klines", "binance_funding_rates",
-                "price_research/1h/signal_report", "price_research/1d/signal_report"}
+    expected = {
+        "pool_history",
+        "pool_metadata",
+        "universe_exclusions",
+        "pool_rankings",
+        "token_prices",
+        "binance_klines",
+        "binance_premium_index_klines",
+        "binance_funding_rates",
+        "price_research/1h/signal_report",
+        "price_research/1d/signal_report",
+    }
     for vault in project.vaults:
-        expected |= {f"{vault}/{a}" for a in ("adjusted_yields", "features", "fitted_models", "predictions",
-                                              "rebalance_weights", "backtest_panel", "backtest_runs",
-                                              "backtest_report", "top_pools", "trade_orders", "order_executions")}
+        expected |= {
+            f"{vault}/{a}"
+            for a in (
+                "adjusted_yields",
+                "features",
+                "fitted_models",
+                "predictions",
+                "rebalance_weights",
+                "backtest_panel",
+                "backtest_runs",
+                "backtest_report",
+                "top_pools",
+                "trade_orders",
+                "order_executions",
+            )
+        }
     expected.add("usd_lending/vault_positions")
     assert expected <= selected, expected - selected
     assert not any("intraday" in k for k in selected)  # the hourly re-read is for schedules, not the pipeline
@@ -110,8 +150,10 @@ def test_every_vault_gets_the_whole_lineage(instance):
 def test_the_nightly_decision_predicts_and_earns_adjusted_yields():
     graph = defs.resolve_asset_graph()
     for vault in current_project().vaults:
-        deps = {k: {p.to_user_string() for p in graph.get(AssetKey([vault, k])).parent_keys}
-                for k in ("features", "predictions", "rebalance_weights")}
+        deps = {
+            k: {p.to_user_string() for p in graph.get(AssetKey([vault, k])).parent_keys}
+            for k in ("features", "predictions", "rebalance_weights")
+        }
         assert f"{vault}/adjusted_yields" in deps["features"]
         assert f"{vault}/features" in deps["predictions"]
         assert {f"{vault}/predictions", f"{vault}/adjusted_yields"} <= deps["rebalance_weights"]
@@ -124,14 +166,18 @@ def test_a_corpus_without_klines_or_a_late_vault_is_reported(tmp_path, instance)
     b = project.binance
     empty = klines_coverage(corpus, b.market, b.symbols, b.intervals)
     y = yields_coverage(corpus)
-    plan = plan_stages(defs, project, DataRange((y.first, dt.date(2024, 8, 1)), empty), ["default", "nope"], instance)
+    plan = plan_stages(
+        defs, project, DataRange((y.first, dt.date(2024, 8, 1)), empty), ["default", "nope"], instance
+    )
     assert not [s for s in plan.stages if s.job.startswith(("binance", "price_research"))]
     assert any("no Binance klines of BTCUSDT" in n for n in plan.notes)
     assert any("grid 'nope'" in n for n in plan.notes)
     assert any("usd_lending: positions.live_from 2025-06-05 is after the data ends" in n for n in plan.notes)
     assert "usd_lending_positions" not in {s.name for s in plan.stages}
     assert "usd_lending_decisions" in {s.name for s in plan.stages}  # simulated on every day
-    assert {spans(s)[-1][1] for s in plan.stages if s.rule in (rules.DAYS, rules.ORDER_DAYS)} == {"2024-08-01"}
+    assert {spans(s)[-1][1] for s in plan.stages if s.rule in (rules.DAYS, rules.ORDER_DAYS)} == {
+        "2024-08-01"
+    }
     (corpus / "defillama" / "yields" / "chart" / "broken.json").write_text("{not json")
     assert yields_coverage(corpus).unreadable == ("broken.json",)
     (corpus / "defillama" / "yields" / "chart" / "broken.json").write_text(json.dumps({"data": []}))

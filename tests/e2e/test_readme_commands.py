@@ -57,8 +57,7 @@ RUN_HERE = {
     "export DAGSTER_HOME=$PWD/.dagster_home": "test_replay_then_backfill_a_month",
     ".venv/bin/dagster asset materialize -m midfreq_assets.definitions --select pool_history,pool_metadata "
     "--partition-range 2024-07-01...2024-07-31": "test_replay_then_backfill_a_month",
-    ".venv/bin/dg launch --assets pool_history,pool_metadata --partition-range 2024-07-01...2024-07-31":
-        "test_replay_then_backfill_a_month",
+    ".venv/bin/dg launch --assets pool_history,pool_metadata --partition-range 2024-07-01...2024-07-31": "test_replay_then_backfill_a_month",
     "make demo": "test_make_demo_then_the_live_loop_block",
     "cat data_lake/usd_lending/trade_orders/2025-06-05.json": "test_make_demo_then_the_live_loop_block",
     ".venv/bin/midfreq pipeline --corpus recorded --execution-server": "test_make_demo_then_the_live_loop_block",
@@ -72,10 +71,8 @@ COVERED_ELSEWHERE = {
     "make test": "tests/",  # the suite itself
     "make dev": "tests/e2e/test_dev_shutdown.py::test_dev_stops_within_bound",
     "make bench": "tests/benchmarks/test_corpus_generator.py",
-    ".venv/bin/midfreq pipeline --corpus /path/to/corpus --config-dir /path/to/configs --lake /tmp/lake":
-        "tests/e2e/test_other_corpus.py::test_other_corpus_and_vault_through_env_only",
-    ".venv/bin/midfreq pipeline --corpus recorded --start 2024-06-06 --end 2024-09-30 --grid default":
-        "tests/e2e/test_pipeline_plan.py::test_a_start_date_clips_every_range",
+    ".venv/bin/midfreq pipeline --corpus /path/to/corpus --config-dir /path/to/configs --lake /tmp/lake": "tests/e2e/test_other_corpus.py::test_other_corpus_and_vault_through_env_only",
+    ".venv/bin/midfreq pipeline --corpus recorded --start 2024-06-06 --end 2024-09-30 --grid default": "tests/e2e/test_pipeline_plan.py::test_a_start_date_clips_every_range",
     ".venv/bin/dagster asset materialize -m midfreq_assets.definitions --select usd_lending/backtest_report "
     "--partition default": "tests/e2e/test_browser_ui_runs.py::test_demo_runs_show_on_job_pages_and_the_timeline",
 }
@@ -94,7 +91,9 @@ def test_every_readme_command_is_run_or_covered():
     commands = readme_commands()
     assert len(commands) > 20, "README.md lost its shell commands?"
     live_loop = {c for c in readme_commands_of(block_of(LIVE_LOOP_BLOCK))}
-    uncovered = [c for c in commands if c not in RUN_HERE and c not in COVERED_ELSEWHERE and c not in live_loop]
+    uncovered = [
+        c for c in commands if c not in RUN_HERE and c not in COVERED_ELSEWHERE and c not in live_loop
+    ]
     assert not uncovered, f"README commands neither run nor covered by a named test: {uncovered}"
     here = {n.name for n in ast.parse(Path(__file__).read_text()).body if isinstance(n, ast.FunctionDef)}
     assert set(RUN_HERE.values()) | {RUN_IN_LIVE_LOOP_BLOCK} <= here
@@ -114,9 +113,12 @@ def readme_commands_of(block: str) -> list[str]:
     return out
 
 
-def bash(script: str, cwd: Path, env: dict[str, str], timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def bash(
+    script: str, cwd: Path, env: dict[str, str], timeout: float = CLI_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_development_commands(clone_kit):
@@ -125,7 +127,9 @@ def test_development_commands(clone_kit):
     env.pop("MIDFREQ_DATA_LAKE")
     for command in ("make lint", "make validate", ".venv/bin/dg check defs", ".venv/bin/dg list defs"):
         proc = bash(command, REPO, env)
-        assert proc.returncode == 0, f"{command}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        assert proc.returncode == 0, (
+            f"{command}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
         if command.endswith("list defs"):
             assert "usd_lending/rebalance_weights" in proc.stdout and "nightly_refresh" in proc.stdout
 
@@ -150,8 +154,15 @@ def test_replay_then_backfill_a_month(tmp_path: Path, clone_kit):
     (root / ".dagster_home").mkdir()
     shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", root / ".dagster_home" / "dagster.yaml")
     server_cmd, exports = replay.splitlines()[0].split("  #")[0].strip(), replay.splitlines()[1:]
-    server = subprocess.Popen(["bash", "-c", server_cmd], cwd=root, env=clone_env(root), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = subprocess.Popen(
+        ["bash", "-c", server_cmd],
+        cwd=root,
+        env=clone_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         printed = server.stdout.readline() + server.stdout.readline()
         deadline = time.monotonic() + 30

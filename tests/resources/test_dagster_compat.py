@@ -24,7 +24,9 @@ DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
 
 @asset(partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run())
 def day_count(context) -> MaterializeResult:
-    return MaterializeResult(metadata={"day": context.partition_key_range.end, "days": len(context.partition_keys)})
+    return MaterializeResult(
+        metadata={"day": context.partition_key_range.end, "days": len(context.partition_keys)}
+    )
 
 
 @asset
@@ -32,14 +34,18 @@ def total() -> MaterializeResult:
     return MaterializeResult(metadata={"n": 3})
 
 
-DEFS = Definitions(assets=[day_count, total], jobs=[define_asset_job("days", [day_count], partitions_def=DAYS),
-                                                    define_asset_job("once", [total])])
+DEFS = Definitions(
+    assets=[day_count, total],
+    jobs=[define_asset_job("days", [day_count], partitions_def=DAYS), define_asset_job("once", [total])],
+)
 
 
 def test_a_run_carries_the_code_locations_origin(tmp_path):
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
         job = DEFS.resolve_job_def("days")
-        result = execute_in_process_from(job, CODE_MODULE, CODE_LOCATION, instance=instance, partition_key="2024-01-03")
+        result = execute_in_process_from(
+            job, CODE_MODULE, CODE_LOCATION, instance=instance, partition_key="2024-01-03"
+        )
         assert result.success
         run = instance.get_run_by_id(result.run_id)
         assert run.remote_job_origin is not None
@@ -58,10 +64,16 @@ def test_a_run_carries_the_code_locations_origin(tmp_path):
 
 def test_a_range_run_and_an_unpartitioned_run(tmp_path):
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
-        tags = {"dagster/asset_partition_range_start": "2024-01-02", "dagster/asset_partition_range_end": "2024-01-04"}
-        ranged = execute_in_process_from(DEFS.resolve_job_def("days"), CODE_MODULE, CODE_LOCATION, instance=instance,
-                                         tags=tags)
-        once = execute_in_process_from(DEFS.resolve_job_def("once"), CODE_MODULE, CODE_LOCATION, instance=instance)
+        tags = {
+            "dagster/asset_partition_range_start": "2024-01-02",
+            "dagster/asset_partition_range_end": "2024-01-04",
+        }
+        ranged = execute_in_process_from(
+            DEFS.resolve_job_def("days"), CODE_MODULE, CODE_LOCATION, instance=instance, tags=tags
+        )
+        once = execute_in_process_from(
+            DEFS.resolve_job_def("once"), CODE_MODULE, CODE_LOCATION, instance=instance
+        )
         assert ranged.success and once.success
         assert instance.get_run_by_id(ranged.run_id).tags["dagster/asset_partition_range_end"] == "2024-01-04"
         assert instance.get_run_by_id(once.run_id).remote_job_origin.job_name == "once"
@@ -72,7 +84,9 @@ def test_a_failure_is_reported_not_raised(tmp_path):
     def broken() -> None:
         raise ValueError("no data")
 
-    job = Definitions(assets=[broken], jobs=[define_asset_job("broken_job", [broken])]).resolve_job_def("broken_job")
+    job = Definitions(assets=[broken], jobs=[define_asset_job("broken_job", [broken])]).resolve_job_def(
+        "broken_job"
+    )
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
         result = execute_in_process_from(job, CODE_MODULE, CODE_LOCATION, instance=instance)
         assert not result.success

@@ -45,7 +45,9 @@ from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 
 
-def files_metadata(result: KlinesCollection | FundingCollection, first: dt.date, last: dt.date) -> dict[str, object]:
+def files_metadata(
+    result: KlinesCollection | FundingCollection, first: dt.date, last: dt.date
+) -> dict[str, object]:
     """What an archive collection planned, got, missed (404) and failed, and its gaps."""
     gaps = result.gaps
     return {
@@ -91,10 +93,16 @@ def build_binance_assets(
         metadata={REQUIRED_COLUMNS: list(KLINES_COLUMNS)},
         pool=KLINES_POOL,
         required_resource_keys={"binance_archive", "parquet_io_manager"},
-        check_specs=[AssetCheckSpec("requested_files_fetched", asset="binance_klines", blocking=True,
-                                    description="every planned archive file was fetched and verified, and no bar "
-                                    "the lake held went missing; failed files keep their previous bars and "
-                                    "fail this check, naming them")],
+        check_specs=[
+            AssetCheckSpec(
+                "requested_files_fetched",
+                asset="binance_klines",
+                blocking=True,
+                description="every planned archive file was fetched and verified, and no bar "
+                "the lake held went missing; failed files keep their previous bars and "
+                "fail this check, naming them",
+            )
+        ],
         group_name="binance",
         kinds={"python", "parquet"},
         description="Binance archive klines, one row per (symbol, interval, bar); `date` is the UTC day of "
@@ -108,8 +116,10 @@ def build_binance_assets(
         for file, reason in sorted(result.failed.items()):
             context.log.error(f"binance {file.label}: {reason}")
         if result.missing:
-            context.log.warning(f"binance: {len(result.missing)} file(s) not in the archive (404): "
-                                f"{listing([f.label for f in sorted(result.missing)], 10)}")
+            context.log.warning(
+                f"binance: {len(result.missing)} file(s) not in the archive (404): "
+                f"{listing([f.label for f in sorted(result.missing)], 10)}"
+            )
         if result.bars.empty:
             raise Failure(
                 f"binance_klines {first}..{last}: nothing collected ({len(result.missing)} file(s) missing, "
@@ -117,7 +127,8 @@ def build_binance_assets(
                 metadata=metadata,
             )
         frames, unreadable = context.resources.parquet_io_manager.read_existing(
-            ["binance_klines"], [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")])
+            ["binance_klines"], [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")]
+        )
         for path, why in unreadable.items():
             context.log.warning(f"binance_klines: previous partition {path} is unreadable, replaced: {why}")
         previous = pd.concat(frames.values(), ignore_index=True) if frames else result.bars.iloc[0:0]
@@ -126,34 +137,59 @@ def build_binance_assets(
         bars = bars.sort_values(list(BAR_KEY), kind="stable").reset_index(drop=True)
         dups = duplicate_bars(bars)
         if len(dups):
-            raise Failure(f"binance_klines {first}..{last}: refusing to write {len(dups)} duplicated bar rows")
+            raise Failure(
+                f"binance_klines {first}..{last}: refusing to write {len(dups)} duplicated bar rows"
+            )
         short = file_table({}) if kept.empty else bars_summary(kept)
-        yield Output(bars, metadata=partition_metadata(
-            context, bars, bar_summary, {**metadata, "bars_kept_from_previous_run": len(kept),
-                                         "kept_bars": markdown_table(short)}))
-        yield AssetCheckResult(check_name="requested_files_fetched", passed=not result.failed and kept.empty,
-                               metadata={"files_failed": len(result.failed),
-                                         "failed_files": markdown_table(file_table(result.failed), max_rows=50),
-                                         "bars_kept_from_previous_run": len(kept), "kept_bars": markdown_table(short)})
+        yield Output(
+            bars,
+            metadata=partition_metadata(
+                context,
+                bars,
+                bar_summary,
+                {**metadata, "bars_kept_from_previous_run": len(kept), "kept_bars": markdown_table(short)},
+            ),
+        )
+        yield AssetCheckResult(
+            check_name="requested_files_fetched",
+            passed=not result.failed and kept.empty,
+            metadata={
+                "files_failed": len(result.failed),
+                "failed_files": markdown_table(file_table(result.failed), max_rows=50),
+                "bars_kept_from_previous_run": len(kept),
+                "kept_bars": markdown_table(short),
+            },
+        )
 
     return binance_klines, build_bar_checks(binance_klines, partitions), partitions
 
 
-def build_bar_checks(bars_asset: AssetsDefinition, partitions: DailyPartitionsDefinition
-                     ) -> list[AssetChecksDefinition]:
+def build_bar_checks(
+    bars_asset: AssetsDefinition, partitions: DailyPartitionsDefinition
+) -> list[AssetChecksDefinition]:
     """``no_duplicate_bars`` (blocking) and ``bar_gaps`` (warning) of an asset of bars
     (``binance_klines``, ``binance_premium_index_klines``)."""
 
-    @asset_check(asset=bars_asset, name="no_duplicate_bars", partitions_def=partitions, blocking=True,
-                 description="one row per (symbol, interval, open_time)")
+    @asset_check(
+        asset=bars_asset,
+        name="no_duplicate_bars",
+        partitions_def=partitions,
+        blocking=True,
+        description="one row per (symbol, interval, open_time)",
+    )
     def no_duplicate_bars(bars: pd.DataFrame) -> AssetCheckResult:
         dups = duplicate_bars(bars)
         shown = dups[["symbol", "interval", "open_time"]].astype(str).head(20)
-        return AssetCheckResult(passed=dups.empty, metadata={"duplicate_rows": len(dups),
-                                                             "examples": markdown_table(shown)})
+        return AssetCheckResult(
+            passed=dups.empty, metadata={"duplicate_rows": len(dups), "examples": markdown_table(shown)}
+        )
 
-    @asset_check(asset=bars_asset, name="bar_gaps", partitions_def=partitions,
-                 description="days holding fewer bars than the interval implies (reported, never filled)")
+    @asset_check(
+        asset=bars_asset,
+        name="bar_gaps",
+        partitions_def=partitions,
+        description="days holding fewer bars than the interval implies (reported, never filled)",
+    )
     def bar_gaps_check(bars: pd.DataFrame) -> AssetCheckResult:
         gaps = bar_gaps(bars)
         return AssetCheckResult(

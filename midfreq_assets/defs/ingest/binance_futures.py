@@ -53,21 +53,31 @@ PREMIUM_DATASET = "premiumIndexKlines"
 
 
 def funding_metadata(result: FundingCollection, first, last) -> dict[str, object]:
-    events = (result.rates.groupby("symbol").size().rename("events").reset_index() if len(result.rates)
-              else pd.DataFrame(columns=["symbol", "events"]))
-    return {**files_metadata(result, first, last), "duplicate_events_dropped": result.duplicates_dropped,
-            "events_by_symbol": markdown_table(events)}
+    events = (
+        result.rates.groupby("symbol").size().rename("events").reset_index()
+        if len(result.rates)
+        else pd.DataFrame(columns=["symbol", "events"])
+    )
+    return {
+        **files_metadata(result, first, last),
+        "duplicate_events_dropped": result.duplicates_dropped,
+        "events_by_symbol": markdown_table(events),
+    }
 
 
 def _log_problems(context: AssetExecutionContext, name: str, failed: dict, missing: dict) -> None:
     for file, reason in sorted(failed.items()):
         context.log.error(f"{name} {file.label}: {reason}")
     if missing:
-        context.log.warning(f"{name}: {len(missing)} file(s) not in the archive (404): "
-                            f"{listing([f.label for f in sorted(missing)], 10)}")
+        context.log.warning(
+            f"{name}: {len(missing)} file(s) not in the archive (404): "
+            f"{listing([f.label for f in sorted(missing)], 10)}"
+        )
 
 
-def build_premium_index_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+def build_premium_index_assets(
+    config: BinanceConfig,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
     """``binance_premium_index_klines`` and its checks (nothing when no premium interval is configured)."""
     futures = config.futures
     if futures is None or not futures.premium_index_intervals:
@@ -92,9 +102,12 @@ def build_premium_index_assets(config: BinanceConfig) -> tuple[list[AssetsDefini
         metadata = collection_metadata(result, first, last)
         _log_problems(context, "premium index", result.failed, result.missing)
         if result.bars.empty:
-            raise Failure(f"binance_premium_index_klines {first}..{last}: nothing collected "
-                          f"({len(result.missing)} missing, {len(result.failed)} failed of {len(result.planned)} "
-                          "planned); not writing an empty partition", metadata=metadata)
+            raise Failure(
+                f"binance_premium_index_klines {first}..{last}: nothing collected "
+                f"({len(result.missing)} missing, {len(result.failed)} failed of {len(result.planned)} "
+                "planned); not writing an empty partition",
+                metadata=metadata,
+            )
         return Output(result.bars, metadata=partition_metadata(context, result.bars, bar_summary, metadata))
 
     return [binance_premium_index_klines], build_bar_checks(binance_premium_index_klines, partitions)
@@ -127,31 +140,54 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
         metadata = funding_metadata(result, first, last)
         _log_problems(context, "funding", result.failed, result.missing)
         if result.rates.empty:
-            raise Failure(f"binance_funding_rates {first}..{last}: nothing collected ({len(result.missing)} missing, "
-                          f"{len(result.failed)} failed of {len(result.planned)} planned; a month is published "
-                          "after it ends); not writing an empty partition", metadata=metadata)
+            raise Failure(
+                f"binance_funding_rates {first}..{last}: nothing collected ({len(result.missing)} missing, "
+                f"{len(result.failed)} failed of {len(result.planned)} planned; a month is published "
+                "after it ends); not writing an empty partition",
+                metadata=metadata,
+            )
         rates = result.rates
 
         def month_summary(part: pd.DataFrame, _key: str | None) -> dict:
             """The month's own events (the files and gaps are the run's: on its last month)."""
-            return {"dagster/row_count": len(part), "symbols": int(part["symbol"].nunique()) if len(part) else 0,
-                    "mean_funding_rate": float(part["funding_rate"].mean()) if len(part) else 0.0}
+            return {
+                "dagster/row_count": len(part),
+                "symbols": int(part["symbol"].nunique()) if len(part) else 0,
+                "mean_funding_rate": float(part["funding_rate"].mean()) if len(part) else 0.0,
+            }
 
-        return Output(rates, metadata=partition_metadata(context, rates, month_summary, metadata,
-                                                         partition_column="month"))
+        return Output(
+            rates,
+            metadata=partition_metadata(context, rates, month_summary, metadata, partition_column="month"),
+        )
 
-    @asset_check(asset=binance_funding_rates, name="no_duplicate_funding_events", partitions_def=partitions,
-                 blocking=True, description="one row per (symbol, calc_time)")
+    @asset_check(
+        asset=binance_funding_rates,
+        name="no_duplicate_funding_events",
+        partitions_def=partitions,
+        blocking=True,
+        description="one row per (symbol, calc_time)",
+    )
     def no_duplicate_funding_events(binance_funding_rates: pd.DataFrame) -> AssetCheckResult:
         dups = duplicate_funding(binance_funding_rates)
         return AssetCheckResult(passed=dups.empty, metadata={"duplicate_rows": len(dups)})
 
-    @asset_check(asset=binance_funding_rates, name="funding_gaps", partitions_def=partitions,
-                 description="days with fewer funding events than 24 / funding_interval_hours (reported)")
+    @asset_check(
+        asset=binance_funding_rates,
+        name="funding_gaps",
+        partitions_def=partitions,
+        description="days with fewer funding events than 24 / funding_interval_hours (reported)",
+    )
     def funding_gaps_check(binance_funding_rates: pd.DataFrame) -> AssetCheckResult:
         gaps = funding_gaps(binance_funding_rates)
-        return AssetCheckResult(passed=gaps.empty, severity=AssetCheckSeverity.WARN, metadata={
-            "gap_days": len(gaps), "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps)})
+        return AssetCheckResult(
+            passed=gaps.empty,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "gap_days": len(gaps),
+                "gaps": markdown_table(gaps.astype({"date": str}) if len(gaps) else gaps),
+            },
+        )
 
     return [binance_funding_rates], [no_duplicate_funding_events, funding_gaps_check]
 

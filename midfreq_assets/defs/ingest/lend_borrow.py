@@ -50,23 +50,34 @@ from midfreq_resources.settings import DEFILLAMA_PRO_API_KEY_ENV
 
 LEND_BORROW = AssetKey("pool_lend_borrow")
 FETCHED = "lending_pools_fetched"
-NO_KEY = (f"no DefiLlama API key (${DEFILLAMA_PRO_API_KEY_ENV} unset): the paid lending endpoints were not "
-          "requested, nothing written; lending pools are diluted by TVL share as without this asset")
+NO_KEY = (
+    f"no DefiLlama API key (${DEFILLAMA_PRO_API_KEY_ENV} unset): the paid lending endpoints were not "
+    "requested, nothing written; lending pools are diluted by TVL share as without this asset"
+)
 CHECKS = [
-    AssetCheckSpec(FETCHED, asset=LEND_BORROW, blocking=True,
-                   description="every lending pool's chartLendBorrow was fetched, valid, and at least as complete "
-                   "as the lake; a pool that failed keeps its previous rows and fails this check, naming it"),
-    AssetCheckSpec("lend_borrow_sane", asset=LEND_BORROW,
-                   description="supply and borrow finite, borrows <= supply, APYs within range; rows outside are "
-                   "flagged (kept with the reason, never used)"),
+    AssetCheckSpec(
+        FETCHED,
+        asset=LEND_BORROW,
+        blocking=True,
+        description="every lending pool's chartLendBorrow was fetched, valid, and at least as complete "
+        "as the lake; a pool that failed keeps its previous rows and fails this check, naming it",
+    ),
+    AssetCheckSpec(
+        "lend_borrow_sane",
+        asset=LEND_BORROW,
+        description="supply and borrow finite, borrows <= supply, APYs within range; rows outside are "
+        "flagged (kept with the reason, never used)",
+    ),
 ]
 
 
 def _refuse_duplicates(frame: pd.DataFrame) -> None:
     dups = duplicate_pool_days(frame)
     if len(dups):
-        raise Failure(f"refusing to write pool_lend_borrow: {len(dups)} duplicated (pool, date) rows, e.g. "
-                      f"{listing(dups.astype(str).agg(' '.join, axis=1).tolist(), 5)}")
+        raise Failure(
+            f"refusing to write pool_lend_borrow: {len(dups)} duplicated (pool, date) rows, e.g. "
+            f"{listing(dups.astype(str).agg(' '.join, axis=1).tolist(), 5)}"
+        )
 
 
 def build_lend_borrow_asset(project: Project, partitions_def: DailyPartitionsDefinition) -> AssetsDefinition:
@@ -98,17 +109,20 @@ def build_lend_borrow_asset(project: Project, partitions_def: DailyPartitionsDef
             yield Output(None, metadata={"status": NO_KEY, "api_key": False})
             for spec in CHECKS:
                 if AssetCheckKey(LEND_BORROW, spec.name) in context.selected_asset_check_keys:
-                    yield AssetCheckResult(asset_key=LEND_BORROW, check_name=spec.name, passed=True,
-                                           metadata={"status": NO_KEY})
+                    yield AssetCheckResult(
+                        asset_key=LEND_BORROW, check_name=spec.name, passed=True, metadata={"status": NO_KEY}
+                    )
             return
         io = context.resources.parquet_io_manager
         universe = set(pool_metadata["pool"]) if len(pool_metadata) else set()
         lending = sorted(universe & lending_pool_ids(pro.pools_borrow()))
         batch = pro.lend_borrow_charts(lending)
         if lending and not batch.ok:
-            raise Failure(f"no lending history could be fetched for {first}..{last} ({len(batch.failed)} pools "
-                          "failed); nothing written, the previous partitions are untouched",
-                          metadata={"failed_pools": markdown_table(_failures_frame(batch.failed))})
+            raise Failure(
+                f"no lending history could be fetched for {first}..{last} ({len(batch.failed)} pools "
+                "failed); nothing written, the previous partitions are untouched",
+                metadata={"failed_pools": markdown_table(_failures_frame(batch.failed))},
+            )
         fetched = restrict_to_days(lend_borrow_frame(batch.ok), pd.Timestamp(first), pd.Timestamp(last))
         days = pd.date_range(first, last, freq="D")
         previous = _previous(io, LEND_BORROW, days, context)
@@ -118,30 +132,63 @@ def build_lend_borrow_asset(project: Project, partitions_def: DailyPartitionsDef
         _refuse_duplicates(frame)
         flagged = flagged_rows(frame.assign(apy=frame["apy_base"], tvl_usd=frame["total_supply_usd"]))
         if batch.failed:
-            context.log.error(f"pool_lend_borrow: {len(batch.failed)} lending pool(s) failed (previous rows kept: "
-                              f"{len(kept)}): {listing(sorted(batch.failed))}")
-        failed_meta = {"failed_pools": len(batch.failed),
-                       "failed_pool_details": markdown_table(_failures_frame(batch.failed)),
-                       "rows_kept_from_previous_run": len(kept)}
-        yield Output(frame, metadata=partition_metadata(
-            context, frame, lambda part, _k: {
-                "dagster/row_count": len(part), "pools": int(part["pool"].nunique()) if len(part) else 0,
-                "total_supply_usd": float(part["total_supply_usd"].sum()) if len(part) else 0.0,
-                "total_borrow_usd": float(part["total_borrow_usd"].sum()) if len(part) else 0.0},
-            {"api_key": True, "universe_pools": len(universe), "lending_pools": len(lending),
-             "lending_pool_ids": listing(lending), **failed_meta, "flagged_rows": len(flagged),
-             "preview": markdown_table(frame.tail(10))}, asset_key=LEND_BORROW))
+            context.log.error(
+                f"pool_lend_borrow: {len(batch.failed)} lending pool(s) failed (previous rows kept: "
+                f"{len(kept)}): {listing(sorted(batch.failed))}"
+            )
+        failed_meta = {
+            "failed_pools": len(batch.failed),
+            "failed_pool_details": markdown_table(_failures_frame(batch.failed)),
+            "rows_kept_from_previous_run": len(kept),
+        }
+        yield Output(
+            frame,
+            metadata=partition_metadata(
+                context,
+                frame,
+                lambda part, _k: {
+                    "dagster/row_count": len(part),
+                    "pools": int(part["pool"].nunique()) if len(part) else 0,
+                    "total_supply_usd": float(part["total_supply_usd"].sum()) if len(part) else 0.0,
+                    "total_borrow_usd": float(part["total_borrow_usd"].sum()) if len(part) else 0.0,
+                },
+                {
+                    "api_key": True,
+                    "universe_pools": len(universe),
+                    "lending_pools": len(lending),
+                    "lending_pool_ids": listing(lending),
+                    **failed_meta,
+                    "flagged_rows": len(flagged),
+                    "preview": markdown_table(frame.tail(10)),
+                },
+                asset_key=LEND_BORROW,
+            ),
+        )
         short = sorted(set(kept["pool"])) if len(kept) else []
         results = [
-            AssetCheckResult(asset_key=LEND_BORROW, check_name=FETCHED, passed=not batch.failed and not short,
-                             metadata={**failed_meta, "failed": ", ".join(sorted(batch.failed)),
-                                       "delivered_less_than_the_lake_had": ", ".join(sorted(set(short)
-                                                                                            - set(batch.failed)))}),
-            AssetCheckResult(asset_key=LEND_BORROW, check_name="lend_borrow_sane", passed=flagged.empty,
-                             severity=AssetCheckSeverity.WARN,
-                             metadata={"flagged_rows": len(flagged), "examples": markdown_table(flagged)}),
+            AssetCheckResult(
+                asset_key=LEND_BORROW,
+                check_name=FETCHED,
+                passed=not batch.failed and not short,
+                metadata={
+                    **failed_meta,
+                    "failed": ", ".join(sorted(batch.failed)),
+                    "delivered_less_than_the_lake_had": ", ".join(sorted(set(short) - set(batch.failed))),
+                },
+            ),
+            AssetCheckResult(
+                asset_key=LEND_BORROW,
+                check_name="lend_borrow_sane",
+                passed=flagged.empty,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"flagged_rows": len(flagged), "examples": markdown_table(flagged)},
+            ),
         ]
-        yield from (r for r in results if AssetCheckKey(r.asset_key, r.check_name) in context.selected_asset_check_keys)
+        yield from (
+            r
+            for r in results
+            if AssetCheckKey(r.asset_key, r.check_name) in context.selected_asset_check_keys
+        )
 
     return pool_lend_borrow
 

@@ -33,12 +33,21 @@ def build_ingest_automation(project: Project) -> Definitions:
         description="Refresh the ingestion assets for one day (the schedule picks the last complete day).",
     )
     jobs = [nightly]
-    schedules = [build_schedule_from_partitioned_job(nightly, hour_of_day=1, minute_of_hour=30,
-                                                     default_status=DefaultScheduleStatus.RUNNING,
-                                                     name="nightly_refresh_schedule")]
+    schedules = [
+        build_schedule_from_partitioned_job(
+            nightly,
+            hour_of_day=1,
+            minute_of_hour=30,
+            default_status=DefaultScheduleStatus.RUNNING,
+            name="nightly_refresh_schedule",
+        )
+    ]
     if project.binance is not None:
         futures = project.binance.futures
-        bars = [AssetKey("binance_klines"), *([PREMIUM] if futures and futures.premium_index_intervals else [])]
+        bars = [
+            AssetKey("binance_klines"),
+            *([PREMIUM] if futures and futures.premium_index_intervals else []),
+        ]
         klines = define_asset_job(
             "binance_klines_refresh",
             metadata=stages.plan(stages.KLINES_DAYS),
@@ -47,18 +56,34 @@ def build_ingest_automation(project: Project) -> Definitions:
             description="Collect one day of Binance klines (the archive publishes a day's file the next day).",
         )
         jobs.append(klines)
-        schedules.append(build_schedule_from_partitioned_job(klines, hour_of_day=6, minute_of_hour=0,
-                                                             default_status=DefaultScheduleStatus.STOPPED,
-                                                             name="binance_klines_schedule"))
+        schedules.append(
+            build_schedule_from_partitioned_job(
+                klines,
+                hour_of_day=6,
+                minute_of_hour=0,
+                default_status=DefaultScheduleStatus.STOPPED,
+                name="binance_klines_schedule",
+            )
+        )
         if futures is not None and futures.funding_rate:
             funding = define_asset_job(
-                "binance_funding_refresh", metadata=stages.plan(stages.KLINES_MONTHS), selection=AssetSelection.assets(FUNDING),
+                "binance_funding_refresh",
+                metadata=stages.plan(stages.KLINES_MONTHS),
+                selection=AssetSelection.assets(FUNDING),
                 partitions_def=monthly_from(project.binance.start_date, klines_last_day()),
-                description="Collect one month of Binance funding rates (the archive publishes them monthly).")
+                description="Collect one month of Binance funding rates (the archive publishes them monthly).",
+            )
             jobs.append(funding)
-            schedules.append(build_schedule_from_partitioned_job(
-                funding, day_of_month=2, hour_of_day=6, minute_of_hour=30,
-                default_status=DefaultScheduleStatus.STOPPED, name="binance_funding_schedule"))
+            schedules.append(
+                build_schedule_from_partitioned_job(
+                    funding,
+                    day_of_month=2,
+                    hour_of_day=6,
+                    minute_of_hour=30,
+                    default_status=DefaultScheduleStatus.STOPPED,
+                    name="binance_funding_schedule",
+                )
+            )
     return Definitions(jobs=jobs, schedules=schedules)
 
 

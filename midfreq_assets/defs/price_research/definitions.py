@@ -17,17 +17,35 @@ def build_price_research_jobs(intervals: list[str], partitions_def) -> list:
     differ per interval)."""
     key = lambda interval, name: AssetKey(["price_research", interval, name])  # noqa: E731
     return [
-        define_asset_job("price_research_features", metadata=stages.plan(stages.KLINES_MONTHS),
-                         selection=AssetSelection.assets(*(key(i, "features") for i in intervals)),
-                         partitions_def=partitions_def, description="Price research features, every interval."),
-        define_asset_job("price_research_predictions", metadata=stages.plan(stages.KLINES_MONTHS),
-                         selection=AssetSelection.assets(*(key(i, "predictions") for i in intervals)),
-                         partitions_def=partitions_def, description="Price predictions, every interval."),
-        define_asset_job("price_research_signal_reports", metadata=stages.plan(stages.ONCE),
-                         selection=AssetSelection.assets(*(key(i, "signal_report") for i in intervals)),
-                         description="Price models traded as signals, per interval (unpartitioned)."),
-        *(define_asset_job(f"price_research_{i}_fitted_models", metadata=stages.plan(stages.KLINES_WEEKS, interval=i), selection=AssetSelection.assets(key(i, "fitted_models")),
-                           description=f"Weekly refit of the {i} price models.") for i in intervals),
+        define_asset_job(
+            "price_research_features",
+            metadata=stages.plan(stages.KLINES_MONTHS),
+            selection=AssetSelection.assets(*(key(i, "features") for i in intervals)),
+            partitions_def=partitions_def,
+            description="Price research features, every interval.",
+        ),
+        define_asset_job(
+            "price_research_predictions",
+            metadata=stages.plan(stages.KLINES_MONTHS),
+            selection=AssetSelection.assets(*(key(i, "predictions") for i in intervals)),
+            partitions_def=partitions_def,
+            description="Price predictions, every interval.",
+        ),
+        define_asset_job(
+            "price_research_signal_reports",
+            metadata=stages.plan(stages.ONCE),
+            selection=AssetSelection.assets(*(key(i, "signal_report") for i in intervals)),
+            description="Price models traded as signals, per interval (unpartitioned).",
+        ),
+        *(
+            define_asset_job(
+                f"price_research_{i}_fitted_models",
+                metadata=stages.plan(stages.KLINES_WEEKS, interval=i),
+                selection=AssetSelection.assets(key(i, "fitted_models")),
+                description=f"Weekly refit of the {i} price models.",
+            )
+            for i in intervals
+        ),
     ]
 
 
@@ -39,9 +57,11 @@ def build_price_research_defs(project: Project) -> Definitions:
     premium = set(futures.premium_index_intervals) if futures is not None else set()
     for interval, study in config.intervals.items():
         if needs_premium(study) and interval not in premium:
-            raise ConfigError(f"{project.config_dir / PRICE_RESEARCH_FILE}: intervals.{interval}.feature_map: "
-                              f"close_premium needs premium index bars at {interval}: add it to "
-                              f"{project.config_dir / BINANCE_FILE} futures.premium_index_intervals")
+            raise ConfigError(
+                f"{project.config_dir / PRICE_RESEARCH_FILE}: intervals.{interval}.feature_map: "
+                f"close_premium needs premium index bars at {interval}: add it to "
+                f"{project.config_dir / BINANCE_FILE} futures.premium_index_intervals"
+            )
     start = project.binance.start_date
     partitions = research_months(start, klines_last_day())
     return Definitions(

@@ -33,10 +33,16 @@ def _signal_report(interval: str, study: PriceStudyConfig) -> AssetsDefinition:
     @asset(
         key=AssetKey(["price_research", interval, "signal_report"]),
         ins={
-            "predictions": AssetIn(key=AssetKey(["price_research", interval, "predictions"]),
-                                   partition_mapping=AllPartitionMapping(), metadata=OPTIONAL_HISTORY),
-            "binance_klines": AssetIn(key=AssetKey("binance_klines"), partition_mapping=AllPartitionMapping(),
-                                      metadata=OPTIONAL_HISTORY),
+            "predictions": AssetIn(
+                key=AssetKey(["price_research", interval, "predictions"]),
+                partition_mapping=AllPartitionMapping(),
+                metadata=OPTIONAL_HISTORY,
+            ),
+            "binance_klines": AssetIn(
+                key=AssetKey("binance_klines"),
+                partition_mapping=AllPartitionMapping(),
+                metadata=OPTIONAL_HISTORY,
+            ),
         },
         io_manager_key="parquet_io_manager",
         group_name="price_research",
@@ -46,20 +52,27 @@ def _signal_report(interval: str, study: PriceStudyConfig) -> AssetsDefinition:
         f"predicted return, sizing {study.signal.sizing}, cost per unit of position change), the signal's "
         "quantiles (signal_pNN) and the mean forward return per signal quantile bucket (return_bK).",
     )
-    def signal_report(context: AssetExecutionContext, predictions: pd.DataFrame, binance_klines: pd.DataFrame):
+    def signal_report(
+        context: AssetExecutionContext, predictions: pd.DataFrame, binance_klines: pd.DataFrame
+    ):
         table = signal_table(predictions, binance_klines, interval, study.label_map, signal_cfg)
         if table.empty:
             context.log.warning(f"signal_report {interval}: no predictions with known forward returns yet")
         overall = table[table["fold"] == "all"] if len(table) else table
         quantile_cols = [c for c in table.columns if c.startswith(("signal_p", "return_b"))]
-        return Output(table, metadata={
-            "dagster/row_count": len(table),
-            "models": int(table["model"].nunique()) if len(table) else 0,
-            "folds": int(table.loc[table["fold"] != "all", "fold"].nunique()) if len(table) else 0,
-            "overall": markdown_table(overall.drop(columns=quantile_cols)),
-            "quantiles": markdown_table(overall[["model", "instrument", *quantile_cols]] if len(overall) else overall),
-            "sizing": signal_cfg.sizing,
-            "signal_config": str(signal_cfg),
-        })
+        return Output(
+            table,
+            metadata={
+                "dagster/row_count": len(table),
+                "models": int(table["model"].nunique()) if len(table) else 0,
+                "folds": int(table.loc[table["fold"] != "all", "fold"].nunique()) if len(table) else 0,
+                "overall": markdown_table(overall.drop(columns=quantile_cols)),
+                "quantiles": markdown_table(
+                    overall[["model", "instrument", *quantile_cols]] if len(overall) else overall
+                ),
+                "sizing": signal_cfg.sizing,
+                "signal_config": str(signal_cfg),
+            },
+        )
 
     return signal_report

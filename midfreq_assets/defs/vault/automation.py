@@ -41,8 +41,9 @@ RESEARCH_ASSETS = ["adjusted_yields", "features", "predictions"]
 DAILY_ASSETS = ["rebalance_weights", "trade_orders", "order_executions"]
 
 
-def build_vault_jobs(vault: VaultConfig, days: DailyPartitionsDefinition, months: MonthlyPartitionsDefinition
-                     ) -> dict[str, Any]:
+def build_vault_jobs(
+    vault: VaultConfig, days: DailyPartitionsDefinition, months: MonthlyPartitionsDefinition
+) -> dict[str, Any]:
     """The vault's jobs, by partitions definition:
 
     - monthly: ``<vault>_research`` (adjusted_yields, features, predictions: the nightly first half),
@@ -56,36 +57,62 @@ def build_vault_jobs(vault: VaultConfig, days: DailyPartitionsDefinition, months
     daily = [*(["vault_positions"] if vault.positions else []), *DAILY_ASSETS]
     jobs = {
         "research": define_asset_job(
-            f"{vault.name}_research", selection=AssetSelection.assets(*map(key, RESEARCH_ASSETS)),
+            f"{vault.name}_research",
+            selection=AssetSelection.assets(*map(key, RESEARCH_ASSETS)),
             partitions_def=months,
             description="The vault's research for a month (partition YYYY-MM): adjusted yields, features and "
-            "predictions (with each week's model) of its days so far. The nightly chain's first run."),
+            "predictions (with each week's model) of its days so far. The nightly chain's first run.",
+        ),
         "daily": define_asset_job(
-            f"{vault.name}_daily", selection=AssetSelection.assets(*map(key, daily)),
+            f"{vault.name}_daily",
+            selection=AssetSelection.assets(*map(key, daily)),
             partitions_def=days,
             description="The vault's decision for a day (or a range): the real positions (when configured), the "
-            "rebalance and its orders. The nightly chain's second run, after <vault>_research."),
+            "rebalance and its orders. The nightly chain's second run, after <vault>_research.",
+        ),
         "features": define_asset_job(
-            f"{vault.name}_features", metadata=stages.plan(stages.MONTHS, vault.name), selection=AssetSelection.assets(key("adjusted_yields"), key("features")),
-            partitions_def=months, description="Adjusted yields and research features of the vault (monthly)."),
+            f"{vault.name}_features",
+            metadata=stages.plan(stages.MONTHS, vault.name),
+            selection=AssetSelection.assets(key("adjusted_yields"), key("features")),
+            partitions_def=months,
+            description="Adjusted yields and research features of the vault (monthly).",
+        ),
         "fitted_models": define_asset_job(
-            f"{vault.name}_fitted_models", metadata=stages.plan(stages.WEEKS, vault.name), selection=AssetSelection.assets(key("fitted_models")),
-            description="Weekly refit of the vault's models (partition = the week's Monday, as_of)."),
+            f"{vault.name}_fitted_models",
+            metadata=stages.plan(stages.WEEKS, vault.name),
+            selection=AssetSelection.assets(key("fitted_models")),
+            description="Weekly refit of the vault's models (partition = the week's Monday, as_of).",
+        ),
         "predictions": define_asset_job(
-            f"{vault.name}_predictions", metadata=stages.plan(stages.MONTHS, vault.name), selection=AssetSelection.assets(key("predictions")),
-            partitions_def=months, description="Predictions of the vault (monthly), after the weekly refits."),
+            f"{vault.name}_predictions",
+            metadata=stages.plan(stages.MONTHS, vault.name),
+            selection=AssetSelection.assets(key("predictions")),
+            partitions_def=months,
+            description="Predictions of the vault (monthly), after the weekly refits.",
+        ),
         "decisions": define_asset_job(
-            f"{vault.name}_decisions", metadata=stages.plan(stages.DAYS, vault.name), selection=AssetSelection.assets(key("rebalance_weights")),
-            partitions_def=days, description="The vault's rebalance, day by day."),
-        "orders": define_asset_job(
-            f"{vault.name}_orders", metadata=stages.plan(stages.ORDER_DAYS, vault.name), selection=AssetSelection.assets(key("trade_orders"), key("order_executions")),
+            f"{vault.name}_decisions",
+            metadata=stages.plan(stages.DAYS, vault.name),
+            selection=AssetSelection.assets(key("rebalance_weights")),
             partitions_def=days,
-            description="The day's trade ticket and its execution (dry run without an execution URL)."),
+            description="The vault's rebalance, day by day.",
+        ),
+        "orders": define_asset_job(
+            f"{vault.name}_orders",
+            metadata=stages.plan(stages.ORDER_DAYS, vault.name),
+            selection=AssetSelection.assets(key("trade_orders"), key("order_executions")),
+            partitions_def=days,
+            description="The day's trade ticket and its execution (dry run without an execution URL).",
+        ),
     }
     if vault.positions:
         jobs["positions"] = define_asset_job(
-            f"{vault.name}_positions", metadata=stages.plan(stages.LIVE_DAYS, vault.name), selection=AssetSelection.assets(key("vault_positions")),
-            partitions_def=days, description="Read and validate the vault's real positions.")
+            f"{vault.name}_positions",
+            metadata=stages.plan(stages.LIVE_DAYS, vault.name),
+            selection=AssetSelection.assets(key("vault_positions")),
+            partitions_def=days,
+            description="Read and validate the vault's real positions.",
+        )
     return jobs
 
 
@@ -94,18 +121,30 @@ def build_vault_schedules(vault: VaultConfig, jobs: dict[str, Any]) -> list[Sche
     research month holding yesterday, then the daily run for yesterday, see :func:`build_vault_sensors`)."""
     research = jobs["research"]
 
-    @schedule(job=research, cron_schedule="0 3 * * *", execution_timezone="UTC", name=f"{vault.name}_daily_schedule",
-              default_status=DefaultScheduleStatus.STOPPED,
-              description=f"03:00 UTC: {vault.name}'s research for the month holding yesterday, then (sensor "
-              f"{vault.name}_daily_after_research) its decision and orders for yesterday.")
+    @schedule(
+        job=research,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        name=f"{vault.name}_daily_schedule",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"03:00 UTC: {vault.name}'s research for the month holding yesterday, then (sensor "
+        f"{vault.name}_daily_after_research) its decision and orders for yesterday.",
+    )
     def daily_schedule(context: ScheduleEvaluationContext):
         day = (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
-        return RunRequest(run_key=day.isoformat(), partition_key=month_key(day), tags={NIGHT_TAG: day.isoformat()})
+        return RunRequest(
+            run_key=day.isoformat(), partition_key=month_key(day), tags={NIGHT_TAG: day.isoformat()}
+        )
 
     return [
-        build_schedule_from_partitioned_job(jobs["fitted_models"], name=f"{vault.name}_weekly_refit_schedule",
-                                            hour_of_day=2, minute_of_hour=30, day_of_week=1,
-                                            default_status=DefaultScheduleStatus.STOPPED),
+        build_schedule_from_partitioned_job(
+            jobs["fitted_models"],
+            name=f"{vault.name}_weekly_refit_schedule",
+            hour_of_day=2,
+            minute_of_hour=30,
+            day_of_week=1,
+            default_status=DefaultScheduleStatus.STOPPED,
+        ),
         daily_schedule,
     ]
 
@@ -115,11 +154,15 @@ def build_vault_sensors(vault: VaultConfig, jobs: dict[str, Any]) -> list:
     that succeeded launches the daily run for that day. Running by default: it only reacts to runs the
     (stopped by default) schedule launched."""
 
-    @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, monitored_jobs=[jobs["research"]],
-                       request_job=jobs["daily"], name=f"{vault.name}_daily_after_research",
-                       default_status=DefaultSensorStatus.RUNNING,
-                       description=f"After {vault.name}_research succeeded for a night, run {vault.name}_daily for "
-                       "that day.")
+    @run_status_sensor(
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[jobs["research"]],
+        request_job=jobs["daily"],
+        name=f"{vault.name}_daily_after_research",
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"After {vault.name}_research succeeded for a night, run {vault.name}_daily for "
+        "that day.",
+    )
     def daily_after_research(context):
         day = context.dagster_run.tags.get(NIGHT_TAG)
         if not day:

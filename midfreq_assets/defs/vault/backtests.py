@@ -94,17 +94,24 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     @asset(
         key=AssetKey([prefix, "backtest_panel"]),
         ins={
-            "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=AllPartitionMapping(),
-                                    metadata=all_days),
-            "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=AllPartitionMapping(),
-                                     metadata=all_days),
+            "pool_history": AssetIn(
+                key=AssetKey("pool_history"), partition_mapping=AllPartitionMapping(), metadata=all_days
+            ),
+            "pool_metadata": AssetIn(
+                key=AssetKey("pool_metadata"), partition_mapping=AllPartitionMapping(), metadata=all_days
+            ),
             # optional only for a vault that neither earns nor predicts adjusted yields
-            "adjusted_yields": AssetIn(key=AssetKey([prefix, "adjusted_yields"]),
-                                       partition_mapping=AllPartitionMapping(),
-                                       metadata={**all_days, "optional": not earns_adjusted}),
+            "adjusted_yields": AssetIn(
+                key=AssetKey([prefix, "adjusted_yields"]),
+                partition_mapping=AllPartitionMapping(),
+                metadata={**all_days, "optional": not earns_adjusted},
+            ),
             # lending markets' supply and borrows (the rate curves); none without an API key
-            "pool_lend_borrow": AssetIn(key=AssetKey("pool_lend_borrow"), partition_mapping=AllPartitionMapping(),
-                                        metadata={**all_days, "optional": True}),
+            "pool_lend_borrow": AssetIn(
+                key=AssetKey("pool_lend_borrow"),
+                partition_mapping=AllPartitionMapping(),
+                metadata={**all_days, "optional": True},
+            ),
         },
         io_manager_key="parquet_io_manager",
         group_name=group,
@@ -112,18 +119,27 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         description=f"Vault {vault.name}: pool rows over the whole history with eligible (in the universe "
         "that day), project and chain. The input every backtest of the vault reads.",
     )
-    def backtest_panel(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
-                       adjusted_yields: pd.DataFrame, pool_lend_borrow: pd.DataFrame):
+    def backtest_panel(
+        context: AssetExecutionContext,
+        pool_history: pd.DataFrame,
+        pool_metadata: pd.DataFrame,
+        adjusted_yields: pd.DataFrame,
+        pool_lend_borrow: pd.DataFrame,
+    ):
         history = with_responses(pool_history, pool_lend_borrow, vault.yields.rate_curves)
         panel = bt.vault_panel(bt.with_adjusted_apy(history, adjusted_yields), pool_metadata, vault)
-        return Output(panel, metadata={
-            "dagster/row_count": len(panel),
-            "pools": int(panel["pool"].nunique()),
-            "first_day": str(panel["date"].min().date()) if len(panel) else "",
-            "last_day": str(panel["date"].max().date()) if len(panel) else "",
-            "rate_curve_pool_days": int((panel["response_method"] == "curve").sum())
-            if "response_method" in panel else 0,
-        })
+        return Output(
+            panel,
+            metadata={
+                "dagster/row_count": len(panel),
+                "pools": int(panel["pool"].nunique()),
+                "first_day": str(panel["date"].min().date()) if len(panel) else "",
+                "last_day": str(panel["date"].max().date()) if len(panel) else "",
+                "rate_curve_pool_days": int((panel["response_method"] == "curve").sum())
+                if "response_method" in panel
+                else 0,
+            },
+        )
 
     @asset(
         key=AssetKey([prefix, "backtest_runs"]),
@@ -148,16 +164,22 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
         if len(keys) == 1:
-            return Output(frames[0], metadata={
-                "dagster/row_count": len(frames[0]),
-                "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
-                **{k: v for k, v in rows[0].items() if k != "point"},
-            })
-        return Output(pd.concat(frames, ignore_index=True), metadata={
-            "dagster/row_count": sum(len(f) for f in frames),
-            "points": len(keys),
-            "metrics": markdown_table(pd.DataFrame(rows)),
-        })
+            return Output(
+                frames[0],
+                metadata={
+                    "dagster/row_count": len(frames[0]),
+                    "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
+                    **{k: v for k, v in rows[0].items() if k != "point"},
+                },
+            )
+        return Output(
+            pd.concat(frames, ignore_index=True),
+            metadata={
+                "dagster/row_count": sum(len(f) for f in frames),
+                "points": len(keys),
+                "metrics": markdown_table(pd.DataFrame(rows)),
+            },
+        )
 
     @asset(
         key=AssetKey([prefix, "backtest_report"]),
@@ -191,7 +213,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             _, cfg = apply_overrides(vault, p.overrides, source=p.grid)
             results[p.name] = bt.result_from_frame(read_parquet(path), p.name, cfg.initial_wealth)
         if missing:
-            context.log.warning(f"{len(missing)} grid point(s) not materialized yet: {[p.name for p in missing][:5]}")
+            context.log.warning(
+                f"{len(missing)} grid point(s) not materialized yet: {[p.name for p in missing][:5]}"
+            )
         if not results:
             raise ValueError(f"no backtest_runs partition of grid {grid.name} is materialized")
         params = list(grid.parameters)
@@ -199,62 +223,106 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         title = f"{vault.name} backtest report: {grid.name}"
         base_rate = vault.backtest.base_rate
         if panel.empty:
-            rows = [(p.name, {**dict(p.overrides), "benchmark_set": ""}, backtest_metrics(r, base_rate))
-                    for p, r in ((by_name[k], r) for k, r in results.items())]
+            rows = [
+                (p.name, {**dict(p.overrides), "benchmark_set": ""}, backtest_metrics(r, base_rate))
+                for p, r in ((by_name[k], r) for k, r in results.items())
+            ]
             table = report.report_table(grid.name, params, rows, pd.DataFrame(), METRIC_COLUMNS)
-            note = (f"Vault {vault.name} ({vault.reference_asset}): no pool was in its universe on any day of the data, "
-                    "so every grid point holds cash (no benchmark either). See universe_exclusions for the reasons.")
+            note = (
+                f"Vault {vault.name} ({vault.reference_asset}): no pool was in its universe on any day of the data, "
+                "so every grid point holds cash (no benchmark either). See universe_exclusions for the reasons."
+            )
             write_bytes_atomic(html_path, report.html_report(title, table, [], [note]).encode("utf-8"))
-            return Output(table.astype({c: str for c in params}), metadata={
-                "dagster/row_count": len(table), "headline": "empty universe: every point holds cash",
-                "report_html": MetadataValue.path(str(html_path)), "missing_points": len(missing),
-                "summary": MetadataValue.md(note)})
+            return Output(
+                table.astype({c: str for c in params}),
+                metadata={
+                    "dagster/row_count": len(table),
+                    "headline": "empty universe: every point holds cash",
+                    "report_html": MetadataValue.path(str(html_path)),
+                    "missing_points": len(missing),
+                    "summary": MetadataValue.md(note),
+                },
+            )
         evaluation = evaluate_vault_grid(panel, vault, points, results)
-        set_of = {name: s.suffix for s in benchmark_sets(vault, [p for p in points if p.name in results])
-                  for name in s.points}
+        set_of = {
+            name: s.suffix
+            for s in benchmark_sets(vault, [p for p in points if p.name in results])
+            for name in s.points
+        }
         days = pd.to_datetime(panel["date"])
-        notes = [f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(results)} points, "
-                 f"{panel['pool'].nunique()} pools, {days.min().date()}..{days.max().date()}.",
-                 f"Yields are fractions per year, wealth in {vault.reference_asset}; metrics per year. The vault earns "
-                 f"{vault.backtest.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
-                 f"({base_rate:g}/yr). Every row covers the walk-forward's out-of-sample days; the grid points are "
-                 "fixed over the whole history, so the best of them is picked with hindsight (an upper bound, not a "
-                 "result).",
-                 "Benchmarks are rules filled under each point's own constraints (caps, concentration, TVL share at "
-                 "the day's wealth, turnover), costs, gas and cadence, fully invested where the caps allow "
-                 "(invested_share); the bar is the strongest of them on these days (role); *_unconstrained variants "
-                 "drop the position limits and are never the bar. benchmark_set names the benchmarks a point "
-                 "compares with.",
-                 "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
-                 "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
-                 "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash)."]
+        notes = [
+            f"Vault {vault.name} ({vault.reference_asset}), grid {grid.name}: {len(results)} points, "
+            f"{panel['pool'].nunique()} pools, {days.min().date()}..{days.max().date()}.",
+            f"Yields are fractions per year, wealth in {vault.reference_asset}; metrics per year. The vault earns "
+            f"{vault.backtest.apy_column}. Sharpe, Sortino and Calmar are on returns in excess of the base rate "
+            f"({base_rate:g}/yr). Every row covers the walk-forward's out-of-sample days; the grid points are "
+            "fixed over the whole history, so the best of them is picked with hindsight (an upper bound, not a "
+            "result).",
+            "Benchmarks are rules filled under each point's own constraints (caps, concentration, TVL share at "
+            "the day's wealth, turnover), costs, gas and cadence, fully invested where the caps allow "
+            "(invested_share); the bar is the strongest of them on these days (role); *_unconstrained variants "
+            "drop the position limits and are never the bar. benchmark_set names the benchmarks a point "
+            "compares with.",
+            "il_drag: IL paid per year; price_pnl: the legs' price move against the reference asset per year; "
+            "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
+            "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash).",
+        ]
         runner = PointRunner(panel, vault, by_name)  # the points re-run for plots share inputs + predictions
         table, html_doc, wealth_png = report.grid_report(
-            title, grid.name, params, {p.name: dict(p.overrides) for p in points}, evaluation, panel,
-            vault.backtest.apy_column, bt.pool_labels(panel), notes,
-            lambda name: point_result(panel, vault, by_name[name], runner=runner)[0], vault.backtest.walk_forward.objective,
-            base_rate, set_of)
+            title,
+            grid.name,
+            params,
+            {p.name: dict(p.overrides) for p in points},
+            evaluation,
+            panel,
+            vault.backtest.apy_column,
+            bt.pool_labels(panel),
+            notes,
+            lambda name: point_result(panel, vault, by_name[name], runner=runner)[0],
+            vault.backtest.walk_forward.objective,
+            base_rate,
+            set_of,
+        )
         write_bytes_atomic(html_path, html_doc.encode("utf-8"))
         stats = evaluation.stats()
         wf = evaluation.walk_forward
-        return Output(table.astype({c: str for c in params}), metadata={
-            "dagster/row_count": len(table),
-            "headline": report.headline(table, stats),
-            **wealth_plot(*report_wealth(evaluation, stats)),
-            "headline_table": markdown_table(report.lead_table(table)),
-            "report_html": MetadataValue.path(str(html_path)),
-            "report_url": MetadataValue.url(Path(html_path.path).resolve().as_uri()) if html_path.protocol in ("", "file")
-            else MetadataValue.text(str(html_path)),
-            "missing_points": len(missing),
-            **{k: v for k, v in stats.items() if k in ("pbo", "pbo_splits", "pbo_points", "deflated_sharpe",
-                                                       "deflated_sharpe_excess", "excess_vs_benchmark",
-                                                       "excess_ci_low", "excess_ci_high", "excess_over")},
-            "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
-            "walk_forward_windows": markdown_table(report.windows_table(wf.windows) if wf else pd.DataFrame(),
-                                                   max_rows=60),
-            "summary": MetadataValue.md(report.headline_markdown(table)
-                                        + f"\n\n![wealth](data:image/png;base64,{wealth_png})"),
-        })
+        return Output(
+            table.astype({c: str for c in params}),
+            metadata={
+                "dagster/row_count": len(table),
+                "headline": report.headline(table, stats),
+                **wealth_plot(*report_wealth(evaluation, stats)),
+                "headline_table": markdown_table(report.lead_table(table)),
+                "report_html": MetadataValue.path(str(html_path)),
+                "report_url": MetadataValue.url(Path(html_path.path).resolve().as_uri())
+                if html_path.protocol in ("", "file")
+                else MetadataValue.text(str(html_path)),
+                "missing_points": len(missing),
+                **{
+                    k: v
+                    for k, v in stats.items()
+                    if k
+                    in (
+                        "pbo",
+                        "pbo_splits",
+                        "pbo_points",
+                        "deflated_sharpe",
+                        "deflated_sharpe_excess",
+                        "excess_vs_benchmark",
+                        "excess_ci_low",
+                        "excess_ci_high",
+                        "excess_over",
+                    )
+                },
+                "evaluation": MetadataValue.md(report.evaluation_markdown(stats, evaluation.notes)),
+                "walk_forward_windows": markdown_table(
+                    report.windows_table(wf.windows) if wf else pd.DataFrame(), max_rows=60
+                ),
+                "summary": MetadataValue.md(
+                    report.headline_markdown(table) + f"\n\n![wealth](data:image/png;base64,{wealth_png})"
+                ),
+            },
+        )
 
     return [backtest_panel, backtest_runs, backtest_report]
 
@@ -263,11 +331,18 @@ def report_wealth(evaluation, stats: dict, benchmarks: int = 2) -> tuple[dict[st
     """The wealth paths the asset page plots: the walk-forward, the bar (the strongest constrained
     benchmark) and the next ``benchmarks`` constrained benchmarks of its set by final wealth."""
     bar = str(stats.get("excess_over", ""))
-    same = {k: r.wealth for k, r in evaluation.benchmarks.items()
-            if is_constrained(k) and benchmark_set_of(k) == benchmark_set_of(bar)}
-    others = sorted((k for k in same if k != bar), key=lambda k: -float(same[k].iloc[-1]) if len(same[k]) else 0.0)
-    wealth = {**({"walk_forward": evaluation.walk_forward.result.wealth} if evaluation.walk_forward else {}),
-              **{k: same[k] for k in [bar, *others[:benchmarks]] if k in same}}
+    same = {
+        k: r.wealth
+        for k, r in evaluation.benchmarks.items()
+        if is_constrained(k) and benchmark_set_of(k) == benchmark_set_of(bar)
+    }
+    others = sorted(
+        (k for k in same if k != bar), key=lambda k: -float(same[k].iloc[-1]) if len(same[k]) else 0.0
+    )
+    wealth = {
+        **({"walk_forward": evaluation.walk_forward.result.wealth} if evaluation.walk_forward else {}),
+        **{k: same[k] for k in [bar, *others[:benchmarks]] if k in same},
+    }
     return {k.split("@")[0]: v for k, v in wealth.items()}, [k.split("@")[0] for k in wealth]
 
 
@@ -276,13 +351,23 @@ def build_backtest_jobs(vault: VaultConfig) -> list:
     ``<vault>_backtest_report`` (one grid file)."""
     key = lambda name: AssetKey([vault.name, name])  # noqa: E731
     return [
-        define_asset_job(f"{vault.name}_backtest_inputs", metadata=stages.plan(stages.ONCE, vault.name), selection=[key("backtest_panel"), key("top_pools")],
-                         description="The vault's backtest panel over the whole history, and its top pools."),
-        define_asset_job(f"{vault.name}_backtest_runs", metadata=stages.plan(stages.GRID_POINTS, vault.name),
-                         selection=[key("backtest_runs")],
-                         partitions_def=grid_partitions(vault.name),
-                         description="Backtest grid points of the vault (one partition per point)."),
-        define_asset_job(f"{vault.name}_backtest_report", metadata=stages.plan(stages.GRID_FILES, vault.name),
-                         selection=[key("backtest_report")],
-                         description="Report of one grid file (partition = grid file name)."),
+        define_asset_job(
+            f"{vault.name}_backtest_inputs",
+            metadata=stages.plan(stages.ONCE, vault.name),
+            selection=[key("backtest_panel"), key("top_pools")],
+            description="The vault's backtest panel over the whole history, and its top pools.",
+        ),
+        define_asset_job(
+            f"{vault.name}_backtest_runs",
+            metadata=stages.plan(stages.GRID_POINTS, vault.name),
+            selection=[key("backtest_runs")],
+            partitions_def=grid_partitions(vault.name),
+            description="Backtest grid points of the vault (one partition per point).",
+        ),
+        define_asset_job(
+            f"{vault.name}_backtest_report",
+            metadata=stages.plan(stages.GRID_FILES, vault.name),
+            selection=[key("backtest_report")],
+            description="Report of one grid file (partition = grid file name).",
+        ),
     ]

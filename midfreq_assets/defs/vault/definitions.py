@@ -25,8 +25,9 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
     months = research_months(project.earliest_start, yields_last_day())
     jobs = build_vault_jobs(vault, days, months)
     # the hourly /pools re-read exists only where it runs: its hours would otherwise all read "missing"
-    intraday, intraday_jobs, intraday_schedules = build_intraday_assets(vault, project.earliest_start) if (
-        vault.intraday.enabled) else (None, [], [])
+    intraday, intraday_jobs, intraday_schedules = (
+        build_intraday_assets(vault, project.earliest_start) if (vault.intraday.enabled) else (None, [], [])
+    )
     positions = [build_positions_asset(vault, days, project.config_dir)] if vault.positions else []
     return Definitions(
         assets=[
@@ -47,8 +48,10 @@ def build_vault_defs(vault: VaultConfig, project: Project, grids_dir: Path | Non
 
 def build_vaults_defs(project: Project) -> Definitions:
     vaults = list(project.vaults.values())
-    return Definitions.merge(*(build_vault_defs(v, project) for v in vaults),
-                             Definitions(sensors=[build_grid_points_sensor(vaults, project.grids_dir)]))
+    return Definitions.merge(
+        *(build_vault_defs(v, project) for v in vaults),
+        Definitions(sensors=[build_grid_points_sensor(vaults, project.grids_dir)]),
+    )
 
 
 @definitions

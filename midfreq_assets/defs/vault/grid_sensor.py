@@ -27,8 +27,9 @@ from midfreq_assets.domain.config.vault import VaultConfig
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def register_grid_points(instance: DagsterInstance, vaults: Sequence[VaultConfig],
-                         directory: Path) -> dict[str, list[str]]:
+def register_grid_points(
+    instance: DagsterInstance, vaults: Sequence[VaultConfig], directory: Path
+) -> dict[str, list[str]]:
     """Add the missing grid-point partitions of each vault; returns the keys added per vault."""
     added = {}
     for vault in vaults:
@@ -48,18 +49,27 @@ def point_run_requests(vault: VaultConfig, new: list[str]) -> list[RunRequest]:
     runs = []
     size = grid_chunk_size(len(new))
     for i in range(0, len(new), size):
-        chunk = new[i: i + size]
+        chunk = new[i : i + size]
         if len(chunk) == 1:
-            runs.append(RunRequest(run_key=f"{vault.name}:{chunk[0]}", partition_key=chunk[0],
-                                   asset_selection=selection))
+            runs.append(
+                RunRequest(
+                    run_key=f"{vault.name}:{chunk[0]}", partition_key=chunk[0], asset_selection=selection
+                )
+            )
         else:
-            runs.append(RunRequest(run_key=f"{vault.name}:{chunk[0]}..{chunk[-1]}", asset_selection=selection,
-                                   tags={RANGE_START_TAG: chunk[0], RANGE_END_TAG: chunk[-1]}))
+            runs.append(
+                RunRequest(
+                    run_key=f"{vault.name}:{chunk[0]}..{chunk[-1]}",
+                    asset_selection=selection,
+                    tags={RANGE_START_TAG: chunk[0], RANGE_END_TAG: chunk[-1]},
+                )
+            )
     return runs
 
 
-def build_grid_points_sensor(vaults: Sequence[VaultConfig], directory: Path,
-                             minimum_interval_seconds: int = 60) -> SensorDefinition:
+def build_grid_points_sensor(
+    vaults: Sequence[VaultConfig], directory: Path, minimum_interval_seconds: int = 60
+) -> SensorDefinition:
     """The ``grid_points_sensor`` over every vault's ``backtest_runs``."""
     vaults = list(vaults)
 

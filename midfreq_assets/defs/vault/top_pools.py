@@ -42,8 +42,10 @@ def selected_pools_snippet(table: pd.DataFrame) -> str:
     picks = table[table["picked"]] if len(table) else table
     if picks.empty:
         return "# no pool picked (no complete ranking window yet)"
-    head = (f"# top_pools picks over {picks['window_start'].iloc[0].date()}..{picks['window_end'].iloc[0].date()}: "
-            f"valid from {picks['as_of'].iloc[0].date()} on\n")
+    head = (
+        f"# top_pools picks over {picks['window_start'].iloc[0].date()}..{picks['window_end'].iloc[0].date()}: "
+        f"valid from {picks['as_of'].iloc[0].date()} on\n"
+    )
     return head + yaml.safe_dump({"selected_pools": picks["pool"].astype(str).tolist()}, sort_keys=False)
 
 
@@ -52,8 +54,13 @@ def build_top_pools_asset(vault: VaultConfig) -> AssetsDefinition:
 
     @asset(
         key=AssetKey([vault.name, "top_pools"]),
-        ins={"pool_rankings": AssetIn(key=AssetKey("pool_rankings"), partition_mapping=AllPartitionMapping(),
-                                      metadata={"allow_missing_partitions": True})},
+        ins={
+            "pool_rankings": AssetIn(
+                key=AssetKey("pool_rankings"),
+                partition_mapping=AllPartitionMapping(),
+                metadata={"allow_missing_partitions": True},
+            )
+        },
         io_manager_key="parquet_io_manager",
         group_name=f"{vault.name}_backtests",
         kinds={"python", "parquet"},
@@ -64,18 +71,24 @@ def build_top_pools_asset(vault: VaultConfig) -> AssetsDefinition:
     def top_pools(context: AssetExecutionContext, pool_rankings: pd.DataFrame):
         table = top_pools_table(pool_rankings, vault)
         if table.empty:
-            context.log.warning(f"{vault.name}/top_pools: no complete {cfg.window_days}-day ranking window yet")
+            context.log.warning(
+                f"{vault.name}/top_pools: no complete {cfg.window_days}-day ranking window yet"
+            )
         picked = int(table["picked"].sum()) if len(table) else 0
         as_of = str(table["as_of"].iloc[0].date()) if len(table) else ""
-        return Output(table, metadata={
-            "dagster/row_count": len(table),
-            "as_of": as_of,
-            "window": f"{table['window_start'].iloc[0].date()}..{table['window_end'].iloc[0].date()}" if len(table)
-            else "",
-            "ranking": cfg.describe(),
-            "picked": picked,
-            "selected_pools": MetadataValue.md(f"```yaml\n{selected_pools_snippet(table)}```"),
-            "table": markdown_table(table),
-        })
+        return Output(
+            table,
+            metadata={
+                "dagster/row_count": len(table),
+                "as_of": as_of,
+                "window": f"{table['window_start'].iloc[0].date()}..{table['window_end'].iloc[0].date()}"
+                if len(table)
+                else "",
+                "ranking": cfg.describe(),
+                "picked": picked,
+                "selected_pools": MetadataValue.md(f"```yaml\n{selected_pools_snippet(table)}```"),
+                "table": markdown_table(table),
+            },
+        )
 
     return top_pools

@@ -37,8 +37,9 @@ from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
 
-def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
-                                partitions_def: MonthlyPartitionsDefinition | None = None) -> list[AssetsDefinition]:
+def build_adjusted_yield_assets(
+    vault: VaultConfig, reference: ReferencePricing, partitions_def: MonthlyPartitionsDefinition | None = None
+) -> list[AssetsDefinition]:
     """``[<vault>/adjusted_yields]`` (with its checks) for one vault priced in ``reference``."""
     partitions_def = partitions_def or research_months(vault.start_date, yields_last_day())
     key = AssetKey([vault.name, "adjusted_yields"])
@@ -51,10 +52,15 @@ def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
         key=key,
         ins={
             "pool_history": AssetIn(key=AssetKey("pool_history"), partition_mapping=window, metadata=so_far),
-            "pool_metadata": AssetIn(key=AssetKey("pool_metadata"), partition_mapping=memory, metadata=so_far),
+            "pool_metadata": AssetIn(
+                key=AssetKey("pool_metadata"), partition_mapping=memory, metadata=so_far
+            ),
             # no prices at all (a failed or absent source) is not fatal: every row that needs one is flagged
-            "token_prices": AssetIn(key=AssetKey("token_prices"), partition_mapping=window,
-                                    metadata={**TOLERATE_GAPS, "optional": True}),
+            "token_prices": AssetIn(
+                key=AssetKey("token_prices"),
+                partition_mapping=window,
+                metadata={**TOLERATE_GAPS, "optional": True},
+            ),
         },
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
@@ -63,12 +69,18 @@ def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
         kinds={"python", "parquet"},
         metadata=schema_metadata("adjusted_yields"),
         check_specs=[
-            AssetCheckSpec("adjusted_apy_finite", asset=key, description="adjusted_apy is finite on every row"),
-            AssetCheckSpec("components_present", asset=key,
-                           description="every component column exists and is non-null"),
-            AssetCheckSpec("adjustment_inputs_complete", asset=key,
-                           description="no universe row lacks a reward price, peg price, underlying yield, IL data "
-                           "or leg price, no depeg"),
+            AssetCheckSpec(
+                "adjusted_apy_finite", asset=key, description="adjusted_apy is finite on every row"
+            ),
+            AssetCheckSpec(
+                "components_present", asset=key, description="every component column exists and is non-null"
+            ),
+            AssetCheckSpec(
+                "adjustment_inputs_complete",
+                asset=key,
+                description="no universe row lacks a reward price, peg price, underlying yield, IL data "
+                "or leg price, no depeg",
+            ),
         ],
         description=f"Vault {vault.name}: per (date, pool) APY, reward haircut, underlying APY, peg-deviation "
         "yield, annualized IL and adjusted_apy (fractions per year), the legs' price return against "
@@ -76,12 +88,20 @@ def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
         f"{config.exit_memory_days} days (in_universe says which). Causal: day t uses data <= t. One partition "
         "per month: its days with pool history so far.",
     )
-    def adjusted_yields(context: AssetExecutionContext, pool_history: pd.DataFrame, pool_metadata: pd.DataFrame,
-                        token_prices: pd.DataFrame):
-        days = days_with_data(context.partition_time_window, pool_history["date"] if len(pool_history) else
-                              pd.Series(dtype="datetime64[ns]"), vault.start_date)
-        out, report = vault_adjusted_yields(usable_rows(pool_history), pool_metadata, token_prices, vault.name, config,
-                                            days, reference)
+    def adjusted_yields(
+        context: AssetExecutionContext,
+        pool_history: pd.DataFrame,
+        pool_metadata: pd.DataFrame,
+        token_prices: pd.DataFrame,
+    ):
+        days = days_with_data(
+            context.partition_time_window,
+            pool_history["date"] if len(pool_history) else pd.Series(dtype="datetime64[ns]"),
+            vault.start_date,
+        )
+        out, report = vault_adjusted_yields(
+            usable_rows(pool_history), pool_metadata, token_prices, vault.name, config, days, reference
+        )
         flags = universe_flag_counts(out)
         last_day = {f"{d:%Y-%m}": d for d in days}  # each month's coverage: rebalance_weights checks it
 
@@ -92,26 +112,49 @@ def build_adjusted_yield_assets(vault: VaultConfig, reference: ReferencePricing,
                 "pools": int(part["pool"].nunique()) if len(part) else 0,
                 **({"last_day": str(through.date())} if through is not None else {}),
                 "price_exposed_pools": int(part.loc[part["price_exposed"].astype(bool), "pool"].nunique())
-                if len(part) else 0,
+                if len(part)
+                else 0,
                 "flag_counts": MetadataValue.json(universe_flag_counts(part) if len(part) else {}),
                 "mean_adjustment": float((part["adjusted_apy"] - part["apy"]).mean()) if len(part) else 0.0,
-                "preview": markdown_table(part[["date", "pool", *COMPONENT_COLUMNS]].tail(10)) if len(part)
+                "preview": markdown_table(part[["date", "pool", *COMPONENT_COLUMNS]].tail(10))
+                if len(part)
                 else markdown_table(part),
             }
 
-        yield Output(out, metadata=partition_metadata(context, out, summary, {
-            "reference_asset": reference.asset,
-            "reference_price_missing_days": int(report.get("reference_price_missing_days", 0)),
-            "price_report": MetadataValue.json(report.get("prices", {}))}))
+        yield Output(
+            out,
+            metadata=partition_metadata(
+                context,
+                out,
+                summary,
+                {
+                    "reference_asset": reference.asset,
+                    "reference_price_missing_days": int(report.get("reference_price_missing_days", 0)),
+                    "price_report": MetadataValue.json(report.get("prices", {})),
+                },
+            ),
+        )
         components = out[COMPONENT_COLUMNS] if set(COMPONENT_COLUMNS) <= set(out.columns) else None
         finite = np.isfinite(out["adjusted_apy"].astype(float)) if len(out) else pd.Series(dtype=bool)
-        yield AssetCheckResult(asset_key=key, check_name="adjusted_apy_finite", passed=bool(finite.all()),
-                               metadata={"non_finite_rows": int((~finite).sum())})
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name="adjusted_apy_finite",
+            passed=bool(finite.all()),
+            metadata={"non_finite_rows": int((~finite).sum())},
+        )
         nulls = {c: int(n) for c, n in components.isna().sum().items() if n} if components is not None else {}
-        yield AssetCheckResult(asset_key=key, check_name="components_present",
-                               passed=components is not None and not nulls,
-                               metadata={"null_counts": MetadataValue.json(nulls)})
-        yield AssetCheckResult(asset_key=key, check_name="adjustment_inputs_complete", passed=not flags,
-                               severity=AssetCheckSeverity.WARN, metadata={"flag_counts": MetadataValue.json(flags)})
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name="components_present",
+            passed=components is not None and not nulls,
+            metadata={"null_counts": MetadataValue.json(nulls)},
+        )
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name="adjustment_inputs_complete",
+            passed=not flags,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"flag_counts": MetadataValue.json(flags)},
+        )
 
     return [adjusted_yields]

@@ -49,18 +49,30 @@ def pool_tracking_table(result: BacktestResult, labels: dict[str, str] | None = 
     of the tracking error, most held first."""
     w = result.weights
     if w.empty or "predicted_apy" not in w:
-        return pd.DataFrame(columns=["pool", "name", "days_held", "mean_weight", "mean_predicted_apy",
-                                     "mean_realized_apy", "tracking_bias", "tracking_rmse"])
+        return pd.DataFrame(
+            columns=[
+                "pool",
+                "name",
+                "days_held",
+                "mean_weight",
+                "mean_predicted_apy",
+                "mean_realized_apy",
+                "tracking_bias",
+                "tracking_rmse",
+            ]
+        )
     te = w["predicted_apy"] - w["realized_apy"]
     g = w.assign(te=te, te2=te * te).groupby("pool")
-    table = pd.DataFrame({
-        "days_held": g.size(),
-        "mean_weight": g["weight"].mean(),
-        "mean_predicted_apy": g["predicted_apy"].mean(),
-        "mean_realized_apy": g["realized_apy"].mean(),
-        "tracking_bias": g["te"].mean(),
-        "tracking_rmse": np.sqrt(g["te2"].mean()),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "days_held": g.size(),
+            "mean_weight": g["weight"].mean(),
+            "mean_predicted_apy": g["predicted_apy"].mean(),
+            "mean_realized_apy": g["realized_apy"].mean(),
+            "tracking_bias": g["te"].mean(),
+            "tracking_rmse": np.sqrt(g["te2"].mean()),
+        }
+    ).reset_index()
     table.insert(1, "name", table["pool"].map(labels or {}).fillna(table["pool"].str[:8]))
     weight_days = table["mean_weight"] * table["days_held"]
     return table.iloc[np.argsort(-weight_days.to_numpy(), kind="stable")].reset_index(drop=True)
@@ -68,8 +80,10 @@ def pool_tracking_table(result: BacktestResult, labels: dict[str, str] | None = 
 
 def cumulative_costs(steps: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Cumulative proportional cost + gas (USD) of each run, by decision day (dates x runs)."""
-    series = {name: s.set_index(pd.DatetimeIndex(s["date"]))[["cost_usd", "gas_usd"]].sum(axis=1).cumsum()
-              for name, s in steps.items()}
+    series = {
+        name: s.set_index(pd.DatetimeIndex(s["date"]))[["cost_usd", "gas_usd"]].sum(axis=1).cumsum()
+        for name, s in steps.items()
+    }
     return pd.DataFrame(series).ffill()
 
 
@@ -88,14 +102,30 @@ def apy_vs_best(steps: pd.DataFrame, panel: pd.DataFrame, column: str = "apy") -
     realized = steps["realized_apy"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         captured = np.where(best > 0, realized / best, np.nan)
-    return pd.DataFrame({"date": start, "portfolio_apy": realized, "best_available_apy": best,
-                         "gap": best - realized, "captured": captured})
+    return pd.DataFrame(
+        {
+            "date": start,
+            "portfolio_apy": realized,
+            "best_available_apy": best,
+            "gap": best - realized,
+            "captured": captured,
+        }
+    )
 
 
 def apy_vs_best_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Means over the steps where both are known: portfolio APY, best available APY, gap, share captured."""
     ok = frame.dropna(subset=["portfolio_apy", "best_available_apy"])
-    return pd.DataFrame([{"steps": len(ok), "mean_portfolio_apy": ok["portfolio_apy"].mean(),
-                          "mean_best_available_apy": ok["best_available_apy"].mean(), "mean_gap": ok["gap"].mean(),
-                          "captured": ok["portfolio_apy"].mean() / ok["best_available_apy"].mean()
-                          if len(ok) and ok["best_available_apy"].mean() > 0 else np.nan}])
+    return pd.DataFrame(
+        [
+            {
+                "steps": len(ok),
+                "mean_portfolio_apy": ok["portfolio_apy"].mean(),
+                "mean_best_available_apy": ok["best_available_apy"].mean(),
+                "mean_gap": ok["gap"].mean(),
+                "captured": ok["portfolio_apy"].mean() / ok["best_available_apy"].mean()
+                if len(ok) and ok["best_available_apy"].mean() > 0
+                else np.nan,
+            }
+        ]
+    )

@@ -73,21 +73,32 @@ def top_k_score(trailing: np.ndarray, k: int) -> np.ndarray:
 #: rule -> (trailing APY of the pools that may be bought, their TVL, the day's costs, config) -> FillRule
 RULES: dict[str, Callable[[np.ndarray, np.ndarray, TradingCosts, BacktestConfig], FillRule]] = {
     "best_trailing_apy": lambda trail, tvl, costs, cfg: FillRule(trail),
-    "top_k_trailing": lambda trail, tvl, costs, cfg: FillRule(top_k_score(trail, cfg.top_k),
-                                                              profile=np.ones(len(trail))),
+    "top_k_trailing": lambda trail, tvl, costs, cfg: FillRule(
+        top_k_score(trail, cfg.top_k), profile=np.ones(len(trail))
+    ),
     "best_trailing_hysteresis": lambda trail, tvl, costs, cfg: FillRule(trail, band=costs.amortized()),
     "incumbent": lambda trail, tvl, costs, cfg: FillRule(trail, keep=True),
-    "equal_weight": lambda trail, tvl, costs, cfg: FillRule(np.where(np.isfinite(trail), 1.0, np.nan),
-                                                            profile=np.ones(len(trail))),
-    "tvl_weighted": lambda trail, tvl, costs, cfg: FillRule(np.where(np.isfinite(trail), 1.0, np.nan), profile=tvl),
+    "equal_weight": lambda trail, tvl, costs, cfg: FillRule(
+        np.where(np.isfinite(trail), 1.0, np.nan), profile=np.ones(len(trail))
+    ),
+    "tvl_weighted": lambda trail, tvl, costs, cfg: FillRule(
+        np.where(np.isfinite(trail), 1.0, np.nan), profile=tvl
+    ),
 }
 assert set(RULES) == set(BENCHMARKS)
 
 
 def unconstrained(strategy: StrategyConfig) -> StrategyConfig:
     """The strategy with the budget as its only position limit (same costs, gas and pruning)."""
-    return strategy.model_copy(update={"concentration_limit": 1.0, "protocol_caps": {}, "chain_caps": {},
-                                       "max_pool_tvl_share": None, "max_turnover": None})
+    return strategy.model_copy(
+        update={
+            "concentration_limit": 1.0,
+            "protocol_caps": {},
+            "chain_caps": {},
+            "max_pool_tvl_share": None,
+            "max_turnover": None,
+        }
+    )
 
 
 class SharedOptimizers(bt.ActiveOptimizers):
@@ -107,8 +118,13 @@ class SharedOptimizers(bt.ActiveOptimizers):
 
 
 def run_benchmark(
-    kind: str, inputs: bt.BacktestInputs, strategy: StrategyConfig, config: BacktestConfig | None = None,
-    *, constrained: bool = True, optimizers: SharedOptimizers | None = None,
+    kind: str,
+    inputs: bt.BacktestInputs,
+    strategy: StrategyConfig,
+    config: BacktestConfig | None = None,
+    *,
+    constrained: bool = True,
+    optimizers: SharedOptimizers | None = None,
 ) -> bt.BacktestResult:
     """One rule re-weighted every ``config.benchmark_every_days`` (held in between, ineligible pools
     sold daily, gap holdings kept), filled under the strategy's limits (``constrained=False``: the
@@ -126,7 +142,9 @@ def run_benchmark(
     pools = tuple(inputs.pools)
     every = config.benchmark_every_days
     costs = strategy.costs()
-    optimizers = optimizers or SharedOptimizers(inputs, strategy if constrained else unconstrained(strategy), costs)
+    optimizers = optimizers or SharedOptimizers(
+        inputs, strategy if constrained else unconstrained(strategy), costs
+    )
     make_rule = RULES[kind]
 
     def policy(t: int, h: np.ndarray, base: float) -> StepDecision:
@@ -140,13 +158,32 @@ def run_benchmark(
                 held = h[idx] > 0
                 frozen = hold[t, idx] & held
                 ok = elig[t, idx] & np.isfinite(apy[t, idx]) & np.isfinite(tvl[t, idx]) & (tvl[t, idx] > 0)
-                x0 = np.where(~ok & ~frozen, 0.0, h[idx] / wealth)  # forced sales: seen at 0, as rebalance_step does
+                x0 = np.where(
+                    ~ok & ~frozen, 0.0, h[idx] / wealth
+                )  # forced sales: seen at 0, as rebalance_step does
                 score = np.where(ok, trail[t, idx], np.nan)
                 rule = make_rule(score, tvl[t, idx], day_costs, config)
-                x[idx] = fill_weights(optimizers.get(idx).with_costs(day_costs), rule, tvl[t, idx], wealth, x0,
-                                      gain_apy=score, frozen=frozen)
-        return target_step(pools, x, tvl[t], wealth, h, costs=day_costs, predicted_apy=apy[t],
-                           eligible=elig[t], base=base, hold=hold[t])
+                x[idx] = fill_weights(
+                    optimizers.get(idx).with_costs(day_costs),
+                    rule,
+                    tvl[t, idx],
+                    wealth,
+                    x0,
+                    gain_apy=score,
+                    frozen=frozen,
+                )
+        return target_step(
+            pools,
+            x,
+            tvl[t],
+            wealth,
+            h,
+            costs=day_costs,
+            predicted_apy=apy[t],
+            eligible=elig[t],
+            base=base,
+            hold=hold[t],
+        )
 
     name = kind if constrained else kind + UNCONSTRAINED_SUFFIX
     return bt.simulate(inputs, policy, config, name=name, max_gap_days=strategy.max_gap_days, hold=hold)
@@ -161,8 +198,12 @@ def run_benchmarks(
     shared = SharedOptimizers(inputs, strategy, costs)
     out = {k: run_benchmark(k, inputs, strategy, config, optimizers=shared) for k in config.benchmarks}
     free = SharedOptimizers(inputs, unconstrained(strategy), costs)
-    out |= {k + UNCONSTRAINED_SUFFIX: run_benchmark(k, inputs, strategy, config, constrained=False, optimizers=free)
-            for k in config.unconstrained_benchmarks}
+    out |= {
+        k + UNCONSTRAINED_SUFFIX: run_benchmark(
+            k, inputs, strategy, config, constrained=False, optimizers=free
+        )
+        for k in config.unconstrained_benchmarks
+    }
     return out
 
 
@@ -176,30 +217,46 @@ class BenchmarkSet:
     points: tuple[str, ...]
 
 
-def benchmark_sets(vault: VaultConfig, points: Sequence[GridPoint],
-                   backtest: BacktestConfig | None = None) -> list[BenchmarkSet]:
+def benchmark_sets(
+    vault: VaultConfig, points: Sequence[GridPoint], backtest: BacktestConfig | None = None
+) -> list[BenchmarkSet]:
     """Group ``points`` by what their benchmarks depend on (the strategy and the backtest settings
     other than the predictor's); name each group by the overrides that differ between groups."""
     groups: dict[str, tuple[VaultConfig, BacktestConfig, dict[str, object], list[str]]] = {}
     for p in points:
         v, cfg = apply_overrides(vault, p.overrides, backtest, source=p.grid)
-        key = json.dumps([v.strategy.model_dump(mode="json"),
-                          cfg.model_dump(mode="json", exclude=set(PREDICTION_ONLY_KEYS))], sort_keys=True)
-        relevant = {k: val for k, val in p.overrides
-                    if k.startswith("strategy.") or (k.startswith("backtest.")
-                                                     and k.removeprefix("backtest.") not in PREDICTION_ONLY_KEYS)}
+        key = json.dumps(
+            [
+                v.strategy.model_dump(mode="json"),
+                cfg.model_dump(mode="json", exclude=set(PREDICTION_ONLY_KEYS)),
+            ],
+            sort_keys=True,
+        )
+        relevant = {
+            k: val
+            for k, val in p.overrides
+            if k.startswith("strategy.")
+            or (k.startswith("backtest.") and k.removeprefix("backtest.") not in PREDICTION_ONLY_KEYS)
+        }
         groups.setdefault(key, (v, cfg, relevant, []))[3].append(p.name)
     if len(groups) <= 1:
         return [BenchmarkSet("", v, cfg, tuple(names)) for v, cfg, _, names in groups.values()]
     keys = sorted({k for _, _, rel, _ in groups.values() for k in rel})
-    varying = [k for k in keys if len({json.dumps(rel.get(k), default=str) for _, _, rel, _ in groups.values()}) > 1]
+    varying = [
+        k for k in keys if len({json.dumps(rel.get(k), default=str) for _, _, rel, _ in groups.values()}) > 1
+    ]
     shorts = short_names(varying)
-    return [BenchmarkSet(SET_SEPARATOR + point_name(sorted((shorts[k], rel.get(k)) for k in varying)), v, cfg, tuple(names))
-            for v, cfg, rel, names in groups.values()]
+    return [
+        BenchmarkSet(
+            SET_SEPARATOR + point_name(sorted((shorts[k], rel.get(k)) for k in varying)), v, cfg, tuple(names)
+        )
+        for v, cfg, rel, names in groups.values()
+    ]
 
 
-def run_benchmark_sets(panel: pd.DataFrame, sets: Sequence[BenchmarkSet]
-                       ) -> dict[str, tuple[bt.BacktestResult, BenchmarkSet]]:
+def run_benchmark_sets(
+    panel: pd.DataFrame, sets: Sequence[BenchmarkSet]
+) -> dict[str, tuple[bt.BacktestResult, BenchmarkSet]]:
     """Every benchmark of every set on a :func:`engine.vault_panel` frame, keyed by its full name.
     The panel's inputs are built once per earned column (a grid of hundreds of sets: once, not per set)."""
     out: dict[str, tuple[bt.BacktestResult, BenchmarkSet]] = {}

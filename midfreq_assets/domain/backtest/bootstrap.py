@@ -25,7 +25,9 @@ class MeanInterval:
     mean_block: float
 
 
-def stationary_bootstrap_indices(n: int, mean_block: float, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def stationary_bootstrap_indices(
+    n: int, mean_block: float, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """``n_resamples x n`` indices into a sample of length ``n``: blocks start at uniform positions,
     each next index continues the block (wrapping) with probability ``1 - 1/mean_block``."""
     if n < 1:
@@ -41,8 +43,15 @@ def stationary_bootstrap_indices(n: int, mean_block: float, n_resamples: int, rn
     return (first + pos - block_began) % n
 
 
-def bootstrap_mean_interval(values: np.ndarray, *, mean_block: float, n_resamples: int, confidence: float,
-                            seed: int, scale: float = 1.0) -> MeanInterval:
+def bootstrap_mean_interval(
+    values: np.ndarray,
+    *,
+    mean_block: float,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    scale: float = 1.0,
+) -> MeanInterval:
     """Percentile interval of ``scale * mean(values)`` (e.g. ``scale`` = periods per year)."""
     x = np.asarray(values, dtype=np.float64)
     if not np.isfinite(x).all():
@@ -53,5 +62,6 @@ def bootstrap_mean_interval(values: np.ndarray, *, mean_block: float, n_resample
     means = x[idx].mean(axis=1) * scale
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
-    return MeanInterval(float(x.mean() * scale), float(low), float(high), confidence, len(x), n_resamples,
-                        float(mean_block))
+    return MeanInterval(
+        float(x.mean() * scale), float(low), float(high), confidence, len(x), n_resamples, float(mean_block)
+    )

@@ -93,8 +93,11 @@ class BacktestInputs:
 
     def window(self, start: dt.date | None, end: dt.date | None) -> BacktestInputs:
         sl = slice(pd.Timestamp(start) if start else None, pd.Timestamp(end) if end else None)
-        cut = {f.name: getattr(self, f.name).loc[sl] for f in fields(self)
-               if isinstance(getattr(self, f.name), pd.DataFrame)}
+        cut = {
+            f.name: getattr(self, f.name).loc[sl]
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), pd.DataFrame)
+        }
         return replace(self, **cut, ref_price=self.ref_price.loc[sl] if self.ref_price is not None else None)
 
     def costs_at(self, costs: TradingCosts, t: int) -> TradingCosts:
@@ -123,8 +126,10 @@ class BacktestInputs:
         """
         column = apy_column or vault.backtest.apy_column
         if column not in history.columns:
-            raise KeyError(f"vault {vault.name}: backtest.apy_column {column!r} is not in the panel (columns: "
-                           f"{sorted(history.columns)}); adjusted_apy comes from <vault>/adjusted_yields")
+            raise KeyError(
+                f"vault {vault.name}: backtest.apy_column {column!r} is not in the panel (columns: "
+                f"{sorted(history.columns)}); adjusted_apy comes from <vault>/adjusted_yields"
+            )
         hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
         days = pd.date_range(hist["date"].min(), hist["date"].max(), freq="D", name="date")
 
@@ -140,20 +145,28 @@ class BacktestInputs:
         ref_price = None
         if vault.reference_asset != "usd" and in_reference:
             if "reference_price" not in hist:
-                raise KeyError(f"vault {vault.name} counts in {vault.reference_asset}: the panel needs the "
-                               "reference_price column of <vault>/adjusted_yields")
+                raise KeyError(
+                    f"vault {vault.name} counts in {vault.reference_asset}: the panel needs the "
+                    "reference_price column of <vault>/adjusted_yields"
+                )
             ref_price = hist.groupby("date")["reference_price"].first().reindex(days).ffill()
             tvl = tvl.div(ref_price, axis=0)
             depth = depth.div(ref_price, axis=0) if depth is not None else None
-        present = wide("_reported") if "_reported" in hist else hist.assign(_reported=1.0).pivot(
-            index="date", columns="pool", values="_reported").reindex(days)
+        present = (
+            wide("_reported")
+            if "_reported" in hist
+            else hist.assign(_reported=1.0)
+            .pivot(index="date", columns="pool", values="_reported")
+            .reindex(days)
+        )
         present = present.notna()
         protocols = chains = None
         if metadata is not None and len(metadata):
             meta = metadata.assign(date=pd.to_datetime(metadata["date"]).dt.normalize())
             member = meta[meta["vaults"].map(lambda v: in_vault(v, vault.name))]
-            flag = member.assign(flag=True).pivot_table(index="date", columns="pool", values="flag",
-                                                        aggfunc="any")
+            flag = member.assign(flag=True).pivot_table(
+                index="date", columns="pool", values="flag", aggfunc="any"
+            )
             eligible = flag.reindex(index=days, columns=apy.columns).fillna(False).astype(bool)
             last = meta.sort_values("date").drop_duplicates("pool", keep="last").set_index("pool")
             protocols = last.get("project")
@@ -166,18 +179,35 @@ class BacktestInputs:
         parts = [wide(c) for c in UNDILUTED_COLUMNS if c in hist] if earned else []
         undiluted = sum(p.fillna(0.0) for p in parts).where(apy.notna())[cols] if parts else None
         il = wide("il_annual")[cols] if earned and "il_annual" in hist else None
-        il_missing = wide("flag_il_missing").fillna(0.0).astype(bool)[cols] if "flag_il_missing" in hist else None
+        il_missing = (
+            wide("flag_il_missing").fillna(0.0).astype(bool)[cols] if "flag_il_missing" in hist else None
+        )
         price = wide("price_return")[cols] if "price_return" in hist else None
-        return cls(apy[cols], tvl[cols], eligible[cols],
-                   protocols.reindex(cols) if protocols is not None else None,
-                   chains.reindex(cols) if chains is not None else None,
-                   present[cols], undiluted, il, il_missing, price, ref_price,
-                   depth[cols] if depth is not None else None)
+        return cls(
+            apy[cols],
+            tvl[cols],
+            eligible[cols],
+            protocols.reindex(cols) if protocols is not None else None,
+            chains.reindex(cols) if chains is not None else None,
+            present[cols],
+            undiluted,
+            il,
+            il_missing,
+            price,
+            ref_price,
+            depth[cols] if depth is not None else None,
+        )
 
 
 #: The adjusted_yields columns a backtest panel carries.
-ADJUSTED_COLUMNS = ["adjusted_apy", *UNDILUTED_COLUMNS, "price_return", "price_exposed", "flag_il_missing",
-                    "reference_price"]
+ADJUSTED_COLUMNS = [
+    "adjusted_apy",
+    *UNDILUTED_COLUMNS,
+    "price_return",
+    "price_exposed",
+    "flag_il_missing",
+    "reference_price",
+]
 
 
 def book_panels(inputs: BacktestInputs, predictions: pd.DataFrame | None = None) -> BookPanels:
@@ -248,9 +278,16 @@ def load_recorded(root: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     charts = {p.stem: json.loads(p.read_text())["data"] for p in sorted((root / "chart").glob("*.json"))}
     history = charts_frame(charts)
     raw = json.loads((root / "pools.json").read_text())["data"]
-    keys = {"tvlUsd": "tvl_usd", "apyBase": "apy_base", "apyReward": "apy_reward",
-            "underlyingTokens": "underlying_tokens", "rewardTokens": "reward_tokens", "poolMeta": "pool_meta",
-            "apyMean30d": "apy_mean_30d", "ilRisk": "il_risk"}
+    keys = {
+        "tvlUsd": "tvl_usd",
+        "apyBase": "apy_base",
+        "apyReward": "apy_reward",
+        "underlyingTokens": "underlying_tokens",
+        "rewardTokens": "reward_tokens",
+        "poolMeta": "pool_meta",
+        "apyMean30d": "apy_mean_30d",
+        "ilRisk": "il_risk",
+    }
     snapshot = snapshot_frame([{keys.get(k, k): v for k, v in r.items()} for r in raw])
     return history, snapshot
 
@@ -263,7 +300,9 @@ def load_recorded_prices(root: Path | str) -> pd.DataFrame:
             rows += [(coin, p["timestamp"], float(p["price"])) for p in chart.get("prices", [])]
     frame = pd.DataFrame(rows, columns=["coin", "timestamp", "price"])
     frame["date"] = pd.to_datetime(frame["timestamp"], unit="s").dt.normalize().astype("datetime64[ns]")
-    return frame.drop_duplicates(["coin", "date"], keep="last")[["date", "coin", "price"]].reset_index(drop=True)
+    return frame.drop_duplicates(["coin", "date"], keep="last")[["date", "coin", "price"]].reset_index(
+        drop=True
+    )
 
 
 def recorded_panel(root: Path | str, vault: VaultConfig, tokens: TokenRegistry) -> pd.DataFrame:
@@ -276,8 +315,15 @@ def recorded_panel(root: Path | str, vault: VaultConfig, tokens: TokenRegistry) 
     members, _ = select_universe(history.assign(reconstructed=True), snapshot, {vault.name: vault}, tokens)
     members = members[METADATA_COLUMNS]
     days = pd.date_range(history["date"].min(), history["date"].max(), freq="D")
-    adjusted, _ = vault_adjusted_yields(history, members, load_recorded_prices(root), vault.name, vault.yields, days,
-                                        reference_pricing(vault, tokens))
+    adjusted, _ = vault_adjusted_yields(
+        history,
+        members,
+        load_recorded_prices(root),
+        vault.name,
+        vault.yields,
+        days,
+        reference_pricing(vault, tokens),
+    )
     return vault_panel(with_adjusted_apy(history, adjusted), members, vault)
 
 
@@ -311,7 +357,9 @@ def prediction_panel(
     models = vault.models
     fam = models.family(family)
     if estimator is not None and estimator not in fam.estimators and estimator != NAIVE:
-        raise KeyError(f"models.{family} has no estimator {estimator!r} (has {sorted(fam.estimators)} and {NAIVE!r})")
+        raise KeyError(
+            f"models.{family} has no estimator {estimator!r} (has {sorted(fam.estimators)} and {NAIVE!r})"
+        )
     if estimator is None and models.selection.by == "fixed":
         estimator = fam.primary_name
     label = label or traded_label(vault.label_map, family)
@@ -326,9 +374,16 @@ def prediction_panel(
     days = pd.date_range(times.min(), times.max(), freq="D")
     first_fit = (days[0] + pd.Timedelta(days=warmup_rows(vault.label_map, models))).date()
     as_ofs = refit_dates(first_fit, days[-1].date(), models.refit_every_weeks)
-    bundles = weekly_bundles({str(d.date()): d for d in as_ofs}, train, labels, models, vault.label_map,
-                             cv_labels=None if estimator is not None else [label], only_labels=[label],
-                             only_estimators=[estimator] if estimator is not None else None)
+    bundles = weekly_bundles(
+        {str(d.date()): d for d in as_ofs},
+        train,
+        labels,
+        models,
+        vault.label_map,
+        cv_labels=None if estimator is not None else [label],
+        only_labels=[label],
+        only_estimators=[estimator] if estimator is not None else None,
+    )
     raw = predict_days(bundles, features, days, lambda b: b.model_key(label, estimator))
     if raw.empty:
         wide = pd.DataFrame(np.nan, index=days, columns=sorted(features["instrument"].unique()))
@@ -350,8 +405,14 @@ def history_digest(history: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest()
 
 
-def cached_prediction_panel(history: pd.DataFrame, vault: VaultConfig, *, estimator: str | None = None,
-                            label: str | None = None, digest_of_history: str | None = None) -> pd.DataFrame:
+def cached_prediction_panel(
+    history: pd.DataFrame,
+    vault: VaultConfig,
+    *,
+    estimator: str | None = None,
+    label: str | None = None,
+    digest_of_history: str | None = None,
+) -> pd.DataFrame:
     """:func:`prediction_panel`, memoized on the history's content and the research configuration.
     ``digest_of_history``: :func:`history_digest` of ``history``, when the caller already has it."""
     digest = hashlib.sha256((digest_of_history or history_digest(history)).encode())
@@ -666,7 +727,9 @@ def vault_panel(history: pd.DataFrame, metadata: pd.DataFrame | None, vault: Vau
     for col, ser in (("project", inputs.protocols), ("chain", inputs.chains)):
         rows[col] = rows["pool"].map(ser) if ser is not None else None
     if metadata is not None and "symbol" in metadata:
-        rows["symbol"] = rows["pool"].map(metadata.drop_duplicates("pool", keep="last").set_index("pool")["symbol"])
+        rows["symbol"] = rows["pool"].map(
+            metadata.drop_duplicates("pool", keep="last").set_index("pool")["symbol"]
+        )
     return rows.sort_values(["date", "pool"]).reset_index(drop=True)
 
 
@@ -675,11 +738,15 @@ def pool_labels(panel: pd.DataFrame) -> dict[str, str]:
     last = panel.drop_duplicates("pool", keep="last").set_index("pool")
     symbol = last["symbol"] if "symbol" in last else pd.Series(index=last.index, dtype=object)
     project = last["project"] if "project" in last else pd.Series(index=last.index, dtype=object)
-    return {p: (f"{symbol[p]} {project[p] or ''}".strip() if isinstance(symbol[p], str) else str(p)[:8])
-            for p in last.index}
+    return {
+        p: (f"{symbol[p]} {project[p] or ''}".strip() if isinstance(symbol[p], str) else str(p)[:8])
+        for p in last.index
+    }
 
 
-def inputs_from_panel(panel: pd.DataFrame, vault: VaultConfig, apy_column: str | None = None) -> BacktestInputs:
+def inputs_from_panel(
+    panel: pd.DataFrame, vault: VaultConfig, apy_column: str | None = None
+) -> BacktestInputs:
     """:func:`vault_panel` rows -> :class:`BacktestInputs` (earning ``apy_column``, default the vault's)."""
     meta = panel.loc[panel["eligible"].astype(bool), ["date", "pool", "project", "chain"]].copy()
     meta["vaults"] = [[vault.name]] * len(meta)

@@ -72,31 +72,52 @@ class GridEvaluation:
         """The statistics as flat values (report columns, asset metadata, the demo's summary)."""
         out: dict[str, float | int | str] = {}
         if self.pbo is not None:
-            out.update(pbo=self.pbo.pbo, pbo_splits=self.pbo.n_splits, pbo_combinations=self.pbo.n_combinations,
-                       pbo_points=self.pbo.n_points, pbo_days=self.pbo.n_rows)
+            out.update(
+                pbo=self.pbo.pbo,
+                pbo_splits=self.pbo.n_splits,
+                pbo_combinations=self.pbo.n_combinations,
+                pbo_points=self.pbo.n_points,
+                pbo_days=self.pbo.n_rows,
+            )
         if self.deflated is not None:
-            out.update(deflated_sharpe=self.deflated.deflated_sharpe, daily_sharpe=self.deflated.sharpe,
-                       expected_max_daily_sharpe=self.deflated.expected_max_sharpe, dsr_trials=self.deflated.n_trials)
+            out.update(
+                deflated_sharpe=self.deflated.deflated_sharpe,
+                daily_sharpe=self.deflated.sharpe,
+                expected_max_daily_sharpe=self.deflated.expected_max_sharpe,
+                dsr_trials=self.deflated.n_trials,
+            )
         if self.deflated_excess is not None:
-            out.update(deflated_sharpe_excess=self.deflated_excess.deflated_sharpe,
-                       daily_sharpe_excess=self.deflated_excess.sharpe,
-                       expected_max_daily_sharpe_excess=self.deflated_excess.expected_max_sharpe)
+            out.update(
+                deflated_sharpe_excess=self.deflated_excess.deflated_sharpe,
+                daily_sharpe_excess=self.deflated_excess.sharpe,
+                expected_max_daily_sharpe_excess=self.deflated_excess.expected_max_sharpe,
+            )
         if self.excess is not None and self.excess_over is not None:
-            out.update(excess_over=self.excess_over, bar_candidates=sum(map(is_constrained, self.benchmarks)),
-                       excess_vs_benchmark=self.excess.estimate,
-                       excess_ci_low=self.excess.low, excess_ci_high=self.excess.high,
-                       excess_confidence=self.excess.confidence)
+            out.update(
+                excess_over=self.excess_over,
+                bar_candidates=sum(map(is_constrained, self.benchmarks)),
+                excess_vs_benchmark=self.excess.estimate,
+                excess_ci_low=self.excess.low,
+                excess_ci_high=self.excess.high,
+                excess_confidence=self.excess.confidence,
+            )
         if self.walk_forward is not None:
-            out.update(oos_start=str(self.walk_forward.start.date()), oos_end=str(self.walk_forward.end.date()),
-                       windows=len(self.walk_forward.windows))
+            out.update(
+                oos_start=str(self.walk_forward.start.date()),
+                oos_end=str(self.walk_forward.end.date()),
+                windows=len(self.walk_forward.windows),
+            )
         return out
 
 
 def daily_returns(result: BacktestResult) -> pd.Series:
     """log(W_{t+1} / W_t) per decision day."""
     s = result.steps
-    return pd.Series(np.log(s["wealth"].to_numpy(float) / s["wealth_start"].to_numpy(float)),
-                     index=pd.DatetimeIndex(s["date"]), name=result.name)
+    return pd.Series(
+        np.log(s["wealth"].to_numpy(float) / s["wealth_start"].to_numpy(float)),
+        index=pd.DatetimeIndex(s["date"]),
+        name=result.name,
+    )
 
 
 def strongest_benchmark(benchmarks: Mapping[str, BacktestResult]) -> str | None:
@@ -109,7 +130,7 @@ def strongest_benchmark(benchmarks: Mapping[str, BacktestResult]) -> str | None:
 
 def grid_pbo(paths: GridPaths, config: BacktestConfig) -> tuple[PBOResult | None, str]:
     """PBO over the days from the first invested day on, where every point has a return."""
-    r = paths.returns.iloc[paths.first_active():].dropna()
+    r = paths.returns.iloc[paths.first_active() :].dropna()
     splits = config.evaluation.pbo_splits
     if paths.returns.shape[1] < 2:
         return None, "PBO needs at least 2 grid points"
@@ -118,8 +139,12 @@ def grid_pbo(paths: GridPaths, config: BacktestConfig) -> tuple[PBOResult | None
     return pbo_cscv(r.to_numpy(), splits, config.walk_forward.objective), ""
 
 
-def evaluate_grid(results: Mapping[str, BacktestResult], run_window: RunWindow, run_benchmarks: RunBenchmarks,
-                  config: BacktestConfig) -> GridEvaluation:
+def evaluate_grid(
+    results: Mapping[str, BacktestResult],
+    run_window: RunWindow,
+    run_benchmarks: RunBenchmarks,
+    config: BacktestConfig,
+) -> GridEvaluation:
     """Walk-forward selection over the grid's stored paths, benchmarks run over the same days, PBO
     of the grid, deflated Sharpe of the walk-forward path (over the base rate, and on its daily
     excess over the bar) and the bootstrap interval of its excess daily log growth over the bar,
@@ -131,10 +156,20 @@ def evaluate_grid(results: Mapping[str, BacktestResult], run_window: RunWindow, 
         notes.append(why)
     wf = walk_forward(paths, config.walk_forward, run_window, risk_free=config.base_rate)
     if wf is None:
-        notes.append(f"no walk-forward window: the history holds less than min_train_days="
-                     f"{config.walk_forward.min_train_days} after the first invested day")
-        return GridEvaluation(None, dict(results), run_benchmarks(paths.returns.index[0], paths.ends[-1]), pbo, None,
-                              None, None, notes)
+        notes.append(
+            f"no walk-forward window: the history holds less than min_train_days="
+            f"{config.walk_forward.min_train_days} after the first invested day"
+        )
+        return GridEvaluation(
+            None,
+            dict(results),
+            run_benchmarks(paths.returns.index[0], paths.ends[-1]),
+            pbo,
+            None,
+            None,
+            None,
+            notes,
+        )
     points = {k: slice_result(r, wf.start) for k, r in results.items()}
     benches = run_benchmarks(wf.start, wf.end)
     wf_r = daily_returns(wf.result)
@@ -150,16 +185,22 @@ def evaluate_grid(results: Mapping[str, BacktestResult], run_window: RunWindow, 
         diff = wf_r - bar
         same = diff.notna().to_numpy()
         ev = config.evaluation
-        excess = bootstrap_mean_interval(diff.to_numpy()[same], mean_block=ev.bootstrap_block_days,
-                                         n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed,
-                                         scale=1.0 / float(np.mean(years[same])))
+        excess = bootstrap_mean_interval(
+            diff.to_numpy()[same],
+            mean_block=ev.bootstrap_block_days,
+            n_resamples=ev.bootstrap_resamples,
+            confidence=ev.confidence,
+            seed=ev.seed,
+            scale=1.0 / float(np.mean(years[same])),
+        )
         trial_excess = sharpe_per_period(oos.to_numpy()[same] - bar.to_numpy()[same, None])
         dsr_excess = deflated_sharpe(diff.to_numpy()[same], len(paths.points), trial_excess)
     return GridEvaluation(wf, points, benches, pbo, dsr, excess, over, notes, dsr_excess)
 
 
-def evaluate_vault_grid(panel: pd.DataFrame, vault: VaultConfig, points: list[GridPoint],
-                        results: Mapping[str, BacktestResult]) -> GridEvaluation:
+def evaluate_vault_grid(
+    panel: pd.DataFrame, vault: VaultConfig, points: list[GridPoint], results: Mapping[str, BacktestResult]
+) -> GridEvaluation:
     """:func:`evaluate_grid` of a vault's grid: chosen points re-simulated by :class:`PointRunner`,
     benchmarks under each point's own constraints, costs, gas and cadence (one set per distinct
     strategy/backtest configuration, :func:`benchmarks.benchmark_sets`), from cash on the same days."""

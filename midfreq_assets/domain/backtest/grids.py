@@ -60,11 +60,15 @@ class Grid:
         out = []
         for values in itertools.product(*(self.parameters[k] for k in keys)):
             overrides = tuple(zip(keys, values, strict=True))
-            name = point_name(sorted((shorts[k], v) for k, v in overrides))  # key order in the file is irrelevant
+            name = point_name(
+                sorted((shorts[k], v) for k, v in overrides)
+            )  # key order in the file is irrelevant
             out.append(GridPoint(name, overrides, self.name))
         dup = {p.name for p in out if sum(q.name == p.name for q in out) > 1}
         if dup:
-            raise ConfigError(f"{self.path}: grid points with the same name {sorted(dup)[:3]} (duplicate values?)")
+            raise ConfigError(
+                f"{self.path}: grid points with the same name {sorted(dup)[:3]} (duplicate values?)"
+            )
         return out
 
 
@@ -76,10 +80,14 @@ def load_grid(path: Path | str) -> Grid:
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict) or not raw["parameters"]:
-        raise ConfigError(f"{path}: expected a mapping with a non-empty `parameters:` mapping (dotted key -> values)")
+        raise ConfigError(
+            f"{path}: expected a mapping with a non-empty `parameters:` mapping (dotted key -> values)"
+        )
     unknown = sorted(set(raw) - {"parameters", "description"})
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown} (typo?); expected parameters, description")
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {unknown} (typo?); expected parameters, description"
+        )
     params: dict[str, list[Any]] = {}
     for key, values in raw["parameters"].items():
         vals = values if isinstance(values, list) else [values]
@@ -172,7 +180,9 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None
         free_form = "estimator" in node or parts[i - 1].endswith("_caps") if i else False
         if part not in node and not (last and free_form):
             valid = ", ".join(sorted(map(str, node))) or "(none)"
-            raise ConfigError(f"{source}: unknown key {here!r} in grid parameter {key!r} (typo?); valid here: {valid}")
+            raise ConfigError(
+                f"{source}: unknown key {here!r} in grid parameter {key!r} (typo?); valid here: {valid}"
+            )
         if last:
             node[part] = copy.deepcopy(value)
         else:
@@ -231,8 +241,10 @@ def find_points(names: list[str], directory: Path | str | None = None) -> list[G
             known.setdefault(p.name, p)
     missing = [n for n in names if n not in known]
     if missing:
-        raise KeyError(f"no grid point named {missing[0]!r} in {directory or grids_dir()}"
-                       + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise KeyError(
+            f"no grid point named {missing[0]!r} in {directory or grids_dir()}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     return [known[n] for n in names]
 
 
@@ -242,7 +254,10 @@ def find_points(names: list[str], directory: Path | str | None = None) -> list[G
 
 
 def point_result(
-    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None,
+    panel: Any,
+    vault: VaultConfig,
+    point: GridPoint,
+    backtest: BacktestConfig | None = None,
     runner: PointRunner | None = None,
 ) -> tuple[Any, BacktestConfig]:
     """One grid point's backtest (overrides -> causal predictions -> backtest) and its config;
@@ -255,15 +270,22 @@ def point_result(
 
     v, cfg = apply_overrides(vault, point.overrides, backtest, source=point.grid)
     if panel.empty:  # no pool ever in the universe: the vault holds cash
-        return bt.BacktestResult(point.name, pd.DataFrame(columns=["date", "date_end", "wealth"]),
-                                 pd.DataFrame(columns=["date", "pool", "weight"]), cfg.initial_wealth), cfg
+        return bt.BacktestResult(
+            point.name,
+            pd.DataFrame(columns=["date", "date_end", "wealth"]),
+            pd.DataFrame(columns=["date", "pool", "weight"]),
+            cfg.initial_wealth,
+        ), cfg
     runner = runner or PointRunner(panel, vault, {})
     inputs, preds = runner.inputs(v, cfg), runner.predictions(v, cfg)
     return bt.run_backtest(inputs, preds, v.strategy, cfg, name=point.name), cfg
 
 
 def run_point(
-    panel: Any, vault: VaultConfig, point: GridPoint, backtest: BacktestConfig | None = None,
+    panel: Any,
+    vault: VaultConfig,
+    point: GridPoint,
+    backtest: BacktestConfig | None = None,
     runner: PointRunner | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """One grid point: overrides -> causal predictions -> backtest -> metrics.
@@ -291,8 +313,13 @@ class PointRunner:
     re-simulation through the same engine as ``run_point``. Each point's configuration, inputs and
     predictions are built once (predictions through the engine's per-process cache)."""
 
-    def __init__(self, panel: Any, vault: VaultConfig, points: dict[str, GridPoint],
-                 backtest: BacktestConfig | None = None) -> None:
+    def __init__(
+        self,
+        panel: Any,
+        vault: VaultConfig,
+        points: dict[str, GridPoint],
+        backtest: BacktestConfig | None = None,
+    ) -> None:
         self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
         self._prepared: dict[str, tuple[Any, ...]] = {}
         self._inputs: dict[tuple[Any, ...], Any] = {}
@@ -315,8 +342,9 @@ class PointRunner:
 
         if self._digest is None:
             self._digest = bt.history_digest(self.panel)
-        return bt.cached_prediction_panel(self.panel, v, estimator=cfg.estimator, label=cfg.label,
-                                          digest_of_history=self._digest)
+        return bt.cached_prediction_panel(
+            self.panel, v, estimator=cfg.estimator, label=cfg.label, digest_of_history=self._digest
+        )
 
     def prepared(self, name: str) -> tuple[Any, ...]:
         """(vault, backtest config, inputs, predictions) of point ``name``."""
@@ -333,4 +361,6 @@ class PointRunner:
         own_first = inputs.window(cfg.start, cfg.end).dates[0]
         offset = int(inputs.dates.searchsorted(start) - inputs.dates.searchsorted(own_first))
         window = cfg.model_copy(update={"start": start.date(), "end": end.date()})
-        return bt.run_backtest(inputs, preds, v.strategy, window, name=name, start_state=state, step_offset=offset)
+        return bt.run_backtest(
+            inputs, preds, v.strategy, window, name=name, start_state=state, step_offset=offset
+        )

@@ -16,10 +16,28 @@ from midfreq_assets.domain.backtest.engine import BacktestResult
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 METRIC_COLUMNS = [
-    "log_growth", "base_rate", "excess_log_growth", "invested_share", "volatility", "excess_sharpe", "excess_sortino",
-    "max_drawdown", "excess_calmar", "turnover", "cost_drag", "gas_usd", "il_drag", "price_pnl",
-    "il_data_missing_share", "gap_pool_days", "empty_universe_days", "entropy", "tracking_error",
-    "final_wealth", "years", "solver_failures",
+    "log_growth",
+    "base_rate",
+    "excess_log_growth",
+    "invested_share",
+    "volatility",
+    "excess_sharpe",
+    "excess_sortino",
+    "max_drawdown",
+    "excess_calmar",
+    "turnover",
+    "cost_drag",
+    "gas_usd",
+    "il_drag",
+    "price_pnl",
+    "il_data_missing_share",
+    "gap_pool_days",
+    "empty_universe_days",
+    "entropy",
+    "tracking_error",
+    "final_wealth",
+    "years",
+    "solver_failures",
 ]
 
 

@@ -133,7 +133,9 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
     the expected maximum of N unskilled Sharpe ratios whose estimates have variance V."""
     if n_trials <= 1 or not sharpe_variance > 0:
         return 0.0
-    z = (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n_trials) + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n_trials * math.e))
+    z = (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n_trials) + EULER_GAMMA * stats.norm.ppf(
+        1 - 1 / (n_trials * math.e)
+    )
     return float(math.sqrt(sharpe_variance) * z)
 
 
@@ -157,5 +159,7 @@ def deflated_sharpe(returns: np.ndarray, n_trials: int, trial_sharpes: np.ndarra
     skew = float(stats.skew(r))
     kurt = float(stats.kurtosis(r, fisher=False))
     denom = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
-    dsr = float(stats.norm.cdf((sr - sr0) * math.sqrt(t - 1) / math.sqrt(denom))) if denom > 0 else float("nan")
+    dsr = (
+        float(stats.norm.cdf((sr - sr0) * math.sqrt(t - 1) / math.sqrt(denom))) if denom > 0 else float("nan")
+    )
     return DeflatedSharpe(sr, sr0, dsr, n_trials, t, skew, kurt)

@@ -18,11 +18,35 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 #: Columns shown as percentages (fractions, per year where the metric is annual).
-PERCENT = {"log_growth", "base_rate", "excess_log_growth", "invested_share", "volatility", "max_drawdown",
-           "cost_drag", "il_drag", "price_pnl", "il_data_missing_share", "tracking_error", "excess_over_bar",
-           "excess_vs_benchmark", "excess_ci_low", "excess_ci_high", "predicted_apy", "realized_apy",
-           "portfolio_apy", "best_available_apy", "mean_portfolio_apy", "mean_best_available_apy", "tracking_bias",
-           "tracking_rmse", "mean_predicted_apy", "mean_realized_apy", "test_log_growth", "margin"}
+PERCENT = {
+    "log_growth",
+    "base_rate",
+    "excess_log_growth",
+    "invested_share",
+    "volatility",
+    "max_drawdown",
+    "cost_drag",
+    "il_drag",
+    "price_pnl",
+    "il_data_missing_share",
+    "tracking_error",
+    "excess_over_bar",
+    "excess_vs_benchmark",
+    "excess_ci_low",
+    "excess_ci_high",
+    "predicted_apy",
+    "realized_apy",
+    "portfolio_apy",
+    "best_available_apy",
+    "mean_portfolio_apy",
+    "mean_best_available_apy",
+    "tracking_bias",
+    "tracking_rmse",
+    "mean_predicted_apy",
+    "mean_realized_apy",
+    "test_log_growth",
+    "margin",
+}
 #: ``turnover``: traded value per year as a multiple of wealth (``14.3x``).
 #: Amounts (reference asset): thousands separators, no decimals.
 AMOUNTS = {"gas_usd", "final_wealth", "cost_usd", "wealth"}
@@ -31,9 +55,28 @@ COUNTS = {"gap_pool_days", "empty_universe_days", "solver_failures", "days_held"
 
 #: Fixed colours of the report's roles; other series take the next free colour of ``PALETTE``.
 ROLE_COLORS = {"walk_forward": "#1f3b73", "bar": "#c0392b", "hindsight": "#2e8b57"}
-PALETTE = ["#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#0072b2", "#d55e00", "#f0e442", "#8c564b", "#7f7f7f",
-           "#bcbd22", "#17becf", "#9467bd", "#ff9896", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
-           "#9edae5", "#aec7e8"]
+PALETTE = [
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#cc79a7",
+    "#0072b2",
+    "#d55e00",
+    "#f0e442",
+    "#8c564b",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#9467bd",
+    "#ff9896",
+    "#98df8a",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#aec7e8",
+]
 BACKGROUND = "#bbbbbb"  # unnamed series (the grid points behind the named lines), "other"
 
 
@@ -88,8 +131,10 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
             out[col] = [fmt_cell(str(col), v) for v in s]
         else:
-            out[col] = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt_cell(str(col), v)
-                        for v in s]
+            out[col] = [
+                "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt_cell(str(col), v)
+                for v in s
+            ]
     return pd.DataFrame(out, index=df.index)
 
 
@@ -111,7 +156,9 @@ def legend_outside(ax, **kw) -> None:
     """The legend right of the axes, never over the data (only when something is labelled)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, **kw)
+        ax.legend(
+            handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, **kw
+        )
 
 
 def dedupe_benchmarks(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -126,8 +173,10 @@ def dedupe_benchmarks(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     rule = bench["name"].astype(str).str.split("@").str[0]
     cols = [c for c in metrics if c in bench]
     numbers = bench[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).round(10)
-    key = pd.Series([(r, *(None if v != v else v for v in row)) for r, row in zip(rule, numbers.tolist(), strict=True)],
-                    index=bench.index)
+    key = pd.Series(
+        [(r, *(None if v != v else v for v in row)) for r, row in zip(rule, numbers.tolist(), strict=True)],
+        index=bench.index,
+    )
     keep, sets = [], {}
     for idx, k in key.items():
         if k in sets:

@@ -36,21 +36,31 @@ Sizing = Literal["expected_value", "max_loss_probability"]
 class SignalConfig(StrictModel):
     """How predictions become positions (the ``signal:`` section of a price-research interval)."""
 
-    threshold: float = Field(default=0.5, ge=0, description="|expected class value| (or scaled predicted "
-                             "return) needed to take a position")
+    threshold: float = Field(
+        default=0.5,
+        ge=0,
+        description="|expected class value| (or scaled predicted return) needed to take a position",
+    )
     max_leverage: float = Field(default=1.0, gt=0, description="cap on |position|")
     scale: float = Field(default=1.0, gt=0, description="position = signal * scale, capped")
     cost: float = Field(default=0.0005, ge=0, description="cost per unit of position change")
-    bars_per_year: float = Field(default=DAYS_PER_YEAR, gt=0, description="annualization (set from the interval)")
+    bars_per_year: float = Field(
+        default=DAYS_PER_YEAR, gt=0, description="annualization (set from the interval)"
+    )
     sizing: Sizing = Field(default="expected_value", description="expected_value | max_loss_probability")
     class_values: dict[str, float] | None = Field(
         default=None, description="class name -> value (default: -K/2..K/2 in class order)"
     )
     loss_threshold: float = Field(default=1.0, gt=0, description="class value beyond which a class is a loss")
     max_loss_probability: float = Field(default=0.3, gt=0, le=1, description="flat at this loss probability")
-    quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95], min_length=1,
-                                   description="signal quantiles reported")
-    buckets: int = Field(default=5, ge=2, le=20, description="signal quantile buckets of the forward-return summary")
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95],
+        min_length=1,
+        description="signal quantiles reported",
+    )
+    buckets: int = Field(
+        default=5, ge=2, le=20, description="signal quantile buckets of the forward-return summary"
+    )
 
     @model_validator(mode="after")
     def _quantiles_in_range(self) -> SignalConfig:
@@ -69,24 +79,34 @@ class SignalConfig(StrictModel):
         return np.array([self.class_values[c] for c in classes], dtype=float)
 
 
-def expected_class_value(proba: pd.DataFrame, class_values: list[float] | np.ndarray | None = None) -> pd.Series:
+def expected_class_value(
+    proba: pd.DataFrame, class_values: list[float] | np.ndarray | None = None
+) -> pd.Series:
     """``sum_k p_k v_k``; default values centred on the middle class (-K/2 .. K/2)."""
     k = proba.shape[1]
     values = np.asarray(class_values if class_values is not None else np.arange(k) - (k - 1) / 2, dtype=float)
     return pd.Series(proba.to_numpy(dtype=float) @ values, index=proba.index)
 
 
-def loss_probabilities(proba: pd.DataFrame, values: np.ndarray, threshold: float) -> tuple[pd.Series, pd.Series]:
+def loss_probabilities(
+    proba: pd.DataFrame, values: np.ndarray, threshold: float
+) -> tuple[pd.Series, pd.Series]:
     """Predicted probability of a loss beyond ``threshold`` for a long (classes valued <= -threshold)
     and for a short (classes valued >= +threshold)."""
     p = proba.to_numpy(dtype=float)
     values = np.asarray(values, dtype=float)
-    return (pd.Series(p[:, values <= -threshold].sum(axis=1), index=proba.index),
-            pd.Series(p[:, values >= threshold].sum(axis=1), index=proba.index))
+    return (
+        pd.Series(p[:, values <= -threshold].sum(axis=1), index=proba.index),
+        pd.Series(p[:, values >= threshold].sum(axis=1), index=proba.index),
+    )
 
 
-def positions(signal: pd.Series, cfg: SignalConfig, loss_long: pd.Series | None = None,
-              loss_short: pd.Series | None = None) -> pd.Series:
+def positions(
+    signal: pd.Series,
+    cfg: SignalConfig,
+    loss_long: pd.Series | None = None,
+    loss_short: pd.Series | None = None,
+) -> pd.Series:
     """Position per bar from the signal (and, for ``max_loss_probability`` sizing, the loss
     probabilities of each side)."""
     if cfg.sizing == "max_loss_probability" and loss_long is not None and loss_short is not None:
@@ -104,7 +124,9 @@ def signal_pnl(pos: pd.Series, fwd_return: pd.Series, cfg: SignalConfig) -> pd.S
     return pos * fwd_return.fillna(0.0) - cfg.cost * change
 
 
-def signal_metrics(pnl: pd.Series, pos: pd.Series, fwd_return: pd.Series, cfg: SignalConfig) -> dict[str, float]:
+def signal_metrics(
+    pnl: pd.Series, pos: pd.Series, fwd_return: pd.Series, cfg: SignalConfig
+) -> dict[str, float]:
     """Annualized return, Sortino, max drawdown (of cumulative log P&L), hit ratio (sign right when in)."""
     n = len(pnl)
     ann = float(pnl.mean() * cfg.bars_per_year) if n else float("nan")
@@ -113,15 +135,22 @@ def signal_metrics(pnl: pd.Series, pos: pd.Series, fwd_return: pd.Series, cfg: S
     mdd = float((curve.cummax() - curve).max()) if n else 0.0
     active = pos != 0
     hits = np.sign(pos[active]) == np.sign(fwd_return[active])
-    return {"annual_return": ann, "sortino": ann / down if down > 0 else float("nan"), "max_drawdown": mdd,
-            "hit_ratio": float(hits.mean()) if active.any() else float("nan"), "exposure": float(active.mean())}
+    return {
+        "annual_return": ann,
+        "sortino": ann / down if down > 0 else float("nan"),
+        "max_drawdown": mdd,
+        "hit_ratio": float(hits.mean()) if active.any() else float("nan"),
+        "exposure": float(active.mean()),
+    }
 
 
 def signal_quantiles(signal: pd.Series, fwd_return: pd.Series, cfg: SignalConfig) -> dict[str, float]:
     """The signal's quantiles (``signal_p05`` ...) and the mean forward return per signal quantile
     bucket (``return_b1`` = weakest .. ``return_b<buckets>`` = strongest; ties share a bucket)."""
-    out = {f"signal_p{round(q * 100):02d}": float(signal.quantile(q)) if len(signal) else float("nan")
-           for q in cfg.quantiles}
+    out = {
+        f"signal_p{round(q * 100):02d}": float(signal.quantile(q)) if len(signal) else float("nan")
+        for q in cfg.quantiles
+    }
     rank = signal.rank(method="average", pct=True)
     bucket = np.ceil(rank * cfg.buckets).clip(1, cfg.buckets)
     means = fwd_return.groupby(bucket).mean()
@@ -129,8 +158,9 @@ def signal_quantiles(signal: pd.Series, fwd_return: pd.Series, cfg: SignalConfig
     return out
 
 
-def signal_backtest(frame: pd.DataFrame, cfg: SignalConfig, signal_col: str = "signal",
-                    return_col: str = "fwd_return") -> pd.DataFrame:
+def signal_backtest(
+    frame: pd.DataFrame, cfg: SignalConfig, signal_col: str = "signal", return_col: str = "fwd_return"
+) -> pd.DataFrame:
     """Per (fold, instrument) metrics of a long frame ``[fold, instrument, time, signal, fwd_return]``
     (``signal``: expected class value or predicted return, known at time t; optional
     ``loss_long``/``loss_short`` for ``max_loss_probability`` sizing), with the quantile summary."""
@@ -141,8 +171,15 @@ def signal_backtest(frame: pd.DataFrame, cfg: SignalConfig, signal_col: str = "s
         losses = (g["loss_long"], g["loss_short"]) if sized and g["loss_long"].notna().all() else (None, None)
         pos = positions(g[signal_col], cfg, *losses)
         pnl = signal_pnl(pos, g[return_col], cfg)
-        rows.append({"fold": fold, "instrument": inst, "bars": len(g), **signal_metrics(pnl, pos, g[return_col], cfg),
-                     **signal_quantiles(g[signal_col], g[return_col], cfg)})
+        rows.append(
+            {
+                "fold": fold,
+                "instrument": inst,
+                "bars": len(g),
+                **signal_metrics(pnl, pos, g[return_col], cfg),
+                **signal_quantiles(g[signal_col], g[return_col], cfg),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -160,12 +197,19 @@ def next_bar_returns(klines: pd.DataFrame, interval: str, lag: int) -> pd.DataFr
     ret = grouped.diff()
     fwd = grouped.shift(-(lag + 1)) - grouped.shift(-lag)
     sigma = ret.groupby(panel["instrument"]).transform(lambda r: r.ewm(halflife=24, min_periods=12).std())
-    return pd.DataFrame({"open_time": panel["open_time"], "instrument": panel["instrument"],
-                         "fwd_return": fwd, "sigma": sigma})
+    return pd.DataFrame(
+        {
+            "open_time": panel["open_time"],
+            "instrument": panel["instrument"],
+            "fwd_return": fwd,
+            "sigma": sigma,
+        }
+    )
 
 
-def model_signals(predictions: pd.DataFrame, labels: dict[str, LabelInfo], cfg: SignalConfig | None = None
-                  ) -> dict[str, pd.DataFrame]:
+def model_signals(
+    predictions: pd.DataFrame, labels: dict[str, LabelInfo], cfg: SignalConfig | None = None
+) -> dict[str, pd.DataFrame]:
     """Per model key: ``[open_time, instrument, fold, signal, kind, horizon]``. Classifiers give the
     expected class value of ``<key>:p_<class>`` (class values of ``cfg``; by default -K/2..K/2 in
     bucket order, i.e. roughly in sigma units) and the loss probabilities of each side
@@ -198,8 +242,13 @@ def model_signals(predictions: pd.DataFrame, labels: dict[str, LabelInfo], cfg: 
     return out
 
 
-def signal_table(predictions: pd.DataFrame, klines: pd.DataFrame, interval: str, label_map: LabelMapConfig,
-                 cfg: SignalConfig) -> pd.DataFrame:
+def signal_table(
+    predictions: pd.DataFrame,
+    klines: pd.DataFrame,
+    interval: str,
+    label_map: LabelMapConfig,
+    cfg: SignalConfig,
+) -> pd.DataFrame:
     """Metrics per (model, fold, instrument) and per model over all folds ('all')."""
     if predictions.empty or klines.empty:
         return pd.DataFrame()
@@ -219,4 +268,11 @@ def signal_table(predictions: pd.DataFrame, klines: pd.DataFrame, interval: str,
     if not rows:
         return pd.DataFrame()
     table = pd.concat(rows, ignore_index=True)
-    return table[["model", "fold", "instrument", *[c for c in table.columns if c not in ("model", "fold", "instrument")]]]
+    return table[
+        [
+            "model",
+            "fold",
+            "instrument",
+            *[c for c in table.columns if c not in ("model", "fold", "instrument")],
+        ]
+    ]

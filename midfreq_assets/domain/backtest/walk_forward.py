@@ -52,8 +52,11 @@ class GridPaths:
             ends[pos] = s["date_end"].to_numpy("datetime64[ns]")
         index = pd.DatetimeIndex(days, name="date")
         names = list(results)
-        return cls(pd.DataFrame(returns, index=index, columns=names),
-                   pd.DataFrame(invested, index=index, columns=names), pd.DatetimeIndex(ends))
+        return cls(
+            pd.DataFrame(returns, index=index, columns=names),
+            pd.DataFrame(invested, index=index, columns=names),
+            pd.DatetimeIndex(ends),
+        )
 
     @property
     def points(self) -> list[str]:
@@ -93,12 +96,16 @@ def plan_windows(dates: pd.DatetimeIndex, first_active: int, config: WalkForward
         train_start = first_active
         if config.train == "rolling":
             assert config.train_days is not None
-            train_start = max(first_active, int(dates.searchsorted(dates[a] - pd.Timedelta(days=config.train_days))))
+            train_start = max(
+                first_active, int(dates.searchsorted(dates[a] - pd.Timedelta(days=config.train_days)))
+            )
         windows.append(Window(k, train_start, int(a), int(b)))
     return windows
 
 
-def train_scores(paths: GridPaths, windows: list[Window], objective: str, risk_free: float = 0.0) -> np.ndarray:
+def train_scores(
+    paths: GridPaths, windows: list[Window], objective: str, risk_free: float = 0.0
+) -> np.ndarray:
     """K x N objective of every point on every window's train days, from cumulative sums (vectorized
     over windows and points). A point with a missing day in the train window scores -inf."""
     r = paths.returns.to_numpy(dtype=np.float64)
@@ -144,8 +151,9 @@ class WalkForwardResult:
         return pd.Timestamp(self.result.steps["date_end"].iloc[-1])
 
 
-def walk_forward(paths: GridPaths, config: WalkForwardConfig, run_window: RunWindow, *,
-                 risk_free: float = 0.0) -> WalkForwardResult | None:
+def walk_forward(
+    paths: GridPaths, config: WalkForwardConfig, run_window: RunWindow, *, risk_free: float = 0.0
+) -> WalkForwardResult | None:
     """Choose a point per test window on its train days, trade it there from the previous window's
     holdings, stitch. None when the history holds no test window after ``min_train_days``."""
     windows = plan_windows(pd.DatetimeIndex(paths.returns.index), paths.first_active(), config)
@@ -163,42 +171,63 @@ def walk_forward(paths: GridPaths, config: WalkForwardConfig, run_window: RunWin
         start, end = dates[w.test_start], paths.ends[w.test_end - 1]
         res = run_window(chosen, start, end, state)
         if state is not None and not np.isclose(res.initial_wealth, state.wealth, rtol=1e-12):
-            raise AssertionError(f"window {w.index} started from {res.initial_wealth}, not the {state.wealth} left")
+            raise AssertionError(
+                f"window {w.index} started from {res.initial_wealth}, not the {state.wealth} left"
+            )
         state = res.end_state
         parts.append(res)
         years = (end - start).days / DAYS_PER_YEAR
-        rows.append({
-            "window": w.index,
-            "train_start": dates[w.train_start],
-            "train_end": dates[w.test_start - 1] if w.test_start > 0 else dates[0],
-            "test_start": start,
-            "test_end": end,
-            "point": chosen,
-            f"train_{config.objective}": float(score[order[0]]),
-            "runner_up": points[int(order[1])] if len(order) > 1 else "",
-            "margin": float(score[order[0]] - score[order[1]]) if len(order) > 1 else float("nan"),
-            "test_log_growth": float(np.log(res.wealth.iloc[-1] / res.initial_wealth) / years) if years > 0 else np.nan,
-        })
+        rows.append(
+            {
+                "window": w.index,
+                "train_start": dates[w.train_start],
+                "train_end": dates[w.test_start - 1] if w.test_start > 0 else dates[0],
+                "test_start": start,
+                "test_end": end,
+                "point": chosen,
+                f"train_{config.objective}": float(score[order[0]]),
+                "runner_up": points[int(order[1])] if len(order) > 1 else "",
+                "margin": float(score[order[0]] - score[order[1]]) if len(order) > 1 else float("nan"),
+                "test_log_growth": float(np.log(res.wealth.iloc[-1] / res.initial_wealth) / years)
+                if years > 0
+                else np.nan,
+            }
+        )
     return WalkForwardResult(stitch(parts, [r["point"] for r in rows]), pd.DataFrame(rows))
 
 
 def stitch(parts: list[BacktestResult], points: list[str], name: str = WALK_FORWARD) -> BacktestResult:
     """Consecutive window results -> one path (``window`` and ``point`` columns say who traded)."""
-    steps = pd.concat([p.steps.assign(window=k, point=pt) for k, (p, pt) in enumerate(zip(parts, points, strict=True))],
-                      ignore_index=True)
-    weights = pd.concat([p.weights.assign(point=pt) for p, pt in zip(parts, points, strict=True)], ignore_index=True)
+    steps = pd.concat(
+        [p.steps.assign(window=k, point=pt) for k, (p, pt) in enumerate(zip(parts, points, strict=True))],
+        ignore_index=True,
+    )
+    weights = pd.concat(
+        [p.weights.assign(point=pt) for p, pt in zip(parts, points, strict=True)], ignore_index=True
+    )
     return BacktestResult(name, steps, weights, parts[0].initial_wealth, parts[-1].end_state)
 
 
-def slice_result(result: BacktestResult, start: pd.Timestamp, end: pd.Timestamp | None = None) -> BacktestResult:
+def slice_result(
+    result: BacktestResult, start: pd.Timestamp, end: pd.Timestamp | None = None
+) -> BacktestResult:
     """The part of a path with decision days in ``[start, end)`` (its wealth at ``start`` as the
     initial wealth): a fixed policy scored on the walk-forward's out-of-sample days."""
     s = result.steps
-    keep = (pd.DatetimeIndex(s["date"]) >= start) & ((pd.DatetimeIndex(s["date"]) < end) if end is not None else True)
+    keep = (pd.DatetimeIndex(s["date"]) >= start) & (
+        (pd.DatetimeIndex(s["date"]) < end) if end is not None else True
+    )
     steps = s[keep].reset_index(drop=True)
     if steps.empty:
         raise ValueError(f"{result.name}: no step in {start.date()}..{end.date() if end is not None else ''}")
     w = result.weights
-    wkeep = (pd.DatetimeIndex(w["date"]) >= start) & ((pd.DatetimeIndex(w["date"]) < end) if end is not None else True)
-    return BacktestResult(result.name, steps, w[wkeep].reset_index(drop=True), float(steps["wealth_start"].iloc[0]),
-                          result.end_state if end is None else None)
+    wkeep = (pd.DatetimeIndex(w["date"]) >= start) & (
+        (pd.DatetimeIndex(w["date"]) < end) if end is not None else True
+    )
+    return BacktestResult(
+        result.name,
+        steps,
+        w[wkeep].reset_index(drop=True),
+        float(steps["wealth_start"].iloc[0]),
+        result.end_state if end is None else None,
+    )

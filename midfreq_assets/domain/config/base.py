@@ -69,8 +69,10 @@ class _StrictLoader(yaml.SafeLoader):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_YAML_ALIASES:
                 mark = self.peek_event().start_mark
-                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (line {mark.line + 1}): refusing "
-                                     "alias expansion (write the values out)")
+                raise yaml.YAMLError(
+                    f"more than {MAX_YAML_ALIASES} aliases (line {mark.line + 1}): refusing "
+                    "alias expansion (write the values out)"
+                )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
@@ -80,8 +82,10 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise yaml.YAMLError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}, first at line "
-                                     f"{seen[key] + 1}): remove one, only one value can apply")
+                raise yaml.YAMLError(
+                    f"duplicate key {key!r} (line {key_node.start_mark.line + 1}, first at line "
+                    f"{seen[key] + 1}): remove one, only one value can apply"
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 

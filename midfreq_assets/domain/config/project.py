@@ -52,8 +52,9 @@ class Project:
         try:
             return self.vaults[name]
         except KeyError:
-            raise ConfigError(f"{self.config_dir / 'vaults'}: no vault named {name!r} "
-                              f"(have {', '.join(self.vaults)})") from None
+            raise ConfigError(
+                f"{self.config_dir / 'vaults'}: no vault named {name!r} (have {', '.join(self.vaults)})"
+            ) from None
 
 
 def load_project(directory: Path | str | None = None) -> Project:
@@ -68,8 +69,10 @@ def load_project(directory: Path | str | None = None) -> Project:
     tokens = load_token_registry(root / "tokens.yaml")
     for vault in vaults.values():
         if vault.reference_asset != "usd" and tokens.reference_coin(vault.reference_asset) is None:
-            raise ConfigError(f"{root / 'tokens.yaml'}: reference_coins.{vault.reference_asset}: missing; vault "
-                              f"{vault.name} prices its tokens in {vault.reference_asset} and needs its USD price coin")
+            raise ConfigError(
+                f"{root / 'tokens.yaml'}: reference_coins.{vault.reference_asset}: missing; vault "
+                f"{vault.name} prices its tokens in {vault.reference_asset} and needs its USD price coin"
+            )
     return Project(
         config_dir=root,
         vaults=vaults,

@@ -72,10 +72,15 @@ class VaultConfig(StrictModel):
         default=None, description="floor on the pool's 30-day mean APY (fraction/yr; DefiLlama apyMean30d)"
     )
     exclude_il_risk: bool = Field(default=False, description="leave out pools DefiLlama flags ilRisk: yes")
-    stablecoin_only: bool = Field(default=False, description="keep only pools DefiLlama flags stablecoin: true")
-    exposure: Literal["single", "multi"] | None = Field(default=None, description="DefiLlama exposure required")
+    stablecoin_only: bool = Field(
+        default=False, description="keep only pools DefiLlama flags stablecoin: true"
+    )
+    exposure: Literal["single", "multi"] | None = Field(
+        default=None, description="DefiLlama exposure required"
+    )
     symbol_patterns: list[str] | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="pool symbols held: globs or 're:' regexes, case-insensitive; a match also vouches for "
         "symbol parts of pools whose underlying addresses the token registry does not know",
     )
@@ -95,11 +100,14 @@ class VaultConfig(StrictModel):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     on_missing_upstream_days: Literal["fail", "tolerate"] = Field(
-        default="fail", description="fail: features and rebalance_weights refuse to compute when an upstream day "
+        default="fail",
+        description="fail: features and rebalance_weights refuse to compute when an upstream day "
         "they read is not in the lake (pool_history in the features lookback, the previous day's holdings); "
-        "tolerate: compute on the days that exist (features) or restart from cash (rebalance), with a warning")
+        "tolerate: compute on the days that exist (features) or restart from cash (rebalance), with a warning",
+    )
     positions: PositionsConfig | None = Field(
-        default=None, description="the vault's real holdings (null: simulated from backtest.initial_wealth)")
+        default=None, description="the vault's real holdings (null: simulated from backtest.initial_wealth)"
+    )
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     intraday: IntradayConfig = Field(default_factory=IntradayConfig)
 
@@ -142,7 +150,9 @@ class VaultConfig(StrictModel):
 
     @model_validator(mode="after")
     def _caps_can_hold_the_budget(self) -> VaultConfig:
-        problems = static_cap_problems(self.strategy, self.chains, sorted(self.protocol_slugs), self.selected_pools)
+        problems = static_cap_problems(
+            self.strategy, self.chains, sorted(self.protocol_slugs), self.selected_pools
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -52,8 +52,10 @@ class ArchiveFile:
         elif self.interval is None or not _INTERVAL_RE.match(self.interval):
             raise ValueError(f"{self.dataset} needs an interval like 1m/1h/1d, got {self.interval!r}")
         if self.freq not in _PERIOD_RE or not _PERIOD_RE[self.freq].match(self.period):
-            raise ValueError(f"{self.freq} period must look like {'YYYY-MM-DD' if self.freq == 'daily' else 'YYYY-MM'}, "
-                             f"got {self.period!r}")
+            raise ValueError(
+                f"{self.freq} period must look like {'YYYY-MM-DD' if self.freq == 'daily' else 'YYYY-MM'}, "
+                f"got {self.period!r}"
+            )
 
     @property
     def zip_name(self) -> str:
@@ -69,4 +71,6 @@ class ArchiveFile:
 
     @property
     def label(self) -> str:
-        return " ".join(p for p in (self.market, self.dataset, self.symbol, self.interval, self.freq, self.period) if p)
+        return " ".join(
+            p for p in (self.market, self.dataset, self.symbol, self.interval, self.freq, self.period) if p
+        )

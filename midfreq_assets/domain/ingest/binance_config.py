@@ -43,8 +43,12 @@ class FuturesConfig(StrictModel):
     """Futures datasets collected beside the klines: premium index bars and funding rates."""
 
     market: Literal["futures/um", "futures/cm"] = "futures/um"
-    symbols: list[str] = Field(min_length=1, description="futures archive symbols (um: BTCUSDT, cm: BTCUSD_PERP)")
-    premium_index_intervals: list[str] = Field(default_factory=list, description="premiumIndexKlines intervals")
+    symbols: list[str] = Field(
+        min_length=1, description="futures archive symbols (um: BTCUSDT, cm: BTCUSD_PERP)"
+    )
+    premium_index_intervals: list[str] = Field(
+        default_factory=list, description="premiumIndexKlines intervals"
+    )
     funding_rate: bool = Field(default=True, description="collect fundingRate (monthly files only)")
 
     @field_validator("symbols")
@@ -81,10 +85,14 @@ class BinanceConfig(StrictModel):
     datasets: list[Dataset] = Field(default_factory=lambda: ["klines"])
     start_date: dt.date
     futures: FuturesConfig | None = Field(default=None, description="premium index / funding collection")
-    max_csv_mb: float = Field(default=MAX_CSV_BYTES / 2**20, gt=0,
-                              description="largest CSV a zip may inflate to (checked before inflating)")
-    max_compression_ratio: float = Field(default=MAX_COMPRESSION_RATIO, gt=1,
-                                         description="refuse zip members compressed more than this : 1")
+    max_csv_mb: float = Field(
+        default=MAX_CSV_BYTES / 2**20,
+        gt=0,
+        description="largest CSV a zip may inflate to (checked before inflating)",
+    )
+    max_compression_ratio: float = Field(
+        default=MAX_COMPRESSION_RATIO, gt=1, description="refuse zip members compressed more than this : 1"
+    )
 
     @property
     def max_csv_bytes(self) -> int:

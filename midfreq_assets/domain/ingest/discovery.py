@@ -63,14 +63,25 @@ def static_discovery_reasons(snapshot: pd.DataFrame, vault: VaultConfig) -> np.n
         reasons[take] = fill[take]
 
     if vault.exclude_il_risk:
-        il = _column(snapshot, "il_risk").astype(object).map(lambda v: str(v).strip().lower() if v is not None else "")
+        il = (
+            _column(snapshot, "il_risk")
+            .astype(object)
+            .map(lambda v: str(v).strip().lower() if v is not None else "")
+        )
         rule(il.eq("yes").to_numpy(), "ilRisk yes (exclude_il_risk)")
     if vault.stablecoin_only:
         flag = _column(snapshot, "stablecoin").map(_flag_true)
         rule(~flag.to_numpy(dtype=bool), "not a stablecoin pool (stablecoin_only)")
     if vault.exposure is not None:
-        exp = _column(snapshot, "exposure").astype(object).map(lambda v: str(v).lower() if isinstance(v, str) else "unknown")
-        rule(exp.ne(vault.exposure).to_numpy(), ("exposure " + exp + f", vault takes {vault.exposure}").to_numpy())
+        exp = (
+            _column(snapshot, "exposure")
+            .astype(object)
+            .map(lambda v: str(v).lower() if isinstance(v, str) else "unknown")
+        )
+        rule(
+            exp.ne(vault.exposure).to_numpy(),
+            ("exposure " + exp + f", vault takes {vault.exposure}").to_numpy(),
+        )
     matches = symbol_matcher(vault.symbol_patterns)
     if matches is not None:
         symbols = snapshot["symbol"].astype(str)
@@ -139,7 +150,9 @@ def apy_mean_reasons(mean_30d: np.ndarray, vault: VaultConfig) -> np.ndarray:
     return out
 
 
-def top_pools_screen(rows: pd.DataFrame, passing: np.ndarray, vault: VaultConfig) -> tuple[pd.DataFrame, np.ndarray]:
+def top_pools_screen(
+    rows: pd.DataFrame, passing: np.ndarray, vault: VaultConfig
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The vault's ``top_pools`` ranking of the rows ``passing`` every other rule (over the window
     before each day), and the reason per row of its allow-list (all None when ``allow_list`` is off)."""
     cfg = vault.top_pools

@@ -52,16 +52,24 @@ def months_between(first: dt.date, last: dt.date) -> list[str]:
 
 
 def funding_files(config: FuturesConfig, first: dt.date, last: dt.date) -> list[ArchiveFile]:
-    return [ArchiveFile(config.market, "fundingRate", symbol, None, "monthly", month)
-            for symbol in config.symbols for month in months_between(first, last)]
+    return [
+        ArchiveFile(config.market, "fundingRate", symbol, None, "monthly", month)
+        for symbol in config.symbols
+        for month in months_between(first, last)
+    ]
 
 
 def empty_funding_frame() -> pd.DataFrame:
-    return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "month": pd.Series(dtype="str"),
-                         "symbol": pd.Series(dtype="str"),
-                         "calc_time": pd.Series(dtype="datetime64[ns, UTC]"),
-                         "funding_interval_hours": pd.Series(dtype="int64"),
-                         "funding_rate": pd.Series(dtype="float64")})
+    return pd.DataFrame(
+        {
+            "date": pd.Series(dtype="datetime64[ns]"),
+            "month": pd.Series(dtype="str"),
+            "symbol": pd.Series(dtype="str"),
+            "calc_time": pd.Series(dtype="datetime64[ns, UTC]"),
+            "funding_interval_hours": pd.Series(dtype="int64"),
+            "funding_rate": pd.Series(dtype="float64"),
+        }
+    )
 
 
 def combine_funding(frames: list[pd.DataFrame], first: dt.date, last: dt.date) -> tuple[pd.DataFrame, int]:
@@ -89,9 +97,14 @@ def funding_gaps(df: pd.DataFrame, covered: dict[str, set[dt.date]] | None = Non
     without it only days present in ``df``. The interval is the symbol's most common
     ``funding_interval_hours`` (8 on most contracts; some have 4 or 1)."""
     counts = df.groupby(["symbol", "date"]).size() if len(df) else pd.Series(dtype="int64")
-    interval = df.groupby("symbol")["funding_interval_hours"].agg(lambda s: s.mode().iloc[0]) if len(df) else {}
-    keys = ([(s, pd.Timestamp(d)) for s, days in covered.items() for d in days] if covered is not None
-            else list(counts.index))
+    interval = (
+        df.groupby("symbol")["funding_interval_hours"].agg(lambda s: s.mode().iloc[0]) if len(df) else {}
+    )
+    keys = (
+        [(s, pd.Timestamp(d)) for s, days in covered.items() for d in days]
+        if covered is not None
+        else list(counts.index)
+    )
     rows = []
     for symbol, day in keys:
         hours = int(interval.get(symbol, 0)) if len(df) else 0
@@ -105,8 +118,9 @@ def funding_gaps(df: pd.DataFrame, covered: dict[str, set[dt.date]] | None = Non
     return gaps.sort_values(["symbol", "date"]).reset_index(drop=True)
 
 
-def collect_funding(download_many: DownloadMany, config: FuturesConfig, first: dt.date, last: dt.date
-                    ) -> FundingCollection:
+def collect_funding(
+    download_many: DownloadMany, config: FuturesConfig, first: dt.date, last: dt.date
+) -> FundingCollection:
     """Fetch (verified zip bytes per file, or why not), parse and merge the funding rates of every
     configured symbol for days ``first..last``; a file failing its parse is reported, the others kept."""
     planned = funding_files(config, first, last)
@@ -128,5 +142,12 @@ def collect_funding(download_many: DownloadMany, config: FuturesConfig, first: d
         collected.append(file)
         covered[file.symbol].update(d for d in period_days("monthly", file.period) if first <= d <= last)
     rates, duplicates = combine_funding(frames, first, last)
-    return FundingCollection(rates=rates, planned=planned, collected=collected, missing=dict(batch.missing),
-                             failed=failed, duplicates_dropped=duplicates, gaps=funding_gaps(rates, covered))
+    return FundingCollection(
+        rates=rates,
+        planned=planned,
+        collected=collected,
+        missing=dict(batch.missing),
+        failed=failed,
+        duplicates_dropped=duplicates,
+        gaps=funding_gaps(rates, covered),
+    )

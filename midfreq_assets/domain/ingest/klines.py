@@ -25,20 +25,58 @@ import pyarrow.csv as pacsv
 from midfreq_assets.domain.ingest.archive_files import Freq
 
 KLINE_CSV_COLUMNS: tuple[str, ...] = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 FLOAT_COLUMNS: tuple[str, ...] = (
-    "open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
 )
 INT_COLUMNS: tuple[str, ...] = ("open_time", "close_time", "count")
-KLINES_COLUMNS: tuple[str, ...] = ("date", "symbol", "interval", "open_time", "close_time", *FLOAT_COLUMNS, "count")
+KLINES_COLUMNS: tuple[str, ...] = (
+    "date",
+    "symbol",
+    "interval",
+    "open_time",
+    "close_time",
+    *FLOAT_COLUMNS,
+    "count",
+)
 BAR_KEY: tuple[str, ...] = ("symbol", "interval", "open_time")
 
 INTERVAL_SECONDS: dict[str, int] = {
-    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800,
-    "1h": 3600, "2h": 7200, "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200,
-    "1d": 86400, "3d": 259200, "1w": 604800, "1mo": 2592000,
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+    "3d": 259200,
+    "1w": 604800,
+    "1mo": 2592000,
 }
 DAY_SECONDS = 86400
 _DAY_NS = DAY_SECONDS * 1_000_000_000
@@ -97,8 +135,9 @@ def period_days(freq: Freq, period: str) -> list[dt.date]:
 
 
 # ----------------------------------------------------------------------------- parsing
-def read_single_csv(zip_bytes: bytes, source: str, max_bytes: int = MAX_CSV_BYTES,
-                    max_ratio: float = MAX_COMPRESSION_RATIO) -> tuple[str, bytes]:
+def read_single_csv(
+    zip_bytes: bytes, source: str, max_bytes: int = MAX_CSV_BYTES, max_ratio: float = MAX_COMPRESSION_RATIO
+) -> tuple[str, bytes]:
     """The one CSV inside an archive zip as (member name, bytes); anything else is an error.
 
     The member's declared size and compression ratio are checked before a byte is inflated, and
@@ -121,12 +160,15 @@ def read_single_csv(zip_bytes: bytes, source: str, max_bytes: int = MAX_CSV_BYTE
             raise KlinesParseError(
                 f"{source}: member {member.filename} would inflate to {member.file_size:,} bytes from "
                 f"{member.compress_size:,} ({ratio:,.0f}:1); limits are {max_bytes:,} bytes and {max_ratio:g}:1 "
-                "(a zip bomb or a foreign file); refused without inflating")
+                "(a zip bomb or a foreign file); refused without inflating"
+            )
         try:
             with archive.open(member) as fh:
                 data = fh.read(max_bytes + 1)
             if len(data) > max_bytes:
-                raise KlinesParseError(f"{source}: member {member.filename} inflates beyond {max_bytes:,} bytes")
+                raise KlinesParseError(
+                    f"{source}: member {member.filename} inflates beyond {max_bytes:,} bytes"
+                )
             return member.filename, data
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
             raise KlinesParseError(f"{source}: corrupt zip member {member.filename}: {exc}") from None
@@ -158,7 +200,9 @@ def _diagnose(data: bytes, source: str, header: bool, names: Sequence[str]) -> s
             continue
         fields = line.split(",")
         if len(fields) != len(names):
-            return f"{source}, line {number}: expected {len(names)} columns, got {len(fields)}: {line[:120]!r}"
+            return (
+                f"{source}, line {number}: expected {len(names)} columns, got {len(fields)}: {line[:120]!r}"
+            )
         for i, value in enumerate(fields):
             kind = "an integer" if i in ints else "a number"
             try:
@@ -233,7 +277,9 @@ def parse_klines_csv(data: bytes, *, source: str, symbol: str, interval: str) ->
         finite &= np.isfinite(cols[name])
     if not finite.all():
         detail = _diagnose(data, source, _has_header(data), KLINE_CSV_COLUMNS)
-        raise KlinesParseError(detail or f"{source}: non-finite price or volume in row {int(np.argmin(finite)) + 1}")
+        raise KlinesParseError(
+            detail or f"{source}: non-finite price or volume in row {int(np.argmin(finite)) + 1}"
+        )
     open_ns, open_unit = _epoch_to_ns(cols["open_time"], "open_time", source)
     close_ns, close_unit = _epoch_to_ns(cols["close_time"], "close_time", source)
     if open_unit != close_unit:
@@ -251,8 +297,15 @@ def parse_klines_csv(data: bytes, *, source: str, symbol: str, interval: str) ->
     return pd.DataFrame(out, copy=False)
 
 
-def parse_klines_zip(zip_bytes: bytes, *, source: str, symbol: str, interval: str,
-                     max_bytes: int = MAX_CSV_BYTES, max_ratio: float = MAX_COMPRESSION_RATIO) -> pd.DataFrame:
+def parse_klines_zip(
+    zip_bytes: bytes,
+    *,
+    source: str,
+    symbol: str,
+    interval: str,
+    max_bytes: int = MAX_CSV_BYTES,
+    max_ratio: float = MAX_COMPRESSION_RATIO,
+) -> pd.DataFrame:
     """An archive zip (exactly one CSV inside, within the size limits) -> typed ``binance_klines`` rows."""
     member, data = read_single_csv(zip_bytes, source, max_bytes, max_ratio)
     return parse_klines_csv(data, source=f"{source}:{member}", symbol=symbol, interval=interval)
@@ -266,20 +319,31 @@ def parse_funding_rate_zip(zip_bytes: bytes, *, source: str, symbol: str) -> pd.
     member, data = read_single_csv(zip_bytes, source)
     where = f"{source}:{member}"
     if not _has_rows(data):
-        table = pa.table({"calc_time": pa.array([], pa.int64()), "funding_interval_hours": pa.array([], pa.int64()),
-                          "funding_rate": pa.array([], pa.float64())})
+        table = pa.table(
+            {
+                "calc_time": pa.array([], pa.int64()),
+                "funding_interval_hours": pa.array([], pa.int64()),
+                "funding_rate": pa.array([], pa.float64()),
+            }
+        )
     else:
-        table = _read_csv(data, where, FUNDING_CSV_COLUMNS, {
-            "calc_time": pa.int64(), "funding_interval_hours": pa.int64(), "funding_rate": pa.float64()})
+        table = _read_csv(
+            data,
+            where,
+            FUNDING_CSV_COLUMNS,
+            {"calc_time": pa.int64(), "funding_interval_hours": pa.int64(), "funding_rate": pa.float64()},
+        )
     calc = table.column("calc_time").to_numpy()
     calc_ns = _epoch_to_ns(calc, "calc_time", where)[0] if len(calc) else calc
-    return pd.DataFrame({
-        "date": (calc_ns // _DAY_NS * _DAY_NS).view("datetime64[ns]"),
-        "symbol": pd.array([symbol], dtype="str").repeat(len(calc)),
-        "calc_time": _utc(calc_ns),
-        "funding_interval_hours": table.column("funding_interval_hours").to_numpy(),
-        "funding_rate": table.column("funding_rate").to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "date": (calc_ns // _DAY_NS * _DAY_NS).view("datetime64[ns]"),
+            "symbol": pd.array([symbol], dtype="str").repeat(len(calc)),
+            "calc_time": _utc(calc_ns),
+            "funding_interval_hours": table.column("funding_interval_hours").to_numpy(),
+            "funding_rate": table.column("funding_rate").to_numpy(),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- merging & gaps
@@ -323,7 +387,9 @@ def bar_gaps(
     no bar at all counts too; without it, only days present in ``df`` are checked. Gaps are
     reported, never filled: exchange maintenance gaps in the archive are permanent.
     """
-    counts = df.groupby(["symbol", "interval", "date"], sort=True).size() if len(df) else pd.Series(dtype="int64")
+    counts = (
+        df.groupby(["symbol", "interval", "date"], sort=True).size() if len(df) else pd.Series(dtype="int64")
+    )
     if covered_days is None:
         keys = list(counts.index)
     else:

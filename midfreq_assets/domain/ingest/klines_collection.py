@@ -76,11 +76,15 @@ def _files(config: BarSeries, plan: list[tuple[str, str]], dataset: str) -> list
 
 def _daily_of(file: ArchiveFile, first: dt.date, last: dt.date) -> list[ArchiveFile]:
     days = [d for d in period_days(file.freq, file.period) if first <= d <= last]
-    return [ArchiveFile(file.market, file.dataset, file.symbol, file.interval, "daily", d.isoformat()) for d in days]
+    return [
+        ArchiveFile(file.market, file.dataset, file.symbol, file.interval, "daily", d.isoformat())
+        for d in days
+    ]
 
 
-def fetch_klines_files(download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date,
-                       dataset: str = "klines") -> tuple[list[ArchiveFile], ArchiveBatchLike, list[ArchiveFile]]:
+def fetch_klines_files(
+    download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date, dataset: str = "klines"
+) -> tuple[list[ArchiveFile], ArchiveBatchLike, list[ArchiveFile]]:
     """Download the planned files; a missing monthly file is replaced by its daily files."""
     planned = _files(config, plan_archive_files(first, last), dataset)
     batch = download_many(planned)
@@ -95,8 +99,9 @@ def fetch_klines_files(download_many: DownloadMany, config: BarSeries, first: dt
     return planned, batch, replaced
 
 
-def collect_klines(download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date,
-                   dataset: str = "klines") -> KlinesCollection:
+def collect_klines(
+    download_many: DownloadMany, config: BarSeries, first: dt.date, last: dt.date, dataset: str = "klines"
+) -> KlinesCollection:
     """Fetch (``download_many``: verified zip bytes per file, or why not), parse and merge every
     configured (symbol, interval) for days ``first..last``. ``dataset``: ``klines``, or
     ``premiumIndexKlines`` (same CSV layout) of a futures market."""
@@ -108,20 +113,33 @@ def collect_klines(download_many: DownloadMany, config: BarSeries, first: dt.dat
     # daily files first: where a monthly and a daily file both hold a bar, the daily one wins
     for file in sorted(batch.ok, key=lambda f: (f.freq != "daily", f)):
         try:
-            frames.append(parse_klines_zip(batch.ok[file], source=file.zip_name, symbol=file.symbol,
-                                           interval=str(file.interval),
-                                           max_bytes=getattr(config, "max_csv_bytes", MAX_CSV_BYTES),
-                                           max_ratio=getattr(config, "max_compression_ratio", MAX_COMPRESSION_RATIO)))
+            frames.append(
+                parse_klines_zip(
+                    batch.ok[file],
+                    source=file.zip_name,
+                    symbol=file.symbol,
+                    interval=str(file.interval),
+                    max_bytes=getattr(config, "max_csv_bytes", MAX_CSV_BYTES),
+                    max_ratio=getattr(config, "max_compression_ratio", MAX_COMPRESSION_RATIO),
+                )
+            )
         except KlinesParseError as exc:
             failed[file] = f"{type(exc).__name__}: {exc}"
             continue
         collected.append(file)
         covered[(file.symbol, str(file.interval))].update(
-            d for d in period_days(file.freq, file.period) if first <= d <= last)
+            d for d in period_days(file.freq, file.period) if first <= d <= last
+        )
     bars, duplicates = combine_klines(frames, first, last)
     return KlinesCollection(
-        bars=bars, planned=planned, collected=collected, missing=dict(batch.missing), failed=failed,
-        monthly_replaced=replaced, duplicates_dropped=duplicates, gaps=bar_gaps(bars, covered),
+        bars=bars,
+        planned=planned,
+        collected=collected,
+        missing=dict(batch.missing),
+        failed=failed,
+        monthly_replaced=replaced,
+        duplicates_dropped=duplicates,
+        gaps=bar_gaps(bars, covered),
     )
 
 

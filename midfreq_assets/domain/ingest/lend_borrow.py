@@ -25,8 +25,18 @@ from midfreq_assets.domain.units import percent_to_fraction
 
 #: Borrows may exceed supply by rounding between two snapshots of the same block, not more.
 MAX_UTILIZATION = 1.001
-LEND_BORROW_COLUMNS = ["date", "pool", "total_supply_usd", "total_borrow_usd", "debt_ceiling_usd",
-                       "apy_base_borrow", "apy_reward_borrow", "apy_base", "utilization", FLAG]
+LEND_BORROW_COLUMNS = [
+    "date",
+    "pool",
+    "total_supply_usd",
+    "total_borrow_usd",
+    "debt_ceiling_usd",
+    "apy_base_borrow",
+    "apy_reward_borrow",
+    "apy_base",
+    "utilization",
+    FLAG,
+]
 _SOURCE_COLUMNS = {
     "totalSupplyUsd": "total_supply_usd",
     "totalBorrowUsd": "total_borrow_usd",
@@ -64,8 +74,10 @@ def lend_borrow_problem(records: Sequence[Mapping[str, Any]]) -> str | None:
         negative = np.flatnonzero(_column(records, key) < 0)
         if len(negative):
             i = int(negative[0])
-            return (f"record {i} ({records[i].get('timestamp')}): negative {key} {records[i].get(key)!r} "
-                    f"({len(negative)} such record(s))")
+            return (
+                f"record {i} ({records[i].get('timestamp')}): negative {key} {records[i].get(key)!r} "
+                f"({len(negative)} such record(s))"
+            )
     return None
 
 
@@ -103,8 +115,10 @@ def lend_borrow_frame(charts: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.D
     records = [row for rows in charts.values() for row in rows]
     stamps = _timestamps(records)
     if stamps.isna().any():
-        raise ValueError(f"{int(stamps.isna().sum())} chartLendBorrow record(s) without a valid timestamp "
-                         "(check lend_borrow_problem)")
+        raise ValueError(
+            f"{int(stamps.isna().sum())} chartLendBorrow record(s) without a valid timestamp "
+            "(check lend_borrow_problem)"
+        )
     frame = pd.DataFrame({"pool": pd.Series(pools, dtype=object), "_ts": stamps})
     frame["date"] = stamps.dt.tz_convert(None).dt.normalize().astype("datetime64[ns]")
     for source, target in _SOURCE_COLUMNS.items():

@@ -67,7 +67,9 @@ def chart_problem(records: Sequence[Mapping[str, Any]]) -> str | None:
     if len(bad_time):
         i = int(bad_time[0])
         return f"record {i}: timestamp {records[i].get('timestamp')!r} is not an ISO date ({len(bad_time)} such record(s))"
-    tvl = pd.to_numeric(pd.Series([r.get("tvlUsd") for r in records], dtype=object), errors="coerce").to_numpy(float)
+    tvl = pd.to_numeric(
+        pd.Series([r.get("tvlUsd") for r in records], dtype=object), errors="coerce"
+    ).to_numpy(float)
     negative = np.flatnonzero(tvl < 0)
     if len(negative):
         i = int(negative[0])
@@ -75,8 +77,9 @@ def chart_problem(records: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def sanity_flags(frame: pd.DataFrame, max_abs_apy: float = MAX_ABS_APY, max_tvl_usd: float = MAX_TVL_USD
-                 ) -> pd.Series:
+def sanity_flags(
+    frame: pd.DataFrame, max_abs_apy: float = MAX_ABS_APY, max_tvl_usd: float = MAX_TVL_USD
+) -> pd.Series:
     """Per row: why its numbers are implausible (None: usable). Vectorized over the frame."""
     apy = frame["apy"].to_numpy(dtype="float64")
     tvl = frame["tvl_usd"].to_numpy(dtype="float64")
@@ -112,7 +115,9 @@ def charts_frame(charts: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFr
     records = [row for rows in charts.values() for row in rows]
     stamps = _timestamps(records)
     if stamps.isna().any():
-        raise ValueError(f"{int(stamps.isna().sum())} chart record(s) without a valid timestamp (check chart_problem)")
+        raise ValueError(
+            f"{int(stamps.isna().sum())} chart record(s) without a valid timestamp (check chart_problem)"
+        )
     frame = pd.DataFrame({"pool": pd.Series(pools, dtype=object), "_ts": stamps})
     frame["date"] = stamps.dt.tz_convert(None).dt.normalize().astype("datetime64[ns]")
     for source, target in _SOURCE_COLUMNS.items():
@@ -136,8 +141,12 @@ def combine_histories(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return history.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)
 
 
-def merge_kept_rows(new: pd.DataFrame, previous: pd.DataFrame | None, keys: Sequence[str],
-                    eligible: np.ndarray | pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def merge_kept_rows(
+    new: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    keys: Sequence[str],
+    eligible: np.ndarray | pd.Series | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The completeness rule of every ingestion partition: ``new`` plus the ``previous`` rows whose
     key ``new`` lacks (a pool, coin or file that failed or came back shorter this run).
 
@@ -159,8 +168,9 @@ def merge_kept_rows(new: pd.DataFrame, previous: pd.DataFrame | None, keys: Sequ
     return merged.reset_index(drop=True), kept.reset_index(drop=True)
 
 
-def carry_previous_derived(new: Mapping[str, pd.DataFrame], previous: Mapping[str, pd.DataFrame],
-                           kept: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def carry_previous_derived(
+    new: Mapping[str, pd.DataFrame], previous: Mapping[str, pd.DataFrame], kept: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
     """The completeness rule for what is derived from the history (universe rows, exclusions,
     rankings): a (date, pool) whose history row was kept from the previous run keeps that run's
     derived rows too, in every derived frame at once, so the partitions never disagree and a pool
@@ -169,8 +179,11 @@ def carry_previous_derived(new: Mapping[str, pd.DataFrame], previous: Mapping[st
     if kept.empty:
         return dict(new)
     stale = pd.MultiIndex.from_frame(kept[["date", "pool"]].assign(date=pd.to_datetime(kept["date"])))
-    covered = [pd.MultiIndex.from_frame(f[["date", "pool"]].assign(date=pd.to_datetime(f["date"])))
-               for f in previous.values() if f is not None and len(f)]
+    covered = [
+        pd.MultiIndex.from_frame(f[["date", "pool"]].assign(date=pd.to_datetime(f["date"])))
+        for f in previous.values()
+        if f is not None and len(f)
+    ]
     if not covered:
         return dict(new)
     union = covered[0].append(covered[1:]).unique() if len(covered) > 1 else covered[0].unique()
@@ -226,25 +239,35 @@ def rows_per_day(history: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     return history.groupby("date")["pool"].nunique().reindex(days, fill_value=0)
 
 
-def missing_pools_table(missing: pd.MultiIndex, failed: list[str], no_history: list[str], full: pd.DataFrame,
-                        snapshot_tvl: pd.Series | None = None) -> pd.DataFrame:
+def missing_pools_table(
+    missing: pd.MultiIndex,
+    failed: list[str],
+    no_history: list[str],
+    full: pd.DataFrame,
+    snapshot_tvl: pd.Series | None = None,
+) -> pd.DataFrame:
     """One line per pool lacking days: why (fetch failed, no history at all, days missing inside
     its lifetime), how many days, the first and last missing day, and its last reported TVL (the
     ``/pools`` snapshot's, ``snapshot_tvl``, for a pool without history); largest TVL first (the
     pools that matter most)."""
-    frame = missing.to_frame(index=False) if len(missing) else pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"),
-                                                                               "pool": pd.Series(dtype=object)})
+    frame = (
+        missing.to_frame(index=False)
+        if len(missing)
+        else pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "pool": pd.Series(dtype=object)})
+    )
     gaps = frame.groupby("pool")["date"].agg(missing_days="size", first_missing="min", last_missing="max")
     gaps["reason"] = "days missing inside its lifetime"
     others = pd.DataFrame(index=pd.Index(sorted(set(failed) | set(no_history)), name="pool"))
     others["reason"] = ["fetch failed" if p in set(failed) else "no history returned" for p in others.index]
     out = pd.concat([gaps, others[~others.index.isin(gaps.index)]]).reset_index()
-    last_tvl = (full.sort_values("date").groupby("pool")["tvl_usd"].last() if len(full)
-                else pd.Series(dtype=float))
+    last_tvl = (
+        full.sort_values("date").groupby("pool")["tvl_usd"].last() if len(full) else pd.Series(dtype=float)
+    )
     if snapshot_tvl is not None:
         last_tvl = last_tvl.combine_first(snapshot_tvl)
     out["last_tvl_usd"] = out["pool"].map(last_tvl)
     out["missing_days"] = out["missing_days"].fillna(0).astype(int)
     cols = ["pool", "reason", "missing_days", "first_missing", "last_missing", "last_tvl_usd"]
-    return out.sort_values(["last_tvl_usd", "missing_days"], ascending=False, na_position="last")[cols].reset_index(
-        drop=True)
+    return out.sort_values(["last_tvl_usd", "missing_days"], ascending=False, na_position="last")[
+        cols
+    ].reset_index(drop=True)

@@ -30,8 +30,12 @@ class TopPoolsConfig(StrictModel):
 
     top_n: PositiveInt = Field(default=10, description="a pool is in the top on a day when its rank <= top_n")
     window_days: PositiveInt = Field(default=90, description="days of the window before the day it feeds")
-    min_days_in_top: PositiveInt = Field(default=1, description="days in the top needed to be picked (1 = ever)")
-    column: Literal["apy", "apy_base"] = Field(default="apy", description="daily yield the pools are ranked on")
+    min_days_in_top: PositiveInt = Field(
+        default=1, description="days in the top needed to be picked (1 = ever)"
+    )
+    column: Literal["apy", "apy_base"] = Field(
+        default="apy", description="daily yield the pools are ranked on"
+    )
     allow_list: bool = Field(
         default=False,
         description="true: on each day the universe keeps only the pools the ranking over the window "
@@ -41,12 +45,16 @@ class TopPoolsConfig(StrictModel):
     @model_validator(mode="after")
     def _days_fit_window(self) -> TopPoolsConfig:
         if self.min_days_in_top > self.window_days:
-            raise ValueError(f"min_days_in_top ({self.min_days_in_top}) exceeds window_days ({self.window_days})")
+            raise ValueError(
+                f"min_days_in_top ({self.min_days_in_top}) exceeds window_days ({self.window_days})"
+            )
         return self
 
     def describe(self) -> str:
-        return (f"rank <= {self.top_n} by daily {self.column} on >= {self.min_days_in_top} "
-                f"of {self.window_days} days")
+        return (
+            f"rank <= {self.top_n} by daily {self.column} on >= {self.min_days_in_top} "
+            f"of {self.window_days} days"
+        )
 
 
 def daily_ranks(values: pd.DataFrame, eligible: pd.DataFrame) -> pd.DataFrame:
@@ -97,8 +105,21 @@ class DayGrid:
 
 
 #: Columns of the ``pool_rankings`` asset (one row per vault, day and screened pool).
-RANKING_COLUMNS = ["vault", "date", "pool", "symbol", "project", "chain", "value", "rank", "days_in_top", "picked",
-                   "complete", "window_start", "window_end"]
+RANKING_COLUMNS = [
+    "vault",
+    "date",
+    "pool",
+    "symbol",
+    "project",
+    "chain",
+    "value",
+    "rank",
+    "days_in_top",
+    "picked",
+    "complete",
+    "window_start",
+    "window_end",
+]
 
 
 def ranking_columns(rows: pd.DataFrame, eligible: np.ndarray, config: TopPoolsConfig) -> pd.DataFrame:
@@ -109,26 +130,40 @@ def ranking_columns(rows: pd.DataFrame, eligible: np.ndarray, config: TopPoolsCo
 
     ``eligible``: the rows the ranking ranks (those passing every other rule of the universe).
     """
-    frame = pd.DataFrame({"date": pd.to_datetime(rows["date"]).dt.normalize().to_numpy(),
-                          "pool": rows["pool"].astype(str).to_numpy(),
-                          "value": pd.to_numeric(rows[config.column], errors="coerce").to_numpy(dtype=float),
-                          "eligible": np.asarray(eligible, dtype=bool)}, index=rows.index)
+    frame = pd.DataFrame(
+        {
+            "date": pd.to_datetime(rows["date"]).dt.normalize().to_numpy(),
+            "pool": rows["pool"].astype(str).to_numpy(),
+            "value": pd.to_numeric(rows[config.column], errors="coerce").to_numpy(dtype=float),
+            "eligible": np.asarray(eligible, dtype=bool),
+        },
+        index=rows.index,
+    )
     if frame.empty:
-        return frame.assign(rank=np.nan, days_in_top=np.nan, picked=False, complete=False,
-                            window_start=frame["date"], window_end=frame["date"]).drop(columns="eligible")
+        return frame.assign(
+            rank=np.nan,
+            days_in_top=np.nan,
+            picked=False,
+            complete=False,
+            window_start=frame["date"],
+            window_end=frame["date"],
+        ).drop(columns="eligible")
     grid = DayGrid.of(frame["date"], frame["pool"])
     ranks = daily_ranks(grid.wide(frame["value"]), grid.wide(frame["eligible"], fill=0.0) > 0)
     n = grid.gather(days_in_top(ranks, config))
     complete = (frame["date"] >= grid.days[0] + pd.Timedelta(days=config.window_days)).to_numpy(dtype=bool)
-    return pd.DataFrame({
-        "value": frame["value"],
-        "rank": grid.gather(ranks),
-        "days_in_top": n,
-        "picked": complete & (np.nan_to_num(n, nan=0.0) >= config.min_days_in_top),
-        "complete": complete,
-        "window_start": frame["date"] - pd.Timedelta(days=config.window_days),
-        "window_end": frame["date"] - pd.Timedelta(days=1),
-    }, index=rows.index)
+    return pd.DataFrame(
+        {
+            "value": frame["value"],
+            "rank": grid.gather(ranks),
+            "days_in_top": n,
+            "picked": complete & (np.nan_to_num(n, nan=0.0) >= config.min_days_in_top),
+            "complete": complete,
+            "window_start": frame["date"] - pd.Timedelta(days=config.window_days),
+            "window_end": frame["date"] - pd.Timedelta(days=1),
+        },
+        index=rows.index,
+    )
 
 
 def window_of(day: pd.Timestamp | dt.date, config: TopPoolsConfig) -> tuple[dt.date, dt.date]:
@@ -139,11 +174,17 @@ def window_of(day: pd.Timestamp | dt.date, config: TopPoolsConfig) -> tuple[dt.d
 
 def ranking_reasons(ranking: pd.DataFrame, config: TopPoolsConfig, first_day: dt.date) -> np.ndarray:
     """Exclusion reason per row of :func:`ranking_columns` (None where picked), naming the window."""
-    window = ranking["window_start"].dt.strftime("%Y-%m-%d") + ".." + ranking["window_end"].dt.strftime("%Y-%m-%d")
+    window = (
+        ranking["window_start"].dt.strftime("%Y-%m-%d") + ".." + ranking["window_end"].dt.strftime("%Y-%m-%d")
+    )
     outside = f"{RANKING_REASON_PREFIX} not picked ({config.describe()} " + window + ")"
-    incomplete = (f"{RANKING_REASON_PREFIX} no complete {config.window_days}-day ranking window before this "
-                  f"day (data from {first_day})")
-    out = np.where(ranking["complete"].to_numpy(dtype=bool), outside.to_numpy(dtype=object), incomplete).astype(object)
+    incomplete = (
+        f"{RANKING_REASON_PREFIX} no complete {config.window_days}-day ranking window before this "
+        f"day (data from {first_day})"
+    )
+    out = np.where(
+        ranking["complete"].to_numpy(dtype=bool), outside.to_numpy(dtype=object), incomplete
+    ).astype(object)
     out[ranking["picked"].to_numpy(dtype=bool)] = None
     return out
 
@@ -161,30 +202,55 @@ def ranking_table(rows: pd.DataFrame, config: TopPoolsConfig, as_of: pd.Timestam
     col = config.column
     frame = rows.assign(date=pd.to_datetime(rows["date"]).dt.normalize(), pool=rows["pool"].astype(str))
     frame = frame[frame["date"] < as_of]
-    empty = pd.DataFrame(columns=["rank", "pool", "picked", "days_in_top", "best_rank", "days_eligible",
-                                  f"mean_{col}", "window_start", "window_end", "as_of"])
+    empty = pd.DataFrame(
+        columns=[
+            "rank",
+            "pool",
+            "picked",
+            "days_in_top",
+            "best_rank",
+            "days_eligible",
+            f"mean_{col}",
+            "window_start",
+            "window_end",
+            "as_of",
+        ]
+    )
     if frame.empty or frame["date"].min() > pd.Timestamp(start):
         return empty  # no complete window before as_of: nothing is picked
     grid = DayGrid.of(frame["date"], frame["pool"], until=as_of)
-    ranks = daily_ranks(grid.wide(pd.to_numeric(frame[col], errors="coerce")), grid.wide(np.ones(len(frame)), 0.0) > 0)
+    ranks = daily_ranks(
+        grid.wide(pd.to_numeric(frame[col], errors="coerce")), grid.wide(np.ones(len(frame)), 0.0) > 0
+    )
     counts = days_in_top(ranks, config).loc[as_of]
-    window = ranks.loc[pd.Timestamp(start):pd.Timestamp(end)]
+    window = ranks.loc[pd.Timestamp(start) : pd.Timestamp(end)]
     recent = frame[frame["date"] >= pd.Timestamp(start)]
-    table = pd.DataFrame({
-        "days_in_top": counts,
-        "best_rank": window.min(),
-        "days_eligible": window.notna().sum(),
-        f"mean_{col}": recent.groupby("pool")[col].mean(),
-    })
+    table = pd.DataFrame(
+        {
+            "days_in_top": counts,
+            "best_rank": window.min(),
+            "days_eligible": window.notna().sum(),
+            f"mean_{col}": recent.groupby("pool")[col].mean(),
+        }
+    )
     table = table[table["days_eligible"] > 0].rename_axis("pool").reset_index()
     table["picked"] = table["days_in_top"] >= config.min_days_in_top
     last = recent.sort_values("date").drop_duplicates("pool", keep="last").set_index("pool")
     for attr in ("symbol", "project", "chain", "tvl_usd"):
         if attr in last:
             table[attr if attr != "tvl_usd" else "last_tvl_usd"] = table["pool"].map(last[attr])
-    table = table.sort_values(["picked", "days_in_top", "best_rank", f"mean_{col}"],
-                              ascending=[False, False, True, False], kind="stable").reset_index(drop=True)
+    table = table.sort_values(
+        ["picked", "days_in_top", "best_rank", f"mean_{col}"],
+        ascending=[False, False, True, False],
+        kind="stable",
+    ).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    table = table[["rank", "pool", "picked", *[c for c in table.columns if c not in ("rank", "pool", "picked")]]]
-    return table.assign(days_in_top=table["days_in_top"].astype(int), window_start=pd.Timestamp(start),
-                        window_end=pd.Timestamp(end), as_of=as_of)
+    table = table[
+        ["rank", "pool", "picked", *[c for c in table.columns if c not in ("rank", "pool", "picked")]]
+    ]
+    return table.assign(
+        days_in_top=table["days_in_top"].astype(int),
+        window_start=pd.Timestamp(start),
+        window_end=pd.Timestamp(end),
+        as_of=as_of,
+    )

@@ -27,12 +27,36 @@ from midfreq_assets.domain.ingest.ranking import RANKING_COLUMNS
 #: ``/pools`` describes "now": it stands for today and the last complete day.
 LIVE_SNAPSHOT_LAG_DAYS = 1
 METADATA_COLUMNS = [
-    "date", "pool", "chain", "project", "symbol", "tvl_usd", "apy", "apy_base", "apy_reward",
-    "underlying_tokens", "underlying_symbols", "reward_tokens", "pool_meta", "vaults", "reconstructed",
+    "date",
+    "pool",
+    "chain",
+    "project",
+    "symbol",
+    "tvl_usd",
+    "apy",
+    "apy_base",
+    "apy_reward",
+    "underlying_tokens",
+    "underlying_symbols",
+    "reward_tokens",
+    "pool_meta",
+    "vaults",
+    "reconstructed",
 ]
 SNAPSHOT_COLUMNS = [
-    "pool", "chain", "project", "symbol", "tvl_usd", "apy", "apy_base", "apy_reward",
-    "underlying_tokens", "reward_tokens", "pool_meta", "apy_mean_30d", *discovery.DISCOVERY_ATTRIBUTES,
+    "pool",
+    "chain",
+    "project",
+    "symbol",
+    "tvl_usd",
+    "apy",
+    "apy_base",
+    "apy_reward",
+    "underlying_tokens",
+    "reward_tokens",
+    "pool_meta",
+    "apy_mean_30d",
+    *discovery.DISCOVERY_ATTRIBUTES,
 ]
 _SYMBOL_SPLIT = re.compile(r"[-/_ +]+")
 
@@ -47,14 +71,16 @@ def snapshot_frame(records: list[Mapping[str, object]]) -> pd.DataFrame:
     return frame
 
 
-def underlying_symbols(chain: str, addresses: list[str] | None, pool_symbol: str,
-                       tokens: TokenRegistry) -> list[str]:
+def underlying_symbols(
+    chain: str, addresses: list[str] | None, pool_symbol: str, tokens: TokenRegistry
+) -> list[str]:
     """Map underlying token addresses to symbols; fall back to the parts of the pool symbol."""
     return resolve_underlying(chain, addresses, pool_symbol, tokens)[0]
 
 
-def resolve_underlying(chain: str, addresses: list[str] | None, pool_symbol: str,
-                       tokens: TokenRegistry) -> tuple[list[str], bool]:
+def resolve_underlying(
+    chain: str, addresses: list[str] | None, pool_symbol: str, tokens: TokenRegistry
+) -> tuple[list[str], bool]:
     """(underlying symbols, whether every address was known to the registry, i.e. no fallback)."""
     if addresses:
         mapped = [tokens.symbol_of(chain, a) for a in addresses]
@@ -79,8 +105,10 @@ def price_exposure_reason(symbols: list[str], vault: VaultConfig, pegged: frozen
     if not exposed:
         return None
     if not vault.allow_price_exposure:
-        return (f"price exposure: {','.join(exposed)} not pegged to {vault.reference_asset} "
-                "(allow_price_exposure is false)")
+        return (
+            f"price exposure: {','.join(exposed)} not pegged to {vault.reference_asset} "
+            "(allow_price_exposure is false)"
+        )
     unpriced = [t for t in exposed if t not in vault.yields.tokens]
     if unpriced:
         return f"price exposure: no price coin for {','.join(unpriced)} in yields.tokens"
@@ -104,8 +132,10 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
     ex_symbols = {s.lower() for s in vault.exclude.symbols}
     ex_projects = {normalize_slug(p) for p in vault.exclude.projects}
 
-    resolved = [resolve_underlying(c, u if isinstance(u, list) else (list(u) if u is not None else None), s, tokens)
-                for c, u, s in zip(snapshot["chain"], snapshot["underlying_tokens"], snapshot["symbol"], strict=True)]
+    resolved = [
+        resolve_underlying(c, u if isinstance(u, list) else (list(u) if u is not None else None), s, tokens)
+        for c, u, s in zip(snapshot["chain"], snapshot["underlying_tokens"], snapshot["symbol"], strict=True)
+    ]
     symbols = [syms for syms, _ in resolved]
     vouch = discovery.share_symbol_matcher(vault)
     reasons: list[str | None] = []
@@ -128,8 +158,11 @@ def static_screen(snapshot: pd.DataFrame, vault: VaultConfig, tokens: TokenRegis
         else:
             vouched = {t for t in syms if vouch and not known and vouch(t)}
             reasons.append(price_exposure_reason([t for t in syms if t not in vouched], vault, pegged))
-    reasons = list(discovery.first_reason(np.asarray(reasons, dtype=object),
-                                          discovery.static_discovery_reasons(snapshot, vault)))
+    reasons = list(
+        discovery.first_reason(
+            np.asarray(reasons, dtype=object), discovery.static_discovery_reasons(snapshot, vault)
+        )
+    )
     return pd.DataFrame(
         {"pool": snapshot["pool"].to_numpy(), "underlying_symbols": symbols, "reason": reasons},
         index=snapshot.index,
@@ -167,15 +200,27 @@ class Universe:
     rankings: pd.DataFrame
 
 
-def select_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
-                    tokens: TokenRegistry, *, lookback: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def select_universe(
+    rows: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    vaults: Mapping[str, VaultConfig],
+    tokens: TokenRegistry,
+    *,
+    lookback: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(members, exclusions) of :func:`screen_universe`."""
     universe = screen_universe(rows, snapshot, vaults, tokens, lookback=lookback)
     return universe.members, universe.exclusions
 
 
-def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
-                    tokens: TokenRegistry, *, lookback: pd.DataFrame | None = None) -> Universe:
+def screen_universe(
+    rows: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    vaults: Mapping[str, VaultConfig],
+    tokens: TokenRegistry,
+    *,
+    lookback: pd.DataFrame | None = None,
+) -> Universe:
     """Screen pools for every vault on every day of ``rows``.
 
     ``rows``: one row per (date, pool) with that day's ``tvl_usd`` (and yields); ``snapshot``:
@@ -186,12 +231,22 @@ def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
     :class:`Universe` (members with ``underlying_symbols`` and ``vaults``, exclusions with their
     ``reason``, and every vault's ``top_pools`` ranking of the days of ``rows``).
     """
-    static_cols = ["pool", "chain", "project", "symbol", "underlying_tokens", "reward_tokens", "pool_meta",
-                   *discovery.DISCOVERY_ATTRIBUTES]
+    static_cols = [
+        "pool",
+        "chain",
+        "project",
+        "symbol",
+        "underlying_tokens",
+        "reward_tokens",
+        "pool_meta",
+        *discovery.DISCOVERY_ATTRIBUTES,
+    ]
     attrs = snapshot[[c for c in static_cols if c in snapshot]].drop_duplicates("pool")
     screens = {name: static_screen(attrs, vault, tokens).set_index("pool") for name, vault in vaults.items()}
     rows = _with_lookback(rows, lookback, discovery.lookback_days(vaults))
-    day_rows = rows.drop(columns=[c for c in static_cols[1:] if c in rows.columns]).merge(attrs, on="pool", how="inner")
+    day_rows = rows.drop(columns=[c for c in static_cols[1:] if c in rows.columns]).merge(
+        attrs, on="pool", how="inner"
+    )
     in_range = ~day_rows.pop("_lookback").to_numpy(dtype=bool)
     mean_30d = discovery.apy_mean_30d(day_rows) if len(day_rows) else np.zeros(0)
     member_masks = {}
@@ -212,19 +267,32 @@ def screen_universe(rows: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[
         out.insert(0, "vault", name)
         out["reason"] = reason[~ok].astype(str)
         excluded.append(out)
-    day_rows = day_rows[in_range].drop(columns=["apy_mean_30d", *discovery.DISCOVERY_ATTRIBUTES], errors="ignore")
+    day_rows = day_rows[in_range].drop(
+        columns=["apy_mean_30d", *discovery.DISCOVERY_ATTRIBUTES], errors="ignore"
+    )
     names = np.array(list(vaults), dtype=object)
-    stacked = np.column_stack([member_masks[n] for n in names]) if len(names) else np.zeros((len(day_rows), 0), bool)
+    stacked = (
+        np.column_stack([member_masks[n] for n in names])
+        if len(names)
+        else np.zeros((len(day_rows), 0), bool)
+    )
     day_rows["vaults"] = [list(names[m]) for m in stacked]
     first_screen = next(iter(screens.values()))
     day_rows["underlying_symbols"] = day_rows["pool"].map(first_screen["underlying_symbols"])
     members = day_rows.loc[stacked.any(axis=1)].sort_values(["date", "pool"]).reset_index(drop=True)
-    exclusions = pd.concat(excluded, ignore_index=True) if excluded else pd.DataFrame(
-        columns=["vault", "date", "pool", "chain", "project", "symbol", "tvl_usd", "reason"]
+    exclusions = (
+        pd.concat(excluded, ignore_index=True)
+        if excluded
+        else pd.DataFrame(
+            columns=["vault", "date", "pool", "chain", "project", "symbol", "tvl_usd", "reason"]
+        )
     )
     rankings = pd.concat(ranked, ignore_index=True) if ranked else pd.DataFrame(columns=RANKING_COLUMNS)
-    return Universe(members, exclusions, rankings.sort_values(["vault", "date", "pool"])[RANKING_COLUMNS]
-                    .reset_index(drop=True))
+    return Universe(
+        members,
+        exclusions,
+        rankings.sort_values(["vault", "date", "pool"])[RANKING_COLUMNS].reset_index(drop=True),
+    )
 
 
 def _with_lookback(rows: pd.DataFrame, lookback: pd.DataFrame | None, days: int) -> pd.DataFrame:
@@ -238,8 +306,9 @@ def _with_lookback(rows: pd.DataFrame, lookback: pd.DataFrame | None, days: int)
     return pd.concat([before.assign(_lookback=True), rows], ignore_index=True)
 
 
-def _day_discovery(day_rows: pd.DataFrame, reason: pd.Series, mean_30d: np.ndarray, vault: VaultConfig
-                   ) -> tuple[pd.Series, pd.DataFrame, np.ndarray]:
+def _day_discovery(
+    day_rows: pd.DataFrame, reason: pd.Series, mean_30d: np.ndarray, vault: VaultConfig
+) -> tuple[pd.Series, pd.DataFrame, np.ndarray]:
     """The day-level discovery rules after the static and TVL screens: the 30-day mean APY floor,
     then the ``top_pools`` ranking of the rows passing every other rule (and its allow-list).
     Returns the reasons, the ranking per row and which rows it ranked (passing every other rule)."""
@@ -247,12 +316,19 @@ def _day_discovery(day_rows: pd.DataFrame, reason: pd.Series, mean_30d: np.ndarr
     screened = pd.isna(out)
     ranking, allow = discovery.top_pools_screen(day_rows, screened, vault)
     out = discovery.first_reason(out, allow)
-    ranking = pd.concat([day_rows[["date", "pool", "symbol", "project", "chain"]], ranking.drop(columns="date",
-                                                                                              errors="ignore")], axis=1)
+    ranking = pd.concat(
+        [
+            day_rows[["date", "pool", "symbol", "project", "chain"]],
+            ranking.drop(columns="date", errors="ignore"),
+        ],
+        axis=1,
+    )
     return pd.Series(out, index=reason.index, dtype=object), ranking, screened
 
 
-def static_candidates(snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig], tokens: TokenRegistry) -> list[str]:
+def static_candidates(
+    snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig], tokens: TokenRegistry
+) -> list[str]:
     """Pools that pass at least one vault's static screen: the ones worth fetching histories for."""
     keep = np.zeros(len(snapshot), dtype=bool)
     for vault in vaults.values():
@@ -283,9 +359,12 @@ def universe_pairs(metadata: pd.DataFrame, name: str) -> pd.MultiIndex:
     """(date, pool) pairs of vault ``name``'s universe (dates normalized to the UTC day)."""
     rows = vault_rows(metadata, name)
     if rows.empty:
-        return pd.MultiIndex.from_arrays([pd.DatetimeIndex([]), pd.Index([], dtype=object)], names=["date", "pool"])
-    return pd.MultiIndex.from_arrays([pd.to_datetime(rows["date"]).dt.normalize(), rows["pool"].astype(str)],
-                                     names=["date", "pool"])
+        return pd.MultiIndex.from_arrays(
+            [pd.DatetimeIndex([]), pd.Index([], dtype=object)], names=["date", "pool"]
+        )
+    return pd.MultiIndex.from_arrays(
+        [pd.to_datetime(rows["date"]).dt.normalize(), rows["pool"].astype(str)], names=["date", "pool"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,9 +378,15 @@ def live_days(first: dt.date, last: dt.date, today: dt.date) -> list[dt.date]:
     return [d.date() for d in pd.date_range(max(first, cutoff), last, freq="D")]
 
 
-def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mapping[str, VaultConfig],
-                    tokens: TokenRegistry, live: list[dt.date], *, lookback: pd.DataFrame | None = None
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def universe_by_day(
+    history: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    vaults: Mapping[str, VaultConfig],
+    tokens: TokenRegistry,
+    live: list[dt.date],
+    *,
+    lookback: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``pool_metadata`` rows, exclusions and rankings for the days of ``history`` plus the ``live`` days.
 
     A past day is screened on its own history rows (``reconstructed=True``: no historical
@@ -311,8 +396,10 @@ def universe_by_day(history: pd.DataFrame, snapshot: pd.DataFrame, vaults: Mappi
     past = history.loc[~history["date"].dt.date.isin(live)]
     snapshot = snapshot.assign(**{FLAG: sanity_flags(snapshot)})
     snapshot_rows = [snapshot.assign(date=pd.Timestamp(d)) for d in live]
-    rows = pd.concat([past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
-                     ignore_index=True)
+    rows = pd.concat(
+        [past.assign(reconstructed=True), *(r.assign(reconstructed=False) for r in snapshot_rows)],
+        ignore_index=True,
+    )
     universe = screen_universe(rows, snapshot, vaults, tokens, lookback=lookback)
     return universe.members[METADATA_COLUMNS], universe.exclusions, universe.rankings
 

@@ -12,8 +12,19 @@ import pandas as pd
 
 from midfreq_assets.domain.portfolio.live_config import IntradayConfig
 
-MOVE_COLUMNS = ["pool", "symbol", "project", "chain", "nightly_apy", "apy", "apy_change", "nightly_tvl_usd",
-                "tvl_usd", "tvl_change", "flag"]
+MOVE_COLUMNS = [
+    "pool",
+    "symbol",
+    "project",
+    "chain",
+    "nightly_apy",
+    "apy",
+    "apy_change",
+    "nightly_tvl_usd",
+    "tvl_usd",
+    "tvl_change",
+    "flag",
+]
 
 
 def intraday_moves(nightly: pd.DataFrame, snapshot: pd.DataFrame, config: IntradayConfig) -> pd.DataFrame:
@@ -22,11 +33,18 @@ def intraday_moves(nightly: pd.DataFrame, snapshot: pd.DataFrame, config: Intrad
     ``flag`` ('' when within the thresholds); flagged first."""
     base = nightly.drop_duplicates("pool", keep="last").set_index("pool")
     now = snapshot.drop_duplicates("pool", keep="last").set_index("pool").reindex(base.index)
-    out = pd.DataFrame({
-        "pool": base.index, "symbol": base["symbol"].to_numpy(), "project": base["project"].to_numpy(),
-        "chain": base["chain"].to_numpy(), "nightly_apy": base["apy"].to_numpy(dtype=float),
-        "apy": now["apy"].to_numpy(dtype=float), "nightly_tvl_usd": base["tvl_usd"].to_numpy(dtype=float),
-        "tvl_usd": now["tvl_usd"].to_numpy(dtype=float)})
+    out = pd.DataFrame(
+        {
+            "pool": base.index,
+            "symbol": base["symbol"].to_numpy(),
+            "project": base["project"].to_numpy(),
+            "chain": base["chain"].to_numpy(),
+            "nightly_apy": base["apy"].to_numpy(dtype=float),
+            "apy": now["apy"].to_numpy(dtype=float),
+            "nightly_tvl_usd": base["tvl_usd"].to_numpy(dtype=float),
+            "tvl_usd": now["tvl_usd"].to_numpy(dtype=float),
+        }
+    )
     out["apy_change"] = out["apy"] - out["nightly_apy"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["tvl_change"] = out["tvl_usd"] / out["nightly_tvl_usd"] - 1.0

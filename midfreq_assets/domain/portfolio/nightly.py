@@ -264,7 +264,9 @@ def nightly_panels(
     uni_tvl = _wide(uni, "tvl_usd", days, pools)
     raw_tvl = np.where(np.isnan(uni_tvl), _wide(hist, "tvl_usd", days, pools), uni_tvl) / ref[:, None]
     depth = None
-    if "dilution_depth_usd" in hist and "size_base_usd" in hist:  # the pools' yield responses (as the backtest's)
+    if (
+        "dilution_depth_usd" in hist and "size_base_usd" in hist
+    ):  # the pools' yield responses (as the backtest's)
         size = _wide(hist, "size_base_usd", days, pools) / ref[:, None]
         raw_tvl = np.where(np.isfinite(size) & (size > 0), size, raw_tvl)
         hist_tvl = np.where(np.isfinite(size) & (size > 0), size, hist_tvl)

@@ -64,6 +64,7 @@ _sum = np.add.reduce
 _cumsum = np.add.accumulate
 _any = np.logical_or.reduce
 
+
 @dataclass(frozen=True)
 class RebalanceResult:
     """One rebalance decision. Weights are fractions of wealth; the rest of W stays idle."""
@@ -156,8 +157,11 @@ def _clean_inputs(
     ceiling = strategy.max_predicted_apy
     with np.errstate(invalid="ignore", over="ignore"):
         sums_finite = math.isfinite(float(_sum(a_raw)) + float(_sum(tvl)))
-    if (sums_finite and float(np.minimum.reduce(tvl, initial=1.0)) > 0
-            and float(np.maximum.reduce(a_raw, initial=0.0)) <= ceiling):
+    if (
+        sums_finite
+        and float(np.minimum.reduce(tvl, initial=1.0)) > 0
+        and float(np.maximum.reduce(a_raw, initial=0.0)) <= ceiling
+    ):
         # the common case: every pool has a finite prediction and a positive, finite TVL
         tvl_ok = buyable = np.ones(n, dtype=bool)
         a = np.maximum(a_raw, 0.0)
@@ -225,7 +229,6 @@ def _objective(inp: _Inputs, x: np.ndarray) -> float:
 
 class SolverFailure(RuntimeError):
     """A solver returned no usable answer (internal: turned into a status, never raised to callers)."""
-
 
 
 def solve_separable(
@@ -434,7 +437,6 @@ def turnover_capped(inp: _Inputs, groups: list, turnover: float) -> np.ndarray:
     return x_hi + th * d
 
 
-
 class VaultOptimizer:
     """The rebalancing problem of one universe (pools + their protocol/chain groups).
 
@@ -484,7 +486,9 @@ class VaultOptimizer:
         self.fast_groups = _laminar_groups(self.group_matrix, self.group_caps)
         #: The exact solver applies: groups are laminar (a turnover cap is priced by its multiplier).
         self.exact = self.fast_groups is not None
-        self.separable = not rows and self.strategy.max_turnover is None  # no groups at all (kept for callers)
+        self.separable = (
+            not rows and self.strategy.max_turnover is None
+        )  # no groups at all (kept for callers)
         self._problem: cp.Problem | None = None
         self._params: dict[str, cp.Parameter] = {}
         self._x: cp.Variable | None = None
@@ -623,8 +627,13 @@ class VaultOptimizer:
         for solver, status in attempts:
             try:
                 if solver == "exact_separable":
-                    x = (solve_nested(inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget, self.fast_groups or ())
-                         if turnover is None else turnover_capped(inp, self.fast_groups or [], turnover))
+                    x = (
+                        solve_nested(
+                            inp.a, inp.q, inp.x0, inp.c, inp.lo, inp.hi, inp.budget, self.fast_groups or ()
+                        )
+                        if turnover is None
+                        else turnover_capped(inp, self.fast_groups or [], turnover)
+                    )
                 else:
                     x = self._solve_cvxpy(inp, solver, turnover)
                 if not np.all(np.isfinite(x)):
@@ -662,8 +671,10 @@ class VaultOptimizer:
         n_unbuyable = int((~inp.buyable).sum())
         if inp.refused.any():
             names = [p for p, r in zip(self.pools, inp.refused, strict=True) if r]
-            notes.append(f"refused {len(names)} absurd prediction(s) (not finite or above "
-                         f"{self.strategy.max_predicted_apy:g}/yr), sell-only: {', '.join(names[:5])}")
+            notes.append(
+                f"refused {len(names)} absurd prediction(s) (not finite or above "
+                f"{self.strategy.max_predicted_apy:g}/yr), sell-only: {', '.join(names[:5])}"
+            )
         if n_unbuyable:
             notes.append(f"{n_unbuyable} pool(s) without prediction/TVL or refused: sell-only")
         turnover = self.strategy.max_turnover
@@ -715,8 +726,9 @@ class VaultOptimizer:
         below ``min_trade_usd`` are then dropped where the constraints allow. Pools without a finite
         TVL can only be sold. Falls back to selling into the constraints if every solver fails."""
         t = np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0)
-        inp = _clean_inputs(self.strategy, np.where(np.isfinite(tvl), 1.0, np.nan), tvl, wealth, current_weights,
-                            self.costs)
+        inp = _clean_inputs(
+            self.strategy, np.where(np.isfinite(tvl), 1.0, np.nan), tvl, wealth, current_weights, self.costs
+        )
         inp = replace(inp, a=2.0 * np.maximum(t, 0.0), q=np.ones(len(t)), c=0.0)
         if frozen is not None:
             inp = _freeze(inp, np.asarray(frozen, dtype=bool))
@@ -728,7 +740,9 @@ class VaultOptimizer:
         except SolverFailure:
             return self._feasible_holdings(inp)
         notional = np.abs(x - inp.x0) * inp.wealth
-        small = (notional > 0) & (notional < self.costs.min_trade_usd) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
+        small = (
+            (notional > 0) & (notional < self.costs.min_trade_usd) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
+        )
         if small.any():
             x, _ = self._drop_small(replace(inp, a=np.zeros(len(t))), x, small)
         return x
@@ -851,9 +865,7 @@ def _freeze(inp: _Inputs, frozen: np.ndarray) -> _Inputs:
     return replace(inp, lo=np.where(frozen, inp.x0, inp.lo), hi=np.where(frozen, inp.x0, inp.hi))
 
 
-def _laminar_groups(
-    matrix: np.ndarray, caps: np.ndarray
-) -> list[tuple[np.ndarray, float]] | None:
+def _laminar_groups(matrix: np.ndarray, caps: np.ndarray) -> list[tuple[np.ndarray, float]] | None:
     """Groups as (indices, cap) sorted inner first, or None if two groups overlap without nesting."""
     members = matrix > 0
     sizes = members.sum(axis=1)
@@ -877,5 +889,3 @@ def optimizer_for_vault(
         chains=pools["chain"].tolist() if "chain" in pools else None,
         costs=costs,
     )
-
-

@@ -36,10 +36,29 @@ from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 #: Namespace of the orders' idempotency keys (a UUID5 of ``vault/day/pool`` under it).
 ORDER_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/midfreq/orders")
-ORDER_COLUMNS = ["date", "vault", "pool", "chain", "protocol", "symbol", "token_symbol", "token_address", "side",
-                 "amount_usd", "token_amount", "token_price_usd", "amount_reference", "predicted_apy",
-                 "expected_annual_gain_usd", "gas_usd", "gain_over_gas", "horizon_gain_usd", "reason",
-                 "target_weight", "idempotency_key"]
+ORDER_COLUMNS = [
+    "date",
+    "vault",
+    "pool",
+    "chain",
+    "protocol",
+    "symbol",
+    "token_symbol",
+    "token_address",
+    "side",
+    "amount_usd",
+    "token_amount",
+    "token_price_usd",
+    "amount_reference",
+    "predicted_apy",
+    "expected_annual_gain_usd",
+    "gas_usd",
+    "gain_over_gas",
+    "horizon_gain_usd",
+    "reason",
+    "target_weight",
+    "idempotency_key",
+]
 
 
 def idempotency_key(vault: str, day: dt.date | pd.Timestamp, pool: str) -> str:
@@ -57,14 +76,17 @@ def _first(value: Any) -> str:
     return str(items[0]) if items else ""
 
 
-def build_orders(vault: VaultConfig, day_rows: pd.DataFrame, metadata: pd.DataFrame,
-                 token_prices_usd: Mapping[str, float]) -> pd.DataFrame:
+def build_orders(
+    vault: VaultConfig, day_rows: pd.DataFrame, metadata: pd.DataFrame, token_prices_usd: Mapping[str, float]
+) -> pd.DataFrame:
     """The day's orders (:data:`ORDER_COLUMNS`), largest first. ``token_prices_usd``: deposit-token
     symbol (lower case) -> USD price that day; a token without one gets no token amount."""
     trades = day_rows[day_rows["pool"].notna() & (day_rows["trade_usd"].fillna(0.0).abs() > 0)]
     if trades.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in ORDER_COLUMNS})
-    meta = metadata.drop_duplicates("pool", keep="last").set_index("pool") if len(metadata) else pd.DataFrame()
+    meta = (
+        metadata.drop_duplicates("pool", keep="last").set_index("pool") if len(metadata) else pd.DataFrame()
+    )
     ref = trades["reference_price"].astype(float).to_numpy()
     amount_ref = trades["trade_usd"].abs().to_numpy(dtype=float)
     amount_usd = amount_ref * ref
@@ -80,29 +102,44 @@ def build_orders(vault: VaultConfig, day_rows: pd.DataFrame, metadata: pd.DataFr
     gas = np.full(len(pools), vault.strategy.gas_usd)
     exit_ = ~deposit & ~np.isfinite(apy)
     day = pd.Timestamp(trades["date"].iloc[0])
-    out = pd.DataFrame({
-        "date": day, "vault": vault.name, "pool": pools,
-        "chain": trades["chain"].to_numpy(), "protocol": trades["project"].to_numpy(),
-        "symbol": trades["symbol"].to_numpy(), "token_symbol": token_symbol, "token_address": token_address,
-        "side": np.where(deposit, "deposit", "withdraw"), "amount_usd": amount_usd,
-        "token_amount": amount_usd / price, "token_price_usd": price, "amount_reference": amount_ref,
-        "predicted_apy": apy, "expected_annual_gain_usd": gain, "gas_usd": gas,
-        "gain_over_gas": np.where(gas > 0, gain / np.where(gas > 0, gas, 1.0), np.inf),
-        "horizon_gain_usd": gain * vault.strategy.horizon_days / DAYS_PER_YEAR,
-        "reason": np.where(exit_, "exit: pool left the universe or lost its prediction", "rebalance"),
-        "target_weight": trades["target_weight"].to_numpy(dtype=float),
-        "idempotency_key": [idempotency_key(vault.name, day, p) for p in pools],
-    })
+    out = pd.DataFrame(
+        {
+            "date": day,
+            "vault": vault.name,
+            "pool": pools,
+            "chain": trades["chain"].to_numpy(),
+            "protocol": trades["project"].to_numpy(),
+            "symbol": trades["symbol"].to_numpy(),
+            "token_symbol": token_symbol,
+            "token_address": token_address,
+            "side": np.where(deposit, "deposit", "withdraw"),
+            "amount_usd": amount_usd,
+            "token_amount": amount_usd / price,
+            "token_price_usd": price,
+            "amount_reference": amount_ref,
+            "predicted_apy": apy,
+            "expected_annual_gain_usd": gain,
+            "gas_usd": gas,
+            "gain_over_gas": np.where(gas > 0, gain / np.where(gas > 0, gas, 1.0), np.inf),
+            "horizon_gain_usd": gain * vault.strategy.horizon_days / DAYS_PER_YEAR,
+            "reason": np.where(exit_, "exit: pool left the universe or lost its prediction", "rebalance"),
+            "target_weight": trades["target_weight"].to_numpy(dtype=float),
+            "idempotency_key": [idempotency_key(vault.name, day, p) for p in pools],
+        }
+    )
     return out.sort_values("amount_usd", ascending=False, kind="stable").reset_index(drop=True)[ORDER_COLUMNS]
 
 
-def deposit_token_prices(vault: VaultConfig, prices: pd.DataFrame, reference_price: float,
-                         pegged: frozenset[str]) -> dict[str, float]:
+def deposit_token_prices(
+    vault: VaultConfig, prices: pd.DataFrame, reference_price: float, pegged: frozenset[str]
+) -> dict[str, float]:
     """USD price per deposit-token symbol on the day: the token's own coin in ``token_prices`` (the
     vault's ``yields.tokens``), else, for a symbol pegged to the reference asset, the reference price."""
     out = {symbol: reference_price for symbol in pegged}
     if len(prices):
-        by_coin = prices.dropna(subset=["price"]).drop_duplicates("coin", keep="last").set_index("coin")["price"]
+        by_coin = (
+            prices.dropna(subset=["price"]).drop_duplicates("coin", keep="last").set_index("coin")["price"]
+        )
         for symbol, token in vault.yields.tokens.items():
             if token.coin in by_coin.index:
                 out[symbol] = float(by_coin[token.coin])
@@ -128,8 +165,14 @@ def ticket(vault: VaultConfig, day: dt.date, orders: pd.DataFrame) -> dict[str, 
     """The JSON ticket a desk hands to a signer: the vault, the day, totals and every order."""
     deposits = orders[orders["side"] == "deposit"]["amount_usd"].sum() if len(orders) else 0.0
     withdrawals = orders[orders["side"] == "withdraw"]["amount_usd"].sum() if len(orders) else 0.0
-    return {"vault": vault.name, "date": day.isoformat(), "reference_asset": vault.reference_asset,
-            "n_orders": len(orders), "deposits_usd": float(deposits), "withdrawals_usd": float(withdrawals),
-            "gas_usd": float(orders["gas_usd"].sum()) if len(orders) else 0.0,
-            "expected_annual_gain_usd": float(orders["expected_annual_gain_usd"].sum()) if len(orders) else 0.0,
-            "orders": order_payloads(orders)}
+    return {
+        "vault": vault.name,
+        "date": day.isoformat(),
+        "reference_asset": vault.reference_asset,
+        "n_orders": len(orders),
+        "deposits_usd": float(deposits),
+        "withdrawals_usd": float(withdrawals),
+        "gas_usd": float(orders["gas_usd"].sum()) if len(orders) else 0.0,
+        "expected_annual_gain_usd": float(orders["expected_annual_gain_usd"].sum()) if len(orders) else 0.0,
+        "orders": order_payloads(orders),
+    }

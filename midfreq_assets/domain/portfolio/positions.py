@@ -26,8 +26,19 @@ import pandas as pd
 from midfreq_assets.domain.ingest.pool_ids import is_pool_uuid
 from midfreq_assets.domain.portfolio.live_config import CASH_POOL, PositionsConfig
 
-POSITION_COLUMNS = ["date", "pool", "amount_usd", "amount", "price_usd", "value_usd", "as_of", "chain", "token",
-                    "source", "problem"]
+POSITION_COLUMNS = [
+    "date",
+    "pool",
+    "amount_usd",
+    "amount",
+    "price_usd",
+    "value_usd",
+    "as_of",
+    "chain",
+    "token",
+    "source",
+    "problem",
+]
 REQUIRED = ("pool", "as_of")
 
 
@@ -121,8 +132,10 @@ def _records(data: bytes, fmt: str, source: str) -> tuple[pd.DataFrame, list[str
         raise PositionsError(f"{source}: not valid JSON ({exc.msg} at byte {exc.pos})") from None
     rows = body.get("positions") if isinstance(body, dict) else body
     if not isinstance(rows, list):
-        raise PositionsError(f"{source}: expected a JSON list of rows or an object with a 'positions' list, "
-                             f"got {type(body).__name__}")
+        raise PositionsError(
+            f"{source}: expected a JSON list of rows or an object with a 'positions' list, "
+            f"got {type(body).__name__}"
+        )
     places = _json_places(data, len(rows))
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
     if bad is not None:
@@ -143,7 +156,9 @@ def _numbers(frame: pd.DataFrame, column: str, source: str, places: list[str]) -
     inf = ~np.isfinite(values) & values.notna()
     if inf.any():
         i = int(np.flatnonzero(inf.to_numpy())[0])
-        raise PositionsError(f"{source}: {places[i]}: {column}: not a finite number ({frame[column].iloc[i]!r})")
+        raise PositionsError(
+            f"{source}: {places[i]}: {column}: not a finite number ({frame[column].iloc[i]!r})"
+        )
     return values
 
 
@@ -153,14 +168,22 @@ def _times(frame: pd.DataFrame, source: str, places: list[str]) -> pd.Series:
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PositionsError(f"{source}: {places[i]}: as_of: not an ISO date/time ({frame['as_of'].iloc[i]!r})")
+        raise PositionsError(
+            f"{source}: {places[i]}: as_of: not an ISO date/time ({frame['as_of'].iloc[i]!r})"
+        )
     return parsed
 
 
 def empty_positions() -> pd.DataFrame:
     """No rows (a day the vault is simulated), with the columns and types of a positions partition."""
-    types = {"date": "datetime64[ns]", "as_of": "datetime64[ns, UTC]", "amount_usd": float, "amount": float,
-             "price_usd": float, "value_usd": float}
+    types = {
+        "date": "datetime64[ns]",
+        "as_of": "datetime64[ns, UTC]",
+        "amount_usd": float,
+        "amount": float,
+        "price_usd": float,
+        "value_usd": float,
+    }
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, object)) for c in POSITION_COLUMNS})
 
 
@@ -170,7 +193,9 @@ def parse_positions(data: bytes, fmt: str, source: str, day: dt.date) -> pd.Data
     frame, places = _records(data, fmt, source)
     missing = [c for c in REQUIRED if c not in frame]
     if missing:
-        raise PositionsError(f"{source}: missing column(s) {missing} (have {sorted(map(str, frame.columns))})")
+        raise PositionsError(
+            f"{source}: missing column(s) {missing} (have {sorted(map(str, frame.columns))})"
+        )
     if frame.empty:
         raise PositionsError(f"{source}: no rows (a vault holds at least its cash row: pool={CASH_POOL})")
     usd, amount, price = (_numbers(frame, c, source, places) for c in ("amount_usd", "amount", "price_usd"))
@@ -179,23 +204,38 @@ def parse_positions(data: bytes, fmt: str, source: str, day: dt.date) -> pd.Data
     unvalued = value.isna()
     if unvalued.any():
         i = int(np.flatnonzero(unvalued.to_numpy())[0])
-        raise PositionsError(f"{source}: {places[i]} (pool {frame['pool'].iloc[i]!r}): needs amount_usd, or amount "
-                             "and price_usd")
+        raise PositionsError(
+            f"{source}: {places[i]} (pool {frame['pool'].iloc[i]!r}): needs amount_usd, or amount "
+            "and price_usd"
+        )
     both = usd.notna() & priced.notna() & ~np.isclose(usd, priced, rtol=1e-6, atol=1e-6)
     if both.any():
         i = int(np.flatnonzero(both.to_numpy())[0])
-        raise PositionsError(f"{source}: {places[i]}: amount_usd {usd.iloc[i]} disagrees with amount x price_usd "
-                             f"{priced.iloc[i]}")
+        raise PositionsError(
+            f"{source}: {places[i]}: amount_usd {usd.iloc[i]} disagrees with amount x price_usd "
+            f"{priced.iloc[i]}"
+        )
     text = lambda c: frame[c].astype(str).str.strip() if c in frame else pd.Series("", index=frame.index)  # noqa: E731
-    return pd.DataFrame({
-        "date": pd.Timestamp(day), "pool": text("pool").str.lower(), "amount_usd": usd, "amount": amount,
-        "price_usd": price, "value_usd": value.astype(float), "as_of": _times(frame, source, places), "chain": text("chain"),
-        "token": text("token"), "source": source, "problem": "",
-    })[POSITION_COLUMNS]
+    return pd.DataFrame(
+        {
+            "date": pd.Timestamp(day),
+            "pool": text("pool").str.lower(),
+            "amount_usd": usd,
+            "amount": amount,
+            "price_usd": price,
+            "value_usd": value.astype(float),
+            "as_of": _times(frame, source, places),
+            "chain": text("chain"),
+            "token": text("token"),
+            "source": source,
+            "problem": "",
+        }
+    )[POSITION_COLUMNS]
 
 
-def validate_positions(rows: pd.DataFrame, day: dt.date, known_pools: Iterable[str],
-                       config: PositionsConfig) -> pd.DataFrame:
+def validate_positions(
+    rows: pd.DataFrame, day: dt.date, known_pools: Iterable[str], config: PositionsConfig
+) -> pd.DataFrame:
     """``rows`` with ``problem`` set where a row cannot be trusted: not a pool id, a pool midfreq does
     not follow (not in ``known_pools``), negative value, ``as_of`` older than ``max_age_hours``
     before the end of ``day`` or later than the end of ``day`` plus that, a pool listed twice."""
@@ -205,10 +245,15 @@ def validate_positions(rows: pd.DataFrame, day: dt.date, known_pools: Iterable[s
     age = pd.Timedelta(hours=config.max_age_hours)
     problems: list[tuple[pd.Series, str]] = [
         (~out["pool"].eq(CASH_POOL) & ~out["pool"].map(is_pool_uuid), "not a pool id (uuid) nor 'cash'"),
-        (out["pool"].map(is_pool_uuid) & ~out["pool"].isin(known),
-         f"unknown pool: not in pool_metadata around {day} (midfreq does not follow it)"),
+        (
+            out["pool"].map(is_pool_uuid) & ~out["pool"].isin(known),
+            f"unknown pool: not in pool_metadata around {day} (midfreq does not follow it)",
+        ),
         (out["value_usd"] < 0, "negative amount"),
-        (out["as_of"] < end - age, f"stale: as_of older than {config.max_age_hours:g} h before the end of {day}"),
+        (
+            out["as_of"] < end - age,
+            f"stale: as_of older than {config.max_age_hours:g} h before the end of {day}",
+        ),
         (out["as_of"] > end + age, f"as_of after the end of {day} by more than {config.max_age_hours:g} h"),
         (out["pool"].duplicated(keep=False), "pool listed twice"),
     ]
@@ -222,10 +267,15 @@ def validate_positions(rows: pd.DataFrame, day: dt.date, known_pools: Iterable[s
 def positions_totals(rows: pd.DataFrame) -> dict[str, float | int]:
     """Invested, cash and total value (USD) and the counts the metadata shows."""
     cash = rows["pool"].eq(CASH_POOL)
-    return {"total_usd": float(rows["value_usd"].sum()), "invested_usd": float(rows.loc[~cash, "value_usd"].sum()),
-            "cash_usd": float(rows.loc[cash, "value_usd"].sum()), "pools": int((~cash).sum()),
-            "problems": int(rows["problem"].ne("").sum()),
-            "oldest_as_of": str(rows["as_of"].min()), "newest_as_of": str(rows["as_of"].max())}
+    return {
+        "total_usd": float(rows["value_usd"].sum()),
+        "invested_usd": float(rows.loc[~cash, "value_usd"].sum()),
+        "cash_usd": float(rows.loc[cash, "value_usd"].sum()),
+        "pools": int((~cash).sum()),
+        "problems": int(rows["problem"].ne("").sum()),
+        "oldest_as_of": str(rows["as_of"].min()),
+        "newest_as_of": str(rows["as_of"].max()),
+    }
 
 
 def observed_holdings(rows: pd.DataFrame) -> tuple[dict[str, float], float]:
@@ -234,8 +284,12 @@ def observed_holdings(rows: pd.DataFrame) -> tuple[dict[str, float], float]:
     bad = rows[rows["problem"].fillna("").ne("")]
     if len(bad):
         first = bad.iloc[0]
-        raise PositionsError(f"{first['source']}: {len(bad)} position row(s) failed validation, e.g. pool "
-                             f"{first['pool']!r}: {first['problem']}")
+        raise PositionsError(
+            f"{first['source']}: {len(bad)} position row(s) failed validation, e.g. pool "
+            f"{first['pool']!r}: {first['problem']}"
+        )
     cash = rows["pool"].eq(CASH_POOL)
     held = rows[~cash & (rows["value_usd"] > 0)]
-    return dict(zip(held["pool"], held["value_usd"].astype(float), strict=True)), float(rows.loc[cash, "value_usd"].sum())
+    return dict(zip(held["pool"], held["value_usd"].astype(float), strict=True)), float(
+        rows.loc[cash, "value_usd"].sum()
+    )

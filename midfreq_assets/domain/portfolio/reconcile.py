@@ -29,19 +29,31 @@ def drift_table(day_rows: pd.DataFrame) -> pd.DataFrame:
     pools = day_rows[day_rows["pool"].notna()]
     wealth = float(pools["wealth"].iloc[0]) if len(pools) else float(day_rows["wealth"].iloc[0])
     actual = (pools["current_weight"].fillna(0.0) * wealth).to_numpy(dtype=float)
-    lines = pd.DataFrame({"pool": pools["pool"].to_numpy(), "symbol": pools["symbol"].to_numpy(),
-                          "expected_usd": pools["expected_usd"].fillna(0.0).to_numpy(dtype=float),
-                          "actual_usd": actual})
-    cash = pd.DataFrame({"pool": [CASH_POOL], "symbol": [CASH_POOL], "expected_usd": [expected_base],
-                         "actual_usd": [float(day_rows["observed_base_usd"].iloc[0])]})
+    lines = pd.DataFrame(
+        {
+            "pool": pools["pool"].to_numpy(),
+            "symbol": pools["symbol"].to_numpy(),
+            "expected_usd": pools["expected_usd"].fillna(0.0).to_numpy(dtype=float),
+            "actual_usd": actual,
+        }
+    )
+    cash = pd.DataFrame(
+        {
+            "pool": [CASH_POOL],
+            "symbol": [CASH_POOL],
+            "expected_usd": [expected_base],
+            "actual_usd": [float(day_rows["observed_base_usd"].iloc[0])],
+        }
+    )
     out = pd.concat([lines, cash], ignore_index=True)
     out = out[(out["expected_usd"].abs() > 0) | (out["actual_usd"].abs() > 0)]
     expected_wealth = float(out["expected_usd"].sum())
     out["drift_usd"] = out["actual_usd"] - out["expected_usd"]
     out["drift_share"] = out["drift_usd"] / expected_wealth if expected_wealth > 0 else np.nan
     out.insert(0, "date", day_rows["date"].iloc[0])
-    return out.reindex(out["drift_share"].abs().sort_values(ascending=False).index)[DRIFT_COLUMNS].reset_index(
-        drop=True)
+    return out.reindex(out["drift_share"].abs().sort_values(ascending=False).index)[
+        DRIFT_COLUMNS
+    ].reset_index(drop=True)
 
 
 def drifted(table: pd.DataFrame, threshold: float) -> pd.DataFrame:

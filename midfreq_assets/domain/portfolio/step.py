@@ -78,9 +78,15 @@ class StepDecision:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per pool: weights, trade and prediction (for the nightly asset)."""
-        out = pd.DataFrame({"pool": list(self.pools), "current_weight": self.holdings_before / self.wealth_before,
-                            "target_weight": self.target_weights, "trade_usd": self.trades_usd,
-                            "dilution_factor": self.dilution_factor})
+        out = pd.DataFrame(
+            {
+                "pool": list(self.pools),
+                "current_weight": self.holdings_before / self.wealth_before,
+                "target_weight": self.target_weights,
+                "trade_usd": self.trades_usd,
+                "dilution_factor": self.dilution_factor,
+            }
+        )
         out["predicted_apy"] = self.predicted_apy
         out["holding_usd"] = self.holdings_after
         return out
@@ -116,7 +122,9 @@ def rebalance_step(
     x0 = np.where(forced, 0.0, np.maximum(h, 0.0) / wealth)
     result = optimizer.solve(a, tvl, wealth, x0, frozen=held if held.any() else None, depth=depth)
     x = np.where(ok | held, result.target_weights, 0.0)
-    return execute_trade(optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum()))
+    return execute_trade(
+        optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum())
+    )
 
 
 def _hold_mask(n: int, hold: np.ndarray | None, h: np.ndarray) -> np.ndarray:
@@ -160,7 +168,9 @@ def _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base):
     tvl = np.asarray(tvl, dtype=float)
     h = np.asarray(holdings, dtype=float)
     if a.shape != (n,) or tvl.shape != (n,) or h.shape != (n,):
-        raise ValueError(f"expected arrays of {n} pools, got apy {a.shape}, tvl {tvl.shape}, holdings {h.shape}")
+        raise ValueError(
+            f"expected arrays of {n} pools, got apy {a.shape}, tvl {tvl.shape}, holdings {h.shape}"
+        )
     ok = np.isfinite(a) & np.isfinite(tvl) & (tvl > 0)
     if eligible is not None:
         ok &= np.asarray(eligible, dtype=bool)

@@ -21,9 +21,21 @@ DEFAULT_SOLVER_OPTIONS: dict[str, dict[str, SolverValue]] = {
 #: The tolerance and iteration settings each cvxpy solver accepts (a typo fails at load, not in a
 #: nightly solve that silently ignores it).
 SOLVER_SETTING_KEYS: dict[str, frozenset[str]] = {
-    "CLARABEL": frozenset({"tol_gap_abs", "tol_gap_rel", "tol_feas", "tol_infeas_abs", "tol_infeas_rel",
-                           "tol_ktratio", "max_iter", "time_limit"}),
-    "OSQP": frozenset({"eps_abs", "eps_rel", "eps_prim_inf", "eps_dual_inf", "max_iter", "polish", "time_limit"}),
+    "CLARABEL": frozenset(
+        {
+            "tol_gap_abs",
+            "tol_gap_rel",
+            "tol_feas",
+            "tol_infeas_abs",
+            "tol_infeas_rel",
+            "tol_ktratio",
+            "max_iter",
+            "time_limit",
+        }
+    ),
+    "OSQP": frozenset(
+        {"eps_abs", "eps_rel", "eps_prim_inf", "eps_dual_inf", "max_iter", "polish", "time_limit"}
+    ),
     "SCS": frozenset({"eps_abs", "eps_rel", "eps_infeas", "max_iters", "time_limit_secs"}),
     "ECOS": frozenset({"abstol", "reltol", "feastol", "max_iters"}),
 }
@@ -46,18 +58,22 @@ class StrategyConfig(StrictModel):
         default_factory=dict, description="project slug -> max total weight"
     )
     chain_caps: dict[str, Weight] = Field(default_factory=dict, description="chain -> max total weight")
-    max_pool_tvl_share: float | None = Field(
-        default=None, gt=0, le=1, description="x_i * W <= share * tvl_i"
-    )
+    max_pool_tvl_share: float | None = Field(default=None, gt=0, le=1, description="x_i * W <= share * tvl_i")
     max_turnover: float | None = Field(default=None, ge=0, description="sum |x - x0| per rebalance")
     min_trade_usd: float = Field(default=0.0, ge=0, description="smaller trades are dropped after solve")
     max_predicted_apy: float = Field(
-        default=10.0, gt=0, description="APY ceiling (fraction/yr; 10 = 1000 %/yr): a pool predicted above it, or "
-        "with a non-finite prediction, is refused (never bought, only sold) and named in the solver message")
+        default=10.0,
+        gt=0,
+        description="APY ceiling (fraction/yr; 10 = 1000 %/yr): a pool predicted above it, or "
+        "with a non-finite prediction, is refused (never bought, only sold) and named in the solver message",
+    )
     primary_solver: str = Field(default="CLARABEL", description="cvxpy solver name")
-    fallback_solver: str | None = Field(default="OSQP", description="cvxpy solver tried when the primary fails")
+    fallback_solver: str | None = Field(
+        default="OSQP", description="cvxpy solver tried when the primary fails"
+    )
     max_gap_days: int = Field(
-        default=3, ge=0,
+        default=3,
+        ge=0,
         description="a held pool missing from the data up to this many days keeps its holding (accruing at "
         "its last known yield, flagged); a longer absence or a universe exit forces a sale",
     )
@@ -69,7 +85,9 @@ class StrategyConfig(StrictModel):
         description="per cvxpy solver: tolerances and iteration limits, merged over DEFAULT_SOLVER_OPTIONS",
     )
     feasibility_tolerance: float = Field(
-        default=DEFAULT_FEASIBILITY_TOLERANCE, gt=0, le=1e-3,
+        default=DEFAULT_FEASIBILITY_TOLERANCE,
+        gt=0,
+        le=1e-3,
         description="max constraint violation (weight) of an accepted solver answer",
     )
 
@@ -80,10 +98,14 @@ class StrategyConfig(StrictModel):
         for solver, settings in options.items():
             name = solver.upper()
             if name not in SOLVER_SETTING_KEYS:
-                raise ValueError(f"solver {solver!r} has no known settings; one of {sorted(SOLVER_SETTING_KEYS)}")
+                raise ValueError(
+                    f"solver {solver!r} has no known settings; one of {sorted(SOLVER_SETTING_KEYS)}"
+                )
             unknown = sorted(set(settings) - SOLVER_SETTING_KEYS[name])
             if unknown:
-                raise ValueError(f"{solver}: unknown setting(s) {unknown}; known: {sorted(SOLVER_SETTING_KEYS[name])}")
+                raise ValueError(
+                    f"{solver}: unknown setting(s) {unknown}; known: {sorted(SOLVER_SETTING_KEYS[name])}"
+                )
             bad = [k for k, v in settings.items() if not isinstance(v, bool) and v <= 0]
             if bad:
                 raise ValueError(f"{solver}: {bad} must be positive")
@@ -97,8 +119,13 @@ class StrategyConfig(StrictModel):
 
     def costs(self) -> TradingCosts:
         """The one cost definition the optimizer and the accounting share."""
-        return TradingCosts(cost=self.cost, gas_usd=self.gas_usd, horizon_days=self.horizon_days,
-                            gas_multiple=self.gas_multiple, min_trade_usd=self.min_trade_usd)
+        return TradingCosts(
+            cost=self.cost,
+            gas_usd=self.gas_usd,
+            horizon_days=self.horizon_days,
+            gas_multiple=self.gas_multiple,
+            min_trade_usd=self.min_trade_usd,
+        )
 
     def amortized_cost(self) -> float:
         """Cost per year of holding horizon: same units as the APY."""

@@ -38,7 +38,9 @@ class ModelBundle:
     cv: pd.DataFrame = field(default_factory=pd.DataFrame)  # overall scores vs naive (CVResult.summary)
     importances: pd.DataFrame = field(default_factory=pd.DataFrame)
     cv_note: str = ""
-    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # every candidate's score per fold (CVResult.folds)
+    folds: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # every candidate's score per fold (CVResult.folds)
     selection: dict[str, Selection] = field(default_factory=dict)  # label -> the model traded
 
     @classmethod
@@ -55,8 +57,15 @@ class ModelBundle:
         ts = pd.Timestamp(self.as_of)
         if ts.tzinfo is None:
             return self
-        return ModelBundle(ts.tz_convert("UTC").tz_localize(None), self.models, self.cv, self.importances,
-                           self.cv_note, self.folds, self.selection)
+        return ModelBundle(
+            ts.tz_convert("UTC").tz_localize(None),
+            self.models,
+            self.cv,
+            self.importances,
+            self.cv_note,
+            self.folds,
+            self.selection,
+        )
 
     def model_key(self, label: str, estimator: str | None = None) -> str | None:
         """``<label>/<estimator>`` when given, else the label's selected model (None when not fitted)."""
@@ -73,42 +82,90 @@ def _is_classifier(spec, target: str) -> bool:
     return bool(is_classifier(spec.build(target)))
 
 
-def fit_bundle(features: pd.DataFrame, labels: pd.DataFrame, models: ModelsConfig, label_map: LabelMapConfig,
-               as_of: pd.Timestamp, cv_labels: list[str] | str | None, *, only_labels: list[str] | None = None,
-               only_estimators: list[str] | None = None) -> ModelBundle:
+def fit_bundle(
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    models: ModelsConfig,
+    label_map: LabelMapConfig,
+    as_of: pd.Timestamp,
+    cv_labels: list[str] | str | None,
+    *,
+    only_labels: list[str] | None = None,
+    only_estimators: list[str] | None = None,
+) -> ModelBundle:
     """Every (label, estimator) fitted at ``as_of`` (or only the given ones), plus, for each of
     ``cv_labels``, its naive baseline, its purged CV on the same rows and the model selected for it."""
-    return _fit_joined(engine.join_features_labels(features, labels), list(features.columns), list(labels.columns), models,
-                       label_map, as_of, cv_labels, only_labels=only_labels, only_estimators=only_estimators)
+    return _fit_joined(
+        engine.join_features_labels(features, labels),
+        list(features.columns),
+        list(labels.columns),
+        models,
+        label_map,
+        as_of,
+        cv_labels,
+        only_labels=only_labels,
+        only_estimators=only_estimators,
+    )
 
 
-def _fit_joined(joined: pd.DataFrame, columns: list[str], label_columns: list[str], models: ModelsConfig,
-                label_map: LabelMapConfig, as_of: pd.Timestamp, cv_labels: list[str] | str | None, *,
-                only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
-                designs: FrameDesigns | None = None) -> ModelBundle:
+def _fit_joined(
+    joined: pd.DataFrame,
+    columns: list[str],
+    label_columns: list[str],
+    models: ModelsConfig,
+    label_map: LabelMapConfig,
+    as_of: pd.Timestamp,
+    cv_labels: list[str] | str | None,
+    *,
+    only_labels: list[str] | None = None,
+    only_estimators: list[str] | None = None,
+    designs: FrameDesigns | None = None,
+) -> ModelBundle:
     """:func:`fit_bundle` on :func:`~midfreq_assets.domain.research.engine.join_features_labels` of the
     features (``columns``) and the labels (``label_columns``). A label's fits and its CV read the
     same rows: those whose label ended before ``as_of``. ``designs``: of a frame whose first rows
     ``joined`` is (the fits read heads of its designs)."""
     cv_list = [cv_labels] if isinstance(cv_labels, str) else list(cv_labels or [])
-    fitted = engine.fit_models_joined(joined, columns, label_columns, models, as_of, label_map=label_map,
-                                      only_labels=only_labels, only_estimators=only_estimators, naive_for=cv_list,
-                                      designs=designs)
+    fitted = engine.fit_models_joined(
+        joined,
+        columns,
+        label_columns,
+        models,
+        as_of,
+        label_map=label_map,
+        only_labels=only_labels,
+        only_estimators=only_estimators,
+        naive_for=cv_list,
+        designs=designs,
+    )
     bundle = ModelBundle(as_of=pd.Timestamp(as_of), models=fitted)
     summaries, folds, imps, notes = [], [], [], []
     for label in cv_list:
         info = label_map.label(label)
         fam = models.family(info.family)
         if models.selection.by == "fixed":
-            bundle.selection[label] = fixed_selection(label, fam.primary_name, "selection.by: fixed (models.primary)")
-        ests = [n for n, s in fam.estimators.items() if (info.task == "classification") == _is_classifier(s, info.target)
-                and (only_estimators is None or n in only_estimators)]
+            bundle.selection[label] = fixed_selection(
+                label, fam.primary_name, "selection.by: fixed (models.primary)"
+            )
+        ests = [
+            n
+            for n, s in fam.estimators.items()
+            if (info.task == "classification") == _is_classifier(s, info.target)
+            and (only_estimators is None or n in only_estimators)
+        ]
         try:
             embargo = engine.cv_embargo(info, models, label_map)
             keep = engine.known_mask(joined, info, as_of)
-            cv = engine.cross_validate_joined(engine.rows_where(joined, keep), columns, info, models, embargo,
-                                              estimators=ests, per_instrument=False,
-                                              designs=designs if engine.head_length(keep) is not None else None)
+            cv = engine.cross_validate_joined(
+                engine.rows_where(joined, keep),
+                columns,
+                info,
+                models,
+                embargo,
+                estimators=ests,
+                per_instrument=False,
+                designs=designs if engine.head_length(keep) is not None else None,
+            )
         except Exception as exc:  # too little history for the configured folds: report, keep the fit
             notes.append(f"{label}: CV skipped: {type(exc).__name__}: {exc}")
             bundle.selection.setdefault(label, no_evidence(label, f"{type(exc).__name__}: {exc}"))
@@ -125,9 +182,16 @@ def _fit_joined(joined: pd.DataFrame, columns: list[str], label_columns: list[st
     return bundle
 
 
-def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, labels: pd.DataFrame,
-                   models: ModelsConfig, label_map: LabelMapConfig, cv_labels: list[str] | str | None,
-                   time_col: str = "date", **fit: object) -> dict[str, ModelBundle]:
+def weekly_bundles(
+    as_ofs: Mapping[str, pd.Timestamp],
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    models: ModelsConfig,
+    label_map: LabelMapConfig,
+    cv_labels: list[str] | str | None,
+    time_col: str = "date",
+    **fit: object,
+) -> dict[str, ModelBundle]:
     """One :class:`ModelBundle` per refit (partition key -> ``as_of``), each trained on the feature
     rows before its ``as_of``; a refit with nothing to learn from yet is an empty bundle saying why.
     ``fit`` goes to :func:`fit_bundle` (``only_labels``, ``only_estimators``).
@@ -147,10 +211,17 @@ def weekly_bundles(as_ofs: Mapping[str, pd.Timestamp], features: pd.DataFrame, l
         for key, as_of in as_ofs.items():
             try:
                 keep = np.asarray(times.array < as_of)
-                bundles[key] = _fit_joined(engine.rows_where(joined, keep), columns, label_columns, models, label_map,
-                                           as_of, cv_labels=cv_labels,
-                                           designs=designs if engine.head_length(keep) is not None else None,
-                                           **fit)  # type: ignore[arg-type]
+                bundles[key] = _fit_joined(
+                    engine.rows_where(joined, keep),
+                    columns,
+                    label_columns,
+                    models,
+                    label_map,
+                    as_of,
+                    cv_labels=cv_labels,
+                    designs=designs if engine.head_length(keep) is not None else None,
+                    **fit,
+                )  # type: ignore[arg-type]
             except ValueError as exc:  # e.g. no labelled rows yet
                 bundles[key] = ModelBundle.empty(as_of, f"not fitted: {exc}")
     return bundles
@@ -173,18 +244,33 @@ def _prediction_frame(fitted: FittedModel, design: Design, rows: np.ndarray) -> 
         if fitted.classes is None:
             raise TypeError(f"{fitted.name} on {fitted.label} is not a classifier")
         width = len(fitted.classes)
-        proba = (fitted.apply_rows(design, every, "predict_proba", width)[rows] if fitted.uses_history
-                 else fitted.apply_rows(design, rows, "predict_proba", width))
+        proba = (
+            fitted.apply_rows(design, every, "predict_proba", width)[rows]
+            if fitted.uses_history
+            else fitted.apply_rows(design, rows, "predict_proba", width)
+        )
         names = fitted.class_names or [str(c) for c in fitted.classes or []]
-        return pd.DataFrame({f"p_{names[c] if c < len(names) else c}": proba[:, i]
-                             for i, c in enumerate(fitted.classes or [])})
-    values = (fitted.apply_rows(design, every, "predict", 1)[rows] if fitted.uses_history
-              else fitted.apply_rows(design, rows, "predict", 1))[:, 0]
+        return pd.DataFrame(
+            {
+                f"p_{names[c] if c < len(names) else c}": proba[:, i]
+                for i, c in enumerate(fitted.classes or [])
+            }
+        )
+    values = (
+        fitted.apply_rows(design, every, "predict", 1)[rows]
+        if fitted.uses_history
+        else fitted.apply_rows(design, rows, "predict", 1)
+    )[:, 0]
     return pd.DataFrame({"prediction": values})
 
 
-def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFrame, days: pd.DatetimeIndex,
-                 model_key: str | Callable[[ModelBundle], str | None], time_col: str = "date") -> pd.DataFrame:
+def predict_days(
+    bundles: Mapping[str, ModelBundle | None],
+    features: pd.DataFrame,
+    days: pd.DatetimeIndex,
+    model_key: str | Callable[[ModelBundle], str | None],
+    time_col: str = "date",
+) -> pd.DataFrame:
     """``[time, (date,) instrument, prediction | p_<class>..., model, model_as_of]`` for the rows of
     ``days`` (by ``date``), each day with the latest bundle fitted at or before it and, in it, the
     model ``model_key`` names (a key, or a function of the bundle: e.g. its selected model). History
@@ -212,8 +298,11 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
         if not len(rows):
             continue
         n = engine.head_length(keep)
-        design = (designs.of_model(fitted, n) if n is not None else
-                  Design(upto, fitted.feature_columns, fitted.categorical, checks_missing=not fitted.allow_nan))
+        design = (
+            designs.of_model(fitted, n)
+            if n is not None
+            else Design(upto, fitted.feature_columns, fitted.categorical, checks_missing=not fitted.allow_nan)
+        )
         keys = upto.iloc[rows][list(dict.fromkeys((time_col, "date", "instrument")))]
         piece = pd.concat([keys.reset_index(drop=True), _prediction_frame(fitted, design, rows)], axis=1)
         piece["model"] = key
@@ -221,11 +310,17 @@ def predict_days(bundles: Mapping[str, ModelBundle | None], features: pd.DataFra
         out.append(piece)
     if not out:
         return pd.DataFrame()
-    return pd.concat(out, ignore_index=True).sort_values([time_col, "instrument"], kind="stable").reset_index(drop=True)
+    return (
+        pd.concat(out, ignore_index=True)
+        .sort_values([time_col, "instrument"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def bundle_table(bundles: Mapping[str, ModelBundle]) -> pd.DataFrame:
     """One line per partition of a run: training rows and number of fitted models."""
-    rows = [{"partition": k, "n_train": max(b.n_train.values(), default=0), "models": len(b.models)}
-            for k, b in sorted(bundles.items())]
+    rows = [
+        {"partition": k, "n_train": max(b.n_train.values(), default=0), "models": len(b.models)}
+        for k, b in sorted(bundles.items())
+    ]
     return pd.DataFrame(rows)

@@ -104,7 +104,9 @@ def _group_scores(df: pd.DataFrame, task: str) -> pd.DataFrame:
                 sst = ((frame["y"] - ymean) ** 2).groupby(frame["instrument"]).sum()
                 cols[(src, "r2")] = 1 - sse / sst.where(sst > 0)
             else:
-                cols[(src, "log_loss")] = (-np.log(frame[f"{src}_py"].clip(lower=EPS))).groupby(frame["instrument"]).mean()
+                cols[(src, "log_loss")] = (
+                    (-np.log(frame[f"{src}_py"].clip(lower=EPS))).groupby(frame["instrument"]).mean()
+                )
                 hit = (frame[f"{src}_pred"] == frame["y"]).astype(float)
                 cols[(src, "accuracy")] = hit.groupby(frame["instrument"]).mean()
                 recall = hit.groupby([frame["instrument"], frame["y"]]).mean()
@@ -144,8 +146,14 @@ def score_predictions(
     return _group_scores(frame, task)
 
 
-def _outputs(fitted: FittedModel, design: Design, rows: np.ndarray, history: pd.DataFrame, arrays: bool = False,
-             whole: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _outputs(
+    fitted: FittedModel,
+    design: Design,
+    rows: np.ndarray,
+    history: pd.DataFrame,
+    arrays: bool = False,
+    whole: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions for ``rows`` of the design's frame (``arrays``: the model was fitted on arrays of
     it). History estimators are causal: they read ``history``, every row up to the last one wanted,
     or with ``whole`` the design's whole frame (a head of a frame reads one pass over it)."""
@@ -192,8 +200,9 @@ def cv_splits(data: pd.DataFrame, time_col: str, end_col: str, cv: CVConfig, emb
     grid = pd.DatetimeIndex(np.sort(data[time_col].unique()))
     if grid.normalize().equals(grid) and len(grid) > 1:
         grid = pd.date_range(grid[0], grid[-1], freq="D", unit="ns")
-    splits = walk_forward_splits(time_positions(data[time_col], grid), time_positions(data[end_col], grid), len(grid),
-                                 cv, embargo)
+    splits = walk_forward_splits(
+        time_positions(data[time_col], grid), time_positions(data[end_col], grid), len(grid), cv, embargo
+    )
     return [s for s in splits if len(s.train) and len(s.test)]
 
 
@@ -214,20 +223,35 @@ def oos_predictions(
     return oos_on_design(spec_design, data, splits, spec, name, y=y, classes=classes, **common)
 
 
-def oos_on_design(design_of: DesignOf, data: pd.DataFrame, splits: list[Split], spec: EstimatorSpec, name: str, *,
-                  y: np.ndarray, classes: list[int] | None, **common: object) -> OOSPredictions:
+def oos_on_design(
+    design_of: DesignOf,
+    data: pd.DataFrame,
+    splits: list[Split],
+    spec: EstimatorSpec,
+    name: str,
+    *,
+    y: np.ndarray,
+    classes: list[int] | None,
+    **common: object,
+) -> OOSPredictions:
     """:func:`oos_predictions` with the estimator's design of ``data`` from ``design_of``
     (:func:`~midfreq_assets.domain.research.models.spec_design`, or the heads of a
     :class:`~midfreq_assets.domain.research.models.FrameDesigns` when ``data`` is the first rows of its frame)."""
     task = common["task"]
     rows = np.concatenate([s.test for s in splits]) if splits else np.array([], dtype=np.int64)
-    folds = np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if splits else np.array([], dtype=np.int64)
+    folds = (
+        np.concatenate([np.full(len(s.test), s.fold) for s in splits])
+        if splits
+        else np.array([], dtype=np.int64)
+    )
     preds, probas, imps = [], [], []
     if not splits:
         return OOSPredictions(name, rows, folds, np.array([]), None, pd.DataFrame())
     fit = {k: v for k, v in common.items() if k not in ("source", "feature_columns")}
     fit["fresh"] = functools.partial(spec.build, common.get("source"))
-    template = estimator_template(spec, label=common["label"], name=name, task=task, source=common.get("source"))  # type: ignore[arg-type]
+    template = estimator_template(
+        spec, label=common["label"], name=name, task=task, source=common.get("source")
+    )  # type: ignore[arg-type]
     design = design_of(spec, template, data, name, common.get("feature_columns"))  # type: ignore[arg-type]
     if spec.learns_nothing:
         fitted = fit_rows(design, template, splits[0].train, y[splits[0].train], name=name, **fit)  # type: ignore[arg-type]
@@ -252,25 +276,33 @@ def oos_on_design(design_of: DesignOf, data: pd.DataFrame, splits: list[Split], 
     return OOSPredictions(name, rows, folds, pred, proba, importances)
 
 
-def _metric_values(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
-                   classes: list[int] | None) -> dict[str, float]:
+def _metric_values(
+    task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[int] | None
+) -> dict[str, float]:
     if task == "regression":
         err = pred - y
         sst = float(((y - y.mean()) ** 2).sum())
-        return {"mae": float(np.abs(err).mean()), "r2": 1.0 - float((err**2).sum()) / sst if sst > 0 else np.nan}
+        return {
+            "mae": float(np.abs(err).mean()),
+            "r2": 1.0 - float((err**2).sum()) / sst if sst > 0 else np.nan,
+        }
     assert proba is not None and classes is not None
     col = np.searchsorted(classes, y.astype(int)).clip(0, len(classes) - 1)
     hit = (np.asarray(classes)[proba.argmax(axis=1)] == y).astype(float)
     recall = pd.Series(hit).groupby(y).mean()
-    return {"log_loss": float(-np.log(proba[np.arange(len(y)), col].clip(min=EPS)).mean()),
-            "accuracy": float(hit.mean()), "balanced_accuracy": float(recall.mean())}
+    return {
+        "log_loss": float(-np.log(proba[np.arange(len(y)), col].clip(min=EPS)).mean()),
+        "accuracy": float(hit.mean()),
+        "balanced_accuracy": float(recall.mean()),
+    }
 
 
 SCORE_COLUMNS = ["estimator", "fold", "metric", "score", "n", "coverage"]
 
 
-def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
-                     classes: list[int] | None = None) -> pd.DataFrame:
+def candidate_scores(
+    candidates: list[OOSPredictions], y: np.ndarray, task: str, classes: list[int] | None = None
+) -> pd.DataFrame:
     """Out-of-sample scores ``[estimator, fold, metric, score, n, coverage]`` of every candidate per
     fold and over all folds (``fold = 'all'``), on the rows where every candidate predicts and the
     label is known: the candidates are compared on the same rows. ``coverage`` = the share of the
@@ -279,8 +311,9 @@ def candidate_scores(candidates: list[OOSPredictions], y: np.ndarray, task: str,
     return pd.DataFrame(rows, columns=SCORE_COLUMNS) if rows else pd.DataFrame(columns=SCORE_COLUMNS)
 
 
-def candidate_score_rows(candidates: list[OOSPredictions], y: np.ndarray, task: str,
-                         classes: list[int] | None = None) -> list[tuple]:
+def candidate_score_rows(
+    candidates: list[OOSPredictions], y: np.ndarray, task: str, classes: list[int] | None = None
+) -> list[tuple]:
     """The rows of :func:`candidate_scores` (tuples of ``SCORE_COLUMNS``), for callers that add
     columns before making the one table (a small DataFrame per step costs more than the scores)."""
     if not candidates or not len(candidates[0].rows):
@@ -293,11 +326,17 @@ def candidate_score_rows(candidates: list[OOSPredictions], y: np.ndarray, task: 
     known = ~np.isnan(yy)
 
     def predicts(c: OOSPredictions) -> np.ndarray:
-        return ~np.isnan(c.proba).any(axis=1) if task == "classification" and c.proba is not None else ~np.isnan(c.pred)
+        return (
+            ~np.isnan(c.proba).any(axis=1)
+            if task == "classification" and c.proba is not None
+            else ~np.isnan(c.pred)
+        )
 
     covered = {c.name: predicts(c) & known for c in candidates}
     common = known & np.logical_and.reduce(list(covered.values()))
-    groups = [(str(f), first.folds == f) for f in np.unique(first.folds)] + [("all", np.ones(len(yy), dtype=bool))]
+    groups = [(str(f), first.folds == f) for f in np.unique(first.folds)] + [
+        ("all", np.ones(len(yy), dtype=bool))
+    ]
     rows = []
     for c in candidates:
         for fold, in_fold in groups:
@@ -332,17 +371,27 @@ def fold_span_rows(times: pd.Series, splits: list[Split]) -> dict[str, tuple[int
     return spans
 
 
-def vs_baseline_scores(model: OOSPredictions, baseline: OOSPredictions, y: np.ndarray, instruments: np.ndarray,
-                       task: str, classes: list[int] | None) -> pd.DataFrame:
+def vs_baseline_scores(
+    model: OOSPredictions,
+    baseline: OOSPredictions,
+    y: np.ndarray,
+    instruments: np.ndarray,
+    task: str,
+    classes: list[int] | None,
+) -> pd.DataFrame:
     """``[fold, instrument, metric, model, baseline, n]``: the model against the naive baseline per fold
     and instrument, and over all folds and instruments, on the rows where both predict."""
     out = []
     for fold in [*np.unique(model.folds), "all"]:
         sel = np.ones(len(model.rows), dtype=bool) if fold == "all" else model.folds == fold
         rows = model.rows[sel]
-        s = score_predictions(instruments[rows], y[rows],
-                              (model.pred[sel], model.proba[sel] if model.proba is not None else None),
-                              (baseline.pred[sel], baseline.proba[sel] if baseline.proba is not None else None),
-                              task, classes)
+        s = score_predictions(
+            instruments[rows],
+            y[rows],
+            (model.pred[sel], model.proba[sel] if model.proba is not None else None),
+            (baseline.pred[sel], baseline.proba[sel] if baseline.proba is not None else None),
+            task,
+            classes,
+        )
         out.append(s.assign(fold=str(fold)))
     return pd.concat(out, ignore_index=True)

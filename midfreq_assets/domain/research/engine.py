@@ -97,8 +97,9 @@ def with_close_premium(panel: pd.DataFrame, premium: pd.DataFrame | None, interv
         return panel.assign(**{PREMIUM_COLUMN: np.nan})
     bars = klines_panel(premium, interval)[["open_time", "instrument", "close"]]
     bars = bars.rename(columns={"close": PREMIUM_COLUMN}).drop_duplicates(["open_time", "instrument"])
-    out = panel.drop(columns=[PREMIUM_COLUMN], errors="ignore").merge(bars, on=["open_time", "instrument"],
-                                                                       how="left")
+    out = panel.drop(columns=[PREMIUM_COLUMN], errors="ignore").merge(
+        bars, on=["open_time", "instrument"], how="left"
+    )
     return out.sort_values(["open_time", "instrument"], kind="stable").reset_index(drop=True)
 
 
@@ -116,7 +117,9 @@ def build_features(
     return compute_features(panel, feature_map, time_col=time_col or time_column(panel))
 
 
-def build_labels(panel: pd.DataFrame, label_map: LabelMapConfig, *, time_col: str | None = None) -> pd.DataFrame:
+def build_labels(
+    panel: pd.DataFrame, label_map: LabelMapConfig, *, time_col: str | None = None
+) -> pd.DataFrame:
     """Long panel -> ``[time, (date,) instrument, label, label__end, ..., label_end]``."""
     return compute_labels(panel, label_map, time_col=time_col or time_column(panel))
 
@@ -127,7 +130,7 @@ def required_lookback(
     """Rows (days or bars) of history to load before the first partition row so that features
     and history-based predictions equal their full-history values within ``tolerance``."""
     need = feature_lookback(feature_map, tolerance)
-    for fam in (models.families.values() if models else []):
+    for fam in models.families.values() if models else []:
         for spec in fam.estimators.values():
             hl = spec.params.get("halflife")
             if getattr(spec.estimator_class, "uses_history", False) and hl is not None:
@@ -159,14 +162,18 @@ def join_features_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.Dat
     tcol = time_column(features)
     keys = [tcol, "instrument"]
     extra = [c for c in labels.columns if c not in KEY_COLUMNS]
-    if len(features) == len(labels) and all(features[k].reset_index(drop=True).equals(labels[k].reset_index(drop=True)) for k in keys):
+    if len(features) == len(labels) and all(
+        features[k].reset_index(drop=True).equals(labels[k].reset_index(drop=True)) for k in keys
+    ):
         out = pd.concat([features.reset_index(drop=True), labels[extra].reset_index(drop=True)], axis=1)
     else:
         out = features.merge(labels[keys + extra], on=keys, how="inner")
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _pick(models: ModelsConfig, labels: pd.DataFrame, label: str | None, label_map: LabelMapConfig | None) -> LabelInfo:
+def _pick(
+    models: ModelsConfig, labels: pd.DataFrame, label: str | None, label_map: LabelMapConfig | None
+) -> LabelInfo:
     if label is None:
         cands = [c for c in labels.columns if c.endswith("__end") is False and f"{c}__end" in labels.columns]
         cands = [c for c in cands if label_info(c, label_map).family in models.families]
@@ -201,7 +208,9 @@ def known_mask(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -
     """The joined rows whose label ``info`` ended strictly before ``as_of``: what a model stored for
     ``as_of`` may learn from, and what its CV scores."""
     end = data[info.end_col]
-    return np.asarray(end.array < _as_of(as_of, end))  # on the array: a Series comparison builds a Series first
+    return np.asarray(
+        end.array < _as_of(as_of, end)
+    )  # on the array: a Series comparison builds a Series first
 
 
 def known_rows(data: pd.DataFrame, info: LabelInfo, as_of: pd.Timestamp | str) -> pd.DataFrame:
@@ -230,24 +239,39 @@ def fit_model(
     return fit_known(known_rows(data, info, as_of), info, name, models, list(features.columns), as_of)
 
 
-def fit_known(train: pd.DataFrame, info: LabelInfo, name: str, models: ModelsConfig, columns: Sequence[str],
-              as_of: pd.Timestamp | str, designs: FrameDesigns | None = None) -> FittedModel:
+def fit_known(
+    train: pd.DataFrame,
+    info: LabelInfo,
+    name: str,
+    models: ModelsConfig,
+    columns: Sequence[str],
+    as_of: pd.Timestamp | str,
+    designs: FrameDesigns | None = None,
+) -> FittedModel:
     """:func:`fit_model` on ``train``, joined rows whose label ended before ``as_of``
     (:func:`known_rows`); ``columns``: the features' columns (keys included). ``designs``: of a
     frame whose first rows ``train`` is (:func:`fit_estimator` on a head of its design)."""
     fam = models.family(info.family)
     spec = _baseline(info, columns) if name == NAIVE else fam.estimators[name]
     features = [c for c in columns if c not in KEY_COLUMNS]
-    fit = dict(label=info.name, family=info.family, name=name, task=info.task, mode=spec.mode or models.mode,
-               as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
-               class_names=list(info.classes) if info.classes else None, threads=models.threads)
+    fit = dict(
+        label=info.name,
+        family=info.family,
+        name=name,
+        task=info.task,
+        mode=spec.mode or models.mode,
+        as_of=pd.Timestamp(_as_of(as_of, train[info.end_col])),
+        class_names=list(info.classes) if info.classes else None,
+        threads=models.threads,
+    )
     y = train[info.name].to_numpy(dtype=np.float64)
     if designs is None:
         return fit_estimator(spec, train, y, source=info.target, feature_columns=features, **fit)  # type: ignore[arg-type]
     template = estimator_template(spec, label=info.name, name=name, task=info.task, source=info.target)
     design = designs.head(spec, template, train, name, features)
-    return fit_rows(design, template, np.arange(len(train)), y, fresh=functools.partial(spec.build, info.target),
-                    **fit)  # type: ignore[arg-type]
+    return fit_rows(
+        design, template, np.arange(len(train)), y, fresh=functools.partial(spec.build, info.target), **fit
+    )  # type: ignore[arg-type]
 
 
 def fit_models(
@@ -263,15 +287,32 @@ def fit_models(
 ) -> dict[str, FittedModel]:
     """Every (label, estimator) pair of matching task, keyed ``"{label}/{estimator}"`` (or only the
     given labels / estimators), plus the naive baseline (``"{label}/naive"``) of the labels ``naive_for``."""
-    return fit_models_joined(join_features_labels(features, labels), list(features.columns), list(labels.columns), models, as_of,
-                             label_map=label_map, only_labels=only_labels, only_estimators=only_estimators,
-                             naive_for=naive_for)
+    return fit_models_joined(
+        join_features_labels(features, labels),
+        list(features.columns),
+        list(labels.columns),
+        models,
+        as_of,
+        label_map=label_map,
+        only_labels=only_labels,
+        only_estimators=only_estimators,
+        naive_for=naive_for,
+    )
 
 
-def fit_models_joined(joined: pd.DataFrame, columns: Sequence[str], label_columns: Sequence[str], models: ModelsConfig,
-                      as_of: pd.Timestamp | str, *, label_map: LabelMapConfig | None = None,
-                      only_labels: list[str] | None = None, only_estimators: list[str] | None = None,
-                      naive_for: list[str] | None = None, designs: FrameDesigns | None = None) -> dict[str, FittedModel]:
+def fit_models_joined(
+    joined: pd.DataFrame,
+    columns: Sequence[str],
+    label_columns: Sequence[str],
+    models: ModelsConfig,
+    as_of: pd.Timestamp | str,
+    *,
+    label_map: LabelMapConfig | None = None,
+    only_labels: list[str] | None = None,
+    only_estimators: list[str] | None = None,
+    naive_for: list[str] | None = None,
+    designs: FrameDesigns | None = None,
+) -> dict[str, FittedModel]:
     """:func:`fit_models` on :func:`join_features_labels` of the features (``columns``) and the labels
     (``label_columns``): each label's training rows are cut once, for all its estimators.
     ``designs``: of a frame whose first rows ``joined`` is (see :func:`fit_known`)."""
@@ -282,10 +323,14 @@ def fit_models_joined(joined: pd.DataFrame, columns: Sequence[str], label_column
         info = label_info(col, label_map)
         if info.family not in models.families:
             continue
-        names = list(only_estimators if only_estimators is not None else models.families[info.family].estimators)
+        names = list(
+            only_estimators if only_estimators is not None else models.families[info.family].estimators
+        )
         train, heads = None, None
         for name in [*names, NAIVE] if col in (naive_for or []) and NAIVE not in names else names:
-            spec = _baseline(info, columns) if name == NAIVE else models.families[info.family].estimators[name]
+            spec = (
+                _baseline(info, columns) if name == NAIVE else models.families[info.family].estimators[name]
+            )
             if is_classifier(spec.build(info.target)) != (info.task == "classification"):
                 continue
             if train is None:
@@ -295,7 +340,9 @@ def fit_models_joined(joined: pd.DataFrame, columns: Sequence[str], label_column
     return out
 
 
-def _rows_for_date(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _rows_for_date(
+    fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     tcol = time_column(features)
     feats = features.sort_values([tcol, "instrument"], kind="stable").reset_index(drop=True)
     when = feats[tcol].max() if date is None else _as_of(date, feats[tcol])
@@ -311,22 +358,30 @@ def predict(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | st
     pred = fitted.predict(frame)[rows]
     if fitted.task == "classification":
         pred = pred.astype(float)
-    return pd.Series(pred, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), name=fitted.label)
+    return pd.Series(
+        pred, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), name=fitted.label
+    )
 
 
-def predict_proba(fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None = None) -> pd.DataFrame:
+def predict_proba(
+    fitted: FittedModel, features: pd.DataFrame, date: pd.Timestamp | str | None = None
+) -> pd.DataFrame:
     """Class probabilities at ``date``: index instrument, one column per class name."""
     frame, rows = _rows_for_date(fitted, features, date)
     proba = fitted.predict_proba(frame)[rows]
     assert fitted.classes is not None
     names = fitted.class_names or [str(c) for c in fitted.classes]
     cols = [names[c] if c < len(names) else str(c) for c in fitted.classes]
-    return pd.DataFrame(proba, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), columns=cols)
+    return pd.DataFrame(
+        proba, index=pd.Index(frame["instrument"].to_numpy()[rows], name="instrument"), columns=cols
+    )
 
 
 @dataclass
 class CVResult:
-    scores: pd.DataFrame  # label, estimator, fold ('0'.. or 'all'), instrument (or 'all'), metric, model, baseline, n
+    scores: (
+        pd.DataFrame
+    )  # label, estimator, fold ('0'.. or 'all'), instrument (or 'all'), metric, model, baseline, n
     importances: pd.DataFrame  # label, estimator, fold, instrument, feature, class, kind, value
     #: label, estimator (incl. naive), fold, metric, score, n, coverage, test_start, test_end (times of its test rows)
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -354,12 +409,20 @@ class CVResult:
         # (each pandas step on a small frame costs more than the whole table)
         score = f["score"].to_numpy()
         baseline = dict(zip(keys, score[naive], strict=True))
-        return pd.DataFrame({
-            "label": f["label"].array[model], "estimator": f["estimator"].array[model], "metric": f["metric"].array[model],
-            "model": f["score"].array[model],
-            "baseline": np.array([baseline.get(k, np.nan) for k in zip(label[model], metric[model], strict=True)],
-                                 dtype=np.float64),
-            "n": f["n"].array[model], "coverage": f["coverage"].array[model]})
+        return pd.DataFrame(
+            {
+                "label": f["label"].array[model],
+                "estimator": f["estimator"].array[model],
+                "metric": f["metric"].array[model],
+                "model": f["score"].array[model],
+                "baseline": np.array(
+                    [baseline.get(k, np.nan) for k in zip(label[model], metric[model], strict=True)],
+                    dtype=np.float64,
+                ),
+                "n": f["n"].array[model],
+                "coverage": f["coverage"].array[model],
+            }
+        )
 
 
 SUMMARY_COLUMNS = ["label", "estimator", "metric", "model", "baseline", "n", "coverage"]
@@ -380,7 +443,9 @@ def baseline_spec(info: LabelInfo, features: pd.DataFrame) -> EstimatorSpec:
 
 def _baseline(info: LabelInfo, columns: Sequence[str]) -> EstimatorSpec:
     """:func:`baseline_spec` given the features' columns."""
-    return _baseline_of(info.task, info.name.startswith(f"{info.family}_fwd_") and info.target in columns, info.target)
+    return _baseline_of(
+        info.task, info.name.startswith(f"{info.family}_fwd_") and info.target in columns, info.target
+    )
 
 
 @functools.cache
@@ -410,8 +475,15 @@ def cross_validate(
     ``per_instrument``, ``scores`` also holds each estimator against the baseline per instrument."""
     info = _pick(models, labels, label, label_map)
     embargo = cv_embargo(info, models, label_map)
-    return cross_validate_joined(join_features_labels(features, labels), list(features.columns), info, models, embargo,
-                                 estimators=estimators, per_instrument=per_instrument)
+    return cross_validate_joined(
+        join_features_labels(features, labels),
+        list(features.columns),
+        info,
+        models,
+        embargo,
+        estimators=estimators,
+        per_instrument=per_instrument,
+    )
 
 
 def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig | None) -> int:
@@ -419,13 +491,23 @@ def cv_embargo(info: LabelInfo, models: ModelsConfig, label_map: LabelMapConfig 
     max_h = label_map.max_horizon() if label_map is not None else info.horizon + info.lag
     embargo = models.cv.embargo if models.cv.embargo is not None else max_h
     if embargo < info.horizon + info.lag:
-        raise ValueError(f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}")
+        raise ValueError(
+            f"cv.embargo={embargo} is shorter than the horizon+lag {info.horizon + info.lag} of {info.name}"
+        )
     return embargo
 
 
-def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: LabelInfo, models: ModelsConfig, embargo: int,
-                          *, estimators: list[str] | None = None, per_instrument: bool = True,
-                          designs: FrameDesigns | None = None) -> CVResult:
+def cross_validate_joined(
+    data: pd.DataFrame,
+    columns: Sequence[str],
+    info: LabelInfo,
+    models: ModelsConfig,
+    embargo: int,
+    *,
+    estimators: list[str] | None = None,
+    per_instrument: bool = True,
+    designs: FrameDesigns | None = None,
+) -> CVResult:
     """:func:`cross_validate` on ``data``, :func:`join_features_labels` of the features (``columns``)
     and the labels, with the embargo :func:`cv_embargo` checked. ``designs``: of a frame whose first
     rows ``data`` is (the estimators read heads of its designs)."""
@@ -435,46 +517,91 @@ def cross_validate_joined(data: pd.DataFrame, columns: Sequence[str], info: Labe
     y = data[info.name].to_numpy(dtype=np.float64)
     classes = sorted(int(c) for c in np.unique(y[~np.isnan(y)])) if info.task == "classification" else None
     splits = cv_splits(data, time_col, info.end_col, models.cv, embargo)
-    common = dict(label=info.name, family=info.family, task=info.task, source=info.target,
-                  feature_columns=[c for c in columns if c not in KEY_COLUMNS],
-                  class_names=list(info.classes) if info.classes else None, threads=models.threads)
-    baseline = oos_on_design(design_of, data, splits, _baseline(info, columns), NAIVE, y=y, classes=classes,
-                             mode=models.mode, **common)
+    common = dict(
+        label=info.name,
+        family=info.family,
+        task=info.task,
+        source=info.target,
+        feature_columns=[c for c in columns if c not in KEY_COLUMNS],
+        class_names=list(info.classes) if info.classes else None,
+        threads=models.threads,
+    )
+    baseline = oos_on_design(
+        design_of,
+        data,
+        splits,
+        _baseline(info, columns),
+        NAIVE,
+        y=y,
+        classes=classes,
+        mode=models.mode,
+        **common,
+    )
     instruments = data["instrument"].to_numpy() if per_instrument else np.array([])
     scores, imps, candidates = [], [], []
     for name in estimators or list(fam.estimators):
         spec = fam.estimators[name]
-        oos = oos_on_design(design_of, data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode,
-                            **common)
+        oos = oos_on_design(
+            design_of, data, splits, spec, name, y=y, classes=classes, mode=spec.mode or models.mode, **common
+        )
         candidates.append(oos)
         if per_instrument:
-            scores.append(vs_baseline_scores(oos, baseline, y, instruments, info.task, classes)
-                          .assign(label=info.name, estimator=name))
+            scores.append(
+                vs_baseline_scores(oos, baseline, y, instruments, info.task, classes).assign(
+                    label=info.name, estimator=name
+                )
+            )
         if not oos.importances.empty:
             imps.append(oos.importances.assign(label=info.name, estimator=name))
-    out = pd.concat(scores, ignore_index=True)[SCORES_COLUMNS].astype(SCORES_TYPES) if scores else _no_scores().copy()
+    out = (
+        pd.concat(scores, ignore_index=True)[SCORES_COLUMNS].astype(SCORES_TYPES)
+        if scores
+        else _no_scores().copy()
+    )
     rows = candidate_score_rows([*candidates, baseline], y, info.task, classes)
-    return CVResult(out, pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
-                    _fold_table(info.name, rows, [*candidates, baseline], y, info.task, classes, data[time_col], splits),
-                    _summary_table(info.name, rows))
+    return CVResult(
+        out,
+        pd.concat(imps, ignore_index=True) if imps else pd.DataFrame(),
+        _fold_table(info.name, rows, [*candidates, baseline], y, info.task, classes, data[time_col], splits),
+        _summary_table(info.name, rows),
+    )
 
 
 def _summary_table(label: str, rows: list[tuple]) -> pd.DataFrame | None:
     """:meth:`CVResult.summary` of one label's score rows (``SCORE_COLUMNS``), made from them;
     None when there is no model row (the empty summary keeps the fold table's column types)."""
     baseline = {metric: score for est, fold, metric, score, _, _ in rows if fold == "all" and est == NAIVE}
-    model = [(est, metric, score, n, cov) for est, fold, metric, score, n, cov in rows if fold == "all" and est != NAIVE]
+    model = [
+        (est, metric, score, n, cov)
+        for est, fold, metric, score, n, cov in rows
+        if fold == "all" and est != NAIVE
+    ]
     if not model or len(baseline) < sum(1 for est, fold, *_ in rows if fold == "all" and est == NAIVE):
         return None
     est, metric, score, n, coverage = (list(c) for c in zip(*model, strict=True))
-    return pd.DataFrame({"label": [label] * len(model), "estimator": est, "metric": metric,
-                         "model": np.array(score, dtype=np.float64),
-                         "baseline": np.array([baseline.get(m, np.nan) for m in metric], dtype=np.float64),
-                         "n": np.array(n, dtype=np.int64), "coverage": np.array(coverage, dtype=np.float64)})
+    return pd.DataFrame(
+        {
+            "label": [label] * len(model),
+            "estimator": est,
+            "metric": metric,
+            "model": np.array(score, dtype=np.float64),
+            "baseline": np.array([baseline.get(m, np.nan) for m in metric], dtype=np.float64),
+            "n": np.array(n, dtype=np.int64),
+            "coverage": np.array(coverage, dtype=np.float64),
+        }
+    )
 
 
-def _fold_table(label: str, rows: list[tuple], candidates: list[OOSPredictions], y: np.ndarray, task: str,
-                classes: list[int] | None, times: pd.Series, splits: list[Split]) -> pd.DataFrame:
+def _fold_table(
+    label: str,
+    rows: list[tuple],
+    candidates: list[OOSPredictions],
+    y: np.ndarray,
+    task: str,
+    classes: list[int] | None,
+    times: pd.Series,
+    splits: list[Split],
+) -> pd.DataFrame:
     """``CVResult.folds``: :func:`candidate_scores` (``rows``: its rows) with the label and each
     fold's first and last test time, made as one table from its columns."""
     columns = ["label", *SCORE_COLUMNS, "test_start", "test_end"]

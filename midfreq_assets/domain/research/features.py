@@ -107,7 +107,8 @@ class Expansions(StrictModel):
     change: IntList = Field(default_factory=list, description="x_t - x_{t-k} for each k (rows)")
     deviation: IntList = Field(default_factory=list, description="x_t - rolling mean over w rows for each w")
     cross_section: list[Literal["rank", "zscore"]] = Field(
-        default_factory=list, description="percentile rank / z-score among the instruments of the same time")
+        default_factory=list, description="percentile rank / z-score among the instruments of the same time"
+    )
 
     @field_validator("min", "max")
     @classmethod
@@ -132,19 +133,27 @@ class Expansions(StrictModel):
 
 
 class ColumnSpec(StrictModel):
-    source: str | None = Field(default=None, description="raw panel column read (default: the key); lets two "
-                               "features derive from one column, e.g. reward level and reward share")
+    source: str | None = Field(
+        default=None,
+        description="raw panel column read (default: the key); lets two "
+        "features derive from one column, e.g. reward level and reward share",
+    )
     transform: Literal["as_is", "log", "compound", "arctanh", "ratio"] = "as_is"
     volume: str = Field(default="volume", description="denominator column of the arctanh imbalance")
     over: str | None = Field(default=None, description="denominator column of the ratio transform")
-    fill_missing: float | None = Field(default=None, description="value of a missing cell in a row that exists "
-                                       "(e.g. 0 for a null reward APY); absent rows stay absent")
+    fill_missing: float | None = Field(
+        default=None,
+        description="value of a missing cell in a row that exists "
+        "(e.g. 0 for a null reward APY); absent rows stay absent",
+    )
     expansions: Expansions = Field(default_factory=Expansions)
 
     @model_validator(mode="after")
     def _ratio_needs_denominator(self) -> ColumnSpec:
         if (self.transform == "ratio") != (self.over is not None):
-            raise ValueError("transform: ratio needs `over:` (its denominator column), and `over:` needs transform: ratio")
+            raise ValueError(
+                "transform: ratio needs `over:` (its denominator column), and `over:` needs transform: ratio"
+            )
         return self
 
     @model_validator(mode="after")
@@ -173,17 +182,24 @@ class FeatureMapConfig(StrictModel):
     """Raw column -> transform and expansions. Accepts the plain YAML mapping (see module doc)."""
 
     columns: dict[str, ColumnSpec] = Field(default_factory=lambda: dict(_default_yield_columns()))
-    categories: list[str] = Field(default_factory=list, description="string columns carried as categorical features")
-    universe_column: str = Field(default="eligible", description="boolean panel column of the instruments a cross "
-                                 "section ranks among (every instrument present when the panel has no such column)")
+    categories: list[str] = Field(
+        default_factory=list, description="string columns carried as categorical features"
+    )
+    universe_column: str = Field(
+        default="eligible",
+        description="boolean panel column of the instruments a cross "
+        "section ranks among (every instrument present when the panel has no such column)",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _wrap_mapping(cls, data: Any) -> Any:
         reserved = {"columns", "categories", "universe_column"}
         if isinstance(data, dict) and data and "columns" not in data:
-            return {"columns": {k: v for k, v in data.items() if k not in reserved},
-                    **{k: v for k, v in data.items() if k in reserved}}
+            return {
+                "columns": {k: v for k, v in data.items() if k not in reserved},
+                **{k: v for k, v in data.items() if k in reserved},
+            }
         return data
 
     @model_validator(mode="after")
@@ -226,7 +242,9 @@ def _default_yield_columns(yield_column: str = "apy") -> dict[str, ColumnSpec]:
         ),
         "tvl_usd": ColumnSpec(
             transform="log",
-            expansions=Expansions(ewma=EwmaSpec(windows=[7, 30]), hvol=HvolSpec(increments=[1], halflives=[7])),
+            expansions=Expansions(
+                ewma=EwmaSpec(windows=[7, 30]), hvol=HvolSpec(increments=[1], halflives=[7])
+            ),
         ),
     }
 
@@ -273,7 +291,9 @@ class PanelIndex:
     instrument_col: str
 
     @classmethod
-    def from_long(cls, df: pd.DataFrame, time_col: str = "date", instrument_col: str | None = None) -> PanelIndex:
+    def from_long(
+        cls, df: pd.DataFrame, time_col: str = "date", instrument_col: str | None = None
+    ) -> PanelIndex:
         instrument_col = instrument_col or instrument_column(df)
         t = pd.DatetimeIndex(df[time_col])
         uniq = time_grid(t)
@@ -358,7 +378,10 @@ def rolling_mean_std(x: pd.DataFrame, window: int, min_periods: int) -> tuple[pd
     enough = n >= min_periods
     mean = np.where(enough, mean + ref, np.nan)
     std = np.where(enough & (n > 1), np.sqrt(var), np.nan)
-    return (pd.DataFrame(mean, index=x.index, columns=x.columns), pd.DataFrame(std, index=x.index, columns=x.columns))
+    return (
+        pd.DataFrame(mean, index=x.index, columns=x.columns),
+        pd.DataFrame(std, index=x.index, columns=x.columns),
+    )
 
 
 def rolling_extreme(x: pd.DataFrame, window: int, kind: str) -> pd.DataFrame:
@@ -470,7 +493,9 @@ def required_lookback(feature_map: FeatureMapConfig, tolerance: float = 1e-6) ->
     return need
 
 
-def _hvol(y: pd.DataFrame, transform: str, k: int, h: int, weight: pd.DataFrame | None = None) -> pd.DataFrame:
+def _hvol(
+    y: pd.DataFrame, transform: str, k: int, h: int, weight: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """EWM std of k-step log increments; with ``weight`` (e.g. volume) the v-weighted EWM std
     ``sqrt(EWM(v d^2)/EWM(v) - (EWM(v d)/EWM(v))^2)``, so high-volume bars count for more."""
     logy = y if transform in ("log", "arctanh") else np.log(y.clip(lower=LOG_FLOOR))
@@ -562,11 +587,19 @@ def compute_features(
     idx = PanelIndex.from_long(panel, time_col, instrument_col)
     missing = [c for c in feature_map.categories if c not in panel.columns]
     if missing:
-        raise KeyError(f"feature_map.categories needs panel columns {missing}; panel has {sorted(panel.columns)}")
-    fills = {spec.source or c: spec.fill_missing for c, spec in feature_map.columns.items()
-             if spec.fill_missing is not None}
-    wide = {c: idx.wide(panel[c].fillna(fills[c]) if c in fills else panel[c])
-            for c in feature_map.raw_columns() if c in panel.columns}
+        raise KeyError(
+            f"feature_map.categories needs panel columns {missing}; panel has {sorted(panel.columns)}"
+        )
+    fills = {
+        spec.source or c: spec.fill_missing
+        for c, spec in feature_map.columns.items()
+        if spec.fill_missing is not None
+    }
+    wide = {
+        c: idx.wide(panel[c].fillna(fills[c]) if c in fills else panel[c])
+        for c in feature_map.raw_columns()
+        if c in panel.columns
+    }
     ucol = feature_map.universe_column
     universe = idx.wide(panel[ucol].astype(bool).astype(float)) > 0 if ucol in panel.columns else None
     feats = compute_features_wide(feature_map, wide, universe)
@@ -586,5 +619,3 @@ def compute_features(
         out.insert(0, "date", panel["date"].to_numpy()[order])
     out.insert(0, time_col, panel[time_col].to_numpy()[order])
     return out
-
-

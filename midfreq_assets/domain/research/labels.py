@@ -60,7 +60,9 @@ class BucketSpec(StrictModel):
         if any(b <= a for a, b in zip(t, t[1:], strict=False)):
             raise ValueError(f"thresholds must be strictly increasing (got {t})")
         if self.names is not None and len(self.names) != len(t) + 1:
-            raise ValueError(f"names needs {len(t) + 1} entries for {len(t)} thresholds (got {len(self.names)})")
+            raise ValueError(
+                f"names needs {len(t) + 1} entries for {len(t)} thresholds (got {len(self.names)})"
+            )
         return self
 
     def class_names(self) -> list[str]:
@@ -71,7 +73,9 @@ class StopLimitSpec(StrictModel):
     """Barriers of the ``stop_limit`` label, as log returns from the entry close (both > 0)."""
 
     take_profit: float = Field(gt=0, description="upper barrier (log return, or sigma multiple)")
-    stop_loss: float = Field(gt=0, description="lower barrier, below the entry (log return, or sigma multiple)")
+    stop_loss: float = Field(
+        gt=0, description="lower barrier, below the entry (log return, or sigma multiple)"
+    )
     units: Literal["sigma", "log_return"] = "sigma"
     sigma_halflife: PositiveInt = Field(default=30, description="EWM halflife (bars) of the 1-bar return std")
     high: str | None = Field(default="high", description="bar high checked against take-profit (null: close)")
@@ -145,11 +149,22 @@ class LabelMapConfig(StrictModel):
                     if spec.buckets is not None:
                         names = tuple(spec.buckets.class_names())
                         out.append(
-                            LabelInfo(f"{family}_cls_{h}", family, target, h, spec.lag, "classification", names)
+                            LabelInfo(
+                                f"{family}_cls_{h}", family, target, h, spec.lag, "classification", names
+                            )
                         )
                     if spec.stop_limit is not None:
-                        out.append(LabelInfo(f"{family}_sl_{h}", family, target, h, spec.lag, "classification",
-                                             tuple(spec.stop_limit.names)))
+                        out.append(
+                            LabelInfo(
+                                f"{family}_sl_{h}",
+                                family,
+                                target,
+                                h,
+                                spec.lag,
+                                "classification",
+                                tuple(spec.stop_limit.names),
+                            )
+                        )
         return out
 
     def raw_columns(self) -> list[str]:
@@ -196,8 +211,15 @@ def _sigma1(logc: pd.DataFrame, halflife: int) -> pd.DataFrame:
     return (logc - logc.shift(1)).ewm(halflife=halflife, min_periods=halflife).std()
 
 
-def stop_limit_outcome(logc: pd.DataFrame, log_high: pd.DataFrame, log_low: pd.DataFrame, up: pd.DataFrame,
-                       down: pd.DataFrame, horizon: int, lag: int) -> tuple[np.ndarray, np.ndarray]:
+def stop_limit_outcome(
+    logc: pd.DataFrame,
+    log_high: pd.DataFrame,
+    log_low: pd.DataFrame,
+    up: pd.DataFrame,
+    down: pd.DataFrame,
+    horizon: int,
+    lag: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Which barrier a long entered at ``close[t+lag]`` touches first within ``horizon`` bars.
 
     ``up``/``down``: the barrier distances (log returns > 0) known at t. Returns (codes: 0
@@ -231,9 +253,7 @@ def stop_limit_outcome(logc: pd.DataFrame, log_high: pd.DataFrame, log_low: pd.D
     return codes, steps
 
 
-def compute_labels_wide(
-    label_map: LabelMapConfig, wide: dict[str, pd.DataFrame]
-) -> dict[str, pd.DataFrame]:
+def compute_labels_wide(label_map: LabelMapConfig, wide: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Label values as wide frames (index time, columns instrument). ``{family}_sl_{h}`` labels
     also give ``{name}__steps`` (bars from the entry to the outcome) for their end times."""
     out: dict[str, pd.DataFrame] = {}
@@ -264,8 +284,9 @@ def compute_labels_wide(
     return out
 
 
-def _stop_limit(sl: StopLimitSpec, logc: pd.DataFrame, wide: dict[str, pd.DataFrame], info: LabelInfo
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stop_limit(
+    sl: StopLimitSpec, logc: pd.DataFrame, wide: dict[str, pd.DataFrame], info: LabelInfo
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     def extreme(col: str | None) -> pd.DataFrame:
         if col is None:
             return logc
@@ -279,7 +300,9 @@ def _stop_limit(sl: StopLimitSpec, logc: pd.DataFrame, wide: dict[str, pd.DataFr
     else:
         up = pd.DataFrame(sl.take_profit, index=logc.index, columns=logc.columns)
         down = pd.DataFrame(sl.stop_loss, index=logc.index, columns=logc.columns)
-    codes, steps = stop_limit_outcome(logc, extreme(sl.high), extreme(sl.low), up, down, info.horizon, info.lag)
+    codes, steps = stop_limit_outcome(
+        logc, extreme(sl.high), extreme(sl.low), up, down, info.horizon, info.lag
+    )
     frame = functools.partial(pd.DataFrame, index=logc.index, columns=logc.columns)
     return frame(codes), frame(steps)
 
@@ -321,5 +344,3 @@ def compute_labels(
 def _as_time(ns: np.ndarray, tz: Any) -> pd.DatetimeIndex:
     out = pd.DatetimeIndex(ns.astype("datetime64[ns]"))
     return out.tz_localize("UTC").tz_convert(tz) if tz is not None else out
-
-

@@ -82,7 +82,9 @@ def _time_col(X: pd.DataFrame) -> str:
     for col in TIME_COLUMNS:
         if col in X.columns:
             return col
-    raise KeyError(f"history estimators need a time column {TIME_COLUMNS} in X (got {list(X.columns)[:8]}...)")
+    raise KeyError(
+        f"history estimators need a time column {TIME_COLUMNS} in X (got {list(X.columns)[:8]}...)"
+    )
 
 
 def halflife_rows(halflife: str | float, times: pd.Index | None = None) -> float:
@@ -133,7 +135,9 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if self.source not in X.columns:
-            raise KeyError(f"EWMYieldPredictor needs column {self.source!r} (add `level: true` to its feature)")
+            raise KeyError(
+                f"EWMYieldPredictor needs column {self.source!r} (add `level: true` to its feature)"
+            )
         idx = PanelIndex.from_long(X, _time_col(X), "instrument")
         return idx.gather(self.predict_wide(idx.wide(X[self.source])))
 
@@ -152,7 +156,9 @@ class EWMYieldPredictor(RegressorMixin, BaseEstimator):
             return lambda n: False
         grid = time_grid(times)
         if len(grid) > 1 and (grid == grid.normalize()).all():  # every calendar day (time_grid): so is a
-            return lambda n: n > 0  # head's grid, its first days, and its step is a day too (a day if one row)
+            return lambda n: (
+                n > 0
+            )  # head's grid, its first days, and its step is a day too (a day if one row)
         h = halflife_rows(self.halflife, grid)
 
         def same(n: int) -> bool:
@@ -181,7 +187,9 @@ class LastValueBaseline(RegressorMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if self.source not in X.columns:
-            raise KeyError(f"LastValueBaseline needs column {self.source!r} (add `level: true` to its feature)")
+            raise KeyError(
+                f"LastValueBaseline needs column {self.source!r} (add `level: true` to its feature)"
+            )
         return X[self.source].to_numpy(dtype=np.float64)
 
 
@@ -217,7 +225,9 @@ def import_dotted(path: str) -> type:
     path = ALIASES.get(path, path)
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"estimator {path!r}: expected a dotted path like sklearn.linear_model.Ridge or one of {sorted(ALIASES)}")
+        raise ValueError(
+            f"estimator {path!r}: expected a dotted path like sklearn.linear_model.Ridge or one of {sorted(ALIASES)}"
+        )
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -230,8 +240,11 @@ class EstimatorSpec(StrictModel):
     scaler: Literal["none", "standard", "robust", "minmax"] = "none"
     mode: Mode | None = None
     features: list[str] | None = None
-    categorical: list[str] = Field(default_factory=list, description="string feature columns given to the "
-                                   "estimator as pandas categories (estimators that support them, e.g. hist_gb)")
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="string feature columns given to the "
+        "estimator as pandas categories (estimators that support them, e.g. hist_gb)",
+    )
 
     @model_validator(mode="after")
     def _check_params(self) -> EstimatorSpec:
@@ -274,7 +287,9 @@ def _estimator_entry(name: str, entry: Any) -> Any:
     entry = dict(entry)
     if "estimator" not in entry:
         if name not in ALIASES:
-            raise ValueError(f"estimator {name!r}: give `estimator:` (dotted path) or use an alias {sorted(ALIASES)}")
+            raise ValueError(
+                f"estimator {name!r}: give `estimator:` (dotted path) or use an alias {sorted(ALIASES)}"
+            )
         entry["estimator"] = name
     params = dict(entry.pop("params", None) or {})
     params.update({k: entry.pop(k) for k in list(entry) if k not in _SPEC_KEYS})
@@ -289,7 +304,9 @@ class FamilyModels(StrictModel):
     @model_validator(mode="after")
     def _naive_reserved(self) -> FamilyModels:
         if NAIVE in self.estimators:
-            raise ValueError(f"estimator name {NAIVE!r} is reserved for the naive baseline every selection compares with")
+            raise ValueError(
+                f"estimator name {NAIVE!r} is reserved for the naive baseline every selection compares with"
+            )
         return self
 
     @model_validator(mode="before")
@@ -315,9 +332,13 @@ class FamilyModels(StrictModel):
 class CVConfig(StrictModel):
     n_splits: PositiveInt = 5
     scheme: Literal["expanding", "rolling"] = "expanding"
-    train_size: PositiveInt | None = Field(default=None, description="rolling: training rows of time (days/bars)")
+    train_size: PositiveInt | None = Field(
+        default=None, description="rolling: training rows of time (days/bars)"
+    )
     embargo: NonNegativeInt | None = Field(default=None, description="default: the longest horizon + lag")
-    min_train: PositiveInt = Field(default=30, description="time steps of training data before the first test fold")
+    min_train: PositiveInt = Field(
+        default=30, description="time steps of training data before the first test fold"
+    )
 
 
 class SelectionConfig(StrictModel):
@@ -327,8 +348,13 @@ class SelectionConfig(StrictModel):
     by: Literal["cv", "fixed"] = "cv"
     regression_metric: Literal["mae", "r2"] = "mae"
     classification_metric: Literal["log_loss", "balanced_accuracy", "accuracy"] = "log_loss"
-    min_coverage: float = Field(default=0.9, ge=0, le=1, description="share of the labelled out-of-sample rows "
-                                "a model must predict to be chosen: a pool without a prediction cannot be held")
+    min_coverage: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="share of the labelled out-of-sample rows "
+        "a model must predict to be chosen: a pool without a prediction cannot be held",
+    )
 
     def metric(self, task: str) -> str:
         return self.regression_metric if task == "regression" else self.classification_metric
@@ -348,11 +374,17 @@ class ModelsConfig(StrictModel):
     mode: Mode = "pooled"
     cv: CVConfig = Field(default_factory=CVConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    refit_every_weeks: PositiveInt = Field(default=1, description="learned models are refit every k weeks "
-                                           "(Mondays, UTC), in production and in the backtest alike")
-    threads: PositiveInt = Field(default=1, description="OpenMP threads per estimator fit / predict: parallelism "
-                                 "comes from processes; on a busy 2-core machine two threads per gradient-boosting "
-                                 "fit measured 8x slower than one")
+    refit_every_weeks: PositiveInt = Field(
+        default=1,
+        description="learned models are refit every k weeks "
+        "(Mondays, UTC), in production and in the backtest alike",
+    )
+    threads: PositiveInt = Field(
+        default=1,
+        description="OpenMP threads per estimator fit / predict: parallelism "
+        "comes from processes; on a busy 2-core machine two threads per gradient-boosting "
+        "fit measured 8x slower than one",
+    )
     families: dict[str, FamilyModels] = Field(default_factory=_default_families)
 
     @model_validator(mode="before")
@@ -468,15 +500,25 @@ class Design:
     head's history estimators a slice of one pass over the whole frame (:meth:`history_output`):
     the weekly refits and their CVs all train on first rows of one joined frame."""
 
-    def __init__(self, frame: pd.DataFrame, columns: list[str], categorical: list[str], *, checks_missing: bool,
-                 reads: list[str] | None = None, rows: int | None = None):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        columns: list[str],
+        categorical: list[str],
+        *,
+        checks_missing: bool,
+        reads: list[str] | None = None,
+        rows: int | None = None,
+    ):
         self._whole = frame
         self.n = len(frame) if rows is None else rows  # a design of the frame's first rows (a head)
         self.columns = columns
         self.categorical = categorical
         self.checks_missing = checks_missing  # rows with a missing design column are skipped
         self.reads = reads  # the columns frame estimators read (their input_columns; None: every column)
-        self._root: tuple[Design, int] | None = None  # (design of a frame whose first rows this one's are, rows)
+        self._root: tuple[Design, int] | None = (
+            None  # (design of a frame whose first rows this one's are, rows)
+        )
         self._passes: dict[tuple, np.ndarray | None] = {}  # history estimators' outputs over X
         self._heads: dict[tuple, Callable[[int], bool]] = {}  # and which heads of X they serve
 
@@ -522,8 +564,14 @@ class Design:
     def head(self, n: int) -> Design:
         """The design of the first ``n`` rows of the frame, sharing this design's arrays."""
         root = self._root[0] if self._root is not None else self
-        head = Design(root._whole, self.columns, self.categorical, checks_missing=self.checks_missing,
-                      reads=self.reads, rows=n)
+        head = Design(
+            root._whole,
+            self.columns,
+            self.categorical,
+            checks_missing=self.checks_missing,
+            reads=self.reads,
+            rows=n,
+        )
         floats = root._floats
         head.__dict__.update(_floats=None if floats is None else floats[:n], complete=root.complete[:n])
         head._root = (root, n)
@@ -542,7 +590,9 @@ class Design:
                 if key not in root._passes:
                     try:
                         root._passes[key] = np.asarray(getattr(est, method)(root.X), dtype=np.float64)
-                    except ValueError:  # the whole frame cannot be predicted (e.g. duplicate rows after the head)
+                    except (
+                        ValueError
+                    ):  # the whole frame cannot be predicted (e.g. duplicate rows after the head)
                         root._passes[key] = None
                 if root._passes[key] is not None:
                     return root._passes[key][:n]
@@ -557,7 +607,9 @@ class Design:
         """The estimator input of ``rows`` (positions in the frame) and ``columns`` (design columns): a
         DataFrame (the model keeps the feature names), or with ``arrays`` the float matrix."""
         if self._floats is None:
-            return design_matrix(take_rows(self.inputs, rows), columns, [c for c in self.categorical if c in columns])
+            return design_matrix(
+                take_rows(self.inputs, rows), columns, [c for c in self.categorical if c in columns]
+            )
         if columns == self.columns:
             values = self._floats.take(rows, axis=0)
         else:
@@ -576,15 +628,24 @@ class FrameDesigns:
         self._dtypes = frame.dtypes
         self._designs: dict[tuple, Design] = {}
 
-    def head(self, spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
-             feature_columns: list[str] | None) -> Design:
+    def head(
+        self,
+        spec: EstimatorSpec,
+        template: Any,
+        X: pd.DataFrame,
+        name: str,
+        feature_columns: list[str] | None,
+    ) -> Design:
         """:func:`spec_design` of ``X``, which must be the first ``len(X)`` rows of the frame."""
-        columns, categorical, checks_missing = design_columns(spec, template, self._columns, self._dtypes, name,
-                                                              feature_columns)
+        columns, categorical, checks_missing = design_columns(
+            spec, template, self._columns, self._dtypes, name, feature_columns
+        )
         reads = frame_reads(template)
         key = (tuple(columns), tuple(categorical), checks_missing, None if reads is None else tuple(reads))
         if key not in self._designs:
-            self._designs[key] = Design(self.frame, columns, categorical, checks_missing=checks_missing, reads=reads)
+            self._designs[key] = Design(
+                self.frame, columns, categorical, checks_missing=checks_missing, reads=reads
+            )
         return self._designs[key].head(len(X))
 
     def of_model(self, fitted: FittedModel, n: int) -> Design:
@@ -592,8 +653,9 @@ class FrameDesigns:
         columns; frame estimators get every column, as :meth:`FittedModel.predict` gives them)."""
         key = (tuple(fitted.feature_columns), tuple(fitted.categorical), not fitted.allow_nan, None)
         if key not in self._designs:
-            self._designs[key] = Design(self.frame, fitted.feature_columns, fitted.categorical,
-                                        checks_missing=not fitted.allow_nan)
+            self._designs[key] = Design(
+                self.frame, fitted.feature_columns, fitted.categorical, checks_missing=not fitted.allow_nan
+            )
         return self._designs[key].head(n)
 
 
@@ -638,17 +700,23 @@ class FittedModel:
         design = Design(X, self.feature_columns, self.categorical, checks_missing=not self.allow_nan)
         return self.apply_rows(design, np.arange(len(X)), method, width)
 
-    def apply_rows(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool = False) -> np.ndarray:
+    def apply_rows(
+        self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool = False
+    ) -> np.ndarray:
         """``method`` (predict / predict_proba) of ``rows`` of a :class:`Design` whose columns
         include this model's (``arrays``: the model was fitted on arrays of it)."""
         with openmp_threads(self.threads):
             return self._apply_all(design, rows, method, width, arrays)
 
-    def _apply_all(self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool) -> np.ndarray:
+    def _apply_all(
+        self, design: Design, rows: np.ndarray, method: str, width: int, arrays: bool
+    ) -> np.ndarray:
         out = np.full((len(rows), width), np.nan)
         complete = design.complete if self.feature_columns and not self.allow_nan else None
         for key, local in design.rows_by_key(rows, self.mode).items():
-            est = self.estimators.get(key, self.estimators.get(POOLED_FALLBACK) if self.mode == "per_instrument" else None)
+            est = self.estimators.get(
+                key, self.estimators.get(POOLED_FALLBACK) if self.mode == "per_instrument" else None
+            )
             if est is None or len(local) == 0:
                 continue
             if self._frame_input(est):
@@ -700,21 +768,34 @@ class FittedModel:
         return rows
 
 
-def estimator_template(spec: EstimatorSpec, *, label: str, name: str, task: Literal["regression", "classification"],
-                       source: str | None = None) -> Any:
+def estimator_template(
+    spec: EstimatorSpec,
+    *,
+    label: str,
+    name: str,
+    task: Literal["regression", "classification"],
+    source: str | None = None,
+) -> Any:
     """A fresh estimator of ``spec``, refused when it does not fit the label's task."""
     template = spec.build(source)
-    if task == "classification" and not is_classifier(template) and not getattr(template, "needs_frame", False):
+    if (
+        task == "classification"
+        and not is_classifier(template)
+        and not getattr(template, "needs_frame", False)
+    ):
         raise ValueError(f"{name} ({spec.estimator}) is not a classifier but label {label} is a class label")
     if task == "regression" and is_classifier(template):
         raise ValueError(f"{name} ({spec.estimator}) is a classifier but label {label} is a regression label")
     return template
 
 
-def spec_design(spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str,
-                feature_columns: list[str] | None) -> Design:
+def spec_design(
+    spec: EstimatorSpec, template: Any, X: pd.DataFrame, name: str, feature_columns: list[str] | None
+) -> Design:
     """The :class:`Design` of ``X`` for ``spec`` (:func:`design_columns`)."""
-    columns, categorical, checks_missing = design_columns(spec, template, X.columns, X.dtypes, name, feature_columns)
+    columns, categorical, checks_missing = design_columns(
+        spec, template, X.columns, X.dtypes, name, feature_columns
+    )
     return Design(X, columns, categorical, checks_missing=checks_missing, reads=frame_reads(template))
 
 
@@ -726,8 +807,14 @@ def frame_reads(template: Any) -> list[str] | None:
     return list(template.input_columns()) if hasattr(template, "input_columns") else None
 
 
-def design_columns(spec: EstimatorSpec, template: Any, columns: Sequence[str], dtypes: pd.Series, name: str,
-                   feature_columns: list[str] | None) -> tuple[list[str], list[str], bool]:
+def design_columns(
+    spec: EstimatorSpec,
+    template: Any,
+    columns: Sequence[str],
+    dtypes: pd.Series,
+    name: str,
+    feature_columns: list[str] | None,
+) -> tuple[list[str], list[str], bool]:
     """The design columns of a frame (``columns``, ``dtypes``) for ``spec``: the available
     ``feature_columns`` it selects, numeric or declared categorical (none for estimators that read
     the long frame themselves); the categorical ones; whether rows missing one are skipped."""
@@ -735,8 +822,10 @@ def design_columns(spec: EstimatorSpec, template: Any, columns: Sequence[str], d
     cols = [] if frame_input else select_features(spec.features, list(feature_columns or []))
     missing_cat = sorted(set(spec.categorical) - set(columns))
     if missing_cat and not frame_input:
-        raise ValueError(f"{name}: categorical feature column(s) {missing_cat} are not in the features "
-                         "(add them to feature_map.categories)")
+        raise ValueError(
+            f"{name}: categorical feature column(s) {missing_cat} are not in the features "
+            "(add them to feature_map.categories)"
+        )
     # string columns go only to estimators that declare them categorical
     cols = [c for c in cols if c in spec.categorical or pd.api.types.is_numeric_dtype(dtypes[c])]
     return cols, [c for c in spec.categorical if c in cols], not allows_nan(template)
@@ -763,14 +852,41 @@ def fit_estimator(
     dropped here, so callers only choose which rows are *allowed* (time, purging)."""
     template = estimator_template(spec, label=label, name=name, task=task, source=source)
     design = spec_design(spec, template, X, name, feature_columns)
-    return fit_rows(design, template, np.arange(len(X)), y, label=label, family=family, name=name, task=task,
-                    mode=mode, as_of=as_of, class_names=class_names, min_rows=min_rows, threads=threads)
+    return fit_rows(
+        design,
+        template,
+        np.arange(len(X)),
+        y,
+        label=label,
+        family=family,
+        name=name,
+        task=task,
+        mode=mode,
+        as_of=as_of,
+        class_names=class_names,
+        min_rows=min_rows,
+        threads=threads,
+    )
 
 
-def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, label: str, family: str, name: str,
-             task: Literal["regression", "classification"], mode: Mode, as_of: pd.Timestamp | None = None,
-             class_names: list[str] | None = None, min_rows: int = 10, threads: int = 1,
-             arrays: bool = False, fresh: Callable[[], Any] | None = None) -> FittedModel:
+def fit_rows(
+    design: Design,
+    template: Any,
+    rows: np.ndarray,
+    y: np.ndarray,
+    *,
+    label: str,
+    family: str,
+    name: str,
+    task: Literal["regression", "classification"],
+    mode: Mode,
+    as_of: pd.Timestamp | None = None,
+    class_names: list[str] | None = None,
+    min_rows: int = 10,
+    threads: int = 1,
+    arrays: bool = False,
+    fresh: Callable[[], Any] | None = None,
+) -> FittedModel:
     """:func:`fit_estimator` on ``rows`` (increasing positions) of the frame of ``design`` (from
     :func:`spec_design`), ``y`` their labels; ``arrays``: see :class:`Design`. ``fresh``: makes an
     unfitted estimator like ``template`` (its spec's ``build``: scikit-learn's ``clone``, the
@@ -787,22 +903,59 @@ def fit_rows(design: Design, template: Any, rows: np.ndarray, y: np.ndarray, *, 
         cols = [c for c, s in zip(cols, seen, strict=True) if s]
     classes = sorted(int(c) for c in np.unique(y[ok])) if task == "classification" else None
     categorical = [c for c in design.categorical if c in cols]
-    fitted = FittedModel(label, family, name, task, mode, cols, {}, as_of, int(ok.sum()), classes, class_names,
-                         categorical=categorical, allow_nan=nan_ok, threads=threads)
+    fitted = FittedModel(
+        label,
+        family,
+        name,
+        task,
+        mode,
+        cols,
+        {},
+        as_of,
+        int(ok.sum()),
+        classes,
+        class_names,
+        categorical=categorical,
+        allow_nan=nan_ok,
+        threads=threads,
+    )
     with openmp_threads(threads):
-        _fit_all(fitted, fresh or functools.partial(clone, template), design, rows, y, ok, frame_input, min_rows, arrays)
+        _fit_all(
+            fitted,
+            fresh or functools.partial(clone, template),
+            design,
+            rows,
+            y,
+            ok,
+            frame_input,
+            min_rows,
+            arrays,
+        )
     return fitted
 
 
-def _fit_all(fitted: FittedModel, fresh: Callable[[], Any], design: Design, rows: np.ndarray, y: np.ndarray, ok: np.ndarray,
-             frame_input: bool, min_rows: int, arrays: bool) -> None:
+def _fit_all(
+    fitted: FittedModel,
+    fresh: Callable[[], Any],
+    design: Design,
+    rows: np.ndarray,
+    y: np.ndarray,
+    ok: np.ndarray,
+    frame_input: bool,
+    min_rows: int,
+    arrays: bool,
+) -> None:
     """One estimator per key of ``fitted`` (pooled or per instrument), plus the pooled fallback."""
     task, mode = fitted.task, fitted.mode
     for key, local in design.rows_by_key(rows, mode).items():
         local = local[ok[local]]
         if len(local) < (1 if frame_input else min_rows):
             continue
-        Xr = take_rows(design.X, rows[local]) if frame_input else design.matrix(rows[local], fitted.feature_columns, arrays)
+        Xr = (
+            take_rows(design.X, rows[local])
+            if frame_input
+            else design.matrix(rows[local], fitted.feature_columns, arrays)
+        )
         yr = y[local].astype(int) if task == "classification" else y[local]
         est = fresh()
         if task == "classification" and len(np.unique(yr)) < 2:
@@ -813,4 +966,6 @@ def _fit_all(fitted: FittedModel, fresh: Callable[[], Any], design: Design, rows
         # instruments too young for their own model (a new pool) are predicted by one pooled model
         yr = y[pooled].astype(int) if task == "classification" else y[pooled]
         est = fresh() if task == "regression" or len(np.unique(yr)) > 1 else DummyClassifier(strategy="prior")
-        fitted.estimators[POOLED_FALLBACK] = est.fit(design.matrix(rows[pooled], fitted.feature_columns, arrays), yr)
+        fitted.estimators[POOLED_FALLBACK] = est.fit(
+            design.matrix(rows[pooled], fitted.feature_columns, arrays), yr
+        )

@@ -27,19 +27,26 @@ METADATA_COLUMNS = ("project", "chain")
 
 def needs_metadata(feature_map: FeatureMapConfig) -> bool:
     """True when features read the universe (cross sections) or ``pool_metadata`` columns (categories)."""
-    return bool(feature_map.categories) or any(spec.expansions.cross_section for spec in feature_map.columns.values())
+    return bool(feature_map.categories) or any(
+        spec.expansions.cross_section for spec in feature_map.columns.values()
+    )
 
 
-def with_universe(panel: pd.DataFrame, metadata: pd.DataFrame, vault_name: str, universe_column: str) -> pd.DataFrame:
+def with_universe(
+    panel: pd.DataFrame, metadata: pd.DataFrame, vault_name: str, universe_column: str
+) -> pd.DataFrame:
     """``panel`` rows with ``universe_column`` (in the vault's universe that day) and each pool's
     ``project`` / ``chain`` as known that day (carried forward from its last ``pool_metadata`` row)."""
-    keys = pd.MultiIndex.from_arrays([pd.to_datetime(panel["date"]).dt.normalize(), panel["pool"].astype(str)])
+    keys = pd.MultiIndex.from_arrays(
+        [pd.to_datetime(panel["date"]).dt.normalize(), panel["pool"].astype(str)]
+    )
     out = panel.assign(**{universe_column: keys.isin(universe_pairs(metadata, vault_name))})
     cols = [c for c in METADATA_COLUMNS if c in metadata.columns]
     if not cols:
         return out
-    meta = metadata[["date", "pool", *cols]].assign(date=lambda d: pd.to_datetime(d["date"]).dt.normalize(),
-                                                    pool=lambda d: d["pool"].astype(str))
+    meta = metadata[["date", "pool", *cols]].assign(
+        date=lambda d: pd.to_datetime(d["date"]).dt.normalize(), pool=lambda d: d["pool"].astype(str)
+    )
     meta = meta.drop_duplicates(["date", "pool"], keep="last")
     out = out.drop(columns=cols, errors="ignore").assign(pool=lambda d: d["pool"].astype(str))
     out = out.merge(meta, on=["date", "pool"], how="left").sort_values(["pool", "date"], kind="stable")
@@ -101,8 +108,9 @@ def first_fit_day(vault: VaultConfig) -> dt.date:
     return vault.start_date + dt.timedelta(days=warmup_rows(vault.label_map, vault.models))
 
 
-def merge_adjusted(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None, columns: Sequence[str],
-                   how: str) -> pd.DataFrame:
+def merge_adjusted(
+    pool_history: pd.DataFrame, adjusted: pd.DataFrame | None, columns: Sequence[str], how: str
+) -> pd.DataFrame:
     """``pool_history`` rows with ``columns`` of ``adjusted_yields`` merged on (date, pool), sorted, date
     normalized: the one merge of the research panel and the backtest panel (``how``: ``inner`` keeps the
     rows ``adjusted`` has, ``left`` every history row). ``adjusted`` None: history only. Only usable
@@ -113,9 +121,17 @@ def merge_adjusted(pool_history: pd.DataFrame, adjusted: pd.DataFrame | None, co
     panel = pool_history.assign(date=pd.to_datetime(pool_history["date"]).dt.normalize())
     if adjusted is not None:
         cols = [c for c in columns if c in adjusted] if len(adjusted) else list(columns)
-        adj = adjusted[["date", "pool", *cols]] if len(adjusted) else pd.DataFrame(
-            {"date": pd.Series(dtype="datetime64[ns]"), "pool": pd.Series(dtype=object),
-             **{c: pd.Series(dtype=float) for c in cols}})
+        adj = (
+            adjusted[["date", "pool", *cols]]
+            if len(adjusted)
+            else pd.DataFrame(
+                {
+                    "date": pd.Series(dtype="datetime64[ns]"),
+                    "pool": pd.Series(dtype=object),
+                    **{c: pd.Series(dtype=float) for c in cols},
+                }
+            )
+        )
         adj = adj.assign(date=pd.to_datetime(adj["date"]).dt.normalize())
         panel = panel.drop(columns=cols, errors="ignore").merge(adj, on=["date", "pool"], how=how)
     return panel.sort_values(["date", "pool"], kind="stable").reset_index(drop=True)

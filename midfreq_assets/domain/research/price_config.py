@@ -31,7 +31,9 @@ class PriceStudyConfig(StrictModel):
         for info in self.label_map.labels():
             missing = [c for c in info.classes or () if c not in values]
             if missing:
-                raise ValueError(f"signal.class_values has no value for class(es) {missing} of label {info.name}")
+                raise ValueError(
+                    f"signal.class_values has no value for class(es) {missing} of label {info.name}"
+                )
         return self
 
 

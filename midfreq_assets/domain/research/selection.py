@@ -37,9 +37,15 @@ class Selection:
         return f"{self.label}/{self.chosen}"
 
     def as_row(self) -> dict[str, object]:
-        return {"label": self.label, "chosen": self.chosen, "metric": self.metric,
-                "score": self.scores.get(self.chosen, np.nan), "naive": self.scores.get(NAIVE, np.nan),
-                "beats_naive": self.beats_naive, "note": self.note}
+        return {
+            "label": self.label,
+            "chosen": self.chosen,
+            "metric": self.metric,
+            "score": self.scores.get(self.chosen, np.nan),
+            "naive": self.scores.get(NAIVE, np.nan),
+            "beats_naive": self.beats_naive,
+            "note": self.note,
+        }
 
 
 def fixed_selection(label: str, estimator: str, note: str) -> Selection:
@@ -56,27 +62,45 @@ def select_model(folds: pd.DataFrame, label: str, task: str, config: SelectionCo
     """The candidate with the best score over all folds (``fold == 'all'``) of ``label``'s CV
     ``folds`` table (``estimator, fold, metric, score``); the baseline unless a model beats it."""
     metric = config.metric(task)
-    rows = np.flatnonzero((folds["label"].to_numpy() == label) & (folds["fold"].to_numpy() == "all")
-                          & (folds["metric"].to_numpy() == metric))  # numpy: a small table, no frame per filter
+    rows = np.flatnonzero(
+        (folds["label"].to_numpy() == label)
+        & (folds["fold"].to_numpy() == "all")
+        & (folds["metric"].to_numpy() == metric)
+    )  # numpy: a small table, no frame per filter
     estimators = folds["estimator"].to_numpy()[rows]
     scores = {str(e): float(v) for e, v in zip(estimators, folds["score"].to_numpy()[rows], strict=True)}
     coverage = {str(e): float(c) for e, c in zip(estimators, folds["coverage"].to_numpy()[rows], strict=True)}
     if NAIVE not in scores or not np.isfinite(scores[NAIVE]):
         return no_evidence(label, "the baseline has no out-of-sample score")
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-    models = {e: v for e, v in scores.items() if e != NAIVE and np.isfinite(v) and coverage[e] >= config.min_coverage}
+    models = {
+        e: v
+        for e, v in scores.items()
+        if e != NAIVE and np.isfinite(v) and coverage[e] >= config.min_coverage
+    }
     if not models:
-        return Selection(label, NAIVE, metric, scores, False, "naive baseline traded: no model has an out-of-sample "
-                         f"score on at least {config.min_coverage:.0%} of the labelled rows")
+        return Selection(
+            label,
+            NAIVE,
+            metric,
+            scores,
+            False,
+            "naive baseline traded: no model has an out-of-sample "
+            f"score on at least {config.min_coverage:.0%} of the labelled rows",
+        )
     best = min(models, key=lambda e: sign * models[e])
     if sign * models[best] < sign * scores[NAIVE]:
         note = f"{best} beats the naive baseline out of sample ({metric} {models[best]:.4g} vs {scores[NAIVE]:.4g})"
         return Selection(label, best, metric, scores, True, note)
-    note = (f"naive baseline traded: no model beats it out of sample (best {best}: {metric} {models[best]:.4g} "
-            f"vs naive {scores[NAIVE]:.4g})")
+    note = (
+        f"naive baseline traded: no model beats it out of sample (best {best}: {metric} {models[best]:.4g} "
+        f"vs naive {scores[NAIVE]:.4g})"
+    )
     return Selection(label, NAIVE, metric, scores, False, note)
 
 
 def selection_table(selections: dict[str, Selection]) -> pd.DataFrame:
-    return pd.DataFrame([s.as_row() for s in selections.values()],
-                        columns=["label", "chosen", "metric", "score", "naive", "beats_naive", "note"])
+    return pd.DataFrame(
+        [s.as_row() for s in selections.values()],
+        columns=["label", "chosen", "metric", "score", "naive", "beats_naive", "note"],
+    )

@@ -61,8 +61,15 @@ FLAG_COLUMNS = [
 #: universe that day, the reference asset's USD price and the TVL in the reference asset (what a vault
 #: counting in ETH compares its holdings with).
 EXPOSURE_COLUMNS = ["price_return", "price_exposed", "in_universe", "reference_price", "tvl_ref"]
-OUTPUT_COLUMNS = ["date", "pool", *COMPONENT_COLUMNS, "apy_reward", "reward_discount", *EXPOSURE_COLUMNS,
-                  *FLAG_COLUMNS]
+OUTPUT_COLUMNS = [
+    "date",
+    "pool",
+    *COMPONENT_COLUMNS,
+    "apy_reward",
+    "reward_discount",
+    *EXPOSURE_COLUMNS,
+    *FLAG_COLUMNS,
+]
 
 # --------------------------------------------------------------------------------------------
 # Pool -> tokens
@@ -121,11 +128,16 @@ def resolve_pool_tokens(metadata: pd.DataFrame, config: YieldAdjustmentConfig) -
         symbols = tuple(s.lower() for s in _as_list(getattr(row, "underlying_symbols", None)))
         weights = configured.get(str(row.pool))
         if weights is not None and len(weights) != len(symbols):
-            raise ValueError(f"yields.underlying_yield.pool_weights.{row.pool}: {len(weights)} shares for "
-                             f"{len(symbols)} underlying token(s) {list(symbols)}")
-        out[str(row.pool)] = PoolTokens(reward_coins=coins, underlying_symbols=symbols,
-                                        project=str(getattr(row, "project", "") or "").lower(),
-                                        weights=tuple(weights) if weights is not None else None)
+            raise ValueError(
+                f"yields.underlying_yield.pool_weights.{row.pool}: {len(weights)} shares for "
+                f"{len(symbols)} underlying token(s) {list(symbols)}"
+            )
+        out[str(row.pool)] = PoolTokens(
+            reward_coins=coins,
+            underlying_symbols=symbols,
+            project=str(getattr(row, "project", "") or "").lower(),
+            weights=tuple(weights) if weights is not None else None,
+        )
     return out
 
 
@@ -145,10 +157,14 @@ class PricePanel:
 
 
 def daily_index(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
-    return pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D", name="date")
+    return pd.date_range(
+        pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D", name="date"
+    )
 
 
-def price_panel(prices: pd.DataFrame, dates: pd.DatetimeIndex, coins: Iterable[str], max_gap_days: int) -> PricePanel:
+def price_panel(
+    prices: pd.DataFrame, dates: pd.DatetimeIndex, coins: Iterable[str], max_gap_days: int
+) -> PricePanel:
     """Long ``token_prices`` -> a clean daily panel over ``dates``.
 
     Zero, negative and non-finite prices are rejected (NaN, counted); missing days are
@@ -189,9 +205,9 @@ def reward_discount_panel(prices: pd.DataFrame, lookback_days: int, min_observat
     return ratio.where(prices.notna()).clip(0.0, 1.0)
 
 
-def peg_deviation_panel(prices: pd.DataFrame, pegs: Mapping[str, float], config: PegYieldConfig) -> tuple[
-    pd.DataFrame, pd.DataFrame
-]:
+def peg_deviation_panel(
+    prices: pd.DataFrame, pegs: Mapping[str, float], config: PegYieldConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per coin: annualized peg yield ``(E-p)/p / T`` (clipped, deadbanded) and the depeg flag."""
     coins = [c for c in pegs if c in prices.columns]
     p = prices[coins]
@@ -217,7 +233,9 @@ def _wide(history: pd.DataFrame, column: str, dates: pd.DatetimeIndex, pools: li
     return wide.reindex(index=dates, columns=pools).astype(float)
 
 
-def _group_by_tokens(mapping: Mapping[str, tuple[str, ...] | None]) -> dict[tuple[str, ...] | None, list[str]]:
+def _group_by_tokens(
+    mapping: Mapping[str, tuple[str, ...] | None],
+) -> dict[tuple[str, ...] | None, list[str]]:
     groups: dict[tuple[str, ...] | None, list[str]] = {}
     for pool, tokens in mapping.items():
         groups.setdefault(tokens, []).append(pool)
@@ -225,7 +243,9 @@ def _group_by_tokens(mapping: Mapping[str, tuple[str, ...] | None]) -> dict[tupl
 
 
 def _broadcast(values: pd.Series, pools: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(np.repeat(values.to_numpy()[:, None], len(pools), axis=1), index=values.index, columns=pools)
+    return pd.DataFrame(
+        np.repeat(values.to_numpy()[:, None], len(pools), axis=1), index=values.index, columns=pools
+    )
 
 
 def adjusted_yield_panel(
@@ -261,11 +281,13 @@ def adjusted_yield_panel(
     false = pd.DataFrame(False, index=dates, columns=pools)
 
     coin_of = {s: t.coin for s, t in config.tokens.items()}
-    coins = list(dict.fromkeys(
-        list(coin_of.values())
-        + [c for t in tokens.values() for c in (t.reward_coins or ())]
-        + ([reference.coin] if reference.coin else [])
-    ))
+    coins = list(
+        dict.fromkeys(
+            list(coin_of.values())
+            + [c for t in tokens.values() for c in (t.reward_coins or ())]
+            + ([reference.coin] if reference.coin else [])
+        )
+    )
     panel = price_panel(prices, dates, coins, config.max_price_gap_days)
     in_ref, ref_missing = to_reference(panel.prices, reference)
 
@@ -299,15 +321,21 @@ def adjusted_yield_panel(
         source = _wide(history, "apy", dates, list(dict.fromkeys(uy.pools.values())))
         source = source.ffill(limit=uy.max_gap_days) if uy.max_gap_days else source
         included = set(uy.included_in_apy)
-        by_share = _group_by_tokens({p: tuple((s, w) for s, w in zip(t.underlying_symbols, t.shares, strict=True)
-                                              if s in uy.pools)
-                                     for p, t in tokens.items() if t.project not in included})
+        by_share = _group_by_tokens(
+            {
+                p: tuple((s, w) for s, w in zip(t.underlying_symbols, t.shares, strict=True) if s in uy.pools)
+                for p, t in tokens.items()
+                if t.project not in included
+            }
+        )
         for legs, group in by_share.items():
             if not legs:
                 continue
             values = source[[uy.pools[s] for s, _ in legs]]
             shares = np.array([w for _, w in legs])
-            underlying_apy[group] = _broadcast(pd.Series(values.fillna(0.0).to_numpy() @ shares, index=dates), group)
+            underlying_apy[group] = _broadcast(
+                pd.Series(values.fillna(0.0).to_numpy() @ shares, index=dates), group
+            )
             underlying_missing[group] = _broadcast(values.isna().any(axis=1), group)
 
     # Peg deviation as yield, each pegged leg at its share of the reserves.
@@ -318,16 +346,24 @@ def adjusted_yield_panel(
         pegs = {t.coin: t.peg for t in config.tokens.values() if t.peg is not None}
         coin_yield, coin_depeg = peg_deviation_panel(in_ref, pegs, config.peg)
         symbol_coin = {s: t.coin for s, t in config.tokens.items() if t.peg is not None}
-        by_coins = _group_by_tokens({p: tuple((symbol_coin[s], w) for s, w in zip(t.underlying_symbols, t.shares,
-                                                                                    strict=True) if s in symbol_coin)
-                                     for p, t in tokens.items()})
+        by_coins = _group_by_tokens(
+            {
+                p: tuple(
+                    (symbol_coin[s], w)
+                    for s, w in zip(t.underlying_symbols, t.shares, strict=True)
+                    if s in symbol_coin
+                )
+                for p, t in tokens.items()
+            }
+        )
         for legs, group in by_coins.items():
             if not legs:
                 continue
             cols = [c for c, _ in legs]
             shares = np.array([w for _, w in legs])
-            peg_yield[group] = _broadcast(pd.Series(coin_yield[cols].fillna(0.0).to_numpy() @ shares, index=dates),
-                                          group)
+            peg_yield[group] = _broadcast(
+                pd.Series(coin_yield[cols].fillna(0.0).to_numpy() @ shares, index=dates), group
+            )
             peg_missing[group] = _broadcast(coin_yield[cols].isna().any(axis=1), group)
             depeg[group] = _broadcast(coin_depeg[cols].any(axis=1), group)
             price_filled[group] = price_filled[group] | _broadcast(panel.filled[cols].any(axis=1), group)
@@ -356,7 +392,11 @@ def adjusted_yield_panel(
         scale = 0.01 if il.il7d_unit == "percent" else 1.0
         multi = pd.Series({p: len(t.underlying_symbols) > 1 for p, t in tokens.items()}, dtype=bool)
         il_missing = il7d.isna() & multi.reindex(pools).to_numpy()
-        estimated = (il_guess * il.periods_per_year).where(il_missing) if il.missing == "estimate" else il_guess * np.nan
+        estimated = (
+            (il_guess * il.periods_per_year).where(il_missing)
+            if il.missing == "estimate"
+            else il_guess * np.nan
+        )
         il_estimated = estimated.notna()
         il_annual = (-il7d.abs() * scale * il.periods_per_year).fillna(estimated).fillna(0.0)
 
@@ -365,23 +405,37 @@ def adjusted_yield_panel(
     tvl_ref = _wide(history, "tvl_usd", dates, pools).div(ref_price, axis=0)
 
     columns = {
-        "apy": apy, "reward_haircut": reward_haircut, "underlying_apy": underlying_apy,
-        "peg_yield": peg_yield, "il_annual": il_annual, "adjusted_apy": adjusted,
-        "apy_reward": apy_reward, "reward_discount": discount,
-        "price_return": price_return, "price_exposed": exposed,
-        "reference_price": _broadcast(ref_price, pools), "tvl_ref": tvl_ref,
-        "flag_reward_tokens_unknown": tokens_unknown, "flag_reward_price_missing": price_missing,
-        "flag_underlying_missing": underlying_missing, "flag_peg_price_missing": peg_missing,
-        "flag_price_filled": price_filled, "flag_depeg": depeg,
-        "flag_il_missing": il_missing, "flag_il_estimated": il_estimated, "flag_leg_price_missing": leg_missing,
+        "apy": apy,
+        "reward_haircut": reward_haircut,
+        "underlying_apy": underlying_apy,
+        "peg_yield": peg_yield,
+        "il_annual": il_annual,
+        "adjusted_apy": adjusted,
+        "apy_reward": apy_reward,
+        "reward_discount": discount,
+        "price_return": price_return,
+        "price_exposed": exposed,
+        "reference_price": _broadcast(ref_price, pools),
+        "tvl_ref": tvl_ref,
+        "flag_reward_tokens_unknown": tokens_unknown,
+        "flag_reward_price_missing": price_missing,
+        "flag_underlying_missing": underlying_missing,
+        "flag_peg_price_missing": peg_missing,
+        "flag_price_filled": price_filled,
+        "flag_depeg": depeg,
+        "flag_il_missing": il_missing,
+        "flag_il_estimated": il_estimated,
+        "flag_leg_price_missing": leg_missing,
     }
     present = history[history["pool"].isin(pools)][["date", "pool"]].drop_duplicates()
     if output_dates is not None:
         wanted = pd.DatetimeIndex(pd.to_datetime(list(output_dates))).normalize()
         present = present[present["date"].isin(wanted)]
     rows = pd.MultiIndex.from_frame(present)
-    stacked = {name: frame.rename_axis(index="date", columns="pool").stack(future_stack=True).reindex(rows)
-               for name, frame in columns.items()}
+    stacked = {
+        name: frame.rename_axis(index="date", columns="pool").stack(future_stack=True).reindex(rows)
+        for name, frame in columns.items()
+    }
     out = pd.DataFrame(stacked).reset_index()
     for flag in [*FLAG_COLUMNS, "price_exposed"]:
         out[flag] = out[flag].fillna(False).astype(bool)
@@ -393,8 +447,9 @@ def adjusted_yield_panel(
         "flag_counts": {f: int(out[f].sum()) for f in FLAG_COLUMNS if out[f].any()},
     }
     if reference.coin is not None:
-        report["reference_price_missing_days"] = int(ref_missing.reindex(pd.DatetimeIndex(present["date"]).unique())
-                                                      .fillna(True).sum())
+        report["reference_price_missing_days"] = int(
+            ref_missing.reindex(pd.DatetimeIndex(present["date"]).unique()).fillna(True).sum()
+        )
     return out, report
 
 
@@ -404,15 +459,23 @@ def reference_pricing(vault: VaultConfig, tokens: TokenRegistry) -> ReferencePri
     return ReferencePricing(asset, tokens.reference_coin(asset), tokens.pegged(asset))
 
 
-def recent_members(metadata: pd.DataFrame, vault_name: str, days: pd.DatetimeIndex, memory_days: int) -> pd.DataFrame:
+def recent_members(
+    metadata: pd.DataFrame, vault_name: str, days: pd.DatetimeIndex, memory_days: int
+) -> pd.DataFrame:
     """(date, pool, in_universe) for each day of ``days`` and each pool in the vault's universe on that day
     or on one of the ``memory_days`` days before it (``metadata`` covers that window)."""
     rows = vault_rows(metadata, vault_name)
     if rows.empty or not len(days):
-        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "pool": pd.Series(dtype=object),
-                             "in_universe": pd.Series(dtype=bool)})
-    member = (rows.assign(date=pd.to_datetime(rows["date"]).dt.normalize(), flag=1.0)
-              .pivot_table(index="date", columns="pool", values="flag", aggfunc="max"))
+        return pd.DataFrame(
+            {
+                "date": pd.Series(dtype="datetime64[ns]"),
+                "pool": pd.Series(dtype=object),
+                "in_universe": pd.Series(dtype=bool),
+            }
+        )
+    member = rows.assign(date=pd.to_datetime(rows["date"]).dt.normalize(), flag=1.0).pivot_table(
+        index="date", columns="pool", values="flag", aggfunc="max"
+    )
     calendar = daily_index(min(member.index.min(), days.min()), max(member.index.max(), days.max()))
     member = member.reindex(calendar).fillna(0.0)
     recent = member.rolling(memory_days + 1, min_periods=1).max().reindex(days).fillna(0.0)
@@ -425,21 +488,36 @@ def recent_members(metadata: pd.DataFrame, vault_name: str, days: pd.DatetimeInd
     return out
 
 
-def vault_adjusted_yields(history: pd.DataFrame, metadata: pd.DataFrame, prices: pd.DataFrame, vault_name: str,
-                          config: YieldAdjustmentConfig, days: pd.DatetimeIndex,
-                          reference: ReferencePricing | None = None) -> tuple[pd.DataFrame, dict[str, object]]:
+def vault_adjusted_yields(
+    history: pd.DataFrame,
+    metadata: pd.DataFrame,
+    prices: pd.DataFrame,
+    vault_name: str,
+    config: YieldAdjustmentConfig,
+    days: pd.DatetimeIndex,
+    reference: ReferencePricing | None = None,
+) -> tuple[pd.DataFrame, dict[str, object]]:
     """Adjusted yields of ``vault_name``'s pools on ``days``: every pool in its universe that day or within
     ``config.exit_memory_days`` before (``in_universe`` says which), priced in ``reference``.
 
     ``history``/``prices`` cover ``days`` plus the config's lookback; ``metadata`` covers ``days`` plus
     the exit memory. Returns one row per (date, pool) and the price report.
     """
-    members = recent_members(metadata, vault_name, pd.DatetimeIndex(days).normalize(), config.exit_memory_days)
+    members = recent_members(
+        metadata, vault_name, pd.DatetimeIndex(days).normalize(), config.exit_memory_days
+    )
     pools = sorted(members["pool"].unique())
     if history.empty or not pools:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS}), {}
-    out, report = adjusted_yield_panel(history, resolve_pool_tokens(vault_rows(metadata, vault_name), config),
-                                       prices, config, pools=pools, output_dates=days, reference=reference)
+    out, report = adjusted_yield_panel(
+        history,
+        resolve_pool_tokens(vault_rows(metadata, vault_name), config),
+        prices,
+        config,
+        pools=pools,
+        output_dates=days,
+        reference=reference,
+    )
     out = out.drop(columns="in_universe").merge(members, on=["date", "pool"], how="inner")
     return out[OUTPUT_COLUMNS].reset_index(drop=True), report
 

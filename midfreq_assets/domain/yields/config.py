@@ -33,7 +33,9 @@ class RewardHaircutConfig(StrictModel):
         default=7, ge=1, description="fewer prices in the window count as 'no price' (no haircut possible)"
     )
     missing_price_discount: float = Field(
-        default=0.0, ge=0.0, le=1.0,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
         description="discount used when a reward token has no price: 0 drops its reward APY, 1 keeps it",
     )
     default_reward_tokens: dict[str, list[str]] = Field(
@@ -43,7 +45,9 @@ class RewardHaircutConfig(StrictModel):
 
 
 class PeggedToken(StrictModel):
-    coin: str = Field(pattern=r"^[a-z0-9_-]+:\S+$", description="coins.llama.fi id: chain:address or coingecko:id")
+    coin: str = Field(
+        pattern=r"^[a-z0-9_-]+:\S+$", description="coins.llama.fi id: chain:address or coingecko:id"
+    )
     peg: float | None = Field(
         default=1.0, gt=0, description="expected price E[p]; null = not pegged (price fetched, no peg yield)"
     )
@@ -99,7 +103,9 @@ class ImpermanentLossConfig(StrictModel):
         default="fraction", description="pool_history stores fractions; 'percent' for raw DefiLlama values"
     )
     periods_per_year: float = Field(default=WEEKS_PER_YEAR, gt=0)
-    window_days: int = Field(default=7, ge=1, description="the period il7d covers (and the estimate's window)")
+    window_days: int = Field(
+        default=7, ge=1, description="the period il7d covers (and the estimate's window)"
+    )
     missing: Literal["estimate", "flag"] = Field(
         default="estimate",
         description="multi-token pool without il7d: estimate IL from its legs' prices in the reference asset "
@@ -110,11 +116,20 @@ class ImpermanentLossConfig(StrictModel):
 class RateCurveConfig(StrictModel):
     """How lending markets' rate curves are fitted (docs/METHOD.md "Lending markets' rate curves")."""
 
-    window_days: int = Field(default=90, ge=14, le=3650, description="days of history before the refit date a "
-                             "fit reads (rate parameters change by governance: a long window mixes curves)")
+    window_days: int = Field(
+        default=90,
+        ge=14,
+        le=3650,
+        description="days of history before the refit date a "
+        "fit reads (rate parameters change by governance: a long window mixes curves)",
+    )
     min_days: int = Field(default=28, ge=5, description="fewer usable days: no fit (TVL-share dilution)")
-    max_relative_rmse: float = Field(default=0.1, gt=0, description="a fit whose in-sample borrow-rate RMSE "
-                                     "exceeds this share of the mean borrow rate is poor (TVL-share dilution)")
+    max_relative_rmse: float = Field(
+        default=0.1,
+        gt=0,
+        description="a fit whose in-sample borrow-rate RMSE "
+        "exceeds this share of the mean borrow rate is poor (TVL-share dilution)",
+    )
     refit_weekday: int = Field(default=0, ge=0, le=6, description="refit calendar: this weekday (0 = Monday)")
 
 
@@ -132,11 +147,14 @@ class YieldAdjustmentConfig(StrictModel):
     impermanent_loss: ImpermanentLossConfig = Field(default_factory=ImpermanentLossConfig)
     max_price_gap_days: int = Field(default=3, ge=0, description="forward-fill missing price days up to this")
     exit_memory_days: int = Field(
-        default=30, ge=0,
+        default=30,
+        ge=0,
         description="a pool keeps adjusted yields this many days after it was last in the vault's universe "
         "(features stay continuous through short exits; a holding still accrues on its exit day)",
     )
-    extra_coins: list[str] = Field(default_factory=list, description="more coin ids to fetch into token_prices")
+    extra_coins: list[str] = Field(
+        default_factory=list, description="more coin ids to fetch into token_prices"
+    )
     chain_prefixes: dict[str, str] = Field(
         default_factory=dict, description="pool chain name -> coins.llama.fi prefix, on top of the defaults"
     )
@@ -162,5 +180,7 @@ class YieldAdjustmentConfig(StrictModel):
     def coin_id(self, chain: str, address: str) -> str:
         """A pool's (chain, token address) as a coins.llama.fi id."""
         name = chain.strip().lower()
-        prefix = {**DEFAULT_CHAIN_PREFIXES, **{k.lower(): v for k, v in self.chain_prefixes.items()}}.get(name, name)
+        prefix = {**DEFAULT_CHAIN_PREFIXES, **{k.lower(): v for k, v in self.chain_prefixes.items()}}.get(
+            name, name
+        )
         return f"{prefix}:{address}"

@@ -47,10 +47,13 @@ def to_reference(prices: pd.DataFrame, reference: ReferencePricing) -> tuple[pd.
     return prices.div(ref, axis=0), ref.isna()
 
 
-def pool_legs(symbols: tuple[str, ...], shares: tuple[float, ...], reference: ReferencePricing,
-              coins: Mapping[str, str]) -> tuple[Leg, ...]:
+def pool_legs(
+    symbols: tuple[str, ...], shares: tuple[float, ...], reference: ReferencePricing, coins: Mapping[str, str]
+) -> tuple[Leg, ...]:
     """The legs of a pool: pegged ones without a coin, the others with their configured price coin."""
-    return tuple((None if s in reference.pegged else coins.get(s, ""), w) for s, w in zip(symbols, shares, strict=True))
+    return tuple(
+        (None if s in reference.pegged else coins.get(s, ""), w) for s, w in zip(symbols, shares, strict=True)
+    )
 
 
 def is_exposed(legs: tuple[Leg, ...]) -> bool:
@@ -61,8 +64,11 @@ def is_exposed(legs: tuple[Leg, ...]) -> bool:
 def _exposed(prices: pd.DataFrame, legs: tuple[Leg, ...]) -> tuple[pd.DataFrame, np.ndarray, float]:
     """Prices of the exposed legs (a NaN column for a leg without a configured coin), their shares,
     and the total share of the pegged legs."""
-    cols = {f"leg{i}": (prices[c] if c and c in prices else pd.Series(np.nan, index=prices.index))
-            for i, (c, _) in enumerate(legs) if c is not None}
+    cols = {
+        f"leg{i}": (prices[c] if c and c in prices else pd.Series(np.nan, index=prices.index))
+        for i, (c, _) in enumerate(legs)
+        if c is not None
+    }
     shares = np.array([w for c, w in legs if c is not None], dtype=float)
     pegged = float(sum(w for c, w in legs if c is None))
     return pd.DataFrame(cols, index=prices.index), shares, pegged

@@ -22,8 +22,23 @@ from midfreq_assets.domain.yields.config import RateCurveConfig
 #: Candidate optimal utilizations U* (the kink); the fit picks the one with the least squared error.
 OPTIMAL_GRID = np.round(np.arange(0.50, 0.9901, 0.01), 2)
 CURVE, TVL_SHARE = "curve", "tvl_share"
-FIT_COLUMNS = ["pool", "fit_date", "base", "slope1", "slope2", "optimal", "reserve_factor", "days", "u_min",
-               "u_max", "rmse_borrow", "rmse_supply", "mean_borrow", "ok", "reason"]
+FIT_COLUMNS = [
+    "pool",
+    "fit_date",
+    "base",
+    "slope1",
+    "slope2",
+    "optimal",
+    "reserve_factor",
+    "days",
+    "u_min",
+    "u_max",
+    "rmse_borrow",
+    "rmse_supply",
+    "mean_borrow",
+    "ok",
+    "reason",
+]
 _PARAMS = ["base", "slope1", "slope2", "optimal", "reserve_factor"]
 
 
@@ -40,8 +55,11 @@ class KinkedCurve:
     def borrow_rate(self, u: np.ndarray) -> np.ndarray:
         """r(U) = base + slope1 min(U, U*) / U* + slope2 max(U - U*, 0) / (1 - U*), U clipped to [0, 1]."""
         u = np.clip(u, 0.0, 1.0)
-        return (self.base + self.slope1 * np.minimum(u, self.optimal) / self.optimal
-                + self.slope2 * np.maximum(u - self.optimal, 0.0) / (1.0 - self.optimal))
+        return (
+            self.base
+            + self.slope1 * np.minimum(u, self.optimal) / self.optimal
+            + self.slope2 * np.maximum(u - self.optimal, 0.0) / (1.0 - self.optimal)
+        )
 
     def supply_rate(self, u: np.ndarray) -> np.ndarray:
         """r(U) U (1 - RF): what suppliers earn at utilization U."""
@@ -56,11 +74,14 @@ def _grid_design(u: np.ndarray) -> np.ndarray:
     """``[1, min(U, U*)/U*, max(U - U*, 0)/(1 - U*)]`` per day and U* of the grid: (n, G, 3)."""
     g = OPTIMAL_GRID[None, :]
     u = u[:, None]
-    return np.stack([np.ones((u.shape[0], g.shape[1])), np.minimum(u, g) / g, np.maximum(u - g, 0.0) / (1.0 - g)],
-                    axis=2)
+    return np.stack(
+        [np.ones((u.shape[0], g.shape[1])), np.minimum(u, g) / g, np.maximum(u - g, 0.0) / (1.0 - g)], axis=2
+    )
 
 
-def _nnls_windows(gram: np.ndarray, rhs: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _nnls_windows(
+    gram: np.ndarray, rhs: np.ndarray, yy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NNLS of the borrow rates on the kinked design for every window (W) and U* of the grid (G) at
     once, from the normal equations (``gram`` (W, G, 3, 3), ``rhs`` (W, G, 3), ``yy`` (W,)): with three
     coefficients the NNLS optimum is the best non-negative least-squares solution on one of the seven
@@ -76,8 +97,11 @@ def _nnls_windows(gram: np.ndarray, rhs: np.ndarray, yy: np.ndarray) -> tuple[np
         a = np.where(mask, gram, eye) + 1e-12 * np.diag(support.astype(float))
         b = np.where(support, rhs, 0.0)
         coef = np.where(support, np.linalg.solve(a, b[..., None])[..., 0], 0.0)
-        sse = (yy[:, None] - 2 * np.einsum("wgi,wgi->wg", coef, rhs)
-               + np.einsum("wgi,wgij,wgj->wg", coef, gram, coef))
+        sse = (
+            yy[:, None]
+            - 2 * np.einsum("wgi,wgi->wg", coef, rhs)
+            + np.einsum("wgi,wgij,wgj->wg", coef, gram, coef)
+        )
         ok = np.all(coef >= -1e-12, axis=2) & np.isfinite(sse) & (sse < best_sse - 1e-15)
         best_sse = np.where(ok, sse, best_sse)
         best = np.where(ok[..., None], np.maximum(coef, 0.0), best)
@@ -86,8 +110,9 @@ def _nnls_windows(gram: np.ndarray, rhs: np.ndarray, yy: np.ndarray) -> tuple[np
     return OPTIMAL_GRID[k], best[w, k], np.maximum(best_sse[w, k], 0.0)
 
 
-def _window_fits(u: np.ndarray, borrow: np.ndarray, supply: np.ndarray, lo: np.ndarray, hi: np.ndarray
-                 ) -> list[dict[str, float]]:
+def _window_fits(
+    u: np.ndarray, borrow: np.ndarray, supply: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> list[dict[str, float]]:
     """The fits of the windows ``[lo_k, hi_k)`` of one market's day rows, all at once: the normal
     equations of every window are differences of cumulative sums over the days (no per-window pass
     over the rows for the regression)."""
@@ -108,13 +133,23 @@ def _window_fits(u: np.ndarray, borrow: np.ndarray, supply: np.ndarray, lo: np.n
     fits = []
     for k in range(len(lo)):
         part = slice(int(lo[k]), int(hi[k]))
-        curve = KinkedCurve(*(np.array([v]) for v in (coef[k, 0], coef[k, 1], coef[k, 2], optimal[k], reserve[k])))
-        fits.append({"base": float(coef[k, 0]), "slope1": float(coef[k, 1]), "slope2": float(coef[k, 2]),
-                     "optimal": float(optimal[k]), "reserve_factor": float(reserve[k]),
-                     "rmse_borrow": float(np.sqrt(sse[k] / n[k])),
-                     "rmse_supply": float(np.sqrt(np.mean((curve.supply_rate(u[part]) - supply[part]) ** 2))),
-                     "mean_borrow": float(sb[k] / n[k]), "u_min": float(np.min(u[part])),
-                     "u_max": float(np.max(u[part]))})
+        curve = KinkedCurve(
+            *(np.array([v]) for v in (coef[k, 0], coef[k, 1], coef[k, 2], optimal[k], reserve[k]))
+        )
+        fits.append(
+            {
+                "base": float(coef[k, 0]),
+                "slope1": float(coef[k, 1]),
+                "slope2": float(coef[k, 2]),
+                "optimal": float(optimal[k]),
+                "reserve_factor": float(reserve[k]),
+                "rmse_borrow": float(np.sqrt(sse[k] / n[k])),
+                "rmse_supply": float(np.sqrt(np.mean((curve.supply_rate(u[part]) - supply[part]) ** 2))),
+                "mean_borrow": float(sb[k] / n[k]),
+                "u_min": float(np.min(u[part])),
+                "u_max": float(np.max(u[part])),
+            }
+        )
     return fits
 
 
@@ -137,12 +172,19 @@ def usable_lend_borrow(lend_borrow: pd.DataFrame) -> pd.DataFrame:
     frame = lend_borrow
     if FLAG in frame.columns:
         frame = frame[frame[FLAG].isna().to_numpy()]
-    ok = (np.isfinite(frame["utilization"]) & (frame["utilization"] > 0) & (frame["utilization"] <= 1.0)
-          & np.isfinite(frame["apy_base_borrow"]) & np.isfinite(frame["apy_base"]))
+    ok = (
+        np.isfinite(frame["utilization"])
+        & (frame["utilization"] > 0)
+        & (frame["utilization"] <= 1.0)
+        & np.isfinite(frame["apy_base_borrow"])
+        & np.isfinite(frame["apy_base"])
+    )
     return frame[ok.to_numpy()]
 
 
-def fit_rate_curves(lend_borrow: pd.DataFrame, dates: pd.DatetimeIndex, config: RateCurveConfig) -> pd.DataFrame:
+def fit_rate_curves(
+    lend_borrow: pd.DataFrame, dates: pd.DatetimeIndex, config: RateCurveConfig
+) -> pd.DataFrame:
     """One fit per (pool, refit date t) from the pool's usable rows with
     ``t - window_days <= date < t`` (never t itself or later). ``ok`` False with the ``reason`` where
     there are fewer than ``min_days`` rows or the borrow-rate RMSE exceeds ``max_relative_rmse`` of its
@@ -161,14 +203,28 @@ def fit_rate_curves(lend_borrow: pd.DataFrame, dates: pd.DatetimeIndex, config: 
         for t, n, has in zip(stamps, (hi - lo).tolist(), enough, strict=True):
             row: dict[str, object] = {"pool": pool, "fit_date": t, "days": n}
             if not has:
-                rows.append({**row, "ok": False, "reason": f"{n} usable days in the {config.window_days} before "
-                             f"the refit date (< {config.min_days})"})
+                rows.append(
+                    {
+                        **row,
+                        "ok": False,
+                        "reason": f"{n} usable days in the {config.window_days} before "
+                        f"the refit date (< {config.min_days})",
+                    }
+                )
                 continue
             fit = next(fitted)
             relative = fit["rmse_borrow"] / fit["mean_borrow"] if fit["mean_borrow"] > 0 else np.inf
             ok = bool(relative <= config.max_relative_rmse)
-            rows.append({**row, **fit, "ok": ok, "reason": "" if ok else
-                         f"poor fit: borrow-rate RMSE {relative:.0%} of its mean (> {config.max_relative_rmse:.0%})"})
+            rows.append(
+                {
+                    **row,
+                    **fit,
+                    "ok": ok,
+                    "reason": ""
+                    if ok
+                    else f"poor fit: borrow-rate RMSE {relative:.0%} of its mean (> {config.max_relative_rmse:.0%})",
+                }
+            )
     frame = pd.DataFrame(rows).reindex(columns=FIT_COLUMNS)
     frame["fit_date"] = pd.to_datetime(frame["fit_date"])
     frame["ok"] = frame["ok"].astype(bool)
@@ -254,8 +310,9 @@ class PoolResponses:
 
     def apy_after(self, apy_base: np.ndarray, apy_reward: np.ndarray, x: np.ndarray | float) -> np.ndarray:
         """The pools' APYs after the vault holds x (USD) in each: base and reward parts diluted apart."""
-        return (np.asarray(apy_base, dtype=float) * self.base_factor(x)
-                + np.asarray(apy_reward, dtype=float) * self.reward_factor(x))
+        return np.asarray(apy_base, dtype=float) * self.base_factor(x) + np.asarray(
+            apy_reward, dtype=float
+        ) * self.reward_factor(x)
 
     def capacity(self, cost: float = 0.1, iterations: int = 60) -> np.ndarray:
         """The deposit (USD) that lowers a pool's base APY by ``cost`` (a share): tvl cost / (1 - cost) by
@@ -281,8 +338,9 @@ class PoolResponses:
         return out
 
 
-def _responses(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None,
-               max_stale_days: int) -> PoolResponses:
+def _responses(
+    rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None, max_stale_days: int
+) -> PoolResponses:
     """Responses of ``rows`` (``date``, ``pool``, ``tvl_usd``; any number of days), aligned on them:
     each row's fit in force and last usable S, B row (merge_asof, vectorized over the rows)."""
     n = len(rows)
@@ -293,19 +351,40 @@ def _responses(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.Da
     method = np.full(n, TVL_SHARE, dtype=object)
     reason = np.full(n, "", dtype=object)
     if lend_borrow is not None and fits is not None and len(lend_borrow) and len(fits) and n:
-        grid = pd.DataFrame({"date": pd.to_datetime(rows["date"]).to_numpy(), "pool": pd.Series(pools).astype(str).to_numpy(), "_row": np.arange(n)})
+        grid = pd.DataFrame(
+            {
+                "date": pd.to_datetime(rows["date"]).to_numpy(),
+                "pool": pd.Series(pools).astype(str).to_numpy(),
+                "_row": np.arange(n),
+            }
+        )
         grid["date"] = grid["date"].astype("datetime64[ns]")
         grid["pool"] = grid["pool"].astype(str)
         grid = grid.sort_values("date", kind="stable")
         usable = usable_lend_borrow(lend_borrow)
-        sb = usable[["date", "pool", "total_supply_usd", "total_borrow_usd"]].rename(columns={"date": "_sb_date"})
-        sb = sb.assign(pool=sb["pool"].astype(str), _sb_date=pd.to_datetime(sb["_sb_date"]).astype("datetime64[ns]"))
-        grid = pd.merge_asof(grid, sb.sort_values("_sb_date"), left_on="date", right_on="_sb_date", by="pool",
-                             direction="backward", tolerance=pd.Timedelta(days=max_stale_days))
+        sb = usable[["date", "pool", "total_supply_usd", "total_borrow_usd"]].rename(
+            columns={"date": "_sb_date"}
+        )
+        sb = sb.assign(
+            pool=sb["pool"].astype(str), _sb_date=pd.to_datetime(sb["_sb_date"]).astype("datetime64[ns]")
+        )
+        grid = pd.merge_asof(
+            grid,
+            sb.sort_values("_sb_date"),
+            left_on="date",
+            right_on="_sb_date",
+            by="pool",
+            direction="backward",
+            tolerance=pd.Timedelta(days=max_stale_days),
+        )
         fit_cols = fits[["pool", "fit_date", *_PARAMS, "u_min", "ok", "reason"]].sort_values("fit_date")
-        fit_cols = fit_cols.assign(pool=fit_cols["pool"].astype(str),
-                                   fit_date=pd.to_datetime(fit_cols["fit_date"]).astype("datetime64[ns]"))
-        grid = pd.merge_asof(grid, fit_cols, left_on="date", right_on="fit_date", by="pool", direction="backward")
+        fit_cols = fit_cols.assign(
+            pool=fit_cols["pool"].astype(str),
+            fit_date=pd.to_datetime(fit_cols["fit_date"]).astype("datetime64[ns]"),
+        )
+        grid = pd.merge_asof(
+            grid, fit_cols, left_on="date", right_on="fit_date", by="pool", direction="backward"
+        )
         grid = grid.sort_values("_row")
         is_lending = np.isin(pools, fits["pool"].unique())
         has_fit = grid["ok"].fillna(False).to_numpy(dtype=bool)
@@ -314,53 +393,107 @@ def _responses(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.Da
         why = grid["reason"].to_numpy(dtype=object)
         no_fit = is_lending & ~has_fit
         reason[no_fit] = [r if isinstance(r, str) and r else "no fit in force yet" for r in why[no_fit]]
-        reason[is_lending & has_fit & ~has_row] = f"no usable supply/borrow row in the {max_stale_days} days before"
+        reason[is_lending & has_fit & ~has_row] = (
+            f"no usable supply/borrow row in the {max_stale_days} days before"
+        )
         method[use] = CURVE
         for k in _PARAMS:
             params[k] = np.where(use, grid[k].to_numpy(dtype=float), np.nan)
         u_min = np.where(use, grid["u_min"].to_numpy(dtype=float), np.nan)
         supply = np.where(use, grid["total_supply_usd"].to_numpy(dtype=float), np.nan)
         borrow = np.where(use, grid["total_borrow_usd"].to_numpy(dtype=float), np.nan)
-    return PoolResponses(pools=pools, method=method, reason=reason, tvl=tvl, supply=supply, borrow=borrow,
-                         curve=KinkedCurve(**params), u_min=u_min)
+    return PoolResponses(
+        pools=pools,
+        method=method,
+        reason=reason,
+        tvl=tvl,
+        supply=supply,
+        borrow=borrow,
+        curve=KinkedCurve(**params),
+        u_min=u_min,
+    )
 
 
-def pool_responses(day: pd.Timestamp, pools: np.ndarray, tvl: np.ndarray, lend_borrow: pd.DataFrame | None,
-                   fits: pd.DataFrame | None, max_stale_days: int = 3) -> PoolResponses:
+def pool_responses(
+    day: pd.Timestamp,
+    pools: np.ndarray,
+    tvl: np.ndarray,
+    lend_borrow: pd.DataFrame | None,
+    fits: pd.DataFrame | None,
+    max_stale_days: int = 3,
+) -> PoolResponses:
     """Day ``day``'s responses of ``pools`` (TVL ``tvl``): a pool uses its curve when it has a good fit in
     force (the latest with ``fit_date <= day``) and a usable supply/borrow row dated
     ``day - max_stale_days .. day``; every other pool the TVL-share rule, a lending pool with the
     reason. Point in time: reads nothing after ``day``."""
-    rows = pd.DataFrame({"date": pd.Timestamp(day), "pool": np.asarray(pools, dtype=object),
-                         "tvl_usd": np.asarray(tvl, dtype=float)})
+    rows = pd.DataFrame(
+        {
+            "date": pd.Timestamp(day),
+            "pool": np.asarray(pools, dtype=object),
+            "tvl_usd": np.asarray(tvl, dtype=float),
+        }
+    )
     return _responses(rows, lend_borrow, fits, max_stale_days)
 
 
-RESPONSE_COLUMNS = ["date", "pool", "method", "reason", "total_supply_usd", "total_borrow_usd", "dilution_depth_usd",
-                    "size_base_usd", "capacity_usd"]
+RESPONSE_COLUMNS = [
+    "date",
+    "pool",
+    "method",
+    "reason",
+    "total_supply_usd",
+    "total_borrow_usd",
+    "dilution_depth_usd",
+    "size_base_usd",
+    "capacity_usd",
+]
 
 
-def response_frame(rows: pd.DataFrame, lend_borrow: pd.DataFrame | None, fits: pd.DataFrame | None,
-                   max_stale_days: int = 3, capacity_cost: float | None = 0.1) -> pd.DataFrame:
+def response_frame(
+    rows: pd.DataFrame,
+    lend_borrow: pd.DataFrame | None,
+    fits: pd.DataFrame | None,
+    max_stale_days: int = 3,
+    capacity_cost: float | None = 0.1,
+) -> pd.DataFrame:
     """The responses of many (date, pool) rows (``tvl_usd`` their TVL) as a long frame: method, reason,
     S and B, the dilution depth (what decisions and accrual dilute by), the size base (what caps are a
     share of) and the capacity (the deposit costing ``capacity_cost`` of the base APY; None: not
     computed, NaN)."""
     resp = _responses(rows, lend_borrow, fits, max_stale_days)
-    return pd.DataFrame({"date": pd.to_datetime(rows["date"]).to_numpy(), "pool": resp.pools, "method": resp.method,
-                         "reason": resp.reason, "total_supply_usd": resp.supply, "total_borrow_usd": resp.borrow,
-                         "dilution_depth_usd": resp.dilution_depth(), "size_base_usd": resp.size_base(),
-                         "capacity_usd": resp.capacity(capacity_cost) if capacity_cost is not None
-                         else np.full(len(resp.pools), np.nan)})
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(rows["date"]).to_numpy(),
+            "pool": resp.pools,
+            "method": resp.method,
+            "reason": resp.reason,
+            "total_supply_usd": resp.supply,
+            "total_borrow_usd": resp.borrow,
+            "dilution_depth_usd": resp.dilution_depth(),
+            "size_base_usd": resp.size_base(),
+            "capacity_usd": resp.capacity(capacity_cost)
+            if capacity_cost is not None
+            else np.full(len(resp.pools), np.nan),
+        }
+    )
 
 
 #: The columns :func:`with_responses` adds to history rows (what the book's panels read).
-RESPONSE_ROW_COLUMNS = ["response_method", "response_reason", "size_base_usd", "dilution_depth_usd",
-                        "total_supply_usd", "total_borrow_usd", *(f"curve_{k}" for k in _PARAMS), "curve_u_min"]
+RESPONSE_ROW_COLUMNS = [
+    "response_method",
+    "response_reason",
+    "size_base_usd",
+    "dilution_depth_usd",
+    "total_supply_usd",
+    "total_borrow_usd",
+    *(f"curve_{k}" for k in _PARAMS),
+    "curve_u_min",
+]
 
 
-def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, config: RateCurveConfig,
-                   max_stale_days: int = 3) -> pd.DataFrame:
+def with_responses(
+    history: pd.DataFrame, lend_borrow: pd.DataFrame | None, config: RateCurveConfig, max_stale_days: int = 3
+) -> pd.DataFrame:
     """``history`` rows (``date``, ``pool``, ``tvl_usd``) with their pools' responses that day: the
     columns of :data:`RESPONSE_ROW_COLUMNS`, from curves fitted on the weekly calendar covering the
     rows' days (each from ``lend_borrow`` rows before its date: pass the ``window_days`` before the
@@ -374,18 +507,32 @@ def with_responses(history: pd.DataFrame, lend_borrow: pd.DataFrame | None, conf
     fits = fit_rate_curves(lending, dates, config) if len(lending) else None
     resp = _responses(history[["date", "pool", "tvl_usd"]], lending, fits, max_stale_days)
     params = {f"curve_{k}": getattr(resp.curve, k) for k in _PARAMS}
-    return history.assign(response_method=resp.method, response_reason=resp.reason, size_base_usd=resp.size_base(),
-                          dilution_depth_usd=resp.dilution_depth(), total_supply_usd=resp.supply,
-                          total_borrow_usd=resp.borrow, **params, curve_u_min=resp.u_min)
+    return history.assign(
+        response_method=resp.method,
+        response_reason=resp.reason,
+        size_base_usd=resp.size_base(),
+        dilution_depth_usd=resp.dilution_depth(),
+        total_supply_usd=resp.supply,
+        total_borrow_usd=resp.borrow,
+        **params,
+        curve_u_min=resp.u_min,
+    )
 
 
 def responses_of_rows(rows: pd.DataFrame) -> PoolResponses:
     """The :class:`PoolResponses` of rows carrying :data:`RESPONSE_ROW_COLUMNS` (a backtest panel's):
     what the report reads back (curves, capacity) without refitting."""
+
     def col(name: str) -> np.ndarray:
         return rows[name].to_numpy(dtype=float)
 
-    return PoolResponses(pools=rows["pool"].to_numpy(dtype=object), method=rows["response_method"].to_numpy(dtype=object),
-                         reason=rows["response_reason"].to_numpy(dtype=object), tvl=col("tvl_usd"),
-                         supply=col("total_supply_usd"), borrow=col("total_borrow_usd"),
-                         curve=KinkedCurve(**{k: col(f"curve_{k}") for k in _PARAMS}), u_min=col("curve_u_min"))
+    return PoolResponses(
+        pools=rows["pool"].to_numpy(dtype=object),
+        method=rows["response_method"].to_numpy(dtype=object),
+        reason=rows["response_reason"].to_numpy(dtype=object),
+        tvl=col("tvl_usd"),
+        supply=col("total_supply_usd"),
+        borrow=col("total_borrow_usd"),
+        curve=KinkedCurve(**{k: col(f"curve_{k}") for k in _PARAMS}),
+        u_min=col("curve_u_min"),
+    )

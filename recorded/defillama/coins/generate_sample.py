@@ -78,8 +78,10 @@ def series() -> dict[str, tuple[str, int, float, dict[dt.date, float]]]:
     dai = _stable(rng, 0.0006)
     dai.update(DAI_DEPEG)
     usds = _stable(rng, 0.0005, USDS_LAUNCH)
-    susds = {d: 1.0 * math.exp(0.062 * (d - USDS_LAUNCH).days / 365) * (1 + rng.gauss(0, 0.0003))
-             for d in _days(USDS_LAUNCH)}
+    susds = {
+        d: 1.0 * math.exp(0.062 * (d - USDS_LAUNCH).days / 365) * (1 + rng.gauss(0, 0.0003))
+        for d in _days(USDS_LAUNCH)
+    }
     fluid: dict[dt.date, float] = {}
     log_price = math.log(9.2)
     for d in _days(FIRST):
@@ -88,9 +90,13 @@ def series() -> dict[str, tuple[str, int, float, dict[dt.date, float]]]:
     eth = _walk(rng, 3800.0, 0.035)
     btc = _walk(rng, 70000.0, 0.028)
 
-    def priced_off(base: dict[dt.date, float], ratio: float, accrual: float, sd: float) -> dict[dt.date, float]:
-        return {d: p * ratio * math.exp(accrual * (d - FIRST).days / 365) * (1 + rng.gauss(0.0, sd))
-                for d, p in base.items()}
+    def priced_off(
+        base: dict[dt.date, float], ratio: float, accrual: float, sd: float
+    ) -> dict[dt.date, float]:
+        return {
+            d: p * ratio * math.exp(accrual * (d - FIRST).days / 365) * (1 + rng.gauss(0.0, sd))
+            for d, p in base.items()
+        }
 
     return {
         USDC: ("USDC", 6, 0.99, usdc),
@@ -121,8 +127,10 @@ def body(coins: list[str], data: dict[str, tuple[str, int, float, dict[dt.date, 
             "symbol": symbol,
             "confidence": confidence,
             "decimals": decimals,
-            "prices": [{"timestamp": _timestamp(d, rng), "price": round(p, 6 if p < 2 else 4 if p < 1000 else 2)}
-                       for d, p in sorted(prices.items())],
+            "prices": [
+                {"timestamp": _timestamp(d, rng), "price": round(p, 6 if p < 2 else 4 if p < 1000 else 2)}
+                for d, p in sorted(prices.items())
+            ],
         }
     return {"coins": out, "note": GENERATED_NOTE}
 
@@ -134,14 +142,17 @@ def main() -> None:
     for old in target.glob("*.json"):
         old.unlink()
     for coin in data:
-        (target / coins_chart_filename(coin)).write_text(json.dumps(body([coin], data), separators=(",", ":")))
+        (target / coins_chart_filename(coin)).write_text(
+            json.dumps(body([coin], data), separators=(",", ":"))
+        )
     client = DefiLlamaCoinsClient()
     coins = load_project(HERE.parents[2] / "configs").price_coins()
     groups = [b for b in batches(coins, client.max_coins_per_request, client.max_coins_chars) if len(b) > 1]
     for batch in groups:
         known = [c for c in batch if c in data]
         (target / coins_chart_filename(",".join(batch))).write_text(
-            json.dumps(body(known, data), separators=(",", ":")))
+            json.dumps(body(known, data), separators=(",", ":"))
+        )
     print(f"wrote {len(data) + len(groups)} files to {target} ({GENERATED_NOTE})")
 
 

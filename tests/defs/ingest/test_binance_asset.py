@@ -29,21 +29,31 @@ _klines, binance_checks, binance_partitions = build_binance_assets(load_project(
 binance_assets = [_klines]
 
 
-def run(assets: list, server: ReplayServer, lake: Path, partition_key: str | None = None,
-        window: tuple[str, str] | None = None) -> Any:
+def run(
+    assets: list,
+    server: ReplayServer,
+    lake: Path,
+    partition_key: str | None = None,
+    window: tuple[str, str] | None = None,
+) -> Any:
     resources = {
-        "binance_archive": BinanceArchiveClient(base_url=server.base_url + "/binance", backoff_base_s=0.001,
-                                                backoff_max_s=0.01, max_attempts=2),
+        "binance_archive": BinanceArchiveClient(
+            base_url=server.base_url + "/binance", backoff_base_s=0.001, backoff_max_s=0.01, max_attempts=2
+        ),
         "parquet_io_manager": ParquetIOManager(root=str(lake)),
     }
     tags = dict(zip(RANGE, window, strict=True)) if window else None
-    return materialize(assets, resources=resources, partition_key=partition_key, tags=tags, raise_on_error=False)
+    return materialize(
+        assets, resources=resources, partition_key=partition_key, tags=tags, raise_on_error=False
+    )
 
 
 def text_of(value: Any) -> Any:
     """An inline metadata table as text, one ``a | b | c`` line per row (other values as they are)."""
     records = getattr(value, "records", None)
-    return value if records is None else "\n".join(" | ".join(str(v) for v in r.data.values()) for r in records)
+    return (
+        value if records is None else "\n".join(" | ".join(str(v) for v in r.data.values()) for r in records)
+    )
 
 
 def meta(result: Any) -> dict[str, Any]:
@@ -51,8 +61,11 @@ def meta(result: Any) -> dict[str, Any]:
     ``run_``-prefixed, as the run's own when it covered one day)."""
     events = result.get_asset_materialization_events()
     first = {k: text_of(v.value) for k, v in events[0].materialization.metadata.items()}
-    last = {k.removeprefix("run_"): text_of(v.value) for k, v in events[-1].materialization.metadata.items()
-            if k.startswith("run_")}
+    last = {
+        k.removeprefix("run_"): text_of(v.value)
+        for k, v in events[-1].materialization.metadata.items()
+        if k.startswith("run_")
+    }
     return {**last, **first}
 
 
@@ -71,8 +84,11 @@ def lake_frame(lake: Path, day: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- synthetic archive
 def kline_lines(start: dt.datetime, n: int, step_s: int = 3600) -> list[str]:
     t0 = int(start.replace(tzinfo=dt.UTC).timestamp()) * 1000
-    return [f"{t0 + i * step_s * 1000},{100 + i},{101 + i},{99 + i},{100.5 + i},1.5,{t0 + (i + 1) * step_s * 1000 - 1},"
-            f"150.0,{10 + i},0.75,75.0,0" for i in range(n)]
+    return [
+        f"{t0 + i * step_s * 1000},{100 + i},{101 + i},{99 + i},{100.5 + i},1.5,{t0 + (i + 1) * step_s * 1000 - 1},"
+        f"150.0,{10 + i},0.75,75.0,0"
+        for i in range(n)
+    ]
 
 
 def publish(root: Path, rel: str, csv_lines: list[str]) -> None:
@@ -83,7 +99,9 @@ def publish(root: Path, rel: str, csv_lines: list[str]) -> None:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(path.name.replace(".zip", ".csv"), "\n".join(csv_lines) + "\n")
     path.write_bytes(buf.getvalue())
-    path.with_name(path.name + ".CHECKSUM").write_text(f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {path.name}")
+    path.with_name(path.name + ".CHECKSUM").write_text(
+        f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {path.name}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +110,24 @@ def synthetic() -> Iterator[ReplayServer]:
     ETHUSDT beside BTCUSDT; SOLUSDT with a non-numeric price; BTCUSDT 2024-02-02 missing two hours."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        publish(root, "monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip", kline_lines(dt.datetime(2024, 1, 1), 31 * 24 + 2))
+        publish(
+            root,
+            "monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip",
+            kline_lines(dt.datetime(2024, 1, 1), 31 * 24 + 2),
+        )
         feb2 = kline_lines(dt.datetime(2024, 2, 2), 24)
         del feb2[10:12]
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            publish(root, f"daily/klines/{symbol}/1h/{symbol}-1h-2024-02-01.zip", kline_lines(dt.datetime(2024, 2, 1), 24))
-            publish(root, f"daily/klines/{symbol}/1h/{symbol}-1h-2024-02-02.zip",
-                    feb2 if symbol == "BTCUSDT" else kline_lines(dt.datetime(2024, 2, 2), 24))
+            publish(
+                root,
+                f"daily/klines/{symbol}/1h/{symbol}-1h-2024-02-01.zip",
+                kline_lines(dt.datetime(2024, 2, 1), 24),
+            )
+            publish(
+                root,
+                f"daily/klines/{symbol}/1h/{symbol}-1h-2024-02-02.zip",
+                feb2 if symbol == "BTCUSDT" else kline_lines(dt.datetime(2024, 2, 2), 24),
+            )
         bad = kline_lines(dt.datetime(2024, 2, 1), 24)
         fields = bad[6].split(",")
         fields[4] = "n/a"
@@ -116,7 +145,9 @@ def fresh(synthetic: ReplayServer) -> Iterator[ReplayServer]:
 
 
 def synthetic_assets(*symbols: str) -> list:
-    cfg = BinanceConfig(market="spot", symbols=list(symbols), intervals=["1h"], start_date=dt.date(2024, 1, 1))
+    cfg = BinanceConfig(
+        market="spot", symbols=list(symbols), intervals=["1h"], start_date=dt.date(2024, 1, 1)
+    )
     klines, check_defs, _ = build_binance_assets(cfg)
     return [klines, *check_defs]
 
@@ -162,7 +193,12 @@ def test_backfill_uses_a_monthly_file_for_a_whole_month(replay_env: ReplayServer
     assert len(files) == 30 and files[0] == "2023-02-01" and files[-1] == "2023-03-02"
     assert {len(lake_frame(tmp_path, day)) for day in ("2023-02-01", "2023-02-28", "2023-03-02")} == {24}
     m = meta(result)
-    assert m["rows"] == 30 * 24 and m["dagster/row_count"] == 24 and m["files_planned"] == 3 and m["files_missing"] == 0
+    assert (
+        m["rows"] == 30 * 24
+        and m["dagster/row_count"] == 24
+        and m["files_planned"] == 3
+        and m["files_missing"] == 0
+    )
     assert m["gap_count"] == 0 and m["duplicate_bars_dropped"] == 0
     assert all(e.passed for e in checks(result).values())
 
@@ -174,8 +210,16 @@ def test_missing_monthly_file_falls_back_to_daily_files_and_gaps_are_found(repla
     assert [f.period for f in result.monthly_replaced] == ["2023-03"]  # not bundled: 404
     assert len(result.collected) == 31 and not result.missing and not result.failed
     assert len(result.bars) == 31 * 24 - 1
-    assert result.gaps.to_dict("records") == [{"symbol": "BTCUSDT", "interval": "1h", "date": pd.Timestamp("2023-03-24"),
-                                               "expected": 24, "bars": 23, "missing": 1}]
+    assert result.gaps.to_dict("records") == [
+        {
+            "symbol": "BTCUSDT",
+            "interval": "1h",
+            "date": pd.Timestamp("2023-03-24"),
+            "expected": 24,
+            "bars": 23,
+            "missing": 1,
+        }
+    ]
 
 
 def test_gap_check_warns_on_the_real_maintenance_gap(replay_env: ReplayServer, tmp_path: Path):
@@ -201,7 +245,9 @@ def test_backfill_across_the_microsecond_switch(replay_env: ReplayServer, tmp_pa
     assert (df["date"] == df["open_time"].dt.tz_convert(None)).all()
 
 
-def test_unknown_symbol_is_reported_per_day_and_others_are_collected(replay_env: ReplayServer, tmp_path: Path):
+def test_unknown_symbol_is_reported_per_day_and_others_are_collected(
+    replay_env: ReplayServer, tmp_path: Path
+):
     cfg = BinanceConfig(symbols=["BTCUSDT", "DOGEUSDT"], intervals=["1h"], start_date=dt.date(2023, 2, 1))
     klines, check_defs, _ = build_binance_assets(cfg)
     result = run([klines, *check_defs], replay_env, tmp_path, window=("2023-03-01", "2023-03-03"))
@@ -218,7 +264,10 @@ def test_bars_in_a_monthly_and_a_daily_file_are_kept_once(fresh: ReplayServer):
     cfg = BinanceConfig(symbols=["BTCUSDT"], intervals=["1h"], start_date=dt.date(2024, 1, 1))
     client = BinanceArchiveClient(base_url=fresh.base_url + "/binance", backoff_base_s=0.001)
     result = collect_klines(client.download_many, cfg, dt.date(2024, 1, 1), dt.date(2024, 2, 1))
-    assert sorted((f.freq, f.period) for f in result.collected) == [("daily", "2024-02-01"), ("monthly", "2024-01")]
+    assert sorted((f.freq, f.period) for f in result.collected) == [
+        ("daily", "2024-02-01"),
+        ("monthly", "2024-01"),
+    ]
     assert result.duplicates_dropped == 2
     assert len(result.bars) == 32 * 24
     assert not result.bars.duplicated(["symbol", "interval", "open_time"]).any()
@@ -234,7 +283,10 @@ def test_checksum_failure_fails_that_file_and_keeps_the_others(fresh: ReplayServ
     assert set(df["symbol"]) == {"BTCUSDT"} and len(df) == 24
     m = meta(result)
     assert m["files_failed"] == 1
-    assert "ETHUSDT" in m["failed_files"] and "checksum mismatch for ETHUSDT-1h-2024-02-01.zip" in m["failed_files"]
+    assert (
+        "ETHUSDT" in m["failed_files"]
+        and "checksum mismatch for ETHUSDT-1h-2024-02-01.zip" in m["failed_files"]
+    )
     assert fresh.count(r"ETHUSDT-1h-2024-02-01\.zip$") == 2
 
 
@@ -243,8 +295,10 @@ def test_unparseable_file_is_reported_naming_file_and_line(fresh: ReplayServer, 
     assert not result.success and not checks(result)["requested_files_fetched"].passed
     m = meta(result)
     assert m["dagster/row_count"] == 24
-    assert "SOLUSDT-1h-2024-02-01.zip:SOLUSDT-1h-2024-02-01.csv, line 7: column 'close' is not a number" in m[
-        "failed_files"]
+    assert (
+        "SOLUSDT-1h-2024-02-01.zip:SOLUSDT-1h-2024-02-01.csv, line 7: column 'close' is not a number"
+        in m["failed_files"]
+    )
 
 
 def test_gaps_are_reported_and_not_filled(fresh: ReplayServer, tmp_path: Path):
@@ -299,7 +353,9 @@ GOOD = "\n".join(kline_lines(dt.datetime(2024, 2, 1), 24)) + "\n"
 
 
 @pytest.mark.parametrize("fault", ["checksum", "thirteen_columns", "two_csvs", "not_a_zip", "empty_csv"])
-def test_a_bad_day_in_a_range_keeps_its_good_bars_and_fails_the_run(fresh: ReplayServer, tmp_path: Path, fault):
+def test_a_bad_day_in_a_range_keeps_its_good_bars_and_fails_the_run(
+    fresh: ReplayServer, tmp_path: Path, fault
+):
     assets = synthetic_assets("BTCUSDT")
     window = ("2024-02-01", "2024-02-02")
     assert run(assets, fresh, tmp_path, window=window).success

@@ -33,17 +33,27 @@ def test_close_premium_features_come_from_the_premium_bars(replay_env, tmp_path,
     config = project.binance
     klines, _, _ = build_binance_assets(config)
     premium, _ = build_premium_index_assets(config)
-    research = build_price_research_assets(project.price_research, research_months(config.start_date),
-                                           config.start_date)
+    research = build_price_research_assets(
+        project.price_research, research_months(config.start_date), config.start_date
+    )
     features = next(a for a in research if a.key == AssetKey(["price_research", "1h", "features"]))
-    resources = {"binance_archive": BinanceArchiveClient(base_url=replay_env.base_url + "/binance"),
-                 "parquet_io_manager": ParquetIOManager(root=str(tmp_path))}
+    resources = {
+        "binance_archive": BinanceArchiveClient(base_url=replay_env.base_url + "/binance"),
+        "parquet_io_manager": ParquetIOManager(root=str(tmp_path)),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert materialize([klines, *premium], resources=resources,
-                           tags=dict(zip(RANGE, ("2023-03-01", "2023-03-12"), strict=True))).success
-        assert materialize([klines, *premium, features], selection=[features.key], resources=resources,
-                           partition_key="2023-03").success  # the month so far: its days with klines
+        assert materialize(
+            [klines, *premium],
+            resources=resources,
+            tags=dict(zip(RANGE, ("2023-03-01", "2023-03-12"), strict=True)),
+        ).success
+        assert materialize(
+            [klines, *premium, features],
+            selection=[features.key],
+            resources=resources,
+            partition_key="2023-03",
+        ).success  # the month so far: its days with klines
     month = read_parquet(tmp_path / "price_research" / "1h" / "features" / "2023-03.parquet")
     assert month["date"].max() == pd.Timestamp("2023-03-12")
     out = month[month["date"] == pd.Timestamp("2023-03-12")].reset_index(drop=True)
@@ -55,8 +65,10 @@ def test_close_premium_features_come_from_the_premium_bars(replay_env, tmp_path,
     # the EWM features of the premium equal the engine's on the whole loaded panel
     panel = read_daily(tmp_path, "binance_klines")
     prem = read_daily(tmp_path, "binance_premium_index_klines")
-    full = engine.build_features(engine.with_close_premium(engine.klines_panel(panel, "1h"), prem, "1h"),
-                                 project.price_research.intervals["1h"].feature_map)
+    full = engine.build_features(
+        engine.with_close_premium(engine.klines_panel(panel, "1h"), prem, "1h"),
+        project.price_research.intervals["1h"].feature_map,
+    )
     ref = full[full["date"] == pd.Timestamp("2023-03-12")].reset_index(drop=True)
     np.testing.assert_allclose(out["close_premium__ewma_8"], ref["close_premium__ewma_8"], rtol=1e-9)
 
@@ -67,7 +79,9 @@ def test_premium_bars_are_never_filled_from_another_bar():
     prem = spot.iloc[[0, 2]].assign(close=[0.001, 0.003])
     merged = engine.with_close_premium(engine.klines_panel(spot, "1h"), prem, "1h")
     assert merged["close_premium"].tolist()[0] == 0.001 and np.isnan(merged["close_premium"].iloc[1])
-    assert engine.with_close_premium(engine.klines_panel(spot, "1h"), None, "1h")["close_premium"].isna().all()
+    assert (
+        engine.with_close_premium(engine.klines_panel(spot, "1h"), None, "1h")["close_premium"].isna().all()
+    )
 
 
 def test_a_study_reading_close_premium_needs_the_premium_interval(tmp_path):
@@ -76,5 +90,7 @@ def test_a_study_reading_close_premium_needs_the_premium_interval(tmp_path):
     binance = yaml.safe_load((configs / "binance.yaml").read_text())
     binance["futures"]["premium_index_intervals"] = ["1d"]
     (configs / "binance.yaml").write_text(yaml.safe_dump(binance))
-    with pytest.raises(ConfigError, match=r"intervals.1h.feature_map: close_premium needs premium index bars at 1h"):
+    with pytest.raises(
+        ConfigError, match=r"intervals.1h.feature_map: close_premium needs premium index bars at 1h"
+    ):
         build_price_research_defs(load_project(configs))

@@ -33,35 +33,62 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     io = ParquetIOManager(root=str(lake))
     hist = synthetic_history(days=220)  # models from day 60, 90 train days, then 60-day test windows
     meta = hist.assign(project="aave-v3", chain="Ethereum", vaults=[[VAULT.name]] * len(hist))
-    adjusted = hist[["date", "pool"]].assign(adjusted_apy=hist["apy"] - 0.001, underlying_apy=0.0, peg_yield=0.0,
-                                             il_annual=-0.001, price_return=0.0, flag_il_missing=False)
+    adjusted = hist[["date", "pool"]].assign(
+        adjusted_apy=hist["apy"] - 0.001,
+        underlying_apy=0.0,
+        peg_yield=0.0,
+        il_annual=-0.001,
+        price_return=0.0,
+        flag_il_missing=False,
+    )
     for day, rows in hist.groupby("date"):
         key = day.strftime("%Y-%m-%d")
         write_parquet(io.partition_path(["pool_history"], key), rows.drop(columns="adjusted_apy"))
         write_parquet(io.partition_path(["pool_metadata"], key), meta[meta["date"] == day])
-        write_parquet(io.partition_path([VAULT.name, "adjusted_yields"], key), adjusted[adjusted["date"] == day])
+        write_parquet(
+            io.partition_path([VAULT.name, "adjusted_yields"], key), adjusted[adjusted["date"] == day]
+        )
     gdir = tmp_path / "grids"
     gdir.mkdir()
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002]}}))
 
     assets = build_backtest_assets(VAULT, gdir)
-    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
+    upstream = [
+        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+        for k in (
+            "pool_history",
+            "pool_metadata",
+            "pool_lend_borrow",
+            AssetKey([VAULT.name, "adjusted_yields"]),
+        )
+    ]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
     resources = {"parquet_io_manager": io}
-    panel_key, runs_key, report_key = (AssetKey([VAULT.name, n]) for n in
-                                       ("backtest_panel", "backtest_runs", "backtest_report"))
-    assert materialize([*assets, *upstream], selection=[panel_key], instance=instance,
-                       resources=resources).success
+    panel_key, runs_key, report_key = (
+        AssetKey([VAULT.name, n]) for n in ("backtest_panel", "backtest_runs", "backtest_report")
+    )
+    assert materialize(
+        [*assets, *upstream], selection=[panel_key], instance=instance, resources=resources
+    ).success
     for key in added[VAULT.name]:
-        assert materialize([*assets, *upstream], selection=[runs_key], partition_key=key, instance=instance,
-                           resources=resources).success
+        assert materialize(
+            [*assets, *upstream],
+            selection=[runs_key],
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+        ).success
     run_file = lake / VAULT.name / "backtest_runs" / "cost-0.002.parquet"
     assert run_file.exists() and len(read_parquet(run_file)) == 219
-    result = materialize([*assets, *upstream], selection=[report_key], partition_key="small", instance=instance,
-                         resources=resources)
+    result = materialize(
+        [*assets, *upstream],
+        selection=[report_key],
+        partition_key="small",
+        instance=instance,
+        resources=resources,
+    )
     assert result.success
     table = read_parquet(lake / VAULT.name / "backtest_report" / "small.parquet")
     # the walk-forward leads; every row covers its out-of-sample days; each cost's points face
@@ -73,7 +100,10 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert table.loc[1, "log_growth"] >= table.loc[2, "log_growth"] - 1e-9  # more cost, no more growth
     assert table["pbo"].iloc[:3].notna().all() and table["pbo"].iloc[3:].isna().all()
     wf = table.iloc[0]
-    assert wf["excess_ci_low"] <= wf["excess_vs_benchmark"] <= wf["excess_ci_high"] and 0 <= wf["deflated_sharpe"] <= 1
+    assert (
+        wf["excess_ci_low"] <= wf["excess_vs_benchmark"] <= wf["excess_ci_high"]
+        and 0 <= wf["deflated_sharpe"] <= 1
+    )
     assert (table["base_rate"] == VAULT.backtest.base_rate).all()
     assert (table["excess_log_growth"] - (table["log_growth"] - table["base_rate"])).abs().max() < 1e-12
     assert (table["il_drag"] > 0).all()  # the -0.1%/yr IL inside adjusted_apy, charged once
@@ -82,7 +112,9 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     assert len(bar) == 1 and "_unconstrained" not in bar["name"].iloc[0]
     assert (table.loc[table["kind"] == "benchmark", "invested_share"] > 0.9).all()
     html = (lake / VAULT.name / "backtest_report" / "small.html").read_text()
-    assert html.count("data:image/png;base64,") == 10  # 6 plots (one: the walk-forward's), 4 analysis sections
+    assert (
+        html.count("data:image/png;base64,") == 10
+    )  # 6 plots (one: the walk-forward's), 4 analysis sections
     assert "Walk-forward: the point chosen" in html and "test log growth" in html  # headers for people
     assert "Tracking error per pool" in html and "mean best available apy" in html and "tracking rmse" in html
     text = re.sub(r'src="data:[^"]*"', "", html)  # the page without its pictures' bytes
@@ -90,7 +122,10 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     meta_out = result.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in meta_out["summary"].value
     assert meta_out["headline"].value.startswith("walk-forward ") and meta_out["pbo_splits"].value == 16
-    assert "strongest constrained benchmark" in meta_out["headline"].value and "deflated_sharpe_excess" in meta_out
+    assert (
+        "strongest constrained benchmark" in meta_out["headline"].value
+        and "deflated_sharpe_excess" in meta_out
+    )
     assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in str(meta_out["walk_forward_windows"].value)
 
     # a new grid value: only the new point is registered (and run) by the sensor
@@ -120,11 +155,22 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     assert policy is not None and policy.max_partitions_per_run == GRID_POINTS_PER_RUN
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
-    upstream = [AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))]
-    result = materialize([*assets, *upstream], selection=[runs_def.key], instance=instance,
-                         resources={"parquet_io_manager": io},
-                         tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]})
+    upstream = [
+        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+        for k in (
+            "pool_history",
+            "pool_metadata",
+            "pool_lend_borrow",
+            AssetKey([VAULT.name, "adjusted_yields"]),
+        )
+    ]
+    result = materialize(
+        [*assets, *upstream],
+        selection=[runs_def.key],
+        instance=instance,
+        resources={"parquet_io_manager": io},
+        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+    )
     assert result.success
     events = result.get_asset_materialization_events()
     assert sorted(e.materialization.partition for e in events) == sorted(keys)
@@ -132,8 +178,13 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     for key, frame in frames.items():
         assert len(frame) == 39 and set(frame["point"]) == {key}
     # same numbers as a one-point run
-    single = materialize([*assets, *upstream], selection=[runs_def.key], partition_key=keys[1], instance=instance,
-                         resources={"parquet_io_manager": io})
+    single = materialize(
+        [*assets, *upstream],
+        selection=[runs_def.key],
+        partition_key=keys[1],
+        instance=instance,
+        resources={"parquet_io_manager": io},
+    )
     assert single.success
     again = read_parquet(lake / VAULT.name / "backtest_runs" / f"{keys[1]}.parquet")
     pd.testing.assert_frame_equal(again, frames[keys[1]])
@@ -144,7 +195,9 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     out = build_grid_points_sensor([VAULT], gdir)(build_sensor_context(instance=instance))
     new = out.dynamic_partitions_requests[0].partition_keys
     assert len(new) == len(many) - 1  # 0.0005 exists already
-    ranges = [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG), r.partition_key) for r in out.run_requests]
+    ranges = [
+        (r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG), r.partition_key) for r in out.run_requests
+    ]
     assert len(ranges) == 2
     assert ranges[0][:2] == (new[0], new[GRID_POINTS_PER_RUN - 1]) and ranges[0][2] is None
     assert ranges[1] == (None, None, new[-1])

@@ -57,12 +57,17 @@ def test_features_per_partition_equal_full_history(pipe):
     ranged = pipe.frame("usd_lending", "features", partition="2024-07")
     pipe.run(pipe.research, [pipe.research[0]], "2024-07")  # the same month alone
     alone = pipe.frame("usd_lending", "features", partition="2024-07")
-    expected = full[full["date"] >= pd.Timestamp("2024-07-01")].sort_values(["date", "instrument"]).reset_index(
-        drop=True)
+    expected = (
+        full[full["date"] >= pd.Timestamp("2024-07-01")]
+        .sort_values(["date", "instrument"])
+        .reset_index(drop=True)
+    )
     assert len(alone) == len(expected) > 20 * 31 and alone["date"].dt.month.eq(7).all()
     for got in (alone, ranged):
         got = got.sort_values(["date", "instrument"]).reset_index(drop=True)
-        np.testing.assert_allclose(got[cols].to_numpy(float), expected[cols].to_numpy(float), rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(
+            got[cols].to_numpy(float), expected[cols].to_numpy(float), rtol=1e-5, atol=1e-12
+        )
         assert list(got["instrument"]) == list(expected["instrument"])
 
 
@@ -97,7 +102,9 @@ def test_fitted_models_see_only_labels_ended_before_as_of(pipe):
 def test_predictions_use_latest_model_at_or_before_the_day(pipe):
     preds_asset = pipe.research[2]
     result = pipe.run(pipe.research, [preds_asset], *MONTHS)
-    out = pd.concat([pipe.frame("usd_lending", "predictions", partition=m) for m in MONTHS], ignore_index=True)
+    out = pd.concat(
+        [pipe.frame("usd_lending", "predictions", partition=m) for m in MONTHS], ignore_index=True
+    )
     assert out[out["date"] < pd.Timestamp("2024-06-24")].empty  # before the first weekly model: nothing
     assert (out["model_as_of"] <= out["date"]).all()
     monday = out["date"] - pd.to_timedelta(out["date"].dt.weekday, unit="D")
@@ -110,18 +117,26 @@ def test_predictions_use_latest_model_at_or_before_the_day(pipe):
     # rows are the vault's universe of the day, with finite predictions
     meta = pipe.frame("pool_metadata", partition="2024-07-10")
     day = out[out["date"] == pd.Timestamp("2024-07-10")]
-    assert set(day["pool"]) == {p for p, v in zip(meta["pool"], meta["vaults"], strict=True) if "usd_lending" in v}
+    assert set(day["pool"]) == {
+        p for p, v in zip(meta["pool"], meta["vaults"], strict=True) if "usd_lending" in v
+    }
     assert np.isfinite(day["predicted_apy"]).all()
     # same number as the research engine with that week's model on the full feature history
     feats = pd.concat([pipe.frame("usd_lending", "features", partition=m) for m in MONTHS], ignore_index=True)
-    feats = feats[feats["date"] <= pd.Timestamp("2024-07-10")].sort_values(["date", "instrument"]).reset_index(drop=True)
+    feats = (
+        feats[feats["date"] <= pd.Timestamp("2024-07-10")]
+        .sort_values(["date", "instrument"])
+        .reset_index(drop=True)
+    )
     week = _models(pipe.lake, "2024-07-08")
     fitted = week.models[week.model_key("apy_fwd_3")]
     expected = research.predict(fitted, feats, date="2024-07-10")
     got = day.set_index("pool")["predicted_apy"]
     np.testing.assert_allclose(got.to_numpy(), expected.reindex(got.index).to_numpy(), rtol=1e-5)
-    meta_by_month = {e.materialization.partition: e.materialization.metadata
-                     for e in result.get_asset_materialization_events()}
+    meta_by_month = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert set(meta_by_month) == set(MONTHS)  # each month its own numbers; the run's on the last one
     assert meta_by_month["2024-07"]["last_day"].value == "2024-07-31"
     assert meta_by_month["2024-06"]["last_day"].value == "2024-06-30"
@@ -142,16 +157,26 @@ def test_cross_section_features_rank_within_the_vaults_universe(pipe, tmp_path):
     lake = tmp_path / "lake"
     for key in ("pool_history", "pool_metadata"):
         shutil.copytree(pipe.lake / key, lake / key)
-    fmap = FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True, "cross_section": ["rank"]}},
-                                            "categories": ["project", "chain"]})
+    fmap = FeatureMapConfig.model_validate(
+        {
+            "apy": {"expansions": {"level": True, "cross_section": ["rank"]}},
+            "categories": ["project", "chain"],
+        }
+    )
     vault = pipe.vault.model_copy(update={"feature_map": fmap})
     features = build_research_assets(vault)[0]
     day = "2024-07-10"
-    upstream = [AssetSpec(k, partitions_def=daily_from(vault.start_date)).with_io_manager_key("parquet_io_manager")
-                for k in ("pool_history", "pool_metadata")]
-    result = materialize([*upstream, features], selection=[features], partition_key="2024-07",
-                         resources={"parquet_io_manager": ParquetIOManager(root=str(lake))},
-                         instance=DagsterInstance.ephemeral())
+    upstream = [
+        AssetSpec(k, partitions_def=daily_from(vault.start_date)).with_io_manager_key("parquet_io_manager")
+        for k in ("pool_history", "pool_metadata")
+    ]
+    result = materialize(
+        [*upstream, features],
+        selection=[features],
+        partition_key="2024-07",
+        resources={"parquet_io_manager": ParquetIOManager(root=str(lake))},
+        instance=DagsterInstance.ephemeral(),
+    )
     assert result.success
     out = on_day(read_parquet(lake / "usd_lending" / "features" / "2024-07.parquet"), day)
     meta = read_daily(lake, "pool_metadata", days=[day])
@@ -162,7 +187,10 @@ def test_cross_section_features_rank_within_the_vaults_universe(pipe, tmp_path):
     expected = out.loc[inside, "apy"].rank(pct=True)
     np.testing.assert_allclose(out.loc[inside, "apy__xs_rank"], expected)
     by_pool = meta.drop_duplicates("pool").set_index("pool")
-    assert (out.loc[inside, "project"].to_numpy() == by_pool.loc[out.loc[inside, "instrument"], "project"].to_numpy()).all()
+    assert (
+        out.loc[inside, "project"].to_numpy()
+        == by_pool.loc[out.loc[inside, "instrument"], "project"].to_numpy()
+    ).all()
 
 
 def test_backtest_predictions_are_the_production_predictions(pipe):
@@ -191,12 +219,27 @@ def test_features_fail_loudly_on_a_missing_pool_history_day(pipeline_env):
     with pipeline_env() as p:
         MonthFiles(lake_root(p.lake) / "pool_history").remove(["2024-07-10"])
         strict = build_research_assets(p.vault)[0]
-        result = materialize([*p.ingest, strict], selection=[strict], resources=p.resources, instance=p.instance,
-                             partition_key="2024-07", raise_on_error=False)
+        result = materialize(
+            [*p.ingest, strict],
+            selection=[strict],
+            resources=p.resources,
+            instance=p.instance,
+            partition_key="2024-07",
+            raise_on_error=False,
+        )
         assert not result.success
         error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
-        assert "2024-07-10" in error.message + str(error.cause) and "not materialized" in error.message + str(error.cause)
-        tolerant = build_research_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))[0]
-        ok = materialize([*p.ingest, tolerant], selection=[tolerant], resources=p.resources, instance=p.instance,
-                         partition_key="2024-07")
+        assert "2024-07-10" in error.message + str(error.cause) and "not materialized" in error.message + str(
+            error.cause
+        )
+        tolerant = build_research_assets(p.vault.model_copy(update={"on_missing_upstream_days": "tolerate"}))[
+            0
+        ]
+        ok = materialize(
+            [*p.ingest, tolerant],
+            selection=[tolerant],
+            resources=p.resources,
+            instance=p.instance,
+            partition_key="2024-07",
+        )
         assert ok.success

@@ -42,8 +42,9 @@ def test_pool_rankings_feed_the_allow_list_day_by_day(pipe, project):
     assert held["date"].min() == first + pd.Timedelta(days=vault.top_pools.window_days)
     picked = mine[mine["picked"]]
     key = ["date", "pool"]
-    pd.testing.assert_frame_equal(held[key].sort_values(key).reset_index(drop=True),
-                                  picked[key].sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        held[key].sort_values(key).reset_index(drop=True), picked[key].sort_values(key).reset_index(drop=True)
+    )
     # a vault without allow_list: its ranking is recorded, its universe is not cut by it
     plain = rankings[rankings["vault"] == "usd_lending"]
     lending = meta[meta["vaults"].map(lambda v: in_vault(v, "usd_lending"))]
@@ -55,8 +56,9 @@ def test_top_pools_asset_is_the_ranking_of_the_next_day(pipe, project):
     asset = build_top_pools_asset(vault)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = materialize([*pipe.ingest, asset], selection=[asset.key], resources=pipe.resources,
-                             instance=pipe.instance)
+        result = materialize(
+            [*pipe.ingest, asset], selection=[asset.key], resources=pipe.resources, instance=pipe.instance
+        )
     assert result.success
     table = read_parquet(pipe.lake / CURATED / "top_pools.parquet")
     as_of = pd.Timestamp(pipe.last) + pd.Timedelta(days=1)
@@ -66,7 +68,9 @@ def test_top_pools_asset_is_the_ranking_of_the_next_day(pipe, project):
     picks = table[table["picked"]]
     assert 0 < len(picks) < len(vault.selected_pools) and set(picks["pool"]) <= set(vault.selected_pools)
     assert (picks["days_in_top"] >= vault.top_pools.min_days_in_top).all()
-    assert table["rank"].tolist() == list(range(1, len(table) + 1)) and table["picked"].is_monotonic_decreasing
+    assert (
+        table["rank"].tolist() == list(range(1, len(table) + 1)) and table["picked"].is_monotonic_decreasing
+    )
     meta = result.asset_materializations_for_node(asset.op.name)[0].metadata
     assert meta["as_of"].value == str(as_of.date())
     snippet = meta["selected_pools"].value.removeprefix("```yaml\n").removesuffix("```")

@@ -78,12 +78,24 @@ def test_the_rerun_of_a_point_is_the_stored_run(run):
 def test_report_page_has_the_analysis_sections(run):
     panel, result, cfg, _ = run
     benches = run_benchmarks(bt.inputs_from_panel(panel, VAULT, cfg.apy_column), VAULT.strategy, cfg)
-    part = analysis_sections(result, {"p": result.steps, **{k: r.steps for k, r in benches.items()}}, panel,
-                             cfg.apy_column, bt.pool_labels(panel), list(benches))
+    part = analysis_sections(
+        result,
+        {"p": result.steps, **{k: r.steps for k, r in benches.items()}},
+        panel,
+        cfg.apy_column,
+        bt.pool_labels(panel),
+        list(benches),
+    )
     assert len(part) == 4 and all(len(b64) > 1000 for _, b64, _ in part)
     table = pd.DataFrame([{"grid": "g", "name": "p", "kind": "grid_point", "log_growth": 0.05}])
-    page, _ = render_report("t", table, [], {"p": result.wealth}, [], result.weight_panel(), result.steps,
-                            {}, [], part)
-    for text in ("Tracking error per pool", "Cumulative transaction costs", "best APY available",
-                 "tracking rmse", "mean best available apy"):  # column headers for people
+    page, _ = render_report(
+        "t", table, [], {"p": result.wealth}, [], result.weight_panel(), result.steps, {}, [], part
+    )
+    for text in (
+        "Tracking error per pool",
+        "Cumulative transaction costs",
+        "best APY available",
+        "tracking rmse",
+        "mean best available apy",
+    ):  # column headers for people
         assert text in page

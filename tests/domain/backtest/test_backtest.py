@@ -49,16 +49,31 @@ def test_trade_costs_gas_and_accrual_with_dilution_hand_computed():
 
 
 def test_target_step_and_accrue_step_formulas():
-    dec = target_step(("A", "B"), np.array([0.6, 0.0]), np.array([1e6, 1e6]), 1000.0, np.array([200.0, 300.0]),
-                      costs=TradingCosts(cost=0.01, gas_usd=1.0), base=500.0)
+    dec = target_step(
+        ("A", "B"),
+        np.array([0.6, 0.0]),
+        np.array([1e6, 1e6]),
+        1000.0,
+        np.array([200.0, 300.0]),
+        costs=TradingCosts(cost=0.01, gas_usd=1.0),
+        base=500.0,
+    )
     assert dec.wealth_before == 1000.0
     np.testing.assert_allclose(dec.trades_usd, [400.0, -300.0])
     assert dec.cost_usd == pytest.approx(7.0) and dec.gas_usd == 2.0 and dec.n_trades == 2
     assert dec.base_after == pytest.approx(1000.0 - 600.0 - 9.0)
     # earned 0.365 of which 0.1 undiluted (underlying/peg) and IL -0.05 inside it; the legs moved +1%
-    acc = accrue_step(np.array([100.0, 50.0]), 10.0, np.array([0.365, np.nan]), np.array([100.0, 50.0]), 0.01,
-                      undiluted_next=np.array([0.1 - 0.05, 0.0]), il_next=np.array([-0.05, 0.0]),
-                      price_return_next=np.array([math.log(1.01), 0.0]), base_rate=0.1)
+    acc = accrue_step(
+        np.array([100.0, 50.0]),
+        10.0,
+        np.array([0.365, np.nan]),
+        np.array([100.0, 50.0]),
+        0.01,
+        undiluted_next=np.array([0.1 - 0.05, 0.0]),
+        il_next=np.array([-0.05, 0.0]),
+        price_return_next=np.array([math.log(1.01), 0.0]),
+        base_rate=0.1,
+    )
     rate = (0.365 - 0.05) * 0.5 + 0.05  # dilutor 1 / (1 + 100 / 100) on the pool-paid part only
     assert acc.holdings[0] == pytest.approx(100 * math.exp(rate * 0.01) * 1.01)
     assert acc.il_usd == pytest.approx(100 * (math.exp((rate + 0.05) * 0.01) - math.exp(rate * 0.01)))
@@ -70,11 +85,26 @@ def test_target_step_and_accrue_step_formulas():
 def test_pool_leaving_universe_is_sold():
     strategy = StrategyConfig(cost=0.0, concentration_limit=0.5)
     opt = VaultOptimizer(["A", "B"], strategy)
-    dec = rebalance_step(opt, np.array([0.1, 0.1]), np.array([1e9, 1e9]), 1000.0, np.array([500.0, 500.0]),
-                         costs=opt.costs, eligible=np.array([True, False]), base=0.0)
+    dec = rebalance_step(
+        opt,
+        np.array([0.1, 0.1]),
+        np.array([1e9, 1e9]),
+        1000.0,
+        np.array([500.0, 500.0]),
+        costs=opt.costs,
+        eligible=np.array([True, False]),
+        base=0.0,
+    )
     assert dec.holdings_after[1] == 0.0 and dec.n_forced_sales == 1
-    dec = rebalance_step(opt, np.array([0.1, np.nan]), np.array([1e9, 1e9]), 1000.0, np.array([500.0, 500.0]),
-                         costs=opt.costs, base=0.0)
+    dec = rebalance_step(
+        opt,
+        np.array([0.1, np.nan]),
+        np.array([1e9, 1e9]),
+        1000.0,
+        np.array([500.0, 500.0]),
+        costs=opt.costs,
+        base=0.0,
+    )
     assert dec.holdings_after[1] == 0.0
 
 
@@ -104,8 +134,13 @@ def test_no_look_ahead_perturbing_the_future_keeps_the_past(estimator, synthetic
 def test_benchmarks_use_same_accounting():
     inputs = two_pool_inputs([[0.10, 0.05], [0.10, 0.05], [0.10, 0.05]], tvl=1e15)
     strategy = StrategyConfig(cost=0.0, gas_usd=0.0)
-    cfg = bt.BacktestConfig(initial_wealth=1000.0, trailing_days=1, benchmark_rebalance_days=30, top_k=2,
-                            unconstrained_benchmarks=list(BENCHMARKS))  # buy and hold
+    cfg = bt.BacktestConfig(
+        initial_wealth=1000.0,
+        trailing_days=1,
+        benchmark_rebalance_days=30,
+        top_k=2,
+        unconstrained_benchmarks=list(BENCHMARKS),
+    )  # buy and hold
     res = run_benchmarks(inputs, strategy, cfg)
     assert set(res) == set(BENCHMARKS) | {f"{k}_unconstrained" for k in BENCHMARKS}
     growth = {k: math.log(r.wealth.iloc[-1] / 1000.0) / (2 / 365) for k, r in res.items()}

@@ -200,9 +200,13 @@ def test_a_big_grid_page_lists_its_best_points_ranked_and_the_bars_benchmarks():
     rng = np.random.default_rng(0)
     metrics = lambda: {c: float(rng.normal()) for c in METRIC_COLUMNS}  # noqa: E731
     points = [(f"p{i}", {"x": i}, metrics()) for i in range(200)]
-    bench = pd.DataFrame([{"name": f"equal_weight~s{k}", "benchmark_set": f"~s{k}", **metrics()} for k in range(4)])
+    bench = pd.DataFrame(
+        [{"name": f"equal_weight~s{k}", "benchmark_set": f"~s{k}", **metrics()} for k in range(4)]
+    )
     stats = {"excess_over": "equal_weight~s2"}
-    table = report.report_table("g", ["x"], points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats)
+    table = report.report_table(
+        "g", ["x"], points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats
+    )
     listed, note = report.every_row_table(table, top=50, bottom=5)
     pts = listed[listed["kind"] == "grid_point"]
     assert len(pts) == 55 and pts["rank"].tolist() == [str(r) for r in [*range(1, 51), *range(196, 201)]]
@@ -212,6 +216,10 @@ def test_a_big_grid_page_lists_its_best_points_ranked_and_the_bars_benchmarks():
     assert listed.loc[listed["kind"] == "benchmark", "name"].tolist() == ["equal_weight~s2"]
     assert "145 of 200 grid points" in note and "of 4 rows" in note
     small_points = [(f"p{i}", {"x": i}, metrics()) for i in range(10)]
-    small = report.report_table("g", ["x"], small_points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats)
+    small = report.report_table(
+        "g", ["x"], small_points, bench, METRIC_COLUMNS, walk_forward=metrics(), stats=stats
+    )
     rows, note = report.every_row_table(small)
-    assert note == "" and (rows["kind"] == "grid_point").sum() == 10 and (rows["kind"] == "benchmark").sum() == 4
+    assert (
+        note == "" and (rows["kind"] == "grid_point").sum() == 10 and (rows["kind"] == "benchmark").sum() == 4
+    )

@@ -29,18 +29,35 @@ def write(path, params):
 
 
 def test_points_names_and_stability(tmp_path):
-    g = load_grid(write(tmp_path / "g.yaml", {"strategy.cost": [0.0005, 0.001], "models.apy.ewm_predictor.halflife": ["3d", "14d"]}))
+    g = load_grid(
+        write(
+            tmp_path / "g.yaml",
+            {"strategy.cost": [0.0005, 0.001], "models.apy.ewm_predictor.halflife": ["3d", "14d"]},
+        )
+    )
     pts = validate_grid(g, VAULT)
     assert len(pts) == 4 and pts[0].name == "cost-0.0005_halflife-3d"
     assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", p.name) and "..." not in p.name for p in pts)
-    g2 = load_grid(write(tmp_path / "g.yaml", {"strategy.cost": [0.0005, 0.001, 0.002], "models.apy.ewm_predictor.halflife": ["3d", "14d"]}))
+    g2 = load_grid(
+        write(
+            tmp_path / "g.yaml",
+            {"strategy.cost": [0.0005, 0.001, 0.002], "models.apy.ewm_predictor.halflife": ["3d", "14d"]},
+        )
+    )
     assert {p.name for p in pts} < {p.name for p in g2.points()}  # adding a value renames nothing
     assert find_point("cost-0.002_halflife-14d", tmp_path).params["strategy.cost"] == 0.002
 
 
 def test_overrides_apply():
-    v, b = apply_overrides(VAULT, {"strategy.base_buffer": 0.1, "label_map.apy.horizons": 10,
-                                   "models.apy.ewm_predictor.halflife": "3d", "backtest.rebalance_every_days": 7})
+    v, b = apply_overrides(
+        VAULT,
+        {
+            "strategy.base_buffer": 0.1,
+            "label_map.apy.horizons": 10,
+            "models.apy.ewm_predictor.halflife": "3d",
+            "backtest.rebalance_every_days": 7,
+        },
+    )
     assert v.strategy.base_buffer == 0.1 and v.label_map.families["apy"].horizons == [10]
     assert v.models.families["apy"].estimators["ewm_predictor"].params["halflife"] == "3d"
     assert b.rebalance_every_days == 7 and VAULT.strategy.base_buffer == 0.02  # original untouched
@@ -60,16 +77,24 @@ def test_shipped_grids_valid():
     assert {"default", "cost_sensitivity"} <= set(grids)
     default = validate_grid(grids["default"], VAULT)
     assert len(default) >= 16  # PBO (CSCV) means something on the demo's grid
-    assert len({p.params.get("models.apy.ewm_predictor.halflife") for p in default}) <= 2  # research stays cheap
+    assert (
+        len({p.params.get("models.apy.ewm_predictor.halflife") for p in default}) <= 2
+    )  # research stays cheap
     assert len(validate_grid(grids["cost_sensitivity"], VAULT)) == 64
 
 
 def test_grid_keys_change_predictions(synthetic_history):
     hist = synthetic_history(days=150)
-    a = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "3d"})[0],
-                         estimator="ewm_predictor")
-    b = prediction_panel(hist, apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "14d"})[0],
-                         estimator="ewm_predictor")
+    a = prediction_panel(
+        hist,
+        apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "3d"})[0],
+        estimator="ewm_predictor",
+    )
+    b = prediction_panel(
+        hist,
+        apply_overrides(VAULT, {"models.apy.ewm_predictor.halflife": "14d"})[0],
+        estimator="ewm_predictor",
+    )
     assert not a.equals(b)
     r7 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 7})[0], estimator="ridge")
     r30 = prediction_panel(hist, apply_overrides(VAULT, {"label_map.apy.horizons": 30})[0], estimator="ridge")
@@ -93,9 +118,15 @@ def test_a_run_of_points_sharing_inputs_and_predictions_gives_each_point_its_pla
     from midfreq_assets.domain.backtest.grids import Grid, PointRunner, run_point
 
     panel = bt.vault_panel(synthetic_history(days=90, pools=6, seed=5), None, VAULT)
-    grid = Grid("g", Path("g.yaml"), {
-        "strategy.base_buffer": [0.0, 0.1], "strategy.concentration_limit": [0.3, 1.0],
-        "models.apy.ewm_predictor.halflife": ["3d", "14d"]})
+    grid = Grid(
+        "g",
+        Path("g.yaml"),
+        {
+            "strategy.base_buffer": [0.0, 0.1],
+            "strategy.concentration_limit": [0.3, 1.0],
+            "models.apy.ewm_predictor.halflife": ["3d", "14d"],
+        },
+    )
     points = grid.points()
     runner = PointRunner(panel, VAULT, {p.name: p for p in points})
     shared = [run_point(panel, VAULT, p, runner=runner) for p in [*points, *points[::-1]]]

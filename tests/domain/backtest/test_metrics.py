@@ -49,7 +49,9 @@ def test_ratios_are_on_returns_in_excess_of_the_base_rate():
     assert excess["excess_sharpe"] == pytest.approx((raw["log_growth"] - 0.045) / raw["volatility"])
     assert raw["excess_sharpe"] > 100 and excess["excess_sharpe"] < raw["excess_sharpe"] / 5
     short = np.minimum(np.diff(np.log(w.to_numpy())) - 0.045 / 365, 0.0)
-    assert excess["excess_sortino"] == pytest.approx(excess["excess_log_growth"] / math.sqrt(np.mean(short**2) * 365))
+    assert excess["excess_sortino"] == pytest.approx(
+        excess["excess_log_growth"] / math.sqrt(np.mean(short**2) * 365)
+    )
 
 
 def test_normalized_entropy():

@@ -99,7 +99,9 @@ def test_stationary_bootstrap_blocks_and_interval():
     ci = bootstrap_mean_interval(x, mean_block=1.0, n_resamples=4000, confidence=0.9, seed=0)
     assert ci.estimate == pytest.approx(x.mean())
     assert (ci.high - ci.low) == pytest.approx(2 * 1.645 * x.std() / 20, rel=0.1)
-    assert bootstrap_mean_interval(x, mean_block=1.0, n_resamples=4000, confidence=0.9, seed=0) == ci  # seeded
+    assert (
+        bootstrap_mean_interval(x, mean_block=1.0, n_resamples=4000, confidence=0.9, seed=0) == ci
+    )  # seeded
 
 
 def test_block_bootstrap_widens_for_autocorrelated_data():

@@ -13,8 +13,12 @@ def test_lending_section_reads_back_the_curves_and_the_dilution_paid():
     predictions, universe, history, adjusted = frames()
     curved = with_responses(history, lending_markets(), v.yields.rate_curves)
     inputs = bt.BacktestInputs.from_long(bt.with_adjusted_apy(curved, adjusted), v, universe)
-    result = bt.run_backtest(inputs, predictions.pivot(index="date", columns="pool", values="predicted_apy"),
-                             v.strategy, v.backtest)
+    result = bt.run_backtest(
+        inputs,
+        predictions.pivot(index="date", columns="pool", values="predicted_apy"),
+        v.strategy,
+        v.backtest,
+    )
     panel = bt.with_adjusted_apy(curved, adjusted)
     [(heading, png, table)] = lending_sections(panel, result, "adjusted_apy", {"a": "A", "c": "C"})
     assert "rate curves" in heading and len(png) > 1000

@@ -20,8 +20,15 @@ def test_expected_value_positions_and_pnl():
     np.testing.assert_allclose(ev, [1.0, -0.5, 0.0])
     cfg = SignalConfig(threshold=0.5, max_leverage=0.8, cost=0.01)
     np.testing.assert_allclose(positions(ev, cfg), [0.8, -0.5, 0.0])
-    frame = pd.DataFrame({"fold": 0, "instrument": "BTC", "date": pd.date_range("2024-01-01", periods=3),
-                          "signal": ev, "fwd_return": [0.02, -0.01, 0.05]})
+    frame = pd.DataFrame(
+        {
+            "fold": 0,
+            "instrument": "BTC",
+            "date": pd.date_range("2024-01-01", periods=3),
+            "signal": ev,
+            "fwd_return": [0.02, -0.01, 0.05],
+        }
+    )
     out = signal_backtest(frame, cfg).iloc[0]
     pnl = np.array([0.8 * 0.02 - 0.01 * 0.8, -0.5 * -0.01 - 0.01 * 1.3, 0.0 - 0.01 * 0.5])
     assert out["annual_return"] == pytest.approx(pnl.mean() * 365)

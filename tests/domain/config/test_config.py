@@ -92,7 +92,9 @@ def test_a_repeated_key_is_an_error_naming_file_and_key(tmp_path: Path):
     text = VAULT.read_text() + "\nmin_pool_tvl_usd: 1\n"  # the file already sets it: last one must not win
     path = tmp_path / "usd_lending.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=r"usd_lending\.yaml: .*duplicate key 'min_pool_tvl_usd' \(line \d+, first"):
+    with pytest.raises(
+        ConfigError, match=r"usd_lending\.yaml: .*duplicate key 'min_pool_tvl_usd' \(line \d+, first"
+    ):
         load_vault_config(path)
 
 
@@ -133,7 +135,10 @@ def test_chain_caps_that_cannot_hold_the_budget_are_an_error_naming_keys_and_sum
     message = str(err.value)
     assert message.startswith(f"{path}: invalid configuration (1 problem(s))")
     assert "strategy.chain_caps: every one of the vault's chains is capped" in message
-    assert "sum to 0.5, below the budget 1 - strategy.base_buffer = 0.98" in message and "'Ethereum'" not in message
+    assert (
+        "sum to 0.5, below the budget 1 - strategy.base_buffer = 0.98" in message
+        and "'Ethereum'" not in message
+    )
     assert len(message.splitlines()) == 2  # one short line per problem, not the whole config
     # a chain without a cap can take the rest: valid, whatever the sum of the others
     ok = write_vault(tmp_path, strategy=_strategy(chain_caps={k: v for k, v in caps.items() if k != "Base"}))
@@ -144,8 +149,11 @@ def test_chain_caps_that_cannot_hold_the_budget_are_an_error_naming_keys_and_sum
 
 def test_protocol_caps_and_allow_list_that_cannot_hold_the_budget(tmp_path):
     caps = {"aave-v3": 0.3, "morpho-blue": 0.3, "fluid-lending": 0.1, "euler-v2": 0.1}
-    with pytest.raises(ConfigError, match=r"strategy\.protocol_caps: every one of the vault's protocols is capped "
-                       r"\(aave-v3, euler-v2, fluid-lending, morpho-blue\) and the caps sum to 0\.8"):
+    with pytest.raises(
+        ConfigError,
+        match=r"strategy\.protocol_caps: every one of the vault's protocols is capped "
+        r"\(aave-v3, euler-v2, fluid-lending, morpho-blue\) and the caps sum to 0\.8",
+    ):
         load_vault_config(write_vault(tmp_path, strategy=_strategy(protocol_caps=caps)))
     # with a 25% buffer the same caps hold the budget (0.75)
     assert load_vault_config(write_vault(tmp_path, strategy=_strategy(protocol_caps=caps, base_buffer=0.25)))

@@ -22,17 +22,32 @@ POOL_A = "aaaaaaaa-0000-4000-8000-000000000001"
 def vault(**changes) -> VaultConfig:
     """usd_lending with the discovery keys changed, validated like a YAML file."""
     data = BASE.model_dump(mode="python")
-    data.update(min_pool_tvl_usd=0, symbol_patterns=None, min_apy_mean_30d=None, exclude_il_risk=False,
-                stablecoin_only=False, exposure=None, selected_pools=None)
+    data.update(
+        min_pool_tvl_usd=0,
+        symbol_patterns=None,
+        min_apy_mean_30d=None,
+        exclude_il_risk=False,
+        stablecoin_only=False,
+        exposure=None,
+        selected_pools=None,
+    )
     data.update(changes)
     return validate_model(VaultConfig, data, "test.yaml")
 
 
 def pool(name: str, symbol: str = "USDC", tokens=(USDC_ETH,), chain: str = "Ethereum", **attrs) -> dict:
-    return {"pool": name, "chain": chain, "project": "aave-v3", "symbol": symbol,
-            "underlying_tokens": list(tokens) if tokens is not None else None, "reward_tokens": None,
-            "pool_meta": None, "tvl_usd": 5e6, "apy": 0.05,
-            **{"il_risk": "no", "stablecoin": True, "exposure": "single", **attrs}}
+    return {
+        "pool": name,
+        "chain": chain,
+        "project": "aave-v3",
+        "symbol": symbol,
+        "underlying_tokens": list(tokens) if tokens is not None else None,
+        "reward_tokens": None,
+        "pool_meta": None,
+        "tvl_usd": 5e6,
+        "apy": 0.05,
+        **{"il_risk": "no", "stablecoin": True, "exposure": "single", **attrs},
+    }
 
 
 def reasons(rows: list[dict], v: VaultConfig) -> dict[str, object]:
@@ -40,9 +55,15 @@ def reasons(rows: list[dict], v: VaultConfig) -> dict[str, object]:
 
 
 def test_defillama_flags_each_have_their_reason():
-    rows = [pool("ok"), pool("il_yes", il_risk="yes"), pool("il_unknown", il_risk=None),
-            pool("not_stable", stablecoin=False), pool("stable_unknown", stablecoin=None),
-            pool("multi", exposure="multi"), pool("exposure_unknown", exposure=None)]
+    rows = [
+        pool("ok"),
+        pool("il_yes", il_risk="yes"),
+        pool("il_unknown", il_risk=None),
+        pool("not_stable", stablecoin=False),
+        pool("stable_unknown", stablecoin=None),
+        pool("multi", exposure="multi"),
+        pool("exposure_unknown", exposure=None),
+    ]
     got = reasons(rows, vault(exclude_il_risk=True, stablecoin_only=True, exposure="single"))
     assert pd.isna(got["ok"]) and pd.isna(got["il_unknown"])  # unknown ilRisk kept, as the original did
     assert got["il_yes"] == "ilRisk yes (exclude_il_risk)"
@@ -59,7 +80,12 @@ def test_an_earlier_rule_keeps_its_reason():
 
 
 def test_symbol_patterns_glob_and_regex_case_insensitive():
-    rows = [pool("steak", "STEAKUSDC"), pool("gt", "gtUSDCcore"), pool("plain", "USDC"), pool("other", "sUSDS")]
+    rows = [
+        pool("steak", "STEAKUSDC"),
+        pool("gt", "gtUSDCcore"),
+        pool("plain", "USDC"),
+        pool("other", "sUSDS"),
+    ]
     got = reasons(rows, vault(symbol_patterns=["steak*", "re:^gt.*core$"]))
     assert pd.isna(got["steak"]) and pd.isna(got["gt"])
     assert got["plain"] == "symbol USDC matches no symbol_patterns"
@@ -70,21 +96,28 @@ def test_symbol_patterns_glob_and_regex_case_insensitive():
 
 
 def test_symbol_patterns_vouch_only_for_unresolved_vault_share_symbols():
-    unresolved = [pool("share", "STEAKUSDCRWA", tokens=None), pool("lp", "USDC-WETH", tokens=None),
-                  pool("resolved_weth", "WETHUSDC", tokens=(WETH_ETH,))]
+    unresolved = [
+        pool("share", "STEAKUSDCRWA", tokens=None),
+        pool("lp", "USDC-WETH", tokens=None),
+        pool("resolved_weth", "WETHUSDC", tokens=(WETH_ETH,)),
+    ]
     without = reasons(unresolved, vault())
     assert without["share"] == "underlying steakusdcrwa not whitelisted for usd"
     got = reasons(unresolved, vault(symbol_patterns=["*usdc*"]))
     assert pd.isna(got["share"])  # the pattern stands in for the token registry
     assert got["lp"] == "underlying weth not whitelisted for usd"  # a non-matching part still fails
-    assert got["resolved_weth"] == "underlying weth not whitelisted for usd"  # registry tokens are judged alone
+    assert (
+        got["resolved_weth"] == "underlying weth not whitelisted for usd"
+    )  # registry tokens are judged alone
 
 
 def test_selected_pools_is_an_allow_list_and_validated():
     other = "bbbbbbbb-0000-4000-8000-000000000002"
     # one allow-listed pool holds the budget only without a concentration limit (else refused at load)
-    single = vault(selected_pools=[POOL_A.upper()],
-                   strategy=BASE.strategy.model_dump(mode="python") | {"concentration_limit": 1.0})
+    single = vault(
+        selected_pools=[POOL_A.upper()],
+        strategy=BASE.strategy.model_dump(mode="python") | {"concentration_limit": 1.0},
+    )
     got = reasons([pool(POOL_A), pool(other)], single)
     assert pd.isna(got[POOL_A]) and got[other] == "not in selected_pools"
     with pytest.raises(ConfigError, match="selected_pools: .*not-a-uuid. is not a UUID"):
@@ -114,11 +147,15 @@ def history(apy: dict[str, list[float]], start: str = "2024-06-01") -> pd.DataFr
     rows = []
     for name, values in apy.items():
         dates = pd.date_range(start, periods=len(values), freq="D")
-        rows.append(pd.DataFrame({"date": dates, "pool": name, "apy": values, "apy_base": values, "tvl_usd": 5e6}))
+        rows.append(
+            pd.DataFrame({"date": dates, "pool": name, "apy": values, "apy_base": values, "tvl_usd": 5e6})
+        )
     return pd.concat(rows, ignore_index=True)
 
 
-def members_by_day(rows: pd.DataFrame, v: VaultConfig, snap: pd.DataFrame, **kw) -> dict[pd.Timestamp, set[str]]:
+def members_by_day(
+    rows: pd.DataFrame, v: VaultConfig, snap: pd.DataFrame, **kw
+) -> dict[pd.Timestamp, set[str]]:
     members, _ = select_universe(rows, snap, {v.name: v}, TOKENS, **kw)
     return {d: set(g["pool"]) for d, g in members.groupby("date")}
 
@@ -164,14 +201,29 @@ def test_flags_on_a_real_2023_pools_snapshot():
     """Real /pools rows (curve LPs, lending pools): each flag rule leaves out exactly the pools the
     snapshot flags, and the first failing rule names the reason."""
     raw = pd.read_csv("recorded/defillama/examples/pools_snapshot_2023.csv")
-    frame = snapshot_frame([{"pool": r.pool, "chain": r.chain, "project": r.project, "symbol": r.symbol,
-                             "tvl_usd": r.tvlUsd, "apy": r.apy, "apy_mean_30d": r.apyMean30d, "il_risk": r.ilRisk,
-                             "stablecoin": bool(r.stablecoin), "exposure": r.exposure}
-                            for r in raw.itertuples()])
+    frame = snapshot_frame(
+        [
+            {
+                "pool": r.pool,
+                "chain": r.chain,
+                "project": r.project,
+                "symbol": r.symbol,
+                "tvl_usd": r.tvlUsd,
+                "apy": r.apy,
+                "apy_mean_30d": r.apyMean30d,
+                "il_risk": r.ilRisk,
+                "stablecoin": bool(r.stablecoin),
+                "exposure": r.exposure,
+            }
+            for r in raw.itertuples()
+        ]
+    )
     from midfreq_assets.domain.ingest.discovery import static_discovery_reasons
 
-    got = pd.Series(static_discovery_reasons(frame, vault(exclude_il_risk=True, stablecoin_only=True,
-                                                           exposure="single")), index=frame["pool"])
+    got = pd.Series(
+        static_discovery_reasons(frame, vault(exclude_il_risk=True, stablecoin_only=True, exposure="single")),
+        index=frame["pool"],
+    )
     flagged_il = set(raw.loc[raw["ilRisk"] == "yes", "pool"])
     assert flagged_il and set(got[got == "ilRisk yes (exclude_il_risk)"].index) == flagged_il
     not_stable = set(raw.loc[~raw["stablecoin"].astype(bool), "pool"]) - flagged_il

@@ -39,8 +39,10 @@ def kline_csv(start: dt.datetime, n: int, step_s: int = 3600, unit: str = "ms", 
     for i in range(n):
         open_t = t0 + i * step_s * scale
         price = 100.0 + i
-        lines.append(f"{open_t},{price},{price + 1},{price - 1},{price + 0.5},10.5,{open_t + step_s * scale - 1},"
-                     f"1050.0,{7 + i},5.25,525.0,0")
+        lines.append(
+            f"{open_t},{price},{price + 1},{price - 1},{price + 0.5},10.5,{open_t + step_s * scale - 1},"
+            f"1050.0,{7 + i},5.25,525.0,0"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -78,8 +80,9 @@ def test_real_daily_1h_files_have_24_bars_and_the_contract_dtypes():
 def test_real_march_daily_files_are_24_bars_except_the_maintenance_day():
     counts = {}
     for path in sorted((SPOT / "daily/klines/BTCUSDT/1h").glob("*.zip")):
-        counts[path.stem[-10:]] = len(parse_klines_zip(path.read_bytes(), source=path.name, symbol="BTCUSDT",
-                                                       interval="1h"))
+        counts[path.stem[-10:]] = len(
+            parse_klines_zip(path.read_bytes(), source=path.name, symbol="BTCUSDT", interval="1h")
+        )
     assert len(counts) == 31
     assert counts.pop("2023-03-24") == 23  # a real, permanent maintenance gap in the archive
     assert set(counts.values()) == {24}
@@ -96,7 +99,9 @@ def test_real_files_switch_from_ms_to_us_on_2025_01_01():
     dec = SPOT / "monthly/klines/BTCUSDT/1d/BTCUSDT-1d-2024-12.zip"
     jan = SPOT / "monthly/klines/BTCUSDT/1d/BTCUSDT-1d-2025-01.zip"
     assert zipfile.ZipFile(jan).read("BTCUSDT-1d-2025-01.csv").startswith(b"1735689600000000,")
-    frames = [parse_klines_zip(p.read_bytes(), source=p.name, symbol="BTCUSDT", interval="1d") for p in (dec, jan)]
+    frames = [
+        parse_klines_zip(p.read_bytes(), source=p.name, symbol="BTCUSDT", interval="1d") for p in (dec, jan)
+    ]
     both = pd.concat(frames, ignore_index=True)
     assert len(both) == 62
     assert both["open_time"].diff().dropna().eq(pd.Timedelta(days=1)).all()
@@ -116,14 +121,18 @@ def test_header_row_is_detected_and_skipped():
 
 def test_microsecond_file_gives_the_same_bars_as_millisecond_file():
     start = dt.datetime(2025, 2, 1)
-    pd.testing.assert_frame_equal(parse(kline_csv(start, 24, unit="us")).drop(columns="close_time"),
-                                  parse(kline_csv(start, 24, unit="ms")).drop(columns="close_time"))
+    pd.testing.assert_frame_equal(
+        parse(kline_csv(start, 24, unit="us")).drop(columns="close_time"),
+        parse(kline_csv(start, 24, unit="ms")).drop(columns="close_time"),
+    )
 
 
 def test_mixed_timestamp_units_in_one_file_are_an_error():
     ms = kline_csv(dt.datetime(2024, 12, 31), 1)
     us = kline_csv(dt.datetime(2025, 1, 1), 1, unit="us")
-    with pytest.raises(KlinesParseError, match=r"BTCUSDT-1h-2023-03-01\.zip.*open_time.*mixes timestamp units"):
+    with pytest.raises(
+        KlinesParseError, match=r"BTCUSDT-1h-2023-03-01\.zip.*open_time.*mixes timestamp units"
+    ):
         parse(ms + us)
 
 
@@ -144,7 +153,9 @@ def test_no_trailing_newline_and_crlf_are_fine():
 def test_row_with_a_missing_column_names_file_and_line():
     lines = kline_csv(dt.datetime(2023, 3, 1), 5).splitlines()
     lines[3] = lines[3].rsplit(",", 1)[0]
-    with pytest.raises(KlinesParseError, match=r"BTCUSDT-1h-2023-03-01\.zip, line 4: expected 12 columns, got 11"):
+    with pytest.raises(
+        KlinesParseError, match=r"BTCUSDT-1h-2023-03-01\.zip, line 4: expected 12 columns, got 11"
+    ):
         parse("\n".join(lines))
 
 
@@ -161,7 +172,9 @@ def test_non_numeric_price_names_file_line_and_column(bad: str):
     fields = lines[2].split(",")
     fields[2] = bad
     lines[2] = ",".join(fields)
-    with pytest.raises(KlinesParseError, match=rf"BTCUSDT-1h-2023-03-01\.zip, line 3: column 'high' is not a number: '{bad}'"):
+    with pytest.raises(
+        KlinesParseError, match=rf"BTCUSDT-1h-2023-03-01\.zip, line 3: column 'high' is not a number: '{bad}'"
+    ):
         parse("\n".join(lines))
 
 
@@ -177,14 +190,18 @@ def test_non_integer_trade_count_is_an_error():
 @pytest.mark.parametrize("members", [{}, {"readme.txt": "hi"}, {"a.csv": "1", "b.csv": "2"}])
 def test_zip_with_zero_or_two_csvs_is_an_error(members: dict[str, str]):
     expected = 2 if len(members) == 2 else 0
-    with pytest.raises(KlinesParseError, match=rf"BTCUSDT-1h-2023-03-01\.zip: expected exactly one CSV in the zip, found {expected}"):
+    with pytest.raises(
+        KlinesParseError,
+        match=rf"BTCUSDT-1h-2023-03-01\.zip: expected exactly one CSV in the zip, found {expected}",
+    ):
         parse_klines_zip(zip_of(members), source="BTCUSDT-1h-2023-03-01.zip", symbol="BTCUSDT", interval="1h")
 
 
 def test_not_a_zip_is_an_error_naming_the_file():
     with pytest.raises(KlinesParseError, match=r"BTCUSDT-1h-2023-03-01\.zip: not a valid zip archive"):
-        parse_klines_zip(b"<html>Bad gateway</html>", source="BTCUSDT-1h-2023-03-01.zip", symbol="BTCUSDT",
-                         interval="1h")
+        parse_klines_zip(
+            b"<html>Bad gateway</html>", source="BTCUSDT-1h-2023-03-01.zip", symbol="BTCUSDT", interval="1h"
+        )
 
 
 def test_zip_with_flipped_bytes_is_an_error_naming_the_file():
@@ -199,10 +216,15 @@ def test_zip_with_flipped_bytes_is_an_error_naming_the_file():
 
 # ----------------------------------------------------------------------------- funding rates
 def test_funding_rate_file_with_header():
-    text = ("calc_time,funding_interval_hours,last_funding_rate\n"
-            "1706745600000,8,0.00010000\n1706774400000,8,-0.00005000\n")
-    df = parse_funding_rate_zip(zip_of({"BTCUSDT-fundingRate-2024-02.csv": text}),
-                                source="BTCUSDT-fundingRate-2024-02.zip", symbol="BTCUSDT")
+    text = (
+        "calc_time,funding_interval_hours,last_funding_rate\n"
+        "1706745600000,8,0.00010000\n1706774400000,8,-0.00005000\n"
+    )
+    df = parse_funding_rate_zip(
+        zip_of({"BTCUSDT-fundingRate-2024-02.csv": text}),
+        source="BTCUSDT-fundingRate-2024-02.zip",
+        symbol="BTCUSDT",
+    )
     assert list(df["funding_rate"]) == [0.0001, -0.00005]
     assert df["calc_time"].iloc[1] == pd.Timestamp("2024-02-01T08:00:00Z")
     assert (df["date"] == pd.Timestamp("2024-02-01")).all()
@@ -211,18 +233,28 @@ def test_funding_rate_file_with_header():
 # ----------------------------------------------------------------------------- planning
 def test_plan_uses_monthly_files_for_whole_months_and_daily_files_for_the_edges():
     plan = plan_archive_files(dt.date(2023, 2, 27), dt.date(2023, 5, 2))
-    assert plan == [("daily", "2023-02-27"), ("daily", "2023-02-28"), ("monthly", "2023-03"),
-                    ("monthly", "2023-04"), ("daily", "2023-05-01"), ("daily", "2023-05-02")]
+    assert plan == [
+        ("daily", "2023-02-27"),
+        ("daily", "2023-02-28"),
+        ("monthly", "2023-03"),
+        ("monthly", "2023-04"),
+        ("daily", "2023-05-01"),
+        ("daily", "2023-05-02"),
+    ]
 
 
 def test_plan_single_day_whole_month_leap_february_and_year_end():
     assert plan_archive_files(dt.date(2023, 3, 5), dt.date(2023, 3, 5)) == [("daily", "2023-03-05")]
     assert plan_archive_files(dt.date(2024, 2, 1), dt.date(2024, 2, 29)) == [("monthly", "2024-02")]
     assert len(plan_archive_files(dt.date(2024, 2, 1), dt.date(2024, 2, 28))) == 28
-    assert plan_archive_files(dt.date(2024, 12, 1), dt.date(2025, 1, 31)) == [("monthly", "2024-12"),
-                                                                              ("monthly", "2025-01")]
-    assert plan_archive_files(dt.date(2024, 12, 31), dt.date(2025, 1, 1)) == [("daily", "2024-12-31"),
-                                                                              ("daily", "2025-01-01")]
+    assert plan_archive_files(dt.date(2024, 12, 1), dt.date(2025, 1, 31)) == [
+        ("monthly", "2024-12"),
+        ("monthly", "2025-01"),
+    ]
+    assert plan_archive_files(dt.date(2024, 12, 31), dt.date(2025, 1, 1)) == [
+        ("daily", "2024-12-31"),
+        ("daily", "2025-01-01"),
+    ]
 
 
 def test_plan_covers_every_day_exactly_once():
@@ -284,16 +316,25 @@ def test_bundled_config_matches_the_bundled_slice():
     assert cfg.start_date == dt.date(2023, 2, 1)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"intervals": ["2m"]}, "unknown interval '2m'"),
-    ({"datasets": ["fundingRate"]}, "'klines' is required"),
-    ({"datasets": ["klines", "fundingRate"]}, "not published for market 'spot'"),
-    ({"symbols": ["BTC/USDT"]}, "letters, digits"),
-    ({"market": "futures/um", "intervals": ["1s"]}, "spot only"),
-    ({"interval": ["1h"]}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"intervals": ["2m"]}, "unknown interval '2m'"),
+        ({"datasets": ["fundingRate"]}, "'klines' is required"),
+        ({"datasets": ["klines", "fundingRate"]}, "not published for market 'spot'"),
+        ({"symbols": ["BTC/USDT"]}, "letters, digits"),
+        ({"market": "futures/um", "intervals": ["1s"]}, "spot only"),
+        ({"interval": ["1h"]}, "unknown key"),
+    ],
+)
 def test_config_errors_name_file_and_problem(tmp_path: Path, change: dict, message: str):
-    data = {"market": "spot", "symbols": ["BTCUSDT"], "intervals": ["1h"], "start_date": "2023-02-01", **change}
+    data = {
+        "market": "spot",
+        "symbols": ["BTCUSDT"],
+        "intervals": ["1h"],
+        "start_date": "2023-02-01",
+        **change,
+    }
     path = tmp_path / "binance.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=message) as err:
@@ -302,8 +343,13 @@ def test_config_errors_name_file_and_problem(tmp_path: Path, change: dict, messa
 
 
 def test_futures_config_with_funding_rates_is_valid():
-    cfg = BinanceConfig(market="futures/um", symbols=["btcusdt"], intervals=["1m"],
-                        datasets=["klines", "fundingRate", "premiumIndexKlines"], start_date=dt.date(2024, 1, 1))
+    cfg = BinanceConfig(
+        market="futures/um",
+        symbols=["btcusdt"],
+        intervals=["1m"],
+        datasets=["klines", "fundingRate", "premiumIndexKlines"],
+        start_date=dt.date(2024, 1, 1),
+    )
     assert cfg.symbols == ["BTCUSDT"]
 
 
@@ -327,7 +373,9 @@ def test_one_megabyte_zip_inflating_to_one_gibibyte_is_refused_before_inflating(
     data = _bomb(2**30)
     assert len(data) < 8 * 2**20
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(KlinesParseError, match=r"would inflate to 1,073,741,824 bytes .* refused without inflating"):
+    with pytest.raises(
+        KlinesParseError, match=r"would inflate to 1,073,741,824 bytes .* refused without inflating"
+    ):
         parse_klines_zip(data, source="bomb.zip", symbol="BTCUSDT", interval="1h")
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024 < 200  # MB
 

@@ -22,8 +22,13 @@ DAY0 = pd.Timestamp("2024-06-01")
 
 
 def rows(apy: dict[str, list[float]]) -> pd.DataFrame:
-    return pd.concat([pd.DataFrame({"date": pd.date_range(DAY0, periods=len(v), freq="D"), "pool": k, "apy": v})
-                      for k, v in apy.items()], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame({"date": pd.date_range(DAY0, periods=len(v), freq="D"), "pool": k, "apy": v})
+            for k, v in apy.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def picked_on(frame: pd.DataFrame, cfg: TopPoolsConfig, eligible=None) -> dict[pd.Timestamp, set[str]]:
@@ -87,9 +92,12 @@ def test_universe_allow_list_ranks_the_pools_passing_every_other_rule():
 
     hist, snap = load_recorded("recorded")
     base = load_vault_config("configs/vaults/usd_lending.yaml")
-    vault = base.model_copy(update={"name": "ranked", "top_pools": TopPoolsConfig(top_n=5, window_days=30,
-                                                                                  allow_list=True)})
-    members, exclusions = select_universe(hist, snap, {"ranked": vault, "usd_lending": base}, load_token_registry())
+    vault = base.model_copy(
+        update={"name": "ranked", "top_pools": TopPoolsConfig(top_n=5, window_days=30, allow_list=True)}
+    )
+    members, exclusions = select_universe(
+        hist, snap, {"ranked": vault, "usd_lending": base}, load_token_registry()
+    )
     ranked = members[members["vaults"].map(lambda v: "ranked" in v)]
     plain = members[members["vaults"].map(lambda v: "usd_lending" in v)]
     first = hist["date"].min()
@@ -98,7 +106,9 @@ def test_universe_allow_list_ranks_the_pools_passing_every_other_rule():
     mine = exclusions[exclusions["vault"] == "ranked"]
     by_ranking = mine[mine["reason"].str.startswith(RANKING_REASON_PREFIX)]
     later = by_ranking[by_ranking["date"] >= first + pd.Timedelta(days=30)]
-    assert len(later) and later["reason"].str.contains(r"rank <= 5 by daily apy on >= 1 of 30 days \d{4}-").all()
+    assert (
+        len(later) and later["reason"].str.contains(r"rank <= 5 by daily apy on >= 1 of 30 days \d{4}-").all()
+    )
     day = pd.Timestamp("2025-01-15")
     table = ranking_table(plain[["date", "pool", "apy"]], vault.top_pools, day)
     assert set(table.loc[table["picked"], "pool"]) == set(ranked.loc[ranked["date"] == day, "pool"])

@@ -27,10 +27,25 @@ def snapshot() -> pd.DataFrame:
         ("symbol_fallback", "Base", "morpho-blue", "USDC-USDT", ["0xunknown"]),
         ("symbol_fallback_bad", "Base", "morpho-blue", "USDC-FOO", None),
     ]
-    return pd.DataFrame([{"pool": p, "chain": c, "project": pr, "symbol": s, "underlying_tokens": u,
-                          "reward_tokens": None, "pool_meta": None, "tvl_usd": 5e6, "apy": 0.05,
-                          "il_risk": "no", "stablecoin": True, "exposure": "single"}
-                         for p, c, pr, s, u in rows])
+    return pd.DataFrame(
+        [
+            {
+                "pool": p,
+                "chain": c,
+                "project": pr,
+                "symbol": s,
+                "underlying_tokens": u,
+                "reward_tokens": None,
+                "pool_meta": None,
+                "tvl_usd": 5e6,
+                "apy": 0.05,
+                "il_risk": "no",
+                "stablecoin": True,
+                "exposure": "single",
+            }
+            for p, c, pr, s, u in rows
+        ]
+    )
 
 
 def test_static_screen_reasons():
@@ -50,8 +65,14 @@ def test_addresses_map_per_chain_case_insensitively_else_symbol():
 
 def test_tvl_is_screened_per_day_and_exclusions_keep_their_reason():
     snap = snapshot()
-    days = pd.DataFrame({"date": pd.to_datetime(["2024-07-01", "2024-07-02"]), "pool": ["ok", "ok"],
-                         "tvl_usd": [5e6, 5e5], "apy": [0.05, 0.05]})
+    days = pd.DataFrame(
+        {
+            "date": pd.to_datetime(["2024-07-01", "2024-07-02"]),
+            "pool": ["ok", "ok"],
+            "tvl_usd": [5e6, 5e5],
+            "apy": [0.05, 0.05],
+        }
+    )
     members, exclusions = select_universe(days, snap, {"usd_lending": VAULT}, TOKENS)
     assert list(members["date"]) == [pd.Timestamp("2024-07-01")]
     assert members["vaults"].iloc[0] == ["usd_lending"]

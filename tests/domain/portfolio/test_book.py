@@ -189,11 +189,20 @@ def test_a_depth_panel_dilutes_the_accrual():
     """The responses' depth (a lending market's curve) replaces the TVL in the accrual's dilution."""
     T, N = 2, 1
     reported = np.ones((T, N), dtype=bool)
-    args = (("a",), np.arange(2.0), np.full(T, 1 / 365), np.full((T, N), 0.05), np.full((T, N), 1e6), reported,
-            reported)
+    args = (
+        ("a",),
+        np.arange(2.0),
+        np.full(T, 1 / 365),
+        np.full((T, N), 0.05),
+        np.full((T, N), 1e6),
+        reported,
+        reported,
+    )
     seed = BookSeed(np.array([1e6]), 0.0)
     plain = VaultBook(BookPanels(*args), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
-    deep = VaultBook(BookPanels(*args, depth=np.full((T, N), 9e6)), BASE.strategy, base_rate=0.0, seed=seed).accrue(1)
+    deep = VaultBook(
+        BookPanels(*args, depth=np.full((T, N), 9e6)), BASE.strategy, base_rate=0.0, seed=seed
+    ).accrue(1)
     assert plain.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.5 / 365))
     assert deep.holdings[0] == pytest.approx(1e6 * np.exp(0.05 * 0.9 / 365))
 
@@ -209,9 +218,20 @@ def lending_markets(pools=("a", "c"), seed: int = 3) -> pd.DataFrame:
     for p in pools:
         u = np.clip(0.86 + 0.03 * rng.standard_normal(len(days)), 0.6, 0.97)
         borrow = curve.borrow_rate(u)
-        rows.append(pd.DataFrame({"date": days, "pool": p, "total_supply_usd": 4e8, "total_borrow_usd": 4e8 * u,
-                                  "apy_base_borrow": borrow, "apy_base": borrow * u * 0.9, "utilization": u,
-                                  "flag": None}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "date": days,
+                    "pool": p,
+                    "total_supply_usd": 4e8,
+                    "total_borrow_usd": 4e8 * u,
+                    "apy_base_borrow": borrow,
+                    "apy_base": borrow * u * 0.9,
+                    "utilization": u,
+                    "flag": None,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -230,4 +250,6 @@ def test_with_the_lending_curves_nightly_and_backtest_still_agree_and_size_by_su
     plain, _, _ = decide_range(v, DAYS, None, predictions, universe, history, adjusted)
     held = rows[rows["pool"] == "a"].set_index("date")["tvl_usd"]
     assert (held == 4e8).all()  # a lending market's size base is its supply
-    assert not np.allclose(rows["target_weight"].fillna(0).to_numpy(), plain["target_weight"].fillna(0).to_numpy())
+    assert not np.allclose(
+        rows["target_weight"].fillna(0).to_numpy(), plain["target_weight"].fillna(0).to_numpy()
+    )

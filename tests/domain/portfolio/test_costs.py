@@ -12,12 +12,15 @@ from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 def test_strategy_costs_feed_optimizer_and_trade():
     strategy = StrategyConfig(cost=0.002, gas_usd=3.0, horizon_days=20, concentration_limit=0.5)
     costs = strategy.costs()
-    assert costs == TradingCosts(cost=0.002, gas_usd=3.0, horizon_days=20, gas_multiple=2.0, min_trade_usd=0.0)
+    assert costs == TradingCosts(
+        cost=0.002, gas_usd=3.0, horizon_days=20, gas_multiple=2.0, min_trade_usd=0.0
+    )
     assert costs.amortized() == pytest.approx(0.002 * 365 / 20) == strategy.amortized_cost()
     opt = VaultOptimizer(["a", "b"], strategy, costs=costs)
     assert opt.costs is costs
-    dec = rebalance_step(opt, np.array([0.10, 0.08]), np.array([1e9, 1e9]), 1e6, np.zeros(2), costs=opt.costs,
-                         base=1e6)
+    dec = rebalance_step(
+        opt, np.array([0.10, 0.08]), np.array([1e9, 1e9]), 1e6, np.zeros(2), costs=opt.costs, base=1e6
+    )
     assert dec.cost_usd == pytest.approx(0.002 * np.abs(dec.trades_usd).sum())
     assert dec.gas_usd == pytest.approx(3.0 * dec.n_trades)
 

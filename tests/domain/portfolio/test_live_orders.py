@@ -24,20 +24,41 @@ from midfreq_assets.domain.portfolio.orders import build_orders, idempotency_key
 from midfreq_assets.domain.portfolio.reconcile import drift_table, drifted
 
 BASE = load_vault_config("configs/vaults/usd_lending.yaml")
-VAULT = BASE.model_copy(update={
-    "backtest": BASE.backtest.model_copy(update={"initial_wealth": 100_000.0, "base_rate": 0.03}),
-    "strategy": BASE.strategy.model_copy(update={"gas_usd": 5.0, "min_trade_usd": 0.0, "protocol_caps": {}}),
-})
+VAULT = BASE.model_copy(
+    update={
+        "backtest": BASE.backtest.model_copy(update={"initial_wealth": 100_000.0, "base_rate": 0.03}),
+        "strategy": BASE.strategy.model_copy(
+            update={"gas_usd": 5.0, "min_trade_usd": 0.0, "protocol_caps": {}}
+        ),
+    }
+)
 DAYS = pd.date_range("2025-01-01", periods=3, freq="D")
 POOLS = ["a", "b", "c", "d", "e"]
 
 
 def frames(day, apy=(0.08, 0.07, 0.06, 0.05, 0.04)):
-    universe = pd.DataFrame({"date": day, "pool": POOLS, "symbol": "USDC", "project": "aave-v3", "chain": "Ethereum",
-                             "tvl_usd": 1e9})
+    universe = pd.DataFrame(
+        {
+            "date": day,
+            "pool": POOLS,
+            "symbol": "USDC",
+            "project": "aave-v3",
+            "chain": "Ethereum",
+            "tvl_usd": 1e9,
+        }
+    )
     history = pd.DataFrame({"date": day, "pool": POOLS, "apy": list(apy), "tvl_usd": 1e9})
-    adjusted = pd.DataFrame({"date": day, "pool": POOLS, "adjusted_apy": list(apy), "underlying_apy": 0.0,
-                             "peg_yield": 0.0, "il_annual": 0.0, "price_return": 0.0})
+    adjusted = pd.DataFrame(
+        {
+            "date": day,
+            "pool": POOLS,
+            "adjusted_apy": list(apy),
+            "underlying_apy": 0.0,
+            "peg_yield": 0.0,
+            "il_annual": 0.0,
+            "price_return": 0.0,
+        }
+    )
     predictions = pd.DataFrame({"date": day, "pool": POOLS, "predicted_apy": list(apy)})
     return predictions, universe, history, adjusted
 
@@ -51,10 +72,14 @@ def test_a_day_from_real_positions_decides_from_them_and_keeps_what_was_expected
     real = dict(target[target > 0])
     real["a"] = real["a"] / 2
     cash = float(day0["base_usd"].iloc[0]) + target["a"] / 2 + 10_000
-    day1, dec = decide_day(VAULT, DAYS[1], state, OptimizerCache(VAULT), *frames(DAYS[1]), observed=(real, cash))
+    day1, dec = decide_day(
+        VAULT, DAYS[1], state, OptimizerCache(VAULT), *frames(DAYS[1]), observed=(real, cash)
+    )
     r = day1.set_index("pool")
     assert (day1["positions_source"] == FROM_POSITIONS).all()
-    assert r["wealth"].iloc[0] == pytest.approx(sum(real.values()) + cash)  # no accrual on top of real holdings
+    assert r["wealth"].iloc[0] == pytest.approx(
+        sum(real.values()) + cash
+    )  # no accrual on top of real holdings
     assert r.loc["a", "current_weight"] * r.loc["a", "wealth"] == pytest.approx(real["a"])
     expected_a = target["a"] * math.exp(0.08 * (1 / (1 + target["a"] / 1e9)) / 365)
     assert r.loc["a", "expected_usd"] == pytest.approx(expected_a, rel=1e-12)
@@ -77,14 +102,21 @@ def test_orders_carry_side_amounts_gain_vs_gas_and_stable_keys():
     p = p[p["pool"] != "a"]
     day1, _ = decide_day(VAULT, DAYS[1], state, OptimizerCache(VAULT), p, u, h, a)
     day1 = day1.assign(reference_price=2.0)  # as if the vault counted in an asset worth 2 USD
-    meta = pd.DataFrame({"pool": POOLS, "underlying_symbols": [np.array(["usdc"])] * 5,
-                         "underlying_tokens": [np.array(["0xA0b8"])] * 5})
+    meta = pd.DataFrame(
+        {
+            "pool": POOLS,
+            "underlying_symbols": [np.array(["usdc"])] * 5,
+            "underlying_tokens": [np.array(["0xA0b8"])] * 5,
+        }
+    )
     orders = build_orders(VAULT, day1, meta, {"usdc": 1.0005})
     by_pool = orders.set_index("pool")
     assert by_pool.loc["a", "side"] == "withdraw" and by_pool.loc["a", "reason"].startswith("exit")
     assert by_pool.loc["e", "side"] == "deposit"
     trades = day1.set_index("pool")["trade_usd"]
-    assert by_pool["amount_usd"].to_numpy() == pytest.approx(trades.abs().reindex(by_pool.index).to_numpy() * 2.0)
+    assert by_pool["amount_usd"].to_numpy() == pytest.approx(
+        trades.abs().reindex(by_pool.index).to_numpy() * 2.0
+    )
     assert by_pool["token_amount"].to_numpy() == pytest.approx(by_pool["amount_usd"].to_numpy() / 1.0005)
     assert (by_pool["token_symbol"] == "usdc").all() and (by_pool["token_address"] == "0xA0b8").all()
     e = by_pool.loc["e"]
@@ -92,7 +124,9 @@ def test_orders_carry_side_amounts_gain_vs_gas_and_stable_keys():
     assert e["gain_over_gas"] == pytest.approx(e["expected_annual_gain_usd"] / 5.0)
     assert np.isnan(by_pool.loc["a", "expected_annual_gain_usd"])
     keys = orders["idempotency_key"]
-    assert keys.is_unique and keys.tolist() == [idempotency_key(VAULT.name, DAYS[1], p) for p in orders["pool"]]
+    assert keys.is_unique and keys.tolist() == [
+        idempotency_key(VAULT.name, DAYS[1], p) for p in orders["pool"]
+    ]
     assert idempotency_key(VAULT.name, DAYS[2], "e") != idempotency_key(VAULT.name, DAYS[1], "e")
     assert idempotency_key("other_vault", DAYS[1], "e") != idempotency_key(VAULT.name, DAYS[1], "e")
     t = ticket(VAULT, dt.date(2025, 1, 2), orders)
@@ -101,18 +135,32 @@ def test_orders_carry_side_amounts_gain_vs_gas_and_stable_keys():
     assert t["deposits_usd"] == pytest.approx(orders.loc[orders["side"] == "deposit", "amount_usd"].sum())
     # the orders' gains add up to the change of the portfolio's predicted yield over the base rate
     rows = day1.set_index("pool")
-    before = (rows["current_weight"] * rows["wealth"] * 2.0 * (rows["predicted_apy"].fillna(0.03) - 0.03)).sum()
+    before = (
+        rows["current_weight"] * rows["wealth"] * 2.0 * (rows["predicted_apy"].fillna(0.03) - 0.03)
+    ).sum()
     after = (rows["holding_usd"] * 2.0 * (rows["predicted_apy"].fillna(0.03) - 0.03)).sum()
     finite = orders["expected_annual_gain_usd"].notna()
-    assert t["expected_annual_gain_usd"] == pytest.approx(orders.loc[finite, "expected_annual_gain_usd"].sum())
+    assert t["expected_annual_gain_usd"] == pytest.approx(
+        orders.loc[finite, "expected_annual_gain_usd"].sum()
+    )
     assert orders.loc[finite, "expected_annual_gain_usd"].sum() == pytest.approx(after - before, rel=1e-9)
     assert build_orders(VAULT, day1.assign(trade_usd=0.0), meta, {}).empty
 
 
 def test_intraday_moves_flag_apy_tvl_and_vanished_pools():
-    nightly = pd.DataFrame({"pool": ["a", "b", "c", "d"], "symbol": "USDC", "project": "aave-v3", "chain": "Base",
-                            "apy": [0.05, 0.05, 0.05, 0.05], "tvl_usd": [1e8, 1e8, 1e8, 1e8]})
-    now = pd.DataFrame({"pool": ["a", "b", "c", "x"], "apy": [0.051, 0.09, 0.05, 0.2], "tvl_usd": [1e8, 1e8, 5e7, 1]})
+    nightly = pd.DataFrame(
+        {
+            "pool": ["a", "b", "c", "d"],
+            "symbol": "USDC",
+            "project": "aave-v3",
+            "chain": "Base",
+            "apy": [0.05, 0.05, 0.05, 0.05],
+            "tvl_usd": [1e8, 1e8, 1e8, 1e8],
+        }
+    )
+    now = pd.DataFrame(
+        {"pool": ["a", "b", "c", "x"], "apy": [0.051, 0.09, 0.05, 0.2], "tvl_usd": [1e8, 1e8, 5e7, 1]}
+    )
     moves = intraday_moves(nightly, now, IntradayConfig(apy_move=0.02, tvl_move=0.25)).set_index("pool")
     assert moves.loc["a", "flag"] == "" and moves.loc["b", "flag"] == "apy moved"
     assert moves.loc["c", "flag"] == "tvl moved" and moves.loc["d", "flag"] == "missing from /pools"

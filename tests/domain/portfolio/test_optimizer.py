@@ -125,7 +125,9 @@ def brute_force(strat: StrategyConfig, a, tvl, x0, steps: int = 241) -> float:
 @pytest.mark.parametrize("n, fast", [(2, True), (2, False), (3, True)])
 def test_optimality_against_brute_force_grid(n: int, fast: bool) -> None:
     rng = np.random.default_rng(7 + n)
-    strat = StrategyConfig(cost=0.002, horizon_days=30, base_buffer=0.3, concentration_limit=0.5, use_fast_path=fast)
+    strat = StrategyConfig(
+        cost=0.002, horizon_days=30, base_buffer=0.3, concentration_limit=0.5, use_fast_path=fast
+    )
     opt = VaultOptimizer(pools(n), strat)
     steps = 241 if n == 2 else 61
     for _ in range(3):
@@ -204,8 +206,9 @@ def test_turnover_cap_on_the_exact_path_matches_cvxpy(seed: int) -> None:
     fast_opt = VaultOptimizer(pools(n), strat, protocols=protocols)
     x0 = fast_opt._feasible_holdings(_clean(strat, a, tvl, x0))  # a feasible book: the cap binds as set
     fast = fast_opt.solve(a, tvl, W, x0)
-    slow = VaultOptimizer(pools(n), strat.model_copy(update={"use_fast_path": False}),
-                          protocols=protocols).solve(a, tvl, W, x0)
+    slow = VaultOptimizer(
+        pools(n), strat.model_copy(update={"use_fast_path": False}), protocols=protocols
+    ).solve(a, tvl, W, x0)
     assert fast.solver == "exact_separable", fast.message
     assert slow.solver in ("CLARABEL", "OSQP")
     assert abs(fast.objective - slow.objective) <= 1e-6
@@ -222,15 +225,25 @@ def _clean(strat: StrategyConfig, a: np.ndarray, tvl: np.ndarray, x0: np.ndarray
 def test_separable_solver_with_frozen_bounds_and_ties() -> None:
     # three identical linear pools (no dilution, no cost) competing for a budget of 1.5
     x = solve_separable(
-        a=np.full(3, 0.05), q=np.zeros(3), x0=np.array([0.5, 0.0, 0.0]), c=0.0,
-        lo=np.zeros(3), hi=np.ones(3), budget=1.5,
+        a=np.full(3, 0.05),
+        q=np.zeros(3),
+        x0=np.array([0.5, 0.0, 0.0]),
+        c=0.0,
+        lo=np.zeros(3),
+        hi=np.ones(3),
+        budget=1.5,
     )
     assert x.sum() == pytest.approx(1.5)
     assert np.all((x >= 0) & (x <= 1))
     # a frozen pool (lo == hi) stays put
     x = solve_separable(
-        a=np.array([0.1, 0.02]), q=np.array([0.01, 0.01]), x0=np.array([0.2, 0.3]), c=0.01,
-        lo=np.array([0.0, 0.3]), hi=np.array([1.0, 0.3]), budget=1.0,
+        a=np.array([0.1, 0.02]),
+        q=np.array([0.01, 0.01]),
+        x0=np.array([0.2, 0.3]),
+        c=0.01,
+        lo=np.array([0.0, 0.3]),
+        hi=np.array([1.0, 0.3]),
+        budget=1.0,
     )
     assert x[1] == 0.3 and x.sum() <= 1.0 + 1e-12
 
@@ -339,7 +352,9 @@ def test_gas_pruning_drops_small_trades_and_keeps_budget(fast: bool) -> None:
     n = 30
     a, tvl, x0 = random_instance(rng, n)
     x0 *= 0.9 / x0.sum()
-    strat = StrategyConfig(cost=0.0002, base_buffer=0.05, concentration_limit=0.2, gas_usd=20.0, use_fast_path=fast)
+    strat = StrategyConfig(
+        cost=0.0002, base_buffer=0.05, concentration_limit=0.2, gas_usd=20.0, use_fast_path=fast
+    )
     plain = VaultOptimizer(pools(n), strat.model_copy(update={"gas_usd": 0.0})).solve(a, tvl, W, x0)
     r = VaultOptimizer(pools(n), strat).solve(a, tvl, W, x0)
     gain = a * np.abs(r.trades_usd) * strat.horizon_days / 365
@@ -397,7 +412,9 @@ def test_vault_yaml_strategy_section(tmp_path) -> None:
     with pytest.raises(ConfigError, match="strategy.conentration_limit"):
         load_vault_config(bad)
     # the section optimizes a real universe: aave/morpho/fluid/euler pools with protocol caps
-    opt = VaultOptimizer(pools(4), vault.strategy, protocols=["aave-v3", "morpho-blue", "fluid-lending", "euler-v2"])
+    opt = VaultOptimizer(
+        pools(4), vault.strategy, protocols=["aave-v3", "morpho-blue", "fluid-lending", "euler-v2"]
+    )
     r = opt.solve(np.array([0.05, 0.06, 0.08, 0.09]), np.full(4, 5e8), W, np.zeros(4))
     assert r.ok and r.target_weights[3] <= 0.25 + TOL
 
@@ -414,7 +431,12 @@ def grouped_instance(rng: np.random.Generator, n: int, nested: bool):
     tvl[rng.random(n) < 0.1] = 1e300  # linear pools (ties)
     protocols = rng.choice(PROTOCOLS, n).tolist()
     if nested:  # every protocol on one chain: chain groups contain whole protocol groups
-        home = {"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Arbitrum"}
+        home = {
+            "aave-v3": "Ethereum",
+            "morpho-blue": "Ethereum",
+            "euler-v2": "Base",
+            "fluid-lending": "Arbitrum",
+        }
         chains = [home[p] for p in protocols]
     else:
         chains = rng.choice(["Ethereum", "Base", "Arbitrum"], n).tolist()
@@ -430,10 +452,14 @@ def test_exact_group_caps_match_cvxpy(seed: int) -> None:
     cap = lambda: float(rng.choice([0.02, 0.1, 0.3, 0.6, 1.0]))  # noqa: E731 - binding or not
     caps = {}
     if kind in ("protocol", "nested"):
-        caps["protocol_caps"] = {p: cap() for p in rng.choice(PROTOCOLS, int(rng.integers(1, 5)), replace=False)}
+        caps["protocol_caps"] = {
+            p: cap() for p in rng.choice(PROTOCOLS, int(rng.integers(1, 5)), replace=False)
+        }
     if kind in ("chain", "nested"):
-        caps["chain_caps"] = {c: cap() for c in rng.choice(["Ethereum", "Base", "Arbitrum"], int(rng.integers(1, 4)),
-                                                           replace=False)}
+        caps["chain_caps"] = {
+            c: cap()
+            for c in rng.choice(["Ethereum", "Base", "Arbitrum"], int(rng.integers(1, 4)), replace=False)
+        }
     strat = StrategyConfig(
         cost=float(rng.choice([0.0, 1e-7, 0.0005, 0.005, 10.0])),  # zero, tiny, normal, huge (no trade)
         base_buffer=float(rng.choice([0.0, 0.1, 0.6])),
@@ -444,8 +470,9 @@ def test_exact_group_caps_match_cvxpy(seed: int) -> None:
     w = float(rng.choice([1e5, W, 1e9]))  # little to strong dilution
     x0 = x0 * float(rng.choice([0.5, 1.0, 1.5]))  # sometimes over the caps: forced sales
     fast = VaultOptimizer(pools(n), strat, protocols=protocols, chains=chains)
-    slow = VaultOptimizer(pools(n), strat.model_copy(update={"use_fast_path": False}),
-                          protocols=protocols, chains=chains)
+    slow = VaultOptimizer(
+        pools(n), strat.model_copy(update={"use_fast_path": False}), protocols=protocols, chains=chains
+    )
     assert fast.exact
     rf, rs = fast.solve(a, tvl, w, x0), slow.solve(a, tvl, w, x0)
     assert rf.solver == "exact_separable", rf.message
@@ -478,13 +505,21 @@ def test_binding_group_cap_is_exact_and_nonbinding_cap_changes_nothing() -> None
 
 def test_overlapping_groups_fall_back_to_cvxpy() -> None:
     strat = StrategyConfig(protocol_caps={"aave-v3": 0.5}, chain_caps={"base": 0.3})
-    opt = VaultOptimizer(pools(4), strat, protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
-                         chains=["Base", "Ethereum", "Base", "Ethereum"])
+    opt = VaultOptimizer(
+        pools(4),
+        strat,
+        protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
+        chains=["Base", "Ethereum", "Base", "Ethereum"],
+    )
     assert not opt.exact
     r = opt.solve(np.full(4, 0.05), np.full(4, 1e9), W, np.zeros(4))
     assert r.solver == "CLARABEL"
-    nested = VaultOptimizer(pools(4), strat, protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
-                            chains=["Base", "Base", "Base", "Ethereum"])
+    nested = VaultOptimizer(
+        pools(4),
+        strat,
+        protocols=["aave-v3", "aave-v3", "euler-v2", "euler-v2"],
+        chains=["Base", "Base", "Base", "Ethereum"],
+    )
     assert nested.exact  # aave-v3 lies inside Base
     with_turnover = VaultOptimizer(pools(2), StrategyConfig(max_turnover=0.2))
     assert with_turnover.exact  # a turnover cap is priced by its multiplier on the exact path
@@ -498,7 +533,9 @@ def test_vault_strategy_uses_exact_solver() -> None:
     n = 55
     protocols = rng.choice(PROTOCOLS, n).tolist()
     fast = VaultOptimizer(pools(n), vault.strategy, protocols=protocols)
-    slow = VaultOptimizer(pools(n), vault.strategy.model_copy(update={"use_fast_path": False}), protocols=protocols)
+    slow = VaultOptimizer(
+        pools(n), vault.strategy.model_copy(update={"use_fast_path": False}), protocols=protocols
+    )
     x = np.zeros(n)
     for _ in range(10):
         a, tvl, _ = random_instance(rng, n)
@@ -520,16 +557,27 @@ def test_gas_pruning_with_caps_resolves_at_most_twice(seed: int, monkeypatch: py
     rng = np.random.default_rng(500 + seed)
     n = 40
     protocols = rng.choice(PROTOCOLS, n).tolist()
-    chains = [{"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Base"}[p]
-              for p in protocols]
-    strat = StrategyConfig(cost=0.0005, base_buffer=0.02, concentration_limit=0.1, max_pool_tvl_share=0.05,
-                           protocol_caps={"euler-v2": 0.2, "fluid-lending": 0.15}, chain_caps={"base": 0.3},
-                           gas_usd=float(rng.choice([5.0, 50.0])), min_trade_usd=1000.0)
+    chains = [
+        {"aave-v3": "Ethereum", "morpho-blue": "Ethereum", "euler-v2": "Base", "fluid-lending": "Base"}[p]
+        for p in protocols
+    ]
+    strat = StrategyConfig(
+        cost=0.0005,
+        base_buffer=0.02,
+        concentration_limit=0.1,
+        max_pool_tvl_share=0.05,
+        protocol_caps={"euler-v2": 0.2, "fluid-lending": 0.15},
+        chain_caps={"base": 0.3},
+        gas_usd=float(rng.choice([5.0, 50.0])),
+        min_trade_usd=1000.0,
+    )
     opt = VaultOptimizer(pools(n), strat, protocols=protocols, chains=chains)
     assert opt.exact
     calls = []
     real = VaultOptimizer._solve_once
-    monkeypatch.setattr(VaultOptimizer, "_solve_once", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(
+        VaultOptimizer, "_solve_once", lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    )
     wealth = 1e6
     x = np.zeros(n)
     for _ in range(15):
@@ -544,7 +592,9 @@ def test_gas_pruning_with_caps_resolves_at_most_twice(seed: int, monkeypatch: py
         assert np.all(opt.group_matrix @ y <= opt.group_caps + 1e-9)
         assert np.all(y * wealth <= strat.max_pool_tvl_share * tvl * (1 + 1e-9) + 1e-9)
         inp = _clean_inputs(strat, a, tvl, wealth, x)
-        forced = (inp.x0 > inp.hi) | (np.abs(opt.group_matrix.T @ np.maximum(opt.group_matrix @ inp.x0 - opt.group_caps, 0)) > 0)
+        forced = (inp.x0 > inp.hi) | (
+            np.abs(opt.group_matrix.T @ np.maximum(opt.group_matrix @ inp.x0 - opt.group_caps, 0)) > 0
+        )
         notional = np.abs(r.trades_usd)
         buys = (r.trades_usd > 0) & ~forced  # small sales may be kept when the budget needs them; buys never
         sells = (r.trades_usd < 0) & ~forced
@@ -578,12 +628,20 @@ def test_drop_small_keeps_budget_and_caps() -> None:
 
 
 def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
-    strat = StrategyConfig(concentration_limit=0.3, max_turnover=0.5, use_fast_path=False,
-                           solver_options={"clarabel": {"tol_gap_abs": 1e-10, "max_iter": 400},
-                                           "OSQP": {"eps_abs": 1e-7}})
+    strat = StrategyConfig(
+        concentration_limit=0.3,
+        max_turnover=0.5,
+        use_fast_path=False,
+        solver_options={"clarabel": {"tol_gap_abs": 1e-10, "max_iter": 400}, "OSQP": {"eps_abs": 1e-7}},
+    )
     assert strat.solver_settings("CLARABEL") == {"tol_gap_abs": 1e-10, "max_iter": 400}
     # merged key by key over the defaults
-    assert strat.solver_settings("OSQP") == {"eps_abs": 1e-7, "eps_rel": 1e-9, "max_iter": 100_000, "polish": True}
+    assert strat.solver_settings("OSQP") == {
+        "eps_abs": 1e-7,
+        "eps_rel": 1e-9,
+        "max_iter": 100_000,
+        "polish": True,
+    }
     seen: list[dict] = []
     real_solve = cp.Problem.solve
 
@@ -602,9 +660,14 @@ def test_solver_tolerances_come_from_the_strategy(monkeypatch: pytest.MonkeyPatc
 def test_an_iteration_limit_reaches_the_solver() -> None:
     """One interior-point iteration cannot solve the problem: the primary fails, the fallback answers."""
     strat = StrategyConfig(
-        concentration_limit=0.3, max_turnover=0.5, use_fast_path=False, solver_options={"CLARABEL": {"max_iter": 1}}
+        concentration_limit=0.3,
+        max_turnover=0.5,
+        use_fast_path=False,
+        solver_options={"CLARABEL": {"max_iter": 1}},
     )
-    r = VaultOptimizer(pools(4), strat).solve(np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4))
+    r = VaultOptimizer(pools(4), strat).solve(
+        np.array([0.05, 0.06, 0.07, 0.02]), np.full(4, 1e9), W, np.zeros(4)
+    )
     assert r.status == "optimal_fallback_solver" and r.solver == "OSQP"
     assert "CLARABEL" in r.message
 
@@ -625,7 +688,9 @@ def test_feasibility_tolerance_rejects_loose_answers(monkeypatch: pytest.MonkeyP
 def test_solver_options_are_validated_naming_the_key() -> None:
     from midfreq_assets.domain.config.base import ConfigError
 
-    with pytest.raises(ConfigError, match=r"strategy.solver_options: .*CLARABEL: unknown setting\(s\) \['tol_gapp'\]"):
+    with pytest.raises(
+        ConfigError, match=r"strategy.solver_options: .*CLARABEL: unknown setting\(s\) \['tol_gapp'\]"
+    ):
         _vault_with_strategy({"solver_options": {"CLARABEL": {"tol_gapp": 1e-9}}})
     with pytest.raises(ConfigError, match="no known settings"):
         _vault_with_strategy({"solver_options": {"GUROBI": {"tol": 1e-9}}})
@@ -642,6 +707,8 @@ def _vault_with_strategy(strategy: dict):
     data = read_yaml("configs/vaults/usd_lending.yaml")
     data["strategy"] = {**data["strategy"], **strategy}
     return validate_model(VaultConfig, data, "vault.yaml")
+
+
 @pytest.mark.parametrize("use_fast_path", [True, False])
 @pytest.mark.parametrize("absurd", [7.9e303, np.inf, 10.5])
 def test_absurd_predictions_are_refused_not_allocated(use_fast_path: bool, absurd: float) -> None:

@@ -31,43 +31,94 @@ def csv(*lines: str) -> bytes:
 
 
 def test_csv_and_json_rows_with_usd_or_token_amounts():
-    rows = parse_positions(csv("pool,amount_usd,amount,price_usd,as_of", f"{A},1000,,,2025-06-05T23:00:00Z",
-                               f"{B},,500,1.001,2025-06-05", "cash,250,,,2025-06-05T20:00:00+02:00"),
-                           "csv", "f.csv", DAY)
+    rows = parse_positions(
+        csv(
+            "pool,amount_usd,amount,price_usd,as_of",
+            f"{A},1000,,,2025-06-05T23:00:00Z",
+            f"{B},,500,1.001,2025-06-05",
+            "cash,250,,,2025-06-05T20:00:00+02:00",
+        ),
+        "csv",
+        "f.csv",
+        DAY,
+    )
     assert rows["value_usd"].tolist() == pytest.approx([1000.0, 500.5, 250.0])
     assert str(rows["as_of"].iloc[2]) == "2025-06-05 18:00:00+00:00"  # offsets become UTC
-    body = (b'{"positions": [{"pool": "%s", "amount_usd": 10, "as_of": "2025-06-05T12:00:00Z"},'
-            b' {"pool": "CASH", "amount_usd": 5, "as_of": "2025-06-05T12:00:00Z"}]}' % A.upper().encode())
+    body = (
+        b'{"positions": [{"pool": "%s", "amount_usd": 10, "as_of": "2025-06-05T12:00:00Z"},'
+        b' {"pool": "CASH", "amount_usd": 5, "as_of": "2025-06-05T12:00:00Z"}]}' % A.upper().encode()
+    )
     js = parse_positions(body, "json", "svc", DAY)
     assert js["pool"].tolist() == [A, "cash"]  # ids lower-cased
     checked = validate_positions(js, DAY, {A}, CFG)
     assert checked["problem"].eq("").all()
     assert observed_holdings(checked) == ({A: 10.0}, 5.0)
     totals = positions_totals(checked)
-    assert (totals["total_usd"], totals["invested_usd"], totals["cash_usd"], totals["pools"]) == (15.0, 10.0, 5.0, 1)
+    assert (totals["total_usd"], totals["invested_usd"], totals["cash_usd"], totals["pools"]) == (
+        15.0,
+        10.0,
+        5.0,
+        1,
+    )
 
 
-@pytest.mark.parametrize(("data", "fmt", "message"), [
-    (b"", "csv", "not a readable CSV"),
-    (csv("pool,amount_usd"), "csv", "missing column(s) ['as_of']"),
-    (csv("pool,amount_usd,as_of"), "csv", "no rows"),
-    (csv("pool,amount_usd,as_of", f"{A},12O0,2025-06-05"), "csv", "line 2: amount_usd: not a number ('12O0')"),
-    (csv("pool,amount_usd,as_of", f"{A},inf,2025-06-05"), "csv", "line 2: amount_usd: not a finite number"),
-    (csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", f"{B},2,yesterday"), "csv",
-     "line 3: as_of: not an ISO date/time ('yesterday')"),
-    (csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", "", f"{B},2,yesterday"), "csv",
-     "line 4: as_of: not an ISO date/time ('yesterday')"),  # a blank line still counts
-    (csv("pool,amount,as_of", f"{A},100,2025-06-05"), "csv", "line 2 (pool '" + A + "'): needs amount_usd, or amount"),
-    (csv("pool,amount_usd,amount,price_usd,as_of", f"{A},100,100,2,2025-06-05"), "csv", "disagrees with amount"),
-    (b"{not json", "json", "not valid JSON"),
-    (b'{"rows": 3}', "json", "expected a JSON list of rows"),
-    (b'[{"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"}, 7]', "json", "element [1] (line 1): expected an object"),
-    (b'{"vault": "v", "positions": [\n  {"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"},\n'
-     b'  {"pool": "cash", "amount_usd": "x", "as_of": "2025-06-05"}\n]}', "json",
-     "positions[1] (line 3): amount_usd: not a number ('x')"),
-    (b'[\n {"pool": "cash",\n  "amount_usd": 1, "as_of": "2025-06-05"},\n {"pool": "cash", "amount_usd": 1,\n'
-     b'  "as_of": "soon"}]', "json", "element [1] (line 4): as_of: not an ISO date/time ('soon')"),
-])
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b"", "csv", "not a readable CSV"),
+        (csv("pool,amount_usd"), "csv", "missing column(s) ['as_of']"),
+        (csv("pool,amount_usd,as_of"), "csv", "no rows"),
+        (
+            csv("pool,amount_usd,as_of", f"{A},12O0,2025-06-05"),
+            "csv",
+            "line 2: amount_usd: not a number ('12O0')",
+        ),
+        (
+            csv("pool,amount_usd,as_of", f"{A},inf,2025-06-05"),
+            "csv",
+            "line 2: amount_usd: not a finite number",
+        ),
+        (
+            csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", f"{B},2,yesterday"),
+            "csv",
+            "line 3: as_of: not an ISO date/time ('yesterday')",
+        ),
+        (
+            csv("pool,amount_usd,as_of", f"{A},1,2025-06-05", "", f"{B},2,yesterday"),
+            "csv",
+            "line 4: as_of: not an ISO date/time ('yesterday')",
+        ),  # a blank line still counts
+        (
+            csv("pool,amount,as_of", f"{A},100,2025-06-05"),
+            "csv",
+            "line 2 (pool '" + A + "'): needs amount_usd, or amount",
+        ),
+        (
+            csv("pool,amount_usd,amount,price_usd,as_of", f"{A},100,100,2,2025-06-05"),
+            "csv",
+            "disagrees with amount",
+        ),
+        (b"{not json", "json", "not valid JSON"),
+        (b'{"rows": 3}', "json", "expected a JSON list of rows"),
+        (
+            b'[{"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"}, 7]',
+            "json",
+            "element [1] (line 1): expected an object",
+        ),
+        (
+            b'{"vault": "v", "positions": [\n  {"pool": "cash", "amount_usd": 1, "as_of": "2025-06-05"},\n'
+            b'  {"pool": "cash", "amount_usd": "x", "as_of": "2025-06-05"}\n]}',
+            "json",
+            "positions[1] (line 3): amount_usd: not a number ('x')",
+        ),
+        (
+            b'[\n {"pool": "cash",\n  "amount_usd": 1, "as_of": "2025-06-05"},\n {"pool": "cash", "amount_usd": 1,\n'
+            b'  "as_of": "soon"}]',
+            "json",
+            "element [1] (line 4): as_of: not an ISO date/time ('soon')",
+        ),
+    ],
+)
 def test_unreadable_files_name_source_row_and_column(data, fmt, message):
     with pytest.raises(PositionsError) as err:
         parse_positions(data, fmt, "/data/positions/2025-06-05." + fmt, DAY)
@@ -75,16 +126,21 @@ def test_unreadable_files_name_source_row_and_column(data, fmt, message):
 
 
 def test_untrustworthy_rows_are_kept_with_their_problem_and_refused_for_trading():
-    rows = parse_positions(csv(
-        "pool,amount_usd,as_of",
-        f"{A},100,2025-06-05T23:00:00Z",
-        "0b4b2b7e-0000-4000-8000-000000000000,100,2025-06-05T23:00:00Z",  # a uuid midfreq does not follow
-        f"{B},-5,2025-06-05T23:00:00Z",
-        f"{A},1,2025-06-05T23:00:00Z",
-        "not-a-pool,1,2025-06-05T23:00:00Z",
-        "cash,1,2025-06-03T23:59:00Z",  # 48 h + 1 min before the end of the day
-        "cash,1,2025-06-08T01:00:00Z",  # after the end of the day by more than 48 h
-    ), "csv", "f.csv", DAY)
+    rows = parse_positions(
+        csv(
+            "pool,amount_usd,as_of",
+            f"{A},100,2025-06-05T23:00:00Z",
+            "0b4b2b7e-0000-4000-8000-000000000000,100,2025-06-05T23:00:00Z",  # a uuid midfreq does not follow
+            f"{B},-5,2025-06-05T23:00:00Z",
+            f"{A},1,2025-06-05T23:00:00Z",
+            "not-a-pool,1,2025-06-05T23:00:00Z",
+            "cash,1,2025-06-03T23:59:00Z",  # 48 h + 1 min before the end of the day
+            "cash,1,2025-06-08T01:00:00Z",  # after the end of the day by more than 48 h
+        ),
+        "csv",
+        "f.csv",
+        DAY,
+    )
     checked = validate_positions(rows, DAY, {A, B}, CFG)
     problems = checked["problem"].tolist()
     assert problems[0] == "pool listed twice" and problems[3] == "pool listed twice"

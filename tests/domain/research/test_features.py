@@ -21,7 +21,16 @@ def synthetic_panel(days: int = 200, n: int = 4, seed: int = 0) -> pd.DataFrame:
     rows = []
     for i in range(n):
         apy = 0.05 + 0.01 * rng.standard_normal(days).cumsum() / 10
-        rows.append(pd.DataFrame({"date": dates, "instrument": f"p{i}", "apy": apy, "tvl_usd": np.exp(15 + rng.normal(0, 0.05, days).cumsum())}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "instrument": f"p{i}",
+                    "apy": apy,
+                    "tvl_usd": np.exp(15 + rng.normal(0, 0.05, days).cumsum()),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -37,7 +46,17 @@ def zscore(s: pd.Series, w: int) -> pd.Series:
 def test_ewma_zscore_cross_and_ladders_match_pandas_reference():
     panel = synthetic_panel()
     fm = FeatureMapConfig.model_validate(
-        {"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 10]}, "cross_ewma": True, "min": [5, 20], "max": [5]}}}
+        {
+            "apy": {
+                "expansions": {
+                    "level": True,
+                    "ewma": {"windows": [3, 10]},
+                    "cross_ewma": True,
+                    "min": [5, 20],
+                    "max": [5],
+                }
+            }
+        }
     )
     out = compute_features(panel, fm)
     x = one(panel, "p2", "apy")
@@ -58,8 +77,14 @@ def test_transforms_weighted_ewma_hvol_and_rank():
     fm = FeatureMapConfig.model_validate(
         {
             "apy": {"transform": "compound", "expansions": {"ewma": {"windows": [5], "normalize": "rank"}}},
-            "tvl_usd": {"transform": "log", "expansions": {"level": True, "ewma": {"windows": [4], "weight": "volume", "normalize": "none"},
-                                                           "hvol": {"increments": [2], "halflives": [6]}}},
+            "tvl_usd": {
+                "transform": "log",
+                "expansions": {
+                    "level": True,
+                    "ewma": {"windows": [4], "weight": "volume", "normalize": "none"},
+                    "hvol": {"increments": [2], "halflives": [6]},
+                },
+            },
             "taker_buy_volume": {"transform": "arctanh", "expansions": {"level": True}},
         }
     )
@@ -79,8 +104,12 @@ def test_transforms_weighted_ewma_hvol_and_rank():
 
 
 def test_log_transform_floors_at_1e_32():
-    panel = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=3), "instrument": "a", "apy": [0.0, -1.0, 0.5]})
-    out = compute_features(panel, FeatureMapConfig.model_validate({"apy": {"transform": "log", "expansions": {"level": True}}}))
+    panel = pd.DataFrame(
+        {"date": pd.date_range("2024-01-01", periods=3), "instrument": "a", "apy": [0.0, -1.0, 0.5]}
+    )
+    out = compute_features(
+        panel, FeatureMapConfig.model_validate({"apy": {"transform": "log", "expansions": {"level": True}}})
+    )
     np.testing.assert_allclose(out["apy__log"], [np.log(1e-32), np.log(1e-32), np.log(0.5)])
 
 
@@ -89,7 +118,9 @@ def test_rows_and_order_follow_the_input_on_real_pools(recorded_history):
     out = compute_features(hist.sample(frac=1.0, random_state=0), FeatureMapConfig())
     assert len(out) == len(hist)
     assert list(out.columns[:2]) == ["date", "instrument"]
-    assert out[["date", "instrument"]].equals(out[["date", "instrument"]].sort_values(["date", "instrument"]).reset_index(drop=True))
+    assert out[["date", "instrument"]].equals(
+        out[["date", "instrument"]].sort_values(["date", "instrument"]).reset_index(drop=True)
+    )
     feats = out.drop(columns=["date", "instrument"])
     assert list(feats.columns) == FeatureMapConfig().feature_names()
     assert (feats.notna().mean() > 0.4).all()
@@ -123,7 +154,9 @@ def test_vault_config_gets_research_defaults_and_overrides(tmp_path):
     assert list(vault.feature_map.columns) == ["adjusted_apy", "tvl_usd"]
     assert vault.feature_map.columns["adjusted_apy"] == FeatureMapConfig().columns["apy"]
     assert vault.label_map.labels()[0].name == "apy_fwd_7"
-    assert vault.label_map.labels()[0].target == "adjusted_apy" and vault.backtest.apy_column == "adjusted_apy"
+    assert (
+        vault.label_map.labels()[0].target == "adjusted_apy" and vault.backtest.apy_column == "adjusted_apy"
+    )
     assert vault.models.families["apy"].primary_name == "ewm_predictor"
     data = vault.model_dump(exclude={"feature_map", "label_map", "models"})
     data["label_map"] = {"apy": {"horizons": 10, "target": "apy"}}
@@ -145,8 +178,22 @@ def test_hvol_weight_by_and_rank_match_references():
     panel = synthetic_panel(days=150, n=2, seed=4)
     rng = np.random.default_rng(9)
     panel["volume"] = rng.uniform(1.0, 50.0, len(panel))
-    fm = FeatureMapConfig.model_validate({"tvl_usd": {"transform": "log", "expansions": {
-        "hvol": {"increments": [1, 3], "halflives": [8], "weight_by": "volume", "normalize": "rank", "norm_mult": 4}}}})
+    fm = FeatureMapConfig.model_validate(
+        {
+            "tvl_usd": {
+                "transform": "log",
+                "expansions": {
+                    "hvol": {
+                        "increments": [1, 3],
+                        "halflives": [8],
+                        "weight_by": "volume",
+                        "normalize": "rank",
+                        "norm_mult": 4,
+                    }
+                },
+            }
+        }
+    )
     assert "volume" in fm.raw_columns()
     out = compute_features(panel, fm)
     lt, v = np.log(one(panel, "p1", "tvl_usd")), one(panel, "p1", "volume")
@@ -170,18 +217,38 @@ def test_hvol_weight_by_follows_the_weighted_bars():
     volume = np.ones(120)
     volume[60::2] = 0.0  # ... that traded nothing
     panel = pd.DataFrame({"date": dates, "instrument": "x", "close": price, "volume": volume, "one": 1.0})
-    spec = {"transform": "log", "expansions": {"hvol": {"increments": [1], "halflives": [5], "normalize": "none"}}}
+    spec = {
+        "transform": "log",
+        "expansions": {"hvol": {"increments": [1], "halflives": [5], "normalize": "none"}},
+    }
     plain = compute_features(panel, FeatureMapConfig.model_validate({"close": spec}))["close__hvol_1_5"]
-    const = compute_features(panel, FeatureMapConfig.model_validate({"close": {**spec, "expansions": {"hvol": {
-        **spec["expansions"]["hvol"], "weight_by": "one"}}}}))["close__hvol_1_5"]
-    by_volume = compute_features(panel, FeatureMapConfig.model_validate({"close": {**spec, "expansions": {"hvol": {
-        **spec["expansions"]["hvol"], "weight_by": "volume"}}}}))["close__hvol_1_5"]
+    const = compute_features(
+        panel,
+        FeatureMapConfig.model_validate(
+            {"close": {**spec, "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "one"}}}}
+        ),
+    )["close__hvol_1_5"]
+    by_volume = compute_features(
+        panel,
+        FeatureMapConfig.model_validate(
+            {"close": {**spec, "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "volume"}}}}
+        ),
+    )["close__hvol_1_5"]
     d = pd.Series(np.log(price)).diff()
     np.testing.assert_allclose(const, d.ewm(halflife=5, min_periods=5).std(bias=True), rtol=1e-7, atol=1e-12)
     assert plain.iloc[-1] > 5 * by_volume.iloc[-1]
     with pytest.raises(KeyError, match="volume"):
-        compute_features(panel.drop(columns="volume"), FeatureMapConfig.model_validate({"close": {
-            **spec, "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "volume"}}}}))
+        compute_features(
+            panel.drop(columns="volume"),
+            FeatureMapConfig.model_validate(
+                {
+                    "close": {
+                        **spec,
+                        "expansions": {"hvol": {**spec["expansions"]["hvol"], "weight_by": "volume"}},
+                    }
+                }
+            ),
+        )
 
 
 def test_cross_section_flows_deviation_ratio_and_categories_match_references():
@@ -189,13 +256,20 @@ def test_cross_section_flows_deviation_ratio_and_categories_match_references():
     panel["apy_reward"] = np.where(panel["instrument"] == "p0", np.nan, panel["apy"] * 0.3)  # p0: no reward
     panel["eligible"] = ~((panel["instrument"] == "p4") & (panel["date"] < "2024-02-01"))  # p4 joins later
     panel["project"] = panel["instrument"].map({"p0": "aave-v3", "p1": "aave-v3"}).fillna("euler-v2")
-    fm = FeatureMapConfig.model_validate({
-        "apy": {"expansions": {"level": True, "deviation": [20], "cross_section": ["rank", "zscore"]}},
-        "tvl_usd": {"transform": "log", "expansions": {"change": [1, 7]}},
-        "reward_share": {"source": "apy_reward", "transform": "ratio", "over": "apy", "fill_missing": 0.0,
-                         "expansions": {"level": True}},
-        "categories": ["project"],
-    })
+    fm = FeatureMapConfig.model_validate(
+        {
+            "apy": {"expansions": {"level": True, "deviation": [20], "cross_section": ["rank", "zscore"]}},
+            "tvl_usd": {"transform": "log", "expansions": {"change": [1, 7]}},
+            "reward_share": {
+                "source": "apy_reward",
+                "transform": "ratio",
+                "over": "apy",
+                "fill_missing": 0.0,
+                "expansions": {"level": True},
+            },
+            "categories": ["project"],
+        }
+    )
     out = compute_features(panel, fm)
     assert fm.feature_names() == list(out.columns[2:])
     wide = panel.pivot(index="date", columns="instrument", values="apy")
@@ -208,8 +282,9 @@ def test_cross_section_flows_deviation_ratio_and_categories_match_references():
         pd.testing.assert_series_equal(one(out, inst, "apy__xs_z"), ref_z[inst], check_names=False)
     assert one(out, "p4", "apy__xs_rank").loc[:"2024-01-31"].isna().all()  # outside the universe: no rank
     a = one(panel, "p2", "apy")
-    pd.testing.assert_series_equal(one(out, "p2", "apy__dev_20"), a - a.rolling(20, min_periods=10).mean(),
-                                   check_names=False)
+    pd.testing.assert_series_equal(
+        one(out, "p2", "apy__dev_20"), a - a.rolling(20, min_periods=10).mean(), check_names=False
+    )
     lt = np.log(one(panel, "p3", "tvl_usd"))
     pd.testing.assert_series_equal(one(out, "p3", "tvl_usd__chg_7"), lt - lt.shift(7), check_names=False)
     assert (one(out, "p0", "reward_share__ratio") == 0.0).all()  # a null reward is no reward
@@ -221,7 +296,9 @@ def test_cross_section_flows_deviation_ratio_and_categories_match_references():
     with pytest.raises(ValidationError, match="ratio"):
         FeatureMapConfig.model_validate({"apy": {"transform": "ratio"}})
     with pytest.raises(ValidationError, match="scale-free"):
-        FeatureMapConfig.model_validate({"apy": {"transform": "compound", "expansions": {"cross_section": ["rank"]}}})
+        FeatureMapConfig.model_validate(
+            {"apy": {"transform": "compound", "expansions": {"cross_section": ["rank"]}}}
+        )
 
 
 def test_yield_study_config_validates_and_is_partition_stable(recorded_history):
@@ -229,9 +306,14 @@ def test_yield_study_config_validates_and_is_partition_stable(recorded_history):
 
     study = load_yield_study(ROOT / "configs" / "research" / "yield_models.yaml")
     vault = study.applied_to(load_vault_config(ROOT / "configs" / "vaults" / "usd_lending.yaml"))
-    assert "hist_gb" in vault.models.family("apy").estimators and vault.feature_map.categories == ["project", "chain"]
+    assert "hist_gb" in vault.models.family("apy").estimators and vault.feature_map.categories == [
+        "project",
+        "chain",
+    ]
     hist = recorded_history(6)
-    hist = hist.assign(apy_base=hist["apy"] * 0.8, apy_reward=hist["apy"] * 0.2, project="aave-v3", chain="Base")
+    hist = hist.assign(
+        apy_base=hist["apy"] * 0.8, apy_reward=hist["apy"] * 0.2, project="aave-v3", chain="Base"
+    )
     full = compute_features(hist, vault.feature_map, instrument_col="pool")
     start = hist["date"].max() - pd.Timedelta(days=30)
     window = hist[hist["date"] >= start - pd.Timedelta(days=required_lookback(vault.feature_map))]

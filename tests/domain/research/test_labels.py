@@ -15,8 +15,20 @@ from midfreq_assets.domain.research.labels import LabelMapConfig, compute_labels
 
 ROOT = Path(__file__).resolve().parents[3]
 KLINES_1D = ROOT / "recorded" / "binance" / "data" / "spot" / "monthly" / "klines" / "BTCUSDT" / "1d"
-KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-                 "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+KLINE_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
 
 
 def recorded_klines_1d() -> pd.DataFrame:
@@ -45,14 +57,26 @@ def test_forward_mean_apy_matches_formula_on_recorded_pools(recorded_history):
     np.testing.assert_allclose(got["apy_fwd_7"], expected)
     assert (got["apy_fwd_7__end"] - got.index == pd.Timedelta(days=7)).all()
     assert (got["label_end"] == got["apy_fwd_30__end"]).all()
-    assert got["apy_fwd_30"].iloc[-30:].isna().all() and got["apy_fwd_30"].iloc[:-30].notna().mean() > 0.5  # gaps in the record leave NaN
+    assert (
+        got["apy_fwd_30"].iloc[-30:].isna().all() and got["apy_fwd_30"].iloc[:-30].notna().mean() > 0.5
+    )  # gaps in the record leave NaN
 
 
 def test_log_return_with_lag_and_buckets_on_recorded_klines():
     kl = recorded_klines_1d()
     lm = LabelMapConfig.model_validate(
-        {"close": {"kind": "log_return", "horizons": [3], "lag": 1,
-                   "buckets": {"thresholds": [-2, -0.5, 0.5, 2], "names": ["big_down", "down", "flat", "up", "big_up"], "sigma_halflife": 20}}}
+        {
+            "close": {
+                "kind": "log_return",
+                "horizons": [3],
+                "lag": 1,
+                "buckets": {
+                    "thresholds": [-2, -0.5, 0.5, 2],
+                    "names": ["big_down", "down", "flat", "up", "big_up"],
+                    "sigma_halflife": 20,
+                },
+            }
+        }
     )
     labels = compute_labels(kl, lm, time_col="open_time")
     close = kl.set_index("open_time")["close"]
@@ -94,11 +118,24 @@ def test_btc_price_research_config_runs_on_recorded_klines(recorded_klines):
     labels = research.build_labels(kl, study.label_map)
     assert list(feats.columns[:3]) == ["open_time", "date", "instrument"]
     assert set(study.feature_map.feature_names()) == set(feats.columns[3:])
-    assert feats["close__ewma_3"].notna().sum() > 100 and feats["taker_buy_volume__ewma_3"].notna().sum() > 100
+    assert (
+        feats["close__ewma_3"].notna().sum() > 100 and feats["taker_buy_volume__ewma_3"].notna().sum() > 100
+    )
     assert {"close_ret_1", "close_cls_5", "label_end"} <= set(labels.columns)
     assert research.required_lookback(study.feature_map, study.models) >= 150
-    fitted = research.fit_models(feats[["open_time", "date", "instrument", "close__ewma_3", "taker_buy_volume__ewma_3"]],
-                                 labels, study.models, kl["open_time"].iloc[100], label_map=study.label_map)
-    assert set(fitted) == {f"close_{k}_{h}/{m}" for k, m in (("ret", "ridge"), ("cls", "logistic"), ("sl", "logistic"))
-                           for h in (1, 5)}
-    assert fitted["close_cls_5/logistic"].classes == [0, 1, 2, 3, 4] or len(fitted["close_cls_5/logistic"].classes) >= 3
+    fitted = research.fit_models(
+        feats[["open_time", "date", "instrument", "close__ewma_3", "taker_buy_volume__ewma_3"]],
+        labels,
+        study.models,
+        kl["open_time"].iloc[100],
+        label_map=study.label_map,
+    )
+    assert set(fitted) == {
+        f"close_{k}_{h}/{m}"
+        for k, m in (("ret", "ridge"), ("cls", "logistic"), ("sl", "logistic"))
+        for h in (1, 5)
+    }
+    assert (
+        fitted["close_cls_5/logistic"].classes == [0, 1, 2, 3, 4]
+        or len(fitted["close_cls_5/logistic"].classes) >= 3
+    )

@@ -20,7 +20,9 @@ from midfreq_assets.domain.research.models import (
 
 
 def series_frame(values: list[float] | np.ndarray, inst: str = "a") -> pd.DataFrame:
-    return pd.DataFrame({"date": pd.date_range("2024-01-01", periods=len(values)), "instrument": inst, "apy": values})
+    return pd.DataFrame(
+        {"date": pd.date_range("2024-01-01", periods=len(values)), "instrument": inst, "apy": values}
+    )
 
 
 def test_ewm_predictor_without_outliers_is_the_ewm_mean():
@@ -55,8 +57,14 @@ def test_ewm_predictor_works_per_instrument_on_a_stacked_panel():
 
 def test_models_config_shape_aliases_and_errors():
     cfg = ModelsConfig.model_validate(
-        {"mode": "per_instrument", "apy": {"primary": "ridge", "ewm_predictor": {"halflife": "3d", "cap": 2},
-                                          "ridge": {"estimator": "sklearn.linear_model.Ridge", "alpha": 0.5, "scaler": "standard"}}}
+        {
+            "mode": "per_instrument",
+            "apy": {
+                "primary": "ridge",
+                "ewm_predictor": {"halflife": "3d", "cap": 2},
+                "ridge": {"estimator": "sklearn.linear_model.Ridge", "alpha": 0.5, "scaler": "standard"},
+            },
+        }
     )
     fam = cfg.family("apy")
     assert fam.primary_name == "ridge"
@@ -80,7 +88,16 @@ def linear_panel(n_inst: int = 3, days: int = 100, seed: int = 0) -> tuple[pd.Da
     frames, ys = [], []
     for i in range(n_inst):
         f1 = rng.standard_normal(days)
-        frames.append(pd.DataFrame({"date": pd.date_range("2024-01-01", periods=days), "instrument": f"i{i}", "f1": f1, "apy": 0.05 + 0.01 * rng.standard_normal(days)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": pd.date_range("2024-01-01", periods=days),
+                    "instrument": f"i{i}",
+                    "f1": f1,
+                    "apy": 0.05 + 0.01 * rng.standard_normal(days),
+                }
+            )
+        )
         ys.append((i + 1.0) * f1)  # slope differs per instrument
     return pd.concat(frames, ignore_index=True), np.concatenate(ys)
 
@@ -107,21 +124,40 @@ def test_pooled_vs_per_instrument_and_last_value():
 def test_classifier_probabilities_cover_all_classes():
     X, y = linear_panel()
     cls = np.digitize(y, [-1.0, 1.0]).astype(float)
-    fitted = fit_estimator(EstimatorSpec(estimator="logistic", scaler="standard"), X, cls, label="c", family="apy", name="logit",
-                           task="classification", mode="pooled", feature_columns=["f1"])
+    fitted = fit_estimator(
+        EstimatorSpec(estimator="logistic", scaler="standard"),
+        X,
+        cls,
+        label="c",
+        family="apy",
+        name="logit",
+        task="classification",
+        mode="pooled",
+        feature_columns=["f1"],
+    )
     proba = fitted.predict_proba(X)
     assert proba.shape == (len(X), 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert (fitted.predict(X) == cls).mean() > 0.8
     with pytest.raises(ValueError, match="not a classifier"):
-        fit_estimator(EstimatorSpec(estimator="ridge"), X, cls, label="c", family="apy", name="r", task="classification",
-                      mode="pooled", feature_columns=["f1"])
+        fit_estimator(
+            EstimatorSpec(estimator="ridge"),
+            X,
+            cls,
+            label="c",
+            family="apy",
+            name="r",
+            task="classification",
+            mode="pooled",
+            feature_columns=["f1"],
+        )
 
 
 def test_per_instrument_falls_back_to_the_pooled_model_for_a_new_instrument():
     X, y = linear_panel()
-    young = pd.DataFrame({"date": pd.date_range("2024-04-01", periods=5), "instrument": "new", "f1": np.ones(5),
-                          "apy": 0.05})
+    young = pd.DataFrame(
+        {"date": pd.date_range("2024-04-01", periods=5), "instrument": "new", "f1": np.ones(5), "apy": 0.05}
+    )
     X2 = pd.concat([X, young], ignore_index=True)
     y2 = np.concatenate([y, np.full(5, 2.0)])
     spec = EstimatorSpec(estimator="linear")
@@ -141,17 +177,30 @@ def test_gradient_boosting_reads_categories_and_missing_features_ridge_skips_str
     x = rng.normal(0.0, 1.0, n)
     x[rng.random(n) < 0.2] = np.nan  # e.g. a 30-day flow of a young pool
     y = np.where(project == "euler-v2", 0.08, 0.04) + 0.01 * np.nan_to_num(x)
-    X = pd.DataFrame({"date": pd.Timestamp("2024-01-01"), "instrument": [f"p{i % 30}" for i in range(n)],
-                      "x": x, "project": project})
-    common = dict(label="apy_fwd_7", family="apy", task="regression", mode="pooled", feature_columns=["x", "project"])
-    spec = EstimatorSpec.model_validate({"estimator": "hist_gb", "categorical": ["project"],
-                                         "params": {"max_iter": 100, "random_state": 0}})
+    X = pd.DataFrame(
+        {
+            "date": pd.Timestamp("2024-01-01"),
+            "instrument": [f"p{i % 30}" for i in range(n)],
+            "x": x,
+            "project": project,
+        }
+    )
+    common = dict(
+        label="apy_fwd_7", family="apy", task="regression", mode="pooled", feature_columns=["x", "project"]
+    )
+    spec = EstimatorSpec.model_validate(
+        {"estimator": "hist_gb", "categorical": ["project"], "params": {"max_iter": 100, "random_state": 0}}
+    )
     gb = fit_estimator(spec, X, y, name="hist_gb", **common)
-    assert gb.allow_nan and gb.categorical == ["project"] and gb.n_train == n  # rows with a missing feature kept
+    assert (
+        gb.allow_nan and gb.categorical == ["project"] and gb.n_train == n
+    )  # rows with a missing feature kept
     new = X.head(3).assign(project=["euler-v2", "aave-v3", "unknown-protocol"], x=[0.0, 0.0, np.nan])
     pred = gb.predict(new)
     assert np.isfinite(pred).all() and pred[0] - pred[1] == pytest.approx(0.04, abs=0.005)
     ridge = fit_estimator(EstimatorSpec(estimator="ridge"), X, y, name="ridge", **common)
-    assert ridge.feature_columns == ["x"] and not ridge.allow_nan and ridge.n_train == int(np.isfinite(x).sum())
+    assert (
+        ridge.feature_columns == ["x"] and not ridge.allow_nan and ridge.n_train == int(np.isfinite(x).sum())
+    )
     with pytest.raises(ValueError, match="categories"):
         fit_estimator(EstimatorSpec(estimator="hist_gb", categorical=["chain"]), X, y, name="gb", **common)

@@ -25,7 +25,9 @@ MODELS = ModelsConfig.model_validate(
 )
 
 
-def perturb_after(df: pd.DataFrame, t: pd.Timestamp, time_col: str, cols: list[str], seed: int = 0) -> pd.DataFrame:
+def perturb_after(
+    df: pd.DataFrame, t: pd.Timestamp, time_col: str, cols: list[str], seed: int = 0
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     out = df.copy()
     after = (out[time_col] > t).to_numpy()
@@ -69,7 +71,10 @@ def test_labels_that_ended_before_t_ignore_the_future(yields):
 
 @pytest.mark.parametrize("estimator", ["ridge", "ewm_predictor"])
 def test_model_fitted_as_of_t_and_its_predictions_ignore_the_future(yields, estimator):
-    fits = {k: research.fit_model(f, lab, MODELS, T, estimator=estimator, label_map=LM) for k, (_, f, lab) in yields.items()}
+    fits = {
+        k: research.fit_model(f, lab, MODELS, T, estimator=estimator, label_map=LM)
+        for k, (_, f, lab) in yields.items()
+    }
     assert fits["base"].n_train == fits["alt"].n_train > 100
     for est_b, est_a in zip(fits["base"].estimators.values(), fits["alt"].estimators.values(), strict=True):
         assert repr(est_b) == repr(est_a)
@@ -97,13 +102,24 @@ def test_klines_features_labels_and_classifier_ignore_the_future():
     alt["taker_buy_volume"] = np.minimum(alt["taker_buy_volume"], alt["volume"])
     fm = FeatureMapConfig.model_validate(
         {
-            "close": {"transform": "log", "expansions": {"ewma": {"windows": [3, 8], "weight": "volume"}, "cross_ewma": True,
-                                                          "hvol": {"increments": [1, 3], "halflives": [4]}}},
-            "taker_buy_volume": {"transform": "arctanh", "expansions": {"level": True, "ewma": {"windows": [5]}}},
+            "close": {
+                "transform": "log",
+                "expansions": {
+                    "ewma": {"windows": [3, 8], "weight": "volume"},
+                    "cross_ewma": True,
+                    "hvol": {"increments": [1, 3], "halflives": [4]},
+                },
+            },
+            "taker_buy_volume": {
+                "transform": "arctanh",
+                "expansions": {"level": True, "ewma": {"windows": [5]}},
+            },
             "volume": {"transform": "log", "expansions": {"ewma": {"windows": [4], "normalize": "rank"}}},
         }
     )
-    lm = LabelMapConfig.model_validate({"close": {"kind": "log_return", "horizons": [5], "lag": 1, "buckets": {"sigma_halflife": 10}}})
+    lm = LabelMapConfig.model_validate(
+        {"close": {"kind": "log_return", "horizons": [5], "lag": 1, "buckets": {"sigma_halflife": 10}}}
+    )
     models = ModelsConfig.model_validate({"close": {"logistic": {"scaler": "standard", "C": 0.5}}})
     res = {}
     for name, panel in (("base", kl), ("alt", alt)):
@@ -113,7 +129,10 @@ def test_klines_features_labels_and_classifier_ignore_the_future():
     pd.testing.assert_frame_equal(upto(res["base"][0], t, "open_time"), upto(res["alt"][0], t, "open_time"))
     lb, la = (r[1][r[1]["label_end"] < t].reset_index(drop=True) for r in (res["base"], res["alt"]))
     pd.testing.assert_frame_equal(lb, la)
-    np.testing.assert_array_equal(res["base"][2].estimators["all"].steps[-1][1].coef_, res["alt"][2].estimators["all"].steps[-1][1].coef_)
+    np.testing.assert_array_equal(
+        res["base"][2].estimators["all"].steps[-1][1].coef_,
+        res["alt"][2].estimators["all"].steps[-1][1].coef_,
+    )
     pd.testing.assert_frame_equal(res["base"][3].sort_index(), res["alt"][3].sort_index())
     assert res["base"][3].shape == (2, 5)
 
@@ -126,10 +145,18 @@ def test_partition_with_required_lookback_equals_full_history(yields):
     start = pd.Timestamp("2025-05-01")
     window = hist[hist["date"] >= start - pd.Timedelta(days=lookback)]
     part = research.build_features(window, fm)
-    got, want = upto(part[part["date"] >= start], hist["date"].max()), upto(full[full["date"] >= start], hist["date"].max())
+    got, want = (
+        upto(part[part["date"] >= start], hist["date"].max()),
+        upto(full[full["date"] >= start], hist["date"].max()),
+    )
     assert len(got) == len(want) > 100
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-6)
     # the EWM predictor on the window's features predicts as on the full history
-    fitted = research.fit_model(full, yields["base"][2], MODELS, start, estimator="ewm_predictor", label_map=LM)
-    pd.testing.assert_series_equal(research.predict(fitted, part, date=start + pd.Timedelta(days=10)),
-                                   research.predict(fitted, full, date=start + pd.Timedelta(days=10)), rtol=1e-6)
+    fitted = research.fit_model(
+        full, yields["base"][2], MODELS, start, estimator="ewm_predictor", label_map=LM
+    )
+    pd.testing.assert_series_equal(
+        research.predict(fitted, part, date=start + pd.Timedelta(days=10)),
+        research.predict(fitted, full, date=start + pd.Timedelta(days=10)),
+        rtol=1e-6,
+    )

@@ -17,8 +17,10 @@ from midfreq_assets.domain.research.plan import refit_as_of, refit_dates
 LM = LabelMapConfig.model_validate({"apy": {"horizons": [7]}})
 FM = FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 7]}}}})
 EWM_ONLY = {"cv": {"n_splits": 4, "min_train": 40}, "apy": {"ewm_predictor": {"halflife": "5d", "cap": 4}}}
-EWM_RIDGE = {"cv": {"n_splits": 4, "min_train": 40},
-             "apy": {"ewm_predictor": {"halflife": "5d", "cap": 4}, "ridge": {"scaler": "standard"}}}
+EWM_RIDGE = {
+    "cv": {"n_splits": 4, "min_train": 40},
+    "apy": {"ewm_predictor": {"halflife": "5d", "cap": 4}, "ridge": {"scaler": "standard"}},
+}
 
 
 def panel(kind: str, days: int = 240, pools: int = 6, seed: int = 0) -> pd.DataFrame:
@@ -82,9 +84,13 @@ def test_a_weeks_choice_uses_only_folds_that_ended_before_its_as_of():
 
 def test_without_cv_evidence_the_baseline_is_traded_and_fixed_selection_uses_primary():
     early, _ = bundle("noisy", EWM_RIDGE, as_of="2024-02-15")  # 45 days: too few for 4 folds after 40
-    assert early.selection["apy_fwd_7"].chosen == NAIVE and "no CV evidence" in early.selection["apy_fwd_7"].note
+    assert (
+        early.selection["apy_fwd_7"].chosen == NAIVE and "no CV evidence" in early.selection["apy_fwd_7"].note
+    )
     assert "CV skipped" in early.cv_note
-    fixed, _ = bundle("walk", {**EWM_RIDGE, "selection": {"by": "fixed"}, "apy": {**EWM_RIDGE["apy"], "primary": "ridge"}})
+    fixed, _ = bundle(
+        "walk", {**EWM_RIDGE, "selection": {"by": "fixed"}, "apy": {**EWM_RIDGE["apy"], "primary": "ridge"}}
+    )
     assert fixed.selection["apy_fwd_7"].chosen == "ridge" and len(fixed.folds)  # evidence still recorded
 
 
@@ -93,7 +99,9 @@ def test_predictions_use_the_model_each_week_selected():
     cfg = ModelsConfig.model_validate(EWM_RIDGE)
     feats, labels = research.build_features(hist, FM), research.build_labels(hist, LM)
     as_ofs = refit_dates(pd.Timestamp("2024-03-01").date(), pd.Timestamp("2024-08-01").date(), 2)
-    bundles = weekly_bundles({str(d.date()): d for d in as_ofs}, feats, labels, cfg, LM, cv_labels=["apy_fwd_7"])
+    bundles = weekly_bundles(
+        {str(d.date()): d for d in as_ofs}, feats, labels, cfg, LM, cv_labels=["apy_fwd_7"]
+    )
     days = pd.date_range("2024-03-04", "2024-08-20")
     out = predict_days(bundles, feats, days, lambda b: b.model_key("apy_fwd_7"))
     for day, rows in out.groupby("date"):
@@ -119,7 +127,9 @@ def test_naive_is_a_reserved_estimator_name():
 
 def test_a_model_predicting_too_few_pools_is_not_chosen():
     # a 30-day z-scored trend needs 75 days of history: ridge cannot predict the first folds' rows
-    slow = FeatureMapConfig.model_validate({"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 30]}}}})
+    slow = FeatureMapConfig.model_validate(
+        {"apy": {"expansions": {"level": True, "ewma": {"windows": [3, 30]}}}}
+    )
     models = {**EWM_RIDGE, "apy": {"ridge": {"scaler": "standard"}}}
     b, _ = bundle("noisy", models, fm=slow)
     f = b.folds[(b.folds["fold"] == "all") & (b.folds["metric"] == "mae")].set_index("estimator")

@@ -14,17 +14,28 @@ from midfreq_assets.domain.research.models import ModelsConfig
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 
-def panel(close: list[float], high: list[float] | None = None, low: list[float] | None = None) -> pd.DataFrame:
+def panel(
+    close: list[float], high: list[float] | None = None, low: list[float] | None = None
+) -> pd.DataFrame:
     n = len(close)
     times = pd.date_range(T0, periods=n, freq="h")
-    return pd.DataFrame({"open_time": times, "date": times.tz_convert(None).normalize(), "instrument": "X",
-                         "close": close, "high": high or close, "low": low or close})
+    return pd.DataFrame(
+        {
+            "open_time": times,
+            "date": times.tz_convert(None).normalize(),
+            "instrument": "X",
+            "close": close,
+            "high": high or close,
+            "low": low or close,
+        }
+    )
 
 
 def label_map(horizon: int = 3, **stop_limit) -> LabelMapConfig:
     spec = {"take_profit": 0.05, "stop_loss": 0.05, "units": "log_return", **stop_limit}
-    return LabelMapConfig.model_validate({"close": {"kind": "log_return", "horizons": [horizon], "lag": 0,
-                                                    "stop_limit": spec}})
+    return LabelMapConfig.model_validate(
+        {"close": {"kind": "log_return", "horizons": [horizon], "lag": 0, "stop_limit": spec}}
+    )
 
 
 def test_barriers_on_a_hand_path_with_end_times_at_the_touch():
@@ -50,13 +61,19 @@ def test_bar_extremes_and_a_bar_touching_both_barriers():
     assert code[2] == 0 and code[4] == 0  # bar 5 reached both: counted as the stop (pessimistic)
     assert np.isnan(code[6])
     # with closes only, the same path never touches
-    assert compute_labels(panel(close, high, low), label_map(high=None, low=None),
-                          time_col="open_time")["close_sl_3"].iloc[0] == 1
+    assert (
+        compute_labels(panel(close, high, low), label_map(high=None, low=None), time_col="open_time")[
+            "close_sl_3"
+        ].iloc[0]
+        == 1
+    )
 
 
 def brute_force(bars: pd.DataFrame, h: int, lag: int, tp_mult: float, sl_mult: float, halflife: int):
     logc = np.log(bars["close"].to_numpy())
-    sigma = pd.Series(np.diff(logc, prepend=np.nan)).ewm(halflife=halflife, min_periods=halflife).std().to_numpy()
+    sigma = (
+        pd.Series(np.diff(logc, prepend=np.nan)).ewm(halflife=halflife, min_periods=halflife).std().to_numpy()
+    )
     hi, lo = np.log(bars["high"].to_numpy()), np.log(bars["low"].to_numpy())
     codes, steps = [], []
     for t in range(len(bars)):
@@ -83,8 +100,16 @@ def brute_force(bars: pd.DataFrame, h: int, lag: int, tp_mult: float, sl_mult: f
 
 def test_matches_a_per_row_loop_on_recorded_btc_bars(recorded_klines):
     bars = recorded_klines("1d")
-    lm = LabelMapConfig.model_validate({"close": {"kind": "log_return", "horizons": [5], "lag": 1, "stop_limit": {
-        "take_profit": 1.5, "stop_loss": 1.0, "units": "sigma", "sigma_halflife": 10}}})
+    lm = LabelMapConfig.model_validate(
+        {
+            "close": {
+                "kind": "log_return",
+                "horizons": [5],
+                "lag": 1,
+                "stop_limit": {"take_profit": 1.5, "stop_loss": 1.0, "units": "sigma", "sigma_halflife": 10},
+            }
+        }
+    )
     labels = compute_labels(bars, lm, time_col="open_time")
     codes, steps = brute_force(bars, 5, 1, 1.5, 1.0, 10)
     np.testing.assert_array_equal(labels["close_sl_5"].to_numpy(), codes)
@@ -116,7 +141,9 @@ def test_training_uses_rows_whose_outcome_was_known_before_as_of(recorded_klines
 
     feats = engine.build_features(bars, FeatureMapConfig.model_validate(fmap))
     labels = engine.build_labels(bars, lm)
-    models = ModelsConfig.model_validate({"mode": "pooled", "close": {"logistic": {"C": 1.0, "max_iter": 200}}})
+    models = ModelsConfig.model_validate(
+        {"mode": "pooled", "close": {"logistic": {"C": 1.0, "max_iter": 200}}}
+    )
     as_of = bars["open_time"].iloc[90]
     fitted = engine.fit_model(feats, labels, models, as_of, label="close_sl_10", label_map=lm)
     data = engine.join_features_labels(feats, labels)
@@ -132,8 +159,14 @@ def test_training_uses_rows_whose_outcome_was_known_before_as_of(recorded_klines
 
 def test_stop_limit_needs_log_returns_and_positive_barriers():
     with pytest.raises(ConfigError, match="stop_limit applies to kind: log_return only"):
-        validate_model(LabelMapConfig, {"apy": {"kind": "forward_mean", "stop_limit": {"take_profit": 1,
-                                                                                       "stop_loss": 1}}}, "x.yaml")
+        validate_model(
+            LabelMapConfig,
+            {"apy": {"kind": "forward_mean", "stop_limit": {"take_profit": 1, "stop_loss": 1}}},
+            "x.yaml",
+        )
     with pytest.raises(ConfigError, match="stop_loss"):
-        validate_model(LabelMapConfig, {"close": {"kind": "log_return", "stop_limit": {"take_profit": 1,
-                                                                                       "stop_loss": -1}}}, "x.yaml")
+        validate_model(
+            LabelMapConfig,
+            {"close": {"kind": "log_return", "stop_limit": {"take_profit": 1, "stop_loss": -1}}},
+            "x.yaml",
+        )

@@ -39,12 +39,19 @@ def history(days: pd.DatetimeIndex = DAYS, **overrides: float) -> pd.DataFrame:
     return frame
 
 
-def prices(reward: list[float] | None = None, usdc: list[float] | None = None,
-           days: pd.DatetimeIndex = DAYS) -> pd.DataFrame:
+def prices(
+    reward: list[float] | None = None, usdc: list[float] | None = None, days: pd.DatetimeIndex = DAYS
+) -> pd.DataFrame:
     reward = reward if reward is not None else list(np.linspace(2.0, 1.0, len(days)))
     usdc = usdc if usdc is not None else [1.0] * len(days)
-    rows = [dict(date=d, coin=REWARD, symbol="RWD", price=p, confidence=0.9) for d, p in zip(days, reward, strict=True)]
-    rows += [dict(date=d, coin=USDC, symbol="USDC", price=p, confidence=0.99) for d, p in zip(days, usdc, strict=True)]
+    rows = [
+        dict(date=d, coin=REWARD, symbol="RWD", price=p, confidence=0.9)
+        for d, p in zip(days, reward, strict=True)
+    ]
+    rows += [
+        dict(date=d, coin=USDC, symbol="USDC", price=p, confidence=0.99)
+        for d, p in zip(days, usdc, strict=True)
+    ]
     frame = pd.DataFrame(rows)
     return frame.dropna(subset=["price"])
 
@@ -69,10 +76,19 @@ TOKENS = {
 POOLS = [P_REWARD, P_USDC, P_SUSDS]
 
 
-def run(hist: pd.DataFrame | None = None, px: pd.DataFrame | None = None,
-        cfg: YieldAdjustmentConfig | None = None, tokens: dict[str, PoolTokens] | None = None) -> pd.DataFrame:
-    out, _ = adjusted_yield_panel(hist if hist is not None else history(), tokens or TOKENS,
-                                  px if px is not None else prices(), cfg or config(), pools=POOLS)
+def run(
+    hist: pd.DataFrame | None = None,
+    px: pd.DataFrame | None = None,
+    cfg: YieldAdjustmentConfig | None = None,
+    tokens: dict[str, PoolTokens] | None = None,
+) -> pd.DataFrame:
+    out, _ = adjusted_yield_panel(
+        hist if hist is not None else history(),
+        tokens or TOKENS,
+        px if px is not None else prices(),
+        cfg or config(),
+        pools=POOLS,
+    )
     return out.set_index(["date", "pool"])
 
 
@@ -80,7 +96,9 @@ def test_output_shape_and_identity():
     out = run()
     assert len(out) == len(DAYS) * len(POOLS)
     assert set(COMPONENT_COLUMNS + FLAG_COLUMNS) <= set(out.columns)
-    recomposed = out["apy"] - out["reward_haircut"] + out["underlying_apy"] + out["peg_yield"] + out["il_annual"]
+    recomposed = (
+        out["apy"] - out["reward_haircut"] + out["underlying_apy"] + out["peg_yield"] + out["il_annual"]
+    )
     np.testing.assert_allclose(out["adjusted_apy"], recomposed)
     assert np.isfinite(out["adjusted_apy"]).all()
 
@@ -99,12 +117,15 @@ def test_reward_haircut_is_min_max_ratio_over_lookback():
 
 def test_worst_reward_token_sets_the_discount():
     other = "ethereum:0xflat"
-    px = pd.concat([prices(), pd.DataFrame(dict(date=DAYS, coin=other, symbol="FLAT", price=5.0, confidence=1.0))])
+    px = pd.concat(
+        [prices(), pd.DataFrame(dict(date=DAYS, coin=other, symbol="FLAT", price=5.0, confidence=1.0))]
+    )
     tokens = {**TOKENS, P_REWARD: PoolTokens(reward_coins=(other, REWARD), underlying_symbols=("usdc",))}
     both = run(px=px, tokens=tokens)
     only = run()
     assert both.loc[(DAYS[30], P_REWARD), "reward_discount"] == pytest.approx(
-        only.loc[(DAYS[30], P_REWARD), "reward_discount"])
+        only.loc[(DAYS[30], P_REWARD), "reward_discount"]
+    )
     assert both.loc[(DAYS[30], P_REWARD), "reward_discount"] < 1.0
 
 
@@ -211,31 +232,65 @@ def test_components_are_causal():
     for t in (12, 25):
         cut_days = DAYS[: t + 1]
         hist = history()
-        cut = run(hist=hist[hist["date"] <= DAYS[t]],
-                  px=prices(reward=reward[: t + 1], usdc=usdc[: t + 1], days=cut_days))
+        cut = run(
+            hist=hist[hist["date"] <= DAYS[t]],
+            px=prices(reward=reward[: t + 1], usdc=usdc[: t + 1], days=cut_days),
+        )
         pd.testing.assert_frame_equal(full.loc[[DAYS[t]]], cut.loc[[DAYS[t]]])
 
 
 def test_output_dates_limit_rows():
-    out, report = adjusted_yield_panel(history(), TOKENS, prices(), config(), pools=POOLS, output_dates=[DAYS[-1]])
+    out, report = adjusted_yield_panel(
+        history(), TOKENS, prices(), config(), pools=POOLS, output_dates=[DAYS[-1]]
+    )
     assert out["date"].unique().tolist() == [DAYS[-1]]
     assert "flag_counts" in report
 
 
 def test_resolve_pool_tokens_uses_latest_metadata_and_project_defaults():
-    meta = pd.DataFrame([
-        dict(date=DAYS[0], pool="a", chain="Avalanche", project="aave-v3", reward_tokens=["0xold"],
-             underlying_symbols=["USDC"]),
-        dict(date=DAYS[1], pool="a", chain="Avalanche", project="aave-v3", reward_tokens=["0xNew"],
-             underlying_symbols=["USDC"]),
-        dict(date=DAYS[1], pool="b", chain="Ethereum", project="fluid-lending", reward_tokens=None,
-             underlying_symbols=["USDT"]),
-        dict(date=DAYS[1], pool="c", chain="Base", project="morpho-blue", reward_tokens=None,
-             underlying_symbols=None),
-    ])
-    cfg = config(reward_haircut={"method": "min_max_ratio", "default_reward_tokens": {"fluid-lending": [REWARD]}})
+    meta = pd.DataFrame(
+        [
+            dict(
+                date=DAYS[0],
+                pool="a",
+                chain="Avalanche",
+                project="aave-v3",
+                reward_tokens=["0xold"],
+                underlying_symbols=["USDC"],
+            ),
+            dict(
+                date=DAYS[1],
+                pool="a",
+                chain="Avalanche",
+                project="aave-v3",
+                reward_tokens=["0xNew"],
+                underlying_symbols=["USDC"],
+            ),
+            dict(
+                date=DAYS[1],
+                pool="b",
+                chain="Ethereum",
+                project="fluid-lending",
+                reward_tokens=None,
+                underlying_symbols=["USDT"],
+            ),
+            dict(
+                date=DAYS[1],
+                pool="c",
+                chain="Base",
+                project="morpho-blue",
+                reward_tokens=None,
+                underlying_symbols=None,
+            ),
+        ]
+    )
+    cfg = config(
+        reward_haircut={"method": "min_max_ratio", "default_reward_tokens": {"fluid-lending": [REWARD]}}
+    )
     tokens = resolve_pool_tokens(meta, cfg)
-    assert tokens["a"] == PoolTokens(reward_coins=("avax:0xNew",), underlying_symbols=("usdc",), project="aave-v3")
+    assert tokens["a"] == PoolTokens(
+        reward_coins=("avax:0xNew",), underlying_symbols=("usdc",), project="aave-v3"
+    )
     assert tokens["b"].reward_coins == (REWARD,)
     assert tokens["c"] == PoolTokens(reward_coins=None, underlying_symbols=(), project="morpho-blue")
 

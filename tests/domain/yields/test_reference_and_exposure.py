@@ -28,8 +28,10 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def pool_rows(pool: str, apy: float, apy_reward: float = 0.0, il7d: float = np.nan) -> list[dict]:
-    return [dict(date=d, pool=pool, apy=apy, apy_base=apy - apy_reward, apy_reward=apy_reward, il7d=il7d)
-            for d in DAYS]
+    return [
+        dict(date=d, pool=pool, apy=apy, apy_base=apy - apy_reward, apy_reward=apy_reward, il7d=il7d)
+        for d in DAYS
+    ]
 
 
 def price_rows(coin: str, values) -> list[dict]:
@@ -37,8 +39,13 @@ def price_rows(coin: str, values) -> list[dict]:
 
 
 def vault(asset: str, **extra: object) -> VaultConfig:
-    base = {"name": f"{asset}_vault", "reference_asset": asset, "start_date": "2025-01-01", "chains": ["Ethereum"],
-            "protocols": {"tier1": ["aave-v3", "uniswap-v3", "curve-dex"]}}
+    base = {
+        "name": f"{asset}_vault",
+        "reference_asset": asset,
+        "start_date": "2025-01-01",
+        "chains": ["Ethereum"],
+        "protocols": {"tier1": ["aave-v3", "uniswap-v3", "curve-dex"]},
+    }
     return VaultConfig.model_validate({**base, **extra})
 
 
@@ -48,20 +55,30 @@ def vault(asset: str, **extra: object) -> VaultConfig:
 def test_underlying_yield_is_weighted_by_the_pools_composition():
     """(sUSDS, USDC) earns half of sUSDS's 6% (not 6%); Curve's APY already includes it; configured
     reserve shares replace 1/n."""
-    hist = frame(pool_rows("mixed", 0.02) + pool_rows("curve", 0.02) + pool_rows("weighted", 0.02)
-                 + pool_rows("sky", 0.06) + pool_rows("three", 0.02))
-    cfg = YieldAdjustmentConfig.model_validate({
-        "tokens": {"susds": {"coin": SUSDS, "peg": None}, "usdc": {"coin": USDC, "peg": 1.0}},
-        "underlying_yield": {"pools": {"susds": "sky"}, "pool_weights": {"weighted": [0.8, 0.2]}},
-    })
+    hist = frame(
+        pool_rows("mixed", 0.02)
+        + pool_rows("curve", 0.02)
+        + pool_rows("weighted", 0.02)
+        + pool_rows("sky", 0.06)
+        + pool_rows("three", 0.02)
+    )
+    cfg = YieldAdjustmentConfig.model_validate(
+        {
+            "tokens": {"susds": {"coin": SUSDS, "peg": None}, "usdc": {"coin": USDC, "peg": 1.0}},
+            "underlying_yield": {"pools": {"susds": "sky"}, "pool_weights": {"weighted": [0.8, 0.2]}},
+        }
+    )
     tokens = {
         "mixed": PoolTokens(underlying_symbols=("susds", "usdc"), project="aave-v3"),
         "curve": PoolTokens(underlying_symbols=("susds", "usdc"), project="curve-dex"),
-        "weighted": PoolTokens(underlying_symbols=("susds", "usdc"), project="balancer-v2", weights=(0.8, 0.2)),
+        "weighted": PoolTokens(
+            underlying_symbols=("susds", "usdc"), project="balancer-v2", weights=(0.8, 0.2)
+        ),
         "three": PoolTokens(underlying_symbols=("susds", "usdc", "usdt"), project="aave-v3"),
     }
-    out, _ = adjusted_yield_panel(hist, tokens, frame(price_rows(USDC, [1.0] * 30)), cfg,
-                                  pools=["mixed", "curve", "weighted", "three"])
+    out, _ = adjusted_yield_panel(
+        hist, tokens, frame(price_rows(USDC, [1.0] * 30)), cfg, pools=["mixed", "curve", "weighted", "three"]
+    )
     u = out.groupby("pool")["underlying_apy"].mean()
     assert u["mixed"] == pytest.approx(0.03)
     assert u["curve"] == 0.0
@@ -76,8 +93,18 @@ def test_configured_shares_must_match_the_underlyings():
     from midfreq_assets.domain.yields.adjusted import resolve_pool_tokens
 
     cfg = YieldAdjustmentConfig.model_validate({"underlying_yield": {"pool_weights": {"p": [0.5, 0.3, 0.2]}}})
-    meta = frame([dict(date=DAYS[0], pool="p", chain="Ethereum", project="x", reward_tokens=None,
-                       underlying_symbols=["usdc", "usdt"])])
+    meta = frame(
+        [
+            dict(
+                date=DAYS[0],
+                pool="p",
+                chain="Ethereum",
+                project="x",
+                reward_tokens=None,
+                underlying_symbols=["usdc", "usdt"],
+            )
+        ]
+    )
     with pytest.raises(ValueError, match=r"pool_weights\.p: 3 shares for 2 underlying"):
         resolve_pool_tokens(meta, cfg)
 
@@ -88,10 +115,16 @@ def test_configured_shares_must_match_the_underlyings():
 def test_usd_vault_prices_are_the_usd_quotes():
     ref = reference_pricing(vault("usd"), TOKENS)
     assert ref == ReferencePricing("usd", None, TOKENS.pegged("usd")) and "usdc" in ref.pegged
-    cfg = YieldAdjustmentConfig.model_validate({"tokens": {"usdc": {"coin": USDC, "peg": 1.0}},
-                                                "peg": {"enabled": True, "horizon_days": 30}})
-    out, _ = adjusted_yield_panel(frame(pool_rows("u", 0.05)), {"u": PoolTokens(underlying_symbols=("usdc",))},
-                                  frame(price_rows(USDC, [0.998] * 30)), cfg, reference=ref)
+    cfg = YieldAdjustmentConfig.model_validate(
+        {"tokens": {"usdc": {"coin": USDC, "peg": 1.0}}, "peg": {"enabled": True, "horizon_days": 30}}
+    )
+    out, _ = adjusted_yield_panel(
+        frame(pool_rows("u", 0.05)),
+        {"u": PoolTokens(underlying_symbols=("usdc",))},
+        frame(price_rows(USDC, [0.998] * 30)),
+        cfg,
+        reference=ref,
+    )
     assert out["peg_yield"].iloc[5] == pytest.approx((1 - 0.998) / 0.998 * 365 / 30)
 
 
@@ -102,20 +135,24 @@ def test_eth_vault_prices_steth_against_eth_and_haircuts_rewards_in_eth():
     assert ref.coin == ETH and {"steth", "weth", "wsteth", "reth"} <= ref.pegged
     eth_usd = np.linspace(2000, 4000, 30)
     px = frame(price_rows(ETH, eth_usd) + price_rows(STETH, 0.998 * eth_usd) + price_rows(FLUID, [5.0] * 30))
-    cfg = YieldAdjustmentConfig.model_validate({
-        "tokens": {"steth": {"coin": STETH, "peg": 1.0}},
-        "peg": {"enabled": True, "horizon_days": 30},
-        "reward_haircut": {"method": "min_max_ratio", "lookback_days": 30, "min_observations": 2},
-    })
+    cfg = YieldAdjustmentConfig.model_validate(
+        {
+            "tokens": {"steth": {"coin": STETH, "peg": 1.0}},
+            "peg": {"enabled": True, "horizon_days": 30},
+            "reward_haircut": {"method": "min_max_ratio", "lookback_days": 30, "min_observations": 2},
+        }
+    )
     hist = frame(pool_rows("st", 0.03, apy_reward=0.01))
-    out, report = adjusted_yield_panel(hist, {"st": PoolTokens(reward_coins=(FLUID,), underlying_symbols=("steth",))},
-                                       px, cfg, reference=ref)
+    out, report = adjusted_yield_panel(
+        hist, {"st": PoolTokens(reward_coins=(FLUID,), underlying_symbols=("steth",))}, px, cfg, reference=ref
+    )
     last = out.iloc[-1]
     assert last["peg_yield"] == pytest.approx((1 - 0.998) / 0.998 * 365 / 30)
     assert last["reward_discount"] == pytest.approx(2000 / 4000)  # 5/4000 over 5/2000
     assert last["price_return"] == 0.0 and not last["price_exposed"]  # stETH is pegged to ETH
-    usd_view, _ = adjusted_yield_panel(hist, {"st": PoolTokens(reward_coins=(FLUID,), underlying_symbols=("steth",))},
-                                       px, cfg)  # the same data read as a USD vault
+    usd_view, _ = adjusted_yield_panel(
+        hist, {"st": PoolTokens(reward_coins=(FLUID,), underlying_symbols=("steth",))}, px, cfg
+    )  # the same data read as a USD vault
     # read in USD (the old behaviour) stETH looks 4000x rich against a 1.0 peg and the reward flat
     assert usd_view["reward_discount"].iloc[-1] == 1.0
     assert usd_view["peg_yield"].iloc[-1] == pytest.approx(-cfg.peg.max_abs_deviation * 365 / 30)
@@ -127,11 +164,15 @@ def test_btc_vault_divides_by_btc_and_a_missing_btc_price_is_not_guessed():
     assert ref.coin == BTC and {"wbtc", "cbbtc", "tbtc"} <= ref.pegged
     btc = np.full(30, 60000.0)
     btc[10:20] = np.nan  # ten days without the reference price (beyond the 3-day fill)
-    px = frame([r for r in price_rows(BTC, btc) if np.isfinite(r["price"])] + price_rows(WBTC, [59700.0] * 30))
-    cfg = YieldAdjustmentConfig.model_validate({"tokens": {"wbtc": {"coin": WBTC, "peg": 1.0}},
-                                                "peg": {"enabled": True, "horizon_days": 30}})
-    out, report = adjusted_yield_panel(frame(pool_rows("b", 0.01)), {"b": PoolTokens(underlying_symbols=("wbtc",))},
-                                       px, cfg, reference=ref)
+    px = frame(
+        [r for r in price_rows(BTC, btc) if np.isfinite(r["price"])] + price_rows(WBTC, [59700.0] * 30)
+    )
+    cfg = YieldAdjustmentConfig.model_validate(
+        {"tokens": {"wbtc": {"coin": WBTC, "peg": 1.0}}, "peg": {"enabled": True, "horizon_days": 30}}
+    )
+    out, report = adjusted_yield_panel(
+        frame(pool_rows("b", 0.01)), {"b": PoolTokens(underlying_symbols=("wbtc",))}, px, cfg, reference=ref
+    )
     out = out.set_index("date")
     assert out.loc[DAYS[5], "peg_yield"] == pytest.approx((1 - 0.995) / 0.995 * 365 / 30)
     assert out.loc[DAYS[15], "flag_peg_price_missing"] and out.loc[DAYS[15], "peg_yield"] == 0.0
@@ -142,17 +183,27 @@ def test_btc_vault_divides_by_btc_and_a_missing_btc_price_is_not_guessed():
 
 
 def test_pools_with_legs_not_pegged_to_the_reference_asset_are_refused_by_default():
-    snap = frame([
-        dict(pool="lp", chain="Ethereum", project="uniswap-v3", symbol="WETH-USDC", underlying_tokens=None),
-        dict(pool="usd", chain="Ethereum", project="aave-v3", symbol="USDC", underlying_tokens=None),
-        dict(pool="btc", chain="Ethereum", project="uniswap-v3", symbol="WBTC-USDC", underlying_tokens=None),
-    ])
+    snap = frame(
+        [
+            dict(
+                pool="lp", chain="Ethereum", project="uniswap-v3", symbol="WETH-USDC", underlying_tokens=None
+            ),
+            dict(pool="usd", chain="Ethereum", project="aave-v3", symbol="USDC", underlying_tokens=None),
+            dict(
+                pool="btc", chain="Ethereum", project="uniswap-v3", symbol="WBTC-USDC", underlying_tokens=None
+            ),
+        ]
+    )
     allowed = ["usdc", "weth", "wbtc"]
     refused = static_screen(snap, vault("usd", underlying_tokens=allowed), TOKENS).set_index("pool")["reason"]
     assert refused["lp"] == "price exposure: weth not pegged to usd (allow_price_exposure is false)"
     assert pd.isna(refused["usd"])
-    exposed = vault("usd", underlying_tokens=allowed, allow_price_exposure=True,
-                    yields={"tokens": {"weth": {"coin": WETH, "peg": None}}})
+    exposed = vault(
+        "usd",
+        underlying_tokens=allowed,
+        allow_price_exposure=True,
+        yields={"tokens": {"weth": {"coin": WETH, "peg": None}}},
+    )
     reasons = static_screen(snap, exposed, TOKENS).set_index("pool")["reason"]
     assert pd.isna(reasons["lp"])
     assert reasons["btc"] == "price exposure: no price coin for wbtc in yields.tokens"
@@ -164,10 +215,12 @@ def test_pools_with_legs_not_pegged_to_the_reference_asset_are_refused_by_defaul
 def lp_setup(il7d: float = np.nan, missing: str = "estimate"):
     weth = 3000 * np.exp(np.cumsum(np.r_[0.0, np.random.default_rng(7).normal(0, 0.04, 29)]))
     px = frame(price_rows(WETH, weth) + price_rows(USDC, [1.0] * 30))
-    cfg = YieldAdjustmentConfig.model_validate({
-        "tokens": {"weth": {"coin": WETH, "peg": None}, "usdc": {"coin": USDC, "peg": 1.0}},
-        "impermanent_loss": {"missing": missing},
-    })
+    cfg = YieldAdjustmentConfig.model_validate(
+        {
+            "tokens": {"weth": {"coin": WETH, "peg": None}, "usdc": {"coin": USDC, "peg": 1.0}},
+            "impermanent_loss": {"missing": missing},
+        }
+    )
     ref = reference_pricing(vault("usd"), TOKENS)
     tokens = {"lp": PoolTokens(underlying_symbols=("weth", "usdc"), project="uniswap-v3")}
     out, _ = adjusted_yield_panel(frame(pool_rows("lp", 0.20, il7d=il7d)), tokens, px, cfg, reference=ref)

@@ -27,7 +27,9 @@ TRUE = KinkedCurve(*(np.array([v]) for v in (0.0, 0.06, 0.6, 0.9, 0.1)))  # Aave
 
 @pytest.fixture(scope="module")
 def recorded() -> pd.DataFrame:
-    rows = json.loads((REPO / f"recorded/defillama/pro/yields/chartLendBorrow/{AAVE_USDC}.json").read_text())["data"]
+    rows = json.loads((REPO / f"recorded/defillama/pro/yields/chartLendBorrow/{AAVE_USDC}.json").read_text())[
+        "data"
+    ]
     return lend_borrow_frame({AAVE_USDC: rows})
 
 
@@ -36,9 +38,18 @@ def synthetic(days: int = 120, seed: int = 0, pool: str = "p") -> pd.DataFrame:
     u = np.clip(0.85 + 0.05 * rng.standard_normal(days), 0.5, 0.99)
     borrow = TRUE.borrow_rate(u) * (1 + 0.01 * rng.standard_normal(days))
     supply = borrow * u * 0.9
-    return pd.DataFrame({"date": pd.date_range("2025-01-01", periods=days), "pool": pool, "utilization": u,
-                         "total_supply_usd": 1e9, "total_borrow_usd": 1e9 * u, "apy_base_borrow": borrow,
-                         "apy_base": supply, "flag": None})
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2025-01-01", periods=days),
+            "pool": pool,
+            "utilization": u,
+            "total_supply_usd": 1e9,
+            "total_borrow_usd": 1e9 * u,
+            "apy_base_borrow": borrow,
+            "apy_base": supply,
+            "flag": None,
+        }
+    )
 
 
 def test_fit_recovers_a_known_kinked_curve():
@@ -62,8 +73,11 @@ def test_a_fit_reads_only_days_before_its_date():
 
 
 def test_too_few_days_or_a_poor_fit_falls_back_with_the_reason():
-    short = fit_rate_curves(synthetic(days=20), refit_dates(pd.Timestamp("2025-01-20"), pd.Timestamp("2025-01-26")),
-                            RateCurveConfig())
+    short = fit_rate_curves(
+        synthetic(days=20),
+        refit_dates(pd.Timestamp("2025-01-20"), pd.Timestamp("2025-01-26")),
+        RateCurveConfig(),
+    )
     assert not short["ok"].any() and "usable days" in short["reason"].iloc[0]
     noisy = synthetic()
     noisy["apy_base_borrow"] *= np.random.default_rng(1).uniform(0.3, 1.7, len(noisy))
@@ -78,19 +92,27 @@ def test_too_few_days_or_a_poor_fit_falls_back_with_the_reason():
 def test_the_fitted_curve_predicts_next_weeks_supply_apy_better_than_the_last_value(recorded):
     """Each weekly fit (days before its Monday only) and the week's observed utilization predict that
     week's supply APY; the naive forecast is the last supply APY known before the Monday."""
-    fits = fit_rate_curves(recorded, refit_dates(recorded["date"].min(), recorded["date"].max()), RateCurveConfig())
+    fits = fit_rate_curves(
+        recorded, refit_dates(recorded["date"].min(), recorded["date"].max()), RateCurveConfig()
+    )
     series = recorded.set_index("date")
     curve_err, last_err = [], []
     for _, fit in fits[fits["ok"]].iterrows():
-        week = series.loc[fit["fit_date"]:fit["fit_date"] + pd.Timedelta(days=6)]
-        before = series.loc[:fit["fit_date"] - pd.Timedelta(days=1), "apy_base"]
-        curve = KinkedCurve(*(np.array([fit[k]]) for k in ("base", "slope1", "slope2", "optimal", "reserve_factor")))
-        curve_err.append(np.abs(curve.supply_rate(week["utilization"].to_numpy()) - week["apy_base"].to_numpy()))
+        week = series.loc[fit["fit_date"] : fit["fit_date"] + pd.Timedelta(days=6)]
+        before = series.loc[: fit["fit_date"] - pd.Timedelta(days=1), "apy_base"]
+        curve = KinkedCurve(
+            *(np.array([fit[k]]) for k in ("base", "slope1", "slope2", "optimal", "reserve_factor"))
+        )
+        curve_err.append(
+            np.abs(curve.supply_rate(week["utilization"].to_numpy()) - week["apy_base"].to_numpy())
+        )
         last_err.append(np.abs(before.iloc[-1] - week["apy_base"].to_numpy()))
     curve_mae, last_mae = np.concatenate(curve_err).mean(), np.concatenate(last_err).mean()
     assert fits["ok"].sum() >= 80  # most of the ~146 weeks fit
     assert curve_mae < 0.5 * last_mae, (curve_mae, last_mae)
-    assert fits.loc[fits["ok"], "reserve_factor"].median() == pytest.approx(0.10, abs=0.005)  # Aave v3 USDC's RF
+    assert fits.loc[fits["ok"], "reserve_factor"].median() == pytest.approx(
+        0.10, abs=0.005
+    )  # Aave v3 USDC's RF
 
 
 def test_responses_on_the_recorded_market(recorded):
@@ -109,7 +131,8 @@ def test_responses_on_the_recorded_market(recorded):
     assert resp.base_factor(x)[1] == pytest.approx(1 / (1 + 1e8 / tvl[1]))  # today's TVL-share rule
     assert resp.reward_factor(x)[0] == pytest.approx(s / (s + 1e8))
     assert resp.apy_after(np.array([0.04, 0.04]), np.array([0.01, 0.0]), x)[0] == pytest.approx(
-        0.04 * resp.base_factor(x)[0] + 0.01 * s / (s + 1e8))
+        0.04 * resp.base_factor(x)[0] + 0.01 * s / (s + 1e8)
+    )
     cap = resp.capacity(0.1)
     assert cap[0] > 3 * cap[1]  # the curve's capacity is several times the TVL-share rule's (S >> S - B)
     assert resp.extrapolated(cap)[0] == (b / (s + cap[0]) < resp.u_min[0]) and not resp.extrapolated(0.0)[0]
@@ -128,9 +151,16 @@ def test_no_lend_borrow_data_is_todays_rule():
 
 def test_a_stale_supply_row_falls_back():
     frame = synthetic()
-    fits = fit_rate_curves(frame, pd.DatetimeIndex([pd.Timestamp("2025-03-03")]), RateCurveConfig(window_days=60))
-    resp = pool_responses(pd.Timestamp("2025-06-01"), np.array(["p"]), np.array([1e8]),
-                          frame[frame["date"] < "2025-03-05"], fits)
+    fits = fit_rate_curves(
+        frame, pd.DatetimeIndex([pd.Timestamp("2025-03-03")]), RateCurveConfig(window_days=60)
+    )
+    resp = pool_responses(
+        pd.Timestamp("2025-06-01"),
+        np.array(["p"]),
+        np.array([1e8]),
+        frame[frame["date"] < "2025-03-05"],
+        fits,
+    )
     assert resp.method.tolist() == [TVL_SHARE] and "no usable supply/borrow row" in resp.reason[0]
 
 

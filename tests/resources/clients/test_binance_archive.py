@@ -23,21 +23,27 @@ DELISTED = ArchiveFile("spot", "klines", "LUNAUSDT", "1h", "daily", "2023-03-01"
 
 
 def client(server: ReplayServer, **kw) -> BinanceArchiveClient:
-    return BinanceArchiveClient(base_url=server.base_url + "/binance", backoff_base_s=0.001, backoff_max_s=0.01,
-                                timeout_s=10, **kw)
+    return BinanceArchiveClient(
+        base_url=server.base_url + "/binance", backoff_base_s=0.001, backoff_max_s=0.01, timeout_s=10, **kw
+    )
 
 
 # ----------------------------------------------------------------------------- URLs
 def test_urls_follow_the_archive_layout():
     c = BinanceArchiveClient(base_url="https://data.binance.vision/")
-    assert c.url(DAY) == ("https://data.binance.vision/data/spot/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2023-03-01.zip")
+    assert c.url(DAY) == (
+        "https://data.binance.vision/data/spot/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2023-03-01.zip"
+    )
     assert c.url(MONTH).endswith("/data/spot/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2023-02.zip")
     funding = ArchiveFile("futures/um", "fundingRate", "BTCUSDT", None, "monthly", "2024-01")
-    assert c.url(funding) == ("https://data.binance.vision/data/futures/um/monthly/fundingRate/BTCUSDT/"
-                              "BTCUSDT-fundingRate-2024-01.zip")
+    assert c.url(funding) == (
+        "https://data.binance.vision/data/futures/um/monthly/fundingRate/BTCUSDT/"
+        "BTCUSDT-fundingRate-2024-01.zip"
+    )
     premium = ArchiveFile("futures/cm", "premiumIndexKlines", "BTCUSD_PERP", "1m", "daily", "2024-01-02")
     assert c.url(premium).endswith(
-        "/data/futures/cm/daily/premiumIndexKlines/BTCUSD_PERP/1m/BTCUSD_PERP-1m-2024-01-02.zip")
+        "/data/futures/cm/daily/premiumIndexKlines/BTCUSD_PERP/1m/BTCUSD_PERP-1m-2024-01-02.zip"
+    )
 
 
 def test_base_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
@@ -47,13 +53,28 @@ def test_base_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     assert BinanceArchiveClient().root_url == "https://data.binance.vision"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"symbol": "../../etc"}, {"symbol": "btcusdt"}, {"interval": "1h/../x"}, {"period": "2023-3-1"},
-    {"freq": "weekly"}, {"market": "margin"}, {"dataset": "fundingRate"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"symbol": "../../etc"},
+        {"symbol": "btcusdt"},
+        {"interval": "1h/../x"},
+        {"period": "2023-3-1"},
+        {"freq": "weekly"},
+        {"market": "margin"},
+        {"dataset": "fundingRate"},
+    ],
+)
 def test_archive_file_rejects_what_should_never_reach_a_url(kwargs: dict):
-    fields = {"market": "spot", "dataset": "klines", "symbol": "BTCUSDT", "interval": "1h", "freq": "daily",
-              "period": "2023-03-01", **kwargs}
+    fields = {
+        "market": "spot",
+        "dataset": "klines",
+        "symbol": "BTCUSDT",
+        "interval": "1h",
+        "freq": "daily",
+        "period": "2023-03-01",
+        **kwargs,
+    }
     with pytest.raises(ValueError):
         ArchiveFile(**fields)
 
@@ -72,11 +93,14 @@ def test_parse_checksum_with_and_without_trailing_newline():
     assert parse_checksum(f"{digest.upper()}  X.zip\n".encode(), "X.zip", "u") == digest
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"<html>oops</html>", "not a '<sha256>  <file name>' checksum line"),
-    (("ab" * 32 + "  Y.zip").encode(), "checksum is for 'Y.zip', not 'X.zip'"),
-    (b"", "not a"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html>oops</html>", "not a '<sha256>  <file name>' checksum line"),
+        (("ab" * 32 + "  Y.zip").encode(), "checksum is for 'Y.zip', not 'X.zip'"),
+        (b"", "not a"),
+    ],
+)
 def test_parse_checksum_rejects_garbage(body: bytes, message: str):
     with pytest.raises(ChecksumError, match=message):
         parse_checksum(body, "X.zip", "u")
@@ -84,7 +108,9 @@ def test_parse_checksum_rejects_garbage(body: bytes, message: str):
 
 # ----------------------------------------------------------------------------- downloads
 def test_download_returns_bytes_matching_the_published_sha256(replay_env: ReplayServer):
-    data = BinanceArchiveClient(backoff_base_s=0.001).download(DAY)  # base URL from MIDFREQ_BINANCE_ARCHIVE_URL
+    data = BinanceArchiveClient(backoff_base_s=0.001).download(
+        DAY
+    )  # base URL from MIDFREQ_BINANCE_ARCHIVE_URL
     published = (replay_env.root / "binance" / DAY.path).with_suffix(".zip.CHECKSUM").read_text().split()[0]
     assert hashlib.sha256(data).hexdigest() == published
     assert data[:2] == b"PK"
@@ -93,14 +119,18 @@ def test_download_returns_bytes_matching_the_published_sha256(replay_env: Replay
 def test_checksum_mismatch_is_fetched_once_more(replay_env: ReplayServer):
     replay_env.corrupt(r"BTCUSDT-1h-2023-03-01\.zip$", times=1)
     data = client(replay_env).download(DAY)
-    assert hashlib.sha256(data).hexdigest() == hashlib.sha256((replay_env.root / "binance" / DAY.path).read_bytes()
-                                                              ).hexdigest()
+    assert (
+        hashlib.sha256(data).hexdigest()
+        == hashlib.sha256((replay_env.root / "binance" / DAY.path).read_bytes()).hexdigest()
+    )
     assert replay_env.count(r"BTCUSDT-1h-2023-03-01\.zip$") == 2
 
 
 def test_persistent_checksum_mismatch_fails_with_a_clear_error(replay_env: ReplayServer):
     replay_env.corrupt(r"BTCUSDT-1h-2023-03-01\.zip$", times=None)
-    with pytest.raises(ChecksumError, match=r"checksum mismatch for BTCUSDT-1h-2023-03-01\.zip .*after 2 attempts"):
+    with pytest.raises(
+        ChecksumError, match=r"checksum mismatch for BTCUSDT-1h-2023-03-01\.zip .*after 2 attempts"
+    ):
         client(replay_env).download(DAY)
     assert replay_env.count(r"BTCUSDT-1h-2023-03-01\.zip$") == 2
 

@@ -39,7 +39,9 @@ def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
     frame = result.frame()
     assert list(frame.columns) == ["date", "coin", "symbol", "price", "confidence", "timestamp"]
     assert frame["date"].dtype == "datetime64[ns]"
-    assert frame["date"].min() == pd.Timestamp("2025-01-10") and frame["date"].max() == pd.Timestamp("2025-01-20")
+    assert frame["date"].min() == pd.Timestamp("2025-01-10") and frame["date"].max() == pd.Timestamp(
+        "2025-01-20"
+    )
     per_coin = frame.groupby("coin")["date"].nunique()
     assert per_coin[USDC] == 11
     assert per_coin[USDT] == 9  # the sample has no USDT point on 2025-01-14/15
@@ -51,7 +53,9 @@ def test_bundled_vault_batches_replay_and_return_the_requested_days(replay_env):
 
 
 def test_unknown_coins_are_reported_missing(replay_env):
-    result = client(max_coins_per_request=1).daily_prices([USDC, UNKNOWN], dt.date(2025, 1, 1), dt.date(2025, 1, 3))
+    result = client(max_coins_per_request=1).daily_prices(
+        [USDC, UNKNOWN], dt.date(2025, 1, 1), dt.date(2025, 1, 3)
+    )
     assert result.missing == [UNKNOWN]
     assert set(result.charts) == {USDC}
 
@@ -63,7 +67,8 @@ def test_coin_without_points_in_window_is_missing(replay_env):
 
 def test_long_ranges_are_split_into_bounded_spans(replay_env):
     result = client(max_coins_per_request=1, max_span_days=100).daily_prices(
-        [USDC], dt.date(2024, 6, 6), dt.date(2025, 6, 5))
+        [USDC], dt.date(2024, 6, 6), dt.date(2025, 6, 5)
+    )
     frame = result.frame()
     assert frame["date"].nunique() == 365 and not frame.duplicated(["coin", "date"]).any()
     assert replay_env.count("/defillama/coins/chart/") == 4
@@ -79,9 +84,16 @@ def test_retries_429_and_5xx(replay_env):
 
 
 def test_html_page_fails_the_batch_after_retries_is_reported(replay_env):
-    replay_env.force(r"/coins/chart/", 200, body="<!DOCTYPE html><html>Cloudflare</html>", times=None,
-                     content_type="text/html")
-    result = client(max_coins_per_request=1).daily_prices([USDC, DAI], dt.date(2025, 1, 1), dt.date(2025, 1, 2))
+    replay_env.force(
+        r"/coins/chart/",
+        200,
+        body="<!DOCTYPE html><html>Cloudflare</html>",
+        times=None,
+        content_type="text/html",
+    )
+    result = client(max_coins_per_request=1).daily_prices(
+        [USDC, DAI], dt.date(2025, 1, 1), dt.date(2025, 1, 2)
+    )
     assert set(result.failed) == {USDC, DAI}
     assert "HTML" in result.failed[USDC]
     assert result.charts == {} and result.missing == []
@@ -89,8 +101,9 @@ def test_html_page_fails_the_batch_after_retries_is_reported(replay_env):
 
 def test_truncated_json_is_retried_then_reported(replay_env):
     replay_env.truncate(r"/coins/chart/", times=None)
-    result = client(max_coins_per_request=1, max_attempts=3).daily_prices([USDC], dt.date(2025, 1, 1),
-                                                                         dt.date(2025, 1, 2))
+    result = client(max_coins_per_request=1, max_attempts=3).daily_prices(
+        [USDC], dt.date(2025, 1, 1), dt.date(2025, 1, 2)
+    )
     assert "truncated JSON" in result.failed[USDC]
     assert len([r for r in replay_env.requests if "/coins/chart/" in r.path]) == 3  # retried like a 5xx
 
@@ -103,8 +116,9 @@ def test_truncated_json_once_heals_on_retry(replay_env):
 
 def test_persistent_5xx_gives_up_after_max_attempts(replay_env):
     replay_env.force(r"/coins/chart/", 502, times=None)
-    result = client(max_coins_per_request=1, max_attempts=3).daily_prices([USDC], dt.date(2025, 1, 1),
-                                                                          dt.date(2025, 1, 1))
+    result = client(max_coins_per_request=1, max_attempts=3).daily_prices(
+        [USDC], dt.date(2025, 1, 1), dt.date(2025, 1, 1)
+    )
     assert "502" in result.failed[USDC]
     assert replay_env.count("/defillama/coins/chart/") == 3
 
@@ -117,7 +131,11 @@ def test_invalid_coin_ids_never_reach_a_url():
 
 
 def test_parse_validates_schema_and_matches_case_insensitively():
-    body = {"coins": {USDC.lower(): {"symbol": "USDC", "confidence": 0.99, "prices": [{"timestamp": 1, "price": 1.0}]}}}
+    body = {
+        "coins": {
+            USDC.lower(): {"symbol": "USDC", "confidence": 0.99, "prices": [{"timestamp": 1, "price": 1.0}]}
+        }
+    }
     assert set(parse_coins_chart(body, [USDC], "u")) == {USDC}
     with pytest.raises(MalformedResponseError, match="price"):
         parse_coins_chart({"coins": {USDC: {"prices": [{"timestamp": 1, "price": "n/a"}]}}}, [USDC], "u")

@@ -26,7 +26,10 @@ CHART = rf"/chart/{POOL}$"
 @pytest.fixture
 def client(replay_env) -> DefiLlamaClient:
     return DefiLlamaClient(
-        base_url=f"{replay_env.base_url}/defillama/yields", timeout_s=2.0, max_attempts=3, backoff_base_s=0.01,
+        base_url=f"{replay_env.base_url}/defillama/yields",
+        timeout_s=2.0,
+        max_attempts=3,
+        backoff_base_s=0.01,
         backoff_max_s=0.05,
     )
 
@@ -63,8 +66,13 @@ def test_retries_are_bounded(client, replay_env):
 
 
 def test_html_error_page_is_named(client, replay_env):
-    replay_env.force(CHART, 200, body="<!DOCTYPE html><html><body>Cloudflare error</body></html>",
-                     content_type="text/html", times=None)
+    replay_env.force(
+        CHART,
+        200,
+        body="<!DOCTYPE html><html><body>Cloudflare error</body></html>",
+        content_type="text/html",
+        times=None,
+    )
     with pytest.raises(MalformedResponseError, match="HTML"):
         client.chart(POOL)
 
@@ -76,8 +84,9 @@ def test_402_plain_text(client, replay_env):
 
 
 def test_timeout_is_retried_then_reported(replay_env):
-    slow_client = DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", timeout_s=0.2,
-                                  max_attempts=2, backoff_base_s=0.01)
+    slow_client = DefiLlamaClient(
+        base_url=f"{replay_env.base_url}/defillama/yields", timeout_s=0.2, max_attempts=2, backoff_base_s=0.01
+    )
     replay_env.slow(CHART, delay_ms=600)
     started = time.perf_counter()
     with pytest.raises(TransientSourceError, match="timeout"):
@@ -113,8 +122,17 @@ def test_record_missing_apy_names_pool_and_field():
 
 
 def test_extra_keys_and_nulls_are_tolerated():
-    row = {"timestamp": "2024-01-01T23:01:13.171Z", "tvlUsd": 5, "apy": 1.2, "apyBase": None, "apyReward": None,
-           "il7d": None, "apyBase7d": None, "pricePerShare": 1.01, "brandNew": {"x": 1}}
+    row = {
+        "timestamp": "2024-01-01T23:01:13.171Z",
+        "tvlUsd": 5,
+        "apy": 1.2,
+        "apyBase": None,
+        "apyReward": None,
+        "il7d": None,
+        "apyBase7d": None,
+        "pricePerShare": 1.01,
+        "brandNew": {"x": 1},
+    }
     assert parse_chart({"status": "success", "data": [row]}, POOL, "u") == [row]
 
 

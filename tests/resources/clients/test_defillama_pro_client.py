@@ -12,8 +12,15 @@ POOL = "aa70268e-4b52-42bf-a116-608b370f9501"
 
 
 def client(replay_env, key=REPLAY_PRO_API_KEY, **kw) -> DefiLlamaProClient:
-    return DefiLlamaProClient(base_url=f"{replay_env.base_url}/defillama/pro", api_key=key, key_from_env=False,
-                              max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02, **kw)
+    return DefiLlamaProClient(
+        base_url=f"{replay_env.base_url}/defillama/pro",
+        api_key=key,
+        key_from_env=False,
+        max_attempts=2,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+        **kw,
+    )
 
 
 def test_pools_borrow_and_history(replay_env):
@@ -48,6 +55,7 @@ def test_a_wrong_key_fails_and_neither_key_is_in_the_message_or_the_log(replay_e
 
 def test_the_free_host_answers_402(replay_env):
     import httpx
+
     for path in (f"/defillama/yields/chartLendBorrow/{POOL}", "/defillama/yields/poolsBorrow"):
         response = httpx.get(replay_env.base_url + path)
         assert response.status_code == 402 and "Payment Required" in response.text
@@ -56,8 +64,12 @@ def test_the_free_host_answers_402(replay_env):
 def test_faults_are_retried_and_bad_bodies_fail_the_pool(replay_env):
     replay_env.force(r"/chartLendBorrow/", 503, times=1)
     assert POOL in client(replay_env).lend_borrow_charts([POOL]).ok
-    replay_env.force(r"/chartLendBorrow/", 200, body={"status": "success", "data": [{"timestamp": "x",
-                     "totalSupplyUsd": 1, "totalBorrowUsd": 1}]}, times=1)
+    replay_env.force(
+        r"/chartLendBorrow/",
+        200,
+        body={"status": "success", "data": [{"timestamp": "x", "totalSupplyUsd": 1, "totalBorrowUsd": 1}]},
+        times=1,
+    )
     failed = client(replay_env).lend_borrow_charts([POOL]).failed
     assert "not an ISO date" in failed[POOL] and REPLAY_PRO_API_KEY not in failed[POOL]
     replay_env.force(r"/poolsBorrow$", 200, body={"data": "nope"}, times=1)

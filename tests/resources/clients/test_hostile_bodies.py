@@ -27,8 +27,9 @@ USDC = "ethereum:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 
 
 def yields(replay_env, **kw) -> DefiLlamaClient:
-    return DefiLlamaClient(base_url=f"{replay_env.base_url}/defillama/yields", backoff_base_s=0.01,
-                           backoff_max_s=0.02, **kw)
+    return DefiLlamaClient(
+        base_url=f"{replay_env.base_url}/defillama/yields", backoff_base_s=0.01, backoff_max_s=0.02, **kw
+    )
 
 
 def test_drip_feed_is_abandoned_within_the_deadline(replay_env):
@@ -104,8 +105,14 @@ def _gzip_bomb(size: int) -> bytes:
 
 def test_gzip_bomb_is_bounded_by_the_decoded_size(replay_env):
     bomb = _gzip_bomb(512 * 2**20)  # ~500 kB on the wire, 512 MiB decoded
-    replay_env.force(CHART, 200, body=bomb, headers={"Content-Encoding": "gzip"}, content_type="application/json",
-                     times=None)
+    replay_env.force(
+        CHART,
+        200,
+        body=bomb,
+        headers={"Content-Encoding": "gzip"},
+        content_type="application/json",
+        times=None,
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ResponseTooLargeError, match="limit of 2,097,152 bytes"):
         yields(replay_env, max_chart_mb=2).chart(POOL)
@@ -116,8 +123,14 @@ def test_gzip_body_within_the_limit_is_decoded(replay_env):
     import gzip
 
     raw = json.dumps({"status": "success", "data": []}).encode()
-    replay_env.force(CHART, 200, body=gzip.compress(raw), headers={"Content-Encoding": "gzip"},
-                     content_type="application/json", times=None)
+    replay_env.force(
+        CHART,
+        200,
+        body=gzip.compress(raw),
+        headers={"Content-Encoding": "gzip"},
+        content_type="application/json",
+        times=None,
+    )
     assert yields(replay_env).chart(POOL) == []
 
 

@@ -23,16 +23,25 @@ from midfreq_resources.clients.http_retry import RetryPolicy
 from midfreq_resources.execution.server import ExecutionBehaviour
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05, request_deadline_s=5)
-P1, P2, P3 = ("f981a304-bb6c-45b8-b0c5-fd2f515ad23a", "aa70268e-4b52-42bf-a116-608b370f9501",
-              "4438dabc-7f0c-430b-8136-2722711ae663")
+P1, P2, P3 = (
+    "f981a304-bb6c-45b8-b0c5-fd2f515ad23a",
+    "aa70268e-4b52-42bf-a116-608b370f9501",
+    "4438dabc-7f0c-430b-8136-2722711ae663",
+)
 DAY = dt.date(2025, 6, 5)
 #: positions read at the end of the day, before any order of the day executed
 BASIS = PositionsBasis(10_000.0, pd.Timestamp("2025-06-05T23:50:00Z"))
 
 
 def order(pool: str, side: str = "deposit", amount: float = 1000.0) -> dict:
-    return {"vault": "v", "date": DAY.isoformat(), "pool": pool, "side": side, "amount_usd": amount,
-            "idempotency_key": idempotency_key("v", DAY, pool)}
+    return {
+        "vault": "v",
+        "date": DAY.isoformat(),
+        "pool": pool,
+        "side": side,
+        "amount_usd": amount,
+        "idempotency_key": idempotency_key("v", DAY, pool),
+    }
 
 
 def run(client, ticket, ledger, url=None, basis=BASIS, **kw):
@@ -77,7 +86,9 @@ def test_orders_are_sent_once_with_their_key_and_recorded(execution_server, tmp_
 
 def test_a_recomputed_ticket_sends_only_the_difference_under_new_keys(execution_server, tmp_path):
     client = ExecutionClient(base_url=execution_server.base_url)
-    execution_server.seed_book("v", [{"pool": "cash", "amount_usd": 10_000.0}, {"pool": P3, "amount_usd": 5000.0}])
+    execution_server.seed_book(
+        "v", [{"pool": "cash", "amount_usd": 10_000.0}, {"pool": P3, "amount_usd": 5000.0}]
+    )
     execution_server.behaviour = ExecutionBehaviour(partial_fills={P2: 0.5})
     ledger = UPath(tmp_path / "ledger")
     first = [order(P1, amount=4000.0), order(P2, amount=4000.0), order(P3, "withdraw", 1000.0)]
@@ -91,15 +102,22 @@ def test_a_recomputed_ticket_sends_only_the_difference_under_new_keys(execution_
     received = execution_server.orders
     new = {k: r.order for k, r in received.items() if r.order["revision"] == 1}
     assert {o["pool"]: (o["side"], round(o["amount_usd"], 6)) for o in new.values()} == {
-        P1: ("withdraw", 1000.0), P2: ("deposit", 1000.0), P3: ("deposit", 1000.0)}
+        P1: ("withdraw", 1000.0),
+        P2: ("deposit", 1000.0),
+        P3: ("deposit", 1000.0),
+    }
     assert set(new) == {revision_key("v", DAY, p, 1) for p in (P1, P2, P3)}
     # the book holds the second ticket, not both: the positions plus the target
     assert execution_server.book("v") == pytest.approx({"cash": 4000.0, P1: 3000.0, P2: 3000.0, P3: 5000.0})
     assert {(r.pool, r.revision) for r in out.rows} == {(P1, 0), (P2, 0), (P3, 0), (P1, 1), (P2, 1), (P3, 1)}
     assert sorted(p.name for p in (tmp_path / "ledger" / DAY.isoformat()).glob("revision-*")) == [
-        "revision-0.json", "revision-1.json"]
+        "revision-0.json",
+        "revision-1.json",
+    ]
     posts = execution_server.posts
-    assert not run(client, second, ledger).new_revision and execution_server.posts == posts  # unchanged: nothing
+    assert (
+        not run(client, second, ledger).new_revision and execution_server.posts == posts
+    )  # unchanged: nothing
 
 
 def test_an_order_without_an_answer_is_resent_first_and_blocks_anything_new(execution_server, tmp_path):
@@ -126,7 +144,9 @@ def test_an_order_without_an_answer_is_resent_first_and_blocks_anything_new(exec
 
 def test_deposits_beyond_the_cash_are_held(execution_server, tmp_path):
     client = ExecutionClient(base_url=execution_server.base_url)
-    execution_server.seed_book("v", [{"pool": "cash", "amount_usd": 1000.0}, {"pool": P3, "amount_usd": 5000.0}])
+    execution_server.seed_book(
+        "v", [{"pool": "cash", "amount_usd": 1000.0}, {"pool": P3, "amount_usd": 5000.0}]
+    )
     execution_server.behaviour = ExecutionBehaviour(reject_pools={P3})
     ledger = UPath(tmp_path / "ledger")
     ticket = [order(P1, amount=2500.0), order(P2, amount=800.0), order(P3, "withdraw", 3000.0)]
@@ -149,9 +169,21 @@ def test_a_flat_ledger_is_moved_into_day_folders_without_resending(execution_ser
     orders = [order(P1), order(P2)]
     # the layout before revisions: one file per key, only P1 was answered
     key = orders[0]["idempotency_key"]
-    flat = {"order_digest": "d", "order": orders[0], "recorded_at": "2025-06-06T01:00:00+00:00",
-            "outcome": {"idempotency_key": key, "status": "filled", "http_status": 200, "filled_usd": 1000.0,
-                        "message": "", "attempts": 1, "from_ledger": False, "response": {"order_id": "x"}}}
+    flat = {
+        "order_digest": "d",
+        "order": orders[0],
+        "recorded_at": "2025-06-06T01:00:00+00:00",
+        "outcome": {
+            "idempotency_key": key,
+            "status": "filled",
+            "http_status": 200,
+            "filled_usd": 1000.0,
+            "message": "",
+            "attempts": 1,
+            "from_ledger": False,
+            "response": {"order_id": "x"},
+        },
+    }
     (root / f"{key}.json").write_bytes(orjson.dumps(flat))
     (root / "notes.txt").write_text("kept")
     out = run(client, orders, UPath(root))
@@ -234,10 +266,17 @@ def test_one_order_costs_at_most_its_total_deadline_whatever_max_attempts(tmp_pa
     thread.start()
     try:
         client = ExecutionClient(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}")
-        policy = RetryPolicy(max_attempts=10, backoff_base_s=0.01, backoff_max_s=0.05, request_deadline_s=1.0,
-                             total_deadline_s=1.5)
+        policy = RetryPolicy(
+            max_attempts=10,
+            backoff_base_s=0.01,
+            backoff_max_s=0.05,
+            request_deadline_s=1.0,
+            total_deadline_s=1.5,
+        )
         started = time.monotonic()
-        out = client.execute_day("v", DAY, [order(P1)], client.endpoint(None), UPath(tmp_path), BASIS, policy, 5)
+        out = client.execute_day(
+            "v", DAY, [order(P1)], client.endpoint(None), UPath(tmp_path), BASIS, policy, 5
+        )
         elapsed = time.monotonic() - started
     finally:
         stop.set()
@@ -249,11 +288,14 @@ def test_one_order_costs_at_most_its_total_deadline_whatever_max_attempts(tmp_pa
     assert out.rows[0].attempts < 10 and elapsed < 1.5 + 1.0
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--fill-ratio", "1.5"], "must be within [0, 1]"),
-    (["--partial", "nopool"], "POOL=RATIO expected"),
-    (["--port", "70000"], "port must be within 0..65535"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fill-ratio", "1.5"], "must be within [0, 1]"),
+        (["--partial", "nopool"], "POOL=RATIO expected"),
+        (["--port", "70000"], "port must be within 0..65535"),
+    ],
+)
 def test_execution_server_bad_flags_are_one_line_errors(args, message, capsys):
     with pytest.raises(SystemExit) as err:
         main(["execution-server", *args])

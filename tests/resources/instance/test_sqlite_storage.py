@@ -1,7 +1,6 @@
 """The pooled SQLite storage stores a range run's materializations in batches, with the same records
 Dagster's own one-by-one path would: every partition materialized, the asset's latest event, tags."""
 
-
 import os
 
 import dagster as dg
@@ -22,15 +21,23 @@ def ranged(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 def _instance(tmp_path, name: str) -> dg.DagsterInstance:
     home = tmp_path / name
     home.mkdir()
-    storage = {"custom": {"module": sqlite_storage.__name__, "class": "PooledSqliteStorage",
-                          "config": {"base_dir": str(home)}}}
+    storage = {
+        "custom": {
+            "module": sqlite_storage.__name__,
+            "class": "PooledSqliteStorage",
+            "config": {"base_dir": str(home)},
+        }
+    }
     return dg.DagsterInstance.local_temp(str(home), overrides={"storage": storage})
 
 
 def _materialize_range(instance: dg.DagsterInstance) -> str:
     keys = DAYS.get_partition_keys()
-    result = dg.materialize([ranged], instance=instance, tags={
-        ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+    result = dg.materialize(
+        [ranged],
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+    )
     assert result.success
     return result.run_id
 
@@ -45,9 +52,13 @@ def _summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "run_ids": {r.run_id for r in records},
         "latest_partition": latest.dagster_event.partition,
         "latest_run": latest.run_id == run_id,
-        "n_run_materializations": len(instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)),
-        "metadata": {r.event_log_entry.dagster_event.partition: r.asset_materialization.metadata["n"].value
-                     for r in records},
+        "n_run_materializations": len(
+            instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        ),
+        "metadata": {
+            r.event_log_entry.dagster_event.partition: r.asset_materialization.metadata["n"].value
+            for r in records
+        },
     }
 
 
@@ -63,8 +74,11 @@ def test_a_range_run_stores_the_records_dagster_would_store_one_by_one(tmp_path,
     monkeypatch.setenv(EVENT_BATCH_SIZE_ENV, "1000")
     calls = []
     original = sqlite_storage.PooledSqliteEventLogStorage.store_event_batch
-    monkeypatch.setattr(sqlite_storage.PooledSqliteEventLogStorage, "store_event_batch",
-                        lambda self, events: calls.append(len(events)) or original(self, events))
+    monkeypatch.setattr(
+        sqlite_storage.PooledSqliteEventLogStorage,
+        "store_event_batch",
+        lambda self, events: calls.append(len(events)) or original(self, events),
+    )
     got = _summary(batched, _materialize_range(batched))
     assert calls == [len(DAYS.get_partition_keys())], "the range's materializations were not one batch"
 
@@ -74,7 +88,9 @@ def test_a_range_run_stores_the_records_dagster_would_store_one_by_one(tmp_path,
 
     assert got["partitions"] == DAYS.get_partition_keys()
     assert got["latest_partition"] == DAYS.get_partition_keys()[-1]
-    assert {k: v for k, v in got.items() if k != "run_ids"} == {k: v for k, v in want.items() if k != "run_ids"}
+    assert {k: v for k, v in got.items() if k != "run_ids"} == {
+        k: v for k, v in want.items() if k != "run_ids"
+    }
 
 
 @pytest.mark.parametrize("size", ["1000", "0"])

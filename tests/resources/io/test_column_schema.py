@@ -20,12 +20,14 @@ from dagster import (
 from midfreq_resources.io.column_schema import OPTIONAL, SchemaError, check_frame, frame_schema
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
-SCHEMA = TableSchema(columns=[
-    TableColumn("date", "datetime", "the day"),
-    TableColumn("pool", "string", "pool id"),
-    TableColumn("tvl_usd", "number", "TVL [USD]"),
-    TableColumn("note", "string", "optional note", constraints=TableColumnConstraints(other=[OPTIONAL])),
-])
+SCHEMA = TableSchema(
+    columns=[
+        TableColumn("date", "datetime", "the day"),
+        TableColumn("pool", "string", "pool id"),
+        TableColumn("tvl_usd", "number", "TVL [USD]"),
+        TableColumn("note", "string", "optional note", constraints=TableColumnConstraints(other=[OPTIONAL])),
+    ]
+)
 parts = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10", timezone="UTC")
 
 
@@ -40,20 +42,30 @@ def test_a_frame_with_the_declared_columns_passes_and_optional_ones_may_be_absen
     check_frame(pd.DataFrame(), SCHEMA, "x")  # nothing to write
     flags = TableSchema(columns=[TableColumn("in_gap", "bool"), TableColumn("last_seen", "datetime")])
     # a flag with missing values read back as 0/1 floats, timestamps in an object column, an all-missing column
-    check_frame(pd.DataFrame({"in_gap": [1.0, None, 0.0], "last_seen": [pd.Timestamp("2024-01-01"), None, None]},
-                             ).astype({"last_seen": object}), flags, "x")
+    check_frame(
+        pd.DataFrame(
+            {"in_gap": [1.0, None, 0.0], "last_seen": [pd.Timestamp("2024-01-01"), None, None]},
+        ).astype({"last_seen": object}),
+        flags,
+        "x",
+    )
     check_frame(pd.DataFrame({"in_gap": [None, None], "last_seen": [None, None]}), flags, "x")
     with pytest.raises(SchemaError, match="column 'in_gap' is float64, the schema says bool"):
         check_frame(pd.DataFrame({"in_gap": [0.5], "last_seen": pd.to_datetime(["2024-01-01"])}), flags, "x")
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    (frame().drop(columns="tvl_usd"), r"column 'tvl_usd' \(number\) missing"),
-    (frame(tvl_usd=["1", "2"]), r"column 'tvl_usd' is (str|object), the schema says number"),
-    (frame(extra=[1, 2]), r"column 'extra' is not declared in the schema"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (frame().drop(columns="tvl_usd"), r"column 'tvl_usd' \(number\) missing"),
+        (frame(tvl_usd=["1", "2"]), r"column 'tvl_usd' is (str|object), the schema says number"),
+        (frame(extra=[1, 2]), r"column 'extra' is not declared in the schema"),
+    ],
+)
 def test_a_frame_that_breaks_the_schema_is_refused_naming_the_column(bad, message):
-    with pytest.raises(SchemaError, match="asset demo, partition 2024-01-02: the frame does not match") as err:
+    with pytest.raises(
+        SchemaError, match="asset demo, partition 2024-01-02: the frame does not match"
+    ) as err:
         check_frame(bad, SCHEMA, "asset demo, partition 2024-01-02")
     assert re.search(message, str(err.value)), str(err.value)
 
@@ -61,9 +73,13 @@ def test_a_frame_that_breaks_the_schema_is_refused_naming_the_column(bad, messag
 def test_a_wildcard_column_declares_every_other_column():
     schema = TableSchema(columns=[TableColumn("date", "datetime"), TableColumn("*", "number", "a feature")])
     check_frame(pd.DataFrame({"date": pd.to_datetime(["2024-01-01"]), "f__ewma_3": [0.1]}), schema, "x")
-    described = frame_schema(pd.DataFrame({"date": pd.to_datetime(["2024-01-01"]), "f__ewma_3": [0.1]}), schema)
+    described = frame_schema(
+        pd.DataFrame({"date": pd.to_datetime(["2024-01-01"]), "f__ewma_3": [0.1]}), schema
+    )
     assert [(c.name, c.type, c.description) for c in described.columns] == [
-        ("date", "datetime", None), ("f__ewma_3", "number", "a feature")]
+        ("date", "datetime", None),
+        ("f__ewma_3", "number", "a feature"),
+    ]
 
 
 @asset(partitions_def=parts, io_manager_key="io", metadata={"dagster/column_schema": SCHEMA})
@@ -81,8 +97,11 @@ def test_the_io_manager_writes_the_declared_descriptions_and_refuses_a_broken_fr
     result = materialize([declared], resources={"io": io}, partition_key="2024-01-02")
     mat = result.asset_materializations_for_node("declared")[0]
     columns = mat.metadata["dagster/column_schema"].value.columns
-    assert [(c.name, c.description) for c in columns] == [("date", "the day"), ("pool", "pool id"),
-                                                          ("tvl_usd", "TVL [USD]")]
+    assert [(c.name, c.description) for c in columns] == [
+        ("date", "the day"),
+        ("pool", "pool id"),
+        ("tvl_usd", "TVL [USD]"),
+    ]
     before = (tmp_path / "declared" / "2024-01.parquet").read_bytes()
     result = materialize([broken], resources={"io": io}, partition_key="2024-01-02", raise_on_error=False)
     assert not result.success

@@ -58,20 +58,68 @@ def bundle() -> ModelBundle:
     forest = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, y)
     hgb = HistGradientBoostingRegressor(max_iter=5).fit(X, y)
     models = {
-        "apy_fwd_3/ridge": FittedModel("apy_fwd_3", "apy", "ridge", "regression", "pooled", ["a", "b", "c"],
-                                       {"all": ridge}, pd.Timestamp(WEEK), 80),
-        "apy_fwd_3/rf": FittedModel("apy_fwd_3", "apy", "rf", "regression", "per_instrument", ["a", "b", "c"],
-                                    {"p0": forest}, pd.Timestamp(WEEK), 80),
-        "apy_fwd_3/hgb": FittedModel("apy_fwd_3", "apy", "hgb", "regression", "pooled", ["a", "b", "c"],
-                                     {"all": hgb}, pd.Timestamp(WEEK), 80, categorical=["c"]),
-        "apy_fwd_3/ewm": FittedModel("apy_fwd_3", "apy", "ewm", "regression", "pooled", [],
-                                     {"all": EWMYieldPredictor(halflife="3d").fit(X)}, pd.Timestamp(WEEK), 80),
+        "apy_fwd_3/ridge": FittedModel(
+            "apy_fwd_3",
+            "apy",
+            "ridge",
+            "regression",
+            "pooled",
+            ["a", "b", "c"],
+            {"all": ridge},
+            pd.Timestamp(WEEK),
+            80,
+        ),
+        "apy_fwd_3/rf": FittedModel(
+            "apy_fwd_3",
+            "apy",
+            "rf",
+            "regression",
+            "per_instrument",
+            ["a", "b", "c"],
+            {"p0": forest},
+            pd.Timestamp(WEEK),
+            80,
+        ),
+        "apy_fwd_3/hgb": FittedModel(
+            "apy_fwd_3",
+            "apy",
+            "hgb",
+            "regression",
+            "pooled",
+            ["a", "b", "c"],
+            {"all": hgb},
+            pd.Timestamp(WEEK),
+            80,
+            categorical=["c"],
+        ),
+        "apy_fwd_3/ewm": FittedModel(
+            "apy_fwd_3",
+            "apy",
+            "ewm",
+            "regression",
+            "pooled",
+            [],
+            {"all": EWMYieldPredictor(halflife="3d").fit(X)},
+            pd.Timestamp(WEEK),
+            80,
+        ),
     }
-    cv = pd.DataFrame({"label": ["apy_fwd_3"], "estimator": ["ridge"], "metric": ["mae"], "model": [0.1],
-                       "baseline": [0.2], "n": [40]})
-    folds = pd.DataFrame({"label": ["apy_fwd_3"] * 2, "fold": [0, 1], "candidate": ["ridge", "naive"],
-                          "score": [0.1, 0.2]})
-    selection = {"apy_fwd_3": Selection("apy_fwd_3", "ridge", "mae", {"ridge": 0.1, "naive": 0.2}, True, "cv")}
+    cv = pd.DataFrame(
+        {
+            "label": ["apy_fwd_3"],
+            "estimator": ["ridge"],
+            "metric": ["mae"],
+            "model": [0.1],
+            "baseline": [0.2],
+            "n": [40],
+        }
+    )
+    folds = pd.DataFrame(
+        {"label": ["apy_fwd_3"] * 2, "fold": [0, 1], "candidate": ["ridge", "naive"], "score": [0.1, 0.2]}
+    )
+    selection = {
+        "apy_fwd_3": Selection("apy_fwd_3", "ridge", "mae", {"ridge": 0.1, "naive": 0.2}, True, "cv")
+    }
     return ModelBundle(pd.Timestamp(WEEK), models, cv, pd.DataFrame(), "note", folds, selection)
 
 
@@ -80,7 +128,9 @@ def test_bundle_round_trips_with_identical_predictions():
     loaded = load_bytes(dump_bytes(original), "x.skops")
     assert loaded.as_of == original.as_of and loaded.cv_note == "note"
     pd.testing.assert_frame_equal(loaded.cv, original.cv)
-    X = pd.DataFrame(np.random.default_rng(1).normal(size=(5, 3)), columns=["a", "b", "c"]).assign(instrument="p0")
+    X = pd.DataFrame(np.random.default_rng(1).normal(size=(5, 3)), columns=["a", "b", "c"]).assign(
+        instrument="p0"
+    )
     # the traded model's evidence survives the round trip: production trades what the CV selected
     assert loaded.selection == original.selection and loaded.model_key("apy_fwd_3") == "apy_fwd_3/ridge"
     pd.testing.assert_frame_equal(loaded.folds, original.folds)
@@ -105,8 +155,10 @@ def _plant(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-@pytest.mark.parametrize("kind", ["crafted_pickle", "joblib_style_pickle", "random_bytes", "untrusted_skops",
-                                  "truncated_skops", "empty"])
+@pytest.mark.parametrize(
+    "kind",
+    ["crafted_pickle", "joblib_style_pickle", "random_bytes", "untrusted_skops", "truncated_skops", "empty"],
+)
 def test_planted_file_is_refused_naming_it_and_nothing_runs(tmp_path: Path, kind: str):
     marker = tmp_path / "pwned"
     io = ModelIOManager(root=str(tmp_path / "lake"))
@@ -120,8 +172,12 @@ def test_planted_file_is_refused_naming_it_and_nothing_runs(tmp_path: Path, kind
         "empty": lambda: b"",
     }[kind]()
     _plant(target, data)
-    result = materialize([AssetSpec("fitted", partitions_def=WEEKS), consumer], partition_key=WEEK,
-                         resources={"models": io}, raise_on_error=False)
+    result = materialize(
+        [AssetSpec("fitted", partitions_def=WEEKS), consumer],
+        partition_key=WEEK,
+        resources={"models": io},
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
     text = failure.message + "".join(c.message for c in [failure.cause] if c is not None)
@@ -131,9 +187,13 @@ def test_planted_file_is_refused_naming_it_and_nothing_runs(tmp_path: Path, kind
 
 def test_written_by_the_asset_and_read_back(tmp_path: Path):
     io = ModelIOManager(root=str(tmp_path / "lake"))
-    result = materialize([fitted, consumer], partition_key=WEEK, resources={"models": io, "io_manager": mem_io_manager})
+    result = materialize(
+        [fitted, consumer], partition_key=WEEK, resources={"models": io, "io_manager": mem_io_manager}
+    )
     assert result.success and result.output_for_node("consumer") == len(bundle().models)
-    assert Path(io.partition_path(["fitted"], WEEK).path).read_bytes()[:2] == b"PK"  # a zip of JSON, not a pickle
+    assert (
+        Path(io.partition_path(["fitted"], WEEK).path).read_bytes()[:2] == b"PK"
+    )  # a zip of JSON, not a pickle
 
 
 def test_only_bundles_are_stored():
@@ -150,13 +210,21 @@ def fitted_range(context) -> dict:
 
 def test_a_range_run_gives_each_week_its_own_file_and_the_run_size_to_the_last(tmp_path: Path):
     io = ModelIOManager(root=str(tmp_path / "lake"))
-    tags = {"dagster/asset_partition_range_start": "2024-07-01", "dagster/asset_partition_range_end": "2024-07-22"}
+    tags = {
+        "dagster/asset_partition_range_start": "2024-07-01",
+        "dagster/asset_partition_range_end": "2024-07-22",
+    }
     result = materialize([fitted_range], tags=tags, resources={"models": io})
     assert result.success
-    events = {e.materialization.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert sorted(events) == ["2024-07-01", "2024-07-08", "2024-07-15", "2024-07-22"]
     for week, meta in events.items():
-        assert meta["path"].value == str(io.partition_path(["fitted_range"], week))  # its own file, not the first
+        assert meta["path"].value == str(
+            io.partition_path(["fitted_range"], week)
+        )  # its own file, not the first
         assert meta["format"].value == "skops"
         assert ("run_partitions" in meta) == (week == "2024-07-22")  # the run's size on its last week only
     assert events["2024-07-22"]["run_partitions"].value == 4

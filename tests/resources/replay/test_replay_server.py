@@ -39,7 +39,8 @@ ZIP_KEY = "data/spot/daily/klines/ETHUSDT/1h/ETHUSDT-1h-2023-01-01.zip"
 def archive_root(tmp_path: Path, write_archive_zip) -> Path:
     """A tiny served tree with one Binance zip + checksum and one coins chart."""
     rows = "\n".join(
-        f"{1672531200000 + h * 3600000},1,2,0.5,1.5,10,{1672534799999 + h * 3600000},15,7,5,7.5,0" for h in range(24)
+        f"{1672531200000 + h * 3600000},1,2,0.5,1.5,10,{1672534799999 + h * 3600000},15,7,5,7.5,0"
+        for h in range(24)
     )
     write_archive_zip(tmp_path, ZIP_KEY, rows + "\n")
     coins_dir = tmp_path / "defillama" / "coins" / "chart"
@@ -374,19 +375,23 @@ def test_cli_replay_runs_until_sigterm(archive_root: Path) -> None:
 
 
 # --------------------------------------------------------------------------- bad flags: one line, no traceback
-@pytest.mark.parametrize(("args", "message"), [
-    (["recorded", "--error-rate", "0.7", "--html-error-rate", "0.5"], "must be <= 1"),
-    (["recorded", "--error-rate", "1.5"], "within [0, 1]"),
-    (["recorded", "--error-rate", "lots"], "a share within [0, 1] expected"),
-    (["recorded", "--port", "70000"], "within 0..65535"),
-    (["recorded", "--port", "-1"], "within 0..65535"),
-    (["recorded", "--latency-ms", "-5"], "must be >= 0"),
-    (["recorded", "--drip-bytes", "0"], "drip_bytes >= 1"),
-    (["does/not/exist"], "is not a directory"),
-    (["recorded", "--host", "256.1.1.1"], "error:"),
-])
-def test_cli_bad_flags_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recorded", "--error-rate", "0.7", "--html-error-rate", "0.5"], "must be <= 1"),
+        (["recorded", "--error-rate", "1.5"], "within [0, 1]"),
+        (["recorded", "--error-rate", "lots"], "a share within [0, 1] expected"),
+        (["recorded", "--port", "70000"], "within 0..65535"),
+        (["recorded", "--port", "-1"], "within 0..65535"),
+        (["recorded", "--latency-ms", "-5"], "must be >= 0"),
+        (["recorded", "--drip-bytes", "0"], "drip_bytes >= 1"),
+        (["does/not/exist"], "is not a directory"),
+        (["recorded", "--host", "256.1.1.1"], "error:"),
+    ],
+)
+def test_cli_bad_flags_are_one_line_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(Path(__file__).parents[3])
     try:
         code = main(["replay", *args])  # errors found after parsing are returned
