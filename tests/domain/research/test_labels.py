@@ -11,24 +11,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from midfreq_assets.domain.ingest.klines import KLINE_CSV_COLUMNS
 from midfreq_assets.domain.research.labels import LabelMapConfig, compute_labels
 
 ROOT = Path(__file__).resolve().parents[3]
 KLINES_1D = ROOT / "recorded" / "binance" / "data" / "spot" / "monthly" / "klines" / "BTCUSDT" / "1d"
-KLINE_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-]
 
 
 def recorded_klines_1d() -> pd.DataFrame:
@@ -36,7 +23,9 @@ def recorded_klines_1d() -> pd.DataFrame:
     frames = []
     for path in sorted(KLINES_1D.glob("*.zip")):
         with zipfile.ZipFile(path) as z:
-            frames.append(pd.read_csv(io.BytesIO(z.read(z.namelist()[0])), header=None, names=KLINE_COLUMNS))
+            frames.append(
+                pd.read_csv(io.BytesIO(z.read(z.namelist()[0])), header=None, names=list(KLINE_CSV_COLUMNS))
+            )
     df = pd.concat(frames, ignore_index=True)
     ot = df["open_time"].astype("int64")
     ot = np.where(ot > 10**14, ot * 1000, ot * 1_000_000)  # microseconds from 2025, else milliseconds
