@@ -4,8 +4,8 @@ Starts Redis (Celery broker and result backend), moto's S3-compatible server, a 
 and two ``dagster-celery`` workers, then launches runs with Dagster's CLI under the production
 profile, unchanged: ``deploy/production/dagster.yaml`` and ``celery.yaml``, ``MIDFREQ_DEPLOYMENT=production``,
 ``MIDFREQ_EXECUTOR=celery``, ``MIDFREQ_DATA_LAKE=s3://...``, sources from the replay server. Runs:
-ingestion, prices, adjusted yields and features for two weeks (one run, whose DefiLlama and price
-steps are independent), the backtest panel, and grid points of ``backtest_runs`` as two concurrent
+ingestion and prices for two weeks (one run, whose DefiLlama and price steps are independent), adjusted
+yields and features for their month, the backtest panel, and grid points of ``backtest_runs`` as two concurrent
 runs, as the grid sensor launches them. Asserts, from the events stored in Postgres, that every step
 ran in a worker process and none in the launching CLI, that both workers took steps, and that the
 Parquet files in the bucket are those of a local in-process run of the same assets, frame for frame.
@@ -44,14 +44,11 @@ PROFILE = REPO / "deploy" / "production"
 BIN = Path(sys.executable).parent
 VAULT = "usd_lending"
 FIRST_DAY, LAST_DAY = "2024-06-06", "2024-06-19"  # two weeks: two weekly decisions per grid point
-INGEST = [
-    "pool_history",
-    "pool_metadata",
-    "universe_exclusions",
-    "token_prices",
-    f"{VAULT}/adjusted_yields",
-    f"{VAULT}/features",
-]
+MONTH = "2024-06"  # the research month holding them (its days with data so far)
+#: daily partitions, one range run (its DefiLlama and price steps are independent)
+INGEST = ["pool_history", "pool_metadata", "universe_exclusions", "token_prices"]
+#: monthly partitions (research panels), one run
+RESEARCH = [f"{VAULT}/adjusted_yields", f"{VAULT}/features"]
 PANEL = [f"{VAULT}/backtest_panel"]
 GRID_RUNS, POINTS_PER_RUN = 2, 2
 WORKERS = ("midfreq-w0", "midfreq-w1")
@@ -213,6 +210,15 @@ def launch_runs(env: dict[str, str], home: Path, logs: Path) -> tuple[set[int], 
         logs / "ingest.log",
     )
     wait_all([ingest])
+    research = (
+        dagster_cli(
+            ["asset", "materialize", "--select", ",".join(RESEARCH), "--partition", MONTH],
+            env,
+            logs / "research.log",
+        ),
+        logs / "research.log",
+    )
+    wait_all([research])
     panel = (
         dagster_cli(["asset", "materialize", "--select", ",".join(PANEL)], env, logs / "panel.log"),
         logs / "panel.log",
@@ -237,7 +243,7 @@ def launch_runs(env: dict[str, str], home: Path, logs: Path) -> tuple[set[int], 
         for i, c in enumerate(chunks)
     ]
     wait_all(grid)
-    return {p.pid for p, _ in [ingest, panel, *grid]}, [k for c in chunks for k in c]
+    return {p.pid for p, _ in [ingest, research, panel, *grid]}, [k for c in chunks for k in c]
 
 
 def local_reference(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,6 +257,7 @@ def local_reference(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert job.execute_in_process(instance=instance, asset_selection=selection, tags=tags or {}).success
 
     run(INGEST, range_tags(FIRST_DAY, LAST_DAY))
+    run(RESEARCH, {"dagster/partition": MONTH})
     run(PANEL)
     for chunk in grid_points(instance):
         assert (
@@ -264,7 +271,7 @@ def check_steps_ran_on_workers(
     instance: DagsterInstance, cli_pids: set[int], worker_of: dict[int, int]
 ) -> None:
     runs = instance.get_runs()
-    assert len(runs) == 2 + GRID_RUNS
+    assert len(runs) == 3 + GRID_RUNS
     workers_used, hosts = set(), set()
     launchers = set()
     for run in runs:
@@ -300,9 +307,8 @@ def check_lake_equals_local(fs, local_lake: Path, points: list[str]) -> None:
     root = f"{BUCKET}/{LAKE_PREFIX}/"
     in_bucket = {key.removeprefix(root) for key in fs.find(root)}
     local = {p.relative_to(local_lake).as_posix() for p in local_lake.rglob("*") if p.is_file()}
-    days = pd.date_range(FIRST_DAY, LAST_DAY, freq="D").strftime("%Y-%m-%d")
     expected = (
-        {f"{a}/{d}.parquet" for a in INGEST for d in days}
+        {f"{a}/{MONTH}.parquet" for a in INGEST + RESEARCH}  # daily assets: a file per month
         | {f"{PANEL[0]}.parquet"}
         | {f"{VAULT}/backtest_runs/{p}.parquet" for p in points}
     )
