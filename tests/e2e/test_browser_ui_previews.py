@@ -1,7 +1,6 @@
 """What a newcomer sees after ``make demo``, in a real browser (issue 24, points 4-6).
 
-Runs ``midfreq pipeline --corpus recorded --execution-server`` (the demo, on the usd_lending vault
-only) into a fresh DAGSTER_HOME and lake, serves that instance with ``dagster-webserver`` and opens
+Takes the instance and lake of ``make demo`` in a fresh clone (``conftest.demo_clone``), serves it with ``dagster-webserver`` and opens
 it in headless Chromium:
 
 - point 4: each asset page shows its preview as an inline table (formatted numbers, a pool's name
@@ -16,10 +15,8 @@ Screenshots go to ``test-output/browser/previews_*.png``.
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +29,11 @@ from tests.e2e.test_browser_ui import (
     SCREENSHOTS,
     Webserver,
     dismiss_popups,
-    instance_yaml,
     stop,
     wait_until_ready,
 )
 
 VAULT = "usd_lending"
-PIPELINE_TIMEOUT_S = 1500
 UI_TIMEOUT_MS = 90_000
 LAPTOP_WIDTH_PX = 1366
 
@@ -50,55 +45,19 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[dict[str, Path]]:
-    """The demo's pipeline on one vault: its config dir, lake and run history (``MIDFREQ_BROWSER_DEMO``:
-    the folder of an earlier run of this fixture, reused as it is, to iterate on the pages)."""
+def demo(demo_clone) -> Iterator[dict[str, Path]]:
+    """The demo's instance, lake and config dir: ``make demo`` in a fresh clone (the session's one run,
+    shared with the job-page and README tests; ``MIDFREQ_BROWSER_DEMO``: the folder of an earlier clone,
+    reused as it is, to iterate on the pages)."""
     reuse = os.environ.get("MIDFREQ_BROWSER_DEMO")
-    if reuse:
-        root = Path(reuse)
-        yield {
-            "home": root / "home",
-            "lake": root / "lake",
-            "configs": root / "configs",
-            "stdout": root / "pipeline.log",
-        }
-        return
-    root = tmp_path_factory.mktemp("demo")
-    configs = root / "configs"
-    shutil.copytree(REPO / "configs", configs)
-    for other in (configs / "vaults").glob("*.yaml"):
-        if other.stem != VAULT:
-            other.unlink()
-    vault = configs / "vaults" / f"{VAULT}.yaml"  # its positions file is relative to the config dir
-    vault.write_text(vault.read_text().replace("../recorded/", f"{REPO / 'recorded'}/"))
-    home, lake = root / "home", root / "lake"
-    home.mkdir()
-    instance_yaml(home)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MIDFREQ_CONFIG_DIR": str(configs)}
-    exe = Path(sys.executable).with_name("midfreq")
-    started = time.monotonic()
-    out = subprocess.run(
-        [
-            str(exe),
-            "pipeline",
-            "--corpus",
-            "recorded",
-            "--execution-server",
-            "--config-dir",
-            str(configs),
-            "--lake",
-            str(lake),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PIPELINE_TIMEOUT_S,
-    )
-    print(f"pipeline: exit {out.returncode} in {time.monotonic() - started:.0f}s")
-    (root / "pipeline.log").write_text(out.stdout + out.stderr)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    yield {"home": home, "lake": lake, "configs": configs, "stdout": Path(root / "pipeline.log")}
+    root = Path(reuse) if reuse else demo_clone["root"]
+    if not reuse:
+        assert demo_clone["returncode"] == 0, demo_clone["stdout"][-4000:] + demo_clone["stderr"][-4000:]
+    yield {
+        "home": root / ".dagster_home",
+        "lake": root / "data_lake",
+        "configs": root / "configs",
+    }
 
 
 @pytest.fixture(scope="module")
