@@ -24,20 +24,6 @@ os.environ.setdefault("MIDFREQ_DATA_LAKE", tempfile.mkdtemp(prefix="midfreq-test
 RECORDED_DIR = REPO_ROOT / "recorded"
 
 
-#: session fixtures that run a whole pipeline: every test using one goes to the same xdist worker
-#: (``make test`` runs ``--dist loadgroup``), so each runs once per session, not once per worker
-SHARED_PIPELINE_FIXTURES = ("demo_clone", "generated_run")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        for name in SHARED_PIPELINE_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
-
-
 # --------------------------------------------------------------------------- replay server
 @pytest.fixture(scope="session")
 def replay_server() -> Iterator[ReplayServer]:

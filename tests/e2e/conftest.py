@@ -9,6 +9,7 @@ import functools
 import glob
 import importlib.util
 import os
+import pickle
 import pwd
 import shutil
 import socket
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from upath import UPath
 
 HAS_DAGSTER_POSTGRES = importlib.util.find_spec("dagster_postgres") is not None
@@ -458,10 +460,31 @@ def run_pipeline_cli(tmp: Path, *args: str, **corpus: object) -> dict[str, objec
     }
 
 
+def once_per_session(
+    tmp_path_factory, name: str, build: Callable[[Path], dict[str, object]]
+) -> dict[str, object]:
+    """``build(folder)`` once per test session, whatever the number of xdist workers: the first worker
+    to ask builds it under the session's shared temp root (holding a file lock), the others wait and read
+    its pickled result. What it built is shared: a test that changes it works on a copy."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # the workers' common parent
+    result = shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if result.exists():
+            return pickle.loads(result.read_bytes())
+        folder = shared / name
+        folder.mkdir()
+        value = build(folder)
+        result.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def generated_run(tmp_path_factory) -> dict[str, object]:
-    """The pipeline on the whole generated corpus (ETH, BTC and USD-with-price-exposure vaults)."""
-    return run_pipeline_cli(tmp_path_factory.mktemp("generated"))
+    """The pipeline on the whole generated corpus (ETH, BTC and USD-with-price-exposure vaults); once per
+    session, read only."""
+    return once_per_session(tmp_path_factory, "generated", run_pipeline_cli)
 
 
 @pytest.fixture
@@ -500,8 +523,13 @@ def clone_env(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def demo_clone(tmp_path_factory) -> dict[str, object]:
-    """``make demo`` as the README says, in a fresh clone: the clone, its output and exit status, its wall time."""
-    root = fresh_clone(tmp_path_factory.mktemp("demo") / "midfreq")
+    """``make demo`` as the README says, in a fresh clone: the clone, its output and exit status, its wall
+    time. Once per session, read only (:func:`copy_of_clone` for a test that runs more in it)."""
+    return once_per_session(tmp_path_factory, "demo", make_demo_in_a_fresh_clone)
+
+
+def make_demo_in_a_fresh_clone(folder: Path) -> dict[str, object]:
+    root = fresh_clone(folder / "midfreq")
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "demo"],
@@ -525,4 +553,14 @@ def clone_kit():
     """``clone_kit.fresh(root)`` and ``clone_kit.env(root)``: a fresh clone's layout and its shell environment."""
     import types
 
-    return types.SimpleNamespace(fresh=fresh_clone, env=clone_env)
+    return types.SimpleNamespace(fresh=fresh_clone, env=clone_env, copy=copy_of_clone)
+
+
+def copy_of_clone(root: Path, into: Path) -> Path:
+    """A fresh clone at ``into`` holding a copy of ``root``'s lake and run history (``DAGSTER_HOME`` is the
+    clone's own ``.dagster_home``), for a test that runs more commands after ``make demo``."""
+    copy = fresh_clone(into)
+    shutil.rmtree(copy / "data_lake")
+    shutil.copytree(root / "data_lake", copy / "data_lake", symlinks=True)
+    shutil.copytree(root / ".dagster_home", copy / ".dagster_home", symlinks=True)
+    return copy

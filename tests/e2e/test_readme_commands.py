@@ -183,11 +183,13 @@ def test_replay_then_backfill_a_month(tmp_path: Path, clone_kit):
 
 
 @pytest.mark.timeout(2400)
-def test_make_demo_then_the_live_loop_block(demo_clone, clone_kit):
+def test_make_demo_then_the_live_loop_block(demo_clone, clone_kit, tmp_path):
     """``make demo`` in a fresh clone, ``cat`` its ticket, then the README's execution-server block as written:
-    the orders reach the local endpoint once, the second run answers from the ledger."""
-    root, clone_env = demo_clone["root"], clone_kit.env
+    the orders reach the local endpoint once, the second run answers from the ledger. The block runs in a
+    copy of the demo's clone (the session's one ``make demo``, which the browser tests read meanwhile)."""
+    clone_env = clone_kit.env
     assert demo_clone["returncode"] == 0, f"{demo_clone['stdout'][-3000:]}\n{demo_clone['stderr'][-3000:]}"
+    root = clone_kit.copy(demo_clone["root"], tmp_path / "midfreq")
     assert "Stages: " in demo_clone["stdout"] and " 0 failed" in demo_clone["stdout"]
     print(f"make demo: {demo_clone['wall_s']:.0f}s wall")
     ticket = bash("cat data_lake/usd_lending/trade_orders/2025-06-05.json", root, clone_env(root))
