@@ -55,7 +55,7 @@ from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metr
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.plan import needs_adjusted
 from midfreq_assets.domain.yields.response import with_responses
-from midfreq_assets.metadata import markdown_table
+from midfreq_assets.metadata import markdown_table, report_link
 from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
@@ -242,7 +242,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 metadata={
                     "dagster/row_count": len(table),
                     "headline": "empty universe: every point holds cash",
-                    "report_html": MetadataValue.path(str(html_path)),
+                    **report_link(html_path, io.lake),
                     "missing_points": len(missing),
                     "summary": MetadataValue.md(note),
                 },
@@ -297,10 +297,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 "headline": report.headline(table, stats),
                 **wealth_plot(*report_wealth(evaluation, stats)),
                 "headline_table": markdown_table(report.lead_table(table)),
-                "report_html": MetadataValue.path(str(html_path)),
-                "report_url": MetadataValue.url(Path(html_path.path).resolve().as_uri())
-                if html_path.protocol in ("", "file")
-                else MetadataValue.text(str(html_path)),
+                **report_link(html_path, io.lake),
                 "missing_points": len(missing),
                 **{
                     k: v
