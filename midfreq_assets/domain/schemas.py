@@ -386,6 +386,30 @@ ORDER_EXECUTIONS = Schema(
     ),
 )
 
+INTRADAY_MOVES = Schema(
+    "intraday_moves",
+    (
+        _c("fetched_at", "datetime", "UTC", "when /pools was read"),
+        _c("nightly_day", "string", "day, UTC", "the nightly pool_metadata the pool is compared with"),
+        POOL,
+        _c("symbol", "string", "", "the pool's token symbol(s)"),
+        _c("project", "string", "", "protocol"),
+        _c("chain", "string", "", "chain"),
+        _c("nightly_apy", "number", APY, "APY in the nightly snapshot"),
+        _c("apy", "number", APY, "APY now (empty: the pool is missing from /pools)"),
+        _c("apy_change", "number", APY, "apy - nightly_apy"),
+        _c("nightly_tvl_usd", "number", USD, "TVL in the nightly snapshot"),
+        _c("tvl_usd", "number", USD, "TVL now"),
+        _c("tvl_change", "number", FRACTION, "tvl_usd / nightly_tvl_usd - 1"),
+        _c(
+            "flag",
+            "string",
+            "",
+            "apy moved, tvl moved, both, or missing from /pools; empty within thresholds",
+        ),
+    ),
+)
+
 # --------------------------------------------------------------------------- backtests
 BACKTEST_PANEL = Schema(
     "backtest_panel",
@@ -521,6 +545,7 @@ SCHEMAS = {
         VAULT_POSITIONS,
         TRADE_ORDERS,
         ORDER_EXECUTIONS,
+        INTRADAY_MOVES,
         BACKTEST_PANEL,
         BACKTEST_RUNS,
         BACKTEST_REPORT,

@@ -477,6 +477,7 @@ def build_intraday_assets(vault: VaultConfig, start: dt.date) -> tuple[AssetsDef
         key=key,
         partitions_def=hours,
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("intraday_moves"),
         required_resource_keys={"parquet_io_manager", "defillama"},
         deps=[AssetDep("pool_metadata")],
         group_name=f"{vault.name}_intraday",
