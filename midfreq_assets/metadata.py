@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from dagster import MetadataValue
+from upath import UPath
 
 from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.importance import importance_png
 from midfreq_assets.domain.research.selection import selection_table
 from midfreq_assets.previews import table_preview
 from midfreq_resources.dagster_compat import add_partitions_metadata
+from midfreq_resources.settings import REPORTS_URL_ENV
 
 #: Input metadata of the Parquet/model IO managers: a window with some partitions missing loads
 #: what exists instead of failing.
 TOLERATE_GAPS = {"allow_missing_partitions": True}
+
+
+def report_link(path: UPath, lake: UPath) -> dict[str, MetadataValue]:
+    """Where the UI finds an HTML report written at ``path`` in ``lake``.
+
+    ``report_html``: its path (the UI copies it on click). A ``file://`` link would be dead: browsers
+    refuse to open a local file from the UI's http page ("Not allowed to load local resource"). With
+    ``MIDFREQ_REPORTS_URL`` (an http server of the lake's folder) ``report_url`` is a link that opens in
+    one click; without it ``report_open`` says how to open the file.
+    """
+    links: dict[str, MetadataValue] = {"report_html": MetadataValue.path(str(path))}
+    base = os.environ.get(REPORTS_URL_ENV, "").strip().rstrip("/")
+    if base:
+        relative = PurePosixPath(path.path).relative_to(PurePosixPath(lake.path)).as_posix()
+        links["report_url"] = MetadataValue.url(f"{base}/{quote(relative)}")
+    else:
+        links["report_open"] = MetadataValue.text(
+            "click the path to copy it, then paste it into the browser's address bar (a browser does not "
+            f"follow file:// links from this page); or serve the lake (python -m http.server -d <lake>) and set "
+            f"{REPORTS_URL_ENV} to its URL for a link"
+        )
+    return links
 
 
 def markdown_table(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".4g") -> MetadataValue:

@@ -14,6 +14,9 @@ DEFILLAMA_PRO_URL_ENV = "MIDFREQ_DEFILLAMA_PRO_URL"
 #: DefiLlama's paid API key (lending markets' borrow side); a secret: never logged, never in a URL we print
 DEFILLAMA_PRO_API_KEY_ENV = "MIDFREQ_DEFILLAMA_PRO_API_KEY"
 DATA_LAKE_ENV = "MIDFREQ_DATA_LAKE"
+#: Optional: an http(s) URL serving the data lake's folder (e.g. ``python -m http.server -d data_lake``),
+#: under which the UI links each backtest's HTML report; unset, the UI shows the report's path
+REPORTS_URL_ENV = "MIDFREQ_REPORTS_URL"
 
 LIVE_DEFILLAMA_YIELDS_URL = "https://yields.llama.fi"
 LIVE_DEFILLAMA_COINS_URL = "https://coins.llama.fi"

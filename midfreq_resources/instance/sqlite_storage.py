@@ -17,6 +17,9 @@ run shard is checkpointed (``PRAGMA wal_checkpoint(PASSIVE)``) at most every
 :data:`CHECKPOINT_EVERY_S` and when the run ends, and its engine is closed then.
 
 Production uses Postgres (``deploy/production``), which pools connections itself.
+
+Importing this module also installs :mod:`midfreq_resources.instance.partition_keys` (the UI's newest
+partitions of a calendar that ended at a replayed corpus's last day), as the webserver loads it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ from dagster._core.storage.sqlite_storage import (
 from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
+
+from midfreq_resources.instance import partition_keys
+
+# The webserver loads this module (dagster.yaml's storage) and no other of midfreq's: the Plots tab of a
+# calendar that ended (a replayed corpus's) is fixed here, in that process (see partition_keys).
+partition_keys.install()
 
 #: A running run's shard is checkpointed at most this often (the webserver's live log follows it).
 CHECKPOINT_EVERY_S = 0.5

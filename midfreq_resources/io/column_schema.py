@@ -25,12 +25,18 @@ class SchemaError(ValueError):
 
 def _kind_ok(kind: str, series: pd.Series) -> bool:
     dtype = series.dtype
+    # numbers in an object column: a concat of days where one day's frame was empty (object columns)
+    inferred = pd.api.types.infer_dtype(series.dropna()) if ptypes.is_object_dtype(dtype) else ""
     if kind == "number":
-        return ptypes.is_numeric_dtype(dtype) and not ptypes.is_bool_dtype(dtype)
+        return (ptypes.is_numeric_dtype(dtype) and not ptypes.is_bool_dtype(dtype)) or inferred in (
+            "integer",
+            "floating",
+            "mixed-integer-float",
+        )
     if kind == "value":  # a feature: a number or a flag
         return ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype)
     if kind == "integer":
-        return ptypes.is_integer_dtype(dtype)
+        return ptypes.is_integer_dtype(dtype) or inferred == "integer"
     if kind == "bool":  # also a flag column with missing values (object of bools, or 0/1 floats)
         values = series.dropna()
         return (
@@ -39,10 +45,7 @@ def _kind_ok(kind: str, series: pd.Series) -> bool:
             or (ptypes.is_numeric_dtype(dtype) and values.isin([0, 1]).all())
         )
     if kind == "datetime":  # object columns of timestamps too (a concat with an all-missing part)
-        return ptypes.is_datetime64_any_dtype(dtype) or (
-            ptypes.is_object_dtype(dtype)
-            and pd.api.types.infer_dtype(series.dropna()) in ("datetime", "datetime64")
-        )
+        return ptypes.is_datetime64_any_dtype(dtype) or inferred in ("datetime", "datetime64")
     if kind in ("string", "list"):
         return ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
     return True

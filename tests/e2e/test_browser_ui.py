@@ -132,7 +132,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-def wait_until_ready(server: Webserver) -> None:
+def wait_until_ready(server: Webserver, location: str = LOCATION) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         assert server.proc.poll() is None, f"dagster-webserver exited:\n{server.log_tail()}"
@@ -146,14 +146,14 @@ def wait_until_ready(server: Webserver) -> None:
         pytest.fail(f"dagster-webserver not up after {SERVER_START_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
     while time.monotonic() < deadline:
         entries = server.graphql(LOCATION_STATUS)["workspaceOrError"].get("locationEntries", [])
-        entry = next((e for e in entries if e["name"] == LOCATION), None)
+        entry = next((e for e in entries if e["name"] == location), None)
         if entry and entry["loadStatus"] == "LOADED":
             error = entry["locationOrLoadError"]
             assert error["__typename"] == "RepositoryLocation", f"code location failed to load: {error}"
             return
         time.sleep(1)
     pytest.fail(
-        f"code location {LOCATION!r} not loaded after {SERVER_START_TIMEOUT_S:.0f}s:\n{server.log_tail()}"
+        f"code location {location!r} not loaded after {SERVER_START_TIMEOUT_S:.0f}s:\n{server.log_tail()}"
     )
 
 

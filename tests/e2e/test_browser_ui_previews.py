@@ -164,7 +164,8 @@ def test_asset_pages_show_previews_and_plots_inline(page, server):
     shot(page, "backtest_report")
     text = inline_table_text(page, "role")
     assert "walk_forward" in text and "%" in text and "nan" not in text.lower()
-    assert "file://" in page.inner_text("body")  # the link to the HTML report
+    body = page.inner_text("body")  # the HTML report's path (copied on click) and how to open it
+    assert "/backtest_report/default.html" in body and "address bar" in body
 
 
 def test_a_failed_check_says_what_to_do(page, server):

@@ -7,9 +7,10 @@ under ``test-output/browser/``:
 - a partition's page shows its own numbers: ``usd_lending/fitted_models`` 2024-08-05 its own as_of,
   training rows and model file; a ``rebalance_weights`` day its own wealth, trades and rows; the run's
   figures only on the last partition (``run_*``, ``run_scope``); the numeric ones (wealth, invested share,
-  turnover) form a series across the days, what the metadata Plots draw by partition (Dagster 1.13.27's
-  Plots ask for the latest 120 keys with ``partitionKeyConnection(ascending: false)``, which ignores a
-  calendar's ``end_date`` and lists days up to today: on the demo they come out empty, a Dagster bug);
+  turnover) form a series across the days, what the metadata Plots draw by partition: the Plots tab asks
+  for the latest 120 keys with ``partitionKeyConnection(ascending: false)``, which gets the recording's
+  last 120 days (Dagster 1.13.27 alone lists the days up to today: ``midfreq_resources/instance/
+  partition_keys.py``, tested on its own in ``test_ui_plots.py``);
 - the pipeline's runs are filed under the code location: the job pages and the timeline list them, an
   asset page links its latest run;
 - the calendars end at the recording's last day: every daily asset has 365 partitions, none missing;
@@ -38,6 +39,7 @@ from tests.e2e.test_browser_ui import (
     stop,
     wait_until_ready,
 )
+from tests.e2e.test_ui_plots import LATEST_ASSET_PARTITIONS
 
 pytestmark = [
     pytest.mark.browser,
@@ -170,7 +172,11 @@ def test_each_partition_shows_its_own_numbers(demo_ui: Webserver) -> None:
     assert final["run_scope"].startswith("run_* entries") and "run_days_simulated" in final
 
     # what a plot across partitions draws: each day's own numbers, distinct from day to day
+    newest = demo_ui.graphql(
+        LATEST_ASSET_PARTITIONS, {"assetKey": {"path": ["usd_lending", "rebalance_weights"]}, "limit": 120}
+    )["assetNodeOrError"]["partitionKeyConnection"]["results"]
     days = [str(d.date()) for d in pd.date_range("2025-02-06", LAST_DAY, freq="D")]  # the last 120 days
+    assert newest == days[::-1]
     found = demo_ui.graphql(
         BY_PARTITION, {"key": {"path": ["usd_lending", "rebalance_weights"]}, "partitions": days}
     )

@@ -41,6 +41,7 @@ from midfreq_assets.domain.ingest.klines_collection import (
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_from, klines_last_day, window_days
+from midfreq_assets.previews import schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 
@@ -90,7 +91,7 @@ def build_binance_assets(
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
-        metadata={REQUIRED_COLUMNS: list(KLINES_COLUMNS)},
+        metadata={REQUIRED_COLUMNS: list(KLINES_COLUMNS), **schema_metadata("binance_klines")},
         pool=KLINES_POOL,
         required_resource_keys={"binance_archive", "parquet_io_manager"},
         check_specs=[

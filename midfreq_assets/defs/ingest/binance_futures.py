@@ -45,6 +45,7 @@ from midfreq_assets.domain.ingest.funding import (
 from midfreq_assets.domain.ingest.klines_collection import collect_klines
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_from, klines_last_day, monthly_from, window_days
+from midfreq_assets.previews import schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.clients.binance_archive import BinanceArchiveClient
 
@@ -89,6 +90,7 @@ def build_premium_index_assets(
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("binance_premium_index_klines"),
         group_name="binance",
         kinds={"python", "parquet"},
         description=f"Binance {futures.market} premium index bars ({PREMIUM_DATASET}) of {', '.join(futures.symbols)} "
@@ -124,7 +126,8 @@ def build_funding_assets(config: BinanceConfig) -> tuple[list[AssetsDefinition],
         key=FUNDING,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
-        metadata={"partition_column": "month"},  # ParquetIOManager: one file per month of a range run
+        # ParquetIOManager: one file per month of a range run
+        metadata={"partition_column": "month", **schema_metadata("binance_funding_rates")},
         io_manager_key="parquet_io_manager",
         group_name="binance_funding",
         kinds={"python", "parquet"},

@@ -31,6 +31,7 @@ from midfreq_assets.domain.config.project import Project
 from midfreq_assets.domain.ingest.pool_history import merge_kept_rows
 from midfreq_assets.metadata import listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
+from midfreq_assets.previews import schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 
@@ -70,7 +71,7 @@ def build_token_prices(project: Project, partitions_def: DailyPartitionsDefiniti
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
-        metadata={REQUIRED_COLUMNS: TOKEN_PRICE_COLUMNS},
+        metadata={REQUIRED_COLUMNS: TOKEN_PRICE_COLUMNS, **schema_metadata("token_prices")},
         pool=PRICES_POOL,
         required_resource_keys={"defillama_coins", "parquet_io_manager"},
         group_name="prices",

@@ -55,7 +55,8 @@ from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metr
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.research.plan import needs_adjusted
 from midfreq_assets.domain.yields.response import with_responses
-from midfreq_assets.metadata import markdown_table
+from midfreq_assets.metadata import markdown_table, report_link
+from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
 
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
@@ -114,6 +115,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             ),
         },
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("backtest_panel"),
         group_name=group,
         kinds={"python", "parquet"},
         description=f"Vault {vault.name}: pool rows over the whole history with eligible (in the universe "
@@ -146,7 +148,8 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
         partitions_def=grid_partitions(vault.name),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=GRID_POINTS_PER_RUN),
-        metadata={"partition_column": "point"},  # ParquetIOManager: one file per point of a multi-point run
+        # ParquetIOManager: one file per point of a multi-point run
+        metadata={"partition_column": "point", **schema_metadata("backtest_runs")},
         io_manager_key="parquet_io_manager",
         group_name=group,
         kinds={"python", "parquet"},
@@ -187,6 +190,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         deps=[AssetDep(backtest_runs, partition_mapping=AllPartitionMapping())],
         partitions_def=grid_files,
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("backtest_report"),
         required_resource_keys={"parquet_io_manager"},
         group_name=group,
         kinds={"python", "parquet", "html"},
@@ -238,7 +242,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 metadata={
                     "dagster/row_count": len(table),
                     "headline": "empty universe: every point holds cash",
-                    "report_html": MetadataValue.path(str(html_path)),
+                    **report_link(html_path, io.lake),
                     "missing_points": len(missing),
                     "summary": MetadataValue.md(note),
                 },
@@ -293,10 +297,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 "headline": report.headline(table, stats),
                 **wealth_plot(*report_wealth(evaluation, stats)),
                 "headline_table": markdown_table(report.lead_table(table)),
-                "report_html": MetadataValue.path(str(html_path)),
-                "report_url": MetadataValue.url(Path(html_path.path).resolve().as_uri())
-                if html_path.protocol in ("", "file")
-                else MetadataValue.text(str(html_path)),
+                **report_link(html_path, io.lake),
                 "missing_points": len(missing),
                 **{
                     k: v

@@ -64,6 +64,7 @@ from midfreq_assets.domain.portfolio.positions import (
 from midfreq_assets.domain.units import percent_to_fraction
 from midfreq_assets.metadata import markdown_table
 from midfreq_assets.partitions import hourly_from, lookback, window_days, yields_last_day
+from midfreq_assets.previews import schema_metadata
 from midfreq_resources.clients.http_retry import RetryPolicy, SourceError
 from midfreq_resources.io.lake import write_bytes_atomic
 
@@ -128,6 +129,7 @@ def build_positions_asset(
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("vault_positions"),
         required_resource_keys={"parquet_io_manager", "positions_client"},
         group_name=vault.name,
         kinds={"python", "parquet"},
@@ -225,6 +227,7 @@ def build_orders_assets(
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("trade_orders"),
         required_resource_keys={"parquet_io_manager"},
         group_name=vault.name,
         kinds={"python", "parquet"},
@@ -303,6 +306,7 @@ def build_orders_assets(
         backfill_policy=BackfillPolicy.single_run(),
         pool=execution_pool(vault.name),
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("order_executions"),
         required_resource_keys={"parquet_io_manager", "execution_client"},
         group_name=vault.name,
         kinds={"python", "parquet"},
@@ -473,6 +477,7 @@ def build_intraday_assets(vault: VaultConfig, start: dt.date) -> tuple[AssetsDef
         key=key,
         partitions_def=hours,
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("intraday_moves"),
         required_resource_keys={"parquet_io_manager", "defillama"},
         deps=[AssetDep("pool_metadata")],
         group_name=f"{vault.name}_intraday",

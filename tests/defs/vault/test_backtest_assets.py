@@ -127,6 +127,9 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
         and "deflated_sharpe_excess" in meta_out
     )
     assert 0 <= meta_out["pbo"].value <= 1 and "cost-0.0005" in str(meta_out["walk_forward_windows"].value)
+    # the report's path (the UI copies it on click), no dead file:// link, and how to open it
+    assert meta_out["report_html"].value == str(lake / VAULT.name / "backtest_report" / "small.html")
+    assert "report_url" not in meta_out and "file://" in meta_out["report_open"].value
 
     # a new grid value: only the new point is registered (and run) by the sensor
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002, 0.01]}}))

@@ -109,3 +109,19 @@ def test_the_io_manager_writes_the_declared_descriptions_and_refuses_a_broken_fr
     assert "asset declared, partition 2024-01-02" in error.message
     assert "column 'tvl_usd' (number) missing; nothing written" in error.message
     assert (tmp_path / "declared" / "2024-01.parquet").read_bytes() == before
+
+
+def test_numbers_in_an_object_column_pass_strings_do_not():
+    """A range concatenated with a day that had no rows (an empty frame's columns are object) keeps its
+    numbers in an object column: they are still numbers; text is not."""
+    empty_day = pd.DataFrame(columns=["date", "pool", "tvl_usd"])
+    full_day = frame()
+    joined = pd.concat([empty_day, full_day], ignore_index=True)
+    assert joined["tvl_usd"].dtype == object
+    check_frame(joined, SCHEMA, "x")
+    counts = TableSchema(columns=[TableColumn("n", "integer")])
+    check_frame(pd.DataFrame({"n": pd.Series([1, 2], dtype=object)}), counts, "x")
+    with pytest.raises(SchemaError, match="column 'n' is object, the schema says integer"):
+        check_frame(pd.DataFrame({"n": pd.Series([1.5, 2], dtype=object)}), counts, "x")
+    with pytest.raises(SchemaError, match="column 'tvl_usd' is object, the schema says number"):
+        check_frame(frame(tvl_usd=pd.Series(["1", "2"], dtype=object)), SCHEMA, "x")
