@@ -311,7 +311,15 @@ def run_point(
 class PointRunner:
     """Trades a grid point's policy over a window from given holdings: the walk-forward's
     re-simulation through the same engine as ``run_point``. Each point's configuration, inputs and
-    predictions are built once (predictions through the engine's per-process cache)."""
+    predictions are built once (predictions through the engine's per-process cache: the points that
+    share research settings share one prediction panel, their weekly refits fitted once).
+
+    ``stored_models``: the vault's own weekly bundles as ``fitted_models`` stored them (partition key ->
+    bundle). A point whose research settings are the vault's own
+    (:func:`~midfreq_assets.domain.backtest.engine.research_settings`) is predicted with them instead
+    of refitting them, when they are the refits the replay would fit
+    (:func:`~midfreq_assets.domain.backtest.engine.stored_refits`); otherwise it replays, and
+    ``stored_note`` says why."""
 
     def __init__(
         self,
@@ -319,11 +327,17 @@ class PointRunner:
         vault: VaultConfig,
         points: dict[str, GridPoint],
         backtest: BacktestConfig | None = None,
+        stored_models: dict[str, Any] | None = None,
     ) -> None:
         self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
+        self.stored_models = stored_models or None
+        self.stored_note = "" if stored_models else "no stored fitted_models"
+        self.on_stored = 0  # predictions served from the stored models
+        self.replayed: set[str] = set()  # research settings (and estimator, label) refitted here
         self._prepared: dict[str, tuple[Any, ...]] = {}
         self._inputs: dict[tuple[Any, ...], Any] = {}
         self._digest: str | None = None
+        self._own: str | None = None
 
     def inputs(self, v: VaultConfig, cfg: BacktestConfig) -> Any:
         """The panel's :class:`~midfreq_assets.domain.backtest.engine.BacktestInputs` for a point's vault
@@ -342,6 +356,25 @@ class PointRunner:
 
         if self._digest is None:
             self._digest = bt.history_digest(self.panel)
+        settings = bt.research_settings(v)
+        if self.stored_models is not None:
+            self._own = self._own or bt.research_settings(self.vault)
+            if settings == self._own:
+                try:
+                    preds = bt.cached_prediction_panel(
+                        self.panel,
+                        v,
+                        estimator=cfg.estimator,
+                        label=cfg.label,
+                        digest_of_history=self._digest,
+                        stored=self.stored_models,
+                    )
+                    self.on_stored += 1
+                    return preds
+                except bt.StoredModelsMismatch as exc:  # not production's refits of this panel: replay
+                    self.stored_note = f"stored fitted_models not used: {exc}"
+                    self.stored_models = None
+        self.replayed.add(f"{settings}|{cfg.estimator}|{cfg.label}")
         return bt.cached_prediction_panel(
             self.panel, v, estimator=cfg.estimator, label=cfg.label, digest_of_history=self._digest
         )
