@@ -143,7 +143,16 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
 
     @asset(
         key=AssetKey([prefix, "backtest_runs"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        ins={
+            "panel": AssetIn(key=AssetKey([prefix, "backtest_panel"])),
+            # the vault's weekly refits as production fitted them: the points with the vault's own research
+            # settings are predicted with them instead of refitting them (every week missing: refit)
+            "fitted_models": AssetIn(
+                key=AssetKey([prefix, "fitted_models"]),
+                partition_mapping=AllPartitionMapping(),
+                metadata=all_days,
+            ),
+        },
         partitions_def=grid_partitions(vault.name),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=GRID_POINTS_PER_RUN),
         metadata={"partition_column": "point"},  # ParquetIOManager: one file per point of a multi-point run
@@ -154,15 +163,21 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "wealth, costs, gas, predicted/realized APY, status and w__<pool> weights. A backfill runs up to "
         f"{GRID_POINTS_PER_RUN} points per run.",
     )
-    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame):
+    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: dict):
         keys = list(context.partition_keys)
         points = find_points(keys, gdir)  # the grid files read once per run
-        runner = PointRunner(panel, vault, {p.name: p for p in points})  # inputs + predictions shared
+        # inputs + predictions shared; the vault's own research read from fitted_models, not refitted
+        runner = PointRunner(panel, vault, {p.name: p for p in points}, stored_models=fitted_models)
         frames, rows = [], []
         for key, point in zip(keys, points, strict=True):
             frame, metrics = run_point(panel, vault, point, runner=runner)
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
+        research = {
+            "points_on_stored_models": runner.on_stored,
+            "research_refitted": len(runner.replayed),
+            "stored_models_note": runner.stored_note or f"{len(fitted_models)} stored weekly bundles",
+        }
         if len(keys) == 1:
             return Output(
                 frames[0],
@@ -170,6 +185,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                     "dagster/row_count": len(frames[0]),
                     "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
                     **{k: v for k, v in rows[0].items() if k != "point"},
+                    **research,
                 },
             )
         return Output(
@@ -178,6 +194,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 "dagster/row_count": sum(len(f) for f in frames),
                 "points": len(keys),
                 "metrics": markdown_table(pd.DataFrame(rows)),
+                **research,
             },
         )
 

@@ -20,12 +20,18 @@ from midfreq_assets.defs.vault.grid_sensor import (
     register_grid_points,
 )
 from midfreq_assets.domain.config.vault import load_vault_config
-from midfreq_assets.partitions import daily_from
+from midfreq_assets.domain.research.plan import first_fit_day
+from midfreq_assets.partitions import daily_from, weekly_partitions
 from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.model_io_manager import ModelIOManager
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
 daily_partitions = daily_from(VAULT.start_date)
+#: the vault's weekly refits (none stored here: every point refits)
+FITTED_MODELS = AssetSpec(
+    AssetKey([VAULT.name, "fitted_models"]), partitions_def=weekly_partitions(first_fit_day(VAULT))
+).with_io_manager_key("model_io_manager")
 
 
 def test_grid_runs_and_report(tmp_path, synthetic_history):
@@ -54,18 +60,21 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
 
     assets = build_backtest_assets(VAULT, gdir)
     upstream = [
-        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-        for k in (
-            "pool_history",
-            "pool_metadata",
-            "pool_lend_borrow",
-            AssetKey([VAULT.name, "adjusted_yields"]),
-        )
+        *(
+            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+            for k in (
+                "pool_history",
+                "pool_metadata",
+                "pool_lend_borrow",
+                AssetKey([VAULT.name, "adjusted_yields"]),
+            )
+        ),
+        FITTED_MODELS,
     ]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
-    resources = {"parquet_io_manager": io}
+    resources = {"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))}
     panel_key, runs_key, report_key = (
         AssetKey([VAULT.name, n]) for n in ("backtest_panel", "backtest_runs", "backtest_report")
     )
@@ -156,19 +165,22 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
     upstream = [
-        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-        for k in (
-            "pool_history",
-            "pool_metadata",
-            "pool_lend_borrow",
-            AssetKey([VAULT.name, "adjusted_yields"]),
-        )
+        *(
+            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+            for k in (
+                "pool_history",
+                "pool_metadata",
+                "pool_lend_borrow",
+                AssetKey([VAULT.name, "adjusted_yields"]),
+            )
+        ),
+        FITTED_MODELS,
     ]
     result = materialize(
         [*assets, *upstream],
         selection=[runs_def.key],
         instance=instance,
-        resources={"parquet_io_manager": io},
+        resources={"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))},
         tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
     )
     assert result.success
@@ -183,7 +195,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
         selection=[runs_def.key],
         partition_key=keys[1],
         instance=instance,
-        resources={"parquet_io_manager": io},
+        resources={"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))},
     )
     assert single.success
     again = read_parquet(lake / VAULT.name / "backtest_runs" / f"{keys[1]}.parquet")
