@@ -4,7 +4,10 @@
   and ``pool_metadata`` partitions), read once so every grid point loads one file;
 - ``<vault>/backtest_runs``: one dynamic partition per grid point; a backfill runs up to
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
-  points in one step; the IO manager splits the output by its ``point`` column;
+  points in one step; the IO manager splits the output by its ``point`` column. It reads the vault's
+  ``fitted_models`` (every week stored): a point whose research settings are the vault's own trades
+  those weekly models instead of refitting them (``PointRunner``: only when they are the refits its
+  replay would make; else it refits);
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
   row (the policy chosen window by window on past data, traded out of sample), one row per point
   (parameters + metrics) and the benchmarks (rules filled under each point's own constraints and costs;
@@ -141,17 +144,17 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             },
         )
 
+    # the vault's weekly refits as production fitted them: the points with the vault's own research
+    # settings are predicted with them instead of refitting them (a week missing: they refit)
+    stored_models = AssetIn(
+        key=AssetKey([prefix, "fitted_models"]), partition_mapping=AllPartitionMapping(), metadata=all_days
+    )
+
     @asset(
         key=AssetKey([prefix, "backtest_runs"]),
         ins={
             "panel": AssetIn(key=AssetKey([prefix, "backtest_panel"])),
-            # the vault's weekly refits as production fitted them: the points with the vault's own research
-            # settings are predicted with them instead of refitting them (every week missing: refit)
-            "fitted_models": AssetIn(
-                key=AssetKey([prefix, "fitted_models"]),
-                partition_mapping=AllPartitionMapping(),
-                metadata=all_days,
-            ),
+            "fitted_models": stored_models,
         },
         partitions_def=grid_partitions(vault.name),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=GRID_POINTS_PER_RUN),
@@ -161,7 +164,9 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         kinds={"python", "parquet"},
         description=f"Vault {vault.name}: one backtest per grid point (partition = point name): per-day "
         "wealth, costs, gas, predicted/realized APY, status and w__<pool> weights. A backfill runs up to "
-        f"{GRID_POINTS_PER_RUN} points per run.",
+        f"{GRID_POINTS_PER_RUN} points per run. Points with the vault's own research settings trade the weekly "
+        "models fitted_models stored (when they are the refits the backtest would make); the others refit, "
+        "once per distinct research setting in a run.",
     )
     def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: dict):
         keys = list(context.partition_keys)
@@ -200,7 +205,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
 
     @asset(
         key=AssetKey([prefix, "backtest_report"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"])), "fitted_models": stored_models},
         deps=[AssetDep(backtest_runs, partition_mapping=AllPartitionMapping())],
         partitions_def=grid_files,
         io_manager_key="parquet_io_manager",
@@ -216,7 +221,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "bar and plain) and a bootstrap interval of the excess over the bar, the strongest constrained benchmark; "
         "HTML report written next to it.",
     )
-    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
+    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: dict):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
         points = validate_grid(grid, vault)
@@ -260,7 +265,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                     "summary": MetadataValue.md(note),
                 },
             )
-        evaluation = evaluate_vault_grid(panel, vault, points, results)
+        evaluation = evaluate_vault_grid(panel, vault, points, results, fitted_models)
         set_of = {
             name: s.suffix
             for s in benchmark_sets(vault, [p for p in points if p.name in results])
@@ -284,7 +289,8 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
             "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash).",
         ]
-        runner = PointRunner(panel, vault, by_name)  # the points re-run for plots share inputs + predictions
+        # the points re-run for plots share inputs + predictions (the vault's own research: its stored models)
+        runner = PointRunner(panel, vault, by_name, stored_models=fitted_models)
         table, html_doc, wealth_png = report.grid_report(
             title,
             grid.name,
