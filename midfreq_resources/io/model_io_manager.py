@@ -4,7 +4,8 @@
 unpartitioned). An output covering several partitions (single-run backfill) must be a dict
 ``{partition_key: ModelBundle}``; loading a partitioned input always returns such a dict (one entry or
 many: callers never special-case a single partition). Missing partitions are skipped when the input's metadata carries
-``{"allow_missing_partitions": True}``.
+``{"allow_missing_partitions": True}``; with ``{"lazy_load": True}`` the dict is a :class:`LazyBundles`,
+reading each file when it is first used (and once per process while it is unchanged).
 
 Nothing read from the lake is executed. A joblib/pickle file runs whatever its ``__reduce__`` says
 when it is loaded, so a file dropped into the lake would run code inside ``predictions``. skops
@@ -18,7 +19,9 @@ as Parquet bytes, timestamps as ISO strings) around the fitted estimators.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pandas as pd
@@ -43,6 +46,8 @@ from midfreq_resources.io.lake import frame_to_parquet_bytes, lake_root, write_b
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
 SUFFIX = ".skops"
+#: Input metadata: load the partitions on first access (:class:`LazyBundles`), not all up front.
+LAZY = "lazy_load"
 FORMAT = "midfreq.ModelBundle/1"
 
 
@@ -169,6 +174,47 @@ def load_path(path: UPath) -> ModelBundle:
         return load_bytes(fh.read(), str(path))
 
 
+#: Bundles this process loaded from local files: path -> ((mtime_ns, size), bundle). A worker that runs
+#: many runs reading the same weeks (grid points) reads each file once; a rewritten file is read again.
+_LOADED: dict[str, tuple[tuple[int, int], ModelBundle]] = {}
+LOADED_CACHE_SIZE = 4096
+
+
+def load_cached(path: UPath) -> ModelBundle:
+    """:func:`load_path`, kept per process for a local file while it is unchanged (bundles are never
+    modified by their readers)."""
+    if path.protocol not in ("", "file"):
+        return load_path(path)
+    st = os.stat(path.path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _LOADED.get(path.path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    bundle = load_path(path)
+    _LOADED[path.path] = (stamp, bundle)
+    while len(_LOADED) > LOADED_CACHE_SIZE:
+        _LOADED.pop(next(iter(_LOADED)))
+    return bundle
+
+
+class LazyBundles(Mapping[str, ModelBundle]):
+    """Stored bundles by partition key, each read on first access (:func:`load_cached`): an input that
+    needs them only sometimes (``backtest_runs``: points with the vault's own research) costs nothing
+    otherwise."""
+
+    def __init__(self, paths: Mapping[str, UPath]) -> None:
+        self._paths = dict(paths)
+
+    def __getitem__(self, key: str) -> ModelBundle:
+        return load_cached(self._paths[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
 class ModelIOManager(ConfigurableIOManager):
     """Stores fitted :class:`ModelBundle` objects as skops files under ``root`` (never pickle)."""
 
@@ -227,9 +273,12 @@ class ModelIOManager(ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         found = {k: self.partition_path(path, k) for k in keys}
         missing = [k for k, p in found.items() if not p.exists()]
-        if missing and not (context.definition_metadata or {}).get("allow_missing_partitions", False):
+        meta = context.definition_metadata or {}
+        if missing and not meta.get("allow_missing_partitions", False):
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()}: partitions not materialized: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
+        if meta.get(LAZY, False):
+            return LazyBundles({k: p for k, p in found.items() if k not in missing})
         return {k: load_path(p) for k, p in found.items() if k not in missing}

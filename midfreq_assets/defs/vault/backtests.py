@@ -19,6 +19,7 @@
 """
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,7 @@ from midfreq_assets.domain.research.plan import needs_adjusted
 from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
+from midfreq_resources.io.model_io_manager import LAZY
 
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
@@ -145,9 +147,12 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         )
 
     # the vault's weekly refits as production fitted them: the points with the vault's own research
-    # settings are predicted with them instead of refitting them (a week missing: they refit)
+    # settings are predicted with them instead of refitting them (a week missing: they refit); read
+    # only when a point needs them
     stored_models = AssetIn(
-        key=AssetKey([prefix, "fitted_models"]), partition_mapping=AllPartitionMapping(), metadata=all_days
+        key=AssetKey([prefix, "fitted_models"]),
+        partition_mapping=AllPartitionMapping(),
+        metadata={**all_days, LAZY: True},
     )
 
     @asset(
@@ -168,7 +173,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "models fitted_models stored (when they are the refits the backtest would make); the others refit, "
         "once per distinct research setting in a run.",
     )
-    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: dict):
+    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: Mapping):
         keys = list(context.partition_keys)
         points = find_points(keys, gdir)  # the grid files read once per run
         # inputs + predictions shared; the vault's own research read from fitted_models, not refitted
@@ -221,7 +226,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "bar and plain) and a bootstrap interval of the excess over the bar, the strongest constrained benchmark; "
         "HTML report written next to it.",
     )
-    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: dict):
+    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: Mapping):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
         points = validate_grid(grid, vault)
