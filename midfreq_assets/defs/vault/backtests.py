@@ -148,11 +148,11 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
 
     # the vault's weekly refits as production fitted them: the points with the vault's own research
     # settings are predicted with them instead of refitting them (a week missing: they refit); read
-    # only when a point needs them
+    # only when a point needs them; optional (`midfreq pipeline` runs the backtest when they failed)
     stored_models = AssetIn(
         key=AssetKey([prefix, "fitted_models"]),
         partition_mapping=AllPartitionMapping(),
-        metadata={**all_days, LAZY: True},
+        metadata={**all_days, LAZY: True, "optional": True},
     )
 
     @asset(
