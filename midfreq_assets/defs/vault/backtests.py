@@ -61,7 +61,7 @@ from midfreq_assets.domain.research.plan import needs_adjusted
 from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import markdown_table
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
-from midfreq_resources.io.model_io_manager import LAZY
+from midfreq_resources.io.model_io_manager import LAZY, NO_TABLES
 
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
@@ -152,7 +152,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
     stored_models = AssetIn(
         key=AssetKey([prefix, "fitted_models"]),
         partition_mapping=AllPartitionMapping(),
-        metadata={**all_days, LAZY: True, "optional": True},
+        metadata={**all_days, LAZY: True, NO_TABLES: True, "optional": True},
     )
 
     @asset(

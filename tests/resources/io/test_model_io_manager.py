@@ -34,6 +34,7 @@ from midfreq_assets.domain.research.selection import Selection
 from midfreq_resources.io.model_io_manager import (
     _LOADED,
     LAZY,
+    NO_TABLES,
     ModelFileError,
     ModelIOManager,
     dump_bytes,
@@ -239,15 +240,16 @@ def test_a_range_run_gives_each_week_its_own_file_and_the_run_size_to_the_last(t
     ins={
         "fitted_range": AssetIn(
             partition_mapping=AllPartitionMapping(),
-            metadata={"allow_missing_partitions": True, LAZY: True},
+            metadata={"allow_missing_partitions": True, LAZY: True, NO_TABLES: True},
         )
     }
 )
 def lazy_reader(fitted_range: Mapping) -> list:
-    """Reads one week of the lazily loaded weekly bundles; says which were read."""
+    """Reads one week of the lazily loaded weekly bundles (without CV tables); says which were read."""
     loaded_before = set(_LOADED)
     first = fitted_range["2024-07-08"]
-    return [sorted(fitted_range), len(first.models), sorted(set(_LOADED) - loaded_before)]
+    tables = [len(first.cv), len(first.folds)]
+    return [sorted(fitted_range), len(first.models), tables, sorted(set(_LOADED) - loaded_before)]
 
 
 def test_a_lazy_input_reads_only_the_weeks_used_and_once_per_process_while_unchanged(tmp_path: Path):
@@ -264,10 +266,11 @@ def test_a_lazy_input_reads_only_the_weeks_used_and_once_per_process_while_uncha
         selection=[lazy_reader],
         resources={"models": io, "io_manager": mem_io_manager},
     )
-    keys, n_models, read = result.output_for_node("lazy_reader")
+    keys, n_models, tables, read = result.output_for_node("lazy_reader")
     assert keys == ["2024-07-01", "2024-07-08", "2024-07-15"] and n_models == len(bundle().models)
-    assert read == [week]  # only the week used was read
-    cached = load_cached(io.partition_path(["fitted_range"], "2024-07-08"))
+    assert read == [(week, False)] and tables == [0, 0]  # only the week used was read, without its tables
+    cached = load_cached(io.partition_path(["fitted_range"], "2024-07-08"))  # with them: another entry
+    assert len(cached.cv) == len(bundle().cv) > 0 and len(cached.folds) == len(bundle().folds)
     assert load_cached(io.partition_path(["fitted_range"], "2024-07-08")) is cached  # read once
     Path(week).write_bytes(dump_bytes(ModelBundle.empty(pd.Timestamp("2024-07-08"), "refit")))
     again = load_cached(io.partition_path(["fitted_range"], "2024-07-08"))  # rewritten: read again
