@@ -52,7 +52,7 @@ from midfreq_assets.domain.backtest.grids import (
     grid_file_names,
     load_grid,
     point_result,
-    run_point,
+    run_points,
     validate_grid,
 )
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
@@ -179,8 +179,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         # inputs + predictions shared; the vault's own research read from fitted_models, not refitted
         runner = PointRunner(panel, vault, {p.name: p for p in points}, stored_models=fitted_models)
         frames, rows = [], []
-        for key, point in zip(keys, points, strict=True):
-            frame, metrics = run_point(panel, vault, point, runner=runner)
+        for key, (frame, metrics) in zip(keys, run_points(panel, vault, points, runner), strict=True):
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
         research = {
@@ -193,7 +192,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 frames[0],
                 metadata={
                     "dagster/row_count": len(frames[0]),
-                    "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
+                    "params": MetadataValue.json({k: str(v) for k, v in points[0].overrides}),
                     **{k: v for k, v in rows[0].items() if k != "point"},
                     **research,
                 },

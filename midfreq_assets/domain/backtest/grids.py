@@ -308,6 +308,18 @@ def run_point(
     return frame, metrics
 
 
+def run_points(
+    panel: Any, vault: VaultConfig, points: list[GridPoint], runner: PointRunner
+) -> list[tuple[Any, dict[str, float]]]:
+    """:func:`run_point` of each of ``points`` (in their order), computed grouped by research settings
+    (:meth:`PointRunner.research_key`): the points that share a series of weekly models follow each other,
+    so each series is fitted (or read from the stored models) once per run however many there are (the
+    prediction cache keeps the last :data:`~midfreq_assets.domain.backtest.engine.PREDICTION_CACHE_SIZE`)."""
+    order = sorted(range(len(points)), key=lambda i: runner.research_key(points[i]))
+    done = {i: run_point(panel, vault, points[i], runner=runner) for i in order}
+    return [done[i] for i in range(len(points))]
+
+
 class PointRunner:
     """Trades a grid point's policy over a window from given holdings: the walk-forward's
     re-simulation through the same engine as ``run_point``. Each point's configuration, inputs and
@@ -378,6 +390,14 @@ class PointRunner:
         return bt.cached_prediction_panel(
             self.panel, v, estimator=cfg.estimator, label=cfg.label, digest_of_history=self._digest
         )
+
+    def research_key(self, point: GridPoint) -> str:
+        """What the point's predictions depend on besides the panel: its research settings, and the
+        estimator and label it trades."""
+        from midfreq_assets.domain.backtest import engine as bt
+
+        v, cfg = apply_overrides(self.vault, point.overrides, self.backtest, source=point.grid)
+        return f"{bt.research_settings(v)}|{cfg.estimator}|{cfg.label}"
 
     def prepared(self, name: str) -> tuple[Any, ...]:
         """(vault, backtest config, inputs, predictions) of point ``name``."""

@@ -212,3 +212,32 @@ def test_points_with_the_vaults_research_use_the_stored_refits_and_equal_the_rep
         frame, _ = run_point(panel, VAULT, own, runner=fallback)
         assert fallback.on_stored == 0 and reason in fallback.stored_note
         pd.testing.assert_frame_equal(frame, reused[own.name], check_exact=True)
+
+
+def test_a_run_groups_its_points_by_research_so_each_model_series_is_fitted_once(
+    synthetic_history, monkeypatch
+):
+    """run_points: points of three research settings, interleaved, with a prediction cache of one: each
+    series of weekly models is fitted once, and every point gets its own (plain) result, in order."""
+    import pandas as pd
+
+    from midfreq_assets.domain.backtest import engine as bt
+    from midfreq_assets.domain.backtest.grids import Grid, PointRunner, run_point, run_points
+
+    panel = bt.vault_panel(synthetic_history(days=90, pools=4, seed=2), None, VAULT)
+    points = Grid(
+        "g",
+        Path("g.yaml"),
+        {"strategy.base_buffer": [0.0, 0.1], "models.apy.ewm_predictor.halflife": ["3d", "7d", "14d"]},
+    ).points()
+    assert [p.params["models.apy.ewm_predictor.halflife"] for p in points[:3]] == ["3d", "7d", "14d"]
+    plain = [run_point(panel, VAULT, p)[0] for p in points]
+    calls = []
+    fit = bt.prediction_panel
+    monkeypatch.setattr(bt, "prediction_panel", lambda *a, **k: calls.append(a[1]) or fit(*a, **k))
+    monkeypatch.setattr(bt, "PREDICTION_CACHE_SIZE", 1)
+    bt._PREDICTIONS.clear()
+    got = run_points(panel, VAULT, points, PointRunner(panel, VAULT, {p.name: p for p in points}))
+    assert len(calls) == 3  # not 6: the halflives alternate in the points' order
+    for (frame, _), alone in zip(got, plain, strict=True):
+        pd.testing.assert_frame_equal(frame, alone)
