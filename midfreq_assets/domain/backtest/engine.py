@@ -42,7 +42,13 @@ from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
 from midfreq_assets.domain.research.bundles import ModelBundle, predict_days, weekly_bundles
 from midfreq_assets.domain.research.models import NAIVE
-from midfreq_assets.domain.research.plan import merge_adjusted, refit_dates, traded_label, warmup_rows
+from midfreq_assets.domain.research.plan import (
+    merge_adjusted,
+    needs_metadata,
+    refit_dates,
+    traded_label,
+    warmup_rows,
+)
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
@@ -382,6 +388,8 @@ def prediction_panel(
     as_ofs = refit_dates(first_fit, days[-1].date(), models.refit_every_weeks)
     key_of = lambda b: b.model_key(label, estimator)  # noqa: E731
     if stored is not None:
+        if needs_metadata(vault.feature_map):  # fitted_models' features read pool_metadata as known each day
+            raise StoredModelsMismatch("the features read the universe or pool_metadata: the backtest refits")
         bundles = stored_refits(stored, as_ofs, train, labels, vault.label_map.label(label), key_of)
     else:
         bundles = weekly_bundles(

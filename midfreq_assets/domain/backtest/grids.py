@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ class PointRunner:
         vault: VaultConfig,
         points: dict[str, GridPoint],
         backtest: BacktestConfig | None = None,
-        stored_models: dict[str, Any] | None = None,
+        stored_models: Mapping[str, Any] | None = None,
     ) -> None:
         self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
         self.stored_models = stored_models or None

@@ -212,6 +212,13 @@ def test_points_with_the_vaults_research_use_the_stored_refits_and_equal_the_rep
         frame, _ = run_point(panel, VAULT, own, runner=fallback)
         assert fallback.on_stored == 0 and reason in fallback.stored_note
         pd.testing.assert_frame_equal(frame, reused[own.name], check_exact=True)
+    # features reading pool_metadata (categories, cross sections): fitted_models computed them from it as
+    # known each day, the backtest from its panel; not the same models, so it refits
+    fmap = v.feature_map.model_copy(update={"categories": ["project"]})
+    with pytest.raises(bt.StoredModelsMismatch, match="pool_metadata"):
+        bt.prediction_panel(
+            panel.assign(project="aave-v3"), v.model_copy(update={"feature_map": fmap}), stored=stored
+        )
 
 
 def test_a_run_groups_its_points_by_research_so_each_model_series_is_fitted_once(
