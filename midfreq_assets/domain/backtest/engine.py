@@ -362,7 +362,7 @@ def prediction_panel(
     ``stored``: the weekly bundles ``fitted_models`` stored (partition key -> bundle), used instead of
     refitting (:func:`stored_refits`: one per refit date of the calendar above, each holding the model
     the replay would fit, trained on as many rows as the replay's); :class:`StoredModelsMismatch`
-    when they are not those, so the caller replays instead.
+    when they are not those (or may not be: features reading ``pool_metadata``), so the caller replays.
     """
     hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
     hist = hist.rename(columns={"pool": "instrument"})
