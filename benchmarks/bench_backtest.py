@@ -43,6 +43,71 @@ def bundled_panel():
     return bt.recorded_panel(REPO / "recorded", VAULT, load_token_registry())
 
 
+def production_bundles(panel) -> dict:
+    """The vault's weekly bundles as ``<vault>/fitted_models`` fits them on ``panel`` (every label and
+    estimator, a CV of every label; the features of the pools in the universe that day; production's
+    calendar), keyed by week: what a lake after ``midfreq pipeline`` holds beside the backtest panel."""
+    import pandas as pd
+
+    from midfreq_assets.domain.research import engine as research
+    from midfreq_assets.domain.research.bundles import weekly_bundles
+    from midfreq_assets.domain.research.plan import first_fit_day, refit_as_of, selected_labels
+
+    hist = panel.assign(date=pd.to_datetime(panel["date"]).dt.normalize()).rename(
+        columns={"pool": "instrument"}
+    )
+    feats = research.build_features(hist, VAULT.feature_map)
+    member = pd.MultiIndex.from_frame(hist.loc[hist["eligible"].astype(bool), ["date", "instrument"]])
+    train = feats[pd.MultiIndex.from_arrays([feats["date"], feats["instrument"]]).isin(member)]
+    first = first_fit_day(VAULT)
+    weeks = pd.date_range(pd.Timestamp(first) - pd.Timedelta(days=6), hist["date"].max(), freq="W-MON")
+    as_ofs = {str(w.date()): refit_as_of(w.date(), first, VAULT.models.refit_every_weeks) for w in weeks}
+    labels = research.build_labels(hist, VAULT.label_map)
+    cv = selected_labels(VAULT.label_map, VAULT.models)
+    return weekly_bundles(as_ofs, train.reset_index(drop=True), labels, VAULT.models, VAULT.label_map, cv)
+
+
+def store_fitted_models(lake: str, bundles: dict) -> None:
+    """``bundles`` written as the ``<vault>/fitted_models`` partitions of ``lake``."""
+    from midfreq_resources.io.lake import write_bytes_atomic
+    from midfreq_resources.io.model_io_manager import ModelIOManager, dump_bytes
+
+    io = ModelIOManager(root=lake)
+    for week, bundle in bundles.items():
+        write_bytes_atomic(io.partition_path([VAULT.name, "fitted_models"], week), dump_bytes(bundle))
+
+
+def backtest_upstream() -> list:
+    """What the backtest assets read besides each other, as specs on the lake (``materialize``)."""
+    from dagster import AssetKey, AssetSpec
+
+    from midfreq_assets.domain.research.plan import first_fit_day
+    from midfreq_assets.partitions import daily_from, weekly_partitions
+
+    days = daily_from(VAULT.start_date)
+    return [
+        *(
+            AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
+            for k in (
+                "pool_history",
+                "pool_metadata",
+                "pool_lend_borrow",
+                AssetKey([VAULT.name, "adjusted_yields"]),
+            )
+        ),
+        AssetSpec(
+            AssetKey([VAULT.name, "fitted_models"]), partitions_def=weekly_partitions(first_fit_day(VAULT))
+        ).with_io_manager_key("model_io_manager"),
+    ]
+
+
+def backtest_resources(lake: str) -> dict:
+    from midfreq_resources.io.model_io_manager import ModelIOManager
+    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
+
+    return {"parquet_io_manager": ParquetIOManager(root=lake), "model_io_manager": ModelIOManager(root=lake)}
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its reaped children."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -60,21 +125,14 @@ def _run_chunk(args):
     grids = Path(rest[0]) if rest else GRIDS  # another grid directory (bench_grid_scale)
     os.environ["DAGSTER_HOME"] = home
     warnings.filterwarnings("ignore")
-    from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+    from dagster import AssetKey, DagsterInstance, materialize
 
     from midfreq_assets.defs.vault.backtests import build_backtest_assets
     from midfreq_assets.defs.vault.grid_sensor import RANGE_END_TAG, RANGE_START_TAG
-    from midfreq_assets.partitions import daily_from
     from midfreq_assets.pipeline import QUIET  # Dagster's per-event DEBUG lines stay in the run history
-    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
     if not _STATE:
-        days = daily_from(VAULT.start_date)
-        upstream = [
-            AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
-            for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))
-        ]
-        _STATE["assets"] = [*build_backtest_assets(VAULT, grids), *upstream]
+        _STATE["assets"] = [*build_backtest_assets(VAULT, grids), *backtest_upstream()]
         _STATE["instance"] = DagsterInstance.get()
     if len(keys) == 1:
         part = {"partition_key": keys[0]}
@@ -84,7 +142,7 @@ def _run_chunk(args):
         _STATE["assets"],
         selection=[AssetKey([VAULT.name, "backtest_runs"])],
         instance=_STATE["instance"],
-        resources={"parquet_io_manager": ParquetIOManager(root=lake)},
+        resources=backtest_resources(lake),
         raise_on_error=False,
         run_config=QUIET,
         **part,

@@ -48,7 +48,16 @@ import yaml
 
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backtest import VAULT, _cpu, _run_chunk, bundled_panel  # noqa: E402
+from bench_backtest import (  # noqa: E402
+    VAULT,
+    _cpu,
+    _run_chunk,
+    backtest_resources,
+    backtest_upstream,
+    bundled_panel,
+    production_bundles,
+    store_fitted_models,
+)
 from bench_demo import tree_rss_mb  # noqa: E402
 
 from midfreq_assets.domain.backtest.grids import find_points, run_point  # noqa: E402
@@ -117,24 +126,17 @@ class TreePeakOfSelf:
 def materialize_report(home: str, lake: str, grids: Path, grid: str) -> bool:
     """``backtest_report`` of ``grid`` in this process, on the instance and lake of the runs."""
     os.environ["DAGSTER_HOME"] = home
-    from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+    from dagster import AssetKey, DagsterInstance, materialize
 
     from midfreq_assets.defs.vault.backtests import build_backtest_assets
-    from midfreq_assets.partitions import daily_from
     from midfreq_assets.pipeline import QUIET, failure_message
-    from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
-    days = daily_from(VAULT.start_date)
-    upstream = [
-        AssetSpec(k, partitions_def=days).with_io_manager_key("parquet_io_manager")
-        for k in ("pool_history", "pool_metadata", AssetKey([VAULT.name, "adjusted_yields"]))
-    ]
     res = materialize(
-        [*build_backtest_assets(VAULT, grids), *upstream],
+        [*build_backtest_assets(VAULT, grids), *backtest_upstream()],
         selection=[AssetKey([VAULT.name, "backtest_report"])],
         partition_key=grid,
         instance=DagsterInstance.get(),
-        resources={"parquet_io_manager": ParquetIOManager(root=lake)},
+        resources=backtest_resources(lake),
         raise_on_error=False,
         run_config=QUIET,
     )
@@ -162,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild-points", type=int, default=3, help="points backtested the original way")
     ap.add_argument("--check-points", type=int, default=8, help="stored points compared with run_point alone")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument(
+        "--no-stored-models",
+        action="store_true",
+        help="no fitted_models in the lake: every point refits its research (before issue 25b)",
+    )
     ap.add_argument(
         "--keep", type=Path, default=None, help="instance, lake and grid here (kept), not a temp dir"
     )
@@ -194,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         io = ParquetIOManager(root=lake)
         write_parquet(io.partition_path([VAULT.name, "backtest_panel"], None), panel)
+        if not args.no_stored_models:  # what fitted_models holds after `midfreq pipeline` (not timed)
+            t0 = time.perf_counter()
+            bundles = production_bundles(panel)
+            store_fitted_models(lake, bundles)
+            print(
+                f"fitted_models: {len(bundles)} weekly bundles stored ({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
         instance = DagsterInstance.get()
         t0 = time.perf_counter()
         register_grid_points(instance, [VAULT], grids)

@@ -4,7 +4,9 @@
 unpartitioned). An output covering several partitions (single-run backfill) must be a dict
 ``{partition_key: ModelBundle}``; loading a partitioned input always returns such a dict (one entry or
 many: callers never special-case a single partition). Missing partitions are skipped when the input's metadata carries
-``{"allow_missing_partitions": True}``.
+``{"allow_missing_partitions": True}``; with ``{"lazy_load": True}`` the dict is a :class:`LazyBundles`,
+reading each file when it is first used (and once per process while it is unchanged), and with
+``{"without_cv_tables": True}`` too, without the bundles' CV tables (what predicting needs).
 
 Nothing read from the lake is executed. A joblib/pickle file runs whatever its ``__reduce__`` says
 when it is loaded, so a file dropped into the lake would run code inside ``predictions``. skops
@@ -18,7 +20,9 @@ as Parquet bytes, timestamps as ISO strings) around the fitted estimators.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pandas as pd
@@ -43,6 +47,10 @@ from midfreq_resources.io.lake import frame_to_parquet_bytes, lake_root, write_b
 from midfreq_resources.settings import DATA_LAKE_ENV, DEFAULT_DATA_LAKE, env_or
 
 SUFFIX = ".skops"
+#: Input metadata: load the partitions on first access (:class:`LazyBundles`), not all up front.
+LAZY = "lazy_load"
+#: Input metadata: the bundles without their CV tables (what predicting needs; with ``lazy_load``).
+NO_TABLES = "without_cv_tables"
 FORMAT = "midfreq.ModelBundle/1"
 
 
@@ -116,7 +124,9 @@ def bundle_state(bundle: ModelBundle) -> dict[str, Any]:
     }
 
 
-def bundle_from_state(state: Any, source: str) -> ModelBundle:
+def bundle_from_state(state: Any, source: str, tables: bool = True) -> ModelBundle:
+    """The bundle ``state`` holds; ``tables=False``: without its CV tables (``cv``, ``folds``,
+    ``importances`` left empty: a third of the reading, not needed to predict)."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelFileError(f"{source}: not a {FORMAT} file (got {type(state).__name__})")
     models = {}
@@ -128,10 +138,10 @@ def bundle_from_state(state: Any, source: str) -> ModelBundle:
     return ModelBundle(
         as_of=pd.Timestamp(state["as_of"]),
         models=models,
-        cv=_frame(state["cv"]),
-        importances=_frame(state["importances"]),
+        cv=_frame(state["cv"]) if tables else pd.DataFrame(),
+        importances=_frame(state["importances"]) if tables else pd.DataFrame(),
         cv_note=state["cv_note"],
-        folds=_frame(state.get("folds", b"")),
+        folds=_frame(state.get("folds", b"")) if tables else pd.DataFrame(),
         selection=selection,
     )
 
@@ -142,8 +152,9 @@ def dump_bytes(bundle: ModelBundle) -> bytes:
     return sio.dumps(bundle_state(bundle))
 
 
-def load_bytes(data: bytes, source: str) -> ModelBundle:
-    """A bundle from skops bytes; refuses (without executing anything) whatever is not one."""
+def load_bytes(data: bytes, source: str, tables: bool = True) -> ModelBundle:
+    """A bundle from skops bytes; refuses (without executing anything) whatever is not one.
+    ``tables``: see :func:`bundle_from_state`."""
     try:
         untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
@@ -161,12 +172,54 @@ def load_bytes(data: bytes, source: str) -> ModelBundle:
         state = sio.loads(data, trusted=[*TRUSTED_TYPES])
     except Exception as exc:  # skops raises many kinds on a damaged file; none of them runs code
         raise ModelFileError(f"{source}: damaged skops model file ({type(exc).__name__}: {exc})") from None
-    return bundle_from_state(state, source)
+    return bundle_from_state(state, source, tables)
 
 
-def load_path(path: UPath) -> ModelBundle:
+def load_path(path: UPath, tables: bool = True) -> ModelBundle:
     with path.open("rb") as fh:
-        return load_bytes(fh.read(), str(path))
+        return load_bytes(fh.read(), str(path), tables)
+
+
+#: Bundles this process loaded from local files: (path, tables) -> ((mtime_ns, size), bundle). A worker
+#: that runs many runs reading the same weeks (grid points) reads each file once; a rewritten file is
+#: read again.
+_LOADED: dict[tuple[str, bool], tuple[tuple[int, int], ModelBundle]] = {}
+LOADED_CACHE_SIZE = 4096
+
+
+def load_cached(path: UPath, tables: bool = True) -> ModelBundle:
+    """:func:`load_path`, kept per process for a local file while it is unchanged (bundles are never
+    modified by their readers)."""
+    if path.protocol not in ("", "file"):
+        return load_path(path, tables)
+    st = os.stat(path.path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _LOADED.get((path.path, tables))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    bundle = load_path(path, tables)
+    _LOADED[(path.path, tables)] = (stamp, bundle)
+    while len(_LOADED) > LOADED_CACHE_SIZE:
+        _LOADED.pop(next(iter(_LOADED)))
+    return bundle
+
+
+class LazyBundles(Mapping[str, ModelBundle]):
+    """Stored bundles by partition key, each read on first access (:func:`load_cached`): an input that
+    needs them only sometimes (``backtest_runs``: points with the vault's own research) costs nothing
+    otherwise. ``tables=False``: without their CV tables (:func:`bundle_from_state`)."""
+
+    def __init__(self, paths: Mapping[str, UPath], tables: bool = True) -> None:
+        self._paths, self._tables = dict(paths), tables
+
+    def __getitem__(self, key: str) -> ModelBundle:
+        return load_cached(self._paths[key], self._tables)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 class ModelIOManager(ConfigurableIOManager):
@@ -227,9 +280,12 @@ class ModelIOManager(ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         found = {k: self.partition_path(path, k) for k in keys}
         missing = [k for k, p in found.items() if not p.exists()]
-        if missing and not (context.definition_metadata or {}).get("allow_missing_partitions", False):
+        meta = context.definition_metadata or {}
+        if missing and not meta.get("allow_missing_partitions", False):
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()}: partitions not materialized: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
+        if meta.get(LAZY, False):
+            return LazyBundles({k: p for k, p in found.items() if k not in missing}, not meta.get(NO_TABLES))
         return {k: load_path(p) for k, p in found.items() if k not in missing}

@@ -4,7 +4,10 @@
   and ``pool_metadata`` partitions), read once so every grid point loads one file;
 - ``<vault>/backtest_runs``: one dynamic partition per grid point; a backfill runs up to
   :data:`GRID_POINTS_PER_RUN` points per run (``BackfillPolicy.multi_run``), each computing its
-  points in one step; the IO manager splits the output by its ``point`` column;
+  points in one step; the IO manager splits the output by its ``point`` column. It reads the vault's
+  ``fitted_models`` (every week stored): a point whose research settings are the vault's own trades
+  those weekly models instead of refitting them (``PointRunner``: only when they are the refits its
+  replay would make; else it refits);
 - ``<vault>/backtest_report``: one static partition per ``configs/grids/*.yaml``: the walk-forward
   row (the policy chosen window by window on past data, traded out of sample), one row per point
   (parameters + metrics) and the benchmarks (rules filled under each point's own constraints and costs;
@@ -16,6 +19,7 @@
 """
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +52,7 @@ from midfreq_assets.domain.backtest.grids import (
     grid_file_names,
     load_grid,
     point_result,
-    run_point,
+    run_points,
     validate_grid,
 )
 from midfreq_assets.domain.backtest.metrics import METRIC_COLUMNS, backtest_metrics
@@ -58,6 +62,7 @@ from midfreq_assets.domain.yields.response import with_responses
 from midfreq_assets.metadata import markdown_table, report_link
 from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.lake import read_parquet, write_bytes_atomic
+from midfreq_resources.io.model_io_manager import LAZY, NO_TABLES
 
 #: Grid points per run when backfilling ``backtest_runs`` (and per sensor run request). Each run
 #: costs seconds of Dagster overhead (process start, code load, storage); a point ~0.4 s of CPU.
@@ -143,9 +148,21 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             },
         )
 
+    # the vault's weekly refits as production fitted them: the points with the vault's own research
+    # settings are predicted with them instead of refitting them (a week missing: they refit); read
+    # only when a point needs them; optional (`midfreq pipeline` runs the backtest when they failed)
+    stored_models = AssetIn(
+        key=AssetKey([prefix, "fitted_models"]),
+        partition_mapping=AllPartitionMapping(),
+        metadata={**all_days, LAZY: True, NO_TABLES: True, "optional": True},
+    )
+
     @asset(
         key=AssetKey([prefix, "backtest_runs"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        ins={
+            "panel": AssetIn(key=AssetKey([prefix, "backtest_panel"])),
+            "fitted_models": stored_models,
+        },
         partitions_def=grid_partitions(vault.name),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=GRID_POINTS_PER_RUN),
         # ParquetIOManager: one file per point of a multi-point run
@@ -155,24 +172,32 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         kinds={"python", "parquet"},
         description=f"Vault {vault.name}: one backtest per grid point (partition = point name): per-day "
         "wealth, costs, gas, predicted/realized APY, status and w__<pool> weights. A backfill runs up to "
-        f"{GRID_POINTS_PER_RUN} points per run.",
+        f"{GRID_POINTS_PER_RUN} points per run. Points with the vault's own research settings trade the weekly "
+        "models fitted_models stored (when they are the refits the backtest would make); the others refit, "
+        "once per distinct research setting in a run.",
     )
-    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame):
+    def backtest_runs(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: Mapping):
         keys = list(context.partition_keys)
         points = find_points(keys, gdir)  # the grid files read once per run
-        runner = PointRunner(panel, vault, {p.name: p for p in points})  # inputs + predictions shared
+        # inputs + predictions shared; the vault's own research read from fitted_models, not refitted
+        runner = PointRunner(panel, vault, {p.name: p for p in points}, stored_models=fitted_models)
         frames, rows = [], []
-        for key, point in zip(keys, points, strict=True):
-            frame, metrics = run_point(panel, vault, point, runner=runner)
+        for key, (frame, metrics) in zip(keys, run_points(panel, vault, points, runner), strict=True):
             frames.append(frame)
             rows.append({"point": key, **{k: float(v) for k, v in metrics.items()}})
+        research = {
+            "points_on_stored_models": runner.on_stored,
+            "research_refitted": len(runner.replayed),
+            "stored_models_note": runner.stored_note or f"{len(fitted_models)} stored weekly bundles",
+        }
         if len(keys) == 1:
             return Output(
                 frames[0],
                 metadata={
                     "dagster/row_count": len(frames[0]),
-                    "params": MetadataValue.json({k: str(v) for k, v in point.overrides}),
+                    "params": MetadataValue.json({k: str(v) for k, v in points[0].overrides}),
                     **{k: v for k, v in rows[0].items() if k != "point"},
+                    **research,
                 },
             )
         return Output(
@@ -181,12 +206,13 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                 "dagster/row_count": sum(len(f) for f in frames),
                 "points": len(keys),
                 "metrics": markdown_table(pd.DataFrame(rows)),
+                **research,
             },
         )
 
     @asset(
         key=AssetKey([prefix, "backtest_report"]),
-        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"]))},
+        ins={"panel": AssetIn(key=AssetKey([prefix, "backtest_panel"])), "fitted_models": stored_models},
         deps=[AssetDep(backtest_runs, partition_mapping=AllPartitionMapping())],
         partitions_def=grid_files,
         io_manager_key="parquet_io_manager",
@@ -203,7 +229,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
         "bar and plain) and a bootstrap interval of the excess over the bar, the strongest constrained benchmark; "
         "HTML report written next to it.",
     )
-    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame):
+    def backtest_report(context: AssetExecutionContext, panel: pd.DataFrame, fitted_models: Mapping):
         io = context.resources.parquet_io_manager
         grid = load_grid(gdir / f"{context.partition_key}.yaml")
         points = validate_grid(grid, vault)
@@ -247,7 +273,7 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
                     "summary": MetadataValue.md(note),
                 },
             )
-        evaluation = evaluate_vault_grid(panel, vault, points, results)
+        evaluation = evaluate_vault_grid(panel, vault, points, results, fitted_models)
         set_of = {
             name: s.suffix
             for s in benchmark_sets(vault, [p for p in points if p.name in results])
@@ -271,7 +297,8 @@ def build_backtest_assets(vault: VaultConfig, grids_directory: Path) -> list[Ass
             "il_data_missing_share: held pool-days of multi-token pools without DefiLlama il7d; gap_pool_days: "
             "holdings kept through a data gap; empty_universe_days: days with nothing to hold (cash).",
         ]
-        runner = PointRunner(panel, vault, by_name)  # the points re-run for plots share inputs + predictions
+        # the points re-run for plots share inputs + predictions (the vault's own research: its stored models)
+        runner = PointRunner(panel, vault, by_name, stored_models=fitted_models)
         table, html_doc, wealth_png = report.grid_report(
             title,
             grid.name,

@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -40,9 +40,15 @@ from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
 from midfreq_assets.domain.portfolio.step import StepDecision
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
-from midfreq_assets.domain.research.bundles import predict_days, weekly_bundles
+from midfreq_assets.domain.research.bundles import ModelBundle, predict_days, weekly_bundles
 from midfreq_assets.domain.research.models import NAIVE
-from midfreq_assets.domain.research.plan import merge_adjusted, refit_dates, traded_label, warmup_rows
+from midfreq_assets.domain.research.plan import (
+    merge_adjusted,
+    needs_metadata,
+    refit_dates,
+    traded_label,
+    warmup_rows,
+)
 from midfreq_assets.domain.units import DAYS_PER_YEAR
 
 # --------------------------------------------------------------------------------------------
@@ -339,9 +345,10 @@ def prediction_panel(
     estimator: str | None = None,
     label: str | None = None,
     family: str = "apy",
+    stored: Mapping[str, ModelBundle | None] | None = None,
 ) -> pd.DataFrame:
     """Predicted APY (dates x pools) made at each date with data <= that date: production's weekly
-    refit loop replayed.
+    refit loop replayed (or, given ``stored``, production's own refits: see below).
 
     Models are refit on production's calendar (every ``models.refit_every_weeks`` Mondays from the
     first day a model can be trained, :func:`~midfreq_assets.domain.research.plan.refit_dates`) by
@@ -351,6 +358,11 @@ def prediction_panel(
     (``models.selection``: the purged-CV winner among the estimators and the naive baseline, chosen
     on folds that ended before the refit), or by ``estimator`` when given. Before the first refit
     the prediction is NaN (the vault stays idle).
+
+    ``stored``: the weekly bundles ``fitted_models`` stored (partition key -> bundle), used instead of
+    refitting (:func:`stored_refits`: one per refit date of the calendar above, each holding the model
+    the replay would fit, trained on as many rows as the replay's); :class:`StoredModelsMismatch`
+    when they are not those (or may not be: features reading ``pool_metadata``), so the caller replays.
     """
     hist = history.assign(date=pd.to_datetime(history["date"]).dt.normalize())
     hist = hist.rename(columns={"pool": "instrument"})
@@ -374,17 +386,23 @@ def prediction_panel(
     days = pd.date_range(times.min(), times.max(), freq="D")
     first_fit = (days[0] + pd.Timedelta(days=warmup_rows(vault.label_map, models))).date()
     as_ofs = refit_dates(first_fit, days[-1].date(), models.refit_every_weeks)
-    bundles = weekly_bundles(
-        {str(d.date()): d for d in as_ofs},
-        train,
-        labels,
-        models,
-        vault.label_map,
-        cv_labels=None if estimator is not None else [label],
-        only_labels=[label],
-        only_estimators=[estimator] if estimator is not None else None,
-    )
-    raw = predict_days(bundles, features, days, lambda b: b.model_key(label, estimator))
+    key_of = lambda b: b.model_key(label, estimator)  # noqa: E731
+    if stored is not None:
+        if needs_metadata(vault.feature_map):  # fitted_models' features read pool_metadata as known each day
+            raise StoredModelsMismatch("the features read the universe or pool_metadata: the backtest refits")
+        bundles = stored_refits(stored, as_ofs, train, labels, vault.label_map.label(label), key_of)
+    else:
+        bundles = weekly_bundles(
+            {str(d.date()): d for d in as_ofs},
+            train,
+            labels,
+            models,
+            vault.label_map,
+            cv_labels=None if estimator is not None else [label],
+            only_labels=[label],
+            only_estimators=[estimator] if estimator is not None else None,
+        )
+    raw = predict_days(bundles, features, days, key_of)
     if raw.empty:
         wide = pd.DataFrame(np.nan, index=days, columns=sorted(features["instrument"].unique()))
     else:
@@ -392,6 +410,83 @@ def prediction_panel(
     wide.index.name = "date"
     wide.columns.name = "pool"
     return wide
+
+
+class StoredModelsMismatch(ValueError):
+    """Stored weekly bundles that are not the refits a backtest replays (a refit date missing, or a
+    model trained on other rows): the backtest refits instead."""
+
+
+def research_settings(vault: VaultConfig) -> str:
+    """What determines a vault's fitted models and predictions (features, labels, model families, CV,
+    selection, refit calendar, predictor halflife...): two vaults with the same string fit the same
+    models on the same data."""
+    return json.dumps(
+        [
+            vault.start_date.isoformat(),
+            *(p.model_dump(mode="json") for p in (vault.feature_map, vault.label_map, vault.models)),
+        ],
+        sort_keys=True,
+    )
+
+
+def stored_refits(
+    stored: Mapping[str, ModelBundle | None],
+    as_ofs: pd.DatetimeIndex,
+    train: pd.DataFrame,
+    labels: pd.DataFrame,
+    info: research.LabelInfo,
+    key_of: Callable[[ModelBundle], str | None],
+) -> dict[str, ModelBundle]:
+    """The stored bundles of the refit dates ``as_ofs`` (key: the date), checked to be the ones the
+    replay would fit: one per date (an ``as_of`` on the calendar; none trained after it), and the model
+    ``key_of`` names in it trained on exactly the rows the replay would train it on (the ``train``
+    features joined with ``labels`` whose label ``info`` ended before the date, with a finite label and,
+    unless the model takes missing values, every feature it reads). Bundles dated off the calendar are
+    ignored (a week fitted for another start). Raises :class:`StoredModelsMismatch` otherwise."""
+    by_date: dict[pd.Timestamp, ModelBundle] = {}
+    for b in stored.values():
+        if b is not None:
+            by_date.setdefault(pd.Timestamp(b.as_of), b)
+    joined = research.join_features_labels(train, labels) if len(train) and len(labels) else None
+    finite = joined[info.name].notna().to_numpy() if joined is not None else None
+    complete: dict[tuple[str, ...], np.ndarray] = {}
+    out: dict[str, ModelBundle] = {}
+    for as_of in as_ofs:
+        bundle = by_date.get(pd.Timestamp(as_of))
+        if bundle is None:
+            raise StoredModelsMismatch(f"no stored model bundle with as_of {as_of.date()}")
+        key = key_of(bundle)
+        model = bundle.models[key] if key is not None else None
+        if model is not None and model.as_of is not None and pd.Timestamp(model.as_of) > pd.Timestamp(as_of):
+            raise StoredModelsMismatch(f"stored model {key} of {as_of.date()} is dated {model.as_of}")
+        need = 0
+        if joined is not None:  # with nothing stored, the replay must have nothing to learn from either
+            ok = finite & research.known_mask(joined, info, as_of)
+            cols = tuple(model.feature_columns) if model is not None and not model.allow_nan else ()
+            if cols:
+                if cols not in complete:
+                    complete[cols] = joined[list(cols)].notna().all(axis=1).to_numpy()
+                ok &= complete[cols]
+            need = int(ok.sum())
+        have = int(model.n_train) if model is not None else 0
+        if need != have:
+            raise StoredModelsMismatch(
+                f"stored model {key or '(none)'} of {as_of.date()} trained on {have} rows, the replay's on {need}"
+            )
+        out[str(pd.Timestamp(as_of).date())] = bundle
+    return out
+
+
+def stored_digest(stored: Mapping[str, ModelBundle | None]) -> str:
+    """A fingerprint of stored bundles (dates, models, training rows) for the prediction cache."""
+    return json.dumps(
+        sorted(
+            (str(b.as_of), sorted((k, m.n_train) for k, m in b.models.items()))
+            for b in stored.values()
+            if b is not None
+        )
+    )
 
 
 #: Prediction panels kept per process: grid points that differ only in strategy or backtest keys
@@ -412,16 +507,21 @@ def cached_prediction_panel(
     estimator: str | None = None,
     label: str | None = None,
     digest_of_history: str | None = None,
+    stored: Mapping[str, ModelBundle | None] | None = None,
 ) -> pd.DataFrame:
     """:func:`prediction_panel`, memoized on the history's content and the research configuration.
-    ``digest_of_history``: :func:`history_digest` of ``history``, when the caller already has it."""
+    ``digest_of_history``: :func:`history_digest` of ``history``, when the caller already has it.
+    ``stored``: production's weekly bundles (:func:`prediction_panel`; raises
+    :class:`StoredModelsMismatch` when they are not the replay's refits)."""
     digest = hashlib.sha256((digest_of_history or history_digest(history)).encode())
     for part in (vault.feature_map, vault.label_map, vault.models):
         digest.update(part.model_dump_json().encode())
     digest.update(f"{estimator}|{label}".encode())
+    if stored is not None:
+        digest.update(f"|stored|{stored_digest(stored)}".encode())
     key = digest.hexdigest()
     if key not in _PREDICTIONS:
-        _PREDICTIONS[key] = prediction_panel(history, vault, estimator=estimator, label=label)
+        _PREDICTIONS[key] = prediction_panel(history, vault, estimator=estimator, label=label, stored=stored)
         while len(_PREDICTIONS) > PREDICTION_CACHE_SIZE:
             _PREDICTIONS.popitem(last=False)
     _PREDICTIONS.move_to_end(key)

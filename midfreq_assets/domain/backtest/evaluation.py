@@ -199,13 +199,19 @@ def evaluate_grid(
 
 
 def evaluate_vault_grid(
-    panel: pd.DataFrame, vault: VaultConfig, points: list[GridPoint], results: Mapping[str, BacktestResult]
+    panel: pd.DataFrame,
+    vault: VaultConfig,
+    points: list[GridPoint],
+    results: Mapping[str, BacktestResult],
+    stored_models: Mapping[str, object] | None = None,
 ) -> GridEvaluation:
     """:func:`evaluate_grid` of a vault's grid: chosen points re-simulated by :class:`PointRunner`,
     benchmarks under each point's own constraints, costs, gas and cadence (one set per distinct
-    strategy/backtest configuration, :func:`benchmarks.benchmark_sets`), from cash on the same days."""
+    strategy/backtest configuration, :func:`benchmarks.benchmark_sets`), from cash on the same days.
+    ``stored_models``: the vault's ``fitted_models`` bundles (the points with its own research
+    settings are re-simulated on them, :class:`PointRunner`)."""
     chosen = [p for p in points if p.name in results]
-    runner = PointRunner(panel, vault, {p.name: p for p in chosen})
+    runner = PointRunner(panel, vault, {p.name: p for p in chosen}, stored_models=dict(stored_models or {}))
     sets = benchmark_sets(vault, chosen)
 
     def benchmarks(start: pd.Timestamp, end: pd.Timestamp) -> dict[str, BacktestResult]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,10 +309,30 @@ def run_point(
     return frame, metrics
 
 
+def run_points(
+    panel: Any, vault: VaultConfig, points: list[GridPoint], runner: PointRunner
+) -> list[tuple[Any, dict[str, float]]]:
+    """:func:`run_point` of each of ``points`` (in their order), computed grouped by research settings
+    (:meth:`PointRunner.research_key`): the points that share a series of weekly models follow each other,
+    so each series is fitted (or read from the stored models) once per run however many there are (the
+    prediction cache keeps the last :data:`~midfreq_assets.domain.backtest.engine.PREDICTION_CACHE_SIZE`)."""
+    order = sorted(range(len(points)), key=lambda i: runner.research_key(points[i]))
+    done = {i: run_point(panel, vault, points[i], runner=runner) for i in order}
+    return [done[i] for i in range(len(points))]
+
+
 class PointRunner:
     """Trades a grid point's policy over a window from given holdings: the walk-forward's
     re-simulation through the same engine as ``run_point``. Each point's configuration, inputs and
-    predictions are built once (predictions through the engine's per-process cache)."""
+    predictions are built once (predictions through the engine's per-process cache: the points that
+    share research settings share one prediction panel, their weekly refits fitted once).
+
+    ``stored_models``: the vault's own weekly bundles as ``fitted_models`` stored them (partition key ->
+    bundle). A point whose research settings are the vault's own
+    (:func:`~midfreq_assets.domain.backtest.engine.research_settings`) is predicted with them instead
+    of refitting them, when they are the refits the replay would fit
+    (:func:`~midfreq_assets.domain.backtest.engine.stored_refits`); otherwise it replays, and
+    ``stored_note`` says why."""
 
     def __init__(
         self,
@@ -319,11 +340,17 @@ class PointRunner:
         vault: VaultConfig,
         points: dict[str, GridPoint],
         backtest: BacktestConfig | None = None,
+        stored_models: Mapping[str, Any] | None = None,
     ) -> None:
         self.panel, self.vault, self.points, self.backtest = panel, vault, points, backtest
+        self.stored_models = stored_models or None
+        self.stored_note = "" if stored_models else "no stored fitted_models"
+        self.on_stored = 0  # predictions served from the stored models
+        self.replayed: set[str] = set()  # research settings (and estimator, label) refitted here
         self._prepared: dict[str, tuple[Any, ...]] = {}
         self._inputs: dict[tuple[Any, ...], Any] = {}
         self._digest: str | None = None
+        self._own: str | None = None
 
     def inputs(self, v: VaultConfig, cfg: BacktestConfig) -> Any:
         """The panel's :class:`~midfreq_assets.domain.backtest.engine.BacktestInputs` for a point's vault
@@ -342,9 +369,36 @@ class PointRunner:
 
         if self._digest is None:
             self._digest = bt.history_digest(self.panel)
+        settings = bt.research_settings(v)
+        if self.stored_models is not None:
+            self._own = self._own or bt.research_settings(self.vault)
+            if settings == self._own:
+                try:
+                    preds = bt.cached_prediction_panel(
+                        self.panel,
+                        v,
+                        estimator=cfg.estimator,
+                        label=cfg.label,
+                        digest_of_history=self._digest,
+                        stored=self.stored_models,
+                    )
+                    self.on_stored += 1
+                    return preds
+                except bt.StoredModelsMismatch as exc:  # not production's refits of this panel: replay
+                    self.stored_note = f"stored fitted_models not used: {exc}"
+                    self.stored_models = None
+        self.replayed.add(f"{settings}|{cfg.estimator}|{cfg.label}")
         return bt.cached_prediction_panel(
             self.panel, v, estimator=cfg.estimator, label=cfg.label, digest_of_history=self._digest
         )
+
+    def research_key(self, point: GridPoint) -> str:
+        """What the point's predictions depend on besides the panel: its research settings, and the
+        estimator and label it trades."""
+        from midfreq_assets.domain.backtest import engine as bt
+
+        v, cfg = apply_overrides(self.vault, point.overrides, self.backtest, source=point.grid)
+        return f"{bt.research_settings(v)}|{cfg.estimator}|{cfg.label}"
 
     def prepared(self, name: str) -> tuple[Any, ...]:
         """(vault, backtest config, inputs, predictions) of point ``name``."""

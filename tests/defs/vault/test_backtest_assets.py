@@ -20,12 +20,18 @@ from midfreq_assets.defs.vault.grid_sensor import (
     register_grid_points,
 )
 from midfreq_assets.domain.config.vault import load_vault_config
-from midfreq_assets.partitions import daily_from
+from midfreq_assets.domain.research.plan import first_fit_day
+from midfreq_assets.partitions import daily_from, weekly_partitions
 from midfreq_resources.io.lake import read_parquet, write_parquet
+from midfreq_resources.io.model_io_manager import ModelIOManager
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
 VAULT = load_vault_config("configs/vaults/usd_lending.yaml")
 daily_partitions = daily_from(VAULT.start_date)
+#: the vault's weekly refits (none stored here: every point refits)
+FITTED_MODELS = AssetSpec(
+    AssetKey([VAULT.name, "fitted_models"]), partitions_def=weekly_partitions(first_fit_day(VAULT))
+).with_io_manager_key("model_io_manager")
 
 
 def test_grid_runs_and_report(tmp_path, synthetic_history):
@@ -54,18 +60,21 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
 
     assets = build_backtest_assets(VAULT, gdir)
     upstream = [
-        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-        for k in (
-            "pool_history",
-            "pool_metadata",
-            "pool_lend_borrow",
-            AssetKey([VAULT.name, "adjusted_yields"]),
-        )
+        *(
+            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+            for k in (
+                "pool_history",
+                "pool_metadata",
+                "pool_lend_borrow",
+                AssetKey([VAULT.name, "adjusted_yields"]),
+            )
+        ),
+        FITTED_MODELS,
     ]
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
-    resources = {"parquet_io_manager": io}
+    resources = {"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))}
     panel_key, runs_key, report_key = (
         AssetKey([VAULT.name, n]) for n in ("backtest_panel", "backtest_runs", "backtest_report")
     )
@@ -159,19 +168,22 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
     upstream = [
-        AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-        for k in (
-            "pool_history",
-            "pool_metadata",
-            "pool_lend_borrow",
-            AssetKey([VAULT.name, "adjusted_yields"]),
-        )
+        *(
+            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+            for k in (
+                "pool_history",
+                "pool_metadata",
+                "pool_lend_borrow",
+                AssetKey([VAULT.name, "adjusted_yields"]),
+            )
+        ),
+        FITTED_MODELS,
     ]
     result = materialize(
         [*assets, *upstream],
         selection=[runs_def.key],
         instance=instance,
-        resources={"parquet_io_manager": io},
+        resources={"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))},
         tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
     )
     assert result.success
@@ -186,7 +198,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
         selection=[runs_def.key],
         partition_key=keys[1],
         instance=instance,
-        resources={"parquet_io_manager": io},
+        resources={"parquet_io_manager": io, "model_io_manager": ModelIOManager(root=str(lake))},
     )
     assert single.success
     again = read_parquet(lake / VAULT.name / "backtest_runs" / f"{keys[1]}.parquet")
@@ -218,3 +230,61 @@ def test_a_big_grid_runs_in_a_few_long_runs():
     starts = [new.index(r.tags[RANGE_START_TAG]) for r in runs]
     ends = [new.index(r.tags[RANGE_END_TAG]) for r in runs]
     assert starts == list(range(0, 1000, 125)) and ends == [s + 124 for s in starts]
+
+
+def test_points_with_the_vaults_own_research_reuse_its_stored_weekly_models(pipeline_env, tmp_path):
+    """backtest_runs predicts the points whose research settings are the vault's own with the weekly
+    models fitted_models stored (no refit), and the result is the replay's: same weights and wealth.
+    Exactly: the stored models were trained on the monthly features partitions, the replay's on the
+    features of the whole history (in general equal within the engine's EWM tolerance, 1e-6:
+    test_features_per_partition_equal_full_history), and here every number agrees to the last bit. A
+    point with another predictor halflife refits."""
+    from midfreq_assets.domain.backtest import engine as bt
+    from midfreq_assets.domain.backtest.grids import find_points, run_point
+
+    with pipeline_env() as p:
+        features, models, _ = p.research
+        p.run(p.research, [features], p.first_month, p.last_month)
+        p.run(p.research, [models], "2024-06-24", "2024-07-29")  # every refit week of the two months
+        gdir = tmp_path / "grids"
+        gdir.mkdir()
+        (gdir / "g.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "parameters": {
+                        "strategy.cost": [0.0005, 0.002],
+                        "models.apy.ewm_predictor.halflife": ["7d", "3d"],
+                        # the week's selected model (here the naive baseline), or ridge on the features
+                        "backtest.estimator": [None, "ridge"],
+                    }
+                }
+            )
+        )
+        assets = build_backtest_assets(p.vault, gdir)
+        panel_key, runs_key = (AssetKey([p.vault.name, n]) for n in ("backtest_panel", "backtest_runs"))
+        keys = register_grid_points(p.instance, [p.vault], gdir)[p.vault.name]
+        with_all = [*p.all, *assets]
+        assert materialize(
+            with_all, selection=[panel_key], resources=p.resources, instance=p.instance
+        ).success
+        result = materialize(
+            with_all,
+            selection=[runs_key],
+            resources=p.resources,
+            instance=p.instance,
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+        )
+        assert result.success
+        meta = result.get_asset_materialization_events()[-1].materialization.metadata
+        # the four 7d points (the vault's own halflife) on the stored models; the 3d research refitted, once
+        # per traded model
+        assert meta["points_on_stored_models"].value == 4 and meta["research_refitted"].value == 2
+        assert meta["stored_models_note"].value == "6 stored weekly bundles"
+        panel = read_parquet(p.lake / p.vault.name / "backtest_panel.parquet")
+        bt._PREDICTIONS.clear()  # the replay below refits
+        for point in find_points(keys, gdir):
+            stored = read_parquet(p.lake / p.vault.name / "backtest_runs" / f"{point.name}.parquet")
+            replayed, _ = run_point(panel, p.vault, point)
+            assert replayed["invested"].max() > 0.5  # the point trades
+            stored = stored[list(replayed.columns)]  # a run's file also has other points' (empty) w__ columns
+            pd.testing.assert_frame_equal(stored, replayed, check_exact=True)  # weights, wealth, every column

@@ -5,6 +5,7 @@ naming an untrusted type are refused with the file's name, and nothing in them r
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from dagster import (
+    AllPartitionMapping,
     AssetIn,
     AssetKey,
     AssetSpec,
@@ -30,10 +32,14 @@ from midfreq_assets.domain.research.bundles import ModelBundle
 from midfreq_assets.domain.research.models import EWMYieldPredictor, FittedModel
 from midfreq_assets.domain.research.selection import Selection
 from midfreq_resources.io.model_io_manager import (
+    _LOADED,
+    LAZY,
+    NO_TABLES,
     ModelFileError,
     ModelIOManager,
     dump_bytes,
     load_bytes,
+    load_cached,
 )
 
 WEEKS = WeeklyPartitionsDefinition(start_date="2024-07-01", end_date="2024-07-29", day_offset=1)
@@ -228,3 +234,44 @@ def test_a_range_run_gives_each_week_its_own_file_and_the_run_size_to_the_last(t
         assert meta["format"].value == "skops"
         assert ("run_partitions" in meta) == (week == "2024-07-22")  # the run's size on its last week only
     assert events["2024-07-22"]["run_partitions"].value == 4
+
+
+@asset(
+    ins={
+        "fitted_range": AssetIn(
+            partition_mapping=AllPartitionMapping(),
+            metadata={"allow_missing_partitions": True, LAZY: True, NO_TABLES: True},
+        )
+    }
+)
+def lazy_reader(fitted_range: Mapping) -> list:
+    """Reads one week of the lazily loaded weekly bundles (without CV tables); says which were read."""
+    loaded_before = set(_LOADED)
+    first = fitted_range["2024-07-08"]
+    tables = [len(first.cv), len(first.folds)]
+    return [sorted(fitted_range), len(first.models), tables, sorted(set(_LOADED) - loaded_before)]
+
+
+def test_a_lazy_input_reads_only_the_weeks_used_and_once_per_process_while_unchanged(tmp_path: Path):
+    io = ModelIOManager(root=str(tmp_path / "lake"))
+    tags = {
+        "dagster/asset_partition_range_start": "2024-07-01",
+        "dagster/asset_partition_range_end": "2024-07-15",
+    }
+    assert materialize([fitted_range], tags=tags, resources={"models": io}).success  # 2024-07-22: missing
+    _LOADED.clear()
+    week = io.partition_path(["fitted_range"], "2024-07-08").path
+    result = materialize(
+        [fitted_range, lazy_reader],
+        selection=[lazy_reader],
+        resources={"models": io, "io_manager": mem_io_manager},
+    )
+    keys, n_models, tables, read = result.output_for_node("lazy_reader")
+    assert keys == ["2024-07-01", "2024-07-08", "2024-07-15"] and n_models == len(bundle().models)
+    assert read == [(week, False)] and tables == [0, 0]  # only the week used was read, without its tables
+    cached = load_cached(io.partition_path(["fitted_range"], "2024-07-08"))  # with them: another entry
+    assert len(cached.cv) == len(bundle().cv) > 0 and len(cached.folds) == len(bundle().folds)
+    assert load_cached(io.partition_path(["fitted_range"], "2024-07-08")) is cached  # read once
+    Path(week).write_bytes(dump_bytes(ModelBundle.empty(pd.Timestamp("2024-07-08"), "refit")))
+    again = load_cached(io.partition_path(["fitted_range"], "2024-07-08"))  # rewritten: read again
+    assert again is not cached and again.cv_note == "refit"
