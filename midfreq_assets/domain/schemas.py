@@ -231,6 +231,81 @@ REBALANCE_WEIGHTS = Schema(
     ),
 )
 
+# --------------------------------------------------------------------------- universe screen, lending
+#: ``pool_rankings`` and ``universe_exclusions`` name the vault whose screen the row belongs to.
+VAULT = _c("vault", "string", "", "the vault whose universe screen the row belongs to")
+
+POOL_RANKINGS = Schema(
+    "pool_rankings",
+    (
+        VAULT,
+        DATE,
+        POOL,
+        _c("symbol", "string", "", "the pool's token symbol(s)"),
+        _c("project", "string", "", "protocol (DefiLlama project slug)"),
+        _c("chain", "string", "", "chain the pool lives on"),
+        _c(
+            "value",
+            "number",
+            APY,
+            "the day's yield the vault ranks on (its top_pools.column: apy or apy_base); empty when "
+            "the pool reported none",
+        ),
+        _c(
+            "rank",
+            "number",
+            "",
+            "the pool's rank that day among the pools passing the vault's other rules (1: highest "
+            "value, ties share the better rank; empty without a value)",
+        ),
+        _c(
+            "days_in_top",
+            "number",
+            "days",
+            "days ranked <= top_n over the window before the day (empty: the window reaches before the data)",
+        ),
+        _c("picked", "bool", "", "the ranking picks the pool for the day (a complete window, enough days)"),
+        _c("complete", "bool", "", "the window before the day is fully covered by data"),
+        _c("window_start", "datetime", "day, UTC", "first day of the ranking window (day - window_days)"),
+        _c("window_end", "datetime", "day, UTC", "last day of the ranking window (the day before)"),
+    ),
+)
+
+UNIVERSE_EXCLUSIONS = Schema(
+    "universe_exclusions",
+    (
+        VAULT,
+        DATE,
+        POOL,
+        _c("chain", "string", "", "chain the pool lives on"),
+        _c("project", "string", "", "protocol (DefiLlama project slug)"),
+        _c("symbol", "string", "", "the pool's token symbol(s)"),
+        _c("tvl_usd", "number", USD, "the pool's TVL that day (empty: none reported)"),
+        _c("reason", "string", "", "the first rule of the vault's screen the pool fails that day"),
+    ),
+)
+
+POOL_LEND_BORROW = Schema(
+    "pool_lend_borrow",
+    (
+        DATE,
+        POOL,
+        _c("total_supply_usd", "number", USD, "lending market's supply S"),
+        _c("total_borrow_usd", "number", USD, "lending market's borrows B"),
+        _c("debt_ceiling_usd", "number", USD, "the market's debt ceiling (empty for most markets)"),
+        _c("apy_base_borrow", "number", APY, "borrow APY"),
+        _c("apy_reward_borrow", "number", APY, "reward APY paid to borrowers (empty for most markets)"),
+        _c("apy_base", "number", APY, "supply APY paid in the pool's own tokens"),
+        _c("utilization", "number", FRACTION, "borrows / supply (empty without supply)"),
+        _c(
+            "flag",
+            "string",
+            "",
+            "why the row is not usable (non-finite, borrows above supply, implausible APY), empty when it is",
+        ),
+    ),
+)
+
 # --------------------------------------------------------------------------- Binance, coins API
 #: Unit of a kline's prices and quote volumes: the symbol's quote asset (USDT for BTCUSDT).
 QUOTE = "quote asset"
@@ -529,6 +604,105 @@ BACKTEST_REPORT = Schema(
     ),
 )
 
+TOP_POOLS = Schema(
+    "top_pools",
+    (
+        _c(
+            "rank", "integer", "", "position in the ranking: picked first, then by days in the top, best rank"
+        ),
+        POOL,
+        _c("picked", "bool", "", "the ranking picks the pool from as_of on"),
+        _c("days_in_top", "integer", "days", "days ranked <= top_n over the window"),
+        _c("best_rank", "number", "", "the pool's best daily rank over the window"),
+        _c("days_eligible", "integer", "days", "days of the window the pool passed the vault's other rules"),
+        _c("mean_apy", "number", APY, "mean daily APY over the window (top_pools.column: apy)", True),
+        _c(
+            "mean_apy_base",
+            "number",
+            APY,
+            "mean daily base APY over the window (top_pools.column: apy_base)",
+            True,
+        ),
+        _c("symbol", "string", "", "the pool's token symbol(s) on its last day in the window", True),
+        _c("project", "string", "", "protocol", True),
+        _c("chain", "string", "", "chain", True),
+        _c("last_tvl_usd", "number", USD, "the pool's TVL on its last day in the window", True),
+        _c("window_start", "datetime", "day, UTC", "first day of the window"),
+        _c("window_end", "datetime", "day, UTC", "last day of the window (the day before as_of)"),
+        _c(
+            "as_of",
+            "datetime",
+            "day, UTC",
+            "the first day the picks may be used (the day after the last ranked day)",
+        ),
+    ),
+)
+
+# --------------------------------------------------------------------------- price research (klines)
+_BAR_KEYS = (
+    _c("open_time", "datetime", "UTC", "the bar's open time"),
+    _c("date", "datetime", "day, UTC", "the day the bar opens"),
+    _c("instrument", "string", "", "Binance symbol of the bar (e.g. BTCUSDT)"),
+)
+
+#: ``price_research/<interval>/features`` (the vaults' ``features`` is :data:`FEATURES`).
+PRICE_FEATURES = Schema(
+    "price_research/features",
+    (
+        *_BAR_KEYS,
+        _c(
+            OTHER,
+            "value",
+            "",
+            "a feature from the interval's feature_map (<column>__<transform>_<windows>, or a raw column "
+            "such as close_premium); empty while its lookback is not yet covered",
+        ),
+    ),
+)
+
+#: ``price_research/<interval>/predictions`` (the vaults' ``predictions`` is :data:`PREDICTIONS`).
+PRICE_PREDICTIONS = Schema(
+    "price_research/predictions",
+    (
+        *_BAR_KEYS,
+        _c("model_as_of", "datetime", "day, UTC", "as_of of the weekly model that predicted the row"),
+        _c(
+            OTHER,
+            "number",
+            "",
+            "<label>/<estimator>: predicted forward log return (regression); <label>/<estimator>:p_<class>: "
+            "the class probability (classification); empty where that model did not predict the bar",
+        ),
+    ),
+)
+
+SIGNAL_REPORT = Schema(
+    "signal_report",
+    (
+        _c("model", "string", "", "<label>/<estimator> traded as a signal"),
+        _c("fold", "string", "", "the weekly model's as_of (one walk-forward fold), or all"),
+        _c("instrument", "string", "", "Binance symbol traded"),
+        _c("bars", "integer", "bars", "bars with a signal and a known forward return"),
+        _c("annual_return", "number", APY, "mean log P&L net of costs, annualized"),
+        _c("sortino", "number", "", "annual return / annualized downside deviation (empty: no loss)"),
+        _c("max_drawdown", "number", "log return", "largest fall of the cumulative log P&L"),
+        _c(
+            "hit_ratio",
+            "number",
+            FRACTION,
+            "share of bars in a position whose sign was right (empty: never in)",
+        ),
+        _c("exposure", "number", FRACTION, "share of bars in a position"),
+        _c(
+            OTHER,
+            "number",
+            "",
+            "signal_pNN: the signal's NN% quantile (class value or sigma units); return_bK: mean forward "
+            "log return of the bars in signal quantile bucket K (1: weakest; empty: no bar in it)",
+        ),
+    ),
+)
+
 SCHEMAS = {
     s.asset: s
     for s in (
@@ -542,6 +716,13 @@ SCHEMAS = {
         BINANCE_PREMIUM_INDEX_KLINES,
         BINANCE_FUNDING_RATES,
         TOKEN_PRICES,
+        POOL_RANKINGS,
+        UNIVERSE_EXCLUSIONS,
+        POOL_LEND_BORROW,
+        TOP_POOLS,
+        PRICE_FEATURES,
+        PRICE_PREDICTIONS,
+        SIGNAL_REPORT,
         VAULT_POSITIONS,
         TRADE_ORDERS,
         ORDER_EXECUTIONS,

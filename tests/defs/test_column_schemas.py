@@ -2,8 +2,10 @@
 ``domain/schemas.py`` and the Parquet IO manager refuses a frame that breaks it, naming asset and column.
 
 The real frames pass: the tests that materialize each asset (``ingest/test_binance_asset.py``,
-``ingest/test_binance_futures_assets.py``, ``ingest/test_prices_assets.py``, ``vault/test_backtest_assets.py``,
-``vault/test_live_loop.py``) write them through the same IO manager and its check.
+``ingest/test_binance_futures_assets.py``, ``ingest/test_prices_assets.py``, ``ingest/test_ingestion_assets.py``,
+``ingest/test_lend_borrow_asset.py``, ``vault/test_top_pools_asset.py``, ``vault/test_backtest_assets.py``,
+``vault/test_live_loop.py``, ``price_research/test_price_assets.py``) write them through the same IO manager
+and its check.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
@@ -15,16 +17,27 @@ import pytest
 from dagster import AssetKey, asset, materialize
 
 from midfreq_assets.domain.schemas import OTHER, SCHEMAS, Schema
-from midfreq_assets.previews import schema_metadata
+from midfreq_assets.previews import dagster_schema, schema_metadata
 from midfreq_resources.io.column_schema import SCHEMA_KEY
 from midfreq_resources.io.parquet_io_manager import ParquetIOManager
 
-#: The assets of this change and their key (vault assets under a vault's prefix).
+#: Each schema of ``domain/schemas.py`` and the key of one asset declaring it (vault assets under a
+#: vault's prefix, price research assets under an interval's).
 DECLARED = {
+    "pool_history": ["pool_history"],
+    "pool_metadata": ["pool_metadata"],
+    "pool_rankings": ["pool_rankings"],
+    "universe_exclusions": ["universe_exclusions"],
+    "pool_lend_borrow": ["pool_lend_borrow"],
     "binance_klines": ["binance_klines"],
     "binance_premium_index_klines": ["binance_premium_index_klines"],
     "binance_funding_rates": ["binance_funding_rates"],
     "token_prices": ["token_prices"],
+    "adjusted_yields": ["usd_lending", "adjusted_yields"],
+    "features": ["usd_lending", "features"],
+    "predictions": ["usd_lending", "predictions"],
+    "rebalance_weights": ["usd_lending", "rebalance_weights"],
+    "top_pools": ["usd_lending", "top_pools"],
     "vault_positions": ["usd_lending", "vault_positions"],
     "trade_orders": ["usd_lending", "trade_orders"],
     "order_executions": ["usd_lending", "order_executions"],
@@ -32,16 +45,9 @@ DECLARED = {
     "backtest_panel": ["usd_lending", "backtest_panel"],
     "backtest_runs": ["usd_lending", "backtest_runs"],
     "backtest_report": ["usd_lending", "backtest_report"],
-}
-#: Stored tables that still declare no schema (their metadata names their columns' dtypes only).
-UNDECLARED = {
-    "pool_rankings",
-    "universe_exclusions",
-    "pool_lend_borrow",
-    "top_pools",
-    "features",  # price_research/<interval>/features (the vaults' features declare theirs)
-    "predictions",  # price_research/<interval>/predictions
-    "signal_report",
+    "price_research/features": ["price_research", "1h", "features"],
+    "price_research/predictions": ["price_research", "1h", "predictions"],
+    "signal_report": ["price_research", "1h", "signal_report"],
 }
 SAMPLE = {
     "number": 1.5,
@@ -68,24 +74,24 @@ def store(key: list[str], name: str, frame: pd.DataFrame, tmp_path) -> object:
     return materialize([table], resources={"io": ParquetIOManager(root=str(tmp_path))}, raise_on_error=False)
 
 
-def test_the_stored_tables_of_the_code_location_declare_their_columns():
+def test_every_stored_table_of_the_code_location_declares_its_columns():
     from midfreq_assets.definitions import defs
 
     stored = {}
     for spec in defs.resolve_all_asset_specs():
         assets_def = defs.resolve_assets_def(spec.key)
         if assets_def.get_io_manager_key_for_asset_key(spec.key) == "parquet_io_manager":
-            stored[spec.key] = SCHEMA_KEY in (spec.metadata or {})
-    by_name = {}
-    for key, declared in stored.items():
-        by_name.setdefault(key.path[-1], set()).add(declared)
-    for name in DECLARED:
+            stored[spec.key] = (spec.metadata or {}).get(SCHEMA_KEY)
+    assert len(stored) > 30, sorted(k.to_user_string() for k in stored)
+    undeclared = sorted(key.to_user_string() for key, schema in stored.items() if schema is None)
+    assert not undeclared, f"stored tables without a column schema: {undeclared}"
+    assert sorted(DECLARED) == sorted(SCHEMAS)
+    for name, path in DECLARED.items():
+        key = AssetKey(path)
         if name == "intraday_moves":  # only where a vault enables intraday: none of configs/ does
-            assert name not in by_name or by_name[name] == {True}
+            assert key not in stored
             continue
-        assert by_name.get(name) == {True}, f"{name}: {by_name.get(name)}"
-    undeclared = {name for name, flags in by_name.items() if False in flags}
-    assert undeclared <= UNDECLARED, undeclared - UNDECLARED
+        assert stored[key] == dagster_schema(SCHEMAS[name]), name
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))
@@ -106,14 +112,16 @@ def test_a_frame_of_the_declared_columns_is_stored_with_their_descriptions(name,
 def test_a_frame_that_breaks_the_schema_is_refused_naming_asset_and_column(name, tmp_path):
     schema = SCHEMAS[name]
     required = next(c for c in schema.columns if not c.optional and c.name != OTHER)
-    number = next(c for c in schema.columns if c.kind == "number" and c.name != OTHER)
+    # a named number column, else the generated column standing for ``*`` (price research features)
+    number = min((c for c in schema.columns if c.kind in ("number", "value")), key=lambda c: c.name == OTHER)
+    number_name = number.name if number.name != OTHER else "w__extra"
     asset_name = "/".join(DECLARED[name])
     for broken, problem in (
         (
             valid_frame(schema).drop(columns=required.name),
             re.escape(f"column '{required.name}' ({required.kind}) missing"),
         ),
-        (valid_frame(schema).assign(**{number.name: "1.5"}), f"column '{number.name}' is (str|object)"),
+        (valid_frame(schema).assign(**{number_name: "1.5"}), f"column '{number_name}' is (str|object)"),
     ):
         result = store(DECLARED[name], name, broken, tmp_path)
         assert not result.success

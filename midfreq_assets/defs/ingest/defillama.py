@@ -196,6 +196,7 @@ def build_defillama_assets(
                 io_manager_key="parquet_io_manager",
                 kinds={"python", "parquet"},
                 is_required=False,
+                metadata=schema_metadata("universe_exclusions"),
                 description="Every (vault, day, pool) left out of a universe, with the reason.",
             ),
             "pool_rankings": AssetOut(
@@ -203,6 +204,7 @@ def build_defillama_assets(
                 io_manager_key="parquet_io_manager",
                 kinds={"python", "parquet"},
                 is_required=False,
+                metadata=schema_metadata("pool_rankings"),
                 description="Each vault's top_pools ranking (configs: top_pools): per (vault, day, pool passing "
                 "the vault's other rules) the day's rank by APY, the days in the top N over the window before "
                 "the day (window_start..window_end) and whether the ranking picks it; a vault with "

@@ -44,6 +44,7 @@ from midfreq_assets.domain.ingest.pool_history import (
 )
 from midfreq_assets.metadata import TOLERATE_GAPS, listing, markdown_table, partition_metadata
 from midfreq_assets.partitions import daily_partitions, window_days
+from midfreq_assets.previews import schema_metadata
 from midfreq_assets.project import current_project
 from midfreq_resources.io.parquet_io_manager import REQUIRED_COLUMNS
 from midfreq_resources.settings import DEFILLAMA_PRO_API_KEY_ENV
@@ -90,7 +91,10 @@ def build_lend_borrow_asset(project: Project, partitions_def: DailyPartitionsDef
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key="parquet_io_manager",
-        metadata={REQUIRED_COLUMNS: [c for c in LEND_BORROW_COLUMNS if c != FLAG]},
+        metadata={
+            REQUIRED_COLUMNS: [c for c in LEND_BORROW_COLUMNS if c != FLAG],
+            **schema_metadata("pool_lend_borrow"),
+        },
         group_name="defillama",
         kinds={"python", "parquet"},
         check_specs=CHECKS,

@@ -34,6 +34,7 @@ from midfreq_assets.partitions import (
     months_back,
     weekly_partitions,
 )
+from midfreq_assets.previews import schema_metadata
 from midfreq_resources.io.parquet_io_manager import TRAILING_MISSING_OK
 
 MODEL_IO, PARQUET_IO = "model_io_manager", "parquet_io_manager"
@@ -117,6 +118,7 @@ def _price_assets(
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key=PARQUET_IO,
+        metadata=schema_metadata("price_research/features"),
         group_name=GROUP,
         kinds={"python", "parquet"},
         description=f"Price research features per {interval} bar (open_time, date, instrument) of "
@@ -199,6 +201,7 @@ def _price_assets(
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key=PARQUET_IO,
+        metadata=schema_metadata("price_research/predictions"),
         group_name=GROUP,
         kinds={"python", "parquet"},
         description=f"Price predictions per {interval} bar: one column per regression model "

@@ -19,6 +19,7 @@ from midfreq_assets.domain.backtest.signals import signal_table
 from midfreq_assets.domain.research.price_config import PriceResearchConfig, PriceStudyConfig
 from midfreq_assets.domain.units import bars_per_year
 from midfreq_assets.metadata import markdown_table
+from midfreq_assets.previews import schema_metadata
 
 OPTIONAL_HISTORY = {"allow_missing_partitions": True, "optional": True}
 
@@ -45,6 +46,7 @@ def _signal_report(interval: str, study: PriceStudyConfig) -> AssetsDefinition:
             ),
         },
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("signal_report"),
         group_name="price_research",
         kinds={"python", "parquet"},
         description=f"{interval} price models as trading signals: annualized return, Sortino, max drawdown "

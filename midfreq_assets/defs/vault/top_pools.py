@@ -25,6 +25,7 @@ from dagster import (
 from midfreq_assets.domain.config.vault import VaultConfig
 from midfreq_assets.domain.ingest.ranking import ranking_table
 from midfreq_assets.metadata import markdown_table
+from midfreq_assets.previews import schema_metadata
 
 
 def top_pools_table(rankings: pd.DataFrame, vault: VaultConfig) -> pd.DataFrame:
@@ -62,6 +63,7 @@ def build_top_pools_asset(vault: VaultConfig) -> AssetsDefinition:
             )
         },
         io_manager_key="parquet_io_manager",
+        metadata=schema_metadata("top_pools"),
         group_name=f"{vault.name}_backtests",
         kinds={"python", "parquet"},
         description=f"Vault {vault.name}: pools with daily {cfg.column} rank <= {cfg.top_n} on >= "
