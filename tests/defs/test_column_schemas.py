@@ -130,3 +130,46 @@ def test_a_frame_that_breaks_the_schema_is_refused_naming_asset_and_column(name,
         assert re.search(problem, error.message), error.message
         assert "nothing written" in error.message
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def _empty_and_nan_frames() -> dict[str, pd.DataFrame]:
+    """What the domain code hands the IO manager when there is nothing, or partly nothing, to write."""
+    from midfreq_assets.defs.price_research.assets import _empty_bars
+    from midfreq_assets.defs.vault.top_pools import top_pools_table
+    from midfreq_assets.domain.config.project import load_project
+    from midfreq_assets.domain.ingest.lend_borrow import empty_lend_borrow, lend_borrow_frame
+    from midfreq_assets.domain.ingest.ranking import RANKING_COLUMNS
+
+    vault = load_project().vaults["usd_lending"]
+    record = {  # a market without supply yet, no debt ceiling nor reward: utilization and those are NaN
+        "timestamp": "2025-01-01T10:00:00Z",
+        "totalSupplyUsd": 0.0,
+        "totalBorrowUsd": 0.0,
+        "debtCeilingUsd": None,
+        "apyBaseBorrow": 5.0,
+        "apyRewardBorrow": None,
+        "apyBase": 3.6,
+    }
+    nan = lend_borrow_frame({"pool-a": [record]})
+    assert nan[["utilization", "debt_ceiling_usd", "apy_reward_borrow"]].isna().all().all()
+    return {
+        "top_pools: no ranking yet": top_pools_table(pd.DataFrame(columns=RANKING_COLUMNS), vault),
+        "pool_lend_borrow: no lending pool": empty_lend_borrow(),
+        "pool_lend_borrow: NaN columns": nan,
+        "price_research/features: no klines": _empty_bars(),
+        "price_research/predictions: no model": _empty_bars(),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_empty_and_nan_frames()))
+def test_the_empty_and_nan_frames_the_assets_write_are_stored(case, tmp_path):
+    name = case.split(":")[0]
+    frame = _empty_and_nan_frames()[case]
+    key = DECLARED[name]
+    result = store(key, name, frame, tmp_path)
+    assert result.success, case
+    (event,) = result.get_asset_materialization_events()
+    described = {c.name: c.description for c in event.materialization.metadata[SCHEMA_KEY].value.columns}
+    assert set(described) == {str(c) for c in frame.columns}
+    assert all(described.values()), described
+    assert list(tmp_path.rglob("*.parquet"))
