@@ -703,6 +703,9 @@ def simulate(
     w_real: list[np.ndarray] = []
     w_dil: list[np.ndarray] = []
     dt_years = book.panels.dt_years
+    stamps = list(dates)  # Timestamps, once (indexing the DatetimeIndex per step boxes each)
+    days64 = dates.to_numpy()
+    il_missing_held = il_missing[1:] if il_missing is not None else None
 
     for t in range(len(dates) - 1):
         dec = policy(t, book.holdings, book.base)
@@ -717,8 +720,8 @@ def simulate(
         x = dec.target_weights
         rows.append(
             {
-                "date": dates[t],
-                "date_end": dates[t + 1],
+                "date": stamps[t],
+                "date_end": stamps[t + 1],
                 "wealth_start": dec.wealth_before,
                 "cost_usd": dec.cost_usd,
                 "gas_usd": dec.gas_usd,
@@ -729,7 +732,9 @@ def simulate(
                 "n_held": int(held.sum()),
                 "n_eligible": n_elig,
                 "n_held_in_gap": int((held & hold[t]).sum()),
-                "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
+                "n_held_il_missing": int((held & il_missing_held[t]).sum())
+                if il_missing_held is not None
+                else 0,
                 "entropy": normalized_entropy(x, n_elig),
                 "predicted_apy": dec.predicted_portfolio_apy,
                 "realized_apy": realized,
@@ -743,7 +748,7 @@ def simulate(
             }
         )
         if held.any():
-            w_dates.append(np.full(int(held.sum()), dates[t].to_datetime64()))
+            w_dates.append(np.full(int(held.sum()), days64[t]))
             w_pools.append(pools[held])
             w_vals.append(x[held])
             w_pred.append(dec.predicted_apy[held])

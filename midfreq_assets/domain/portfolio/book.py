@@ -279,6 +279,12 @@ class VaultBook:
             if panels.predicted is not None
             else np.full((T, N), np.nan)
         )
+        # the accrual's optional parts with NaN as 0, once for the panel (what accrue_step does per row)
+        self._accrual_parts = tuple(
+            np.nan_to_num(np.asarray(v, dtype=float), nan=0.0) if v is not None else None
+            for v in (self.gaps.undiluted, self.gaps.il, panels.price_return)
+        )
+        self._dt_years = np.asarray(panels.dt_years, dtype=float)
         self.holdings = np.asarray(seed.holdings, dtype=float).copy()
         self.base = float(seed.base)
         self.expected: np.ndarray | None = None
@@ -297,16 +303,17 @@ class VaultBook:
 
     def accrual(self, t: int, holdings: np.ndarray, base: float) -> Accrual:
         """``holdings`` and ``base`` of row t-1 (or of the seed) grown into row t."""
-        g, p = self.gaps, self.panels
+        g = self.gaps
+        undiluted, il, price_return = self._accrual_parts
         return accrue_step(
             holdings,
             base,
             g.earned[t],
             g.tvl_accrue[t],
-            float(p.dt_years[t]),
-            undiluted_next=g.undiluted[t] if g.undiluted is not None else None,
-            il_next=g.il[t] if g.il is not None else None,
-            price_return_next=p.price_return[t] if p.price_return is not None else None,
+            float(self._dt_years[t]),
+            undiluted_next=undiluted[t] if undiluted is not None else None,
+            il_next=il[t] if il is not None else None,
+            price_return_next=price_return[t] if price_return is not None else None,
             base_rate=self.base_rate,
         )
 

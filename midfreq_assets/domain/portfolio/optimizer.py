@@ -34,6 +34,7 @@ Gas / min-trade pruning freezes small and idle trades and re-solves at most
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ MAX_PRUNE_RESOLVES = 2
 
 # Reductions without the ndarray-method dispatch (a few us each at ~100 elements, which matters
 # when a whole solve is ~100 us).
+#: ``normalize_slug`` of the few labels a vault has, remembered (an optimizer is rebuilt whenever the
+#: day's pool set changes: ~100 times a year per backtest).
+_slug = functools.lru_cache(maxsize=4096)(normalize_slug)
+
 _sum = np.add.reduce
 _cumsum = np.add.accumulate
 _any = np.logical_or.reduce
@@ -472,9 +477,9 @@ class VaultOptimizer:
                 continue
             if labels is None:
                 raise ValueError(f"strategy has {kind} caps but no {kind} per pool was given")
-            norm = [normalize_slug(str(lbl)) for lbl in labels]
+            norm = np.array([_slug(str(lbl)) for lbl in labels], dtype=object)
             for group, cap in cap_map.items():
-                member = np.array([lbl == normalize_slug(group) for lbl in norm], dtype=float)
+                member = (norm == _slug(group)).astype(float)
                 if member.any():
                     rows.append(member)
                     caps.append(float(cap))

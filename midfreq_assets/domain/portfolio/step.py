@@ -72,8 +72,8 @@ class StepDecision:
         w = self.target_weights
         if w.sum() <= 0:
             return float("nan")
-        dil = np.nan_to_num(self.dilution_factor, nan=1.0)
-        a = np.nan_to_num(self.predicted_apy, nan=0.0)
+        dil = finite_or(self.dilution_factor, 1.0)
+        a = finite_or(self.predicted_apy)
         return float((w * a * dil).sum() / w.sum())
 
     def to_frame(self) -> pd.DataFrame:
@@ -241,8 +241,25 @@ class Accrual:
         return float(self.holdings.sum() + self.base)
 
 
+def finite_or(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """``np.nan_to_num(values, nan=fill)`` (infinities to the largest floats); ``values`` itself when
+    every value is finite (the common case: no copy, no ``nan_to_num`` overhead on the per-step path)."""
+    v = np.asarray(values, dtype=float)
+    ok = _isfinite(v)
+    if _all(ok):
+        return v
+    if not _any(np.isinf(v)):  # NaNs only
+        return np.where(ok, v, fill)
+    return np.nan_to_num(v, nan=fill)
+
+
+_all = np.logical_and.reduce
+_any = np.logical_or.reduce
+_isfinite = np.isfinite
+
+
 def _finite(values: np.ndarray | None, n: int) -> np.ndarray:
-    return np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return np.zeros(n) if values is None else finite_or(values)
 
 
 def accrue_step(
@@ -270,15 +287,19 @@ def accrue_step(
     tvl = np.asarray(tvl_next, dtype=float)
     n = h.shape[0]
     held = h > 0
-    missing = held & ~np.isfinite(apy)
-    u = np.where(np.isfinite(apy), _finite(undiluted_next, n), 0.0)
-    tvl_ok = np.isfinite(tvl) & (tvl > 0)
+    apy_ok = _isfinite(apy)
+    missing = held & ~apy_ok
+    u = np.where(apy_ok, _finite(undiluted_next, n), 0.0)
+    tvl_ok = _isfinite(tvl) & (tvl > 0)
     dil = np.where(tvl_ok, 1.0 / (1.0 + h / np.where(tvl_ok, tvl, 1.0)), 1.0)
-    r = np.where(np.isfinite(apy), (apy - u) * dil + u, 0.0)
+    r = np.where(apy_ok, (apy - u) * dil + u, 0.0)
     grown = h * np.exp(r * dt_years)
-    il = np.where(np.isfinite(apy), np.minimum(_finite(il_next, n), 0.0), 0.0)
-    il_usd = float((h * np.exp((r - il) * dt_years) - grown).sum()) if il_next is not None else 0.0
-    moved = grown * np.exp(_finite(price_return_next, n))
+    if il_next is not None:
+        il = np.where(apy_ok, np.minimum(_finite(il_next, n), 0.0), 0.0)
+        il_usd = float((h * np.exp((r - il) * dt_years) - grown).sum())
+    else:
+        il_usd = 0.0
+    moved = grown * np.exp(_finite(price_return_next, n)) if price_return_next is not None else grown * 1.0
     base_next = base * float(np.exp(base_rate * dt_years)) if base > 0 else base
-    earned = np.where(np.isfinite(apy), apy, 0.0)
+    earned = np.where(apy_ok, apy, 0.0)
     return Accrual(moved, base_next, dil, earned, il_usd, float((moved - grown).sum()), int(missing.sum()))
