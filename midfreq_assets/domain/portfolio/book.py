@@ -39,6 +39,7 @@ import pandas as pd
 
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
+from midfreq_assets.domain.portfolio.reductions import add_reduce as _sum
 from midfreq_assets.domain.portfolio.step import (
     Accrual,
     StepDecision,
@@ -297,7 +298,7 @@ class VaultBook:
 
     @property
     def wealth(self) -> float:
-        return float(self.holdings.sum() + self.base)
+        return float(_sum(self.holdings) + self.base)
 
     # -- pure steps (the book's rules; the state is handed in) ---------------------------------
 
@@ -336,7 +337,7 @@ class VaultBook:
         prot = self._protocols[t] if self._protocols.ndim == 2 else self._protocols
         chains = self._chains[t] if self._chains.ndim == 2 else self._chains
         optimizer = self.optimizers.optimizer_for(self._pool_array[idx], prot[idx], chains[idx])
-        wealth = h.sum() + base
+        wealth = _sum(h) + base
         return rebalance_step(
             optimizer.with_costs(costs),
             self._pred[t, idx],
@@ -354,7 +355,7 @@ class VaultBook:
         """The strategy on row t as a ``Policy`` over every pool: on a rebalance day the optimizer's
         decision (cash when nothing is known), in between hold (sell what left the universe)."""
         h = holdings
-        wealth = h.sum() + base
+        wealth = _sum(h) + base
         costs = self.panels.costs_at(self.costs, t)
         if not self.rebalance_day(t):
             return target_step(
