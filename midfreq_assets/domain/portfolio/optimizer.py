@@ -129,6 +129,23 @@ class _Inputs:
     tvl: np.ndarray
     refused: np.ndarray  # predictions not finite or above strategy.max_predicted_apy
 
+    def bounded(self, lo: np.ndarray, hi: np.ndarray) -> _Inputs:
+        """These inputs with bounds ``lo``, ``hi`` (``dataclasses.replace`` without its introspection:
+        the pruning re-solves and frozen pools take this path every step)."""
+        return _Inputs(
+            self.a,
+            self.q,
+            self.x0,
+            lo,
+            hi,
+            self.c,
+            self.budget,
+            self.buyable,
+            self.wealth,
+            self.tvl,
+            self.refused,
+        )
+
 
 def _clean_inputs(
     strategy: StrategyConfig,
@@ -809,7 +826,7 @@ class VaultOptimizer:
                 notes.append("gas pruning: frozen trades break a cap, dropped without re-solve")
                 break
             try:
-                x_new, _, _, _ = self._solve_once(replace(inp, lo=lo, hi=hi), turnover)
+                x_new, _, _, _ = self._solve_once(inp.bounded(lo, hi), turnover)
             except SolverFailure as exc:
                 notes.append(f"gas pruning: re-solve failed ({exc}), dropped without re-solve")
                 break
@@ -868,7 +885,7 @@ def _freeze(inp: _Inputs, frozen: np.ndarray) -> _Inputs:
     """``lo = hi = x0`` on the frozen pools."""
     if frozen.shape != inp.x0.shape:
         raise ValueError(f"frozen has shape {frozen.shape}, expected {inp.x0.shape}")
-    return replace(inp, lo=np.where(frozen, inp.x0, inp.lo), hi=np.where(frozen, inp.x0, inp.hi))
+    return inp.bounded(np.where(frozen, inp.x0, inp.lo), np.where(frozen, inp.x0, inp.hi))
 
 
 def _laminar_groups(matrix: np.ndarray, caps: np.ndarray) -> list[tuple[np.ndarray, float]] | None:
