@@ -37,6 +37,8 @@ from midfreq_assets.domain.portfolio.book import (
 )
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import VaultOptimizer
+from midfreq_assets.domain.portfolio.reductions import add_reduce as _sum
+from midfreq_assets.domain.portfolio.reductions import or_reduce as _any
 from midfreq_assets.domain.portfolio.step import StepDecision
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 from midfreq_assets.domain.research import engine as research
@@ -703,37 +705,42 @@ def simulate(
     w_real: list[np.ndarray] = []
     w_dil: list[np.ndarray] = []
     dt_years = book.panels.dt_years
+    stamps = list(dates)  # Timestamps, once (indexing the DatetimeIndex per step boxes each)
+    days64 = dates.to_numpy()
+    il_missing_held = il_missing[1:] if il_missing is not None else None
 
     for t in range(len(dates) - 1):
         dec = policy(t, book.holdings, book.base)
         book.trade(dec)
         acc = book.accrue(t + 1)
-        invested = float(dec.holdings_after.sum())
+        invested = float(_sum(dec.holdings_after))
         realized = (
-            (float(np.log(acc.holdings.sum() / invested)) / dt_years[t + 1]) if invested > 0 else np.nan
+            (float(np.log(_sum(acc.holdings) / invested)) / dt_years[t + 1]) if invested > 0 else np.nan
         )
         held = dec.holdings_after > 0
-        n_elig = int(elig[t].sum())
+        n_elig = int(_sum(elig[t]))
         x = dec.target_weights
         rows.append(
             {
-                "date": dates[t],
-                "date_end": dates[t + 1],
+                "date": stamps[t],
+                "date_end": stamps[t + 1],
                 "wealth_start": dec.wealth_before,
                 "cost_usd": dec.cost_usd,
                 "gas_usd": dec.gas_usd,
                 "n_trades": dec.n_trades,
                 "forced_sales": dec.n_forced_sales,
                 "turnover": dec.turnover,
-                "invested": float(x.sum()),
-                "n_held": int(held.sum()),
+                "invested": float(_sum(x)),
+                "n_held": int(_sum(held)),
                 "n_eligible": n_elig,
-                "n_held_in_gap": int((held & hold[t]).sum()),
-                "n_held_il_missing": int((held & il_missing[t + 1]).sum()) if il_missing is not None else 0,
+                "n_held_in_gap": int(_sum(held & hold[t])),
+                "n_held_il_missing": int(_sum(held & il_missing_held[t]))
+                if il_missing_held is not None
+                else 0,
                 "entropy": normalized_entropy(x, n_elig),
                 "predicted_apy": dec.predicted_portfolio_apy,
                 "realized_apy": realized,
-                "dilution": float((x * acc.dilutor).sum() / x.sum()) if x.sum() > 0 else np.nan,
+                "dilution": float(_sum(x * acc.dilutor) / _sum(x)) if _sum(x) > 0 else np.nan,
                 "il_usd": acc.il_usd,
                 "price_pnl_usd": acc.price_pnl_usd,
                 "missing_apy": acc.missing_apy,
@@ -742,8 +749,8 @@ def simulate(
                 "wealth": acc.wealth,
             }
         )
-        if held.any():
-            w_dates.append(np.full(int(held.sum()), dates[t].to_datetime64()))
+        if _any(held):
+            w_dates.append(np.full(int(_sum(held)), days64[t]))
             w_pools.append(pools[held])
             w_vals.append(x[held])
             w_pred.append(dec.predicted_apy[held])
@@ -778,10 +785,10 @@ def normalized_entropy(weights: np.ndarray, n: int) -> float:
     """``-sum p log p / log N`` of the invested weights (1 = spread evenly over N pools)."""
     w = np.asarray(weights, dtype=float)
     w = w[w > 0]
-    if n <= 1 or w.sum() <= 0:
+    if n <= 1 or _sum(w) <= 0:
         return 0.0
-    p = w / w.sum()
-    return float(-(p * np.log(p)).sum() / np.log(n))
+    p = w / _sum(w)
+    return float(-_sum(p * np.log(p)) / np.log(n))
 
 
 def run_vault_backtest(

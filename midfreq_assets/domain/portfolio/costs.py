@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from midfreq_assets.domain.portfolio.reductions import add_reduce as _sum
 from midfreq_assets.domain.units import years
 
 
@@ -41,7 +42,7 @@ class TradingCosts:
 
     def trade_cost_usd(self, trades_usd: np.ndarray) -> float:
         """Proportional cost of a set of trades (dollars, signed)."""
-        return self.cost * float(np.abs(trades_usd).sum())
+        return self.cost * float(_sum(np.abs(trades_usd)))
 
     def gas_cost_usd(self, n_trades: int) -> float:
         return self.gas_usd * n_trades

@@ -34,6 +34,7 @@ Gas / min-trade pruning freezes small and idle trades and re-solves at most
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ import pandas as pd
 
 from midfreq_assets.domain.config.base import normalize_slug
 from midfreq_assets.domain.portfolio.costs import TradingCosts
+from midfreq_assets.domain.portfolio.reductions import add_reduce as _sum
+from midfreq_assets.domain.portfolio.reductions import and_reduce as _all
+from midfreq_assets.domain.portfolio.reductions import or_reduce as _any
 from midfreq_assets.domain.portfolio.strategy import StrategyConfig
 
 #: Solver noise below this (in weight) is snapped back to "no trade".
@@ -60,9 +64,11 @@ MAX_PRUNE_RESOLVES = 2
 
 # Reductions without the ndarray-method dispatch (a few us each at ~100 elements, which matters
 # when a whole solve is ~100 us).
-_sum = np.add.reduce
+#: ``normalize_slug`` of the few labels a vault has, remembered (an optimizer is rebuilt whenever the
+#: day's pool set changes: ~100 times a year per backtest).
+_slug = functools.lru_cache(maxsize=4096)(normalize_slug)
+
 _cumsum = np.add.accumulate
-_any = np.logical_or.reduce
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,23 @@ class _Inputs:
     wealth: float
     tvl: np.ndarray
     refused: np.ndarray  # predictions not finite or above strategy.max_predicted_apy
+
+    def bounded(self, lo: np.ndarray, hi: np.ndarray) -> _Inputs:
+        """These inputs with bounds ``lo``, ``hi`` (``dataclasses.replace`` without its introspection:
+        the pruning re-solves and frozen pools take this path every step)."""
+        return _Inputs(
+            self.a,
+            self.q,
+            self.x0,
+            lo,
+            hi,
+            self.c,
+            self.budget,
+            self.buyable,
+            self.wealth,
+            self.tvl,
+            self.refused,
+        )
 
 
 def _clean_inputs(
@@ -220,7 +243,7 @@ def objective_value(
 
 
 def _objective(inp: _Inputs, x: np.ndarray) -> float:
-    return float(inp.a @ x - inp.c * np.abs(x - inp.x0).sum() - inp.q @ (x * x))
+    return float(inp.a @ x - inp.c * _sum(np.abs(x - inp.x0)) - inp.q @ (x * x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +403,7 @@ def solve_nested(
             return x
         hi = hi.copy()
         for idx, cap in groups:
-            if hi[idx].sum() <= cap:  # cannot bind
+            if _sum(hi[idx]) <= cap:  # cannot bind
                 continue
             xg = solve_separable(a[idx], q[idx], x0[idx], c, lo[idx], hi[idx], cap)
             hi[idx] = np.maximum(np.minimum(hi[idx], xg), lo[idx])
@@ -402,7 +425,7 @@ def turnover_capped(inp: _Inputs, groups: list, turnover: float) -> np.ndarray:
 
     def at(mu: float) -> tuple[np.ndarray, float]:
         x = solve_nested(inp.a, inp.q, inp.x0, inp.c + mu, inp.lo, inp.hi, inp.budget, groups)
-        return x, float(np.abs(x - inp.x0).sum())
+        return x, float(_sum(np.abs(x - inp.x0)))
 
     x_lo, tau = at(0.0)
     if tau <= turnover:
@@ -472,10 +495,10 @@ class VaultOptimizer:
                 continue
             if labels is None:
                 raise ValueError(f"strategy has {kind} caps but no {kind} per pool was given")
-            norm = [normalize_slug(str(lbl)) for lbl in labels]
+            norm = np.array([_slug(str(lbl)) for lbl in labels], dtype=object)
             for group, cap in cap_map.items():
-                member = np.array([lbl == normalize_slug(group) for lbl in norm], dtype=float)
-                if member.any():
+                member = (norm == _slug(group)).astype(float)
+                if _any(member):
                     rows.append(member)
                     caps.append(float(cap))
                     self.group_names.append(f"{kind}:{group}")
@@ -574,12 +597,12 @@ class VaultOptimizer:
         x = np.clip(x, inp.lo, np.maximum(inp.hi, inp.lo))
         for row, cap in zip(self.group_matrix, self.group_caps, strict=True):
             g = row > 0
-            tot = x[g].sum()
-            room = (x[g] - inp.lo[g]).sum()
+            tot = _sum(x[g])
+            room = _sum(x[g] - inp.lo[g])
             if tot > cap and room > 0:
                 x[g] -= (x[g] - inp.lo[g]) * min((tot - cap) / room, 1.0)
-        tot = x.sum()
-        room = (x - inp.lo).sum()
+        tot = _sum(x)
+        room = _sum(x - inp.lo)
         if tot > inp.budget and room > 0:
             x -= (x - inp.lo) * min((tot - inp.budget) / room, 1.0)
         return x
@@ -593,7 +616,7 @@ class VaultOptimizer:
         if self.group_matrix.shape[0]:
             v.append(np.max(self.group_matrix @ x - self.group_caps))
         if turnover is not None:
-            v.append(np.abs(x - inp.x0).sum() - turnover)
+            v.append(_sum(np.abs(x - inp.x0)) - turnover)
         return float(max(v))
 
     def _polish(self, inp: _Inputs, x: np.ndarray) -> np.ndarray:
@@ -607,7 +630,7 @@ class VaultOptimizer:
         if _any(snap):
             snapped = np.where(snap, inp.x0, x)
             if _sum(snapped) <= inp.budget + 1e-12 and (
-                not groups or np.all(self.group_matrix @ snapped <= self.group_caps + 1e-12)
+                not groups or _all(self.group_matrix @ snapped <= self.group_caps + 1e-12)
             ):
                 x = snapped
         return x
@@ -636,7 +659,7 @@ class VaultOptimizer:
                     )
                 else:
                     x = self._solve_cvxpy(inp, solver, turnover)
-                if not np.all(np.isfinite(x)):
+                if not _all(np.isfinite(x)):
                     raise SolverFailure(f"{solver}: non-finite solution")
                 x = self._polish(inp, x)
                 viol = self._violation(inp, x, turnover)
@@ -668,8 +691,8 @@ class VaultOptimizer:
         if frozen is not None:
             inp = _freeze(inp, np.asarray(frozen, dtype=bool))
         notes: list[str] = []
-        n_unbuyable = int((~inp.buyable).sum())
-        if inp.refused.any():
+        n_unbuyable = int(_sum(~inp.buyable))
+        if _any(inp.refused):
             names = [p for p, r in zip(self.pools, inp.refused, strict=True) if r]
             notes.append(
                 f"refused {len(names)} absurd prediction(s) (not finite or above "
@@ -679,7 +702,7 @@ class VaultOptimizer:
             notes.append(f"{n_unbuyable} pool(s) without prediction/TVL or refused: sell-only")
         turnover = self.strategy.max_turnover
         if turnover is not None:
-            needed = float(np.abs(self._feasible_holdings(inp) - inp.x0).sum())
+            needed = float(_sum(np.abs(self._feasible_holdings(inp) - inp.x0)))
             if needed > turnover:
                 notes.append(f"turnover cap {turnover:g} relaxed to {needed:.6g} to reach feasibility")
                 turnover = needed + 1e-9
@@ -693,7 +716,7 @@ class VaultOptimizer:
             x = self._feasible_holdings(inp)
             status, solver = "kept_holdings", "none"
             notes.append(f"all solvers failed, keeping current holdings: {exc}")
-            if np.any(np.abs(x - inp.x0) > 0):
+            if _any(np.abs(x - inp.x0) > 0):
                 notes.append("holdings clipped to the constraints")
         dx = x - inp.x0
         dilution = 1.0 / (1.0 + x * inp.wealth / inp.tvl)  # by the depth; NaN where unknown (tvl > 0)
@@ -734,7 +757,7 @@ class VaultOptimizer:
             inp = _freeze(inp, np.asarray(frozen, dtype=bool))
         turnover = self.strategy.max_turnover
         if turnover is not None:
-            turnover = max(turnover, float(np.abs(self._feasible_holdings(inp) - inp.x0).sum()) + 1e-9)
+            turnover = max(turnover, float(_sum(np.abs(self._feasible_holdings(inp) - inp.x0))) + 1e-9)
         try:
             x, _, _, _ = self._solve_once(inp, turnover)
         except SolverFailure:
@@ -743,7 +766,7 @@ class VaultOptimizer:
         small = (
             (notional > 0) & (notional < self.costs.min_trade_usd) & (inp.x0 >= inp.lo) & (inp.x0 <= inp.hi)
         )
-        if small.any():
+        if _any(small):
             x, _ = self._drop_small(replace(inp, a=np.zeros(len(t))), x, small)
         return x
 
@@ -787,34 +810,34 @@ class VaultOptimizer:
         notes: list[str] = []
         pruned = np.zeros(len(x), dtype=bool)
         small = self._small_trades(inp, x)
-        if not small.any():
+        if not _any(small):
             return x, 0, []
         frozen = x == inp.x0
         for _ in range(MAX_PRUNE_RESOLVES):
-            if not small.any():
+            if not _any(small):
                 break
             pruned |= small
             frozen |= small
             lo = np.where(frozen, inp.x0, inp.lo)
             hi = np.where(frozen, inp.x0, inp.hi)
-            if lo.sum() > inp.budget + 1e-12 or (
-                self.group_matrix.shape[0] and np.any(self.group_matrix @ lo > self.group_caps + 1e-12)
+            if _sum(lo) > inp.budget + 1e-12 or (
+                self.group_matrix.shape[0] and _any(self.group_matrix @ lo > self.group_caps + 1e-12)
             ):
                 notes.append("gas pruning: frozen trades break a cap, dropped without re-solve")
                 break
             try:
-                x_new, _, _, _ = self._solve_once(replace(inp, lo=lo, hi=hi), turnover)
+                x_new, _, _, _ = self._solve_once(inp.bounded(lo, hi), turnover)
             except SolverFailure as exc:
                 notes.append(f"gas pruning: re-solve failed ({exc}), dropped without re-solve")
                 break
             x = x_new
             small = self._small_trades(inp, x)
-        if small.any():
+        if _any(small):
             pruned |= small
             x, kept = self._drop_small(inp, x, small)
             if kept:
                 notes.append(f"gas pruning: {kept} small sale(s) kept (needed for the budget/caps)")
-        n_pruned = int((pruned & (x == inp.x0)).sum())
+        n_pruned = int(_sum(pruned & (x == inp.x0)))
         return x, n_pruned, notes
 
     def _drop_small(self, inp: _Inputs, x: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, int]:
@@ -841,15 +864,15 @@ class VaultOptimizer:
         for i in sells[np.argsort(dx[sells])[::-1]]:  # smallest sales first
             d = inp.x0[i] - x[i]
             rows = members[:, i]
-            room = inp.budget - x.sum()
+            room = inp.budget - _sum(x)
             scope = np.ones(len(x), dtype=bool)
-            if rows.any():
+            if _any(rows):
                 room = min(room, float(np.min(self.group_caps[rows] - self.group_matrix[rows] @ x)))
                 scope = members[rows].all(axis=0)
             need = d - max(room, 0.0)
             if need > 0:
                 excess = np.where(scope & ~small & (x > inp.x0), x - inp.x0 - thr, 0.0).clip(min=0.0)
-                total = excess.sum()
+                total = _sum(excess)
                 if total < need:
                     kept += 1
                     continue
@@ -862,7 +885,7 @@ def _freeze(inp: _Inputs, frozen: np.ndarray) -> _Inputs:
     """``lo = hi = x0`` on the frozen pools."""
     if frozen.shape != inp.x0.shape:
         raise ValueError(f"frozen has shape {frozen.shape}, expected {inp.x0.shape}")
-    return replace(inp, lo=np.where(frozen, inp.x0, inp.lo), hi=np.where(frozen, inp.x0, inp.hi))
+    return inp.bounded(np.where(frozen, inp.x0, inp.lo), np.where(frozen, inp.x0, inp.hi))
 
 
 def _laminar_groups(matrix: np.ndarray, caps: np.ndarray) -> list[tuple[np.ndarray, float]] | None:

@@ -27,6 +27,9 @@ import pandas as pd
 
 from midfreq_assets.domain.portfolio.costs import TradingCosts
 from midfreq_assets.domain.portfolio.optimizer import RebalanceResult, VaultOptimizer
+from midfreq_assets.domain.portfolio.reductions import add_reduce as _sum
+from midfreq_assets.domain.portfolio.reductions import and_reduce as _all
+from midfreq_assets.domain.portfolio.reductions import or_reduce as _any
 
 #: Trades smaller than this fraction of wealth are float noise, not transactions.
 TRADE_EPS = 1e-10
@@ -64,17 +67,17 @@ class StepDecision:
     @property
     def turnover(self) -> float:
         """Traded notional / wealth (one-way: a full switch counts 2)."""
-        return float(np.abs(self.trades_usd).sum() / self.wealth_before)
+        return float(_sum(np.abs(self.trades_usd)) / self.wealth_before)
 
     @property
     def predicted_portfolio_apy(self) -> float:
         """Predicted APY of the invested part, diluted by our own size (NaN when nothing is held)."""
         w = self.target_weights
-        if w.sum() <= 0:
+        if _sum(w) <= 0:
             return float("nan")
-        dil = np.nan_to_num(self.dilution_factor, nan=1.0)
-        a = np.nan_to_num(self.predicted_apy, nan=0.0)
-        return float((w * a * dil).sum() / w.sum())
+        dil = finite_or(self.dilution_factor, 1.0)
+        a = finite_or(self.predicted_apy)
+        return float(_sum(w * a * dil) / _sum(w))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per pool: weights, trade and prediction (for the nightly asset)."""
@@ -120,10 +123,10 @@ def rebalance_step(
     forced = ~ok & ~held & (h > 0)
     # forced sales: the optimizer sees those pools at weight 0 (sell-only, so they stay at 0)
     x0 = np.where(forced, 0.0, np.maximum(h, 0.0) / wealth)
-    result = optimizer.solve(a, tvl, wealth, x0, frozen=held if held.any() else None, depth=depth)
+    result = optimizer.solve(a, tvl, wealth, x0, frozen=held if _any(held) else None, depth=depth)
     x = np.where(ok | held, result.target_weights, 0.0)
     return execute_trade(
-        optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(forced.sum())
+        optimizer.pools, h, base, x, a, costs=costs, result=result, n_forced=int(_sum(forced))
     )
 
 
@@ -160,7 +163,7 @@ def target_step(
     forced = ~ok & ~held & (h > 0)
     x = np.where(ok, np.nan_to_num(np.asarray(target_weights, dtype=float), nan=0.0), 0.0)
     x = np.where(held, h / wealth, x)
-    return execute_trade(pools, h, base, x, a, costs=costs, result=None, n_forced=int(forced.sum()))
+    return execute_trade(pools, h, base, x, a, costs=costs, result=None, n_forced=int(_sum(forced)))
 
 
 def _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base):
@@ -177,8 +180,8 @@ def _prepare(n, predicted_apy, tvl, wealth, holdings, eligible, base):
     a = np.where(ok, a, np.nan)
     h = np.where(np.isfinite(h), h, 0.0)
     if base is None:
-        base = wealth - float(h.sum())
-    wealth = float(h.sum() + base)
+        base = wealth - float(_sum(h))
+    wealth = float(_sum(h) + base)
     if not (np.isfinite(wealth) and wealth > 0):
         raise ValueError(f"wealth must be positive and finite, got {wealth!r}")
     return a, tvl, h, ok, wealth, float(base)
@@ -198,21 +201,21 @@ def execute_trade(
     """Trade ``holdings`` to ``W x``: ``costs`` prices it (proportional cost plus gas per trade), paid from
     the base."""
     h = holdings
-    wealth = float(h.sum() + base)
+    wealth = float(_sum(h) + base)
     target = target_weights * wealth
     trades = target - h
     traded = np.abs(trades) > TRADE_EPS * wealth
     trades = np.where(traded, trades, 0.0)
     target = np.where(traded, target, h)
     cost_usd = costs.trade_cost_usd(trades)
-    n_trades = int(traded.sum())
+    n_trades = int(_sum(traded))
     gas = costs.gas_cost_usd(n_trades)
     return StepDecision(
         pools=tuple(pools),
         wealth_before=wealth,
         holdings_before=h,
         holdings_after=target,
-        base_after=wealth - float(target.sum()) - cost_usd - gas,
+        base_after=wealth - float(_sum(target)) - cost_usd - gas,
         target_weights=target / wealth,
         predicted_apy=predicted_apy,
         trades_usd=trades,
@@ -238,11 +241,26 @@ class Accrual:
 
     @property
     def wealth(self) -> float:
-        return float(self.holdings.sum() + self.base)
+        return float(_sum(self.holdings) + self.base)
+
+
+def finite_or(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """``np.nan_to_num(values, nan=fill)`` (infinities to the largest floats); ``values`` itself when
+    every value is finite (the common case: no copy, no ``nan_to_num`` overhead on the per-step path)."""
+    v = np.asarray(values, dtype=float)
+    ok = _isfinite(v)
+    if _all(ok):
+        return v
+    if not _any(np.isinf(v)):  # NaNs only
+        return np.where(ok, v, fill)
+    return np.nan_to_num(v, nan=fill)
+
+
+_isfinite = np.isfinite
 
 
 def _finite(values: np.ndarray | None, n: int) -> np.ndarray:
-    return np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return np.zeros(n) if values is None else finite_or(values)
 
 
 def accrue_step(
@@ -270,15 +288,19 @@ def accrue_step(
     tvl = np.asarray(tvl_next, dtype=float)
     n = h.shape[0]
     held = h > 0
-    missing = held & ~np.isfinite(apy)
-    u = np.where(np.isfinite(apy), _finite(undiluted_next, n), 0.0)
-    tvl_ok = np.isfinite(tvl) & (tvl > 0)
+    apy_ok = _isfinite(apy)
+    missing = held & ~apy_ok
+    u = np.where(apy_ok, _finite(undiluted_next, n), 0.0)
+    tvl_ok = _isfinite(tvl) & (tvl > 0)
     dil = np.where(tvl_ok, 1.0 / (1.0 + h / np.where(tvl_ok, tvl, 1.0)), 1.0)
-    r = np.where(np.isfinite(apy), (apy - u) * dil + u, 0.0)
+    r = np.where(apy_ok, (apy - u) * dil + u, 0.0)
     grown = h * np.exp(r * dt_years)
-    il = np.where(np.isfinite(apy), np.minimum(_finite(il_next, n), 0.0), 0.0)
-    il_usd = float((h * np.exp((r - il) * dt_years) - grown).sum()) if il_next is not None else 0.0
-    moved = grown * np.exp(_finite(price_return_next, n))
+    if il_next is not None:
+        il = np.where(apy_ok, np.minimum(_finite(il_next, n), 0.0), 0.0)
+        il_usd = float(_sum(h * np.exp((r - il) * dt_years) - grown))
+    else:
+        il_usd = 0.0
+    moved = grown * np.exp(_finite(price_return_next, n)) if price_return_next is not None else grown * 1.0
     base_next = base * float(np.exp(base_rate * dt_years)) if base > 0 else base
-    earned = np.where(np.isfinite(apy), apy, 0.0)
-    return Accrual(moved, base_next, dil, earned, il_usd, float((moved - grown).sum()), int(missing.sum()))
+    earned = np.where(apy_ok, apy, 0.0)
+    return Accrual(moved, base_next, dil, earned, il_usd, float(_sum(moved - grown)), int(_sum(missing)))
