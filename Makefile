@@ -25,7 +25,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/midfreq pipeline --corpus recorded --execution-server
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --timeout=600 -q --durations=15
+	$(PY) -m pytest -n 2 --dist worksteal --timeout=600 -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

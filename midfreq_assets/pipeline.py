@@ -791,7 +791,22 @@ def _worker_ready() -> bool:
 
 
 def _worker_run(stage: Stage) -> StageOutcome:
-    return execute_stage(stage, _WORKER["defs"], _WORKER["instance"], _WORKER["resources"])
+    try:
+        return execute_stage(stage, _WORKER["defs"], _WORKER["instance"], _WORKER["resources"])
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand a finished stage's heap back to the system: an idle worker would otherwise keep its last
+    stage's peak resident (glibc keeps freed arenas) while the other worker runs the next big stage."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _date(text: str) -> dt.date:
