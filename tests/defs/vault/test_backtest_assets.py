@@ -34,6 +34,18 @@ FITTED_MODELS = AssetSpec(
 ).with_io_manager_key("model_io_manager")
 
 
+def backtest_upstream() -> list[AssetSpec]:
+    """What the backtest assets read, as source specs on the lake (materialized by the test's own frames)."""
+    daily = ("pool_history", "pool_metadata", "pool_lend_borrow", AssetKey([VAULT.name, "adjusted_yields"]))
+    return [
+        *(
+            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
+            for k in daily
+        ),
+        FITTED_MODELS,
+    ]
+
+
 def test_grid_runs_and_report(tmp_path, synthetic_history):
     lake = tmp_path / "lake"
     io = ParquetIOManager(root=str(lake))
@@ -59,18 +71,7 @@ def test_grid_runs_and_report(tmp_path, synthetic_history):
     (gdir / "small.yaml").write_text(yaml.safe_dump({"parameters": {"strategy.cost": [0.0005, 0.002]}}))
 
     assets = build_backtest_assets(VAULT, gdir)
-    upstream = [
-        *(
-            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-            for k in (
-                "pool_history",
-                "pool_metadata",
-                "pool_lend_borrow",
-                AssetKey([VAULT.name, "adjusted_yields"]),
-            )
-        ),
-        FITTED_MODELS,
-    ]
+    upstream = backtest_upstream()
     instance = DagsterInstance.ephemeral()
     added = register_grid_points(instance, [VAULT], gdir)
     assert added[VAULT.name] == ["cost-0.0005", "cost-0.002"]
@@ -167,18 +168,7 @@ def test_backfill_runs_several_grid_points_per_run(tmp_path, synthetic_history):
     assert policy is not None and policy.max_partitions_per_run == GRID_POINTS_PER_RUN
     instance = DagsterInstance.ephemeral()
     keys = register_grid_points(instance, [VAULT], gdir)[VAULT.name]
-    upstream = [
-        *(
-            AssetSpec(k, partitions_def=daily_partitions).with_io_manager_key("parquet_io_manager")
-            for k in (
-                "pool_history",
-                "pool_metadata",
-                "pool_lend_borrow",
-                AssetKey([VAULT.name, "adjusted_yields"]),
-            )
-        ),
-        FITTED_MODELS,
-    ]
+    upstream = backtest_upstream()
     result = materialize(
         [*assets, *upstream],
         selection=[runs_def.key],
