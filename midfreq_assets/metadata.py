@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from dagster import MetadataValue
 from upath import UPath
@@ -101,6 +102,20 @@ def bundle_details(b: ModelBundle) -> dict[str, object]:
     return meta
 
 
+#: significant digits of a float in a partition's metadata: the UI prints floats as stored
+#: (0.9809450000000001), and no figure there is read to more than this
+METADATA_DIGITS = 10
+
+
+def tidy_numbers(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata`` with each plain float rounded to :data:`METADATA_DIGITS` significant digits (what the
+    table shows and the Plots draw; the stored frames keep every digit)."""
+    return {
+        k: float(f"{v:.{METADATA_DIGITS}g}") if isinstance(v, float) and np.isfinite(v) else v
+        for k, v in metadata.items()
+    }
+
+
 def run_scope(keys: list[str]) -> str:
     """What the ``run_*`` entries of a range run's last partition are (the other partitions have none)."""
     return (
@@ -165,14 +180,14 @@ def partition_metadata(
         list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else []
     )
     if len(keys) <= 1:
-        return {**summary(frame, keys[0] if keys else None), **run_level}
+        return tidy_numbers({**summary(frame, keys[0] if keys else None), **run_level})
     if not len(frame):
         parts = {k: frame for k in keys}
     elif partition_column:
         parts = split_by_column(frame, keys, partition_column)
     else:
         parts = (split_by_month if len(keys[0]) == 7 else split_by_date)(frame, keys, date_column)
-    by_key = {key: summary(part, key) for key, part in parts.items()}
+    by_key = {key: tidy_numbers(summary(part, key)) for key, part in parts.items()}
     # the IO manager gives the last partition the run's rows (run_rows); a row count of the run is no day's
     by_key[keys[-1]].update({f"run_{k}": v for k, v in run_level.items() if not k.startswith("dagster/")})
     by_key[keys[-1]]["run_scope"] = run_scope(keys)

@@ -1,9 +1,9 @@
-"""What the UI links: a backtest report opens in one click only over http (browsers refuse file:// links
+"""What the UI shows of a run. Links: a backtest report opens in one click only over http (browsers refuse file:// links
 from the UI's page), so the link is built from MIDFREQ_REPORTS_URL; without it, the path and how to open it."""
 
 from upath import UPath
 
-from midfreq_assets.metadata import report_link
+from midfreq_assets.metadata import report_link, tidy_numbers
 from midfreq_resources.settings import REPORTS_URL_ENV
 
 
@@ -28,3 +28,19 @@ def test_without_a_server_the_ui_shows_the_path_and_how_to_open_it(tmp_path, mon
     assert report_link(path, lake)["report_url"].value == (
         "https://reports.example/lake/usd_lending/backtest_report/my%20grid.html"
     )
+
+
+def test_partition_figures_print_without_float_noise():
+    """A day's figures read as numbers (the UI prints a float as stored); ints, text and NaN stay as they are."""
+    tidy = tidy_numbers(
+        {
+            "invested_share": 0.9809450000000001,
+            "wealth": 1005222.4567891234,
+            "n": 3,
+            "s": "ok",
+            "x": float("nan"),
+        }
+    )
+    assert tidy["invested_share"] == 0.980945 and repr(tidy["invested_share"]) == "0.980945"
+    assert tidy["wealth"] == 1005222.457
+    assert tidy["n"] == 3 and isinstance(tidy["n"], int) and tidy["s"] == "ok" and tidy["x"] != tidy["x"]
