@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventRecordsFilter
 
 from midfreq_resources.io.lake import read_daily, stored_days
+from tests.dagster_cli import materialize_argv
 
 REPO = Path(__file__).parents[2]
 ASSETS = "pool_history,pool_metadata,universe_exclusions"
@@ -43,18 +43,7 @@ def _launch(home: Path, lake: Path, replay_env, *partition: str) -> subprocess.P
         else ["--partition", partition[0]]
     )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "midfreq_assets.definitions",
-            "--select",
-            ASSETS,
-            *where,
-        ],
+        materialize_argv(ASSETS, *where),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 from dagster import materialize
 
 from midfreq_resources.io.lake import read_daily, stored_days
+from tests.dagster_cli import materialize_argv
 
 REPO = Path(__file__).parents[3]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, in the usd_lending universe
@@ -242,19 +242,7 @@ def test_cli_partition_range_backfill_under_error_rate_0_9(lake, replay_env, tmp
     (home / "dagster.yaml").write_text((REPO / "deploy/local/dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "midfreq_assets.definitions",
-            "--select",
-            ",".join(ASSETS),
-            "--partition-range",
-            f"{FIRST}...{LAST}",
-        ],
+        materialize_argv(",".join(ASSETS), "--partition-range", f"{FIRST}...{LAST}"),
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 from dagster import materialize
 
 from midfreq_resources.io.lake import read_daily, stored_days
+from tests.dagster_cli import materialize_argv
 
 REPO = Path(__file__).parents[3]
 POOL = "f981a304-bb6c-45b8-b0c5-fd2f515ad23a"  # aave-v3 USDT on Ethereum, full year
@@ -165,19 +165,7 @@ def test_cli_partition_range_backfill_in_one_run(lake, replay_env, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "midfreq_assets.definitions",
-            "--select",
-            "pool_history",
-            "--partition-range",
-            "2024-07-01...2024-07-03",
-        ],
+        materialize_argv("pool_history", "--partition-range", "2024-07-01...2024-07-03"),
         cwd=REPO,
         env=env,
         capture_output=True,
